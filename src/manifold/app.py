@@ -1,0 +1,165 @@
+"""Builds the gateway's ASGI app: routing, the checks every request passes, and the lifespan.
+
+Order of checks on an MCP endpoint: Host/Origin (DNS-rebinding protection) → body size → credential →
+server exists → transport. Routing is a few string operations rather than a framework router: it runs on
+every relayed call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from manifold.catalog.lists import UpstreamLists
+from manifold.catalog.view import VirtualServerView
+from manifold.config.loader import LoadedConfig
+from manifold.identity.dev_key import DevKeyAuth
+from manifold.relay.handlers import Gateway
+from manifold.relay.hub import Hub
+from manifold.relay.sessions import PendingReplies, SessionStore
+from manifold.relay.sse import LegacySse
+from manifold.relay.streamable_http import JSON_HEADERS, StreamableHttp, send_body
+from manifold.security.origin import OriginPolicy
+from manifold.upstream.pool import UpstreamPool
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+
+
+@dataclass
+class Services:
+    """Everything the app holds while it runs (also what tests and benchmarks reach into)."""
+
+    config: LoadedConfig
+    pool: UpstreamPool
+    lists: UpstreamLists
+    hub: Hub
+    gateway: Gateway
+    views: dict[str, VirtualServerView]
+    sessions: SessionStore
+    pending: PendingReplies
+    auth: DevKeyAuth
+    started: float = field(default_factory=time.time)
+
+
+def build_services(config: LoadedConfig, auth: DevKeyAuth) -> Services:
+    settings = config.settings
+    # Relative stdio `cwd`s are relative to the config file, not to wherever the gateway was started.
+    upstreams = {uid: (u.model_copy(update={"cwd": config.stdio_cwd(uid)}) if u.transport.value == "stdio" else u)
+                 for uid, u in config.upstreams.items()}
+    hub_ref: list[Hub] = []
+
+    async def on_notification(upstream_id: str, message: JSON) -> None:
+        await hub_ref[0].on_upstream_notification(upstream_id, message)
+
+    pool = UpstreamPool(upstreams, on_notification)
+    lists = UpstreamLists(pool, settings.tool_list_ttl_seconds)
+    hub = Hub(lists)
+    hub_ref.append(hub)
+    gateway = Gateway(pool=pool, hub=hub)
+    views = {sid: VirtualServerView(sid, vs, lists, config.separator_for(vs)) for sid, vs in config.served_servers().items()}
+    sessions = SessionStore(hub)
+    return Services(config=config, pool=pool, lists=lists, hub=hub, gateway=gateway, views=views,
+                    sessions=sessions, pending=PendingReplies(), auth=auth)
+
+
+class ManifoldApp:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        settings = services.config.settings
+        self.max_body = settings.max_body_bytes
+        self.origin = OriginPolicy.from_settings(settings)
+        self.http = StreamableHttp(services.gateway, services.sessions, services.pending, stateless=settings.stateless)
+        self.sse = LegacySse(services.gateway, services.sessions, services.pending)
+
+    async def __call__(self, scope: JSON, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path: str = scope["path"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        scope["_headers"] = headers
+
+        if path in ("/healthz", "/readyz"):
+            await self._health(send, ready=path == "/readyz")
+            return
+        parts = path.strip("/").split("/")
+        if len(parts) < 2 or parts[0] not in ("mcp", "sse"):
+            await send_body(send, 404, b'{"error":"not found"}')
+            return
+        problem = self.origin.check(headers)
+        if problem is not None:
+            await send_body(send, 403, orjson.dumps({"error": problem}))
+            return
+        principal = self.s.auth.authenticate(headers.get("authorization"))
+        if principal is None:
+            await send_body(send, 401, b'{"error":"invalid_token","error_description":"missing or invalid bearer token"}',
+                            JSON_HEADERS + [(b"www-authenticate", b'Bearer realm="manifold", error="invalid_token"')])
+            return
+        view = self.s.views.get(parts[1])
+        if view is None:
+            await send_body(send, 404, orjson.dumps({"error": "unknown server", "server": parts[1][:100]}))
+            return
+
+        body: bytes | None = None
+        if scope["method"] == "POST":
+            body = await self._read_body(scope, receive, send)
+            if body is None:
+                return
+        if parts[0] == "mcp" and len(parts) == 2:
+            await self.http(scope, receive, send, view, principal.id, body)
+        elif parts[0] == "sse" and len(parts) == 2 and scope["method"] == "GET":
+            await self.sse.open_stream(scope, receive, send, view, principal.id)
+        elif parts[0] == "sse" and len(parts) == 3 and parts[2] == "messages" and scope["method"] == "POST":
+            await self.sse.post_message(scope, send, view, principal.id, body or b"")
+        else:
+            await send_body(send, 404, b'{"error":"not found"}')
+
+    async def _read_body(self, scope: JSON, receive: Any, send: Any) -> bytes | None:
+        declared = scope["_headers"].get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await send_body(send, 413, orjson.dumps({"error": f"request body over {self.max_body} bytes"}))
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await send_body(send, 413, orjson.dumps({"error": f"request body over {self.max_body} bytes"}))
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _health(self, send: Any, *, ready: bool) -> None:
+        upstreams = self.s.pool.health()
+        failures = {sid: v.last_failures for sid, v in self.s.views.items() if v.last_failures}
+        body: JSON = {"status": "ok", "upstreams": upstreams}
+        if failures:
+            body["degraded_servers"] = failures
+        if ready:
+            body["servers"] = sorted(self.s.views)
+        await send_body(send, 200, orjson.dumps(body))
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.s.hub.close_all()
+                self.s.sessions.close_all()
+                await self.s.pool.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

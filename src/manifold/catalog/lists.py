@@ -1,0 +1,122 @@
+"""Per-upstream list cache: tools, prompts, resources and resource templates as the upstream listed them.
+
+One entry per (upstream, kind), shared by every virtual server that includes the upstream. An entry is
+refreshed when the upstream says `list_changed`, when its TTL runs out, or on demand; concurrent readers
+of a stale entry share one fetch. Each entry carries a version number so virtual-server views know when
+to rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from manifold.upstream.base import UpstreamError
+
+JSON = dict[str, Any]
+
+# kind -> (list method, result key)
+KINDS: dict[str, tuple[str, str]] = {
+    "tools": ("tools/list", "tools"),
+    "prompts": ("prompts/list", "prompts"),
+    "resources": ("resources/list", "resources"),
+    "resource_templates": ("resources/templates/list", "resourceTemplates"),
+}
+# Upstream capability that must be present for a kind to be listed at all.
+CAPABILITY = {"tools": "tools", "prompts": "prompts", "resources": "resources", "resource_templates": "resources"}
+MAX_PAGES = 100
+
+
+class Requester(Protocol):
+    async def request(self, upstream_id: str, method: str, params: JSON | None = None, *, sink: Any = None) -> JSON: ...
+
+    async def session(self, upstream_id: str) -> Any: ...
+
+
+@dataclass
+class Entry:
+    items: list[JSON] = field(default_factory=list)
+    version: int = 0
+    fetched_at: float = -1.0
+    stale: bool = True
+    generation: int = 0  # bumped by every invalidation
+    fetching: asyncio.Future[None] | None = None
+
+
+class ListError(Exception):
+    def __init__(self, upstream_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.upstream_id = upstream_id
+        self.reason = reason
+
+
+class UpstreamLists:
+    def __init__(self, pool: Requester, ttl_seconds: float) -> None:
+        self._pool = pool
+        self._ttl = ttl_seconds
+        self._entries: dict[tuple[str, str], Entry] = {}
+
+    def entry(self, upstream_id: str, kind: str) -> Entry:
+        key = (upstream_id, kind)
+        e = self._entries.get(key)
+        if e is None:
+            e = self._entries[key] = Entry()
+        return e
+
+    def invalidate(self, upstream_id: str, kind: str | None = None) -> None:
+        for (uid, k), e in self._entries.items():
+            if uid == upstream_id and (kind is None or k == kind):
+                e.stale = True
+                e.generation += 1
+
+    def is_fresh(self, e: Entry) -> bool:
+        return not e.stale and (self._ttl == 0 or time.monotonic() - e.fetched_at < self._ttl)
+
+    async def get(self, upstream_id: str, kind: str, *, allow_stale: bool = False) -> Entry:
+        """The entry, fetched if stale. With allow_stale, any earlier successful fetch will do
+        (used on the tools/call path, which must not wait on a list refresh)."""
+        e = self.entry(upstream_id, kind)
+        if self.is_fresh(e) or (allow_stale and e.fetched_at >= 0):
+            return e
+        if e.fetching is None:
+            e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e))
+        fut = e.fetching
+        try:
+            await asyncio.shield(fut)
+        finally:
+            if e.fetching is fut and fut.done():
+                e.fetching = None
+        return e
+
+    async def _fetch(self, upstream_id: str, kind: str, e: Entry) -> None:
+        method, key = KINDS[kind]
+        generation = e.generation
+        session = await self._pool.session(upstream_id)
+        if CAPABILITY[kind] not in (session.capabilities or {}):
+            items: list[JSON] = []
+        else:
+            items = []
+            cursor: str | None = None
+            for _ in range(MAX_PAGES):
+                reply = await self._pool.request(upstream_id, method, {"cursor": cursor} if cursor else None)
+                if "error" in reply:
+                    err = reply["error"]
+                    raise ListError(upstream_id, f"{method} failed: {err.get('message', 'error')}")
+                result = reply.get("result") or {}
+                items.extend(x for x in result.get(key) or [] if isinstance(x, dict))
+                cursor = result.get("nextCursor")
+                if not cursor:
+                    break
+        e.items = items
+        e.version += 1
+        e.fetched_at = time.monotonic()
+        # A list_changed that arrived while we were fetching leaves the entry stale.
+        e.stale = e.generation != generation
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, (UpstreamError, ListError)):
+        return exc.reason
+    return type(exc).__name__

@@ -1,0 +1,197 @@
+"""A virtual server's merged catalog: which tools, prompts and resources it shows, under which names,
+and how an exposed name maps back to (member, upstream, original name).
+
+Views are rebuilt only when a member's upstream list changed (version numbers from `UpstreamLists`), so a
+warm `tools/list` is a cache hit that returns pre-serialised JSON, and resolving a `tools/call` name is a
+dict lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from manifold.catalog.lists import UpstreamLists, describe_failure
+from manifold.catalog.naming import expose_name, unwrap_uri, wrap_uri
+from manifold.config.models import MemberConfig, VirtualServerConfig
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    member_id: str
+    upstream_id: str
+    name: str  # the upstream's own name (or URI)
+
+
+@dataclass
+class Built:
+    """One built list: the exposed items, their serialised form and the reverse map."""
+
+    items: list[JSON]
+    json: bytes
+    targets: dict[str, Target]
+    versions: tuple[int, ...]
+    failures: dict[str, str] = field(default_factory=dict)  # member id -> reason
+    collisions: list[str] = field(default_factory=list)
+
+
+def _selected(name: str, member: MemberConfig) -> bool:
+    if not any(fnmatch.fnmatchcase(name, pat) for pat in member.tools):
+        return False
+    return not any(fnmatch.fnmatchcase(name, pat) for pat in member.hide)
+
+
+class VirtualServerView:
+    def __init__(self, server_id: str, config: VirtualServerConfig, lists: UpstreamLists, separator: str) -> None:
+        self.id = server_id
+        self.config = config
+        self.members = list(config.members)
+        self.by_member = {m.member_id: m for m in self.members}
+        self.upstream_ids = {m.upstream for m in self.members}
+        self.sep = config.separator or separator
+        self.namespace = config.namespace
+        self._lists = lists
+        self._built: dict[str, Built] = {}
+        self._lock = asyncio.Lock()
+        self.last_failures: dict[str, str] = {}
+
+    # ---- building -------------------------------------------------------------------------------
+
+    async def _entries(self, kind: str, *, allow_stale: bool) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, str], tuple[int, ...]]:
+        members = [m for m in self.members if kind == "tools" or (m.prompts if kind == "prompts" else m.resources)]
+        results = await asyncio.gather(
+            *(self._lists.get(m.upstream, kind, allow_stale=allow_stale) for m in members), return_exceptions=True
+        )
+        ok: list[tuple[MemberConfig, list[JSON]]] = []
+        failures: dict[str, str] = {}
+        versions: list[int] = []
+        for m, r in zip(members, results):
+            if isinstance(r, BaseException):
+                if isinstance(r, asyncio.CancelledError):
+                    raise r
+                failures[m.member_id] = describe_failure(r)
+                versions.append(-1)
+                continue
+            ok.append((m, r.items))
+            versions.append(r.version)
+        return ok, failures, tuple(versions)
+
+    async def get(self, kind: str, *, allow_stale: bool = False) -> Built:
+        entries, failures, versions = await self._entries(kind, allow_stale=allow_stale)
+        built = self._built.get(kind)
+        if built is not None and built.versions == versions and not failures and not built.failures:
+            return built
+        built = self._build(kind, entries, versions)
+        built.failures = failures
+        for member_id, reason in failures.items():
+            log.warning("virtual server '%s': member '%s' left out of %s: %s", self.id, member_id, kind, reason)
+        self.last_failures = failures
+        self._built[kind] = built
+        return built
+
+    def _build(self, kind: str, entries: list[tuple[MemberConfig, list[JSON]]], versions: tuple[int, ...]) -> Built:
+        items: list[JSON] = []
+        targets: dict[str, Target] = {}
+        sources: dict[str, str] = {}
+        collided: set[str] = set()
+        collisions: list[str] = []
+        for member, upstream_items in entries:
+            for item in upstream_items:
+                exposed = self._expose(kind, member, item)
+                if exposed is None:
+                    continue
+                key, new_item, original = exposed
+                source = f"member '{member.member_id}' ({'uri' if kind.startswith('resource') else 'name'} '{original}')"
+                if key in targets:
+                    msg = f"{kind} '{key}' from {source} collides with {sources[key]}; both are left out"
+                    collisions.append(msg)
+                    log.error("virtual server '%s': %s", self.id, msg)
+                    collided.add(key)
+                    continue
+                targets[key] = Target(member.member_id, member.upstream, original)
+                sources[key] = source
+                items.append(new_item)
+        if collided:
+            key_field = {"tools": "name", "prompts": "name", "resources": "uri", "resource_templates": "uriTemplate"}[kind]
+            items = [i for i in items if i.get(key_field) not in collided]
+            for key in collided:
+                targets.pop(key, None)
+        return Built(items=items, json=orjson.dumps(items), targets=targets, versions=versions, collisions=collisions)
+
+    def _expose(self, kind: str, member: MemberConfig, item: JSON) -> tuple[str, JSON, str] | None:
+        if kind in ("tools", "prompts"):
+            name = item.get("name")
+            if not isinstance(name, str):
+                return None
+            if kind == "tools" and not _selected(name, member):
+                return None
+            new_name = expose_name(
+                member.member_id,
+                name,
+                sep=self.sep,
+                namespace=self.namespace,
+                alias=member.aliases.get(name) if kind == "tools" else None,
+            )
+            new_item = dict(item)
+            new_item["name"] = new_name
+            if kind == "tools" and name in member.descriptions:
+                new_item["description"] = member.descriptions[name]
+            return new_name, new_item, name
+        key_field = "uri" if kind == "resources" else "uriTemplate"
+        uri = item.get(key_field)
+        if not isinstance(uri, str):
+            return None
+        new_uri = wrap_uri(member.member_id, uri) if self.namespace else uri
+        new_item = dict(item)
+        new_item[key_field] = new_uri
+        return new_uri, new_item, uri
+
+    # ---- resolving ------------------------------------------------------------------------------
+
+    async def resolve(self, kind: str, exposed: str) -> Target | None:
+        """Exposed tool/prompt name -> target. Uses the last built list; refreshes once on a miss."""
+        built = self._built.get(kind)
+        if built is not None:
+            t = built.targets.get(exposed)
+            if t is not None:
+                return t
+        built = await self.get(kind, allow_stale=built is None)
+        t = built.targets.get(exposed)
+        if t is None and built.versions and not built.failures:
+            return None
+        return t
+
+    def resolve_uri(self, uri: str) -> Target | None:
+        """Exposed resource URI -> target. Reversible, so it needs no list."""
+        if not self.namespace:
+            # Without namespacing, a URI belongs to whichever member listed it; with one member, to it.
+            for kind in ("resources", "resource_templates"):
+                built = self._built.get(kind)
+                if built and uri in built.targets:
+                    return built.targets[uri]
+            if len(self.members) == 1:
+                m = self.members[0]
+                return Target(m.member_id, m.upstream, uri) if m.resources else None
+            return None
+        parsed = unwrap_uri(uri)
+        if parsed is None:
+            return None
+        member_id, original = parsed
+        m = self.by_member.get(member_id)
+        if m is None or not m.resources:
+            return None
+        return Target(m.member_id, m.upstream, original)
+
+    def expose_uri(self, member_id: str, uri: str) -> str:
+        return wrap_uri(member_id, uri) if self.namespace else uri
+
+    def members_for_upstream(self, upstream_id: str) -> list[str]:
+        return [m.member_id for m in self.members if m.upstream == upstream_id]

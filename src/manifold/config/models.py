@@ -1,0 +1,179 @@
+"""Pydantic models of `manifold.yaml` and `virtual_servers/*.yaml`.
+
+Unknown keys are errors everywhere (`extra="forbid"`): a typo must not silently become a default.
+Secrets are written as `${ENV_NAME}` references and resolved by the loader before validation.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG = r"^[a-z0-9][a-z0-9-]*$"
+SLUG_RE = re.compile(SLUG)
+
+
+def check_separator(v: str) -> str:
+    """A namespace separator must itself be a valid part of a tool name (see catalog/naming.py)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,4}", v) or v.strip("-") == "":
+        raise ValueError("separator must be 1-4 characters of [A-Za-z0-9_-], and not only '-'")
+    return v
+
+
+def _slug_id(v: str) -> str:
+    if not SLUG_RE.match(v):
+        raise ValueError(f"id '{v}' must match {SLUG} (lowercase letters, digits, '-')")
+    return v
+
+
+# A mapping key that is an id. Checked per key, so a bad id is reported next to the entry's other errors.
+SlugKey = Annotated[str, AfterValidator(_slug_id)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Transport(str, enum.Enum):
+    STDIO = "stdio"
+    HTTP = "http"  # streamable HTTP
+    SSE = "sse"  # legacy HTTP+SSE (2024-11-05)
+
+
+class ProtocolChoice(str, enum.Enum):
+    """Which era to speak upstream. `auto` probes server/discover and falls back to initialize."""
+
+    AUTO = "auto"
+    MODERN = "2026-07-28"
+    HANDSHAKE = "2025-11-25"
+
+
+class UpstreamConfig(Strict):
+    """One upstream MCP server. Its id is the key under `upstreams:`."""
+
+    transport: Transport
+    # http / sse
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)  # static outbound headers (values may be ${ENV})
+    # stdio
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: Path | None = None
+    # behaviour
+    protocol: ProtocolChoice = ProtocolChoice.AUTO
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    call_timeout: Annotated[float, Field(gt=0)] = 60.0
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> UpstreamConfig:
+        if self.transport is Transport.STDIO:
+            if not self.command:
+                raise ValueError("a stdio upstream needs 'command'")
+            if self.url:
+                raise ValueError("'url' is for http/sse upstreams; a stdio upstream has 'command'")
+        else:
+            if not self.url:
+                raise ValueError(f"an {self.transport.value} upstream needs 'url'")
+            if not re.match(r"^https?://", self.url):
+                raise ValueError("'url' must start with http:// or https://")
+            if self.command or self.args or self.env or self.cwd:
+                raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio upstreams")
+        return self
+
+
+class GatewaySettings(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8470
+    # The absolute origin clients reach the gateway at (used in URLs the gateway prints or returns).
+    public_url: str | None = None
+    state_dir: Path = Path(".manifold")
+    database_url: str | None = None  # default: sqlite+aiosqlite:///{state_dir}/manifold.db
+    virtual_servers_dir: Path = Path("virtual_servers")
+    # DNS-rebinding protection: loopback hosts/origins are always allowed; add public names here.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    stateless: bool = False  # 2025-11-25 clients get no Mcp-Session-Id (2026-07-28 is always sessionless)
+    namespace_separator: str = "__"
+    tool_list_ttl_seconds: Annotated[float, Field(ge=0)] = 300.0
+    # Serving without a key is allowed only on loopback, and only when explicitly chosen.
+    allow_unauthenticated: bool = False
+
+    @field_validator("namespace_separator")
+    @classmethod
+    def _separator(cls, v: str) -> str:
+        return check_separator(v)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("'public_url' must be an absolute http:// or https:// URL")
+        return v.rstrip("/")  # URLs are built as public_url + "/mcp/..."
+
+
+class GatewayConfig(Strict):
+    """`manifold.yaml`."""
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    upstreams: dict[SlugKey, UpstreamConfig] = Field(default_factory=dict)
+    groups: dict[SlugKey, list[str]] = Field(default_factory=dict)
+
+
+class MemberConfig(Strict):
+    """One upstream inside a virtual server."""
+
+    upstream: str
+    id: str | None = None  # member id: namespace prefix and x-mcp-headers key; default = upstream id
+    tools: list[str] = Field(default_factory=lambda: ["*"])  # exact names or globs ("*", "create_*")
+    hide: list[str] = Field(default_factory=list)  # names or globs removed after selection
+    aliases: dict[str, str] = Field(default_factory=dict)  # upstream tool name -> exposed (un-prefixed) name
+    descriptions: dict[str, str] = Field(default_factory=dict)  # upstream tool name -> description override
+    resources: bool = True
+    prompts: bool = True
+
+    @property
+    def member_id(self) -> str:
+        return self.id or self.upstream
+
+    @field_validator("id")
+    @classmethod
+    def _slug_id(cls, v: str | None) -> str | None:
+        if v is not None and not SLUG_RE.match(v):
+            raise ValueError(f"member id '{v}' must match {SLUG}")
+        return v
+
+
+class VirtualServerConfig(Strict):
+    """`virtual_servers/<id>.yaml`. The id defaults to the file name without `.yaml`."""
+
+    id: str | None = None
+    description: str | None = None
+    namespace: bool = True  # False keeps original names where they do not collide
+    separator: str | None = None  # default: gateway.namespace_separator
+    members: list[MemberConfig]
+
+    @field_validator("separator")
+    @classmethod
+    def _separator(cls, v: str | None) -> str | None:
+        return None if v is None else check_separator(v)
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, v: list[MemberConfig]) -> list[MemberConfig]:
+        if not v:
+            raise ValueError("a virtual server needs at least one member")
+        seen: set[str] = set()
+        for m in v:
+            if m.member_id in seen:
+                raise ValueError(f"member id '{m.member_id}' appears twice")
+            seen.add(m.member_id)
+        return v

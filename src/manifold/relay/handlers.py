@@ -1,0 +1,270 @@
+"""The MCP server face: one function per method, the same for both eras and both transports.
+
+A handler gets a `Call` (which server, what the client can do, where side traffic goes) and returns a
+reply dict ({"result": ...} or {"error": ...}). Upstream replies pass through as they came; only names and
+URIs are translated between the exposed and the upstream form.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from manifold.catalog.view import Target, VirtualServerView
+from manifold.relay.hub import Hub, Listener
+from manifold.relay.protocol import (
+    INVALID_PARAMS,
+    LATEST_HANDSHAKE,
+    META_SERVER_INFO,
+    METHOD_NOT_FOUND,
+    MODERN_VERSIONS,
+    RESOURCE_NOT_FOUND,
+    RpcError,
+    tool_error_result,
+)
+from manifold.upstream.base import RequestSink, UpstreamError
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+
+LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+
+
+@dataclass
+class Call:
+    """Everything a handler needs to know about one client request."""
+
+    view: VirtualServerView
+    modern: bool
+    client_capabilities: JSON
+    sink: RequestSink | None = None
+    listener: Listener | None = None  # the client session's notification listener (2025-11-25 sessions)
+    session: Any = None  # relay.sessions.ClientSession for 2025-11-25 stateful clients
+
+
+@dataclass
+class Gateway:
+    """The state handlers share: the pool, the hub, and the server's identity."""
+
+    pool: Any  # upstream.pool.UpstreamPool
+    hub: Hub
+    server_name: str = "manifold"
+    server_version: str = "0.1.0"
+    instructions: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def server_info(self, view: VirtualServerView) -> JSON:
+        return {"name": f"{self.server_name}/{view.id}", "version": self.server_version}
+
+    def capabilities(self) -> JSON:
+        return {
+            "tools": {"listChanged": True},
+            "prompts": {"listChanged": True},
+            "resources": {"subscribe": True, "listChanged": True},
+            "completions": {},
+            "logging": {},
+        }
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def initialize_result(self, view: VirtualServerView, requested: str | None) -> JSON:
+        from manifold.relay.protocol import HANDSHAKE_VERSIONS
+
+        version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        result: JSON = {
+            "protocolVersion": version,
+            "capabilities": self.capabilities(),
+            "serverInfo": self.server_info(view),
+        }
+        if view.config.description:
+            result["instructions"] = view.config.description
+        return result
+
+    def discover_result(self, view: VirtualServerView) -> JSON:
+        result: JSON = {
+            "supportedVersions": list(MODERN_VERSIONS),
+            "capabilities": self.capabilities(),
+            "resultType": "complete",
+            "ttlMs": 0,
+            "cacheScope": "public",
+            "_meta": {META_SERVER_INFO: self.server_info(view)},
+        }
+        if view.config.description:
+            result["instructions"] = view.config.description
+        return result
+
+    # ---- dispatch -------------------------------------------------------------------------------
+
+    async def handle(self, call: Call, method: str, params: JSON) -> JSON:
+        handler = HANDLERS.get(method)
+        if handler is None:
+            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        return await handler(self, call, params)
+
+    async def _forward(self, call: Call, target: Target, method: str, params: JSON) -> JSON:
+        try:
+            return await self.pool.request(target.upstream_id, method, params, sink=call.sink)
+        except UpstreamError as exc:
+            raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
+
+
+def _params_with(params: JSON, **changes: Any) -> JSON:
+    out = dict(params)
+    out.update(changes)
+    return out
+
+
+def _list_result(call: Call, key: str, built_json: bytes, items: list[JSON]) -> JSON:
+    result: JSON = {key: items}
+    if call.modern:
+        result.update(resultType="complete", ttlMs=0, cacheScope="private")
+    return {"result": result}
+
+
+async def _ping(gw: Gateway, call: Call, params: JSON) -> JSON:
+    return {"result": {}}
+
+
+async def _tools_list(gw: Gateway, call: Call, params: JSON) -> JSON:
+    built = await call.view.get("tools")
+    return _list_result(call, "tools", built.json, built.items)
+
+
+async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
+    name = params.get("name")
+    if not isinstance(name, str):
+        raise RpcError(INVALID_PARAMS, "tools/call needs a string 'name'")
+    target = await call.view.resolve("tools", name)
+    if target is None:
+        raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+    try:
+        return await gw.pool.request(target.upstream_id, "tools/call", _params_with(params, name=target.name), sink=call.sink)
+    except UpstreamError as exc:
+        # The model sees which member failed and why; other members' tools are unaffected.
+        log.warning("tools/call %s: member '%s': %s", name, target.member_id, exc)
+        return tool_error_result(f"Tool '{name}' is unavailable: member '{target.member_id}': {exc}")
+
+
+async def _prompts_list(gw: Gateway, call: Call, params: JSON) -> JSON:
+    built = await call.view.get("prompts")
+    return _list_result(call, "prompts", built.json, built.items)
+
+
+async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
+    name = params.get("name")
+    if not isinstance(name, str):
+        raise RpcError(INVALID_PARAMS, "prompts/get needs a string 'name'")
+    target = await call.view.resolve("prompts", name)
+    if target is None:
+        raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
+    return await gw._forward(call, target, "prompts/get", _params_with(params, name=target.name))
+
+
+async def _resources_list(gw: Gateway, call: Call, params: JSON) -> JSON:
+    built = await call.view.get("resources")
+    return _list_result(call, "resources", built.json, built.items)
+
+
+async def _templates_list(gw: Gateway, call: Call, params: JSON) -> JSON:
+    built = await call.view.get("resource_templates")
+    return _list_result(call, "resourceTemplates", built.json, built.items)
+
+
+def _resource_target(call: Call, params: JSON) -> tuple[str, Target]:
+    uri = params.get("uri")
+    if not isinstance(uri, str):
+        raise RpcError(INVALID_PARAMS, "a string 'uri' is required")
+    target = call.view.resolve_uri(uri)
+    if target is None:
+        raise RpcError(RESOURCE_NOT_FOUND, "Resource not found", {"uri": uri})
+    return uri, target
+
+
+async def _resources_read(gw: Gateway, call: Call, params: JSON) -> JSON:
+    uri, target = _resource_target(call, params)
+    reply = await gw._forward(call, target, "resources/read", _params_with(params, uri=target.name))
+    result = reply.get("result")
+    if isinstance(result, dict) and isinstance(result.get("contents"), list) and call.view.namespace:
+        # Contents name the upstream's URIs; show them as the client asked for them.
+        contents = []
+        for c in result["contents"]:
+            if isinstance(c, dict) and isinstance(c.get("uri"), str):
+                c = {**c, "uri": call.view.expose_uri(target.member_id, c["uri"])}
+            contents.append(c)
+        reply = {"result": {**result, "contents": contents}}
+    return reply
+
+
+async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
+    uri, target = _resource_target(call, params)
+    if call.listener is None:
+        raise RpcError(INVALID_PARAMS, "resource subscriptions need a session (or subscriptions/listen in 2026-07-28)")
+    key = (target.upstream_id, target.name)
+    first = gw.hub.subscribers(*key) == 0
+    call.listener.resources[key] = uri
+    if first:
+        reply = await gw._forward(call, target, "resources/subscribe", _params_with(params, uri=target.name))
+        if "error" in reply:
+            call.listener.resources.pop(key, None)
+            return reply
+    return {"result": {}}
+
+
+async def _resources_unsubscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
+    uri, target = _resource_target(call, params)
+    key = (target.upstream_id, target.name)
+    if call.listener is not None:
+        call.listener.resources.pop(key, None)
+    if gw.hub.subscribers(*key) == 0:
+        await gw._forward(call, target, "resources/unsubscribe", _params_with(params, uri=target.name))
+    return {"result": {}}
+
+
+async def _complete(gw: Gateway, call: Call, params: JSON) -> JSON:
+    ref = params.get("ref")
+    if not isinstance(ref, dict):
+        raise RpcError(INVALID_PARAMS, "completion/complete needs a 'ref'")
+    if ref.get("type") == "ref/prompt":
+        target = await call.view.resolve("prompts", str(ref.get("name")))
+        if target is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
+        new_ref = {**ref, "name": target.name}
+    elif ref.get("type") == "ref/resource":
+        uri = str(ref.get("uri"))
+        target = call.view.resolve_uri(uri)
+        if target is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
+        new_ref = {**ref, "uri": target.name}
+    else:
+        raise RpcError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
+    return await gw._forward(call, target, "completion/complete", _params_with(params, ref=new_ref))
+
+
+async def _set_level(gw: Gateway, call: Call, params: JSON) -> JSON:
+    # Upstream sessions are shared between clients, so the level is applied per client by the gateway
+    # (relay.streamable_http filters notifications/message) rather than sent upstream.
+    level = params.get("level")
+    if level not in LOG_LEVELS:
+        raise RpcError(INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
+    if call.session is not None:
+        call.session.log_level = level
+    return {"result": {}}
+
+
+HANDLERS: dict[str, Callable[[Gateway, Call, JSON], Awaitable[JSON]]] = {
+    "ping": _ping,
+    "tools/list": _tools_list,
+    "tools/call": _tools_call,
+    "prompts/list": _prompts_list,
+    "prompts/get": _prompts_get,
+    "resources/list": _resources_list,
+    "resources/templates/list": _templates_list,
+    "resources/read": _resources_read,
+    "resources/subscribe": _resources_subscribe,
+    "resources/unsubscribe": _resources_unsubscribe,
+    "completion/complete": _complete,
+    "logging/setLevel": _set_level,
+}

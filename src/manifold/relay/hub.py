@@ -1,0 +1,95 @@
+"""Fan-out of upstream notifications that belong to no request: list_changed and resources/updated.
+
+An upstream says `notifications/tools/list_changed` once; the hub invalidates that upstream's cached
+list and tells every connected client whose virtual server includes it — on the 2025-11-25 GET stream
+or on a 2026-07-28 `subscriptions/listen` stream. Resource subscriptions are kept per listener as
+(upstream, original URI) so an update is delivered under the URI that listener's server exposes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from manifold.relay.protocol import LIST_CHANGED, META_SUBSCRIPTION_ID
+
+if TYPE_CHECKING:
+    from manifold.catalog.lists import UpstreamLists
+    from manifold.catalog.view import VirtualServerView
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+QUEUE_LIMIT = 256
+
+
+@dataclass(eq=False)
+class Listener:
+    """One open notification stream of one client."""
+
+    view: VirtualServerView
+    kinds: set[str]  # which list_changed kinds it wants: "tools", "prompts", "resources"
+    subscription_id: Any = None  # 2026-07-28: the listen request id, stamped into _meta
+    resources: dict[tuple[str, str], str] = field(default_factory=dict)  # (upstream, uri) -> exposed uri
+    queue: asyncio.Queue[JSON | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+
+    def push(self, message: JSON) -> None:
+        if self.subscription_id is not None:
+            params = dict(message.get("params") or {})
+            meta = dict(params.get("_meta") or {})
+            meta[META_SUBSCRIPTION_ID] = self.subscription_id
+            params["_meta"] = meta
+            message = {**message, "params": params}
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            # A client that stopped reading loses notifications, never the gateway's memory.
+            log.warning("notification stream for server '%s' is full; dropping", self.view.id)
+
+    def close(self) -> None:
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+
+class Hub:
+    def __init__(self, lists: UpstreamLists) -> None:
+        self._lists = lists
+        self._listeners: set[Listener] = set()
+
+    def add(self, listener: Listener) -> None:
+        self._listeners.add(listener)
+
+    def remove(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    def subscribers(self, upstream_id: str, uri: str) -> int:
+        return sum(1 for lst in self._listeners if (upstream_id, uri) in lst.resources)
+
+    async def on_upstream_notification(self, upstream_id: str, message: JSON) -> None:
+        method = message.get("method")
+        kind = LIST_CHANGED.get(method or "")
+        if kind is not None:
+            self._lists.invalidate(upstream_id, kind)
+            if kind == "resources":
+                self._lists.invalidate(upstream_id, "resource_templates")
+            for lst in list(self._listeners):
+                if kind in lst.kinds and upstream_id in lst.view.upstream_ids:
+                    lst.push({"jsonrpc": "2.0", "method": method, "params": {}})
+            return
+        if method == "notifications/resources/updated":
+            params = message.get("params") or {}
+            uri = params.get("uri")
+            for lst in list(self._listeners):
+                exposed = lst.resources.get((upstream_id, uri))
+                if exposed is not None:
+                    lst.push({"jsonrpc": "2.0", "method": method, "params": {**params, "uri": exposed}})
+            return
+        log.debug("upstream '%s' sent %s outside any request; ignored", upstream_id, method)
+
+    def close_all(self) -> None:
+        for lst in list(self._listeners):
+            lst.close()
+        self._listeners.clear()

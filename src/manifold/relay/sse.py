@@ -1,0 +1,141 @@
+"""The legacy HTTP+SSE transport (2024-11-05) at `/sse/{server}`.
+
+GET opens the stream and is told where to POST (`endpoint` event); every response, notification and
+server→client request then travels on that one stream. Each connection is a client session bound to the
+principal that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from manifold.relay.handlers import Call, Gateway
+from manifold.relay.hub import Listener
+from manifold.relay.protocol import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError, error_bytes, response_bytes
+from manifold.relay.sessions import PendingReplies, SessionStore
+from manifold.relay.streamable_http import SSE_HEADERS, Exchange, Receive, Send, _adapt, _wait_disconnect, send_body
+from manifold.relay.protocol import sse_event
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+SSE_QUEUE_LIMIT = 4096
+
+
+class StreamExchange(Exchange):
+    """An Exchange whose every message goes onto the connection's one SSE stream."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self, queue: asyncio.Queue[Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = queue
+
+    async def _event(self, payload: bytes) -> None:
+        await self.queue.put(payload)
+
+    async def finish(self, payload: bytes, status: int = 200) -> None:
+        await self.queue.put(payload)
+
+
+class LegacySse:
+    def __init__(self, gateway: Gateway, sessions: SessionStore, pending: PendingReplies) -> None:
+        self.gw = gateway
+        self.sessions = sessions
+        self.pending = pending
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open_stream(self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str) -> None:
+        listener = Listener(view=view, kinds={"tools", "prompts", "resources"})
+        listener.queue = asyncio.Queue(SSE_QUEUE_LIMIT)
+        session = self.sessions.create(server_id=view.id, principal_id=principal_id, protocol_version="2024-11-05",
+                                       client_capabilities={}, client_info={}, listener=listener)
+        root = scope.get("root_path", "")
+        endpoint = f"{root}/sse/{view.id}/messages?session_id={session.id}"
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "body": f"event: endpoint\ndata: {endpoint}\n\n".encode(), "more_body": True})
+        disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            while True:
+                getter = asyncio.ensure_future(listener.queue.get())
+                done, _ = await asyncio.wait({getter, disconnect}, timeout=20.0, return_when=asyncio.FIRST_COMPLETED)
+                if disconnect in done:
+                    getter.cancel()
+                    return
+                if getter not in done:
+                    getter.cancel()
+                    await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+                    continue
+                item = getter.result()
+                if item is None:
+                    break
+                payload = item if isinstance(item, bytes) else orjson.dumps(item)
+                await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            disconnect.cancel()
+            self.sessions.close(session.id)
+
+    async def post_message(self, scope: JSON, send: Send, view: Any, principal_id: str, body: bytes) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode())
+        sid = (query.get("session_id") or [""])[0]
+        session = self.sessions.get(sid, principal_id) if sid else None
+        if session is None or session.server_id != view.id:
+            await send_body(send, 404, error_bytes(None, INVALID_REQUEST, "Session not found"))
+            return
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            await send_body(send, 400, error_bytes(None, PARSE_ERROR, "Parse error: body is not JSON"))
+            return
+        if not isinstance(message, dict):
+            await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request"))
+            return
+        await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
+        method = message.get("method")
+        if method is None:
+            self.pending.resolve(message, principal_id)
+            return
+        if "id" not in message:
+            if method == "notifications/cancelled":
+                task = session.inflight.get((message.get("params") or {}).get("requestId"))
+                if task is not None:
+                    task.cancel()
+            return
+        task = asyncio.ensure_future(self._handle(session, view, principal_id, message))
+        self._tasks.add(task)
+        session.inflight[message["id"]] = task
+        task.add_done_callback(lambda t: (self._tasks.discard(t), session.inflight.pop(message["id"], None)))
+
+    async def _handle(self, session: Any, view: Any, principal_id: str, message: JSON) -> None:
+        request_id = message["id"]
+        method = message["method"]
+        params = message.get("params") or {}
+        queue = session.listener.queue
+        if method == "initialize":
+            session.client_capabilities = params.get("capabilities") or {}
+            session.client_info = params.get("clientInfo") or {}
+            result = self.gw.initialize_result(view, params.get("protocolVersion"))
+            session.protocol_version = result["protocolVersion"]
+            await queue.put(response_bytes(request_id, {"result": result}))
+            return
+        exchange = StreamExchange(queue, None, request_id, sse_ok=True, session=session, caps=session.client_capabilities,
+                                  modern=False, pending=self.pending, principal_id=principal_id)
+        call = Call(view=view, modern=False, client_capabilities=session.client_capabilities, sink=exchange,
+                    listener=session.listener, session=session)
+        try:
+            if not isinstance(params, dict):
+                raise RpcError(INVALID_PARAMS, "params must be an object")
+            reply = await self.gw.handle(call, method, params)
+        except RpcError as exc:
+            reply = exc.to_reply()
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("internal error handling %s on server '%s'", method, view.id)
+            reply = {"error": {"code": -32603, "message": "Internal error"}}
+        await exchange.finish(response_bytes(request_id, _adapt(reply, False, self.gw.server_info(view))))

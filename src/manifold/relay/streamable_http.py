@@ -1,0 +1,416 @@
+"""Streamable HTTP, the client-facing transport at `/mcp/{server}`, for both protocol eras.
+
+- 2025-11-25 (and older handshake versions): `initialize` opens a session (`Mcp-Session-Id`, unless the
+  gateway is stateless); GET opens the session's notification stream; DELETE ends it.
+- 2026-07-28: every POST stands alone (`MCP-Protocol-Version` header + `params._meta`), `server/discover`
+  describes the server, `subscriptions/listen` is the notification stream.
+
+A request is answered with one JSON body unless something has to be said before the result (progress,
+logging, a server→client request): only then does the response switch to `text/event-stream`. One JSON
+body is what keeps a relayed call close to a direct one (docs/design.md, "Hot path").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
+
+from manifold.relay.handlers import LOG_LEVELS, Call, Gateway
+from manifold.relay.hub import Listener
+from manifold.relay.protocol import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    META_SERVER_INFO,
+    MODERN_VERSION,
+    PARSE_ERROR,
+    REQUEST_CANCELLED,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    RpcError,
+    error_bytes,
+    response_bytes,
+    sse_event,
+)
+from manifold.relay.sessions import ClientSession, PendingReplies, SessionStore
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+Send = Callable[[JSON], Awaitable[None]]
+Receive = Callable[[], Awaitable[JSON]]
+
+KEEPALIVE_SECONDS = 20.0
+CLIENT_REPLY_TIMEOUT = 300.0
+CAPABILITY_FOR = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def send_body(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers if headers is not None else JSON_HEADERS})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Exchange:
+    """One POSTed request's response: JSON by default, SSE once side traffic has to go out first.
+    Implements `upstream.base.RequestSink` for the upstream call made on the request's behalf."""
+
+    __slots__ = ("send", "request_id", "sse_ok", "session", "caps", "modern", "pending", "principal_id", "extra_headers", "streaming", "_lock")
+
+    def __init__(self, send: Send, request_id: Any, *, sse_ok: bool, session: ClientSession | None, caps: JSON,
+                 modern: bool, pending: PendingReplies, principal_id: str) -> None:
+        self.send = send
+        self.request_id = request_id
+        self.sse_ok = sse_ok
+        self.session = session
+        self.caps = caps
+        self.modern = modern
+        self.pending = pending
+        self.principal_id = principal_id
+        self.extra_headers: list[tuple[bytes, bytes]] = []
+        self.streaming = False
+        self._lock: asyncio.Lock | None = None
+
+    async def _event(self, payload: bytes) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self.streaming:
+                self.streaming = True
+                await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.extra_headers})
+            await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+
+    async def notify(self, message: JSON) -> None:
+        if not self.sse_ok:
+            return
+        if message.get("method") == "notifications/message" and self.session is not None and self.session.log_level:
+            level = (message.get("params") or {}).get("level")
+            if level in LOG_LEVELS and LOG_LEVELS.index(level) < LOG_LEVELS.index(self.session.log_level):
+                return
+        await self._event(orjson.dumps(message))
+
+    async def request(self, method: str, params: JSON | None) -> JSON:
+        if method == "ping":
+            return {"result": {}}
+        needed = CAPABILITY_FOR.get(method)
+        if self.modern or not self.sse_ok:
+            return {"error": {"code": -32601, "message": f"the client cannot receive {method} through this gateway connection"}}
+        if needed is not None and needed not in self.caps:
+            return {"error": {"code": -32601, "message": f"the client did not declare the '{needed}' capability"}}
+        rid, fut = self.pending.new(self.principal_id)
+        message: JSON = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            message["params"] = params
+        try:
+            await self._event(orjson.dumps(message))
+            return await asyncio.wait_for(fut, CLIENT_REPLY_TIMEOUT)
+        except asyncio.TimeoutError:
+            return {"error": {"code": -32001, "message": f"the client did not answer {method} in time"}}
+        finally:
+            self.pending.drop(rid)
+
+    async def finish(self, payload: bytes, status: int = 200) -> None:
+        if self.streaming:
+            async with self._lock:  # type: ignore[union-attr]
+                await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": False})
+        else:
+            await send_body(self.send, status, payload, JSON_HEADERS + self.extra_headers)
+
+
+def _adapt(reply: JSON, modern: bool, server_info: JSON) -> JSON:
+    """Era touch-ups on a result: 2026-07-28 results carry resultType and the gateway's serverInfo;
+    an upstream's own serverInfo never reaches the client."""
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        return reply
+    meta = result.get("_meta")
+    if modern:
+        if "resultType" not in result or (isinstance(meta, dict) and META_SERVER_INFO in meta):
+            result = dict(result)
+            result.setdefault("resultType", "complete")
+            if isinstance(meta, dict) and META_SERVER_INFO in meta:
+                result["_meta"] = {**meta, META_SERVER_INFO: server_info}
+            return {"result": result}
+    elif isinstance(meta, dict) and META_SERVER_INFO in meta:
+        result = dict(result)
+        rest = {k: v for k, v in meta.items() if k != META_SERVER_INFO}
+        if rest:
+            result["_meta"] = rest
+        else:
+            del result["_meta"]
+        return {"result": result}
+    return reply
+
+
+class StreamableHttp:
+    def __init__(self, gateway: Gateway, sessions: SessionStore, pending: PendingReplies, *, stateless: bool) -> None:
+        self.gw = gateway
+        self.sessions = sessions
+        self.pending = pending
+        self.stateless = stateless
+
+    async def __call__(self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str, body: bytes | None) -> None:
+        method = scope["method"]
+        headers = scope["_headers"]
+        if method == "POST":
+            await self._post(scope, receive, send, view, principal_id, body or b"", headers)
+        elif method == "GET":
+            await self._get(receive, send, principal_id, headers)
+        elif method == "DELETE":
+            sid = headers.get("mcp-session-id")
+            if self.stateless or not sid:
+                await send_body(send, 405, b'{"error":"no session to end"}')
+            elif self.sessions.get(sid, principal_id) is None:
+                await send_body(send, 404, error_bytes(None, INVALID_REQUEST, "Session not found"))
+            else:
+                self.sessions.close(sid)
+                await send_body(send, 200, b"{}")
+        else:
+            await send_body(send, 405, b'{"error":"method not allowed"}', JSON_HEADERS + [(b"allow", b"GET, POST, DELETE")])
+
+    # ---- POST -----------------------------------------------------------------------------------
+
+    async def _post(self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str, body: bytes,
+                    headers: dict[str, str]) -> None:
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            await send_body(send, 400, error_bytes(None, PARSE_ERROR, "Parse error: body is not JSON"))
+            return
+        if isinstance(message, list):
+            await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "JSON-RPC batches are not supported"))
+            return
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message"))
+            return
+        rpc_method = message.get("method")
+        accept = headers.get("accept", "")
+        sse_ok = "text/event-stream" in accept or not accept
+
+        # A reply from the client to a server→client request we relayed.
+        if rpc_method is None:
+            if "id" in message and ("result" in message or "error" in message):
+                self.pending.resolve(message, principal_id)
+                await send_body(send, 202, b"")
+            else:
+                await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request"))
+            return
+        if not isinstance(rpc_method, str):
+            await send_body(send, 400, error_bytes(message.get("id"), INVALID_REQUEST, "Invalid Request: method must be a string"))
+            return
+
+        version_header = headers.get("mcp-protocol-version")
+        if version_header == MODERN_VERSION or (version_header is None and _envelope_version(message) == MODERN_VERSION):
+            await self._post_modern(receive, send, view, principal_id, message, rpc_method, headers, sse_ok)
+        else:
+            await self._post_handshake(receive, send, view, principal_id, message, rpc_method, headers, sse_ok)
+
+    async def _post_modern(self, receive: Receive, send: Send, view: Any, principal_id: str, message: JSON, rpc_method: str,
+                           headers: dict[str, str], sse_ok: bool) -> None:
+        if "id" not in message:
+            await send_body(send, 202, b"")  # 2026-07-28 defines no client notifications on this wire
+            return
+        request_id = message["id"]
+        verdict = classify_inbound_request(message, headers=headers)
+        if isinstance(verdict, InboundLadderRejection):
+            await send_body(send, ERROR_CODE_HTTP_STATUS.get(verdict.code, 400), error_bytes(request_id, verdict.code, verdict.message, verdict.data))
+            return
+        caps = verdict.client_capabilities if isinstance(verdict.client_capabilities, dict) else {}
+        if not isinstance(caps, dict):
+            caps = {}
+        params = message.get("params") or {}
+        if rpc_method == "server/discover":
+            await send_body(send, 200, response_bytes(request_id, {"result": self.gw.discover_result(view)}))
+            return
+        if rpc_method == "subscriptions/listen":
+            await self._listen(receive, send, view, request_id, params)
+            return
+        if rpc_method == "initialize":
+            await send_body(send, 400, error_bytes(request_id, UNSUPPORTED_PROTOCOL_VERSION,
+                                                   "initialize is not part of 2026-07-28", {"supported": [MODERN_VERSION]}))
+            return
+        exchange = Exchange(send, request_id, sse_ok=sse_ok, session=None, caps=caps, modern=True,
+                            pending=self.pending, principal_id=principal_id)
+        call = Call(view=view, modern=True, client_capabilities=caps, sink=exchange)
+        await self._run(exchange, call, rpc_method, params, modern=True)
+
+    async def _post_handshake(self, receive: Receive, send: Send, view: Any, principal_id: str, message: JSON, rpc_method: str,
+                              headers: dict[str, str], sse_ok: bool) -> None:
+        is_request = "id" in message
+        request_id = message.get("id")
+        params = message.get("params") or {}
+        if not isinstance(params, dict):
+            await send_body(send, 400, error_bytes(request_id, INVALID_PARAMS, "params must be an object"))
+            return
+
+        if rpc_method == "initialize":
+            if not is_request:
+                await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "initialize must be a request"))
+                return
+            result = self.gw.initialize_result(view, params.get("protocolVersion"))
+            extra: list[tuple[bytes, bytes]] = []
+            if not self.stateless:
+                session = self.sessions.create(
+                    server_id=view.id,
+                    principal_id=principal_id,
+                    protocol_version=result["protocolVersion"],
+                    client_capabilities=params.get("capabilities") or {},
+                    client_info=params.get("clientInfo") or {},
+                    listener=Listener(view=view, kinds={"tools", "prompts", "resources"}),
+                )
+                extra.append((b"mcp-session-id", session.id.encode()))
+            await send_body(send, 200, response_bytes(request_id, {"result": result}), JSON_HEADERS + extra)
+            return
+
+        session: ClientSession | None = None
+        if not self.stateless:
+            sid = headers.get("mcp-session-id")
+            if not sid:
+                await send_body(send, 400, error_bytes(request_id, INVALID_REQUEST, "Bad Request: Missing session ID"))
+                return
+            session = self.sessions.get(sid, principal_id)
+            if session is None or session.server_id != view.id:
+                await send_body(send, 404, error_bytes(request_id, INVALID_REQUEST, "Session not found"))
+                return
+
+        if not is_request:
+            if rpc_method == "notifications/cancelled" and session is not None:
+                task = session.inflight.get((params or {}).get("requestId"))
+                if task is not None:
+                    task.cancel()
+            await send_body(send, 202, b"")
+            return
+
+        caps = session.client_capabilities if session else {}
+        exchange = Exchange(send, request_id, sse_ok=sse_ok, session=session, caps=caps, modern=False,
+                            pending=self.pending, principal_id=principal_id)
+        call = Call(view=view, modern=False, client_capabilities=caps, sink=exchange,
+                    listener=session.listener if session else None, session=session)
+        if session is None:
+            await self._run(exchange, call, rpc_method, params, modern=False)
+            return
+        task = asyncio.current_task()
+        session.inflight[request_id] = task  # type: ignore[assignment]
+        try:
+            await self._run(exchange, call, rpc_method, params, modern=False)
+        except asyncio.CancelledError:
+            # The client cancelled this request (notifications/cancelled): close the exchange quietly.
+            if task is not None and task.cancelling():
+                task.uncancel()
+            await exchange.finish(error_bytes(request_id, REQUEST_CANCELLED, "Request cancelled"))
+        finally:
+            session.inflight.pop(request_id, None)
+
+    async def _run(self, exchange: Exchange, call: Call, rpc_method: str, params: JSON, *, modern: bool) -> None:
+        try:
+            reply = await self.gw.handle(call, rpc_method, params)
+        except RpcError as exc:
+            reply = exc.to_reply()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never a traceback to the client
+            log.exception("internal error handling %s on server '%s'", rpc_method, call.view.id)
+            reply = {"error": {"code": -32603, "message": "Internal error"}}
+        status = 200
+        if modern and "error" in reply:
+            # 2026-07-28 maps some JSON-RPC errors to HTTP statuses (e.g. unknown method -> 404).
+            status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200)
+        await exchange.finish(response_bytes(exchange.request_id, _adapt(reply, modern, self.gw.server_info(call.view))), status)
+
+    # ---- notification streams -------------------------------------------------------------------
+
+    async def _get(self, receive: Receive, send: Send, principal_id: str, headers: dict[str, str]) -> None:
+        if headers.get("mcp-protocol-version") == MODERN_VERSION or self.stateless:
+            await send_body(send, 405, b'{"error":"no standalone stream; use subscriptions/listen"}',
+                            JSON_HEADERS + [(b"allow", b"POST")])
+            return
+        if "text/event-stream" not in headers.get("accept", "text/event-stream"):
+            await send_body(send, 406, b'{"error":"GET needs Accept: text/event-stream"}')
+            return
+        sid = headers.get("mcp-session-id")
+        session = self.sessions.get(sid, principal_id) if sid else None
+        if session is None:
+            status = 400 if not sid else 404
+            await send_body(send, status, error_bytes(None, INVALID_REQUEST, "Session not found" if sid else "Bad Request: Missing session ID"))
+            return
+        await self._stream(receive, send, session.listener, first=None)
+
+    async def _listen(self, receive: Receive, send: Send, view: Any, request_id: Any, params: JSON) -> None:
+        wanted = params.get("notifications") if isinstance(params.get("notifications"), dict) else {}
+        kinds = {k for k, flag in (("tools", "toolsListChanged"), ("prompts", "promptsListChanged"),
+                                   ("resources", "resourcesListChanged")) if wanted.get(flag)}
+        listener = Listener(view=view, kinds=kinds, subscription_id=request_id)
+        honored: JSON = {f"{k}ListChanged": True for k in sorted(kinds)}
+        uris = wanted.get("resourceSubscriptions")
+        if isinstance(uris, list):
+            accepted = []
+            for uri in uris:
+                target = view.resolve_uri(uri) if isinstance(uri, str) else None
+                if target is None:
+                    continue
+                key = (target.upstream_id, target.name)
+                if self.gw.hub.subscribers(*key) == 0:
+                    try:
+                        reply = await self.gw.pool.request(target.upstream_id, "resources/subscribe", {"uri": target.name})
+                        if "error" in reply:
+                            continue
+                    except Exception as exc:  # an upstream that is down just doesn't get the subscription
+                        log.warning("subscriptions/listen: cannot subscribe %s upstream: %s", uri, exc)
+                        continue
+                listener.resources[key] = uri
+                accepted.append(uri)
+            honored["resourceSubscriptions"] = accepted
+        ack = {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": {"notifications": honored}}
+        self.gw.hub.add(listener)
+        try:
+            listener.push(ack)
+            await self._stream(receive, send, listener, first=None)
+        finally:
+            self.gw.hub.remove(listener)
+
+    async def _stream(self, receive: Receive, send: Send, listener: Listener, first: bytes | None) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+        disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            while True:
+                getter = asyncio.ensure_future(listener.queue.get())
+                done, _ = await asyncio.wait({getter, disconnect}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                if disconnect in done:
+                    getter.cancel()
+                    return
+                if getter not in done:
+                    getter.cancel()
+                    await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+                    continue
+                message = getter.result()
+                if message is None:
+                    break
+                await send({"type": "http.response.body", "body": sse_event(orjson.dumps(message)), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            disconnect.cancel()
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _envelope_version(message: JSON) -> Any:
+    params = message.get("params")
+    if isinstance(params, dict):
+        meta = params.get("_meta")
+        if isinstance(meta, dict):
+            return meta.get("io.modelcontextprotocol/protocolVersion")
+    return None

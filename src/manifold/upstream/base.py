@@ -1,0 +1,90 @@
+"""The seam between the gateway and one upstream MCP server.
+
+The relay never sees a transport. It asks the pool for an `UpstreamSession` and sends raw JSON-RPC
+requests through it as plain dicts: results pass through unchanged, and there is no per-message model
+validation on the hot path (see docs/design.md, "Hot path").
+
+Everything an upstream sends that belongs to one in-flight request (progress, logging, server→client
+requests such as sampling and elicitation) is handed to that request's `RequestSink`. Everything that
+belongs to no request (list_changed, resources/updated) goes to the session's `on_notification`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+JSON = dict[str, Any]
+
+
+class Era(enum.Enum):
+    """Which MCP protocol era a session speaks."""
+
+    HANDSHAKE = "2025-11-25"  # initialize + Mcp-Session-Id (also covers 2025-06-18 and older)
+    MODERN = "2026-07-28"  # sessionless, server/discover, per-request _meta
+
+
+class UpstreamError(Exception):
+    """An upstream could not answer. The message is safe to show a client: it names the upstream and
+    the cause, and never contains a header value, token, URL credential or argument."""
+
+    def __init__(self, upstream_id: str, reason: str, *, kind: str = "unavailable") -> None:
+        self.upstream_id = upstream_id
+        self.reason = reason
+        self.kind = kind  # "unavailable" | "timeout" | "protocol" | "closed"
+        super().__init__(f"upstream '{upstream_id}' {reason}")
+
+
+class UpstreamTimeout(UpstreamError):
+    def __init__(self, upstream_id: str, seconds: float) -> None:
+        super().__init__(upstream_id, f"did not answer within {seconds:g}s", kind="timeout")
+
+
+class RequestSink(Protocol):
+    """Where an in-flight request's side traffic goes (implemented by the relay, per client request)."""
+
+    async def notify(self, message: JSON) -> None:
+        """A notification related to the request (progress with the caller's own progressToken restored,
+        logging). `message` is a complete JSON-RPC notification dict."""
+
+    async def request(self, method: str, params: JSON | None) -> JSON:
+        """A server→client request (sampling/createMessage, elicitation/create, roots/list) made while
+        serving this request. Returns the client's JSON-RPC reply as {"result": ...} or {"error": ...}."""
+
+
+NotificationHandler = Callable[[str, JSON], Awaitable[None] | None]
+"""(upstream_id, notification) for notifications that belong to no request: list_changed,
+resources/updated. Called by the session; must not block."""
+
+
+class UpstreamSession(Protocol):
+    """One live MCP client session to one upstream, shared by many concurrent gateway requests."""
+
+    upstream_id: str
+    era: Era
+    protocol_version: str
+    server_info: JSON
+    capabilities: JSON
+    instructions: str | None
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def request(
+        self,
+        method: str,
+        params: JSON | None = None,
+        *,
+        sink: RequestSink | None = None,
+        timeout: float | None = None,
+    ) -> JSON:
+        """Send one request and return the upstream's reply as {"result": ...} or {"error": {...}}
+        (the JSON-RPC envelope minus `jsonrpc`/`id`). Request ids and progress tokens are rewritten
+        so concurrent callers never collide. Cancelling the awaiting task cancels upstream
+        (notifications/cancelled, or closing the stream in the modern era).
+        Raises UpstreamError (including UpstreamTimeout) when there is no reply."""
+
+    async def notify(self, method: str, params: JSON | None = None) -> None: ...
+
+    async def aclose(self) -> None: ...

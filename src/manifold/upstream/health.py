@@ -1,0 +1,57 @@
+"""Per-upstream connection health, as the pool saw it (for /health and the admin view)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from manifold.upstream.base import Era
+
+# Back-off after a failed connect, so a dead upstream is not hammered by every incoming call, yet a
+# restarted one is retried on demand within a second or two.
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 1.5
+
+
+@dataclass
+class UpstreamHealth:
+    state: str = "idle"  # idle | connecting | connected | failed
+    era: Era | None = None
+    protocol_version: str | None = None
+    last_error: str | None = None  # safe text: UpstreamError messages never carry secrets
+    since: float = 0.0  # wall-clock time the state was entered
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic time before which a new connect is not attempted
+
+    def connected(self, era: Era, protocol_version: str) -> None:
+        self._enter("connected")
+        self.era, self.protocol_version, self.failures, self.retry_at = era, protocol_version, 0, 0.0
+
+    def failed(self, error: str) -> None:
+        self._enter("failed")
+        self.last_error = error
+        self.failures += 1
+        self.retry_at = time.monotonic() + min(BACKOFF_FIRST * 2 ** (self.failures - 1), BACKOFF_MAX)
+
+    def disconnected(self, error: str | None) -> None:
+        """The live session died (process exit, session expired); the next call reconnects at once."""
+        self._enter("idle")
+        if error:
+            self.last_error = error
+
+    def in_backoff(self) -> bool:
+        return self.state == "failed" and time.monotonic() < self.retry_at
+
+    def _enter(self, state: str) -> None:
+        if self.state != state:
+            self.since = time.time()
+        self.state = state
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "era": self.era.value if self.era else None,
+            "protocol_version": self.protocol_version,
+            "last_error": self.last_error,
+            "since": self.since or None,
+        }

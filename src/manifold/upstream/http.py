@@ -1,0 +1,283 @@
+"""Streamable HTTP message transport (aiohttp, one keep-alive connection pool per upstream).
+
+Each request is its own POST; its reply comes back as one JSON body or as an SSE stream that may carry
+progress, logging and server→client requests before the result (all tagged with the request's id).
+Only the upstream's configured static headers and the MCP protocol headers are sent: nothing of the
+gateway's own caller ever reaches an upstream through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from manifold.config.models import UpstreamConfig
+from manifold.upstream.base import JSON, UpstreamError
+from manifold.upstream.session import CLIENT_INFO, Deliver, OnClosed, UpstreamSessionLost
+
+logger = logging.getLogger(__name__)
+
+ACCEPT_BOTH = "application/json, text/event-stream"
+# uvicorn drops idle keep-alive connections after 5 s; never reuse one that has idled longer than this.
+KEEPALIVE_SECONDS = 3.5
+MAX_SSE_EVENT_BYTES = 32 * 1024 * 1024
+GET_STREAM_MAX_FAILURES = 3
+# A pooled connection the server closed while idle fails like this before anything was processed.
+STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
+
+
+class SseDecoder:
+    """Incremental text/event-stream parser: feed bytes, get (event, data, id) tuples."""
+
+    def __init__(self, max_event_bytes: int = MAX_SSE_EVENT_BYTES) -> None:
+        self._buffer = b""
+        self._event = ""
+        self._data: list[bytes] = []
+        self._id: str | None = None
+        self._size = 0
+        self._max = max_event_bytes
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes, str | None]]:
+        self._buffer += chunk
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                if len(self._buffer) > self._max:
+                    raise ValueError("SSE event too large")
+                return
+            line = self._buffer[:newline].rstrip(b"\r")
+            self._buffer = self._buffer[newline + 1 :]
+            if not line:
+                if self._data or self._event:
+                    yield self._event or "message", b"\n".join(self._data), self._id
+                self._event, self._data, self._size = "", [], 0
+                continue
+            if line.startswith(b":"):
+                continue
+            name, _, value = line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if name == b"data":
+                self._size += len(value)
+                if self._size > self._max:
+                    raise ValueError("SSE event too large")
+                self._data.append(value)
+            elif name == b"event":
+                self._event = value.decode("utf-8", "replace")
+            elif name == b"id":
+                self._id = value.decode("utf-8", "replace")
+
+
+def parse_messages(raw: bytes) -> list[JSON]:
+    decoded = orjson.loads(raw)
+    if isinstance(decoded, list):
+        return [m for m in decoded if isinstance(m, dict)]
+    return [decoded] if isinstance(decoded, dict) else []
+
+
+def new_client_session(config: UpstreamConfig) -> aiohttp.ClientSession:
+    """One per upstream: its connector is the keep-alive pool. No cookie jar (nothing carried between
+    requests except what the protocol says), no redirects followed (see callers)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=KEEPALIVE_SECONDS),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": f"manifold/{CLIENT_INFO['version']}"},
+    )
+
+
+def connect_error(upstream_id: str, exc: aiohttp.ClientConnectorError) -> UpstreamError:
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return UpstreamSessionLost(upstream_id, "refused the connection")
+    return UpstreamSessionLost(upstream_id, f"is unreachable ({type(exc.os_error).__name__})")
+
+
+class StreamableHttpTransport:
+    kind = "http"
+
+    def __init__(self, upstream_id: str, config: UpstreamConfig) -> None:
+        assert config.url
+        self.upstream_id = upstream_id
+        self._config = config
+        self._url = config.url
+        self._http: aiohttp.ClientSession | None = None
+        self._session_id: str | None = None
+        self._version: str | None = None
+        self._on_closed: OnClosed | None = None
+        self._closed = False
+        self._base_headers: dict[str, str] = {}
+        self._rebuild_headers()
+
+    def _rebuild_headers(self) -> None:
+        headers = {**self._config.headers, "Content-Type": "application/json", "Accept": ACCEPT_BOTH}
+        if self._session_id:
+            headers["Mcp-Session-Id"] = self._session_id
+        if self._version:
+            headers["MCP-Protocol-Version"] = self._version
+        self._base_headers = headers
+
+    # ------------------------------------------------------------------ MessageTransport
+
+    async def connect(self, deliver: Deliver, on_closed: OnClosed) -> None:
+        self._deliver = deliver
+        self._on_closed = on_closed
+        self._http = new_client_session(self._config)
+
+    def set_negotiated(self, protocol_version: str) -> None:
+        self._version = protocol_version
+        self._rebuild_headers()
+
+    async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
+        response = await self._post(body, headers)
+        finished = False
+        try:
+            if response.status >= 300 or response.status == 202:
+                await self._reply_from_status(response, request_id)
+            else:
+                if self._session_id is None and (session_id := response.headers.get("Mcp-Session-Id")):
+                    self._session_id = session_id
+                    self._rebuild_headers()
+                content_type = response.headers.get("Content-Type", "")
+                if content_type.startswith("text/event-stream"):
+                    await self._read_event_stream(response, request_id)
+                else:
+                    await self._read_json(response, request_id)
+            finished = True
+        except aiohttp.ClientPayloadError:
+            raise UpstreamError(self.upstream_id, "dropped the response stream", kind="unavailable") from None
+        except (aiohttp.ClientConnectionError, ValueError) as exc:
+            raise UpstreamError(self.upstream_id, f"sent a broken response ({type(exc).__name__})") from None
+        finally:
+            if finished:
+                response.release()
+            else:
+                # Closing the connection is how a 2026-07-28 request is cancelled.
+                response.close()
+
+    async def send(self, body: bytes, headers: dict[str, str]) -> None:
+        response = await self._post(body, headers)
+        try:
+            await response.read()
+            if response.status == 404 and self._session_id:
+                raise UpstreamSessionLost(self.upstream_id, "no longer knows the gateway's session")
+            if response.status >= 400:
+                raise UpstreamError(self.upstream_id, f"rejected a message with HTTP {response.status}")
+        finally:
+            response.release()
+
+    async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
+        """The handshake era's standalone GET stream (list_changed and other unrelated messages)."""
+        failures = 0
+        try:
+            while not self._closed and self._session_id and failures < GET_STREAM_MAX_FAILURES:
+                try:
+                    assert self._http is not None
+                    headers = {**self._base_headers, "Accept": "text/event-stream"}
+                    headers.pop("Content-Type", None)
+                    async with self._http.get(self._url, headers=headers, allow_redirects=False) as response:
+                        if response.status == 404:
+                            self._lost("no longer knows the gateway's session")
+                            return
+                        if response.status != 200:  # 405: the server offers no standalone stream
+                            return
+                        ready.set()
+                        decoder = SseDecoder()
+                        async for chunk in response.content.iter_any():
+                            for event, data, _ in decoder.feed(chunk):
+                                if event == "message" and data:
+                                    for message in parse_messages(data):
+                                        await deliver(message, None)
+                    failures = 0
+                except (aiohttp.ClientError, ValueError) as exc:
+                    failures += 1
+                    logger.debug("upstream %s: GET stream failed (%s)", self.upstream_id, type(exc).__name__)
+                await asyncio.sleep(1.0)
+        finally:
+            ready.set()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        http, self._http = self._http, None
+        if http is None:
+            return
+        if self._session_id:
+            try:
+                async with asyncio.timeout(1.0):
+                    headers = dict(self._base_headers)
+                    headers.pop("Content-Type", None)
+                    async with http.delete(self._url, headers=headers, allow_redirects=False):
+                        pass
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+        await http.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _lost(self, reason: str) -> None:
+        if self._on_closed is not None:
+            self._on_closed(UpstreamSessionLost(self.upstream_id, reason))
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        if self._http is None:
+            raise UpstreamSessionLost(self.upstream_id, "session was closed")
+        all_headers = {**self._base_headers, **headers} if headers else self._base_headers
+        for attempt in (1, 2):
+            try:
+                return await self._http.post(self._url, data=body, headers=all_headers, allow_redirects=False)
+            except aiohttp.ClientConnectorError as exc:
+                raise connect_error(self.upstream_id, exc) from None
+            except STALE_CONNECTION_ERRORS:
+                if attempt == 2:
+                    raise UpstreamError(self.upstream_id, "closed the connection") from None
+                # Retried once: the pooled connection died while idle, the request never got processed.
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(self.upstream_id, f"could not be reached ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")
+
+    async def _reply_from_status(self, response: aiohttp.ClientResponse, request_id: int) -> None:
+        status = response.status
+        if status == 404 and self._session_id:
+            raise UpstreamSessionLost(self.upstream_id, "no longer knows the gateway's session")
+        if status in (401, 403):
+            raise UpstreamError(self.upstream_id, f"refused the gateway's credentials (HTTP {status})", kind="auth")
+        if 300 <= status < 400:
+            raise UpstreamError(self.upstream_id, f"redirected the request (HTTP {status}); redirects are not followed")
+        if status >= 500:
+            raise UpstreamError(self.upstream_id, f"failed with HTTP {status}")
+        # A 4xx may carry the JSON-RPC error itself (400 invalid params, 404 unknown method, ...).
+        error: Any = None
+        if response.headers.get("Content-Type", "").startswith("application/json"):
+            try:
+                for message in parse_messages(await response.read()):
+                    error = message.get("error")
+            except (ValueError, aiohttp.ClientError):
+                error = None
+        if not isinstance(error, dict):
+            code = -32601 if status == 404 else -32600
+            error = {"code": code, "message": f"HTTP {status}"}
+        await self._deliver({"jsonrpc": "2.0", "id": request_id, "error": error}, request_id)
+
+    async def _read_json(self, response: aiohttp.ClientResponse, request_id: int) -> None:
+        for message in parse_messages(await response.read()):
+            if "method" not in message and message.get("id") is None:
+                message["id"] = request_id  # an error for a request the server could not parse
+            await self._deliver(message, request_id)
+
+    async def _read_event_stream(self, response: aiohttp.ClientResponse, request_id: int) -> None:
+        decoder = SseDecoder()
+        async for chunk in response.content.iter_any():
+            for event, data, _ in decoder.feed(chunk):
+                if event != "message" or not data:
+                    continue  # priming events carry only an id
+                for message in parse_messages(data):
+                    await self._deliver(message, request_id)
+                    if "method" not in message and message.get("id") == request_id:
+                        return
+        raise UpstreamError(self.upstream_id, "ended the response stream without a reply", kind="protocol")

@@ -1,0 +1,140 @@
+"""Live upstream sessions, one per key, connected lazily and reconnected when they die.
+
+The key is an `UpstreamKey` rather than a bare id so that per-credential sessions (one per upstream and
+user identity) can be added without changing the pool's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from manifold.config.models import Transport, UpstreamConfig
+from manifold.upstream.base import JSON, NotificationHandler, RequestSink, UpstreamError
+from manifold.upstream.health import UpstreamHealth
+from manifold.upstream.session import JsonRpcSession, MessageTransport, UpstreamSessionLost
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamKey:
+    upstream_id: str
+    identity: str | None = None  # later: whose credentials this session uses
+
+
+@dataclass
+class _Slot:
+    session: JsonRpcSession | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # single-flight connect
+    health: UpstreamHealth = field(default_factory=UpstreamHealth)
+    last_failure: UpstreamError | None = None
+
+
+def make_transport(upstream_id: str, config: UpstreamConfig) -> MessageTransport:
+    if config.transport is Transport.HTTP:
+        from manifold.upstream.http import StreamableHttpTransport
+
+        return StreamableHttpTransport(upstream_id, config)
+    if config.transport is Transport.STDIO:
+        from manifold.upstream.stdio import StdioTransport
+
+        return StdioTransport(upstream_id, config)
+    from manifold.upstream.sse import LegacySseTransport
+
+    return LegacySseTransport(upstream_id, config)
+
+
+class UpstreamPool:
+    def __init__(self, configs: dict[str, UpstreamConfig], on_notification: NotificationHandler | None = None) -> None:
+        self._configs = dict(configs)
+        self._on_notification = on_notification
+        self._slots: dict[UpstreamKey, _Slot] = {}
+        self._closed = False
+
+    async def session(self, upstream_id: str) -> JsonRpcSession:
+        return await self._session(UpstreamKey(upstream_id))
+
+    async def request(
+        self,
+        upstream_id: str,
+        method: str,
+        params: JSON | None = None,
+        *,
+        sink: RequestSink | None = None,
+        timeout: float | None = None,
+    ) -> JSON:
+        """Send one request, reconnecting once when the live session turned out to be dead (the request
+        was then never delivered, so the retry cannot run it twice)."""
+        key = UpstreamKey(upstream_id)
+        session = await self._session(key)
+        try:
+            return await session.request(method, params, sink=sink, timeout=timeout)
+        except UpstreamSessionLost:
+            self._forget(key, session)
+            session = await self._session(key)
+            return await session.request(method, params, sink=sink, timeout=timeout)
+
+    def health(self) -> dict[str, dict[str, object]]:
+        report: dict[str, dict[str, object]] = {uid: UpstreamHealth().as_dict() for uid in self._configs}
+        for key, slot in self._slots.items():
+            if key.identity is None:
+                session = slot.session
+                if session is not None and session.closed and slot.health.state == "connected":
+                    reason = session.close_reason.reason if session.close_reason else None
+                    slot.health.disconnected(f"upstream '{key.upstream_id}' {reason}" if reason else None)
+                report[key.upstream_id] = slot.health.as_dict()
+        return report
+
+    async def aclose(self) -> None:
+        self._closed = True
+        slots, self._slots = list(self._slots.values()), {}
+        await asyncio.gather(*(s.session.aclose() for s in slots if s.session is not None), return_exceptions=True)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _session(self, key: UpstreamKey) -> JsonRpcSession:
+        slot = self._slots.get(key)
+        if slot is not None and slot.session is not None and not slot.session.closed:
+            return slot.session  # the hot path: no lock
+        if self._closed:
+            raise UpstreamError(key.upstream_id, "is not available: the gateway is shutting down", kind="closed")
+        config = self._configs.get(key.upstream_id)
+        if config is None:
+            raise UpstreamError(key.upstream_id, "is not configured", kind="protocol")
+        if slot is None:
+            slot = self._slots.setdefault(key, _Slot())
+        async with slot.lock:
+            if slot.session is not None and not slot.session.closed:
+                return slot.session  # another caller connected while we waited
+            if slot.session is not None:  # dead: make sure its process/connections are gone first
+                dead, slot.session = slot.session, None
+                reason = dead.close_reason.reason if dead.close_reason else None
+                slot.health.disconnected(f"upstream '{key.upstream_id}' {reason}" if reason else None)
+                await dead.aclose()
+            if slot.health.in_backoff() and slot.last_failure is not None:
+                raise UpstreamError(key.upstream_id, slot.last_failure.reason, kind=slot.last_failure.kind)
+            slot.health._enter("connecting")
+            session = JsonRpcSession(key.upstream_id, config, make_transport(key.upstream_id, config), self._on_notification)
+            try:
+                await session.connect()
+            except UpstreamError as exc:
+                slot.last_failure = exc
+                slot.health.failed(str(exc))
+                raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None
+            except Exception as exc:  # a bug or an unexpected library error: still a failed upstream
+                logger.exception("upstream %s: connect failed", key.upstream_id)
+                error = UpstreamError(key.upstream_id, f"could not be connected ({type(exc).__name__})")
+                slot.last_failure = error
+                slot.health.failed(str(error))
+                raise error from None
+            slot.session = session
+            slot.last_failure = None
+            slot.health.connected(session.era, session.protocol_version)
+            return session
+
+    def _forget(self, key: UpstreamKey, session: JsonRpcSession) -> None:
+        """Mark a session dead so the next `_session` replaces it (and closes it under the slot lock)."""
+        if not session.closed:
+            session._mark_closed(UpstreamSessionLost(key.upstream_id, "session was lost"))

@@ -1,0 +1,565 @@
+"""The JSON-RPC client session to one upstream, on top of any message transport.
+
+One session is shared by many concurrent gateway requests, so it rewrites request ids (callers'
+ids would collide) and progress tokens (restored on the way back to the right request's sink).
+Messages stay plain dicts end to end: no model validation, nothing re-serialised through SDK types.
+
+The handshake depends on the era:
+- 2025-11-25 and older: `initialize` + `notifications/initialized`; the HTTP transport keeps the
+  `Mcp-Session-Id`; list_changed arrives on the standalone GET stream (or stdout for stdio).
+- 2026-07-28: `server/discover`; every request then carries the `_meta` envelope (protocol version,
+  client capabilities, client info) and, on HTTP, the `MCP-Protocol-Version`/`Mcp-Method`/`Mcp-Name`
+  headers; list_changed arrives on a `subscriptions/listen` stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from mcp.shared.inbound import (
+    NAME_BEARING_METHODS,
+    encode_header_value,
+    find_invalid_x_mcp_header,
+    mcp_param_headers,
+    x_mcp_header_map,
+)
+
+from manifold.config.models import ProtocolChoice, UpstreamConfig
+from manifold.upstream.base import JSON, Era, NotificationHandler, RequestSink, UpstreamError, UpstreamTimeout
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_VERSION = "2025-11-25"
+MODERN_VERSION = "2026-07-28"
+MODERN_VERSIONS = frozenset({MODERN_VERSION})
+HANDSHAKE_VERSIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+METHOD_NOT_FOUND = -32601
+
+PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
+CLIENT_INFO_META = "io.modelcontextprotocol/clientInfo"
+SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
+
+try:
+    _VERSION = importlib.metadata.version("mcp-manifold")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    _VERSION = "0"
+CLIENT_INFO: JSON = {"name": "manifold", "version": _VERSION}
+# What the gateway can relay back to its own callers; declared to every upstream.
+CLIENT_CAPABILITIES: JSON = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
+
+# Notifications that belong to no request: they go to the session-level callback.
+SESSION_NOTIFICATIONS = frozenset(
+    {
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/resources/updated",
+    }
+)
+LISTEN_ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+# How long connect waits for the change-notification channel (GET stream / listen ack) to be up,
+# so that a list change right after connect is not lost. Not fatal when it expires.
+CHANNEL_READY_WAIT = 2.0
+
+
+class UpstreamSessionLost(UpstreamError):
+    """The session is dead and this request was NOT delivered (upstream restarted, session expired,
+    process gone before the write, connection refused). Reconnecting and retrying is safe."""
+
+    def __init__(self, upstream_id: str, reason: str) -> None:
+        super().__init__(upstream_id, reason, kind="closed")
+
+
+Deliver = Callable[[JSON, Any], Awaitable[None]]
+"""(message, related request id or None) — the transport hands every received message to the session."""
+OnClosed = Callable[[UpstreamError], None]
+
+
+class MessageTransport(Protocol):
+    """How a session's messages travel. One implementation per upstream transport kind."""
+
+    kind: str  # "http" | "stdio" | "sse"
+
+    async def connect(self, deliver: Deliver, on_closed: OnClosed) -> None:
+        """Open the channel (start the process, open the SSE stream). HTTP connects lazily."""
+
+    async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
+        """Send one request. Transports that carry the reply on the request's own response stream
+        (streamable HTTP) deliver it, and everything before it, before returning; others return once
+        written. Cancelling the caller aborts the request's response stream where there is one."""
+
+    async def send(self, body: bytes, headers: dict[str, str]) -> None:
+        """Send a notification or a reply to a server→client request."""
+
+    async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
+        """Run the handshake-era standalone stream (HTTP GET) until the session closes; set `ready` once
+        it is open or known to be unavailable. Transports without one set `ready` and return."""
+
+    def set_negotiated(self, protocol_version: str) -> None:
+        """Remember the negotiated version (sent as `MCP-Protocol-Version` on later HTTP requests)."""
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[JSON]
+    sink: RequestSink | None
+    progress_token: Any = None  # the caller's token, restored on the way back
+    method: str = ""
+
+
+@dataclass
+class ServerHello:
+    """What the handshake learned (from `initialize` or `server/discover`)."""
+
+    era: Era
+    protocol_version: str
+    server_info: JSON = field(default_factory=dict)
+    capabilities: JSON = field(default_factory=dict)
+    instructions: str | None = None
+
+
+class JsonRpcSession:
+    """An `UpstreamSession` (see base.py) over a `MessageTransport`."""
+
+    def __init__(
+        self,
+        upstream_id: str,
+        config: UpstreamConfig,
+        transport: MessageTransport,
+        on_notification: NotificationHandler | None = None,
+    ) -> None:
+        self.upstream_id = upstream_id
+        self.config = config
+        self.era = Era.HANDSHAKE
+        self.protocol_version = ""
+        self.server_info: JSON = {}
+        self.capabilities: JSON = {}
+        self.instructions: str | None = None
+        self._transport = transport
+        self._on_notification = on_notification
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._closed = False
+        self._close_reason: UpstreamError | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._listen_acked = asyncio.Event()
+        self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header map (modern)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> UpstreamError | None:
+        return self._close_reason
+
+    async def connect(self) -> None:
+        """Open the transport and run the handshake; raises UpstreamError (never hangs past connect_timeout)."""
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                await self._transport.connect(self._deliver, self._transport_closed)
+                await self._handshake()
+        except TimeoutError:
+            await self.aclose()
+            raise UpstreamError(
+                self.upstream_id, f"did not complete the handshake within {self.config.connect_timeout:g}s"
+            ) from None
+        except BaseException:
+            await self.aclose()
+            raise
+        await self._open_change_channel()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._mark_closed(UpstreamSessionLost(self.upstream_id, "session was closed"))
+        for task in list(self._background):
+            task.cancel()
+        await self._transport.aclose()
+
+    def _transport_closed(self, reason: UpstreamError) -> None:
+        self._mark_closed(reason)
+
+    def _mark_closed(self, reason: UpstreamError) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(UpstreamError(self.upstream_id, reason.reason, kind="closed"))
+
+    # ------------------------------------------------------------------ handshake
+
+    async def _handshake(self) -> None:
+        choice = self.config.protocol
+        if self._transport.kind == "sse":  # HTTP+SSE (2024-11-05) predates discover
+            choice = ProtocolChoice.HANDSHAKE
+        if choice is ProtocolChoice.HANDSHAKE:
+            hello = await self._initialize()
+        elif choice is ProtocolChoice.MODERN:
+            reply = await self._discover()
+            hello = self._adopt_discover(reply, strict=True)
+            assert hello is not None
+        else:
+            hello = await self._negotiate_auto()
+        self.era = hello.era
+        self.protocol_version = hello.protocol_version
+        self.server_info = hello.server_info
+        self.capabilities = hello.capabilities
+        self.instructions = hello.instructions
+
+    async def _negotiate_auto(self) -> ServerHello:
+        """Like mcp.client._probe: discover, and fall back to initialize on anything that is not positive
+        evidence of a modern server. Only -32022 naming modern-only versions we don't speak is fatal.
+        Transport failures (refused, timeout) propagate: an outage is never an era verdict."""
+        reply = await self._discover()
+        error = reply.get("error")
+        if isinstance(error, dict):
+            data = error.get("data")
+            supported = data.get("supported") if isinstance(data, dict) else None
+            if error.get("code") == UNSUPPORTED_PROTOCOL_VERSION and isinstance(supported, list) and supported:
+                if not any(v in HANDSHAKE_VERSIONS or v in MODERN_VERSIONS for v in supported):
+                    raise UpstreamError(
+                        self.upstream_id, "speaks only protocol versions this gateway does not", kind="protocol"
+                    )
+            return await self._initialize()
+        hello = self._adopt_discover(reply, strict=False)
+        return hello if hello is not None else await self._initialize()
+
+    async def _discover(self) -> JSON:
+        params = {
+            "_meta": {
+                PROTOCOL_VERSION_META: MODERN_VERSION,
+                CLIENT_INFO_META: CLIENT_INFO,
+                CLIENT_CAPABILITIES_META: CLIENT_CAPABILITIES,
+            }
+        }
+        headers = {"mcp-protocol-version": MODERN_VERSION, "mcp-method": "server/discover"}
+        return await self._send_request("server/discover", params, headers=headers, timeout=None, sink=None)
+
+    def _adopt_discover(self, reply: JSON, *, strict: bool) -> ServerHello | None:
+        result = reply.get("result")
+        if not isinstance(result, dict) or MODERN_VERSION not in (result.get("supportedVersions") or ()):
+            if strict:
+                raise UpstreamError(self.upstream_id, "does not speak protocol 2026-07-28", kind="protocol")
+            return None
+        self._transport.set_negotiated(MODERN_VERSION)
+        meta = result.get("_meta") or {}
+        return ServerHello(
+            era=Era.MODERN,
+            protocol_version=MODERN_VERSION,
+            server_info=meta.get(SERVER_INFO_META) or {},
+            capabilities=result.get("capabilities") or {},
+            instructions=result.get("instructions"),
+        )
+
+    async def _initialize(self) -> ServerHello:
+        params = {"protocolVersion": HANDSHAKE_VERSION, "capabilities": CLIENT_CAPABILITIES, "clientInfo": CLIENT_INFO}
+        reply = await self._send_request("initialize", params, headers={}, timeout=None, sink=None)
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            message = (reply.get("error") or {}).get("message", "no result")
+            raise UpstreamError(self.upstream_id, f"refused initialize: {str(message)[:200]}", kind="protocol")
+        version = str(result.get("protocolVersion") or HANDSHAKE_VERSION)
+        self._transport.set_negotiated(version)
+        self.era = Era.HANDSHAKE
+        await self._transport.send(orjson.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), {})
+        return ServerHello(
+            era=Era.HANDSHAKE,
+            protocol_version=version,
+            server_info=result.get("serverInfo") or {},
+            capabilities=result.get("capabilities") or {},
+            instructions=result.get("instructions"),
+        )
+
+    # ------------------------------------------------------------------ change notifications
+
+    async def _open_change_channel(self) -> None:
+        """Open the channel that carries list_changed, and wait briefly until it is up."""
+        ready = asyncio.Event()
+        if self.era is Era.MODERN:
+            wanted = {
+                "toolsListChanged": "tools",
+                "promptsListChanged": "prompts",
+                "resourcesListChanged": "resources",
+            }
+            notifications = {k: True for k, cap in wanted.items() if (self.capabilities.get(cap) or {}).get("listChanged")}
+            if not notifications:
+                return
+            self._spawn(self._listen_loop(notifications, ready))
+        else:
+            self._spawn(self._transport.open_change_channel(self._deliver, ready))
+        try:
+            async with asyncio.timeout(CHANNEL_READY_WAIT):
+                await ready.wait()
+        except TimeoutError:
+            logger.debug("upstream %s: change-notification channel not ready yet", self.upstream_id)
+
+    async def _listen_loop(self, notifications: JSON, ready: asyncio.Event) -> None:
+        """Keep one `subscriptions/listen` stream open while the session lives. The stream's reply only
+        comes when it ends; a re-opened stream announces a change, since events may have been missed."""
+        attempt = 0
+        while not self._closed:
+            self._listen_acked = acked = asyncio.Event()
+            waiter = asyncio.ensure_future(acked.wait())
+            request = asyncio.ensure_future(
+                self.request("subscriptions/listen", {"notifications": notifications}, timeout=float("inf"))
+            )
+            try:
+                await asyncio.wait({waiter, request}, return_when=asyncio.FIRST_COMPLETED)
+                if acked.is_set():
+                    ready.set()
+                    if attempt:
+                        for key in notifications:
+                            kind = key.removesuffix("ListChanged")
+                            await self._session_notification(
+                                {"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"}
+                            )
+                    attempt = 0
+                try:
+                    reply = await request
+                    if "error" in reply:  # not supported after all: stop asking
+                        ready.set()
+                        return
+                except UpstreamError:
+                    pass
+            finally:
+                waiter.cancel()
+                if not request.done():
+                    request.cancel()
+            attempt += 1
+            await asyncio.sleep(min(0.5 * attempt, 5.0))
+
+    async def _session_notification(self, message: JSON) -> None:
+        if self._on_notification is None:
+            return
+        try:
+            outcome = self._on_notification(self.upstream_id, message)
+            if outcome is not None:
+                await outcome
+        except Exception:
+            logger.exception("upstream %s: notification handler failed", self.upstream_id)
+
+    # ------------------------------------------------------------------ requests
+
+    async def request(
+        self,
+        method: str,
+        params: JSON | None = None,
+        *,
+        sink: RequestSink | None = None,
+        timeout: float | None = None,
+    ) -> JSON:
+        if self._closed:
+            reason = self._close_reason.reason if self._close_reason else "session is closed"
+            raise UpstreamSessionLost(self.upstream_id, reason)
+        headers: dict[str, str] = {}
+        if self.era is Era.MODERN:
+            params = self._stamp_modern(method, params, headers)
+        reply = await self._send_request(method, params, headers=headers, timeout=timeout, sink=sink)
+        if method == "tools/list" and self.era is Era.MODERN:
+            self._learn_param_headers(reply)
+        return reply
+
+    async def _send_request(
+        self,
+        method: str,
+        params: JSON | None,
+        *,
+        headers: dict[str, str],
+        timeout: float | None,
+        sink: RequestSink | None,
+    ) -> JSON:
+        request_id = next(self._ids)
+        caller_token = None
+        meta = params.get("_meta") if params else None
+        if isinstance(meta, dict) and "progressToken" in meta:
+            # Callers' tokens may collide; the upstream sees our request id and we restore theirs.
+            caller_token = meta["progressToken"]
+            params = {**params, "_meta": {**meta, "progressToken": request_id}}
+        message: JSON = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        future: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Pending(future, sink, caller_token, method)
+        limit = timeout if timeout is not None else self.config.call_timeout
+        try:
+            async with asyncio.timeout(None if limit == float("inf") else limit):
+                await self._transport.request(request_id, orjson.dumps(message), headers)
+                return await future
+        except TimeoutError:
+            self._abandon(request_id, reason="timed out")
+            raise UpstreamTimeout(self.upstream_id, limit) from None
+        except asyncio.CancelledError:
+            self._abandon(request_id, reason="cancelled by the client")
+            raise
+        except UpstreamSessionLost as lost:
+            self._mark_closed(lost)
+            raise
+        finally:
+            del self._pending[request_id]
+            if future.done():
+                if not future.cancelled():
+                    future.exception()  # mark retrieved: a reply racing a transport error is not an error
+            else:
+                future.cancel()
+
+    def _abandon(self, request_id: int, *, reason: str) -> None:
+        """Tell the upstream to stop working on a request nobody waits for any more. Modern-era HTTP has
+        no client notifications: the transport already closed the request's response stream."""
+        if self._closed or (self.era is Era.MODERN and self._transport.kind == "http"):
+            return
+        params: JSON = {"requestId": request_id, "reason": reason}
+        if self.era is Era.MODERN:
+            params["_meta"] = self._envelope()
+        body = orjson.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params})
+        self._spawn(self._send_quietly(body, {}))
+
+    async def notify(self, method: str, params: JSON | None = None) -> None:
+        if self._closed:
+            return
+        headers: dict[str, str] = {}
+        if self.era is Era.MODERN:
+            if self._transport.kind == "http":
+                return  # the 2026-07-28 HTTP wire has no client→server notifications
+            params = self._stamp_modern(method, params, headers)
+        message: JSON = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        await self._transport.send(orjson.dumps(message), headers)
+
+    # ------------------------------------------------------------------ modern-era stamping
+
+    def _envelope(self) -> JSON:
+        return {
+            PROTOCOL_VERSION_META: self.protocol_version,
+            CLIENT_CAPABILITIES_META: CLIENT_CAPABILITIES,
+            CLIENT_INFO_META: CLIENT_INFO,
+        }
+
+    def _stamp_modern(self, method: str, params: JSON | None, headers: dict[str, str]) -> JSON:
+        """The per-request envelope (ours, never the caller's) and the routing headers."""
+        params = dict(params) if params else {}
+        meta = params.get("_meta")
+        params["_meta"] = {**meta, **self._envelope()} if isinstance(meta, dict) else self._envelope()
+        headers["mcp-protocol-version"] = self.protocol_version
+        headers["mcp-method"] = method
+        name_key = NAME_BEARING_METHODS.get(method)
+        if name_key is not None and isinstance(name := params.get(name_key), str):
+            headers["mcp-name"] = encode_header_value(name)
+            if method == "tools/call" and (header_map := self._param_headers.get(name)):
+                arguments = params.get("arguments")
+                headers.update(mcp_param_headers(header_map, arguments if isinstance(arguments, dict) else {}))
+        return params
+
+    def _learn_param_headers(self, reply: JSON) -> None:
+        """Remember which tool arguments the upstream wants mirrored as `Mcp-Param-*` headers."""
+        tools = (reply.get("result") or {}).get("tools")
+        if not isinstance(tools, list):
+            return
+        for tool in tools:
+            if not isinstance(tool, dict) or not isinstance(name := tool.get("name"), str):
+                continue
+            schema = tool.get("inputSchema")
+            if isinstance(schema, dict) and b"x-mcp-header" in orjson.dumps(schema):
+                if find_invalid_x_mcp_header(schema) is None:
+                    self._param_headers[name] = x_mcp_header_map(schema)
+            else:
+                self._param_headers.pop(name, None)
+
+    # ------------------------------------------------------------------ inbound messages
+
+    async def _deliver(self, message: JSON, related_id: Any) -> None:
+        """Route one received message. Called by the transport, in arrival order."""
+        if "method" not in message:
+            self._resolve(message)
+            return
+        method = message["method"]
+        if "id" in message:
+            self._spawn(self._answer_server_request(message, related_id))
+            return
+        if method in SESSION_NOTIFICATIONS:
+            await self._session_notification(message)
+        elif method == LISTEN_ACKNOWLEDGED:
+            self._listen_acked.set()
+        elif method == "notifications/progress":
+            await self._route_progress(message)
+        else:
+            pending = self._related(related_id)
+            if pending is not None and pending.sink is not None:
+                await self._notify_sink(pending.sink, message)
+            else:
+                logger.debug("upstream %s: dropped unrelated %s", self.upstream_id, method)
+
+    def _resolve(self, message: JSON) -> None:
+        pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+        if pending is None or pending.future.done():
+            return
+        if "result" in message:
+            pending.future.set_result({"result": message["result"]})
+        else:
+            pending.future.set_result({"error": message.get("error") or {"code": -32603, "message": "no result"}})
+
+    async def _route_progress(self, message: JSON) -> None:
+        params = message.get("params") or {}
+        pending = self._pending.get(params.get("progressToken"))
+        if pending is None or pending.sink is None:
+            return
+        restored = {**message, "params": {**params, "progressToken": pending.progress_token}}
+        await self._notify_sink(pending.sink, restored)
+
+    def _related(self, related_id: Any) -> _Pending | None:
+        """The in-flight request a message belongs to. When the transport cannot tell (stdio, SSE, the GET
+        stream), the only safe guess is the single request in flight, if there is exactly one."""
+        if related_id is not None:
+            return self._pending.get(related_id)
+        candidates = [p for p in self._pending.values() if p.method != "subscriptions/listen"]
+        return candidates[0] if len(candidates) == 1 else None
+
+    async def _notify_sink(self, sink: RequestSink, message: JSON) -> None:
+        try:
+            await sink.notify(message)
+        except Exception:
+            logger.exception("upstream %s: request sink failed on a notification", self.upstream_id)
+
+    async def _answer_server_request(self, message: JSON, related_id: Any) -> None:
+        method = message["method"]
+        reply: JSON
+        if method == "ping":
+            reply = {"result": {}}
+        else:
+            pending = self._related(related_id)
+            if pending is None or pending.sink is None:
+                reply = {"error": {"code": METHOD_NOT_FOUND, "message": f"no client can answer {method} now"}}
+            else:
+                try:
+                    reply = await pending.sink.request(method, message.get("params"))
+                except Exception:
+                    logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
+                    reply = {"error": {"code": -32603, "message": f"the client could not answer {method}"}}
+        body = orjson.dumps({"jsonrpc": "2.0", "id": message["id"], **reply})
+        await self._send_quietly(body, {})
+
+    async def _send_quietly(self, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            await self._transport.send(body, headers)
+        except UpstreamError as exc:
+            logger.debug("upstream %s: could not send: %s", self.upstream_id, exc.reason)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,61 @@
+"""Start and stop `upstream_min.py` servers as real subprocesses (for the upstream-client tests)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SERVER = Path(__file__).with_name("upstream_min.py")
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ServerProcess:
+    """One upstream_min server on a loopback port (http or sse)."""
+
+    def __init__(self, transport: str, port: int | None = None) -> None:
+        self.transport = transport
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/" + ("mcp" if self.transport == "http" else "sse")
+
+    def start(self, deadline: float = 20.0) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            [PYTHON, str(SERVER), "--transport", self.transport, "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + deadline
+        while not port_open(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"upstream_min exited with {self.proc.returncode}")
+            if time.monotonic() > end:
+                raise RuntimeError("upstream_min did not start listening in time")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        # Wait until the port is really free, so a restart on it can bind.
+        end = time.monotonic() + 10
+        while port_open(self.port) and time.monotonic() < end:
+            time.sleep(0.05)
