@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sid in servers:
         print(f"  {base}/mcp/{sid}")
     if key:
-        print(f"\nDevelopment key (also in {config.state_dir / 'dev-key'}):\n  {key}\n")
+        where = "from MANIFOLD_DEV_KEY" if os.environ.get("MANIFOLD_DEV_KEY") else f"kept in {config.state_dir / 'dev-key'}"
+        print(f"\nDevelopment key ({where}):\n  {key}\n")
         print("Client config (VS Code .vscode/mcp.json uses \"servers\" instead of \"mcpServers\"):")
         print(client_snippet(url, key))
         print(f"\nClaude Code:\n  claude mcp add --transport http manifold {url} --header \"Authorization: Bearer {key}\"\n")

@@ -188,7 +188,9 @@ class InMemoryEventStore(EventStore):
 
 def build_server() -> MCPServer:
     # A prebuilt Tool can only be handed over at construction (add_tool takes a function).
-    mcp = MCPServer("mcp-conformance-fixture", version="1.0.0", tools=[_json_schema_2020_12_tool()])
+    mcp = MCPServer(
+        "mcp-conformance-fixture", version="1.0.0", tools=[_json_schema_2020_12_tool()], log_level="WARNING"
+    )
     _add_content_tools(mcp)
     _add_notifying_tools(mcp)
     _add_client_request_tools(mcp)

@@ -1,7 +1,7 @@
 """A small real MCP server (mcp 2.3.0 `MCPServer`) for the upstream-client tests.
 
 Run: python upstream_min.py --transport stdio|http|sse [--port N]
-Tools: echo, add, slow, progress, sample, headers, pid, add_tool.
+Tools: echo, add, slow, progress, sample, headers, env, pid, add_tool.
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ def headers(ctx: Context) -> str:
 
 
 @mcp.tool()
+def env(name: str) -> str:
+    """One environment variable of this process ('' when unset)."""
+    return os.environ.get(name, "")
+
+
+@mcp.tool()
 def pid() -> int:
     return os.getpid()
 
@@ -75,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transport", choices=["stdio", "http", "sse"], default="stdio")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tag", default="")  # lets a test find its own processes
     args = parser.parse_args()
     if args.transport == "stdio":
         mcp.run("stdio")

@@ -158,10 +158,10 @@ def _index_lines(f: _File, node: yaml.Node, path: tuple[str, ...]) -> None:
                 continue
             key = key_node.value
             line = key_node.start_mark.line + 1
+            f.lines[path + (key,)] = line
             if key in seen:
                 f.add(path + (key,), f"duplicate key '{key}' (first at line {seen[key]}); YAML keeps only the last")
             seen[key] = line
-            f.lines[path + (key,)] = line
             _index_lines(f, value_node, path + (key,))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):

@@ -111,9 +111,22 @@ class Gateway:
             raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
 
 
+ENVELOPE_KEYS = ("io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientCapabilities",
+                 "io.modelcontextprotocol/clientInfo")
+
+
 def _params_with(params: JSON, **changes: Any) -> JSON:
+    """The params to send upstream: renamed, and without the client's 2026-07-28 envelope (the upstream
+    session speaks for the gateway with its own). progressToken, logLevel and other _meta stay."""
     out = dict(params)
     out.update(changes)
+    meta = out.get("_meta")
+    if isinstance(meta, dict) and any(k in meta for k in ENVELOPE_KEYS):
+        meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
+        if meta:
+            out["_meta"] = meta
+        else:
+            del out["_meta"]
     return out
 
 

@@ -1,0 +1,169 @@
+"""Stdio message transport: one long-lived subprocess, newline-delimited JSON on stdin/stdout.
+
+The child gets the config's `env` on top of a minimal inherited environment, never the gateway's whole
+environment (which holds the gateway's own secrets). Its stderr goes to the debug log, capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+
+import orjson
+
+from manifold.config.models import UpstreamConfig
+from manifold.upstream.base import UpstreamError
+from manifold.upstream.session import Deliver, OnClosed, UpstreamSessionLost
+
+logger = logging.getLogger(__name__)
+
+INHERITED_ENV = (
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TEMP", "TMP", "TZ",
+    "USER", "LOGNAME", "SHELL", "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "APPDATA",
+    "LOCALAPPDATA", "PROGRAMDATA", "PROGRAMFILES", "USERPROFILE",
+)  # fmt: skip
+MAX_LINE_BYTES = 32 * 1024 * 1024
+STDERR_LINE_CHARS = 500
+STDERR_MAX_LINES = 1000  # per process; a chatty server must not flood the log
+EXIT_GRACE_SECONDS = 2.0
+
+
+def child_environment(config: UpstreamConfig) -> dict[str, str]:
+    env = {name: value for name in INHERITED_ENV if (value := os.environ.get(name)) is not None}
+    env.update(config.env)
+    return env
+
+
+class StdioTransport:
+    kind = "stdio"
+
+    def __init__(self, upstream_id: str, config: UpstreamConfig) -> None:
+        assert config.command
+        self.upstream_id = upstream_id
+        self._config = config
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._write_lock = asyncio.Lock()
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def connect(self, deliver: Deliver, on_closed: OnClosed) -> None:
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self._config.command,  # type: ignore[arg-type]
+                *self._config.args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_environment(self._config),
+                cwd=self._config.cwd,
+                limit=MAX_LINE_BYTES,
+                start_new_session=sys.platform != "win32",  # keep the gateway's signals (Ctrl-C) to itself
+            )
+        except OSError as exc:
+            raise UpstreamError(self.upstream_id, f"could not start its command ({type(exc).__name__})") from None
+        self._tasks = [
+            asyncio.create_task(self._read_stdout(deliver, on_closed)),
+            asyncio.create_task(self._drain_stderr()),
+        ]
+
+    def set_negotiated(self, protocol_version: str) -> None:
+        pass
+
+    async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
+        await self.send(body, headers)
+
+    async def send(self, body: bytes, headers: dict[str, str]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.returncode is not None or self._closing:
+            raise UpstreamSessionLost(self.upstream_id, "process is not running")
+        try:
+            async with self._write_lock:
+                proc.stdin.write(body + b"\n")
+                await proc.stdin.drain()
+        except (ConnectionError, RuntimeError):
+            raise UpstreamSessionLost(self.upstream_id, "process is not running") from None
+
+    async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
+        ready.set()  # unrelated notifications simply arrive on stdout
+
+    async def aclose(self) -> None:
+        self._closing = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            if proc.stdin is not None:
+                with contextlib.suppress(Exception):
+                    proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), EXIT_GRACE_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), EXIT_GRACE_SECONDS)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+        for task in self._tasks:
+            task.cancel()
+
+    async def _read_stdout(self, deliver: Deliver, on_closed: OnClosed) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        try:
+            while True:
+                try:
+                    line = await proc.stdout.readline()
+                except ValueError:  # a line beyond MAX_LINE_BYTES: the stream is unusable now
+                    logger.warning("upstream %s: message too large on stdout", self.upstream_id)
+                    break
+                if not line:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    message = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    logger.debug("upstream %s: non-JSON line on stdout ignored", self.upstream_id)
+                    continue
+                if isinstance(message, dict):
+                    await deliver(message, None)
+                elif isinstance(message, list):
+                    for item in message:
+                        if isinstance(item, dict):
+                            await deliver(item, None)
+        finally:
+            if proc.returncode is None:
+                try:
+                    await asyncio.wait_for(proc.wait(), 0.5)
+                except TimeoutError:
+                    # stdout closed but the process lingers: it can no longer talk to us.
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            code = proc.returncode
+            reason = "process exited" + (f" (code {code})" if code is not None else "")
+            on_closed(UpstreamError(self.upstream_id, reason, kind="closed"))
+
+    async def _drain_stderr(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stderr is not None
+        logged = 0
+        while True:
+            try:
+                line = await proc.stderr.readline()
+            except ValueError:
+                continue
+            if not line:
+                return
+            if logged < STDERR_MAX_LINES:
+                logged += 1
+                text = line.decode("utf-8", "replace").rstrip()[:STDERR_LINE_CHARS]
+                logger.debug("upstream %s stderr: %s", self.upstream_id, text)

@@ -1,0 +1,122 @@
+"""Run the real gateway (`manifold serve`, its own process) against a config written by the test, and
+connect real MCP clients to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import yaml
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.upstreams.launch import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "mfd_test-key-0123456789abcdefghijklmnop"
+STARTUP_DEADLINE_S = 30.0
+
+
+@dataclass
+class Gateway:
+    base: str
+    key: str
+    process: subprocess.Popen
+    log_path: Path
+    config_dir: Path
+
+    def url(self, server: str) -> str:
+        return f"{self.base}/mcp/{server}"
+
+    def sse_url(self, server: str) -> str:
+        return f"{self.base}/sse/{server}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def http(self, **kwargs: Any) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}, timeout=30, **kwargs)
+
+    @asynccontextmanager
+    async def client(self, server: str, *, mode: str = "legacy", transport: str = "http", key: str | None = None,
+                     **kwargs: Any) -> AsyncIterator[Client]:
+        """An mcp 2.3.0 client. mode: "legacy" (2025-11-25 handshake) or "2026-07-28" / "auto"."""
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        if transport == "sse":
+            target = sse_client(self.sse_url(server), headers=headers)
+        else:
+            target = streamable_http_client(self.url(server), http_client=httpx2.AsyncClient(headers=headers, timeout=60))
+        async with Client(target, mode=mode, **kwargs) as client:
+            yield client
+
+
+def write_config(directory: Path, upstreams: dict[str, Any], virtual_servers: dict[str, Any] | None = None,
+                 gateway: dict[str, Any] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "virtual_servers").mkdir(exist_ok=True)
+    config = {"gateway": {"state_dir": str(directory / "state"), **(gateway or {})}, "upstreams": upstreams}
+    path = directory / "manifold.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    for sid, body in (virtual_servers or {}).items():
+        (directory / "virtual_servers" / f"{sid}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def stdio_upstream(script: str, *args: str, **extra: Any) -> dict[str, Any]:
+    return {"transport": "stdio", "command": sys.executable, "args": [script, *args], **extra}
+
+
+@asynccontextmanager
+async def run_gateway(upstreams: dict[str, Any], virtual_servers: dict[str, Any] | None = None,
+                      gateway: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> AsyncIterator[Gateway]:
+    with tempfile.TemporaryDirectory(prefix="manifold-test-") as tmp:
+        directory = Path(tmp)
+        config = write_config(directory, upstreams, virtual_servers, gateway)
+        port = free_port()
+        log_path = directory / "gateway.log"
+        process_env = {**os.environ, "MANIFOLD_DEV_KEY": KEY, **(env or {})}
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", str(port)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=process_env, cwd=REPO,
+            )
+        gw = Gateway(base=f"http://127.0.0.1:{port}", key=KEY, process=process, log_path=log_path, config_dir=directory)
+        try:
+            await _wait_ready(gw)
+            yield gw
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                deadline = time.monotonic() + 5
+                while process.poll() is None and time.monotonic() < deadline:
+                    await anyio.sleep(0.05)
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+
+
+async def _wait_ready(gw: Gateway) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    async with httpx2.AsyncClient(timeout=1) as http:
+        while True:
+            if gw.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {gw.process.returncode}:\n{gw.log()[-4000:]}")
+            try:
+                if (await http.get(f"{gw.base}/healthz")).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway did not become ready:\n{gw.log()[-4000:]}")
+            await anyio.sleep(0.05)
