@@ -110,6 +110,11 @@ def test_empty_main_file_means_defaults(tmp_path: Path) -> None:
     assert config.database_url == f"sqlite+aiosqlite:///{tmp_path / '.manifold' / 'manifold.db'}"
 
 
+def test_empty_top_level_sections_mean_none(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, {"manifold.yaml": "gateway:\nupstreams:\ngroups:\n  # dev: [a]\n"}), env={})
+    assert config.upstreams == {} and config.gateway.groups == {}
+
+
 # ---- pydantic -----------------------------------------------------------------------------------
 
 

@@ -31,10 +31,10 @@ from typing import Any
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
     AudioContent,
     CallToolResult,
@@ -153,16 +153,21 @@ SEP1330_SCHEMA: dict[str, Any] = {
 # Candidates offered by completion/complete for test_prompt_with_arguments' arguments.
 COMPLETION_CANDIDATES = ["paris", "park", "party", "test", "testValue1", "testValue2", "testing"]
 
-# URIs subscribed to through resources/subscribe (all sessions share one fixture state).
+# URIs subscribed to through resources/subscribe. Kept for inspection only: the fixture
+# never changes a resource, so it sends no notifications/resources/updated.
 subscribed_uris: set[str] = set()
 
 
 class InMemoryEventStore(EventStore):
     """Keeps every SSE event so a client reconnecting with Last-Event-ID gets what it missed.
 
-    Without an event store the SDK neither sends priming events nor can close a stream
-    mid-call (`ctx.close_sse_stream()` is then a no-op), which server-sse-polling tests.
-    Event ids are "<stream id>::<sequence>"; unbounded, which is fine for a test fixture.
+    Without an event store the SDK neither sends priming events nor lets a tool close its
+    stream mid-call (`ctx.close_sse_stream()` is then a no-op), which server-sse-polling tests.
+    Event ids are "<stream id>::<sequence>"; the store is unbounded, fine for a test fixture.
+    Caveat: the SDK hands one store to every session and names a POST stream after its
+    JSON-RPC request id, so two sessions' streams can share a stream id; a replay could then
+    include the other session's later events on that id. Clients only replay after a dropped
+    stream (test_reconnection), so the suite never meets this.
     """
 
     def __init__(self) -> None:
@@ -175,13 +180,13 @@ class InMemoryEventStore(EventStore):
         return event_id
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        stream_id = last_event_id.rsplit("::", 1)[0]
-        known = [event for event in self._events if event[0] == last_event_id]
-        if not known:
+        position = next((i for i, event in enumerate(self._events) if event[0] == last_event_id), None)
+        if position is None:
             return None
-        for event_id, event_stream, message in self._events:
+        stream_id = self._events[position][1]
+        for event_id, event_stream, message in self._events[position + 1 :]:
             # Priming events carry no message: nothing to replay for them.
-            if event_stream == stream_id and event_id > last_event_id and message is not None:
+            if event_stream == stream_id and message is not None:
                 await send_callback(EventMessage(message, event_id))
         return stream_id
 
@@ -239,8 +244,10 @@ def _add_content_tools(mcp: MCPServer) -> None:
 
     @mcp.tool(description="Tests error response handling")
     def test_error_handling() -> CallToolResult:
-        # ToolError becomes `isError: true` with this text (and is logged at info, not as a crash).
-        raise ToolError("This tool intentionally returns an error for testing")
+        # Returned rather than raised: a raised ToolError's text gets the SDK prefix
+        # "Error executing tool test_error_handling: ", and the suite documents the bare text.
+        text = "This tool intentionally returns an error for testing"
+        return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
 def _add_notifying_tools(mcp: MCPServer) -> None:
@@ -296,11 +303,14 @@ def _add_client_request_tools(mcp: MCPServer) -> None:
 
     @mcp.tool(description="Tests server-initiated sampling (LLM completion request)")
     async def test_sampling(prompt: str, ctx: Context) -> CallToolResult:
-        result = await ctx.session.create_message(
-            [SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
-            max_tokens=100,
-            related_request_id=ctx.request_id,
-        )
+        try:
+            result = await ctx.session.create_message(
+                [SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+                max_tokens=100,
+                related_request_id=ctx.request_id,
+            )
+        except MCPError as error:
+            return _client_request_failed("Sampling", error)
         content = result.content
         text = getattr(content, "text", None) or "No response"
         return CallToolResult(content=[TextContent(type="text", text=f"LLM response: {text}")])
@@ -328,9 +338,23 @@ def _add_client_request_tools(mcp: MCPServer) -> None:
 async def _elicit(ctx: Context, message: str, schema: dict[str, Any], *, prefix: str) -> CallToolResult:
     # The raw schema goes out as written: ctx.elicit() would derive it from a pydantic
     # model and could not express enumNames, oneOf/anyOf titles or exact defaults.
-    result = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+    try:
+        result = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+    except MCPError as error:
+        return _client_request_failed("Elicitation", error)
     content = json.dumps(result.content or {}, separators=(",", ":"))
     return CallToolResult(content=[TextContent(type="text", text=f"{prefix}: action={result.action}, content={content}")])
+
+
+def _client_request_failed(what: str, error: MCPError) -> CallToolResult:
+    """The tool's answer when the client refused or could not be asked.
+
+    A 2026-07-28 (sessionless) request has no back-channel for server-initiated requests
+    (NoBackChannelError); the reference server answers with text too. isError makes the
+    difference visible to a test.
+    """
+    text = f"{what} not supported or error: {error.error.message}"
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
 def _json_schema_2020_12_tool() -> Tool:

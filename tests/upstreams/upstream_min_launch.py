@@ -59,3 +59,29 @@ class ServerProcess:
         end = time.monotonic() + 10
         while port_open(self.port) and time.monotonic() < end:
             time.sleep(0.05)
+
+
+class RecordingSink:
+    """A RequestSink that records notifications and answers sampling with a fixed text."""
+
+    def __init__(self, answer: str = "sampled-by-test") -> None:
+        self.notifications: list[dict] = []
+        self.requests: list[tuple[str, dict | None]] = []
+        self.answer = answer
+
+    async def notify(self, message: dict) -> None:
+        self.notifications.append(message)
+
+    async def request(self, method: str, params: dict | None) -> dict:
+        self.requests.append((method, params))
+        if method == "sampling/createMessage":
+            return {"result": {"role": "assistant", "content": {"type": "text", "text": self.answer}, "model": "test"}}
+        return {"error": {"code": -32601, "message": f"test sink does not answer {method}"}}
+
+
+def tool_result(reply: dict):
+    """The structured result of a tools/call reply (raises if the reply is an error)."""
+    assert "result" in reply, reply
+    result = reply["result"]
+    assert not result.get("isError"), result
+    return result["structuredContent"]["result"]

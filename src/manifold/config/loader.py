@@ -364,6 +364,8 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedCo
     raw_settings: Any = {}
     upstream_ids: list[str] = []
     if raw is not None:
+        # `groups:` with everything under it commented out is YAML null: read it as "none".
+        raw = {k: v for k, v in raw.items() if not (k in ("gateway", "upstreams", "groups") and v is None)}
         raw = _resolve_env(main, raw, (), env, used)
         try:
             gateway = GatewayConfig.model_validate(raw)

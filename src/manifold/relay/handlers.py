@@ -106,11 +106,42 @@ class Gateway:
 
     async def _forward(self, call: Call, target: Target, method: str, params: JSON) -> JSON:
         try:
-            return await self.pool.request(target.upstream_id, method, params, sink=call.sink)
+            return await self.relay(call, target, method, params)
         except UpstreamError as exc:
             raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
 
+    async def relay(self, call: Call, target: Target, method: str, params: JSON) -> JSON:
+        """Send one request upstream on the client's behalf.
 
+        A 2026-07-28 upstream asks for client input (sampling, elicitation) by answering
+        `input_required`; a 2026-07-28 client gets that answer as it is and retries by itself, while a
+        2025-11-25 client is asked with ordinary server→client requests and the gateway retries for it."""
+        if not call.modern:
+            params = _with_log_level(params, call.session.log_level if call.session and call.session.log_level else "debug")
+        reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink)
+        if call.modern:
+            return reply
+        for _ in range(MAX_INPUT_ROUNDS):
+            result = reply.get("result")
+            if not isinstance(result, dict) or result.get("resultType") != "input_required":
+                return reply
+            if call.sink is None:
+                raise RpcError(-32603, f"member '{target.member_id}' needs client input this connection cannot carry")
+            responses: JSON = {}
+            for key, request in (result.get("inputRequests") or {}).items():
+                answer = await call.sink.request(request.get("method", ""), request.get("params"))
+                if "error" in answer:
+                    return answer
+                responses[key] = answer.get("result", {})
+            params = {**params, "inputResponses": responses}
+            if "requestState" in result:
+                params["requestState"] = result["requestState"]
+            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink)
+        raise RpcError(-32603, f"member '{target.member_id}' kept asking for input; gave up after {MAX_INPUT_ROUNDS} rounds")
+
+
+MAX_INPUT_ROUNDS = 8
+LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 ENVELOPE_KEYS = ("io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientCapabilities",
                  "io.modelcontextprotocol/clientInfo")
 
@@ -128,6 +159,13 @@ def _params_with(params: JSON, **changes: Any) -> JSON:
         else:
             del out["_meta"]
     return out
+
+
+def _with_log_level(params: JSON, level: str) -> JSON:
+    """2026-07-28 upstreams log only for requests that opt in; a 2025-11-25 client opted in with
+    logging/setLevel (or, by that era's rules, gets what the server sends)."""
+    meta = params.get("_meta")
+    return {**params, "_meta": {**meta, LOG_LEVEL_META: level} if isinstance(meta, dict) else {LOG_LEVEL_META: level}}
 
 
 def _list_result(call: Call, key: str, built_json: bytes, items: list[JSON]) -> JSON:
@@ -154,7 +192,7 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     if target is None:
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
     try:
-        return await gw.pool.request(target.upstream_id, "tools/call", _params_with(params, name=target.name), sink=call.sink)
+        return await gw.relay(call, target, "tools/call", _params_with(params, name=target.name))
     except UpstreamError as exc:
         # The model sees which member failed and why; other members' tools are unaffected.
         log.warning("tools/call %s: member '%s': %s", name, target.member_id, exc)

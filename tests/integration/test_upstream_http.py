@@ -1,0 +1,212 @@
+"""The upstream client over streamable HTTP against a real mcp 2.3.0 server, in both eras."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "upstreams"))
+from upstream_min_launch import RecordingSink, ServerProcess, free_port, tool_result  # noqa: E402
+
+from manifold.config.models import UpstreamConfig  # noqa: E402
+from manifold.upstream.base import Era, UpstreamError, UpstreamTimeout  # noqa: E402
+from manifold.upstream.pool import UpstreamPool  # noqa: E402
+
+ERAS = [("2025-11-25", Era.HANDSHAKE), ("2026-07-28", Era.MODERN), ("auto", Era.MODERN)]
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = ServerProcess("http").start()
+    yield proc
+    proc.kill()
+
+
+def make_pool(url: str, protocol: str, notes: list | None = None, **extra) -> UpstreamPool:
+    config = UpstreamConfig(transport="http", url=url, protocol=protocol, **extra)
+    return UpstreamPool({"up": config}, (lambda uid, m: notes.append((uid, m))) if notes is not None else None)
+
+
+async def wait_for(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("protocol", "era"), ERAS)
+async def test_lists_and_calls_tools(server, protocol, era):
+    pool = make_pool(server.url, protocol)
+    try:
+        session = await pool.session("up")
+        assert session.era is era
+        assert session.server_info["name"] == "upstream-min"
+        listed = await pool.request("up", "tools/list", {})
+        assert {"echo", "add", "progress"} <= {t["name"] for t in listed["result"]["tools"]}
+        assert tool_result(await pool.request("up", "tools/call", {"name": "add", "arguments": {"a": 2, "b": 40}})) == 42
+        # Unknown tools come back as the upstream's own reply, not as an exception.
+        reply = await pool.request("up", "tools/call", {"name": "nope", "arguments": {}})
+        assert "error" in reply or reply["result"].get("isError")
+        assert pool.health()["up"]["state"] == "connected"
+        assert pool.health()["up"]["era"] == era.value
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("protocol", "era"), ERAS[:2])
+async def test_fifty_concurrent_calls_share_one_session(server, protocol, era):
+    pool = make_pool(server.url, protocol)
+    try:
+        session = await pool.session("up")
+        replies = await asyncio.gather(
+            *(pool.request("up", "tools/call", {"name": "echo", "arguments": {"text": f"m{i}"}}) for i in range(50))
+        )
+        assert [tool_result(r) for r in replies] == [f"m{i}" for i in range(50)]
+        assert await pool.session("up") is session
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("protocol", "era"), ERAS[:2])
+async def test_progress_reaches_the_right_sink_with_the_callers_token(server, protocol, era):
+    pool = make_pool(server.url, protocol)
+    sinks = [RecordingSink(), RecordingSink()]
+    try:
+        # Both callers use the same token: the session must keep them apart.
+        await asyncio.gather(
+            *(
+                pool.request(
+                    "up",
+                    "tools/call",
+                    {"name": "progress", "arguments": {"steps": n}, "_meta": {"progressToken": "same"}},
+                    sink=sink,
+                )
+                for n, sink in zip((2, 3), sinks, strict=True)
+            )
+        )
+        for steps, sink in zip((2, 3), sinks, strict=True):
+            progress = [m["params"] for m in sink.notifications if m["method"] == "notifications/progress"]
+            assert [p["progress"] for p in progress] == list(range(1, steps + 1))
+            assert {p["progressToken"] for p in progress} == {"same"}
+            assert {p["total"] for p in progress} == {steps}
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_sampling_request_reaches_the_sink_and_the_reply_goes_back(server):
+    # 2025-11-25 only: a 2026-07-28 server has no back-channel (it uses input_required results instead).
+    pool = make_pool(server.url, "2025-11-25")
+    sink = RecordingSink(answer="hello from the client")
+    try:
+        reply = await pool.request("up", "tools/call", {"name": "sample", "arguments": {"prompt": "hi"}}, sink=sink)
+        assert tool_result(reply) == "sampled: hello from the client"
+        assert [method for method, _ in sink.requests] == ["sampling/createMessage"]
+        assert sink.requests[0][1]["messages"][0]["content"]["text"] == "hi"
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("protocol", "era"), ERAS[:2])
+async def test_list_changed_reaches_the_session_callback(server, protocol, era):
+    notes: list = []
+    pool = make_pool(server.url, protocol, notes)
+    try:
+        await pool.session("up")
+        await pool.request("up", "tools/call", {"name": "add_tool", "arguments": {"name": f"new_{era.name}"}})
+        await wait_for(lambda: any(m["method"] == "notifications/tools/list_changed" for _, m in notes))
+        assert {uid for uid, _ in notes} == {"up"}
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("protocol", "era"), ERAS[:2])
+async def test_static_headers_arrive_and_nothing_else_of_ours(server, protocol, era):
+    pool = make_pool(server.url, protocol, headers={"X-Static-Key": "static-value"})
+    try:
+        seen = json.loads(tool_result(await pool.request("up", "tools/call", {"name": "headers", "arguments": {}})))
+        assert seen["x-static-key"] == "static-value"
+        protocol_headers = {"mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name"}
+        transport_headers = {"host", "user-agent", "content-type", "content-length", "accept", "accept-encoding"}
+        assert set(seen) <= protocol_headers | transport_headers | {"x-static-key"}
+        assert seen["user-agent"].startswith("manifold/")
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_slow_call_hits_call_timeout_and_the_session_survives(server):
+    pool = make_pool(server.url, "auto", call_timeout=0.5)
+    try:
+        await pool.session("up")
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout) as caught:
+            await pool.request("up", "tools/call", {"name": "slow", "arguments": {"seconds": 5}})
+        assert time.monotonic() - started < 2.0
+        assert "'up'" in str(caught.value)
+        assert tool_result(await pool.request("up", "tools/call", {"name": "add", "arguments": {"a": 1, "b": 1}})) == 2
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_connection_refused_fails_fast_and_names_the_upstream():
+    pool = make_pool(f"http://127.0.0.1:{free_port()}/mcp", "auto", connect_timeout=10)
+    try:
+        for _ in range(2):  # the first attempt and the one in back-off both fail at once
+            started = time.monotonic()
+            with pytest.raises(UpstreamError) as caught:
+                await pool.request("up", "tools/list")
+            assert time.monotonic() - started < 0.5
+            assert "'up'" in str(caught.value) and "refused the connection" in str(caught.value)
+        health = pool.health()["up"]
+        assert health["state"] == "failed" and "refused" in health["last_error"]
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("protocol", "era"), ERAS[:2])
+async def test_upstream_restart_on_the_same_port_is_transparent(protocol, era):
+    server = ServerProcess("http").start()
+    pool = make_pool(server.url, protocol)
+    try:
+        first_pid = tool_result(await pool.request("up", "tools/call", {"name": "pid", "arguments": {}}))
+        server.kill()
+        server.start()
+        second_pid = tool_result(await pool.request("up", "tools/call", {"name": "pid", "arguments": {}}))
+        assert second_pid != first_pid
+        assert pool.health()["up"]["state"] == "connected"
+    finally:
+        await pool.aclose()
+        server.kill()
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_caller_abandons_the_upstream_request(server):
+    pool = make_pool(server.url, "2025-11-25")
+    try:
+        await pool.session("up")
+        task = asyncio.ensure_future(pool.request("up", "tools/call", {"name": "slow", "arguments": {"seconds": 5}}))
+        await asyncio.sleep(0.2)  # let the POST go out; the assertion below does not depend on timing
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert tool_result(await pool.request("up", "tools/call", {"name": "add", "arguments": {"a": 3, "b": 4}})) == 7
+    finally:
+        await pool.aclose()

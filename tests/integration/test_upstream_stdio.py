@@ -1,0 +1,179 @@
+"""The upstream client over stdio: one long-lived process per upstream, restarted when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "upstreams"))
+from upstream_min_launch import SERVER, RecordingSink, tool_result  # noqa: E402
+
+from manifold.config.models import UpstreamConfig  # noqa: E402
+from manifold.upstream.base import Era, UpstreamError  # noqa: E402
+from manifold.upstream.pool import UpstreamPool  # noqa: E402
+
+ERAS = [("2025-11-25", Era.HANDSHAKE), ("auto", Era.MODERN)]
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def make_pool(protocol: str, tag: str = "", notes: list | None = None, **extra) -> UpstreamPool:
+    config = UpstreamConfig(
+        transport="stdio", command=sys.executable, args=[str(SERVER), "--tag", tag], protocol=protocol, **extra
+    )
+    return UpstreamPool({"local": config}, (lambda uid, m: notes.append(m)) if notes is not None else None)
+
+
+def processes_tagged(tag: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if tag.encode() in cmdline and (entry / "stat").read_text().split()[2] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+async def wait_for(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("protocol", "era"), ERAS)
+async def test_lists_calls_progress_and_concurrency(protocol, era):
+    pool = make_pool(protocol)
+    try:
+        session = await pool.session("local")
+        assert session.era is era
+        listed = await pool.request("local", "tools/list", {})
+        assert "echo" in {t["name"] for t in listed["result"]["tools"]}
+        replies = await asyncio.gather(
+            *(pool.request("local", "tools/call", {"name": "add", "arguments": {"a": i, "b": 1}}) for i in range(50))
+        )
+        assert [tool_result(r) for r in replies] == [i + 1 for i in range(50)]
+        sink = RecordingSink()
+        params = {"name": "progress", "arguments": {"steps": 3}, "_meta": {"progressToken": 7}}
+        await pool.request("local", "tools/call", params, sink=sink)
+        assert [m["params"]["progressToken"] for m in sink.notifications] == [7, 7, 7]
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_sampling_goes_to_the_single_request_in_flight():
+    pool = make_pool("2025-11-25")
+    sink = RecordingSink(answer="from stdio client")
+    try:
+        reply = await pool.request("local", "tools/call", {"name": "sample", "arguments": {"prompt": "q"}}, sink=sink)
+        assert tool_result(reply) == "sampled: from stdio client"
+        assert sink.requests[0][0] == "sampling/createMessage"
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_sampling_with_several_requests_in_flight_is_refused_not_misrouted():
+    pool = make_pool("2025-11-25")
+    sinks = [RecordingSink(), RecordingSink()]
+    try:
+        slow = asyncio.ensure_future(pool.request("local", "tools/call", {"name": "slow", "arguments": {"seconds": 1}}, sink=sinks[0]))
+        await asyncio.sleep(0.1)
+        reply = await pool.request("local", "tools/call", {"name": "sample", "arguments": {"prompt": "q"}}, sink=sinks[1])
+        await slow
+        # Relation is unknown on stdio with two requests in flight: the upstream gets an error back.
+        assert "error" in reply or reply["result"].get("isError")
+        assert sinks[0].requests == [] and sinks[1].requests == []
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("protocol", "era"), ERAS)
+async def test_list_changed_reaches_the_session_callback(protocol, era):
+    notes: list = []
+    pool = make_pool(protocol, notes=notes)
+    try:
+        await pool.request("local", "tools/call", {"name": "add_tool", "arguments": {"name": "brand_new"}})
+        await wait_for(lambda: any(m["method"] == "notifications/tools/list_changed" for m in notes))
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_killed_process_is_restarted_once_on_the_next_request():
+    tag = f"stdio-restart-{uuid.uuid4()}"
+    pool = make_pool("auto", tag)
+    try:
+        first = tool_result(await pool.request("local", "tools/call", {"name": "pid", "arguments": {}}))
+        assert processes_tagged(tag) == [first]
+        os.kill(first, signal.SIGKILL)
+        await wait_for(lambda: pool.health()["local"]["state"] == "idle")
+        assert "process exited" in pool.health()["local"]["last_error"]
+        # Several callers at once: still only one new process.
+        replies = await asyncio.gather(
+            *(pool.request("local", "tools/call", {"name": "pid", "arguments": {}}) for _ in range(5))
+        )
+        pids = {tool_result(r) for r in replies}
+        assert len(pids) == 1 and first not in pids
+        assert processes_tagged(tag) == list(pids)
+    finally:
+        await pool.aclose()
+    assert processes_tagged(tag) == []
+
+
+@pytest.mark.anyio
+async def test_pending_request_fails_naming_the_upstream_when_the_process_dies():
+    pool = make_pool("2025-11-25")
+    try:
+        pid = tool_result(await pool.request("local", "tools/call", {"name": "pid", "arguments": {}}))
+        pending = asyncio.ensure_future(pool.request("local", "tools/call", {"name": "slow", "arguments": {"seconds": 5}}))
+        await asyncio.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(UpstreamError) as caught:
+            await pending
+        assert "'local'" in str(caught.value) and "exited" in str(caught.value)
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_child_gets_config_env_but_not_the_gateway_environment(monkeypatch):
+    monkeypatch.setenv("MANIFOLD_TEST_GATEWAY_SECRET", "do-not-leak")
+    pool = make_pool("auto", env={"UPSTREAM_TOKEN": "for-the-upstream"})
+    try:
+        async def env(name: str) -> str:
+            return tool_result(await pool.request("local", "tools/call", {"name": "env", "arguments": {"name": name}}))
+
+        assert await env("UPSTREAM_TOKEN") == "for-the-upstream"
+        assert await env("MANIFOLD_TEST_GATEWAY_SECRET") == ""
+        assert await env("PATH") == os.environ["PATH"]
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_command_that_does_not_exist_fails_with_a_clear_error():
+    config = UpstreamConfig(transport="stdio", command="/nonexistent/manifold-test-server")
+    pool = UpstreamPool({"ghost": config})
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await pool.request("ghost", "tools/list")
+        assert "'ghost'" in str(caught.value) and "could not start" in str(caught.value)
+    finally:
+        await pool.aclose()
