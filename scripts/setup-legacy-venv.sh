@@ -15,11 +15,20 @@ requirements="$root/tests/upstreams/requirements-legacy.txt"
 stamp="$venv/.requirements.sha256"
 wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
 
-if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
-    exit 0
-fi
+up_to_date() { [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; }
+up_to_date && exit 0
 
-python="${PYTHON:-python3}"
+# Parallel test workers may all call this at once: one builds, the others wait, then find
+# it up to date.
+lock="${TMPDIR:-/tmp}/manifold-venv-legacy-$(printf '%s' "$root" | sha256sum | cut -c1-16).lock"
+exec 9>"$lock"
+flock 9
+up_to_date && exit 0
+
+# Default to the interpreter behind the project venv, so both venvs share one Python.
+default_python=python3
+[[ -x "$root/.venv/bin/python" ]] && default_python="$root/.venv/bin/python"
+python="${PYTHON:-$default_python}"
 rm -rf "$venv"
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"

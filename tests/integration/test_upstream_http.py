@@ -54,7 +54,9 @@ async def test_lists_and_calls_tools(server, protocol, era):
         assert session.server_info["name"] == "upstream-min"
         listed = await pool.request("up", "tools/list", {})
         assert {"echo", "add", "progress"} <= {t["name"] for t in listed["result"]["tools"]}
-        assert tool_result(await pool.request("up", "tools/call", {"name": "add", "arguments": {"a": 2, "b": 40}})) == 42
+        assert (
+            tool_result(await pool.request("up", "tools/call", {"name": "add", "arguments": {"a": 2, "b": 40}})) == 42
+        )
         # Unknown tools come back as the upstream's own reply, not as an exception.
         reply = await pool.request("up", "tools/call", {"name": "nope", "arguments": {}})
         assert "error" in reply or reply["result"].get("isError")

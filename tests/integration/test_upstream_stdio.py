@@ -92,9 +92,13 @@ async def test_sampling_with_several_requests_in_flight_is_refused_not_misrouted
     pool = make_pool("2025-11-25")
     sinks = [RecordingSink(), RecordingSink()]
     try:
-        slow = asyncio.ensure_future(pool.request("local", "tools/call", {"name": "slow", "arguments": {"seconds": 1}}, sink=sinks[0]))
+        slow = asyncio.ensure_future(
+            pool.request("local", "tools/call", {"name": "slow", "arguments": {"seconds": 1}}, sink=sinks[0])
+        )
         await asyncio.sleep(0.1)
-        reply = await pool.request("local", "tools/call", {"name": "sample", "arguments": {"prompt": "q"}}, sink=sinks[1])
+        reply = await pool.request(
+            "local", "tools/call", {"name": "sample", "arguments": {"prompt": "q"}}, sink=sinks[1]
+        )
         await slow
         # Relation is unknown on stdio with two requests in flight: the upstream gets an error back.
         assert "error" in reply or reply["result"].get("isError")
@@ -142,7 +146,9 @@ async def test_pending_request_fails_naming_the_upstream_when_the_process_dies()
     pool = make_pool("2025-11-25")
     try:
         pid = tool_result(await pool.request("local", "tools/call", {"name": "pid", "arguments": {}}))
-        pending = asyncio.ensure_future(pool.request("local", "tools/call", {"name": "slow", "arguments": {"seconds": 5}}))
+        pending = asyncio.ensure_future(
+            pool.request("local", "tools/call", {"name": "slow", "arguments": {"seconds": 5}})
+        )
         await asyncio.sleep(0.2)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(UpstreamError) as caught:
@@ -157,6 +163,7 @@ async def test_child_gets_config_env_but_not_the_gateway_environment(monkeypatch
     monkeypatch.setenv("MANIFOLD_TEST_GATEWAY_SECRET", "do-not-leak")
     pool = make_pool("auto", env={"UPSTREAM_TOKEN": "for-the-upstream"})
     try:
+
         async def env(name: str) -> str:
             return tool_result(await pool.request("local", "tools/call", {"name": "env", "arguments": {"name": name}}))
 

@@ -44,6 +44,7 @@ Change notifications, per era:
 # resolvers they name are locals of build_server().
 import argparse
 import base64
+import functools
 import io
 import json
 import os
@@ -158,7 +159,7 @@ class HandshakeConnections:
         for connection, uris in list(self._subscribed.items()):
             session = self._sessions.get(connection)
             if session is not None and uri in uris:
-                await _quietly(lambda: session.send_resource_updated(uri))
+                await _quietly(functools.partial(session.send_resource_updated, uri))
 
 
 async def _quietly(send: Callable[[], Any]) -> None:
@@ -199,7 +200,9 @@ class RequestRecorder:
 
 
 def build_server(options: Options) -> MCPServer:
-    mcp = MCPServer(options.name, version="1.0.0", instructions="A test upstream with one of everything.")
+    mcp = MCPServer(
+        options.name, version="1.0.0", instructions="A test upstream with one of everything.", log_level="WARNING"
+    )
     connections = HandshakeConnections()
     state = {"counter": 0}
     scheme = options.uri_scheme

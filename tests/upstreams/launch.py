@@ -89,8 +89,9 @@ async def run_http_upstream(
     # stderr goes to a file, not a pipe: nobody reads it while the server runs, and a full
     # pipe would block the server.
     with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   env=process_env, cwd=REPO)
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=process_env, cwd=REPO
+        )
         try:
             await _wait_until_listening(process, port, startup_deadline_s, stderr)
             yield f"http://{HOST}:{port}{path}"

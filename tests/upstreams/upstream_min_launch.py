@@ -10,6 +10,8 @@ from pathlib import Path
 
 SERVER = Path(__file__).with_name("upstream_min.py")
 PYTHON = sys.executable
+LEGACY_SERVER = Path(__file__).with_name("legacy_server.py")  # mcp 1.x, shared test upstream
+LEGACY_PYTHON = Path(__file__).parents[2] / ".venv-legacy" / "bin" / "python"  # scripts/setup-legacy-venv.sh
 
 
 def free_port() -> int:
@@ -25,10 +27,12 @@ def port_open(port: int) -> bool:
 
 
 class ServerProcess:
-    """One upstream_min server on a loopback port (http or sse)."""
+    """One test server (upstream_min by default) on a loopback port (http or sse)."""
 
-    def __init__(self, transport: str, port: int | None = None) -> None:
+    def __init__(self, transport: str, port: int | None = None, *, script: Path = SERVER, python=PYTHON) -> None:
         self.transport = transport
+        self.script = script
+        self.python = python
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -38,16 +42,16 @@ class ServerProcess:
 
     def start(self, deadline: float = 20.0) -> ServerProcess:
         self.proc = subprocess.Popen(
-            [PYTHON, str(SERVER), "--transport", self.transport, "--port", str(self.port)],
+            [str(self.python), str(self.script), "--transport", self.transport, "--port", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         end = time.monotonic() + deadline
         while not port_open(self.port):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"upstream_min exited with {self.proc.returncode}")
+                raise RuntimeError(f"{self.script.name} exited with {self.proc.returncode}")
             if time.monotonic() > end:
-                raise RuntimeError("upstream_min did not start listening in time")
+                raise RuntimeError(f"{self.script.name} did not start listening in time")
             time.sleep(0.05)
         return self
 

@@ -169,6 +169,21 @@ class VirtualServerView:
             return None
         return t
 
+    def failed_member_for(self, kind: str, exposed: str) -> tuple[str, str] | None:
+        """When a name did not resolve: the member it most likely belongs to, if that member's list
+        could not be fetched, and why. Lets a call to a down member say so instead of "unknown tool"."""
+        built = self._built.get(kind)
+        if built is None or not built.failures:
+            return None
+        if self.namespace:
+            for member_id, reason in built.failures.items():
+                if exposed.startswith(member_id + self.sep):
+                    return member_id, reason
+            return None
+        if len(built.failures) == 1:
+            return next(iter(built.failures.items()))
+        return None
+
     def resolve_uri(self, uri: str) -> Target | None:
         """Exposed resource URI -> target. Reversible, so it needs no list."""
         if not self.namespace:

@@ -190,6 +190,9 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         raise RpcError(INVALID_PARAMS, "tools/call needs a string 'name'")
     target = await call.view.resolve("tools", name)
     if target is None:
+        failed = call.view.failed_member_for("tools", name)
+        if failed is not None:
+            return tool_error_result(f"Tool '{name}' is unavailable: member '{failed[0]}': {failed[1]}")
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
     try:
         return await gw.relay(call, target, "tools/call", _params_with(params, name=target.name))

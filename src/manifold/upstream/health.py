@@ -23,6 +23,9 @@ class UpstreamHealth:
     failures: int = 0
     retry_at: float = 0.0  # monotonic time before which a new connect is not attempted
 
+    def connecting(self) -> None:
+        self._enter("connecting")
+
     def connected(self, era: Era, protocol_version: str) -> None:
         self._enter("connected")
         self.era, self.protocol_version, self.failures, self.retry_at = era, protocol_version, 0, 0.0

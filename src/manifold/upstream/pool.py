@@ -115,8 +115,10 @@ class UpstreamPool:
                 await dead.aclose()
             if slot.health.in_backoff() and slot.last_failure is not None:
                 raise UpstreamError(key.upstream_id, slot.last_failure.reason, kind=slot.last_failure.kind)
-            slot.health._enter("connecting")
-            session = JsonRpcSession(key.upstream_id, config, make_transport(key.upstream_id, config), self._on_notification)
+            slot.health.connecting()
+            session = JsonRpcSession(
+                key.upstream_id, config, make_transport(key.upstream_id, config), self._on_notification
+            )
             try:
                 await session.connect()
             except UpstreamError as exc:

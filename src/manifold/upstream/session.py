@@ -296,7 +296,9 @@ class JsonRpcSession:
                 "promptsListChanged": "prompts",
                 "resourcesListChanged": "resources",
             }
-            notifications = {k: True for k, cap in wanted.items() if (self.capabilities.get(cap) or {}).get("listChanged")}
+            notifications = {
+                k: True for k, cap in wanted.items() if (self.capabilities.get(cap) or {}).get("listChanged")
+            }
             if not notifications:
                 return
             self._spawn(self._listen_loop(notifications, ready))

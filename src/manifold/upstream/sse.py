@@ -14,7 +14,13 @@ import aiohttp
 
 from manifold.config.models import UpstreamConfig
 from manifold.upstream.base import UpstreamError
-from manifold.upstream.http import STALE_CONNECTION_ERRORS, SseDecoder, connect_error, new_client_session, parse_messages
+from manifold.upstream.http import (
+    STALE_CONNECTION_ERRORS,
+    SseDecoder,
+    connect_error,
+    new_client_session,
+    parse_messages,
+)
 from manifold.upstream.session import Deliver, OnClosed, UpstreamSessionLost
 
 logger = logging.getLogger(__name__)

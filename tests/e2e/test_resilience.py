@@ -1,0 +1,149 @@
+"""Broken, slow, restarted and dead upstreams: each fails only its own tools, and recovers by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+import pytest
+
+from tests.e2e.harness import run_gateway, stdio_upstream
+from tests.upstreams.launch import KITCHEN, REPO, free_port, run_http_upstream
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def start_kitchen(port: int, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, KITCHEN, "--transport", "http", "--port", str(port), *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+
+
+async def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.aclose()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await anyio.sleep(0.05)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait()
+
+
+async def test_http_upstream_restart_is_invisible_to_the_client() -> None:
+    port = free_port()
+    upstream = start_kitchen(port, "--name", "first")
+    try:
+        await wait_listening(port)
+        async with run_gateway({"up": {"transport": "http", "url": f"http://127.0.0.1:{port}/mcp"}}) as gw:
+            for mode in ("legacy", "2026-07-28"):
+                async with gw.client("up", mode=mode) as client:
+                    before = json.loads(text_of(await client.call_tool("whoami", {})))
+                    stop(upstream)
+                    upstream = start_kitchen(port, "--name", "second")
+                    await wait_listening(port)
+                    after = await client.call_tool("whoami", {})
+                    assert not after.is_error, text_of(after)
+                    assert json.loads(text_of(after))["pid"] != before["pid"]
+    finally:
+        stop(upstream)
+
+
+async def test_stdio_upstream_is_one_process_and_restarts_when_it_dies() -> None:
+    async with run_gateway({"local": stdio_upstream(KITCHEN, "--transport", "stdio", "--name", "local")}) as gw:
+        async with gw.client("local") as client:
+            pids = {json.loads(text_of(await client.call_tool("whoami", {})))["pid"] for _ in range(10)}
+            assert len(pids) == 1, "one stdio upstream is one process, reused across calls"
+            (pid,) = pids
+            os.kill(pid, signal.SIGKILL)
+            result = await client.call_tool("whoami", {})
+            if result.is_error:  # the call that found it dead may fail; the next one must work
+                assert "local" in text_of(result)
+                result = await client.call_tool("whoami", {})
+            new_pid = json.loads(text_of(result))["pid"]
+            assert new_pid != pid
+            again = {json.loads(text_of(await client.call_tool("whoami", {})))["pid"] for _ in range(5)}
+            assert again == {new_pid}
+
+
+async def test_slow_upstream_hits_its_call_timeout_and_others_still_work() -> None:
+    async with run_http_upstream(KITCHEN, "--name", "slowpoke") as slow_url, run_http_upstream(KITCHEN) as fast_url:
+        upstreams = {"slowpoke": {"transport": "http", "url": slow_url, "call_timeout": 1},
+                     "fast": {"transport": "http", "url": fast_url}}
+        servers = {"both": {"members": [{"upstream": "slowpoke"}, {"upstream": "fast"}]}}
+        async with run_gateway(upstreams, servers) as gw, gw.client("both") as client:
+            started = time.monotonic()
+            result = await client.call_tool("slowpoke__slow", {"seconds": 20})
+            elapsed = time.monotonic() - started
+            assert result.is_error
+            assert "slowpoke" in text_of(result) and "1s" in text_of(result)
+            assert elapsed < 15, "the call timeout, not the tool's 20 s, ended the call"
+            assert text_of(await client.call_tool("fast__echo", {"text": "still here"})) == "still here"
+
+
+async def test_down_upstream_fails_fast_and_only_its_own_tools() -> None:
+    dead_port = free_port()  # nothing listens here
+    async with run_http_upstream(KITCHEN) as live_url:
+        upstreams = {"live": {"transport": "http", "url": live_url},
+                     "dead": {"transport": "http", "url": f"http://127.0.0.1:{dead_port}/mcp", "connect_timeout": 30}}
+        servers = {"both": {"members": [{"upstream": "live"}, {"upstream": "dead", "tools": ["*"]}]}}
+        async with run_gateway(upstreams, servers) as gw:
+            async with gw.client("both") as client:
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "live__echo" in names and not any(n.startswith("dead__") for n in names)
+                started = time.monotonic()
+                result = await client.call_tool("dead__echo", {"text": "x"})
+                assert time.monotonic() - started < 5, "connection refused is not a 30 s connect timeout"
+                assert result.is_error
+                assert "dead" in text_of(result)
+            async with gw.client("dead") as client:
+                result = await client.call_tool("echo", {"text": "x"})
+                assert result.is_error and "dead" in text_of(result) and "refused" in text_of(result)
+            async with gw.http() as http:
+                health = (await http.get(f"{gw.base}/healthz")).json()
+            assert health["upstreams"]["dead"]["state"] != "connected"
+            assert health["upstreams"]["dead"]["last_error"]
+            assert health["upstreams"]["live"]["state"] == "connected"
+            assert "dead" in gw.log()
+
+
+async def test_upstream_session_is_pooled_across_calls_and_clients(tmp_path: Path) -> None:
+    record = tmp_path / "requests.jsonl"
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+        async with run_gateway({"up": {"transport": "http", "url": url}}) as gw:
+            for mode in ("legacy", "2026-07-28", "legacy"):
+                async with gw.client("up", mode=mode) as client:
+                    for _ in range(10):
+                        await client.call_tool("noop", {})
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    calls = [r for r in lines if r["method"] == "tools/call"]
+    handshakes = [r for r in lines if r["method"] in ("initialize", "server/discover")]
+    assert len(calls) == 30
+    assert len(handshakes) <= 2, f"one upstream session for all calls, saw {len(handshakes)} handshakes"
+
+
+async def test_callers_authorization_never_goes_upstream(tmp_path: Path) -> None:
+    async with run_http_upstream(KITCHEN) as url:
+        upstreams = {"up": {"transport": "http", "url": url, "headers": {"X-Static": "configured"}}}
+        async with run_gateway(upstreams) as gw, gw.client("up") as client:
+            seen = json.loads(text_of(await client.call_tool("headers", {})))
+    assert seen.get("x-static") == "configured"
+    assert "authorization" not in seen
+    assert gw.key not in json.dumps(seen)
