@@ -1,0 +1,15 @@
+"""Shared pytest configuration for the whole suite.
+
+anyio's plugin is enabled in pyproject (`-p anyio`); every async test runs on asyncio only (the gateway
+and the SDKs it uses are asyncio code). Session-scoped, so module- and session-scoped async fixtures can
+use it too. A module may still override it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
