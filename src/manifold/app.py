@@ -148,6 +148,10 @@ class ManifoldApp:
         body: JSON = {"status": "ok", "upstreams": upstreams}
         if failures:
             body["degraded_servers"] = failures
+        collisions = {sid: [c for cs in v.collisions.values() for c in cs] for sid, v in self.s.views.items()}
+        collisions = {sid: cs for sid, cs in collisions.items() if cs}
+        if collisions:
+            body["name_collisions"] = collisions
         if ready:
             body["servers"] = sorted(self.s.views)
         await send_body(send, 200, orjson.dumps(body))

@@ -19,9 +19,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
 
-# tests/ has no __init__.py files; load the launcher from its folder.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "upstreams"))
-from launch import KITCHEN, LEGACY_PYTHON, LEGACY_SERVER, REPO, run_http_upstream  # noqa: E402
+from tests.upstreams.launch import KITCHEN, LEGACY_PYTHON, LEGACY_SERVER, REPO, run_http_upstream
 
 # Handshake-era features (logging, sampling, resources/subscribe) are deprecated at 2026-07-28,
 # and exercising them is the point here.
@@ -34,11 +32,6 @@ MODERN = "2026-07-28"
 HANDSHAKE = "2025-11-25"
 ERA_OF_MODE = {"auto": MODERN, "legacy": HANDSHAKE}
 EVENT_DEADLINE_S = 10
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="session")

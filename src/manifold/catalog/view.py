@@ -62,6 +62,7 @@ class VirtualServerView:
         self._built: dict[str, Built] = {}
         self._lock = asyncio.Lock()
         self.last_failures: dict[str, str] = {}
+        self.collisions: dict[str, list[str]] = {}
 
     # ---- building -------------------------------------------------------------------------------
 
@@ -94,6 +95,7 @@ class VirtualServerView:
         for member_id, reason in failures.items():
             log.warning("virtual server '%s': member '%s' left out of %s: %s", self.id, member_id, kind, reason)
         self.last_failures = failures
+        self.collisions[kind] = built.collisions
         self._built[kind] = built
         return built
 

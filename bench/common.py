@@ -1,0 +1,196 @@
+"""Shared pieces of the benchmarks: upstream and gateway processes, clients, statistics, CPU accounting.
+
+The gateway runs as its real process (`manifold serve`, started by tests/e2e/harness.py's `run_gateway`)
+and the upstreams as their own processes, so client, gateway and upstream never share a CPU-time budget
+or an event loop: what the gateway adds shows up both in latency and in its own /proc CPU counters.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.e2e.harness import Gateway
+from tests.upstreams.launch import KITCHEN, free_port
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+FAST_UPSTREAM = str(BENCH / "fast_upstream.py")
+ERAS = ("legacy", "2026-07-28")
+ERA_LABEL = {"legacy": "2025-11-25", "2026-07-28": "2026-07-28"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STARTUP_DEADLINE_S = 30.0
+
+
+# ---- statistics -----------------------------------------------------------------------------------
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest-rank on sorted samples: no interpolation surprises at p99."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def p50(samples: list[float]) -> float:
+    return statistics.median(samples) if samples else float("nan")
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+# ---- CPU accounting --------------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (not its children), from /proc/<pid>/stat, in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        raw = stat.read().decode()
+    # The command name (field 2) may contain spaces and parentheses: split after its closing ')'.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5), counted from 1
+    return (utime + stime) / CLOCK_TICKS
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds a process spent between `start()` and `stop()`; resolution is one clock tick (10 ms)."""
+
+    pid: int | None
+    spent: float = 0.0
+    _begin: float = 0.0
+
+    def start(self) -> None:
+        if self.pid is not None:
+            self._begin = process_cpu_seconds(self.pid)
+
+    def stop(self) -> float:
+        if self.pid is not None:
+            self.spent = process_cpu_seconds(self.pid) - self._begin
+        return self.spent
+
+
+# ---- upstream processes ----------------------------------------------------------------------------
+
+
+@dataclass
+class Upstream:
+    url: str
+    process: subprocess.Popen
+
+
+def upstream_command(kind: str, name: str, tools: int, port: int) -> list[str]:
+    """The command line of one upstream: the fast low-level one, or kitchen.py padded to `tools` tools."""
+    if kind == "fast":
+        return [sys.executable, FAST_UPSTREAM, "--name", name, "--tools", str(tools), "--port", str(port)]
+    if kind == "kitchen":
+        # kitchen has 17 tools of its own; pad with trivial ones to reach `tools`.
+        extra = ",".join(f"pad_{i:02d}" for i in range(max(0, tools - 17)))
+        command = [sys.executable, KITCHEN, "--transport", "http", "--name", name, "--port", str(port)]
+        return command + (["--extra-tools", extra] if extra else [])
+    raise ValueError(f"unknown upstream kind {kind!r} (fast or kitchen)")
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@asynccontextmanager
+async def run_upstreams(kind: str, count: int, tools: int) -> AsyncIterator[list[Upstream]]:
+    """Start `count` upstream processes at once (not one after another: each spends ~1 s importing the
+    SDK) and wait until every one listens. Stops them all afterwards."""
+    started: list[Upstream] = []
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            for index in range(count):
+                port = free_port()
+                command = upstream_command(kind, f"up{index + 1:02d}", tools, port)
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=stderr, cwd=REPO)
+                started.append(Upstream(f"http://127.0.0.1:{port}/mcp", process))
+            deadline = time.monotonic() + STARTUP_DEADLINE_S
+            for upstream in started:
+                port = int(upstream.url.rsplit(":", 1)[1].split("/")[0])
+                while not _listening(port):
+                    if upstream.process.poll() is not None:
+                        stderr.seek(0)
+                        raise RuntimeError(f"upstream {upstream.process.args!r} exited:\n"
+                                           + stderr.read().decode(errors="replace")[-3000:])
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"upstream on port {port} did not listen in {STARTUP_DEADLINE_S}s")
+                    await anyio.sleep(0.05)
+            yield started
+        finally:
+            for upstream in started:
+                if upstream.process.poll() is None:
+                    upstream.process.terminate()
+            for upstream in started:
+                try:
+                    upstream.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    upstream.process.kill()
+                    upstream.process.wait()
+
+
+# ---- clients ---------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def mcp_client(url: str, mode: str, headers: dict[str, str] | None = None) -> AsyncIterator[Client]:
+    """One mcp 2.3.0 client session. Client-side response caching is off (`cache=None`): with it, a
+    2026-07-28 tools/list could be answered from the client's own memory and measure nothing."""
+    async with httpx2.AsyncClient(headers=headers or {}, timeout=60) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, cache=None) as client:
+            yield client
+
+
+def gateway_headers(gateway: Gateway) -> dict[str, str]:
+    return {"Authorization": f"Bearer {gateway.key}"}
+
+
+@contextmanager
+def quiet_sdk_warnings() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"  # NaN check without math
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain fixed-width text table (right-aligned numbers, left-aligned first column)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(parts))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
