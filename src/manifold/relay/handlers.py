@@ -110,6 +110,14 @@ class Gateway:
         except UpstreamError as exc:
             raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
 
+    async def subscribe_upstream(self, target: Target) -> JSON:
+        """One upstream subscription per (upstream, URI), however many clients asked for it."""
+        try:
+            session = await self.pool.session(target.upstream_id)
+            return await session.subscribe_resource(target.name)
+        except UpstreamError as exc:
+            raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
+
     async def relay(self, call: Call, target: Target, method: str, params: JSON) -> JSON:
         """Send one request upstream on the client's behalf.
 
@@ -260,7 +268,7 @@ async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
     first = gw.hub.subscribers(*key) == 0
     call.listener.resources[key] = uri
     if first:
-        reply = await gw._forward(call, target, "resources/subscribe", _params_with(params, uri=target.name))
+        reply = await gw.subscribe_upstream(target)
         if "error" in reply:
             call.listener.resources.pop(key, None)
             return reply
@@ -273,7 +281,11 @@ async def _resources_unsubscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
     if call.listener is not None:
         call.listener.resources.pop(key, None)
     if gw.hub.subscribers(*key) == 0:
-        await gw._forward(call, target, "resources/unsubscribe", _params_with(params, uri=target.name))
+        try:
+            session = await gw.pool.session(target.upstream_id)
+            await session.unsubscribe_resource(target.name)
+        except UpstreamError as exc:
+            log.info("unsubscribe %s: member '%s': %s", uri, target.member_id, exc)
     return {"result": {}}
 
 

@@ -80,7 +80,8 @@ class Hub:
                     lst.push({"jsonrpc": "2.0", "method": method, "params": {}})
             return
         if method == "notifications/resources/updated":
-            params = message.get("params") or {}
+            # The upstream's _meta (e.g. its listen stream's subscriptionId) is its own business.
+            params = {k: v for k, v in (message.get("params") or {}).items() if k != "_meta"}
             uri = params.get("uri")
             for lst in list(self._listeners):
                 exposed = lst.resources.get((upstream_id, uri))

@@ -359,11 +359,10 @@ class StreamableHttp:
                 key = (target.upstream_id, target.name)
                 if self.gw.hub.subscribers(*key) == 0:
                     try:
-                        reply = await self.gw.pool.request(target.upstream_id, "resources/subscribe", {"uri": target.name})
-                        if "error" in reply:
+                        if "error" in await self.gw.subscribe_upstream(target):
                             continue
-                    except Exception as exc:  # an upstream that is down just doesn't get the subscription
-                        log.warning("subscriptions/listen: cannot subscribe %s upstream: %s", uri, exc)
+                    except RpcError as exc:  # an upstream that is down just doesn't get the subscription
+                        log.warning("subscriptions/listen: cannot subscribe %s upstream: %s", uri, exc.message)
                         continue
                 listener.resources[key] = uri
                 accepted.append(uri)

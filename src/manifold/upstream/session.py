@@ -150,6 +150,7 @@ class JsonRpcSession:
         self._on_notification = on_notification
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
+        self._resource_streams: dict[str, asyncio.Future[Any]] = {}
         self._closed = False
         self._close_reason: UpstreamError | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -182,7 +183,32 @@ class JsonRpcSession:
             raise
         await self._open_change_channel()
 
+    # ------------------------------------------------------------------ resource subscriptions
+
+    async def subscribe_resource(self, uri: str) -> JSON:
+        """Ask for notifications/resources/updated for `uri` (delivered to the session callback).
+        2025-11-25: resources/subscribe. 2026-07-28 has no such method: a listen stream of its own."""
+        if self.era is not Era.MODERN:
+            return await self.request("resources/subscribe", {"uri": uri})
+        stream = self._resource_streams.get(uri)
+        if stream is None or stream.done():
+            params = {"notifications": {"resourceSubscriptions": [uri]}}
+            stream = asyncio.ensure_future(self.request("subscriptions/listen", params, timeout=float("inf")))
+            stream.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "exception not retrieved"
+            self._resource_streams[uri] = stream
+        return {"result": {}}
+
+    async def unsubscribe_resource(self, uri: str) -> JSON:
+        if self.era is not Era.MODERN:
+            return await self.request("resources/unsubscribe", {"uri": uri})
+        stream = self._resource_streams.pop(uri, None)
+        if stream is not None:
+            stream.cancel()
+        return {"result": {}}
+
     async def aclose(self) -> None:
+        for stream in self._resource_streams.values():
+            stream.cancel()
         if not self._closed:
             self._mark_closed(UpstreamSessionLost(self.upstream_id, "session was closed"))
         for task in list(self._background):

@@ -1,0 +1,205 @@
+"""tools/call overhead: the same trivial `noop` call direct to an upstream and through the real gateway.
+
+    .venv/bin/python -m bench.bench_call [--calls 300] [--warmup 30] [--rounds 2] [--sessions 16]
+                                         [--concurrent-calls 100] [--upstream fast|kitchen] [--json FILE]
+
+Per client era (2025-11-25 via `mode="legacy"`, and `mode="2026-07-28"`):
+- sequential: one client session per round, `--warmup` calls, then `--calls` timed calls one after
+  another; direct and gateway rounds alternate (`--rounds` each) so drift hits both alike. p50/p99 pool
+  the rounds' samples. Gateway CPU per call = the gateway process's utime+stime over the timed calls,
+  divided by their number.
+- concurrent: `--sessions` client sessions opened first, then all of them make `--concurrent-calls`
+  calls at once; calls/s over the whole burst, direct and gateway alternating per round.
+The client runs in this process; the upstream and the gateway each in their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import anyio
+
+from bench.common import (
+    ERA_LABEL,
+    ERAS,
+    CpuMeter,
+    fmt,
+    gateway_headers,
+    mcp_client,
+    ms,
+    p50,
+    percentile,
+    quiet_sdk_warnings,
+    run_upstreams,
+    table,
+)
+from tests.e2e.harness import run_gateway
+
+TOOL = "noop"
+TARGET_RATIO = 1.5
+TARGET_CPU_MS = 2.0
+
+
+@dataclass
+class PathResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, all rounds pooled
+    gateway_cpu: float = 0.0  # seconds over the timed sequential calls
+    concurrent_rates: list[float] = field(default_factory=list)  # calls/s, one per round
+    concurrent_cpu: float = 0.0
+    concurrent_calls: int = 0
+
+
+@dataclass
+class EraResult:
+    era: str
+    direct: PathResult
+    gateway: PathResult
+
+    def summary(self) -> dict[str, float]:
+        d50, g50 = p50(self.direct.latencies), p50(self.gateway.latencies)
+        d99, g99 = percentile(self.direct.latencies, 99), percentile(self.gateway.latencies, 99)
+        calls = len(self.gateway.latencies)
+        d_rate, g_rate = p50(self.direct.concurrent_rates), p50(self.gateway.concurrent_rates)
+        return {
+            "direct_p50_ms": ms(d50), "direct_p99_ms": ms(d99),
+            "gateway_p50_ms": ms(g50), "gateway_p99_ms": ms(g99),
+            "ratio_p50": g50 / d50, "ratio_p99": g99 / d99, "added_p50_ms": ms(g50 - d50),
+            "gateway_cpu_ms_per_call": ms(self.gateway.gateway_cpu / calls) if calls else float("nan"),
+            "direct_calls_per_s": d_rate, "gateway_calls_per_s": g_rate,
+            "concurrent_ratio": g_rate / d_rate if d_rate else float("nan"),
+            "gateway_cpu_ms_per_concurrent_call": (ms(self.gateway.concurrent_cpu / self.gateway.concurrent_calls)
+                                                   if self.gateway.concurrent_calls else float("nan")),
+        }
+
+
+async def sequential_round(url: str, mode: str, headers: dict[str, str], warmup: int, calls: int,
+                           meter: CpuMeter) -> list[float]:
+    async with mcp_client(url, mode, headers) as client:
+        await client.list_tools()  # a 2026-07-28 client must have listed a tool before calling it
+        for _ in range(warmup):
+            await client.call_tool(TOOL, {})
+        samples = []
+        meter.start()
+        for _ in range(calls):
+            begin = time.perf_counter()
+            result = await client.call_tool(TOOL, {})
+            samples.append(time.perf_counter() - begin)
+            if result.is_error:
+                raise RuntimeError(f"{TOOL} failed: {result.content}")
+        meter.stop()
+        return samples
+
+
+async def concurrent_round(url: str, mode: str, headers: dict[str, str], sessions: int, calls: int,
+                           meter: CpuMeter) -> float:
+    """Open `sessions` sessions, warm each, then release them all at once; calls/s over the burst."""
+    go = anyio.Event()
+    ready = 0
+    all_ready = anyio.Event()
+    finished: list[float] = []
+
+    async def one_session() -> None:
+        nonlocal ready
+        async with mcp_client(url, mode, headers) as client:
+            await client.list_tools()
+            for _ in range(3):
+                await client.call_tool(TOOL, {})
+            ready += 1
+            if ready == sessions:
+                all_ready.set()
+            await go.wait()
+            for _ in range(calls):
+                await client.call_tool(TOOL, {})
+            finished.append(time.perf_counter())
+
+    async with anyio.create_task_group() as group:
+        for _ in range(sessions):
+            group.start_soon(one_session)
+        with anyio.fail_after(120):
+            await all_ready.wait()
+        meter.start()
+        begin = time.perf_counter()
+        go.set()
+    meter.stop()
+    return sessions * calls / (max(finished) - begin)
+
+
+async def run(args: argparse.Namespace) -> list[EraResult]:
+    results = []
+    async with run_upstreams(args.upstream, 1, 1 if args.upstream == "fast" else 17) as upstreams:
+        upstream_url = upstreams[0].url
+        async with run_gateway({"bench": {"transport": "http", "url": upstream_url}}) as gateway:
+            headers = gateway_headers(gateway)
+            paths = {"direct": (upstream_url, {}, CpuMeter(None)),
+                     "gateway": (gateway.url("bench"), headers, CpuMeter(gateway.process.pid))}
+            for mode in ERAS:
+                era = EraResult(ERA_LABEL[mode], PathResult(), PathResult())
+                for _ in range(args.rounds):
+                    for name, (url, hdrs, meter) in paths.items():
+                        target = getattr(era, name)
+                        target.latencies += await sequential_round(url, mode, hdrs, args.warmup, args.calls, meter)
+                        target.gateway_cpu += meter.spent
+                for _ in range(args.rounds):
+                    for name, (url, hdrs, meter) in paths.items():
+                        target = getattr(era, name)
+                        rate = await concurrent_round(url, mode, hdrs, args.sessions, args.concurrent_calls, meter)
+                        target.concurrent_rates.append(rate)
+                        target.concurrent_cpu += meter.spent
+                        target.concurrent_calls += args.sessions * args.concurrent_calls
+                results.append(era)
+                print(f"  done: {era.era}", flush=True)
+    return results
+
+
+def report(results: list[EraResult], args: argparse.Namespace) -> str:
+    rows, burst = [], []
+    for era in results:
+        s = era.summary()
+        ok = s["ratio_p50"] <= TARGET_RATIO and s["gateway_cpu_ms_per_call"] <= TARGET_CPU_MS
+        rows.append([era.era, fmt(s["direct_p50_ms"]), fmt(s["direct_p99_ms"]), fmt(s["gateway_p50_ms"]),
+                     fmt(s["gateway_p99_ms"]), fmt(s["ratio_p50"]), fmt(s["ratio_p99"]), f"+{fmt(s['added_p50_ms'])}",
+                     fmt(s["gateway_cpu_ms_per_call"]), "yes" if ok else "NO"])
+        burst.append([era.era, fmt(s["direct_calls_per_s"], 0), fmt(s["gateway_calls_per_s"], 0),
+                      fmt(s["concurrent_ratio"]), fmt(s["gateway_cpu_ms_per_concurrent_call"])])
+    n = args.calls * args.rounds
+    return "\n".join([
+        f"tools/call `{TOOL}`, {args.upstream} upstream: {args.rounds} rounds x {args.calls} sequential calls "
+        f"(after {args.warmup} warm-up) per path, one session per round; pooled p50/p99 over {n} calls",
+        table(["client era", "direct p50", "p99", "gateway p50", "p99", "ratio p50", "ratio p99", "added ms",
+               "gw CPU ms/call", f"<= {TARGET_RATIO}x & <= {TARGET_CPU_MS} ms"], rows),
+        "",
+        f"{args.sessions} sessions x {args.concurrent_calls} calls at once (median of {args.rounds} rounds)",
+        table(["client era", "direct calls/s", "gateway calls/s", "gateway/direct", "gw CPU ms/call"], burst),
+    ])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="tools/call latency and CPU: gateway vs direct")
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--concurrent-calls", type=int, default=100)
+    parser.add_argument("--upstream", choices=["fast", "kitchen"], default="fast")
+    parser.add_argument("--json", help="also write the figures to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    with quiet_sdk_warnings():
+        results = anyio.run(run, args)
+    print(report(results, args))
+    figures = {era.era: era.summary() for era in results}
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"args": vars(args), "figures": figures,
+                       "samples": {era.era: asdict(era) for era in results}}, out, indent=1)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
