@@ -1,7 +1,8 @@
 """tools/call overhead: the same trivial `noop` call direct to an upstream and through the real gateway.
 
     .venv/bin/python -m bench.bench_call [--calls 300] [--warmup 30] [--rounds 2] [--sessions 16]
-                                         [--concurrent-calls 100] [--upstream fast|kitchen] [--json FILE]
+                                         [--concurrent-calls 100] [--upstream fast|kitchen] [--no-raw]
+                                         [--json FILE]
 
 Per client era (2025-11-25 via `mode="legacy"`, and `mode="2026-07-28"`):
 - sequential: one client session per round, `--warmup` calls, then `--calls` timed calls one after
@@ -10,6 +11,8 @@ Per client era (2025-11-25 via `mode="legacy"`, and `mode="2026-07-28"`):
   divided by their number.
 - concurrent: `--sessions` client sessions opened first, then all of them make `--concurrent-calls`
   calls at once; calls/s over the whole burst, direct and gateway alternating per round.
+Then (unless --no-raw) a "2026-07-28 raw" row: the same call as fixed bytes POSTed by a lean aiohttp
+client, sequential rounds only, which shows the servers' cost with less of the SDK client's own in it.
 The client runs in this process; the upstream and the gateway each in their own.
 """
 
@@ -29,10 +32,12 @@ from bench.common import (
     fmt,
     gateway_headers,
     mcp_client,
+    modern_request,
     ms,
     p50,
     percentile,
     quiet_sdk_warnings,
+    raw_round,
     run_upstreams,
     table,
 )
@@ -151,6 +156,18 @@ async def run(args: argparse.Namespace) -> list[EraResult]:
                         target.concurrent_calls += args.sessions * args.concurrent_calls
                 results.append(era)
                 print(f"  done: {era.era}", flush=True)
+            if args.raw:
+                # The same 2026-07-28 call replayed by a lean aiohttp client: less client noise.
+                era = EraResult("2026-07-28 raw", PathResult(), PathResult())
+                method_headers, body = modern_request("tools/call", {"name": TOOL, "arguments": {}}, name=TOOL)
+                for _ in range(args.rounds):
+                    for name, (url, hdrs, meter) in paths.items():
+                        target = getattr(era, name)
+                        target.latencies += await raw_round(url, {**hdrs, **method_headers}, body, args.warmup,
+                                                            args.calls, meter)
+                        target.gateway_cpu += meter.spent
+                results.append(era)
+                print(f"  done: {era.era}", flush=True)
     return results
 
 
@@ -159,9 +176,12 @@ def report(results: list[EraResult], args: argparse.Namespace) -> str:
     for era in results:
         s = era.summary()
         ok = s["ratio_p50"] <= TARGET_RATIO and s["gateway_cpu_ms_per_call"] <= TARGET_CPU_MS
+        verdict = "(info)" if era.era.endswith("raw") else "yes" if ok else "NO"
         rows.append([era.era, fmt(s["direct_p50_ms"]), fmt(s["direct_p99_ms"]), fmt(s["gateway_p50_ms"]),
                      fmt(s["gateway_p99_ms"]), fmt(s["ratio_p50"]), fmt(s["ratio_p99"]), f"+{fmt(s['added_p50_ms'])}",
-                     fmt(s["gateway_cpu_ms_per_call"]), "yes" if ok else "NO"])
+                     fmt(s["gateway_cpu_ms_per_call"]), verdict])
+        if not era.direct.concurrent_rates:
+            continue
         burst.append([era.era, fmt(s["direct_calls_per_s"], 0), fmt(s["gateway_calls_per_s"], 0),
                       fmt(s["concurrent_ratio"]), fmt(s["gateway_cpu_ms_per_concurrent_call"])])
     n = args.calls * args.rounds
@@ -184,6 +204,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--concurrent-calls", type=int, default=100)
     parser.add_argument("--upstream", choices=["fast", "kitchen"], default="fast")
+    parser.add_argument("--no-raw", dest="raw", action="store_false",
+                        help="skip the extra 2026-07-28 rows measured with a lean aiohttp client")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser.parse_args(argv)
 

@@ -183,6 +183,10 @@ def fmt(value: float, digits: int = 2) -> str:
     return "n/a" if value != value else f"{value:.{digits}f}"  # NaN check without math
 
 
+def signed(value: float, digits: int = 2) -> str:
+    return "n/a" if value != value else f"{value:+.{digits}f}"
+
+
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """A plain fixed-width text table (right-aligned numbers, left-aligned first column)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
@@ -194,3 +198,54 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# ---- a lean raw-HTTP client (2026-07-28 is sessionless, so one fixed request can be replayed) -----
+
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "manifold-bench", "version": "0.1.0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def modern_request(method: str, params: dict[str, Any] | None = None, name: str | None = None
+                   ) -> tuple[dict[str, str], bytes]:
+    """Headers and body of one 2026-07-28 request, as mcp 2.3.0's client writes it (captured on the wire)."""
+    import orjson
+
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**(params or {}), "_meta": MODERN_META}}
+    return headers, orjson.dumps(body)
+
+
+async def raw_round(url: str, headers: dict[str, str], body: bytes, warmup: int, count: int,
+                    meter: CpuMeter) -> list[float]:
+    """Time `count` POSTs of one request over one keep-alive aiohttp connection, reading each reply whole.
+
+    aiohttp costs far less client CPU per request than the SDK client (sdk-notes §7b), so these
+    samples are closer to what the servers themselves add. A reply that is not a JSON-RPC result fails.
+    """
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+        async def once() -> None:
+            async with http.post(url, data=body) as response:
+                payload = await response.read()
+                if response.status != 200 or b'"result"' not in payload:
+                    raise RuntimeError(f"{url} answered {response.status}: {payload[:300]!r}")
+
+        for _ in range(warmup):
+            await once()
+        samples = []
+        meter.start()
+        for _ in range(count):
+            begin = time.perf_counter()
+            await once()
+            samples.append(time.perf_counter() - begin)
+        meter.stop()
+        return samples

@@ -1,0 +1,77 @@
+"""`make bench`: run bench_call and bench_list with their defaults, then one summary against the targets.
+
+    .venv/bin/python -m bench.run_all [--quick] [--json-dir DIR] [--strict]
+
+--quick shrinks every count (a smoke run, not a measurement); --strict exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from bench import bench_call, bench_list
+from bench.common import fmt, table
+
+QUICK_CALL = ["--calls", "60", "--warmup", "10", "--rounds", "1", "--sessions", "4", "--concurrent-calls", "20"]
+QUICK_LIST = ["--lists", "40", "--rounds", "1"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json-dir", help="write call.json and list.json (figures and raw samples) here")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+    extra_call, extra_list = (QUICK_CALL, QUICK_LIST) if args.quick else ([], [])
+    if args.json_dir:
+        Path(args.json_dir).mkdir(parents=True, exist_ok=True)
+        extra_call = [*extra_call, "--json", str(Path(args.json_dir) / "call.json")]
+        extra_list = [*extra_list, "--json", str(Path(args.json_dir) / "list.json")]
+
+    began = time.monotonic()
+    print("== bench_call: tools/call, gateway vs direct ==", flush=True)
+    calls = bench_call.main(extra_call)
+    print("\n== bench_list: tools/list, virtual server vs one upstream ==", flush=True)
+    lists = bench_list.main(extra_list)
+
+    rows: list[list[str]] = []
+    missed = 0
+
+    def target(metric: str, value: float, limit: float | None, unit: str, better: str = "low") -> None:
+        nonlocal missed
+        if limit is None:
+            rows.append([metric, f"{fmt(value)} {unit}", "-", "-"])
+            return
+        ok = value <= limit if better == "low" else value >= limit
+        missed += not ok
+        rows.append([metric, f"{fmt(value)} {unit}", f"<= {limit:g} {unit}", "yes" if ok else "MISSED"])
+
+    for era in ("2025-11-25", "2026-07-28"):
+        c = calls[era]
+        target(f"tools/call p50 gateway/direct ({era})", c["ratio_p50"], bench_call.TARGET_RATIO, "x")
+        target(f"gateway CPU per call ({era})", c["gateway_cpu_ms_per_call"], bench_call.TARGET_CPU_MS, "ms")
+        target(f"tools/call p50 added ({era})", c["added_p50_ms"], None, "ms")
+        target(f"16 sessions calls/s gateway/direct ({era})", c["concurrent_ratio"], None, "x")
+    if "2026-07-28 raw" in calls:
+        target("tools/call p50 added, lean client (2026-07-28)", calls["2026-07-28 raw"]["added_p50_ms"], None, "ms")
+    for era in ("2025-11-25", "2026-07-28"):
+        s = lists[era]
+        target(f"warm tools/list p50 above one upstream ({era})", s["added_p50_ms"], bench_list.TARGET_ADDED_MS, "ms")
+        target(f"warm tools/list p50 vs same-size upstream ({era})", s["added_vs_same_size_p50_ms"], None, "ms")
+        target(f"cold tools/list, first after start ({era})", s["cold_ms"], None, "ms")
+    if "2026-07-28 raw" in lists:
+        target("warm tools/list p50 above one upstream, lean client", lists["2026-07-28 raw"]["added_p50_ms"],
+               None, "ms")
+
+    print(f"\n== summary ({time.monotonic() - began:.0f} s{', QUICK: not a measurement' if args.quick else ''}) ==")
+    print(table(["figure", "measured", "target", "met"], rows))
+    if missed:
+        print(f"\n{missed} target(s) missed; bench/README.md says how to read and profile them.")
+    return 1 if (missed and args.strict) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
