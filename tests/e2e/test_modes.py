@@ -1,0 +1,82 @@
+"""Serving modes and lifecycle: stateless, cancellation, refusing unsafe binds, and the shipped demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+import yaml
+
+from tests.e2e.harness import REPO, run_gateway, write_config
+from tests.upstreams.launch import KITCHEN, run_http_upstream
+
+pytestmark = pytest.mark.anyio
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_stateless_mode_serves_handshake_clients_without_sessions() -> None:
+    async with run_http_upstream(KITCHEN) as url:
+        async with run_gateway({"up": {"transport": "http", "url": url}}, gateway={"stateless": True}) as gw:
+            async with gw.client("up") as client:
+                result = await client.call_tool("echo", {"text": "no session"})
+                assert result.content[0].text == "no session"
+            async with gw.http() as http:
+                init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+                r = await http.post(gw.url("up"), json=init, headers=ACCEPT)
+                assert r.status_code == 200 and "mcp-session-id" not in r.headers
+                assert (await http.get(gw.url("up"), headers={"Accept": "text/event-stream"})).status_code == 405
+
+
+async def test_client_cancellation_reaches_the_upstream(tmp_path: Path) -> None:
+    record = tmp_path / "requests.jsonl"
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+        upstreams = {"up": {"transport": "http", "url": url, "protocol": "2025-11-25"}}
+        async with run_gateway(upstreams) as gw, gw.client("up") as client:
+            with anyio.move_on_after(1):
+                await client.call_tool("slow", {"seconds": 30})
+            # the session still works after a cancelled call
+            assert (await client.call_tool("echo", {"text": "after"})).content[0].text == "after"
+            deadline = time.monotonic() + 10
+            while True:
+                methods = [json.loads(line)["method"] for line in record.read_text().splitlines()]
+                if "notifications/cancelled" in methods or time.monotonic() > deadline:
+                    break
+                await anyio.sleep(0.05)
+    assert "notifications/cancelled" in methods
+
+
+def test_serving_without_a_key_is_refused_off_loopback(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {}, gateway={"allow_unauthenticated": True})
+    run = subprocess.run([sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--host", "0.0.0.0"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert run.returncode == 2
+    assert "refusing to serve without authentication" in run.stderr
+
+
+async def test_the_shipped_demo_config_serves_both_demo_upstreams() -> None:
+    demo = yaml.safe_load((REPO / "manifold.yaml").read_text())
+    async with run_http_upstream("manifold.demo.toolbox") as toolbox_url:
+        upstreams = demo["upstreams"]
+        upstreams["toolbox"]["url"] = toolbox_url
+        upstreams["notes"]["command"] = sys.executable
+        servers = {p.stem: yaml.safe_load(p.read_text()) for p in (REPO / "virtual_servers").glob("*.yaml")}
+        async with run_gateway(upstreams, servers) as gw, gw.client("demo") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"notes__add_note", "notes__search_notes", "toolbox__count_words", "toolbox__add"} <= names
+            assert "toolbox__uuid" not in names
+            await client.call_tool("notes__add_note", {"title": "gateway", "body": "works"})
+            found = await client.call_tool("notes__search_notes", {"query": "gateway"})
+            assert "works" in found.content[0].text or "gateway" in found.content[0].text
+            counted = await client.call_tool("toolbox__count_words", {"text": "one two three"})
+            assert "3" in counted.content[0].text
