@@ -49,8 +49,10 @@ class Services:
 def build_services(config: LoadedConfig, auth: DevKeyAuth) -> Services:
     settings = config.settings
     # Relative stdio `cwd`s are relative to the config file, not to wherever the gateway was started.
-    upstreams = {uid: (u.model_copy(update={"cwd": config.stdio_cwd(uid)}) if u.transport.value == "stdio" else u)
-                 for uid, u in config.upstreams.items()}
+    upstreams = {
+        uid: (u.model_copy(update={"cwd": config.stdio_cwd(uid)}) if u.transport.value == "stdio" else u)
+        for uid, u in config.upstreams.items()
+    }
     hub_ref: list[Hub] = []
 
     async def on_notification(upstream_id: str, message: JSON) -> None:
@@ -61,10 +63,21 @@ def build_services(config: LoadedConfig, auth: DevKeyAuth) -> Services:
     hub = Hub(lists)
     hub_ref.append(hub)
     gateway = Gateway(pool=pool, hub=hub)
-    views = {sid: VirtualServerView(sid, vs, lists, config.separator_for(vs)) for sid, vs in config.served_servers().items()}
+    views = {
+        sid: VirtualServerView(sid, vs, lists, config.separator_for(vs)) for sid, vs in config.served_servers().items()
+    }
     sessions = SessionStore(hub)
-    return Services(config=config, pool=pool, lists=lists, hub=hub, gateway=gateway, views=views,
-                    sessions=sessions, pending=PendingReplies(), auth=auth)
+    return Services(
+        config=config,
+        pool=pool,
+        lists=lists,
+        hub=hub,
+        gateway=gateway,
+        views=views,
+        sessions=sessions,
+        pending=PendingReplies(),
+        auth=auth,
+    )
 
 
 class ManifoldApp:
@@ -100,8 +113,12 @@ class ManifoldApp:
             return
         principal = self.s.auth.authenticate(headers.get("authorization"))
         if principal is None:
-            await send_body(send, 401, b'{"error":"invalid_token","error_description":"missing or invalid bearer token"}',
-                            JSON_HEADERS + [(b"www-authenticate", b'Bearer realm="manifold", error="invalid_token"')])
+            await send_body(
+                send,
+                401,
+                b'{"error":"invalid_token","error_description":"missing or invalid bearer token"}',
+                JSON_HEADERS + [(b"www-authenticate", b'Bearer realm="manifold", error="invalid_token"')],
+            )
             return
         view = self.s.views.get(parts[1])
         if view is None:

@@ -27,7 +27,10 @@ def _load(path: Path) -> LoadedConfig:
 
 
 def client_snippet(url: str, key: str) -> str:
-    return json.dumps({"mcpServers": {"manifold": {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {key}"}}}}, indent=2)
+    return json.dumps(
+        {"mcpServers": {"manifold": {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {key}"}}}},
+        indent=2,
+    )
 
 
 async def _prepare(config: LoadedConfig):  # type: ignore[no-untyped-def]
@@ -57,8 +60,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     if settings.allow_unauthenticated and host not in LOOPBACK_HOSTS:
-        print("manifold: refusing to serve without authentication on a non-loopback address "
-              f"({host}); remove gateway.allow_unauthenticated or bind to 127.0.0.1", file=sys.stderr)
+        print(
+            "manifold: refusing to serve without authentication on a non-loopback address "
+            f"({host}); remove gateway.allow_unauthenticated or bind to 127.0.0.1",
+            file=sys.stderr,
+        )
         return 2
     key = asyncio.run(_prepare(config))
     app = ManifoldApp(build_services(config, DevKeyAuth(hash_key(key) if key else None)))
@@ -71,14 +77,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sid in servers:
         print(f"  {base}/mcp/{sid}")
     if key:
-        where = "from MANIFOLD_DEV_KEY" if os.environ.get("MANIFOLD_DEV_KEY") else f"kept in {config.state_dir / 'dev-key'}"
+        where = (
+            "from MANIFOLD_DEV_KEY" if os.environ.get("MANIFOLD_DEV_KEY") else f"kept in {config.state_dir / 'dev-key'}"
+        )
         print(f"\nDevelopment key ({where}):\n  {key}\n")
-        print("Client config (VS Code .vscode/mcp.json uses \"servers\" instead of \"mcpServers\"):")
+        print('Client config (VS Code .vscode/mcp.json uses "servers" instead of "mcpServers"):')
         print(client_snippet(url, key))
-        print(f"\nClaude Code:\n  claude mcp add --transport http manifold {url} --header \"Authorization: Bearer {key}\"\n")
+        print(
+            f'\nClaude Code:\n  claude mcp add --transport http manifold {url} --header "Authorization: Bearer {key}"\n'
+        )
     sys.stdout.flush()
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level, loop="uvloop", http="httptools",
-                lifespan="on", access_log=False, timeout_graceful_shutdown=3)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
     return 0
 
 
@@ -100,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate manifold.yaml and virtual_servers/*.yaml")
     check.set_defaults(func=cmd_check)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, getattr(args, "log_level", "info").upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, getattr(args, "log_level", "info").upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return int(args.func(args) or 0)
 
 

@@ -49,20 +49,27 @@ class Gateway:
         return httpx2.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}, timeout=30, **kwargs)
 
     @asynccontextmanager
-    async def client(self, server: str, *, mode: str = "legacy", transport: str = "http", key: str | None = None,
-                     **kwargs: Any) -> AsyncIterator[Client]:
+    async def client(
+        self, server: str, *, mode: str = "legacy", transport: str = "http", key: str | None = None, **kwargs: Any
+    ) -> AsyncIterator[Client]:
         """An mcp 2.3.0 client. mode: "legacy" (2025-11-25 handshake) or "2026-07-28" / "auto"."""
         headers = {"Authorization": f"Bearer {key or self.key}"}
         if transport == "sse":
             target = sse_client(self.sse_url(server), headers=headers)
         else:
-            target = streamable_http_client(self.url(server), http_client=httpx2.AsyncClient(headers=headers, timeout=60))
+            target = streamable_http_client(
+                self.url(server), http_client=httpx2.AsyncClient(headers=headers, timeout=60)
+            )
         async with Client(target, mode=mode, **kwargs) as client:
             yield client
 
 
-def write_config(directory: Path, upstreams: dict[str, Any], virtual_servers: dict[str, Any] | None = None,
-                 gateway: dict[str, Any] | None = None) -> Path:
+def write_config(
+    directory: Path,
+    upstreams: dict[str, Any],
+    virtual_servers: dict[str, Any] | None = None,
+    gateway: dict[str, Any] | None = None,
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "virtual_servers").mkdir(exist_ok=True)
     config = {"gateway": {"state_dir": str(directory / "state"), **(gateway or {})}, "upstreams": upstreams}
@@ -78,8 +85,12 @@ def stdio_upstream(script: str, *args: str, **extra: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def run_gateway(upstreams: dict[str, Any], virtual_servers: dict[str, Any] | None = None,
-                      gateway: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> AsyncIterator[Gateway]:
+async def run_gateway(
+    upstreams: dict[str, Any],
+    virtual_servers: dict[str, Any] | None = None,
+    gateway: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[Gateway]:
     with tempfile.TemporaryDirectory(prefix="manifold-test-") as tmp:
         directory = Path(tmp)
         config = write_config(directory, upstreams, virtual_servers, gateway)
@@ -89,7 +100,11 @@ async def run_gateway(upstreams: dict[str, Any], virtual_servers: dict[str, Any]
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", str(port)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=process_env, cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=process_env,
+                cwd=REPO,
             )
         gw = Gateway(base=f"http://127.0.0.1:{port}", key=KEY, process=process, log_path=log_path, config_dir=directory)
         try:

@@ -33,12 +33,17 @@ async def test_conformance_suite_passes_through_the_gateway(tmp_path: Path, suit
     assert toolchain_problem() is None, toolchain_problem()
     async with run_http_upstream(str(CONFORMANCE_SERVER)) as upstream:
         servers = {"conformance": {"namespace": False, "members": [{"upstream": "fixture"}]}}
-        async with run_gateway({"fixture": {"transport": "http", "url": upstream, "protocol": "2025-11-25"}}, servers,
-                               gateway={"allow_unauthenticated": True}) as gw:
+        async with run_gateway(
+            {"fixture": {"transport": "http", "url": upstream, "protocol": "2025-11-25"}},
+            servers,
+            gateway={"allow_unauthenticated": True},
+        ) as gw:
             # The pending suite's server-sse-polling only warns against the fixture directly (see
             # baseline.yml) and passes through the gateway, so that run needs no baseline at all.
             baseline = BASELINE if suite == "active" else None
-            result = await run_conformance_async(gw.url("conformance"), baseline=baseline, out_dir=tmp_path, suite=suite)
+            result = await run_conformance_async(
+                gw.url("conformance"), baseline=baseline, out_dir=tmp_path, suite=suite
+            )
             assert result.ok, result.report() + "\n--- gateway log ---\n" + gw.log()[-3000:]
             assert not result.failed, result.report()
             if suite == "active":

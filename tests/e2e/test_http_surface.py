@@ -11,8 +11,12 @@ from tests.e2e.harness import Gateway, run_gateway
 from tests.upstreams.launch import KITCHEN, run_http_upstream
 
 pytestmark = pytest.mark.anyio
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -24,7 +28,9 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def gw() -> AsyncIterator[Gateway]:
     async with run_http_upstream(KITCHEN) as url:
-        async with run_gateway({"up": {"transport": "http", "url": url}}, gateway={"max_body_bytes": 10_000}) as gateway:
+        async with run_gateway(
+            {"up": {"transport": "http", "url": url}}, gateway={"max_body_bytes": 10_000}
+        ) as gateway:
             yield gateway
 
 
@@ -91,7 +97,12 @@ async def test_a_single_result_is_one_json_body(gw: Gateway) -> None:
     async with gw.http() as http:
         r = await http.post(gw.url("up"), json=INIT, headers=ACCEPT)
         sid = r.headers["mcp-session-id"]
-        call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "x"}},
+        }
         r = await http.post(gw.url("up"), json=call, headers={**ACCEPT, "Mcp-Session-Id": sid})
     assert r.headers["content-type"].startswith("application/json")
     assert r.json()["result"]["content"][0]["text"] == "x"

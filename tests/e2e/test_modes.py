@@ -31,8 +31,16 @@ async def test_stateless_mode_serves_handshake_clients_without_sessions() -> Non
                 result = await client.call_tool("echo", {"text": "no session"})
                 assert result.content[0].text == "no session"
             async with gw.http() as http:
-                init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+                init = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": "t", "version": "0"},
+                    },
+                }
                 r = await http.post(gw.url("up"), json=init, headers=ACCEPT)
                 assert r.status_code == 200 and "mcp-session-id" not in r.headers
                 assert (await http.get(gw.url("up"), headers={"Accept": "text/event-stream"})).status_code == 405
@@ -58,8 +66,13 @@ async def test_client_cancellation_reaches_the_upstream(tmp_path: Path) -> None:
 
 def test_serving_without_a_key_is_refused_off_loopback(tmp_path: Path) -> None:
     config = write_config(tmp_path, {}, gateway={"allow_unauthenticated": True})
-    run = subprocess.run([sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--host", "0.0.0.0"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert "refusing to serve without authentication" in run.stderr
 

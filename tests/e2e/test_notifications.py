@@ -22,8 +22,10 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def gw() -> AsyncIterator[Gateway]:
     async with run_http_upstream(KITCHEN, "--name", "web") as web:
-        upstreams = {"web": {"transport": "http", "url": web},
-                     "local": stdio_upstream(KITCHEN, "--transport", "stdio", "--name", "local")}
+        upstreams = {
+            "web": {"transport": "http", "url": web},
+            "local": stdio_upstream(KITCHEN, "--transport", "stdio", "--name", "local"),
+        }
         servers = {"both": {"members": [{"upstream": "web"}, {"upstream": "local"}]}}
         async with run_gateway(upstreams, servers) as gateway:
             yield gateway
@@ -56,7 +58,12 @@ async def test_list_changed_reaches_a_2026_07_28_listener(gw: Gateway) -> None:
             async for event in sub:
                 assert type(event).__name__ == "ToolsListChanged"
                 break
-        names = {t.name for t in (await client.list_tools(cache_mode="bypass") if _has_cache_mode() else await client.list_tools()).tools}
+        names = {
+            t.name
+            for t in (
+                await client.list_tools(cache_mode="bypass") if _has_cache_mode() else await client.list_tools()
+            ).tools
+        }
         assert "web__fresh_modern" in names
 
 

@@ -43,15 +43,21 @@ async def gw() -> AsyncIterator[Gateway]:
             "mix": {
                 "description": "a mixed virtual server",
                 "members": [
-                    {"upstream": "alpha", "hide": ["slow", "add_tool"], "aliases": {"add": "plus"},
-                     "descriptions": {"echo": "Echo back, via the gateway"}},
+                    {
+                        "upstream": "alpha",
+                        "hide": ["slow", "add_tool"],
+                        "aliases": {"add": "plus"},
+                        "descriptions": {"echo": "Echo back, via the gateway"},
+                    },
                     {"upstream": "beta", "id": "b", "tools": ["echo", "who*", "sample", "ask"]},
                     {"upstream": "gamma", "tools": ["echo", "whoami"]},
                     {"upstream": "old", "tools": ["*"]},
                 ],
             },
-            "flat": {"namespace": False, "members": [{"upstream": "alpha", "tools": ["echo"]},
-                                                     {"upstream": "beta", "tools": ["whoami"]}]},
+            "flat": {
+                "namespace": False,
+                "members": [{"upstream": "alpha", "tools": ["echo"]}, {"upstream": "beta", "tools": ["whoami"]}],
+            },
         }
         async with run_gateway(upstreams, servers) as gateway:
             yield gateway
@@ -80,7 +86,12 @@ async def test_tool_list_is_namespaced_selected_aliased_and_hidden(gw: Gateway, 
 @pytest.mark.parametrize("mode", ERAS)
 async def test_calls_reach_every_transport_and_era(gw: Gateway, mode: str) -> None:
     async with gw.client("mix", mode=mode) as client:
-        for name, expected in [("alpha__echo", "alpha"), ("b__echo", "beta"), ("gamma__echo", "gamma"), ("old__echo", "old")]:
+        for name, expected in [
+            ("alpha__echo", "alpha"),
+            ("b__echo", "beta"),
+            ("gamma__echo", "gamma"),
+            ("old__echo", "old"),
+        ]:
             result = await client.call_tool(name, {"text": f"hello {expected}"})
             assert not result.is_error, text_of(result)
             assert text_of(result) == f"hello {expected}"
@@ -100,8 +111,14 @@ async def test_gateway_sse_endpoint_serves_the_same_server(gw: Gateway) -> None:
 @pytest.mark.parametrize("mode", ERAS)
 async def test_results_pass_through_unchanged(gw: Gateway, mode: str) -> None:
     async with gw.client("alpha", mode=mode) as through, Client(_direct_url(gw, "alpha"), mode=mode) as direct:
-        for tool, args in [("image", {}), ("audio", {}), ("embedded", {}), ("mixed", {}), ("add", {"a": 1, "b": 2}),
-                           ("fail", {"message": "boom"})]:
+        for tool, args in [
+            ("image", {}),
+            ("audio", {}),
+            ("embedded", {}),
+            ("mixed", {}),
+            ("add", {"a": 1, "b": 2}),
+            ("fail", {"message": "boom"}),
+        ]:
             a = await through.call_tool(tool, args)
             b = await direct.call_tool(tool, args)
             assert a.model_dump(exclude={"meta"}) == b.model_dump(exclude={"meta"}), tool
@@ -162,8 +179,9 @@ async def test_prompts_and_completion_from_two_upstreams(gw: Gateway, mode: str)
         assert {"alpha__greet", "b__greet", "alpha__review"} <= names
         got = await client.get_prompt("b__greet", {"name": "Ada"})
         assert "Ada" in got.messages[0].content.text
-        done = await client.complete(types.PromptReference(type="ref/prompt", name="alpha__greet"),
-                                     {"name": "name", "value": "A"})
+        done = await client.complete(
+            types.PromptReference(type="ref/prompt", name="alpha__greet"), {"name": "name", "value": "A"}
+        )
         assert done.completion.values, "completion values relayed"
 
 
@@ -187,8 +205,9 @@ async def test_progress_and_logging_are_relayed(gw: Gateway) -> None:
 
 async def test_sampling_and_elicitation_reach_the_client(gw: Gateway) -> None:
     async def sampling(context, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
-        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="sampled!"),
-                                         model="test-model")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="sampled!"), model="test-model"
+        )
 
     async def elicitation(context, params) -> types.ElicitResult:
         return types.ElicitResult(action="accept", content={"answer": "forty-two"})

@@ -25,8 +25,13 @@ def text_of(result: types.CallToolResult) -> str:
 
 
 def start_kitchen(port: int, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, KITCHEN, "--transport", "http", "--port", str(port), *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, KITCHEN, "--transport", "http", "--port", str(port), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
 
 
 async def wait_listening(port: int) -> None:
@@ -85,8 +90,10 @@ async def test_stdio_upstream_is_one_process_and_restarts_when_it_dies() -> None
 
 async def test_slow_upstream_hits_its_call_timeout_and_others_still_work() -> None:
     async with run_http_upstream(KITCHEN, "--name", "slowpoke") as slow_url, run_http_upstream(KITCHEN) as fast_url:
-        upstreams = {"slowpoke": {"transport": "http", "url": slow_url, "call_timeout": 1},
-                     "fast": {"transport": "http", "url": fast_url}}
+        upstreams = {
+            "slowpoke": {"transport": "http", "url": slow_url, "call_timeout": 1},
+            "fast": {"transport": "http", "url": fast_url},
+        }
         servers = {"both": {"members": [{"upstream": "slowpoke"}, {"upstream": "fast"}]}}
         async with run_gateway(upstreams, servers) as gw, gw.client("both") as client:
             started = time.monotonic()
@@ -101,8 +108,10 @@ async def test_slow_upstream_hits_its_call_timeout_and_others_still_work() -> No
 async def test_down_upstream_fails_fast_and_only_its_own_tools() -> None:
     dead_port = free_port()  # nothing listens here
     async with run_http_upstream(KITCHEN) as live_url:
-        upstreams = {"live": {"transport": "http", "url": live_url},
-                     "dead": {"transport": "http", "url": f"http://127.0.0.1:{dead_port}/mcp", "connect_timeout": 30}}
+        upstreams = {
+            "live": {"transport": "http", "url": live_url},
+            "dead": {"transport": "http", "url": f"http://127.0.0.1:{dead_port}/mcp", "connect_timeout": 30},
+        }
         servers = {"both": {"members": [{"upstream": "live"}, {"upstream": "dead", "tools": ["*"]}]}}
         async with run_gateway(upstreams, servers) as gw:
             async with gw.client("both") as client:

@@ -66,7 +66,9 @@ class VirtualServerView:
 
     # ---- building -------------------------------------------------------------------------------
 
-    async def _entries(self, kind: str, *, allow_stale: bool) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, str], tuple[int, ...]]:
+    async def _entries(
+        self, kind: str, *, allow_stale: bool
+    ) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, str], tuple[int, ...]]:
         members = [m for m in self.members if kind == "tools" or (m.prompts if kind == "prompts" else m.resources)]
         results = await asyncio.gather(
             *(self._lists.get(m.upstream, kind, allow_stale=allow_stale) for m in members), return_exceptions=True
@@ -74,7 +76,7 @@ class VirtualServerView:
         ok: list[tuple[MemberConfig, list[JSON]]] = []
         failures: dict[str, str] = {}
         versions: list[int] = []
-        for m, r in zip(members, results):
+        for m, r in zip(members, results, strict=True):
             if isinstance(r, BaseException):
                 if isinstance(r, asyncio.CancelledError):
                     raise r
@@ -111,7 +113,9 @@ class VirtualServerView:
                 if exposed is None:
                     continue
                 key, new_item, original = exposed
-                source = f"member '{member.member_id}' ({'uri' if kind.startswith('resource') else 'name'} '{original}')"
+                source = (
+                    f"member '{member.member_id}' ({'uri' if kind.startswith('resource') else 'name'} '{original}')"
+                )
                 if key in targets:
                     msg = f"{kind} '{key}' from {source} collides with {sources[key]}; both are left out"
                     collisions.append(msg)
@@ -122,7 +126,9 @@ class VirtualServerView:
                 sources[key] = source
                 items.append(new_item)
         if collided:
-            key_field = {"tools": "name", "prompts": "name", "resources": "uri", "resource_templates": "uriTemplate"}[kind]
+            key_field = {"tools": "name", "prompts": "name", "resources": "uri", "resource_templates": "uriTemplate"}[
+                kind
+            ]
             items = [i for i in items if i.get(key_field) not in collided]
             for key in collided:
                 targets.pop(key, None)

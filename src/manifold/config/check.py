@@ -22,7 +22,10 @@ def run_check(config_path: Path, out: TextIO = sys.stdout) -> int:
             print(str(problem), file=out)
         print(f"{_count(len(e.problems), 'problem')} in {config_path}", file=out)
         return 1
-    print(f"ok: {_count(len(config.upstreams), 'upstream')}, {_count(len(config.virtual_servers), 'virtual server')}", file=out)
+    print(
+        f"ok: {_count(len(config.upstreams), 'upstream')}, {_count(len(config.virtual_servers), 'virtual server')}",
+        file=out,
+    )
     # What will be served, so the user can copy a URL-path and see what is behind it.
     for server_id, server in config.served_servers().items():
         members = ", ".join(

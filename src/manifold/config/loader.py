@@ -189,7 +189,9 @@ def _resolve_env(f: _File, value: Any, loc: Loc, env: Mapping[str, str], used: d
             return "${"
         name = m.group(1)
         if not _ENV_NAME.match(name):
-            f.add(loc, f"'${{{name}}}' is not a valid environment variable reference (write '$${{' for a literal '${{')")
+            f.add(
+                loc, f"'${{{name}}}' is not a valid environment variable reference (write '$${{' for a literal '${{')"
+            )
             return ""
         if name not in env:
             f.add(loc, f"environment variable {name} is not set")
@@ -478,7 +480,10 @@ def _load_virtual_servers(
         if server_id is None:
             continue
         if server_id in files:
-            f.add(("id",) if server.id else (), f"virtual server id '{server_id}' is also defined in {_display(base, files[server_id])}")
+            f.add(
+                ("id",) if server.id else (),
+                f"virtual server id '{server_id}' is also defined in {_display(base, files[server_id])}",
+            )
             continue
         _check_members(f, server, upstream_ids, server.separator or settings.namespace_separator)
         if server.id is None:

@@ -46,7 +46,9 @@ def load_or_create(state_dir: Path) -> str:
 async def register(engine: AsyncEngine, key: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(delete(api_keys).where(api_keys.c.id == "dev"))
-        await conn.execute(insert(api_keys).values(id="dev", name="development key", principal="dev", key_hash=hash_key(key)))
+        await conn.execute(
+            insert(api_keys).values(id="dev", name="development key", principal="dev", key_hash=hash_key(key))
+        )
 
 
 @dataclass(frozen=True)

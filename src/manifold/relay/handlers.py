@@ -125,7 +125,9 @@ class Gateway:
         `input_required`; a 2026-07-28 client gets that answer as it is and retries by itself, while a
         2025-11-25 client is asked with ordinary server→client requests and the gateway retries for it."""
         if not call.modern:
-            params = _with_log_level(params, call.session.log_level if call.session and call.session.log_level else "debug")
+            params = _with_log_level(
+                params, call.session.log_level if call.session and call.session.log_level else "debug"
+            )
         reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink)
         if call.modern:
             return reply
@@ -145,13 +147,18 @@ class Gateway:
             if "requestState" in result:
                 params["requestState"] = result["requestState"]
             reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink)
-        raise RpcError(-32603, f"member '{target.member_id}' kept asking for input; gave up after {MAX_INPUT_ROUNDS} rounds")
+        raise RpcError(
+            -32603, f"member '{target.member_id}' kept asking for input; gave up after {MAX_INPUT_ROUNDS} rounds"
+        )
 
 
 MAX_INPUT_ROUNDS = 8
 LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
-ENVELOPE_KEYS = ("io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientCapabilities",
-                 "io.modelcontextprotocol/clientInfo")
+ENVELOPE_KEYS = (
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/clientInfo",
+)
 
 
 def _params_with(params: JSON, **changes: Any) -> JSON:

@@ -18,8 +18,7 @@ from manifold.relay.handlers import Call, Gateway
 from manifold.relay.hub import Listener
 from manifold.relay.protocol import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError, error_bytes, response_bytes
 from manifold.relay.sessions import PendingReplies, SessionStore
-from manifold.relay.streamable_http import SSE_HEADERS, Exchange, Receive, Send, _adapt, _wait_disconnect, send_body
-from manifold.relay.protocol import sse_event
+from manifold.relay.streamable_http import SSE_HEADERS, Exchange, Receive, Send, _adapt, pump_events, send_body
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -52,32 +51,23 @@ class LegacySse:
     async def open_stream(self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str) -> None:
         listener = Listener(view=view, kinds={"tools", "prompts", "resources"})
         listener.queue = asyncio.Queue(SSE_QUEUE_LIMIT)
-        session = self.sessions.create(server_id=view.id, principal_id=principal_id, protocol_version="2024-11-05",
-                                       client_capabilities={}, client_info={}, listener=listener)
+        session = self.sessions.create(
+            server_id=view.id,
+            principal_id=principal_id,
+            protocol_version="2024-11-05",
+            client_capabilities={},
+            client_info={},
+            listener=listener,
+        )
         root = scope.get("root_path", "")
         endpoint = f"{root}/sse/{view.id}/messages?session_id={session.id}"
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        await send({"type": "http.response.body", "body": f"event: endpoint\ndata: {endpoint}\n\n".encode(), "more_body": True})
-        disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+        await send(
+            {"type": "http.response.body", "body": f"event: endpoint\ndata: {endpoint}\n\n".encode(), "more_body": True}
+        )
         try:
-            while True:
-                getter = asyncio.ensure_future(listener.queue.get())
-                done, _ = await asyncio.wait({getter, disconnect}, timeout=20.0, return_when=asyncio.FIRST_COMPLETED)
-                if disconnect in done:
-                    getter.cancel()
-                    return
-                if getter not in done:
-                    getter.cancel()
-                    await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
-                    continue
-                item = getter.result()
-                if item is None:
-                    break
-                payload = item if isinstance(item, bytes) else orjson.dumps(item)
-                await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await pump_events(receive, send, listener.queue)
         finally:
-            disconnect.cancel()
             self.sessions.close(session.id)
 
     async def post_message(self, scope: JSON, send: Send, view: Any, principal_id: str, body: bytes) -> None:
@@ -123,10 +113,25 @@ class LegacySse:
             session.protocol_version = result["protocolVersion"]
             await queue.put(response_bytes(request_id, {"result": result}))
             return
-        exchange = StreamExchange(queue, None, request_id, sse_ok=True, session=session, caps=session.client_capabilities,
-                                  modern=False, pending=self.pending, principal_id=principal_id)
-        call = Call(view=view, modern=False, client_capabilities=session.client_capabilities, sink=exchange,
-                    listener=session.listener, session=session)
+        exchange = StreamExchange(
+            queue,
+            None,
+            request_id,
+            sse_ok=True,
+            session=session,
+            caps=session.client_capabilities,
+            modern=False,
+            pending=self.pending,
+            principal_id=principal_id,
+        )
+        call = Call(
+            view=view,
+            modern=False,
+            client_capabilities=session.client_capabilities,
+            sink=exchange,
+            listener=session.listener,
+            session=session,
+        )
         try:
             if not isinstance(params, dict):
                 raise RpcError(INVALID_PARAMS, "params must be an object")

@@ -55,7 +55,9 @@ SSE_HEADERS = [
 
 
 async def send_body(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers if headers is not None else JSON_HEADERS})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers if headers is not None else JSON_HEADERS}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -63,10 +65,32 @@ class Exchange:
     """One POSTed request's response: JSON by default, SSE once side traffic has to go out first.
     Implements `upstream.base.RequestSink` for the upstream call made on the request's behalf."""
 
-    __slots__ = ("send", "request_id", "sse_ok", "session", "caps", "modern", "pending", "principal_id", "extra_headers", "streaming", "_lock")
+    __slots__ = (
+        "send",
+        "request_id",
+        "sse_ok",
+        "session",
+        "caps",
+        "modern",
+        "pending",
+        "principal_id",
+        "extra_headers",
+        "streaming",
+        "_lock",
+    )
 
-    def __init__(self, send: Send, request_id: Any, *, sse_ok: bool, session: ClientSession | None, caps: JSON,
-                 modern: bool, pending: PendingReplies, principal_id: str) -> None:
+    def __init__(
+        self,
+        send: Send,
+        request_id: Any,
+        *,
+        sse_ok: bool,
+        session: ClientSession | None,
+        caps: JSON,
+        modern: bool,
+        pending: PendingReplies,
+        principal_id: str,
+    ) -> None:
         self.send = send
         self.request_id = request_id
         self.sse_ok = sse_ok
@@ -85,7 +109,9 @@ class Exchange:
         async with self._lock:
             if not self.streaming:
                 self.streaming = True
-                await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.extra_headers})
+                await self.send(
+                    {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.extra_headers}
+                )
             await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
 
     async def notify(self, message: JSON) -> None:
@@ -102,7 +128,12 @@ class Exchange:
             return {"result": {}}
         needed = CAPABILITY_FOR.get(method)
         if self.modern or not self.sse_ok:
-            return {"error": {"code": -32601, "message": f"the client cannot receive {method} through this gateway connection"}}
+            return {
+                "error": {
+                    "code": -32601,
+                    "message": f"the client cannot receive {method} through this gateway connection",
+                }
+            }
         if needed is not None and needed not in self.caps:
             return {"error": {"code": -32601, "message": f"the client did not declare the '{needed}' capability"}}
         rid, fut = self.pending.new(self.principal_id)
@@ -112,7 +143,7 @@ class Exchange:
         try:
             await self._event(orjson.dumps(message))
             return await asyncio.wait_for(fut, CLIENT_REPLY_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return {"error": {"code": -32001, "message": f"the client did not answer {method} in time"}}
         finally:
             self.pending.drop(rid)
@@ -157,7 +188,9 @@ class StreamableHttp:
         self.pending = pending
         self.stateless = stateless
 
-    async def __call__(self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str, body: bytes | None) -> None:
+    async def __call__(
+        self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str, body: bytes | None
+    ) -> None:
         method = scope["method"]
         headers = scope["_headers"]
         if method == "POST":
@@ -174,12 +207,22 @@ class StreamableHttp:
                 self.sessions.close(sid)
                 await send_body(send, 200, b"{}")
         else:
-            await send_body(send, 405, b'{"error":"method not allowed"}', JSON_HEADERS + [(b"allow", b"GET, POST, DELETE")])
+            await send_body(
+                send, 405, b'{"error":"method not allowed"}', JSON_HEADERS + [(b"allow", b"GET, POST, DELETE")]
+            )
 
     # ---- POST -----------------------------------------------------------------------------------
 
-    async def _post(self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str, body: bytes,
-                    headers: dict[str, str]) -> None:
+    async def _post(
+        self,
+        scope: JSON,
+        receive: Receive,
+        send: Send,
+        view: Any,
+        principal_id: str,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> None:
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -189,7 +232,9 @@ class StreamableHttp:
             await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "JSON-RPC batches are not supported"))
             return
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message"))
+            await send_body(
+                send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
+            )
             return
         rpc_method = message.get("method")
         accept = headers.get("accept", "")
@@ -204,24 +249,41 @@ class StreamableHttp:
                 await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request"))
             return
         if not isinstance(rpc_method, str):
-            await send_body(send, 400, error_bytes(message.get("id"), INVALID_REQUEST, "Invalid Request: method must be a string"))
+            await send_body(
+                send, 400, error_bytes(message.get("id"), INVALID_REQUEST, "Invalid Request: method must be a string")
+            )
             return
 
         version_header = headers.get("mcp-protocol-version")
-        if version_header == MODERN_VERSION or (version_header is None and _envelope_version(message) == MODERN_VERSION):
+        if version_header == MODERN_VERSION or (
+            version_header is None and _envelope_version(message) == MODERN_VERSION
+        ):
             await self._post_modern(receive, send, view, principal_id, message, rpc_method, headers, sse_ok)
         else:
             await self._post_handshake(receive, send, view, principal_id, message, rpc_method, headers, sse_ok)
 
-    async def _post_modern(self, receive: Receive, send: Send, view: Any, principal_id: str, message: JSON, rpc_method: str,
-                           headers: dict[str, str], sse_ok: bool) -> None:
+    async def _post_modern(
+        self,
+        receive: Receive,
+        send: Send,
+        view: Any,
+        principal_id: str,
+        message: JSON,
+        rpc_method: str,
+        headers: dict[str, str],
+        sse_ok: bool,
+    ) -> None:
         if "id" not in message:
             await send_body(send, 202, b"")  # 2026-07-28 defines no client notifications on this wire
             return
         request_id = message["id"]
         verdict = classify_inbound_request(message, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
-            await send_body(send, ERROR_CODE_HTTP_STATUS.get(verdict.code, 400), error_bytes(request_id, verdict.code, verdict.message, verdict.data))
+            await send_body(
+                send,
+                ERROR_CODE_HTTP_STATUS.get(verdict.code, 400),
+                error_bytes(request_id, verdict.code, verdict.message, verdict.data),
+            )
             return
         caps = verdict.client_capabilities if isinstance(verdict.client_capabilities, dict) else {}
         if not isinstance(caps, dict):
@@ -234,16 +296,41 @@ class StreamableHttp:
             await self._listen(receive, send, view, request_id, params)
             return
         if rpc_method == "initialize":
-            await send_body(send, 400, error_bytes(request_id, UNSUPPORTED_PROTOCOL_VERSION,
-                                                   "initialize is not part of 2026-07-28", {"supported": [MODERN_VERSION]}))
+            await send_body(
+                send,
+                400,
+                error_bytes(
+                    request_id,
+                    UNSUPPORTED_PROTOCOL_VERSION,
+                    "initialize is not part of 2026-07-28",
+                    {"supported": [MODERN_VERSION]},
+                ),
+            )
             return
-        exchange = Exchange(send, request_id, sse_ok=sse_ok, session=None, caps=caps, modern=True,
-                            pending=self.pending, principal_id=principal_id)
+        exchange = Exchange(
+            send,
+            request_id,
+            sse_ok=sse_ok,
+            session=None,
+            caps=caps,
+            modern=True,
+            pending=self.pending,
+            principal_id=principal_id,
+        )
         call = Call(view=view, modern=True, client_capabilities=caps, sink=exchange)
         await self._run(exchange, call, rpc_method, params, modern=True)
 
-    async def _post_handshake(self, receive: Receive, send: Send, view: Any, principal_id: str, message: JSON, rpc_method: str,
-                              headers: dict[str, str], sse_ok: bool) -> None:
+    async def _post_handshake(
+        self,
+        receive: Receive,
+        send: Send,
+        view: Any,
+        principal_id: str,
+        message: JSON,
+        rpc_method: str,
+        headers: dict[str, str],
+        sse_ok: bool,
+    ) -> None:
         is_request = "id" in message
         request_id = message.get("id")
         params = message.get("params") or {}
@@ -290,10 +377,24 @@ class StreamableHttp:
             return
 
         caps = session.client_capabilities if session else {}
-        exchange = Exchange(send, request_id, sse_ok=sse_ok, session=session, caps=caps, modern=False,
-                            pending=self.pending, principal_id=principal_id)
-        call = Call(view=view, modern=False, client_capabilities=caps, sink=exchange,
-                    listener=session.listener if session else None, session=session)
+        exchange = Exchange(
+            send,
+            request_id,
+            sse_ok=sse_ok,
+            session=session,
+            caps=caps,
+            modern=False,
+            pending=self.pending,
+            principal_id=principal_id,
+        )
+        call = Call(
+            view=view,
+            modern=False,
+            client_capabilities=caps,
+            sink=exchange,
+            listener=session.listener if session else None,
+            session=session,
+        )
         if session is None:
             await self._run(exchange, call, rpc_method, params, modern=False)
             return
@@ -323,14 +424,20 @@ class StreamableHttp:
         if modern and "error" in reply:
             # 2026-07-28 maps some JSON-RPC errors to HTTP statuses (e.g. unknown method -> 404).
             status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200)
-        await exchange.finish(response_bytes(exchange.request_id, _adapt(reply, modern, self.gw.server_info(call.view))), status)
+        await exchange.finish(
+            response_bytes(exchange.request_id, _adapt(reply, modern, self.gw.server_info(call.view))), status
+        )
 
     # ---- notification streams -------------------------------------------------------------------
 
     async def _get(self, receive: Receive, send: Send, principal_id: str, headers: dict[str, str]) -> None:
         if headers.get("mcp-protocol-version") == MODERN_VERSION or self.stateless:
-            await send_body(send, 405, b'{"error":"no standalone stream; use subscriptions/listen"}',
-                            JSON_HEADERS + [(b"allow", b"POST")])
+            await send_body(
+                send,
+                405,
+                b'{"error":"no standalone stream; use subscriptions/listen"}',
+                JSON_HEADERS + [(b"allow", b"POST")],
+            )
             return
         if "text/event-stream" not in headers.get("accept", "text/event-stream"):
             await send_body(send, 406, b'{"error":"GET needs Accept: text/event-stream"}')
@@ -339,14 +446,25 @@ class StreamableHttp:
         session = self.sessions.get(sid, principal_id) if sid else None
         if session is None:
             status = 400 if not sid else 404
-            await send_body(send, status, error_bytes(None, INVALID_REQUEST, "Session not found" if sid else "Bad Request: Missing session ID"))
+            await send_body(
+                send,
+                status,
+                error_bytes(None, INVALID_REQUEST, "Session not found" if sid else "Bad Request: Missing session ID"),
+            )
             return
-        await self._stream(receive, send, session.listener, first=None)
+        await self._stream(receive, send, session.listener)
 
     async def _listen(self, receive: Receive, send: Send, view: Any, request_id: Any, params: JSON) -> None:
         wanted = params.get("notifications") if isinstance(params.get("notifications"), dict) else {}
-        kinds = {k for k, flag in (("tools", "toolsListChanged"), ("prompts", "promptsListChanged"),
-                                   ("resources", "resourcesListChanged")) if wanted.get(flag)}
+        kinds = {
+            k
+            for k, flag in (
+                ("tools", "toolsListChanged"),
+                ("prompts", "promptsListChanged"),
+                ("resources", "resourcesListChanged"),
+            )
+            if wanted.get(flag)
+        }
         listener = Listener(view=view, kinds=kinds, subscription_id=request_id)
         honored: JSON = {f"{k}ListChanged": True for k in sorted(kinds)}
         uris = wanted.get("resourceSubscriptions")
@@ -367,36 +485,49 @@ class StreamableHttp:
                 listener.resources[key] = uri
                 accepted.append(uri)
             honored["resourceSubscriptions"] = accepted
-        ack = {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": {"notifications": honored}}
+        ack = {
+            "jsonrpc": "2.0",
+            "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": honored},
+        }
         self.gw.hub.add(listener)
         try:
             listener.push(ack)
-            await self._stream(receive, send, listener, first=None)
+            await self._stream(receive, send, listener)
         finally:
             self.gw.hub.remove(listener)
 
-    async def _stream(self, receive: Receive, send: Send, listener: Listener, first: bytes | None) -> None:
+    async def _stream(self, receive: Receive, send: Send, listener: Listener) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
-        disconnect = asyncio.ensure_future(_wait_disconnect(receive))
-        try:
-            while True:
-                getter = asyncio.ensure_future(listener.queue.get())
-                done, _ = await asyncio.wait({getter, disconnect}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-                if disconnect in done:
-                    getter.cancel()
-                    return
-                if getter not in done:
-                    getter.cancel()
-                    await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
-                    continue
-                message = getter.result()
-                if message is None:
-                    break
-                await send({"type": "http.response.body", "body": sse_event(orjson.dumps(message)), "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            disconnect.cancel()
+        await pump_events(receive, send, listener.queue)
+
+
+async def pump_events(receive: Receive, send: Send, queue: asyncio.Queue[Any]) -> None:
+    """Write queued messages (dicts, or already serialised bytes) as SSE events until the queue yields
+    None or the client goes away; a comment line every KEEPALIVE_SECONDS keeps proxies from timing out."""
+    disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait(
+                {getter, disconnect}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            if disconnect in done:
+                getter.cancel()
+                return
+            if getter not in done:
+                getter.cancel()
+                await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+                continue
+            item = getter.result()
+            if item is None:
+                break
+            payload = item if isinstance(item, bytes) else orjson.dumps(item)
+            await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        disconnect.cancel()
 
 
 async def _wait_disconnect(receive: Receive) -> None:
