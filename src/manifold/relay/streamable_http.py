@@ -136,6 +136,9 @@ class Exchange:
             }
         if needed is not None and needed not in self.caps:
             return {"error": {"code": -32601, "message": f"the client did not declare the '{needed}' capability"}}
+        if needed == "elicitation" and (params or {}).get("mode") == "url":
+            if not isinstance(self.caps.get("elicitation"), dict) or "url" not in self.caps["elicitation"]:
+                return {"error": {"code": -32601, "message": "the client did not declare URL-mode elicitation"}}
         rid, fut = self.pending.new(self.principal_id)
         message: JSON = {"jsonrpc": "2.0", "id": rid, "method": method}
         if params is not None:
