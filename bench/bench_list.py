@@ -102,7 +102,8 @@ async def run(args: argparse.Namespace) -> list[ListResult]:
     async with (run_upstreams(args.upstream, args.upstreams, args.tools) as upstreams,
                 run_upstreams(args.upstream, 1, args.upstreams * args.tools) as big):
         config = {f"up{i + 1:02d}": {"transport": "http", "url": u.url} for i, u in enumerate(upstreams)}
-        members = {SERVER: {"description": "benchmark: every upstream", "members": [{"upstream": uid} for uid in config]}}
+        members = {SERVER: {"description": "benchmark: every upstream",
+                            "members": [{"upstream": uid} for uid in config]}}
         direct_url, same_size_url = upstreams[0].url, big[0].url
         expect_gateway = args.upstreams * args.tools
         async with mcp_client(direct_url, "legacy") as probe:

@@ -2,9 +2,10 @@
 
     .venv/bin/pip install py-spy                 # not a project dependency; any py-spy on PATH works
     .venv/bin/python -m bench.profile_gateway [--mode legacy|2026-07-28] [--calls 3000] [--top 25]
-                                              [--kind call|list] [--native] [--py-spy PATH] [--flame FILE.svg]
+                                              [--kind call|list] [--upstream fast|kitchen] [--native]
+                                              [--py-spy PATH] [--flame FILE.svg]
 
-Starts the fast upstream and the gateway as in bench_call, warms up, then samples the gateway with
+Starts the fast upstream (or kitchen.py) and the gateway as in bench_call, warms up, then samples the gateway with
 `py-spy record` while one client session makes `--calls` sequential calls (or lists, with --kind list on
 a 10 x 50 virtual server). Prints the functions with the most samples: "self" (the frame on top of the
 stack) and "inclusive" (anywhere on the stack), as % of the samples py-spy took while the gateway was
@@ -59,7 +60,7 @@ def summarize(raw_path: Path, top: int) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [short(f) for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
+        frames = [short(f) for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
         if not frames:
             continue
         total += count
@@ -85,7 +86,7 @@ def summarize(raw_path: Path, top: int) -> str:
 
 async def drive(args: argparse.Namespace, py_spy: str, raw_path: Path) -> None:
     upstream_count, tools = (10, 50) if args.kind == "list" else (1, 1)
-    async with run_upstreams("fast", upstream_count, tools) as upstreams:
+    async with run_upstreams(args.upstream, upstream_count, tools) as upstreams:
         config = {f"up{i + 1:02d}": {"transport": "http", "url": u.url} for i, u in enumerate(upstreams)}
         servers = {"all": {"members": [{"upstream": uid} for uid in config]}}
         async with run_gateway(config, servers) as gateway:
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", default="2026-07-28", choices=["legacy", "2026-07-28"])
     parser.add_argument("--kind", default="call", choices=["call", "list"])
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--upstream", choices=["fast", "kitchen"], default="fast")
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--py-spy", dest="py_spy")

@@ -54,8 +54,10 @@ if [[ ! -f "$constraints" ]]; then
 fi
 
 echo "bootstrap: installing the project and its test tools (pinned by constraints.txt)"
+# This machine's pip config names an extra local index that may be absent; pip warns about it once per
+# package. Those lines are dropped; everything else pip says, and its exit status, come through.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c "$constraints" -e "$root[test]"
+    -c "$constraints" -e "$root[test]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 # Fail here, not in the first test, if the install is unusable.
 "$venv/bin/python" -c "import manifold.cli, mcp, fastmcp, pytest, xdist"
 echo "$wanted" > "$stamp"
