@@ -55,9 +55,9 @@ SSE_HEADERS = [
 
 
 async def send_body(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send(
-        {"type": "http.response.start", "status": status, "headers": headers if headers is not None else JSON_HEADERS}
-    )
+    # An explicit content-length spares the response chunked framing.
+    head = [*(headers if headers is not None else JSON_HEADERS), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 
