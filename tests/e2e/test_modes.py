@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import anyio
+import mcp_types as types
 import pytest
 import yaml
 
@@ -93,3 +94,26 @@ async def test_the_shipped_demo_config_serves_both_demo_upstreams() -> None:
             assert "works" in found.content[0].text or "gateway" in found.content[0].text
             counted = await client.call_tool("toolbox__count_words", {"text": "one two three"})
             assert "3" in counted.content[0].text
+
+
+async def test_url_elicitation_reaches_a_client_that_supports_it() -> None:
+    seen: list[types.ElicitRequestURLParams] = []
+
+    async def on_elicit(context, params) -> types.ElicitResult:
+        seen.append(params)
+        return types.ElicitResult(action="accept")
+
+    async with run_http_upstream(KITCHEN) as url:
+        upstreams = {"up": {"transport": "http", "url": url, "protocol": "2025-11-25"}}
+        async with run_gateway(upstreams) as gw:
+            async with gw.client("up", elicitation_callback=on_elicit) as client:
+                result = await client.call_tool("visit", {"url": "https://example.com/connect"})
+                assert result.content[0].text == "accept"
+            assert seen and seen[0].mode == "url" and seen[0].url == "https://example.com/connect"
+            async with gw.client("up") as client:  # declares no elicitation: the upstream is told so
+                try:
+                    result = await client.call_tool("visit", {"url": "https://example.com/connect"})
+                    outcome = result.content[0].text if result.is_error else "succeeded"
+                except Exception as exc:  # the upstream may pass the refusal on as a JSON-RPC error
+                    outcome = str(exc)
+                assert "elicitation" in outcome

@@ -303,6 +303,11 @@ def build_server(options: Options) -> MCPServer:
         """Ask the user (form elicitation with one string field, `answer`); return the answer."""
         return answer.answer
 
+    async def visit(url: str, ctx: Context) -> str:
+        """URL-mode elicitation (handshake era: a server→client request); returns the client's action."""
+        result = await ctx.elicit_url(message="Open this page to continue", url=url, elicitation_id="visit-1")
+        return result.action
+
     def whoami() -> Identity:
         """Return this server's --name and process id."""
         return Identity(name=options.name, pid=os.getpid())
@@ -327,7 +332,7 @@ def build_server(options: Options) -> MCPServer:
         await ctx.notify_resource_updated(counter_uri)
         return state["counter"]
 
-    for fn in (echo, add, noop, slow, fail, image, audio, embedded, mixed, progress, log, sample, ask, whoami):
+    for fn in (echo, add, noop, slow, fail, image, audio, embedded, mixed, progress, log, sample, ask, visit, whoami):
         tool(fn)
     tool(headers)
     tool(add_tool)
