@@ -133,7 +133,9 @@ class ConformanceResult:
             f"passed: {len(self.passed)}; failed: {self.failed}; warnings only: {self.warned}",
         ]
         if self.expected_failures:
-            lines.append(f"unexpected failures: {self.unexpected_failures}; stale baseline: {self.stale_baseline_entries}")
+            lines.append(
+                f"unexpected failures: {self.unexpected_failures}; stale baseline: {self.stale_baseline_entries}"
+            )
         for name, scenario in self.scenarios.items():
             for status, checks in (("FAILURE", scenario.failures), ("WARNING", scenario.warnings)):
                 for check in checks:

@@ -127,7 +127,9 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
 def test_unknown_key_in_virtual_server_member(tmp_path: Path) -> None:
     vs = "members:\n  - upstream: notes\n    tool: [x]\n"
     ps = problems(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/v.yaml": vs})
-    assert [str(p) for p in ps] == ["virtual_servers/v.yaml: members[0].tool: unknown key 'tool'; did you mean 'tools'? (line 3)"]
+    assert [str(p) for p in ps] == [
+        "virtual_servers/v.yaml: members[0].tool: unknown key 'tool'; did you mean 'tools'? (line 3)"
+    ]
 
 
 def test_field_required_and_bad_values(tmp_path: Path) -> None:
@@ -149,7 +151,9 @@ def test_upstream_id_must_be_a_slug(tmp_path: Path) -> None:
 
 
 def test_public_url_trailing_slash_is_dropped(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, {"manifold.yaml": "gateway:\n  public_url: https://gw.example.com/\n"}), env={})
+    config = load_config(
+        write(tmp_path, {"manifold.yaml": "gateway:\n  public_url: https://gw.example.com/\n"}), env={}
+    )
     assert config.settings.public_url == "https://gw.example.com"
 
 
@@ -189,7 +193,10 @@ def test_missing_env_variable_names_field_and_variable_only(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, {"manifold.yaml": main}), env=env)
     text = str(info.value)
-    assert text == "manifold.yaml: upstreams.github.headers.Authorization: environment variable GH_TOKEN is not set (line 6)"
+    assert (
+        text
+        == "manifold.yaml: upstreams.github.headers.Authorization: environment variable GH_TOKEN is not set (line 6)"
+    )
     assert "other-secret-value" not in text
 
 
@@ -277,9 +284,12 @@ def test_virtual_servers_dir_named_but_missing(tmp_path: Path) -> None:
 
 
 def test_virtual_servers_dir_is_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(
+    write(
         tmp_path / "conf",
-        {"manifold.yaml": MAIN + "gateway:\n  virtual_servers_dir: vs\n", "vs/eng.yaml": "members:\n  - upstream: notes\n"},
+        {
+            "manifold.yaml": MAIN + "gateway:\n  virtual_servers_dir: vs\n",
+            "vs/eng.yaml": "members:\n  - upstream: notes\n",
+        },
     )
     monkeypatch.chdir(tmp_path)
     config = load_config(Path("conf/manifold.yaml"), env={})
@@ -338,7 +348,10 @@ def test_aliases_that_collide(tmp_path: Path) -> None:
     """
     ps = problems(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/v.yaml": vs})
     assert [(p.field_path, p.reason) for p in ps] == [
-        ("members[0].aliases.new_note", "'notes__add' from member 'notes' tool 'new_note' collides with member 'notes' tool 'add_note'")
+        (
+            "members[0].aliases.new_note",
+            "'notes__add' from member 'notes' tool 'new_note' collides with member 'notes' tool 'add_note'",
+        )
     ]
 
 
@@ -371,7 +384,10 @@ def test_alias_and_description_for_tools_not_exposed(tmp_path: Path) -> None:
     ps = problems(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/v.yaml": vs})
     assert [(p.field_path, p.reason) for p in ps] == [
         ("members[0].aliases.add_note", "tool 'add_note' is removed by 'hide', so this alias does nothing"),
-        ("members[0].descriptions.search_notes", "tool 'search_notes' is not selected by 'tools', so this description does nothing"),
+        (
+            "members[0].descriptions.search_notes",
+            "tool 'search_notes' is not selected by 'tools', so this description does nothing",
+        ),
     ]
 
 

@@ -64,9 +64,7 @@ MCP_PATH = "/mcp"
 SSE_RETRY_INTERVAL_MS = 500
 
 # A 1x1 red PNG and a minimal WAV, the same bytes the reference server sends.
-TEST_IMAGE_BASE64 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
-)
+TEST_IMAGE_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 TEST_AUDIO_BASE64 = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA="
 
 # SEP-1613: listed verbatim, so a gateway that rewrites schemas ($schema, $defs,
@@ -343,7 +341,9 @@ async def _elicit(ctx: Context, message: str, schema: dict[str, Any], *, prefix:
     except MCPError as error:
         return _client_request_failed("Elicitation", error)
     content = json.dumps(result.content or {}, separators=(",", ":"))
-    return CallToolResult(content=[TextContent(type="text", text=f"{prefix}: action={result.action}, content={content}")])
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"{prefix}: action={result.action}, content={content}")]
+    )
 
 
 def _client_request_failed(what: str, error: MCPError) -> CallToolResult:
