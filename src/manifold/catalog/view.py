@@ -2,7 +2,7 @@
 and how an exposed name maps back to (member, upstream, original name).
 
 Views are rebuilt only when a member's upstream list changed (version numbers from `UpstreamLists`), so a
-warm `tools/list` is a cache hit that returns pre-serialised JSON, and resolving a `tools/call` name is a
+warm `tools/list` is a cache hit, and resolving a `tools/call` name is a
 dict lookup.
 """
 
@@ -13,8 +13,6 @@ import fnmatch
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from manifold.catalog.lists import UpstreamLists, describe_failure
 from manifold.catalog.naming import expose_name, unwrap_uri, wrap_uri
@@ -33,10 +31,9 @@ class Target:
 
 @dataclass
 class Built:
-    """One built list: the exposed items, their serialised form and the reverse map."""
+    """One built list: the exposed items and the reverse map."""
 
     items: list[JSON]
-    json: bytes
     targets: dict[str, Target]
     versions: tuple[int, ...]
     failures: dict[str, str] = field(default_factory=dict)  # member id -> reason
@@ -132,7 +129,7 @@ class VirtualServerView:
             items = [i for i in items if i.get(key_field) not in collided]
             for key in collided:
                 targets.pop(key, None)
-        return Built(items=items, json=orjson.dumps(items), targets=targets, versions=versions, collisions=collisions)
+        return Built(items=items, targets=targets, versions=versions, collisions=collisions)
 
     def _expose(self, kind: str, member: MemberConfig, item: JSON) -> tuple[str, JSON, str] | None:
         if kind in ("tools", "prompts"):

@@ -16,6 +16,7 @@ from typing import Any
 from manifold.catalog.view import Target, VirtualServerView
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.protocol import (
+    HANDSHAKE_VERSIONS,
     INVALID_PARAMS,
     LATEST_HANDSHAKE,
     META_SERVER_INFO,
@@ -71,8 +72,6 @@ class Gateway:
     # ---- lifecycle ------------------------------------------------------------------------------
 
     def initialize_result(self, view: VirtualServerView, requested: str | None) -> JSON:
-        from manifold.relay.protocol import HANDSHAKE_VERSIONS
-
         version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         result: JSON = {
             "protocolVersion": version,
@@ -183,20 +182,22 @@ def _with_log_level(params: JSON, level: str) -> JSON:
     return {**params, "_meta": {**meta, LOG_LEVEL_META: level} if isinstance(meta, dict) else {LOG_LEVEL_META: level}}
 
 
-def _list_result(call: Call, key: str, built_json: bytes, items: list[JSON]) -> JSON:
-    result: JSON = {key: items}
-    if call.modern:
-        result.update(resultType="complete", ttlMs=0, cacheScope="private")
-    return {"result": result}
+def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JSON]]:
+    """tools/list, prompts/list, resources/list, resources/templates/list: the view's built list."""
+
+    async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
+        built = await call.view.get(kind)
+        result: JSON = {key: built.items}
+        if call.modern:
+            # Lists differ per caller (grants, later): never shareable between users.
+            result.update(resultType="complete", ttlMs=0, cacheScope="private")
+        return {"result": result}
+
+    return handler
 
 
 async def _ping(gw: Gateway, call: Call, params: JSON) -> JSON:
     return {"result": {}}
-
-
-async def _tools_list(gw: Gateway, call: Call, params: JSON) -> JSON:
-    built = await call.view.get("tools")
-    return _list_result(call, "tools", built.json, built.items)
 
 
 async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
@@ -217,11 +218,6 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         return tool_error_result(f"Tool '{name}' is unavailable: member '{target.member_id}': {exc}")
 
 
-async def _prompts_list(gw: Gateway, call: Call, params: JSON) -> JSON:
-    built = await call.view.get("prompts")
-    return _list_result(call, "prompts", built.json, built.items)
-
-
 async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
     name = params.get("name")
     if not isinstance(name, str):
@@ -230,16 +226,6 @@ async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
     if target is None:
         raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
     return await gw._forward(call, target, "prompts/get", _params_with(params, name=target.name))
-
-
-async def _resources_list(gw: Gateway, call: Call, params: JSON) -> JSON:
-    built = await call.view.get("resources")
-    return _list_result(call, "resources", built.json, built.items)
-
-
-async def _templates_list(gw: Gateway, call: Call, params: JSON) -> JSON:
-    built = await call.view.get("resource_templates")
-    return _list_result(call, "resourceTemplates", built.json, built.items)
 
 
 def _resource_target(call: Call, params: JSON) -> tuple[str, Target]:
@@ -329,12 +315,12 @@ async def _set_level(gw: Gateway, call: Call, params: JSON) -> JSON:
 
 HANDLERS: dict[str, Callable[[Gateway, Call, JSON], Awaitable[JSON]]] = {
     "ping": _ping,
-    "tools/list": _tools_list,
+    "tools/list": _lister("tools", "tools"),
     "tools/call": _tools_call,
-    "prompts/list": _prompts_list,
+    "prompts/list": _lister("prompts", "prompts"),
     "prompts/get": _prompts_get,
-    "resources/list": _resources_list,
-    "resources/templates/list": _templates_list,
+    "resources/list": _lister("resources", "resources"),
+    "resources/templates/list": _lister("resource_templates", "resourceTemplates"),
     "resources/read": _resources_read,
     "resources/subscribe": _resources_subscribe,
     "resources/unsubscribe": _resources_unsubscribe,

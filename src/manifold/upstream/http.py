@@ -97,6 +97,24 @@ def connect_error(upstream_id: str, exc: aiohttp.ClientConnectorError) -> Upstre
     return UpstreamSessionLost(upstream_id, f"is unreachable ({type(exc.os_error).__name__})")
 
 
+async def post(
+    http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], upstream_id: str
+) -> aiohttp.ClientResponse:
+    """POST one message, with the error mapping every HTTP transport shares: refused/unreachable means the
+    session is lost (never delivered); a pooled connection that died while idle is retried once."""
+    for attempt in (1, 2):
+        try:
+            return await http.post(url, data=body, headers=headers, allow_redirects=False)
+        except aiohttp.ClientConnectorError as exc:
+            raise connect_error(upstream_id, exc) from None
+        except STALE_CONNECTION_ERRORS:
+            if attempt == 2:
+                raise UpstreamError(upstream_id, "closed the connection") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(upstream_id, f"could not be reached ({type(exc).__name__})") from None
+    raise AssertionError("unreachable")
+
+
 class StreamableHttpTransport:
     kind = "http"
 
@@ -228,18 +246,7 @@ class StreamableHttpTransport:
         if self._http is None:
             raise UpstreamSessionLost(self.upstream_id, "session was closed")
         all_headers = {**self._base_headers, **headers} if headers else self._base_headers
-        for attempt in (1, 2):
-            try:
-                return await self._http.post(self._url, data=body, headers=all_headers, allow_redirects=False)
-            except aiohttp.ClientConnectorError as exc:
-                raise connect_error(self.upstream_id, exc) from None
-            except STALE_CONNECTION_ERRORS:
-                if attempt == 2:
-                    raise UpstreamError(self.upstream_id, "closed the connection") from None
-                # Retried once: the pooled connection died while idle, the request never got processed.
-            except aiohttp.ClientError as exc:
-                raise UpstreamError(self.upstream_id, f"could not be reached ({type(exc).__name__})") from None
-        raise AssertionError("unreachable")
+        return await post(self._http, self._url, body, all_headers, self.upstream_id)
 
     async def _reply_from_status(self, response: aiohttp.ClientResponse, request_id: int) -> None:
         status = response.status

@@ -15,11 +15,11 @@ import aiohttp
 from manifold.config.models import UpstreamConfig
 from manifold.upstream.base import UpstreamError
 from manifold.upstream.http import (
-    STALE_CONNECTION_ERRORS,
     SseDecoder,
     connect_error,
     new_client_session,
     parse_messages,
+    post,
 )
 from manifold.upstream.session import Deliver, OnClosed, UpstreamSessionLost
 
@@ -59,24 +59,13 @@ class LegacySseTransport:
     async def send(self, body: bytes, headers: dict[str, str]) -> None:
         if self._http is None or self._endpoint is None or self._closed:
             raise UpstreamSessionLost(self.upstream_id, "event stream is closed")
-        for attempt in (1, 2):
-            try:
-                async with self._http.post(
-                    self._endpoint, data=body, headers=self._headers, allow_redirects=False
-                ) as response:
-                    await response.read()
-                    if response.status == 404:
-                        raise UpstreamSessionLost(self.upstream_id, "no longer knows the gateway's session")
-                    if response.status >= 400:
-                        raise UpstreamError(self.upstream_id, f"rejected a message with HTTP {response.status}")
-                    return
-            except aiohttp.ClientConnectorError as exc:
-                raise connect_error(self.upstream_id, exc) from None
-            except STALE_CONNECTION_ERRORS:
-                if attempt == 2:
-                    raise UpstreamError(self.upstream_id, "closed the connection") from None
-            except aiohttp.ClientError as exc:
-                raise UpstreamError(self.upstream_id, f"could not be reached ({type(exc).__name__})") from None
+        response = await post(self._http, self._endpoint, body, self._headers, self.upstream_id)
+        async with response:
+            await response.read()
+            if response.status == 404:
+                raise UpstreamSessionLost(self.upstream_id, "no longer knows the gateway's session")
+            if response.status >= 400:
+                raise UpstreamError(self.upstream_id, f"rejected a message with HTTP {response.status}")
 
     async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
         ready.set()  # unrelated notifications arrive on the one event stream
