@@ -1,8 +1,8 @@
 """Builds the gateway's ASGI app: routing, the checks every request passes, and the lifespan.
 
-Order of checks on an MCP endpoint: Host/Origin (DNS-rebinding protection) → body size → credential →
-server exists → transport. Routing is a few string operations rather than a framework router: it runs on
-every relayed call.
+Order of checks on an MCP endpoint: Host/Origin (DNS-rebinding protection) → changes made elsewhere
+(store/revisions.py) → credential (401) → server exists (404) → may use the server (403) → body size →
+transport. Routing is a few string operations rather than a framework router: it runs on every relayed call.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import orjson
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import LoadedConfig
-from manifold.identity.dev_key import DevKeyAuth
+from manifold.identity import resource_server
+from manifold.identity.principal import Principal
+from manifold.live import Live
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
 from manifold.relay.sessions import PendingReplies, SessionStore
@@ -42,11 +44,11 @@ class Services:
     views: dict[str, VirtualServerView]
     sessions: SessionStore
     pending: PendingReplies
-    auth: DevKeyAuth
+    live: Live
     started: float = field(default_factory=time.time)
 
 
-def build_services(config: LoadedConfig, auth: DevKeyAuth) -> Services:
+def build_services(config: LoadedConfig, *, dev_key: str | None = None) -> Services:
     settings = config.settings
     # Relative stdio `cwd`s are relative to the config file, not to wherever the gateway was started.
     upstreams = {
@@ -67,6 +69,7 @@ def build_services(config: LoadedConfig, auth: DevKeyAuth) -> Services:
         sid: VirtualServerView(sid, vs, lists, config.separator_for(vs)) for sid, vs in config.served_servers().items()
     }
     sessions = SessionStore(hub)
+    live = Live(config, gateway, views, dev_key=dev_key)
     return Services(
         config=config,
         pool=pool,
@@ -76,7 +79,7 @@ def build_services(config: LoadedConfig, auth: DevKeyAuth) -> Services:
         views=views,
         sessions=sessions,
         pending=PendingReplies(),
-        auth=auth,
+        live=live,
     )
 
 
@@ -103,7 +106,17 @@ class ManifoldApp:
         if path in ("/healthz", "/readyz"):
             await self._health(send, ready=path == "/readyz")
             return
+        if path.startswith(resource_server.WELL_KNOWN_PRM + "/"):
+            await self._protected_resource_metadata(send, path, headers)
+            return
         parts = path.strip("/").split("/")
+        if parts[0] == "admin" and len(parts) >= 2 and parts[1] == "api":
+            if self.origin.check(headers) is not None:
+                await send_body(send, 403, orjson.dumps({"error": self.origin.check(headers)}))
+                return
+            await self.s.live.sync()
+            await self.s.live.admin(scope, receive, send, self._read_body)
+            return
         if len(parts) < 2 or parts[0] not in ("mcp", "sse"):
             await send_body(send, 404, b'{"error":"not found"}')
             return
@@ -111,18 +124,22 @@ class ManifoldApp:
         if problem is not None:
             await send_body(send, 403, orjson.dumps({"error": problem}))
             return
-        principal = self.s.auth.authenticate(headers.get("authorization"))
+        live = self.s.live
+        await live.sync()
+        principal = await self._authenticate(send, headers, "/" + "/".join(parts[:2]))
         if principal is None:
-            await send_body(
-                send,
-                401,
-                b'{"error":"invalid_token","error_description":"missing or invalid bearer token"}',
-                JSON_HEADERS + [(b"www-authenticate", b'Bearer realm="manifold", error="invalid_token"')],
-            )
             return
         view = self.s.views.get(parts[1])
         if view is None:
             await send_body(send, 404, orjson.dumps({"error": "unknown server", "server": parts[1][:100]}))
+            return
+        if not live.access.server_allowed(principal, view):
+            live.audit_refusal(principal, view.id, headers)
+            await send_body(
+                send,
+                403,
+                resource_server.error_body("forbidden", f"you may not use server '{view.id}'"),
+            )
             return
 
         body: bytes | None = None
@@ -131,13 +148,38 @@ class ManifoldApp:
             if body is None:
                 return
         if parts[0] == "mcp" and len(parts) == 2:
-            await self.http(scope, receive, send, view, principal.id, body)
+            await self.http(scope, receive, send, view, principal, body)
         elif parts[0] == "sse" and len(parts) == 2 and scope["method"] == "GET":
-            await self.sse.open_stream(scope, receive, send, view, principal.id)
+            await self.sse.open_stream(scope, receive, send, view, principal)
         elif parts[0] == "sse" and len(parts) == 3 and parts[2] == "messages" and scope["method"] == "POST":
-            await self.sse.post_message(scope, send, view, principal.id, body or b"")
+            await self.sse.post_message(scope, send, view, principal, body or b"")
         else:
             await send_body(send, 404, b'{"error":"not found"}')
+
+    async def _authenticate(self, send: Any, headers: dict[str, str], resource_path: str) -> Principal | None:
+        from manifold.identity.authenticator import Unauthenticated
+
+        try:
+            return await self.s.live.authenticator.authenticate(headers.get("authorization"))
+        except Unauthenticated as exc:
+            config = self.s.config
+            error = None if exc.missing else "invalid_token"
+            www = resource_server.challenge(config, headers, resource_path, error=error, description=exc.reason)
+            await send_body(
+                send,
+                401,
+                resource_server.error_body("invalid_token" if error else "unauthorized", exc.reason),
+                JSON_HEADERS + [(b"www-authenticate", www)],
+            )
+            return None
+
+    async def _protected_resource_metadata(self, send: Any, path: str, headers: dict[str, str]) -> None:
+        rest = path[len(resource_server.WELL_KNOWN_PRM) :].strip("/").split("/")
+        if len(rest) != 2 or rest[0] not in ("mcp", "sse") or rest[1] not in self.s.views:
+            await send_body(send, 404, b'{"error":"not found"}')
+            return
+        body = resource_server.metadata(self.s.config, headers, rest[0], rest[1])
+        await send_body(send, 200, orjson.dumps(body), JSON_HEADERS + [(b"cache-control", b"max-age=300")])
 
     async def _read_body(self, scope: JSON, receive: Any, send: Any) -> bytes | None:
         declared = scope["_headers"].get("content-length")
@@ -177,10 +219,17 @@ class ManifoldApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.s.live.start()
+                except Exception as exc:  # a clear message, not a traceback
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.s.hub.close_all()
                 self.s.sessions.close_all()
+                await self.s.live.aclose()
                 await self.s.pool.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

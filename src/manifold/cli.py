@@ -1,15 +1,18 @@
-"""`manifold` command line: `serve`, `check`."""
+"""`manifold` command line: `serve`, `check`, and the admin commands (keys, users, teams, sa, grants,
+explain, audit) that work on the gateway's database."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from manifold.admin.cli import add_commands, run_admin
+from manifold.audit import add_cli as add_audit_cli
+from manifold.audit import run_audit_cli
 from manifold.config.loader import ConfigError, LoadedConfig, load_config
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -33,27 +36,11 @@ def client_snippet(url: str, key: str) -> str:
     )
 
 
-async def _prepare(config: LoadedConfig):  # type: ignore[no-untyped-def]
-    from manifold.identity import dev_key
-    from manifold.store.db import open_database
-
-    settings = config.settings
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    engine = await open_database(config.database_url)
-    if settings.allow_unauthenticated:
-        key = None
-    else:
-        key = dev_key.load_or_create(config.state_dir)
-        await dev_key.register(engine, key)
-    await engine.dispose()
-    return key
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from manifold.app import ManifoldApp, build_services
-    from manifold.identity.dev_key import DevKeyAuth, hash_key
+    from manifold.identity import dev_key
 
     config = _load(Path(args.config))
     settings = config.settings
@@ -66,8 +53,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    key = asyncio.run(_prepare(config))
-    app = ManifoldApp(build_services(config, DevKeyAuth(hash_key(key) if key else None)))
+    key = None if settings.allow_unauthenticated else dev_key.load_or_create(config.state_dir)
+    app = ManifoldApp(build_services(config, dev_key=key))
 
     base = settings.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     servers = sorted(app.s.views)
@@ -80,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         where = (
             "from MANIFOLD_DEV_KEY" if os.environ.get("MANIFOLD_DEV_KEY") else f"kept in {config.state_dir / 'dev-key'}"
         )
-        print(f"\nDevelopment key ({where}):\n  {key}\n")
+        print(f"\nDevelopment key, an admin key for user 'dev' ({where}):\n  {key}\n")
         print('Client config (VS Code .vscode/mcp.json uses "servers" instead of "mcpServers"):')
         print(client_snippet(url, key))
         print(
@@ -101,6 +88,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from manifold.admin.explain import run_explain
+
+    return run_explain(args, _load(Path(args.config)))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from manifold.config.check import run_check
 
@@ -118,7 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate manifold.yaml and virtual_servers/*.yaml")
     check.set_defaults(func=cmd_check)
+    add_commands(sub)
+    explain = sub.add_parser("explain", help="may this principal use this tool? and which grant decides")
+    explain.add_argument("--as", dest="principal", required=True, help="alice@corp.com, sa:<id>, team:<id>")
+    explain.add_argument("--server", required=True, help="virtual server or upstream id")
+    explain.add_argument("--tool", help="exposed tool name (default: explain access to the server)")
+    explain.add_argument("--team", action="append", help="extra teams, e.g. from an IdP's groups claim")
+    explain.set_defaults(func=cmd_explain)
+    audit = add_audit_cli(sub)
+    audit.set_defaults(func=lambda a: run_audit_cli(a, _load(Path(a.config))))
     args = parser.parse_args(argv)
+    if getattr(args, "admin", False):
+        return run_admin(args, _load(Path(args.config)))
     logging.basicConfig(
         level=getattr(logging, getattr(args, "log_level", "info").upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

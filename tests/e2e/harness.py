@@ -69,10 +69,15 @@ def write_config(
     upstreams: dict[str, Any],
     virtual_servers: dict[str, Any] | None = None,
     gateway: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
+    """`extra`: more top-level sections (identity, users, teams, grants, audit...). Without `grants`, one
+    grant lets every caller use everything, so tests of the relay need not state access rules."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "virtual_servers").mkdir(exist_ok=True)
     config = {"gateway": {"state_dir": str(directory / "state"), **(gateway or {})}, "upstreams": upstreams}
+    config.update(extra or {})
+    config.setdefault("grants", [{"who": "anyone", "what": ["server:*", "vserver:*"]}])
     path = directory / "manifold.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     for sid, body in (virtual_servers or {}).items():
@@ -90,10 +95,11 @@ async def run_gateway(
     virtual_servers: dict[str, Any] | None = None,
     gateway: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> AsyncIterator[Gateway]:
     with tempfile.TemporaryDirectory(prefix="manifold-test-") as tmp:
         directory = Path(tmp)
-        config = write_config(directory, upstreams, virtual_servers, gateway)
+        config = write_config(directory, upstreams, virtual_servers, gateway, extra)
         port = free_port()
         log_path = directory / "gateway.log"
         process_env = {**os.environ, "MANIFOLD_DEV_KEY": KEY, **(env or {})}

@@ -35,6 +35,7 @@ class Built:
 
     items: list[JSON]
     targets: dict[str, Target]
+    item_targets: list[Target]  # item_targets[i] is where items[i] comes from (for per-caller filtering)
     versions: tuple[int, ...]
     failures: dict[str, str] = field(default_factory=dict)  # member id -> reason
     collisions: list[str] = field(default_factory=list)
@@ -100,6 +101,7 @@ class VirtualServerView:
 
     def _build(self, kind: str, entries: list[tuple[MemberConfig, list[JSON]]], versions: tuple[int, ...]) -> Built:
         items: list[JSON] = []
+        item_targets: list[Target] = []
         targets: dict[str, Target] = {}
         sources: dict[str, str] = {}
         collided: set[str] = set()
@@ -122,14 +124,17 @@ class VirtualServerView:
                 targets[key] = Target(member.member_id, member.upstream, original)
                 sources[key] = source
                 items.append(new_item)
+                item_targets.append(targets[key])
         if collided:
             key_field = {"tools": "name", "prompts": "name", "resources": "uri", "resource_templates": "uriTemplate"}[
                 kind
             ]
-            items = [i for i in items if i.get(key_field) not in collided]
+            kept = [(i, t) for i, t in zip(items, item_targets, strict=True) if i.get(key_field) not in collided]
+            items = [i for i, _ in kept]
+            item_targets = [t for _, t in kept]
             for key in collided:
                 targets.pop(key, None)
-        return Built(items=items, targets=targets, versions=versions, collisions=collisions)
+        return Built(items=items, targets=targets, item_targets=item_targets, versions=versions, collisions=collisions)
 
     def _expose(self, kind: str, member: MemberConfig, item: JSON) -> tuple[str, JSON, str] | None:
         if kind in ("tools", "prompts"):

@@ -350,6 +350,10 @@ def _display(base: Path, p: Path) -> str:
 # ---- loading ------------------------------------------------------------------------------------
 
 
+# Top-level sections that may be present with everything under them commented out (YAML null).
+NULLABLE_SECTIONS = ("gateway", "upstreams", "groups", "identity", "users", "teams", "service_accounts", "grants")
+
+
 def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedConfig:
     """Load and check the whole configuration; raise `ConfigError` listing every problem found."""
     env = os.environ if env is None else env
@@ -367,7 +371,7 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedCo
     upstream_ids: list[str] = []
     if raw is not None:
         # `groups:` with everything under it commented out is YAML null: read it as "none".
-        raw = {k: v for k, v in raw.items() if not (k in ("gateway", "upstreams", "groups") and v is None)}
+        raw = {k: v for k, v in raw.items() if not (k in NULLABLE_SECTIONS and v is None)}
         raw = _resolve_env(main, raw, (), env, used)
         try:
             gateway = GatewayConfig.model_validate(raw)

@@ -120,12 +120,136 @@ class GatewaySettings(Strict):
         return v.rstrip("/")  # URLs are built as public_url + "/mcp/..."
 
 
+# ---- identity, grants, audit ----------------------------------------------------------------------
+
+# Algorithms an IdP may sign with. HMAC (HS*) is never accepted: with a JWKS, a "shared secret" is the
+# public key, and an attacker who knows it can sign (the classic RS256→HS256 confusion). `none` never.
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+class ClaimMapping(Strict):
+    """Which token claims give the principal's subject, email and teams."""
+
+    subject: str = "sub"
+    email: str = "email"
+    groups: str = "groups"  # a list (or a space-separated string) of team names
+
+
+class ExternalIdentity(Strict):
+    """Admits tokens whose claims match, for callers with no account on the gateway (end customers).
+
+    `match` values are exact; a list means "any of these". The principal id is `ext:<idp>:<name>:<subject>`
+    and the principal gets `teams` in addition to those from the groups claim."""
+
+    name: Annotated[str, AfterValidator(_slug_id)]
+    match: dict[str, str | list[str]]
+    teams: list[str] = Field(default_factory=list)
+
+    @field_validator("match")
+    @classmethod
+    def _nonempty(cls, v: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        if not v:
+            raise ValueError("an external identity needs at least one claim to match")
+        return v
+
+
+class IdpConfig(Strict):
+    """An external identity provider whose JWTs the gateway accepts. Its id is the key under `idps:`."""
+
+    issuer: str
+    jwks_uri: str | None = None  # default: `jwks_uri` from {issuer}/.well-known/openid-configuration
+    audience: list[str]  # the token's `aud` must contain one of these
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    clock_skew_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
+    claims: ClaimMapping = Field(default_factory=ClaimMapping)
+    # Tokens whose claims match no entry here are refused when `external_only` is true; otherwise they
+    # are admitted as users (`user:<email or subject>`).
+    external: list[ExternalIdentity] = Field(default_factory=list)
+    external_only: bool = False
+    # A JWKS/discovery fetch is retried on an unknown `kid` at most this often.
+    jwks_min_refresh_seconds: Annotated[float, Field(ge=0)] = 30.0
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one algorithm")
+        for alg in v:
+            if alg not in ASYMMETRIC_ALGORITHMS:
+                raise ValueError(
+                    f"algorithm '{alg}' is not allowed (use one of {', '.join(ASYMMETRIC_ALGORITHMS)}; "
+                    "'none' and HMAC algorithms are refused)"
+                )
+        return v
+
+    @field_validator("issuer", "jwks_uri")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _external_only(self) -> IdpConfig:
+        if self.external_only and not self.external:
+            raise ValueError("'external_only' needs at least one entry under 'external'")
+        return self
+
+
+class IdentitySettings(Strict):
+    idps: dict[SlugKey, IdpConfig] = Field(default_factory=dict)
+    # Principals (selectors as in grants: user:, team:, sa:) that may use /admin/api and admin CLI commands.
+    admins: list[str] = Field(default_factory=list)
+    # Validated API keys and JWTs are cached this long (a revoked key still fails on the very next request:
+    # revocation invalidates the cache).
+    cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+
+
+class UserConfig(Strict):
+    email: str | None = None
+    teams: list[str] = Field(default_factory=list)
+
+
+class ServiceAccountConfig(Strict):
+    description: str | None = None
+    teams: list[str] = Field(default_factory=list)
+
+
+class GrantConfig(Strict):
+    """Who may use what. `who`: `user:<email|subject>`, `team:<id>`, `sa:<id>`, `idp:<id>`, `authenticated`.
+    `claims` (only with `idp:`) narrows to tokens whose claims match. `what`: `server:<upstream>`,
+    `group:<id>`, `vserver:<id>`, `tool:<upstream>/<tool glob>` (ids may be globs too)."""
+
+    who: str
+    claims: dict[str, str | list[str]] = Field(default_factory=dict)
+    what: list[str]
+    description: str | None = None
+
+
+class AuditSettings(Strict):
+    enabled: bool = True
+    retention_days: Annotated[float, Field(gt=0)] = 90.0
+    jsonl_path: Path | None = None  # also append every event as one JSON line here (relative: to state_dir)
+    include_arguments: bool = False  # tool arguments are stored only when this is on
+
+
 class GatewayConfig(Strict):
     """`manifold.yaml`."""
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     upstreams: dict[SlugKey, UpstreamConfig] = Field(default_factory=dict)
     groups: dict[SlugKey, list[str]] = Field(default_factory=dict)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    users: dict[str, UserConfig] = Field(default_factory=dict)  # keyed by email or IdP subject
+    teams: dict[SlugKey, str | None] = Field(default_factory=dict)  # team id -> description
+    service_accounts: dict[SlugKey, ServiceAccountConfig] = Field(default_factory=dict)
+    grants: list[GrantConfig] = Field(default_factory=list)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
 
 class MemberConfig(Strict):

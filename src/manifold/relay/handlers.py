@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manifold.catalog.view import Target, VirtualServerView
+from manifold.identity.principal import ANONYMOUS, Principal
+from manifold.relay.access import Access, AllowAll, Auditor, NoAudit
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.protocol import (
     HANDSHAKE_VERSIONS,
@@ -44,6 +46,8 @@ class Call:
     sink: RequestSink | None = None
     listener: Listener | None = None  # the client session's notification listener (2025-11-25 sessions)
     session: Any = None  # relay.sessions.ClientSession for 2025-11-25 stateful clients
+    principal: Principal = ANONYMOUS
+    request_id: Any = None  # the client's JSON-RPC id (audit)
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Gateway:
 
     pool: Any  # upstream.pool.UpstreamPool
     hub: Hub
+    access: Access = field(default_factory=AllowAll)
+    audit: Auditor = field(default_factory=NoAudit)
     server_name: str = "manifold"
     server_version: str = "0.1.0"
     instructions: str | None = None
@@ -187,7 +193,7 @@ def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JS
 
     async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
         built = await call.view.get(kind)
-        result: JSON = {key: built.items}
+        result: JSON = {key: gw.access.visible(call.principal, call.view, kind, built)}
         if call.modern:
             # Lists differ per caller (grants, later): never shareable between users.
             result.update(resultType="complete", ttlMs=0, cacheScope="private")
@@ -200,47 +206,93 @@ async def _ping(gw: Gateway, call: Call, params: JSON) -> JSON:
     return {"result": {}}
 
 
+async def _resolve_granted(gw: Gateway, call: Call, kind: str, name: str) -> Target | None:
+    """The target of an exposed name, or None when it does not exist *or the caller may not use it*: a
+    denied name must answer exactly like one that does not exist."""
+    target = await call.view.resolve(kind, name)
+    if target is None or not gw.access.allows(call.principal, call.view, kind, target):
+        return None
+    return target
+
+
 async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     name = params.get("name")
     if not isinstance(name, str):
         raise RpcError(INVALID_PARAMS, "tools/call needs a string 'name'")
+    started = time.perf_counter()
     target = await call.view.resolve("tools", name)
-    if target is None:
-        failed = call.view.failed_member_for("tools", name)
-        if failed is not None:
+    if target is None or not gw.access.allows(call.principal, call.view, "tools", target):
+        failed = call.view.failed_member_for("tools", name) if target is None else None
+        if failed is not None and gw.access.member_visible(call.principal, call.view, failed[0]):
+            gw.audit.call(call, "tools/call", name, None, "error", started, f"member '{failed[0]}' down")
             return tool_error_result(f"Tool '{name}' is unavailable: member '{failed[0]}': {failed[1]}")
+        gw.audit.call(call, "tools/call", name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
     try:
-        return await gw.relay(call, target, "tools/call", _params_with(params, name=target.name))
+        reply = await gw.relay(call, target, "tools/call", _params_with(params, name=target.name))
     except UpstreamError as exc:
         # The model sees which member failed and why; other members' tools are unaffected.
         log.warning("tools/call %s: member '%s': %s", name, target.member_id, exc)
+        gw.audit.call(call, "tools/call", name, target, "error", started, str(exc), params.get("arguments"))
         return tool_error_result(f"Tool '{name}' is unavailable: member '{target.member_id}': {exc}")
+    except BaseException:
+        gw.audit.call(call, "tools/call", name, target, "error", started, "cancelled or failed")
+        raise
+    gw.audit.call(call, "tools/call", name, target, _outcome(reply), started, None, params.get("arguments"))
+    return reply
+
+
+def _outcome(reply: JSON) -> str:
+    if "error" in reply:
+        return "error"
+    result = reply.get("result")
+    if isinstance(result, dict) and result.get("isError"):
+        return "tool_error"
+    return "ok"
+
+
+async def _audited_forward(gw: Gateway, call: Call, method: str, label: str, target: Target, params: JSON) -> JSON:
+    started = time.perf_counter()
+    try:
+        reply = await gw._forward(call, target, method, params)
+    except RpcError as exc:
+        gw.audit.call(call, method, label, target, "error", started, exc.message)
+        raise
+    except BaseException:
+        gw.audit.call(call, method, label, target, "error", started, "cancelled or failed")
+        raise
+    gw.audit.call(call, method, label, target, _outcome(reply), started, None)
+    return reply
 
 
 async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
     name = params.get("name")
     if not isinstance(name, str):
         raise RpcError(INVALID_PARAMS, "prompts/get needs a string 'name'")
-    target = await call.view.resolve("prompts", name)
+    target = await _resolve_granted(gw, call, "prompts", name)
     if target is None:
+        gw.audit.call(call, "prompts/get", name, None, "unknown", time.perf_counter(), None)
         raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
-    return await gw._forward(call, target, "prompts/get", _params_with(params, name=target.name))
+    return await _audited_forward(gw, call, "prompts/get", name, target, _params_with(params, name=target.name))
 
 
-def _resource_target(call: Call, params: JSON) -> tuple[str, Target]:
+def _resource_target(gw: Gateway, call: Call, params: JSON) -> tuple[str, Target]:
     uri = params.get("uri")
     if not isinstance(uri, str):
         raise RpcError(INVALID_PARAMS, "a string 'uri' is required")
     target = call.view.resolve_uri(uri)
-    if target is None:
+    if target is None or not gw.access.allows(call.principal, call.view, "resources", target):
         raise RpcError(RESOURCE_NOT_FOUND, "Resource not found", {"uri": uri})
     return uri, target
 
 
 async def _resources_read(gw: Gateway, call: Call, params: JSON) -> JSON:
-    uri, target = _resource_target(call, params)
-    reply = await gw._forward(call, target, "resources/read", _params_with(params, uri=target.name))
+    try:
+        uri, target = _resource_target(gw, call, params)
+    except RpcError:
+        gw.audit.call(call, "resources/read", str(params.get("uri")), None, "unknown", time.perf_counter(), None)
+        raise
+    reply = await _audited_forward(gw, call, "resources/read", uri, target, _params_with(params, uri=target.name))
     result = reply.get("result")
     if isinstance(result, dict) and isinstance(result.get("contents"), list) and call.view.namespace:
         # Contents name the upstream's URIs; show them as the client asked for them.
@@ -254,7 +306,7 @@ async def _resources_read(gw: Gateway, call: Call, params: JSON) -> JSON:
 
 
 async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
-    uri, target = _resource_target(call, params)
+    uri, target = _resource_target(gw, call, params)
     if call.listener is None:
         raise RpcError(INVALID_PARAMS, "resource subscriptions need a session (or subscriptions/listen in 2026-07-28)")
     key = (target.upstream_id, target.name)
@@ -269,7 +321,7 @@ async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
 
 
 async def _resources_unsubscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
-    uri, target = _resource_target(call, params)
+    uri, target = _resource_target(gw, call, params)
     key = (target.upstream_id, target.name)
     if call.listener is not None:
         call.listener.resources.pop(key, None)
@@ -287,14 +339,14 @@ async def _complete(gw: Gateway, call: Call, params: JSON) -> JSON:
     if not isinstance(ref, dict):
         raise RpcError(INVALID_PARAMS, "completion/complete needs a 'ref'")
     if ref.get("type") == "ref/prompt":
-        target = await call.view.resolve("prompts", str(ref.get("name")))
+        target = await _resolve_granted(gw, call, "prompts", str(ref.get("name")))
         if target is None:
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
         new_ref = {**ref, "name": target.name}
     elif ref.get("type") == "ref/resource":
         uri = str(ref.get("uri"))
         target = call.view.resolve_uri(uri)
-        if target is None:
+        if target is None or not gw.access.allows(call.principal, call.view, "resources", target):
             raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
         new_ref = {**ref, "uri": target.name}
     else:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from manifold.identity.principal import Principal
 from manifold.relay.handlers import Call, Gateway
 from manifold.relay.hub import Listener
 from manifold.relay.protocol import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError, error_bytes, response_bytes
@@ -48,12 +49,12 @@ class LegacySse:
         self.pending = pending
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def open_stream(self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str) -> None:
+    async def open_stream(self, scope: JSON, receive: Receive, send: Send, view: Any, principal: Principal) -> None:
         listener = Listener(view=view, kinds={"tools", "prompts", "resources"})
         listener.queue = asyncio.Queue(SSE_QUEUE_LIMIT)
         session = self.sessions.create(
             server_id=view.id,
-            principal_id=principal_id,
+            principal_id=principal.id,
             protocol_version="2024-11-05",
             client_capabilities={},
             client_info={},
@@ -70,10 +71,10 @@ class LegacySse:
         finally:
             self.sessions.close(session.id)
 
-    async def post_message(self, scope: JSON, send: Send, view: Any, principal_id: str, body: bytes) -> None:
+    async def post_message(self, scope: JSON, send: Send, view: Any, principal: Principal, body: bytes) -> None:
         query = parse_qs(scope.get("query_string", b"").decode())
         sid = (query.get("session_id") or [""])[0]
-        session = self.sessions.get(sid, principal_id) if sid else None
+        session = self.sessions.get(sid, principal.id) if sid else None
         if session is None or session.server_id != view.id:
             await send_body(send, 404, error_bytes(None, INVALID_REQUEST, "Session not found"))
             return
@@ -88,7 +89,7 @@ class LegacySse:
         await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
         method = message.get("method")
         if method is None:
-            self.pending.resolve(message, principal_id)
+            self.pending.resolve(message, principal.id)
             return
         if "id" not in message:
             if method == "notifications/cancelled":
@@ -96,12 +97,12 @@ class LegacySse:
                 if task is not None:
                     task.cancel()
             return
-        task = asyncio.ensure_future(self._handle(session, view, principal_id, message))
+        task = asyncio.ensure_future(self._handle(session, view, principal, message))
         self._tasks.add(task)
         session.inflight[message["id"]] = task
         task.add_done_callback(lambda t: (self._tasks.discard(t), session.inflight.pop(message["id"], None)))
 
-    async def _handle(self, session: Any, view: Any, principal_id: str, message: JSON) -> None:
+    async def _handle(self, session: Any, view: Any, principal: Principal, message: JSON) -> None:
         request_id = message["id"]
         method = message["method"]
         params = message.get("params") or {}
@@ -122,7 +123,7 @@ class LegacySse:
             caps=session.client_capabilities,
             modern=False,
             pending=self.pending,
-            principal_id=principal_id,
+            principal_id=principal.id,
         )
         call = Call(
             view=view,
@@ -131,6 +132,8 @@ class LegacySse:
             sink=exchange,
             listener=session.listener,
             session=session,
+            principal=principal,
+            request_id=request_id,
         )
         try:
             if not isinstance(params, dict):

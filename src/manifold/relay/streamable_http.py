@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 
+from manifold.identity.principal import Principal
 from manifold.relay.handlers import LOG_LEVELS, Call, Gateway
 from manifold.relay.hub import Listener
 from manifold.relay.protocol import (
@@ -192,19 +193,19 @@ class StreamableHttp:
         self.stateless = stateless
 
     async def __call__(
-        self, scope: JSON, receive: Receive, send: Send, view: Any, principal_id: str, body: bytes | None
+        self, scope: JSON, receive: Receive, send: Send, view: Any, principal: Principal, body: bytes | None
     ) -> None:
         method = scope["method"]
         headers = scope["_headers"]
         if method == "POST":
-            await self._post(scope, receive, send, view, principal_id, body or b"", headers)
+            await self._post(scope, receive, send, view, principal, body or b"", headers)
         elif method == "GET":
-            await self._get(receive, send, principal_id, headers)
+            await self._get(receive, send, principal, headers)
         elif method == "DELETE":
             sid = headers.get("mcp-session-id")
             if self.stateless or not sid:
                 await send_body(send, 405, b'{"error":"no session to end"}')
-            elif self.sessions.get(sid, principal_id) is None:
+            elif self.sessions.get(sid, principal.id) is None:
                 await send_body(send, 404, error_bytes(None, INVALID_REQUEST, "Session not found"))
             else:
                 self.sessions.close(sid)
@@ -222,7 +223,7 @@ class StreamableHttp:
         receive: Receive,
         send: Send,
         view: Any,
-        principal_id: str,
+        principal: Principal,
         body: bytes,
         headers: dict[str, str],
     ) -> None:
@@ -246,7 +247,7 @@ class StreamableHttp:
         # A reply from the client to a server→client request we relayed.
         if rpc_method is None:
             if "id" in message and ("result" in message or "error" in message):
-                self.pending.resolve(message, principal_id)
+                self.pending.resolve(message, principal.id)
                 await send_body(send, 202, b"")
             else:
                 await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request"))
@@ -261,16 +262,16 @@ class StreamableHttp:
         if version_header == MODERN_VERSION or (
             version_header is None and _envelope_version(message) == MODERN_VERSION
         ):
-            await self._post_modern(receive, send, view, principal_id, message, rpc_method, headers, sse_ok)
+            await self._post_modern(receive, send, view, principal, message, rpc_method, headers, sse_ok)
         else:
-            await self._post_handshake(receive, send, view, principal_id, message, rpc_method, headers, sse_ok)
+            await self._post_handshake(receive, send, view, principal, message, rpc_method, headers, sse_ok)
 
     async def _post_modern(
         self,
         receive: Receive,
         send: Send,
         view: Any,
-        principal_id: str,
+        principal: Principal,
         message: JSON,
         rpc_method: str,
         headers: dict[str, str],
@@ -318,9 +319,11 @@ class StreamableHttp:
             caps=caps,
             modern=True,
             pending=self.pending,
-            principal_id=principal_id,
+            principal_id=principal.id,
         )
-        call = Call(view=view, modern=True, client_capabilities=caps, sink=exchange)
+        call = Call(
+            view=view, modern=True, client_capabilities=caps, sink=exchange, principal=principal, request_id=request_id
+        )
         await self._run(exchange, call, rpc_method, params, modern=True)
 
     async def _post_handshake(
@@ -328,7 +331,7 @@ class StreamableHttp:
         receive: Receive,
         send: Send,
         view: Any,
-        principal_id: str,
+        principal: Principal,
         message: JSON,
         rpc_method: str,
         headers: dict[str, str],
@@ -350,7 +353,7 @@ class StreamableHttp:
             if not self.stateless:
                 session = self.sessions.create(
                     server_id=view.id,
-                    principal_id=principal_id,
+                    principal_id=principal.id,
                     protocol_version=result["protocolVersion"],
                     client_capabilities=params.get("capabilities") or {},
                     client_info=params.get("clientInfo") or {},
@@ -366,7 +369,7 @@ class StreamableHttp:
             if not sid:
                 await send_body(send, 400, error_bytes(request_id, INVALID_REQUEST, "Bad Request: Missing session ID"))
                 return
-            session = self.sessions.get(sid, principal_id)
+            session = self.sessions.get(sid, principal.id)
             if session is None or session.server_id != view.id:
                 await send_body(send, 404, error_bytes(request_id, INVALID_REQUEST, "Session not found"))
                 return
@@ -388,7 +391,7 @@ class StreamableHttp:
             caps=caps,
             modern=False,
             pending=self.pending,
-            principal_id=principal_id,
+            principal_id=principal.id,
         )
         call = Call(
             view=view,
@@ -397,6 +400,8 @@ class StreamableHttp:
             sink=exchange,
             listener=session.listener if session else None,
             session=session,
+            principal=principal,
+            request_id=request_id,
         )
         if session is None:
             await self._run(exchange, call, rpc_method, params, modern=False)
@@ -433,7 +438,7 @@ class StreamableHttp:
 
     # ---- notification streams -------------------------------------------------------------------
 
-    async def _get(self, receive: Receive, send: Send, principal_id: str, headers: dict[str, str]) -> None:
+    async def _get(self, receive: Receive, send: Send, principal: Principal, headers: dict[str, str]) -> None:
         if headers.get("mcp-protocol-version") == MODERN_VERSION or self.stateless:
             await send_body(
                 send,
@@ -446,7 +451,7 @@ class StreamableHttp:
             await send_body(send, 406, b'{"error":"GET needs Accept: text/event-stream"}')
             return
         sid = headers.get("mcp-session-id")
-        session = self.sessions.get(sid, principal_id) if sid else None
+        session = self.sessions.get(sid, principal.id) if sid else None
         if session is None:
             status = 400 if not sid else 404
             await send_body(

@@ -1,25 +1,139 @@
 """The gateway's database: SQLite (WAL) under the state dir by default, any SQLAlchemy async URL otherwise.
 
-Tables are SQLAlchemy Core; `create_all` is the migration for now (the schema only grows).
+Tables are SQLAlchemy Core; `create_all` is the migration for now (the schema only grows). `SCHEMA_VERSION`
+in `meta` marks incompatible changes: a database from an older layout is upgraded in `_upgrade`.
+
+Objects declared in `manifold.yaml` are not copied here; these tables hold what was created at run time
+(CLI or admin API) plus what only ever lives here: keys, audit events, revisions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, event, func
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    func,
+    inspect,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+SCHEMA_VERSION = 2
 metadata = MetaData()
 
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
+
+# One counter per kind of change ("auth": keys, principals, grants; "catalog": upstreams, groups, virtual
+# servers). Every write that changes what the gateway decides bumps its counter in the same transaction,
+# so a running gateway sees a change made by another process (the CLI) on the very next request.
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("scope", String(32), primary_key=True),
+    Column("n", Integer, nullable=False, default=0),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(320), primary_key=True),  # email, or the IdP subject when there is no email
+    Column("email", String(320)),
+    Column("teams", JSON, nullable=False, default=list),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("description", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+service_accounts = Table(
+    "service_accounts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("description", Text),
+    Column("teams", JSON, nullable=False, default=list),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Gateway API keys and service-account tokens. The secret is never stored: `key_hash` is SHA-256 of the
+# whole token (tokens carry 256 random bits, so a slow hash adds nothing). Looked up by `id` (part of the
+# token), then compared in constant time.
 api_keys = Table(
     "api_keys",
     metadata,
     Column("id", String(32), primary_key=True),
     Column("name", String(200), nullable=False),
-    Column("principal", String(320), nullable=False),
-    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 hex; the key itself is never stored
+    Column("owner_kind", String(8), nullable=False),  # "user" | "sa"
+    Column("owner_id", String(320), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("servers", JSON),  # null: every server the owner may use; else only these server ids
+    # Unix times: compared on every request, so no timezone conversions.
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("who", String(400), nullable=False),
+    Column("claims", JSON, nullable=False, default=dict),
+    Column("what", JSON, nullable=False),  # list of resource selectors
+    Column("description", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Upstreams, groups and virtual servers created at run time: the same pydantic models as the files, as JSON.
+catalog_objects = Table(
+    "catalog_objects",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # "upstream" | "group" | "vserver"
+    Column("id", String(64), primary_key=True),
+    Column("body", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),  # unix time
+    Column("request_id", String(100)),
+    Column("principal", String(400), nullable=False),
+    Column("credential", String(100), nullable=False),  # api_key:<id> | sa_token:<id> | idp:<id> | dev | none
+    Column("server", String(64), nullable=False),
+    Column("member", String(64)),
+    Column("upstream", String(64)),
+    Column("method", String(40), nullable=False),
+    Column("target", String(400)),  # tool / prompt name or resource URI, as the client named it
+    Column("outcome", String(20), nullable=False),  # ok | error | tool_error | denied | unknown
+    Column("detail", Text),
+    Column("latency_ms", Float),
+    Column("arguments", JSON),  # only with audit.include_arguments
+    Index("ix_audit_at", "at"),
+    Index("ix_audit_principal_at", "principal", "at"),
 )
 
 
@@ -36,8 +150,24 @@ async def open_database(url: str) -> AsyncEngine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
 
     async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
         await conn.run_sync(metadata.create_all)
+        await conn.execute(
+            text("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', :v)")
+            if url.startswith("sqlite")
+            else text("INSERT INTO meta(key, value) VALUES ('schema_version', :v) ON CONFLICT DO NOTHING"),
+            {"v": str(SCHEMA_VERSION)},
+        )
     return engine
+
+
+def _upgrade(sync_conn) -> None:  # type: ignore[no-untyped-def]
+    """Schema 1 (the development-key era) had an `api_keys` table holding only the dev key's hash: drop it;
+    the dev key is registered again at startup."""
+    insp = inspect(sync_conn)
+    if insp.has_table("api_keys") and "owner_kind" not in {c["name"] for c in insp.get_columns("api_keys")}:
+        sync_conn.execute(text("DROP TABLE api_keys"))

@@ -1,0 +1,127 @@
+"""`/admin/api/...`: the admin REST API. Admin principals only (identity/admins.py); JSON in, JSON out;
+the operations are admin/ops.py, the same ones the CLI runs.
+
+Routes (all JSON; errors are {"error": "..."} with 400/401/403/404/409):
+  GET  /admin/api/keys[?owner=&all=1]     POST /admin/api/keys          DELETE /admin/api/keys/{id}
+  GET  /admin/api/users                   POST /admin/api/users         PUT /admin/api/users/{id}/teams
+                                                                        DELETE /admin/api/users/{id}
+  GET  /admin/api/teams                   POST /admin/api/teams         DELETE /admin/api/teams/{id}
+  GET  /admin/api/service-accounts        POST /admin/api/service-accounts  DELETE /admin/api/service-accounts/{id}
+  GET  /admin/api/grants                  POST /admin/api/grants        DELETE /admin/api/grants/{id}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote
+
+import orjson
+
+from manifold.admin.ops import BadRequest, NotFound, Operations, OpError
+from manifold.identity import resource_server
+from manifold.identity.admins import is_admin
+from manifold.relay.streamable_http import JSON_HEADERS, send_body
+
+if TYPE_CHECKING:
+    from manifold.live import Live
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+
+
+class AdminApi:
+    def __init__(self, live: Live) -> None:
+        self.live = live
+        assert live.engine is not None
+        self.ops = Operations(live.engine, live.config)
+
+    async def reload_catalog(self) -> None:
+        """Catalog objects changed in the database (upstreams, groups, virtual servers)."""
+        return None
+
+    async def __call__(self, scope: JSON, receive: Any, send: Any, read_body: Any) -> None:
+        from manifold.identity.authenticator import Unauthenticated
+
+        headers = scope["_headers"]
+        try:
+            principal = await self.live.authenticator.authenticate(headers.get("authorization"))
+        except Unauthenticated as exc:
+            www = resource_server.challenge(
+                self.live.config,
+                headers,
+                "/admin/api",
+                error=None if exc.missing else "invalid_token",
+                description=exc.reason,
+            )
+            await send_body(
+                send,
+                401,
+                resource_server.error_body("invalid_token", exc.reason),
+                JSON_HEADERS + [(b"www-authenticate", www)],
+            )
+            return
+        if not is_admin(principal, self.live.config.gateway.identity.admins):
+            await send_body(send, 403, orjson.dumps({"error": "admin principals only"}))
+            return
+        body: JSON = {}
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            raw = await read_body(scope, receive, send)
+            if raw is None:
+                return
+            try:
+                body = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                await send_body(send, 400, orjson.dumps({"error": "the body must be JSON"}))
+                return
+            if not isinstance(body, dict):
+                await send_body(send, 400, orjson.dumps({"error": "the body must be a JSON object"}))
+                return
+        parts = [unquote(p) for p in scope["path"].strip("/").split("/")[2:]]
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        try:
+            status, result = await self.route(scope["method"], parts, query, body)
+        except OpError as exc:
+            await send_body(send, exc.status, orjson.dumps({"error": exc.message}))
+            return
+        log.info("admin %s %s by %s", scope["method"], scope["path"], principal.id)
+        await send_body(send, status, orjson.dumps(result))
+
+    async def route(self, method: str, parts: list[str], query: dict[str, str], body: JSON) -> tuple[int, Any]:
+        ops = self.ops
+        match method, parts:
+            case "GET", ["keys"]:
+                return 200, await ops.list_keys(query.get("owner"), include_revoked=query.get("all") == "1")
+            case "POST", ["keys"]:
+                return 201, await ops.create_key(body)
+            case "DELETE", ["keys", key_id]:
+                return 200, await ops.revoke_key(key_id)
+            case "GET", ["users"]:
+                return 200, await ops.list_users()
+            case "POST", ["users"]:
+                return 201, await ops.create_user(body)
+            case "PUT", ["users", user_id, "teams"]:
+                return 200, await ops.set_user_teams(user_id, body)
+            case "DELETE", ["users", user_id]:
+                return 200, await ops.delete_user(user_id)
+            case "GET", ["teams"]:
+                return 200, await ops.list_teams()
+            case "POST", ["teams"]:
+                return 201, await ops.create_team(body)
+            case "DELETE", ["teams", team_id]:
+                return 200, await ops.delete_team(team_id)
+            case "GET", ["service-accounts"]:
+                return 200, await ops.list_service_accounts()
+            case "POST", ["service-accounts"]:
+                return 201, await ops.create_service_account(body)
+            case "DELETE", ["service-accounts", sa_id]:
+                return 200, await ops.delete_service_account(sa_id)
+            case "GET", ["grants"]:
+                return 200, await ops.list_grants()
+            case "POST", ["grants"]:
+                return 201, await ops.add_grant(body)
+            case "DELETE", ["grants", grant_id]:
+                return 200, await ops.remove_grant(grant_id)
+            case _, []:
+                raise BadRequest("see docs/admin-api.md for the routes")
+        raise NotFound(f"no route {method} /admin/api/{'/'.join(parts)}")

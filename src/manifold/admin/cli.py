@@ -1,0 +1,178 @@
+"""The admin commands of the `manifold` CLI: the same operations as `/admin/api` (admin/ops.py), run
+directly against the gateway's database. A running gateway applies them on its next request."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from manifold.admin.ops import Operations, OpError
+from manifold.config.loader import LoadedConfig
+from manifold.store.db import open_database
+
+
+def _run(config: LoadedConfig, action: Callable[[Operations], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        engine = await open_database(config.database_url)
+        try:
+            return await action(Operations(engine, config))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _print(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
+    if as_json or columns is None or not isinstance(data, list):
+        print(json.dumps(data, indent=2, default=str))
+        return
+    rows = [[_cell(item.get(c)) for c in columns] for item in data]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    if not rows:
+        print("(none)")
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v > 1e9:
+        import datetime
+
+        return datetime.datetime.fromtimestamp(v, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "-"
+    return str(v)
+
+
+def run_admin(args: argparse.Namespace, config: LoadedConfig) -> int:
+    try:
+        return _dispatch(args, config)
+    except OpError as exc:
+        print(f"manifold: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, config: LoadedConfig) -> int:  # noqa: C901 — a flat table of commands
+    j = getattr(args, "json", False)
+    match (args.command, args.action):
+        case ("keys", "create"):
+            body = {"name": args.name, "expires": args.expires, "servers": args.servers}
+            body["sa" if args.sa else "user"] = args.sa or args.user
+            key = _run(config, lambda ops: ops.create_key({k: v for k, v in body.items() if v is not None}))
+            if j:
+                _print(key, True)
+            else:
+                print(f"Created key {key['id']} ({key['name']}) for {key['owner']}.")
+                if key["expires_at"]:
+                    print(f"Expires: {_cell(key['expires_at'])} UTC")
+                print("\nThe key (shown once; only its hash is stored):\n")
+                print(f"  {key['token']}\n")
+        case ("keys", "list"):
+            keys = _run(config, lambda ops: ops.list_keys(args.owner, include_revoked=args.all))
+            _print(keys, j, ["id", "name", "owner", "state", "servers", "created_at", "expires_at", "last_used_at"])
+        case ("keys", "revoke"):
+            _print(_run(config, lambda ops: ops.revoke_key(args.id)), True)
+        case ("users", "list"):
+            _print(_run(config, lambda ops: ops.list_users()), j, ["id", "email", "teams", "source"])
+        case ("users", "create"):
+            body = {"id": args.id, "email": args.email, "teams": args.team or None}
+            _print(_run(config, lambda ops: ops.create_user({k: v for k, v in body.items() if v is not None})), True)
+        case ("users", "set-teams"):
+            _print(_run(config, lambda ops: ops.set_user_teams(args.id, {"teams": args.team or []})), True)
+        case ("users", "delete"):
+            _print(_run(config, lambda ops: ops.delete_user(args.id)), True)
+        case ("teams", "list"):
+            _print(_run(config, lambda ops: ops.list_teams()), j, ["id", "description", "source"])
+        case ("teams", "create"):
+            body = {"id": args.id, "description": args.description}
+            _print(_run(config, lambda ops: ops.create_team({k: v for k, v in body.items() if v is not None})), True)
+        case ("teams", "delete"):
+            _print(_run(config, lambda ops: ops.delete_team(args.id)), True)
+        case ("sa", "list"):
+            _print(_run(config, lambda ops: ops.list_service_accounts()), j, ["id", "description", "teams", "source"])
+        case ("sa", "create"):
+            body = {"id": args.id, "description": args.description, "teams": args.team or None}
+            _print(
+                _run(config, lambda ops: ops.create_service_account({k: v for k, v in body.items() if v is not None})),
+                True,
+            )
+        case ("sa", "delete"):
+            _print(_run(config, lambda ops: ops.delete_service_account(args.id)), True)
+        case ("grants", "list"):
+            _print(_run(config, lambda ops: ops.list_grants()), j, ["id", "who", "claims", "what", "source"])
+        case ("grants", "add"):
+            claims = dict(c.split("=", 1) for c in (args.claim or []))
+            body = {"who": args.who, "what": args.what, "claims": claims, "description": args.description}
+            _print(_run(config, lambda ops: ops.add_grant({k: v for k, v in body.items() if v is not None})), True)
+        case ("grants", "remove"):
+            _print(_run(config, lambda ops: ops.remove_grant(args.id)), True)
+        case _:
+            raise OpError(f"unknown command {args.command} {args.action}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="gateway API keys and service-account tokens")
+    ka = keys.add_subparsers(dest="action", required=True)
+    create = ka.add_parser("create", help="create a key (shown once)")
+    owner = create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--user", help="the user it belongs to (email or subject)")
+    owner.add_argument("--sa", help="the service account it belongs to")
+    create.add_argument("--name", required=True, help="what the key is for, e.g. laptop")
+    create.add_argument("--expires", help="lifetime, e.g. 90d, 12h (default: never)")
+    create.add_argument("--servers", nargs="+", help="only these servers (default: whatever grants allow)")
+    lst = ka.add_parser("list", help="list keys (never the secrets)")
+    lst.add_argument("--owner", help="user email/subject, or sa:<id>")
+    lst.add_argument("--all", action="store_true", help="include revoked keys")
+    revoke = ka.add_parser("revoke", help="revoke a key (effective on the very next request)")
+    revoke.add_argument("id")
+
+    users = sub.add_parser("users", help="users known to the gateway")
+    ua = users.add_subparsers(dest="action", required=True)
+    ua.add_parser("list")
+    uc = ua.add_parser("create")
+    uc.add_argument("id", help="email or IdP subject")
+    uc.add_argument("--email")
+    uc.add_argument("--team", action="append")
+    ut = ua.add_parser("set-teams")
+    ut.add_argument("id")
+    ut.add_argument("--team", action="append")
+    ua.add_parser("delete").add_argument("id")
+
+    teams = sub.add_parser("teams", help="teams")
+    ta = teams.add_subparsers(dest="action", required=True)
+    ta.add_parser("list")
+    tc = ta.add_parser("create")
+    tc.add_argument("id")
+    tc.add_argument("--description")
+    ta.add_parser("delete").add_argument("id")
+
+    sa = sub.add_parser("sa", help="service accounts (non-human principals with their own tokens)")
+    sa_actions = sa.add_subparsers(dest="action", required=True)
+    sa_actions.add_parser("list")
+    sc = sa_actions.add_parser("create")
+    sc.add_argument("id")
+    sc.add_argument("--description")
+    sc.add_argument("--team", action="append")
+    sa_actions.add_parser("delete").add_argument("id")
+
+    grants = sub.add_parser("grants", help="who may use what")
+    ga = grants.add_subparsers(dest="action", required=True)
+    ga.add_parser("list")
+    gadd = ga.add_parser("add")
+    gadd.add_argument("--who", required=True, help="user:<email>, team:<id>, sa:<id>, idp:<id>, authenticated")
+    gadd.add_argument("--what", required=True, action="append", help="server:, group:, vserver:, tool:<up>/<glob>")
+    gadd.add_argument("--claim", action="append", help="claim=value (with idp:)")
+    gadd.add_argument("--description")
+    ga.add_parser("remove").add_argument("id")
+
+    for p in (keys, users, teams, sa, grants):
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(admin=True)

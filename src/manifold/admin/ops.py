@@ -1,0 +1,204 @@
+"""Administrative operations, shared by the admin REST API and the CLI (one implementation, two faces).
+
+Each operation validates its input, writes the database (bumping the revision so a running gateway
+applies it on its next request), and returns plain JSON-able data. Errors are `OpError`s carrying an HTTP
+status and a message fit for the caller: `BadRequest` (400), `NotFound` (404), `Conflict` (409).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from manifold.config.loader import LoadedConfig
+from manifold.config.models import GrantConfig
+from manifold.identity import directory as dirmod
+from manifold.identity.api_keys import KeyRepository, OwnerKind, parse_duration
+from manifold.identity.directory import Directory
+from manifold.policy.grants import parse_grant
+from manifold.policy.store import GrantRepository, file_grants
+
+JSON = dict[str, Any]
+
+
+class OpError(Exception):
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(OpError):
+    status = 400
+
+
+class NotFound(OpError):
+    status = 404
+
+
+class Conflict(OpError):
+    status = 409
+
+
+def _text(body: JSON, key: str, *, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"'{key}' must be a non-empty string")
+    return value.strip()
+
+
+def _str_list(body: JSON, key: str) -> list[str] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BadRequest(f"'{key}' must be a list of strings")
+    return value
+
+
+class Operations:
+    def __init__(self, engine: AsyncEngine, config: LoadedConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.keys = KeyRepository(engine)
+        self.directory = Directory(engine, config.gateway)
+        self.grants = GrantRepository(engine)
+
+    # ---- keys ----------------------------------------------------------------------------------
+
+    async def create_key(self, body: JSON) -> JSON:
+        """{user | sa, name, expires?: "90d", servers?: [...]} → the key record and, once, the token."""
+        user, sa = body.get("user"), body.get("sa")
+        if (user is None) == (sa is None):
+            raise BadRequest("give exactly one of 'user' or 'sa'")
+        name = _text(body, "name")
+        expires = body.get("expires")
+        try:
+            expires_in = parse_duration(expires) if isinstance(expires, str) else None
+        except ValueError as exc:
+            raise BadRequest(f"'expires': {exc}") from None
+        if expires is not None and not isinstance(expires, str):
+            raise BadRequest("'expires' must be a duration such as 90d")
+        servers = _str_list(body, "servers")
+        await self.directory.load()
+        if sa is not None:
+            sa_id = _text(body, "sa")
+            if sa_id not in self.directory.snapshot.service_accounts:
+                raise NotFound(f"no service account '{sa_id}'")
+            kind, owner = OwnerKind.SERVICE_ACCOUNT, sa_id
+        else:
+            owner = _text(body, "user")
+            kind = OwnerKind.USER
+            if owner not in self.directory.snapshot.users:
+                await self.directory.create_user(owner)  # a key for someone new makes them a known user
+        record, token = await self.keys.create(kind, owner, name, expires_in=expires_in, servers=servers)  # type: ignore[arg-type]
+        return {**record.public(), "token": token}
+
+    async def list_keys(self, owner: str | None = None, *, include_revoked: bool = False) -> list[JSON]:
+        if owner is not None and ":" not in owner:
+            owner = f"user:{owner}"
+        return [k.public() for k in await self.keys.list(owner=owner, include_revoked=include_revoked)]
+
+    async def revoke_key(self, key_id: str) -> JSON:
+        if not await self.keys.revoke(key_id):
+            raise NotFound(f"no active key '{key_id}'")
+        return {"id": key_id, "revoked": True}
+
+    # ---- users, teams, service accounts ----------------------------------------------------------
+
+    async def _directory_call(self, coro: Any) -> None:
+        try:
+            await coro
+        except dirmod.Conflict as exc:
+            raise Conflict(str(exc)) from None
+        except dirmod.NotFound as exc:
+            raise NotFound(str(exc)) from None
+
+    async def list_users(self) -> list[JSON]:
+        snap = await self.directory.load()
+        return [u.public() for u in sorted(snap.users.values(), key=lambda u: u.id)]
+
+    async def create_user(self, body: JSON) -> JSON:
+        user_id = _text(body, "id")
+        await self._directory_call(
+            self.directory.create_user(
+                user_id, email=_text(body, "email", required=False), team_ids=_str_list(body, "teams")
+            )  # type: ignore[arg-type]
+        )
+        return self.directory.snapshot.users[user_id].public()  # type: ignore[index]
+
+    async def set_user_teams(self, user_id: str, body: JSON) -> JSON:
+        teams = _str_list(body, "teams")
+        if teams is None:
+            raise BadRequest("'teams' is required")
+        await self._directory_call(self.directory.set_user_teams(user_id, teams))
+        return self.directory.snapshot.users[user_id].public()
+
+    async def delete_user(self, user_id: str) -> JSON:
+        await self._directory_call(self.directory.delete_user(user_id))
+        revoked = await self.keys.revoke_all_of(OwnerKind.USER, user_id)
+        return {"id": user_id, "deleted": True, "keys_revoked": revoked}
+
+    async def list_teams(self) -> list[JSON]:
+        snap = await self.directory.load()
+        return [t.public() for t in sorted(snap.teams.values(), key=lambda t: t.id)]
+
+    async def create_team(self, body: JSON) -> JSON:
+        team_id = _text(body, "id")
+        await self._directory_call(self.directory.create_team(team_id, _text(body, "description", required=False)))  # type: ignore[arg-type]
+        return self.directory.snapshot.teams[team_id].public()  # type: ignore[index]
+
+    async def delete_team(self, team_id: str) -> JSON:
+        await self._directory_call(self.directory.delete_team(team_id))
+        return {"id": team_id, "deleted": True}
+
+    async def list_service_accounts(self) -> list[JSON]:
+        snap = await self.directory.load()
+        return [s.public() for s in sorted(snap.service_accounts.values(), key=lambda s: s.id)]
+
+    async def create_service_account(self, body: JSON) -> JSON:
+        sa_id = _text(body, "id")
+        await self._directory_call(
+            self.directory.create_service_account(
+                sa_id,  # type: ignore[arg-type]
+                description=_text(body, "description", required=False),
+                team_ids=_str_list(body, "teams"),
+            )
+        )
+        return self.directory.snapshot.service_accounts[sa_id].public()  # type: ignore[index]
+
+    async def delete_service_account(self, sa_id: str) -> JSON:
+        await self._directory_call(self.directory.delete_service_account(sa_id))
+        revoked = await self.keys.revoke_all_of(OwnerKind.SERVICE_ACCOUNT, sa_id)
+        return {"id": sa_id, "deleted": True, "keys_revoked": revoked}
+
+    # ---- grants --------------------------------------------------------------------------------
+
+    async def list_grants(self) -> list[JSON]:
+        stored = file_grants(self.config.gateway.grants) + await self.grants.list()
+        return [g.public() for g in stored]
+
+    async def add_grant(self, body: JSON) -> JSON:
+        try:
+            grant = GrantConfig.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise BadRequest(f"'{where}': {first['msg']}") from None
+        try:
+            parse_grant(grant.who, grant.what, grant.claims, grant_id="new")
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return (await self.grants.add(grant)).public()
+
+    async def remove_grant(self, grant_id: str) -> JSON:
+        if grant_id.startswith("grants["):
+            raise Conflict(f"grant {grant_id} is declared in manifold.yaml; change it there")
+        if not await self.grants.remove(grant_id):
+            raise NotFound(f"no grant '{grant_id}'")
+        return {"id": grant_id, "deleted": True}

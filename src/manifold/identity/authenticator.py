@@ -1,0 +1,155 @@
+"""Bearer token → Principal, for every request.
+
+Three kinds of bearer: our API keys (`mfk_…`), service-account tokens (`mfs_…`) and the development key
+(`mfd_…`) are looked up by id and compared by hash; anything shaped like a JWT goes to the IdP whose
+issuer it names. A validated credential is cached (keyed by the token's SHA-256, never the token) until
+the earlier of `identity.cache_seconds` and its own expiry. Any change to keys, principals or grants — made
+here, by the admin API or by the CLI in another process — clears the cache before the next request is
+decided (see store/revisions.py), so a revoked key fails at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from manifold.identity.api_keys import KeyRecord, KeyRepository, OwnerKind, hash_token, key_id_of
+from manifold.identity.directory import Directory
+from manifold.identity.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
+
+if TYPE_CHECKING:
+    from manifold.identity.idp_jwt import IdpRegistry
+
+log = logging.getLogger(__name__)
+MAX_CACHED = 50_000
+
+
+class Unauthenticated(Exception):
+    """Reason is shown to the client: it names what is wrong, never which keys or users exist."""
+
+    def __init__(self, reason: str, *, missing: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.missing = missing
+
+
+class Authenticator:
+    def __init__(
+        self,
+        keys: KeyRepository,
+        directory: Directory,
+        idps: IdpRegistry | None,
+        *,
+        cache_seconds: float,
+        allow_unauthenticated: bool = False,
+    ) -> None:
+        self.keys = keys
+        self.directory = directory
+        self.idps = idps
+        self.cache_seconds = cache_seconds
+        self.allow_unauthenticated = allow_unauthenticated
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._records: dict[str, KeyRecord | None] = {}  # key id -> row (None: no such key), until a change
+        self.last_used: dict[str, float] = {}  # key id -> time, written to the DB in batches
+
+    def invalidate(self) -> None:
+        """Keys, principals or grants changed: decide every credential afresh."""
+        self._cache.clear()
+        self._records.clear()
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            if self.allow_unauthenticated:
+                return ANONYMOUS
+            raise Unauthenticated("missing bearer token", missing=True)
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+        digest = hash_token(token)
+        now = time.time()
+        cached = self._cache.get(digest)
+        if cached is not None and now < cached[1]:
+            principal = cached[0]
+            if principal.credential.kind in (CredentialKind.API_KEY, CredentialKind.SA_TOKEN):
+                self.last_used[principal.credential.ref or ""] = now
+            return principal
+        principal, valid_until = await self._verify(token, now)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[digest] = (principal, min(valid_until, now + self.cache_seconds))
+        return principal
+
+    async def _verify(self, token: str, now: float) -> tuple[Principal, float]:
+        key_id = key_id_of(token)
+        if key_id is not None:
+            return await self._verify_key(key_id, token, now)
+        if self.idps is not None and self.idps.looks_like_jwt(token):
+            from manifold.identity.idp_jwt import InvalidToken
+
+            try:
+                principal = await self.idps.authenticate(token)
+            except InvalidToken as exc:
+                raise Unauthenticated(exc.reason) from None
+            snap = self.directory.snapshot
+            extra = snap.user_teams(principal.email, principal.name)
+            if extra:
+                principal = dataclasses.replace(principal, teams=principal.teams | extra)
+            exp = principal.claims.get("exp")
+            return principal, float(exp) if isinstance(exp, int | float) else now
+        raise Unauthenticated("invalid token")
+
+    async def _verify_key(self, key_id: str, token: str, now: float) -> tuple[Principal, float]:
+        if key_id in self._records:
+            record = self._records[key_id]
+        else:
+            record = await self.keys.get(key_id)
+            self._records[key_id] = record
+        # Unknown id and wrong secret read the same: the answer must not tell which keys exist.
+        if record is None or not record.matches(token):
+            raise Unauthenticated("invalid token")
+        unusable = record.usable(now)
+        if unusable is not None:
+            raise Unauthenticated(f"token {unusable}")
+        principal = self._key_principal(record, token)
+        self.last_used[record.id] = now
+        return principal, record.expires_at if record.expires_at is not None else float("inf")
+
+    def _key_principal(self, record: KeyRecord, token: str) -> Principal:
+        snap = self.directory.snapshot
+        servers = frozenset(record.servers) if record.servers is not None else None
+        match record.owner_kind:
+            case OwnerKind.USER:
+                user = snap.users.get(record.owner_id)
+                email = user.email if user else (record.owner_id if "@" in record.owner_id else None)
+                kind = CredentialKind.API_KEY
+                return Principal(
+                    kind=PrincipalKind.USER,
+                    name=record.owner_id,
+                    credential=Credential(kind, record.id),
+                    email=email,
+                    teams=snap.user_teams(record.owner_id),
+                    servers=servers,
+                    token=token,
+                )
+            case OwnerKind.SERVICE_ACCOUNT:
+                sa = snap.service_accounts.get(record.owner_id)
+                if sa is None:
+                    raise Unauthenticated("invalid token")  # the account was deleted
+                return Principal(
+                    kind=PrincipalKind.SERVICE_ACCOUNT,
+                    name=sa.id,
+                    credential=Credential(CredentialKind.SA_TOKEN, record.id),
+                    teams=frozenset(sa.teams),
+                    servers=servers,
+                    token=token,
+                )
+
+    async def flush_last_used(self) -> None:
+        used, self.last_used = self.last_used, {}
+        try:
+            await self.keys.touch(used)
+        except Exception as exc:  # noqa: BLE001 — bookkeeping must never break serving
+            log.warning("could not record key last-used times: %s", type(exc).__name__)

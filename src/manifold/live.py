@@ -1,0 +1,188 @@
+"""The state that changes while the gateway runs: who may call (keys, principals, grants) and, through the
+admin API, what is served. Opened at startup (the database needs the running event loop), consulted on
+every request, and kept in step with changes made by other processes (store/revisions.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from manifold.config.loader import LoadedConfig
+from manifold.identity.api_keys import KeyRepository
+from manifold.identity.authenticator import Authenticator
+from manifold.identity.directory import Directory
+from manifold.identity.principal import Principal
+from manifold.policy.access import PolicyAccess
+from manifold.policy.store import GrantRepository, file_grants
+from manifold.store import revisions
+from manifold.store.db import open_database
+from manifold.store.revisions import RevisionWatcher
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from manifold.catalog.view import VirtualServerView
+    from manifold.relay.handlers import Gateway
+
+log = logging.getLogger(__name__)
+LAST_USED_FLUSH_SECONDS = 15.0
+
+
+class Live:
+    def __init__(
+        self, config: LoadedConfig, gateway: Gateway, views: dict[str, VirtualServerView], *, dev_key: str | None
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.views = views
+        self.dev_key = dev_key
+        self.access = PolicyAccess(config)
+        self.engine: AsyncEngine | None = None
+        self.authenticator: Authenticator = None  # type: ignore[assignment]  # set in start()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.admin_api: Any = None
+
+    async def start(self) -> None:
+        from manifold.audit import AuditLog
+
+        config = self.config
+        identity = config.gateway.identity
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = engine = await open_database(config.database_url)
+        self.keys = KeyRepository(engine)
+        if self.dev_key:
+            await self.keys.register_dev_key(self.dev_key)
+        self.directory = Directory(engine, config.gateway)
+        await self.directory.load()
+        idps = None
+        if identity.idps:
+            from manifold.identity.idp_jwt import IdpRegistry
+
+            idps = IdpRegistry(dict(identity.idps))
+        self.idps = idps
+        self.authenticator = Authenticator(
+            self.keys,
+            self.directory,
+            idps,
+            cache_seconds=identity.cache_seconds,
+            allow_unauthenticated=config.settings.allow_unauthenticated,
+        )
+        self.grants = GrantRepository(engine)
+        await self._load_policy()
+        self.watcher = RevisionWatcher(engine, config.database_url)
+        await self.watcher.prime()
+        self.audit_log = AuditLog(
+            engine if config.gateway.audit.enabled else None, config.gateway.audit, config.state_dir
+        )
+        await self.audit_log.start()
+        self.gateway.access = self.access
+        self.gateway.audit = AuditRecorder(self.audit_log)
+        self._tasks.append(asyncio.create_task(self._flush_last_used()))
+        from manifold.admin.api import AdminApi
+
+        self.admin_api = AdminApi(self)
+
+    async def _load_policy(self) -> None:
+        stored = file_grants(self.config.gateway.grants) + await self.grants.list()
+        self.access.load(stored)
+
+    async def sync(self) -> None:
+        """Apply changes committed by anyone (this process's admin API, the CLI) since the last request."""
+        scopes = await self.watcher.changed_scopes()
+        if not scopes:
+            return
+        if revisions.AUTH in scopes:
+            await self.directory.load()
+            self.authenticator.invalidate()
+            await self._load_policy()
+            log.info("keys, principals or grants changed: reloaded")
+        if revisions.CATALOG in scopes and self.admin_api is not None:
+            await self.admin_api.reload_catalog()
+
+    def audit_refusal(self, principal: Principal, server_id: str, headers: dict[str, str]) -> None:
+        from manifold.audit import AuditEvent
+
+        self.audit_log.record(
+            AuditEvent(
+                at=time.time(),
+                request_id=None,
+                principal=principal.id,
+                credential=str(principal.credential),
+                server=server_id,
+                member=None,
+                upstream=None,
+                method="connect",
+                target=None,
+                outcome="denied",
+                detail="may not use this server",
+                latency_ms=None,
+                arguments=None,
+            )
+        )
+
+    async def admin(self, scope: dict[str, Any], receive: Any, send: Any, read_body: Any) -> None:
+        await self.admin_api(scope, receive, send, read_body)
+
+    async def _flush_last_used(self) -> None:
+        while True:
+            await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
+            await self.authenticator.flush_last_used()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.authenticator is not None:
+            await self.authenticator.flush_last_used()
+        if getattr(self, "audit_log", None) is not None:
+            await self.audit_log.aclose()
+        if getattr(self, "idps", None) is not None:
+            await self.idps.aclose()
+        if getattr(self, "watcher", None) is not None:
+            self.watcher.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+
+class AuditRecorder:
+    """`relay.access.Auditor` over the audit log: turns a handler's view of a call into an `AuditEvent`."""
+
+    def __init__(self, audit_log: Any) -> None:
+        self.log = audit_log  # it keeps arguments only when audit.include_arguments is on, redacted
+
+    def call(
+        self,
+        call: Any,
+        method: str,
+        label: str,
+        target: Any,
+        outcome: str,
+        started: float,
+        detail: str | None,
+        arguments: Any = None,
+    ) -> None:
+        from manifold.audit import AuditEvent
+
+        principal = call.principal
+        self.log.record(
+            AuditEvent(
+                at=time.time(),
+                request_id=None if call.request_id is None else str(call.request_id),
+                principal=principal.id,
+                credential=str(principal.credential),
+                server=call.view.id,
+                member=target.member_id if target is not None else None,
+                upstream=target.upstream_id if target is not None else None,
+                method=method,
+                target=label,
+                outcome=outcome,
+                detail=detail,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                arguments=arguments if isinstance(arguments, dict) else None,
+            )
+        )
