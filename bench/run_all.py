@@ -12,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_call, bench_list
+from bench import bench_auth, bench_call, bench_list
 from bench.common import fmt, table
 
 QUICK_CALL = ["--calls", "60", "--warmup", "10", "--rounds", "1", "--sessions", "4", "--concurrent-calls", "20"]
 QUICK_LIST = ["--lists", "40", "--rounds", "1"]
+QUICK_AUTH = ["--calls", "60", "--warmup", "10", "--rounds", "1"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,16 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args(argv)
     extra_call, extra_list = (QUICK_CALL, QUICK_LIST) if args.quick else ([], [])
+    extra_auth = QUICK_AUTH if args.quick else []
     if args.json_dir:
         Path(args.json_dir).mkdir(parents=True, exist_ok=True)
         extra_call = [*extra_call, "--json", str(Path(args.json_dir) / "call.json")]
         extra_list = [*extra_list, "--json", str(Path(args.json_dir) / "list.json")]
+        extra_auth = [*extra_auth, "--json", str(Path(args.json_dir) / "auth.json")]
 
     began = time.monotonic()
     print("== bench_call: tools/call, gateway vs direct ==", flush=True)
     calls = bench_call.main(extra_call)
     print("\n== bench_list: tools/list, virtual server vs one upstream ==", flush=True)
     lists = bench_list.main(extra_list)
+    print("\n== bench_auth: tools/call with API key / IdP JWT vs auth off ==", flush=True)
+    auth = bench_auth.main(extra_auth)
 
     rows: list[list[str]] = []
     missed = 0
@@ -65,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if "2026-07-28 raw" in lists:
         target("warm tools/list p50 above one upstream, lean client", lists["2026-07-28 raw"]["added_p50_ms"],
                None, "ms")
+
+    for name, r in auth.items():
+        if name != "auth off":
+            target(f"tools/call p50 {name} / auth off (2025-11-25)", r["sdk_ratio"], bench_auth.TARGET_RATIO, "x")
+            target(f"tools/call p50 {name} / auth off (2026-07-28 raw)", r["raw_ratio"], bench_auth.TARGET_RATIO, "x")
 
     print(f"\n== summary ({time.monotonic() - began:.0f} s{', QUICK: not a measurement' if args.quick else ''}) ==")
     print(table(["figure", "measured", "target", "met"], rows))

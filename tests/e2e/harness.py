@@ -141,3 +141,15 @@ async def _wait_ready(gw: Gateway) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gateway did not become ready:\n{gw.log()[-4000:]}")
             await anyio.sleep(0.05)
+
+
+async def manifold_cli(gw: Gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run `manifold --config <the gateway's config> ARGS...` in its own process, against the database the
+    running gateway uses (as an operator would, e.g. `keys create`, `keys revoke`, `audit`, `explain`)."""
+    command = [sys.executable, "-m", "manifold.cli", "--config", str(gw.config_dir / "manifold.yaml"), *args]
+    done = await anyio.run_process(command, check=False, cwd=REPO)
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"manifold {' '.join(args)} exited with {done.returncode}:\n{done.stderr.decode(errors='replace')}"
+        )
+    return done

@@ -17,7 +17,11 @@ from manifold.store.db import open_database
 
 def _run(config: LoadedConfig, action: Callable[[Operations], Awaitable[Any]]) -> Any:
     async def main() -> Any:
-        engine = await open_database(config.database_url)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            engine = await open_database(config.database_url)
+        except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)
+            raise OpError(f"cannot open the gateway database: {type(exc).__name__}") from None
         try:
             return await action(Operations(engine, config))
         finally:
@@ -174,5 +178,6 @@ def add_commands(sub: Any) -> None:
     ga.add_parser("remove").add_argument("id")
 
     for p in (keys, users, teams, sa, grants):
-        p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(admin=True)
+        for action in p._subparsers._group_actions[0].choices.values():  # type: ignore[union-attr]
+            action.add_argument("--json", action="store_true", help="print JSON")

@@ -379,6 +379,8 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedCo
             _report_validation(main, GatewayConfig, e)
         settings, raw_settings, upstream_ids = _best_effort(raw, gateway)
         _check_groups(main, raw.get("groups"), upstream_ids)
+        if gateway is not None:
+            _check_identity(main, gateway)
     env_sourced |= {(main.display, p) for p in main.env_sourced}
 
     state_dir = _resolve_dir(base, settings.state_dir)
@@ -443,6 +445,43 @@ def _check_groups(f: _File, raw_groups: Any, upstream_ids: list[str]) -> None:
             elif upstream_id in seen:
                 f.add(("groups", group_id, i), f"upstream '{upstream_id}' is listed twice")
             seen.add(upstream_id)
+
+
+def _field_loc(field_path: str) -> Loc:
+    """`what[1]` → ("what", 1); `claims.groups` → ("claims", "groups")."""
+    loc: list[str | int] = []
+    for part in re.split(r"\.", field_path):
+        m = re.fullmatch(r"([^\[]*)((?:\[\d+\])*)", part)
+        if m is None:
+            loc.append(part)
+            continue
+        if m.group(1):
+            loc.append(m.group(1))
+        loc.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return tuple(loc)
+
+
+def _check_identity(f: _File, gateway: GatewayConfig) -> None:
+    """Grants and admin selectors parse (policy/grants.py decides the grammar); no two IdPs share an issuer
+    (a token could not be routed to one of them)."""
+    from manifold.policy.grants import GrantError, grant_from_config, parse_who
+
+    for i, grant in enumerate(gateway.grants):
+        try:
+            grant_from_config(grant, i)
+        except GrantError as exc:
+            f.add(("grants", i, *_field_loc(exc.field)), exc.problem)
+    for i, selector in enumerate(gateway.identity.admins):
+        try:
+            parse_who(selector)
+        except GrantError as exc:
+            f.add(("identity", "admins", i), exc.problem)
+    issuers: dict[str, str] = {}
+    for idp_id, idp in gateway.identity.idps.items():
+        issuer = idp.issuer.rstrip("/")
+        if issuer in issuers:
+            f.add(("identity", "idps", idp_id, "issuer"), f"same issuer as IdP '{issuers[issuer]}'")
+        issuers.setdefault(issuer, idp_id)
 
 
 def _unknown_upstream(upstream_id: str, known: list[str]) -> str:

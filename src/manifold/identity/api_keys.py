@@ -108,11 +108,15 @@ def _record(row) -> KeyRecord:  # type: ignore[no-untyped-def]
 
 
 def parse_duration(text: str) -> float:
-    """`90d`, `12h`, `30m`, `3600s` → seconds."""
+    """`90d`, `12h`, `30m`, `3600s` → seconds. Zero is refused: a key that expires at once is a mistake, and
+    treating it as "never" would be a dangerous one."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if not m:
         raise ValueError(f"'{text}' is not a duration; use e.g. 90d, 12h, 30m")
-    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"'{text}' is no lifetime; give a duration longer than zero, e.g. 90d")
+    return seconds
 
 
 class KeyRepository:
@@ -139,7 +143,7 @@ class KeyRepository:
             key_hash=hash_token(token),
             servers=servers,
             created_at=now,
-            expires_at=now + expires_in if expires_in else None,
+            expires_at=now + expires_in if expires_in is not None else None,
         )
         async with self.engine.begin() as conn:
             await conn.execute(insert(api_keys).values(**values))

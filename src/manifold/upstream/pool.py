@@ -2,6 +2,9 @@
 
 The key is an `UpstreamKey` rather than a bare id so that per-credential sessions (one per upstream and
 user identity) can be added without changing the pool's shape.
+
+Upstreams can be added, replaced and removed while the gateway runs (the admin API, admin/catalog.py):
+a replaced or removed upstream's sessions are closed, so the next call connects with what is configured now.
 """
 
 from __future__ import annotations
@@ -76,6 +79,28 @@ class UpstreamPool:
             session = await self._session(key)
             return await session.request(method, params, sink=sink, timeout=timeout)
 
+    @property
+    def upstream_ids(self) -> list[str]:
+        return list(self._configs)
+
+    async def put_upstream(self, upstream_id: str, config: UpstreamConfig) -> bool:
+        """Add an upstream, or replace its configuration. A replaced upstream's live sessions are closed
+        (calls in flight on them fail) so the next call connects with the new configuration.
+        Returns whether anything changed."""
+        if self._configs.get(upstream_id) == config:
+            return False
+        self._configs[upstream_id] = config
+        await self._close_sessions_of(upstream_id)
+        return True
+
+    async def remove_upstream(self, upstream_id: str) -> bool:
+        """Forget an upstream and close its sessions (a stdio upstream's process ends). Returns whether it
+        was configured."""
+        if self._configs.pop(upstream_id, None) is None:
+            return False
+        await self._close_sessions_of(upstream_id)
+        return True
+
     def health(self) -> dict[str, dict[str, object]]:
         report: dict[str, dict[str, object]] = {uid: UpstreamHealth().as_dict() for uid in self._configs}
         for key, slot in self._slots.items():
@@ -131,10 +156,20 @@ class UpstreamPool:
                 slot.last_failure = error
                 slot.health.failed(str(error))
                 raise error from None
+            if self._slots.get(key) is not slot:
+                # The upstream was replaced or removed while we connected: this session belongs to the old
+                # configuration. Start over, which connects anew or says it is no longer configured.
+                await session.aclose()
+                return await self._session(key)
             slot.session = session
             slot.last_failure = None
             slot.health.connected(session.era, session.protocol_version)
             return session
+
+    async def _close_sessions_of(self, upstream_id: str) -> None:
+        keys = [key for key in self._slots if key.upstream_id == upstream_id]
+        slots = [self._slots.pop(key) for key in keys]
+        await asyncio.gather(*(s.session.aclose() for s in slots if s.session is not None), return_exceptions=True)
 
     def _forget(self, key: UpstreamKey, session: JsonRpcSession) -> None:
         """Mark a session dead so the next `_session` replaces it (and closes it under the slot lock)."""
