@@ -1,13 +1,15 @@
 """What authentication costs: the same tools/call through one gateway with no credential (auth off),
 with an API key, and with an IdP JWT (a real oidc-provider), in one run.
 
-    .venv/bin/python -m bench.bench_auth [--calls 300] [--warmup 30] [--rounds 3] [--json FILE]
+    .venv/bin/python -m bench.bench_auth [--calls 300] [--warmup 30] [--rounds 6] [--json FILE]
 
 One gateway process serves all three: `allow_unauthenticated: true` admits requests without a token as
 the anonymous principal, while a request that carries a token is authenticated as usual; a grant lets
-`anyone` use the server, so only the credential differs. Paths alternate within each round, starting with a
-different one each round, so drift and warm-up hit them alike. Two clients: the mcp SDK client in 2025-11-25 mode (one session per round) and the lean raw
-2026-07-28 client (bench/common.raw_round). Target: p50 with auth ≤ 1.05 × p50 without.
+`anyone` use the server, so only the credential differs. Paths alternate within each round, starting with
+a different one each round, so drift and warm-up hit them alike. Two clients: the mcp SDK client in
+2025-11-25 mode (one session per round) and the lean raw 2026-07-28 client (bench/common.raw_round).
+Target: p50 with auth ≤ 1.05 × p50 without. Single rounds swing ±10% on a 2-core machine; the default
+six rounds pool 1,800 samples per path.
 The JWT row needs tests/node installed (`make test` does it); without it the row is left out.
 """
 
