@@ -69,7 +69,7 @@ def build_services(config: LoadedConfig, *, dev_key: str | None = None) -> Servi
         sid: VirtualServerView(sid, vs, lists, config.separator_for(vs)) for sid, vs in config.served_servers().items()
     }
     sessions = SessionStore(hub)
-    live = Live(config, gateway, views, dev_key=dev_key)
+    live = Live(config, gateway, views, dev_key=dev_key, lists=lists)
     return Services(
         config=config,
         pool=pool,

@@ -25,6 +25,7 @@ from manifold.store.revisions import RevisionWatcher
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from manifold.catalog.lists import UpstreamLists
     from manifold.catalog.view import VirtualServerView
     from manifold.relay.handlers import Gateway
 
@@ -34,11 +35,18 @@ LAST_USED_FLUSH_SECONDS = 15.0
 
 class Live:
     def __init__(
-        self, config: LoadedConfig, gateway: Gateway, views: dict[str, VirtualServerView], *, dev_key: str | None
+        self,
+        config: LoadedConfig,
+        gateway: Gateway,
+        views: dict[str, VirtualServerView],
+        *,
+        dev_key: str | None,
+        lists: UpstreamLists | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
         self.views = views
+        self.lists = lists  # for views of servers created at run time (admin/catalog.py)
         self.dev_key = dev_key
         self.access = PolicyAccess(config)
         self.engine: AsyncEngine | None = None
@@ -85,6 +93,7 @@ class Live:
         from manifold.admin.api import AdminApi
 
         self.admin_api = AdminApi(self)
+        await self.admin_api.reload_catalog()  # upstreams, groups, virtual servers created through the API
 
     async def _load_policy(self) -> None:
         stored = file_grants(self.config.gateway.grants) + await self.grants.list()

@@ -3,6 +3,7 @@ connect real MCP clients to it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -96,14 +97,22 @@ async def run_gateway(
     gateway: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
+    directory: Path | None = None,
 ) -> AsyncIterator[Gateway]:
-    with tempfile.TemporaryDirectory(prefix="manifold-test-") as tmp:
+    """`directory`: run in this folder (config, state, log) instead of a fresh temporary one, and leave it
+    there, so a gateway started again on it finds the first one's database."""
+    place = (
+        contextlib.nullcontext(str(directory))
+        if directory is not None
+        else tempfile.TemporaryDirectory(prefix="manifold-test-")
+    )
+    with place as tmp:
         directory = Path(tmp)
         config = write_config(directory, upstreams, virtual_servers, gateway, extra)
         port = free_port()
         log_path = directory / "gateway.log"
         process_env = {**os.environ, "MANIFOLD_DEV_KEY": KEY, **(env or {})}
-        with open(log_path, "wb") as log_file:
+        with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", str(port)],
                 stdin=subprocess.DEVNULL,
@@ -143,11 +152,14 @@ async def _wait_ready(gw: Gateway) -> None:
             await anyio.sleep(0.05)
 
 
-async def manifold_cli(gw: Gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+async def manifold_cli(
+    gw: Gateway, *args: str, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run `manifold --config <the gateway's config> ARGS...` in its own process, against the database the
-    running gateway uses (as an operator would, e.g. `keys create`, `keys revoke`, `audit`, `explain`)."""
+    running gateway uses (as an operator would, e.g. `keys create`, `keys revoke`, `audit`, `explain`).
+    `input` is written to its stdin."""
     command = [sys.executable, "-m", "manifold.cli", "--config", str(gw.config_dir / "manifold.yaml"), *args]
-    done = await anyio.run_process(command, check=False, cwd=REPO)
+    done = await anyio.run_process(command, input=input, check=False, cwd=REPO)
     if check and done.returncode != 0:
         raise AssertionError(
             f"manifold {' '.join(args)} exited with {done.returncode}:\n{done.stderr.decode(errors='replace')}"

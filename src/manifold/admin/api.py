@@ -8,6 +8,12 @@ Routes (all JSON; errors are {"error": "..."} with 400/401/403/404/409):
   GET  /admin/api/teams                   POST /admin/api/teams         DELETE /admin/api/teams/{id}
   GET  /admin/api/service-accounts        POST /admin/api/service-accounts  DELETE /admin/api/service-accounts/{id}
   GET  /admin/api/grants                  POST /admin/api/grants        DELETE /admin/api/grants/{id}
+  GET  /admin/api/upstreams[/{id}]        POST /admin/api/upstreams     DELETE /admin/api/upstreams/{id}
+  GET  /admin/api/groups[/{id}]           POST /admin/api/groups        DELETE /admin/api/groups/{id}
+  GET  /admin/api/virtual-servers[/{id}]  POST /admin/api/virtual-servers  DELETE /admin/api/virtual-servers/{id}
+
+Catalog changes (upstreams, groups, virtual servers) are applied before the answer is sent; a 400 for an
+invalid body also lists each problem as {"field", "reason"} under "problems". docs/admin-api.md has it all.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
+from manifold.admin.catalog import KIND_PATHS, CatalogOperations, InvalidBody, LiveCatalog
 from manifold.admin.ops import BadRequest, NotFound, Operations, OpError
 from manifold.identity import resource_server
 from manifold.identity.admins import is_admin
@@ -35,10 +42,13 @@ class AdminApi:
         self.live = live
         assert live.engine is not None
         self.ops = Operations(live.engine, live.config)
+        self.catalog_ops = CatalogOperations(live.engine, live.config)
+        self.catalog = LiveCatalog(live, self.catalog_ops)
 
     async def reload_catalog(self) -> None:
-        """Catalog objects changed in the database (upstreams, groups, virtual servers)."""
-        return None
+        """Serve what the database and the files declare now (at startup, and whenever the "catalog"
+        revision moved: this API or the CLI created or deleted an upstream, group or virtual server)."""
+        await self.catalog.reload()
 
     async def __call__(self, scope: JSON, receive: Any, send: Any, read_body: Any) -> None:
         from manifold.identity.authenticator import Unauthenticated
@@ -81,6 +91,9 @@ class AdminApi:
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         try:
             status, result = await self.route(scope["method"], parts, query, body)
+        except InvalidBody as exc:
+            await send_body(send, exc.status, orjson.dumps({"error": exc.message, "problems": exc.details()}))
+            return
         except OpError as exc:
             await send_body(send, exc.status, orjson.dumps({"error": exc.message}))
             return
@@ -122,6 +135,18 @@ class AdminApi:
                 return 201, await ops.add_grant(body)
             case "DELETE", ["grants", grant_id]:
                 return 200, await ops.remove_grant(grant_id)
+            case "GET", [segment] if segment in KIND_PATHS:
+                return 200, await self.catalog_ops.list(KIND_PATHS[segment])
+            case "GET", [segment, object_id] if segment in KIND_PATHS:
+                return 200, await self.catalog_ops.get(KIND_PATHS[segment], object_id)
+            case "POST", [segment] if segment in KIND_PATHS:
+                created = await self.catalog_ops.create(KIND_PATHS[segment], body)
+                await self.reload_catalog()  # live before the answer: the caller may use it at once
+                return 201, created
+            case "DELETE", [segment, object_id] if segment in KIND_PATHS:
+                deleted = await self.catalog_ops.delete(KIND_PATHS[segment], object_id)
+                await self.reload_catalog()
+                return 200, deleted
             case _, []:
                 raise BadRequest("see docs/admin-api.md for the routes")
         raise NotFound(f"no route {method} /admin/api/{'/'.join(parts)}")

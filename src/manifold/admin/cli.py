@@ -1,5 +1,6 @@
-"""The admin commands of the `manifold` CLI: the same operations as `/admin/api` (admin/ops.py), run
-directly against the gateway's database. A running gateway applies them on its next request."""
+"""The admin commands of the `manifold` CLI: the same operations as `/admin/api` (admin/ops.py,
+admin/catalog.py), run directly against the gateway's database. A running gateway applies them on its next
+request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from manifold.admin.catalog import CatalogOperations, InvalidBody, Kind
 from manifold.admin.ops import Operations, OpError
 from manifold.config.loader import LoadedConfig
 from manifold.store.db import open_database
@@ -28,6 +30,83 @@ def _run(config: LoadedConfig, action: Callable[[Operations], Awaitable[Any]]) -
             await engine.dispose()
 
     return asyncio.run(main())
+
+
+def _run_catalog(config: LoadedConfig, action: Callable[[CatalogOperations], Awaitable[Any]]) -> Any:
+    return _run(config, lambda ops: action(CatalogOperations(ops.engine, config)))
+
+
+CATALOG_COMMANDS = {"upstreams": Kind.UPSTREAM, "groups": Kind.GROUP, "vservers": Kind.VSERVER}
+CATALOG_COLUMNS = {
+    Kind.UPSTREAM: ["id", "transport", "target", "source", "problem"],
+    Kind.GROUP: ["id", "upstreams", "source", "problem"],
+    Kind.VSERVER: ["id", "members", "source", "problem"],
+}
+
+
+def _catalog_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """One line of `manifold upstreams|groups|vservers list`."""
+    body = entry["body"]
+    row = {"id": entry["id"], "source": entry["source"], "problem": entry.get("problem")}
+    match body:
+        case {"transport": "stdio", "command": command}:
+            row["transport"], row["target"] = "stdio", " ".join([command, *body.get("args", [])])
+        case {"transport": transport}:
+            row["transport"], row["target"] = transport, body.get("url")
+        case {"members": members}:
+            row["members"] = [m.get("id") or m.get("upstream") for m in members]
+        case {"upstreams": upstreams}:
+            row["upstreams"] = upstreams
+    return row
+
+
+def _read_body(path: str | None, object_id: str | None) -> dict[str, Any]:
+    """The object from a YAML or JSON file (JSON is YAML), or from stdin when no file (or `-`) is given."""
+    import yaml
+
+    where = "stdin" if path in (None, "-") else path
+    try:
+        if path in (None, "-"):
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise OpError(f"cannot read {where}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise OpError(f"{where} is not valid YAML or JSON{at}") from None
+    if not isinstance(data, dict):
+        raise OpError(f"{where} must hold one object (a mapping of fields, with its 'id')")
+    if object_id is not None and data.setdefault("id", object_id) != object_id:
+        raise OpError(f"--id {object_id} differs from the id '{data['id']}' in {where}")
+    return data
+
+
+def _catalog(args: argparse.Namespace, config: LoadedConfig, kind: Kind, as_json: bool) -> None:
+    match args.action:
+        case "list":
+            entries = _run_catalog(config, lambda ops: ops.list(kind))
+            _print(entries if as_json else [_catalog_row(e) for e in entries], as_json, CATALOG_COLUMNS[kind])
+        case "get":
+            _print(_run_catalog(config, lambda ops: ops.get(kind, args.id)), True)
+        case "create":
+            body = _read_body(args.file, args.id)
+            try:
+                created = _run_catalog(config, lambda ops: ops.create(kind, body))
+            except InvalidBody as exc:
+                problems = "\n".join(f"  {p['field'] or '(object)'}: {p['reason']}" for p in exc.details())
+                raise OpError(f"invalid {kind.label} '{body.get('id')}':\n{problems}") from None
+            if as_json:
+                _print(created, True)
+            else:
+                print(f"Created {kind.label} '{created['id']}'. A running gateway serves it from its next request.")
+        case "delete":
+            _print(_run_catalog(config, lambda ops: ops.delete(kind, args.id)), True)
+        case _:
+            raise OpError(f"unknown command {args.command} {args.action}")
 
 
 def _print(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
@@ -65,6 +144,9 @@ def run_admin(args: argparse.Namespace, config: LoadedConfig) -> int:
 
 def _dispatch(args: argparse.Namespace, config: LoadedConfig) -> int:  # noqa: C901 — a flat table of commands
     j = getattr(args, "json", False)
+    if args.command in CATALOG_COMMANDS:
+        _catalog(args, config, CATALOG_COMMANDS[args.command], j)
+        return 0
     match (args.command, args.action):
         case ("keys", "create"):
             body = {"name": args.name, "expires": args.expires, "servers": args.servers}
@@ -177,7 +259,31 @@ def add_commands(sub: Any) -> None:
     gadd.add_argument("--description")
     ga.add_parser("remove").add_argument("id")
 
-    for p in (keys, users, teams, sa, grants):
+    catalog_parsers = [_add_catalog_commands(sub, name, kind) for name, kind in CATALOG_COMMANDS.items()]
+
+    for p in (keys, users, teams, sa, grants, *catalog_parsers):
         p.set_defaults(admin=True)
         for action in p._subparsers._group_actions[0].choices.values():  # type: ignore[union-attr]
             action.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_catalog_commands(sub: Any, name: str, kind: Kind) -> Any:
+    example = {
+        Kind.UPSTREAM: "id: github\ntransport: http\nurl: https://example.com/mcp",
+        Kind.GROUP: "id: dev-tools\nupstreams: [github, jira]",
+        Kind.VSERVER: "id: eng\nmembers:\n  - upstream: github",
+    }[kind]
+    parser = sub.add_parser(
+        name,
+        help=f"{kind.label}s created at run time (and, read-only, those declared in files)",
+        description=f"Objects use the config files' format, plus 'id'. For example:\n\n{example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help=f"every {kind.label}, with where it is declared")
+    actions.add_parser("get", help=f"one {kind.label}").add_argument("id")
+    create = actions.add_parser("create", help=f"create a {kind.label} (a running gateway serves it at once)")
+    create.add_argument("--file", "-f", help="a YAML or JSON file (default, or '-': read stdin)")
+    create.add_argument("--id", help="the id, when the file does not give one")
+    actions.add_parser("delete", help=f"delete a {kind.label} created at run time").add_argument("id")
+    return parser

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from manifold.outbound.resolver import SHARED, AuthRequired, Outbound, OutboundRefused
 from manifold.upstream.base import UpstreamError
 
 JSON = dict[str, Any]
@@ -30,9 +31,11 @@ MAX_PAGES = 100
 
 
 class Requester(Protocol):
-    async def request(self, upstream_id: str, method: str, params: JSON | None = None, *, sink: Any = None) -> JSON: ...
+    async def request(
+        self, upstream_id: str, method: str, params: JSON | None = None, *, sink: Any = None, outbound: Any = ...
+    ) -> JSON: ...
 
-    async def session(self, upstream_id: str) -> Any: ...
+    async def session(self, upstream_id: str, outbound: Any = ...) -> Any: ...
 
 
 @dataclass
@@ -74,14 +77,20 @@ class UpstreamLists:
     def is_fresh(self, e: Entry) -> bool:
         return not e.stale and (self._ttl == 0 or time.monotonic() - e.fetched_at < self._ttl)
 
-    async def get(self, upstream_id: str, kind: str, *, allow_stale: bool = False) -> Entry:
+    async def get(
+        self, upstream_id: str, kind: str, *, allow_stale: bool = False, outbound: Outbound = SHARED
+    ) -> Entry:
         """The entry, fetched if stale. With allow_stale, any earlier successful fetch will do
-        (used on the tools/call path, which must not wait on a list refresh)."""
+        (used on the tools/call path, which must not wait on a list refresh).
+
+        `outbound` is the caller's credential for upstreams that want one: the list is fetched with it and
+        shared with every caller (an upstream's list is assumed not to depend on who asks; grants decide
+        what each caller sees)."""
         e = self.entry(upstream_id, kind)
         if self.is_fresh(e) or (allow_stale and e.fetched_at >= 0):
             return e
         if e.fetching is None:
-            e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e))
+            e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
         fut = e.fetching
         try:
             await asyncio.shield(fut)
@@ -90,17 +99,18 @@ class UpstreamLists:
                 e.fetching = None
         return e
 
-    async def _fetch(self, upstream_id: str, kind: str, e: Entry) -> None:
+    async def _fetch(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
         method, key = KINDS[kind]
         generation = e.generation
-        session = await self._pool.session(upstream_id)
+        session = await self._pool.session(upstream_id, outbound)
         if CAPABILITY[kind] not in (session.capabilities or {}):
             items: list[JSON] = []
         else:
             items = []
             cursor: str | None = None
             for _ in range(MAX_PAGES):
-                reply = await self._pool.request(upstream_id, method, {"cursor": cursor} if cursor else None)
+                params = {"cursor": cursor} if cursor else None
+                reply = await self._pool.request(upstream_id, method, params, outbound=outbound)
                 if "error" in reply:
                     err = reply["error"]
                     raise ListError(upstream_id, f"{method} failed: {err.get('message', 'error')}")
@@ -117,6 +127,6 @@ class UpstreamLists:
 
 
 def describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, (UpstreamError, ListError)):
+    if isinstance(exc, (UpstreamError, ListError, AuthRequired, OutboundRefused)):
         return exc.reason
     return type(exc).__name__

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from manifold.catalog.lists import UpstreamLists, describe_failure
 from manifold.catalog.naming import expose_name, unwrap_uri, wrap_uri
 from manifold.config.models import MemberConfig, VirtualServerConfig
+from manifold.outbound.resolver import SHARED, Outbound
+
+# The caller's outbound credential for one member (outbound/resolver.py); may raise AuthRequired.
+Credential = Callable[[MemberConfig], Awaitable[Outbound]]
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -38,6 +43,7 @@ class Built:
     item_targets: list[Target]  # item_targets[i] is where items[i] comes from (for per-caller filtering)
     versions: tuple[int, ...]
     failures: dict[str, str] = field(default_factory=dict)  # member id -> reason
+    errors: dict[str, BaseException] = field(default_factory=dict)  # member id -> why its list is missing
     collisions: list[str] = field(default_factory=list)
 
 
@@ -65,33 +71,41 @@ class VirtualServerView:
     # ---- building -------------------------------------------------------------------------------
 
     async def _entries(
-        self, kind: str, *, allow_stale: bool
-    ) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, str], tuple[int, ...]]:
+        self, kind: str, *, allow_stale: bool, credential: Credential | None
+    ) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, BaseException], tuple[int, ...]]:
         members = [m for m in self.members if kind == "tools" or (m.prompts if kind == "prompts" else m.resources)]
-        results = await asyncio.gather(
-            *(self._lists.get(m.upstream, kind, allow_stale=allow_stale) for m in members), return_exceptions=True
-        )
+
+        async def one(m: MemberConfig) -> Any:
+            outbound = await credential(m) if credential is not None else SHARED
+            return await self._lists.get(m.upstream, kind, allow_stale=allow_stale, outbound=outbound)
+
+        results = await asyncio.gather(*(one(m) for m in members), return_exceptions=True)
         ok: list[tuple[MemberConfig, list[JSON]]] = []
-        failures: dict[str, str] = {}
+        errors: dict[str, BaseException] = {}
         versions: list[int] = []
         for m, r in zip(members, results, strict=True):
             if isinstance(r, BaseException):
                 if isinstance(r, asyncio.CancelledError):
                     raise r
-                failures[m.member_id] = describe_failure(r)
+                errors[m.member_id] = r
                 versions.append(-1)
                 continue
             ok.append((m, r.items))
             versions.append(r.version)
-        return ok, failures, tuple(versions)
+        return ok, errors, tuple(versions)
 
-    async def get(self, kind: str, *, allow_stale: bool = False) -> Built:
-        entries, failures, versions = await self._entries(kind, allow_stale=allow_stale)
+    async def get(self, kind: str, *, allow_stale: bool = False, credential: Credential | None = None) -> Built:
+        """The built list. `credential` gives the caller's outbound credential per member, for upstreams
+        whose lists can only be fetched with one (a member whose credential is missing is left out, with
+        the reason kept so a call to one of its names can say what to do)."""
+        entries, errors, versions = await self._entries(kind, allow_stale=allow_stale, credential=credential)
+        failures = {member_id: describe_failure(e) for member_id, e in errors.items()}
         built = self._built.get(kind)
         if built is not None and built.versions == versions and not failures and not built.failures:
             return built
         built = self._build(kind, entries, versions)
         built.failures = failures
+        built.errors = errors
         for member_id, reason in failures.items():
             log.warning("virtual server '%s': member '%s' left out of %s: %s", self.id, member_id, kind, reason)
         self.last_failures = failures
@@ -166,18 +180,22 @@ class VirtualServerView:
 
     # ---- resolving ------------------------------------------------------------------------------
 
-    async def resolve(self, kind: str, exposed: str) -> Target | None:
+    async def resolve(self, kind: str, exposed: str, credential: Credential | None = None) -> Target | None:
         """Exposed tool/prompt name -> target. Uses the last built list; refreshes once on a miss."""
         built = self._built.get(kind)
         if built is not None:
             t = built.targets.get(exposed)
             if t is not None:
                 return t
-        built = await self.get(kind, allow_stale=built is None)
+        built = await self.get(kind, allow_stale=built is None, credential=credential)
         t = built.targets.get(exposed)
         if t is None and built.versions and not built.failures:
             return None
         return t
+
+    def failure_error(self, kind: str, member_id: str) -> BaseException | None:
+        built = self._built.get(kind)
+        return built.errors.get(member_id) if built is not None else None
 
     def failed_member_for(self, kind: str, exposed: str) -> tuple[str, str] | None:
         """When a name did not resolve: the member it most likely belongs to, if that member's list

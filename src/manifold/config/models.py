@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -52,6 +52,106 @@ class ProtocolChoice(str, enum.Enum):
     HANDSHAKE = "2025-11-25"
 
 
+# ---- outbound credentials: how the gateway authenticates to an upstream ------------------------------
+#
+# A tagged union on `mode`, resolved by one exhaustive `match` (outbound/resolver.py). Secret values are
+# `${ENV}` references or `secret:NAME` (the encrypted store, `manifold secrets set NAME`).
+
+
+class AuthMode(str, enum.Enum):
+    NONE = "none"
+    STATIC = "static"
+    OAUTH = "oauth"
+    PASSTHROUGH = "passthrough"
+    FORWARDED = "forwarded"
+    EXCHANGE = "exchange"
+
+
+class NoAuth(Strict):
+    """Nothing but the upstream's fixed `headers` (if any)."""
+
+    mode: Literal[AuthMode.NONE] = AuthMode.NONE
+
+
+class StaticAuth(Strict):
+    """Fixed credentials shared by every caller: a bearer token and/or headers."""
+
+    mode: Literal[AuthMode.STATIC]
+    bearer: str | None = None  # sent as `Authorization: Bearer <bearer>`
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _something(self) -> StaticAuth:
+        if not self.bearer and not self.headers:
+            raise ValueError("a static auth needs 'bearer' or 'headers'")
+        return self
+
+
+class OAuthAuth(Strict):
+    """Per-user OAuth 2.1: each user connects once in the browser; the gateway stores and refreshes tokens.
+
+    Leave the endpoints out to discover them from the upstream (its 401 → RFC 9728 → RFC 8414 / OIDC) and
+    the client out to register dynamically where the authorization server offers it."""
+
+    mode: Literal[AuthMode.OAUTH]
+    client_id: str | None = None
+    client_secret: str | None = None
+    issuer: str | None = None  # the authorization server (its metadata is fetched when endpoints are absent)
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    resource: str | None = None  # RFC 8707 resource; default: the upstream's URL
+    extra_authorize_params: dict[str, str] = Field(default_factory=dict)  # e.g. access_type: offline
+    # Discovery URLs are untrusted: https only, public addresses only. This allows http and loopback targets
+    # (development and tests); never turn it on for upstreams you do not run yourself.
+    allow_insecure_discovery: bool = False
+    refresh_margin_seconds: Annotated[float, Field(ge=0)] = 60.0  # refresh this long before expiry
+
+
+class PassthroughAuth(Strict):
+    """The caller's own validated token goes upstream, only when its audience includes `audience`."""
+
+    mode: Literal[AuthMode.PASSTHROUGH]
+    audience: str
+
+
+class ForwardedAuth(Strict):
+    """Headers the client sends in `x-mcp-headers`, limited to the names listed here."""
+
+    mode: Literal[AuthMode.FORWARDED]
+    allow: list[str]
+
+    @field_validator("allow")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        from manifold.outbound.forwarded import check_allowed_name
+
+        for name in v:
+            check_allowed_name(name)
+        if not v:
+            raise ValueError("list at least one header name")
+        return v
+
+
+class ExchangeAuth(Strict):
+    """RFC 8693: the caller's token is exchanged at `token_endpoint` for one whose audience is the upstream."""
+
+    mode: Literal[AuthMode.EXCHANGE]
+    token_endpoint: str
+    audience: str
+    client_id: str
+    client_secret: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    resource: str | None = None
+    allow_insecure: bool = False  # http / loopback token endpoint (development and tests)
+
+
+UpstreamAuth = Annotated[
+    NoAuth | StaticAuth | OAuthAuth | PassthroughAuth | ForwardedAuth | ExchangeAuth, Field(discriminator="mode")
+]
+
+
 class UpstreamConfig(Strict):
     """One upstream MCP server. Its id is the key under `upstreams:`."""
 
@@ -64,6 +164,8 @@ class UpstreamConfig(Strict):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Path | None = None
+    # how the gateway authenticates to it (default: no credentials)
+    auth: UpstreamAuth = Field(default_factory=NoAuth)
     # behaviour
     protocol: ProtocolChoice = ProtocolChoice.AUTO
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
@@ -84,6 +186,8 @@ class UpstreamConfig(Strict):
                 raise ValueError("'url' must start with http:// or https://")
             if self.command or self.args or self.env or self.cwd:
                 raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio upstreams")
+        if self.transport is Transport.STDIO and self.auth.mode not in (AuthMode.NONE,):
+            raise ValueError("a stdio upstream takes credentials through 'env'; 'auth' is for http/sse upstreams")
         return self
 
 

@@ -13,8 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from manifold.catalog.view import Target, VirtualServerView
+from manifold.catalog.view import Credential, Target, VirtualServerView
+from manifold.config.models import AuthMode
 from manifold.identity.principal import ANONYMOUS, Principal
+from manifold.outbound.resolver import SHARED, AuthRequired, CallContext, CredentialResolver, Outbound, OutboundRefused
+from manifold.relay import auth_required
 from manifold.relay.access import Access, AllowAll, Auditor, NoAudit
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.protocol import (
@@ -48,6 +51,7 @@ class Call:
     session: Any = None  # relay.sessions.ClientSession for 2025-11-25 stateful clients
     principal: Principal = ANONYMOUS
     request_id: Any = None  # the client's JSON-RPC id (audit)
+    forwarded_raw: str | None = None  # the client's x-mcp-headers (outbound/forwarded.py)
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Gateway:
     hub: Hub
     access: Access = field(default_factory=AllowAll)
     audit: Auditor = field(default_factory=NoAudit)
+    credentials: CredentialResolver = field(default_factory=CredentialResolver)
     server_name: str = "manifold"
     server_version: str = "0.1.0"
     instructions: str | None = None
@@ -114,14 +119,58 @@ class Gateway:
             return await self.relay(call, target, method, params)
         except UpstreamError as exc:
             raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
+        except AuthRequired as exc:
+            return self.auth_required(call, exc, target.member_id, tool=False)
+        except OutboundRefused as exc:
+            raise refusal(exc) from None
 
-    async def subscribe_upstream(self, target: Target) -> JSON:
+    # ---- outbound credentials -------------------------------------------------------------------
+
+    async def outbound(self, call: Call, member_id: str, upstream_id: str) -> Outbound:
+        """The credential this caller's requests carry to this upstream (outbound/resolver.py)."""
+        config = self.pool.config(upstream_id)
+        if config is None or config.auth.mode is AuthMode.NONE:
+            return SHARED  # the common case: no per-caller work at all
+        ctx = CallContext(
+            principal=call.principal,
+            member_id=member_id,
+            server_id=call.view.id,
+            forwarded_raw=call.forwarded_raw,
+            member_ids=tuple(call.view.by_member),
+        )
+        return await self.credentials.resolve(upstream_id, config, ctx)
+
+    def credential_for(self, call: Call) -> Credential:
+        async def credential(member: Any) -> Outbound:
+            return await self.outbound(call, member.member_id, member.upstream)
+
+        return credential
+
+    def auth_required(self, call: Call, exc: AuthRequired, member_id: str, *, tool: bool) -> JSON:
+        reply = auth_required.render(
+            exc,
+            member_id=member_id,
+            principal_id=call.principal.id,
+            modern=call.modern,
+            client_capabilities=call.client_capabilities,
+        )
+        if not tool and "result" in reply and reply["result"].get("isError"):
+            # Not a tool: there is no tool result to carry the text, so it becomes the error message.
+            raise RpcError(-32603, auth_required.message_for(exc, member_id))
+        return reply
+
+    async def subscribe_upstream(self, call: Call, target: Target) -> JSON:
         """One upstream subscription per (upstream, URI), however many clients asked for it."""
         try:
-            session = await self.pool.session(target.upstream_id)
+            outbound = await self.outbound(call, target.member_id, target.upstream_id)
+            session = await self.pool.session(target.upstream_id, outbound)
             return await session.subscribe_resource(target.name)
         except UpstreamError as exc:
             raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
+        except AuthRequired as exc:
+            return self.auth_required(call, exc, target.member_id, tool=False)
+        except OutboundRefused as exc:
+            raise refusal(exc) from None
 
     async def relay(self, call: Call, target: Target, method: str, params: JSON) -> JSON:
         """Send one request upstream on the client's behalf.
@@ -129,11 +178,12 @@ class Gateway:
         A 2026-07-28 upstream asks for client input (sampling, elicitation) by answering
         `input_required`; a 2026-07-28 client gets that answer as it is and retries by itself, while a
         2025-11-25 client is asked with ordinary server→client requests and the gateway retries for it."""
+        outbound = await self.outbound(call, target.member_id, target.upstream_id)
         if not call.modern:
             params = _with_log_level(
                 params, call.session.log_level if call.session and call.session.log_level else "debug"
             )
-        reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink)
+        reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
         if call.modern:
             return reply
         for _ in range(MAX_INPUT_ROUNDS):
@@ -151,12 +201,19 @@ class Gateway:
             params = {**params, "inputResponses": responses}
             if "requestState" in result:
                 params["requestState"] = result["requestState"]
-            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink)
+            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
         raise RpcError(
             -32603, f"member '{target.member_id}' kept asking for input; gave up after {MAX_INPUT_ROUNDS} rounds"
         )
 
 
+def refusal(exc: OutboundRefused) -> RpcError:
+    """A call that may not go upstream with a credential (passthrough audience, forwarded headers...).
+    Over streamable HTTP it is answered with HTTP 403 (relay/streamable_http.py)."""
+    return RpcError(FORBIDDEN_CREDENTIAL, f"member upstream '{exc.upstream_id}': {exc.reason}")
+
+
+FORBIDDEN_CREDENTIAL = -32003  # implementation-defined server error: the outbound credential was refused
 MAX_INPUT_ROUNDS = 8
 LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
 ENVELOPE_KEYS = (
@@ -192,7 +249,7 @@ def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JS
     """tools/list, prompts/list, resources/list, resources/templates/list: the view's built list."""
 
     async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
-        built = await call.view.get(kind)
+        built = await call.view.get(kind, credential=gw.credential_for(call))
         result: JSON = {key: gw.access.visible(call.principal, call.view, kind, built)}
         if call.modern:
             # Lists differ per caller (grants, later): never shareable between users.
@@ -209,7 +266,7 @@ async def _ping(gw: Gateway, call: Call, params: JSON) -> JSON:
 async def _resolve_granted(gw: Gateway, call: Call, kind: str, name: str) -> Target | None:
     """The target of an exposed name, or None when it does not exist *or the caller may not use it*: a
     denied name must answer exactly like one that does not exist."""
-    target = await call.view.resolve(kind, name)
+    target = await call.view.resolve(kind, name, gw.credential_for(call))
     if target is None or not gw.access.allows(call.principal, call.view, kind, target):
         return None
     return target
@@ -220,16 +277,32 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     if not isinstance(name, str):
         raise RpcError(INVALID_PARAMS, "tools/call needs a string 'name'")
     started = time.perf_counter()
-    target = await call.view.resolve("tools", name)
+    state = params.get("requestState")
+    if auth_required.is_ours(state):
+        # A 2026-07-28 client retrying after it was asked to connect an account: the state is ours, not
+        # the upstream's, so it is checked here and not sent on.
+        auth_required.check_state(state, call.principal.id)
+        params = {k: v for k, v in params.items() if k not in ("requestState", "inputResponses")}
+    target = await call.view.resolve("tools", name, gw.credential_for(call))
     if target is None or not gw.access.allows(call.principal, call.view, "tools", target):
         failed = call.view.failed_member_for("tools", name) if target is None else None
         if failed is not None and gw.access.member_visible(call.principal, call.view, failed[0]):
+            error = call.view.failure_error("tools", failed[0])
+            if isinstance(error, AuthRequired):
+                gw.audit.call(call, "tools/call", name, None, "auth_required", started, error.upstream_id)
+                return gw.auth_required(call, error, failed[0], tool=True)
             gw.audit.call(call, "tools/call", name, None, "error", started, f"member '{failed[0]}' down")
             return tool_error_result(f"Tool '{name}' is unavailable: member '{failed[0]}': {failed[1]}")
         gw.audit.call(call, "tools/call", name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
     try:
         reply = await gw.relay(call, target, "tools/call", _params_with(params, name=target.name))
+    except AuthRequired as exc:
+        gw.audit.call(call, "tools/call", name, target, "auth_required", started, exc.reason)
+        return gw.auth_required(call, exc, target.member_id, tool=True)
+    except OutboundRefused as exc:
+        gw.audit.call(call, "tools/call", name, target, "denied", started, exc.reason)
+        raise refusal(exc) from None
     except UpstreamError as exc:
         # The model sees which member failed and why; other members' tools are unaffected.
         log.warning("tools/call %s: member '%s': %s", name, target.member_id, exc)
@@ -313,7 +386,7 @@ async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
     first = gw.hub.subscribers(*key) == 0
     call.listener.resources[key] = uri
     if first:
-        reply = await gw.subscribe_upstream(target)
+        reply = await gw.subscribe_upstream(call, target)
         if "error" in reply:
             call.listener.resources.pop(key, None)
             return reply
@@ -327,9 +400,11 @@ async def _resources_unsubscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
         call.listener.resources.pop(key, None)
     if gw.hub.subscribers(*key) == 0:
         try:
-            session = await gw.pool.session(target.upstream_id)
+            session = await gw.pool.session(
+                target.upstream_id, await gw.outbound(call, target.member_id, target.upstream_id)
+            )
             await session.unsubscribe_resource(target.name)
-        except UpstreamError as exc:
+        except (UpstreamError, AuthRequired, OutboundRefused) as exc:
             log.info("unsubscribe %s: member '%s': %s", uri, target.member_id, exc)
     return {"result": {}}
 

@@ -97,12 +97,15 @@ class LegacySse:
                 if task is not None:
                     task.cancel()
             return
-        task = asyncio.ensure_future(self._handle(session, view, principal, message))
+        forwarded = scope["_headers"].get("x-mcp-headers")
+        task = asyncio.ensure_future(self._handle(session, view, principal, message, forwarded))
         self._tasks.add(task)
         session.inflight[message["id"]] = task
         task.add_done_callback(lambda t: (self._tasks.discard(t), session.inflight.pop(message["id"], None)))
 
-    async def _handle(self, session: Any, view: Any, principal: Principal, message: JSON) -> None:
+    async def _handle(
+        self, session: Any, view: Any, principal: Principal, message: JSON, forwarded: str | None
+    ) -> None:
         request_id = message["id"]
         method = message["method"]
         params = message.get("params") or {}
@@ -134,6 +137,7 @@ class LegacySse:
             session=session,
             principal=principal,
             request_id=request_id,
+            forwarded_raw=forwarded,
         )
         try:
             if not isinstance(params, dict):

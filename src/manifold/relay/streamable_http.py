@@ -21,7 +21,7 @@ import orjson
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 
 from manifold.identity.principal import Principal
-from manifold.relay.handlers import LOG_LEVELS, Call, Gateway
+from manifold.relay.handlers import FORBIDDEN_CREDENTIAL, LOG_LEVELS, Call, Gateway
 from manifold.relay.hub import Listener
 from manifold.relay.protocol import (
     INVALID_PARAMS,
@@ -322,7 +322,13 @@ class StreamableHttp:
             principal_id=principal.id,
         )
         call = Call(
-            view=view, modern=True, client_capabilities=caps, sink=exchange, principal=principal, request_id=request_id
+            view=view,
+            modern=True,
+            client_capabilities=caps,
+            sink=exchange,
+            principal=principal,
+            request_id=request_id,
+            forwarded_raw=headers.get("x-mcp-headers"),
         )
         await self._run(exchange, call, rpc_method, params, modern=True)
 
@@ -402,6 +408,7 @@ class StreamableHttp:
             session=session,
             principal=principal,
             request_id=request_id,
+            forwarded_raw=headers.get("x-mcp-headers"),
         )
         if session is None:
             await self._run(exchange, call, rpc_method, params, modern=False)
@@ -429,7 +436,9 @@ class StreamableHttp:
             log.exception("internal error handling %s on server '%s'", rpc_method, call.view.id)
             reply = {"error": {"code": -32603, "message": "Internal error"}}
         status = 200
-        if modern and "error" in reply:
+        if "error" in reply and reply["error"].get("code") == FORBIDDEN_CREDENTIAL:
+            status = 403  # the outbound credential was refused (e.g. passthrough with the wrong audience)
+        elif modern and "error" in reply:
             # 2026-07-28 maps some JSON-RPC errors to HTTP statuses (e.g. unknown method -> 404).
             status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200)
         await exchange.finish(

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from manifold.config.models import Transport, UpstreamConfig
+from manifold.outbound.resolver import SHARED, Outbound
 from manifold.upstream.base import JSON, NotificationHandler, RequestSink, UpstreamError
 from manifold.upstream.health import UpstreamHealth
 from manifold.upstream.session import JsonRpcSession, MessageTransport, UpstreamSessionLost
@@ -24,7 +27,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class UpstreamKey:
     upstream_id: str
-    identity: str | None = None  # later: whose credentials this session uses
+    identity: str | None = None  # whose credential the session carries (None: the shared session)
 
 
 @dataclass
@@ -33,6 +36,12 @@ class _Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # single-flight connect
     health: UpstreamHealth = field(default_factory=UpstreamHealth)
     last_failure: UpstreamError | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # the credential headers the session was opened with
+    last_used: float = 0.0
+
+
+# Per-identity sessions kept per upstream; the least recently used one is closed beyond this.
+MAX_IDENTITY_SESSIONS = 256
 
 
 def make_transport(upstream_id: str, config: UpstreamConfig) -> MessageTransport:
@@ -56,8 +65,8 @@ class UpstreamPool:
         self._slots: dict[UpstreamKey, _Slot] = {}
         self._closed = False
 
-    async def session(self, upstream_id: str) -> JsonRpcSession:
-        return await self._session(UpstreamKey(upstream_id))
+    async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> JsonRpcSession:
+        return await self._session(UpstreamKey(upstream_id, outbound.identity), outbound.headers)
 
     async def request(
         self,
@@ -67,17 +76,21 @@ class UpstreamPool:
         *,
         sink: RequestSink | None = None,
         timeout: float | None = None,
+        outbound: Outbound = SHARED,
     ) -> JSON:
-        """Send one request, reconnecting once when the live session turned out to be dead (the request
-        was then never delivered, so the retry cannot run it twice)."""
-        key = UpstreamKey(upstream_id)
-        session = await self._session(key)
+        """Send one request on the session for this credential, reconnecting once when the live session
+        turned out to be dead (the request was then never delivered, so the retry cannot run it twice)."""
+        key = UpstreamKey(upstream_id, outbound.identity)
+        session = await self._session(key, outbound.headers)
         try:
             return await session.request(method, params, sink=sink, timeout=timeout)
         except UpstreamSessionLost:
             self._forget(key, session)
-            session = await self._session(key)
+            session = await self._session(key, outbound.headers)
             return await session.request(method, params, sink=sink, timeout=timeout)
+
+    def config(self, upstream_id: str) -> UpstreamConfig | None:
+        return self._configs.get(upstream_id)
 
     @property
     def upstream_ids(self) -> list[str]:
@@ -119,10 +132,15 @@ class UpstreamPool:
 
     # ------------------------------------------------------------------ internals
 
-    async def _session(self, key: UpstreamKey) -> JsonRpcSession:
+    async def _session(self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers) -> JsonRpcSession:
         slot = self._slots.get(key)
         if slot is not None and slot.session is not None and not slot.session.closed:
-            return slot.session  # the hot path: no lock
+            if slot.headers == headers:
+                if key.identity is not None:
+                    slot.last_used = time.monotonic()
+                return slot.session  # the hot path: no lock
+            # The credential changed (a refreshed token): this session carries the old one; replace it.
+            self._forget(key, slot.session)
         if self._closed:
             raise UpstreamError(key.upstream_id, "is not available: the gateway is shutting down", kind="closed")
         config = self._configs.get(key.upstream_id)
@@ -130,6 +148,9 @@ class UpstreamPool:
             raise UpstreamError(key.upstream_id, "is not configured", kind="protocol")
         if slot is None:
             slot = self._slots.setdefault(key, _Slot())
+            if key.identity is not None:
+                slot.last_used = time.monotonic()
+                await self._evict_beyond_limit(key.upstream_id)
         async with slot.lock:
             if slot.session is not None and not slot.session.closed:
                 return slot.session  # another caller connected while we waited
@@ -141,6 +162,8 @@ class UpstreamPool:
             if slot.health.in_backoff() and slot.last_failure is not None:
                 raise UpstreamError(key.upstream_id, slot.last_failure.reason, kind=slot.last_failure.kind)
             slot.health.connecting()
+            if headers:
+                config = config.model_copy(update={"headers": {**config.headers, **headers}})
             session = JsonRpcSession(
                 key.upstream_id, config, make_transport(key.upstream_id, config), self._on_notification
             )
@@ -162,9 +185,20 @@ class UpstreamPool:
                 await session.aclose()
                 return await self._session(key)
             slot.session = session
+            slot.headers = dict(headers)
             slot.last_failure = None
             slot.health.connected(session.era, session.protocol_version)
             return session
+
+    async def _evict_beyond_limit(self, upstream_id: str) -> None:
+        mine = [(s.last_used, k) for k, s in self._slots.items() if k.upstream_id == upstream_id and k.identity]
+        if len(mine) <= MAX_IDENTITY_SESSIONS:
+            return
+        mine.sort(key=lambda pair: pair[0])
+        for _, key in mine[: len(mine) - MAX_IDENTITY_SESSIONS]:
+            slot = self._slots.pop(key)
+            if slot.session is not None:
+                await slot.session.aclose()
 
     async def _close_sessions_of(self, upstream_id: str) -> None:
         keys = [key for key in self._slots if key.upstream_id == upstream_id]

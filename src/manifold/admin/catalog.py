@@ -1,0 +1,517 @@
+"""Upstreams, groups and virtual servers created at run time (admin API, CLI), next to those declared in files.
+
+Two sources make one catalog:
+- **file objects** — `manifold.yaml` (upstreams, groups) and `virtual_servers/*.yaml`, loaded at startup;
+  read-only here (409 "declared in ...; change it there").
+- **API objects** — rows of `catalog_objects`; the body is the file format's model as JSON, with `${ENV}`
+  references kept as written (resolved in the gateway's environment when applied, so no secret is copied
+  into the database through a reference).
+
+`merge` builds the effective catalog: the file objects, then every API object that still checks out
+against what is already in it (the same checks as the loader: slugs, id clashes, unknown upstreams, name
+collisions). An API object that no longer does (say `manifold.yaml` gained an upstream of the same id) is
+left out, logged, and listed with its `problem`; files always win, so a restart never fails because of a
+row in the database.
+
+Every write bumps the "catalog" revision in its transaction. A gateway applies the effective catalog with
+`LiveCatalog.reload` at startup, right after its own admin API wrote, and on the first request after another
+process (the CLI) wrote: the served set, the pool's upstreams, the policy's groups and virtual servers, and
+open notification streams are updated in place, without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from manifold.admin.ops import BadRequest, Conflict, NotFound
+from manifold.catalog.view import VirtualServerView
+from manifold.config.loader import (
+    LoadedConfig,
+    Problem,
+    _check_members,
+    _check_raw_upstream_refs,
+    _File,
+    _redact,
+    _report_validation,
+    _resolve_env,
+    _unknown_upstream,
+)
+from manifold.config.models import SLUG, SLUG_RE, Strict, Transport, UpstreamConfig, VirtualServerConfig
+from manifold.policy.store import file_grants
+from manifold.relay.protocol import LIST_CHANGED
+from manifold.store import revisions
+from manifold.store.db import catalog_objects
+
+if TYPE_CHECKING:
+    from manifold.live import Live
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+
+API_SOURCE = "api"
+HIDDEN = "(hidden)"
+# Fields whose values are credentials. GET shows such a value only when it is a reference: `${NAME}`
+# (optionally after an auth scheme word, as in "Bearer ${TOKEN}") or `secret:NAME` (the encrypted store).
+SECRET_FIELDS = frozenset({"headers", "env", "bearer", "client_secret"})
+_SHOWABLE = re.compile(r"(?:[A-Za-z]+ )?\$\{[A-Za-z_][A-Za-z0-9_]*\}|secret:[A-Za-z0-9_.-]+")
+
+
+class Kind(str, enum.Enum):
+    UPSTREAM = "upstream"
+    GROUP = "group"
+    VSERVER = "vserver"
+
+    @property
+    def label(self) -> str:
+        return "virtual server" if self is Kind.VSERVER else self.value
+
+
+# The admin API's path segment for each kind.
+KIND_PATHS = {"upstreams": Kind.UPSTREAM, "groups": Kind.GROUP, "virtual-servers": Kind.VSERVER}
+
+
+class GroupBody(Strict):
+    """A group as the API takes it. In `manifold.yaml` a group is `groups: {id: [upstream, ...]}`."""
+
+    upstreams: list[str]
+
+
+class InvalidBody(BadRequest):
+    """The body does not describe a valid object: every problem found, each with its field path."""
+
+    def __init__(self, kind: Kind, object_id: str, problems: list[Problem]) -> None:
+        self.problems = problems
+        listed = "; ".join(_describe(p) for p in problems)
+        super().__init__(f"invalid {kind.label} '{object_id}': {listed}")
+
+    def details(self) -> list[JSON]:
+        return [{"field": p.field_path, "reason": p.reason} for p in self.problems]
+
+
+def _describe(p: Problem) -> str:
+    return f"{p.field_path}: {p.reason}" if p.field_path else p.reason
+
+
+# ---- the effective catalog ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object as the API shows it."""
+
+    kind: Kind
+    id: str
+    source: str  # "api", or the file that declares it
+    body: JSON  # header and env values hidden unless they are `${NAME}` references
+    problem: str | None = None  # an API object that is left out, and why
+
+    def public(self) -> JSON:
+        out: JSON = {"id": self.id, "source": self.source, "applied": self.problem is None, "body": self.body}
+        if self.problem is not None:
+            out["problem"] = self.problem
+        return out
+
+
+@dataclass
+class Catalog:
+    upstreams: dict[str, UpstreamConfig]  # resolved; file ones first, in config order
+    groups: dict[str, list[str]]
+    virtual_servers: dict[str, VirtualServerConfig]
+    entries: dict[tuple[Kind, str], Entry]  # what is in force: file objects and applied API objects
+    # API objects left out, by (kind, id). One may share its id with a file object (the file wins).
+    left_out: dict[tuple[Kind, str], Entry] = dataclasses.field(default_factory=dict)
+
+    def entry(self, kind: Kind, object_id: str) -> Entry | None:
+        """The object in force under this id, else an API object left out."""
+        return self.entries.get((kind, object_id)) or self.left_out.get((kind, object_id))
+
+    def api_entry(self, kind: Kind, object_id: str) -> Entry | None:
+        """The database's object under this id, applied or left out."""
+        entry = self.entries.get((kind, object_id))
+        if entry is not None and entry.source == API_SOURCE:
+            return entry
+        return self.left_out.get((kind, object_id))
+
+    def listed(self, kind: Kind) -> list[Entry]:
+        return [e for (k, _), e in [*self.entries.items(), *self.left_out.items()] if k is kind]
+
+    def users_of(self, upstream_id: str) -> list[str]:
+        """The virtual servers and groups that include an upstream, for "still used by ..." answers."""
+        users = [f"virtual server '{sid}'" for sid, vs in self.virtual_servers.items() if _uses(vs, upstream_id)]
+        users += [f"group '{gid}'" for gid, members in self.groups.items() if upstream_id in members]
+        return users
+
+    def effective_config(self, config: LoadedConfig) -> LoadedConfig:
+        """`config` with this catalog's upstreams, groups and virtual servers: what `served_servers()`,
+        `stdio_cwd()` and the policy read."""
+        gateway = config.gateway.model_copy(update={"upstreams": dict(self.upstreams), "groups": dict(self.groups)})
+        return dataclasses.replace(config, gateway=gateway, virtual_servers=dict(sorted(self.virtual_servers.items())))
+
+
+def _uses(vs: VirtualServerConfig, upstream_id: str) -> bool:
+    return any(m.upstream == upstream_id for m in vs.members)
+
+
+def file_catalog(config: LoadedConfig) -> Catalog:
+    main = config.path.name
+    entries: dict[tuple[Kind, str], Entry] = {}
+    for uid, u in config.upstreams.items():
+        entries[(Kind.UPSTREAM, uid)] = Entry(Kind.UPSTREAM, uid, main, _shown_file_upstream(config, uid, u))
+    for gid, members in config.gateway.groups.items():
+        entries[(Kind.GROUP, gid)] = Entry(Kind.GROUP, gid, main, {"upstreams": list(members)})
+    for sid, vs in config.virtual_servers.items():
+        path = config.virtual_server_files.get(sid)
+        source = _relative(config.base_dir, path) if path is not None else main
+        entries[(Kind.VSERVER, sid)] = Entry(Kind.VSERVER, sid, source, vs.model_dump(mode="json", exclude_none=True))
+    return Catalog(
+        upstreams=dict(config.upstreams),
+        groups={g: list(m) for g, m in config.gateway.groups.items()},
+        virtual_servers=dict(config.virtual_servers),
+        entries=entries,
+    )
+
+
+def merge(config: LoadedConfig, rows: list[tuple[Kind, str, JSON]], env: Mapping[str, str]) -> Catalog:
+    """The file objects plus every API object (`rows`, any order) that checks out against them."""
+    catalog = file_catalog(config)
+    order = {Kind.UPSTREAM: 0, Kind.GROUP: 1, Kind.VSERVER: 2}  # what others refer to goes in first
+    for kind, object_id, body in sorted(rows, key=lambda r: order[r[0]]):
+        shown = _shown_api_body(kind, body)
+        existing = catalog.entries.get((kind, object_id))
+        if existing is not None:
+            problem = f"{existing.source} also declares {kind.label} '{object_id}', and the file wins"
+        else:
+            model, problems = CHECKS[kind](config, catalog, object_id, body, env)
+            if problems or model is None:
+                problem = "; ".join(_describe(p) for p in problems) or "not valid"
+            else:
+                _add(catalog, kind, object_id, model)
+                catalog.entries[(kind, object_id)] = Entry(kind, object_id, API_SOURCE, shown)
+                continue
+        log.error("%s '%s' (created through the API) is left out: %s", kind.label, object_id, problem)
+        catalog.left_out[(kind, object_id)] = Entry(kind, object_id, API_SOURCE, shown, problem)
+    return catalog
+
+
+def _add(catalog: Catalog, kind: Kind, object_id: str, model: Any) -> None:
+    match kind:
+        case Kind.UPSTREAM:
+            catalog.upstreams[object_id] = model
+        case Kind.GROUP:
+            catalog.groups[object_id] = list(model.upstreams)
+        case Kind.VSERVER:
+            catalog.virtual_servers[object_id] = model
+
+
+# ---- checks: the loader's rules, for one object against the catalog it would join ----------------
+
+Checked = tuple[Any, list[Problem]]
+
+
+def _start(kind: Kind, object_id: str) -> tuple[_File, list[Problem]]:
+    problems: list[Problem] = []
+    f = _File(Path(f"<{kind.value}>"), "request body", problems)
+    if not SLUG_RE.match(object_id):
+        f.add(("id",), f"{kind.label} id '{object_id}' must match {SLUG} (lowercase letters, digits, '-')")
+    return f, problems
+
+
+def check_upstream(
+    config: LoadedConfig, catalog: Catalog, upstream_id: str, body: JSON, env: Mapping[str, str]
+) -> Checked:
+    f, problems = _start(Kind.UPSTREAM, upstream_id)
+    vs = catalog.entry(Kind.VSERVER, upstream_id)
+    if vs is not None:
+        f.add(
+            ("id",),
+            f"'{upstream_id}' is already a virtual server id ({vs.source}); every upstream is also served alone "
+            "under its own id, so choose another name",
+        )
+    used: dict[str, str] = {}
+    resolved = _resolve_env(f, body, (), env, used)
+    model = None
+    try:
+        model = UpstreamConfig.model_validate(resolved)
+    except ValidationError as exc:
+        _report_validation(f, UpstreamConfig, exc)
+    return model, _redact(problems, used)
+
+
+def check_group(config: LoadedConfig, catalog: Catalog, group_id: str, body: JSON, env: Mapping[str, str]) -> Checked:
+    f, problems = _start(Kind.GROUP, group_id)
+    try:
+        group = GroupBody.model_validate(body)
+    except ValidationError as exc:
+        _report_validation(f, GroupBody, exc)
+        return None, problems
+    known = list(catalog.upstreams)
+    seen: set[str] = set()
+    for i, upstream_id in enumerate(group.upstreams):
+        if upstream_id not in catalog.upstreams:
+            f.add(("upstreams", i), _unknown_upstream(upstream_id, known))
+        elif upstream_id in seen:
+            f.add(("upstreams", i), f"upstream '{upstream_id}' is listed twice")
+        seen.add(upstream_id)
+    return group, problems
+
+
+def check_vserver(
+    config: LoadedConfig, catalog: Catalog, server_id: str, body: JSON, env: Mapping[str, str]
+) -> Checked:
+    f, problems = _start(Kind.VSERVER, server_id)
+    upstream = catalog.entry(Kind.UPSTREAM, server_id)
+    if upstream is not None:
+        f.add(
+            ("id",),
+            f"virtual server id '{server_id}' is also an upstream id ({upstream.source}); every upstream is served "
+            "alone under its own id, so choose another name",
+        )
+    used: dict[str, str] = {}
+    resolved = _resolve_env(f, body, (), env, used)
+    known = list(catalog.upstreams)
+    try:
+        server = VirtualServerConfig.model_validate(resolved)
+    except ValidationError as exc:
+        _report_validation(f, VirtualServerConfig, exc)
+        _check_raw_upstream_refs(f, resolved.get("members") if isinstance(resolved, dict) else None, known)
+        return None, _redact(problems, used)
+    if server.id is not None and server.id != server_id:
+        f.add(("id",), f"id '{server.id}' differs from '{server_id}'")
+    server = server.model_copy(update={"id": server_id})
+    _check_members(f, server, known, config.separator_for(server))
+    return server, _redact(problems, used)
+
+
+CHECKS: dict[Kind, Callable[[LoadedConfig, Catalog, str, JSON, Mapping[str, str]], Checked]] = {
+    Kind.UPSTREAM: check_upstream,
+    Kind.GROUP: check_group,
+    Kind.VSERVER: check_vserver,
+}
+
+
+# ---- showing bodies without secrets -----------------------------------------------------------------
+
+
+def _hide(value: Any, *, secret: bool = False) -> Any:
+    """`value` with every credential replaced by HIDDEN unless it is a reference."""
+    if isinstance(value, dict):
+        return {k: _hide(v, secret=secret or k in SECRET_FIELDS) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide(v, secret=secret) for v in value]
+    if secret and not (isinstance(value, str) and _SHOWABLE.fullmatch(value)):
+        return HIDDEN
+    return value
+
+
+def _shown_api_body(kind: Kind, body: JSON) -> JSON:
+    return _hide(body) if kind is Kind.UPSTREAM else dict(body)
+
+
+def _shown_file_upstream(config: LoadedConfig, upstream_id: str, u: UpstreamConfig) -> JSON:
+    """A file upstream's `${...}` values are already resolved: credentials are hidden, and so is any other
+    top-level field whose value came from the environment."""
+    shown = _hide(u.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
+    shown["transport"] = u.transport.value
+    for key in list(shown):
+        if config.is_env_sourced(config.path.name, f"upstreams.{upstream_id}.{key}"):
+            shown[key] = HIDDEN
+    return shown
+
+
+def _relative(base: Path, path: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# ---- the database -------------------------------------------------------------------------------
+
+
+async def read_rows(conn: AsyncConnection) -> list[tuple[Kind, str, JSON]]:
+    result = await conn.execute(
+        select(catalog_objects.c.kind, catalog_objects.c.id, catalog_objects.c.body).order_by(
+            catalog_objects.c.created_at, catalog_objects.c.id
+        )
+    )
+    rows = []
+    for kind, object_id, body in result:
+        try:
+            rows.append((Kind(kind), object_id, body if isinstance(body, dict) else {}))
+        except ValueError:
+            log.error("catalog object '%s' has an unknown kind '%s'; ignored", object_id, kind)
+    return rows
+
+
+class CatalogOperations:
+    """List, show, create and delete catalog objects: what the admin API and the CLI run. Writes only the
+    database (and the revision); applying is `LiveCatalog`'s job."""
+
+    def __init__(self, engine: AsyncEngine, config: LoadedConfig, env: Mapping[str, str] | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.env = os.environ if env is None else env
+
+    async def current(self) -> Catalog:
+        async with self.engine.connect() as conn:
+            return merge(self.config, await read_rows(conn), self.env)
+
+    async def list(self, kind: Kind) -> list[JSON]:
+        return [e.public() for e in (await self.current()).listed(kind)]
+
+    async def get(self, kind: Kind, object_id: str) -> JSON:
+        entry = (await self.current()).entry(kind, object_id)
+        if entry is None:
+            raise NotFound(f"no {kind.label} '{object_id}'")
+        return entry.public()
+
+    async def create(self, kind: Kind, body: JSON) -> JSON:
+        """`body`: `id` plus the object's fields in the file format (a group: `upstreams`)."""
+        body = dict(body)
+        object_id = body.get("id")
+        if not isinstance(object_id, str) or not object_id:
+            missing = Problem("request body", "id", "field required" if object_id is None else "must be a string")
+            raise InvalidBody(kind, str(object_id or ""), [missing])
+        if kind is not Kind.VSERVER:  # a virtual server's id is a field of its model; the others' is a key
+            del body["id"]
+        async with self.engine.begin() as conn:
+            catalog = merge(self.config, await read_rows(conn), self.env)
+            existing = catalog.entry(kind, object_id)
+            if existing is not None:
+                where = "created through the API" if existing.source == API_SOURCE else f"declared in {existing.source}"
+                raise Conflict(f"{kind.label} '{object_id}' already exists ({where})")
+            model, problems = CHECKS[kind](self.config, catalog, object_id, body, self.env)
+            if problems or model is None:
+                raise InvalidBody(kind, object_id, problems)
+            await conn.execute(insert(catalog_objects).values(kind=kind.value, id=object_id, body=body))
+            await revisions.bump(conn, revisions.CATALOG)
+        log.info("%s '%s' created", kind.label, object_id)
+        return Entry(kind, object_id, API_SOURCE, _shown_api_body(kind, body)).public()
+
+    async def delete(self, kind: Kind, object_id: str) -> JSON:
+        async with self.engine.begin() as conn:
+            catalog = merge(self.config, await read_rows(conn), self.env)
+            entry = catalog.api_entry(kind, object_id)
+            if entry is None:
+                declared = catalog.entry(kind, object_id)
+                if declared is None:
+                    raise NotFound(f"no {kind.label} '{object_id}'")
+                raise Conflict(f"{kind.label} '{object_id}' is declared in {declared.source}; change it there")
+            if kind is Kind.UPSTREAM and entry.problem is None:  # one left out serves no one
+                users = catalog.users_of(object_id)
+                if users:
+                    raise Conflict(
+                        f"upstream '{object_id}' is still used by {', '.join(users)}; remove it from them first"
+                    )
+            await conn.execute(
+                delete(catalog_objects).where(catalog_objects.c.kind == kind.value, catalog_objects.c.id == object_id)
+            )
+            await revisions.bump(conn, revisions.CATALOG)
+        log.info("%s '%s' deleted", kind.label, object_id)
+        return {"id": object_id, "deleted": True}
+
+
+# ---- applying it to the running gateway -------------------------------------------------------------
+
+
+class LiveCatalog:
+    """Keeps a running gateway serving the effective catalog. `reload` is idempotent: objects that did not
+    change keep their view (and its built lists) and their upstream session."""
+
+    def __init__(self, live: Live, ops: CatalogOperations) -> None:
+        self.live = live
+        self.ops = ops
+        self.catalog: Catalog = file_catalog(live.config)
+        self.config: LoadedConfig = live.config  # the effective configuration (files + applied API objects)
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> None:
+        async with self._lock:  # the admin API and Live.sync may both ask at once
+            catalog = await self.ops.current()
+            stored_grants = file_grants(self.live.config.gateway.grants) + await self.live.grants.list()
+            await self._apply(catalog, stored_grants)
+
+    async def _apply(self, catalog: Catalog, stored_grants: list[Any]) -> None:
+        live = self.live
+        pool, hub, views, lists = live.gateway.pool, live.gateway.hub, live.views, live.lists
+        effective = catalog.effective_config(live.config)
+
+        # 1. Upstreams first (added or replaced), so the views about to appear find them in the pool.
+        before = set(pool.upstream_ids)
+        wanted = {uid: _pool_config(effective, uid, u) for uid, u in effective.upstreams.items()}
+        replaced_upstreams = [uid for uid, u in wanted.items() if await pool.put_upstream(uid, u) and uid in before]
+
+        # 2. Views, the policy: swapped together, with no await in between.
+        new_views: dict[str, VirtualServerView] = {}
+        for sid, vs in effective.served_servers().items():
+            old = views.get(sid)
+            sep = effective.separator_for(vs)
+            if old is not None and old.config == vs and old.sep == sep:
+                new_views[sid] = old
+            else:
+                assert lists is not None, "Live needs the UpstreamLists to serve servers created at run time"
+                new_views[sid] = VirtualServerView(sid, vs, lists, sep)
+        replaced = [(old, new_views[sid]) for sid, old in views.items() if new_views.get(sid, old) is not old]
+        removed = [old for sid, old in views.items() if sid not in new_views]
+        added = [sid for sid in new_views if sid not in views]
+        views.clear()
+        views.update(new_views)
+        live.access.config = effective
+        live.access.load(stored_grants)
+        self.catalog, self.config = catalog, effective
+
+        # 3. Open notification streams: a replaced server's listeners move to the new view and hear that
+        #    its lists changed; a removed server's streams end.
+        for old, new in replaced:
+            for listener in _listeners_of(hub, old):
+                listener.view = new
+                for method, kind in LIST_CHANGED.items():
+                    if kind in listener.kinds:
+                        listener.push({"jsonrpc": "2.0", "method": method, "params": {}})
+        for old in removed:
+            for listener in _listeners_of(hub, old):
+                hub.remove(listener)
+                listener.close()
+        for uid in replaced_upstreams:  # same id, new configuration: its cached lists are the old server's
+            for method in LIST_CHANGED:
+                await hub.on_upstream_notification(uid, {"jsonrpc": "2.0", "method": method, "params": {}})
+
+        # 4. Upstreams no longer wanted: close their sessions (a stdio upstream's process ends).
+        gone = sorted(before - set(wanted))
+        for uid in gone:
+            await pool.remove_upstream(uid)
+            if lists is not None:
+                lists.invalidate(uid)
+        if added or removed or replaced or gone:
+            log.info(
+                "catalog applied: %d servers (added %s; removed %s; changed %s)",
+                len(views),
+                ", ".join(added) or "none",
+                ", ".join(v.id for v in removed) or "none",
+                ", ".join(old.id for old, _ in replaced) or "none",
+            )
+
+
+def _pool_config(config: LoadedConfig, upstream_id: str, u: UpstreamConfig) -> UpstreamConfig:
+    """As app.build_services does: a stdio upstream runs in its `cwd` relative to the config file's folder."""
+    if u.transport is Transport.STDIO:
+        return u.model_copy(update={"cwd": config.stdio_cwd(upstream_id)})
+    return u
+
+
+def _listeners_of(hub: Any, view: VirtualServerView) -> list[Any]:
+    # The hub has no public listing of its listeners; it is read here and nowhere else.
+    return [listener for listener in list(hub._listeners) if listener.view is view]

@@ -1,0 +1,93 @@
+"""Telling a client that the user must connect an account first, in the best form the client understands.
+
+- 2026-07-28 clients: an `input_required` result holding a URL-mode `elicitation/create`, with a
+  `requestState` the gateway signs (HMAC): the client opens the URL, then retries the call with the state,
+  and the gateway accepts only states it minted, for this user, not expired.
+- 2025-11-25 clients that declared `elicitation.url`: JSON-RPC error -32042 (URLElicitationRequired).
+- Any other client: a tool result with `isError: true` whose text gives the absolute URL and what to do.
+
+The URL is always the gateway's own one-time connect URL (outbound/oauth), never the third party's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from manifold.outbound.resolver import AuthRequired
+from manifold.relay.protocol import URL_ELICITATION_REQUIRED, RpcError, tool_error_result
+
+JSON = dict[str, Any]
+STATE_PREFIX = "manifold-auth."
+STATE_TTL_SECONDS = 900
+_KEY = secrets.token_bytes(32)  # per process: a restart only makes a client ask once more
+
+
+def _sign(payload: bytes) -> str:
+    return base64.urlsafe_b64encode(hmac.new(_KEY, payload, hashlib.sha256).digest()).decode().rstrip("=")
+
+
+def mint_state(principal_id: str, upstream_id: str) -> str:
+    body = base64.urlsafe_b64encode(
+        orjson.dumps({"p": principal_id, "u": upstream_id, "exp": int(time.time()) + STATE_TTL_SECONDS})
+    ).decode()
+    return f"{STATE_PREFIX}{body}.{_sign(body.encode())}"
+
+
+def is_ours(state: Any) -> bool:
+    return isinstance(state, str) and state.startswith(STATE_PREFIX)
+
+
+def check_state(state: str, principal_id: str) -> None:
+    """Raise RpcError unless the state is one we minted for this principal and it has not expired."""
+    try:
+        body, signature = state[len(STATE_PREFIX) :].rsplit(".", 1)
+        if not hmac.compare_digest(signature, _sign(body.encode())):
+            raise ValueError
+        data = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        if data.get("p") != principal_id or int(data.get("exp", 0)) < time.time():
+            raise ValueError
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise RpcError(-32602, "requestState is not valid (expired, altered or minted for someone else)") from None
+
+
+def message_for(exc: AuthRequired, member_id: str) -> str:
+    return (
+        f"Member '{member_id}' needs you to connect your account ({exc.reason}). "
+        f"Open {exc.connect_url} in your browser, sign in and approve; then call the tool again."
+    )
+
+
+def render(exc: AuthRequired, *, member_id: str, principal_id: str, modern: bool, client_capabilities: JSON) -> JSON:
+    """The reply to a call that needs the user to connect `exc.upstream_id` first."""
+    text = message_for(exc, member_id)
+    elicitation = {
+        "mode": "url",
+        "message": text,
+        "url": exc.connect_url,
+        "elicitationId": f"connect-{exc.upstream_id}-{secrets.token_hex(4)}",
+    }
+    if modern:
+        return {
+            "result": {
+                "resultType": "input_required",
+                "inputRequests": {"connect": {"method": "elicitation/create", "params": elicitation}},
+                "requestState": mint_state(principal_id, exc.upstream_id),
+            }
+        }
+    elicit = client_capabilities.get("elicitation")
+    if isinstance(elicit, dict) and "url" in elicit:
+        return {
+            "error": {
+                "code": URL_ELICITATION_REQUIRED,
+                "message": "URL elicitation required",
+                "data": {"elicitations": [elicitation]},
+            }
+        }
+    return tool_error_result(text)
