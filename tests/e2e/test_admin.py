@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import mcp_types as types
 import pytest
@@ -65,6 +66,7 @@ async def world(upstream_urls: tuple[str, str]) -> AsyncIterator[World]:
     upstreams = {"alpha": {"transport": "http", "url": alpha}}
     async with run_gateway(upstreams, FILE_SERVERS, extra=EXTRA) as gw:
         yield World(gw, alpha, beta)
+        assert "Traceback" not in gw.log(), gw.log()[-4000:]
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
@@ -232,6 +234,48 @@ async def test_cli_refuses_an_invalid_definition_naming_each_field(world: World)
     err = done.stderr.decode()
     assert "invalid upstream 'broken'" in err
     assert "urll: unknown key 'urll'; did you mean 'url'?" in err
+
+
+# ---- clients already connected ----------------------------------------------------------------------------
+
+
+async def test_a_connected_client_hears_that_its_server_was_redefined(world: World) -> None:
+    gw = world.gw
+    await created(gw, "/virtual-servers", {"id": "swap", "members": [{"upstream": "alpha", "tools": ["echo"]}]})
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with gw.client("swap", message_handler=on_message) as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo"]
+        # Another process redefines it: both changes land before the gateway's next request.
+        await manifold_cli(gw, "vservers", "delete", "swap")
+        body = {"id": "swap", "members": [{"upstream": "alpha", "tools": ["echo", "add"]}]}
+        await manifold_cli(gw, "vservers", "create", input=json.dumps(body).encode())
+        assert await initialize_status(gw, "alpha", gw.key) == 200  # any request applies the change
+        with anyio.fail_after(10):
+            await changed.wait()
+        assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo", "alpha__add"]
+
+
+async def test_deleting_a_server_ends_its_clients_notification_streams(world: World) -> None:
+    gw = world.gw
+    await created(gw, "/virtual-servers", {"id": "doomed", "members": [{"upstream": "alpha", "tools": ["echo"]}]})
+    headers = {"Authorization": f"Bearer {gw.key}", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        started = await http.post(gw.url("doomed"), json=INITIALIZE, headers=headers)
+        session = {**headers, "Mcp-Session-Id": started.headers["mcp-session-id"], "Accept": "text/event-stream"}
+        async with http.stream("GET", gw.url("doomed"), headers=session) as stream:
+            lines = stream.aiter_lines()
+            assert await anext(lines) == ": stream open"
+            assert (await admin(gw, "DELETE", "/virtual-servers/doomed")).status_code == 200
+            with anyio.fail_after(10):
+                rest = [line async for line in lines]  # the gateway ends the stream
+        assert not [line for line in rest if line.startswith("data:")]
+        gone = await http.post(gw.url("doomed"), json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers=session)
+        assert gone.status_code == 404
 
 
 # ---- who may administer --------------------------------------------------------------------------------

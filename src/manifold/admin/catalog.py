@@ -94,8 +94,8 @@ class InvalidBody(BadRequest):
 
     def __init__(self, kind: Kind, object_id: str, problems: list[Problem]) -> None:
         self.problems = problems
-        listed = "; ".join(_describe(p) for p in problems)
-        super().__init__(f"invalid {kind.label} '{object_id}': {listed}")
+        self.title = f"invalid {kind.label}" + (f" '{object_id}'" if object_id else "")
+        super().__init__(f"{self.title}: {'; '.join(_describe(p) for p in problems)}")
 
     def details(self) -> list[JSON]:
         return [{"field": p.field_path, "reason": p.reason} for p in self.problems]

@@ -65,6 +65,8 @@ def _read_body(path: str | None, object_id: str | None) -> dict[str, Any]:
     import yaml
 
     where = "stdin" if path in (None, "-") else path
+    if path is None and sys.stdin.isatty():
+        raise OpError("give the object with --file FILE, or pipe it (YAML or JSON) into stdin")
     try:
         if path in (None, "-"):
             text = sys.stdin.read()
@@ -98,7 +100,7 @@ def _catalog(args: argparse.Namespace, config: LoadedConfig, kind: Kind, as_json
                 created = _run_catalog(config, lambda ops: ops.create(kind, body))
             except InvalidBody as exc:
                 problems = "\n".join(f"  {p['field'] or '(object)'}: {p['reason']}" for p in exc.details())
-                raise OpError(f"invalid {kind.label} '{body.get('id')}':\n{problems}") from None
+                raise OpError(f"{exc.title}:\n{problems}") from None
             if as_json:
                 _print(created, True)
             else:
