@@ -260,6 +260,20 @@ async def test_a_connected_client_hears_that_its_server_was_redefined(world: Wor
         assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo", "alpha__add"]
 
 
+async def test_an_upstream_redefined_by_the_cli_is_reconnected_to_its_new_address(world: World) -> None:
+    gw = world.gw
+    await created(gw, "/upstreams", {"id": "moving", "transport": "http", "url": world.alpha_url})
+    async with gw.client("moving") as client:
+        assert json.loads(text_of(await client.call_tool("whoami", {})))["name"] == "alpha"
+        # Same id, another server, both changes before the gateway's next request.
+        await manifold_cli(gw, "upstreams", "delete", "moving")
+        body = {"id": "moving", "transport": "http", "url": world.beta_url}
+        await manifold_cli(gw, "upstreams", "create", input=json.dumps(body).encode())
+        # The same client session goes on, now reaching the new server.
+        assert json.loads(text_of(await client.call_tool("whoami", {})))["name"] == "beta"
+    assert (await admin(gw, "DELETE", "/upstreams/moving")).status_code == 200
+
+
 async def test_deleting_a_server_ends_its_clients_notification_streams(world: World) -> None:
     gw = world.gw
     await created(gw, "/virtual-servers", {"id": "doomed", "members": [{"upstream": "alpha", "tools": ["echo"]}]})

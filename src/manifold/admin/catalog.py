@@ -115,7 +115,7 @@ class Entry:
     kind: Kind
     id: str
     source: str  # "api", or the file that declares it
-    body: JSON  # header and env values hidden unless they are `${NAME}` references
+    body: JSON  # credentials hidden unless they are references (SECRET_FIELDS)
     problem: str | None = None  # an API object that is left out, and why
 
     def public(self) -> JSON:
@@ -201,7 +201,6 @@ def merge(config: LoadedConfig, rows: list[tuple[Kind, str, JSON]], env: Mapping
                 _add(catalog, kind, object_id, model)
                 catalog.entries[(kind, object_id)] = Entry(kind, object_id, API_SOURCE, shown)
                 continue
-        log.error("%s '%s' (created through the API) is left out: %s", kind.label, object_id, problem)
         catalog.left_out[(kind, object_id)] = Entry(kind, object_id, API_SOURCE, shown, problem)
     return catalog
 
@@ -471,6 +470,11 @@ class LiveCatalog:
         views.update(new_views)
         live.access.config = effective
         live.access.load(stored_grants)
+        for key, entry in catalog.left_out.items():  # said once, not on every reload
+            if self.catalog.left_out.get(key) != entry:
+                log.error(
+                    "%s '%s' (created through the API) is left out: %s", entry.kind.label, entry.id, entry.problem
+                )
         self.catalog, self.config = catalog, effective
 
         # 3. Open notification streams: a replaced server's listeners move to the new view and hear that

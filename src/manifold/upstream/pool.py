@@ -183,7 +183,7 @@ class UpstreamPool:
                 # The upstream was replaced or removed while we connected: this session belongs to the old
                 # configuration. Start over, which connects anew or says it is no longer configured.
                 await session.aclose()
-                return await self._session(key)
+                return await self._session(key, headers)
             slot.session = session
             slot.headers = dict(headers)
             slot.last_failure = None
