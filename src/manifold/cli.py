@@ -1,5 +1,5 @@
 """`manifold` command line: `serve`, `check`, and the admin commands (keys, users, teams, sa, grants,
-explain, audit) that work on the gateway's database."""
+upstreams, groups, vservers, explain, audit) that work on the gateway's database."""
 
 from __future__ import annotations
 

@@ -66,13 +66,17 @@ def principal_from(text: str, directory: Directory, extra_teams: list[str]) -> P
 
 
 async def _explain(args: argparse.Namespace, config: LoadedConfig) -> int:
-    servers = config.served_servers()
-    server = servers.get(args.server)
-    if server is None:
-        print(f"manifold: no server '{args.server}' (servers: {', '.join(sorted(servers))})", file=sys.stderr)
-        return 2
+    from manifold.admin.catalog import CatalogOperations
+
     engine = await open_database(config.database_url)
     try:
+        # Upstreams, groups and virtual servers created through the API count as much as the files.
+        config = (await CatalogOperations(engine, config).current()).effective_config(config)
+        servers = config.served_servers()
+        server = servers.get(args.server)
+        if server is None:
+            print(f"manifold: no server '{args.server}' (servers: {', '.join(sorted(servers))})", file=sys.stderr)
+            return 2
         directory = Directory(engine, config.gateway)
         await directory.load()
         access = PolicyAccess(config)
