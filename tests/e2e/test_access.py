@@ -321,30 +321,58 @@ async def test_a_session_belongs_to_the_principal_that_opened_it(world: World) -
     assert "alpha__echo" in mine.text and "beta__" not in mine.text
 
 
+async def test_an_sse_session_belongs_to_the_principal_that_opened_it(world: World) -> None:
+    gw = world.gw
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {}}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        alice = {"Authorization": f"Bearer {world.keys.alice}"}
+        async with http.stream("GET", gw.sse_url(SHARED), headers=alice) as stream:
+            assert stream.status_code == 200
+            # Read with anext, not `async for ... break`: a dropped line iterator is finalised by the garbage
+            # collector, which closes the response, i.e. hangs up the stream (and so ends the session).
+            lines = stream.aiter_lines()
+            while not (line := await anext(lines)).startswith("data: "):
+                pass
+            endpoint = line.removeprefix("data: ")
+            assert "session_id=" in endpoint
+            bob = {"Authorization": f"Bearer {world.keys.bob}"}
+            stolen = await http.post(gw.base + endpoint, headers=bob, json={**call, "id": 666})
+            assert stolen.status_code == 404
+            assert (await http.post(gw.base + endpoint, headers=alice, json=call)).status_code == 202
+            # The first message on alice's stream answers her own request; bob's never ran.
+            while not (line := await anext(lines)).startswith("data: "):
+                pass
+            answer = json.loads(line.removeprefix("data: "))
+            assert answer["id"] == 7
+            assert "alpha__echo" in {t["name"] for t in answer["result"]["tools"]}
+
+
 # ---- explain ------------------------------------------------------------------------------------------------
 
 
 async def test_explain_names_the_deciding_grant(world: World) -> None:
-    gw = world.gw
-    allowed = await manifold_cli(gw, "explain", "--as", "alice@corp.com", "--server", SHARED, "--tool", "alpha__echo")
+    def explain(who: str, server: str, tool: str) -> Any:
+        return manifold_cli(world.gw, "explain", "--as", who, "--server", server, "--tool", tool, check=False)
+
+    allowed, denied, sa_denied, sa_allowed = await _all(
+        explain("alice@corp.com", SHARED, "alpha__echo"),
+        explain("alice@corp.com", SHARED, "beta__echo"),
+        explain("sa:ci-bot", "alpha", "add"),
+        explain("sa:ci-bot", "alpha", "echo"),
+    )
     out = allowed.stdout.decode()
-    assert out.startswith("ALLOW"), out
+    assert allowed.returncode == 0 and out.startswith("ALLOW"), out
     assert "user:alice@corp.com" in out and "team:eng" in out and "server:alpha" in out
     assert "engineers use alpha" in out  # the grant's description
 
-    denied = await manifold_cli(
-        gw, "explain", "--as", "alice@corp.com", "--server", SHARED, "--tool", "beta__echo", check=False
-    )
     out = denied.stdout.decode()
-    assert denied.returncode == 1, out
-    assert out.startswith("DENY"), out
+    assert denied.returncode == 1 and out.startswith("DENY"), out
     # What would allow it: the sales grant, and why it does not select alice.
     assert "team:sales" in out and "not in team sales" in out
 
-    sa = await manifold_cli(gw, "explain", "--as", "sa:ci-bot", "--server", "alpha", "--tool", "add", check=False)
-    assert sa.returncode == 1 and sa.stdout.decode().startswith("DENY")
-    sa = await manifold_cli(gw, "explain", "--as", "sa:ci-bot", "--server", "alpha", "--tool", "echo")
-    assert sa.stdout.decode().startswith("ALLOW") and "sa:ci-bot" in sa.stdout.decode()
+    assert sa_denied.returncode == 1 and sa_denied.stdout.decode().startswith("DENY")
+    out = sa_allowed.stdout.decode()
+    assert sa_allowed.returncode == 0 and out.startswith("ALLOW") and "sa:ci-bot" in out, out
 
 
 async def test_explain_refuses_a_tool_name_the_server_cannot_have(world: World) -> None:

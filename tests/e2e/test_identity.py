@@ -38,6 +38,8 @@ PRM = "/.well-known/oauth-protected-resource"
 CORP_CLIENTS = [
     IdpClient("alice", claims={"email": "alice@corp.com", "groups": ["eng"]}),
     IdpClient("bob", claims={"email": "bob@corp.com", "groups": ["sales"]}),
+    IdpClient("carol", claims={"email": "carol@corp.com"}),  # no groups: her team comes from `users:`
+    IdpClient("dora", claims={"email": "dora@corp.com", "department": "finance"}),
 ]
 CUSTOMER_CLIENTS = [
     IdpClient("acme-bot", claims={"tenant": "acme"}),
@@ -82,6 +84,7 @@ async def world() -> AsyncIterator[World]:
                 {"who": "idp:corp", "what": ["tool:kitchen/echo"]},
                 {"who": "team:eng", "what": ["tool:kitchen/whoami"], "description": "engineers see whoami"},
                 {"who": "team:customers", "what": ["tool:kitchen/add"]},
+                {"who": "idp:corp", "claims": {"department": ["finance", "audit"]}, "what": ["tool:kitchen/add"]},
             ],
         }
         upstreams = {SERVER: stdio_upstream(KITCHEN, "--transport", "stdio", "--name", "kitchen")}
@@ -155,6 +158,26 @@ async def test_no_token_gets_a_challenge_without_an_error_code(world: World) -> 
     # RFC 6750 §3.1: a request that sent no credentials gets no error code, only where to get one.
     assert "error" not in params and "error=" not in header
     assert params["resource_metadata"] == f"{world.gw.base}{PRM}/mcp/{SERVER}"
+
+
+async def test_sse_endpoint_is_protected_the_same_way(world: World) -> None:
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.get(world.gw.sse_url(SERVER), headers={"Accept": "text/event-stream"})
+    assert response.status_code == 401
+    assert challenge_params(response.headers["www-authenticate"])["resource_metadata"] == (
+        f"{world.gw.base}{PRM}/sse/{SERVER}"
+    )
+
+
+async def test_token_in_the_query_string_is_not_accepted(world: World) -> None:
+    key = await create_key(world.gw, "--user", "carol@corp.com", "--name", "query")
+    assert (await initialize(world.gw, key["token"])).status_code == 200
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            world.gw.url(SERVER), params={"access_token": key["token"]}, headers=headers, json=INITIALIZE
+        )
+    assert response.status_code == 401  # bearer_methods_supported: header only (RFC 6750 §2.3 is not offered)
 
 
 async def test_protected_resource_metadata_names_both_idps(world: World) -> None:
@@ -330,3 +353,15 @@ async def test_external_identity_admitted_by_its_tenant(world: World) -> None:
     acme = await world.customers.token("acme-bot", resource=AUDIENCE)
     # Only the customers' grant applies: not `idp:corp` (echo), not `team:eng` (whoami).
     assert await tool_names(world.gw, acme) == {"add"}
+
+
+async def test_teams_from_the_users_section_join_an_idp_user(world: World) -> None:
+    carol = await world.corp.token("carol", resource=AUDIENCE)  # no groups claim; users: gives her eng
+    assert await tool_names(world.gw, carol) == {"echo", "whoami"}
+
+
+async def test_claims_narrow_an_idp_grant(world: World) -> None:
+    dora = await world.corp.token("dora", resource=AUDIENCE)  # department: finance
+    assert await tool_names(world.gw, dora) == {"echo", "add"}
+    forged = world.corp.sign(world.corp.claims(audience=AUDIENCE, subject="eve", department="sales"))
+    assert await tool_names(world.gw, forged) == {"echo"}  # a genuine signature, but not the wanted claim

@@ -134,6 +134,31 @@ async def test_claim_mapping_is_configurable(corp):
     assert principal.teams == {"initech", "other"}
 
 
+@pytest.mark.anyio
+async def test_an_idp_limited_to_its_domains_cannot_name_other_users(other):
+    # A partner IdP allowed to speak only for partner.example: its token claiming another domain's address
+    # (bob@other.org here) does not become that user, and its groups give no teams.
+    registry = IdpRegistry({"partner": config(other, user_domains=["partner.example"], teams_from_groups=False)})
+    try:
+        principal = await registry.authenticate(await other.token("bob", resource=RESOURCE))
+    finally:
+        await registry.aclose()
+    assert principal.id == "user:partner:bob"
+    assert principal.email is None
+    assert principal.teams == frozenset()
+
+
+@pytest.mark.anyio
+async def test_an_idp_names_users_in_its_own_domains(other):
+    registry = IdpRegistry({"partner": config(other, user_domains=["OTHER.org"])})
+    try:
+        principal = await registry.authenticate(await other.token("bob", resource=RESOURCE))
+    finally:
+        await registry.aclose()
+    assert principal.id == "user:bob@other.org"
+    assert principal.teams == {"partners"}
+
+
 ACME = ExternalIdentity(name="acme", match={"tenant": "acme"}, teams=["customers"])
 
 

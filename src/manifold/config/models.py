@@ -270,6 +270,11 @@ class IdpConfig(Strict):
     # are admitted as users (`user:<email or subject>`).
     external: list[ExternalIdentity] = Field(default_factory=list)
     external_only: bool = False
+    # An IdP names users and their teams, so it can act as any user of the gateway. Limit that for an IdP
+    # you do not fully trust: only emails in these domains name a user (others become `<idp>:<subject>`),
+    # and the groups claim gives no teams unless `teams_from_groups` is on.
+    user_domains: list[str] = Field(default_factory=list)  # empty: every verified email
+    teams_from_groups: bool = True
     # A JWKS/discovery fetch is retried on an unknown `kid` at most this often.
     jwks_min_refresh_seconds: Annotated[float, Field(ge=0)] = 30.0
 

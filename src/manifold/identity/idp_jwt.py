@@ -236,7 +236,13 @@ class IdpVerifier:
         # (Some IdPs, e.g. Cognito, send the flag as a string.)
         if not isinstance(email, str) or not email or claims.get("email_verified") in (False, "false"):
             email = None
-        groups = _groups(_claim(claims, mapping.groups))
+        domains = self.config.user_domains
+        if domains and (email is None or email.rpartition("@")[2].lower() not in {d.lower() for d in domains}):
+            # Outside the domains this IdP may speak for: neither the email nor the subject may name a
+            # gateway user, so the user is named by IdP and subject.
+            email = None
+            subject = f"{self.idp_id}:{subject}"
+        groups = _groups(_claim(claims, mapping.groups)) if self.config.teams_from_groups else frozenset()
         credential = Credential(CredentialKind.IDP_JWT, self.idp_id)
         identity = self._external_identity(claims)
         if identity is not None:

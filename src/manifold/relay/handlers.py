@@ -342,29 +342,29 @@ async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
     name = params.get("name")
     if not isinstance(name, str):
         raise RpcError(INVALID_PARAMS, "prompts/get needs a string 'name'")
-    target = await _resolve_granted(gw, call, "prompts", name)
-    if target is None:
-        gw.audit.call(call, "prompts/get", name, None, "unknown", time.perf_counter(), None)
+    target = await call.view.resolve("prompts", name, gw.credential_for(call))
+    if target is None or not gw.access.allows(call.principal, call.view, "prompts", target):
+        outcome = "unknown" if target is None else "denied"
+        gw.audit.call(call, "prompts/get", name, target, outcome, time.perf_counter(), None)
         raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
     return await _audited_forward(gw, call, "prompts/get", name, target, _params_with(params, name=target.name))
 
 
-def _resource_target(gw: Gateway, call: Call, params: JSON) -> tuple[str, Target]:
+def _resource_target(gw: Gateway, call: Call, params: JSON, *, audit: bool = False) -> tuple[str, Target]:
     uri = params.get("uri")
     if not isinstance(uri, str):
         raise RpcError(INVALID_PARAMS, "a string 'uri' is required")
     target = call.view.resolve_uri(uri)
     if target is None or not gw.access.allows(call.principal, call.view, "resources", target):
+        if audit:
+            outcome = "unknown" if target is None else "denied"
+            gw.audit.call(call, "resources/read", uri, target, outcome, time.perf_counter(), None)
         raise RpcError(RESOURCE_NOT_FOUND, "Resource not found", {"uri": uri})
     return uri, target
 
 
 async def _resources_read(gw: Gateway, call: Call, params: JSON) -> JSON:
-    try:
-        uri, target = _resource_target(gw, call, params)
-    except RpcError:
-        gw.audit.call(call, "resources/read", str(params.get("uri")), None, "unknown", time.perf_counter(), None)
-        raise
+    uri, target = _resource_target(gw, call, params, audit=True)
     reply = await _audited_forward(gw, call, "resources/read", uri, target, _params_with(params, uri=target.name))
     result = reply.get("result")
     if isinstance(result, dict) and isinstance(result.get("contents"), list) and call.view.namespace:
