@@ -6,7 +6,13 @@
         token = await idp.token("alice", resource="http://127.0.0.1:8470/mcp")    # issued by the provider
         user = await idp.user_token("alice", client_id="app", resource=...)       # auth code + PKCE, no browser
         forged = idp.sign({"iss": idp.issuer, "exp": 0, ...})                      # signed with its real key
-        await idp.counts()                                                         # {"discovery": n, "jwks": n}
+        returned = await idp.authorize(url, login="alice", redirect_uri=cb)     # the browser, for any auth URL
+        await idp.counts()                                                         # {"discovery": n, "jwks": n, ...}
+
+RFC 8693 token exchange is served for clients that list `TOKEN_EXCHANGE` among their grant types, e.g.
+`IdpClient("gw", metadata={"grant_types": [TOKEN_EXCHANGE], "response_types": [], "redirect_uris": []})`:
+a subject token this provider signed is exchanged for a JWT with aud = the requested audience (`resource`,
+else `audience`), the same `sub`, and `act.sub` = the exchanging client.
 
 The helper generates the provider's RSA signing key itself (cryptography) and hands the private JWKS to the
 provider, so a test can craft tokens (expired, not yet valid, tampered) that carry the provider's genuine
@@ -41,6 +47,7 @@ NODE = NODE_DIR / "node_modules" / ".bin" / "node"
 SERVER_SCRIPT = NODE_DIR / "oidc_server.mjs"
 
 HOST = "127.0.0.1"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 STARTUP_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 5.0
 
@@ -179,8 +186,25 @@ class Idp:
         now = int(time.time())
         return {"iss": self.issuer, "sub": subject, "aud": audience, "iat": now, "exp": now + lifetime_s, **extra}
 
-    async def counts(self) -> dict[str, int]:
-        """How often the discovery document and the JWKS have been requested so far."""
+    async def authorize(self, url: str, *, login: str, redirect_uri: str) -> dict[str, str]:
+        """Play the browser for an authorization URL someone else built (e.g. the gateway's OAuth client):
+        sign in as `login`, consent, and return the query of the final redirect to `redirect_uri` (code,
+        state, iss, or error). Redirects are read, never followed to `redirect_uri` itself."""
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            location = urljoin(url, await _redirect(session, "GET", url))
+            answers = iter(({"prompt": "login", "login": login, "password": "any"}, {"prompt": "consent"}))
+            while not location.startswith(redirect_uri):
+                answer = next(answers, None)
+                if answer is None:
+                    raise RuntimeError(f"the provider kept asking after login and consent: {location}")
+                location = urljoin(self.issuer, await _redirect(session, "POST", location, answer))
+                location = urljoin(self.issuer, await _redirect(session, "GET", location))
+        return {name: values[0] for name, values in parse_qs(urlparse(location).query).items()}
+
+    async def counts(self) -> dict[str, Any]:
+        """How often the discovery document and the JWKS have been requested so far; `token`: POSTs to the
+        token endpoint; `token_exchange`: token-exchange requests; `revocation`, `registration`: POSTs to
+        those endpoints; `grants`: successful grants by grant type (e.g. `refresh_token`)."""
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{self.issuer}/__test/counts") as resp:
                 return await resp.json()

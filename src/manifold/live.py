@@ -89,6 +89,11 @@ class Live:
         await self.audit_log.start()
         self.gateway.access = self.access
         self.gateway.audit = AuditRecorder(self.audit_log)
+        from manifold.outbound.exchange import TokenExchanger
+        from manifold.outbound.resolver import CredentialResolver
+
+        self.exchanger = TokenExchanger()  # `secret=` once the secret store exists
+        self.gateway.credentials = CredentialResolver(exchange=self.exchanger)
         self._tasks.append(asyncio.create_task(self._flush_last_used()))
         from manifold.admin.api import AdminApi
 
@@ -150,6 +155,8 @@ class Live:
             await self.authenticator.flush_last_used()
         if getattr(self, "audit_log", None) is not None:
             await self.audit_log.aclose()
+        if getattr(self, "exchanger", None) is not None:
+            await self.exchanger.aclose()
         if getattr(self, "idps", None) is not None:
             await self.idps.aclose()
         if getattr(self, "watcher", None) is not None:

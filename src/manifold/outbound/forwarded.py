@@ -49,7 +49,7 @@ class ForwardedError(ValueError):
 
 
 def check_allowed_name(name: str) -> str:
-    if not _TOKEN.match(name):
+    if not _TOKEN.fullmatch(name):
         raise ValueError(f"'{name}' is not a valid header name")
     if name.lower() in NEVER:
         raise ValueError(f"header '{name}' can never be forwarded")
@@ -83,13 +83,13 @@ def parse(raw: str | None, member_ids: list[str]) -> dict[str, dict[str, str]]:
             raise ForwardedError(f"{HEADER}: the entry for '{member}' must be an object of header names to values")
         checked: dict[str, str] = {}
         for name, value in headers.items():
-            if not isinstance(name, str) or not _TOKEN.match(name):
+            if not isinstance(name, str) or not _TOKEN.fullmatch(name):
                 raise ForwardedError(f"{HEADER}: '{str(name)[:64]}' for '{member}' is not a valid header name")
             if not isinstance(value, str):
                 raise ForwardedError(f"{HEADER}: the value of '{name}' for '{member}' must be a string")
             if len(value.encode()) > MAX_VALUE_BYTES:
                 raise ForwardedError(f"{HEADER}: the value of '{name}' for '{member}' is over {MAX_VALUE_BYTES} bytes")
-            if not _VALUE.match(value):
+            if not _VALUE.fullmatch(value):
                 raise ForwardedError(f"{HEADER}: the value of '{name}' for '{member}' holds control characters")
             checked[name] = value
         out[member] = checked

@@ -288,9 +288,13 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         failed = call.view.failed_member_for("tools", name) if target is None else None
         if failed is not None and gw.access.member_visible(call.principal, call.view, failed[0]):
             error = call.view.failure_error("tools", failed[0])
+            member = Target(failed[0], call.view.by_member[failed[0]].upstream, name)  # for the audit row
             if isinstance(error, AuthRequired):
-                gw.audit.call(call, "tools/call", name, None, "auth_required", started, error.upstream_id)
+                gw.audit.call(call, "tools/call", name, member, "auth_required", started, error.reason)
                 return gw.auth_required(call, error, failed[0], tool=True)
+            if isinstance(error, OutboundRefused):
+                gw.audit.call(call, "tools/call", name, member, "denied", started, error.reason)
+                raise refusal(error) from None
             gw.audit.call(call, "tools/call", name, None, "error", started, f"member '{failed[0]}' down")
             return tool_error_result(f"Tool '{name}' is unavailable: member '{failed[0]}': {failed[1]}")
         gw.audit.call(call, "tools/call", name, target, "unknown" if target is None else "denied", started, None)

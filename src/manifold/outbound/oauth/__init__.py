@@ -1,0 +1,90 @@
+"""Per-user OAuth to upstreams, and the encrypted store for every outbound secret.
+
+    crypto.py     Cipher (MultiFernet, MANIFOLD_SECRET_KEY or state_dir/secret.key), WrongKey
+    secrets.py    SecretStore: `secret:NAME` values
+    vault.py      Vault, Connection: each user's tokens per upstream, encrypted
+    links.py      ConnectLinks: the one-time `/connect/{upstream}?t=…` URL on the gateway's origin
+    discovery.py  401 → RFC 9728 → RFC 8414 / OIDC, with SSRF rules for every discovered URL
+    client.py     OAuthFlows: authorization code + PKCE, DCR, callback checks, refresh, RFC 7009 revocation
+    broker.py     OAuthBroker: `resolver.OAuthTokens`, cached tokens, one refresh at a time
+    tables.py     the tables (registered on manifold.store.db.metadata by importing this package)
+
+`open_outbound_credentials` wires them for the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from manifold.outbound.oauth import tables  # noqa: F401 — registers the tables before create_all
+from manifold.outbound.oauth.broker import OAuthBroker
+from manifold.outbound.oauth.client import (
+    AuthorizationDenied,
+    ConfigurationProblem,
+    InvalidState,
+    IssuerMismatch,
+    OAuthError,
+    OAuthFlows,
+    TokenError,
+)
+from manifold.outbound.oauth.crypto import Cipher, DecryptError, KeyProblem, WrongKey
+from manifold.outbound.oauth.discovery import DiscoveryError, UnsafeUrl
+from manifold.outbound.oauth.links import ConnectLinks, InvalidLink
+from manifold.outbound.oauth.secrets import SecretStore, UnknownSecret
+from manifold.outbound.oauth.vault import Connection, ConnectionStatus, Vault
+
+__all__ = [
+    "AuthorizationDenied",
+    "Cipher",
+    "ConfigurationProblem",
+    "ConnectLinks",
+    "Connection",
+    "ConnectionStatus",
+    "DecryptError",
+    "DiscoveryError",
+    "InvalidLink",
+    "InvalidState",
+    "IssuerMismatch",
+    "KeyProblem",
+    "OAuthBroker",
+    "OAuthError",
+    "OAuthFlows",
+    "OutboundCredentials",
+    "SecretStore",
+    "TokenError",
+    "UnknownSecret",
+    "UnsafeUrl",
+    "Vault",
+    "WrongKey",
+    "open_outbound_credentials",
+]
+
+
+@dataclass
+class OutboundCredentials:
+    cipher: Cipher
+    secrets: SecretStore
+    links: ConnectLinks
+    flows: OAuthFlows
+    broker: OAuthBroker
+
+    async def aclose(self) -> None:
+        await self.flows.aclose()
+
+
+async def open_outbound_credentials(
+    engine: AsyncEngine, state_dir: Path, public_base_url: Callable[[], str]
+) -> OutboundCredentials:
+    """Load the key, check it against the database (WrongKey: stop the gateway), load the secrets."""
+    cipher = Cipher.load(state_dir)
+    await cipher.check(engine)
+    store = SecretStore(engine, cipher)
+    await store.load()
+    links = ConnectLinks.from_cipher(cipher)
+    flows = OAuthFlows(engine, cipher, secret=store.lookup)
+    broker = OAuthBroker(engine, cipher, links, flows, public_base_url)
+    return OutboundCredentials(cipher, store, links, flows, broker)
