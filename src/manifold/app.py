@@ -48,7 +48,9 @@ class Services:
     started: float = field(default_factory=time.time)
 
 
-def build_services(config: LoadedConfig, *, dev_key: str | None = None) -> Services:
+def build_services(
+    config: LoadedConfig, *, dev_key: str | None = None, public_base: str | None = None
+) -> Services:
     settings = config.settings
     # Relative stdio `cwd`s are relative to the config file, not to wherever the gateway was started.
     upstreams = {
@@ -70,6 +72,8 @@ def build_services(config: LoadedConfig, *, dev_key: str | None = None) -> Servi
     }
     sessions = SessionStore(hub)
     live = Live(config, gateway, views, dev_key=dev_key, lists=lists)
+    if public_base:
+        live.public_base = public_base
     return Services(
         config=config,
         pool=pool,
@@ -91,6 +95,9 @@ class ManifoldApp:
         self.origin = OriginPolicy.from_settings(settings)
         self.http = StreamableHttp(services.gateway, services.sessions, services.pending, stateless=settings.stateless)
         self.sse = LegacySse(services.gateway, services.sessions, services.pending)
+        from manifold.web.routes import WebApp  # web pages (connect, sign-in, connections): web/routes.py
+
+        self.web = WebApp(services.live)
 
     async def __call__(self, scope: JSON, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -105,6 +112,9 @@ class ManifoldApp:
 
         if path in ("/healthz", "/readyz"):
             await self._health(send, ready=path == "/readyz")
+            return
+        if path.startswith(("/connect/", "/login", "/logout", "/connections", "/oauth/callback")):
+            await self.web(scope, receive, send, self._read_body)  # web pages: web/routes.py
             return
         if path.startswith(resource_server.WELL_KNOWN_PRM + "/"):
             await self._protected_resource_metadata(send, path, headers)

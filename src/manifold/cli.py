@@ -14,6 +14,7 @@ from manifold.admin.cli import add_commands, run_admin
 from manifold.audit import add_cli as add_audit_cli
 from manifold.audit import run_audit_cli
 from manifold.config.loader import ConfigError, LoadedConfig, load_config
+from manifold.outbound import secrets_cli
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -54,9 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     key = None if settings.allow_unauthenticated else dev_key.load_or_create(config.state_dir)
-    app = ManifoldApp(build_services(config, dev_key=key))
-
     base = settings.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    app = ManifoldApp(build_services(config, dev_key=key, public_base=base))
+
     servers = sorted(app.s.views)
     first = next(iter(config.virtual_servers), servers[0] if servers else "demo")
     url = f"{base}/mcp/{first}"
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--tool", help="exposed tool name (default: explain access to the server)")
     explain.add_argument("--team", action="append", help="extra teams, e.g. from an IdP's groups claim")
     explain.set_defaults(func=cmd_explain)
+    secrets_cli.add_commands(sub).set_defaults(func=lambda a: secrets_cli.run(a, _load(Path(a.config))))
     audit = add_audit_cli(sub)
     audit.set_defaults(func=lambda a: run_audit_cli(a, _load(Path(a.config))))
     args = parser.parse_args(argv)

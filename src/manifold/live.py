@@ -53,6 +53,10 @@ class Live:
         self.authenticator: Authenticator = None  # type: ignore[assignment]  # set in start()
         self._tasks: list[asyncio.Task[None]] = []
         self.admin_api: Any = None
+        # The origin clients reach us at, for absolute URLs the gateway hands out (connect links). The CLI
+        # sets it from `public_url` or the address it binds.
+        self.public_base = config.settings.public_url or f"http://127.0.0.1:{config.settings.port}"
+        self.outbound_credentials: Any = None
 
     async def start(self) -> None:
         from manifold.audit import AuditLog
@@ -60,7 +64,13 @@ class Live:
         config = self.config
         identity = config.gateway.identity
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        from manifold.outbound.oauth import open_outbound_credentials  # registers its tables before create_all
+
         self.engine = engine = await open_database(config.database_url)
+        # A wrong encryption key stops startup here with a clear message; nothing is read or written first.
+        self.outbound_credentials = await open_outbound_credentials(
+            engine, config.state_dir, lambda: self.public_base
+        )
         self.keys = KeyRepository(engine)
         if self.dev_key:
             await self.keys.register_dev_key(self.dev_key)
@@ -92,8 +102,11 @@ class Live:
         from manifold.outbound.exchange import TokenExchanger
         from manifold.outbound.resolver import CredentialResolver
 
-        self.exchanger = TokenExchanger()  # `secret=` once the secret store exists
-        self.gateway.credentials = CredentialResolver(exchange=self.exchanger)
+        creds = self.outbound_credentials
+        self.exchanger = TokenExchanger(secret=creds.secrets.lookup)
+        self.gateway.credentials = CredentialResolver(
+            secret=creds.secrets.lookup, oauth=creds.broker, exchange=self.exchanger
+        )
         self._tasks.append(asyncio.create_task(self._flush_last_used()))
         from manifold.admin.api import AdminApi
 
@@ -116,6 +129,13 @@ class Live:
             log.info("keys, principals or grants changed: reloaded")
         if revisions.CATALOG in scopes and self.admin_api is not None:
             await self.admin_api.reload_catalog()
+        from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE, SECRETS_SCOPE
+
+        if CONNECTIONS_SCOPE in scopes:
+            await self.outbound_credentials.broker.sync()
+        if SECRETS_SCOPE in scopes:
+            await self.outbound_credentials.secrets.load()
+            self.gateway.credentials.secrets_changed()
 
     def audit_refusal(self, principal: Principal, server_id: str, headers: dict[str, str]) -> None:
         from manifold.audit import AuditEvent
@@ -157,6 +177,8 @@ class Live:
             await self.audit_log.aclose()
         if getattr(self, "exchanger", None) is not None:
             await self.exchanger.aclose()
+        if self.outbound_credentials is not None:
+            await self.outbound_credentials.aclose()
         if getattr(self, "idps", None) is not None:
             await self.idps.aclose()
         if getattr(self, "watcher", None) is not None:

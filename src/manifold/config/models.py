@@ -310,6 +310,24 @@ class IdpConfig(Strict):
         return self
 
 
+class WebLoginConfig(Strict):
+    """Signing in to the gateway's web pages (connect, connections) with an IdP's OpenID Connect login
+    (web/oidc_login.py). The client is registered at that IdP with the redirect URI
+    `<public_url>/login/callback`; the person is named as the IdP's tokens name them (its `claims` mapping)."""
+
+    idp: str  # a key of identity.idps
+    client_id: str
+    client_secret: str | None = None  # none: a public client (PKCE only)
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid(cls, v: list[str]) -> list[str]:
+        if "openid" not in v:
+            raise ValueError("must include 'openid'")
+        return v
+
+
 class IdentitySettings(Strict):
     idps: dict[SlugKey, IdpConfig] = Field(default_factory=dict)
     # Principals (selectors as in grants: user:, team:, sa:) that may use /admin/api and admin CLI commands.
@@ -317,6 +335,14 @@ class IdentitySettings(Strict):
     # Validated API keys and JWTs are cached this long (a revoked key still fails on the very next request:
     # revocation invalidates the cache).
     cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    # Web sign-in through an IdP, besides the API-key form (web/routes.py).
+    web_login: WebLoginConfig | None = None
+
+    @model_validator(mode="after")
+    def _web_login_idp(self) -> IdentitySettings:
+        if self.web_login is not None and self.web_login.idp not in self.idps:
+            raise ValueError(f"web_login.idp '{self.web_login.idp}' is not one of identity.idps")
+        return self
 
 
 class UserConfig(Strict):

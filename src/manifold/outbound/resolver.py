@@ -96,20 +96,47 @@ class CredentialResolver:
         self.exchange = exchange
         self._static: dict[tuple[str, int], Outbound] = {}
 
-    def _value(self, text: str) -> str:
+    def _value(self, upstream_id: str, text: str) -> str:
         if text.startswith("secret:"):
             if self._secret is None:
-                raise OutboundRefused("?", "the secret store is not available")
-            return self._secret(text[len("secret:") :])
+                raise OutboundRefused(upstream_id, "the secret store is not available")
+            try:
+                return self._secret(text[len("secret:") :])
+            except LookupError as exc:
+                raise OutboundRefused(upstream_id, str(exc)) from None
         return text
+
+    def secrets_changed(self) -> None:
+        self._static.clear()
+
+    def rejected(self, upstream_id: str, config: UpstreamConfig, principal: Principal) -> bool:
+        """The upstream refused the credential we sent: drop what we cached so the next resolve gets a
+        fresh one. Returns whether retrying with a fresh credential makes sense."""
+        auth = config.auth
+        match auth:
+            case OAuthAuth():
+                if self.oauth is not None and hasattr(self.oauth, "expire"):
+                    self.oauth.expire(principal.id, upstream_id)
+                    return True
+                return False
+            case ExchangeAuth():
+                forget = getattr(self.exchange, "forget", None)
+                if forget is not None:
+                    forget(principal.id, upstream_id)
+                    return True
+                return False
+            case NoAuth() | StaticAuth() | PassthroughAuth() | ForwardedAuth():
+                return False
+            case _:
+                assert_never(auth)
 
     def static(self, upstream_id: str, auth: StaticAuth) -> Outbound:
         key = (upstream_id, id(auth))
         cached = self._static.get(key)
         if cached is None:
-            headers = {name: self._value(v) for name, v in auth.headers.items()}
+            headers = {name: self._value(upstream_id, v) for name, v in auth.headers.items()}
             if auth.bearer:
-                headers["Authorization"] = f"Bearer {self._value(auth.bearer)}"
+                headers["Authorization"] = f"Bearer {self._value(upstream_id, auth.bearer)}"
             cached = self._static[key] = Outbound(headers, None)
         return cached
 

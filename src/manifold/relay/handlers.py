@@ -183,7 +183,17 @@ class Gateway:
             params = _with_log_level(
                 params, call.session.log_level if call.session and call.session.log_level else "debug"
             )
-        reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
+        try:
+            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
+        except UpstreamError as exc:
+            # A per-user token the upstream no longer accepts (revoked, rotated): fetch a fresh one once.
+            config = self.pool.config(target.upstream_id)
+            if exc.kind != "auth" or config is None or not self.credentials.rejected(
+                target.upstream_id, config, call.principal
+            ):
+                raise
+            outbound = await self.outbound(call, target.member_id, target.upstream_id)
+            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
         if call.modern:
             return reply
         for _ in range(MAX_INPUT_ROUNDS):

@@ -159,9 +159,12 @@ class UpstreamPool:
                 reason = dead.close_reason.reason if dead.close_reason else None
                 slot.health.disconnected(f"upstream '{key.upstream_id}' {reason}" if reason else None)
                 await dead.aclose()
-            if slot.health.in_backoff() and slot.last_failure is not None:
+            # Back off from a failing upstream, unless the credential changed since (a refreshed token
+            # deserves its own try).
+            if slot.health.in_backoff() and slot.last_failure is not None and slot.headers == headers:
                 raise UpstreamError(key.upstream_id, slot.last_failure.reason, kind=slot.last_failure.kind)
             slot.health.connecting()
+            slot.headers = dict(headers)
             if headers:
                 config = config.model_copy(update={"headers": {**config.headers, **headers}})
             session = JsonRpcSession(
