@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_auth, bench_call, bench_list
+from bench import bench_auth, bench_call, bench_list, bench_outbound
 from bench.common import fmt, table
 
 QUICK_CALL = ["--calls", "60", "--warmup", "10", "--rounds", "1", "--sessions", "4", "--concurrent-calls", "20"]
@@ -28,11 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra_call, extra_list = (QUICK_CALL, QUICK_LIST) if args.quick else ([], [])
     extra_auth = QUICK_AUTH if args.quick else []
+    extra_outbound = QUICK_AUTH if args.quick else []
     if args.json_dir:
         Path(args.json_dir).mkdir(parents=True, exist_ok=True)
         extra_call = [*extra_call, "--json", str(Path(args.json_dir) / "call.json")]
         extra_list = [*extra_list, "--json", str(Path(args.json_dir) / "list.json")]
         extra_auth = [*extra_auth, "--json", str(Path(args.json_dir) / "auth.json")]
+        extra_outbound = [*extra_outbound, "--json", str(Path(args.json_dir) / "outbound.json")]
 
     began = time.monotonic()
     print("== bench_call: tools/call, gateway vs direct ==", flush=True)
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     lists = bench_list.main(extra_list)
     print("\n== bench_auth: tools/call with API key / IdP JWT vs auth off ==", flush=True)
     auth = bench_auth.main(extra_auth)
+    print("\n== bench_outbound: tools/call to an oauth upstream (valid stored token) vs a static one ==", flush=True)
+    outbound = bench_outbound.main(extra_outbound)
 
     rows: list[list[str]] = []
     missed = 0
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if name != "auth off":
             target(f"tools/call p50 {name} / auth off (2025-11-25)", r["sdk_ratio"], bench_auth.TARGET_RATIO, "x")
             target(f"tools/call p50 {name} / auth off (2026-07-28 raw)", r["raw_ratio"], bench_auth.TARGET_RATIO, "x")
+
+    r = outbound["oauth"]
+    target("tools/call p50 oauth / static upstream (2025-11-25)", r["sdk_ratio"], bench_outbound.TARGET_RATIO, "x")
+    target("tools/call p50 oauth / static upstream (2026-07-28 raw)", r["raw_ratio"], bench_outbound.TARGET_RATIO, "x")
 
     print(f"\n== summary ({time.monotonic() - began:.0f} s{', QUICK: not a measurement' if args.quick else ''}) ==")
     print(table(["figure", "measured", "target", "met"], rows))

@@ -1,0 +1,122 @@
+"""What a per-user OAuth credential costs: the same tools/call to the same upstream, once through an upstream
+entry with `auth: static` and once through one with `auth: oauth` holding a valid stored token, in one run.
+
+    .venv/bin/python -m bench.bench_outbound [--calls 300] [--warmup 30] [--rounds 6] [--json FILE]
+
+One upstream process, one gateway; the gateway has two upstream entries pointing at it. The OAuth
+connection of the calling user is put in the gateway's vault (encrypted, as the connect flow would store
+it) before the gateway starts, so the measured calls find a valid token: the cost is the per-user session
+lookup and the token cache, not a refresh. Paths alternate, starting with a different one each round.
+Target: oauth p50 ≤ 1.05 × static p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from bench.bench_call import TOOL, sequential_round
+from bench.common import CpuMeter, fmt, modern_request, ms, p50, raw_round, run_upstreams, table
+from tests.e2e.harness import run_gateway
+
+TARGET_RATIO = 1.05
+DEV_PRINCIPAL = "user:dev"  # the harness's development key belongs to user dev
+
+
+async def store_connection(state_dir: Path, database_url: str) -> None:
+    from manifold.outbound.oauth import Cipher, Connection, Vault
+    from manifold.store.db import open_database
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    engine = await open_database(database_url)
+    try:
+        cipher = Cipher.load(state_dir)
+        await cipher.check(engine)
+        now = time.time()
+        await Vault(engine, cipher).put(
+            Connection(
+                user=DEV_PRINCIPAL, upstream="oauth", access_token="bench-access-token", refresh_token=None,
+                expires_at=now + 86400, scopes=["mcp"], token_type="Bearer", issuer="https://as.bench.example",
+                client_id="bench", created_at=now, updated_at=now,
+            )
+        )
+    finally:
+        await engine.dispose()
+
+
+async def run(args: argparse.Namespace) -> dict:
+    import manifold.outbound.oauth  # noqa: F401 — registers the vault tables
+
+    with tempfile.TemporaryDirectory(prefix="manifold-bench-") as tmp:
+        directory = Path(tmp)
+        state = directory / "state"
+        await store_connection(state, f"sqlite+aiosqlite:///{state / 'manifold.db'}")
+        async with run_upstreams("fast", 1, 1) as upstreams:
+            url = upstreams[0].url
+            upstreams_config = {
+                "static": {"transport": "http", "url": url, "auth": {"mode": "static", "bearer": "bench-static"}},
+                "oauth": {
+                    "transport": "http",
+                    "url": url,
+                    "auth": {
+                        "mode": "oauth", "client_id": "bench", "issuer": "https://as.bench.example",
+                        "authorization_endpoint": "https://as.bench.example/authorize",
+                        "token_endpoint": "https://as.bench.example/token",
+                    },
+                },
+            }
+            async with run_gateway(upstreams_config, directory=directory) as gw:
+                headers = {"Authorization": f"Bearer {gw.key}"}
+                meter = CpuMeter(gw.process.pid)
+                method_headers, body = modern_request("tools/call", {"name": TOOL, "arguments": {}}, name=TOOL)
+                paths = ["static", "oauth"]
+                samples = {p: {"sdk": [], "raw": []} for p in paths}
+                for r in range(args.rounds):
+                    for name in paths[r % 2 :] + paths[: r % 2]:
+                        samples[name]["sdk"] += await sequential_round(
+                            gw.url(name), "legacy", headers, args.warmup, args.calls, meter
+                        )
+                        samples[name]["raw"] += await raw_round(
+                            gw.url(name), {**headers, **method_headers}, body, args.warmup, args.calls, meter
+                        )
+    base = samples["static"]
+    return {
+        name: {
+            "sdk_p50_ms": ms(p50(s["sdk"])), "raw_p50_ms": ms(p50(s["raw"])),
+            "sdk_ratio": p50(s["sdk"]) / p50(base["sdk"]), "raw_ratio": p50(s["raw"]) / p50(base["raw"]),
+        }
+        for name, s in samples.items()
+    }
+
+
+def report(results: dict) -> str:
+    rows = [
+        [name, fmt(r["sdk_p50_ms"], 3), fmt(r["sdk_ratio"], 3), fmt(r["raw_p50_ms"], 3), fmt(r["raw_ratio"], 3)]
+        for name, r in results.items()
+    ]
+    head = ["upstream auth", "p50 ms (sdk, 2025-11-25)", "÷ static", "p50 ms (raw, 2026-07-28)", "÷ static"]
+    return table(head, rows) + f"\ntarget: oauth ≤ {TARGET_RATIO}× static"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    results = anyio.run(run, args)
+    print(report(results), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
