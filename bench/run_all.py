@@ -1,4 +1,4 @@
-"""`make bench`: run bench_call and bench_list with their defaults, then one summary against the targets.
+"""`make bench`: run bench_call, bench_list, bench_auth and bench_outbound, then one summary against the targets.
 
     .venv/bin/python -m bench.run_all [--quick] [--json-dir DIR] [--strict]
 
