@@ -44,6 +44,13 @@ class _Slot:
 MAX_IDENTITY_SESSIONS = 256
 
 
+async def _close_when_idle(session: JsonRpcSession, *, limit_seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + limit_seconds
+    while session.in_flight() and time.monotonic() < deadline and not session.closed:
+        await asyncio.sleep(0.5)
+    await session.aclose()
+
+
 def make_transport(upstream_id: str, config: UpstreamConfig) -> MessageTransport:
     if config.transport is Transport.HTTP:
         from manifold.upstream.http import StreamableHttpTransport
@@ -63,6 +70,7 @@ class UpstreamPool:
         self._configs = dict(configs)
         self._on_notification = on_notification
         self._slots: dict[UpstreamKey, _Slot] = {}
+        self._retiring: set[asyncio.Future[None]] = set()
         self._closed = False
 
     async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> JsonRpcSession:
@@ -139,8 +147,12 @@ class UpstreamPool:
                 if key.identity is not None:
                     slot.last_used = time.monotonic()
                 return slot.session  # the hot path: no lock
-            # The credential changed (a refreshed token): this session carries the old one; replace it.
-            self._forget(key, slot.session)
+            # The credential changed (a refreshed token): this session carries the old one. New calls get a
+            # new session; the old one is closed once the calls already on it have their answers.
+            retired, slot.session = slot.session, None
+            task = asyncio.ensure_future(_close_when_idle(retired))
+            self._retiring.add(task)  # a reference, so the task is not collected before it ran
+            task.add_done_callback(self._retiring.discard)
         if self._closed:
             raise UpstreamError(key.upstream_id, "is not available: the gateway is shutting down", kind="closed")
         config = self._configs.get(key.upstream_id)

@@ -206,6 +206,10 @@ class JsonRpcSession:
             stream.cancel()
         return {"result": {}}
 
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered (a listen stream does not count)."""
+        return sum(1 for p in self._pending.values() if p.method != "subscriptions/listen")
+
     async def aclose(self) -> None:
         for stream in self._resource_streams.values():
             stream.cancel()
