@@ -14,7 +14,7 @@ from manifold.admin.cli import add_commands, run_admin
 from manifold.audit import add_cli as add_audit_cli
 from manifold.audit import run_audit_cli
 from manifold.config.loader import ConfigError, LoadedConfig, load_config
-from manifold.outbound import secrets_cli
+from manifold.outbound import connections_cli, secrets_cli
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--team", action="append", help="extra teams, e.g. from an IdP's groups claim")
     explain.set_defaults(func=cmd_explain)
     secrets_cli.add_commands(sub).set_defaults(func=lambda a: secrets_cli.run(a, _load(Path(a.config))))
+    connections_cli.add_commands(sub).set_defaults(func=lambda a: connections_cli.run(a, _load(Path(a.config))))
     audit = add_audit_cli(sub)
     audit.set_defaults(func=lambda a: run_audit_cli(a, _load(Path(a.config))))
     args = parser.parse_args(argv)

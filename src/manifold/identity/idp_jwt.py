@@ -215,7 +215,7 @@ class IdpVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(_reason_for(exc), idp=self.idp_id) from None
-        return self._principal(claims, token)
+        return self.principal_from_claims(claims, token)
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:
@@ -224,7 +224,8 @@ class IdpVerifier:
 
     # ---- claims → principal -----------------------------------------------------------------------
 
-    def _principal(self, claims: dict[str, Any], token: str) -> Principal:
+    def principal_from_claims(self, claims: dict[str, Any], token: str) -> Principal:
+        """The principal verified claims name (also used by the web sign-in with userinfo claims)."""
         mapping = self.config.claims
         subject = _claim(claims, mapping.subject)
         if isinstance(subject, int | float) and not isinstance(subject, bool):

@@ -134,7 +134,7 @@ class OidcLogin:
             if userinfo and userinfo.get("sub") == claims.get("sub"):
                 try:
                     # The ID token's own claims win; userinfo only fills gaps (email, groups).
-                    principal = verifier._principal({**userinfo, **claims}, id_token)  # noqa: SLF001
+                    principal = verifier.principal_from_claims({**userinfo, **claims}, id_token)
                 except InvalidToken as exc:
                     raise LoginFailed(f"the sign-in was refused: {exc.reason}") from None
         return principal

@@ -312,12 +312,13 @@ class WebApp:
         try:
             url = await oauth.flows.start(principal_id, upstream_id, auth, upstream.url, redirect_uri)
         except Exception as exc:  # noqa: BLE001 — discovery or registration failed: say so on the page
-            log.warning("connect %s for %s could not start: %s", upstream_id, principal_id, _safe_reason(exc))
+            reason = _safe_reason(exc)
+            log.warning("connect %s for %s could not start: %s", upstream_id, principal_id, reason)
             return Response(
                 502,
                 pages.problem(
                     "Could not reach the sign-in service",
-                    f"Connecting {upstream_id} could not start: {_safe_reason(exc)}",
+                    f"Connecting {upstream_id} could not start: {reason}",
                     viewer=viewer,
                 ),
             )
@@ -342,8 +343,9 @@ class WebApp:
                 q.get("state", ""), q.get("code"), q.get("iss"), q.get("error"), session.principal_id
             )
         except Exception as exc:  # noqa: BLE001 — denied, expired state, wrong issuer, token endpoint down…
-            log.warning("oauth callback for %s failed: %s", session.principal_id, _safe_reason(exc))
-            return Response(400, pages.problem("Not connected", _safe_reason(exc), viewer=viewer))
+            reason = _safe_reason(exc)
+            log.warning("oauth callback for %s failed: %s", session.principal_id, reason)
+            return Response(400, pages.problem("Not connected", reason, viewer=viewer))
         upstream_id = connection.upstream  # (the flows tell the broker, which drops anything it cached)
         log.info("connected %s for %s", upstream_id, session.principal_id)
         return Response(200, pages.connected(viewer=viewer, upstream_id=upstream_id))
