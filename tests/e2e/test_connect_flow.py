@@ -530,3 +530,81 @@ async def test_sign_in_through_the_organisations_idp_then_connect(world: World) 
 
                 result = await client.call_tool("whoami", {})
             assert not result.is_error and text_of(result) == "carol"
+
+
+# ---- refresh: one at a time per (user, upstream) ------------------------------------------------------------
+
+
+def _modern_call(tool: str) -> tuple[dict[str, str], bytes]:
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Mcp-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}, "_meta": meta}}
+    return headers, json.dumps(body).encode()
+
+
+async def _expire_stored_token(gw: Gateway, principal_id: str) -> None:
+    """What time does to a stored connection: its access token is past its expiry (the refresh token is fine).
+    Written by another process, as the CLI or a replica would, so the running gateway must notice."""
+    import time
+
+    from manifold.outbound.oauth import Cipher, Vault
+    from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE
+    from manifold.store import revisions
+    from manifold.store.db import open_database
+
+    state = gw.config_dir / "state"
+    engine = await open_database(f"sqlite+aiosqlite:///{state / 'manifold.db'}")
+    try:
+        vault = Vault(engine, Cipher.load(state))
+        stored = await vault.get(principal_id, SERVER)
+        assert stored is not None and stored.refresh_token
+        await vault.put(stored.with_tokens(expires_at=time.time() - 5, updated_at=time.time()))
+        async with engine.begin() as conn:
+            await revisions.bump(conn, CONNECTIONS_SCOPE)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_hundred_concurrent_calls_with_an_expired_token_cause_one_refresh(site: Site, world: World) -> None:
+    user = "alice@corp.com"
+    await connect(site, user)
+    first = await whoami(site, user)
+    assert not first.is_error and text_of(first) == "alice"
+    await _expire_stored_token(site.gw, f"user:{user}")
+
+    headers, body = _modern_call("whoami")
+    headers["Authorization"] = f"Bearer {site.keys[user]}"
+    async with httpx2.AsyncClient(timeout=60) as http:
+        # Any request makes the gateway look at what changed; a ping needs no upstream credential itself.
+        ping = {**headers, "Mcp-Method": "ping"}
+        ping.pop("Mcp-Name")
+        pinged = await http.post(site.gw.url(SERVER), headers=ping, content=body.replace(b'"tools/call"', b'"ping"'))
+        assert pinged.status_code == 200, pinged.text
+        before = await world.idp.counts()
+        replies: list[httpx2.Response] = []
+
+        async def call() -> None:
+            replies.append(await http.post(site.gw.url(SERVER), headers=headers, content=body))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(100):
+                group.start_soon(call)
+        after = await world.idp.counts()
+
+    assert [r.status_code for r in replies] == [200] * 100
+    texts = {r.json()["result"]["content"][0]["text"] for r in replies}
+    assert texts == {"alice"}, texts
+    refreshes = after["grants"].get("refresh_token", 0) - before["grants"].get("refresh_token", 0)
+    assert refreshes == 1
+    tokens = {entry["authorization"] for entry in site.upstream.tool_calls()[-100:]}
+    assert len(tokens) == 1  # every call carried the one refreshed token

@@ -263,6 +263,10 @@ class OAuthFlows:
         }
         if plan.scopes:
             params["scope"] = " ".join(plan.scopes)
+            if "offline_access" in plan.scopes:
+                # OpenID Connect Core §11: an OP ignores offline_access unless the user is asked to consent,
+                # and without it there is no refresh token (the user would reconnect every hour).
+                params["prompt"] = "consent"
         for name, value in config.extra_authorize_params.items():
             if name == "scope":  # extra scopes add to the chosen ones
                 params["scope"] = " ".join(_dedupe(params.get("scope", "").split() + value.split()))
