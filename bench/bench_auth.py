@@ -5,11 +5,9 @@ with an API key, and with an IdP JWT (a real oidc-provider), in one run.
 
 One gateway process serves all three: `allow_unauthenticated: true` admits requests without a token as
 the anonymous principal, while a request that carries a token is authenticated as usual; a grant lets
-`anyone` use the server, so only the credential differs. Paths alternate within each round, starting with
-a different one each round, so drift and warm-up hit them alike. Two clients: the mcp SDK client in
-2025-11-25 mode (one session per round) and the lean raw 2026-07-28 client (bench/common.raw_round).
-Target: p50 with auth ≤ 1.05 × p50 without. Single rounds swing ±10% on a 2-core machine; the default
-six rounds pool 1,800 samples per path.
+`anyone` use the server, so only the credential differs. The paths alternate call by call
+(bench/common.interleaved), with the mcp SDK client in 2025-11-25 mode and a lean raw 2026-07-28 client,
+`--calls` × `--rounds` timed calls per path and client. Target: p50 with auth ≤ 1.05 × p50 without.
 The JWT row needs tests/node installed (`make test` does it); without it the row is left out.
 """
 
@@ -22,8 +20,8 @@ import sys
 
 import anyio
 
-from bench.bench_call import TOOL, sequential_round
-from bench.common import CpuMeter, fmt, modern_request, ms, p50, raw_round, run_upstreams, table
+from bench.bench_call import TOOL
+from bench.common import fmt, interleaved, ms, p50, run_upstreams, table
 from tests.e2e.harness import REPO, run_gateway
 
 TARGET_RATIO = 1.05
@@ -53,20 +51,10 @@ async def measure(args: argparse.Namespace, issuer: str | None, jwt_token: str |
         if jwt_token:
             paths["IdP JWT"] = {"Authorization": f"Bearer {jwt_token}"}
         url = gw.url("bench")
-        meter = CpuMeter(gw.process.pid)
-        method_headers, body = modern_request("tools/call", {"name": TOOL, "arguments": {}}, name=TOOL)
-        samples: dict[str, dict[str, list[float]]] = {p: {"sdk": [], "raw": [], "cpu": []} for p in paths}
-        order = list(paths)
-        for r in range(args.rounds):
-            # Each round starts with a different path, so warming up never favours one of them.
-            for name in order[r % len(order) :] + order[: r % len(order)]:
-                headers = paths[name]
-                samples[name]["sdk"] += await sequential_round(url, "legacy", headers, args.warmup, args.calls, meter)
-                samples[name]["raw"] += await raw_round(
-                    url, {**headers, **method_headers}, body, args.warmup, args.calls, meter
-                )
-                samples[name]["cpu"].append(meter.spent / args.calls)
-        return samples
+        return await interleaved(
+            {name: (url, headers) for name, headers in paths.items()},
+            tool=TOOL, calls=args.calls * args.rounds, warmup=args.warmup,
+        )
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -91,7 +79,6 @@ async def run(args: argparse.Namespace) -> dict:
             "raw_p50_ms": ms(p50(s["raw"])),
             "sdk_ratio": p50(s["sdk"]) / p50(off["sdk"]),
             "raw_ratio": p50(s["raw"]) / p50(off["raw"]),
-            "cpu_ms_per_call": ms(p50(s["cpu"]) / 2),  # the meter spans the sdk and the raw round
         }
     return out
 

@@ -6,7 +6,7 @@ entry with `auth: static` and once through one with `auth: oauth` holding a vali
 One upstream process, one gateway; the gateway has two upstream entries pointing at it. The OAuth
 connection of the calling user is put in the gateway's vault (encrypted, as the connect flow would store
 it) before the gateway starts, so the measured calls find a valid token: the cost is the per-user session
-lookup and the token cache, not a refresh. Paths alternate, starting with a different one each round.
+lookup and the token cache, not a refresh. The paths alternate call by call (bench/common.interleaved).
 Target: oauth p50 ≤ 1.05 × static p50.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import anyio
 
-from bench.bench_call import TOOL, sequential_round
-from bench.common import CpuMeter, fmt, modern_request, ms, p50, raw_round, run_upstreams, table
+from bench.bench_call import TOOL
+from bench.common import fmt, interleaved, ms, p50, run_upstreams, table
 from tests.e2e.harness import run_gateway
 
 TARGET_RATIO = 1.05
@@ -72,18 +72,10 @@ async def run(args: argparse.Namespace) -> dict:
             }
             async with run_gateway(upstreams_config, directory=directory) as gw:
                 headers = {"Authorization": f"Bearer {gw.key}"}
-                meter = CpuMeter(gw.process.pid)
-                method_headers, body = modern_request("tools/call", {"name": TOOL, "arguments": {}}, name=TOOL)
-                paths = ["static", "oauth"]
-                samples = {p: {"sdk": [], "raw": []} for p in paths}
-                for r in range(args.rounds):
-                    for name in paths[r % 2 :] + paths[: r % 2]:
-                        samples[name]["sdk"] += await sequential_round(
-                            gw.url(name), "legacy", headers, args.warmup, args.calls, meter
-                        )
-                        samples[name]["raw"] += await raw_round(
-                            gw.url(name), {**headers, **method_headers}, body, args.warmup, args.calls, meter
-                        )
+                samples = await interleaved(
+                    {name: (gw.url(name), headers) for name in ("static", "oauth")},
+                    tool=TOOL, calls=args.calls * args.rounds, warmup=args.warmup,
+                )
     base = samples["static"]
     return {
         name: {

@@ -249,3 +249,58 @@ async def raw_round(url: str, headers: dict[str, str], body: bytes, warmup: int,
             samples.append(time.perf_counter() - begin)
         meter.stop()
         return samples
+
+
+# ---- paired comparisons: several paths through one gateway, call by call --------------------------
+
+
+async def interleaved(
+    paths: dict[str, tuple[str, dict[str, str]]], *, tool: str, calls: int, warmup: int
+) -> dict[str, dict[str, list[float]]]:
+    """Time the same tools/call on every path, alternating call by call (A B C, B C A, C A B, ...), with one
+    SDK client (2025-11-25) and one lean raw client (2026-07-28) per path held open throughout.
+
+    For comparisons inside one gateway process (auth off vs API key, static vs oauth upstream): alternating
+    per call pairs the samples, so drift and other load on a 2-core machine hit every path alike, which
+    alternating whole rounds does not (a round-level swing of ±10% hides a 5% target)."""
+    import contextlib
+
+    import aiohttp
+
+    names = list(paths)
+    samples: dict[str, dict[str, list[float]]] = {n: {"sdk": [], "raw": []} for n in names}
+    method_headers, body = modern_request("tools/call", {"name": tool, "arguments": {}}, name=tool)
+    async with contextlib.AsyncExitStack() as stack:
+        sdk = {}
+        raw = {}
+        for name, (url, headers) in paths.items():
+            sdk[name] = await stack.enter_async_context(mcp_client(url, "legacy", headers))
+            await sdk[name].list_tools()
+            raw[name] = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=1), headers={**headers, **method_headers}
+                )
+            )
+
+        async def raw_call(name: str) -> None:
+            async with raw[name].post(paths[name][0], data=body) as response:
+                payload = await response.read()
+                if response.status != 200 or b'"result"' not in payload:
+                    raise RuntimeError(f"{name} answered {response.status}: {payload[:300]!r}")
+
+        async def sdk_call(name: str) -> None:
+            result = await sdk[name].call_tool(tool, {})
+            if result.is_error:
+                raise RuntimeError(f"{name}: {tool} failed: {result.content}")
+
+        for kind, call in (("sdk", sdk_call), ("raw", raw_call)):
+            for _ in range(warmup):
+                for name in names:
+                    await call(name)
+            for i in range(calls):
+                shift = i % len(names)
+                for name in names[shift:] + names[:shift]:
+                    begin = time.perf_counter()
+                    await call(name)
+                    samples[name][kind].append(time.perf_counter() - begin)
+    return samples
