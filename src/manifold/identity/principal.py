@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -35,6 +36,10 @@ class Credential:
     ref: str | None = None
 
     def __str__(self) -> str:
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
         return self.kind.value if self.ref is None else f"{self.kind.value}:{self.ref}"
 
 
@@ -53,7 +58,7 @@ class Principal:
     # The bearer the caller presented, for outbound modes that use it (passthrough, exchange). Never logged.
     token: str | None = field(default=None, compare=False, hash=False, repr=False)
 
-    @property
+    @cached_property  # read on every call (grants, audit); a frozen dataclass still has a __dict__ for it
     def id(self) -> str:
         match self.kind:
             case PrincipalKind.USER:
