@@ -5,10 +5,10 @@
                                          [--json FILE]
 
 Per client era (2025-11-25 via `mode="legacy"`, and `mode="2026-07-28"`):
-- sequential: one client session per round, `--warmup` calls, then `--calls` timed calls one after
-  another; direct and gateway rounds alternate (`--rounds` each) so drift hits both alike. p50/p99 pool
-  the rounds' samples. Gateway CPU per call = the gateway process's utime+stime over the timed calls,
-  divided by their number.
+- sequential: per round, one client session on each path side by side, `--warmup` calls each, then
+  `--calls` timed calls per path, alternating direct and gateway call by call so drift hits both alike.
+  p50/p99 pool the rounds' samples. Gateway CPU per call = the gateway process's utime+stime over the
+  timed calls, divided by the gateway's calls.
 - concurrent: `--sessions` client sessions opened first, then all of them make `--concurrent-calls`
   calls at once; calls/s over the whole burst, direct and gateway alternating per round.
 Then (unless --no-raw) a "2026-07-28 raw" row: the same call as fixed bytes POSTed by a lean aiohttp
@@ -98,6 +98,29 @@ async def sequential_round(url: str, mode: str, headers: dict[str, str], warmup:
         return samples
 
 
+async def paired_round(direct_url: str, gateway_url: str, headers: dict[str, str], mode: str, warmup: int,
+                       calls: int, meter: CpuMeter) -> tuple[list[float], list[float], float]:
+    """One client session on each path, open side by side; the timed calls alternate direct, gateway,
+    gateway, direct, ... so both paths see the same moment's conditions (whole rounds one after the other
+    let a drift of ±10% between rounds into the ratio). Returns both paths' samples and the gateway CPU."""
+    async with mcp_client(direct_url, mode) as direct, mcp_client(gateway_url, mode, headers) as through:
+        for client in (direct, through):
+            await client.list_tools()  # a 2026-07-28 client must have listed a tool before calling it
+            for _ in range(warmup):
+                await client.call_tool(TOOL, {})
+        samples: dict[int, list[float]] = {0: [], 1: []}
+        meter.start()
+        for i in range(calls):
+            for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                begin = time.perf_counter()
+                result = await (direct, through)[which].call_tool(TOOL, {})
+                samples[which].append(time.perf_counter() - begin)
+                if result.is_error:
+                    raise RuntimeError(f"{TOOL} failed: {result.content}")
+        meter.stop()
+        return samples[0], samples[1], meter.spent
+
+
 async def concurrent_round(url: str, mode: str, headers: dict[str, str], sessions: int, calls: int,
                            meter: CpuMeter) -> float:
     """Open `sessions` sessions, warm each, then release them all at once; calls/s over the burst."""
@@ -143,10 +166,13 @@ async def run(args: argparse.Namespace) -> list[EraResult]:
             for mode in ERAS:
                 era = EraResult(ERA_LABEL[mode], PathResult(), PathResult())
                 for _ in range(args.rounds):
-                    for name, (url, hdrs, meter) in paths.items():
-                        target = getattr(era, name)
-                        target.latencies += await sequential_round(url, mode, hdrs, args.warmup, args.calls, meter)
-                        target.gateway_cpu += meter.spent
+                    direct, through, cpu = await paired_round(
+                        upstream_url, gateway.url("bench"), headers, mode, args.warmup, args.calls,
+                        paths["gateway"][2],
+                    )
+                    era.direct.latencies += direct
+                    era.gateway.latencies += through
+                    era.gateway.gateway_cpu += cpu
                 for _ in range(args.rounds):
                     for name, (url, hdrs, meter) in paths.items():
                         target = getattr(era, name)
