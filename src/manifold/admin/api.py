@@ -92,13 +92,39 @@ class AdminApi:
         try:
             status, result = await self.route(scope["method"], parts, query, body)
         except InvalidBody as exc:
+            self._audit(principal, scope, "error", exc.message)
             await send_body(send, exc.status, orjson.dumps({"error": exc.message, "problems": exc.details()}))
             return
         except OpError as exc:
+            self._audit(principal, scope, "error", exc.message)
             await send_body(send, exc.status, orjson.dumps({"error": exc.message}))
             return
         log.info("admin %s %s by %s", scope["method"], scope["path"], principal.id)
+        if scope["method"] != "GET":
+            self._audit(principal, scope, "ok", None)
         await send_body(send, status, orjson.dumps(result))
+
+    def _audit(self, principal: Any, scope: JSON, outcome: str, detail: str | None) -> None:
+        """Changes made through the API are audited like calls (the body is not: it may hold secrets)."""
+        import time
+
+        from manifold.audit import AuditEvent
+
+        self.live.audit_log.record(
+            AuditEvent(
+                at=time.time(),
+                request_id=None,
+                principal=principal.id,
+                credential=str(principal.credential),
+                server="admin",
+                member=None,
+                upstream=None,
+                method=f"admin {scope['method']}",
+                target=scope["path"][:400],
+                outcome=outcome,
+                detail=detail,
+            )
+        )
 
     async def route(self, method: str, parts: list[str], query: dict[str, str], body: JSON) -> tuple[int, Any]:
         ops = self.ops

@@ -71,12 +71,27 @@ class Snapshot:
     service_accounts: dict[str, ServiceAccountRecord]
 
     def user_teams(self, *ids: str | None) -> frozenset[str]:
-        """Teams configured for a user known by any of these ids (email, subject)."""
+        """Teams configured for a user known by any of these ids (email, subject). An email matches
+        whatever its case, as `user:` grants do (an IdP may send `Alice@Corp.com`)."""
         found: set[str] = set()
         for i in ids:
-            if i and i in self.users:
-                found.update(self.users[i].teams)
+            if not i:
+                continue
+            record = self.users.get(i) or (self._by_email().get(i.lower()) if "@" in i else None)
+            if record is not None:
+                found.update(record.teams)
         return frozenset(found)
+
+    def _by_email(self) -> dict[str, UserRecord]:
+        index = self.__dict__.get("_email_index")
+        if index is None:
+            index = {}
+            for uid, user in self.users.items():
+                for name in (uid, user.email):
+                    if name and "@" in name:
+                        index.setdefault(name.lower(), user)
+            object.__setattr__(self, "_email_index", index)
+        return index
 
 
 class Directory:
