@@ -75,6 +75,17 @@ def _has_cache_mode() -> bool:
     return "cache_mode" in inspect.signature(Client.list_tools).parameters
 
 
+async def test_resource_updates_reach_a_2026_07_28_listener(gw: Gateway) -> None:
+    listen = {"resource_subscriptions": ["kitchen+web://counter"]}
+    async with gw.client("both", mode="2026-07-28") as client, client.listen(**listen) as sub:
+        await client.call_tool("web__bump", {})
+        with anyio.fail_after(10):
+            async for event in sub:
+                assert type(event).__name__ == "ResourceUpdated"
+                assert str(event.uri) == "kitchen+web://counter"
+                break
+
+
 async def test_resource_updates_reach_a_subscribed_client(gw: Gateway) -> None:
     updated: list[str] = []
     got = anyio.Event()

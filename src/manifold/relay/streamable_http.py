@@ -297,7 +297,7 @@ class StreamableHttp:
             await send_body(send, 200, response_bytes(request_id, {"result": self.gw.discover_result(view)}))
             return
         if rpc_method == "subscriptions/listen":
-            await self._listen(receive, send, view, request_id, params)
+            await self._listen(receive, send, view, request_id, params, principal, caps)
             return
         if rpc_method == "initialize":
             await send_body(
@@ -471,7 +471,16 @@ class StreamableHttp:
             return
         await self._stream(receive, send, session.listener)
 
-    async def _listen(self, receive: Receive, send: Send, view: Any, request_id: Any, params: JSON) -> None:
+    async def _listen(
+        self,
+        receive: Receive,
+        send: Send,
+        view: Any,
+        request_id: Any,
+        params: JSON,
+        principal: Principal,
+        caps: JSON,
+    ) -> None:
         wanted = params.get("notifications") if isinstance(params.get("notifications"), dict) else {}
         kinds = {
             k
@@ -489,12 +498,13 @@ class StreamableHttp:
             accepted = []
             for uri in uris:
                 target = view.resolve_uri(uri) if isinstance(uri, str) else None
-                if target is None:
-                    continue
+                if target is None or not self.gw.access.allows(principal, view, "resources", target):
+                    continue  # unknown, or not granted: the same answer (not in the acknowledged list)
                 key = (target.upstream_id, target.name)
                 if self.gw.hub.subscribers(*key) == 0:
+                    call = Call(view=view, modern=True, client_capabilities=caps, principal=principal)
                     try:
-                        if "error" in await self.gw.subscribe_upstream(target):
+                        if "error" in await self.gw.subscribe_upstream(call, target):
                             continue
                     except RpcError as exc:  # an upstream that is down just doesn't get the subscription
                         log.warning("subscriptions/listen: cannot subscribe %s upstream: %s", uri, exc.message)
