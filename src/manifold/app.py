@@ -74,6 +74,7 @@ def build_services(
     live = Live(config, gateway, views, dev_key=dev_key, lists=lists)
     if public_base:
         live.public_base = public_base
+    live.sessions = sessions
     return Services(
         config=config,
         pool=pool,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LAST_USED_FLUSH_SECONDS = 15.0
+WATCH_SECONDS = 1.0
 
 
 class Live:
@@ -57,6 +58,7 @@ class Live:
         # sets it from `public_url` or the address it binds.
         self.public_base = config.settings.public_url or f"http://127.0.0.1:{config.settings.port}"
         self.outbound_credentials: Any = None
+        self.sessions: Any = None  # relay.sessions.SessionStore, set by app.build_services
 
     async def start(self) -> None:
         from manifold.audit import AuditLog
@@ -108,6 +110,7 @@ class Live:
             secret=creds.secrets.lookup, oauth=creds.broker, exchange=self.exchanger
         )
         self._tasks.append(asyncio.create_task(self._flush_last_used()))
+        self._tasks.append(asyncio.create_task(self._watch()))
         from manifold.admin.api import AdminApi
 
         self.admin_api = AdminApi(self)
@@ -127,6 +130,9 @@ class Live:
             self.authenticator.invalidate()
             await self._load_policy()
             log.info("keys, principals or grants changed: reloaded")
+            task = asyncio.create_task(self._revalidate_streams())
+            self._tasks.append(task)
+            task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
         if revisions.CATALOG in scopes and self.admin_api is not None:
             await self.admin_api.reload_catalog()
         from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE, SECRETS_SCOPE
@@ -136,6 +142,31 @@ class Live:
         if SECRETS_SCOPE in scopes:
             await self.outbound_credentials.secrets.load()
             self.gateway.credentials.secrets_changed()
+
+    async def _revalidate_streams(self) -> None:
+        """Close open notification streams (and their sessions) whose caller's credential was revoked or
+        expired, or who may no longer use the server. Requests are checked anyway; streams hold no request."""
+        from manifold.identity.authenticator import Unauthenticated
+
+        closed = 0
+        for listener in self.gateway.hub.listeners():
+            principal = listener.principal
+            if principal is None or principal.token is None:
+                continue
+            try:
+                fresh = await self.authenticator.authenticate(f"Bearer {principal.token}")
+            except Unauthenticated:
+                fresh = None
+            if fresh is not None and self.access.server_allowed(fresh, listener.view):
+                continue
+            closed += 1
+            if listener.session_id is not None and self.sessions is not None:
+                self.sessions.close(listener.session_id)
+            else:
+                self.gateway.hub.remove(listener)
+                listener.close()
+        if closed:
+            log.info("closed %d notification stream(s) whose caller may no longer use them", closed)
 
     def audit_refusal(self, principal: Principal, server_id: str, headers: dict[str, str]) -> None:
         from manifold.audit import AuditEvent
@@ -161,13 +192,23 @@ class Live:
     async def admin(self, scope: dict[str, Any], receive: Any, send: Any, read_body: Any) -> None:
         await self.admin_api(scope, receive, send, read_body)
 
+    async def _watch(self) -> None:
+        """Apply changes made elsewhere within a second even when no request comes (open streams of a
+        revoked key are closed without waiting for traffic)."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                await self.sync()
+            except Exception as exc:  # noqa: BLE001 — the next tick tries again; serving must go on
+                log.warning("could not apply changes from the database: %s", type(exc).__name__)
+
     async def _flush_last_used(self) -> None:
         while True:
             await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
             await self.authenticator.flush_last_used()
 
     async def aclose(self) -> None:
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -33,6 +33,10 @@ class Listener:
     subscription_id: Any = None  # 2026-07-28: the listen request id, stamped into _meta
     resources: dict[tuple[str, str], str] = field(default_factory=dict)  # (upstream, uri) -> exposed uri
     queue: asyncio.Queue[JSON | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    # Who opened it: when keys or grants change, a stream whose caller may no longer use the server is
+    # closed (identity changes apply to open streams too, not only to the next request).
+    principal: Any = None
+    session_id: str | None = None  # the 2025-11-25 session the stream belongs to, closed with it
 
     def push(self, message: JSON) -> None:
         if self.subscription_id is not None:
@@ -64,6 +68,9 @@ class Hub:
 
     def remove(self, listener: Listener) -> None:
         self._listeners.discard(listener)
+
+    def listeners(self) -> list[Listener]:
+        return list(self._listeners)
 
     def subscribers(self, upstream_id: str, uri: str) -> int:
         return sum(1 for lst in self._listeners if (upstream_id, uri) in lst.resources)

@@ -51,6 +51,7 @@ class SessionStore:
             oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
             self.close(oldest.id)
         session = ClientSession(id=secrets.token_hex(16), **fields)
+        session.listener.session_id = session.id
         self._sessions[session.id] = session
         self._hub.add(session.listener)
         return session

@@ -50,7 +50,7 @@ class LegacySse:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def open_stream(self, scope: JSON, receive: Receive, send: Send, view: Any, principal: Principal) -> None:
-        listener = Listener(view=view, kinds={"tools", "prompts", "resources"})
+        listener = Listener(view=view, kinds={"tools", "prompts", "resources"}, principal=principal)
         listener.queue = asyncio.Queue(SSE_QUEUE_LIMIT)
         session = self.sessions.create(
             server_id=view.id,

@@ -363,7 +363,7 @@ class StreamableHttp:
                     protocol_version=result["protocolVersion"],
                     client_capabilities=params.get("capabilities") or {},
                     client_info=params.get("clientInfo") or {},
-                    listener=Listener(view=view, kinds={"tools", "prompts", "resources"}),
+                    listener=Listener(view=view, kinds={"tools", "prompts", "resources"}, principal=principal),
                 )
                 extra.append((b"mcp-session-id", session.id.encode()))
             await send_body(send, 200, response_bytes(request_id, {"result": result}), JSON_HEADERS + extra)
@@ -491,7 +491,7 @@ class StreamableHttp:
             )
             if wanted.get(flag)
         }
-        listener = Listener(view=view, kinds=kinds, subscription_id=request_id)
+        listener = Listener(view=view, kinds=kinds, subscription_id=request_id, principal=principal)
         honored: JSON = {f"{k}ListChanged": True for k in sorted(kinds)}
         uris = wanted.get("resourceSubscriptions")
         if isinstance(uris, list):
