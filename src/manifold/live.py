@@ -59,6 +59,7 @@ class Live:
         self.public_base = config.settings.public_url or f"http://127.0.0.1:{config.settings.port}"
         self.outbound_credentials: Any = None
         self.sessions: Any = None  # relay.sessions.SessionStore, set by app.build_services
+        self._deferred: set[str] = set()  # changed scopes seen by the background tick, applied on a request
 
     async def start(self) -> None:
         from manifold.audit import AuditLog
@@ -120,9 +121,17 @@ class Live:
         stored = file_grants(self.config.gateway.grants) + await self.grants.list()
         self.access.load(stored)
 
-    async def sync(self) -> None:
-        """Apply changes committed by anyone (this process's admin API, the CLI) since the last request."""
-        scopes = await self.watcher.changed_scopes()
+    async def sync(self, *, background: bool = False) -> None:
+        """Apply changes committed by anyone (this process's admin API, the CLI) since the last request.
+
+        The background tick applies only what must not wait for traffic (revoked keys, connections,
+        secrets). Catalog changes wait for the next request, so a redefinition made as delete + create by
+        the CLI reaches clients as one change rather than as a server that disappears."""
+        scopes = await self.watcher.changed_scopes() | self._deferred
+        self._deferred = set()
+        if background and revisions.CATALOG in scopes:
+            self._deferred.add(revisions.CATALOG)
+            scopes = scopes - {revisions.CATALOG}
         if not scopes:
             return
         if revisions.AUTH in scopes:
@@ -198,7 +207,7 @@ class Live:
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             try:
-                await self.sync()
+                await self.sync(background=True)
             except Exception as exc:  # noqa: BLE001 — the next tick tries again; serving must go on
                 log.warning("could not apply changes from the database: %s", type(exc).__name__)
 
