@@ -608,3 +608,15 @@ async def test_a_hundred_concurrent_calls_with_an_expired_token_cause_one_refres
     assert refreshes == 1
     tokens = {entry["authorization"] for entry in site.upstream.tool_calls()[-100:]}
     assert len(tokens) == 1  # every call carried the one refreshed token
+
+
+async def test_a_connect_link_starts_one_connection_only(site: Site) -> None:
+    user = "alice@corp.com"
+    link = await link_from_plain_client(site, user)
+    async with browser(site) as b:
+        done = await b.connect(link, site.keys[user], USERS[user])
+        assert done.status_code == 200, alert(done.text)
+        again = await b.get(link)  # the same browser, still signed in
+    assert again.status_code == 400
+    assert "already used" in again.text
+    assert all(again.headers[name] == value for name, value in HTML_SECURITY_HEADERS.items())

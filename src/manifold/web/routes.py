@@ -294,6 +294,16 @@ class WebApp:
         if session.principal_id != principal_id:
             log.warning("connect link for another user refused (signed in as %s)", session.principal_id)
             return Response(403, pages.wrong_user(viewer=viewer))
+        from manifold.outbound.oauth.links import is_spent, spend
+
+        used = pages.problem(
+            "This link was already used",
+            "A connect link starts one connection.",
+            hint="Call the tool again from your MCP client to get a fresh link.",
+            viewer=viewer,
+        )
+        if await is_spent(self.live.engine, link or ""):
+            return Response(400, used)
         action = f"consent:{upstream_id}"
         if request.method == "GET":
             body = pages.consent(
@@ -308,6 +318,8 @@ class WebApp:
             return Response(200, body)
         if not csrf.valid(self.cookies.signer, session.sid, action, request.form.get("csrf")):
             return Response(403, pages.problem("Not allowed", "The consent form was not from this session."))
+        if not await spend(self.live.engine, link or ""):
+            return Response(400, used)
         redirect_uri = self.base_url(request.headers) + "/oauth/callback"
         try:
             url = await oauth.flows.start(principal_id, upstream_id, auth, upstream.url, redirect_uri)

@@ -6,6 +6,7 @@ it binds the link to one principal and one upstream and expires after ~10 minute
 encrypted the URL shows no principal id or email (the MCP spec forbids PII in elicitation URLs). It proves
 nothing about who opens it: the connect page must still sign the browser user in and check that they are
 the principal the link names (`verify` returns it), so a link forwarded to someone else connects nothing.
+A link starts one connection: the consent step spends it (`spend`), and a spent link is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 from urllib.parse import quote
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.outbound.oauth.crypto import Cipher
 
@@ -63,3 +66,35 @@ class ConnectLinks:
         if not isinstance(principal, str) or not principal:
             raise InvalidLink("this connect link is not valid")
         return principal
+
+
+def _digest(t: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(t.encode("utf-8", "replace")).hexdigest()
+
+
+async def is_spent(engine: AsyncEngine, t: str) -> bool:
+    from manifold.outbound.oauth.tables import spent_links
+
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(spent_links.c.digest).where(spent_links.c.digest == _digest(t)))).first()
+    return row is not None
+
+
+async def spend(engine: AsyncEngine, t: str, ttl_seconds: float = LINK_TTL_SECONDS) -> bool:
+    """Mark a link used; False when it already was (a connect link starts one connection, once)."""
+    import time
+
+    from sqlalchemy.exc import IntegrityError
+
+    from manifold.outbound.oauth.tables import spent_links
+
+    now = time.time()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(delete(spent_links).where(spent_links.c.expires_at < now))
+            await conn.execute(insert(spent_links).values(digest=_digest(t), expires_at=now + ttl_seconds + 60))
+    except IntegrityError:
+        return False
+    return True

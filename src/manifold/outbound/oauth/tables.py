@@ -97,3 +97,12 @@ ENCRYPTED_COLUMNS: tuple[tuple[Table, tuple[str, ...], str], ...] = (
 # so a running gateway (another process, another replica) drops what it holds in memory.
 CONNECTIONS_SCOPE = "connections"
 SECRETS_SCOPE = "secrets"
+
+# Connect links already used to start a connection (the SHA-256 of the link's token): a link is one-time.
+# Rows outlive the link's own lifetime only until the next spend prunes them.
+spent_links = Table(
+    "spent_links",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False),
+)
