@@ -35,6 +35,7 @@ import aiohttp
 import jwt
 
 from manifold.config.models import ExternalIdentity, IdpConfig
+from manifold.identity.claims import MISSING, claim_value, claims_match
 from manifold.identity.principal import Credential, CredentialKind, Principal, PrincipalKind
 
 log = logging.getLogger(__name__)
@@ -115,32 +116,8 @@ def _unverified_part(token: str, index: int) -> dict[str, Any]:
 
 
 def _claim(claims: Mapping[str, Any], name: str) -> Any:
-    """A claim by name; a dotted name that is not itself a claim walks nested objects (`realm_access.roles`)."""
-    if name in claims:
-        return claims[name]
-    value: Any = claims
-    for part in name.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def _as_strings(value: Any) -> list[str]:
-    """A claim value as the strings it may be compared with: lists element-wise, scalars as one string."""
-    items = value if isinstance(value, list) else [value]
-    strings = []
-    for item in items:
-        match item:
-            case bool():
-                strings.append("true" if item else "false")
-            case str():
-                strings.append(item)
-            case int() | float():
-                strings.append(str(item))
-            case _:
-                pass  # objects and null never match
-    return strings
+    value = claim_value(claims, name)
+    return None if value is MISSING else value
 
 
 def _groups(value: Any) -> frozenset[str]:
@@ -149,15 +126,6 @@ def _groups(value: Any) -> frozenset[str]:
     if isinstance(value, list):
         return frozenset(v for v in value if isinstance(v, str) and v)
     return frozenset()
-
-
-def claims_match(claims: Mapping[str, Any], match: Mapping[str, str | list[str]]) -> bool:
-    """Every key must match; a list in `match` means any of its values; a list claim matches if any element does."""
-    for name, wanted in match.items():
-        allowed = {wanted} if isinstance(wanted, str) else set(wanted)
-        if allowed.isdisjoint(_as_strings(_claim(claims, name))):
-            return False
-    return True
 
 
 def _key_fits(jwk_data: Mapping[str, Any], alg: str) -> bool:

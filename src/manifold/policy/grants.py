@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from manifold.config.models import SLUG_RE
+from manifold.identity.claims import MISSING, claim_matches, claim_value  # noqa: F401 — re-exported for explain
 from manifold.identity.principal import Principal, PrincipalKind
 
 if TYPE_CHECKING:
@@ -372,44 +372,6 @@ def grant_from_config(config: GrantConfig, index: int) -> Grant:
 
 
 # ---- claims ---------------------------------------------------------------------------------------
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-MISSING: Any = _Missing()  # what `claim_value` returns for a claim the token does not have
-
-
-def claim_value(claims: Mapping[str, Any], key: str) -> Any:
-    """The claim `key`: the top-level claim of that name, else a dotted path into nested objects."""
-    if key in claims:
-        return claims[key]
-    if "." not in key:
-        return MISSING
-    node: Any = claims
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return MISSING
-        node = node[part]
-    return node
-
-
-def _as_text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | int | float) or value is None:
-        return json.dumps(value)
-    return None  # objects never match
-
-
-def claim_matches(accepted: tuple[str, ...], value: Any) -> bool:
-    if value is MISSING:
-        return False
-    if isinstance(value, list | tuple):
-        return any(_as_text(v) in accepted for v in value)
-    return _as_text(value) in accepted
 
 
 def claims_match(expected: Claims, claims: Mapping[str, Any]) -> bool:
