@@ -18,10 +18,8 @@ import json
 import subprocess
 import sys
 
-import anyio
-
 from bench.bench_call import TOOL
-from bench.common import fmt, interleaved, ms, p50, run_upstreams, table
+from bench.common import interleaved, paired_figures, paired_main, paired_report, run_upstreams
 from tests.e2e.harness import REPO, run_gateway
 
 TARGET_RATIO = 1.05
@@ -71,40 +69,15 @@ async def run(args: argparse.Namespace) -> dict:
     else:
         print("  (tests/node not installed: no JWT row; run `make test` once)", flush=True)
         samples = await measure(args, None, None)
-    off = samples["auth off"]
-    out: dict = {}
-    for name, s in samples.items():
-        out[name] = {
-            "sdk_p50_ms": ms(p50(s["sdk"])),
-            "raw_p50_ms": ms(p50(s["raw"])),
-            "sdk_ratio": p50(s["sdk"]) / p50(off["sdk"]),
-            "raw_ratio": p50(s["raw"]) / p50(off["raw"]),
-        }
-    return out
+    return paired_figures(samples, "auth off")
 
 
 def report(results: dict) -> str:
-    rows = [
-        [name, fmt(r["sdk_p50_ms"], 3), fmt(r["sdk_ratio"], 3), fmt(r["raw_p50_ms"], 3), fmt(r["raw_ratio"], 3)]
-        for name, r in results.items()
-    ]
-    head = ["credential", "p50 ms (sdk, 2025-11-25)", "÷ auth off", "p50 ms (raw, 2026-07-28)", "÷ auth off"]
-    return table(head, rows) + f"\ntarget: ≤ {TARGET_RATIO}× auth off"
+    return paired_report(results, label="credential", baseline="auth off", target=f"≤ {TARGET_RATIO}× auth off")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--json")
-    args = parser.parse_args(argv)
-    results = anyio.run(run, args)
-    print(report(results), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+    return paired_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

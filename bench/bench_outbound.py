@@ -13,15 +13,12 @@ Target: oauth p50 ≤ 1.05 × static p50.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-import anyio
-
 from bench.bench_call import TOOL
-from bench.common import fmt, interleaved, ms, p50, run_upstreams, table
+from bench.common import interleaved, paired_figures, paired_main, paired_report, run_upstreams
 from tests.e2e.harness import run_gateway
 
 TARGET_RATIO = 1.05
@@ -76,38 +73,15 @@ async def run(args: argparse.Namespace) -> dict:
                     {name: (gw.url(name), headers) for name in ("static", "oauth")},
                     tool=TOOL, calls=args.calls * args.rounds, warmup=args.warmup,
                 )
-    base = samples["static"]
-    return {
-        name: {
-            "sdk_p50_ms": ms(p50(s["sdk"])), "raw_p50_ms": ms(p50(s["raw"])),
-            "sdk_ratio": p50(s["sdk"]) / p50(base["sdk"]), "raw_ratio": p50(s["raw"]) / p50(base["raw"]),
-        }
-        for name, s in samples.items()
-    }
+    return paired_figures(samples, "static")
 
 
 def report(results: dict) -> str:
-    rows = [
-        [name, fmt(r["sdk_p50_ms"], 3), fmt(r["sdk_ratio"], 3), fmt(r["raw_p50_ms"], 3), fmt(r["raw_ratio"], 3)]
-        for name, r in results.items()
-    ]
-    head = ["upstream auth", "p50 ms (sdk, 2025-11-25)", "÷ static", "p50 ms (raw, 2026-07-28)", "÷ static"]
-    return table(head, rows) + f"\ntarget: oauth ≤ {TARGET_RATIO}× static"
+    return paired_report(results, label="upstream auth", baseline="static", target=f"oauth ≤ {TARGET_RATIO}× static")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--json")
-    args = parser.parse_args(argv)
-    results = anyio.run(run, args)
-    print(report(results), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+    return paired_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

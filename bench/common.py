@@ -304,3 +304,47 @@ async def interleaved(
                     await call(name)
                     samples[name][kind].append(time.perf_counter() - begin)
     return samples
+
+
+def paired_figures(samples: dict[str, dict[str, list[float]]], baseline: str) -> dict[str, dict[str, float]]:
+    """p50 per path and client, and each path's ratio to `baseline` (from `interleaved`)."""
+    base = samples[baseline]
+    return {
+        name: {
+            "sdk_p50_ms": ms(p50(s["sdk"])),
+            "raw_p50_ms": ms(p50(s["raw"])),
+            "sdk_ratio": p50(s["sdk"]) / p50(base["sdk"]),
+            "raw_ratio": p50(s["raw"]) / p50(base["raw"]),
+        }
+        for name, s in samples.items()
+    }
+
+
+def paired_report(figures: dict[str, dict[str, float]], *, label: str, baseline: str, target: str) -> str:
+    rows = [
+        [name, fmt(r["sdk_p50_ms"], 3), fmt(r["sdk_ratio"], 3), fmt(r["raw_p50_ms"], 3), fmt(r["raw_ratio"], 3)]
+        for name, r in figures.items()
+    ]
+    head = [label, "p50 ms (sdk, 2025-11-25)", f"÷ {baseline}", "p50 ms (raw, 2026-07-28)", f"÷ {baseline}"]
+    return table(head, rows) + f"\ntarget: {target}"
+
+
+def paired_main(doc: str, run: Any, report: Any, argv: list[str] | None) -> dict:
+    """The command line shared by the paired benchmarks (bench_auth, bench_outbound)."""
+    import argparse
+    import json
+
+    import anyio
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    results = anyio.run(run, args)
+    print(report(results), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
