@@ -416,3 +416,69 @@ def test_served_servers_are_files_then_upstreams(tmp_path: Path) -> None:
     assert served["github"] == config.upstream_as_virtual_server("github")
     with pytest.raises(KeyError):
         config.upstream_as_virtual_server("nope")
+
+
+# ---- auth modes, identity, grants ----------------------------------------------------------------------
+
+
+def test_auth_mode_problems_name_the_keys_as_written(tmp_path: Path) -> None:
+    ps = problems(
+        tmp_path,
+        {
+            "manifold.yaml": """
+            upstreams:
+              a: {transport: http, url: "http://127.0.0.1:1/mcp", auth: {mode: oath}}
+              b: {transport: http, url: "http://127.0.0.1:1/mcp", auth: {mode: forwarded, allow: [Host]}}
+              c: {transport: http, url: "http://127.0.0.1:1/mcp", auth: {mode: passthrough, audiance: x}}
+              d: {transport: stdio, command: x, auth: {mode: static, bearer: y}}
+            """
+        },
+    )
+    by_path = {p.field_path: p.reason for p in ps}
+    assert by_path["upstreams.a.auth.mode"].startswith("unknown value 'oath'; one of: none, static, oauth")
+    assert by_path["upstreams.b.auth.allow"] == "header 'Host' can never be forwarded"
+    assert by_path["upstreams.c.auth.audience"] == "field required"
+    assert by_path["upstreams.c.auth.audiance"] == "unknown key 'audiance'; did you mean 'audience'?"
+    assert "'auth' is for http/sse upstreams" in by_path["upstreams.d"]
+    assert all(p.line is not None for p in ps)
+
+
+def test_grants_admins_and_idps_are_checked(tmp_path: Path) -> None:
+    ps = problems(
+        tmp_path,
+        {
+            "manifold.yaml": """
+            upstreams:
+              a: {transport: http, url: "http://127.0.0.1:1/mcp"}
+            identity:
+              admins: ["bogus:x"]
+              idps:
+                one: {issuer: "https://idp.example", audience: x}
+                two: {issuer: "https://idp.example/", audience: x}
+            grants:
+              - {who: "team:eng", what: ["server:a", "nope:x"]}
+              - {who: "user:a", claims: {tenant: acme}, what: ["server:a"]}
+            """
+        },
+    )
+    by_path = {p.field_path: p.reason for p in ps}
+    assert "unknown principal selector 'bogus:'" in by_path["identity.admins[0]"]
+    assert by_path["identity.idps.two.issuer"] == "same issuer as IdP 'one'"
+    assert "unknown resource selector 'nope:'" in by_path["grants[0].what[1]"]
+    assert "claims narrow an idp: grant" in by_path["grants[1].claims"]
+
+
+def test_hmac_and_none_algorithms_are_refused(tmp_path: Path) -> None:
+    for alg in ("HS256", "none"):
+        ps = problems(
+            tmp_path,
+            {
+                "manifold.yaml": f"""
+                identity:
+                  idps:
+                    corp: {{issuer: "https://idp.example", audience: x, algorithms: [{alg}]}}
+                """
+            },
+        )
+        assert [p.field_path for p in ps] == ["identity.idps.corp.algorithms"]
+        assert f"algorithm '{alg}' is not allowed" in ps[0].reason

@@ -210,8 +210,8 @@ def _resolve_env(f: _File, value: Any, loc: Loc, env: Mapping[str, str], used: d
 
 
 def _report_validation(f: _File, model: type[BaseModel], error: ValidationError, prefix: Loc = ()) -> None:
-    for e in error.errors(include_url=False, include_input=False, include_context=False):
-        loc: Loc = prefix + tuple(e["loc"])
+    for e in error.errors(include_url=False, include_input=False):
+        loc: Loc = prefix + _without_tags(model, tuple(e["loc"]))
         if loc and loc[-1] == "[key]":  # pydantic's marker for "the key itself is wrong"
             loc = loc[:-1]
         kind = e["type"]
@@ -219,8 +219,46 @@ def _report_validation(f: _File, model: type[BaseModel], error: ValidationError,
             f.add(loc, _unknown_key_reason(model, tuple(e["loc"])))
         elif kind == "missing":
             f.add(loc, "field required")
+        elif kind == "union_tag_invalid":
+            ctx = e.get("ctx") or {}
+            tags = ", ".join(re.findall(r"'([^']+)'", str(ctx.get("expected_tags", ""))))
+            field = str(ctx.get("discriminator", "mode")).strip("'")
+            f.add(loc + (field,), f"unknown value '{ctx.get('tag')}'; one of: {tags}")
         else:
             f.add(loc, _tidy(e["msg"]))
+
+
+def _without_tags(model: type[BaseModel], loc: Loc) -> Loc:
+    """Pydantic puts a tagged union's tag into the error location (`auth.forwarded.allow`); the file has
+    no such key (`auth.allow`), so it is dropped."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if i and _union_models(_type_at(model, loc[:i])) and isinstance(part, str):
+            if any(_tag_of(m) == part for m in _union_models(_type_at(model, loc[:i]))):
+                continue
+        out.append(part)
+    return tuple(out)
+
+
+def _union_models(tp: Any) -> list[type[BaseModel]]:
+    tp = _strip_annotated(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(args) > 1:
+            return args
+    return []
+
+
+def _tag_of(m: type[BaseModel]) -> str | None:
+    """The `mode` a member of a tagged union is selected by (its Literal)."""
+    field = m.model_fields.get("mode")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    tag = args[0] if args else None
+    return getattr(tag, "value", tag)
+
+
+def _strip_annotated(tp: Any) -> Any:
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
 
 
 def _tidy(msg: str) -> str:
@@ -243,9 +281,22 @@ def _unknown_key_reason(model: type[BaseModel], loc: Loc) -> str:
 
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     """The model class found at `loc` inside `model`, following fields, dict values and list items."""
+    tp = _strip_optional(_type_at(model, loc))
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _type_at(model: type[BaseModel], loc: Loc) -> Any:
+    """The annotation found at `loc` inside `model` (a tagged union's tag in `loc` picks its member)."""
     tp: Any = model
     for part in loc:
-        tp = _strip_optional(tp)
+        tp = _strip_optional(_strip_annotated(tp))
+        members = _union_models(tp)
+        if members:
+            chosen = [m for m in members if _tag_of(m) == part]
+            if not chosen:
+                return None
+            tp = chosen[0]
+            continue
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             info = tp.model_fields.get(str(part))
             if info is None:
@@ -255,8 +306,7 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
             tp = typing.get_args(tp)[-1]
         else:
             return None
-    tp = _strip_optional(tp)
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+    return tp
 
 
 def _strip_optional(tp: Any) -> Any:
