@@ -18,7 +18,7 @@ from typing import Any
 from manifold.catalog.lists import UpstreamLists, describe_failure
 from manifold.catalog.naming import expose_name, unwrap_uri, wrap_uri
 from manifold.config.models import MemberConfig, VirtualServerConfig
-from manifold.outbound.resolver import SHARED, Outbound
+from manifold.outbound.resolver import SHARED, AuthRequired, Outbound
 
 # The caller's outbound credential for one member (outbound/resolver.py); may raise AuthRequired.
 Credential = Callable[[MemberConfig], Awaitable[Outbound]]
@@ -107,7 +107,9 @@ class VirtualServerView:
         built.failures = failures
         built.errors = errors
         for member_id, reason in failures.items():
-            log.warning("virtual server '%s': member '%s' left out of %s: %s", self.id, member_id, kind, reason)
+            # A user who has not connected an OAuth upstream yet is routine, not an operator's problem.
+            level = logging.DEBUG if isinstance(errors[member_id], AuthRequired) else logging.WARNING
+            log.log(level, "virtual server '%s': member '%s' left out of %s: %s", self.id, member_id, kind, reason)
         self.last_failures = failures
         self.collisions[kind] = built.collisions
         self._built[kind] = built
