@@ -29,7 +29,7 @@ from manifold.outbound import forwarded
 
 @dataclass(frozen=True)
 class Outbound:
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # credentials: never in a repr or log
     identity: str | None = None
 
 
