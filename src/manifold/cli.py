@@ -84,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # X-Forwarded-* from any client would be trusted otherwise; public_url says the origin
         timeout_graceful_shutdown=3,
     )
     return 0
