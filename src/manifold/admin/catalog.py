@@ -41,13 +41,13 @@ from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import (
     LoadedConfig,
     Problem,
-    _check_members,
-    _check_raw_upstream_refs,
-    _File,
-    _redact,
-    _report_validation,
-    _resolve_env,
-    _unknown_upstream,
+    SourceFile,
+    check_members,
+    check_raw_upstream_refs,
+    redact_secrets,
+    report_validation,
+    resolve_env,
+    unknown_upstream_reason,
 )
 from manifold.config.models import SLUG, SLUG_RE, Strict, Transport, UpstreamConfig, VirtualServerConfig
 from manifold.policy.store import file_grants
@@ -220,9 +220,9 @@ def _add(catalog: Catalog, kind: Kind, object_id: str, model: Any) -> None:
 Checked = tuple[Any, list[Problem]]
 
 
-def _start(kind: Kind, object_id: str) -> tuple[_File, list[Problem]]:
+def _start(kind: Kind, object_id: str) -> tuple[SourceFile, list[Problem]]:
     problems: list[Problem] = []
-    f = _File(Path(f"<{kind.value}>"), "request body", problems)
+    f = SourceFile(Path(f"<{kind.value}>"), "request body", problems)
     if not SLUG_RE.match(object_id):
         f.add(("id",), f"{kind.label} id '{object_id}' must match {SLUG} (lowercase letters, digits, '-')")
     return f, problems
@@ -240,13 +240,13 @@ def check_upstream(
             "under its own id, so choose another name",
         )
     used: dict[str, str] = {}
-    resolved = _resolve_env(f, body, (), env, used)
+    resolved = resolve_env(f, body, (), env, used)
     model = None
     try:
         model = UpstreamConfig.model_validate(resolved)
     except ValidationError as exc:
-        _report_validation(f, UpstreamConfig, exc)
-    return model, _redact(problems, used)
+        report_validation(f, UpstreamConfig, exc)
+    return model, redact_secrets(problems, used)
 
 
 def check_group(config: LoadedConfig, catalog: Catalog, group_id: str, body: JSON, env: Mapping[str, str]) -> Checked:
@@ -254,13 +254,13 @@ def check_group(config: LoadedConfig, catalog: Catalog, group_id: str, body: JSO
     try:
         group = GroupBody.model_validate(body)
     except ValidationError as exc:
-        _report_validation(f, GroupBody, exc)
+        report_validation(f, GroupBody, exc)
         return None, problems
     known = list(catalog.upstreams)
     seen: set[str] = set()
     for i, upstream_id in enumerate(group.upstreams):
         if upstream_id not in catalog.upstreams:
-            f.add(("upstreams", i), _unknown_upstream(upstream_id, known))
+            f.add(("upstreams", i), unknown_upstream_reason(upstream_id, known))
         elif upstream_id in seen:
             f.add(("upstreams", i), f"upstream '{upstream_id}' is listed twice")
         seen.add(upstream_id)
@@ -279,19 +279,19 @@ def check_vserver(
             "alone under its own id, so choose another name",
         )
     used: dict[str, str] = {}
-    resolved = _resolve_env(f, body, (), env, used)
+    resolved = resolve_env(f, body, (), env, used)
     known = list(catalog.upstreams)
     try:
         server = VirtualServerConfig.model_validate(resolved)
     except ValidationError as exc:
-        _report_validation(f, VirtualServerConfig, exc)
-        _check_raw_upstream_refs(f, resolved.get("members") if isinstance(resolved, dict) else None, known)
-        return None, _redact(problems, used)
+        report_validation(f, VirtualServerConfig, exc)
+        check_raw_upstream_refs(f, resolved.get("members") if isinstance(resolved, dict) else None, known)
+        return None, redact_secrets(problems, used)
     if server.id is not None and server.id != server_id:
         f.add(("id",), f"id '{server.id}' differs from '{server_id}'")
     server = server.model_copy(update={"id": server_id})
-    _check_members(f, server, known, config.separator_for(server))
-    return server, _redact(problems, used)
+    check_members(f, server, known, config.separator_for(server))
+    return server, redact_secrets(problems, used)
 
 
 CHECKS: dict[Kind, Callable[[LoadedConfig, Catalog, str, JSON, Mapping[str, str]], Checked]] = {
@@ -468,7 +468,7 @@ class LiveCatalog:
         added = [sid for sid in new_views if sid not in views]
         views.clear()
         views.update(new_views)
-        live.access.config = effective
+        live.access.set_catalog(effective)
         live.access.load(stored_grants)
         for key, entry in catalog.left_out.items():  # said once, not on every reload
             if self.catalog.left_out.get(key) != entry:
@@ -517,5 +517,4 @@ def _pool_config(config: LoadedConfig, upstream_id: str, u: UpstreamConfig) -> U
 
 
 def _listeners_of(hub: Any, view: VirtualServerView) -> list[Any]:
-    # The hub has no public listing of its listeners; it is read here and nowhere else.
-    return [listener for listener in list(hub._listeners) if listener.view is view]
+    return [listener for listener in hub.listeners() if listener.view is view]

@@ -83,7 +83,7 @@ def render_path(loc: Iterable[str | int]) -> str:
     return out
 
 
-class _File:
+class SourceFile:
     """One config file being loaded: its display name, node lines, env-sourced fields and problems."""
 
     def __init__(self, path: Path, display: str, problems: list[Problem]) -> None:
@@ -109,7 +109,7 @@ class _File:
 # ---- YAML ---------------------------------------------------------------------------------------
 
 
-def _read_yaml(f: _File) -> Any:
+def _read_yaml(f: SourceFile) -> Any:
     """The file's data, or None after recording a problem. An empty file is an empty mapping."""
     try:
         text = f.path.read_text(encoding="utf-8")
@@ -149,7 +149,7 @@ def _yaml_type(value: Any) -> str:
     return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "value")
 
 
-def _index_lines(f: _File, node: yaml.Node, path: tuple[str, ...]) -> None:
+def _index_lines(f: SourceFile, node: yaml.Node, path: tuple[str, ...]) -> None:
     """Record the line of every key and list item, and report duplicate keys (YAML keeps the last)."""
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -172,12 +172,12 @@ def _index_lines(f: _File, node: yaml.Node, path: tuple[str, ...]) -> None:
 # ---- ${ENV} references --------------------------------------------------------------------------
 
 
-def _resolve_env(f: _File, value: Any, loc: Loc, env: Mapping[str, str], used: dict[str, str]) -> Any:
+def resolve_env(f: SourceFile, value: Any, loc: Loc, env: Mapping[str, str], used: dict[str, str]) -> Any:
     """`value` with every `${NAME}` in its strings replaced; `$${` stands for a literal `${`."""
     if isinstance(value, dict):
-        return {k: _resolve_env(f, v, loc + (str(k),), env, used) for k, v in value.items()}
+        return {k: resolve_env(f, v, loc + (str(k),), env, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_env(f, v, loc + (i,), env, used) for i, v in enumerate(value)]
+        return [resolve_env(f, v, loc + (i,), env, used) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -209,7 +209,7 @@ def _resolve_env(f: _File, value: Any, loc: Loc, env: Mapping[str, str], used: d
 # ---- pydantic errors ----------------------------------------------------------------------------
 
 
-def _report_validation(f: _File, model: type[BaseModel], error: ValidationError, prefix: Loc = ()) -> None:
+def report_validation(f: SourceFile, model: type[BaseModel], error: ValidationError, prefix: Loc = ()) -> None:
     for e in error.errors(include_url=False, include_input=False):
         loc: Loc = prefix + _without_tags(model, tuple(e["loc"]))
         if loc and loc[-1] == "[key]":  # pydantic's marker for "the key itself is wrong"
@@ -413,7 +413,7 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedCo
     used: dict[str, str] = {}
     env_sourced: set[tuple[str, str]] = set()
 
-    main = _File(path, path.name, problems)
+    main = SourceFile(path, path.name, problems)
     raw = _read_yaml(main)
     gateway: GatewayConfig | None = None
     settings = GatewaySettings()
@@ -422,11 +422,11 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedCo
     if raw is not None:
         # `groups:` with everything under it commented out is YAML null: read it as "none".
         raw = {k: v for k, v in raw.items() if not (k in NULLABLE_SECTIONS and v is None)}
-        raw = _resolve_env(main, raw, (), env, used)
+        raw = resolve_env(main, raw, (), env, used)
         try:
             gateway = GatewayConfig.model_validate(raw)
         except ValidationError as e:
-            _report_validation(main, GatewayConfig, e)
+            report_validation(main, GatewayConfig, e)
         settings, raw_settings, upstream_ids = _best_effort(raw, gateway)
         _check_groups(main, raw.get("groups"), upstream_ids)
         if gateway is not None:
@@ -444,7 +444,7 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedCo
         main.add(("gateway", "virtual_servers_dir"), f"folder '{_display(base, vs_dir)}' does not exist")
 
     if problems or gateway is None:
-        raise ConfigError(_redact(_in_file_order(problems), used))
+        raise ConfigError(redact_secrets(_in_file_order(problems), used))
     return LoadedConfig(
         path=path,
         base_dir=base,
@@ -478,7 +478,7 @@ def _best_effort(raw: dict, gateway: GatewayConfig | None) -> tuple[GatewaySetti
     return settings, raw_settings, ids
 
 
-def _check_groups(f: _File, raw_groups: Any, upstream_ids: list[str]) -> None:
+def _check_groups(f: SourceFile, raw_groups: Any, upstream_ids: list[str]) -> None:
     """Group members must be upstreams. Works on the raw data so it runs even when validation failed;
     entries of the wrong type are left to the validator's report."""
     if not isinstance(raw_groups, dict):
@@ -491,7 +491,7 @@ def _check_groups(f: _File, raw_groups: Any, upstream_ids: list[str]) -> None:
             if not isinstance(upstream_id, str):
                 continue
             if upstream_id not in upstream_ids:
-                f.add(("groups", str(group_id), i), _unknown_upstream(upstream_id, upstream_ids))
+                f.add(("groups", str(group_id), i), unknown_upstream_reason(upstream_id, upstream_ids))
             elif upstream_id in seen:
                 f.add(("groups", group_id, i), f"upstream '{upstream_id}' is listed twice")
             seen.add(upstream_id)
@@ -511,7 +511,7 @@ def _field_loc(field_path: str) -> Loc:
     return tuple(loc)
 
 
-def _check_identity(f: _File, gateway: GatewayConfig) -> None:
+def _check_identity(f: SourceFile, gateway: GatewayConfig) -> None:
     """Grants and admin selectors parse (policy/grants.py decides the grammar); no two IdPs share an issuer
     (a token could not be routed to one of them)."""
     from manifold.policy.grants import GrantError, grant_from_config, parse_who
@@ -534,7 +534,7 @@ def _check_identity(f: _File, gateway: GatewayConfig) -> None:
         issuers.setdefault(issuer, idp_id)
 
 
-def _unknown_upstream(upstream_id: str, known: list[str]) -> str:
+def unknown_upstream_reason(upstream_id: str, known: list[str]) -> str:
     close = difflib.get_close_matches(upstream_id, known, n=1)
     if close:
         return f"unknown upstream '{upstream_id}'; did you mean '{close[0]}'?"
@@ -557,17 +557,17 @@ def _load_virtual_servers(
         p for p in vs_dir.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith(".")
     )
     for p in paths:
-        f = _File(p, _display(base, p), problems)
+        f = SourceFile(p, _display(base, p), problems)
         raw = _read_yaml(f)
         if raw is None:
             continue
-        raw = _resolve_env(f, raw, (), env, used)
+        raw = resolve_env(f, raw, (), env, used)
         env_sourced |= {(f.display, x) for x in f.env_sourced}
         try:
             server = VirtualServerConfig.model_validate(raw)
         except ValidationError as e:
-            _report_validation(f, VirtualServerConfig, e)
-            _check_raw_upstream_refs(f, raw.get("members"), upstream_ids)
+            report_validation(f, VirtualServerConfig, e)
+            check_raw_upstream_refs(f, raw.get("members"), upstream_ids)
             continue
         server_id = _check_server_id(f, p.stem, server, upstream_ids)
         if server_id is None:
@@ -578,7 +578,7 @@ def _load_virtual_servers(
                 f"virtual server id '{server_id}' is also defined in {_display(base, files[server_id])}",
             )
             continue
-        _check_members(f, server, upstream_ids, server.separator or settings.namespace_separator)
+        check_members(f, server, upstream_ids, server.separator or settings.namespace_separator)
         if server.id is None:
             server = server.model_copy(update={"id": server_id})
         servers[server_id] = server
@@ -586,7 +586,7 @@ def _load_virtual_servers(
     return servers, files
 
 
-def _check_server_id(f: _File, stem: str, server: VirtualServerConfig, upstream_ids: list[str]) -> str | None:
+def _check_server_id(f: SourceFile, stem: str, server: VirtualServerConfig, upstream_ids: list[str]) -> str | None:
     """The server's id (the file name without extension), or None after reporting why it cannot be used."""
     loc: Loc = ("id",) if server.id is not None else ()
     if server.id is not None and server.id != stem:
@@ -606,12 +606,12 @@ def _check_server_id(f: _File, stem: str, server: VirtualServerConfig, upstream_
     return stem
 
 
-def _check_members(f: _File, server: VirtualServerConfig, upstream_ids: list[str], sep: str) -> None:
+def check_members(f: SourceFile, server: VirtualServerConfig, upstream_ids: list[str], sep: str) -> None:
     """Upstream references, and every exposed name the file alone determines: aliases and exact tool names."""
     table = NameTable("tool")
     for i, member in enumerate(server.members):
         if member.upstream not in upstream_ids:
-            f.add(("members", i, "upstream"), _unknown_upstream(member.upstream, upstream_ids))
+            f.add(("members", i, "upstream"), unknown_upstream_reason(member.upstream, upstream_ids))
         dead = _check_overrides(f, i, member, "aliases")
         _check_overrides(f, i, member, "descriptions")
         for name, alias in member.aliases.items():
@@ -637,16 +637,16 @@ def _check_members(f: _File, server: VirtualServerConfig, upstream_ids: list[str
                 f.add(("members", i, "tools", j), str(collision))
 
 
-def _check_raw_upstream_refs(f: _File, raw_members: Any, upstream_ids: list[str]) -> None:
+def check_raw_upstream_refs(f: SourceFile, raw_members: Any, upstream_ids: list[str]) -> None:
     """The upstream references of a file that failed validation, so one pass shows those problems too."""
     if not isinstance(raw_members, list):
         return
     for i, m in enumerate(raw_members):
         if isinstance(m, dict) and isinstance(m.get("upstream"), str) and m["upstream"] not in upstream_ids:
-            f.add(("members", i, "upstream"), _unknown_upstream(m["upstream"], upstream_ids))
+            f.add(("members", i, "upstream"), unknown_upstream_reason(m["upstream"], upstream_ids))
 
 
-def _check_overrides(f: _File, i: int, member: MemberConfig, key: str) -> set[str]:
+def _check_overrides(f: SourceFile, i: int, member: MemberConfig, key: str) -> set[str]:
     """An alias or description for a tool the member does not expose is a mistake that would do nothing.
     Returns those tool names."""
     overrides: dict[str, str] = getattr(member, key)
@@ -675,7 +675,7 @@ def _in_file_order(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (first_seen[p.file], p.line or 0))
 
 
-def _redact(problems: list[Problem], used: dict[str, str]) -> list[Problem]:
+def redact_secrets(problems: list[Problem], used: dict[str, str]) -> list[Problem]:
     """Last guard: no resolved ${...} value appears in any problem (validators may quote their input)."""
     secrets = sorted(((v, k) for k, v in used.items() if len(v) >= _MIN_REDACT), key=lambda x: -len(x[0]))
     if not secrets:

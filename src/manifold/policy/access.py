@@ -34,6 +34,11 @@ class PolicyAccess:
         self.policy = Policy(())
         self._visible: dict[tuple[str, str, tuple[str, ...]], tuple[Built, list[JSON]]] = {}
 
+    def set_catalog(self, config: LoadedConfig) -> None:
+        """The groups, upstreams and virtual servers grants refer to changed (admin API, CLI): the next
+        `load` compiles the grants against these."""
+        self.config = config
+
     def load(self, stored: list[StoredGrant], *, virtual_servers: list[str] | None = None) -> None:
         grants: list[Grant] = []
         for g in stored:
