@@ -101,6 +101,7 @@ class Live:
         )
         await self.audit_log.start()
         self.gateway.access = self.access
+        self.gateway.hub.may_see = self._may_see
         self.gateway.audit = AuditRecorder(self.audit_log)
         from manifold.outbound.exchange import TokenExchanger
         from manifold.outbound.resolver import CredentialResolver
@@ -151,6 +152,15 @@ class Live:
         if SECRETS_SCOPE in scopes:
             await self.outbound_credentials.secrets.load()
             self.gateway.credentials.secrets_changed()
+
+    def _may_see(self, listener: Any, upstream_id: str) -> bool:
+        principal = listener.principal
+        if principal is None:
+            return True
+        view = listener.view
+        return any(
+            self.access.member_visible(principal, view, m.member_id) for m in view.members if m.upstream == upstream_id
+        )
 
     async def _revalidate_streams(self) -> None:
         """Close open notification streams (and their sessions) whose caller's credential was revoked or

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import httpx2
@@ -107,3 +108,58 @@ async def test_losing_the_grant_closes_the_stream(gw: Gateway) -> None:
         async with listening(http, gw, key["token"]) as lines:
             await manifold_cli(gw, "grants", "remove", grant["id"])
             assert await ended(lines)
+
+
+@pytest.fixture(scope="module")
+async def pair() -> AsyncIterator[Gateway]:
+    async with run_http_upstream(KITCHEN, "--name", "one") as one, run_http_upstream(KITCHEN, "--name", "two") as two:
+        upstreams = {"one": {"transport": "http", "url": one}, "two": {"transport": "http", "url": two}}
+        servers = {"pair": {"members": [{"upstream": "one"}, {"upstream": "two"}]}}
+        extra = {
+            "teams": {"eng": None},
+            "grants": [{"who": "team:eng", "what": ["server:one"]}, {"who": "user:dev", "what": ["server:*"]}],
+        }
+        async with run_gateway(upstreams, servers, extra=extra) as gateway:
+            yield gateway
+
+
+async def test_list_changes_of_an_upstream_the_caller_is_not_given_are_not_sent(pair: Gateway) -> None:
+    gw = pair
+    erin = await cli_json(gw, "users", "create", "erin@corp.com", "--team", "eng")
+    key = await cli_json(gw, "keys", "create", "--user", erin["id"], "--name", "stream")
+
+    async def listen(http: httpx2.AsyncClient, token: str) -> Any:
+        headers = {**HEADERS, "Mcp-Method": "subscriptions/listen", "Authorization": f"Bearer {token}"}
+        return http.stream("POST", gw.url("pair"), json=LISTEN, headers=headers)
+
+    async def call(http: httpx2.AsyncClient, tool: str, name: str) -> None:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": {"name": name}, "_meta": META},
+        }
+        headers = {**HEADERS, "Mcp-Method": "tools/call", "Mcp-Name": tool, "Authorization": f"Bearer {gw.key}"}
+        reply = await http.post(gw.url("pair"), json=body, headers=headers)
+        assert reply.status_code == 200 and "result" in reply.json(), reply.text
+
+    async def next_change(lines: Any) -> None:
+        with anyio.fail_after(10):
+            while "notifications/tools/list_changed" not in await anext(lines):
+                pass
+
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=None)) as http:
+        async with await listen(http, key["token"]) as erins, await listen(http, gw.key) as devs:
+            erin_lines, dev_lines = erins.aiter_lines(), devs.aiter_lines()
+            for lines in (erin_lines, dev_lines):
+                with anyio.fail_after(10):
+                    while "subscriptions/acknowledged" not in await anext(lines):
+                        pass
+            await call(http, "two__add_tool", "hidden_from_erin")
+            await next_change(dev_lines)  # the hub has pushed it to every listener it was going to
+            await call(http, "one__add_tool", "seen_by_erin")
+            await next_change(dev_lines)
+            await manifold_cli(gw, "keys", "revoke", key["id"])  # ends erin's stream: count what reached it
+            with anyio.fail_after(15):
+                seen = [line async for line in erin_lines if "notifications/tools/list_changed" in line]
+    assert len(seen) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,9 @@ class Hub:
     def __init__(self, lists: UpstreamLists) -> None:
         self._lists = lists
         self._listeners: set[Listener] = set()
+        # Whether a listener's caller may see anything of an upstream (grants; set by live.py). A caller
+        # is not told that lists changed on an upstream they are given nothing of.
+        self.may_see: Callable[[Listener, str], bool] = lambda listener, upstream_id: True
 
     def add(self, listener: Listener) -> None:
         self._listeners.add(listener)
@@ -83,7 +87,7 @@ class Hub:
             if kind == "resources":
                 self._lists.invalidate(upstream_id, "resource_templates")
             for lst in list(self._listeners):
-                if kind in lst.kinds and upstream_id in lst.view.upstream_ids:
+                if kind in lst.kinds and upstream_id in lst.view.upstream_ids and self.may_see(lst, upstream_id):
                     lst.push({"jsonrpc": "2.0", "method": method, "params": {}})
             return
         if method == "notifications/resources/updated":
