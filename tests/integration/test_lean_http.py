@@ -1,0 +1,155 @@
+"""The lean HTTP/1.1 client the upstream transport uses for POSTs to http:// upstreams (upstream/lean_http.py),
+against a real socket server that answers the way real servers do, and the ways they fail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+from manifold.upstream.base import UpstreamError
+from manifold.upstream.lean_http import LeanHttpClient
+from manifold.upstream.session import UpstreamSessionLost
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Server:
+    port: int
+    connections: int = 0
+    heads: list[str] = field(default_factory=list)
+
+
+async def _answer(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The request body says how to answer."""
+    server.connections += 1
+    while True:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        server.heads.append(head)
+        length = next(
+            int(line.split(":")[1]) for line in head.split("\r\n") if line.lower().startswith("content-length")
+        )
+        mode = (await reader.readexactly(length)).decode()
+        if mode == "json":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        elif mode == "stream":
+            writer.write(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            for part in (b"data: a\n", b"\n", b"data: b\n\n"):
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+        elif mode == "until-close":
+            writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"a":1}')
+            await writer.drain()
+            writer.close()
+            return
+        elif mode == "cut":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+            await writer.drain()
+            writer.close()
+            return
+        elif mode == "drop":
+            writer.close()
+            return
+        await writer.drain()
+
+
+@asynccontextmanager
+async def serving() -> AsyncIterator[tuple[Server, LeanHttpClient]]:
+    server = Server(0)
+    listener = await asyncio.start_server(lambda r, w: _answer(server, r, w), "127.0.0.1", 0)
+    server.port = listener.sockets[0].getsockname()[1]
+    client = LeanHttpClient(
+        f"http://127.0.0.1:{server.port}/mcp?q=1",
+        connect_timeout=2,
+        keepalive_seconds=3.5,
+        default_headers={"User-Agent": "manifold/test"},
+    )
+    try:
+        yield server, client
+    finally:
+        await client.aclose()
+        listener.close()
+
+
+async def test_calls_share_one_kept_alive_connection() -> None:
+    async with serving() as (server, client):
+        for _ in range(3):
+            response = await client.post(b"json", {"Content-Type": "application/json"}, "up")
+            assert response.status == 200 and await response.read() == b"{}"
+            response.release()
+    assert server.connections == 1
+    assert server.heads[0].startswith("POST /mcp?q=1 HTTP/1.1\r\n")
+
+
+async def test_headers_are_sent_once_each_and_nothing_is_added() -> None:
+    async with serving() as (server, client):
+        response = await client.post(b"json", {"MCP-Protocol-Version": "A", "mcp-protocol-version": "B"}, "up")
+        await response.read()
+        response.release()
+    names = [line.split(":")[0].lower() for line in server.heads[0].split("\r\n")[1:] if line]
+    assert sorted(names) == ["content-length", "host", "mcp-protocol-version", "user-agent"]
+    assert "mcp-protocol-version: B" in server.heads[0]
+
+
+async def test_an_event_stream_arrives_chunk_by_chunk_after_an_interim_reply() -> None:
+    async with serving() as (server, client):
+        response = await client.post(b"stream", {}, "up")
+        assert response.status == 200
+        assert response.headers.get("content-type") == "text/event-stream"
+        body = b"".join([chunk async for chunk in response.content.iter_any()])
+        response.release()
+        assert body == b"data: a\n\ndata: b\n\n"
+        again = await client.post(b"json", {}, "up")  # the connection is reusable after a whole stream
+        assert await again.read() == b"{}"
+        again.release()
+    assert server.connections == 1
+
+
+async def test_a_body_read_until_the_server_closes() -> None:
+    async with serving() as (_, client):
+        response = await client.post(b"until-close", {}, "up")
+        assert await response.read() == b'{"a":1}'
+        response.release()
+
+
+async def test_a_body_cut_short_is_an_error() -> None:
+    async with serving() as (_, client):
+        response = await client.post(b"cut", {}, "up")
+        with pytest.raises(Exception) as caught:
+            await response.read()
+        response.close()
+    assert "abc" not in str(caught.value)
+
+
+async def test_a_connection_dropped_before_the_reply_is_retried_once_then_an_upstream_error() -> None:
+    async with serving() as (server, client):
+        with pytest.raises(UpstreamError) as caught:
+            await client.post(b"drop", {}, "up")
+    assert "closed the connection" in str(caught.value)
+    assert server.connections == 2  # the first try and one retry
+
+
+async def test_connection_refused_means_the_session_is_lost_not_a_timeout() -> None:
+    client = LeanHttpClient("http://127.0.0.1:1/mcp", connect_timeout=2, keepalive_seconds=3.5, default_headers={})
+    try:
+        with pytest.raises(UpstreamSessionLost) as caught:
+            await client.post(b"{}", {}, "up")
+    finally:
+        await client.aclose()
+    assert "refused the connection" in str(caught.value)
+
+
+def test_only_plain_http_urls_are_taken() -> None:
+    assert LeanHttpClient.supports("http://127.0.0.1:8000/mcp")
+    assert not LeanHttpClient.supports("https://example.com/mcp")
