@@ -60,6 +60,7 @@ class Live:
         self.outbound_credentials: Any = None
         self.sessions: Any = None  # relay.sessions.SessionStore, set by app.build_services
         self._deferred: set[str] = set()  # changed scopes seen by the background tick, applied on a request
+        self._sync_lock = asyncio.Lock()
 
     async def start(self) -> None:
         from manifold.audit import AuditLog
@@ -125,9 +126,15 @@ class Live:
     async def sync(self, *, background: bool = False) -> None:
         """Apply changes committed by anyone (this process's admin API, the CLI) since the last request.
 
+        One at a time: a request arriving while another applies a change waits for it, rather than being
+        decided on the old state (a key revoked a moment ago must fail for every request after the change).
         The background tick applies only what must not wait for traffic (revoked keys, connections,
         secrets). Catalog changes wait for the next request, so a redefinition made as delete + create by
         the CLI reaches clients as one change rather than as a server that disappears."""
+        async with self._sync_lock:  # uncontended almost always: no suspension
+            await self._sync(background=background)
+
+    async def _sync(self, *, background: bool) -> None:
         scopes = await self.watcher.changed_scopes() | self._deferred
         self._deferred = set()
         if background and revisions.CATALOG in scopes:
