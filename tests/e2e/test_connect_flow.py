@@ -620,3 +620,13 @@ async def test_a_connect_link_starts_one_connection_only(site: Site) -> None:
     assert again.status_code == 400
     assert "already used" in again.text
     assert all(again.headers[name] == value for name, value in HTML_SECURITY_HEADERS.items())
+
+
+async def test_repeated_failed_sign_ins_are_slowed_down(site: Site) -> None:
+    async with browser(site) as b:
+        for _ in range(10):
+            failed = await b.sign_in("mfk_000000000000_" + "x" * 43)
+            assert failed.status_code == 401
+        refused = await b.sign_in(site.keys["alice@corp.com"])  # even the right key waits now
+    assert refused.status_code == 429
+    assert "Too many failed sign-ins" in refused.text

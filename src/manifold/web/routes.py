@@ -66,6 +66,7 @@ class WebApp:
 
     def __init__(self, live: Live) -> None:
         self.live = live
+        self.failed_logins = FailedAttempts()
         settings = live.config.settings
         self.public_url = settings.public_url
         self.origin = OriginPolicy.from_settings(settings)
@@ -119,7 +120,16 @@ class WebApp:
         request = Request(method, path, _first(query), form, headers, cookies, session)
 
         if path == "/login":
-            return await (self._login_post(request) if method == "POST" else self._login_form(request))
+            if method != "POST":
+                return await self._login_form(request)
+            client = (scope.get("client") or ("?", 0))[0]
+            if self.failed_logins.exceeded(client):
+                body = pages.problem("Too many attempts", "Too many failed sign-ins from here; wait a few minutes.")
+                return Response(429, body)
+            response = await self._login_post(request)
+            if response.status == 401:
+                self.failed_logins.add(client)
+            return response
         if path in ("/login/oidc", "/login/callback") and method != "POST":
             oidc = self.oidc_login()
             if oidc is None:
@@ -406,6 +416,34 @@ class Request:
     headers: dict[str, str]
     cookies: dict[str, str]
     session: WebSession | None
+
+
+class FailedAttempts:
+    """Failed sign-ins per client address in a sliding window: keys cannot be guessed, but a flood of tries
+    should not become a flood of work and log lines."""
+
+    def __init__(self, limit: int = 10, window_seconds: float = 300.0, max_clients: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self.max_clients = max_clients
+        self._seen: dict[str, list[float]] = {}
+
+    def _recent(self, client: str) -> list[float]:
+        cutoff = time.monotonic() - self.window
+        recent = [t for t in self._seen.get(client, ()) if t > cutoff]
+        if recent:
+            self._seen[client] = recent
+        else:
+            self._seen.pop(client, None)
+        return recent
+
+    def exceeded(self, client: str) -> bool:
+        return len(self._recent(client)) >= self.limit
+
+    def add(self, client: str) -> None:
+        if len(self._seen) >= self.max_clients and client not in self._seen:
+            self._seen.clear()  # bounded memory; an attacker spreading over many addresses gains nothing
+        self._seen.setdefault(client, []).append(time.monotonic())
 
 
 class OAuthUnavailable(Exception):
