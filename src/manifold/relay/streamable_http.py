@@ -311,25 +311,7 @@ class StreamableHttp:
                 ),
             )
             return
-        exchange = Exchange(
-            send,
-            request_id,
-            sse_ok=sse_ok,
-            session=None,
-            caps=caps,
-            modern=True,
-            pending=self.pending,
-            principal_id=principal.id,
-        )
-        call = Call(
-            view=view,
-            modern=True,
-            client_capabilities=caps,
-            sink=exchange,
-            principal=principal,
-            request_id=request_id,
-            forwarded_raw=headers.get("x-mcp-headers"),
-        )
+        exchange, call = self._exchange(send, request_id, sse_ok, None, caps, view, principal, headers, modern=True)
         await self._run(exchange, call, rpc_method, params, modern=True)
 
     async def _post_handshake(
@@ -389,27 +371,7 @@ class StreamableHttp:
             return
 
         caps = session.client_capabilities if session else {}
-        exchange = Exchange(
-            send,
-            request_id,
-            sse_ok=sse_ok,
-            session=session,
-            caps=caps,
-            modern=False,
-            pending=self.pending,
-            principal_id=principal.id,
-        )
-        call = Call(
-            view=view,
-            modern=False,
-            client_capabilities=caps,
-            sink=exchange,
-            listener=session.listener if session else None,
-            session=session,
-            principal=principal,
-            request_id=request_id,
-            forwarded_raw=headers.get("x-mcp-headers"),
-        )
+        exchange, call = self._exchange(send, request_id, sse_ok, session, caps, view, principal, headers, modern=False)
         if session is None:
             await self._run(exchange, call, rpc_method, params, modern=False)
             return
@@ -424,6 +386,44 @@ class StreamableHttp:
             await exchange.finish(error_bytes(request_id, REQUEST_CANCELLED, "Request cancelled"))
         finally:
             session.inflight.pop(request_id, None)
+
+    def _exchange(
+        self,
+        send: Send,
+        request_id: Any,
+        sse_ok: bool,
+        session: ClientSession | None,
+        caps: JSON,
+        view: Any,
+        principal: Principal,
+        headers: dict[str, str],
+        *,
+        modern: bool,
+    ) -> tuple[Exchange, Call]:
+        """The reply channel of one client request and what its handler is told (`session` is None for
+        2026-07-28 requests and in stateless mode)."""
+        exchange = Exchange(
+            send,
+            request_id,
+            sse_ok=sse_ok,
+            session=session,
+            caps=caps,
+            modern=modern,
+            pending=self.pending,
+            principal_id=principal.id,
+        )
+        call = Call(
+            view=view,
+            modern=modern,
+            client_capabilities=caps,
+            sink=exchange,
+            listener=session.listener if session else None,
+            session=session,
+            principal=principal,
+            request_id=request_id,
+            forwarded_raw=headers.get("x-mcp-headers"),
+        )
+        return exchange, call
 
     async def _run(self, exchange: Exchange, call: Call, rpc_method: str, params: JSON, *, modern: bool) -> None:
         try:
