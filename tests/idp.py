@@ -25,7 +25,6 @@ import base64
 import hashlib
 import json
 import secrets
-import socket
 import subprocess
 import tempfile
 import time
@@ -41,6 +40,8 @@ import anyio
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.upstreams.launch import free_port, stop_process
+
 TESTS = Path(__file__).resolve().parent
 NODE_DIR = TESTS / "node"
 NODE = NODE_DIR / "node_modules" / ".bin" / "node"
@@ -49,7 +50,6 @@ SERVER_SCRIPT = NODE_DIR / "oidc_server.mjs"
 HOST = "127.0.0.1"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 STARTUP_DEADLINE_S = 30.0
-STOP_DEADLINE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,6 @@ class IdpClient:
         }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
 def new_signing_key() -> tuple[rsa.RSAPrivateKey, dict[str, Any]]:
     """A fresh RSA key and its private JWK (with a random kid), as the provider's keystore wants it."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -101,7 +95,7 @@ class Idp:
 
     async def stop(self) -> None:
         """Stop the provider now (leaving `run_idp` stops it too), e.g. to start a successor on its port."""
-        await _stop(self.process)
+        await stop_process(self.process)
 
     @property
     def discovery_url(self) -> str:
@@ -263,7 +257,7 @@ async def run_idp(
                     process=process,
                 )
             finally:
-                await _stop(process)
+                await stop_process(process)
 
 
 async def _redirect(session: aiohttp.ClientSession, method: str, url: str, form: dict | None = None) -> str:
@@ -293,14 +287,3 @@ async def _wait_until_ready(process: subprocess.Popen, issuer: str, deadline_s: 
             if time.monotonic() > deadline:
                 raise TimeoutError(f"oidc provider at {issuer} was not ready within {deadline_s}s")
             await anyio.sleep(0.05)
-
-
-async def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-    deadline = time.monotonic() + STOP_DEADLINE_S
-    while process.poll() is None and time.monotonic() < deadline:
-        await anyio.sleep(0.02)
-    if process.poll() is None:
-        process.kill()
-        process.wait()

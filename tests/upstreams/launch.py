@@ -96,7 +96,7 @@ async def run_http_upstream(
             await _wait_until_listening(process, port, startup_deadline_s, stderr)
             yield f"http://{HOST}:{port}{path}"
         finally:
-            await _stop(process)
+            await stop_process(process)
 
 
 async def _wait_until_listening(process: subprocess.Popen, port: int, deadline_s: float, stderr) -> None:
@@ -113,7 +113,8 @@ async def _wait_until_listening(process: subprocess.Popen, port: int, deadline_s
         await anyio.sleep(0.05)
 
 
-async def _stop(process: subprocess.Popen) -> None:
+async def stop_process(process: subprocess.Popen) -> None:
+    """Terminate a test process, and kill it if it does not end in time."""
     if process.poll() is None:
         process.terminate()
     deadline = time.monotonic() + STOP_DEADLINE_S
