@@ -122,8 +122,9 @@ class ManifoldApp:
             return
         parts = path.strip("/").split("/")
         if parts[0] == "admin" and len(parts) >= 2 and parts[1] == "api":
-            if self.origin.check(headers) is not None:
-                await send_body(send, 403, orjson.dumps({"error": self.origin.check(headers)}))
+            problem = self.origin.check(headers)
+            if problem is not None:
+                await send_body(send, 403, orjson.dumps({"error": problem}))
                 return
             await self.s.live.sync()
             await self.s.live.admin(scope, receive, send, self._read_body)
