@@ -12,7 +12,8 @@ import os
 import secrets
 from pathlib import Path
 
-KEY_PREFIX = "mfd_"
+from manifold.identity.api_keys import DEV_PREFIX
+
 ENV_VAR = "MANIFOLD_DEV_KEY"
 
 
@@ -24,7 +25,7 @@ def load_or_create(state_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     state_dir.mkdir(parents=True, exist_ok=True)
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = DEV_PREFIX + secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
