@@ -18,8 +18,8 @@ from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
-from manifold.identity.principal import Principal
 from manifold.live import Live
+from manifold.principal import Principal
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
 from manifold.relay.sessions import PendingReplies, SessionStore

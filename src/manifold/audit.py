@@ -71,7 +71,7 @@ _SECRET_KEY = re.compile(
 )
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-# Principal-id prefixes (manifold.identity.principal.Principal.id); anything else given to --user is an email.
+# Principal-id prefixes (manifold.principal.Principal.id); anything else given to --user is an email.
 _PRINCIPAL_PREFIXES = ("user:", "sa:", "ext:")
 # Control characters (C0, DEL, C1): a client-chosen tool name must not drive the admin's terminal.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -15,9 +15,9 @@ from manifold.config.loader import LoadedConfig
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
-from manifold.identity.principal import Principal
 from manifold.policy.access import PolicyAccess
 from manifold.policy.store import GrantRepository, file_grants
+from manifold.principal import Principal
 from manifold.store import revisions
 from manifold.store.db import open_database
 from manifold.store.revisions import RevisionWatcher

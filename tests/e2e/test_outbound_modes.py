@@ -32,9 +32,9 @@ import pytest
 from aiohttp import web
 
 from manifold.config.models import ExchangeAuth
-from manifold.identity.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.outbound.exchange import TokenExchanger
 from manifold.outbound.resolver import OutboundRefused
+from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from tests.e2e.harness import REPO, Gateway, run_gateway
 from tests.idp import TOKEN_EXCHANGE, Idp, IdpClient, run_idp
 from tests.upstreams.launch import KITCHEN, free_port, run_http_upstream

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from manifold.config.models import ExternalIdentity, IdpConfig
 from manifold.identity.idp_jwt import IdpRegistry, IdpVerifier, InvalidToken
-from manifold.identity.principal import CredentialKind, PrincipalKind
+from manifold.principal import CredentialKind, PrincipalKind
 from tests.idp import Idp, IdpClient, free_port, run_idp
 
 RESOURCE = "http://127.0.0.1:8470/mcp"

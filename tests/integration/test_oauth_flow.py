@@ -20,7 +20,6 @@ from fastmcp.client.transports import StreamableHttpTransport
 from sqlalchemy import select
 
 from manifold.config.models import OAuthAuth
-from manifold.identity.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.outbound.oauth import (
     AuthorizationDenied,
     Cipher,
@@ -37,6 +36,7 @@ from manifold.outbound.oauth import (
 from manifold.outbound.oauth.tables import oauth_clients, oauth_pending
 from manifold.outbound.oauth.vault import Vault
 from manifold.outbound.resolver import AuthRequired, CallContext, OutboundRefused
+from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.store.db import default_url, open_database
 from tests.idp import Idp, IdpClient, run_idp
 from tests.upstreams.launch import UPSTREAMS, run_http_upstream

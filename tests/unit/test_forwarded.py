@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from manifold.config.models import ForwardedAuth, UpstreamConfig
-from manifold.identity.principal import ANONYMOUS
 from manifold.outbound.forwarded import MAX_HEADER_BYTES, MAX_VALUE_BYTES, ForwardedError, parse, select
 from manifold.outbound.resolver import SHARED, CallContext, CredentialResolver, OutboundRefused
+from manifold.principal import ANONYMOUS
 
 SECRET = "s3cr3t-forwarded-value"
 TWO = ["github", "jira"]

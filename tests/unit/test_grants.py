@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from manifold.config.models import GrantConfig
-from manifold.identity.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
 from manifold.policy.explain import Item, explain, why_not
 from manifold.policy.grants import (
     Grant,
@@ -18,6 +17,7 @@ from manifold.policy.grants import (
     grant_from_config,
     parse_grant,
 )
+from manifold.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
 
 KEY = Credential(CredentialKind.API_KEY, "k1")
 TOKEN = Credential(CredentialKind.IDP_JWT, "corp")

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from manifold.catalog.naming import (
+from manifold.naming import (
     NameCollision,
     NameTable,
     expose_name,

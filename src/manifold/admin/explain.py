@@ -12,14 +12,14 @@ import argparse
 import asyncio
 import sys
 
-from manifold.catalog.naming import expose_name
 from manifold.config.loader import LoadedConfig
 from manifold.config.models import VirtualServerConfig
 from manifold.identity.directory import Directory
-from manifold.identity.principal import Credential, CredentialKind, Principal, PrincipalKind
+from manifold.naming import expose_name
 from manifold.policy.access import PolicyAccess
 from manifold.policy.explain import Item, explain
 from manifold.policy.store import GrantRepository, file_grants
+from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.store.db import open_database
 
 

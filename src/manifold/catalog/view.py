@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manifold.catalog.lists import UpstreamLists, describe_failure
-from manifold.catalog.naming import expose_name, unwrap_uri, wrap_uri
 from manifold.config.models import MemberConfig, VirtualServerConfig
+from manifold.naming import expose_name, unwrap_uri, wrap_uri
 from manifold.outbound.resolver import SHARED, AuthRequired, Outbound
 
 # The caller's outbound credential for one member (outbound/resolver.py); may raise AuthRequired.

@@ -27,7 +27,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from manifold.catalog.naming import NameTable, candidate_name, expose_name, is_valid_name
 from manifold.config.models import (
     SLUG,
     SLUG_RE,
@@ -37,6 +36,7 @@ from manifold.config.models import (
     UpstreamConfig,
     VirtualServerConfig,
 )
+from manifold.naming import NameTable, candidate_name, expose_name, is_valid_name
 
 Loc = tuple[str | int, ...]
 

@@ -18,7 +18,7 @@ SLUG_RE = re.compile(SLUG)
 
 
 def check_separator(v: str) -> str:
-    """A namespace separator must itself be a valid part of a tool name (see catalog/naming.py)."""
+    """A namespace separator must itself be a valid part of a tool name (see naming.py)."""
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,4}", v) or v.strip("-") == "":
         raise ValueError("separator must be 1-4 characters of [A-Za-z0-9_-], and not only '-'")
     return v

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from manifold.identity.api_keys import DEV_KEY_ID
-from manifold.identity.principal import CredentialKind, Principal
+from manifold.principal import CredentialKind, Principal
 
 
 @lru_cache(maxsize=64)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from manifold.identity.api_keys import KeyRecord, KeyRepository, OwnerKind, hash_token, key_id_of
 from manifold.identity.directory import Directory
-from manifold.identity.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
+from manifold.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
 
 if TYPE_CHECKING:
     from manifold.identity.idp_jwt import IdpRegistry

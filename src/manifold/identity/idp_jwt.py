@@ -36,7 +36,7 @@ import jwt
 
 from manifold.config.models import ExternalIdentity, IdpConfig
 from manifold.identity.claims import MISSING, claim_value, claims_match
-from manifold.identity.principal import Credential, CredentialKind, Principal, PrincipalKind
+from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import jwt
 import orjson
 
 from manifold.config.models import ExchangeAuth
-from manifold.identity.principal import CredentialKind, Principal
 from manifold.outbound.resolver import OutboundRefused
+from manifold.principal import CredentialKind, Principal
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from manifold.config.models import (
     StaticAuth,
     UpstreamConfig,
 )
-from manifold.identity.principal import CredentialKind, Principal
 from manifold.outbound import forwarded
+from manifold.principal import CredentialKind, Principal
 
 
 @dataclass(frozen=True)

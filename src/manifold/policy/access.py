@@ -12,9 +12,9 @@ from typing import Any
 
 from manifold.catalog.view import Built, Target, VirtualServerView
 from manifold.config.loader import LoadedConfig
-from manifold.identity.principal import Principal
 from manifold.policy.grants import Decision, Grant, GrantSource, Policy, parse_grant
 from manifold.policy.store import StoredGrant
+from manifold.principal import Principal
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from manifold.identity.principal import Principal, PrincipalKind
 from manifold.policy.grants import (
     MISSING,
     Decision,
@@ -25,6 +24,7 @@ from manifold.policy.grants import (
     claim_value,
     describe_item,
 )
+from manifold.principal import Principal, PrincipalKind
 
 _NOUN = {
     ItemKind.TOOLS: "tool",

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from manifold.config.models import SLUG_RE
 from manifold.identity.claims import MISSING, claim_matches, claim_value  # noqa: F401 — re-exported for explain
-from manifold.identity.principal import Principal, PrincipalKind
+from manifold.principal import Principal, PrincipalKind
 
 if TYPE_CHECKING:
     from manifold.config.models import GrantConfig

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from manifold.catalog.view import Built, Target, VirtualServerView
-from manifold.identity.principal import Principal
+from manifold.principal import Principal
 
 if TYPE_CHECKING:
     from manifold.relay.handlers import Call

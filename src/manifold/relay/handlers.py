@@ -15,8 +15,8 @@ from typing import Any
 
 from manifold.catalog.view import Credential, Target, VirtualServerView
 from manifold.config.models import AuthMode
-from manifold.identity.principal import ANONYMOUS, Principal
 from manifold.outbound.resolver import SHARED, AuthRequired, CallContext, CredentialResolver, Outbound, OutboundRefused
+from manifold.principal import ANONYMOUS, Principal
 from manifold.relay import auth_required
 from manifold.relay.access import Access, AllowAll, Auditor, NoAudit
 from manifold.relay.hub import Hub, Listener

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from manifold.identity.principal import Principal
+from manifold.principal import Principal
 from manifold.relay.handlers import Call, Gateway
 from manifold.relay.hub import Listener
 from manifold.relay.protocol import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError, error_bytes, response_bytes

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 
-from manifold.identity.principal import Principal
+from manifold.principal import Principal
 from manifold.relay.handlers import FORBIDDEN_CREDENTIAL, LOG_LEVELS, Call, Gateway
 from manifold.relay.hub import Listener
 from manifold.relay.protocol import (

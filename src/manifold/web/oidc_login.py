@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from manifold.config.models import IdpConfig, WebLoginConfig
-from manifold.identity.principal import Principal
+from manifold.principal import Principal
 
 TIMEOUT = aiohttp.ClientTimeout(total=10.0)
 PENDING_SECONDS = 600  # the person has this long to sign in at the IdP

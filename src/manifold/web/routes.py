@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from manifold.config.models import OAuthAuth
-from manifold.identity.principal import CredentialKind, Principal, PrincipalKind
+from manifold.principal import CredentialKind, Principal, PrincipalKind
 from manifold.security.origin import OriginPolicy
 from manifold.web import csrf, pages
 from manifold.web.oidc_login import PENDING_SECONDS, LoginFailed, OidcLogin, Pending
