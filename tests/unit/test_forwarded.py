@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from manifold.config.models import ForwardedAuth, UpstreamConfig
 from manifold.outbound.forwarded import MAX_HEADER_BYTES, MAX_VALUE_BYTES, ForwardedError, parse, select
-from manifold.outbound.resolver import SHARED, CallContext, CredentialResolver, OutboundRefused
+from manifold.outbound.resolver import CallContext, CredentialResolver, OutboundRefused
 from manifold.principal import ANONYMOUS
+from manifold.upstream.credential import SHARED
 
 SECRET = "s3cr3t-forwarded-value"
 TWO = ["github", "jira"]

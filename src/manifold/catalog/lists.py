@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from manifold.outbound.resolver import SHARED, AuthRequired, Outbound, OutboundRefused
+from manifold.outbound.resolver import AuthRequired, OutboundRefused
 from manifold.upstream.base import UpstreamError
+from manifold.upstream.credential import SHARED, Outbound
 
 JSON = dict[str, Any]
 

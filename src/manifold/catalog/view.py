@@ -18,7 +18,8 @@ from typing import Any
 from manifold.catalog.lists import UpstreamLists, describe_failure
 from manifold.config.models import MemberConfig, VirtualServerConfig
 from manifold.naming import expose_name, unwrap_uri, wrap_uri
-from manifold.outbound.resolver import SHARED, AuthRequired, Outbound
+from manifold.outbound.resolver import AuthRequired
+from manifold.upstream.credential import SHARED, Outbound
 
 # The caller's outbound credential for one member (outbound/resolver.py); may raise AuthRequired.
 Credential = Callable[[MemberConfig], Awaitable[Outbound]]

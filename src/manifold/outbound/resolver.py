@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
 from manifold.config.models import (
@@ -25,15 +25,7 @@ from manifold.config.models import (
 )
 from manifold.outbound import forwarded
 from manifold.principal import CredentialKind, Principal
-
-
-@dataclass(frozen=True)
-class Outbound:
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # credentials: never in a repr or log
-    identity: str | None = None
-
-
-SHARED = Outbound()
+from manifold.upstream.credential import SHARED, Outbound
 
 
 class OutboundRefused(Exception):

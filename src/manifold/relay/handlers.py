@@ -15,11 +15,12 @@ from typing import Any
 
 from manifold.catalog.view import Credential, Target, VirtualServerView
 from manifold.config.models import AuthMode
-from manifold.outbound.resolver import SHARED, AuthRequired, CallContext, CredentialResolver, Outbound, OutboundRefused
+from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
 from manifold.principal import ANONYMOUS, Principal
 from manifold.relay import auth_required
-from manifold.relay.access import Access, AllowAll, Auditor, NoAudit
-from manifold.relay.hub import Hub, Listener
+from manifold.relay.access import Access, Auditor
+from manifold.relay.call import Call
+from manifold.relay.hub import Hub
 from manifold.relay.protocol import (
     HANDSHAKE_VERSIONS,
     INVALID_PARAMS,
@@ -31,7 +32,9 @@ from manifold.relay.protocol import (
     RpcError,
     tool_error_result,
 )
-from manifold.upstream.base import RequestSink, UpstreamError
+from manifold.upstream.base import UpstreamError
+from manifold.upstream.pool import UpstreamPool
+from manifold.upstream.credential import SHARED, Outbound
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -40,32 +43,18 @@ LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert"
 
 
 @dataclass
-class Call:
-    """Everything a handler needs to know about one client request."""
-
-    view: VirtualServerView
-    modern: bool
-    client_capabilities: JSON
-    sink: RequestSink | None = None
-    listener: Listener | None = None  # the client session's notification listener (2025-11-25 sessions)
-    session: Any = None  # relay.sessions.ClientSession for 2025-11-25 stateful clients
-    principal: Principal = ANONYMOUS
-    request_id: Any = None  # the client's JSON-RPC id (audit)
-    forwarded_raw: str | None = None  # the client's x-mcp-headers (outbound/forwarded.py)
-
-
-@dataclass
 class Gateway:
-    """The state handlers share: the pool, the hub, and the server's identity."""
+    """What every handler shares: where requests go (the pool), who may do what (access), the audit trail,
+    outbound credentials, notification fan-out (hub), and the server's own identity. Built once by the
+    composition root (runtime/compose.py) with every collaborator in place."""
 
-    pool: Any  # upstream.pool.UpstreamPool
+    pool: UpstreamPool
     hub: Hub
-    access: Access = field(default_factory=AllowAll)
-    audit: Auditor = field(default_factory=NoAudit)
-    credentials: CredentialResolver = field(default_factory=CredentialResolver)
+    access: Access
+    audit: Auditor
+    credentials: CredentialResolver
     server_name: str = "manifold"
     server_version: str = "0.1.0"
-    instructions: str | None = None
     started: float = field(default_factory=time.monotonic)
 
     def server_info(self, view: VirtualServerView) -> JSON:
@@ -141,7 +130,7 @@ class Gateway:
         return await self.credentials.resolve(upstream_id, config, ctx)
 
     def credential_for(self, call: Call) -> Credential:
-        async def credential(member: Any) -> Outbound:
+        async def credential(member: MemberConfig) -> Outbound:
             return await self.outbound(call, member.member_id, member.upstream)
 
         return credential

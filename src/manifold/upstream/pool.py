@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from manifold.config.models import Transport, UpstreamConfig
-from manifold.outbound.resolver import SHARED, Outbound
 from manifold.upstream.base import JSON, NotificationHandler, RequestSink, UpstreamError
+from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.health import UpstreamHealth
 from manifold.upstream.session import JsonRpcSession, MessageTransport, UpstreamSessionLost
 

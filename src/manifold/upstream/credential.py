@@ -1,0 +1,25 @@
+"""The credential an upstream session carries: the value the outbound layer decides and the pool keys by.
+
+It lives here, below `manifold.outbound`, because the pool needs the type and must not import the layer that
+decides it (outbound/resolver.py chooses the value; upstream/pool.py only uses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """Headers to add to the upstream requests, and the identity the upstream session is keyed by.
+
+    `identity=None` means one shared session for every caller (none, static); any per-caller credential
+    gets its own session per (upstream, identity)."""
+
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # credentials: never in a repr or log
+    identity: str | None = None
+
+
+# No credential headers, one session shared by every caller.
+SHARED = Outbound()
