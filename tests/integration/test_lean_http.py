@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from manifold.upstream.base import UpstreamError
+from manifold.upstream.base import UpstreamError, UpstreamSessionLost
 from manifold.upstream.lean_http import LeanHttpClient
-from manifold.upstream.session import UpstreamSessionLost
 
 pytestmark = pytest.mark.anyio
 

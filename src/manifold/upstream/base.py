@@ -7,10 +7,15 @@ validation on the hot path (see docs/design.md, "Hot path").
 Everything an upstream sends that belongs to one in-flight request (progress, logging, server→client
 requests such as sampling and elicitation) is handed to that request's `RequestSink`. Everything that
 belongs to no request (list_changed, resources/updated) goes to the session's `on_notification`.
+
+Below the session sits one more seam, `MessageTransport`: how a session's messages travel (HTTP, stdio,
+SSE). The session (session.py) and the transports (http.py, lean_http.py, stdio.py, sse.py) both import
+the types they share from here, so neither imports the other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -41,6 +46,14 @@ class UpstreamTimeout(UpstreamError):
         super().__init__(upstream_id, f"did not answer within {seconds:g}s", kind="timeout")
 
 
+class UpstreamSessionLost(UpstreamError):
+    """The session is dead and this request was NOT delivered (upstream restarted, session expired,
+    process gone before the write, connection refused). Reconnecting and retrying is safe."""
+
+    def __init__(self, upstream_id: str, reason: str) -> None:
+        super().__init__(upstream_id, reason, kind="closed")
+
+
 class RequestSink(Protocol):
     """Where an in-flight request's side traffic goes (implemented by the relay, per client request)."""
 
@@ -51,6 +64,7 @@ class RequestSink(Protocol):
     async def request(self, method: str, params: JSON | None) -> JSON:
         """A server→client request (sampling/createMessage, elicitation/create, roots/list) made while
         serving this request. Returns the client's JSON-RPC reply as {"result": ...} or {"error": ...}."""
+        ...
 
 
 NotificationHandler = Callable[[str, JSON], Awaitable[None] | None]
@@ -84,7 +98,41 @@ class UpstreamSession(Protocol):
         so concurrent callers never collide. Cancelling the awaiting task cancels upstream
         (notifications/cancelled, or closing the stream in the modern era).
         Raises UpstreamError (including UpstreamTimeout) when there is no reply."""
+        ...
 
     async def notify(self, method: str, params: JSON | None = None) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+Deliver = Callable[[JSON, int | None], Awaitable[None]]
+"""(message, the gateway's id of the request it answers or belongs to, or None when the transport cannot
+tell) — the transport hands every received message to the session."""
+OnClosed = Callable[[UpstreamError], None]
+"""Called once by the transport when its channel dies on its own (stream ended, process exited)."""
+
+
+class MessageTransport(Protocol):
+    """How a session's messages travel. One implementation per upstream transport kind."""
+
+    kind: str  # "http" | "stdio" | "sse"
+
+    async def connect(self, deliver: Deliver, on_closed: OnClosed) -> None:
+        """Open the channel (start the process, open the SSE stream). HTTP connects lazily."""
+
+    async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
+        """Send one request. Transports that carry the reply on the request's own response stream
+        (streamable HTTP) deliver it, and everything before it, before returning; others return once
+        written. Cancelling the caller aborts the request's response stream where there is one."""
+
+    async def send(self, body: bytes, headers: dict[str, str]) -> None:
+        """Send a notification or a reply to a server→client request."""
+
+    async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
+        """Run the handshake-era standalone stream (HTTP GET) until the session closes; set `ready` once
+        it is open or known to be unavailable. Transports without one set `ready` and return."""
+
+    def set_negotiated(self, protocol_version: str) -> None:
+        """Remember the negotiated version (sent as `MCP-Protocol-Version` on later HTTP requests)."""
 
     async def aclose(self) -> None: ...

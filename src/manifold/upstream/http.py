@@ -22,9 +22,9 @@ import aiohttp
 import orjson
 
 from manifold.config.models import UpstreamConfig
-from manifold.upstream.base import JSON, UpstreamError
+from manifold.upstream.base import JSON, Deliver, OnClosed, UpstreamError, UpstreamSessionLost
 from manifold.upstream.lean_http import LeanHttpClient, LeanResponse
-from manifold.upstream.session import CLIENT_INFO, Deliver, OnClosed, UpstreamSessionLost
+from manifold.upstream.session import CLIENT_INFO
 
 logger = logging.getLogger(__name__)
 

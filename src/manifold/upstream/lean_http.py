@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import overload
 
 import aiohttp
 import httptools
 from yarl import URL
 
-from manifold.upstream.base import UpstreamError
-from manifold.upstream.session import UpstreamSessionLost
+from manifold.upstream.base import UpstreamError, UpstreamSessionLost
 
 # Stop reading from the socket while this much of a streamed body waits for the consumer.
 READ_HIGH_WATER = 1024 * 1024
@@ -45,7 +45,12 @@ class LeanHeaders(dict[str, str]):
     """Response headers keyed by lower-cased name; `get` is case-insensitive like aiohttp's CIMultiDict.
     A repeated header keeps its first value, as CIMultiDict.get returns."""
 
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+    # Narrower than dict.get on purpose: names and defaults are always str.
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+    def get(self, name: str, default: str | None = None) -> str | None:  # pyright: ignore[reportIncompatibleMethodOverride]
         return dict.get(self, name.lower(), default)
 
 
@@ -250,8 +255,9 @@ class LeanResponse:
 class LeanHttpClient:
     """Keep-alive pool of connections to one http:// origin, POSTing to one URL."""
 
-    def __init__(self, url: str, *, connect_timeout: float | None, keepalive_seconds: float,
-                 default_headers: dict[str, str]) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float | None, keepalive_seconds: float, default_headers: dict[str, str]
+    ) -> None:
         parsed = URL(url)
         if parsed.scheme != "http" or not parsed.host:
             raise ValueError(f"lean HTTP client needs an http:// URL, not {parsed.scheme!r}")

@@ -16,10 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from manifold.config.models import Transport, UpstreamConfig
-from manifold.upstream.base import JSON, NotificationHandler, RequestSink, UpstreamError
+from manifold.upstream.base import (
+    JSON,
+    MessageTransport,
+    NotificationHandler,
+    RequestSink,
+    UpstreamError,
+    UpstreamSessionLost,
+)
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.health import UpstreamHealth
-from manifold.upstream.session import JsonRpcSession, MessageTransport, UpstreamSessionLost
+from manifold.upstream.session import JsonRpcSession
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import asyncio
 import importlib.metadata
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from mcp.shared.inbound import (
@@ -32,7 +32,16 @@ from mcp.shared.inbound import (
 )
 
 from manifold.config.models import ProtocolChoice, UpstreamConfig
-from manifold.upstream.base import JSON, Era, NotificationHandler, RequestSink, UpstreamError, UpstreamTimeout
+from manifold.upstream.base import (
+    JSON,
+    Era,
+    MessageTransport,
+    NotificationHandler,
+    RequestSink,
+    UpstreamError,
+    UpstreamSessionLost,
+    UpstreamTimeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,45 +78,6 @@ LISTEN_ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
 # How long connect waits for the change-notification channel (GET stream / listen ack) to be up,
 # so that a list change right after connect is not lost. Not fatal when it expires.
 CHANNEL_READY_WAIT = 2.0
-
-
-class UpstreamSessionLost(UpstreamError):
-    """The session is dead and this request was NOT delivered (upstream restarted, session expired,
-    process gone before the write, connection refused). Reconnecting and retrying is safe."""
-
-    def __init__(self, upstream_id: str, reason: str) -> None:
-        super().__init__(upstream_id, reason, kind="closed")
-
-
-Deliver = Callable[[JSON, Any], Awaitable[None]]
-"""(message, related request id or None) — the transport hands every received message to the session."""
-OnClosed = Callable[[UpstreamError], None]
-
-
-class MessageTransport(Protocol):
-    """How a session's messages travel. One implementation per upstream transport kind."""
-
-    kind: str  # "http" | "stdio" | "sse"
-
-    async def connect(self, deliver: Deliver, on_closed: OnClosed) -> None:
-        """Open the channel (start the process, open the SSE stream). HTTP connects lazily."""
-
-    async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
-        """Send one request. Transports that carry the reply on the request's own response stream
-        (streamable HTTP) deliver it, and everything before it, before returning; others return once
-        written. Cancelling the caller aborts the request's response stream where there is one."""
-
-    async def send(self, body: bytes, headers: dict[str, str]) -> None:
-        """Send a notification or a reply to a server→client request."""
-
-    async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
-        """Run the handshake-era standalone stream (HTTP GET) until the session closes; set `ready` once
-        it is open or known to be unavailable. Transports without one set `ready` and return."""
-
-    def set_negotiated(self, protocol_version: str) -> None:
-        """Remember the negotiated version (sent as `MCP-Protocol-Version` on later HTTP requests)."""
-
-    async def aclose(self) -> None: ...
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from manifold.config.models import UpstreamConfig
-from manifold.upstream.base import UpstreamError
+from manifold.upstream.base import Deliver, OnClosed, UpstreamError, UpstreamSessionLost
 from manifold.upstream.http import (
     SseDecoder,
     connect_error,
@@ -21,7 +21,6 @@ from manifold.upstream.http import (
     parse_messages,
     post,
 )
-from manifold.upstream.session import Deliver, OnClosed, UpstreamSessionLost
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ import sys
 import orjson
 
 from manifold.config.models import UpstreamConfig
-from manifold.upstream.base import UpstreamError
-from manifold.upstream.session import Deliver, OnClosed, UpstreamSessionLost
+from manifold.upstream.base import Deliver, OnClosed, UpstreamError, UpstreamSessionLost
 
 logger = logging.getLogger(__name__)
 
