@@ -152,7 +152,8 @@ class Live:
             task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
         if revisions.CATALOG in scopes and self.admin_api is not None:
             await self.admin_api.reload_catalog()
-        from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE, SECRETS_SCOPE
+        from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE
+        from manifold.security.tables import SECRETS_SCOPE
 
         if CONNECTIONS_SCOPE in scopes:
             await self.outbound_credentials.broker.sync()

@@ -33,11 +33,11 @@ from urllib.parse import parse_qs, urljoin, urlparse
 import aiohttp
 
 from manifold.config.models import OAuthAuth
-from manifold.outbound.oauth import Cipher, ConnectLinks, OAuthBroker, OAuthFlows
-from manifold.outbound.oauth.crypto import generate_key
+from manifold.outbound.oauth import ConnectLinks, OAuthBroker, OAuthFlows
 from manifold.outbound.oauth.discovery import bearer_challenge
 from manifold.outbound.resolver import CallContext
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
+from manifold.security.crypto import Cipher, generate_key
 from manifold.store.db import open_database
 
 UPSTREAM = "conformance"

@@ -557,8 +557,9 @@ async def _expire_stored_token(gw: Gateway, principal_id: str) -> None:
     Written by another process, as the CLI or a replica would, so the running gateway must notice."""
     import time
 
-    from manifold.outbound.oauth import Cipher, Vault
+    from manifold.outbound.oauth import Vault
     from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE
+    from manifold.security.crypto import Cipher
     from manifold.store import revisions
     from manifold.store.db import open_database
 

@@ -22,7 +22,6 @@ from sqlalchemy import select
 from manifold.config.models import OAuthAuth
 from manifold.outbound.oauth import (
     AuthorizationDenied,
-    Cipher,
     Connection,
     ConnectionStatus,
     ConnectLinks,
@@ -30,13 +29,14 @@ from manifold.outbound.oauth import (
     IssuerMismatch,
     OAuthBroker,
     OAuthFlows,
-    SecretStore,
     UnsafeUrl,
 )
 from manifold.outbound.oauth.tables import oauth_clients, oauth_pending
 from manifold.outbound.oauth.vault import Vault
 from manifold.outbound.resolver import AuthRequired, CallContext, OutboundRefused
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
+from manifold.security.crypto import Cipher
+from manifold.security.secret_store import SecretStore
 from manifold.store.db import default_url, open_database
 from tests.idp import Idp, IdpClient, run_idp
 from tests.upstreams.launch import UPSTREAMS, run_http_upstream

@@ -12,9 +12,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 from manifold.outbound.oauth import tables  # noqa: F401 — registers the tables
-from manifold.outbound.oauth.crypto import ENV_VAR, Cipher, DecryptError, KeyProblem, WrongKey, write_key_file
 from manifold.outbound.oauth.links import ConnectLinks, InvalidLink
-from manifold.outbound.oauth.secrets import SecretStore
+from manifold.security.crypto import ENV_VAR, Cipher, DecryptError, KeyProblem, WrongKey, write_key_file
+from manifold.security.secret_store import SecretStore
 from manifold.store.db import default_url, open_database
 
 pytestmark = pytest.mark.anyio

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from manifold.config.loader import LoadedConfig, load_config
+from manifold.config.loaded import LoadedConfig
+from manifold.config.loader import load_config
 from manifold.outbound import secrets_cli
 from manifold.outbound.oauth import tables  # noqa: F401 — registers the tables
 from manifold.outbound.oauth.client import OAuthFlows
-from manifold.outbound.oauth.crypto import ENV_VAR, Cipher
-from manifold.outbound.oauth.secrets import InvalidSecretName, SecretStore, UnknownSecret
 from manifold.outbound.oauth.vault import Connection, Vault
+from manifold.security.crypto import ENV_VAR, Cipher
+from manifold.security.secret_store import InvalidSecretName, SecretStore, UnknownSecret
 from manifold.store.db import default_url, open_database
 
 VALUE = "sk-live-abcdef0123456789"

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace, config: LoadedConfig) -> int:
 
 
 async def _main(args: argparse.Namespace, config: LoadedConfig) -> int:
-    from manifold.outbound.oauth import Cipher, DecryptError, KeyProblem, OAuthFlows, Vault, WrongKey
+    from manifold.outbound.oauth import OAuthFlows, Vault
+    from manifold.security.crypto import Cipher, DecryptError, KeyProblem, WrongKey
     from manifold.store.db import open_database
 
     config.state_dir.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,8 @@ def add_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, config: LoadedConfig) -> int:
-    from manifold.outbound.oauth.crypto import KeyProblem, WrongKey
-    from manifold.outbound.oauth.secrets import InvalidSecretName
+    from manifold.security.crypto import KeyProblem, WrongKey
+    from manifold.security.secret_store import InvalidSecretName
 
     value = None
     if args.secrets_command == "set":
@@ -80,8 +80,8 @@ def _read_value(name: str) -> str | None:
 
 async def _run(args: argparse.Namespace, config: LoadedConfig, value: str | None) -> int:
     from manifold.outbound.oauth import tables  # noqa: F401 — the tables must exist before create_all
-    from manifold.outbound.oauth.crypto import Cipher
-    from manifold.outbound.oauth.secrets import SecretStore
+    from manifold.security.crypto import Cipher
+    from manifold.security.secret_store import SecretStore
     from manifold.store.db import open_database
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -119,8 +119,8 @@ async def _run(args: argparse.Namespace, config: LoadedConfig, value: str | None
 
 
 async def _rotate(engine: AsyncEngine, cipher: Any) -> int:
-    from manifold.outbound.oauth.crypto import ENV_VAR, Cipher, generate_key, write_key_file
     from manifold.outbound.oauth.tables import ENCRYPTED_COLUMNS
+    from manifold.security.crypto import ENV_VAR, Cipher, generate_key, write_key_file
 
     keys = [generate_key(), *[k for k in cipher.keys]]
     keys = list(dict.fromkeys(keys))

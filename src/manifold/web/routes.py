@@ -492,7 +492,8 @@ def _display(principal: Principal) -> str:
 def _safe_reason(exc: BaseException) -> str:
     """What went wrong, for the page. The OAuth modules' own errors are written for the user (never a token);
     anything else is unexpected, so the page names only its type and the log has the rest."""
-    from manifold.outbound.oauth import DecryptError, DiscoveryError, OAuthError
+    from manifold.outbound.oauth import DiscoveryError, OAuthError
+    from manifold.security.crypto import DecryptError
 
     if isinstance(exc, OAuthUnavailable):
         return "OAuth upstreams are not available in this gateway"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from manifold.outbound.oauth.crypto import Cipher
+    from manifold.security.crypto import Cipher
 
 _PURPOSE = b"manifold web-session v1"
 SESSION_SECONDS = 8 * 3600  # a browser sign-in lasts a working day at most
@@ -76,7 +76,7 @@ class WebSession:
 
 
 def session_keys(cipher: Cipher) -> list[bytes]:
-    """The signing keys, derived from the gateway's secret keys (outbound/oauth/crypto.py), newest first: one
+    """The signing keys, derived from the gateway's secret keys (security/crypto.py), newest first: one
     key to keep and rotate, every replica accepts the others' cookies, and a cookie signed just before a key
     rotation still verifies."""
     return cipher.derive(_PURPOSE)

@@ -1,7 +1,6 @@
-"""Per-user OAuth to upstreams, and the encrypted store for every outbound secret.
+"""Per-user OAuth to upstreams. The encryption and the `secret:NAME` store it relies on are the gateway's
+own, in manifold.security (crypto.py: Cipher; secret_store.py: SecretStore).
 
-    crypto.py     Cipher (MultiFernet, MANIFOLD_SECRET_KEY or state_dir/secret.key), WrongKey
-    secrets.py    SecretStore: `secret:NAME` values
     vault.py      Vault, Connection: each user's tokens per upstream, encrypted
     links.py      ConnectLinks: the one-time `/connect/{upstream}?t=…` URL on the gateway's origin
     discovery.py  401 → RFC 9728 → RFC 8414 / OIDC, with SSRF rules for every discovered URL
@@ -31,35 +30,29 @@ from manifold.outbound.oauth.client import (
     OAuthFlows,
     TokenError,
 )
-from manifold.outbound.oauth.crypto import Cipher, DecryptError, KeyProblem, WrongKey
 from manifold.outbound.oauth.discovery import DiscoveryError, UnsafeUrl
 from manifold.outbound.oauth.links import ConnectLinks, InvalidLink
-from manifold.outbound.oauth.secrets import SecretStore, UnknownSecret
 from manifold.outbound.oauth.vault import Connection, ConnectionStatus, Vault
+from manifold.security.crypto import Cipher
+from manifold.security.secret_store import SecretStore
 
 __all__ = [
     "AuthorizationDenied",
-    "Cipher",
     "ConfigurationProblem",
     "ConnectLinks",
     "Connection",
     "ConnectionStatus",
-    "DecryptError",
     "DiscoveryError",
     "InvalidLink",
     "InvalidState",
     "IssuerMismatch",
-    "KeyProblem",
     "OAuthBroker",
     "OAuthError",
     "OAuthFlows",
     "OutboundCredentials",
-    "SecretStore",
     "TokenError",
-    "UnknownSecret",
     "UnsafeUrl",
     "Vault",
-    "WrongKey",
     "open_outbound_credentials",
 ]
 

@@ -25,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.config.models import OAuthAuth
 from manifold.outbound.oauth.client import OAuthError, OAuthFlows, TokenError
-from manifold.outbound.oauth.crypto import Cipher, DecryptError
 from manifold.outbound.oauth.discovery import DiscoveryError
 from manifold.outbound.oauth.links import ConnectLinks
 from manifold.outbound.oauth.vault import Connection, ConnectionStatus, Vault
 from manifold.outbound.resolver import AuthRequired, CallContext, OutboundRefused
 from manifold.principal import Principal
+from manifold.security.crypto import Cipher, DecryptError
 
 log = logging.getLogger(__name__)
 

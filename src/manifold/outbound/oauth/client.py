@@ -35,7 +35,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.config.models import OAuthAuth
-from manifold.outbound.oauth.crypto import Cipher
 from manifold.outbound.oauth.discovery import (
     DiscoveryError,
     Fetcher,
@@ -47,6 +46,7 @@ from manifold.outbound.oauth.discovery import (
 )
 from manifold.outbound.oauth.tables import oauth_clients, oauth_pending
 from manifold.outbound.oauth.vault import Connection, ConnectionStatus, EndpointPolicy, Vault
+from manifold.security.crypto import Cipher
 
 log = logging.getLogger(__name__)
 

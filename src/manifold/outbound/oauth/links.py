@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.outbound.oauth.crypto import Cipher
+from manifold.security.crypto import Cipher
 
 LINK_TTL_SECONDS = 600
 _PURPOSE = b"manifold connect-link v1"

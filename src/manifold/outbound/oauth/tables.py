@@ -1,7 +1,8 @@
-"""The tables of outbound credentials. Declared on `manifold.store.db.metadata`, so `open_database` creates
-them with every other table (importing this module is what registers them: `manifold.outbound.oauth` does).
+"""The tables of per-user OAuth to upstreams. Declared on `manifold.store.db.metadata`, so `open_database`
+creates them with every other table (importing this module is what registers them: `manifold.outbound.oauth`
+does; it also registers the gateway's own secret tables, security/tables.py, which ENCRYPTED_COLUMNS lists).
 
-Every secret value is a Fernet token (`crypto.Cipher`), stored as ASCII text; everything a listing or a
+Every secret value is a Fernet token (`security.crypto.Cipher`), stored as ASCII text; everything a listing or a
 decision needs without the key (who, which upstream, expiry, status) is a plain column. Times are Unix
 seconds (floats), compared on the hot path without timezone work.
 """
@@ -10,27 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Column, Float, Index, String, Table, Text
 
+from manifold.security.tables import crypto_canary, stored_secrets
 from manifold.store.db import metadata
-
-# One row proving which key wrote this database: `Cipher.check` decrypts it at startup, so a wrong key is
-# reported before anything is read or written with it.
-crypto_canary = Table(
-    "crypto_canary",
-    metadata,
-    Column("id", String(16), primary_key=True),
-    Column("token", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-
-# `secret:NAME` values for static auth (`manifold secrets set NAME`).
-stored_secrets = Table(
-    "stored_secrets",
-    metadata,
-    Column("name", String(128), primary_key=True),
-    Column("value", Text, nullable=False),  # encrypted
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
 
 # A user's tokens for one OAuth upstream: the vault.
 oauth_connections = Table(
@@ -84,7 +66,7 @@ oauth_pending = Table(
     Index("ix_oauth_pending_expires", "expires_at"),
 )
 
-# Every encrypted column, for `manifold secrets rotate-key`: (table, primary-key columns, column).
+# Every encrypted column in the database, for `manifold secrets rotate-key`: (table, primary-key columns, column).
 ENCRYPTED_COLUMNS: tuple[tuple[Table, tuple[str, ...], str], ...] = (
     (crypto_canary, ("id",), "token"),
     (stored_secrets, ("name",), "value"),
@@ -93,10 +75,9 @@ ENCRYPTED_COLUMNS: tuple[tuple[Table, tuple[str, ...], str], ...] = (
     (oauth_pending, ("state_hash",), "payload"),
 )
 
-# The revision scope (store/revisions.py) bumped when a connection is removed or a stored secret changes,
-# so a running gateway (another process, another replica) drops what it holds in memory.
+# The revision scope (store/revisions.py) bumped when a connection is removed, so a running gateway
+# (another process, another replica) drops what it holds in memory.
 CONNECTIONS_SCOPE = "connections"
-SECRETS_SCOPE = "secrets"
 
 # Connect links already used to start a connection (the SHA-256 of the link's token): a link is one-time.
 # Rows outlive the link's own lifetime only until the next spend prunes them.

@@ -17,8 +17,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.outbound.oauth.crypto import Cipher
 from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE, oauth_connections
+from manifold.security.crypto import Cipher
 from manifold.store import revisions
 
 

@@ -1,4 +1,6 @@
-"""Encryption at rest for everything secret the gateway stores: OAuth tokens, client secrets, `secret:NAME`.
+"""The gateway's encryption at rest, for everything secret it stores: OAuth tokens and client secrets,
+`secret:NAME` values (static headers), and, through `Cipher.derive`, the keys web-session cookies are signed
+with.
 
 Fernet (AES-128-CBC + HMAC-SHA256, from `cryptography`) through `MultiFernet`: the first key encrypts, every
 key decrypts, so a key can be rotated while old rows are still readable. Keys come from the environment
@@ -25,7 +27,10 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from manifold.security.tables import crypto_canary
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +176,6 @@ class Cipher:
     async def check(self, engine: AsyncEngine) -> None:
         """Prove the key reads this database (a canary row; written on first use). A wrong key raises WrongKey
         and changes nothing."""
-        from manifold.outbound.oauth.tables import crypto_canary
-
         async with engine.connect() as conn:
             row = (await conn.execute(select(crypto_canary.c.token).where(crypto_canary.c.id == _CANARY_ID))).first()
         if row is not None:
@@ -187,8 +190,6 @@ class Cipher:
                     f"the state dir's {KEY_FILE}) to the key used before; nothing was changed."
                 )
             return
-        from sqlalchemy.exc import IntegrityError
-
         with contextlib.suppress(IntegrityError):  # another process wrote it first: fine, check theirs next time
             async with engine.begin() as conn:
                 await conn.execute(

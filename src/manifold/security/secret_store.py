@@ -1,4 +1,5 @@
-"""The encrypted secret store behind `secret:NAME` values in upstream auth (`manifold secrets set NAME`).
+"""The gateway's encrypted secret store: the `secret:NAME` values in upstream auth (static headers and
+bearers, OAuth client secrets), set with `manifold secrets set NAME`.
 
 Values are encrypted with the gateway's `Cipher` in the database. The gateway loads them all into memory at
 startup (`load`), so the credential resolver looks them up synchronously (`lookup`) without a query per call;
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.outbound.oauth.crypto import Cipher
-from manifold.outbound.oauth.tables import SECRETS_SCOPE, stored_secrets
+from manifold.security.crypto import Cipher
+from manifold.security.tables import SECRETS_SCOPE, stored_secrets
 from manifold.store import revisions
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
