@@ -16,7 +16,7 @@ import orjson
 
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import VirtualServerView
-from manifold.config.loader import LoadedConfig
+from manifold.config.loaded import LoadedConfig
 from manifold.identity import resource_server
 from manifold.live import Live
 from manifold.principal import Principal

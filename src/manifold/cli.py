@@ -13,7 +13,9 @@ from pathlib import Path
 from manifold.admin.cli import add_commands, run_admin
 from manifold.audit import add_cli as add_audit_cli
 from manifold.audit import run_audit_cli
-from manifold.config.loader import ConfigError, LoadedConfig, load_config
+from manifold.config.loaded import LoadedConfig
+from manifold.config.loader import load_config
+from manifold.config.problems import ConfigError
 from manifold.outbound import connections_cli, secrets_cli
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}

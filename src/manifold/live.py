@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from manifold.config.loader import LoadedConfig
+from manifold.config.loaded import LoadedConfig
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory

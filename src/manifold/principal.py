@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, assert_never
 
 
 class PrincipalKind(str, enum.Enum):
@@ -69,6 +69,8 @@ class Principal:
                 return f"ext:{self.idp}:{self.external_identity}:{self.name}"
             case PrincipalKind.ANONYMOUS:
                 return "anonymous"
+            case _:
+                assert_never(self.kind)
 
     def may_use_server(self, server_id: str) -> bool:
         """The key's own restriction (grants are checked separately)."""

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from manifold.config.check import run_check
-from manifold.config.loader import ConfigError, Problem, load_config, upstream_as_virtual_server
+from manifold.config.loaded import upstream_as_virtual_server
+from manifold.config.loader import load_config
 from manifold.config.models import Transport
+from manifold.config.problems import ConfigError, Problem
 
 REPO = Path(__file__).resolve().parents[2]
 

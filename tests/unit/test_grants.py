@@ -7,16 +7,10 @@ from typing import Any
 import pytest
 
 from manifold.config.models import GrantConfig
+from manifold.config.selectors import GrantError
+from manifold.policy.evaluation import ItemKind, Policy
 from manifold.policy.explain import Item, explain, why_not
-from manifold.policy.grants import (
-    Grant,
-    GrantError,
-    GrantSource,
-    ItemKind,
-    Policy,
-    grant_from_config,
-    parse_grant,
-)
+from manifold.policy.grants import Grant, GrantSource, grant_from_config, parse_grant
 from manifold.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
 
 KEY = Credential(CredentialKind.API_KEY, "k1")

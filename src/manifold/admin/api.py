@@ -1,4 +1,4 @@
-"""`/admin/api/...`: the admin REST API. Admin principals only (identity/admins.py); JSON in, JSON out;
+"""`/admin/api/...`: the admin REST API. Admin principals only (policy/admins.py); JSON in, JSON out;
 the operations are admin/ops.py, the same ones the CLI runs.
 
 Routes (all JSON; errors are {"error": "..."} with 400/401/403/404/409):
@@ -27,7 +27,7 @@ import orjson
 from manifold.admin.catalog import KIND_PATHS, CatalogOperations, InvalidBody, LiveCatalog
 from manifold.admin.ops import BadRequest, NotFound, Operations, OpError
 from manifold.identity import resource_server
-from manifold.identity.admins import is_admin
+from manifold.policy.admins import is_admin
 from manifold.relay.streamable_http import JSON_HEADERS, send_body
 
 if TYPE_CHECKING:

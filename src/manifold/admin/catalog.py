@@ -38,18 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from manifold.admin.ops import BadRequest, Conflict, NotFound
 from manifold.catalog.view import VirtualServerView
-from manifold.config.loader import (
-    LoadedConfig,
-    Problem,
-    SourceFile,
-    check_members,
-    check_raw_upstream_refs,
-    redact_secrets,
-    report_validation,
-    resolve_env,
-    unknown_upstream_reason,
-)
+from manifold.config.cross_references import check_members, check_raw_upstream_refs, unknown_upstream_reason
+from manifold.config.loaded import LoadedConfig
 from manifold.config.models import SLUG, SLUG_RE, Strict, Transport, UpstreamConfig, VirtualServerConfig
+from manifold.config.problems import Problem, redact_secrets, report_validation
+from manifold.config.sources import SourceFile, resolve_env
 from manifold.policy.store import file_grants
 from manifold.relay.protocol import LIST_CHANGED
 from manifold.store import revisions

@@ -13,7 +13,7 @@ from typing import Any
 
 from manifold.admin.catalog import CatalogOperations, InvalidBody, Kind
 from manifold.admin.ops import Operations, OpError
-from manifold.config.loader import LoadedConfig
+from manifold.config.loaded import LoadedConfig
 from manifold.store.db import open_database
 
 

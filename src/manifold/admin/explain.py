@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import sys
 
-from manifold.config.loader import LoadedConfig
+from manifold.config.loaded import LoadedConfig
 from manifold.config.models import VirtualServerConfig
 from manifold.identity.directory import Directory
 from manifold.naming import expose_name

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.config.loader import LoadedConfig
+from manifold.config.loaded import LoadedConfig
 from manifold.config.models import GrantConfig
 from manifold.identity import directory as dirmod
 from manifold.identity.api_keys import KeyRepository, OwnerKind, parse_duration

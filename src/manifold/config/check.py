@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from manifold.config.loader import ConfigError, load_config
+from manifold.config.loader import load_config
+from manifold.config.problems import ConfigError
 
 
 def _count(n: int, word: str) -> str:

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from manifold.config.header_names import check_allowed_name
+
 SLUG = r"^[a-z0-9][a-z0-9-]*$"
 SLUG_RE = re.compile(SLUG)
 
@@ -125,8 +127,6 @@ class ForwardedAuth(Strict):
     @field_validator("allow")
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
-        from manifold.outbound.forwarded import check_allowed_name
-
         for name in v:
             check_allowed_name(name)
         if not v:

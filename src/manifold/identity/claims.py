@@ -9,7 +9,7 @@ never match. A list claim matches when any element does.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -43,7 +43,8 @@ def _as_text(value: Any) -> str | None:
     return None  # objects never match
 
 
-def claim_matches(accepted: tuple[str, ...], value: Any) -> bool:
+def claim_accepted(value: Any, accepted: Sequence[str]) -> bool:
+    """Whether one claim's value (from `claim_value`) is one of `accepted`; a list claim when any element is."""
     if value is MISSING:
         return False
     if isinstance(value, list | tuple):
@@ -51,10 +52,12 @@ def claim_matches(accepted: tuple[str, ...], value: Any) -> bool:
     return _as_text(value) in accepted
 
 
-def claims_match(claims: Mapping[str, Any], match: Mapping[str, str | list[str]]) -> bool:
-    """Every key of `match` must match; a list in `match` means any of its values."""
-    for name, wanted in match.items():
-        accepted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
-        if not claim_matches(accepted, claim_value(claims, name)):
+def token_has_claims(token_claims: Mapping[str, Any], required: Iterable[tuple[str, str | Sequence[str]]]) -> bool:
+    """Whether the token satisfies every (claim, accepted) pair of `required`: an IdP external identity's
+    `match.items()` or an `idp:` grant's normalised claims. A single string accepts that value only; a list
+    accepts any of its values."""
+    for name, wanted in required:
+        accepted = (wanted,) if isinstance(wanted, str) else wanted
+        if not claim_accepted(claim_value(token_claims, name), accepted):
             return False
     return True

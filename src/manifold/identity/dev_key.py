@@ -2,7 +2,7 @@
 
 The key is generated once per state dir and kept in `<state_dir>/dev-key` (mode 0600) so that `make run`
 can print it again and client configs survive a restart; the database holds only its SHA-256 (as the API
-key with id `dev`, owned by user `dev`, always an admin: identity/api_keys.py, identity/admins.py).
+key with id `dev`, owned by user `dev`, always an admin: identity/api_keys.py, policy/admins.py).
 `MANIFOLD_DEV_KEY` overrides it (tests use that).
 """
 

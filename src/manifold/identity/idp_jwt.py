@@ -35,7 +35,7 @@ import aiohttp
 import jwt
 
 from manifold.config.models import ExternalIdentity, IdpConfig
-from manifold.identity.claims import MISSING, claim_value, claims_match
+from manifold.identity.claims import MISSING, claim_value, token_has_claims
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ class IdpVerifier:
 
     def _external_identity(self, claims: Mapping[str, Any]) -> ExternalIdentity | None:
         for identity in self.config.external:  # first match wins, in configuration order
-            if claims_match(claims, identity.match):
+            if token_has_claims(claims, identity.match.items()):
                 return identity
         return None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from manifold.config.loader import LoadedConfig
+from manifold.config.loaded import LoadedConfig
 
 WELL_KNOWN_PRM = "/.well-known/oauth-protected-resource"
 

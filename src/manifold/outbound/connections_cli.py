@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from manifold.config.loader import LoadedConfig
+from manifold.config.loaded import LoadedConfig
 
 PRINCIPAL_PREFIXES = ("user:", "sa:", "ext:")
 

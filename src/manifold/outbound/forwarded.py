@@ -15,45 +15,16 @@ from collections.abc import Mapping
 
 import orjson
 
+from manifold.config.header_names import FIELD_NAME, NEVER
+
 HEADER = "x-mcp-headers"
 MAX_HEADER_BYTES = 16 * 1024  # the whole x-mcp-headers value
 MAX_VALUE_BYTES = 4 * 1024  # one forwarded header value
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 field-name
 _VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")  # no CR, LF or other controls (header injection)
-NEVER = frozenset(
-    {
-        "host",
-        "cookie",
-        "set-cookie",
-        "content-length",
-        "content-type",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-        "mcp-session-id",
-        "mcp-protocol-version",
-        "accept",
-    }
-)
 
 
 class ForwardedError(ValueError):
     """A malformed or refused x-mcp-headers; the message names the problem, never a value."""
-
-
-def check_allowed_name(name: str) -> str:
-    if not _TOKEN.fullmatch(name):
-        raise ValueError(f"'{name}' is not a valid header name")
-    if name.lower() in NEVER:
-        raise ValueError(f"header '{name}' can never be forwarded")
-    return name
 
 
 def parse(raw: str | None, member_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -83,7 +54,7 @@ def parse(raw: str | None, member_ids: list[str]) -> dict[str, dict[str, str]]:
             raise ForwardedError(f"{HEADER}: the entry for '{member}' must be an object of header names to values")
         checked: dict[str, str] = {}
         for name, value in headers.items():
-            if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
                 raise ForwardedError(f"{HEADER}: '{str(name)[:64]}' for '{member}' is not a valid header name")
             if not isinstance(value, str):
                 raise ForwardedError(f"{HEADER}: the value of '{name}' for '{member}' must be a string")

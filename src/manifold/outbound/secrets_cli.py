@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.config.loader import LoadedConfig
+from manifold.config.loaded import LoadedConfig
 
 
 def add_commands(subparsers: Any) -> argparse.ArgumentParser:

@@ -11,8 +11,9 @@ import logging
 from typing import Any
 
 from manifold.catalog.view import Built, Target, VirtualServerView
-from manifold.config.loader import LoadedConfig
-from manifold.policy.grants import Decision, Grant, GrantSource, Policy, parse_grant
+from manifold.config.loaded import LoadedConfig
+from manifold.policy.evaluation import Decision, Policy
+from manifold.policy.grants import Grant, GrantSource, parse_grant
 from manifold.policy.store import StoredGrant
 from manifold.principal import Principal
 

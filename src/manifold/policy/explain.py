@@ -10,20 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
-from manifold.policy.grants import (
-    MISSING,
-    Decision,
-    Grant,
-    ItemKind,
-    Policy,
-    What,
-    WhatKind,
-    WhoKind,
-    claim_matches,
-    claim_value,
-    describe_item,
-)
+from manifold.config.selectors import What, WhatKind, WhoKind
+from manifold.identity.claims import MISSING, claim_accepted, claim_value
+from manifold.policy.evaluation import Decision, ItemKind, Policy, describe_item
+from manifold.policy.grants import Grant, who_selects
 from manifold.principal import Principal, PrincipalKind
 
 _NOUN = {
@@ -62,7 +54,7 @@ def why_not(grant: Grant, principal: Principal) -> str | None:
     if grant.applies_to(principal):
         return None
     who = grant.who
-    if not who.matches(principal):
+    if not who_selects(who, principal):
         match who.kind:
             case WhoKind.USER:
                 if principal.kind is not PrincipalKind.USER:
@@ -82,9 +74,11 @@ def why_not(grant: Grant, principal: Principal) -> str | None:
                 return "the caller is anonymous"
             case WhoKind.ANYONE:
                 return None  # unreachable: `anyone` matches every principal
+            case _:
+                assert_never(who.kind)
     for key, accepted in grant.claims:
         value = claim_value(principal.claims, key)
-        if not claim_matches(accepted, value):
+        if not claim_accepted(value, accepted):
             wanted = accepted[0] if len(accepted) == 1 else f"any of {', '.join(accepted)}"
             if value is MISSING:
                 return f"claim {key} is absent (wanted {wanted})"
@@ -103,6 +97,8 @@ def _gives(what: What) -> str:
             return f"tools matching {what.tool}"
         case WhatKind.SERVER | WhatKind.GROUP | WhatKind.VSERVER:
             return "all tools, prompts and resources"
+        case _:
+            assert_never(what.kind)
 
 
 def _item_text(server_id: str, item: Item) -> str:
