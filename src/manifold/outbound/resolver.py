@@ -86,7 +86,9 @@ class CredentialResolver:
         self._secret = secret  # `secret:NAME` → value (outbound/secrets.py)
         self.oauth = oauth
         self.exchange = exchange
-        self._static: dict[tuple[str, int], Outbound] = {}
+        # Per upstream: the static auth last resolved and its headers. Compared by value, not by `id()`: an
+        # upstream replaced at run time drops its config, and CPython may give the new one the same id.
+        self._static: dict[str, tuple[StaticAuth, Outbound]] = {}
 
     def _value(self, upstream_id: str, text: str) -> str:
         if text.startswith("secret:"):
@@ -123,14 +125,16 @@ class CredentialResolver:
                 assert_never(auth)
 
     def static(self, upstream_id: str, auth: StaticAuth) -> Outbound:
-        key = (upstream_id, id(auth))
-        cached = self._static.get(key)
-        if cached is None:
-            headers = {name: self._value(upstream_id, v) for name, v in auth.headers.items()}
-            if auth.bearer:
-                headers["Authorization"] = f"Bearer {self._value(upstream_id, auth.bearer)}"
-            cached = self._static[key] = Outbound(headers, None)
-        return cached
+        cached = self._static.get(upstream_id)
+        # `is` first: the hot path compares one pointer (the cache holds the config, so its id is not reused).
+        if cached is not None and (cached[0] is auth or cached[0] == auth):
+            return cached[1]
+        headers = {name: self._value(upstream_id, v) for name, v in auth.headers.items()}
+        if auth.bearer:
+            headers["Authorization"] = f"Bearer {self._value(upstream_id, auth.bearer)}"
+        outbound = Outbound(headers, None)
+        self._static[upstream_id] = (auth, outbound)
+        return outbound
 
     async def resolve(self, upstream_id: str, config: UpstreamConfig, ctx: CallContext) -> Outbound:
         principal = ctx.principal
