@@ -16,6 +16,7 @@ from upstream_min_launch import RecordingSink, ServerProcess, free_port, tool_re
 from manifold.config.models import UpstreamConfig  # noqa: E402
 from manifold.upstream.base import Era, UpstreamError, UpstreamTimeout  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
+from tests.waiting import HeldSink, NotificationLog, within  # noqa: E402
 
 ERAS = [("2025-11-25", Era.HANDSHAKE), ("2026-07-28", Era.MODERN), ("auto", Era.MODERN)]
 
@@ -32,16 +33,9 @@ def server():
     proc.kill()
 
 
-def make_pool(url: str, protocol: str, notes: list | None = None, **extra) -> UpstreamPool:
+def make_pool(url: str, protocol: str, notes: NotificationLog | None = None, **extra) -> UpstreamPool:
     config = UpstreamConfig(transport="http", url=url, protocol=protocol, **extra)
-    return UpstreamPool({"up": config}, (lambda uid, m: notes.append((uid, m))) if notes is not None else None)
-
-
-async def wait_for(condition, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+    return UpstreamPool({"up": config}, notes)
 
 
 @pytest.mark.anyio
@@ -125,13 +119,13 @@ async def test_sampling_request_reaches_the_sink_and_the_reply_goes_back(server)
 @pytest.mark.anyio
 @pytest.mark.parametrize(("protocol", "era"), ERAS[:2])
 async def test_list_changed_reaches_the_session_callback(server, protocol, era):
-    notes: list = []
+    notes = NotificationLog()
     pool = make_pool(server.url, protocol, notes)
     try:
         await pool.session("up")
         await pool.request("up", "tools/call", {"name": "add_tool", "arguments": {"name": f"new_{era.name}"}})
-        await wait_for(lambda: any(m["method"] == "notifications/tools/list_changed" for _, m in notes))
-        assert {uid for uid, _ in notes} == {"up"}
+        await notes.until("notifications/tools/list_changed")
+        assert {uid for uid, _ in notes.received} == {"up"}
     finally:
         await pool.aclose()
 
@@ -202,13 +196,18 @@ async def test_upstream_restart_on_the_same_port_is_transparent(protocol, era):
 @pytest.mark.anyio
 async def test_cancelling_the_caller_abandons_the_upstream_request(server):
     pool = make_pool(server.url, "2025-11-25")
+    held = HeldSink()
     try:
-        await pool.session("up")
-        task = asyncio.ensure_future(pool.request("up", "tools/call", {"name": "slow", "arguments": {"seconds": 5}}))
-        await asyncio.sleep(0.2)  # let the POST go out; the assertion below does not depend on timing
+        session = await pool.session("up")
+        params = {"name": "sample", "arguments": {"prompt": "never answered"}}
+        task = asyncio.ensure_future(pool.request("up", "tools/call", params, sink=held))
+        await within(held.asked.wait(), what="the upstream working on the call")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert session.in_flight() == 0
         assert tool_result(await pool.request("up", "tools/call", {"name": "add", "arguments": {"a": 3, "b": 4}})) == 7
+        assert await pool.session("up") is session  # abandoning a call does not cost the session
     finally:
+        held.release()
         await pool.aclose()

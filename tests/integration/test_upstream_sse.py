@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from upstream_min_launch import RecordingSink, ServerProcess, tool_result  # noq
 from manifold.config.models import UpstreamConfig  # noqa: E402
 from manifold.upstream.base import Era  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
+from tests.waiting import NotificationLog, wait_for  # noqa: E402
 
 
 @pytest.fixture
@@ -30,16 +30,9 @@ def server():
     proc.kill()
 
 
-def make_pool(url: str, notes: list | None = None, **extra) -> UpstreamPool:
+def make_pool(url: str, notes: NotificationLog | None = None, **extra) -> UpstreamPool:
     config = UpstreamConfig(transport="sse", url=url, **extra)
-    return UpstreamPool({"old": config}, (lambda uid, m: notes.append(m)) if notes is not None else None)
-
-
-async def wait_for(condition, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+    return UpstreamPool({"old": config}, notes)
 
 
 @pytest.mark.anyio
@@ -60,7 +53,7 @@ async def test_lists_calls_and_runs_fifty_at_once(server):
 
 @pytest.mark.anyio
 async def test_progress_sampling_and_list_changed(server):
-    notes: list = []
+    notes = NotificationLog()
     pool = make_pool(server.url, notes)
     try:
         sink = RecordingSink(answer="over sse")
@@ -70,7 +63,7 @@ async def test_progress_sampling_and_list_changed(server):
         reply = await pool.request("old", "tools/call", {"name": "sample", "arguments": {"prompt": "x"}}, sink=sink)
         assert tool_result(reply) == "sampled: over sse"
         await pool.request("old", "tools/call", {"name": "add_tool", "arguments": {"name": "via_sse"}})
-        await wait_for(lambda: any(m["method"] == "notifications/tools/list_changed" for m in notes))
+        await notes.until("notifications/tools/list_changed")
     finally:
         await pool.aclose()
 
@@ -93,7 +86,7 @@ async def test_restarted_sse_upstream_is_reconnected_on_the_next_request():
     try:
         first = tool_result(await pool.request("old", "tools/call", {"name": "pid", "arguments": {}}))
         server.kill()
-        await wait_for(lambda: pool.health()["old"]["state"] == "idle")
+        await wait_for(lambda: pool.health()["old"]["state"] == "idle", what="the pool noticing the lost stream")
         server.start()
         second = tool_result(await pool.request("old", "tools/call", {"name": "pid", "arguments": {}}))
         assert second != first

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from upstream_min_launch import SERVER, RecordingSink, tool_result  # noqa: E402
 from manifold.config.models import UpstreamConfig  # noqa: E402
 from manifold.upstream.base import Era, UpstreamError  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
+from tests.waiting import HeldSink, NotificationLog, wait_for, within  # noqa: E402
 
 ERAS = [("2025-11-25", Era.HANDSHAKE), ("auto", Era.MODERN)]
 
@@ -27,11 +27,11 @@ def anyio_backend():
     return "asyncio"
 
 
-def make_pool(protocol: str, tag: str = "", notes: list | None = None, **extra) -> UpstreamPool:
+def make_pool(protocol: str, tag: str = "", notes: NotificationLog | None = None, **extra) -> UpstreamPool:
     config = UpstreamConfig(
         transport="stdio", command=sys.executable, args=[str(SERVER), "--tag", tag], protocol=protocol, **extra
     )
-    return UpstreamPool({"local": config}, (lambda uid, m: notes.append(m)) if notes is not None else None)
+    return UpstreamPool({"local": config}, notes)
 
 
 def processes_tagged(tag: str) -> list[int]:
@@ -45,13 +45,6 @@ def processes_tagged(tag: str) -> list[int]:
             if tag.encode() in cmdline and (entry / "stat").read_text().split()[2] != "Z":
                 found.append(int(entry.name))
     return found
-
-
-async def wait_for(condition, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.anyio
@@ -92,10 +85,12 @@ async def test_sampling_with_several_requests_in_flight_is_refused_not_misrouted
     pool = make_pool("2025-11-25")
     sinks = [RecordingSink(), RecordingSink()]
     try:
+        session = await pool.session("local")
         slow = asyncio.ensure_future(
             pool.request("local", "tools/call", {"name": "slow", "arguments": {"seconds": 1}}, sink=sinks[0])
         )
-        await asyncio.sleep(0.1)
+        # In flight means written: the session registers a request and writes it to stdin without yielding.
+        await wait_for(lambda: session.in_flight() == 1, what="the slow call in flight")
         reply = await pool.request(
             "local", "tools/call", {"name": "sample", "arguments": {"prompt": "q"}}, sink=sinks[1]
         )
@@ -110,11 +105,12 @@ async def test_sampling_with_several_requests_in_flight_is_refused_not_misrouted
 @pytest.mark.anyio
 @pytest.mark.parametrize(("protocol", "era"), ERAS)
 async def test_list_changed_reaches_the_session_callback(protocol, era):
-    notes: list = []
+    notes = NotificationLog()
     pool = make_pool(protocol, notes=notes)
     try:
         await pool.request("local", "tools/call", {"name": "add_tool", "arguments": {"name": "brand_new"}})
-        await wait_for(lambda: any(m["method"] == "notifications/tools/list_changed" for m in notes))
+        await notes.until("notifications/tools/list_changed")
+        assert {uid for uid, _ in notes.received} == {"local"}
     finally:
         await pool.aclose()
 
@@ -127,7 +123,7 @@ async def test_killed_process_is_restarted_once_on_the_next_request():
         first = tool_result(await pool.request("local", "tools/call", {"name": "pid", "arguments": {}}))
         assert processes_tagged(tag) == [first]
         os.kill(first, signal.SIGKILL)
-        await wait_for(lambda: pool.health()["local"]["state"] == "idle")
+        await wait_for(lambda: pool.health()["local"]["state"] == "idle", what="the pool noticing the exit")
         assert "process exited" in pool.health()["local"]["last_error"]
         # Several callers at once: still only one new process.
         replies = await asyncio.gather(
@@ -144,17 +140,19 @@ async def test_killed_process_is_restarted_once_on_the_next_request():
 @pytest.mark.anyio
 async def test_pending_request_fails_naming_the_upstream_when_the_process_dies():
     pool = make_pool("2025-11-25")
+    held = HeldSink()
     try:
         pid = tool_result(await pool.request("local", "tools/call", {"name": "pid", "arguments": {}}))
         pending = asyncio.ensure_future(
-            pool.request("local", "tools/call", {"name": "slow", "arguments": {"seconds": 5}})
+            pool.request("local", "tools/call", {"name": "sample", "arguments": {"prompt": "q"}}, sink=held)
         )
-        await asyncio.sleep(0.2)
+        await within(held.asked.wait(), what="the upstream working on the call")
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(UpstreamError) as caught:
-            await pending
+            await within(pending, what="the pending call failing")
         assert "'local'" in str(caught.value) and "exited" in str(caught.value)
     finally:
+        held.release()
         await pool.aclose()
 
 
