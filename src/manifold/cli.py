@@ -1,5 +1,10 @@
 """`manifold` command line: `serve`, `check`, and the admin commands (keys, users, teams, sa, grants,
-upstreams, groups, vservers, explain, audit) that work on the gateway's database."""
+upstreams, groups, vservers, explain, secrets, connections, audit) that work on the gateway's database.
+
+Every command is added the same way: a module's `register(subparsers)` adds its parsers, each naming its
+handler with `set_defaults(func=...)`. A handler is a `Command`: it takes the parsed arguments and a function
+that loads the configuration (so `check`, which reports problems its own way, need not call it) and returns
+the exit status. A parser may also set `log_level`, how much the command logs (default: info)."""
 
 from __future__ import annotations
 
@@ -8,17 +13,20 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from manifold.admin.cli import add_commands, run_admin
-from manifold.audit import add_cli as add_audit_cli
-from manifold.audit import run_audit_cli
+from manifold.admin import cli as admin_cli
+from manifold.admin import explain as explain_cli
+from manifold.audit import cli as audit_cli
 from manifold.config.loaded import LoadedConfig
 from manifold.config.loader import load_config
 from manifold.config.problems import ConfigError
 from manifold.outbound import connections_cli, secrets_cli
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+Command = Callable[[argparse.Namespace, Callable[[], LoadedConfig]], int]
 
 
 def _load(path: Path) -> LoadedConfig:
@@ -39,7 +47,7 @@ def client_snippet(url: str, key: str) -> str:
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
     import uvicorn
 
     from manifold.app import ManifoldApp, build_services
@@ -92,48 +100,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from manifold.admin.explain import run_explain
-
-    return run_explain(args, _load(Path(args.config)))
-
-
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
     from manifold.config.check import run_check
 
     return run_check(Path(args.config))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="manifold", description="Manifold MCP gateway")
-    parser.add_argument("--config", "-c", default="manifold.yaml", help="path to manifold.yaml")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway")
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The gateway's own commands: `serve` and `check`."""
+    serve = subparsers.add_parser("serve", help="run the gateway")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
-    check = sub.add_parser("check", help="validate manifold.yaml and virtual_servers/*.yaml")
+    check = subparsers.add_parser("check", help="validate manifold.yaml and virtual_servers/*.yaml")
     check.set_defaults(func=cmd_check)
-    add_commands(sub)
-    explain = sub.add_parser("explain", help="may this principal use this tool? and which grant decides")
-    explain.add_argument("--as", dest="principal", required=True, help="alice@corp.com, sa:<id>, team:<id>")
-    explain.add_argument("--server", required=True, help="virtual server or upstream id")
-    explain.add_argument("--tool", help="exposed tool name (default: explain access to the server)")
-    explain.add_argument("--team", action="append", help="extra teams, e.g. from an IdP's groups claim")
-    explain.set_defaults(func=cmd_explain)
-    secrets_cli.add_commands(sub).set_defaults(func=lambda a: secrets_cli.run(a, _load(Path(a.config))))
-    connections_cli.add_commands(sub).set_defaults(func=lambda a: connections_cli.run(a, _load(Path(a.config))))
-    audit = add_audit_cli(sub)
-    audit.set_defaults(func=lambda a: run_audit_cli(a, _load(Path(a.config))))
-    args = parser.parse_args(argv)
-    if getattr(args, "admin", False):
-        return run_admin(args, _load(Path(args.config)))
+
+
+# In the order `manifold --help` lists them.
+REGISTRARS = (
+    register,
+    admin_cli.register,
+    explain_cli.register,
+    secrets_cli.register,
+    connections_cli.register,
+    audit_cli.register,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="manifold", description="Manifold MCP gateway")
+    parser.add_argument("--config", "-c", default="manifold.yaml", help="path to manifold.yaml")
+    parser.set_defaults(log_level="info")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add_commands in REGISTRARS:
+        add_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, getattr(args, "log_level", "info").upper()),
+        level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args) or 0)
+    command: Command = args.func
+    return command(args, lambda: _load(Path(args.config)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import inspect
 import json
@@ -16,17 +15,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.audit import (
-    REDACTED,
-    AuditEvent,
-    AuditLog,
-    Outcome,
-    add_cli,
-    format_events,
-    parse_since,
-    query,
-    run_audit_cli,
-)
+from manifold.audit import REDACTED, AuditEvent, AuditLog, Outcome, format_events, parse_since, query
+from manifold.cli import main
 from manifold.config.loader import load_config
 from manifold.config.models import AuditSettings
 from manifold.store.db import default_url, metadata, open_database
@@ -366,36 +356,48 @@ def test_table_escapes_control_characters_from_client_chosen_names():
     assert len(table.splitlines()) == 2  # header and one row
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="manifold")
-    add_cli(parser.add_subparsers(dest="command"))
-    return parser
+def manifold_audit(config: Path, *argv: str) -> int:
+    """`manifold --config CONFIG audit ARGV...`, run in this process."""
+    return main(["--config", str(config), "audit", *argv])
 
 
-@pytest.fixture
-def config_with_events(tmp_path: Path):
-    (tmp_path / "manifold.yaml").write_text("gateway:\n  state_dir: state\n")
-    config = load_config(tmp_path / "manifold.yaml")
+def write_config(directory: Path) -> Path:
+    (directory / "manifold.yaml").write_text("gateway:\n  state_dir: state\n")
+    return directory / "manifold.yaml"
+
+
+def record_events(config_path: Path, *events: AuditEvent) -> None:
+    """Write events the way the gateway does, into the database `config_path` names."""
+    config = load_config(config_path)
 
     async def populate() -> None:
-        config.state_dir.mkdir(parents=True)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
         engine = await open_database(config.database_url)
         audit = AuditLog(engine, config.gateway.audit, config.state_dir)
-        now = time.time()
-        audit.record(event(at=now - 600, target="gh__list_issues", request_id="a1"))
-        audit.record(event(at=now - 60, target="gh__create_issue", outcome=Outcome.DENIED, request_id="a2"))
-        audit.record(event(at=now - 5 * 3600, target="gh__ancient", request_id="a0"))
-        audit.record(event(at=now - 30, principal="user:bob@corp.com", target="gh__bobs_tool", request_id="b1"))
+        for e in events:
+            audit.record(e)
         await audit.aclose()
         await engine.dispose()
 
     asyncio.run(populate())
+
+
+@pytest.fixture
+def config_with_events(tmp_path: Path) -> Path:
+    config = write_config(tmp_path)
+    now = time.time()
+    record_events(
+        config,
+        event(at=now - 600, target="gh__list_issues", request_id="a1"),
+        event(at=now - 60, target="gh__create_issue", outcome=Outcome.DENIED, request_id="a2"),
+        event(at=now - 5 * 3600, target="gh__ancient", request_id="a0"),
+        event(at=now - 30, principal="user:bob@corp.com", target="gh__bobs_tool", request_id="b1"),
+    )
     return config
 
 
-def test_cli_prints_a_users_recent_events_as_a_table(config_with_events, capsys: pytest.CaptureFixture[str]):
-    args = _parser().parse_args(["audit", "--user", "alice@corp.com", "--since", "1h"])
-    assert run_audit_cli(args, config_with_events) == 0
+def test_cli_prints_a_users_recent_events_as_a_table(config_with_events: Path, capsys: pytest.CaptureFixture[str]):
+    assert manifold_audit(config_with_events, "--user", "alice@corp.com", "--since", "1h") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:3] == ["TIME", "PRINCIPAL", "CREDENTIAL"]
     assert len(out) == 3
@@ -404,29 +406,55 @@ def test_cli_prints_a_users_recent_events_as_a_table(config_with_events, capsys:
     assert "bobs_tool" not in "\n".join(out) and "ancient" not in "\n".join(out)
 
 
-def test_cli_filters_by_outcome_and_prints_json_lines(config_with_events, capsys: pytest.CaptureFixture[str]):
-    args = _parser().parse_args(["audit", "--outcome", "denied", "--json"])
-    assert run_audit_cli(args, config_with_events) == 0
+def test_cli_filters_by_outcome_and_prints_json_lines(config_with_events: Path, capsys: pytest.CaptureFixture[str]):
+    assert manifold_audit(config_with_events, "--outcome", "denied", "--json") == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["target"] == "gh__create_issue"
 
-    args = _parser().parse_args(["audit", "--user", "bob@corp.com", "--server", "eng", "--limit", "5", "--json"])
-    assert run_audit_cli(args, config_with_events) == 0
+    assert (
+        manifold_audit(config_with_events, "--user", "bob@corp.com", "--server", "eng", "--limit", "5", "--json") == 0
+    )
     assert [json.loads(x)["request_id"] for x in capsys.readouterr().out.splitlines()] == ["b1"]
 
 
-def test_cli_reports_bad_since_and_no_matches(config_with_events, capsys: pytest.CaptureFixture[str]):
-    assert run_audit_cli(_parser().parse_args(["audit", "--since", "last tuesday"]), config_with_events) == 2
+def test_auth_required_rows_are_written_and_listed_by_outcome(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    config = write_config(tmp_path)
+    record_events(
+        config,
+        event(request_id="connect-first", outcome=Outcome.AUTH_REQUIRED, detail="connect your GitHub account"),
+        event(request_id="fine", at=NOW + 1),
+    )
+    assert manifold_audit(config, "--outcome", "auth_required", "--json") == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    row = json.loads(line)
+    assert (row["request_id"], row["outcome"], row["detail"]) == (
+        "connect-first",
+        "auth_required",
+        "connect your GitHub account",
+    )
+
+
+def test_cli_offers_every_outcome_and_refuses_others(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    config = write_config(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        manifold_audit(config, "--outcome", "exploded")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'exploded'" in err
+    assert all(f"'{o.value}'" in err for o in Outcome)
+
+
+def test_cli_reports_bad_since_and_no_matches(config_with_events: Path, capsys: pytest.CaptureFixture[str]):
+    assert manifold_audit(config_with_events, "--since", "last tuesday") == 2
     assert "--since: 'last tuesday' is neither a duration" in capsys.readouterr().err
 
-    assert run_audit_cli(_parser().parse_args(["audit", "--user", "nobody@corp.com"]), config_with_events) == 0
+    assert manifold_audit(config_with_events, "--user", "nobody@corp.com") == 0
     captured = capsys.readouterr()
     assert captured.out == "" and "no events match" in captured.err
 
 
 def test_cli_without_a_database_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    (tmp_path / "manifold.yaml").write_text("gateway:\n  state_dir: state\n")
-    config = load_config(tmp_path / "manifold.yaml")
-    assert run_audit_cli(_parser().parse_args(["audit"]), config) == 1
+    config = load_config(write_config(tmp_path))
+    assert manifold_audit(tmp_path / "manifold.yaml") == 1
     assert f"no database at {config.state_dir / 'manifold.db'}" in capsys.readouterr().err
     assert not (config.state_dir / "manifold.db").exists()  # reading never creates one

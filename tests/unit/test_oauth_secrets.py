@@ -36,9 +36,9 @@ def config(tmp_path: Path) -> LoadedConfig:
 
 def cli(config: LoadedConfig, *argv: str, stdin: str = "", monkeypatch: pytest.MonkeyPatch) -> int:
     parser = argparse.ArgumentParser()
-    secrets_cli.add_commands(parser.add_subparsers(dest="command"))
+    secrets_cli.register(parser.add_subparsers(dest="command"))
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    return secrets_cli.run(parser.parse_args(["secrets", *argv]), config)
+    return secrets_cli.run(parser.parse_args(["secrets", *argv]), lambda: config)
 
 
 def state_bytes(config: LoadedConfig) -> bytes:

@@ -1,6 +1,9 @@
 """The admin commands of the `manifold` CLI: the same operations as `/admin/api` (admin/ops.py,
 admin/catalog.py), run directly against the gateway's database. A running gateway applies them on its next
-request."""
+request.
+
+`register(subparsers)` adds keys, users, teams, sa, grants, upstreams, groups and vservers; each runs `run`.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from manifold.admin.catalog import CatalogOperations, InvalidBody, Kind
 from manifold.admin.ops import Operations, OpError
 from manifold.config.loaded import LoadedConfig
 from manifold.store.db import open_database
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _run(config: LoadedConfig, action: Callable[[Operations], Awaitable[Any]]) -> Any:
@@ -136,7 +141,8 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def run_admin(args: argparse.Namespace, config: LoadedConfig) -> int:
+def run(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
+    config = load_config()
     try:
         return _dispatch(args, config)
     except OpError as exc:
@@ -206,7 +212,7 @@ def _dispatch(args: argparse.Namespace, config: LoadedConfig) -> int:  # noqa: C
     return 0
 
 
-def add_commands(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     keys = sub.add_parser("keys", help="gateway API keys and service-account tokens")
     ka = keys.add_subparsers(dest="action", required=True)
     create = ka.add_parser("create", help="create a key (shown once)")
@@ -261,15 +267,16 @@ def add_commands(sub: Any) -> None:
     gadd.add_argument("--description")
     ga.add_parser("remove").add_argument("id")
 
-    catalog_parsers = [_add_catalog_commands(sub, name, kind) for name, kind in CATALOG_COMMANDS.items()]
+    catalog_actions = [_add_catalog_commands(sub, name, kind) for name, kind in CATALOG_COMMANDS.items()]
 
-    for p in (keys, users, teams, sa, grants, *catalog_parsers):
-        p.set_defaults(admin=True)
-        for action in p._subparsers._group_actions[0].choices.values():  # type: ignore[union-attr]
+    for actions in (ka, ua, ta, sa_actions, ga, *catalog_actions):
+        for action in actions.choices.values():
+            # The database's own log lines (an object created, deleted) are not for the terminal: warnings only.
+            action.set_defaults(func=run, log_level="warning")
             action.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _add_catalog_commands(sub: Any, name: str, kind: Kind) -> Any:
+def _add_catalog_commands(sub: Subparsers, name: str, kind: Kind) -> Subparsers:
     example = {
         Kind.UPSTREAM: "id: github\ntransport: http\nurl: https://example.com/mcp",
         Kind.GROUP: "id: dev-tools\nupstreams: [github, jira]",
@@ -288,4 +295,4 @@ def _add_catalog_commands(sub: Any, name: str, kind: Kind) -> Any:
     create.add_argument("--file", "-f", help="a YAML or JSON file (default, or '-': read stdin)")
     create.add_argument("--id", help="the id, when the file does not give one")
     actions.add_parser("delete", help=f"delete a {kind.label} created at run time").add_argument("id")
-    return parser
+    return actions

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 
 from manifold.config.loaded import LoadedConfig
 from manifold.config.models import VirtualServerConfig
@@ -106,5 +107,14 @@ async def _explain(args: argparse.Namespace, config: LoadedConfig) -> int:
     return 0 if allowed else 1
 
 
-def run_explain(args: argparse.Namespace, config: LoadedConfig) -> int:
-    return asyncio.run(_explain(args, config))
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    explain = subparsers.add_parser("explain", help="may this principal use this tool? and which grant decides")
+    explain.add_argument("--as", dest="principal", required=True, help="alice@corp.com, sa:<id>, team:<id>")
+    explain.add_argument("--server", required=True, help="virtual server or upstream id")
+    explain.add_argument("--tool", help="exposed tool name (default: explain access to the server)")
+    explain.add_argument("--team", action="append", help="extra teams, e.g. from an IdP's groups claim")
+    explain.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
+    return asyncio.run(_explain(args, load_config()))

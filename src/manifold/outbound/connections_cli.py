@@ -6,7 +6,7 @@
 A listing never shows a token. Revoking deletes the connection (and bumps the `connections` revision, so a
 running gateway drops whatever it holds in memory before its next call: that user gets "connect your
 account" again) and, where the authorization server has a revocation endpoint, asks it to revoke the tokens
-too (RFC 7009). Wired into cli.py with `add_commands(subparsers)`; `run(args, config)` returns the exit status.
+too (RFC 7009). `register(subparsers)` adds the command to the CLI (cli.py); it runs `run(args, load_config)`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ import asyncio
 import datetime
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from manifold.config.loaded import LoadedConfig
+
+if TYPE_CHECKING:
+    from manifold.outbound.oauth.vault import Connection
 
 PRINCIPAL_PREFIXES = ("user:", "sa:", "ext:")
 
@@ -35,7 +39,7 @@ def principal_id(user: str) -> str:
     return user if user.startswith(PRINCIPAL_PREFIXES) or user == "anonymous" else f"user:{user}"
 
 
-def add_commands(sub: Any) -> argparse.ArgumentParser:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("connections", help="users' OAuth connections to upstreams (list, revoke)")
     actions = parser.add_subparsers(dest="action", required=True)
     lst = actions.add_parser("list", help="connections (never the tokens)")
@@ -45,10 +49,11 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
     revoke.add_argument("--user", required=True, help="the user (email/subject, or a principal id)")
     revoke.add_argument("--upstream", required=True, help="the upstream id")
     revoke.add_argument("--json", action="store_true", help="print JSON")
-    return parser
+    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, config: LoadedConfig) -> int:
+def run(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
+    config = load_config()
     try:
         return asyncio.run(_main(args, config))
     except CliError as exc:
@@ -108,12 +113,12 @@ async def _main(args: argparse.Namespace, config: LoadedConfig) -> int:
     return 0
 
 
-def _row(c: Any) -> dict[str, Any]:
+def _row(c: Connection) -> dict[str, Any]:
     return {
         "user": c.user,
         "upstream": c.upstream,
-        "status": str(getattr(c.status, "value", c.status)),
-        "scopes": list(c.scopes or []),
+        "status": c.status.value,
+        "scopes": list(c.scopes),
         "issuer": c.issuer,
         "expires_at": c.expires_at,
         "created_at": c.created_at,

@@ -7,7 +7,7 @@
     manifold secrets rotate-key      a new primary key; every stored secret, OAuth token and client secret is
                                      re-encrypted with it; the old key stays listed second
 
-Wiring (cli.py): `add_commands(subparsers).set_defaults(func=lambda a: run(a, load_config(...)))`.
+`register(subparsers)` adds the command to the CLI (cli.py); it runs `run(args, load_config)`.
 """
 
 from __future__ import annotations
@@ -17,16 +17,20 @@ import asyncio
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.config.loaded import LoadedConfig
 
+if TYPE_CHECKING:
+    from manifold.security.crypto import Cipher
 
-def add_commands(subparsers: Any) -> argparse.ArgumentParser:
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "secrets",
         help="the encrypted secret store (secret:NAME values) and its key",
@@ -43,13 +47,14 @@ def add_commands(subparsers: Any) -> argparse.ArgumentParser:
         "rotate-key",
         help="re-encrypt everything with a new key (the old key stays valid as the second key)",
     )
-    return parser
+    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, config: LoadedConfig) -> int:
+def run(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
     from manifold.security.crypto import KeyProblem, WrongKey
     from manifold.security.secret_store import InvalidSecretName
 
+    config = load_config()
     value = None
     if args.secrets_command == "set":
         value = _read_value(args.name)
@@ -118,7 +123,7 @@ async def _run(args: argparse.Namespace, config: LoadedConfig, value: str | None
         await engine.dispose()
 
 
-async def _rotate(engine: AsyncEngine, cipher: Any) -> int:
+async def _rotate(engine: AsyncEngine, cipher: Cipher) -> int:
     from manifold.outbound.oauth.tables import ENCRYPTED_COLUMNS
     from manifold.security.crypto import ENV_VAR, Cipher, generate_key, write_key_file
 

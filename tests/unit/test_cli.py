@@ -1,0 +1,71 @@
+"""The `manifold` command line, in this process: every command is listed and explains itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from manifold.cli import main
+
+# Every command and its actions, as an operator types them.
+COMMANDS = {
+    "serve": [],
+    "check": [],
+    "keys": ["create", "list", "revoke"],
+    "users": ["list", "create", "set-teams", "delete"],
+    "teams": ["list", "create", "delete"],
+    "sa": ["list", "create", "delete"],
+    "grants": ["list", "add", "remove"],
+    "upstreams": ["list", "get", "create", "delete"],
+    "groups": ["list", "get", "create", "delete"],
+    "vservers": ["list", "get", "create", "delete"],
+    "explain": [],
+    "secrets": ["set", "list", "delete", "rotate-key"],
+    "connections": ["list", "revoke"],
+    "audit": [],
+}
+
+
+def help_text(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return captured.out
+
+
+def test_help_lists_every_command_in_order(capsys: pytest.CaptureFixture[str]):
+    text = help_text(capsys)
+    assert "{" + ",".join(COMMANDS) + "}" in text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_and_action_explains_itself(command: str, capsys: pytest.CaptureFixture[str]):
+    text = help_text(capsys, command)
+    assert text.startswith(f"usage: manifold {command}")
+    for action in COMMANDS[command]:
+        assert action in text
+        assert help_text(capsys, command, action).startswith(f"usage: manifold {command} {action}")
+
+
+def test_admin_actions_offer_json(capsys: pytest.CaptureFixture[str]):
+    for command in ("keys", "users", "teams", "sa", "grants", "upstreams", "groups", "vservers"):
+        for action in COMMANDS[command]:
+            assert "--json" in help_text(capsys, command, action)
+
+
+def test_a_command_without_its_action_is_refused(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["keys"])
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: action" in capsys.readouterr().err
+
+
+def test_a_missing_configuration_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(missing), "keys", "list"])
+    assert exit_info.value.code == 2
+    assert "nowhere.yaml" in capsys.readouterr().err
