@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from starlette.requests import cookie_parser
 
 from manifold.web import csrf, pages
-from manifold.web.routes import _safe_next
 from manifold.web.session import SessionCookies, Signer
+from manifold.web.sign_in import safe_next
 
 KEY = b"k" * 32
 OLD_KEY = b"o" * 32
@@ -42,7 +43,7 @@ def test_a_session_cookie_reads_back_until_it_expires() -> None:
     assert name == "manifold-session"
     assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= {p.strip() for p in header.split(";")}
     assert "Secure" not in header
-    session = cookies.session(SessionCookies.parse(f"other=1; {name}={value}"))
+    session = cookies.session(cookie_parser(f"other=1; {name}={value}"))
     assert session is not None and session.principal_id == "user:alice@corp.com" and session.method == "api_key:k1"
     assert cookies.session({name: value}, now=time.time() + 9 * 3600) is None
 
@@ -96,7 +97,7 @@ def test_cross_site_posts_are_recognised(headers: dict[str, str], refused: bool)
     ],
 )
 def test_after_sign_in_the_browser_stays_on_the_gateway(given: str | None, expected: str) -> None:
-    assert _safe_next(given) == expected
+    assert safe_next(given) == expected
 
 
 def test_pages_escape_what_they_show() -> None:

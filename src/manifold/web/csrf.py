@@ -12,6 +12,7 @@ Three layers, each enough on its own against a cross-site form post:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from manifold.web.session import Signer
@@ -26,7 +27,7 @@ def valid(signer: Signer, binding: str, action: str, sent: str | None) -> bool:
     return bool(sent) and signer.verify("csrf:" + action, binding.encode(), str(sent))
 
 
-def cross_site(headers: dict[str, str], base_url: str) -> str | None:
+def cross_site(headers: Mapping[str, str], base_url: str) -> str | None:
     """Why a POST looks cross-site, or None. Browsers send `Origin` on every POST (and `Sec-Fetch-Site`);
     a request with neither is not from a browser page and carries no ambient session to abuse anyway."""
     fetch_site = headers.get("sec-fetch-site")

@@ -54,6 +54,8 @@ class Pending:
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Pending | None:
+        if data is None:
+            return None
         try:
             pending = cls(str(data["s"]), str(data["n"]), str(data["v"]), str(data["next"]), float(data["exp"]))
         except (KeyError, TypeError, ValueError):
@@ -171,7 +173,9 @@ class OidcLogin:
             raise LoginFailed(f"the identity provider refused the sign-in code ({error})")
         return body
 
-    async def _userinfo(self, http: aiohttp.ClientSession, endpoint: Any, access_token: Any) -> dict[str, Any] | None:
+    async def _userinfo(
+        self, http: aiohttp.ClientSession, endpoint: object, access_token: object
+    ) -> dict[str, Any] | None:
         if not isinstance(endpoint, str) or not isinstance(access_token, str):
             return None
         try:

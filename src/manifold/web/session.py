@@ -20,7 +20,6 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -136,18 +135,7 @@ class SessionCookies:
         self.pre_login_name = f"{prefix}manifold-login"
         self.oidc_name = f"{prefix}manifold-oidc"  # an IdP sign-in in progress (web/oidc_login.py)
 
-    # ---- reading ----
-
-    @staticmethod
-    def parse(header: str | None) -> dict[str, str]:
-        if not header:
-            return {}
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(header)
-        except CookieError:
-            return {}
-        return {name: morsel.value for name, morsel in jar.items()}
+    # ---- reading (the request's cookies, as Starlette parsed them) ----
 
     def session(self, cookies: dict[str, str], now: float | None = None) -> WebSession | None:
         raw = cookies.get(self.session_name)

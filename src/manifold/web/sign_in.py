@@ -1,0 +1,182 @@
+"""Signing in to the web pages, with an API key or through the organisation's IdP, and signing out.
+
+    GET  /login?next=…        the sign-in form                  POST /login  → session cookie, 303 to next
+    GET  /login/oidc?next=…   → 303 to the IdP (identity.web_login)
+    GET  /login/callback      the IdP's answer                  → session cookie, 303 to next
+    GET  /logout              the sign-out button               POST /logout → cookie cleared
+
+The sign-in form's CSRF token is bound to a short-lived pre-login cookie (login CSRF: signing a victim in as
+the attacker, then having them connect their account to the attacker's user). `next` may only be a path on
+this gateway: an open redirect after sign-in would make the sign-in page a phishing tool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import assert_never
+from urllib.parse import quote, urlencode, urlsplit
+
+from starlette.responses import Response
+
+from manifold.config.models import IdentitySettings
+from manifold.identity.authenticator import Authenticator, Unauthenticated
+from manifold.principal import CredentialKind, Principal, PrincipalKind
+from manifold.web import csrf, pages
+from manifold.web.oidc_login import PENDING_SECONDS, LoginFailed, OidcLogin, Pending
+from manifold.web.page_request import PageRequest, viewer
+from manifold.web.responses import page, problem
+from manifold.web.session import SESSION_SECONDS, SessionCookies
+from manifold.web.throttle import FailedAttempts
+
+log = logging.getLogger(__name__)
+DEFAULT_NEXT = "/connections"
+
+
+class SignInPages:
+    def __init__(
+        self,
+        cookies: SessionCookies,
+        authenticator: Authenticator,
+        identity: IdentitySettings,
+        secret: Callable[[str], str],
+    ) -> None:
+        self.cookies = cookies
+        self.authenticator = authenticator
+        self.identity = identity
+        self.secret = secret  # `secret:NAME` values (the IdP client secret may be one)
+        self.failed = FailedAttempts()
+        self._oidc: OidcLogin | None = None
+
+    def oidc_login(self) -> OidcLogin | None:
+        """The IdP sign-in, when `identity.web_login` is configured. Made on first use: a `secret:` reference
+        that does not resolve then fails that page, not the gateway's start."""
+        login = self.identity.web_login
+        if login is None:
+            return None
+        if self._oidc is None:
+            secret = login.client_secret
+            if secret is not None and secret.startswith("secret:"):
+                secret = self.secret(secret[len("secret:") :])
+            self._oidc = OidcLogin(login.idp, self.identity.idps[login.idp], login, secret)
+        return self._oidc
+
+    # ---- with an API key ----
+
+    async def login(self, request: PageRequest) -> Response:
+        if not request.posted:
+            return self._form(request)
+        if self.failed.exceeded(request.client):
+            return problem(429, "Too many attempts", "Too many failed sign-ins from here; wait a few minutes.")
+        response = await self._login_post(request)
+        if response.status_code == 401:
+            self.failed.add(request.client)
+        return response
+
+    def _form(self, request: PageRequest, *, error: str | None = None, status: int = 200) -> Response:
+        nonce, cookie = self.cookies.new_pre_login()
+        next_url = safe_next(request.query.get("next") or request.form.get("next"))
+        idp_login = None if self.identity.web_login is None else "/login/oidc?" + urlencode({"next": next_url})
+        token = csrf.token(self.cookies.signer, nonce, "login")
+        body = pages.login(next_url=next_url, csrf=token, error=error, idp_login=idp_login)
+        return page(status, body, cookies=(cookie,))
+
+    async def _login_post(self, request: PageRequest) -> Response:
+        nonce = self.cookies.pre_login(request.cookies)
+        if nonce is None or not csrf.valid(self.cookies.signer, nonce, "login", request.form.get("csrf")):
+            return self._form(request, error="The sign-in form expired; please try again.", status=400)
+        key = request.form.get("key", "").strip()
+        if not key:
+            return self._form(request, error="Enter your API key.", status=400)
+        try:
+            principal = await self.authenticator.authenticate(f"Bearer {key}")
+        except Unauthenticated as exc:
+            return self._form(request, error=f"Sign-in failed: {exc.reason}.", status=401)
+        if principal.kind is PrincipalKind.ANONYMOUS:
+            return self._form(request, error="Sign-in failed: invalid token.", status=401)
+        method, lifetime = sign_in_method(principal)
+        cookie = self.cookies.new_session(principal.id, display_name(principal), method, lifetime=lifetime)
+        log.info("web sign-in: %s (%s)", principal.id, method)
+        target = safe_next(request.form.get("next"))
+        return page(303, location=target, cookies=(cookie, self.cookies.clear_pre_login()))
+
+    # ---- through the IdP ----
+
+    async def oidc_start(self, request: PageRequest) -> Response:
+        oidc = self.oidc_login()
+        if oidc is None:
+            return _no_idp()
+        redirect_uri = request.base_url + "/login/callback"
+        try:
+            url, pending = await oidc.start(redirect_uri, safe_next(request.query.get("next")))
+        except LoginFailed as exc:
+            return problem(502, "Could not sign in", str(exc))
+        cookie = self.cookies.new_oidc_pending(pending.to_json(), PENDING_SECONDS)
+        return page(303, location=url, cookies=(cookie,))
+
+    async def oidc_finish(self, request: PageRequest) -> Response:
+        oidc = self.oidc_login()
+        if oidc is None:
+            return _no_idp()
+        pending = Pending.from_json(self.cookies.oidc_pending(request.cookies))
+        clear = self.cookies.clear_oidc_pending()
+        if pending is None:
+            body = pages.problem("Could not sign in", "This sign-in expired or was started in another browser.")
+            return page(400, body, cookies=(clear,))
+        redirect_uri = request.base_url + "/login/callback"
+        try:
+            principal = await oidc.finish(pending, request.query, redirect_uri)
+        except LoginFailed as exc:
+            log.warning("web sign-in through %s failed: %s", oidc.label, exc)
+            return page(400, pages.problem("Could not sign in", str(exc)), cookies=(clear,))
+        cookie = self.cookies.new_session(principal.id, display_name(principal), f"idp:{oidc.label}")
+        log.info("web sign-in: %s (idp:%s)", principal.id, oidc.label)
+        return page(303, location=safe_next(pending.next_url), cookies=(cookie, clear))
+
+    # ---- signing out ----
+
+    def logout(self, request: PageRequest) -> Response:
+        session = request.session
+        if not request.posted:
+            if session is None:
+                return page(200, pages.signed_out())
+            who = viewer(self.cookies.signer, session)
+            return page(200, pages.problem("Sign out?", "Use the button above to sign out.", viewer=who))
+        if session is not None and not csrf.valid(self.cookies.signer, session.sid, "logout", request.form.get("csrf")):
+            return problem(403, "Not allowed", "The sign-out form was not from this session.")
+        return page(200, pages.signed_out(), cookies=(self.cookies.clear_session(),))
+
+
+def _no_idp() -> Response:
+    return problem(404, "Not found", "Sign-in through an identity provider is not set up.")
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: only a path on this gateway (no scheme, no host, no `//` or `\\`
+    tricks), else the connections page."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return DEFAULT_NEXT
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or any(ord(c) < 32 for c in value):
+        return DEFAULT_NEXT
+    return quote(value, safe="/?=&%:+,;@-._~")
+
+
+def sign_in_method(principal: Principal) -> tuple[str, float]:
+    """How the session was proven, and how long it may last."""
+    match principal.credential.kind:
+        case CredentialKind.API_KEY | CredentialKind.SA_TOKEN:
+            return f"api_key:{principal.credential.ref}", SESSION_SECONDS
+        case CredentialKind.IDP_JWT:
+            exp = principal.claims.get("exp")
+            left = float(exp) - time.time() if isinstance(exp, int | float) else SESSION_SECONDS
+            return f"idp:{principal.idp}", max(60.0, min(SESSION_SECONDS, left))
+        case CredentialKind.NONE:
+            return "none", SESSION_SECONDS
+        case _:
+            assert_never(principal.credential.kind)
+
+
+def display_name(principal: Principal) -> str:
+    return principal.name if principal.kind is PrincipalKind.USER else principal.id
