@@ -32,6 +32,7 @@ import pytest
 from aiohttp import web
 
 from manifold.config.models import ExchangeAuth
+from manifold.outbound import exchange as exchange_module
 from manifold.outbound.exchange import TokenExchanger
 from manifold.outbound.resolver import OutboundRefused
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
@@ -703,7 +704,24 @@ async def test_exchanger_refusals_name_the_problem_and_never_a_credential(
         await exchanger.aclose()
 
 
-async def test_exchanged_token_is_renewed_shortly_before_it_expires(token_service: TokenService) -> None:
+class ExchangeClock:
+    """Stands in for the `time` module inside outbound/exchange.py: time passes only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+
+async def test_exchanged_token_is_renewed_once_before_it_expires(
+    token_service: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ExchangeClock()
+    monkeypatch.setattr(exchange_module, "time", clock)
     tokens = iter(f"issued-{n}" for n in range(100))
 
     async def answer(request: web.Request) -> web.Response:
@@ -711,19 +729,18 @@ async def test_exchanged_token_is_renewed_shortly_before_it_expires(token_servic
 
     token_service.answer = answer
     exchanger, principal, config = exchanger_setup(token_service)
+    issued_at = clock.now
     try:
-        started = time.monotonic()
-        first = await exchanger.exchange(principal, "api", config)
-        assert await exchanger.exchange(principal, "api", config) == first  # reused
+        assert await exchanger.exchange(principal, "api", config) == "issued-0"
+        # Early in its life the token is reused, though its 4 s are shorter than the renewal margin.
+        clock.now = issued_at + 1
+        assert await exchanger.exchange(principal, "api", config) == "issued-0"
         assert len(token_service.forms) == 1
-        # Renewed before its 4 s are over (the margin is at most half the lifetime), not on every call.
-        deadline = started + 10
-        while (token := await exchanger.exchange(principal, "api", config)) == first:
-            assert time.monotonic() < deadline, "never renewed"
-            await anyio.sleep(0.05)
-        renewed_after = time.monotonic() - started
-        assert 1.9 <= renewed_after < 4, renewed_after
-        assert token == "issued-1" and len(token_service.forms) == 2
+        # Close to its expiry it is no longer handed out: renewed once, and the new one is reused.
+        clock.now = issued_at + 3.9
+        renewed = [await exchanger.exchange(principal, "api", config) for _ in range(3)]
+        assert renewed == ["issued-1"] * 3
+        assert len(token_service.forms) == 2
     finally:
         await exchanger.aclose()
 
