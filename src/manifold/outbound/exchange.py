@@ -93,6 +93,11 @@ class TokenExchanger:
         issued = await asyncio.shield(future)
         return issued.token
 
+    def forget(self, user: str, upstream: str) -> None:
+        """The upstream refused a token issued here (401): drop it, so the retry exchanges again."""
+        for key in [k for k in self._cache if k[0] == user and k[1] == upstream]:
+            del self._cache[key]
+
     def _settle(self, key: tuple[str, str, str], done: asyncio.Future[_Issued]) -> None:
         if self._inflight.get(key) is done:
             del self._inflight[key]

@@ -61,10 +61,18 @@ class OAuthTokens(Protocol):
         """A valid access token for (user, upstream), refreshed if due; raises AuthRequired."""
         ...
 
+    def expire(self, user: str, upstream: str) -> None:
+        """The upstream refused the token: the next `access_token` refreshes it."""
+        ...
+
 
 class TokenExchange(Protocol):
     async def exchange(self, principal: Principal, upstream_id: str, config: ExchangeAuth) -> str:
         """An access token for the upstream's audience in exchange for the caller's; raises OutboundRefused."""
+        ...
+
+    def forget(self, user: str, upstream: str) -> None:
+        """The upstream refused the exchanged token: the next `exchange` asks the token service again."""
         ...
 
 
@@ -83,7 +91,7 @@ class CredentialResolver:
         oauth: OAuthTokens | None = None,
         exchange: TokenExchange | None = None,
     ) -> None:
-        self._secret = secret  # `secret:NAME` → value (outbound/secrets.py)
+        self._secret = secret  # `secret:NAME` → value (security/secret_store.py)
         self.oauth = oauth
         self.exchange = exchange
         # Per upstream: the static auth last resolved and its headers. Compared by value, not by `id()`: an
@@ -109,16 +117,15 @@ class CredentialResolver:
         auth = config.auth
         match auth:
             case OAuthAuth():
-                if self.oauth is not None and hasattr(self.oauth, "expire"):
-                    self.oauth.expire(principal.id, upstream_id)
-                    return True
-                return False
+                if self.oauth is None:
+                    return False
+                self.oauth.expire(principal.id, upstream_id)
+                return True
             case ExchangeAuth():
-                forget = getattr(self.exchange, "forget", None)
-                if forget is not None:
-                    forget(principal.id, upstream_id)
-                    return True
-                return False
+                if self.exchange is None:
+                    return False
+                self.exchange.forget(principal.id, upstream_id)
+                return True
             case NoAuth() | StaticAuth() | PassthroughAuth() | ForwardedAuth():
                 return False
             case _:

@@ -132,7 +132,7 @@ async def check_resolves_public(host: str) -> None:
         infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
         raise DiscoveryError(f"cannot resolve {host!r}") from None
-    addresses = {info[4][0] for info in infos}
+    addresses = {str(info[4][0]) for info in infos}  # a sockaddr: (host, port, ...), host always a str here
     if not addresses or any(not is_public_address(a) for a in addresses):
         raise UnsafeUrl(
             f"{host!r} resolves to a non-public address (loopback, private or link-local); set "
