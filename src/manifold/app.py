@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from manifold.catalog.lists import UpstreamLists
-from manifold.catalog.view import VirtualServerView
-from manifold.config.loaded import LoadedConfig
+from manifold.admin.api import AdminApi
+from manifold.asgi import JSON_HEADERS, Receive, Scope, Send, header_map, send_body
+from manifold.catalog.served import ServedServers
+from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
-from manifold.live import Live
+from manifold.identity.authenticator import Authenticator, Unauthenticated
 from manifold.principal import Principal
-from manifold.relay.handlers import Gateway
-from manifold.relay.hub import Hub
-from manifold.relay.sessions import PendingReplies, SessionStore
+from manifold.relay.access import Access, Auditor
 from manifold.relay.sse import LegacySse
-from manifold.relay.streamable_http import JSON_HEADERS, StreamableHttp, send_body
+from manifold.relay.streamable_http import StreamableHttp
 from manifold.security.origin import OriginPolicy
 from manifold.upstream.pool import UpstreamPool
 
@@ -32,73 +30,62 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 
-@dataclass
-class Services:
-    """Everything the app holds while it runs (also what tests and benchmarks reach into)."""
+class Lifecycle(Protocol):
+    """What the lifespan starts and stops (runtime/compose.py `Runtime`)."""
 
-    config: LoadedConfig
-    pool: UpstreamPool
-    lists: UpstreamLists
-    hub: Hub
-    gateway: Gateway
-    views: dict[str, VirtualServerView]
-    sessions: SessionStore
-    pending: PendingReplies
-    live: Live
-    started: float = field(default_factory=time.time)
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
-def build_services(
-    config: LoadedConfig, *, dev_key: str | None = None, public_base: str | None = None
-) -> Services:
-    settings = config.settings
-    # Relative stdio `cwd`s are relative to the config file, not to wherever the gateway was started.
-    upstreams = {
-        uid: (u.model_copy(update={"cwd": config.stdio_cwd(uid)}) if u.transport.value == "stdio" else u)
-        for uid, u in config.upstreams.items()
-    }
-    hub_ref: list[Hub] = []
+class Changes(Protocol):
+    """Applies changes committed elsewhere before a request is decided (runtime/changes.py)."""
 
-    async def on_notification(upstream_id: str, message: JSON) -> None:
-        await hub_ref[0].on_upstream_notification(upstream_id, message)
+    async def sync(self) -> None: ...
 
-    pool = UpstreamPool(upstreams, on_notification)
-    lists = UpstreamLists(pool, settings.tool_list_ttl_seconds)
-    hub = Hub(lists)
-    hub_ref.append(hub)
-    gateway = Gateway(pool=pool, hub=hub)
-    views = {
-        sid: VirtualServerView(sid, vs, lists, config.separator_for(vs)) for sid, vs in config.served_servers().items()
-    }
-    sessions = SessionStore(hub)
-    live = Live(config, gateway, views, dev_key=dev_key, lists=lists)
-    if public_base:
-        live.public_base = public_base
-    live.sessions = sessions
-    return Services(
-        config=config,
-        pool=pool,
-        lists=lists,
-        hub=hub,
-        gateway=gateway,
-        views=views,
-        sessions=sessions,
-        pending=PendingReplies(),
-        live=live,
-    )
+
+class WebPages(Protocol):
+    """The browser pages: connect, sign-in, OAuth callback, connections (web/)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+WEB_PREFIXES = ("/connect/", "/login", "/logout", "/connections", "/oauth/callback")
 
 
 class ManifoldApp:
-    def __init__(self, services: Services) -> None:
-        self.s = services
-        settings = services.config.settings
-        self.max_body = settings.max_body_bytes
-        self.origin = OriginPolicy.from_settings(settings)
-        self.http = StreamableHttp(services.gateway, services.sessions, services.pending, stateless=settings.stateless)
-        self.sse = LegacySse(services.gateway, services.sessions, services.pending)
-        from manifold.web.routes import WebApp  # web pages (connect, sign-in, connections): web/routes.py
-
-        self.web = WebApp(services.live)
+    def __init__(
+        self,
+        config: LoadedConfig,
+        *,
+        origin: OriginPolicy,
+        authenticator: Authenticator,
+        served: ServedServers,
+        access: Access,
+        auditor: Auditor,
+        changes: Changes,
+        pool: UpstreamPool,
+        http: StreamableHttp,
+        sse: LegacySse,
+        admin: AdminApi,
+        web: WebPages,
+        lifecycle: Lifecycle,
+    ) -> None:
+        self.config = config
+        self.max_body = config.settings.max_body_bytes
+        self.origin = origin
+        self.authenticator = authenticator
+        self.served = served
+        self.access = access
+        self.auditor = auditor
+        self.changes = changes
+        self.pool = pool
+        self.http = http
+        self.sse = sse
+        self.admin = admin
+        self.web = web
+        self.lifecycle = lifecycle
+        self.started = time.time()
 
     async def __call__(self, scope: JSON, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -108,14 +95,14 @@ class ManifoldApp:
         if kind != "http":
             return
         path: str = scope["path"]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = header_map(scope)
         scope["_headers"] = headers
 
         if path in ("/healthz", "/readyz"):
             await self._health(send, ready=path == "/readyz")
             return
-        if path.startswith(("/connect/", "/login", "/logout", "/connections", "/oauth/callback")):
-            await self.web(scope, receive, send, self._read_body)  # web pages: web/routes.py
+        if path.startswith(WEB_PREFIXES):
+            await self.web(scope, receive, send)  # web pages: web/
             return
         if path.startswith(resource_server.WELL_KNOWN_PRM + "/"):
             await self._protected_resource_metadata(send, path, headers)
@@ -126,8 +113,8 @@ class ManifoldApp:
             if problem is not None:
                 await send_body(send, 403, orjson.dumps({"error": problem}))
                 return
-            await self.s.live.sync()
-            await self.s.live.admin(scope, receive, send, self._read_body)
+            await self.changes.sync()
+            await self.admin(scope, receive, send, self._read_body)
             return
         if len(parts) < 2 or parts[0] not in ("mcp", "sse"):
             await send_body(send, 404, b'{"error":"not found"}')
@@ -136,17 +123,16 @@ class ManifoldApp:
         if problem is not None:
             await send_body(send, 403, orjson.dumps({"error": problem}))
             return
-        live = self.s.live
-        await live.sync()
+        await self.changes.sync()
         principal = await self._authenticate(send, headers, "/" + "/".join(parts[:2]))
         if principal is None:
             return
-        view = self.s.views.get(parts[1])
+        view = self.served.get(parts[1])
         if view is None:
             await send_body(send, 404, orjson.dumps({"error": "unknown server", "server": parts[1][:100]}))
             return
-        if not live.access.server_allowed(principal, view):
-            live.audit_refusal(principal, view.id, headers)
+        if not self.access.server_allowed(principal, view):
+            self.auditor.refusal(principal, view.id)
             await send_body(
                 send,
                 403,
@@ -168,29 +154,19 @@ class ManifoldApp:
         else:
             await send_body(send, 404, b'{"error":"not found"}')
 
-    async def _authenticate(self, send: Any, headers: dict[str, str], resource_path: str) -> Principal | None:
-        from manifold.identity.authenticator import Unauthenticated
-
+    async def _authenticate(self, send: Send, headers: dict[str, str], resource_path: str) -> Principal | None:
         try:
-            return await self.s.live.authenticator.authenticate(headers.get("authorization"))
+            return await self.authenticator.authenticate(headers.get("authorization"))
         except Unauthenticated as exc:
-            config = self.s.config
-            error = None if exc.missing else "invalid_token"
-            www = resource_server.challenge(config, headers, resource_path, error=error, description=exc.reason)
-            await send_body(
-                send,
-                401,
-                resource_server.error_body("invalid_token" if error else "unauthorized", exc.reason),
-                JSON_HEADERS + [(b"www-authenticate", www)],
-            )
+            await resource_server.send_unauthorized(send, self.config, headers, resource_path, exc)
             return None
 
     async def _protected_resource_metadata(self, send: Any, path: str, headers: dict[str, str]) -> None:
         rest = path[len(resource_server.WELL_KNOWN_PRM) :].strip("/").split("/")
-        if len(rest) != 2 or rest[0] not in ("mcp", "sse") or rest[1] not in self.s.views:
+        if len(rest) != 2 or rest[0] not in ("mcp", "sse") or rest[1] not in self.served:
             await send_body(send, 404, b'{"error":"not found"}')
             return
-        body = resource_server.metadata(self.s.config, headers, rest[0], rest[1])
+        body = resource_server.metadata(self.config, headers, rest[0], rest[1])
         await send_body(send, 200, orjson.dumps(body), JSON_HEADERS + [(b"cache-control", b"max-age=300")])
 
     async def _read_body(self, scope: JSON, receive: Any, send: Any) -> bytes | None:
@@ -214,17 +190,17 @@ class ManifoldApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _health(self, send: Any, *, ready: bool) -> None:
-        upstreams = self.s.pool.health()
-        failures = {sid: v.last_failures for sid, v in self.s.views.items() if v.last_failures}
+        upstreams = self.pool.health()
+        failures = {sid: v.last_failures for sid, v in self.served.items() if v.last_failures}
         body: JSON = {"status": "ok", "upstreams": upstreams}
         if failures:
             body["degraded_servers"] = failures
-        collisions = {sid: [c for cs in v.collisions.values() for c in cs] for sid, v in self.s.views.items()}
+        collisions = {sid: [c for cs in v.collisions.values() for c in cs] for sid, v in self.served.items()}
         collisions = {sid: cs for sid, cs in collisions.items() if cs}
         if collisions:
             body["name_collisions"] = collisions
         if ready:
-            body["servers"] = sorted(self.s.views)
+            body["servers"] = self.served.ids()
         await send_body(send, 200, orjson.dumps(body))
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
@@ -232,16 +208,13 @@ class ManifoldApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.s.live.start()
+                    await self.lifecycle.start()
                 except Exception as exc:  # a clear message, not a traceback
                     log.error("startup failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.s.hub.close_all()
-                self.s.sessions.close_all()
-                await self.s.live.aclose()
-                await self.s.pool.aclose()
+                await self.lifecycle.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

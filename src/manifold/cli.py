@@ -50,8 +50,8 @@ def client_snippet(url: str, key: str) -> str:
 def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
     import uvicorn
 
-    from manifold.app import ManifoldApp, build_services
     from manifold.identity import dev_key
+    from manifold.runtime.compose import build_app, compose
 
     config = _load(Path(args.config))
     settings = config.settings
@@ -66,9 +66,10 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
         return 2
     key = None if settings.allow_unauthenticated else dev_key.load_or_create(config.state_dir)
     base = settings.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    app = ManifoldApp(build_services(config, dev_key=key, public_base=base))
+    runtime = compose(config, dev_key=key, public_base=base)
+    app = build_app(runtime)
 
-    servers = sorted(app.s.views)
+    servers = runtime.served.ids()
     first = next(iter(config.virtual_servers), servers[0] if servers else "demo")
     url = f"{base}/mcp/{first}"
     print(f"Manifold is serving {len(servers)} servers on {base}")

@@ -19,59 +19,58 @@ invalid body also lists each problem as {"field", "reason"} under "problems". do
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from manifold.admin.catalog import KIND_PATHS, CatalogOperations, InvalidBody, LiveCatalog
+from manifold.admin.catalog import KIND_PATHS, CatalogOperations, InvalidBody
 from manifold.admin.ops import BadRequest, NotFound, Operations, OpError
+from manifold.asgi import Receive, Scope, Send, send_body
+from manifold.audit import AuditEvent, AuditLog, Outcome
+from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
+from manifold.identity.authenticator import Authenticator, Unauthenticated
 from manifold.policy.admins import is_admin
-from manifold.relay.streamable_http import JSON_HEADERS, send_body
-
-if TYPE_CHECKING:
-    from manifold.live import Live
+from manifold.principal import Principal
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
+ReadBody = Any  # app.ManifoldApp._read_body: (scope, receive, send) -> bytes | None (413 sent)
+
+
+class CatalogReloader(Protocol):
+    """Applies the effective catalog to the running gateway (runtime/catalog_swap.py)."""
+
+    async def reload(self) -> None: ...
 
 
 class AdminApi:
-    def __init__(self, live: Live) -> None:
-        self.live = live
-        assert live.engine is not None
-        self.ops = Operations(live.engine, live.config)
-        self.catalog_ops = CatalogOperations(live.engine, live.config)
-        self.catalog = LiveCatalog(live, self.catalog_ops)
+    def __init__(
+        self,
+        config: LoadedConfig,
+        authenticator: Authenticator,
+        ops: Operations,
+        catalog_ops: CatalogOperations,
+        catalog: CatalogReloader,
+        audit_log: AuditLog,
+    ) -> None:
+        self.config = config
+        self.authenticator = authenticator
+        self.ops = ops
+        self.catalog_ops = catalog_ops
+        self.catalog = catalog
+        self.audit_log = audit_log
 
-    async def reload_catalog(self) -> None:
-        """Serve what the database and the files declare now (at startup, and whenever the "catalog"
-        revision moved: this API or the CLI created or deleted an upstream, group or virtual server)."""
-        await self.catalog.reload()
-
-    async def __call__(self, scope: JSON, receive: Any, send: Any, read_body: Any) -> None:
-        from manifold.identity.authenticator import Unauthenticated
-
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, read_body: ReadBody) -> None:
         headers = scope["_headers"]
         try:
-            principal = await self.live.authenticator.authenticate(headers.get("authorization"))
+            principal = await self.authenticator.authenticate(headers.get("authorization"))
         except Unauthenticated as exc:
-            www = resource_server.challenge(
-                self.live.config,
-                headers,
-                "/admin/api",
-                error=None if exc.missing else "invalid_token",
-                description=exc.reason,
-            )
-            await send_body(
-                send,
-                401,
-                resource_server.error_body("invalid_token", exc.reason),
-                JSON_HEADERS + [(b"www-authenticate", www)],
-            )
+            await resource_server.send_unauthorized(send, self.config, headers, "/admin/api", exc)
             return
-        if not is_admin(principal, self.live.config.gateway.identity.admins):
+        if not is_admin(principal, self.config.gateway.identity.admins):
             await send_body(send, 403, orjson.dumps({"error": "admin principals only"}))
             return
         body: JSON = {}
@@ -92,25 +91,21 @@ class AdminApi:
         try:
             status, result = await self.route(scope["method"], parts, query, body)
         except InvalidBody as exc:
-            self._audit(principal, scope, "error", exc.message)
+            self._audit(principal, scope, Outcome.ERROR, exc.message)
             await send_body(send, exc.status, orjson.dumps({"error": exc.message, "problems": exc.details()}))
             return
         except OpError as exc:
-            self._audit(principal, scope, "error", exc.message)
+            self._audit(principal, scope, Outcome.ERROR, exc.message)
             await send_body(send, exc.status, orjson.dumps({"error": exc.message}))
             return
         log.info("admin %s %s by %s", scope["method"], scope["path"], principal.id)
         if scope["method"] != "GET":
-            self._audit(principal, scope, "ok", None)
+            self._audit(principal, scope, Outcome.OK, None)
         await send_body(send, status, orjson.dumps(result))
 
-    def _audit(self, principal: Any, scope: JSON, outcome: str, detail: str | None) -> None:
+    def _audit(self, principal: Principal, scope: Scope, outcome: Outcome, detail: str | None) -> None:
         """Changes made through the API are audited like calls (the body is not: it may hold secrets)."""
-        import time
-
-        from manifold.audit import AuditEvent
-
-        self.live.audit_log.record(
+        self.audit_log.record(
             AuditEvent(
                 at=time.time(),
                 request_id=None,
@@ -167,11 +162,11 @@ class AdminApi:
                 return 200, await self.catalog_ops.get(KIND_PATHS[segment], object_id)
             case "POST", [segment] if segment in KIND_PATHS:
                 created = await self.catalog_ops.create(KIND_PATHS[segment], body)
-                await self.reload_catalog()  # live before the answer: the caller may use it at once
+                await self.catalog.reload()  # live before the answer: the caller may use it at once
                 return 201, created
             case "DELETE", [segment, object_id] if segment in KIND_PATHS:
                 deleted = await self.catalog_ops.delete(KIND_PATHS[segment], object_id)
-                await self.reload_catalog()
+                await self.catalog.reload()
                 return 200, deleted
             case _, []:
                 raise BadRequest("see docs/admin-api.md for the routes")

@@ -13,15 +13,14 @@ collisions). An API object that no longer does (say `manifold.yaml` gained an up
 left out, logged, and listed with its `problem`; files always win, so a restart never fails because of a
 row in the database.
 
-Every write bumps the "catalog" revision in its transaction. A gateway applies the effective catalog with
-`LiveCatalog.reload` at startup, right after its own admin API wrote, and on the first request after another
-process (the CLI) wrote: the served set, the pool's upstreams, the policy's groups and virtual servers, and
-open notification streams are updated in place, without a restart.
+Every write bumps the "catalog" revision in its transaction. A gateway applies the effective catalog
+(runtime/catalog_swap.py) at startup, right after its own admin API wrote, and on the first request after
+another process (the CLI) wrote: the served set, the pool's upstreams, the policy's groups and virtual
+servers, and open notification streams are updated in place, without a restart.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import logging
@@ -30,26 +29,20 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from manifold.admin.ops import BadRequest, Conflict, NotFound
-from manifold.catalog.view import VirtualServerView
 from manifold.config.cross_references import check_members, check_raw_upstream_refs, unknown_upstream_reason
 from manifold.config.loaded import LoadedConfig
-from manifold.config.models import SLUG, SLUG_RE, Strict, Transport, UpstreamConfig, VirtualServerConfig
+from manifold.config.models import SLUG, SLUG_RE, Strict, UpstreamConfig, VirtualServerConfig
 from manifold.config.problems import Problem, redact_secrets, report_validation
 from manifold.config.sources import SourceFile, resolve_env
-from manifold.policy.store import file_grants
-from manifold.relay.protocol import LIST_CHANGED
 from manifold.store import revisions
-from manifold.store.db import catalog_objects
-
-if TYPE_CHECKING:
-    from manifold.live import Live
+from manifold.store.db import catalog_objects, write_transaction
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -350,7 +343,7 @@ async def read_rows(conn: AsyncConnection) -> list[tuple[Kind, str, JSON]]:
 
 class CatalogOperations:
     """List, show, create and delete catalog objects: what the admin API and the CLI run. Writes only the
-    database (and the revision); applying is `LiveCatalog`'s job."""
+    database (and the revision); applying is runtime/catalog_swap.py's job."""
 
     def __init__(self, engine: AsyncEngine, config: LoadedConfig, env: Mapping[str, str] | None = None) -> None:
         self.engine = engine
@@ -379,7 +372,7 @@ class CatalogOperations:
             raise InvalidBody(kind, str(object_id or ""), [missing])
         if kind is not Kind.VSERVER:  # a virtual server's id is a field of its model; the others' is a key
             del body["id"]
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:  # check and write as one
             catalog = merge(self.config, await read_rows(conn), self.env)
             existing = catalog.entry(kind, object_id)
             if existing is not None:
@@ -394,7 +387,7 @@ class CatalogOperations:
         return Entry(kind, object_id, API_SOURCE, _shown_api_body(kind, body)).public()
 
     async def delete(self, kind: Kind, object_id: str) -> JSON:
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:  # check and write as one
             catalog = merge(self.config, await read_rows(conn), self.env)
             entry = catalog.api_entry(kind, object_id)
             if entry is None:
@@ -414,100 +407,3 @@ class CatalogOperations:
             await revisions.bump(conn, revisions.CATALOG)
         log.info("%s '%s' deleted", kind.label, object_id)
         return {"id": object_id, "deleted": True}
-
-
-# ---- applying it to the running gateway -------------------------------------------------------------
-
-
-class LiveCatalog:
-    """Keeps a running gateway serving the effective catalog. `reload` is idempotent: objects that did not
-    change keep their view (and its built lists) and their upstream session."""
-
-    def __init__(self, live: Live, ops: CatalogOperations) -> None:
-        self.live = live
-        self.ops = ops
-        self.catalog: Catalog = file_catalog(live.config)
-        self.config: LoadedConfig = live.config  # the effective configuration (files + applied API objects)
-        self._lock = asyncio.Lock()
-
-    async def reload(self) -> None:
-        async with self._lock:  # the admin API and Live.sync may both ask at once
-            catalog = await self.ops.current()
-            stored_grants = file_grants(self.live.config.gateway.grants) + await self.live.grants.list()
-            await self._apply(catalog, stored_grants)
-
-    async def _apply(self, catalog: Catalog, stored_grants: list[Any]) -> None:
-        live = self.live
-        pool, hub, views, lists = live.gateway.pool, live.gateway.hub, live.views, live.lists
-        effective = catalog.effective_config(live.config)
-
-        # 1. Upstreams first (added or replaced), so the views about to appear find them in the pool.
-        before = set(pool.upstream_ids)
-        wanted = {uid: _pool_config(effective, uid, u) for uid, u in effective.upstreams.items()}
-        replaced_upstreams = [uid for uid, u in wanted.items() if await pool.put_upstream(uid, u) and uid in before]
-
-        # 2. Views, the policy: swapped together, with no await in between.
-        new_views: dict[str, VirtualServerView] = {}
-        for sid, vs in effective.served_servers().items():
-            old = views.get(sid)
-            sep = effective.separator_for(vs)
-            if old is not None and old.config == vs and old.sep == sep:
-                new_views[sid] = old
-            else:
-                assert lists is not None, "Live needs the UpstreamLists to serve servers created at run time"
-                new_views[sid] = VirtualServerView(sid, vs, lists, sep)
-        replaced = [(old, new_views[sid]) for sid, old in views.items() if new_views.get(sid, old) is not old]
-        removed = [old for sid, old in views.items() if sid not in new_views]
-        added = [sid for sid in new_views if sid not in views]
-        views.clear()
-        views.update(new_views)
-        live.access.set_catalog(effective)
-        live.access.load(stored_grants)
-        for key, entry in catalog.left_out.items():  # said once, not on every reload
-            if self.catalog.left_out.get(key) != entry:
-                log.error(
-                    "%s '%s' (created through the API) is left out: %s", entry.kind.label, entry.id, entry.problem
-                )
-        self.catalog, self.config = catalog, effective
-
-        # 3. Open notification streams: a replaced server's listeners move to the new view and hear that
-        #    its lists changed; a removed server's streams end.
-        for old, new in replaced:
-            for listener in _listeners_of(hub, old):
-                listener.view = new
-                for method, kind in LIST_CHANGED.items():
-                    if kind in listener.kinds:
-                        listener.push({"jsonrpc": "2.0", "method": method, "params": {}})
-        for old in removed:
-            for listener in _listeners_of(hub, old):
-                hub.remove(listener)
-                listener.close()
-        for uid in replaced_upstreams:  # same id, new configuration: its cached lists are the old server's
-            for method in LIST_CHANGED:
-                await hub.on_upstream_notification(uid, {"jsonrpc": "2.0", "method": method, "params": {}})
-
-        # 4. Upstreams no longer wanted: close their sessions (a stdio upstream's process ends).
-        gone = sorted(before - set(wanted))
-        for uid in gone:
-            await pool.remove_upstream(uid)
-            if lists is not None:
-                lists.invalidate(uid)
-        if added or removed or replaced or gone:
-            log.info(
-                "catalog applied: %d servers (added %s; removed %s; changed %s)",
-                len(views),
-                ", ".join(added) or "none",
-                ", ".join(v.id for v in removed) or "none",
-                ", ".join(old.id for old, _ in replaced) or "none",
-            )
-
-
-def _pool_config(config: LoadedConfig, upstream_id: str, u: UpstreamConfig) -> UpstreamConfig:
-    """As app.build_services does: a stdio upstream runs in its `cwd` relative to the config file's folder."""
-    if u.transport is Transport.STDIO:
-        return u.model_copy(update={"cwd": config.stdio_cwd(upstream_id)})
-    return u
-
-
-def _listeners_of(hub: Any, view: VirtualServerView) -> list[Any]:
-    return [listener for listener in hub.listeners() if listener.view is view]

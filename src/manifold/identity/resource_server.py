@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from manifold.asgi import JSON_HEADERS, Send, send_body
 from manifold.config.loaded import LoadedConfig
+from manifold.identity.authenticator import Unauthenticated
 
 WELL_KNOWN_PRM = "/.well-known/oauth-protected-resource"
 
@@ -53,3 +55,14 @@ def challenge(
 
 def error_body(error: str, description: str) -> bytes:
     return orjson.dumps({"error": error, "error_description": description})
+
+
+async def send_unauthorized(
+    send: Send, config: LoadedConfig, headers: dict[str, str], resource_path: str, exc: Unauthenticated
+) -> None:
+    """The one 401 of every protected endpoint (MCP, admin API): no error code when no credential was sent
+    (RFC 6750 §3.1), `invalid_token` otherwise, and always the metadata URL."""
+    error = None if exc.missing else "invalid_token"
+    www = challenge(config, headers, resource_path, error=error, description=exc.reason)
+    body = error_body(error or "unauthorized", exc.reason)
+    await send_body(send, 401, body, JSON_HEADERS + [(b"www-authenticate", www)])

@@ -5,13 +5,10 @@ these. `AllowAll`/`NoAudit` serve unit tests and benchmarks of the relay alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from manifold.catalog.view import Built, Target, VirtualServerView
 from manifold.principal import Principal
-
-if TYPE_CHECKING:
-    from manifold.relay.handlers import Call
 
 JSON = dict[str, Any]
 
@@ -34,10 +31,18 @@ class Access(Protocol):
         ...
 
 
+class AuditedCall(Protocol):
+    """What an audit row needs of a request (relay/call.py `Call` has it)."""
+
+    view: VirtualServerView
+    principal: Principal
+    request_id: Any
+
+
 class Auditor(Protocol):
     def call(
         self,
-        call: Call,
+        call: AuditedCall,
         method: str,
         label: str,
         target: Target | None,
@@ -47,6 +52,10 @@ class Auditor(Protocol):
         arguments: Any = None,
     ) -> None:
         """Record one tools/call, prompts/get or resources/read; must not block."""
+        ...
+
+    def refusal(self, principal: Principal, server_id: str) -> None:
+        """Record that the caller was refused the whole server (HTTP 403)."""
         ...
 
 
@@ -66,4 +75,7 @@ class AllowAll:
 
 class NoAudit:
     def call(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def refusal(self, principal: Principal, server_id: str) -> None:
         return None

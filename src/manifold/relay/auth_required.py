@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 
 from manifold.outbound.resolver import AuthRequired
-from manifold.relay.protocol import URL_ELICITATION_REQUIRED, RpcError, tool_error_result
+from manifold.protocol import URL_ELICITATION_REQUIRED
+from manifold.relay.protocol import RpcError, tool_error_result
 
 JSON = dict[str, Any]
 STATE_PREFIX = "manifold-auth."

@@ -14,14 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manifold.catalog.view import Credential, Target, VirtualServerView
-from manifold.config.models import AuthMode
+from manifold.config.models import AuthMode, MemberConfig
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
-from manifold.principal import ANONYMOUS, Principal
-from manifold.relay import auth_required
-from manifold.relay.access import Access, Auditor
-from manifold.relay.call import Call
-from manifold.relay.hub import Hub
-from manifold.relay.protocol import (
+from manifold.protocol import (
     HANDSHAKE_VERSIONS,
     INVALID_PARAMS,
     LATEST_HANDSHAKE,
@@ -29,12 +24,15 @@ from manifold.relay.protocol import (
     METHOD_NOT_FOUND,
     MODERN_VERSIONS,
     RESOURCE_NOT_FOUND,
-    RpcError,
-    tool_error_result,
 )
+from manifold.relay import auth_required
+from manifold.relay.access import Access, Auditor
+from manifold.relay.call import Call
+from manifold.relay.hub import Hub
+from manifold.relay.protocol import RpcError, tool_error_result
 from manifold.upstream.base import UpstreamError
-from manifold.upstream.pool import UpstreamPool
 from manifold.upstream.credential import SHARED, Outbound
+from manifold.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]

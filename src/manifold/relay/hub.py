@@ -4,21 +4,25 @@ An upstream says `notifications/tools/list_changed` once; the hub invalidates th
 list and tells every connected client whose virtual server includes it — on the 2025-11-25 GET stream
 or on a 2026-07-28 `subscriptions/listen` stream. Resource subscriptions are kept per listener as
 (upstream, original URI) so an update is delivered under the URI that listener's server exposes.
+
+Upstreams post these notifications to an `UpstreamNotices` queue (upstream/notices.py); `run` drains it for
+as long as the gateway serves. A listener hears of an upstream only when its caller may see something of
+that upstream (the `Access` seam): nobody learns that lists changed on an upstream they are given nothing of.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from manifold.relay.protocol import LIST_CHANGED, META_SUBSCRIPTION_ID
-
-if TYPE_CHECKING:
-    from manifold.catalog.lists import UpstreamLists
-    from manifold.catalog.view import VirtualServerView
+from manifold.catalog.lists import UpstreamLists
+from manifold.catalog.view import VirtualServerView
+from manifold.principal import Principal
+from manifold.protocol import LIST_CHANGED, META_SUBSCRIPTION_ID
+from manifold.relay.access import Access
+from manifold.upstream.notices import UpstreamNotices
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -36,7 +40,7 @@ class Listener:
     queue: asyncio.Queue[JSON | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     # Who opened it: when keys or grants change, a stream whose caller may no longer use the server is
     # closed (identity changes apply to open streams too, not only to the next request).
-    principal: Any = None
+    principal: Principal | None = None
     session_id: str | None = None  # the 2025-11-25 session the stream belongs to, closed with it
 
     def push(self, message: JSON) -> None:
@@ -60,12 +64,31 @@ class Listener:
 
 
 class Hub:
-    def __init__(self, lists: UpstreamLists) -> None:
+    def __init__(self, lists: UpstreamLists, access: Access) -> None:
         self._lists = lists
+        self._access = access
         self._listeners: set[Listener] = set()
-        # Whether a listener's caller may see anything of an upstream (grants; set by live.py). A caller
-        # is not told that lists changed on an upstream they are given nothing of.
-        self.may_see: Callable[[Listener, str], bool] = lambda listener, upstream_id: True
+
+    def may_see(self, listener: Listener, upstream_id: str) -> bool:
+        """Whether this listener's caller is given anything of the upstream (grants)."""
+        principal = listener.principal
+        if principal is None:
+            return True
+        view = listener.view
+        return any(
+            self._access.member_visible(principal, view, m.member_id)
+            for m in view.members
+            if m.upstream == upstream_id
+        )
+
+    async def run(self, notices: UpstreamNotices) -> None:
+        """Fan out what upstreams post, until cancelled (the runtime's lifetime)."""
+        while True:
+            upstream_id, message = await notices.next()
+            try:
+                await self.on_upstream_notification(upstream_id, message)
+            except Exception as exc:  # noqa: BLE001 — one malformed notification must not end the fan-out
+                log.warning("notification from upstream '%s' not delivered: %s", upstream_id, type(exc).__name__)
 
     def add(self, listener: Listener) -> None:
         self._listeners.add(listener)

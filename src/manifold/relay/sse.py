@@ -14,12 +14,15 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from manifold.asgi import SSE_HEADERS, Receive, Send, send_body
 from manifold.principal import Principal
-from manifold.relay.handlers import Call, Gateway
+from manifold.protocol import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
+from manifold.relay.call import Call
+from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Listener
-from manifold.relay.protocol import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError, error_bytes, response_bytes
+from manifold.relay.protocol import RpcError, error_bytes, response_bytes
 from manifold.relay.sessions import PendingReplies, SessionStore
-from manifold.relay.streamable_http import SSE_HEADERS, Exchange, Receive, Send, _adapt, pump_events, send_body
+from manifold.relay.streamable_http import Exchange, _adapt, pump_events
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]

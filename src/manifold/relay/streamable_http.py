@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 
+from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, send_body
 from manifold.principal import Principal
-from manifold.relay.handlers import FORBIDDEN_CREDENTIAL, LOG_LEVELS, Call, Gateway
-from manifold.relay.hub import Listener
-from manifold.relay.protocol import (
+from manifold.protocol import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     META_SERVER_INFO,
@@ -31,36 +29,19 @@ from manifold.relay.protocol import (
     PARSE_ERROR,
     REQUEST_CANCELLED,
     UNSUPPORTED_PROTOCOL_VERSION,
-    RpcError,
-    error_bytes,
-    response_bytes,
-    sse_event,
 )
+from manifold.relay.call import Call
+from manifold.relay.handlers import FORBIDDEN_CREDENTIAL, LOG_LEVELS, Gateway
+from manifold.relay.hub import Listener
+from manifold.relay.protocol import RpcError, error_bytes, response_bytes, sse_event
 from manifold.relay.sessions import ClientSession, PendingReplies, SessionStore
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
-Send = Callable[[JSON], Awaitable[None]]
-Receive = Callable[[], Awaitable[JSON]]
 
 KEEPALIVE_SECONDS = 20.0
 CLIENT_REPLY_TIMEOUT = 300.0
 CAPABILITY_FOR = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
-
-JSON_HEADERS = [(b"content-type", b"application/json")]
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache, no-transform"),
-    (b"x-accel-buffering", b"no"),
-]
-
-
-async def send_body(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    # An explicit content-length spares the response chunked framing.
-    head = [*(headers if headers is not None else JSON_HEADERS), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
-
 
 class Exchange:
     """One POSTed request's response: JSON by default, SSE once side traffic has to go out first.

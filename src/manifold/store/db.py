@@ -9,6 +9,8 @@ Objects declared in `manifold.yaml` are not copied here; these tables hold what 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sqlalchemy import (
@@ -27,7 +29,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SCHEMA_VERSION = 2
 metadata = MetaData()
@@ -141,7 +143,9 @@ def default_url(state_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(state_dir / 'manifold.db').resolve()}"
 
 
-async def open_database(url: str) -> AsyncEngine:
+def connect(url: str) -> AsyncEngine:
+    """The engine for `url`; no connection is made until the first use (so it can be built before the
+    event loop runs). SQLite gets WAL, foreign keys and a busy timeout on every connection."""
     engine = create_async_engine(url)
     if url.startswith("sqlite"):
 
@@ -153,15 +157,46 @@ async def open_database(url: str) -> AsyncEngine:
             cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
 
+    return engine
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create missing tables (every module's tables registered on `metadata` by then) and upgrade old ones."""
+    sqlite = engine.dialect.name == "sqlite"
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
         await conn.run_sync(metadata.create_all)
         await conn.execute(
             text("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', :v)")
-            if url.startswith("sqlite")
+            if sqlite
             else text("INSERT INTO meta(key, value) VALUES ('schema_version', :v) ON CONFLICT DO NOTHING"),
             {"v": str(SCHEMA_VERSION)},
         )
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that reads and then writes, safe against a writer in another process.
+
+    SQLite starts a transaction as a reader and upgrades it at the first write; two such transactions that
+    both read first cannot both upgrade, and the loser fails at once with "database is locked" (the busy
+    timeout does not apply to an upgrade). `BEGIN IMMEDIATE` takes the write lock up front, so the second
+    writer waits (busy_timeout) instead. Other databases lock rows on write; a plain transaction serves."""
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            await conn.rollback()
+            raise
+        await conn.commit()
+
+
+async def open_database(url: str) -> AsyncEngine:
+    """`connect` and `create_schema` in one, for the command-line tools."""
+    engine = connect(url)
+    await create_schema(engine)
     return engine
 
 

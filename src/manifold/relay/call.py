@@ -1,0 +1,28 @@
+"""`Call`: everything a handler needs to know about one client request. Its own module because the seams
+(relay/access.py) and the handlers (relay/handlers.py) both name it, and neither should import the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from manifold.catalog.view import VirtualServerView
+from manifold.principal import ANONYMOUS, Principal
+from manifold.relay.hub import Listener
+from manifold.relay.sessions import ClientSession
+from manifold.upstream.base import RequestSink
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class Call:
+    view: VirtualServerView
+    modern: bool
+    client_capabilities: JSON
+    sink: RequestSink | None = None
+    listener: Listener | None = None  # the client session's notification listener (2025-11-25 sessions)
+    session: ClientSession | None = None  # 2025-11-25 stateful clients
+    principal: Principal = ANONYMOUS
+    request_id: Any = None  # the client's JSON-RPC id (audit)
+    forwarded_raw: str | None = None  # the client's x-mcp-headers (outbound/forwarded.py)

@@ -1,0 +1,139 @@
+"""Keeps the running gateway in step with the database: changes committed by anyone (this process's admin
+API, the CLI in another process) since the last request are applied before that request is decided.
+
+`store/revisions.py` says which scopes moved (a few microseconds on SQLite: `PRAGMA data_version`); this
+applies each: keys, principals and grants; the catalog; OAuth connections; secrets. A background tick
+applies within a second what must not wait for traffic (a revoked key's open streams are closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from manifold.catalog.served import ServedServers
+from manifold.identity.authenticator import Authenticator, Unauthenticated
+from manifold.identity.directory import Directory
+from manifold.outbound.oauth.broker import OAuthBroker
+from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE
+from manifold.outbound.resolver import CredentialResolver
+from manifold.policy.access import PolicyAccess
+from manifold.policy.store import StoredGrant
+from manifold.relay.hub import Hub
+from manifold.relay.sessions import SessionStore
+from manifold.runtime.catalog_swap import CatalogSwap
+from manifold.security.secret_store import SecretStore
+from manifold.security.tables import SECRETS_SCOPE
+from manifold.store import revisions
+from manifold.store.revisions import RevisionWatcher
+
+log = logging.getLogger(__name__)
+WATCH_SECONDS = 1.0
+
+
+class ChangeSync:
+    def __init__(
+        self,
+        watcher: RevisionWatcher,
+        directory: Directory,
+        authenticator: Authenticator,
+        stored_grants: Callable[[], Awaitable[list[StoredGrant]]],
+        access: PolicyAccess,
+        catalog: CatalogSwap,
+        broker: OAuthBroker,
+        secrets: SecretStore,
+        credentials: CredentialResolver,
+        hub: Hub,
+        sessions: SessionStore,
+        served: ServedServers,
+    ) -> None:
+        self._watcher = watcher
+        self._directory = directory
+        self._authenticator = authenticator
+        self._stored_grants = stored_grants
+        self._access = access
+        self._catalog = catalog
+        self._broker = broker
+        self._secrets = secrets
+        self._credentials = credentials
+        self._hub = hub
+        self._sessions = sessions
+        self._served = served
+        self._deferred: set[str] = set()  # changed scopes seen by the background tick, applied on a request
+        self._lock = asyncio.Lock()
+        self._revalidations: set[asyncio.Task[None]] = set()
+
+    async def sync(self) -> None:
+        """Apply what changed since the last request. One at a time: a request arriving while another
+        applies a change waits for it rather than being decided on the old state (a key revoked a moment
+        ago must fail for every request after the change)."""
+        async with self._lock:  # uncontended almost always: no suspension
+            await self._sync(background=False)
+
+    async def watch(self) -> None:
+        """Apply changes made elsewhere within a second even when no request comes. Catalog changes wait
+        for the next request, so a redefinition made as delete + create by the CLI reaches clients as one
+        change rather than as a server that disappears."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                async with self._lock:
+                    await self._sync(background=True)
+            except Exception as exc:  # noqa: BLE001 — the next tick tries again; serving must go on
+                log.warning("could not apply changes from the database: %s", type(exc).__name__)
+
+    async def reload_policy(self) -> None:
+        self._access.load(await self._stored_grants())
+
+    async def _sync(self, *, background: bool) -> None:
+        scopes = await self._watcher.changed_scopes() | self._deferred
+        self._deferred = set()
+        if background and revisions.CATALOG in scopes:
+            self._deferred.add(revisions.CATALOG)
+            scopes = scopes - {revisions.CATALOG}
+        if not scopes:
+            return
+        if revisions.AUTH in scopes:
+            await self._directory.load()
+            self._authenticator.invalidate()
+            await self.reload_policy()
+            log.info("keys, principals or grants changed: reloaded")
+            task = asyncio.create_task(self._revalidate_streams())
+            self._revalidations.add(task)
+            task.add_done_callback(self._revalidations.discard)
+        if revisions.CATALOG in scopes:
+            await self._catalog.reload()
+        if CONNECTIONS_SCOPE in scopes:
+            await self._broker.sync()
+        if SECRETS_SCOPE in scopes:
+            await self._secrets.load()
+            self._credentials.secrets_changed()
+
+    async def _revalidate_streams(self) -> None:
+        """Close open notification streams (and their sessions) whose caller's credential was revoked or
+        expired, or who may no longer use the server. Requests are checked anyway; streams hold no request."""
+        closed = 0
+        for listener in self._hub.listeners():
+            principal = listener.principal
+            if principal is None or principal.token is None:
+                continue
+            try:
+                fresh = await self._authenticator.authenticate(f"Bearer {principal.token}")
+            except Unauthenticated:
+                fresh = None
+            if fresh is not None and self._access.server_allowed(fresh, listener.view):
+                continue
+            closed += 1
+            if listener.session_id is not None:
+                self._sessions.close(listener.session_id)
+            else:
+                self._hub.remove(listener)
+                listener.close()
+        if closed:
+            log.info("closed %d notification stream(s) whose caller may no longer use them", closed)
+
+    async def aclose(self) -> None:
+        for task in list(self._revalidations):
+            task.cancel()
+        await asyncio.gather(*self._revalidations, return_exceptions=True)

@@ -1,0 +1,309 @@
+"""The composition root: builds every service of a running gateway in dependency order, each handed what
+it needs in its constructor, and owns their lifetime.
+
+`compose` is synchronous and touches nothing outside the process (no connection, no file written): the
+database engine connects on first use, so the whole graph can be built before the event loop runs and
+handed to any ASGI server. `Runtime.start` (the ASGI lifespan's startup) then loads what the services
+serve from — schema, key check, keys, principals, grants, catalog — and starts the background tasks;
+`Runtime.aclose` stops them in reverse order.
+
+Build order (each line uses only what is above it):
+
+    config ─ engine ─ cipher, secrets, vault/links/flows/broker (outbound credentials)
+           ─ keys, directory, IdPs ─ authenticator
+           ─ grants, policy access ─ audit log ─ audit recorder
+           ─ notices ─ pool ─ lists ─ served views ─ hub ─ credential resolver ─ gateway (the relay's state)
+           ─ sessions, pending replies ─ catalog swap ─ change sync
+           ─ faces: streamable HTTP, legacy SSE, admin API, web pages ─ the ASGI app
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from manifold.admin.api import AdminApi
+from manifold.admin.catalog import CatalogOperations
+from manifold.admin.ops import Operations
+from manifold.app import ManifoldApp
+from manifold.audit import AuditLog
+from manifold.catalog.lists import UpstreamLists
+from manifold.catalog.served import ServedServers
+from manifold.catalog.view import VirtualServerView
+from manifold.config.loader import LoadedConfig
+from manifold.identity.api_keys import KeyRepository
+from manifold.identity.authenticator import Authenticator
+from manifold.identity.directory import Directory
+from manifold.identity.idp_jwt import IdpRegistry
+from manifold.outbound.exchange import TokenExchanger
+from manifold.outbound.oauth import tables as _oauth_tables  # noqa: F401 — registers its tables on metadata
+from manifold.outbound.oauth.broker import OAuthBroker
+from manifold.outbound.oauth.client import OAuthFlows
+from manifold.outbound.oauth.links import ConnectLinks
+from manifold.outbound.oauth.vault import Vault
+from manifold.outbound.resolver import CredentialResolver
+from manifold.policy.access import PolicyAccess
+from manifold.policy.store import GrantRepository, StoredGrant, file_grants
+from manifold.relay.handlers import Gateway
+from manifold.relay.hub import Hub
+from manifold.relay.sessions import PendingReplies, SessionStore
+from manifold.relay.sse import LegacySse
+from manifold.relay.streamable_http import StreamableHttp
+from manifold.runtime.audit_recorder import AuditRecorder
+from manifold.runtime.catalog_swap import CatalogSwap, pool_config
+from manifold.runtime.changes import ChangeSync
+from manifold.security.crypto import Cipher
+from manifold.security.origin import OriginPolicy
+from manifold.security.secret_store import SecretStore
+from manifold.store.db import connect, create_schema
+from manifold.store.revisions import RevisionWatcher
+from manifold.upstream.notices import UpstreamNotices
+from manifold.upstream.pool import UpstreamPool
+from manifold.web.routes import WebApp
+
+log = logging.getLogger(__name__)
+LAST_USED_FLUSH_SECONDS = 15.0
+
+
+@dataclass(frozen=True, eq=False)
+class Runtime:
+    """Every service of one running gateway (tests and benchmarks reach in here too)."""
+
+    config: LoadedConfig
+    dev_key: str | None
+    engine: AsyncEngine
+    cipher: Cipher
+    secrets: SecretStore
+    broker: OAuthBroker
+    flows: OAuthFlows
+    vault: Vault
+    keys: KeyRepository
+    directory: Directory
+    idps: IdpRegistry | None
+    authenticator: Authenticator
+    grants: GrantRepository
+    access: PolicyAccess
+    audit_log: AuditLog
+    notices: UpstreamNotices
+    pool: UpstreamPool
+    lists: UpstreamLists
+    served: ServedServers
+    hub: Hub
+    exchanger: TokenExchanger
+    gateway: Gateway
+    sessions: SessionStore
+    catalog: CatalogSwap
+    watcher: RevisionWatcher
+    changes: ChangeSync
+    credentials: CredentialResolver
+    links: ConnectLinks
+    pending: PendingReplies
+    catalog_operations: CatalogOperations
+    public_base: str
+    tasks: set[asyncio.Task[None]]
+
+    async def start(self) -> None:
+        """Load what the services serve from and start the background tasks. A wrong encryption key stops
+        here with a clear message, before anything is read or written with it."""
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        await create_schema(self.engine)
+        await self.cipher.check(self.engine)
+        await self.secrets.load()
+        if self.dev_key:
+            await self.keys.register_dev_key(self.dev_key)
+        await self.directory.load()
+        await self.watcher.prime()
+        await self.audit_log.start()
+        await self.catalog.reload()  # also loads the grants (upstreams, groups, virtual servers from the API)
+        self._spawn(self.changes.watch())
+        self._spawn(self.hub.run(self.notices))
+        self._spawn(self._flush_last_used())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _flush_last_used(self) -> None:
+        while True:
+            await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
+            await self.authenticator.flush_last_used()
+
+    async def aclose(self) -> None:
+        """Stop in reverse order: streams, background tasks, then what holds files and connections."""
+        self.hub.close_all()
+        self.sessions.close_all()
+        for task in list(self.tasks):
+            task.cancel()
+        for task in list(self.tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.changes.aclose()
+        await self.authenticator.flush_last_used()
+        await self.audit_log.aclose()
+        await self.exchanger.aclose()
+        await self.flows.aclose()
+        if self.idps is not None:
+            await self.idps.aclose()
+        self.watcher.close()
+        await self.pool.aclose()
+        await self.engine.dispose()
+
+
+def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> Runtime:
+    """Build the gateway for `config`. `public_base` is the origin clients reach it at (connect links)."""
+    settings = config.settings
+    identity = config.gateway.identity
+    engine = connect(config.database_url)
+
+    # Outbound credentials: the gateway's cipher and secret store, then per-user OAuth over them.
+    cipher = Cipher.load(config.state_dir)
+    secrets = SecretStore(engine, cipher)
+    links = ConnectLinks.from_cipher(cipher)
+    flows = OAuthFlows(engine, cipher, secret=secrets.lookup)
+    broker = OAuthBroker(engine, cipher, links, flows, lambda: public_base)
+    vault = Vault(engine, cipher)  # each user's stored tokens, for the connect and connections pages
+
+    # Inbound: who is calling.
+    keys = KeyRepository(engine)
+    directory = Directory(engine, config.gateway)
+    idps = IdpRegistry(dict(identity.idps)) if identity.idps else None
+    authenticator = Authenticator(
+        keys,
+        directory,
+        idps,
+        cache_seconds=identity.cache_seconds,
+        allow_unauthenticated=settings.allow_unauthenticated,
+    )
+
+    # Decisions: grants and the audit trail.
+    grants = GrantRepository(engine)
+
+    async def stored_grants() -> list[StoredGrant]:
+        return file_grants(config.gateway.grants) + await grants.list()
+
+    access = PolicyAccess(config)
+    audit_log = AuditLog(engine if config.gateway.audit.enabled else None, config.gateway.audit, config.state_dir)
+    auditor = AuditRecorder(audit_log)
+
+    # What is served: upstream sessions, their lists, the virtual servers over them.
+    notices = UpstreamNotices()
+    pool = UpstreamPool({uid: pool_config(config, uid, u) for uid, u in config.upstreams.items()}, notices.post)
+    lists = UpstreamLists(pool, settings.tool_list_ttl_seconds)
+    served = ServedServers(
+        {
+            sid: VirtualServerView(sid, vs, lists, config.separator_for(vs))
+            for sid, vs in config.served_servers().items()
+        }
+    )
+    hub = Hub(lists, access)
+    exchanger = TokenExchanger(secret=secrets.lookup)
+    credentials = CredentialResolver(secret=secrets.lookup, oauth=broker, exchange=exchanger)
+    gateway = Gateway(pool=pool, hub=hub, access=access, audit=auditor, credentials=credentials)
+    sessions = SessionStore(hub)
+    pending = PendingReplies()  # server→client requests waiting for the client's answer
+
+    # Keeping all of it in step with the database.
+    catalog_operations = CatalogOperations(engine, config)
+    catalog = CatalogSwap(config, catalog_operations, stored_grants, pool, lists, served, access, hub)
+    watcher = RevisionWatcher(engine, config.database_url)
+    changes = ChangeSync(
+        watcher,
+        directory,
+        authenticator,
+        stored_grants,
+        access,
+        catalog,
+        broker,
+        secrets,
+        credentials,
+        hub,
+        sessions,
+        served,
+    )
+
+    runtime = Runtime(
+        config=config,
+        dev_key=dev_key,
+        engine=engine,
+        cipher=cipher,
+        secrets=secrets,
+        broker=broker,
+        flows=flows,
+        vault=vault,
+        keys=keys,
+        directory=directory,
+        idps=idps,
+        authenticator=authenticator,
+        grants=grants,
+        access=access,
+        audit_log=audit_log,
+        notices=notices,
+        pool=pool,
+        lists=lists,
+        served=served,
+        hub=hub,
+        exchanger=exchanger,
+        gateway=gateway,
+        sessions=sessions,
+        catalog=catalog,
+        watcher=watcher,
+        changes=changes,
+        credentials=credentials,
+        links=links,
+        pending=pending,
+        catalog_operations=catalog_operations,
+        public_base=public_base,
+        tasks=set(),
+    )
+    return runtime
+
+
+def build_app(runtime: Runtime) -> ManifoldApp:
+    """The faces over a composed runtime, and the ASGI app that routes to them (its lifespan starts and
+    stops the runtime)."""
+    config, settings = runtime.config, runtime.config.settings
+    admin = AdminApi(
+        config,
+        runtime.authenticator,
+        Operations(runtime.engine, config),
+        runtime.catalog_operations,
+        runtime.catalog,
+        runtime.audit_log,
+    )
+    web = WebApp(
+        settings=settings,
+        identity=config.gateway.identity,
+        keys=runtime.keys,
+        authenticator=runtime.authenticator,
+        engine=runtime.engine,
+        cipher=runtime.cipher,
+        secrets=runtime.secrets,
+        links=runtime.links,
+        flows=runtime.flows,
+        vault=runtime.vault,
+        upstream_config=runtime.pool.config,
+        sync=runtime.changes.sync,
+    )
+    return ManifoldApp(
+        config,
+        origin=OriginPolicy.from_settings(settings),
+        authenticator=runtime.authenticator,
+        served=runtime.served,
+        access=runtime.access,
+        auditor=runtime.gateway.audit,
+        changes=runtime.changes,
+        pool=runtime.pool,
+        http=StreamableHttp(runtime.gateway, runtime.sessions, runtime.pending, stateless=settings.stateless),
+        sse=LegacySse(runtime.gateway, runtime.sessions, runtime.pending),
+        admin=admin,
+        web=web,
+        lifecycle=runtime,
+    )
