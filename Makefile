@@ -4,7 +4,7 @@
 #   make run      the demo: toolbox upstream on :8471 (background) + the gateway on manifold.yaml
 #   make test     venv, Node toolchain, legacy-SDK venv, then the whole pytest suite
 #   make bench    gateway overhead benchmarks (bench/README.md)
-#   make lint     ruff check src tests bench
+#   make lint     ruff, the import-layer contracts (import-linter) and the type checker (basedpyright)
 #   make check    validate manifold.yaml and virtual_servers/*.yaml
 #   make lock     regenerate constraints.txt from the working venv
 #   make clean    caches and build leftovers; `make distclean` also removes the venvs and node_modules
@@ -53,8 +53,12 @@ test: venv node legacy-venv
 bench: venv
 	$(PY) -m bench.run_all
 
+# ruff for real problems; lint-imports holds the layers of docs/design.md (contracts in pyproject.toml);
+# basedpyright type-checks src/ at its standard level.
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/basedpyright
 
 check: venv
 	$(PY) -m manifold.cli --config "$(CONFIG)" check
