@@ -77,7 +77,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         upstream_config=no_upstreams,
         sync=sync,
     )
-    transport = httpx2.ASGITransport(app=web)
+    # The gateway's ASGI types (manifold.asgi) say dict where the ASGI spec says mutable mapping.
+    transport = httpx2.ASGITransport(app=web)  # pyright: ignore[reportArgumentType]
     async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
         yield Site(http, keys, authenticator, record.id, token, syncs)
     await flows.aclose()

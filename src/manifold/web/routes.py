@@ -15,13 +15,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive as StarletteReceive
+from starlette.types import Scope as StarletteScope
+from starlette.types import Send as StarletteSend
 
+from manifold.asgi import Receive, Scope, Send
 from manifold.config.models import GatewaySettings, IdentitySettings
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.authenticator import Authenticator
@@ -88,6 +92,9 @@ class WebApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The gateway types `send` as taking a dict, Starlette as taking any mutable mapping; Starlette only
+        # ever passes dicts, so the server's `send` serves it as it is.
+        send_message = cast(StarletteSend, send)
         request = Request(scope, receive)
         try:
             refused = await self._before_routing(request)
@@ -95,9 +102,9 @@ class WebApp:
             log.exception("web page %s failed", request.scope["path"])
             refused = _failed()
         if refused is not None:
-            await refused(scope, receive, send)
+            await refused(scope, receive, send_message)
             return
-        await self.router(scope, receive, send)
+        await self.router(scope, receive, send_message)
 
     async def _before_routing(self, request: Request) -> Response | None:
         problem_text = self.origin.check(dict(request.headers.items()))
@@ -180,7 +187,7 @@ def _sync_handler(handler: Callable[[PageRequest], Response]) -> PageHandler:
     return run
 
 
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+async def _not_found(scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:
     await problem(404, "Not found", "There is no such page.")(scope, receive, send)
 
 
