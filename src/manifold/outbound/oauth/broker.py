@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.config.models import OAuthAuth
-from manifold.outbound.oauth.client import OAuthError, OAuthFlows, TokenError
+from manifold.outbound.oauth.client import OAuthFlows
 from manifold.outbound.oauth.discovery import DiscoveryError
+from manifold.outbound.oauth.errors import OAuthError, TokenError
 from manifold.outbound.oauth.links import ConnectLinks
 from manifold.outbound.oauth.vault import Connection, ConnectionStatus, Vault
 from manifold.outbound.resolver import AuthRequired, CallContext, OutboundRefused
