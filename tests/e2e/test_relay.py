@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from tests.e2e.harness import Gateway, run_gateway, stdio_upstream
 from tests.upstreams.launch import KITCHEN, LEGACY_PYTHON, LEGACY_SERVER, run_http_upstream
@@ -147,13 +148,13 @@ async def test_namespace_off_keeps_names(gw: Gateway) -> None:
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_unknown_tool_is_an_error(gw: Gateway, mode: str) -> None:
+async def test_unknown_tool_is_an_invalid_params_error(gw: Gateway, mode: str) -> None:
+    """A name that is not in the server's list is a protocol error (-32602), not a tool result."""
     async with gw.client("mix", mode=mode) as client:
-        with pytest.raises(Exception) as info:
-            result = await client.call_tool("alpha__nope", {})
-            assert result.is_error  # pragma: no cover - either form is acceptable, neither is success
-            raise AssertionError(text_of(result))
-        assert "alpha__nope" in str(info.value) or "Unknown tool" in str(info.value)
+        with pytest.raises(MCPError) as info:
+            await client.call_tool("alpha__nope", {})
+    assert info.value.code == types.INVALID_PARAMS
+    assert info.value.message == "Unknown tool: alpha__nope"
 
 
 @pytest.mark.parametrize("mode", ERAS)
