@@ -1,36 +1,111 @@
 """The MCP protocol vocabulary, in one place: versions and eras, `_meta` keys, JSON-RPC and MCP error codes,
-and method names. Every other module names these through here, so a new protocol version is one edit.
+log levels and method names. Every other module names these through here, so a new protocol version is one
+edit. Plain constants (not enums) where they meet the wire: they are compared against and used as keys of
+the strings parsed from a message, on every relayed call.
 """
 
 from __future__ import annotations
+
+import enum
+
+# ---- versions and eras ------------------------------------------------------------------------------------
 
 MODERN_VERSION = "2026-07-28"
 MODERN_VERSIONS = (MODERN_VERSION,)
 # Handshake-era versions we accept in `initialize`, newest first.
 HANDSHAKE_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 LATEST_HANDSHAKE = HANDSHAKE_VERSIONS[0]
+# The legacy HTTP+SSE transport (/sse/{server}) belongs to this version.
+LEGACY_SSE_VERSION = "2024-11-05"
+
+
+class Era(enum.Enum):
+    """Which MCP protocol generation a client or an upstream speaks. Each member's value is the newest
+    version of that era."""
+
+    HANDSHAKE = LATEST_HANDSHAKE  # initialize + Mcp-Session-Id (also covers 2025-06-18 and older)
+    MODERN = MODERN_VERSION  # sessionless, server/discover, per-request _meta
+
+
+# ---- _meta keys -------------------------------------------------------------------------------------------
 
 META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+# The per-request envelope a 2026-07-28 sender puts in `params._meta`: it speaks for the sender only, so the
+# gateway never forwards a client's envelope upstream (the upstream session stamps its own).
+ENVELOPE_KEYS = (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES, META_CLIENT_INFO)
 
-# JSON-RPC / MCP error codes
+# ---- result types (2026-07-28 `resultType`) ---------------------------------------------------------------
+
+RESULT_COMPLETE = "complete"
+RESULT_INPUT_REQUIRED = "input_required"
+
+# ---- JSON-RPC / MCP error codes ---------------------------------------------------------------------------
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 REQUEST_CANCELLED = -32800
+REQUEST_TIMEOUT = -32001  # the other side did not answer in time (the SDK's code for it)
+RESOURCE_NOT_FOUND = -32002
+# Implementation-defined server error: the outbound credential was refused (answered with HTTP 403).
+FORBIDDEN_CREDENTIAL = -32003
 HEADER_MISMATCH = -32020
 MISSING_CLIENT_CAPABILITY = -32021
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 URL_ELICITATION_REQUIRED = -32042
-RESOURCE_NOT_FOUND = -32002
 
+# ---- logging ----------------------------------------------------------------------------------------------
+
+# RFC 5424 severities, least severe first: a level lets through itself and everything after it.
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+# ---- method names -----------------------------------------------------------------------------------------
+
+INITIALIZE = "initialize"
+PING = "ping"
+SERVER_DISCOVER = "server/discover"
+SUBSCRIPTIONS_LISTEN = "subscriptions/listen"
+TOOLS_LIST = "tools/list"
+TOOLS_CALL = "tools/call"
+PROMPTS_LIST = "prompts/list"
+PROMPTS_GET = "prompts/get"
+RESOURCES_LIST = "resources/list"
+RESOURCES_TEMPLATES_LIST = "resources/templates/list"
+RESOURCES_READ = "resources/read"
+RESOURCES_SUBSCRIBE = "resources/subscribe"
+RESOURCES_UNSUBSCRIBE = "resources/unsubscribe"
+COMPLETION_COMPLETE = "completion/complete"
+LOGGING_SET_LEVEL = "logging/setLevel"
+
+# server → client requests
+SAMPLING_CREATE_MESSAGE = "sampling/createMessage"
+ELICITATION_CREATE = "elicitation/create"
+ROOTS_LIST = "roots/list"
+
+# notifications
+INITIALIZED = "notifications/initialized"
+CANCELLED = "notifications/cancelled"
+PROGRESS = "notifications/progress"
+LOG_MESSAGE = "notifications/message"
+RESOURCES_UPDATED = "notifications/resources/updated"
+SUBSCRIPTIONS_ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+TOOLS_LIST_CHANGED = "notifications/tools/list_changed"
+PROMPTS_LIST_CHANGED = "notifications/prompts/list_changed"
+RESOURCES_LIST_CHANGED = "notifications/resources/list_changed"
+
+# Which list a list_changed notification is about, and the other way round.
 LIST_CHANGED = {
-    "notifications/tools/list_changed": "tools",
-    "notifications/prompts/list_changed": "prompts",
-    "notifications/resources/list_changed": "resources",
+    TOOLS_LIST_CHANGED: "tools",
+    PROMPTS_LIST_CHANGED: "prompts",
+    RESOURCES_LIST_CHANGED: "resources",
 }
+LIST_CHANGED_NOTIFICATION = {kind: method for method, kind in LIST_CHANGED.items()}
+# The `subscriptions/listen` flag that asks for each list's list_changed notifications.
+LISTEN_FLAGS = {"tools": "toolsListChanged", "prompts": "promptsListChanged", "resources": "resourcesListChanged"}

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "upstreams"))
 from upstream_min_launch import RecordingSink, ServerProcess, free_port, tool_result  # noqa: E402
 
 from manifold.config.models import UpstreamConfig  # noqa: E402
-from manifold.upstream.base import Era, UpstreamError, UpstreamTimeout  # noqa: E402
+from manifold.protocol import Era  # noqa: E402
+from manifold.upstream.base import UpstreamError, UpstreamTimeout  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
 from tests.waiting import HeldSink, NotificationLog, within  # noqa: E402
 

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "upstreams"))
 from upstream_min_launch import LEGACY_PYTHON, LEGACY_SERVER, ServerProcess, tool_result  # noqa: E402
 
 from manifold.config.models import UpstreamConfig  # noqa: E402
-from manifold.upstream.base import Era  # noqa: E402
+from manifold.protocol import Era  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
 
 pytestmark = pytest.mark.skipif(

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "upstreams"))
 from upstream_min_launch import RecordingSink, ServerProcess, tool_result  # noqa: E402
 
 from manifold.config.models import UpstreamConfig  # noqa: E402
-from manifold.upstream.base import Era  # noqa: E402
+from manifold.protocol import Era  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
 from tests.waiting import NotificationLog, wait_for  # noqa: E402
 

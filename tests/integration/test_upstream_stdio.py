@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "upstreams"))
 from upstream_min_launch import SERVER, RecordingSink, tool_result  # noqa: E402
 
 from manifold.config.models import UpstreamConfig  # noqa: E402
-from manifold.upstream.base import Era, UpstreamError  # noqa: E402
+from manifold.protocol import Era  # noqa: E402
+from manifold.upstream.base import UpstreamError  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
 from tests.waiting import HeldSink, NotificationLog, wait_for, within  # noqa: E402
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from manifold.config.header_names import check_allowed_name
+from manifold.protocol import LATEST_HANDSHAKE, MODERN_VERSION
 
 SLUG = r"^[a-z0-9][a-z0-9-]*$"
 SLUG_RE = re.compile(SLUG)
@@ -50,8 +51,8 @@ class ProtocolChoice(str, enum.Enum):
     """Which era to speak upstream. `auto` probes server/discover and falls back to initialize."""
 
     AUTO = "auto"
-    MODERN = "2026-07-28"
-    HANDSHAKE = "2025-11-25"
+    MODERN = MODERN_VERSION
+    HANDSHAKE = LATEST_HANDSHAKE
 
 
 # ---- outbound credentials: how the gateway authenticates to an upstream ------------------------------

@@ -20,30 +20,35 @@ import enum
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from manifold.protocol import Era
+
 JSON = dict[str, Any]
 
 
-class Era(enum.Enum):
-    """Which MCP protocol era a session speaks."""
+class ErrorKind(enum.StrEnum):
+    """Why an upstream could not answer; callers decide on it (retry, fetch a new credential, report)."""
 
-    HANDSHAKE = "2025-11-25"  # initialize + Mcp-Session-Id (also covers 2025-06-18 and older)
-    MODERN = "2026-07-28"  # sessionless, server/discover, per-request _meta
+    UNAVAILABLE = "unavailable"  # refused, unreachable, dropped the response
+    TIMEOUT = "timeout"  # no answer within call_timeout
+    PROTOCOL = "protocol"  # answered, but not in a way the gateway can use (handshake refused, no reply)
+    CLOSED = "closed"  # the session ended (process gone, session expired, gateway shutting down)
+    AUTH = "auth"  # refused the gateway's credentials (HTTP 401/403): a per-user token may be renewed
 
 
 class UpstreamError(Exception):
     """An upstream could not answer. The message is safe to show a client: it names the upstream and
     the cause, and never contains a header value, token, URL credential or argument."""
 
-    def __init__(self, upstream_id: str, reason: str, *, kind: str = "unavailable") -> None:
+    def __init__(self, upstream_id: str, reason: str, *, kind: ErrorKind = ErrorKind.UNAVAILABLE) -> None:
         self.upstream_id = upstream_id
         self.reason = reason
-        self.kind = kind  # "unavailable" | "timeout" | "protocol" | "closed"
+        self.kind = kind
         super().__init__(f"upstream '{upstream_id}' {reason}")
 
 
 class UpstreamTimeout(UpstreamError):
     def __init__(self, upstream_id: str, seconds: float) -> None:
-        super().__init__(upstream_id, f"did not answer within {seconds:g}s", kind="timeout")
+        super().__init__(upstream_id, f"did not answer within {seconds:g}s", kind=ErrorKind.TIMEOUT)
 
 
 class UpstreamSessionLost(UpstreamError):
@@ -51,7 +56,7 @@ class UpstreamSessionLost(UpstreamError):
     process gone before the write, connection refused). Reconnecting and retrying is safe."""
 
     def __init__(self, upstream_id: str, reason: str) -> None:
-        super().__init__(upstream_id, reason, kind="closed")
+        super().__init__(upstream_id, reason, kind=ErrorKind.CLOSED)
 
 
 class RequestSink(Protocol):

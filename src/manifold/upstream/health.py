@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from manifold.upstream.base import Era
+from manifold.protocol import Era
 
 # Back-off after a failed connect, so a dead upstream is not hammered by every incoming call, yet a
 # restarted one is retried on demand within a second or two.

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from manifold.config.models import UpstreamConfig
-from manifold.upstream.base import JSON, Deliver, OnClosed, UpstreamError, UpstreamSessionLost
+from manifold.upstream.base import JSON, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
 from manifold.upstream.lean_http import LeanHttpClient, LeanResponse
 from manifold.upstream.session import CLIENT_INFO
 
@@ -189,7 +189,7 @@ class StreamableHttpTransport:
                     await self._read_json(response, request_id)
             finished = True
         except aiohttp.ClientPayloadError:
-            raise UpstreamError(self.upstream_id, "dropped the response stream", kind="unavailable") from None
+            raise UpstreamError(self.upstream_id, "dropped the response stream", kind=ErrorKind.UNAVAILABLE) from None
         except (aiohttp.ClientConnectionError, ValueError) as exc:
             raise UpstreamError(self.upstream_id, f"sent a broken response ({type(exc).__name__})") from None
         finally:
@@ -280,7 +280,9 @@ class StreamableHttpTransport:
         if status == 404 and self._session_id:
             raise UpstreamSessionLost(self.upstream_id, "no longer knows the gateway's session")
         if status in (401, 403):
-            raise UpstreamError(self.upstream_id, f"refused the gateway's credentials (HTTP {status})", kind="auth")
+            raise UpstreamError(
+                self.upstream_id, f"refused the gateway's credentials (HTTP {status})", kind=ErrorKind.AUTH
+            )
         if 300 <= status < 400:
             raise UpstreamError(self.upstream_id, f"redirected the request (HTTP {status}); redirects are not followed")
         if status >= 500:
@@ -314,4 +316,4 @@ class StreamableHttpTransport:
                     await self._deliver(message, request_id)
                     if "method" not in message and message.get("id") == request_id:
                         return
-        raise UpstreamError(self.upstream_id, "ended the response stream without a reply", kind="protocol")
+        raise UpstreamError(self.upstream_id, "ended the response stream without a reply", kind=ErrorKind.PROTOCOL)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from manifold.config.models import Transport, UpstreamConfig
 from manifold.upstream.base import (
     JSON,
+    ErrorKind,
     MessageTransport,
     NotificationHandler,
     RequestSink,
@@ -161,10 +162,12 @@ class UpstreamPool:
             self._retiring.add(task)  # a reference, so the task is not collected before it ran
             task.add_done_callback(self._retiring.discard)
         if self._closed:
-            raise UpstreamError(key.upstream_id, "is not available: the gateway is shutting down", kind="closed")
+            raise UpstreamError(
+                key.upstream_id, "is not available: the gateway is shutting down", kind=ErrorKind.CLOSED
+            )
         config = self._configs.get(key.upstream_id)
         if config is None:
-            raise UpstreamError(key.upstream_id, "is not configured", kind="protocol")
+            raise UpstreamError(key.upstream_id, "is not configured", kind=ErrorKind.PROTOCOL)
         if slot is None:
             slot = self._slots.setdefault(key, _Slot())
             if key.identity is not None:

@@ -20,7 +20,7 @@ import itertools
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import orjson
 from mcp.shared.inbound import (
@@ -32,9 +32,39 @@ from mcp.shared.inbound import (
 )
 
 from manifold.config.models import ProtocolChoice, UpstreamConfig
+from manifold.protocol import (
+    CANCELLED,
+    HANDSHAKE_VERSIONS,
+    INITIALIZE,
+    INITIALIZED,
+    INTERNAL_ERROR,
+    LATEST_HANDSHAKE,
+    LIST_CHANGED,
+    LIST_CHANGED_NOTIFICATION,
+    LISTEN_FLAGS,
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_PROTOCOL_VERSION,
+    META_SERVER_INFO,
+    METHOD_NOT_FOUND,
+    MODERN_VERSION,
+    MODERN_VERSIONS,
+    PING,
+    PROGRESS,
+    RESOURCES_SUBSCRIBE,
+    RESOURCES_UNSUBSCRIBE,
+    RESOURCES_UPDATED,
+    SERVER_DISCOVER,
+    SUBSCRIPTIONS_ACKNOWLEDGED,
+    SUBSCRIPTIONS_LISTEN,
+    TOOLS_CALL,
+    TOOLS_LIST,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    Era,
+)
 from manifold.upstream.base import (
     JSON,
-    Era,
+    ErrorKind,
     MessageTransport,
     NotificationHandler,
     RequestSink,
@@ -45,18 +75,6 @@ from manifold.upstream.base import (
 
 logger = logging.getLogger(__name__)
 
-HANDSHAKE_VERSION = "2025-11-25"
-MODERN_VERSION = "2026-07-28"
-MODERN_VERSIONS = frozenset({MODERN_VERSION})
-HANDSHAKE_VERSIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
-UNSUPPORTED_PROTOCOL_VERSION = -32022
-METHOD_NOT_FOUND = -32601
-
-PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
-CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
-CLIENT_INFO_META = "io.modelcontextprotocol/clientInfo"
-SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
-
 try:
     _VERSION = importlib.metadata.version("mcp-manifold")
 except importlib.metadata.PackageNotFoundError:  # running from a source tree
@@ -66,15 +84,7 @@ CLIENT_INFO: JSON = {"name": "manifold", "version": _VERSION}
 CLIENT_CAPABILITIES: JSON = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
 
 # Notifications that belong to no request: they go to the session-level callback.
-SESSION_NOTIFICATIONS = frozenset(
-    {
-        "notifications/tools/list_changed",
-        "notifications/prompts/list_changed",
-        "notifications/resources/list_changed",
-        "notifications/resources/updated",
-    }
-)
-LISTEN_ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+SESSION_NOTIFICATIONS = frozenset({*LIST_CHANGED, RESOURCES_UPDATED})
 # How long connect waits for the change-notification channel (GET stream / listen ack) to be up,
 # so that a list change right after connect is not lost. Not fatal when it expires.
 CHANNEL_READY_WAIT = 2.0
@@ -158,27 +168,36 @@ class JsonRpcSession:
     async def subscribe_resource(self, uri: str) -> JSON:
         """Ask for notifications/resources/updated for `uri` (delivered to the session callback).
         2025-11-25: resources/subscribe. 2026-07-28 has no such method: a listen stream of its own."""
-        if self.era is not Era.MODERN:
-            return await self.request("resources/subscribe", {"uri": uri})
-        stream = self._resource_streams.get(uri)
-        if stream is None or stream.done():
-            params = {"notifications": {"resourceSubscriptions": [uri]}}
-            stream = asyncio.ensure_future(self.request("subscriptions/listen", params, timeout=float("inf")))
-            stream.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "exception not retrieved"
-            self._resource_streams[uri] = stream
-        return {"result": {}}
+        match self.era:
+            case Era.HANDSHAKE:
+                return await self.request(RESOURCES_SUBSCRIBE, {"uri": uri})
+            case Era.MODERN:
+                stream = self._resource_streams.get(uri)
+                if stream is None or stream.done():
+                    params = {"notifications": {"resourceSubscriptions": [uri]}}
+                    stream = asyncio.ensure_future(self.request(SUBSCRIPTIONS_LISTEN, params, timeout=float("inf")))
+                    # never "exception not retrieved"
+                    stream.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    self._resource_streams[uri] = stream
+                return {"result": {}}
+            case _:
+                assert_never(self.era)
 
     async def unsubscribe_resource(self, uri: str) -> JSON:
-        if self.era is not Era.MODERN:
-            return await self.request("resources/unsubscribe", {"uri": uri})
-        stream = self._resource_streams.pop(uri, None)
-        if stream is not None:
-            stream.cancel()
-        return {"result": {}}
+        match self.era:
+            case Era.HANDSHAKE:
+                return await self.request(RESOURCES_UNSUBSCRIBE, {"uri": uri})
+            case Era.MODERN:
+                stream = self._resource_streams.pop(uri, None)
+                if stream is not None:
+                    stream.cancel()
+                return {"result": {}}
+            case _:
+                assert_never(self.era)
 
     def in_flight(self) -> int:
         """Requests sent and not yet answered (a listen stream does not count)."""
-        return sum(1 for p in self._pending.values() if p.method != "subscriptions/listen")
+        return sum(1 for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN)
 
     async def aclose(self) -> None:
         for stream in self._resource_streams.values():
@@ -199,7 +218,7 @@ class JsonRpcSession:
         self._close_reason = reason
         for pending in self._pending.values():
             if not pending.future.done():
-                pending.future.set_exception(UpstreamError(self.upstream_id, reason.reason, kind="closed"))
+                pending.future.set_exception(UpstreamError(self.upstream_id, reason.reason, kind=ErrorKind.CLOSED))
 
     # ------------------------------------------------------------------ handshake
 
@@ -207,14 +226,16 @@ class JsonRpcSession:
         choice = self.config.protocol
         if self._transport.kind == "sse":  # HTTP+SSE (2024-11-05) predates discover
             choice = ProtocolChoice.HANDSHAKE
-        if choice is ProtocolChoice.HANDSHAKE:
-            hello = await self._initialize()
-        elif choice is ProtocolChoice.MODERN:
-            reply = await self._discover()
-            hello = self._adopt_discover(reply, strict=True)
-            assert hello is not None
-        else:
-            hello = await self._negotiate_auto()
+        match choice:
+            case ProtocolChoice.HANDSHAKE:
+                hello = await self._initialize()
+            case ProtocolChoice.MODERN:
+                hello = self._adopt_discover(await self._discover(), strict=True)
+                assert hello is not None
+            case ProtocolChoice.AUTO:
+                hello = await self._negotiate_auto()
+            case _:
+                assert_never(choice)
         self.era = hello.era
         self.protocol_version = hello.protocol_version
         self.server_info = hello.server_info
@@ -233,7 +254,7 @@ class JsonRpcSession:
             if error.get("code") == UNSUPPORTED_PROTOCOL_VERSION and isinstance(supported, list) and supported:
                 if not any(v in HANDSHAKE_VERSIONS or v in MODERN_VERSIONS for v in supported):
                     raise UpstreamError(
-                        self.upstream_id, "speaks only protocol versions this gateway does not", kind="protocol"
+                        self.upstream_id, "speaks only protocol versions this gateway does not", kind=ErrorKind.PROTOCOL
                     )
             return await self._initialize()
         hello = self._adopt_discover(reply, strict=False)
@@ -242,41 +263,43 @@ class JsonRpcSession:
     async def _discover(self) -> JSON:
         params = {
             "_meta": {
-                PROTOCOL_VERSION_META: MODERN_VERSION,
-                CLIENT_INFO_META: CLIENT_INFO,
-                CLIENT_CAPABILITIES_META: CLIENT_CAPABILITIES,
+                META_PROTOCOL_VERSION: MODERN_VERSION,
+                META_CLIENT_INFO: CLIENT_INFO,
+                META_CLIENT_CAPABILITIES: CLIENT_CAPABILITIES,
             }
         }
-        headers = {"mcp-protocol-version": MODERN_VERSION, "mcp-method": "server/discover"}
-        return await self._send_request("server/discover", params, headers=headers, timeout=None, sink=None)
+        headers = {"mcp-protocol-version": MODERN_VERSION, "mcp-method": SERVER_DISCOVER}
+        return await self._send_request(SERVER_DISCOVER, params, headers=headers, timeout=None, sink=None)
 
     def _adopt_discover(self, reply: JSON, *, strict: bool) -> ServerHello | None:
         result = reply.get("result")
         if not isinstance(result, dict) or MODERN_VERSION not in (result.get("supportedVersions") or ()):
             if strict:
-                raise UpstreamError(self.upstream_id, "does not speak protocol 2026-07-28", kind="protocol")
+                raise UpstreamError(
+                    self.upstream_id, f"does not speak protocol {MODERN_VERSION}", kind=ErrorKind.PROTOCOL
+                )
             return None
         self._transport.set_negotiated(MODERN_VERSION)
         meta = result.get("_meta") or {}
         return ServerHello(
             era=Era.MODERN,
             protocol_version=MODERN_VERSION,
-            server_info=meta.get(SERVER_INFO_META) or {},
+            server_info=meta.get(META_SERVER_INFO) or {},
             capabilities=result.get("capabilities") or {},
             instructions=result.get("instructions"),
         )
 
     async def _initialize(self) -> ServerHello:
-        params = {"protocolVersion": HANDSHAKE_VERSION, "capabilities": CLIENT_CAPABILITIES, "clientInfo": CLIENT_INFO}
-        reply = await self._send_request("initialize", params, headers={}, timeout=None, sink=None)
+        params = {"protocolVersion": LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES, "clientInfo": CLIENT_INFO}
+        reply = await self._send_request(INITIALIZE, params, headers={}, timeout=None, sink=None)
         result = reply.get("result")
         if not isinstance(result, dict):
             message = (reply.get("error") or {}).get("message", "no result")
-            raise UpstreamError(self.upstream_id, f"refused initialize: {str(message)[:200]}", kind="protocol")
-        version = str(result.get("protocolVersion") or HANDSHAKE_VERSION)
+            raise UpstreamError(self.upstream_id, f"refused initialize: {str(message)[:200]}", kind=ErrorKind.PROTOCOL)
+        version = str(result.get("protocolVersion") or LATEST_HANDSHAKE)
         self._transport.set_negotiated(version)
         self.era = Era.HANDSHAKE
-        await self._transport.send(orjson.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), {})
+        await self._transport.send(orjson.dumps({"jsonrpc": "2.0", "method": INITIALIZED}), {})
         return ServerHello(
             era=Era.HANDSHAKE,
             protocol_version=version,
@@ -290,45 +313,41 @@ class JsonRpcSession:
     async def _open_change_channel(self) -> None:
         """Open the channel that carries list_changed, and wait briefly until it is up."""
         ready = asyncio.Event()
-        if self.era is Era.MODERN:
-            wanted = {
-                "toolsListChanged": "tools",
-                "promptsListChanged": "prompts",
-                "resourcesListChanged": "resources",
-            }
-            notifications = {
-                k: True for k, cap in wanted.items() if (self.capabilities.get(cap) or {}).get("listChanged")
-            }
-            if not notifications:
-                return
-            self._spawn(self._listen_loop(notifications, ready))
-        else:
-            self._spawn(self._transport.open_change_channel(self._deliver, ready))
+        match self.era:
+            case Era.MODERN:
+                kinds = [kind for kind in LISTEN_FLAGS if (self.capabilities.get(kind) or {}).get("listChanged")]
+                if not kinds:
+                    return
+                self._spawn(self._listen_loop(kinds, ready))
+            case Era.HANDSHAKE:
+                self._spawn(self._transport.open_change_channel(self._deliver, ready))
+            case _:
+                assert_never(self.era)
         try:
             async with asyncio.timeout(CHANNEL_READY_WAIT):
                 await ready.wait()
         except TimeoutError:
             logger.debug("upstream %s: change-notification channel not ready yet", self.upstream_id)
 
-    async def _listen_loop(self, notifications: JSON, ready: asyncio.Event) -> None:
+    async def _listen_loop(self, kinds: list[str], ready: asyncio.Event) -> None:
         """Keep one `subscriptions/listen` stream open while the session lives. The stream's reply only
         comes when it ends; a re-opened stream announces a change, since events may have been missed."""
+        notifications = {LISTEN_FLAGS[kind]: True for kind in kinds}
         attempt = 0
         while not self._closed:
             self._listen_acked = acked = asyncio.Event()
             waiter = asyncio.ensure_future(acked.wait())
             request = asyncio.ensure_future(
-                self.request("subscriptions/listen", {"notifications": notifications}, timeout=float("inf"))
+                self.request(SUBSCRIPTIONS_LISTEN, {"notifications": notifications}, timeout=float("inf"))
             )
             try:
                 await asyncio.wait({waiter, request}, return_when=asyncio.FIRST_COMPLETED)
                 if acked.is_set():
                     ready.set()
                     if attempt:
-                        for key in notifications:
-                            kind = key.removesuffix("ListChanged")
+                        for kind in kinds:
                             await self._session_notification(
-                                {"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"}
+                                {"jsonrpc": "2.0", "method": LIST_CHANGED_NOTIFICATION[kind]}
                             )
                     attempt = 0
                 try:
@@ -372,7 +391,7 @@ class JsonRpcSession:
         if self.era is Era.MODERN:
             params = self._stamp_modern(method, params, headers)
         reply = await self._send_request(method, params, headers=headers, timeout=timeout, sink=sink)
-        if method == "tools/list" and self.era is Era.MODERN:
+        if method == TOOLS_LIST and self.era is Era.MODERN:
             self._learn_param_headers(reply)
         return reply
 
@@ -388,7 +407,7 @@ class JsonRpcSession:
         request_id = next(self._ids)
         caller_token = None
         meta = params.get("_meta") if params else None
-        if isinstance(meta, dict) and "progressToken" in meta:
+        if isinstance(meta, dict) and "progressToken" in meta and params is not None:
             # Callers' tokens may collide; the upstream sees our request id and we restore theirs.
             caller_token = meta["progressToken"]
             params = {**params, "_meta": {**meta, "progressToken": request_id}}
@@ -427,7 +446,7 @@ class JsonRpcSession:
         params: JSON = {"requestId": request_id, "reason": reason}
         if self.era is Era.MODERN:
             params["_meta"] = self._envelope()
-        body = orjson.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params})
+        body = orjson.dumps({"jsonrpc": "2.0", "method": CANCELLED, "params": params})
         self._spawn(self._send_quietly(body, {}))
 
     async def notify(self, method: str, params: JSON | None = None) -> None:
@@ -447,9 +466,9 @@ class JsonRpcSession:
 
     def _envelope(self) -> JSON:
         return {
-            PROTOCOL_VERSION_META: self.protocol_version,
-            CLIENT_CAPABILITIES_META: CLIENT_CAPABILITIES,
-            CLIENT_INFO_META: CLIENT_INFO,
+            META_PROTOCOL_VERSION: self.protocol_version,
+            META_CLIENT_CAPABILITIES: CLIENT_CAPABILITIES,
+            META_CLIENT_INFO: CLIENT_INFO,
         }
 
     def _stamp_modern(self, method: str, params: JSON | None, headers: dict[str, str]) -> JSON:
@@ -462,7 +481,7 @@ class JsonRpcSession:
         name_key = NAME_BEARING_METHODS.get(method)
         if name_key is not None and isinstance(name := params.get(name_key), str):
             headers["mcp-name"] = encode_header_value(name)
-            if method == "tools/call" and (header_map := self._param_headers.get(name)):
+            if method == TOOLS_CALL and (header_map := self._param_headers.get(name)):
                 arguments = params.get("arguments")
                 headers.update(mcp_param_headers(header_map, arguments if isinstance(arguments, dict) else {}))
         return params
@@ -495,9 +514,9 @@ class JsonRpcSession:
             return
         if method in SESSION_NOTIFICATIONS:
             await self._session_notification(message)
-        elif method == LISTEN_ACKNOWLEDGED:
+        elif method == SUBSCRIPTIONS_ACKNOWLEDGED:
             self._listen_acked.set()
-        elif method == "notifications/progress":
+        elif method == PROGRESS:
             await self._route_progress(message)
         else:
             pending = self._related(related_id)
@@ -513,11 +532,14 @@ class JsonRpcSession:
         if "result" in message:
             pending.future.set_result({"result": message["result"]})
         else:
-            pending.future.set_result({"error": message.get("error") or {"code": -32603, "message": "no result"}})
+            pending.future.set_result(
+                {"error": message.get("error") or {"code": INTERNAL_ERROR, "message": "no result"}}
+            )
 
     async def _route_progress(self, message: JSON) -> None:
         params = message.get("params") or {}
-        pending = self._pending.get(params.get("progressToken"))
+        token = params.get("progressToken")
+        pending = self._pending.get(token) if isinstance(token, int) else None  # ours are request ids
         if pending is None or pending.sink is None:
             return
         restored = {**message, "params": {**params, "progressToken": pending.progress_token}}
@@ -528,7 +550,7 @@ class JsonRpcSession:
         stream), the only safe guess is the single request in flight, if there is exactly one."""
         if related_id is not None:
             return self._pending.get(related_id)
-        candidates = [p for p in self._pending.values() if p.method != "subscriptions/listen"]
+        candidates = [p for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN]
         return candidates[0] if len(candidates) == 1 else None
 
     async def _notify_sink(self, sink: RequestSink, message: JSON) -> None:
@@ -540,7 +562,7 @@ class JsonRpcSession:
     async def _answer_server_request(self, message: JSON, related_id: Any) -> None:
         method = message["method"]
         reply: JSON
-        if method == "ping":
+        if method == PING:
             reply = {"result": {}}
         else:
             pending = self._related(related_id)
@@ -551,7 +573,7 @@ class JsonRpcSession:
                     reply = await pending.sink.request(method, message.get("params"))
                 except Exception:
                     logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
-                    reply = {"error": {"code": -32603, "message": f"the client could not answer {method}"}}
+                    reply = {"error": {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}}
         body = orjson.dumps({"jsonrpc": "2.0", "id": message["id"], **reply})
         await self._send_quietly(body, {})
 

@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from manifold.config.models import UpstreamConfig
-from manifold.upstream.base import Deliver, OnClosed, UpstreamError, UpstreamSessionLost
+from manifold.upstream.base import Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
 from manifold.upstream.http import (
     SseDecoder,
     connect_error,
@@ -110,4 +110,4 @@ class LegacySseTransport:
             if not endpoint.done():
                 endpoint.set_exception(UpstreamError(self.upstream_id, reason))
             if not self._closed:
-                on_closed(UpstreamError(self.upstream_id, reason, kind="closed"))
+                on_closed(UpstreamError(self.upstream_id, reason, kind=ErrorKind.CLOSED))

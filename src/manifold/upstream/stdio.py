@@ -15,7 +15,7 @@ import sys
 import orjson
 
 from manifold.config.models import UpstreamConfig
-from manifold.upstream.base import Deliver, OnClosed, UpstreamError, UpstreamSessionLost
+from manifold.upstream.base import Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class StdioTransport:
                         proc.kill()
             code = proc.returncode
             reason = "process exited" + (f" (code {code})" if code is not None else "")
-            on_closed(UpstreamError(self.upstream_id, reason, kind="closed"))
+            on_closed(UpstreamError(self.upstream_id, reason, kind=ErrorKind.CLOSED))
 
     async def _drain_stderr(self) -> None:
         proc = self._proc

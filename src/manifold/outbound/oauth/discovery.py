@@ -30,9 +30,11 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp.abc import ResolveResult
 
+from manifold.protocol import LATEST_HANDSHAKE
+
 MAX_BODY_BYTES = 1024 * 1024
 TIMEOUT_SECONDS = 10.0
-MCP_PROBE_VERSION = "2025-11-25"
+MCP_PROBE_VERSION = LATEST_HANDSHAKE
 
 
 class DiscoveryError(Exception):
