@@ -43,13 +43,15 @@ class Conflict(OpError):
     status = 409
 
 
-def _text(body: JSON, key: str, *, required: bool = True) -> str | None:
+def _text(body: JSON, key: str) -> str:
     value = body.get(key)
-    if value is None and not required:
-        return None
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"'{key}' must be a non-empty string")
     return value.strip()
+
+
+def _optional_text(body: JSON, key: str) -> str | None:
+    return None if body.get(key) is None else _text(body, key)
 
 
 def _str_list(body: JSON, key: str) -> list[str] | None:
@@ -96,7 +98,7 @@ class Operations:
             kind = OwnerKind.USER
             if owner not in self.directory.snapshot.users:
                 await self.directory.create_user(owner)  # a key for someone new makes them a known user
-        record, token = await self.keys.create(kind, owner, name, expires_in=expires_in, servers=servers)  # type: ignore[arg-type]
+        record, token = await self.keys.create(kind, owner, name, expires_in=expires_in, servers=servers)
         return {**record.public(), "token": token}
 
     async def list_keys(self, owner: str | None = None, *, include_revoked: bool = False) -> list[JSON]:
@@ -127,10 +129,10 @@ class Operations:
         user_id = _text(body, "id")
         await self._directory_call(
             self.directory.create_user(
-                user_id, email=_text(body, "email", required=False), team_ids=_str_list(body, "teams")
-            )  # type: ignore[arg-type]
+                user_id, email=_optional_text(body, "email"), team_ids=_str_list(body, "teams")
+            )
         )
-        return self.directory.snapshot.users[user_id].public()  # type: ignore[index]
+        return self.directory.snapshot.users[user_id].public()
 
     async def set_user_teams(self, user_id: str, body: JSON) -> JSON:
         teams = _str_list(body, "teams")
@@ -150,8 +152,8 @@ class Operations:
 
     async def create_team(self, body: JSON) -> JSON:
         team_id = _text(body, "id")
-        await self._directory_call(self.directory.create_team(team_id, _text(body, "description", required=False)))  # type: ignore[arg-type]
-        return self.directory.snapshot.teams[team_id].public()  # type: ignore[index]
+        await self._directory_call(self.directory.create_team(team_id, _optional_text(body, "description")))
+        return self.directory.snapshot.teams[team_id].public()
 
     async def delete_team(self, team_id: str) -> JSON:
         await self._directory_call(self.directory.delete_team(team_id))
@@ -165,12 +167,12 @@ class Operations:
         sa_id = _text(body, "id")
         await self._directory_call(
             self.directory.create_service_account(
-                sa_id,  # type: ignore[arg-type]
-                description=_text(body, "description", required=False),
+                sa_id,
+                description=_optional_text(body, "description"),
                 team_ids=_str_list(body, "teams"),
             )
         )
-        return self.directory.snapshot.service_accounts[sa_id].public()  # type: ignore[index]
+        return self.directory.snapshot.service_accounts[sa_id].public()
 
     async def delete_service_account(self, sa_id: str) -> JSON:
         await self._directory_call(self.directory.delete_service_account(sa_id))

@@ -4,7 +4,8 @@
     GET  /oauth/callback?code&state&iss                              → tokens stored, "you can close this window"
     GET  /connections              the signed-in user's connections  POST (revoke)  → revoked, list again
 
-Why each step (DESIGN.md "Auth required", spec-notes §1.3 confused deputy):
+Why each step (the MCP security best practices' confused-deputy rules: the user consents, `state` is
+single-use and made only after consent, the redirect URI is exact):
 - The connect link names the user it was minted for; the page makes the person in the browser prove they are
   that user (sign-in), otherwise someone who was sent the link would connect *their* account to the
   sender's user — the sender's calls would then run with the victim's third-party access.

@@ -6,7 +6,7 @@ token, no key): the payload is readable by its holder, only unforgeable. The sig
 the gateway's secret key (MANIFOLD_SECRET_KEY or `<state_dir>/secret.key`), so sessions survive a restart
 and every replica accepts them.
 
-Cookie attributes follow the confused-deputy advice (spec-notes §1.3): `HttpOnly`, `SameSite=Lax` (a
+Cookie attributes follow the MCP security best practices' confused-deputy advice: `HttpOnly`, `SameSite=Lax` (a
 cross-site POST carries no session, so no consent can be forged from another site), `Path=/`, and on an
 https public URL `Secure` plus the `__Host-` name prefix (the browser then refuses the cookie from any
 subdomain or plain-http page).
