@@ -227,7 +227,8 @@ async def raw_round(url: str, headers: dict[str, str], body: bytes, warmup: int,
     """Time `count` POSTs of one request over one keep-alive aiohttp connection, reading each reply whole.
 
     aiohttp costs far less client CPU per request than the SDK client (~0.6 ms against ~2.9 ms for httpx,
-    measured before the relay was written), so these samples are closer to what the servers themselves add. A reply that is not a JSON-RPC result fails.
+    measured before the relay was written), so these samples are closer to what the servers themselves add.
+    A reply that is not a JSON-RPC result fails.
     """
     import aiohttp
 
