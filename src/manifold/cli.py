@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-c", default="manifold.yaml", help="path to manifold.yaml")
     parser.set_defaults(log_level="info")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add_commands in REGISTRARS:
-        add_commands(subparsers)
+    for register_commands in REGISTRARS:
+        register_commands(subparsers)
     return parser
 
 
