@@ -12,7 +12,15 @@ import orjson
 import pytest
 
 from manifold.config.models import UpstreamConfig
-from manifold.upstream.base import Deliver, Era, OnClosed, UpstreamError, UpstreamSessionLost, UpstreamTimeout
+from manifold.protocol import Era
+from manifold.upstream.base import (
+    Deliver,
+    ErrorKind,
+    OnClosed,
+    UpstreamError,
+    UpstreamSessionLost,
+    UpstreamTimeout,
+)
 from manifold.upstream.session import JsonRpcSession
 from tests.waiting import within
 
@@ -148,7 +156,7 @@ class ScriptedUpstream:
 
     def close_by_itself(self, reason: str) -> None:
         assert self._on_closed is not None
-        self._on_closed(UpstreamError("up", reason, kind="closed"))
+        self._on_closed(UpstreamError("up", reason, kind=ErrorKind.CLOSED))
 
     async def until_received(self, method: str, count: int = 1) -> list[JSON]:
         """Wait until `count` requests with this method have arrived; returns them."""
@@ -281,7 +289,7 @@ async def test_a_refused_initialize_fails_the_connect_naming_the_upstream() -> N
 
     with pytest.raises(UpstreamError, match="^upstream 'up' refused initialize: go away$") as caught:
         await connected({"initialize": refuse})
-    assert caught.value.kind == "protocol"
+    assert caught.value.kind is ErrorKind.PROTOCOL
 
 
 # ---- ids and progress tokens ----------------------------------------------------------------------------------
@@ -462,7 +470,7 @@ async def test_a_request_without_a_reply_times_out_naming_the_upstream_and_the_s
     try:
         with pytest.raises(UpstreamTimeout, match="^upstream 'up' did not answer within 0.05s$") as caught:
             await session.request("tools/call", {"name": "slow"})
-        assert caught.value.kind == "timeout"
+        assert caught.value.kind is ErrorKind.TIMEOUT
         [call] = await upstream.until_received("tools/call")
         assert not session.closed
         assert "result" in await session.request("tools/list", {}, timeout=1)
@@ -506,7 +514,7 @@ async def test_a_transport_that_dies_fails_pending_requests_as_closed_but_not_as
             await within(pending)
         # It may have run upstream, so it must not be retried as if it never arrived.
         assert not isinstance(caught.value, UpstreamSessionLost)
-        assert caught.value.kind == "closed"
+        assert caught.value.kind is ErrorKind.CLOSED
         assert session.closed
     finally:
         await session.aclose()
