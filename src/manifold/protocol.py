@@ -84,6 +84,10 @@ RESOURCES_UNSUBSCRIBE = "resources/unsubscribe"
 COMPLETION_COMPLETE = "completion/complete"
 LOGGING_SET_LEVEL = "logging/setLevel"
 
+# completion/complete reference types
+REF_PROMPT = "ref/prompt"
+REF_RESOURCE = "ref/resource"
+
 # server → client requests
 SAMPLING_CREATE_MESSAGE = "sampling/createMessage"
 ELICITATION_CREATE = "elicitation/create"

@@ -16,13 +16,13 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any
+from typing import Any, TypeGuard, assert_never
 
 import orjson
 
 from manifold.outbound.resolver import AuthRequired
-from manifold.protocol import URL_ELICITATION_REQUIRED
-from manifold.relay.protocol import RpcError, tool_error_result
+from manifold.protocol import ELICITATION_CREATE, INVALID_PARAMS, RESULT_INPUT_REQUIRED, URL_ELICITATION_REQUIRED, Era
+from manifold.relay.jsonrpc import RpcError, tool_error_result
 
 JSON = dict[str, Any]
 STATE_PREFIX = "manifold-auth."
@@ -41,7 +41,7 @@ def mint_state(principal_id: str, upstream_id: str) -> str:
     return f"{STATE_PREFIX}{body}.{_sign(body.encode())}"
 
 
-def is_ours(state: Any) -> bool:
+def is_ours(state: object) -> TypeGuard[str]:
     return isinstance(state, str) and state.startswith(STATE_PREFIX)
 
 
@@ -55,7 +55,9 @@ def check_state(state: str, principal_id: str) -> None:
         if data.get("p") != principal_id or int(data.get("exp", 0)) < time.time():
             raise ValueError
     except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise RpcError(-32602, "requestState is not valid (expired, altered or minted for someone else)") from None
+        raise RpcError(
+            INVALID_PARAMS, "requestState is not valid (expired, altered or minted for someone else)"
+        ) from None
 
 
 def message_for(exc: AuthRequired, member_id: str) -> str:
@@ -65,7 +67,7 @@ def message_for(exc: AuthRequired, member_id: str) -> str:
     )
 
 
-def render(exc: AuthRequired, *, member_id: str, principal_id: str, modern: bool, client_capabilities: JSON) -> JSON:
+def render(exc: AuthRequired, *, member_id: str, principal_id: str, era: Era, client_capabilities: JSON) -> JSON:
     """The reply to a call that needs the user to connect `exc.upstream_id` first."""
     text = message_for(exc, member_id)
     elicitation = {
@@ -74,21 +76,25 @@ def render(exc: AuthRequired, *, member_id: str, principal_id: str, modern: bool
         "url": exc.connect_url,
         "elicitationId": f"connect-{exc.upstream_id}-{secrets.token_hex(4)}",
     }
-    if modern:
-        return {
-            "result": {
-                "resultType": "input_required",
-                "inputRequests": {"connect": {"method": "elicitation/create", "params": elicitation}},
-                "requestState": mint_state(principal_id, exc.upstream_id),
+    match era:
+        case Era.MODERN:
+            return {
+                "result": {
+                    "resultType": RESULT_INPUT_REQUIRED,
+                    "inputRequests": {"connect": {"method": ELICITATION_CREATE, "params": elicitation}},
+                    "requestState": mint_state(principal_id, exc.upstream_id),
+                }
             }
-        }
-    elicit = client_capabilities.get("elicitation")
-    if isinstance(elicit, dict) and "url" in elicit:
-        return {
-            "error": {
-                "code": URL_ELICITATION_REQUIRED,
-                "message": "URL elicitation required",
-                "data": {"elicitations": [elicitation]},
-            }
-        }
-    return tool_error_result(text)
+        case Era.HANDSHAKE:
+            elicit = client_capabilities.get("elicitation")
+            if isinstance(elicit, dict) and "url" in elicit:
+                return {
+                    "error": {
+                        "code": URL_ELICITATION_REQUIRED,
+                        "message": "URL elicitation required",
+                        "data": {"elicitations": [elicitation]},
+                    }
+                }
+            return tool_error_result(text)
+        case _:
+            assert_never(era)

@@ -8,6 +8,7 @@ from typing import Any
 
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import ANONYMOUS, Principal
+from manifold.protocol import Era
 from manifold.relay.hub import Listener
 from manifold.relay.sessions import ClientSession
 from manifold.upstream.base import RequestSink
@@ -18,7 +19,7 @@ JSON = dict[str, Any]
 @dataclass
 class Call:
     view: VirtualServerView
-    modern: bool
+    era: Era  # the client's: which form replies take and who answers an upstream's input_required
     client_capabilities: JSON
     sink: RequestSink | None = None
     listener: Listener | None = None  # the client session's notification listener (2025-11-25 sessions)

@@ -11,33 +11,53 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from manifold.catalog.view import Credential, Target, VirtualServerView
 from manifold.config.models import AuthMode, MemberConfig
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
 from manifold.protocol import (
+    COMPLETION_COMPLETE,
+    ENVELOPE_KEYS,
+    FORBIDDEN_CREDENTIAL,
     HANDSHAKE_VERSIONS,
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     LATEST_HANDSHAKE,
+    LOG_LEVELS,
+    LOGGING_SET_LEVEL,
+    META_LOG_LEVEL,
     META_SERVER_INFO,
     METHOD_NOT_FOUND,
     MODERN_VERSIONS,
+    PING,
+    PROMPTS_GET,
+    PROMPTS_LIST,
+    REF_PROMPT,
+    REF_RESOURCE,
     RESOURCE_NOT_FOUND,
+    RESOURCES_LIST,
+    RESOURCES_READ,
+    RESOURCES_SUBSCRIBE,
+    RESOURCES_TEMPLATES_LIST,
+    RESOURCES_UNSUBSCRIBE,
+    RESULT_COMPLETE,
+    RESULT_INPUT_REQUIRED,
+    TOOLS_CALL,
+    TOOLS_LIST,
+    Era,
 )
 from manifold.relay import auth_required
 from manifold.relay.access import Access, Auditor
 from manifold.relay.call import Call
 from manifold.relay.hub import Hub
-from manifold.relay.protocol import RpcError, tool_error_result
-from manifold.upstream.base import UpstreamError
+from manifold.relay.jsonrpc import RpcError, tool_error_result
+from manifold.upstream.base import ErrorKind, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
-
-LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 
 
 @dataclass
@@ -84,7 +104,7 @@ class Gateway:
         result: JSON = {
             "supportedVersions": list(MODERN_VERSIONS),
             "capabilities": self.capabilities(),
-            "resultType": "complete",
+            "resultType": RESULT_COMPLETE,
             "ttlMs": 0,
             "cacheScope": "public",
             "_meta": {META_SERVER_INFO: self.server_info(view)},
@@ -105,7 +125,7 @@ class Gateway:
         try:
             return await self.relay(call, target, method, params)
         except UpstreamError as exc:
-            raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
+            raise RpcError(INTERNAL_ERROR, f"member '{target.member_id}': {exc}") from None
         except AuthRequired as exc:
             return self.auth_required(call, exc, target.member_id, tool=False)
         except OutboundRefused as exc:
@@ -138,12 +158,12 @@ class Gateway:
             exc,
             member_id=member_id,
             principal_id=call.principal.id,
-            modern=call.modern,
+            era=call.era,
             client_capabilities=call.client_capabilities,
         )
         if not tool and "result" in reply and reply["result"].get("isError"):
             # Not a tool: there is no tool result to carry the text, so it becomes the error message.
-            raise RpcError(-32603, auth_required.message_for(exc, member_id))
+            raise RpcError(INTERNAL_ERROR, auth_required.message_for(exc, member_id))
         return reply
 
     async def subscribe_upstream(self, call: Call, target: Target) -> JSON:
@@ -153,7 +173,7 @@ class Gateway:
             session = await self.pool.session(target.upstream_id, outbound)
             return await session.subscribe_resource(target.name)
         except UpstreamError as exc:
-            raise RpcError(-32603, f"member '{target.member_id}': {exc}") from None
+            raise RpcError(INTERNAL_ERROR, f"member '{target.member_id}': {exc}") from None
         except AuthRequired as exc:
             return self.auth_required(call, exc, target.member_id, tool=False)
         except OutboundRefused as exc:
@@ -166,29 +186,52 @@ class Gateway:
         `input_required`; a 2026-07-28 client gets that answer as it is and retries by itself, while a
         2025-11-25 client is asked with ordinary server→client requests and the gateway retries for it."""
         outbound = await self.outbound(call, target.member_id, target.upstream_id)
-        if not call.modern:
-            params = _with_log_level(
-                params, call.session.log_level if call.session and call.session.log_level else "debug"
-            )
+        match call.era:
+            case Era.HANDSHAKE:
+                level = call.session.log_level if call.session and call.session.log_level else "debug"
+                params = _with_log_level(params, level)
+            case Era.MODERN:
+                pass  # the client's own request says whether it wants log messages
+            case _:
+                assert_never(call.era)
         try:
             reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
         except UpstreamError as exc:
             # A per-user token the upstream no longer accepts (revoked, rotated): fetch a fresh one once.
             config = self.pool.config(target.upstream_id)
-            if exc.kind != "auth" or config is None or not self.credentials.rejected(
-                target.upstream_id, config, call.principal
+            if (
+                exc.kind is not ErrorKind.AUTH
+                or config is None
+                or not self.credentials.rejected(target.upstream_id, config, call.principal)
             ):
                 raise
             outbound = await self.outbound(call, target.member_id, target.upstream_id)
             reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
-        if call.modern:
-            return reply
+        match call.era:
+            case Era.MODERN:
+                return reply  # an input_required result goes to the client as it is; the client retries
+            case Era.HANDSHAKE:
+                result = reply.get("result")
+                if isinstance(result, dict) and result.get("resultType") == RESULT_INPUT_REQUIRED:
+                    return await self._answer_input_requests(call, target, method, params, outbound, reply)
+                return reply
+            case _:
+                assert_never(call.era)
+
+    async def _answer_input_requests(
+        self, call: Call, target: Target, method: str, params: JSON, outbound: Outbound, reply: JSON
+    ) -> JSON:
+        """For a 2025-11-25 client: ask it what a 2026-07-28 upstream's `input_required` result wants
+        (server→client requests through the call's sink), then retry with `inputResponses` and the
+        upstream's `requestState`, for as long as the upstream keeps asking (at most MAX_INPUT_ROUNDS)."""
         for _ in range(MAX_INPUT_ROUNDS):
             result = reply.get("result")
-            if not isinstance(result, dict) or result.get("resultType") != "input_required":
+            if not isinstance(result, dict) or result.get("resultType") != RESULT_INPUT_REQUIRED:
                 return reply
             if call.sink is None:
-                raise RpcError(-32603, f"member '{target.member_id}' needs client input this connection cannot carry")
+                raise RpcError(
+                    INTERNAL_ERROR, f"member '{target.member_id}' needs client input this connection cannot carry"
+                )
             responses: JSON = {}
             for key, request in (result.get("inputRequests") or {}).items():
                 answer = await call.sink.request(request.get("method", ""), request.get("params"))
@@ -200,7 +243,8 @@ class Gateway:
                 params["requestState"] = result["requestState"]
             reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
         raise RpcError(
-            -32603, f"member '{target.member_id}' kept asking for input; gave up after {MAX_INPUT_ROUNDS} rounds"
+            INTERNAL_ERROR,
+            f"member '{target.member_id}' kept asking for input; gave up after {MAX_INPUT_ROUNDS} rounds",
         )
 
 
@@ -210,14 +254,7 @@ def refusal(exc: OutboundRefused) -> RpcError:
     return RpcError(FORBIDDEN_CREDENTIAL, f"member upstream '{exc.upstream_id}': {exc.reason}")
 
 
-FORBIDDEN_CREDENTIAL = -32003  # implementation-defined server error: the outbound credential was refused
 MAX_INPUT_ROUNDS = 8
-LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
-ENVELOPE_KEYS = (
-    "io.modelcontextprotocol/protocolVersion",
-    "io.modelcontextprotocol/clientCapabilities",
-    "io.modelcontextprotocol/clientInfo",
-)
 
 
 def _params_with(params: JSON, **changes: Any) -> JSON:
@@ -239,7 +276,7 @@ def _with_log_level(params: JSON, level: str) -> JSON:
     """2026-07-28 upstreams log only for requests that opt in; a 2025-11-25 client opted in with
     logging/setLevel (or, by that era's rules, gets what the server sends)."""
     meta = params.get("_meta")
-    return {**params, "_meta": {**meta, LOG_LEVEL_META: level} if isinstance(meta, dict) else {LOG_LEVEL_META: level}}
+    return {**params, "_meta": {**meta, META_LOG_LEVEL: level} if isinstance(meta, dict) else {META_LOG_LEVEL: level}}
 
 
 def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JSON]]:
@@ -248,9 +285,14 @@ def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JS
     async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
         built = await call.view.get(kind, credential=gw.credential_for(call))
         result: JSON = {key: gw.access.visible(call.principal, call.view, kind, built)}
-        if call.modern:
-            # Lists differ per caller (grants, later): never shareable between users.
-            result.update(resultType="complete", ttlMs=0, cacheScope="private")
+        match call.era:
+            case Era.MODERN:
+                # Lists differ per caller (grants): never shareable between users.
+                result.update(resultType=RESULT_COMPLETE, ttlMs=0, cacheScope="private")
+            case Era.HANDSHAKE:
+                pass
+            case _:
+                assert_never(call.era)
         return {"result": result}
 
     return handler
@@ -272,7 +314,7 @@ async def _resolve_granted(gw: Gateway, call: Call, kind: str, name: str) -> Tar
 async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     name = params.get("name")
     if not isinstance(name, str):
-        raise RpcError(INVALID_PARAMS, "tools/call needs a string 'name'")
+        raise RpcError(INVALID_PARAMS, f"{TOOLS_CALL} needs a string 'name'")
     started = time.perf_counter()
     state = params.get("requestState")
     if auth_required.is_ours(state):
@@ -287,32 +329,32 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
             error = call.view.failure_error("tools", failed[0])
             member = Target(failed[0], call.view.by_member[failed[0]].upstream, name)  # for the audit row
             if isinstance(error, AuthRequired):
-                gw.audit.call(call, "tools/call", name, member, "auth_required", started, error.reason)
+                gw.audit.call(call, TOOLS_CALL, name, member, "auth_required", started, error.reason)
                 return gw.auth_required(call, error, failed[0], tool=True)
             if isinstance(error, OutboundRefused):
-                gw.audit.call(call, "tools/call", name, member, "denied", started, error.reason)
+                gw.audit.call(call, TOOLS_CALL, name, member, "denied", started, error.reason)
                 raise refusal(error) from None
-            gw.audit.call(call, "tools/call", name, None, "error", started, f"member '{failed[0]}' down")
+            gw.audit.call(call, TOOLS_CALL, name, None, "error", started, f"member '{failed[0]}' down")
             return tool_error_result(f"Tool '{name}' is unavailable: member '{failed[0]}': {failed[1]}")
-        gw.audit.call(call, "tools/call", name, target, "unknown" if target is None else "denied", started, None)
+        gw.audit.call(call, TOOLS_CALL, name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
     try:
-        reply = await gw.relay(call, target, "tools/call", _params_with(params, name=target.name))
+        reply = await gw.relay(call, target, TOOLS_CALL, _params_with(params, name=target.name))
     except AuthRequired as exc:
-        gw.audit.call(call, "tools/call", name, target, "auth_required", started, exc.reason)
+        gw.audit.call(call, TOOLS_CALL, name, target, "auth_required", started, exc.reason)
         return gw.auth_required(call, exc, target.member_id, tool=True)
     except OutboundRefused as exc:
-        gw.audit.call(call, "tools/call", name, target, "denied", started, exc.reason)
+        gw.audit.call(call, TOOLS_CALL, name, target, "denied", started, exc.reason)
         raise refusal(exc) from None
     except UpstreamError as exc:
         # The model sees which member failed and why; other members' tools are unaffected.
         log.warning("tools/call %s: member '%s': %s", name, target.member_id, exc)
-        gw.audit.call(call, "tools/call", name, target, "error", started, str(exc), params.get("arguments"))
+        gw.audit.call(call, TOOLS_CALL, name, target, "error", started, str(exc), params.get("arguments"))
         return tool_error_result(f"Tool '{name}' is unavailable: member '{target.member_id}': {exc}")
     except BaseException:
-        gw.audit.call(call, "tools/call", name, target, "error", started, "cancelled or failed")
+        gw.audit.call(call, TOOLS_CALL, name, target, "error", started, "cancelled or failed")
         raise
-    gw.audit.call(call, "tools/call", name, target, _outcome(reply), started, None, params.get("arguments"))
+    gw.audit.call(call, TOOLS_CALL, name, target, _outcome(reply), started, None, params.get("arguments"))
     return reply
 
 
@@ -342,13 +384,13 @@ async def _audited_forward(gw: Gateway, call: Call, method: str, label: str, tar
 async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
     name = params.get("name")
     if not isinstance(name, str):
-        raise RpcError(INVALID_PARAMS, "prompts/get needs a string 'name'")
+        raise RpcError(INVALID_PARAMS, f"{PROMPTS_GET} needs a string 'name'")
     target = await call.view.resolve("prompts", name, gw.credential_for(call))
     if target is None or not gw.access.allows(call.principal, call.view, "prompts", target):
         outcome = "unknown" if target is None else "denied"
-        gw.audit.call(call, "prompts/get", name, target, outcome, time.perf_counter(), None)
+        gw.audit.call(call, PROMPTS_GET, name, target, outcome, time.perf_counter(), None)
         raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
-    return await _audited_forward(gw, call, "prompts/get", name, target, _params_with(params, name=target.name))
+    return await _audited_forward(gw, call, PROMPTS_GET, name, target, _params_with(params, name=target.name))
 
 
 def _resource_target(gw: Gateway, call: Call, params: JSON, *, audit: bool = False) -> tuple[str, Target]:
@@ -359,14 +401,14 @@ def _resource_target(gw: Gateway, call: Call, params: JSON, *, audit: bool = Fal
     if target is None or not gw.access.allows(call.principal, call.view, "resources", target):
         if audit:
             outcome = "unknown" if target is None else "denied"
-            gw.audit.call(call, "resources/read", uri, target, outcome, time.perf_counter(), None)
+            gw.audit.call(call, RESOURCES_READ, uri, target, outcome, time.perf_counter(), None)
         raise RpcError(RESOURCE_NOT_FOUND, "Resource not found", {"uri": uri})
     return uri, target
 
 
 async def _resources_read(gw: Gateway, call: Call, params: JSON) -> JSON:
     uri, target = _resource_target(gw, call, params, audit=True)
-    reply = await _audited_forward(gw, call, "resources/read", uri, target, _params_with(params, uri=target.name))
+    reply = await _audited_forward(gw, call, RESOURCES_READ, uri, target, _params_with(params, uri=target.name))
     result = reply.get("result")
     if isinstance(result, dict) and isinstance(result.get("contents"), list) and call.view.namespace:
         # Contents name the upstream's URIs; show them as the client asked for them.
@@ -413,21 +455,21 @@ async def _resources_unsubscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
 async def _complete(gw: Gateway, call: Call, params: JSON) -> JSON:
     ref = params.get("ref")
     if not isinstance(ref, dict):
-        raise RpcError(INVALID_PARAMS, "completion/complete needs a 'ref'")
-    if ref.get("type") == "ref/prompt":
+        raise RpcError(INVALID_PARAMS, f"{COMPLETION_COMPLETE} needs a 'ref'")
+    if ref.get("type") == REF_PROMPT:
         target = await _resolve_granted(gw, call, "prompts", str(ref.get("name")))
         if target is None:
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
         new_ref = {**ref, "name": target.name}
-    elif ref.get("type") == "ref/resource":
+    elif ref.get("type") == REF_RESOURCE:
         uri = str(ref.get("uri"))
         target = call.view.resolve_uri(uri)
         if target is None or not gw.access.allows(call.principal, call.view, "resources", target):
             raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
         new_ref = {**ref, "uri": target.name}
     else:
-        raise RpcError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
-    return await gw._forward(call, target, "completion/complete", _params_with(params, ref=new_ref))
+        raise RpcError(INVALID_PARAMS, f"ref.type must be {REF_PROMPT} or {REF_RESOURCE}")
+    return await gw._forward(call, target, COMPLETION_COMPLETE, _params_with(params, ref=new_ref))
 
 
 async def _set_level(gw: Gateway, call: Call, params: JSON) -> JSON:
@@ -442,16 +484,16 @@ async def _set_level(gw: Gateway, call: Call, params: JSON) -> JSON:
 
 
 HANDLERS: dict[str, Callable[[Gateway, Call, JSON], Awaitable[JSON]]] = {
-    "ping": _ping,
-    "tools/list": _lister("tools", "tools"),
-    "tools/call": _tools_call,
-    "prompts/list": _lister("prompts", "prompts"),
-    "prompts/get": _prompts_get,
-    "resources/list": _lister("resources", "resources"),
-    "resources/templates/list": _lister("resource_templates", "resourceTemplates"),
-    "resources/read": _resources_read,
-    "resources/subscribe": _resources_subscribe,
-    "resources/unsubscribe": _resources_unsubscribe,
-    "completion/complete": _complete,
-    "logging/setLevel": _set_level,
+    PING: _ping,
+    TOOLS_LIST: _lister("tools", "tools"),
+    TOOLS_CALL: _tools_call,
+    PROMPTS_LIST: _lister("prompts", "prompts"),
+    PROMPTS_GET: _prompts_get,
+    RESOURCES_LIST: _lister("resources", "resources"),
+    RESOURCES_TEMPLATES_LIST: _lister("resource_templates", "resourceTemplates"),
+    RESOURCES_READ: _resources_read,
+    RESOURCES_SUBSCRIBE: _resources_subscribe,
+    RESOURCES_UNSUBSCRIBE: _resources_unsubscribe,
+    COMPLETION_COMPLETE: _complete,
+    LOGGING_SET_LEVEL: _set_level,
 }

@@ -20,7 +20,7 @@ from typing import Any
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
-from manifold.protocol import LIST_CHANGED, META_SUBSCRIPTION_ID
+from manifold.protocol import LIST_CHANGED, META_SUBSCRIPTION_ID, RESOURCES_UPDATED
 from manifold.relay.access import Access
 from manifold.upstream.notices import UpstreamNotices
 
@@ -37,7 +37,8 @@ class Listener:
     kinds: set[str]  # which list_changed kinds it wants: "tools", "prompts", "resources"
     subscription_id: Any = None  # 2026-07-28: the listen request id, stamped into _meta
     resources: dict[tuple[str, str], str] = field(default_factory=dict)  # (upstream, uri) -> exposed uri
-    queue: asyncio.Queue[JSON | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    # Messages to write; None ends the stream. The legacy SSE transport also queues ready-made replies (bytes).
+    queue: asyncio.Queue[JSON | bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     # Who opened it: when keys or grants change, a stream whose caller may no longer use the server is
     # closed (identity changes apply to open streams too, not only to the next request).
     principal: Principal | None = None
@@ -76,9 +77,7 @@ class Hub:
             return True
         view = listener.view
         return any(
-            self._access.member_visible(principal, view, m.member_id)
-            for m in view.members
-            if m.upstream == upstream_id
+            self._access.member_visible(principal, view, m.member_id) for m in view.members if m.upstream == upstream_id
         )
 
     async def run(self, notices: UpstreamNotices) -> None:
@@ -113,10 +112,13 @@ class Hub:
                 if kind in lst.kinds and upstream_id in lst.view.upstream_ids and self.may_see(lst, upstream_id):
                     lst.push({"jsonrpc": "2.0", "method": method, "params": {}})
             return
-        if method == "notifications/resources/updated":
+        if method == RESOURCES_UPDATED:
             # The upstream's _meta (e.g. its listen stream's subscriptionId) is its own business.
             params = {k: v for k, v in (message.get("params") or {}).items() if k != "_meta"}
             uri = params.get("uri")
+            if not isinstance(uri, str):
+                log.debug("upstream '%s' sent %s without a uri; ignored", upstream_id, method)
+                return
             for lst in list(self._listeners):
                 exposed = lst.resources.get((upstream_id, uri))
                 if exposed is not None:

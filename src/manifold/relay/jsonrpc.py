@@ -1,4 +1,5 @@
-"""MCP wire constants and tiny JSON-RPC helpers shared by the front transports.
+"""Tiny JSON-RPC helpers shared by the front transports: the handler error, response bytes, SSE framing.
+(The protocol's own words, versions and codes are in manifold/protocol.py.)
 
 Messages are plain dicts (orjson in, orjson out): the gateway never re-validates an upstream's result
 through SDK models, so whatever the upstream said reaches the client unchanged.
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 
 JSON = dict[str, Any]
+
 
 class RpcError(Exception):
     """Raised by a handler to answer with a JSON-RPC error. The message is shown to the client."""

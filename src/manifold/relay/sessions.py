@@ -100,7 +100,9 @@ class PendingReplies:
 
     def resolve(self, message: JSON, principal_id: str) -> bool:
         rid = message.get("id")
-        entry = self._waiting.get(rid) if isinstance(rid, str) else None
+        if not isinstance(rid, str):
+            return False
+        entry = self._waiting.get(rid)
         if entry is None or entry[0] != principal_id:
             return False
         del self._waiting[rid]

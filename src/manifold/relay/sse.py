@@ -15,27 +15,56 @@ from urllib.parse import parse_qs
 import orjson
 
 from manifold.asgi import SSE_HEADERS, Receive, Send, send_body
+from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
-from manifold.protocol import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
+from manifold.protocol import (
+    CANCELLED,
+    INITIALIZE,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    LEGACY_SSE_VERSION,
+    PARSE_ERROR,
+    Era,
+)
 from manifold.relay.call import Call
+from manifold.relay.era_adapt import adapt_to_era
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Listener
-from manifold.relay.protocol import RpcError, error_bytes, response_bytes
-from manifold.relay.sessions import PendingReplies, SessionStore
-from manifold.relay.streamable_http import Exchange, _adapt, pump_events
+from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes
+from manifold.relay.response_channel import ResponseChannel
+from manifold.relay.sessions import ClientSession, PendingReplies, SessionStore
+from manifold.relay.streamable_http import pump_events
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 SSE_QUEUE_LIMIT = 4096
 
 
-class StreamExchange(Exchange):
-    """An Exchange whose every message goes onto the connection's one SSE stream."""
+class StreamResponseChannel(ResponseChannel):
+    """A response channel whose every message goes onto the connection's one SSE stream."""
 
     __slots__ = ("queue",)
 
-    def __init__(self, queue: asyncio.Queue[Any], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        queue: asyncio.Queue[JSON | bytes | None],
+        request_id: Any,
+        *,
+        session: ClientSession,
+        pending: PendingReplies,
+        principal_id: str,
+    ) -> None:
+        super().__init__(
+            _no_send,
+            request_id,
+            sse_ok=True,
+            session=session,
+            caps=session.client_capabilities,
+            era=Era.HANDSHAKE,
+            pending=pending,
+            principal_id=principal_id,
+        )
         self.queue = queue
 
     async def _event(self, payload: bytes) -> None:
@@ -45,6 +74,10 @@ class StreamExchange(Exchange):
         await self.queue.put(payload)
 
 
+async def _no_send(message: JSON) -> None:
+    raise AssertionError("a legacy SSE response goes onto the connection's stream, never its own body")
+
+
 class LegacySse:
     def __init__(self, gateway: Gateway, sessions: SessionStore, pending: PendingReplies) -> None:
         self.gw = gateway
@@ -52,13 +85,15 @@ class LegacySse:
         self.pending = pending
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def open_stream(self, scope: JSON, receive: Receive, send: Send, view: Any, principal: Principal) -> None:
+    async def open_stream(
+        self, scope: JSON, receive: Receive, send: Send, view: VirtualServerView, principal: Principal
+    ) -> None:
         listener = Listener(view=view, kinds={"tools", "prompts", "resources"}, principal=principal)
         listener.queue = asyncio.Queue(SSE_QUEUE_LIMIT)
         session = self.sessions.create(
             server_id=view.id,
             principal_id=principal.id,
-            protocol_version="2024-11-05",
+            protocol_version=LEGACY_SSE_VERSION,
             client_capabilities={},
             client_info={},
             listener=listener,
@@ -74,7 +109,9 @@ class LegacySse:
         finally:
             self.sessions.close(session.id)
 
-    async def post_message(self, scope: JSON, send: Send, view: Any, principal: Principal, body: bytes) -> None:
+    async def post_message(
+        self, scope: JSON, send: Send, view: VirtualServerView, principal: Principal, body: bytes
+    ) -> None:
         query = parse_qs(scope.get("query_string", b"").decode())
         sid = (query.get("session_id") or [""])[0]
         session = self.sessions.get(sid, principal.id) if sid else None
@@ -95,7 +132,7 @@ class LegacySse:
             self.pending.resolve(message, principal.id)
             return
         if "id" not in message:
-            if method == "notifications/cancelled":
+            if method == CANCELLED:
                 task = session.inflight.get((message.get("params") or {}).get("requestId"))
                 if task is not None:
                     task.cancel()
@@ -107,35 +144,32 @@ class LegacySse:
         task.add_done_callback(lambda t: (self._tasks.discard(t), session.inflight.pop(message["id"], None)))
 
     async def _handle(
-        self, session: Any, view: Any, principal: Principal, message: JSON, forwarded: str | None
+        self,
+        session: ClientSession,
+        view: VirtualServerView,
+        principal: Principal,
+        message: JSON,
+        forwarded: str | None,
     ) -> None:
         request_id = message["id"]
         method = message["method"]
         params = message.get("params") or {}
         queue = session.listener.queue
-        if method == "initialize":
+        if method == INITIALIZE:
             session.client_capabilities = params.get("capabilities") or {}
             session.client_info = params.get("clientInfo") or {}
             result = self.gw.initialize_result(view, params.get("protocolVersion"))
             session.protocol_version = result["protocolVersion"]
             await queue.put(response_bytes(request_id, {"result": result}))
             return
-        exchange = StreamExchange(
-            queue,
-            None,
-            request_id,
-            sse_ok=True,
-            session=session,
-            caps=session.client_capabilities,
-            modern=False,
-            pending=self.pending,
-            principal_id=principal.id,
+        channel = StreamResponseChannel(
+            queue, request_id, session=session, pending=self.pending, principal_id=principal.id
         )
         call = Call(
             view=view,
-            modern=False,
+            era=Era.HANDSHAKE,
             client_capabilities=session.client_capabilities,
-            sink=exchange,
+            sink=channel,
             listener=session.listener,
             session=session,
             principal=principal,
@@ -152,5 +186,5 @@ class LegacySse:
             return
         except Exception:
             log.exception("internal error handling %s on server '%s'", method, view.id)
-            reply = {"error": {"code": -32603, "message": "Internal error"}}
-        await exchange.finish(response_bytes(request_id, _adapt(reply, False, self.gw.server_info(view))))
+            reply = {"error": {"code": INTERNAL_ERROR, "message": "Internal error"}}
+        await channel.finish(response_bytes(request_id, adapt_to_era(reply, Era.HANDSHAKE, self.gw.server_info(view))))

@@ -14,156 +14,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, assert_never
 
 import orjson
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 
 from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, send_body
+from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
 from manifold.protocol import (
+    CANCELLED,
+    FORBIDDEN_CREDENTIAL,
+    INITIALIZE,
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
-    META_SERVER_INFO,
+    LISTEN_FLAGS,
+    META_PROTOCOL_VERSION,
     MODERN_VERSION,
     PARSE_ERROR,
     REQUEST_CANCELLED,
+    SERVER_DISCOVER,
+    SUBSCRIPTIONS_ACKNOWLEDGED,
+    SUBSCRIPTIONS_LISTEN,
     UNSUPPORTED_PROTOCOL_VERSION,
+    Era,
 )
 from manifold.relay.call import Call
-from manifold.relay.handlers import FORBIDDEN_CREDENTIAL, LOG_LEVELS, Gateway
+from manifold.relay.era_adapt import adapt_to_era
+from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Listener
-from manifold.relay.protocol import RpcError, error_bytes, response_bytes, sse_event
+from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes, sse_event
+from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.sessions import ClientSession, PendingReplies, SessionStore
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 KEEPALIVE_SECONDS = 20.0
-CLIENT_REPLY_TIMEOUT = 300.0
-CAPABILITY_FOR = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
-
-class Exchange:
-    """One POSTed request's response: JSON by default, SSE once side traffic has to go out first.
-    Implements `upstream.base.RequestSink` for the upstream call made on the request's behalf."""
-
-    __slots__ = (
-        "send",
-        "request_id",
-        "sse_ok",
-        "session",
-        "caps",
-        "modern",
-        "pending",
-        "principal_id",
-        "extra_headers",
-        "streaming",
-        "_lock",
-    )
-
-    def __init__(
-        self,
-        send: Send,
-        request_id: Any,
-        *,
-        sse_ok: bool,
-        session: ClientSession | None,
-        caps: JSON,
-        modern: bool,
-        pending: PendingReplies,
-        principal_id: str,
-    ) -> None:
-        self.send = send
-        self.request_id = request_id
-        self.sse_ok = sse_ok
-        self.session = session
-        self.caps = caps
-        self.modern = modern
-        self.pending = pending
-        self.principal_id = principal_id
-        self.extra_headers: list[tuple[bytes, bytes]] = []
-        self.streaming = False
-        self._lock: asyncio.Lock | None = None
-
-    async def _event(self, payload: bytes) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if not self.streaming:
-                self.streaming = True
-                await self.send(
-                    {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.extra_headers}
-                )
-            await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
-
-    async def notify(self, message: JSON) -> None:
-        if not self.sse_ok:
-            return
-        if message.get("method") == "notifications/message" and self.session is not None and self.session.log_level:
-            level = (message.get("params") or {}).get("level")
-            if level in LOG_LEVELS and LOG_LEVELS.index(level) < LOG_LEVELS.index(self.session.log_level):
-                return
-        await self._event(orjson.dumps(message))
-
-    async def request(self, method: str, params: JSON | None) -> JSON:
-        if method == "ping":
-            return {"result": {}}
-        needed = CAPABILITY_FOR.get(method)
-        if self.modern or not self.sse_ok:
-            return {
-                "error": {
-                    "code": -32601,
-                    "message": f"the client cannot receive {method} through this gateway connection",
-                }
-            }
-        if needed is not None and needed not in self.caps:
-            return {"error": {"code": -32601, "message": f"the client did not declare the '{needed}' capability"}}
-        if needed == "elicitation" and (params or {}).get("mode") == "url":
-            if not isinstance(self.caps.get("elicitation"), dict) or "url" not in self.caps["elicitation"]:
-                return {"error": {"code": -32601, "message": "the client did not declare URL-mode elicitation"}}
-        rid, fut = self.pending.new(self.principal_id)
-        message: JSON = {"jsonrpc": "2.0", "id": rid, "method": method}
-        if params is not None:
-            message["params"] = params
-        try:
-            await self._event(orjson.dumps(message))
-            return await asyncio.wait_for(fut, CLIENT_REPLY_TIMEOUT)
-        except TimeoutError:
-            return {"error": {"code": -32001, "message": f"the client did not answer {method} in time"}}
-        finally:
-            self.pending.drop(rid)
-
-    async def finish(self, payload: bytes, status: int = 200) -> None:
-        if self.streaming:
-            async with self._lock:  # type: ignore[union-attr]
-                await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": False})
-        else:
-            await send_body(self.send, status, payload, JSON_HEADERS + self.extra_headers)
-
-
-def _adapt(reply: JSON, modern: bool, server_info: JSON) -> JSON:
-    """Era touch-ups on a result: 2026-07-28 results carry resultType and the gateway's serverInfo;
-    an upstream's own serverInfo never reaches the client."""
-    result = reply.get("result")
-    if not isinstance(result, dict):
-        return reply
-    meta = result.get("_meta")
-    if modern:
-        if "resultType" not in result or (isinstance(meta, dict) and META_SERVER_INFO in meta):
-            result = dict(result)
-            result.setdefault("resultType", "complete")
-            if isinstance(meta, dict) and META_SERVER_INFO in meta:
-                result["_meta"] = {**meta, META_SERVER_INFO: server_info}
-            return {"result": result}
-    elif isinstance(meta, dict) and META_SERVER_INFO in meta:
-        result = dict(result)
-        rest = {k: v for k, v in meta.items() if k != META_SERVER_INFO}
-        if rest:
-            result["_meta"] = rest
-        else:
-            del result["_meta"]
-        return {"result": result}
-    return reply
 
 
 class StreamableHttp:
@@ -174,7 +62,13 @@ class StreamableHttp:
         self.stateless = stateless
 
     async def __call__(
-        self, scope: JSON, receive: Receive, send: Send, view: Any, principal: Principal, body: bytes | None
+        self,
+        scope: JSON,
+        receive: Receive,
+        send: Send,
+        view: VirtualServerView,
+        principal: Principal,
+        body: bytes | None,
     ) -> None:
         method = scope["method"]
         headers = scope["_headers"]
@@ -203,7 +97,7 @@ class StreamableHttp:
         scope: JSON,
         receive: Receive,
         send: Send,
-        view: Any,
+        view: VirtualServerView,
         principal: Principal,
         body: bytes,
         headers: dict[str, str],
@@ -251,7 +145,7 @@ class StreamableHttp:
         self,
         receive: Receive,
         send: Send,
-        view: Any,
+        view: VirtualServerView,
         principal: Principal,
         message: JSON,
         rpc_method: str,
@@ -274,32 +168,32 @@ class StreamableHttp:
         if not isinstance(caps, dict):
             caps = {}
         params = message.get("params") or {}
-        if rpc_method == "server/discover":
+        if rpc_method == SERVER_DISCOVER:
             await send_body(send, 200, response_bytes(request_id, {"result": self.gw.discover_result(view)}))
             return
-        if rpc_method == "subscriptions/listen":
+        if rpc_method == SUBSCRIPTIONS_LISTEN:
             await self._listen(receive, send, view, request_id, params, principal, caps)
             return
-        if rpc_method == "initialize":
+        if rpc_method == INITIALIZE:
             await send_body(
                 send,
                 400,
                 error_bytes(
                     request_id,
                     UNSUPPORTED_PROTOCOL_VERSION,
-                    "initialize is not part of 2026-07-28",
+                    f"{INITIALIZE} is not part of {MODERN_VERSION}",
                     {"supported": [MODERN_VERSION]},
                 ),
             )
             return
-        exchange, call = self._exchange(send, request_id, sse_ok, None, caps, view, principal, headers, modern=True)
-        await self._run(exchange, call, rpc_method, params, modern=True)
+        channel, call = self._channel(send, request_id, sse_ok, None, caps, view, principal, headers, Era.MODERN)
+        await self._run(channel, call, rpc_method, params)
 
     async def _post_handshake(
         self,
         receive: Receive,
         send: Send,
-        view: Any,
+        view: VirtualServerView,
         principal: Principal,
         message: JSON,
         rpc_method: str,
@@ -313,7 +207,7 @@ class StreamableHttp:
             await send_body(send, 400, error_bytes(request_id, INVALID_PARAMS, "params must be an object"))
             return
 
-        if rpc_method == "initialize":
+        if rpc_method == INITIALIZE:
             if not is_request:
                 await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "initialize must be a request"))
                 return
@@ -344,7 +238,7 @@ class StreamableHttp:
                 return
 
         if not is_request:
-            if rpc_method == "notifications/cancelled" and session is not None:
+            if rpc_method == CANCELLED and session is not None:
                 task = session.inflight.get((params or {}).get("requestId"))
                 if task is not None:
                     task.cancel()
@@ -352,61 +246,60 @@ class StreamableHttp:
             return
 
         caps = session.client_capabilities if session else {}
-        exchange, call = self._exchange(send, request_id, sse_ok, session, caps, view, principal, headers, modern=False)
+        channel, call = self._channel(send, request_id, sse_ok, session, caps, view, principal, headers, Era.HANDSHAKE)
         if session is None:
-            await self._run(exchange, call, rpc_method, params, modern=False)
+            await self._run(channel, call, rpc_method, params)
             return
         task = asyncio.current_task()
         session.inflight[request_id] = task  # type: ignore[assignment]
         try:
-            await self._run(exchange, call, rpc_method, params, modern=False)
+            await self._run(channel, call, rpc_method, params)
         except asyncio.CancelledError:
-            # The client cancelled this request (notifications/cancelled): close the exchange quietly.
+            # The client cancelled this request (notifications/cancelled): close the response quietly.
             if task is not None and task.cancelling():
                 task.uncancel()
-            await exchange.finish(error_bytes(request_id, REQUEST_CANCELLED, "Request cancelled"))
+            await channel.finish(error_bytes(request_id, REQUEST_CANCELLED, "Request cancelled"))
         finally:
             session.inflight.pop(request_id, None)
 
-    def _exchange(
+    def _channel(
         self,
         send: Send,
         request_id: Any,
         sse_ok: bool,
         session: ClientSession | None,
         caps: JSON,
-        view: Any,
+        view: VirtualServerView,
         principal: Principal,
         headers: dict[str, str],
-        *,
-        modern: bool,
-    ) -> tuple[Exchange, Call]:
-        """The reply channel of one client request and what its handler is told (`session` is None for
+        era: Era,
+    ) -> tuple[ResponseChannel, Call]:
+        """The response channel of one client request and what its handler is told (`session` is None for
         2026-07-28 requests and in stateless mode)."""
-        exchange = Exchange(
+        channel = ResponseChannel(
             send,
             request_id,
             sse_ok=sse_ok,
             session=session,
             caps=caps,
-            modern=modern,
+            era=era,
             pending=self.pending,
             principal_id=principal.id,
         )
         call = Call(
             view=view,
-            modern=modern,
+            era=era,
             client_capabilities=caps,
-            sink=exchange,
+            sink=channel,
             listener=session.listener if session else None,
             session=session,
             principal=principal,
             request_id=request_id,
             forwarded_raw=headers.get("x-mcp-headers"),
         )
-        return exchange, call
+        return channel, call
 
-    async def _run(self, exchange: Exchange, call: Call, rpc_method: str, params: JSON, *, modern: bool) -> None:
+    async def _run(self, channel: ResponseChannel, call: Call, rpc_method: str, params: JSON) -> None:
         try:
             reply = await self.gw.handle(call, rpc_method, params)
         except RpcError as exc:
@@ -415,15 +308,10 @@ class StreamableHttp:
             raise
         except Exception:  # never a traceback to the client
             log.exception("internal error handling %s on server '%s'", rpc_method, call.view.id)
-            reply = {"error": {"code": -32603, "message": "Internal error"}}
-        status = 200
-        if "error" in reply and reply["error"].get("code") == FORBIDDEN_CREDENTIAL:
-            status = 403  # the outbound credential was refused (e.g. passthrough with the wrong audience)
-        elif modern and "error" in reply:
-            # 2026-07-28 maps some JSON-RPC errors to HTTP statuses (e.g. unknown method -> 404).
-            status = ERROR_CODE_HTTP_STATUS.get(reply["error"].get("code"), 200)
-        await exchange.finish(
-            response_bytes(exchange.request_id, _adapt(reply, modern, self.gw.server_info(call.view))), status
+            reply = {"error": {"code": INTERNAL_ERROR, "message": "Internal error"}}
+        status = 200 if "error" not in reply else _error_status(reply["error"].get("code"), call.era)
+        await channel.finish(
+            response_bytes(channel.request_id, adapt_to_era(reply, call.era, self.gw.server_info(call.view))), status
         )
 
     # ---- notification streams -------------------------------------------------------------------
@@ -456,24 +344,17 @@ class StreamableHttp:
         self,
         receive: Receive,
         send: Send,
-        view: Any,
+        view: VirtualServerView,
         request_id: Any,
         params: JSON,
         principal: Principal,
         caps: JSON,
     ) -> None:
-        wanted = params.get("notifications") if isinstance(params.get("notifications"), dict) else {}
-        kinds = {
-            k
-            for k, flag in (
-                ("tools", "toolsListChanged"),
-                ("prompts", "promptsListChanged"),
-                ("resources", "resourcesListChanged"),
-            )
-            if wanted.get(flag)
-        }
+        notifications = params.get("notifications")
+        wanted: JSON = notifications if isinstance(notifications, dict) else {}
+        kinds = {kind for kind, flag in LISTEN_FLAGS.items() if wanted.get(flag)}
         listener = Listener(view=view, kinds=kinds, subscription_id=request_id, principal=principal)
-        honored: JSON = {f"{k}ListChanged": True for k in sorted(kinds)}
+        honored: JSON = {LISTEN_FLAGS[kind]: True for kind in sorted(kinds)}
         uris = wanted.get("resourceSubscriptions")
         if isinstance(uris, list):
             accepted = []
@@ -483,7 +364,7 @@ class StreamableHttp:
                     continue  # unknown, or not granted: the same answer (not in the acknowledged list)
                 key = (target.upstream_id, target.name)
                 if self.gw.hub.subscribers(*key) == 0:
-                    call = Call(view=view, modern=True, client_capabilities=caps, principal=principal)
+                    call = Call(view=view, era=Era.MODERN, client_capabilities=caps, principal=principal)
                     try:
                         if "error" in await self.gw.subscribe_upstream(call, target):
                             continue
@@ -495,7 +376,7 @@ class StreamableHttp:
             honored["resourceSubscriptions"] = accepted
         ack = {
             "jsonrpc": "2.0",
-            "method": "notifications/subscriptions/acknowledged",
+            "method": SUBSCRIPTIONS_ACKNOWLEDGED,
             "params": {"notifications": honored},
         }
         self.gw.hub.add(listener)
@@ -511,7 +392,7 @@ class StreamableHttp:
         await pump_events(receive, send, listener.queue)
 
 
-async def pump_events(receive: Receive, send: Send, queue: asyncio.Queue[Any]) -> None:
+async def pump_events(receive: Receive, send: Send, queue: asyncio.Queue[JSON | bytes | None]) -> None:
     """Write queued messages (dicts, or already serialised bytes) as SSE events until the queue yields
     None or the client goes away; a comment line every KEEPALIVE_SECONDS keeps proxies from timing out."""
     disconnect = asyncio.ensure_future(_wait_disconnect(receive))
@@ -550,5 +431,19 @@ def _envelope_version(message: JSON) -> Any:
     if isinstance(params, dict):
         meta = params.get("_meta")
         if isinstance(meta, dict):
-            return meta.get("io.modelcontextprotocol/protocolVersion")
+            return meta.get(META_PROTOCOL_VERSION)
     return None
+
+
+def _error_status(code: Any, era: Era) -> int:
+    """The HTTP status of a JSON-RPC error reply."""
+    if code == FORBIDDEN_CREDENTIAL:
+        return 403  # the outbound credential was refused (e.g. passthrough with the wrong audience)
+    match era:
+        case Era.MODERN:
+            # 2026-07-28 maps some JSON-RPC errors to HTTP statuses (e.g. unknown method -> 404).
+            return ERROR_CODE_HTTP_STATUS.get(code, 200)
+        case Era.HANDSHAKE:
+            return 200
+        case _:
+            assert_never(era)

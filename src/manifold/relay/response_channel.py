@@ -1,0 +1,139 @@
+"""The response channel of one POSTed client request: how its reply, and everything the upstream says on its
+behalf before the reply, reach the client.
+
+The reply is one `application/json` body unless something has to go out first (progress, a log message, a
+server→client request): only then does the response switch to `text/event-stream`, and the reply becomes
+the stream's last event. SSE framing costs about a fifth of a relayed call, so the common case never pays
+for it (docs/design.md, "One JSON body unless something streams").
+
+A `ResponseChannel` is the `upstream.base.RequestSink` of the upstream call made for the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Send, send_body
+from manifold.protocol import (
+    ELICITATION_CREATE,
+    LOG_LEVELS,
+    LOG_MESSAGE,
+    METHOD_NOT_FOUND,
+    PING,
+    REQUEST_TIMEOUT,
+    ROOTS_LIST,
+    SAMPLING_CREATE_MESSAGE,
+    Era,
+)
+from manifold.relay.jsonrpc import sse_event
+from manifold.relay.sessions import ClientSession, PendingReplies
+
+JSON = dict[str, Any]
+
+CLIENT_REPLY_TIMEOUT = 300.0
+# The client capability a server→client request needs.
+CAPABILITY_FOR = {SAMPLING_CREATE_MESSAGE: "sampling", ELICITATION_CREATE: "elicitation", ROOTS_LIST: "roots"}
+
+
+class ResponseChannel:
+    """One POSTed request's response: JSON by default, SSE once side traffic has to go out first."""
+
+    __slots__ = (
+        "send",
+        "request_id",
+        "sse_ok",
+        "session",
+        "caps",
+        "era",
+        "pending",
+        "principal_id",
+        "extra_headers",
+        "streaming",
+        "_lock",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        request_id: Any,
+        *,
+        sse_ok: bool,
+        session: ClientSession | None,
+        caps: JSON,
+        era: Era,
+        pending: PendingReplies,
+        principal_id: str,
+    ) -> None:
+        self.send = send
+        self.request_id = request_id
+        self.sse_ok = sse_ok  # the client accepts text/event-stream
+        self.session = session
+        self.caps = caps
+        self.era = era
+        self.pending = pending
+        self.principal_id = principal_id
+        self.extra_headers: list[tuple[bytes, bytes]] = []
+        self.streaming = False
+        self._lock: asyncio.Lock | None = None  # made on the first event: most replies never need one
+
+    async def _event(self, payload: bytes) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self.streaming:
+                self.streaming = True
+                await self.send(
+                    {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.extra_headers}
+                )
+            await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+
+    async def notify(self, message: JSON) -> None:
+        if not self.sse_ok:
+            return
+        if message.get("method") == LOG_MESSAGE and self.session is not None and self.session.log_level:
+            # The upstream session is shared, so its log level is the most verbose any client asked for.
+            level = (message.get("params") or {}).get("level")
+            if level in LOG_LEVELS and LOG_LEVELS.index(level) < LOG_LEVELS.index(self.session.log_level):
+                return
+        await self._event(orjson.dumps(message))
+
+    async def request(self, method: str, params: JSON | None) -> JSON:
+        if method == PING:
+            return {"result": {}}
+        needed = CAPABILITY_FOR.get(method)
+        if self.era is Era.MODERN or not self.sse_ok:
+            # A 2026-07-28 response carries no server→client requests (the upstream's input_required does).
+            return _cannot(f"the client cannot receive {method} through this gateway connection")
+        if needed is not None and needed not in self.caps:
+            return _cannot(f"the client did not declare the '{needed}' capability")
+        if needed == "elicitation" and (params or {}).get("mode") == "url":
+            elicitation = self.caps.get("elicitation")
+            if not isinstance(elicitation, dict) or "url" not in elicitation:
+                return _cannot("the client did not declare URL-mode elicitation")
+        rid, fut = self.pending.new(self.principal_id)
+        message: JSON = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            message["params"] = params
+        try:
+            await self._event(orjson.dumps(message))
+            return await asyncio.wait_for(fut, CLIENT_REPLY_TIMEOUT)
+        except TimeoutError:
+            return {"error": {"code": REQUEST_TIMEOUT, "message": f"the client did not answer {method} in time"}}
+        finally:
+            self.pending.drop(rid)
+
+    async def finish(self, payload: bytes, status: int = 200) -> None:
+        """Send the reply: the last SSE event once streaming, else the whole JSON response."""
+        lock = self._lock
+        if self.streaming and lock is not None:
+            async with lock:
+                await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": False})
+        else:
+            await send_body(self.send, status, payload, JSON_HEADERS + self.extra_headers)
+
+
+def _cannot(message: str) -> JSON:
+    return {"error": {"code": METHOD_NOT_FOUND, "message": message}}
