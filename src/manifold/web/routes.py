@@ -82,7 +82,7 @@ class WebApp:
                 self._route("/login", sign_in.login, GET_POST),
                 self._route("/login/oidc", sign_in.oidc_start, GET),
                 self._route("/login/callback", sign_in.oidc_finish, GET),
-                self._route("/logout", _sync_handler(sign_in.logout), GET_POST),
+                self._route("/logout", sign_in.logout, GET_POST),
                 self._route("/connect/{upstream_id}", connect.connect, GET_POST),
                 self._route("/oauth/callback", connect.callback, GET),
                 self._route("/connections", connect.connections, GET_POST),
@@ -178,13 +178,6 @@ class WebApp:
             if record is None or record.usable(time.time()) is not None:
                 return None
         return session
-
-
-def _sync_handler(handler: Callable[[PageRequest], Response]) -> PageHandler:
-    async def run(request: PageRequest) -> Response:
-        return handler(request)
-
-    return run
 
 
 async def _not_found(scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:

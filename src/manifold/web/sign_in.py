@@ -136,7 +136,7 @@ class SignInPages:
 
     # ---- signing out ----
 
-    def logout(self, request: PageRequest) -> Response:
+    async def logout(self, request: PageRequest) -> Response:
         session = request.session
         if not request.posted:
             if session is None:
