@@ -130,7 +130,7 @@ audit_events = Table(
     Column("upstream", String(64)),
     Column("method", String(40), nullable=False),
     Column("target", String(400)),  # tool / prompt name or resource URI, as the client named it
-    Column("outcome", String(20), nullable=False),  # ok | error | tool_error | denied | unknown
+    Column("outcome", String(20), nullable=False),  # audit.model.Outcome values
     Column("detail", Text),
     Column("latency_ms", Float),
     Column("arguments", JSON),  # only with audit.include_arguments
