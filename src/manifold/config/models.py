@@ -336,7 +336,7 @@ class IdentitySettings(Strict):
     # Validated API keys and JWTs are cached this long (a revoked key still fails on the very next request:
     # revocation invalidates the cache).
     cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
-    # Web sign-in through an IdP, besides the API-key form (web/routes.py).
+    # Web sign-in through an IdP, besides the API-key form (web/sign_in.py).
     web_login: WebLoginConfig | None = None
 
     @model_validator(mode="after")
