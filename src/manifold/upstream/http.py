@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from manifold.config.models import UpstreamConfig
+from manifold.protocol import INVALID_REQUEST, METHOD_NOT_FOUND
 from manifold.upstream.base import JSON, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
 from manifold.upstream.lean_http import LeanHttpClient, LeanResponse
 from manifold.upstream.session import CLIENT_INFO
@@ -296,7 +297,7 @@ class StreamableHttpTransport:
             except (ValueError, aiohttp.ClientError):
                 error = None
         if not isinstance(error, dict):
-            code = -32601 if status == 404 else -32600
+            code = METHOD_NOT_FOUND if status == 404 else INVALID_REQUEST
             error = {"code": code, "message": f"HTTP {status}"}
         await self._deliver({"jsonrpc": "2.0", "id": request_id, "error": error}, request_id)
 
