@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urljoin, urlparse
 import aiohttp
 
 from manifold.config.models import OAuthAuth
-from manifold.outbound.oauth import ConnectLinks, OAuthBroker, OAuthFlows
+from manifold.outbound.oauth import ConnectLinks, OAuthBroker, OAuthFlows, Vault
 from manifold.outbound.oauth.discovery import bearer_challenge
 from manifold.outbound.resolver import CallContext
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
@@ -117,7 +117,7 @@ async def run(server_url: str, scenario: str, context: dict[str, Any]) -> None:
         cipher = Cipher([generate_key()], source="a temporary key")
         await cipher.check(engine)
         flows = OAuthFlows(engine, cipher, client_name="Manifold conformance client")
-        broker = OAuthBroker(engine, cipher, ConnectLinks.from_cipher(cipher), flows, lambda: "http://localhost")
+        broker = OAuthBroker(Vault(engine, cipher), ConnectLinks.from_cipher(cipher), flows, lambda: "http://localhost")
         try:
             async with aiohttp.ClientSession() as http:
                 authorizations, tools = await _session(http, flows, broker, config, server_url)

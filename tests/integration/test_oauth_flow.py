@@ -135,7 +135,7 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
     clock = [time.time()]
     flows = OAuthFlows(engine, cipher, secret=store.lookup, clock=lambda: clock[0])
     links = ConnectLinks.from_cipher(cipher)
-    broker = OAuthBroker(engine, cipher, links, flows, lambda: GATEWAY)
+    broker = OAuthBroker(Vault(engine, cipher), links, flows, lambda: GATEWAY)
     try:
         yield Gateway(tmp_path, cipher, flows, broker, links, Vault(engine, cipher), clock)
     finally:

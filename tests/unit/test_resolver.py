@@ -27,6 +27,7 @@ from manifold.config.models import (
     UpstreamConfig,
 )
 from manifold.outbound.oauth import ConnectLinks, OAuthBroker, OAuthFlows
+from manifold.outbound.oauth import Vault as TokenVault
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
 from manifold.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
 from manifold.security.crypto import Cipher, generate_key
@@ -73,7 +74,7 @@ async def vault(tmp_path: Path) -> AsyncIterator[Vault]:
     await cipher.check(engine)
     secrets = SecretStore(engine, cipher)
     flows = OAuthFlows(engine, cipher, secret=secrets.lookup)
-    broker = OAuthBroker(engine, cipher, ConnectLinks.from_cipher(cipher), flows, lambda: GATEWAY)
+    broker = OAuthBroker(TokenVault(engine, cipher), ConnectLinks.from_cipher(cipher), flows, lambda: GATEWAY)
     try:
         yield Vault(secrets, broker)
     finally:

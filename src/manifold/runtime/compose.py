@@ -168,8 +168,8 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     secrets = SecretStore(engine, cipher)
     links = ConnectLinks.from_cipher(cipher)
     flows = OAuthFlows(engine, cipher, secret=secrets.lookup)
-    broker = OAuthBroker(engine, cipher, links, flows, lambda: public_base)
-    vault = Vault(engine, cipher)  # each user's stored tokens, for the connect and connections pages
+    vault = Vault(engine, cipher)  # each user's stored tokens
+    broker = OAuthBroker(vault, links, flows, lambda: public_base)
 
     # Inbound: who is calling.
     keys = KeyRepository(engine)

@@ -13,16 +13,10 @@ own, in manifold.security (crypto.py: Cipher; secret_store.py: SecretStore).
     broker.py     OAuthBroker: `resolver.OAuthTokens`, cached tokens, one refresh at a time
     tables.py     the tables (registered on manifold.store.db.metadata by importing this package)
 
-`open_outbound_credentials` wires them for the gateway.
+The composition root (runtime/compose.py) builds them for the gateway.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.outbound.oauth import tables  # noqa: F401 — registers the tables before create_all
 from manifold.outbound.oauth.broker import OAuthBroker
@@ -38,8 +32,6 @@ from manifold.outbound.oauth.errors import (
 )
 from manifold.outbound.oauth.links import ConnectLinks, InvalidLink
 from manifold.outbound.oauth.vault import Connection, ConnectionStatus, Vault
-from manifold.security.crypto import Cipher
-from manifold.security.secret_store import SecretStore
 
 __all__ = [
     "AuthorizationDenied",
@@ -54,35 +46,7 @@ __all__ = [
     "OAuthBroker",
     "OAuthError",
     "OAuthFlows",
-    "OutboundCredentials",
     "TokenError",
     "UnsafeUrl",
     "Vault",
-    "open_outbound_credentials",
 ]
-
-
-@dataclass
-class OutboundCredentials:
-    cipher: Cipher
-    secrets: SecretStore
-    links: ConnectLinks
-    flows: OAuthFlows
-    broker: OAuthBroker
-
-    async def aclose(self) -> None:
-        await self.flows.aclose()
-
-
-async def open_outbound_credentials(
-    engine: AsyncEngine, state_dir: Path, public_base_url: Callable[[], str]
-) -> OutboundCredentials:
-    """Load the key, check it against the database (WrongKey: stop the gateway), load the secrets."""
-    cipher = Cipher.load(state_dir)
-    await cipher.check(engine)
-    store = SecretStore(engine, cipher)
-    await store.load()
-    links = ConnectLinks.from_cipher(cipher)
-    flows = OAuthFlows(engine, cipher, secret=store.lookup)
-    broker = OAuthBroker(engine, cipher, links, flows, public_base_url)
-    return OutboundCredentials(cipher, store, links, flows, broker)

@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from manifold.config.models import OAuthAuth
 from manifold.outbound.oauth.client import OAuthFlows
 from manifold.outbound.oauth.discovery import DiscoveryError
@@ -31,7 +29,7 @@ from manifold.outbound.oauth.links import ConnectLinks
 from manifold.outbound.oauth.vault import Connection, ConnectionStatus, Vault
 from manifold.outbound.resolver import AuthRequired, CallContext, OutboundRefused
 from manifold.principal import Principal
-from manifold.security.crypto import Cipher, DecryptError
+from manifold.security.crypto import DecryptError
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +52,14 @@ class _Cached:
 class OAuthBroker:
     def __init__(
         self,
-        engine: AsyncEngine,
-        cipher: Cipher,
+        vault: Vault,
         links: ConnectLinks,
         flows: OAuthFlows,
         public_base_url: Callable[[], str],
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.vault = Vault(engine, cipher)
+        self.vault = vault
         self.links = links
         self.flows = flows
         self._base_url = public_base_url
