@@ -87,7 +87,7 @@ class ManifoldApp:
         self.lifecycle = lifecycle
         self.started = time.time()
 
-    async def __call__(self, scope: JSON, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(receive, send)
@@ -161,7 +161,7 @@ class ManifoldApp:
             await resource_server.send_unauthorized(send, self.config, headers, resource_path, exc)
             return None
 
-    async def _protected_resource_metadata(self, send: Any, path: str, headers: dict[str, str]) -> None:
+    async def _protected_resource_metadata(self, send: Send, path: str, headers: dict[str, str]) -> None:
         rest = path[len(resource_server.WELL_KNOWN_PRM) :].strip("/").split("/")
         if len(rest) != 2 or rest[0] not in ("mcp", "sse") or rest[1] not in self.served:
             await send_body(send, 404, b'{"error":"not found"}')
@@ -169,7 +169,7 @@ class ManifoldApp:
         body = resource_server.metadata(self.config, headers, rest[0], rest[1])
         await send_body(send, 200, orjson.dumps(body), JSON_HEADERS + [(b"cache-control", b"max-age=300")])
 
-    async def _read_body(self, scope: JSON, receive: Any, send: Any) -> bytes | None:
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         declared = scope["_headers"].get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await send_body(send, 413, orjson.dumps({"error": f"request body over {self.max_body} bytes"}))
@@ -189,7 +189,7 @@ class ManifoldApp:
             if not message.get("more_body"):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _health(self, send: Any, *, ready: bool) -> None:
+    async def _health(self, send: Send, *, ready: bool) -> None:
         upstreams = self.pool.health()
         failures = {sid: v.last_failures for sid, v in self.served.items() if v.last_failures}
         body: JSON = {"status": "ok", "upstreams": upstreams}
@@ -203,7 +203,7 @@ class ManifoldApp:
             body["servers"] = self.served.ids()
         await send_body(send, 200, orjson.dumps(body))
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":

@@ -48,12 +48,14 @@ def client_snippet(url: str, key: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
+    # Imported here, not at the top: every admin command (`manifold keys list`, ...) starts through this
+    # module, and the server stack (uvicorn, the whole gateway) would double their start-up time.
     import uvicorn
 
     from manifold.identity import dev_key
     from manifold.runtime.compose import build_app, compose
 
-    config = _load(Path(args.config))
+    config = load_config()
     settings = config.settings
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
@@ -102,7 +104,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
 
 
 def cmd_check(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
-    from manifold.config.check import run_check
+    from manifold.config.check import run_check  # `check` loads the files itself, reporting every problem
 
     return run_check(Path(args.config))
 

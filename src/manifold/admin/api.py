@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
@@ -37,7 +38,8 @@ from manifold.principal import Principal
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
-ReadBody = Any  # app.ManifoldApp._read_body: (scope, receive, send) -> bytes | None (413 sent)
+# Reads a request body within the gateway's limit; None when it answered 413 or the client left (app.py).
+ReadBody = Callable[[Scope, Receive, Send], Awaitable[bytes | None]]
 
 
 class CatalogReloader(Protocol):

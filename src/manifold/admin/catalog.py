@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import ValidationError
 from sqlalchemy import delete, insert, select
@@ -199,6 +199,8 @@ def _add(catalog: Catalog, kind: Kind, object_id: str, model: Any) -> None:
             catalog.groups[object_id] = list(model.upstreams)
         case Kind.VSERVER:
             catalog.virtual_servers[object_id] = model
+        case _:
+            assert_never(kind)
 
 
 # ---- checks: the loader's rules, for one object against the catalog it would join ----------------

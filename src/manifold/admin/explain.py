@@ -13,6 +13,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 
+from manifold.admin.catalog import CatalogOperations
 from manifold.config.loaded import LoadedConfig
 from manifold.config.models import VirtualServerConfig
 from manifold.identity.directory import Directory
@@ -67,8 +68,6 @@ def principal_from(text: str, directory: Directory, extra_teams: list[str]) -> P
 
 
 async def _explain(args: argparse.Namespace, config: LoadedConfig) -> int:
-    from manifold.admin.catalog import CatalogOperations
-
     engine = await open_database(config.database_url)
     try:
         # Upstreams, groups and virtual servers created through the API count as much as the files.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from manifold.outbound.resolver import AuthRequired, OutboundRefused
-from manifold.upstream.base import UpstreamError
+from manifold.upstream.base import RequestSink, UpstreamError, UpstreamSession
 from manifold.upstream.credential import SHARED, Outbound
 
 JSON = dict[str, Any]
@@ -32,11 +32,20 @@ MAX_PAGES = 100
 
 
 class Requester(Protocol):
+    """What the list cache needs of the pool (upstream/pool.py)."""
+
     async def request(
-        self, upstream_id: str, method: str, params: JSON | None = None, *, sink: Any = None, outbound: Any = ...
+        self,
+        upstream_id: str,
+        method: str,
+        params: JSON | None = None,
+        *,
+        sink: RequestSink | None = None,
+        timeout: float | None = None,
+        outbound: Outbound = SHARED,
     ) -> JSON: ...
 
-    async def session(self, upstream_id: str, outbound: Any = ...) -> Any: ...
+    async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> UpstreamSession: ...
 
 
 @dataclass

@@ -13,14 +13,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import assert_never
 
 from manifold.identity.api_keys import KeyRecord, KeyRepository, OwnerKind, hash_token, key_id_of
 from manifold.identity.directory import Directory
+from manifold.identity.idp_jwt import IdpRegistry, InvalidToken
 from manifold.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
-
-if TYPE_CHECKING:
-    from manifold.identity.idp_jwt import IdpRegistry
 
 log = logging.getLogger(__name__)
 MAX_CACHED = 50_000
@@ -87,8 +85,6 @@ class Authenticator:
         if key_id is not None:
             return await self._verify_key(key_id, token, now)
         if self.idps is not None and self.idps.looks_like_jwt(token):
-            from manifold.identity.idp_jwt import InvalidToken
-
             try:
                 principal = await self.idps.authenticate(token)
             except InvalidToken as exc:
@@ -146,6 +142,8 @@ class Authenticator:
                     servers=servers,
                     token=token,
                 )
+            case _:
+                assert_never(record.owner_kind)
 
     async def flush_last_used(self) -> None:
         used, self.last_used = self.last_used, {}

@@ -7,6 +7,9 @@ A listing never shows a token. Revoking deletes the connection (and bumps the `c
 running gateway drops whatever it holds in memory before its next call: that user gets "connect your
 account" again) and, where the authorization server has a revocation endpoint, asks it to revoke the tokens
 too (RFC 7009). `register(subparsers)` adds the command to the CLI (cli.py); it runs `run(args, load_config)`.
+
+The crypto and database imports are inside the commands: `manifold` imports every command module to
+register it, and `manifold --help` or `manifold keys list` should not pay for them.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@
                                      re-encrypted with it; the old key stays listed second
 
 `register(subparsers)` adds the command to the CLI (cli.py); it runs `run(args, load_config)`.
+
+The crypto and database imports are inside the commands: `manifold` imports every command module to
+register it, and `manifold --help` or `manifold keys list` should not pay for them.
 """
 
 from __future__ import annotations

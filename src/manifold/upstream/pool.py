@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from manifold.config.models import Transport, UpstreamConfig
 from manifold.upstream.base import (
@@ -27,7 +28,10 @@ from manifold.upstream.base import (
 )
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.health import UpstreamHealth
+from manifold.upstream.http import StreamableHttpTransport
 from manifold.upstream.session import JsonRpcSession
+from manifold.upstream.sse import LegacySseTransport
+from manifold.upstream.stdio import StdioTransport
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +64,15 @@ async def _close_when_idle(session: JsonRpcSession, *, limit_seconds: float = 12
 
 
 def make_transport(upstream_id: str, config: UpstreamConfig) -> MessageTransport:
-    if config.transport is Transport.HTTP:
-        from manifold.upstream.http import StreamableHttpTransport
-
-        return StreamableHttpTransport(upstream_id, config)
-    if config.transport is Transport.STDIO:
-        from manifold.upstream.stdio import StdioTransport
-
-        return StdioTransport(upstream_id, config)
-    from manifold.upstream.sse import LegacySseTransport
-
-    return LegacySseTransport(upstream_id, config)
+    match config.transport:
+        case Transport.HTTP:
+            return StreamableHttpTransport(upstream_id, config)
+        case Transport.STDIO:
+            return StdioTransport(upstream_id, config)
+        case Transport.SSE:
+            return LegacySseTransport(upstream_id, config)
+        case _:
+            assert_never(config.transport)
 
 
 class UpstreamPool:

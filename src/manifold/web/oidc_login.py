@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from manifold.config.models import IdpConfig, WebLoginConfig
+from manifold.identity.idp_jwt import IdpUnavailable, IdpVerifier, InvalidToken
 from manifold.principal import Principal
 
 TIMEOUT = aiohttp.ClientTimeout(total=10.0)
@@ -114,8 +115,6 @@ class OidcLogin:
         code = query.get("code")
         if not code:
             raise LoginFailed("the identity provider sent no code")
-        from manifold.identity.idp_jwt import IdpUnavailable, IdpVerifier, InvalidToken
-
         async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
             metadata = await self._metadata(http)
             tokens = await self._redeem(http, metadata["token_endpoint"], code, pending.verifier, redirect_uri)

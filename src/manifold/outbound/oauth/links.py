@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from manifold.outbound.oauth.tables import spent_links
 from manifold.security.crypto import Cipher
 
 LINK_TTL_SECONDS = 600
@@ -75,8 +76,6 @@ def _digest(t: str) -> str:
 
 
 async def is_spent(engine: AsyncEngine, t: str) -> bool:
-    from manifold.outbound.oauth.tables import spent_links
-
     async with engine.connect() as conn:
         row = (await conn.execute(select(spent_links.c.digest).where(spent_links.c.digest == _digest(t)))).first()
     return row is not None
@@ -87,8 +86,6 @@ async def spend(engine: AsyncEngine, t: str, ttl_seconds: float = LINK_TTL_SECON
     import time
 
     from sqlalchemy.exc import IntegrityError
-
-    from manifold.outbound.oauth.tables import spent_links
 
     now = time.time()
     try:
