@@ -192,6 +192,24 @@ class UpstreamConfig(Strict):
         return self
 
 
+class LimitsSettings(Strict):
+    """What one caller can make the gateway hold. Reaching a limit refuses the newcomer (HTTP 429 or a
+    JSON-RPC error); it never evicts or slows anyone else. docs/configuration.md explains each."""
+
+    # 2025-11-25 client sessions one principal may hold open at once (across all servers).
+    sessions_per_principal: Annotated[int, Field(gt=0)] = 200
+    # Client sessions of everyone together: a ceiling on memory, never reached by evicting someone.
+    sessions_total: Annotated[int, Field(gt=0)] = 20_000
+    # Notification streams one principal may hold open at once (GET streams, SSE, subscriptions/listen).
+    streams_per_principal: Annotated[int, Field(gt=0)] = 64
+    # Bytes waiting to be written to one stream whose client does not read; past this the stream ends.
+    queued_bytes_per_stream: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    # How deep a request's JSON may nest (objects and arrays), e.g. a tool's arguments.
+    json_depth: Annotated[int, Field(gt=0, le=200)] = 64
+    # A JSON-RPC id: a string of at most this many characters, or an integer within ±2^53.
+    id_length: Annotated[int, Field(gt=0, le=4096)] = 256
+
+
 class GatewaySettings(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8470
@@ -209,6 +227,7 @@ class GatewaySettings(Strict):
     tool_list_ttl_seconds: Annotated[float, Field(ge=0)] = 300.0
     # Serving without a key is allowed only on loopback, and only when explicitly chosen.
     allow_unauthenticated: bool = False
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @field_validator("namespace_separator")
     @classmethod
