@@ -29,7 +29,10 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 SCHEMA_VERSION = 2
 metadata = MetaData()
@@ -150,7 +153,7 @@ def connect(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -200,7 +203,7 @@ async def open_database(url: str) -> AsyncEngine:
     return engine
 
 
-def _upgrade(sync_conn) -> None:  # type: ignore[no-untyped-def]
+def _upgrade(sync_conn: Connection) -> None:
     """Schema 1 (the development-key era) had an `api_keys` table holding only the dev key's hash: drop it;
     the dev key is registered again at startup."""
     insp = inspect(sync_conn)
