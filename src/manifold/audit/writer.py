@@ -1,17 +1,22 @@
 """The audit writer: `AuditLog.record` on the request path, a background task that writes the rows.
 
 Every `tools/call`, `resources/read` and `prompts/get` becomes one `AuditEvent`. The request path only calls
-`AuditLog.record`, which appends to an in-memory deque and returns: no await, no I/O, no serialisation. A
-background task (`AuditLog.start`) drains the deque every `BATCH_INTERVAL` seconds, or sooner once
-`BATCH_SIZE` events are waiting, and writes each drain as one transaction, so SQLite sees a handful of
-commits per second however busy the gateway is. The same task appends the optional JSON-lines mirror and
-prunes rows older than `audit.retention_days` once an hour.
+`AuditLog.record`, which turns the event into its row, appends the row as one line to the journal
+(journal.py: one `os.write`, no fsync, no await) and to an in-memory deque, and returns. The relay calls it
+before the answer goes out, so an answered call's row survives a SIGKILL of the gateway. A background task
+(`AuditLog.start`) drains the deque every `BATCH_INTERVAL` seconds, or sooner once `BATCH_SIZE` events are
+waiting, and writes each drain as one transaction together with the journal's mark (the position of its
+last row), so SQLite sees a handful of commits per second however busy the gateway is. `start` first
+replays the journals of runs that died (the lines after their mark). The same task appends the optional
+JSON-lines mirror and prunes rows older than `audit.retention_days` once an hour.
 
 Tool arguments are stored only with `audit.include_arguments`, and then redacted (redaction.py).
 
 Failures: a database write that fails keeps its rows for the next attempt (bounded by `MAX_UNWRITTEN`) and
 logs one warning per burst of failures, naming only the error's type and the driver's first message line
 (errors.py), since SQLAlchemy's full message quotes the statement's parameters, which are event content.
+Rows still refused at shutdown stay in the journal and are written at the next start. A journal that cannot
+be written (disk full) is reported once; rows then live in memory only until written, as without a journal.
 """
 
 from __future__ import annotations
@@ -26,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import String, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Float, String, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from manifold.audit.errors import describe_error
+from manifold.audit.journal import Journal, Orphan, format_mark, orphans, parse_mark
 from manifold.audit.model import AuditEvent, Outcome, event_to_json
 from manifold.audit.redaction import redact
 from manifold.config.models import AuditSettings
-from manifold.store.db import audit_events
+from manifold.store.db import audit_events, meta
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,9 @@ MAX_UNWRITTEN = 100_000  # rows the database refused, kept for the next attempt
 RETRY_AFTER_FAILURE = 1.0  # seconds before retrying a failed database write
 MAX_DETAIL = 2000
 
+# A queued row and its journal position (0: not in the journal).
+Queued = tuple[dict[str, Any], int]
+
 
 class AuditLog:
     """The audit trail of one gateway: `record` queues, the task started by `start` writes."""
@@ -56,10 +65,14 @@ class AuditLog:
         self._settings = settings
         self._enabled = settings.enabled
         self._jsonl_path = _resolve(settings.jsonl_path, state_dir)
-        self._pending: deque[AuditEvent] = deque()
+        self._state_dir = state_dir
+        # The journal exists only for the database: without one, the rows go to the mirror alone.
+        self._journal = Journal(state_dir) if engine is not None and settings.enabled else None
+        self._journal_failing = False
+        self._pending: deque[Queued] = deque()
         # Rows mirrored but not yet in the database: at most MAX_ROWS_PER_TRANSACTION go per transaction, and
         # rows the database refused wait here, in order, for the next attempt.
-        self._to_insert: deque[dict[str, Any]] = deque()
+        self._to_insert: deque[Queued] = deque()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one drain at a time: the writer task and flush() never interleave
         self._task: asyncio.Task[None] | None = None
@@ -73,20 +86,45 @@ class AuditLog:
         return self._jsonl_path
 
     def record(self, event: AuditEvent) -> None:
-        """Queue one event. Synchronous and O(1); call it from the event loop's thread."""
+        """Journal one event and queue it. Synchronous: one write to a file, no await; call it from the
+        event loop's thread, before the answer it records is sent."""
         if not self._enabled:
             return
+        try:
+            row = self._row(event)
+        except Exception as exc:  # a malformed event (wrong types from a caller) is skipped
+            log.warning("audit: skipped an event that cannot be stored (%s)", type(exc).__name__)
+            return
+        pos = 0
+        journal = self._journal
+        if journal is not None:
+            try:
+                pos = journal.append(orjson.dumps(row, default=str, option=orjson.OPT_APPEND_NEWLINE))
+            except (OSError, TypeError) as exc:  # orjson.JSONEncodeError is a TypeError
+                self._journal_trouble(exc)
+            else:
+                if self._journal_failing:
+                    self._journal_failing = False
+                    log.warning("audit: appending to the journal works again")
         pending = self._pending
         if len(pending) >= MAX_PENDING:
             pending.popleft()
             self._dropped += 1
-        pending.append(event)
+        pending.append((row, pos))
         if len(pending) >= BATCH_SIZE and self._task is not None:
             self._wake.set()
 
+    def _journal_trouble(self, exc: Exception) -> None:
+        if not self._journal_failing:
+            self._journal_failing = True
+            where = self._journal.directory if self._journal is not None else None
+            log.warning("audit: cannot append to the journal in %s (%s)", where, describe_error(exc))
+
     async def start(self) -> None:
-        """Start the background writer (idempotent). Old rows are pruned right away, then hourly."""
+        """Write what the journals of runs that died hold, then start the background writer (idempotent).
+        Old rows are pruned right away, then hourly."""
         if self._task is None:
+            await self._replay()
             self._stopping = False
             self._task = asyncio.create_task(self._run(), name="manifold-audit-writer")
 
@@ -101,8 +139,8 @@ class AuditLog:
                     return  # all written, or the database refuses and the rows wait for the next attempt
 
     async def aclose(self) -> None:
-        """Stop the writer and write what is still queued. Events the database still refuses are reported
-        (as a count) and dropped."""
+        """Stop the writer and write what is still queued. Events the database still refuses stay in the
+        journal for the next start; the journal goes once everything is written."""
         task, self._task = self._task, None
         if task is not None:
             self._stopping = True
@@ -112,9 +150,24 @@ class AuditLog:
             except Exception:  # the loop catches its own errors; this is only belt and braces
                 log.warning("audit: the writer task ended with an error")
         await self.flush()
-        lost = len(self._pending) + len(self._to_insert)
-        if lost:
-            log.warning("audit: %d events could not be written to the database before shutdown", lost)
+        left = len(self._pending) + len(self._to_insert)
+        journal = self._journal
+        if journal is not None and journal.opened:
+            if left:
+                kept = sum(1 for _, pos in (*self._pending, *self._to_insert) if pos)
+                log.warning(
+                    "audit: %d events could not be written to the database before shutdown; they stay in the "
+                    "journal and are written at the next start",
+                    kept,
+                )
+                left -= kept
+                self._pending.clear()
+                self._to_insert.clear()
+                journal.close(remove_lock=False)
+            else:
+                await self._remove_journal(journal)
+        if left:
+            log.warning("audit: %d events could not be written to the database before shutdown", left)
         if self._dropped:
             log.warning("audit: %d events were dropped because the queue was full", self._dropped)
             self._dropped = 0
@@ -168,22 +221,18 @@ class AuditLog:
 
     async def _write_batch(self, *, try_db: bool = True) -> None:
         """Drain up to MAX_ROWS_PER_TRANSACTION events and mirror them; then insert the oldest rows not yet
-        in the database (these, or earlier ones it refused), up to MAX_ROWS_PER_TRANSACTION, in one transaction."""
-        rows = []
-        for _ in range(min(len(self._pending), MAX_ROWS_PER_TRANSACTION)):
-            event = self._pending.popleft()
-            try:
-                rows.append(self._row(event))
-            except Exception as exc:  # a malformed event (wrong types from a caller) is skipped, not retried
-                log.warning("audit: skipped an event that cannot be stored (%s)", type(exc).__name__)
+        in the database (these, or earlier ones it refused), up to MAX_ROWS_PER_TRANSACTION, in one
+        transaction that also moves the journal's mark past them."""
+        pending = self._pending
+        queued = [pending.popleft() for _ in range(min(len(pending), MAX_ROWS_PER_TRANSACTION))]
         if self._dropped:
             log.warning("audit: %d events were dropped because the queue was full", self._dropped)
             self._dropped = 0
-        if rows and self._jsonl_path is not None:
-            await self._mirror(rows)
+        if queued and self._jsonl_path is not None:
+            await self._mirror([row for row, _ in queued])
         if self._engine is None:
             return
-        self._to_insert.extend(rows)
+        self._to_insert.extend(queued)
         overflow = len(self._to_insert) - MAX_UNWRITTEN
         if overflow > 0:
             log.warning("audit: dropping %d events the database refused (retry buffer full)", overflow)
@@ -194,9 +243,13 @@ class AuditLog:
         batch = [self._to_insert.popleft() for _ in range(min(len(self._to_insert), MAX_ROWS_PER_TRANSACTION))]
         if not batch:
             return
+        mark = max(pos for _, pos in batch)  # positions grow in queue order; 0: none of these is journaled
+        journal = self._journal
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(audit_events.insert(), batch)
+                await conn.execute(audit_events.insert(), [row for row, _ in batch])
+                if mark and journal is not None:
+                    await _store_mark(conn, journal.mark_key, mark)
         except Exception as exc:
             self._to_insert.extendleft(reversed(batch))  # back in front, in order, for the next attempt
             if not self._db_failing:
@@ -206,6 +259,85 @@ class AuditLog:
         if self._db_failing:
             self._db_failing = False
             log.warning("audit: writing events to the database works again")
+        if mark and journal is not None:
+            try:
+                journal.committed(mark)
+            except OSError as exc:
+                self._journal_trouble(exc)
+
+    # -- the journal at start and stop --
+
+    async def _replay(self) -> None:
+        """Write the rows the journals of dead runs hold after their marks, then delete those journals. One
+        that cannot be written now (the database refuses) is kept for the next start."""
+        if self._engine is None or self._journal is None:
+            return
+        try:
+            found = orphans(self._state_dir)
+        except OSError as exc:
+            log.warning("audit: cannot read the journal directory (%s)", describe_error(exc))
+            return
+        for orphan in found:
+            try:
+                written, skipped = await self._replay_one(orphan)
+            except Exception as exc:
+                orphan.close(remove_lock=False)
+                log.warning("audit: cannot replay a journal now, trying at the next start (%s)", describe_error(exc))
+                continue
+            if written:
+                log.warning("audit: wrote %d events the previous run had journaled but not stored", written)
+            if skipped:
+                log.warning("audit: skipped %d unreadable journal lines", skipped)
+
+    async def _replay_one(self, orphan: Orphan) -> tuple[int, int]:
+        assert self._engine is not None
+        async with self._engine.connect() as conn:
+            stored = (await conn.execute(select(meta.c.value).where(meta.c.key == orphan.mark_key))).scalar()
+        after = parse_mark(stored)
+        written = skipped = 0
+        chunk: list[dict[str, Any]] = []
+        last = after
+        for line, pos in orphan.lines(after):
+            row = _parse_row(line)
+            if row is None:
+                skipped += 1
+            else:
+                chunk.append(row)
+            last = pos
+            if len(chunk) >= MAX_ROWS_PER_TRANSACTION:
+                await self._replay_chunk(orphan, chunk, last)
+                written += len(chunk)
+                chunk = []
+        if last != after:
+            await self._replay_chunk(orphan, chunk, last)
+            written += len(chunk)
+        orphan.drop_segments()  # then the mark, then the lock: a crash in between finds nothing to replay
+        async with self._engine.begin() as conn:
+            await conn.execute(meta.delete().where(meta.c.key == orphan.mark_key))
+        orphan.close(remove_lock=True)
+        return written, skipped
+
+    async def _replay_chunk(self, orphan: Orphan, rows: list[dict[str, Any]], last: int) -> None:
+        assert self._engine is not None
+        if rows and self._jsonl_path is not None:
+            await self._mirror(rows)
+        async with self._engine.begin() as conn:
+            if rows:
+                await conn.execute(audit_events.insert(), rows)
+            await _store_mark(conn, orphan.mark_key, last)
+
+    async def _remove_journal(self, journal: Journal) -> None:
+        """Everything is in the database: the segments go, then the mark, then the lock."""
+        assert self._engine is not None
+        try:
+            journal.drop_segments()
+            async with self._engine.begin() as conn:
+                await conn.execute(meta.delete().where(meta.c.key == journal.mark_key))
+        except Exception as exc:  # the lock file stays: the next start finds nothing to replay and tidies up
+            log.warning("audit: cannot remove the journal (%s)", describe_error(exc))
+            journal.close(remove_lock=False)
+            return
+        journal.close(remove_lock=True)
 
     async def _mirror(self, rows: list[dict[str, Any]]) -> None:
         assert self._jsonl_path is not None
@@ -224,38 +356,83 @@ class AuditLog:
     def _row(self, e: AuditEvent) -> dict[str, Any]:
         """The table row: text columns as text clipped to the column sizes (PostgreSQL refuses longer ones),
         arguments redacted or left out. A row must never be refused by the database, or it would be retried
-        forever, so a missing required text becomes ""."""
+        forever, so a missing required text becomes "". On the request path: one pass, no copies of what
+        already fits."""
+        outcome = e.outcome
+        # a value outside the closed set is refused here, not stored
+        outcome_value: str = outcome._value_ if type(outcome) is Outcome else Outcome(outcome).value
+        detail = e.detail
+        if detail is not None:
+            detail = (detail if type(detail) is str else str(detail))[:MAX_DETAIL]
+        latency = e.latency_ms
         arguments = None
         if self._settings.include_arguments and e.arguments is not None:
             arguments = redact(e.arguments)
         row: dict[str, Any] = {
             "at": float(e.at),
-            "request_id": e.request_id,
-            "principal": e.principal,
-            "credential": e.credential,
-            "server": e.server,
-            "member": e.member,
-            "upstream": e.upstream,
-            "method": e.method,
-            "target": e.target,
-            "outcome": Outcome(e.outcome).value,  # a value outside the closed set is refused here, not stored
-            "detail": None if e.detail is None else e.detail[:MAX_DETAIL],
-            "latency_ms": None if e.latency_ms is None else float(e.latency_ms),
+            "outcome": outcome_value,
+            "detail": detail,
+            "latency_ms": None if latency is None else float(latency),
             "arguments": arguments,
         }
-        for name, (limit, nullable) in _TEXT_COLUMNS.items():
-            value = row[name]
+        for name, limit, nullable in _CLIPPED:
+            value = getattr(e, name)
             if value is None:
-                if not nullable:
-                    row[name] = ""
-                continue
-            value = value if isinstance(value, str) else str(value)
-            row[name] = value[:limit] if limit is not None else value
+                row[name] = None if nullable else ""
+            elif type(value) is str:
+                row[name] = value if len(value) <= limit else value[:limit]
+            else:
+                row[name] = str(value)[:limit]
         return row
 
 
 # name -> (maximum length or None, nullable), from the table itself.
 _TEXT_COLUMNS = {c.name: (c.type.length, bool(c.nullable)) for c in audit_events.columns if isinstance(c.type, String)}
+# The event's text fields clipped to their column: (name, maximum length, nullable). `outcome` (a closed set of
+# short values) and `detail` (MAX_DETAIL) are done apart.
+_CLIPPED = tuple(
+    (str(name), limit, nullable)  # str(): a column name is a str subclass, and orjson takes only str keys
+    for name, (limit, nullable) in _TEXT_COLUMNS.items()
+    if name not in ("outcome", "detail") and limit is not None
+)
+assert {name for name, _, _ in _CLIPPED} | {"outcome", "detail"} == set(_TEXT_COLUMNS)
+# What a journal line must hold to become a row again: column -> (accepted types, nullable).
+_ROW_COLUMNS: dict[str, tuple[tuple[type, ...], bool]] = {
+    str(c.name): (
+        (str,) if isinstance(c.type, String) else (int, float) if isinstance(c.type, Float) else (object,),
+        bool(c.nullable),
+    )
+    for c in audit_events.columns
+    if not c.primary_key
+}
+
+
+def _parse_row(line: bytes) -> dict[str, Any] | None:
+    """The row a journal line holds, or None when the line is not one (cut or garbled)."""
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    row: dict[str, Any] = {}
+    for name, (types, nullable) in _ROW_COLUMNS.items():
+        value = data.get(name)
+        if value is None:
+            if not nullable:
+                return None
+        elif not isinstance(value, types) or isinstance(value, bool):
+            return None
+        row[name] = value
+    return row
+
+
+async def _store_mark(conn: AsyncConnection, key: str, pos: int) -> None:
+    """Record in the database, in the caller's transaction, that the journal `key` is written up to `pos`."""
+    value = format_mark(pos)
+    result = await conn.execute(meta.update().where(meta.c.key == key).values(value=value))
+    if result.rowcount == 0:
+        await conn.execute(meta.insert().values(key=key, value=value))
 
 
 def _resolve(path: Path | None, state_dir: Path) -> Path | None:
