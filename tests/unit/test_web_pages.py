@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 
@@ -29,6 +30,7 @@ from manifold.web.routes import WebApp
 pytestmark = pytest.mark.anyio
 
 BASE = "http://127.0.0.1:8470"
+SIGN_IN_LIMIT = 10  # failed sign-ins per address (web/throttle.py)
 USER = "alice@corp.com"
 MAX_BODY = 2048
 
@@ -36,6 +38,8 @@ MAX_BODY = 2048
 @dataclass
 class Site:
     http: httpx2.AsyncClient
+    transport: httpx2.ASGITransport
+    app: WebApp
     keys: KeyRepository
     authenticator: Authenticator
     key_id: str
@@ -80,7 +84,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     # The gateway's ASGI types (manifold.asgi) say dict where the ASGI spec says mutable mapping.
     transport = httpx2.ASGITransport(app=web)  # pyright: ignore[reportArgumentType]
     async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
-        yield Site(http, keys, authenticator, record.id, token, syncs)
+        yield Site(http, transport, web, keys, authenticator, record.id, token, syncs)
     await flows.aclose()
     await engine.dispose()
 
@@ -167,11 +171,236 @@ async def test_every_page_applies_the_changes_made_elsewhere_first(site: Site) -
     assert len(site.syncs) == before + 2
 
 
-async def test_too_many_failed_sign_ins_are_refused_even_with_the_right_key(site: Site) -> None:
-    for _ in range(10):
+WRONG_KEY = "mfk_000000000000_" + "x" * 43
+
+
+async def test_too_many_failed_sign_ins_are_refused_but_the_right_key_still_signs_in(site: Site) -> None:
+    for _ in range(SIGN_IN_LIMIT):
         form = await site.http.get("/login")
-        fields = {**hidden_fields(form.text), "key": "mfk_000000000000_" + "x" * 43}
+        fields = {**hidden_fields(form.text), "key": WRONG_KEY}
         failed = await site.http.post("/login", data=fields, headers={"Origin": BASE})
         assert failed.status_code == 401
-    refused = await sign_in(site)
+    form = await site.http.get("/login")
+    fields = {**hidden_fields(form.text), "key": WRONG_KEY}
+    refused = await site.http.post("/login", data=fields, headers={"Origin": BASE})
     assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
+    assert_a_page(refused)
+    # Everyone behind the same address (one NAT) is not locked out by whoever keeps failing.
+    signed_in = await sign_in(site)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/connections"
+
+
+async def test_concurrent_failed_sign_ins_get_no_more_tries_than_the_limit(site: Site) -> None:
+    """Sixty wrong keys sent at once from one address: the limit counts them as they start, not as they
+    finish, so no more than the limit's worth are ever checked as ordinary tries."""
+    attempts: list[tuple[str, str]] = []  # (Cookie header, CSRF token) of a sign-in form each
+    for _ in range(60):
+        form = await site.http.get("/login")
+        cookie = form.headers["set-cookie"].split(";", 1)[0]
+        attempts.append((cookie, hidden_fields(form.text)["csrf"]))
+    answers: list[int] = []
+
+    async def attempt(cookie: str, token: str) -> None:
+        async with httpx2.AsyncClient(transport=site.transport, base_url=BASE) as browser:
+            fields = {"csrf": token, "next": "/connections", "key": WRONG_KEY}
+            answer = await browser.post("/login", data=fields, headers={"Origin": BASE, "Cookie": cookie})
+            answers.append(answer.status_code)
+
+    async with anyio.create_task_group() as group:
+        for cookie, token in attempts:
+            group.start_soon(attempt, cookie, token)
+    assert sorted(set(answers)) == [401, 429]
+    assert answers.count(401) <= SIGN_IN_LIMIT, answers
+    assert answers.count(401) + answers.count(429) == 60
+
+    site.http.cookies.clear()
+    signed_in = await sign_in(site)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/connections"
+
+
+MALFORMED = {
+    "non-ASCII": "ä" * 43,
+    "non-ASCII, mixed": "abc\u00e9\u2603" + "a" * 38,
+    "huge": "A" * 1500,
+    "empty": "",
+    "wrong shape": "a.b.c",
+    "padding": "=" * 43,
+    "control characters": "\x00\x01\x7f" + "a" * 40,
+    "spaces": " " * 43,
+}
+
+
+@pytest.mark.parametrize("value", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_sign_in_token_is_refused_with_a_page(site: Site, value: str) -> None:
+    form = await site.http.get("/login")
+    fields = {**hidden_fields(form.text), "csrf": value, "key": site.token}
+    refused = await site.http.post("/login", data=fields, headers={"Origin": BASE})
+    assert refused.status_code == 403, refused.text
+    assert_a_page(refused)
+    assert "sign-in form expired" in refused.text
+    assert (await site.http.get("/connections")).status_code == 303  # not signed in
+
+
+@pytest.mark.parametrize("value", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_sign_out_token_is_refused_with_a_page(site: Site, value: str) -> None:
+    assert (await sign_in(site)).status_code == 303
+    refused = await site.http.post("/logout", data={"csrf": value}, headers={"Origin": BASE})
+    assert refused.status_code == 403, refused.text
+    assert_a_page(refused)
+    assert (await site.http.get("/connections")).status_code == 200  # still signed in
+
+
+COOKIE_VALUES = {
+    "non-ASCII": "\u00e4\u00f6.\u00fc" * 10,
+    "non-ASCII MAC": "eyJwIjoieCJ9." + "\u00e4" * 43,
+    "huge": "A" * 3000 + "." + "B" * 43,
+    "empty": "",
+    "wrong shape": "a.b.c",
+    "no MAC": "eyJwIjoieCJ9.",
+    "not base64": "!!!!." + "a" * 43,
+    "quotes and semicolons": '"a;b=c"',
+    "control characters": "\x01\x02.\x7f",
+}
+
+
+@pytest.mark.parametrize("value", COOKIE_VALUES.values(), ids=COOKIE_VALUES.keys())
+async def test_a_malformed_cookie_is_as_good_as_none(site: Site, value: str) -> None:
+    raw = value.encode("utf-8")
+    for name in ("manifold-session", "manifold-login", "manifold-oidc"):
+        cookie = [(b"cookie", b"other=1; " + name.encode() + b"=" + raw)]
+        page = await raw_request(site, "GET", "/connections", headers=cookie)
+        assert page.status_code == 303, (name, page.status_code)  # to the sign-in form: nobody is signed in
+        form = await raw_request(site, "GET", "/login", headers=cookie)
+        assert form.status_code == 200
+        posted = await raw_request(
+            site,
+            "POST",
+            "/login",
+            headers=[*cookie, (b"origin", BASE.encode()), (b"content-type", b"application/x-www-form-urlencoded")],
+            body=b"csrf=x&key=x",
+        )
+        assert posted.status_code == 403, (name, posted.status_code)
+        out = await raw_request(
+            site,
+            "POST",
+            "/logout",
+            headers=[*cookie, (b"origin", BASE.encode()), (b"content-type", b"application/x-www-form-urlencoded")],
+            body=b"csrf=x",
+        )
+        assert out.status_code == 200, (name, out.status_code)  # nobody was signed in: signed out
+
+
+@dataclass
+class RawAnswer:
+    status_code: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def raw_request(
+    site: Site,
+    method: str,
+    path: str,
+    *,
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
+) -> RawAnswer:
+    """A request exactly as given, bytes and all (an HTTP client would clean up what a crafted one need not)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8470"), *(headers or [])],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8470),
+    }
+    sent = False
+    messages: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        messages.append(message)
+
+    await site.app(scope, receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    raw_headers = start.get("headers") or []
+    assert isinstance(raw_headers, list)
+    answer_headers = {bytes(k).decode("latin-1"): bytes(v).decode("latin-1") for k, v in raw_headers}
+    content = b"".join(bytes(m.get("body", b"")) for m in messages if m["type"] == "http.response.body")  # type: ignore[arg-type]
+    status = start["status"]
+    assert isinstance(status, int)
+    return RawAnswer(status, answer_headers, content)
+
+
+CRAFTED: dict[str, tuple[str, str, bytes, list[tuple[bytes, bytes]], bytes]] = {
+    # what: (method, path, query string, extra headers, body)
+    "huge query string": ("GET", "/login", b"next=/" + b"a" * 200_000, [], b""),
+    "a long address to come back to": ("GET", "/connections", b"x=" + b"%e2%98%83" * 3000, [], b""),
+    "many parameters": ("GET", "/connections", b"&".join(b"p%d=%d" % (i, i) for i in range(5000)), [], b""),
+    "repeated parameters": ("GET", "/login", b"next=/a&" * 5000, [], b""),
+    "invalid UTF-8 in the query": ("GET", "/login", b"next=%ff%fe%80/\xff\xc3(", [], b""),
+    "raw bytes in the query": ("GET", "/connect/github", bytes(range(128, 256)), [], b""),
+    "NUL in the query": ("GET", "/login", b"next=/%00a&x=%00", [], b""),
+    "callback with odd bytes": ("GET", "/oauth/callback", b"code=%ff&state=%c3%28&state=x", [], b""),
+    "IdP callback with odd bytes": ("GET", "/login/callback", b"code=%ff&state=%c3%28", [], b""),
+    "invalid UTF-8 in a form": (
+        "POST",
+        "/login",
+        b"",
+        [(b"content-type", b"application/x-www-form-urlencoded")],
+        b"csrf=%ff%fe&key=%c3%28&next=\xff\xfe",
+    ),
+    "raw bytes in a form": (
+        "POST",
+        "/login",
+        b"",
+        [(b"content-type", b"application/x-www-form-urlencoded")],
+        bytes(range(256)),
+    ),
+    "repeated form fields": (
+        "POST",
+        "/logout",
+        b"",
+        [(b"content-type", b"application/x-www-form-urlencoded")],
+        b"csrf=a&" * 200,
+    ),
+    "a form that is not URL-encoded": (
+        "POST",
+        "/login",
+        b"",
+        [(b"content-type", b"multipart/form-data; boundary=\xff")],
+        b"--\xff\r\n",
+    ),
+    "odd content type": ("POST", "/login", b"", [(b"content-type", b"\xff\xfe;;;=")], b"csrf=x"),
+    "odd cookie bytes": ("GET", "/connections", b"", [(b"cookie", bytes(range(1, 256)))], b""),
+    "many cookies": ("GET", "/connections", b"", [(b"cookie", b"; ".join(b"c%d=v" % i for i in range(3000)))], b""),
+    "odd bytes in the upstream name": ("GET", "/connect/%ff\xff", b"t=\xff", [], b""),
+    "odd content length": ("POST", "/login", b"", [(b"content-length", b"\xd9\xa1")], b""),
+}
+
+
+@pytest.mark.parametrize("request_parts", CRAFTED.values(), ids=CRAFTED.keys())
+async def test_a_crafted_request_gets_a_page_never_a_500(
+    site: Site, request_parts: tuple[str, str, bytes, list[tuple[bytes, bytes]], bytes]
+) -> None:
+    method, path, query, headers, body = request_parts
+    if method == "POST":
+        headers = [*headers, (b"origin", BASE.encode())]
+    answer = await raw_request(site, method, path, query=query, headers=headers, body=body)
+    assert 200 <= answer.status_code < 500, answer.body[:500]
+    assert answer.headers["content-type"] == "text/html; charset=utf-8"
+    assert b"Traceback" not in answer.body
+    assert len(answer.headers.get("location", "")) <= 4096  # a Location header proxies and browsers accept

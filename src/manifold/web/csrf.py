@@ -24,7 +24,9 @@ def token(signer: Signer, binding: str, action: str) -> str:
 
 
 def valid(signer: Signer, binding: str, action: str, sent: str | None) -> bool:
-    return bool(sent) and signer.verify("csrf:" + action, binding.encode(), str(sent))
+    """Whether `sent` is the token for `action` in this session. Whatever else a form carries (nothing,
+    non-ASCII, megabytes, another shape) is not valid, and never an error."""
+    return sent is not None and signer.verify("csrf:" + action, binding.encode(), sent)
 
 
 def cross_site(headers: Mapping[str, str], base_url: str) -> str | None:

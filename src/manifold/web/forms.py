@@ -3,7 +3,8 @@
 Forms are parsed here with `urllib.parse` rather than Starlette's `request.form()`: every form of these pages
 is `application/x-www-form-urlencoded` with a handful of short fields, and `request.form()` needs
 python-multipart, which is not one of the gateway's declared dependencies. A few bounds keep a hostile
-request from becoming work: at most `MAX_FIELDS` fields, each value cut to `MAX_FIELD_CHARS`.
+request from becoming work: at most `MAX_FIELDS` fields (in a form or a query), each value cut to
+`MAX_FIELD_CHARS`. Bytes that are not UTF-8 become U+FFFD: a malformed value is a wrong value, not an error.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class BodyTooLarge(Exception):
 
 
 class TooManyFields(Exception):
-    """A form with more fields than any page of ours has."""
+    """A form (or a query) with more fields than any page of ours has."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -56,8 +57,12 @@ def form_fields(content_type: str | None, body: bytes) -> dict[str, str]:
 
 
 def query_fields(query: QueryParams) -> dict[str, str]:
-    """The query's parameters (the first value of each, blank ones left out like absent ones)."""
-    return _first(query.multi_items())
+    """The query's parameters (the first value of each, blank ones left out like absent ones). Raises
+    TooManyFields past `MAX_FIELDS` parameters, repeated ones included."""
+    pairs = query.multi_items()
+    if len(pairs) > MAX_FIELDS:
+        raise TooManyFields
+    return _first(pairs)
 
 
 def _first(pairs: list[tuple[str, str]]) -> dict[str, str]:

@@ -36,9 +36,16 @@ def viewer(signer: Signer, session: WebSession) -> Viewer:
     return Viewer(session.display, csrf.token(signer, session.sid, "logout"))
 
 
+# The longest page address the sign-in form carries along to come back to: a connect link is a few hundred
+# characters; anything much longer would make a `Location` header proxies and clients refuse.
+MAX_NEXT_CHARS = 2048
+
+
 def login_redirect(request: PageRequest) -> Response:
-    """To the sign-in form, and back to this page afterwards."""
+    """To the sign-in form, and back to this page afterwards (without its query, if that is too long)."""
     target = request.path
     if request.query:
         target += "?" + urlencode(request.query)
+    if len(target) > MAX_NEXT_CHARS:
+        target = request.path[:MAX_NEXT_CHARS]
     return page(303, location="/login?" + urlencode({"next": target}))

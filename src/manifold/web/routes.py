@@ -134,6 +134,10 @@ class WebApp:
     async def _page_request(self, request: Request) -> PageRequest | Response:
         """The request as the pages see it, or the answer when it is refused before any page."""
         base_url = self.base_url(request)
+        try:
+            query = query_fields(request.query_params)
+        except TooManyFields:
+            return problem(400, "Not understood", "The address has more parameters than any page here.")
         form: dict[str, str] = {}
         if request.method == "POST":
             refused = csrf.cross_site(request.headers, base_url)
@@ -153,7 +157,7 @@ class WebApp:
             method=request.method,
             path=str(request.scope["path"]),
             path_params={k: str(v) for k, v in request.path_params.items()},
-            query=query_fields(request.query_params),
+            query=query,
             form=form,
             cookies=cookies,
             session=await self._session(cookies),

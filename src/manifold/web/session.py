@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -81,6 +82,15 @@ def session_keys(cipher: Cipher) -> list[bytes]:
     return cipher.derive(_PURPOSE)
 
 
+MAC_CHARS = 43  # HMAC-SHA256, base64url without padding
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def well_formed_mac(value: str) -> bool:
+    """Whether `value` has the shape of a MAC of ours (43 base64url characters); says nothing of its worth."""
+    return len(value) == MAC_CHARS and _B64URL.fullmatch(value) is not None
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
@@ -103,19 +113,24 @@ class Signer:
         return _b64(digest)
 
     def verify(self, purpose: str, payload: bytes, mac: str) -> bool:
-        """Whether `mac` was made by any of the keys (the newest signs; older ones still verify)."""
-        return any(hmac.compare_digest(mac, self.mac(purpose, payload, key)) for key in self._keys)
+        """Whether `mac` was made by any of the keys (the newest signs; older ones still verify). Anything
+        not shaped like one of our MACs (another length, non-ASCII, odd characters: what a browser or an
+        attacker may send) is simply not valid."""
+        if not well_formed_mac(mac):
+            return False
+        sent = mac.encode("ascii")
+        return any(hmac.compare_digest(sent, self.mac(purpose, payload, key).encode("ascii")) for key in self._keys)
 
     def seal(self, purpose: str, data: dict[str, Any]) -> str:
         body = _b64(orjson.dumps(data))
         return f"{body}.{self.mac(purpose, body.encode())}"
 
     def unseal(self, purpose: str, value: str) -> dict[str, Any] | None:
-        """The data, or None when the value was not sealed by us for this purpose."""
-        if len(value) > MAX_COOKIE_CHARS or value.count(".") != 1:
+        """The data, or None when the value was not sealed by us for this purpose (whatever it holds)."""
+        if len(value) > MAX_COOKIE_CHARS or value.count(".") != 1 or not _B64URL.fullmatch(value.replace(".", "")):
             return None
         body, mac = value.split(".")
-        if not self.verify(purpose, body.encode(), mac):
+        if not self.verify(purpose, body.encode("ascii"), mac):
             return None
         try:
             data = orjson.loads(_unb64(body))

@@ -25,7 +25,7 @@ from manifold.identity.authenticator import Authenticator, Unauthenticated
 from manifold.principal import CredentialKind, Principal, PrincipalKind
 from manifold.web import csrf, pages
 from manifold.web.oidc_login import PENDING_SECONDS, LoginFailed, OidcLogin, Pending
-from manifold.web.page_request import PageRequest, viewer
+from manifold.web.page_request import MAX_NEXT_CHARS, PageRequest, viewer
 from manifold.web.responses import page, problem
 from manifold.web.session import SESSION_SECONDS, SessionCookies
 from manifold.web.throttle import FailedAttempts
@@ -67,11 +67,17 @@ class SignInPages:
     async def login(self, request: PageRequest) -> Response:
         if not request.posted:
             return self._form(request)
-        if self.failed.exceeded(request.client):
+        # The try is taken before the key is checked, and only a failure keeps it (web/throttle.py). Over the
+        # limit the key is still checked: a right one signs in, a wrong one is told only to wait.
+        attempt = self.failed.begin(request.client)
+        failed = False
+        try:
+            response = await self._login_post(request)
+            failed = response.status_code == 401
+        finally:
+            attempt.settle(failed=failed)
+        if failed and attempt.limited:
             return problem(429, "Too many attempts", "Too many failed sign-ins from here; wait a few minutes.")
-        response = await self._login_post(request)
-        if response.status_code == 401:
-            self.failed.add(request.client)
         return response
 
     def _form(self, request: PageRequest, *, error: str | None = None, status: int = 200) -> Response:
@@ -85,7 +91,7 @@ class SignInPages:
     async def _login_post(self, request: PageRequest) -> Response:
         nonce = self.cookies.pre_login(request.cookies)
         if nonce is None or not csrf.valid(self.cookies.signer, nonce, "login", request.form.get("csrf")):
-            return self._form(request, error="The sign-in form expired; please try again.", status=400)
+            return self._form(request, error="The sign-in form expired; please try again.", status=403)
         key = request.form.get("key", "").strip()
         if not key:
             return self._form(request, error="Enter your API key.", status=400)
@@ -154,13 +160,14 @@ def _no_idp() -> Response:
 
 def safe_next(value: str | None) -> str:
     """Where to go after signing in: only a path on this gateway (no scheme, no host, no `//` or `\\`
-    tricks), else the connections page."""
+    tricks) of a sensible length, else the connections page."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return DEFAULT_NEXT
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or any(ord(c) < 32 for c in value):
         return DEFAULT_NEXT
-    return quote(value, safe="/?=&%:+,;@-._~")
+    target = quote(value, safe="/?=&%:+,;@-._~")
+    return target if len(target) <= MAX_NEXT_CHARS else DEFAULT_NEXT
 
 
 def sign_in_method(principal: Principal) -> tuple[str, float]:
