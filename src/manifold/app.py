@@ -2,7 +2,9 @@
 
 Order of checks on an MCP endpoint: Host/Origin (DNS-rebinding protection) → changes made elsewhere
 (store/revisions.py) → credential (401) → server exists (404) → may use the server (403) → body size →
-transport. Routing is a few string operations rather than a framework router: it runs on every relayed call.
+transport. `/healthz`, `/readyz` and the RFC 9728 metadata pass the same Host/Origin check (they name
+upstreams and build URLs from the Host header); the web pages make it themselves (web/routes.py).
+Routing is a few string operations rather than a framework router: it runs on every relayed call.
 """
 
 from __future__ import annotations
@@ -99,12 +101,18 @@ class ManifoldApp:
         scope["_headers"] = headers
 
         if path in ("/healthz", "/readyz"):
+            # Upstream names, states and errors: not for a page that rebinds its name to this gateway.
+            if await self._refused(send, headers):
+                return
             await self._health(send, ready=path == "/readyz")
             return
         if path.startswith(WEB_PREFIXES):
             await self.web(scope, receive, send)  # web pages: web/
             return
         if path.startswith(resource_server.WELL_KNOWN_PRM + "/"):
+            # The document's `resource` is built from the Host header: only from one that is allowed.
+            if await self._refused(send, headers):
+                return
             await self._protected_resource_metadata(send, path, headers)
             return
         parts = path.strip("/").split("/")
@@ -153,6 +161,14 @@ class ManifoldApp:
             await self.sse.post_message(scope, send, view, principal, body or b"")
         else:
             await send_body(send, 404, b'{"error":"not found"}')
+
+    async def _refused(self, send: Send, headers: dict[str, str]) -> bool:
+        """The Host/Origin check (DNS-rebinding protection): True when the request was answered 403."""
+        problem = self.origin.check(headers)
+        if problem is None:
+            return False
+        await send_body(send, 403, orjson.dumps({"error": problem}))
+        return True
 
     async def _authenticate(self, send: Send, headers: dict[str, str], resource_path: str) -> Principal | None:
         try:
