@@ -3,6 +3,8 @@
     model.py      `AuditEvent`, the closed set of `Outcome`s, the JSON form of an event
     writer.py     `AuditLog`: `record` on the request path, a batched background writer, retention, the
                   JSON-lines mirror
+    journal.py    every row on disk before the answer leaves: an append-only file, replayed at start after
+                  a run that died, so an answered call always has its row
     redaction.py  what of the tool arguments may be kept (`audit.include_arguments`)
     query.py      reading the table back: filters and time expressions
     table.py      printing events for people (a table) or programs (JSON lines)
