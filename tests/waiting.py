@@ -43,9 +43,9 @@ class NotificationLog:
         self.received: list[tuple[str, dict[str, Any]]] = []
         self._arrived = asyncio.Condition()
 
-    async def __call__(self, upstream_id: str, message: dict[str, Any]) -> None:
-        async with self._arrived:
-            self.received.append((upstream_id, message))
+    async def __call__(self, source: Any, message: dict[str, Any]) -> None:
+        async with self._arrived:  # source: the pool's UpstreamKey (upstream id, credential identity)
+            self.received.append((source.upstream_id, message))
             self._arrived.notify_all()
 
     @property

@@ -56,6 +56,8 @@ REQUEST_TIMEOUT = -32001  # the other side did not answer in time (the SDK's cod
 RESOURCE_NOT_FOUND = -32002
 # Implementation-defined server error: the outbound credential was refused (answered with HTTP 403).
 FORBIDDEN_CREDENTIAL = -32003
+# Implementation-defined server error: the caller reached one of its limits (sessions, streams); HTTP 429.
+LIMIT_REACHED = -32004
 HEADER_MISMATCH = -32020
 MISSING_CLIENT_CAPABILITY = -32021
 UNSUPPORTED_PROTOCOL_VERSION = -32022

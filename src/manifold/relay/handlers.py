@@ -50,7 +50,7 @@ from manifold.protocol import (
 from manifold.relay import auth_required
 from manifold.relay.access import Access, Auditor
 from manifold.relay.call import Call
-from manifold.relay.hub import Hub
+from manifold.relay.hub import Hub, Listener
 from manifold.relay.jsonrpc import RpcError, tool_error_result
 from manifold.upstream.base import ErrorKind, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound
@@ -166,12 +166,28 @@ class Gateway:
             raise RpcError(INTERNAL_ERROR, auth_required.message_for(exc, member_id))
         return reply
 
-    async def subscribe_upstream(self, call: Call, target: Target) -> JSON:
-        """One upstream subscription per (upstream, URI), however many clients asked for it."""
+    async def subscribe(self, call: Call, target: Target, listener: Listener, exposed_uri: str) -> JSON:
+        """Subscribe `listener` to a resource, under the URI its client knows it by. One upstream
+        subscription per (upstream, credential identity, URI), however many clients asked for it: an
+        upstream with per-user sessions is subscribed on each user's own session, and an update seen on
+        one user's session reaches only that user's subscribers (relay/hub.py)."""
         try:
             outbound = await self.outbound(call, target.member_id, target.upstream_id)
-            session = await self.pool.session(target.upstream_id, outbound)
-            return await session.subscribe_resource(target.name)
+            key = (target.upstream_id, outbound.identity, target.name)
+            first = self.hub.subscribers(key) == 0
+            listener.resources[key] = exposed_uri
+            if not first:
+                return {"result": {}}
+            try:
+                session = await self.pool.session(target.upstream_id, outbound)
+                reply = await session.subscribe_resource(target.name)
+            except BaseException:
+                listener.resources.pop(key, None)
+                raise
+            if "error" in reply:
+                listener.resources.pop(key, None)
+                return reply
+            return {"result": {}}
         except UpstreamError as exc:
             raise RpcError(INTERNAL_ERROR, f"member '{target.member_id}': {exc}") from None
         except AuthRequired as exc:
@@ -425,30 +441,22 @@ async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
     uri, target = _resource_target(gw, call, params)
     if call.listener is None:
         raise RpcError(INVALID_PARAMS, "resource subscriptions need a session (or subscriptions/listen in 2026-07-28)")
-    key = (target.upstream_id, target.name)
-    first = gw.hub.subscribers(*key) == 0
-    call.listener.resources[key] = uri
-    if first:
-        reply = await gw.subscribe_upstream(call, target)
-        if "error" in reply:
-            call.listener.resources.pop(key, None)
-            return reply
-    return {"result": {}}
+    return await gw.subscribe(call, target, call.listener, uri)
 
 
 async def _resources_unsubscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
     uri, target = _resource_target(gw, call, params)
-    key = (target.upstream_id, target.name)
-    if call.listener is not None:
-        call.listener.resources.pop(key, None)
-    if gw.hub.subscribers(*key) == 0:
-        try:
-            session = await gw.pool.session(
-                target.upstream_id, await gw.outbound(call, target.member_id, target.upstream_id)
-            )
+    if call.listener is not None:  # whatever credential it was subscribed with
+        subscribed = call.listener.resources
+        for key in [k for k in subscribed if k[0] == target.upstream_id and k[2] == target.name]:
+            del subscribed[key]
+    try:
+        outbound = await gw.outbound(call, target.member_id, target.upstream_id)
+        if gw.hub.subscribers((target.upstream_id, outbound.identity, target.name)) == 0:
+            session = await gw.pool.session(target.upstream_id, outbound)
             await session.unsubscribe_resource(target.name)
-        except (UpstreamError, AuthRequired, OutboundRefused) as exc:
-            log.info("unsubscribe %s: member '%s': %s", uri, target.member_id, exc)
+    except (UpstreamError, AuthRequired, OutboundRefused) as exc:
+        log.info("unsubscribe %s: member '%s': %s", uri, target.member_id, exc)
     return {"result": {}}
 
 

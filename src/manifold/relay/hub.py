@@ -3,7 +3,9 @@
 An upstream says `notifications/tools/list_changed` once; the hub invalidates that upstream's cached
 list and tells every connected client whose virtual server includes it — on the 2025-11-25 GET stream
 or on a 2026-07-28 `subscriptions/listen` stream. Resource subscriptions are kept per listener as
-(upstream, original URI) so an update is delivered under the URI that listener's server exposes.
+(upstream, credential identity, original URI): an update is delivered only to the subscribers whose upstream
+session it came on, under the URI that listener's server exposes. Every stream writes from one bounded
+`StreamQueue` (relay/stream_queue.py).
 
 Upstreams post these notifications to an `UpstreamNotices` queue (upstream/notices.py); `run` drains it for
 as long as the gateway serves. A listener hears of an upstream only when its caller may see something of
@@ -12,37 +14,54 @@ that upstream (the `Access` seam): nobody learns that lists changed on an upstre
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
 from manifold.protocol import LIST_CHANGED, META_SUBSCRIPTION_ID, RESOURCES_UPDATED
 from manifold.relay.access import Access
+from manifold.relay.stream_queue import DEFAULT_MAX_BYTES, StreamQueue
 from manifold.upstream.notices import UpstreamNotices
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
-QUEUE_LIMIT = 256
+
+
+# (upstream id, credential identity of the upstream session, the upstream's URI): one resource subscription.
+# The identity is `Outbound.identity` (None for the shared session of a none/static upstream): an upstream
+# with per-user sessions is subscribed on each subscriber's own session, and an update it sends on one
+# user's session reaches only that user's subscribers.
+SubscriptionKey = tuple[str, str | None, str]
 
 
 @dataclass(eq=False)
 class Listener:
-    """One open notification stream of one client."""
+    """One client's interest in notifications, and the queue of the stream they are written to."""
 
     view: VirtualServerView
     kinds: set[str]  # which list_changed kinds it wants: "tools", "prompts", "resources"
     subscription_id: Any = None  # 2026-07-28: the listen request id, stamped into _meta
-    resources: dict[tuple[str, str], str] = field(default_factory=dict)  # (upstream, uri) -> exposed uri
-    # Messages to write; None ends the stream. The legacy SSE transport also queues ready-made replies (bytes).
-    queue: asyncio.Queue[JSON | bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    resources: dict[SubscriptionKey, str] = field(default_factory=dict)  # -> the URI as this client knows it
     # Who opened it: when keys or grants change, a stream whose caller may no longer use the server is
     # closed (identity changes apply to open streams too, not only to the next request).
     principal: Principal | None = None
     session_id: str | None = None  # the 2025-11-25 session the stream belongs to, closed with it
+    max_bytes: int = DEFAULT_MAX_BYTES  # gateway.limits.queued_bytes_per_stream
+    ended: bool = False
+    # What waits to be written (serialised). The legacy SSE transport also queues its replies here.
+    queue: StreamQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = StreamQueue(self.max_bytes, self._server_id())
+
+    def _server_id(self) -> str:
+        view = self.view
+        return view.id if view is not None else ""
 
     def push(self, message: JSON) -> None:
         if self.subscription_id is not None:
@@ -51,17 +70,31 @@ class Listener:
             meta[META_SUBSCRIPTION_ID] = self.subscription_id
             params["_meta"] = meta
             message = {**message, "params": params}
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            # A client that stopped reading loses notifications, never the gateway's memory.
-            log.warning("notification stream for server '%s' is full; dropping", self.view.id)
+        # Never blocks; a client that stopped reading loses its stream, never the gateway its memory.
+        self.queue.put(orjson.dumps(message))
+
+    def attach(self) -> StreamQueue:
+        """The queue a newly opened stream writes from. One stream per listener: a stream still writing
+        from the current queue is ended; a queue ended by overflow is replaced by a fresh one (the client
+        reconnected). A listener that was closed keeps its ended queue, so the new stream ends at once."""
+        queue = self.queue
+        if not self.ended and (queue.attached or queue.closed):
+            queue.close()
+            queue = self.queue = StreamQueue(self.max_bytes, self._server_id())
+        queue.attached = True
+        return queue
+
+    def detach(self, queue: StreamQueue) -> None:
+        """The stream writing from `queue` has ended."""
+        queue.attached = False
+
+    @property
+    def streaming(self) -> bool:
+        return self.queue.attached and not self.queue.closed
 
     def close(self) -> None:
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            pass
+        self.ended = True
+        self.queue.close()
 
 
 class Hub:
@@ -83,11 +116,11 @@ class Hub:
     async def run(self, notices: UpstreamNotices) -> None:
         """Fan out what upstreams post, until cancelled (the runtime's lifetime)."""
         while True:
-            upstream_id, message = await notices.next()
+            source, message = await notices.next()
             try:
-                await self.on_upstream_notification(upstream_id, message)
+                await self.on_upstream_notification(source.upstream_id, message, source.identity)
             except Exception as exc:  # noqa: BLE001 — one malformed notification must not end the fan-out
-                log.warning("notification from upstream '%s' not delivered: %s", upstream_id, type(exc).__name__)
+                log.warning("notification from upstream '%s' not delivered: %s", source.upstream_id, type(exc).__name__)
 
     def add(self, listener: Listener) -> None:
         self._listeners.add(listener)
@@ -98,10 +131,11 @@ class Hub:
     def listeners(self) -> list[Listener]:
         return list(self._listeners)
 
-    def subscribers(self, upstream_id: str, uri: str) -> int:
-        return sum(1 for lst in self._listeners if (upstream_id, uri) in lst.resources)
+    def subscribers(self, key: SubscriptionKey) -> int:
+        return sum(1 for lst in self._listeners if key in lst.resources)
 
-    async def on_upstream_notification(self, upstream_id: str, message: JSON) -> None:
+    async def on_upstream_notification(self, upstream_id: str, message: JSON, identity: str | None = None) -> None:
+        """`identity`: whose upstream session the notification came on (None: the shared session)."""
         method = message.get("method")
         kind = LIST_CHANGED.get(method or "")
         if kind is not None:
@@ -120,7 +154,7 @@ class Hub:
                 log.debug("upstream '%s' sent %s without a uri; ignored", upstream_id, method)
                 return
             for lst in list(self._listeners):
-                exposed = lst.resources.get((upstream_id, uri))
+                exposed = lst.resources.get((upstream_id, identity, uri))
                 if exposed is not None:
                     lst.push({"jsonrpc": "2.0", "method": method, "params": {**params, "uri": exposed}})
             return

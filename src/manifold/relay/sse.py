@@ -30,15 +30,14 @@ from manifold.protocol import (
 from manifold.relay.call import Call
 from manifold.relay.era_adapt import adapt_to_era
 from manifold.relay.handlers import Gateway
-from manifold.relay.hub import Listener
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes
 from manifold.relay.response_channel import ResponseChannel
-from manifold.relay.sessions import ClientSession, PendingReplies, SessionStore
+from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
+from manifold.relay.stream_queue import StreamQueue
 from manifold.relay.streamable_http import pump_events
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
-SSE_QUEUE_LIMIT = 4096
 
 
 class StreamResponseChannel(ResponseChannel):
@@ -48,7 +47,7 @@ class StreamResponseChannel(ResponseChannel):
 
     def __init__(
         self,
-        queue: asyncio.Queue[JSON | bytes | None],
+        queue: StreamQueue,
         request_id: Any,
         *,
         session: ClientSession,
@@ -68,10 +67,10 @@ class StreamResponseChannel(ResponseChannel):
         self.queue = queue
 
     async def _event(self, payload: bytes) -> None:
-        await self.queue.put(payload)
+        self.queue.put(payload)  # never waits for the client: past its bound the stream ends instead
 
     async def finish(self, payload: bytes, status: int = 200) -> None:
-        await self.queue.put(payload)
+        self.queue.put(payload)
 
 
 async def _no_send(message: JSON) -> None:
@@ -88,25 +87,33 @@ class LegacySse:
     async def open_stream(
         self, scope: JSON, receive: Receive, send: Send, view: VirtualServerView, principal: Principal
     ) -> None:
-        listener = Listener(view=view, kinds={"tools", "prompts", "resources"}, principal=principal)
-        listener.queue = asyncio.Queue(SSE_QUEUE_LIMIT)
-        session = self.sessions.create(
-            server_id=view.id,
-            principal_id=principal.id,
-            protocol_version=LEGACY_SSE_VERSION,
-            client_capabilities={},
-            client_info={},
-            listener=listener,
-        )
+        # The connection is both a session and a stream: both count against the caller's limits.
+        listener = self.sessions.listener(view, {"tools", "prompts", "resources"}, principal)
+        try:
+            self.sessions.check_stream(principal.id)
+            session = self.sessions.create(
+                server_id=view.id,
+                principal_id=principal.id,
+                protocol_version=LEGACY_SSE_VERSION,
+                client_capabilities={},
+                client_info={},
+                listener=listener,
+            )
+            self.sessions.open_stream(principal.id)
+        except LimitReached as exc:
+            await refuse(send, exc)
+            return
+        queue = listener.attach()  # replies and notifications: one bounded queue, never waited on
         root = scope.get("root_path", "")
         endpoint = f"{root}/sse/{view.id}/messages?session_id={session.id}"
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        await send(
-            {"type": "http.response.body", "body": f"event: endpoint\ndata: {endpoint}\n\n".encode(), "more_body": True}
-        )
         try:
-            await pump_events(receive, send, listener.queue)
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            opening = f"event: endpoint\ndata: {endpoint}\n\n".encode()
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
+            await pump_events(receive, send, queue)
         finally:
+            listener.detach(queue)
+            self.sessions.stream_closed(principal.id)
             self.sessions.close(session.id)
 
     async def post_message(
@@ -160,7 +167,7 @@ class LegacySse:
             session.client_info = params.get("clientInfo") or {}
             result = self.gw.initialize_result(view, params.get("protocolVersion"))
             session.protocol_version = result["protocolVersion"]
-            await queue.put(response_bytes(request_id, {"result": result}))
+            queue.put(response_bytes(request_id, {"result": result}))
             return
         channel = StreamResponseChannel(
             queue, request_id, session=session, pending=self.pending, principal_id=principal.id

@@ -46,7 +46,8 @@ from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Listener
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes, sse_event
 from manifold.relay.response_channel import ResponseChannel
-from manifold.relay.sessions import ClientSession, PendingReplies, SessionStore
+from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
+from manifold.relay.stream_queue import StreamQueue
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -214,14 +215,18 @@ class StreamableHttp:
             result = self.gw.initialize_result(view, params.get("protocolVersion"))
             extra: list[tuple[bytes, bytes]] = []
             if not self.stateless:
-                session = self.sessions.create(
-                    server_id=view.id,
-                    principal_id=principal.id,
-                    protocol_version=result["protocolVersion"],
-                    client_capabilities=params.get("capabilities") or {},
-                    client_info=params.get("clientInfo") or {},
-                    listener=Listener(view=view, kinds={"tools", "prompts", "resources"}, principal=principal),
-                )
+                try:
+                    session = self.sessions.create(
+                        server_id=view.id,
+                        principal_id=principal.id,
+                        protocol_version=result["protocolVersion"],
+                        client_capabilities=params.get("capabilities") or {},
+                        client_info=params.get("clientInfo") or {},
+                        listener=self.sessions.listener(view, {"tools", "prompts", "resources"}, principal),
+                    )
+                except LimitReached as exc:
+                    await refuse(send, exc, request_id)
+                    return
                 extra.append((b"mcp-session-id", session.id.encode()))
             await send_body(send, 200, response_bytes(request_id, {"result": result}), JSON_HEADERS + extra)
             return
@@ -338,7 +343,7 @@ class StreamableHttp:
                 error_bytes(None, INVALID_REQUEST, "Session not found" if sid else "Bad Request: Missing session ID"),
             )
             return
-        await self._stream(receive, send, session.listener)
+        await self._stream(receive, send, session.listener, principal, None)
 
     async def _listen(
         self,
@@ -353,7 +358,12 @@ class StreamableHttp:
         notifications = params.get("notifications")
         wanted: JSON = notifications if isinstance(notifications, dict) else {}
         kinds = {kind for kind, flag in LISTEN_FLAGS.items() if wanted.get(flag)}
-        listener = Listener(view=view, kinds=kinds, subscription_id=request_id, principal=principal)
+        try:
+            self.sessions.check_stream(principal.id)  # before subscribing anything upstream
+        except LimitReached as exc:
+            await refuse(send, exc, request_id)
+            return
+        listener = self.sessions.listener(view, kinds, principal, subscription_id=request_id)
         honored: JSON = {LISTEN_FLAGS[kind]: True for kind in sorted(kinds)}
         uris = wanted.get("resourceSubscriptions")
         if isinstance(uris, list):
@@ -362,16 +372,13 @@ class StreamableHttp:
                 target = view.resolve_uri(uri) if isinstance(uri, str) else None
                 if target is None or not self.gw.access.allows(principal, view, "resources", target):
                     continue  # unknown, or not granted: the same answer (not in the acknowledged list)
-                key = (target.upstream_id, target.name)
-                if self.gw.hub.subscribers(*key) == 0:
-                    call = Call(view=view, era=Era.MODERN, client_capabilities=caps, principal=principal)
-                    try:
-                        if "error" in await self.gw.subscribe_upstream(call, target):
-                            continue
-                    except RpcError as exc:  # an upstream that is down just doesn't get the subscription
-                        log.warning("subscriptions/listen: cannot subscribe %s upstream: %s", uri, exc.message)
+                call = Call(view=view, era=Era.MODERN, client_capabilities=caps, principal=principal)
+                try:
+                    if "error" in await self.gw.subscribe(call, target, listener, uri):
                         continue
-                listener.resources[key] = uri
+                except RpcError as exc:  # an upstream that is down just doesn't get the subscription
+                    log.warning("subscriptions/listen: cannot subscribe %s upstream: %s", uri, exc.message)
+                    continue
                 accepted.append(uri)
             honored["resourceSubscriptions"] = accepted
         ack = {
@@ -382,19 +389,32 @@ class StreamableHttp:
         self.gw.hub.add(listener)
         try:
             listener.push(ack)
-            await self._stream(receive, send, listener)
+            await self._stream(receive, send, listener, principal, request_id)
         finally:
             self.gw.hub.remove(listener)
 
-    async def _stream(self, receive: Receive, send: Send, listener: Listener) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
-        await pump_events(receive, send, listener.queue)
+    async def _stream(
+        self, receive: Receive, send: Send, listener: Listener, principal: Principal, request_id: Any
+    ) -> None:
+        """Write the listener's notifications as one SSE response, counted against the caller's streams."""
+        try:
+            self.sessions.open_stream(principal.id)
+        except LimitReached as exc:
+            await refuse(send, exc, request_id)
+            return
+        queue = listener.attach()
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+            await pump_events(receive, send, queue)
+        finally:
+            listener.detach(queue)
+            self.sessions.stream_closed(principal.id)
 
 
-async def pump_events(receive: Receive, send: Send, queue: asyncio.Queue[JSON | bytes | None]) -> None:
-    """Write queued messages (dicts, or already serialised bytes) as SSE events until the queue yields
-    None or the client goes away; a comment line every KEEPALIVE_SECONDS keeps proxies from timing out."""
+async def pump_events(receive: Receive, send: Send, queue: StreamQueue) -> None:
+    """Write queued messages (serialised) as SSE events until the queue ends or the client goes away; a
+    comment line every KEEPALIVE_SECONDS keeps proxies from timing out."""
     disconnect = asyncio.ensure_future(_wait_disconnect(receive))
     try:
         while True:
@@ -409,10 +429,9 @@ async def pump_events(receive: Receive, send: Send, queue: asyncio.Queue[JSON | 
                 getter.cancel()
                 await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
                 continue
-            item = getter.result()
-            if item is None:
+            payload = getter.result()
+            if payload is None:
                 break
-            payload = item if isinstance(item, bytes) else orjson.dumps(item)
             await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:

@@ -207,7 +207,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     exchanger = TokenExchanger(secret=secrets.lookup)
     credentials = CredentialResolver(secret=secrets.lookup, oauth=broker, exchange=exchanger)
     gateway = Gateway(pool=pool, hub=hub, access=access, audit=auditor, credentials=credentials)
-    sessions = SessionStore(hub)
+    sessions = SessionStore(hub, settings.limits)
     pending = PendingReplies()  # server→client requests waiting for the client's answer
 
     # Keeping all of it in step with the database.

@@ -3,7 +3,9 @@ consumer that fans them out to clients (relay/hub.py).
 
 A queue rather than a callback into the hub: the pool is built before the hub (the hub needs the list
 cache, which needs the pool), so the composition root hands the pool `post` and the hub drains the queue.
-Bounded: an upstream that floods notifications loses the excess, never the gateway's memory.
+Bounded: an upstream that floods notifications loses the excess, never the gateway's memory. Each notice
+says which session it came on (`UpstreamKey`: the upstream and the credential identity), so a resource update
+seen on one user's session reaches only that user's subscribers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 
 from manifold.upstream.base import JSON
+from manifold.upstream.pool import UpstreamKey
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 4096
@@ -19,14 +22,16 @@ QUEUE_LIMIT = 4096
 
 class UpstreamNotices:
     def __init__(self, limit: int = QUEUE_LIMIT) -> None:
-        self._queue: asyncio.Queue[tuple[str, JSON]] = asyncio.Queue(limit)
+        self._queue: asyncio.Queue[tuple[UpstreamKey, JSON]] = asyncio.Queue(limit)
 
-    def post(self, upstream_id: str, message: JSON) -> None:
+    def post(self, source: UpstreamKey, message: JSON) -> None:
         """The pool's notification handler: never blocks the upstream's reader."""
         try:
-            self._queue.put_nowait((upstream_id, message))
+            self._queue.put_nowait((source, message))
         except asyncio.QueueFull:
-            log.warning("upstream '%s': too many notifications queued; dropping %s", upstream_id, message.get("method"))
+            log.warning(
+                "upstream '%s': too many notifications queued; dropping %s", source.upstream_id, message.get("method")
+            )
 
-    async def next(self) -> tuple[str, JSON]:
+    async def next(self) -> tuple[UpstreamKey, JSON]:
         return await self._queue.get()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -52,6 +52,9 @@ class _Slot:
     last_used: float = 0.0
 
 
+# Told of every notification that belongs to no request, with the session it came on (upstream, identity).
+PoolNotificationHandler = Callable[[UpstreamKey, JSON], Awaitable[None] | None]
+
 # Per-identity sessions kept per upstream; the least recently used one is closed beyond this.
 MAX_IDENTITY_SESSIONS = 256
 
@@ -76,7 +79,9 @@ def make_transport(upstream_id: str, config: UpstreamConfig) -> MessageTransport
 
 
 class UpstreamPool:
-    def __init__(self, configs: dict[str, UpstreamConfig], on_notification: NotificationHandler | None = None) -> None:
+    def __init__(
+        self, configs: dict[str, UpstreamConfig], on_notification: PoolNotificationHandler | None = None
+    ) -> None:
         self._configs = dict(configs)
         self._on_notification = on_notification
         self._slots: dict[UpstreamKey, _Slot] = {}
@@ -192,7 +197,7 @@ class UpstreamPool:
             if headers:
                 config = config.model_copy(update={"headers": {**config.headers, **headers}})
             session = JsonRpcSession(
-                key.upstream_id, config, make_transport(key.upstream_id, config), self._on_notification
+                key.upstream_id, config, make_transport(key.upstream_id, config), self._notifier(key)
             )
             try:
                 await session.connect()
@@ -216,6 +221,13 @@ class UpstreamPool:
             slot.last_failure = None
             slot.health.connected(session.era, session.protocol_version)
             return session
+
+    def _notifier(self, key: UpstreamKey) -> NotificationHandler | None:
+        """The session's notification callback: the pool's, told which session (identity) it came on."""
+        handler = self._on_notification
+        if handler is None:
+            return None
+        return lambda _upstream_id, message: handler(key, message)
 
     async def _evict_beyond_limit(self, upstream_id: str) -> None:
         mine = [(s.last_used, k) for k, s in self._slots.items() if k.upstream_id == upstream_id and k.identity]
