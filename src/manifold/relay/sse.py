@@ -12,8 +12,6 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-import orjson
-
 from manifold.asgi import SSE_HEADERS, Receive, Send, send_body
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
@@ -21,15 +19,14 @@ from manifold.protocol import (
     CANCELLED,
     INITIALIZE,
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     LEGACY_SSE_VERSION,
-    PARSE_ERROR,
     Era,
 )
 from manifold.relay.call import Call
 from manifold.relay.era_adapt import adapt_to_era
 from manifold.relay.handlers import Gateway
+from manifold.relay.inbound import Inbound, InboundCheck, Refusal, as_object
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes
 from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
@@ -78,10 +75,13 @@ async def _no_send(message: JSON) -> None:
 
 
 class LegacySse:
-    def __init__(self, gateway: Gateway, sessions: SessionStore, pending: PendingReplies) -> None:
+    def __init__(
+        self, gateway: Gateway, sessions: SessionStore, pending: PendingReplies, *, inbound: InboundCheck
+    ) -> None:
         self.gw = gateway
         self.sessions = sessions
         self.pending = pending
+        self.inbound = inbound
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def open_stream(
@@ -125,46 +125,52 @@ class LegacySse:
         if session is None or session.server_id != view.id:
             await send_body(send, 404, error_bytes(None, INVALID_REQUEST, "Session not found"))
             return
+        # Every way a message can be unusable is decided in relay/inbound.py. This transport's answers travel on
+        # the connection's stream, so a refused request with an id is answered there (an SSE client treats a
+        # 4xx on its POST as a broken connection); one without an id gets the 4xx and its error body.
         try:
-            message = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            await send_body(send, 400, error_bytes(None, PARSE_ERROR, "Parse error: body is not JSON"))
-            return
-        if not isinstance(message, dict):
-            await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request"))
+            self.inbound.content_type(scope["_headers"])
+            inbound = self.inbound.parse(body)
+        except Refusal as refusal:
+            if refusal.request_id is None:
+                await send_body(send, refusal.status, refusal.body())
+                return
+            await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
+            session.listener.queue.put(refusal.body())
             return
         await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
-        method = message.get("method")
+        method = inbound.method
         if method is None:
-            self.pending.resolve(message, principal.id)
+            self.pending.resolve(inbound.message, principal.id)
             return
-        if "id" not in message:
+        if not inbound.is_request:
             if method == CANCELLED:
-                task = session.inflight.get((message.get("params") or {}).get("requestId"))
+                task = session.inflight.get(inbound.params.get("requestId"))  # an id inbound.py accepted
                 if task is not None:
                     task.cancel()
             return
         forwarded = scope["_headers"].get("x-mcp-headers")
-        task = asyncio.ensure_future(self._handle(session, view, principal, message, forwarded))
+        request_id = inbound.request_id
+        task = asyncio.ensure_future(self._handle(session, view, principal, inbound, method, forwarded))
         self._tasks.add(task)
-        session.inflight[message["id"]] = task
-        task.add_done_callback(lambda t: (self._tasks.discard(t), session.inflight.pop(message["id"], None)))
+        session.inflight[request_id] = task
+        task.add_done_callback(lambda t: (self._tasks.discard(t), session.inflight.pop(request_id, None)))
 
     async def _handle(
         self,
         session: ClientSession,
         view: VirtualServerView,
         principal: Principal,
-        message: JSON,
+        inbound: Inbound,
+        method: str,
         forwarded: str | None,
     ) -> None:
-        request_id = message["id"]
-        method = message["method"]
-        params = message.get("params") or {}
+        request_id = inbound.request_id
+        params = inbound.params
         queue = session.listener.queue
         if method == INITIALIZE:
-            session.client_capabilities = params.get("capabilities") or {}
-            session.client_info = params.get("clientInfo") or {}
+            session.client_capabilities = as_object(params.get("capabilities"))
+            session.client_info = as_object(params.get("clientInfo"))
             result = self.gw.initialize_result(view, params.get("protocolVersion"))
             session.protocol_version = result["protocolVersion"]
             queue.put(response_bytes(request_id, {"result": result}))
@@ -184,8 +190,6 @@ class LegacySse:
             forwarded_raw=forwarded,
         )
         try:
-            if not isinstance(params, dict):
-                raise RpcError(INVALID_PARAMS, "params must be an object")
             reply = await self.gw.handle(call, method, params)
         except RpcError as exc:
             reply = exc.to_reply()

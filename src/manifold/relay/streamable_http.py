@@ -16,7 +16,6 @@ import asyncio
 import logging
 from typing import Any, assert_never
 
-import orjson
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 
 from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, send_body
@@ -27,12 +26,9 @@ from manifold.protocol import (
     FORBIDDEN_CREDENTIAL,
     INITIALIZE,
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     LISTEN_FLAGS,
-    META_PROTOCOL_VERSION,
     MODERN_VERSION,
-    PARSE_ERROR,
     REQUEST_CANCELLED,
     SERVER_DISCOVER,
     SUBSCRIPTIONS_ACKNOWLEDGED,
@@ -44,6 +40,7 @@ from manifold.relay.call import Call
 from manifold.relay.era_adapt import adapt_to_era
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Listener
+from manifold.relay.inbound import Inbound, InboundCheck, Refusal, as_object
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes, sse_event
 from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
@@ -56,11 +53,20 @@ KEEPALIVE_SECONDS = 20.0
 
 
 class StreamableHttp:
-    def __init__(self, gateway: Gateway, sessions: SessionStore, pending: PendingReplies, *, stateless: bool) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        sessions: SessionStore,
+        pending: PendingReplies,
+        *,
+        stateless: bool,
+        inbound: InboundCheck,
+    ) -> None:
         self.gw = gateway
         self.sessions = sessions
         self.pending = pending
         self.stateless = stateless
+        self.inbound = inbound
 
     async def __call__(
         self,
@@ -103,44 +109,31 @@ class StreamableHttp:
         body: bytes,
         headers: dict[str, str],
     ) -> None:
+        # Every way a message can be unusable is decided in relay/inbound.py and answered with a 4xx here.
         try:
-            message = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            await send_body(send, 400, error_bytes(None, PARSE_ERROR, "Parse error: body is not JSON"))
+            self.inbound.content_type(headers)
+            inbound = self.inbound.parse(body)
+            era = self.inbound.era(headers, inbound)
+        except Refusal as refusal:
+            await send_body(send, refusal.status, refusal.body())
             return
-        if isinstance(message, list):
-            await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "JSON-RPC batches are not supported"))
-            return
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            await send_body(
-                send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
-            )
-            return
-        rpc_method = message.get("method")
+        message, rpc_method = inbound.message, inbound.method
         accept = headers.get("accept", "")
         sse_ok = "text/event-stream" in accept or not accept
 
         # A reply from the client to a server→client request we relayed.
         if rpc_method is None:
-            if "id" in message and ("result" in message or "error" in message):
-                self.pending.resolve(message, principal.id)
-                await send_body(send, 202, b"")
-            else:
-                await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "Invalid Request"))
-            return
-        if not isinstance(rpc_method, str):
-            await send_body(
-                send, 400, error_bytes(message.get("id"), INVALID_REQUEST, "Invalid Request: method must be a string")
-            )
+            self.pending.resolve(message, principal.id)
+            await send_body(send, 202, b"")
             return
 
-        version_header = headers.get("mcp-protocol-version")
-        if version_header == MODERN_VERSION or (
-            version_header is None and _envelope_version(message) == MODERN_VERSION
-        ):
-            await self._post_modern(receive, send, view, principal, message, rpc_method, headers, sse_ok)
-        else:
-            await self._post_handshake(receive, send, view, principal, message, rpc_method, headers, sse_ok)
+        match era:
+            case Era.MODERN:
+                await self._post_modern(receive, send, view, principal, inbound, rpc_method, headers, sse_ok)
+            case Era.HANDSHAKE:
+                await self._post_handshake(receive, send, view, principal, inbound, rpc_method, headers, sse_ok)
+            case _:
+                assert_never(era)
 
     async def _post_modern(
         self,
@@ -148,16 +141,16 @@ class StreamableHttp:
         send: Send,
         view: VirtualServerView,
         principal: Principal,
-        message: JSON,
+        inbound: Inbound,
         rpc_method: str,
         headers: dict[str, str],
         sse_ok: bool,
     ) -> None:
-        if "id" not in message:
+        if not inbound.is_request:
             await send_body(send, 202, b"")  # 2026-07-28 defines no client notifications on this wire
             return
-        request_id = message["id"]
-        verdict = classify_inbound_request(message, headers=headers)
+        request_id = inbound.request_id
+        verdict = classify_inbound_request(inbound.message, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             await send_body(
                 send,
@@ -168,7 +161,7 @@ class StreamableHttp:
         caps = verdict.client_capabilities if isinstance(verdict.client_capabilities, dict) else {}
         if not isinstance(caps, dict):
             caps = {}
-        params = message.get("params") or {}
+        params = inbound.params
         if rpc_method == SERVER_DISCOVER:
             await send_body(send, 200, response_bytes(request_id, {"result": self.gw.discover_result(view)}))
             return
@@ -196,17 +189,14 @@ class StreamableHttp:
         send: Send,
         view: VirtualServerView,
         principal: Principal,
-        message: JSON,
+        inbound: Inbound,
         rpc_method: str,
         headers: dict[str, str],
         sse_ok: bool,
     ) -> None:
-        is_request = "id" in message
-        request_id = message.get("id")
-        params = message.get("params") or {}
-        if not isinstance(params, dict):
-            await send_body(send, 400, error_bytes(request_id, INVALID_PARAMS, "params must be an object"))
-            return
+        is_request = inbound.is_request
+        request_id = inbound.request_id
+        params = inbound.params
 
         if rpc_method == INITIALIZE:
             if not is_request:
@@ -220,8 +210,8 @@ class StreamableHttp:
                         server_id=view.id,
                         principal_id=principal.id,
                         protocol_version=result["protocolVersion"],
-                        client_capabilities=params.get("capabilities") or {},
-                        client_info=params.get("clientInfo") or {},
+                        client_capabilities=as_object(params.get("capabilities")),
+                        client_info=as_object(params.get("clientInfo")),
                         listener=self.sessions.listener(view, {"tools", "prompts", "resources"}, principal),
                     )
                 except LimitReached as exc:
@@ -244,7 +234,7 @@ class StreamableHttp:
 
         if not is_request:
             if rpc_method == CANCELLED and session is not None:
-                task = session.inflight.get((params or {}).get("requestId"))
+                task = session.inflight.get(params.get("requestId"))  # an id inbound.py accepted
                 if task is not None:
                     task.cancel()
             await send_body(send, 202, b"")
@@ -443,15 +433,6 @@ async def _wait_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def _envelope_version(message: JSON) -> Any:
-    params = message.get("params")
-    if isinstance(params, dict):
-        meta = params.get("_meta")
-        if isinstance(meta, dict):
-            return meta.get(META_PROTOCOL_VERSION)
-    return None
 
 
 def _error_status(code: Any, era: Era) -> int:

@@ -52,6 +52,7 @@ from manifold.policy.access import PolicyAccess
 from manifold.policy.store import GrantRepository, StoredGrant, file_grants
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
+from manifold.relay.inbound import InboundCheck
 from manifold.relay.sessions import PendingReplies, SessionStore
 from manifold.relay.sse import LegacySse
 from manifold.relay.streamable_http import StreamableHttp
@@ -292,6 +293,8 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         upstream_config=runtime.pool.config,
         sync=runtime.changes.sync,
     )
+    # One validator of what clients send, shared by both MCP transports.
+    inbound = InboundCheck(id_length=settings.limits.id_length, json_depth=settings.limits.json_depth)
     return ManifoldApp(
         config,
         origin=OriginPolicy.from_settings(settings),
@@ -301,8 +304,10 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         auditor=runtime.gateway.audit,
         changes=runtime.changes,
         pool=runtime.pool,
-        http=StreamableHttp(runtime.gateway, runtime.sessions, runtime.pending, stateless=settings.stateless),
-        sse=LegacySse(runtime.gateway, runtime.sessions, runtime.pending),
+        http=StreamableHttp(
+            runtime.gateway, runtime.sessions, runtime.pending, stateless=settings.stateless, inbound=inbound
+        ),
+        sse=LegacySse(runtime.gateway, runtime.sessions, runtime.pending, inbound=inbound),
         admin=admin,
         web=web,
         lifecycle=runtime,

@@ -506,7 +506,7 @@ class JsonRpcSession:
     async def _deliver(self, message: JSON, related_id: Any) -> None:
         """Route one received message. Called by the transport, in arrival order."""
         if "method" not in message:
-            self._resolve(message)
+            self._resolve(message, related_id)
             return
         method = message["method"]
         if "id" in message:
@@ -525,9 +525,14 @@ class JsonRpcSession:
             else:
                 logger.debug("upstream %s: dropped unrelated %s", self.upstream_id, method)
 
-    def _resolve(self, message: JSON) -> None:
-        pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
-        if pending is None or pending.future.done():
+    def _resolve(self, message: JSON, related_id: Any) -> None:
+        reply_id = message.get("id")
+        # Our ids are ints; anything else (an array, an object: unhashable) cannot be one of them.
+        pending = self._pending.get(reply_id) if type(reply_id) is int else None
+        if pending is None:
+            self._misaddressed(reply_id, related_id)
+            return
+        if pending.future.done():
             return
         if "result" in message:
             pending.future.set_result({"result": message["result"]})
@@ -535,6 +540,24 @@ class JsonRpcSession:
             pending.future.set_result(
                 {"error": message.get("error") or {"code": INTERNAL_ERROR, "message": "no result"}}
             )
+
+    def _misaddressed(self, reply_id: Any, related_id: Any) -> None:
+        """A reply whose id is not one of ours in flight. Where the transport knows which request it answers
+        (the response to an HTTP POST), that request fails naming the upstream instead of waiting for its
+        timeout; a late reply to a request already given up (an int id on stdio/SSE) is only dropped."""
+        pending = self._pending.get(related_id) if type(related_id) is int else None
+        if pending is None and type(reply_id) is not int:
+            pending = self._related(None)  # malformed id on stdio/SSE: the one request in flight, if only one
+        if pending is None or pending.future.done():
+            logger.debug("upstream %s: dropped a reply to no request of ours", self.upstream_id)
+            return
+        pending.future.set_exception(
+            UpstreamError(
+                self.upstream_id,
+                "answered with a JSON-RPC id the gateway never sent (a protocol error of the upstream)",
+                kind=ErrorKind.PROTOCOL,
+            )
+        )
 
     async def _route_progress(self, message: JSON) -> None:
         params = message.get("params") or {}
