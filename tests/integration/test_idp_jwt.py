@@ -21,9 +21,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from manifold.config.models import ExternalIdentity, IdpConfig
+from manifold.config.models import ExternalIdentity, GatewayConfig, IdpConfig
+from manifold.identity.api_keys import KeyRepository
+from manifold.identity.authenticator import Authenticator
+from manifold.identity.directory import Directory
 from manifold.identity.idp_jwt import IdpRegistry, IdpVerifier, InvalidToken
 from manifold.principal import CredentialKind, PrincipalKind
+from manifold.store.db import default_url, open_database
 from tests.idp import Idp, IdpClient, free_port, run_idp
 
 RESOURCE = "http://127.0.0.1:8470/mcp"
@@ -108,9 +112,9 @@ async def test_token_from_a_user_login_gives_that_user(corp, corp_registry):
 
 
 @pytest.mark.anyio
-async def test_user_without_email_is_named_by_subject(corp, corp_registry):
+async def test_user_without_email_is_named_by_idp_and_subject(corp, corp_registry):
     principal = await corp_registry.authenticate(await corp.token("carol", resource=RESOURCE))
-    assert principal.id == "user:carol"
+    assert principal.id == "user:corp:carol"
     assert principal.email is None
     assert principal.teams == {"eng", "design"}
 
@@ -118,7 +122,7 @@ async def test_user_without_email_is_named_by_subject(corp, corp_registry):
 @pytest.mark.anyio
 async def test_unverified_email_does_not_name_the_user(corp, corp_registry):
     principal = await corp_registry.authenticate(await corp.token("mallory", resource=RESOURCE))
-    assert principal.id == "user:mallory"
+    assert principal.id == "user:corp:mallory"
     assert principal.email is None
 
 
@@ -130,7 +134,7 @@ async def test_claim_mapping_is_configurable(corp):
         principal = await registry.authenticate(await corp.token("initech-bot", resource=RESOURCE))
     finally:
         await registry.aclose()
-    assert principal.name == "initech-bot"
+    assert principal.name == "corp:initech-bot"
     assert principal.teams == {"initech", "other"}
 
 
@@ -157,6 +161,28 @@ async def test_an_idp_names_users_in_its_own_domains(other):
         await registry.aclose()
     assert principal.id == "user:bob@other.org"
     assert principal.teams == {"partners"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("user_domains", [[], ["corp.com"]])
+async def test_a_subject_never_names_a_local_user(corp, user_domains):
+    # `dev` is the development key's owner; an IdP's subject `dev` is that IdP's user, not ours. Nor does an
+    # email claim that is no address, or an address in a subject, make the IdP's user a local one.
+    registry = IdpRegistry({"corp": config(corp, user_domains=user_domains)})
+    try:
+        by_subject = await registry.authenticate(corp.sign(corp.claims(audience=RESOURCE, subject="dev")))
+        by_bad_email = await registry.authenticate(
+            corp.sign(corp.claims(audience=RESOURCE, subject="dev", email="dev", email_verified=True))
+        )
+        address_as_subject = await registry.authenticate(
+            corp.sign(corp.claims(audience=RESOURCE, subject="alice@corp.com"))
+        )
+    finally:
+        await registry.aclose()
+    assert by_subject.id == "user:corp:dev" and by_subject.email is None
+    assert by_bad_email.id == "user:corp:dev" and by_bad_email.email is None
+    # No `@` in a name an IdP's subject makes: a `user:*@corp.com` grant or a `users:` email is not it.
+    assert address_as_subject.id == "user:corp:alice%40corp.com" and address_as_subject.email is None
 
 
 ACME = ExternalIdentity(name="acme", match={"tenant": "acme"}, teams=["customers"])
@@ -193,7 +219,7 @@ async def test_unmatched_token_is_a_user_when_not_external_only(corp):
     finally:
         await registry.aclose()
     assert principal.kind is PrincipalKind.USER
-    assert principal.id == "user:globex-bot"
+    assert principal.id == "user:corp:globex-bot"
 
 
 @pytest.mark.anyio
@@ -258,7 +284,7 @@ async def test_clock_skew_tolerates_a_just_expired_token(corp):
     lenient = IdpRegistry({"corp": config(corp, clock_skew_seconds=60)})
     strict = IdpRegistry({"corp": config(corp, clock_skew_seconds=0)})
     try:
-        assert (await lenient.authenticate(token)).name == "someone"
+        assert (await lenient.authenticate(token)).name == "corp:someone"
         assert await refused(strict, token) == "token expired"
     finally:
         await lenient.aclose()
@@ -469,3 +495,84 @@ def test_one_issuer_per_idp():
     idp = IdpConfig(issuer="http://127.0.0.1:1", audience=[RESOURCE])
     with pytest.raises(ValueError, match="'a' and 'b' have the same issuer"):
         IdpRegistry({"a": idp, "b": idp})
+
+
+# ---- hostile tokens: every one a refusal, none another exception -------------------------------------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.anyio
+async def test_deeply_nested_token_is_malformed(corp, corp_registry):
+    header = b64(json.dumps({"alg": "RS256", "kid": corp.kid}).encode())
+    payload = b64(json.dumps(corp.claims(audience=RESOURCE)).encode())
+    deep_payload = b64(nested(5000).encode())
+    deep_header = b64(('{"alg":"RS256","x":' + nested(5000) + "}").encode())
+    assert await refused(corp_registry, f"{header}.{deep_payload}.sig") == "malformed token"
+    assert await refused(corp_registry, f"{deep_header}.{payload}.sig") == "malformed token"
+
+
+@pytest.mark.anyio
+async def test_oversize_token_is_not_decoded(corp, corp_registry):
+    token = corp.sign(corp.claims(audience=RESOURCE, padding="x" * 20_000))
+    assert not IdpRegistry.looks_like_jwt(token)
+    assert await refused(corp_registry, token) == "malformed token"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"exp": "tomorrow"}, "malformed token"),
+        ({"exp": {"at": 1}}, "malformed token"),
+        ({"nbf": [1]}, "malformed token"),
+        ({"iat": "now"}, "malformed token"),
+        ({"aud": {"a": RESOURCE}}, "wrong audience"),
+        ({"aud": [RESOURCE, 1]}, "wrong audience"),
+        ({"sub": {"id": "alice"}}, "malformed token"),
+        ({"sub": ["alice"]}, "malformed token"),
+        ({"groups": {"eng": True}}, "malformed groups claim"),
+        ({"groups": 42}, "malformed groups claim"),
+        ({"groups": ["eng", {"a": 1}]}, "malformed groups claim"),
+        ({"groups": [f"g{i}" for i in range(600)]}, "malformed groups claim"),
+        ({"groups": " ".join(f"g{i}" for i in range(600))}, "malformed groups claim"),
+        ({"groups": ["x" * 1000]}, "malformed groups claim"),
+        ({"deep": json.loads(nested(500))}, None),  # deep but decodable: an ordinary token
+    ],
+    ids=lambda v: v if isinstance(v, str) else next(iter(v)) if isinstance(v, dict) else None,
+)
+async def test_signed_claims_of_the_wrong_type_are_refused(corp, corp_registry, claims, reason):
+    # Signed with the IdP's own key: only the claims are wrong.
+    token = corp.sign({**corp.claims(audience=RESOURCE), **claims})
+    if reason is None:
+        assert (await corp_registry.authenticate(token)).id == "user:corp:someone"
+    else:
+        assert await refused(corp_registry, token) == reason
+
+
+@pytest.mark.anyio
+async def test_claims_of_the_wrong_type_that_name_nobody_are_ignored(corp, corp_registry):
+    token = corp.sign(
+        corp.claims(audience=RESOURCE, email=["alice@corp.com"], email_verified={"yes": True}, groups=None)
+    )
+    principal = await corp_registry.authenticate(token)
+    assert principal.id == "user:corp:someone" and principal.email is None and principal.teams == frozenset()
+
+
+@pytest.mark.anyio
+async def test_a_far_future_expiry_is_no_crash(corp, tmp_path):
+    # PyJWT accepts any integer `exp`; 10^400 has no float. Through the authenticator (which caches the
+    # principal until `exp`), it is a valid token cached for `cache_seconds`, not an OverflowError.
+    engine = await open_database(default_url(tmp_path))
+    directory = Directory(engine, GatewayConfig())
+    registry = IdpRegistry({"corp": config(corp)})
+    authenticator = Authenticator(KeyRepository(engine), directory, registry, cache_seconds=60)
+    try:
+        token = corp.sign({**corp.claims(audience=RESOURCE), "exp": 10**400})
+        assert (await authenticator.authenticate(f"Bearer {token}")).id == "user:corp:someone"
+        assert (await authenticator.authenticate(f"Bearer {token}")).id == "user:corp:someone"
+    finally:
+        await registry.aclose()
+        await engine.dispose()

@@ -287,7 +287,7 @@ class IdpConfig(Strict):
     clock_skew_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
     claims: ClaimMapping = Field(default_factory=ClaimMapping)
     # Tokens whose claims match no entry here are refused when `external_only` is true; otherwise they
-    # are admitted as users (`user:<email or subject>`).
+    # are admitted as users (`user:<email>`, or `user:<idp>:<subject>` without one; docs/identity.md).
     external: list[ExternalIdentity] = Field(default_factory=list)
     external_only: bool = False
     # An IdP names users and their teams, so it can act as any user of the gateway. Limit that for an IdP

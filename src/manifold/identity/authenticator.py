@@ -6,22 +6,35 @@ issuer it names. A validated credential is cached (keyed by the token's SHA-256,
 the earlier of `identity.cache_seconds` and its own expiry. Any change to keys, principals or grants — made
 here, by the admin API or by the CLI in another process — clears the cache before the next request is
 decided (see store/revisions.py), so a revoked key fails at once.
+
+What a caller without a credential can make this hold is nothing: key rows are held as one index of every
+key in the database (read once after each change, when a key is first needed), so a made-up `mfk_` id is a
+dictionary miss — no row cached for it, no database query — and only credentials that verified enter the
+principal cache. An unknown id and a wrong secret take the same path (one dictionary lookup, one
+constant-time comparison of hashes), so neither the answer nor its timing tells which key ids exist. Any
+bearer, however malformed, ends in `Unauthenticated` (a 401).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hmac
 import logging
+import math
 import time
+from collections.abc import Mapping
 from typing import assert_never
 
 from manifold.identity.api_keys import KeyRecord, KeyRepository, OwnerKind, hash_token, key_id_of
 from manifold.identity.directory import Directory
-from manifold.identity.idp_jwt import IdpRegistry, InvalidToken
+from manifold.identity.idp_jwt import MAX_TOKEN_CHARS, IdpRegistry, InvalidToken
 from manifold.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
 
 log = logging.getLogger(__name__)
-MAX_CACHED = 50_000
+MAX_CACHED = 50_000  # verified credentials (only a valid credential gets in)
+# Compared with the hash of a token whose id names no key, so that path does the same work as a wrong secret.
+_NO_KEY_HASH = hash_token("").encode()
 
 
 class Unauthenticated(Exception):
@@ -49,13 +62,22 @@ class Authenticator:
         self.cache_seconds = cache_seconds
         self.allow_unauthenticated = allow_unauthenticated
         self._cache: dict[str, tuple[Principal, float]] = {}
-        self._records: dict[str, KeyRecord | None] = {}  # key id -> row (None: no such key), until a change
+        # key id -> row, every key in the database (revoked ones too, to say so); None: read on first need
+        self._records: Mapping[str, KeyRecord] | None = None
+        self._records_generation = 0  # bumped by every change, so a read that overlapped one is not kept
+        self._records_lock = asyncio.Lock()
         self.last_used: dict[str, float] = {}  # key id -> time, written to the DB in batches
 
     def invalidate(self) -> None:
         """Keys, principals or grants changed: decide every credential afresh."""
         self._cache.clear()
-        self._records.clear()
+        self._records = None
+        self._records_generation += 1
+
+    @property
+    def key_records_cached(self) -> int:
+        """How many key rows are held: the keys in the database, whatever ids callers make up."""
+        return len(self._records) if self._records is not None else 0
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -66,6 +88,8 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated("malformed token")  # not hashed, not parsed, not looked up
         digest = hash_token(token)
         now = time.time()
         cached = self._cache.get(digest)
@@ -93,18 +117,17 @@ class Authenticator:
             extra = snap.user_teams(principal.email, principal.name)
             if extra:
                 principal = dataclasses.replace(principal, teams=principal.teams | extra)
-            exp = principal.claims.get("exp")
-            return principal, float(exp) if isinstance(exp, int | float) else now
+            return principal, _expiry(principal.claims.get("exp"), now)
         raise Unauthenticated("invalid token")
 
     async def _verify_key(self, key_id: str, token: str, now: float) -> tuple[Principal, float]:
-        if key_id in self._records:
-            record = self._records[key_id]
-        else:
-            record = await self.keys.get(key_id)
-            self._records[key_id] = record
-        # Unknown id and wrong secret read the same: the answer must not tell which keys exist.
-        if record is None or not record.matches(token):
+        record = await self._record(key_id)
+        # Unknown id and wrong secret read the same, and cost the same: one comparison of hashes in constant
+        # time either way. The answer must not tell which keys exist.
+        if record is None:
+            hmac.compare_digest(_NO_KEY_HASH, hash_token(token).encode())
+            raise Unauthenticated("invalid token")
+        if not record.matches(token):
             raise Unauthenticated("invalid token")
         unusable = record.usable(now)
         if unusable is not None:
@@ -112,6 +135,24 @@ class Authenticator:
         principal = self._key_principal(record, token)
         self.last_used[record.id] = now
         return principal, record.expires_at if record.expires_at is not None else float("inf")
+
+    async def _record(self, key_id: str) -> KeyRecord | None:
+        """The key row of this id (None: no such key)."""
+        records = self._records
+        if records is None:
+            records = await self._read_records()
+        return records.get(key_id)
+
+    async def _read_records(self) -> Mapping[str, KeyRecord]:
+        """Every key row, read once for all the requests that need it after a change."""
+        async with self._records_lock:
+            if self._records is not None:
+                return self._records  # read while this request waited
+            generation = self._records_generation
+            records = {record.id: record for record in await self.keys.list(include_revoked=True)}
+            if generation == self._records_generation:  # no change arrived while reading: keep it
+                self._records = records
+            return records
 
     def _key_principal(self, record: KeyRecord, token: str) -> Principal:
         snap = self.directory.snapshot
@@ -146,8 +187,21 @@ class Authenticator:
                 assert_never(record.owner_kind)
 
     async def flush_last_used(self) -> None:
+        """Write the last-used times collected since the last flush (one entry per key that verified)."""
         used, self.last_used = self.last_used, {}
         try:
             await self.keys.touch(used)
         except Exception as exc:  # noqa: BLE001 — bookkeeping must never break serving
             log.warning("could not record key last-used times: %s", type(exc).__name__)
+
+
+def _expiry(exp: object, now: float) -> float:
+    """A verified token's `exp` as a time: any number PyJWT accepted (an integer of 400 digits is +inf);
+    without a usable one, the credential is not cached past now."""
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return now
+    try:
+        value = float(exp)
+    except OverflowError:
+        return math.inf
+    return value if not math.isnan(value) else now

@@ -17,6 +17,15 @@ The hot path does no I/O: keys are cached per IdP. An unknown `kid` triggers a r
 `jwks_min_refresh_seconds` (a flood of made-up kids must not turn the gateway into a load generator aimed at
 the IdP), and concurrent refetches share one request. Reasons given to clients are short and fixed; no
 token text ever goes into an exception or a log line.
+
+Whatever a token holds, the answer is `InvalidToken` (a 401): a token longer than `MAX_TOKEN_CHARS` is not
+decoded at all, JSON nested too deep or not an object is "malformed token", and claims of the wrong type
+(a `groups` object, an `exp` string) are refused rather than guessed at.
+
+Who a token names: its verified email, when the IdP may speak for that address (any address when
+`user_domains` is empty, else only those in the listed domains); otherwise `<idp>:<subject>`, a name of
+that IdP's own that no local user, key owner or email pattern shares (see `subject_name`). So an IdP whose
+token says `sub: dev` is `user:corp:dev`, never the development key's owner `user:dev`.
 """
 
 from __future__ import annotations
@@ -62,7 +71,12 @@ FAILED_FETCH_RETRY_SECONDS = 5.0
 # Keys are fetched again after this long even when every kid is known, so a key the IdP withdrew
 # (compromised, rotated out) stops verifying within the hour.
 JWKS_MAX_AGE_SECONDS = 3600.0
-MAX_TOKEN_CHARS = 16 * 1024
+MAX_TOKEN_CHARS = 16 * 1024  # no JWT an IdP issues comes near this; longer ones are not decoded at all
+# A groups claim with more entries (or longer names) than this is not a list of teams: the token is refused.
+MAX_GROUPS = 512
+MAX_GROUP_CHARS = 256
+MAX_EMAIL_CHARS = 320
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
@@ -89,6 +103,7 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.InvalidAlgorithmError, "algorithm not allowed"),
     (jwt.InvalidSignatureError, "bad signature"),
     (jwt.InvalidIssuedAtError, "malformed token"),
+    (jwt.exceptions.InvalidSubjectError, "malformed token"),
     (jwt.DecodeError, "malformed token"),
     (jwt.InvalidKeyError, "unknown signing key"),
 )
@@ -108,8 +123,10 @@ def _unverified_part(token: str, index: int) -> dict[str, Any]:
     segment = token.split(".")[index]
     try:
         value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise InvalidToken("malformed token") from exc
+    # UnicodeDecodeError, JSONDecodeError and too many digits are ValueErrors; nesting deeper than the
+    # interpreter's recursion limit is a RecursionError.
+    except (binascii.Error, ValueError, RecursionError):
+        raise InvalidToken("malformed token") from None
     if not isinstance(value, dict):
         raise InvalidToken("malformed token")
     return value
@@ -120,12 +137,33 @@ def _claim(claims: Mapping[str, Any], name: str) -> Any:
     return None if value is MISSING else value
 
 
-def _groups(value: Any) -> frozenset[str]:
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list):
-        return frozenset(v for v in value if isinstance(v, str) and v)
-    return frozenset()
+def _groups(value: Any, idp_id: str) -> frozenset[str]:
+    """The groups claim as team names: a space-separated string or a list of strings (absent: none).
+    Anything else, or more than `MAX_GROUPS` names, is refused rather than read as no teams."""
+    if value is None:
+        return frozenset()
+    names = value.split() if isinstance(value, str) else value
+    if (
+        not isinstance(names, list)
+        or len(names) > MAX_GROUPS
+        or not all(isinstance(n, str) and len(n) <= MAX_GROUP_CHARS for n in names)
+    ):
+        raise InvalidToken("malformed groups claim", idp=idp_id)
+    return frozenset(n for n in names if n)
+
+
+def _address(value: Any) -> str | None:
+    """An email claim that is an address (`local@domain`), else None."""
+    if isinstance(value, str) and len(value) <= MAX_EMAIL_CHARS and _EMAIL.fullmatch(value):
+        return value
+    return None
+
+
+def subject_name(idp_id: str, subject: str) -> str:
+    """The user name of an IdP subject no email names: `<idp>:<subject>`. `%` and `@` are escaped, so the
+    name never contains `@` and cannot be taken for an email (by `user:*@corp.com` grants or by the
+    `users:` section's email lookup); no local user is named with the IdP's prefix unless the config says so."""
+    return f"{idp_id}:{subject.replace('%', '%25').replace('@', '%40')}"
 
 
 def _key_fits(jwk_data: Mapping[str, Any], alg: str) -> bool:
@@ -157,6 +195,16 @@ class IdpVerifier:
         self._lock = asyncio.Lock()
 
     async def verify(self, token: str) -> Principal:
+        """The principal a token names, or `InvalidToken`: the one exception any token, however made, raises."""
+        try:
+            return await self._verify(token)
+        except (InvalidToken, IdpUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 — a token must never become a 500; say what, not the token
+            log.warning("identity provider %s: token refused: unexpected %s", self.idp_id, type(exc).__name__)
+            raise InvalidToken("malformed token", idp=self.idp_id) from None
+
+    async def _verify(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_CHARS or not _JWT_SHAPE.fullmatch(token):
             raise InvalidToken("malformed token", idp=self.idp_id)
         try:
@@ -200,18 +248,16 @@ class IdpVerifier:
             subject = str(subject)
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("token has no subject", idp=self.idp_id)
-        email = _claim(claims, mapping.email)
+        email = _address(_claim(claims, mapping.email))
         # An address the IdP itself says it has not verified must not become a name grants are written for.
         # (Some IdPs, e.g. Cognito, send the flag as a string.)
-        if not isinstance(email, str) or not email or claims.get("email_verified") in (False, "false"):
+        verified = claims.get("email_verified")
+        if verified is False or (isinstance(verified, str) and verified.lower() == "false"):
             email = None
         domains = self.config.user_domains
-        if domains and (email is None or email.rpartition("@")[2].lower() not in {d.lower() for d in domains}):
-            # Outside the domains this IdP may speak for: neither the email nor the subject may name a
-            # gateway user, so the user is named by IdP and subject.
-            email = None
-            subject = f"{self.idp_id}:{subject}"
-        groups = _groups(_claim(claims, mapping.groups)) if self.config.teams_from_groups else frozenset()
+        if email is not None and domains and email.rpartition("@")[2].lower() not in {d.lower() for d in domains}:
+            email = None  # outside the domains this IdP may speak for
+        groups = _groups(_claim(claims, mapping.groups), self.idp_id) if self.config.teams_from_groups else frozenset()
         credential = Credential(CredentialKind.IDP_JWT, self.idp_id)
         identity = self._external_identity(claims)
         if identity is not None:
@@ -228,9 +274,11 @@ class IdpVerifier:
             )
         if self.config.external_only:
             raise InvalidToken("token not admitted", idp=self.idp_id)
+        # A user is named by an address the IdP may speak for, else by a name of this IdP's own: a token
+        # never names a local user (the development key's owner `dev`, a key owner) by its subject.
         return Principal(
             kind=PrincipalKind.USER,
-            name=email or subject,
+            name=email or subject_name(self.idp_id, subject),
             credential=credential,
             email=email,
             teams=groups,
@@ -267,7 +315,7 @@ class IdpVerifier:
         if prepared is None:
             try:
                 prepared = jwt.PyJWK(jwk_data, algorithm=alg)
-            except jwt.PyJWTError:
+            except (jwt.PyJWTError, ValueError, TypeError, KeyError):  # a key the IdP published badly
                 raise InvalidToken("unknown signing key", idp=self.idp_id) from None
             self._prepared[(lookup_kid, alg)] = prepared
         return prepared
@@ -384,6 +432,7 @@ class IdpRegistry:
         return len(token) <= MAX_TOKEN_CHARS and _JWT_SHAPE.fullmatch(token) is not None
 
     async def authenticate(self, token: str) -> Principal:
+        """The principal a token names, or `InvalidToken` (see `IdpVerifier.verify`)."""
         if not self.looks_like_jwt(token):
             raise InvalidToken("malformed token")
         issuer = _unverified_part(token, 1).get("iss")
