@@ -61,6 +61,12 @@ async def _answer(server: Server, reader: asyncio.StreamReader, writer: asyncio.
         elif mode == "drop":
             writer.close()
             return
+        elif mode == "json-then-close":  # kept alive by the reply's framing, then closed by the server
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            return
         await writer.drain()
 
 
@@ -133,12 +139,26 @@ async def test_a_body_cut_short_is_the_error_aiohttp_raises() -> None:
     assert "abc" not in str(caught.value)
 
 
-async def test_a_connection_dropped_before_the_reply_is_retried_once_then_an_upstream_error() -> None:
+async def test_a_connection_dropped_after_the_request_was_read_is_an_upstream_error_and_never_resent() -> None:
     async with serving() as (server, client):
         with pytest.raises(UpstreamError) as caught:
             await client.post(b"drop", {}, "up")
-    assert "closed the connection" in str(caught.value)
-    assert server.connections == 2  # the first try and one retry
+        assert not isinstance(caught.value, UpstreamSessionLost)  # the pool must not resend it either
+        assert str(caught.value) == "upstream 'up' closed the connection without answering"
+        assert len(server.heads) == 1 and server.connections == 1
+        again = await client.post(b"json", {}, "up")  # the next request gets a new connection
+        assert await again.read() == b"{}"
+        again.release()
+    assert server.connections == 2
+
+
+async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
+    async with serving() as (server, client):
+        for _ in range(3):
+            response = await client.post(b"json-then-close", {}, "up")
+            assert await response.read() == b"{}"
+            response.release()
+    assert len(server.heads) == 3 and server.connections == 3  # each request sent once, on a new connection
 
 
 async def test_connection_refused_means_the_session_is_lost_not_a_timeout() -> None:

@@ -8,6 +8,10 @@ Each request is its own POST; its reply comes back as one JSON body or as an SSE
 progress, logging and server→client requests before the result (all tagged with the request's id).
 Only the upstream's configured static headers and the MCP protocol headers are sent: nothing of the
 gateway's own caller ever reaches an upstream through here.
+
+A POST is never sent twice by this layer, whichever client carries it: once a request may have been read
+(the connection ended after it was written), the call fails with an UpstreamError naming the upstream.
+Only what provably never left is retried or reported as a lost session (see lean_http.py and `post`).
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from manifold.config.models import UpstreamConfig
 from manifold.protocol import INVALID_REQUEST, METHOD_NOT_FOUND
 from manifold.upstream.base import JSON, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
-from manifold.upstream.lean_http import LeanHttpClient, LeanResponse
+from manifold.upstream.lean_http import LeanHttpClient, LeanResponse, input_waiting
 from manifold.upstream.session import CLIENT_INFO
 
 logger = logging.getLogger(__name__)
@@ -34,8 +41,6 @@ ACCEPT_BOTH = "application/json, text/event-stream"
 KEEPALIVE_SECONDS = 3.5
 MAX_SSE_EVENT_BYTES = 32 * 1024 * 1024
 GET_STREAM_MAX_FAILURES = 3
-# A pooled connection the server closed while idle fails like this before anything was processed.
-STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
 # POSTs to http:// upstreams go through the lean client (see lean_http.py) unless MANIFOLD_LEAN_HTTP=0;
 # https, the GET stream and DELETE always use aiohttp.
 LEAN_HTTP_ENV = "MANIFOLD_LEAN_HTTP"
@@ -95,11 +100,29 @@ def parse_messages(raw: bytes) -> list[JSON]:
     return [decoded] if isinstance(decoded, dict) else []
 
 
+class CheckedConnector(aiohttp.TCPConnector):
+    """aiohttp's keep-alive pool hands out a connection whose transport is still open, which misses a close
+    the event loop has not processed yet: the POST then goes out on a dead connection and fails after it
+    may have been read, and must not be sent again. This also asks the kernel (one zero-timeout poll)
+    before a pooled connection is reused, as the lean client does, so an idle close is noticed before any
+    byte is written. `_get` is private to aiohttp (pinned in pyproject.toml); the idle-close test in
+    tests/integration/test_no_double_delivery.py fails if it stops being called."""
+
+    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        while (connection := await super()._get(key, traces)) is not None:
+            transport = connection.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None and not input_waiting(sock.fileno()):
+                return connection
+            connection.close()
+        return None
+
+
 def new_client_session(config: UpstreamConfig) -> aiohttp.ClientSession:
     """One per upstream: its connector is the keep-alive pool. No cookie jar (nothing carried between
     requests except what the protocol says), no redirects followed (see callers)."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=KEEPALIVE_SECONDS),
+        connector=CheckedConnector(limit=256, keepalive_timeout=KEEPALIVE_SECONDS),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
         headers={"User-Agent": USER_AGENT},
@@ -116,18 +139,17 @@ async def post(
     http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], upstream_id: str
 ) -> aiohttp.ClientResponse:
     """POST one message, with the error mapping every HTTP transport shares: refused/unreachable means the
-    session is lost (never delivered); a pooled connection that died while idle is retried once."""
-    for attempt in (1, 2):
-        try:
-            return await http.post(url, data=body, headers=headers, allow_redirects=False)
-        except aiohttp.ClientConnectorError as exc:
-            raise connect_error(upstream_id, exc) from None
-        except STALE_CONNECTION_ERRORS:
-            if attempt == 2:
-                raise UpstreamError(upstream_id, "closed the connection") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(upstream_id, f"could not be reached ({type(exc).__name__})") from None
-    raise AssertionError("unreachable")
+    session is lost (never delivered, so the pool may reconnect and send it); anything that fails once a
+    connection was handed the request is an UpstreamError and is not sent again (it may have been read).
+    aiohttp itself resends only idempotent methods, never a POST."""
+    try:
+        return await http.post(url, data=body, headers=headers, allow_redirects=False)
+    except aiohttp.ClientConnectorError as exc:
+        raise connect_error(upstream_id, exc) from None
+    except aiohttp.ServerDisconnectedError:
+        raise UpstreamError(upstream_id, "closed the connection without answering") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(upstream_id, f"could not be reached ({type(exc).__name__})") from None
 
 
 class StreamableHttpTransport:

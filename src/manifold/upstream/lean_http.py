@@ -15,6 +15,12 @@ mirrors the bit of aiohttp's ClientResponse surface the transport uses (`status`
 Timeouts are the caller's (the session wraps every request in `asyncio.timeout`); only connecting has its
 own limit, the upstream's `connect_timeout`, as with aiohttp's `sock_connect`.
 
+A request is sent at most once. It is sent again (on another connection) only when it provably never left:
+a kept-alive connection the server closed while idle is noticed before the first byte is written (the
+kernel already holds its EOF, reset or stray bytes: one zero-timeout poll per reuse), or the very first
+write failed outright. A connection that ends after the request was written ends the call with an
+UpstreamError, never a resend: the server may have read the request and acted on it.
+
 On by default; set `MANIFOLD_LEAN_HTTP=0` in the gateway's environment to send every POST through aiohttp
 again (for A/B measurement, or to rule this client out when chasing an upstream problem).
 """
@@ -22,6 +28,7 @@ again (for A/B measurement, or to rule this client out when chasing an upstream 
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections.abc import AsyncIterator
 from typing import overload
@@ -38,7 +45,25 @@ MAX_CONNECTIONS = 256
 
 
 class _Disconnected(Exception):
-    """The connection ended before a response head arrived (for a pooled one: the server dropped it idle)."""
+    """The connection ended after the request was written and before a response head arrived."""
+
+
+class _NotSent(Exception):
+    """Writing the request's first byte failed (the connection was already gone): nothing was sent."""
+
+
+def input_waiting(sock_fd: int) -> bool:
+    """Whether the kernel holds input for an idle connection's socket: its EOF, a reset, or bytes nobody
+    asked for. Any of them means the connection must not carry another request. Zero timeout."""
+    if not HAS_POLL:  # Windows: no poll(2); select's fd limit does not apply there
+        readable, _, failed = select.select([sock_fd], [], [sock_fd], 0)
+        return bool(readable or failed)
+    poller = select.poll()
+    poller.register(sock_fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+HAS_POLL = hasattr(select, "poll")
 
 
 class LeanHeaders(dict[str, str]):
@@ -60,6 +85,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
+        self._poller: select.poll | None = None
         self.closed = False
         self.idle_since = 0.0
         self._active = False
@@ -79,6 +105,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and HAS_POLL:
+            self._poller = select.poll()
+            self._poller.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         if not self._active:
@@ -141,8 +171,19 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ used by LeanResponse / the pool
 
+    def gone_while_idle(self) -> bool:
+        """Whether this idle kept-alive connection was closed (or written to) by the server: checked just
+        before reuse, so a request is never written onto a connection the kernel already knows is dead."""
+        if self.closed:
+            return True
+        if self._poller is not None:
+            return bool(self._poller.poll(0))
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        return sock is None or input_waiting(sock.fileno())
+
     def start(self, request: bytes) -> asyncio.Future[None]:
-        """Send one request; the returned future resolves once the response head has been parsed."""
+        """Send one request; the returned future resolves once the response head has been parsed.
+        Raises _NotSent when the first write failed outright (the transport closed itself at once)."""
         assert self.transport is not None
         self._active = True
         self.complete = False
@@ -155,6 +196,10 @@ class _Connection(asyncio.Protocol):
         self.headers = LeanHeaders()
         self._head = asyncio.get_running_loop().create_future()
         self.transport.write(request)
+        if self.transport.is_closing():
+            # asyncio and uvloop both try the send at once on an idle connection; a failure there closes the
+            # transport before any byte left (a partial send would leave the rest buffered, not closing).
+            raise _NotSent
         return self._head
 
     async def next_chunk(self) -> bytes | None:
@@ -279,8 +324,10 @@ class LeanHttpClient:
         return url.startswith("http://")
 
     async def post(self, body: bytes, headers: dict[str, str], upstream_id: str) -> LeanResponse:
-        """POST `body`; errors map as `manifold.upstream.http.post` maps aiohttp's: refused/unreachable means
-        the session is lost, a connection that died before answering is retried once."""
+        """POST `body`; errors map as `manifold.upstream.http.post` maps aiohttp's: refused/unreachable (or
+        twice unable to write a byte) means the session is lost, with the request never delivered; a
+        connection that ended after the request was written is an UpstreamError, and the request is not sent
+        again (the upstream may have read it)."""
         request = self._encode(body, headers)
         await self._slots.acquire()
         try:
@@ -288,12 +335,19 @@ class LeanHttpClient:
                 connection = await self._connection(upstream_id)
                 try:
                     await connection.start(request)
+                except _NotSent:
+                    connection.finish()
+                    self._open.discard(connection)
+                    connection.close()
+                    if attempt == 2:
+                        raise UpstreamSessionLost(
+                            upstream_id, "closed the connection before the request was sent"
+                        ) from None
+                    continue
                 except _Disconnected:
                     connection.finish()
                     self._open.discard(connection)
-                    if attempt == 2:
-                        raise UpstreamError(upstream_id, "closed the connection") from None
-                    continue
+                    raise UpstreamError(upstream_id, "closed the connection without answering") from None
                 except ValueError:
                     connection.finish()
                     self._open.discard(connection)
@@ -338,7 +392,7 @@ class LeanHttpClient:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed and now - connection.idle_since < self._keepalive:
+            if now - connection.idle_since < self._keepalive and not connection.gone_while_idle():
                 return connection
             self._open.discard(connection)
             connection.close()

@@ -79,15 +79,28 @@ class StdioTransport:
         await self.send(body, headers)
 
     async def send(self, body: bytes, headers: dict[str, str]) -> None:
+        """Write one message. The session is reported lost (so the pool may start the process again and
+        resend) only when no byte of it reached the pipe; once some may have, a failure is an UpstreamError:
+        the process may have read the message before it went away."""
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None or self._closing:
             raise UpstreamSessionLost(self.upstream_id, "process is not running")
-        try:
-            async with self._write_lock:
-                proc.stdin.write(body + b"\n")
-                await proc.stdin.drain()
-        except (ConnectionError, RuntimeError):
-            raise UpstreamSessionLost(self.upstream_id, "process is not running") from None
+        stdin = proc.stdin
+        async with self._write_lock:
+            pipe = stdin.transport
+            if pipe.is_closing():
+                raise UpstreamSessionLost(self.upstream_id, "process is not running")
+            queued = pipe.get_write_buffer_size()
+            stdin.write(body + b"\n")
+            if pipe.is_closing() and not queued:
+                # The write was tried at once and failed (the reader is gone): nothing of it was written.
+                raise UpstreamSessionLost(self.upstream_id, "process is not running")
+            try:
+                await stdin.drain()
+            except (ConnectionError, RuntimeError):
+                raise UpstreamError(
+                    self.upstream_id, "process went away while a message was being written", kind=ErrorKind.CLOSED
+                ) from None
 
     async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
         ready.set()  # unrelated notifications simply arrive on stdout
