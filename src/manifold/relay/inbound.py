@@ -13,8 +13,7 @@ beyond 64 bits into floats), so it is refused as an invalid request with id null
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -54,10 +53,10 @@ class Refusal(Exception):
         return error_bytes(self.request_id, self.code, self.message, self.data)
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(NamedTuple):
     """One accepted client message. `method` is None for a client's reply to a server→client request;
-    `request_id` is None for a notification (and `is_request` False)."""
+    `request_id` is None for a notification (and `is_request` False). A tuple: the cheapest record to make
+    once per call."""
 
     message: JSON
     method: str | None
@@ -82,7 +81,7 @@ class InboundCheck:
         """A POSTed message is JSON. A request without a Content-Type is taken as JSON (lenient, as before);
         one that names another media type is refused. Parameters (`; charset=utf-8`) are allowed."""
         value = headers.get("content-type")
-        if value is None:
+        if value is None or value == JSON_MEDIA_TYPE:
             return
         media = value.split(";", 1)[0].strip().lower()
         if media != JSON_MEDIA_TYPE:
@@ -137,14 +136,18 @@ class InboundCheck:
                 raise Refusal(INVALID_REQUEST, "Invalid Request: neither a request, a notification nor a reply")
         elif not isinstance(method, str):
             raise Refusal(INVALID_REQUEST, "Invalid Request: method must be a string", request_id=request_id)
-        params = message.get("params")
+        params = message.get("params") if method is not None else None  # a reply has no params to check
         if params is None:
             params = {}
         elif not isinstance(params, dict):
             raise Refusal(INVALID_PARAMS, "Invalid params: params must be an object", request_id=request_id)
-        # Nesting can only exceed the limit when there are more brackets than the limit: two C-speed counts
-        # keep ordinary calls from paying for the walk.
-        if body.count(b"{") + body.count(b"[") > self.json_depth and _deeper_than(message, self.json_depth):
+        # Nesting past the limit needs more than 2 × limit bytes and more brackets than the limit: a length
+        # test and two C-speed counts keep ordinary calls from paying for the walk.
+        if (
+            len(body) > 2 * self.json_depth
+            and body.count(b"{") + body.count(b"[") > self.json_depth
+            and _deeper_than(message, self.json_depth)
+        ):
             raise self._too_deep(request_id)
         if method == CANCELLED and "requestId" in params and not self.valid_id(params["requestId"]):
             raise Refusal(INVALID_PARAMS, self._id_rule(f"Invalid params: {CANCELLED} requestId"))
@@ -178,16 +181,21 @@ def as_object(value: Any) -> JSON:
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether `value` nests more than `limit` objects/arrays deep. Iterative: no recursion limit to hit."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
+    """Whether `value` nests more than `limit` objects/arrays deep: one level at a time (no recursion limit
+    to hit), looking only at containers, and stopping at the first level past the limit."""
+    level: list[Any] = [value]
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        children = node.values() if isinstance(node, dict) else node
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
+        below: list[Any] = []
+        for node in level:
+            for child in node.values() if type(node) is dict else node:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+        level = below
+        depth += 1
     return False
 
 
