@@ -3,6 +3,7 @@
 #
 #   make run      the demo: toolbox upstream on :8471 (background) + the gateway on manifold.yaml
 #   make test     venv, Node toolchain, legacy-SDK venv, then the whole pytest suite
+#   make fuzz     property-based fuzzing of a real gateway, the long profile (tests/fuzz; a short one runs in make test)
 #   make bench    gateway overhead benchmarks (bench/README.md)
 #   make lint     ruff, the import-layer contracts (import-linter) and the type checker (basedpyright)
 #   make check    validate manifold.yaml and virtual_servers/*.yaml
@@ -22,7 +23,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test bench lint check lock clean distclean node legacy-venv
+.PHONY: help venv run test fuzz bench lint check lock clean distclean node legacy-venv
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -49,6 +50,12 @@ test: venv node legacy-venv
 	@status=0; $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
+
+# The fuzz tests with MANIFOLD_FUZZ_PROFILE=long (thousands of examples per test, new ones each run; failures
+# are kept in .pytest_cache/hypothesis and tried first next time). FUZZ_EXAMPLES overrides the number per test.
+FUZZ_EXAMPLES ?=
+fuzz: venv node
+	MANIFOLD_FUZZ_PROFILE=long MANIFOLD_FUZZ_EXAMPLES="$(FUZZ_EXAMPLES)" $(PY) -m pytest -n 0 tests/fuzz $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m bench.run_all

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+# The fuzz package's request counts, printed at the end of the run: registered here, the conftest every
+# process loads (the pytest-xdist controller never loads tests/fuzz/conftest.py).
+from tests.fuzz.report import pytest_sessionfinish, pytest_terminal_summary, pytest_testnodedown  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
