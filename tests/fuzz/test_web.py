@@ -129,7 +129,9 @@ def forms(draw: st.DrawFn) -> tuple[dict[str, str], str | None]:
                 genuine.map(lambda c: f"⟦{c}:tail⟧"),
                 genuine.map(lambda c: f"⟦{c}⟧é"),
                 st.builds(
-                    lambda n, v: f"{n}={v}", fs.TEXT.filter(lambda t: "=" not in t and ";" not in t), fs.HEADER_TEXT
+                    lambda n, v: f"{n}={v}",
+                    fs.HEADER_TEXT.filter(lambda t: "=" not in t and ";" not in t),
+                    fs.HEADER_TEXT,
                 ),
             ),
             max_size=3,
