@@ -28,7 +28,7 @@ from tests.fuzz.world import World, run_world
 
 # ---- profiles ---------------------------------------------------------------------------------------------
 
-CI_EXAMPLES = 40
+CI_EXAMPLES = 100
 LONG_EXAMPLES = 2500
 
 _COMMON = {

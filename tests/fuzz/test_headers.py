@@ -134,7 +134,7 @@ async def test_signed_tokens_with_hostile_claims(
     version=st.one_of(st.none(), fs.PROTOCOL_VERSION_HEADERS),
     session=st.sampled_from(["own", "own", "none", "made-up", "other-server"]),
     made_up=fs.HEADER_VALUES,
-    accept=fs.ACCEPTS,
+    accept=fs.mostly(ACCEPT_BOTH, fs.ACCEPTS),
 )
 async def test_session_version_and_forwarded_headers_on_post(
     probe: Probe,

@@ -87,9 +87,9 @@ async def modern_message(
 @given(
     server=st.sampled_from(fs.SERVERS),
     body=fs.bodies(),
-    content_type=fs.CONTENT_TYPES,
-    accept=fs.ACCEPTS,
-    version=st.one_of(st.none(), st.none(), st.sampled_from(protocol.HANDSHAKE_VERSIONS), fs.PROTOCOL_VERSION_HEADERS),
+    content_type=fs.mostly("application/json", fs.CONTENT_TYPES),
+    accept=fs.mostly(ACCEPT_BOTH, fs.ACCEPTS),
+    version=fs.mostly(None, st.one_of(st.sampled_from(protocol.HANDSHAKE_VERSIONS), fs.PROTOCOL_VERSION_HEADERS)),
 )
 async def test_handshake_era_messages(
     probe: Probe,
@@ -104,7 +104,12 @@ async def test_handshake_era_messages(
     await handshake_message(probe, sessions, server, body, content_type, accept, version)
 
 
-@given(server=SERVER_NAMES, body=fs.bodies(), content_type=fs.CONTENT_TYPES, accept=fs.ACCEPTS)
+@given(
+    server=SERVER_NAMES,
+    body=fs.bodies(),
+    content_type=fs.mostly("application/json", fs.CONTENT_TYPES),
+    accept=fs.mostly(ACCEPT_BOTH, fs.ACCEPTS),
+)
 async def test_handshake_era_without_a_session(
     probe: Probe, server: str, body: bytes, content_type: str | None, accept: str | None
 ) -> None:
@@ -118,9 +123,9 @@ async def test_handshake_era_without_a_session(
 @given(
     server=SERVER_NAMES,
     body=fs.bodies(modern=True),
-    content_type=fs.CONTENT_TYPES,
-    accept=fs.ACCEPTS,
-    version=st.one_of(st.just(protocol.MODERN_VERSION), st.just(protocol.MODERN_VERSION), fs.PROTOCOL_VERSION_HEADERS),
+    content_type=fs.mostly("application/json", fs.CONTENT_TYPES),
+    accept=fs.mostly(ACCEPT_BOTH, fs.ACCEPTS),
+    version=fs.mostly(protocol.MODERN_VERSION, fs.PROTOCOL_VERSION_HEADERS),
     routing=ROUTING,
     fuzzed=fs.HEADER_VALUES,
 )

@@ -124,7 +124,12 @@ async def legacy_message(probe: Probe, server: str, body: bytes, content_type: s
             )
 
 
-@given(server=st.sampled_from(fs.SERVERS), body=fs.bodies(), content_type=fs.CONTENT_TYPES, initialize=st.booleans())
+@given(
+    server=st.sampled_from(fs.SERVERS),
+    body=fs.bodies(),
+    content_type=fs.mostly("application/json", fs.CONTENT_TYPES),
+    initialize=st.booleans(),
+)
 async def test_legacy_sse_messages(
     probe: Probe, server: str, body: bytes, content_type: str | None, initialize: bool
 ) -> None:
