@@ -98,7 +98,11 @@ def _catalog(args: argparse.Namespace, config: LoadedConfig, kind: Kind, as_json
             entries = _run_catalog(config, lambda ops: ops.list(kind))
             _print(entries if as_json else [_catalog_row(e) for e in entries], as_json, CATALOG_COLUMNS[kind])
         case "get":
-            _print(_run_catalog(config, lambda ops: ops.get(kind, args.id)), True)
+            entry = _run_catalog(config, lambda ops: ops.get(kind, args.id))
+            if as_json:
+                _print(entry, True)
+            else:
+                _print_entry(kind, entry)
         case "create":
             body = _read_body(args.file, args.id)
             try:
@@ -111,7 +115,10 @@ def _catalog(args: argparse.Namespace, config: LoadedConfig, kind: Kind, as_json
             else:
                 print(f"Created {kind.label} '{created['id']}'. A running gateway serves it from its next request.")
         case "delete":
-            _print(_run_catalog(config, lambda ops: ops.delete(kind, args.id)), True)
+            done = _run_catalog(config, lambda ops: ops.delete(kind, args.id))
+            _done(
+                done, as_json, f"Deleted {kind.label} '{done['id']}'. A running gateway drops it at its next request."
+            )
         case _:
             raise OpError(f"unknown command {args.command} {args.action}")
 
@@ -127,6 +134,33 @@ def _print(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
     if not rows:
         print("(none)")
+
+
+def _done(result: Any, as_json: bool, sentence: str) -> None:
+    """A change: the JSON the API answers with `--json` (scripts parse it), one sentence for people."""
+    if as_json:
+        _print(result, True)
+    else:
+        print(sentence)
+
+
+def _teams(principal: dict[str, Any]) -> str:
+    return f" in {_cell(principal['teams'])}" if principal.get("teams") else ""
+
+
+def _revoked(done: dict[str, Any]) -> str:
+    n = done.get("keys_revoked") or 0
+    return f" and revoked {n} key{'s' if n != 1 else ''}" if n else ""
+
+
+def _print_entry(kind: Kind, entry: dict[str, Any]) -> None:
+    """One catalog object for people: where it comes from, then its body as YAML (the files' format)."""
+    import yaml
+
+    print(f"{kind.label} '{entry['id']}' ({entry['source']})")
+    if entry.get("problem"):
+        print(f"problem: {entry['problem']}")
+    print(yaml.safe_dump(entry["body"], sort_keys=False, default_flow_style=False).rstrip())
 
 
 def _cell(v: Any) -> str:
@@ -172,41 +206,55 @@ def _dispatch(args: argparse.Namespace, config: LoadedConfig) -> int:  # noqa: C
             keys = _run(config, lambda ops: ops.list_keys(args.owner, include_revoked=args.all))
             _print(keys, j, ["id", "name", "owner", "state", "servers", "created_at", "expires_at", "last_used_at"])
         case ("keys", "revoke"):
-            _print(_run(config, lambda ops: ops.revoke_key(args.id)), True)
+            done = _run(config, lambda ops: ops.revoke_key(args.id))
+            _done(done, j, f"Revoked key {done['id']}: refused from the very next request.")
         case ("users", "list"):
             _print(_run(config, lambda ops: ops.list_users()), j, ["id", "email", "teams", "source"])
         case ("users", "create"):
             body = {"id": args.id, "email": args.email, "teams": args.team or None}
-            _print(_run(config, lambda ops: ops.create_user({k: v for k, v in body.items() if v is not None})), True)
+            user = _run(config, lambda ops: ops.create_user({k: v for k, v in body.items() if v is not None}))
+            _done(user, j, f"Created user {user['id']}{_teams(user)}.")
         case ("users", "set-teams"):
-            _print(_run(config, lambda ops: ops.set_user_teams(args.id, {"teams": args.team or []})), True)
+            user = _run(config, lambda ops: ops.set_user_teams(args.id, {"teams": args.team or []}))
+            _done(user, j, f"User {user['id']} is now in {_cell(user['teams']) if user['teams'] else 'no team'}.")
         case ("users", "delete"):
-            _print(_run(config, lambda ops: ops.delete_user(args.id)), True)
+            done = _run(config, lambda ops: ops.delete_user(args.id))
+            _done(done, j, f"Deleted user {done['id']}{_revoked(done)}.")
         case ("teams", "list"):
             _print(_run(config, lambda ops: ops.list_teams()), j, ["id", "description", "source"])
         case ("teams", "create"):
             body = {"id": args.id, "description": args.description}
-            _print(_run(config, lambda ops: ops.create_team({k: v for k, v in body.items() if v is not None})), True)
+            team = _run(config, lambda ops: ops.create_team({k: v for k, v in body.items() if v is not None}))
+            _done(team, j, f"Created team {team['id']}.")
         case ("teams", "delete"):
-            _print(_run(config, lambda ops: ops.delete_team(args.id)), True)
+            done = _run(config, lambda ops: ops.delete_team(args.id))
+            _done(done, j, f"Deleted team {done['id']}.")
         case ("sa", "list"):
             _print(_run(config, lambda ops: ops.list_service_accounts()), j, ["id", "description", "teams", "source"])
         case ("sa", "create"):
             body = {"id": args.id, "description": args.description, "teams": args.team or None}
-            _print(
-                _run(config, lambda ops: ops.create_service_account({k: v for k, v in body.items() if v is not None})),
-                True,
+            account = _run(
+                config, lambda ops: ops.create_service_account({k: v for k, v in body.items() if v is not None})
+            )
+            _done(
+                account,
+                j,
+                f"Created service account {account['id']}{_teams(account)}. "
+                f"Give it a token with: manifold keys create --sa {account['id']} --name NAME",
             )
         case ("sa", "delete"):
-            _print(_run(config, lambda ops: ops.delete_service_account(args.id)), True)
+            done = _run(config, lambda ops: ops.delete_service_account(args.id))
+            _done(done, j, f"Deleted service account {done['id']}{_revoked(done)}.")
         case ("grants", "list"):
             _print(_run(config, lambda ops: ops.list_grants()), j, ["id", "who", "claims", "what", "source"])
         case ("grants", "add"):
             claims = dict(c.split("=", 1) for c in (args.claim or []))
             body = {"who": args.who, "what": args.what, "claims": claims, "description": args.description}
-            _print(_run(config, lambda ops: ops.add_grant({k: v for k, v in body.items() if v is not None})), True)
+            grant = _run(config, lambda ops: ops.add_grant({k: v for k, v in body.items() if v is not None}))
+            _done(grant, j, f"Added grant {grant['id']}: {grant['who']} may use {_cell(grant['what'])}.")
         case ("grants", "remove"):
-            _print(_run(config, lambda ops: ops.remove_grant(args.id)), True)
+            done = _run(config, lambda ops: ops.remove_grant(args.id))
+            _done(done, j, f"Removed grant {done['id']}.")
         case _:
             raise OpError(f"unknown command {args.command} {args.action}")
     return 0

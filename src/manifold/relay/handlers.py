@@ -370,7 +370,9 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     except BaseException:
         gw.audit.call(call, TOOLS_CALL, name, target, "error", started, "cancelled or failed")
         raise
-    gw.audit.call(call, TOOLS_CALL, name, target, _outcome(reply), started, None, params.get("arguments"))
+    outcome = _outcome(reply)
+    detail = None if outcome == "ok" else _failure_detail(reply)
+    gw.audit.call(call, TOOLS_CALL, name, target, outcome, started, detail, params.get("arguments"))
     return reply
 
 
@@ -383,6 +385,22 @@ def _outcome(reply: JSON) -> str:
     return "ok"
 
 
+def _failure_detail(reply: JSON) -> str | None:
+    """What an audit row says about a failed reply: the JSON-RPC error's message, or a tool error's first
+    text, cut to 200 characters: the upstream's own words, as the client saw them."""
+    error = reply.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+        return str(message)[:200] if message else None
+    result = reply.get("result")
+    content = result.get("content") if isinstance(result, dict) else None
+    if isinstance(content, list):
+        for item in content:
+            if isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
+                return item["text"][:200]
+    return None
+
+
 async def _audited_forward(gw: Gateway, call: Call, method: str, label: str, target: Target, params: JSON) -> JSON:
     started = time.perf_counter()
     try:
@@ -393,7 +411,8 @@ async def _audited_forward(gw: Gateway, call: Call, method: str, label: str, tar
     except BaseException:
         gw.audit.call(call, method, label, target, "error", started, "cancelled or failed")
         raise
-    gw.audit.call(call, method, label, target, _outcome(reply), started, None)
+    outcome = _outcome(reply)
+    gw.audit.call(call, method, label, target, outcome, started, None if outcome == "ok" else _failure_detail(reply))
     return reply
 
 
