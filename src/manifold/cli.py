@@ -106,7 +106,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
 def cmd_check(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
     from manifold.config.check import run_check  # `check` loads the files itself, reporting every problem
 
-    return run_check(Path(args.config))
+    return run_check(Path(args.config), lister=explain_cli.live_tool_names if args.live else None)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,6 +117,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
     check = subparsers.add_parser("check", help="validate manifold.yaml and virtual_servers/*.yaml")
+    check.add_argument(
+        "--live", action="store_true", help="also list the upstreams' tools and warn for names that match none"
+    )
     check.set_defaults(func=cmd_check)
 
 

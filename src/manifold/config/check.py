@@ -1,21 +1,81 @@
-"""`manifold check`: load the whole configuration and say either that it is fine or everything that is not."""
+"""`manifold check`: load the whole configuration and say either that it is fine or everything that is not.
+
+`check --live` also asks the upstreams for their tools (the CLI hands in a `ToolLister` that connects as the
+gateway does) and warns for every glob or exact name in a virtual server file that matches none of them
+(`tools`, `hide`, `aliases`, `descriptions`), by file, field and line like every other problem. Without it,
+`check` touches nothing outside the files.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from manifold.config.loaded import LoadedConfig
 from manifold.config.loader import load_config
-from manifold.config.problems import ConfigError
+from manifold.config.problems import ConfigError, Problem
+from manifold.config.sources import SourceFile, read_yaml
+
+# Upstream id -> its tool names, or why they could not be listed.
+ToolNames = Mapping[str, Sequence[str] | str]
+ToolLister = Callable[[LoadedConfig], ToolNames]
 
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def run_check(config_path: Path, out: TextIO = sys.stdout) -> int:
-    """Print a summary and return 0, or print every problem (one per line) and return 1."""
+def _display(base: Path, p: Path) -> str:
+    try:
+        return p.relative_to(base).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def unmatched_names(config: LoadedConfig, names: ToolNames) -> list[Problem]:
+    """One problem per pattern or name in a virtual server file that matches no tool its upstream lists,
+    and one per upstream whose tools could not be listed."""
+    problems: list[Problem] = []
+    main = SourceFile(config.path, config.path.name, problems)
+    read_yaml(main)
+    for uid, got in names.items():
+        if isinstance(got, str):
+            main.add(("upstreams", uid), f"could not list its tools ({got}); its globs are not checked")
+    for server_id, server in config.virtual_servers.items():
+        path = config.virtual_server_files.get(server_id)
+        if path is None:
+            continue
+        f = SourceFile(path, _display(config.base_dir, path), problems)
+        read_yaml(f)
+        for i, m in enumerate(server.members):
+            got = names.get(m.upstream)
+            if got is None or isinstance(got, str):
+                continue
+            up = m.upstream
+
+            def none_match(pattern: str, tools: Sequence[str] = got) -> bool:
+                return not any(fnmatch.fnmatchcase(t, pattern) for t in tools)
+
+            for j, pattern in enumerate(m.tools):
+                if none_match(pattern):
+                    f.add(("members", i, "tools", j), f"'{pattern}' matches no tool of upstream '{up}'")
+            for j, pattern in enumerate(m.hide):
+                if none_match(pattern):
+                    f.add(("members", i, "hide", j), f"'{pattern}' matches no tool of upstream '{up}'")
+            for field in ("aliases", "descriptions"):
+                keys: Mapping[str, str] = m.aliases if field == "aliases" else m.descriptions
+                for name in keys:
+                    if name not in got:
+                        f.add(("members", i, field, name), f"'{name}' is no tool of upstream '{up}'")
+    return problems
+
+
+def run_check(config_path: Path, out: TextIO = sys.stdout, lister: ToolLister | None = None) -> int:
+    """Print a summary and return 0, or print every problem (one per line) and return 1.
+    With `lister` (`check --live`), also print a warning per name that matches no listed tool (still 0)."""
     try:
         config = load_config(Path(config_path))
     except ConfigError as e:
@@ -33,4 +93,10 @@ def run_check(config_path: Path, out: TextIO = sys.stdout) -> int:
             m.upstream if m.member_id == m.upstream else f"{m.member_id}={m.upstream}" for m in server.members
         )
         print(f"  /mcp/{server_id}  ({members})", file=out)
+    if lister is not None:
+        warnings = unmatched_names(config, lister(config))
+        for problem in warnings:
+            print(f"warning: {problem}", file=out)
+        listed = "every name matches a listed tool" if not warnings else _count(len(warnings), "warning")
+        print(f"live: {listed}", file=out)
     return 0

@@ -59,7 +59,7 @@ def why_not(grant: Grant, principal: Principal) -> str | None:
             case WhoKind.USER:
                 if principal.kind is not PrincipalKind.USER:
                     return f"{principal.id} is not a user"
-                names = " or ".join(n for n in (principal.name, principal.email) if n)
+                names = " or ".join(dict.fromkeys(n for n in (principal.name, principal.email) if n))
                 return f"{who.value} does not match {names}"
             case WhoKind.TEAM:
                 return f"not in team {who.value}"
