@@ -206,9 +206,19 @@ class ManifoldApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _health(self, send: Send, *, ready: bool) -> None:
+        """/healthz: liveness, always 200, with every upstream's state. /readyz: 503 while a required
+        upstream is down (each is tried again first, briefly), naming them; 200 otherwise."""
+        down: list[str] = []
+        if ready:
+            down = self.pool.down_required()
+            if down:
+                await self.pool.reconnect_down(down, wait=1.0)  # a probe's answer stays prompt
+                down = self.pool.down_required()
         upstreams = self.pool.health()
         failures = {sid: v.last_failures for sid, v in self.served.items() if v.last_failures}
-        body: JSON = {"status": "ok", "upstreams": upstreams}
+        body: JSON = {"status": "unavailable" if down else "ok", "upstreams": upstreams}
+        if down:
+            body["down_upstreams"] = sorted(down)
         if failures:
             body["degraded_servers"] = failures
         collisions = {sid: [c for cs in v.collisions.values() for c in cs] for sid, v in self.served.items()}
@@ -217,7 +227,7 @@ class ManifoldApp:
             body["name_collisions"] = collisions
         if ready:
             body["servers"] = self.served.ids()
-        await send_body(send, 200, orjson.dumps(body))
+        await send_body(send, 503 if down else 200, orjson.dumps(body))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

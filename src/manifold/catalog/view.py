@@ -68,6 +68,7 @@ class VirtualServerView:
         self._lock = asyncio.Lock()
         self.last_failures: dict[str, str] = {}
         self.collisions: dict[str, list[str]] = {}
+        self._told: dict[str, dict[str, str]] = {}  # kind -> member -> the failure last logged
 
     # ---- building -------------------------------------------------------------------------------
 
@@ -107,10 +108,14 @@ class VirtualServerView:
         built = self._build(kind, entries, versions)
         built.failures = failures
         built.errors = errors
+        told = self._told.get(kind, {})
         for member_id, reason in failures.items():
+            if told.get(member_id) == reason:
+                continue  # said already; said again when the reason changes, or after it recovered
             # A user who has not connected an OAuth upstream yet is routine, not an operator's problem.
             level = logging.DEBUG if isinstance(errors[member_id], AuthRequired) else logging.WARNING
             log.log(level, "virtual server '%s': member '%s' left out of %s: %s", self.id, member_id, kind, reason)
+        self._told[kind] = failures
         self.last_failures = failures
         self.collisions[kind] = built.collisions
         self._built[kind] = built

@@ -171,6 +171,8 @@ class UpstreamConfig(Strict):
     protocol: ProtocolChoice = ProtocolChoice.AUTO
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
     call_timeout: Annotated[float, Field(gt=0)] = 60.0
+    # /readyz answers 503 while a required upstream is down; an optional one is only reported.
+    required: bool = True
     description: str | None = None
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import Any, assert_never
 
 from manifold.config.models import Transport, UpstreamConfig
 from manifold.upstream.base import (
@@ -31,7 +31,7 @@ from manifold.upstream.health import UpstreamHealth
 from manifold.upstream.http import StreamableHttpTransport
 from manifold.upstream.session import JsonRpcSession
 from manifold.upstream.sse import LegacySseTransport
-from manifold.upstream.stdio import StdioTransport
+from manifold.upstream.stdio import StdioTransport, stderr_of
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class UpstreamPool:
         self._configs = dict(configs)
         self._on_notification = on_notification
         self._slots: dict[UpstreamKey, _Slot] = {}
-        self._retiring: set[asyncio.Future[None]] = set()
+        self._retiring: set[asyncio.Future[Any]] = set()  # background closes and probes
         self._closed = False
 
     async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> JsonRpcSession:
@@ -143,10 +143,45 @@ class UpstreamPool:
             if key.identity is None:
                 session = slot.session
                 if session is not None and session.closed and slot.health.state == "connected":
-                    reason = session.close_reason.reason if session.close_reason else None
-                    slot.health.disconnected(f"upstream '{key.upstream_id}' {reason}" if reason else None)
+                    cause = session.close_reason
+                    reason = cause.reason if cause else None
+                    slot.health.disconnected(
+                        f"upstream '{key.upstream_id}' {reason}" if reason else None, stderr_of(cause)
+                    )
                 report[key.upstream_id] = slot.health.as_dict()
+        for upstream_id, entry in report.items():
+            config = self._configs.get(upstream_id)
+            entry["required"] = config.required if config is not None else False
         return report
+
+    def down_required(self) -> list[str]:
+        """The required upstreams whose shared session is down (what makes the gateway not ready)."""
+        return [
+            key.upstream_id
+            for key, slot in self._slots.items()
+            if key.identity is None
+            and slot.health.down
+            and (config := self._configs.get(key.upstream_id)) is not None
+            and config.required
+        ]
+
+    async def reconnect_down(self, upstream_ids: list[str], *, wait: float) -> None:
+        """Try these down upstreams' shared sessions again, unless one is backing off or already connecting,
+        so readiness comes back without waiting for a client's call. Waits at most `wait` seconds; a connect
+        still running then goes on (and is single-flight with any call's)."""
+        probes: list[asyncio.Future[JsonRpcSession]] = []
+        for upstream_id in upstream_ids:
+            key = UpstreamKey(upstream_id)
+            slot = self._slots.get(key)
+            if slot is None or self._closed or slot.health.in_backoff() or slot.lock.locked():
+                continue
+            probe = asyncio.ensure_future(self._session(key, slot.headers))
+            probe.add_done_callback(lambda f: f.cancelled() or f.exception())  # its failure is in the health
+            self._retiring.add(probe)  # a reference until it is done
+            probe.add_done_callback(self._retiring.discard)
+            probes.append(probe)
+        if probes:
+            await asyncio.wait(probes, timeout=wait)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -185,8 +220,9 @@ class UpstreamPool:
                 return slot.session  # another caller connected while we waited
             if slot.session is not None:  # dead: make sure its process/connections are gone first
                 dead, slot.session = slot.session, None
-                reason = dead.close_reason.reason if dead.close_reason else None
-                slot.health.disconnected(f"upstream '{key.upstream_id}' {reason}" if reason else None)
+                cause = dead.close_reason
+                reason = cause.reason if cause else None
+                slot.health.disconnected(f"upstream '{key.upstream_id}' {reason}" if reason else None, stderr_of(cause))
                 await dead.aclose()
             # Back off from a failing upstream, unless the credential changed since (a refreshed token
             # deserves its own try).
@@ -203,7 +239,7 @@ class UpstreamPool:
                 await session.connect()
             except UpstreamError as exc:
                 slot.last_failure = exc
-                slot.health.failed(str(exc))
+                slot.health.failed(str(exc), stderr_of(session.close_reason))
                 raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None
             except Exception as exc:  # a bug or an unexpected library error: still a failed upstream
                 logger.exception("upstream %s: connect failed", key.upstream_id)

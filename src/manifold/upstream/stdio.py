@@ -1,7 +1,9 @@
 """Stdio message transport: one long-lived subprocess, newline-delimited JSON on stdin/stdout.
 
 The child gets the config's `env` on top of a minimal inherited environment, never the gateway's whole
-environment (which holds the gateway's own secrets). Its stderr goes to the debug log, capped.
+environment (which holds the gateway's own secrets). Its stderr goes to the debug log, capped; its last
+lines are kept (bounded) so that when it dies the error, the warning and /healthz say what it said, with
+anything that looks like a secret replaced by `[redacted]`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sys
+from collections import deque
 
 import orjson
 
@@ -27,7 +31,37 @@ INHERITED_ENV = (
 MAX_LINE_BYTES = 32 * 1024 * 1024
 STDERR_LINE_CHARS = 500
 STDERR_MAX_LINES = 1000  # per process; a chatty server must not flood the log
+STDERR_TAIL_LINES = 20  # kept per process for the report of its death
+STDERR_TAIL_CHARS = 300  # each, after redaction
+STDERR_SETTLE_SECONDS = 0.5  # how long a death's report waits for the last stderr lines to arrive
 EXIT_GRACE_SECONDS = 2.0
+REDACTED = "[redacted]"
+MIN_SECRET_CHARS = 4  # env values shorter than this are not secrets worth hiding (and hiding them garbles text)
+_SECRET_SHAPES = re.compile(
+    r"(?i:bearer|basic|token)[ =:]+\S+"  # an authorization value, whatever follows
+    r"|\b[0-9a-fA-F]{24,}\b"  # long hex runs (keys, digests)
+    r"|[A-Za-z0-9+/_-]{32,}={0,2}"  # long base64(url) runs
+)
+
+
+class ProcessExited(UpstreamError):
+    """A stdio upstream's process ended without being asked to. `stderr`: its last lines, redacted."""
+
+    def __init__(self, upstream_id: str, reason: str, stderr: tuple[str, ...]) -> None:
+        super().__init__(upstream_id, reason, kind=ErrorKind.CLOSED)
+        self.stderr = stderr
+
+
+def stderr_of(error: BaseException | None) -> tuple[str, ...]:
+    """The last stderr lines a dead stdio process left, when `error` reports one; else ()."""
+    return error.stderr if isinstance(error, ProcessExited) else ()
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with the given secret values and anything shaped like a credential replaced."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return _SECRET_SHAPES.sub(REDACTED, text)
 
 
 def child_environment(config: UpstreamConfig) -> dict[str, str]:
@@ -47,6 +81,12 @@ class StdioTransport:
         self._tasks: list[asyncio.Task[None]] = []
         self._write_lock = asyncio.Lock()
         self._closing = False
+        # The last stderr lines, raw but cut (redacted only when shown): bounded to TAIL_LINES x TAIL_CHARS.
+        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._secrets = tuple(
+            sorted((v for v in config.env.values() if len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
+        )
+        self._exited: ProcessExited | None = None
 
     @property
     def pid(self) -> int | None:
@@ -84,17 +124,17 @@ class StdioTransport:
         the process may have read the message before it went away."""
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None or self._closing:
-            raise UpstreamSessionLost(self.upstream_id, "process is not running")
+            raise await self._lost()
         stdin = proc.stdin
         async with self._write_lock:
             pipe = stdin.transport
             if pipe.is_closing():
-                raise UpstreamSessionLost(self.upstream_id, "process is not running")
+                raise await self._lost()
             queued = pipe.get_write_buffer_size()
             stdin.write(body + b"\n")
             if pipe.is_closing() and not queued:
                 # The write was tried at once and failed (the reader is gone): nothing of it was written.
-                raise UpstreamSessionLost(self.upstream_id, "process is not running")
+                raise await self._lost()
             try:
                 await stdin.drain()
             except (ConnectionError, RuntimeError):
@@ -160,9 +200,36 @@ class StdioTransport:
                     # stdout closed but the process lingers: it can no longer talk to us.
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
-            code = proc.returncode
-            reason = "process exited" + (f" (code {code})" if code is not None else "")
-            on_closed(UpstreamError(self.upstream_id, reason, kind=ErrorKind.CLOSED))
+            if self._closing:
+                on_closed(UpstreamError(self.upstream_id, "process was stopped", kind=ErrorKind.CLOSED))
+            else:
+                on_closed(await self._report_exit(proc.returncode))
+
+    async def _lost(self) -> UpstreamSessionLost:
+        """The error for a write to a process that is gone: why it died, once the stdout reader has seen it
+        go (bounded), so the caller learns what the process said rather than only that it is not running."""
+        reader = self._tasks[0] if self._tasks else None
+        if reader is not None and not reader.done() and not self._closing:
+            await asyncio.wait({reader}, timeout=STDERR_SETTLE_SECONDS + 0.5)
+        reason = self._exited.reason if self._exited is not None else "process is not running"
+        return UpstreamSessionLost(self.upstream_id, reason)
+
+    async def _report_exit(self, code: int | None) -> ProcessExited:
+        """The process ended on its own: one warning with its last stderr lines, and the error that says why."""
+        drain = self._tasks[1] if len(self._tasks) > 1 else None
+        if drain is not None and not drain.done():
+            # Its last lines may still be in the pipe; a grandchild holding stderr open must not hold us up.
+            await asyncio.wait({drain}, timeout=STDERR_SETTLE_SECONDS)
+        tail = tuple(redact(line, self._secrets)[:STDERR_TAIL_CHARS] for line in self._stderr_tail)
+        reason = "process exited" + (f" (code {code})" if code is not None else "")
+        if tail:
+            reason += f": {tail[-1]}"
+        self._exited = ProcessExited(self.upstream_id, reason, tail)
+        if tail:
+            logger.warning("upstream %s: %s; its last stderr lines: %s", self.upstream_id, reason, " | ".join(tail))
+        else:
+            logger.warning("upstream %s: %s", self.upstream_id, reason)
+        return self._exited
 
     async def _drain_stderr(self) -> None:
         proc = self._proc
@@ -175,7 +242,9 @@ class StdioTransport:
                 continue
             if not line:
                 return
+            text = line.decode("utf-8", "replace").rstrip()[:STDERR_LINE_CHARS]
+            if text:
+                self._stderr_tail.append(text)
             if logged < STDERR_MAX_LINES:
                 logged += 1
-                text = line.decode("utf-8", "replace").rstrip()[:STDERR_LINE_CHARS]
-                logger.debug("upstream %s stderr: %s", self.upstream_id, text)
+                logger.debug("upstream %s stderr: %s", self.upstream_id, redact(text, self._secrets))

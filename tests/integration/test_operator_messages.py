@@ -1,0 +1,150 @@
+"""What an operator is told when an upstream fails, with real child processes: a crashed stdio upstream's
+last stderr lines (bounded, secrets redacted) in the error, the log and the health report; the failure
+forgotten once it recovers; times in ISO 8601; a member left out of tools/list logged once per failure."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from manifold.catalog.lists import UpstreamLists
+from manifold.catalog.view import VirtualServerView
+from manifold.config.models import MemberConfig, ProtocolChoice, Transport, UpstreamConfig, VirtualServerConfig
+from manifold.upstream.base import UpstreamError
+from manifold.upstream.pool import UpstreamPool
+
+SERVER = Path(__file__).parents[1] / "upstreams" / "upstream_min.py"
+SECRET = "s3cr3t-Value-4-the-child"
+LAST_LINE = "None of the specified directories are accessible"
+CRASH = f"""
+import os, sys
+print("starting with key " + os.environ["API_KEY"], file=sys.stderr)
+print("Authorization: Bearer abcdefghijklmnop.qrstuvwxyz", file=sys.stderr)
+print("digest " + "0123456789abcdef" * 4, file=sys.stderr)
+for i in range(40):
+    print(f"noise line {{i}} " + "x" * 1000, file=sys.stderr)
+print("Error: {LAST_LINE}", file=sys.stderr)
+sys.exit(1)
+"""
+GOOD = f"import runpy, sys\nsys.argv = [{str(SERVER)!r}]\nrunpy.run_path({str(SERVER)!r}, run_name='__main__')\n"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def stdio(script: Path) -> UpstreamConfig:
+    return UpstreamConfig(
+        transport=Transport.STDIO,
+        command=sys.executable,
+        args=[str(script)],
+        env={"API_KEY": SECRET},
+        protocol=ProtocolChoice("2025-11-25"),
+    )
+
+
+async def request_until_connected(pool: UpstreamPool, upstream_id: str, deadline_s: float = 20.0) -> None:
+    """Bounded poll past the pool's back-off (at most 1.5 s) until a call goes through."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            await pool.request(upstream_id, "tools/list", {})
+            return
+        except UpstreamError:
+            if time.monotonic() > deadline:
+                raise
+
+
+@pytest.mark.anyio
+async def test_a_crashed_stdio_upstream_says_what_it_printed_without_secrets(tmp_path, caplog):
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH)
+    pool = UpstreamPool({"files": stdio(script)})
+    caplog.set_level(logging.DEBUG, logger="manifold")
+    try:
+        with pytest.raises(UpstreamError) as raised:
+            await pool.request("files", "tools/list", {})
+        message = str(raised.value)
+        assert "upstream 'files'" in message and "code 1" in message and LAST_LINE in message, message
+
+        report = pool.health()["files"]
+        assert report["state"] == "failed" and LAST_LINE in str(report["last_error"])
+        lines = report["stderr"]
+        assert isinstance(lines, list) and lines[-1] == f"Error: {LAST_LINE}"
+        assert len(lines) <= 20 and all(len(line) <= 300 for line in lines)
+
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "files" in r.getMessage()]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert LAST_LINE in warnings[0].getMessage()
+
+        shown = message + orjson.dumps(report).decode() + caplog.text
+        assert SECRET not in shown
+        assert "abcdefghijklmnop" not in shown
+        assert "0123456789abcdef" * 2 not in shown
+        assert "[redacted]" in orjson.dumps(report).decode()
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_health_forgets_the_failure_once_recovered_and_gives_iso_times(tmp_path):
+    script = tmp_path / "flaky.py"
+    script.write_text(CRASH)
+    pool = UpstreamPool({"files": stdio(script)})
+    try:
+        with pytest.raises(UpstreamError):
+            await pool.request("files", "tools/list", {})
+        failed = pool.health()["files"]
+        since = failed["since"]
+        assert isinstance(since, str) and since.endswith("Z")
+        assert abs(datetime.fromisoformat(since).timestamp() - time.time()) < 60
+        assert failed["last_error"] and failed["down"] is True
+
+        script.write_text(GOOD)  # the operator fixed it
+        await request_until_connected(pool, "files")
+        recovered = pool.health()["files"]
+        assert recovered["state"] == "connected"
+        assert recovered["last_error"] is None and recovered["stderr"] == [] and recovered["down"] is False
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_member_left_out_of_tools_is_logged_once_per_failure(tmp_path, caplog):
+    script = tmp_path / "member.py"
+    script.write_text(CRASH)
+    pool = UpstreamPool({"files": stdio(script)})
+    config = VirtualServerConfig(members=[MemberConfig(upstream="files")])
+    view = VirtualServerView("eng", config, UpstreamLists(pool, ttl_seconds=1e-9), "__")
+    caplog.set_level(logging.WARNING, logger="manifold.catalog")
+
+    def left_out() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "left out of tools" in r.getMessage()]
+
+    try:
+        for _ in range(4):
+            built = await view.get("tools")
+            assert "files" in built.failures
+        assert len(left_out()) == 1, left_out()
+
+        script.write_text(GOOD)
+        deadline = time.monotonic() + 20
+        while (await view.get("tools")).failures:
+            assert time.monotonic() < deadline, "the member never recovered"
+        assert len(left_out()) == 1
+
+        script.write_text(CRASH)
+        await pool.remove_upstream("files")  # its running process ends; it fails from now on
+        await pool.put_upstream("files", stdio(script))
+        for _ in range(3):
+            assert "files" in (await view.get("tools")).failures
+        assert len(left_out()) == 2, left_out()
+    finally:
+        await pool.aclose()
