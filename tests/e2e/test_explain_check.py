@@ -29,6 +29,7 @@ EXTRA = {
     "grants": [
         {"who": "team:eng", "what": ["server:alpha", "server:beta"]},
         {"who": "user:carol@corp.com", "what": ["tool:alpha/add"]},
+        {"who": "user:dev", "what": ["vserver:*"]},  # the harness's key, to ask the gateway itself
     ],
 }
 
