@@ -32,7 +32,7 @@ venv:
 	@scripts/bootstrap.sh
 
 run: venv
-	@scripts/run-demo.sh "$(CONFIG)"
+	@exec scripts/run-demo.sh "$(CONFIG)"
 
 # npm ci only when node_modules is missing or older than the lock file: make compares the
 # mtime of npm's own record of the installed tree with package-lock.json.

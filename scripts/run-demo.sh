@@ -45,8 +45,9 @@ done
 
 toolbox_pid=""
 gateway_pid=""
-# Background jobs of a non-interactive shell ignore Ctrl-C's SIGINT, so both children are stopped
-# explicitly: the gateway first (it closes its upstream sessions), then the toolbox.
+# Stop both children: the gateway first (it closes its upstream sessions), then the toolbox. Background
+# jobs of a non-interactive shell ignore SIGINT, so each is sent SIGTERM (Ctrl-C in a terminal reaches the
+# gateway anyway: it is in the foreground process group).
 stop_children() {
     local pid
     for pid in "$gateway_pid" "$toolbox_pid"; do
@@ -56,9 +57,15 @@ stop_children() {
         fi
     done
 }
+# Ctrl-C or SIGTERM is how `make run` is meant to end: once the children are stopped, exit 0, so make
+# reports no error (it printed "make: *** Error 143" when this script exited with the signal's status).
+stop_and_exit() {
+    trap - INT TERM
+    stop_children
+    exit 0
+}
 trap stop_children EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap stop_and_exit INT TERM
 
 "$py" -m manifold.demo.toolbox --port "$toolbox_port" &
 toolbox_pid=$!
@@ -84,4 +91,9 @@ echo "demo toolbox upstream: http://127.0.0.1:$toolbox_port/mcp (pid $toolbox_pi
 gateway_pid=$!
 status=0
 wait "$gateway_pid" || status=$?
+# uvicorn ends by raising the signal it was stopped with again: a gateway stopped by SIGINT or SIGTERM
+# (Ctrl-C reaches it directly) ended as asked, not with an error.
+if (( status == 130 || status == 143 )); then
+    status=0
+fi
 exit "$status"

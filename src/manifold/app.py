@@ -17,6 +17,7 @@ import orjson
 
 from manifold.admin.api import AdminApi
 from manifold.asgi import JSON_HEADERS, Receive, Scope, Send, header_map, send_body
+from manifold.audit.unauthorized import UnauthorizedAudit
 from manifold.catalog.served import ServedServers
 from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
@@ -65,6 +66,7 @@ class ManifoldApp:
         served: ServedServers,
         access: Access,
         auditor: Auditor,
+        unauthorized: UnauthorizedAudit,
         changes: Changes,
         pool: UpstreamPool,
         http: StreamableHttp,
@@ -80,6 +82,7 @@ class ManifoldApp:
         self.served = served
         self.access = access
         self.auditor = auditor
+        self.unauthorized = unauthorized
         self.changes = changes
         self.pool = pool
         self.http = http
@@ -132,7 +135,7 @@ class ManifoldApp:
             await send_body(send, 403, orjson.dumps({"error": problem}))
             return
         await self.changes.sync()
-        principal = await self._authenticate(send, headers, "/" + "/".join(parts[:2]))
+        principal = await self._authenticate(scope, send, headers, parts)
         if principal is None:
             return
         view = self.served.get(parts[1])
@@ -170,11 +173,23 @@ class ManifoldApp:
         await send_body(send, 403, orjson.dumps({"error": problem}))
         return True
 
-    async def _authenticate(self, send: Send, headers: dict[str, str], resource_path: str) -> Principal | None:
+    async def _authenticate(
+        self, scope: Scope, send: Send, headers: dict[str, str], parts: list[str]
+    ) -> Principal | None:
+        authorization = headers.get("authorization")
         try:
-            return await self.authenticator.authenticate(headers.get("authorization"))
+            return await self.authenticator.authenticate(authorization)
         except Unauthenticated as exc:
-            await resource_server.send_unauthorized(send, self.config, headers, resource_path, exc)
+            client = scope.get("client")
+            self.unauthorized.refused(
+                authorization=authorization,
+                missing=exc.missing,
+                reason=exc.reason,
+                client=client[0] if client else None,
+                server=parts[1][:100],
+                method="connect",
+            )
+            await resource_server.send_unauthorized(send, self.config, headers, "/" + "/".join(parts[:2]), exc)
             return None
 
     async def _protected_resource_metadata(self, send: Send, path: str, headers: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ from manifold.config.problems import ConfigError
 from manifold.outbound import connections_cli, secrets_cli
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# One format for every log line, Manifold's and uvicorn's alike.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 Command = Callable[[argparse.Namespace, Callable[[], LoadedConfig]], int]
 
@@ -45,6 +48,23 @@ def client_snippet(url: str, key: str) -> str:
         {"mcpServers": {"manifold": {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {key}"}}}},
         indent=2,
     )
+
+
+def log_config(level: str) -> dict[str, object]:
+    """uvicorn's logging, in Manifold's format: one handler on the root logger, uvicorn's loggers propagate
+    to it (uvicorn's own config would give them handlers and formats of their own)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"manifold": {"format": LOG_FORMAT}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "manifold", "stream": "ext://sys.stderr"}
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {
+            name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
 
 
 def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
@@ -71,35 +91,54 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
     runtime = compose(config, dev_key=key, public_base=base)
     app = build_app(runtime)
 
-    servers = runtime.served.ids()
-    first = next(iter(config.virtual_servers), servers[0] if servers else "demo")
-    url = f"{base}/mcp/{first}"
-    print(f"Manifold is serving {len(servers)} servers on {base}")
-    for sid in servers:
-        print(f"  {base}/mcp/{sid}")
-    if key:
-        where = (
-            "from MANIFOLD_DEV_KEY" if os.environ.get("MANIFOLD_DEV_KEY") else f"kept in {config.state_dir / 'dev-key'}"
+    def banner() -> None:
+        # After the runtime has started: the served set then holds every server, the files' and those
+        # created through the admin API or the CLI.
+        servers = runtime.served.ids()
+        first = next(iter(config.virtual_servers), servers[0] if servers else "demo")
+        url = f"{base}/mcp/{first}"
+        lines = [f"Manifold is serving {len(servers)} servers on {base} (MCP: /mcp/<id>, legacy SSE: /sse/<id>)"]
+        width = max((len(f"{base}/mcp/{sid}") for sid in servers), default=0)
+        lines += [f"  {f'{base}/mcp/{sid}'.ljust(width)}  {base}/sse/{sid}" for sid in servers]
+        if key:
+            where = (
+                "from MANIFOLD_DEV_KEY"
+                if os.environ.get("MANIFOLD_DEV_KEY")
+                else f"kept in {config.state_dir / 'dev-key'}"
+            )
+            lines += [
+                f"\nDevelopment key, an admin key for user 'dev' ({where}):\n  {key}\n",
+                'Client config (VS Code .vscode/mcp.json uses "servers" instead of "mcpServers"):',
+                client_snippet(url, key),
+                "\nClaude Code:\n"
+                f'  claude mcp add --transport http manifold {url} --header "Authorization: Bearer {key}"\n',
+            ]
+        print("\n".join(lines), flush=True)
+
+    class BannerServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # the lifespan has started the runtime and the sockets listen
+                banner()
+
+    server = BannerServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=args.log_level,
+            log_config=log_config(args.log_level),
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            proxy_headers=False,  # X-Forwarded-* from any client would be trusted otherwise; public_url says the origin
+            timeout_graceful_shutdown=3,
         )
-        print(f"\nDevelopment key, an admin key for user 'dev' ({where}):\n  {key}\n")
-        print('Client config (VS Code .vscode/mcp.json uses "servers" instead of "mcpServers"):')
-        print(client_snippet(url, key))
-        print(
-            f'\nClaude Code:\n  claude mcp add --transport http manifold {url} --header "Authorization: Bearer {key}"\n'
-        )
-    sys.stdout.flush()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=args.log_level,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # X-Forwarded-* from any client would be trusted otherwise; public_url says the origin
-        timeout_graceful_shutdown=3,
     )
+    server.run()
+    if not server.started:
+        return 3  # uvicorn's start-up failure status; the reason (a port in use, a failed start) is in the log
     return 0
 
 
@@ -148,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     command: Command = args.func
     return command(args, lambda: _load(Path(args.config)))

@@ -30,6 +30,7 @@ from manifold.admin.catalog import KIND_PATHS, CatalogOperations, InvalidBody
 from manifold.admin.ops import BadRequest, NotFound, Operations, OpError
 from manifold.asgi import Receive, Scope, Send, send_body
 from manifold.audit import AuditEvent, AuditLog, Outcome
+from manifold.audit.unauthorized import UnauthorizedAudit
 from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
 from manifold.identity.authenticator import Authenticator, Unauthenticated
@@ -57,6 +58,7 @@ class AdminApi:
         catalog_ops: CatalogOperations,
         catalog: CatalogReloader,
         audit_log: AuditLog,
+        unauthorized: UnauthorizedAudit,
     ) -> None:
         self.config = config
         self.authenticator = authenticator
@@ -64,12 +66,23 @@ class AdminApi:
         self.catalog_ops = catalog_ops
         self.catalog = catalog
         self.audit_log = audit_log
+        self.unauthorized = unauthorized
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, read_body: ReadBody) -> None:
         headers = scope["_headers"]
+        authorization = headers.get("authorization")
         try:
-            principal = await self.authenticator.authenticate(headers.get("authorization"))
+            principal = await self.authenticator.authenticate(authorization)
         except Unauthenticated as exc:
+            client = scope.get("client")
+            self.unauthorized.refused(
+                authorization=authorization,
+                missing=exc.missing,
+                reason=exc.reason,
+                client=client[0] if client else None,
+                server="admin",
+                method=f"admin {scope['method']}",
+            )
             await resource_server.send_unauthorized(send, self.config, headers, "/admin/api", exc)
             return
         if not is_admin(principal, self.config.gateway.identity.admins):

@@ -22,6 +22,7 @@ class Outcome(enum.StrEnum):
     DENIED = "denied"  # no grant (or the key is restricted to other servers)
     UNKNOWN = "unknown"  # no such tool / prompt / resource on this server
     AUTH_REQUIRED = "auth_required"  # the upstream needs the user to connect an account (OAuth) first
+    UNAUTHENTICATED = "unauthenticated"  # HTTP 401: a credential was sent and refused (audit/unauthorized.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,6 +33,7 @@ from manifold.admin.catalog import CatalogOperations
 from manifold.admin.ops import Operations
 from manifold.app import ManifoldApp
 from manifold.audit import AuditLog
+from manifold.audit.unauthorized import UnauthorizedAudit
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.served import ServedServers
 from manifold.catalog.view import VirtualServerView
@@ -271,6 +272,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
     """The faces over a composed runtime, and the ASGI app that routes to them (its lifespan starts and
     stops the runtime)."""
     config, settings = runtime.config, runtime.config.settings
+    unauthorized = UnauthorizedAudit(runtime.audit_log)  # refused credentials, rate-limited, for both faces
     admin = AdminApi(
         config,
         runtime.authenticator,
@@ -278,6 +280,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         runtime.catalog_operations,
         runtime.catalog,
         runtime.audit_log,
+        unauthorized,
     )
     web = WebApp(
         settings=settings,
@@ -302,6 +305,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         served=runtime.served,
         access=runtime.access,
         auditor=runtime.gateway.audit,
+        unauthorized=unauthorized,
         changes=runtime.changes,
         pool=runtime.pool,
         http=StreamableHttp(
