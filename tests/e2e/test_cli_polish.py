@@ -4,6 +4,7 @@ Ctrl-C and SIGTERM, and the README's bigger example served as it is and used wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -178,8 +179,19 @@ async def start_demo(command: list[str], directory: Path, toolbox_port: int, out
         assert process.poll() is None, output.read_text()
         return "Development key" in output.read_text()
 
-    await poll(banner, "the demo's banner", deadline=60.0)
+    try:
+        await poll(banner, "the demo's banner", deadline=60.0)
+    except BaseException:
+        end_group(process)
+        raise
     return process
+
+
+def end_group(process: subprocess.Popen[bytes]) -> None:
+    """Whatever a failed test left running of the demo (its own process group) is stopped."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 async def stopped(process: subprocess.Popen[bytes]) -> int:
@@ -196,14 +208,17 @@ async def test_run_demo_ends_with_status_0(tmp_path: Path, how: str):
     config = demo_config(tmp_path, gateway_port, toolbox_port)
     output = tmp_path / "out.log"
     process = await start_demo(["bash", "scripts/run-demo.sh", str(config)], tmp_path, toolbox_port, output)
-    text = output.read_text()
-    assert f"http://127.0.0.1:{gateway_port}/sse/demo" in text  # the banner names the SSE URL too
-    if how == "sigterm":
-        process.send_signal(signal.SIGTERM)
-    else:
-        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
-    assert await stopped(process) == 0, output.read_text()
-    assert "Traceback" not in output.read_text()
+    try:
+        text = output.read_text()
+        assert f"http://127.0.0.1:{gateway_port}/sse/demo" in text  # the banner names the SSE URL too
+        if how == "sigterm":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        assert await stopped(process) == 0, output.read_text()
+        assert "Traceback" not in output.read_text()
+    finally:
+        end_group(process)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -214,10 +229,13 @@ async def test_make_run_ends_without_a_make_error(tmp_path: Path, sig: signal.Si
     process = await start_demo(
         ["make", "--no-print-directory", "run", f"CONFIG={config}"], tmp_path, toolbox_port, output
     )
-    os.killpg(process.pid, sig)  # as a terminal's Ctrl-C, or a supervisor stopping the group
-    await stopped(process)
-    text = output.read_text()
-    assert "make: ***" not in text and "Error 143" not in text, text
+    try:
+        os.killpg(process.pid, sig)  # as a terminal's Ctrl-C, or a supervisor stopping the group
+        await stopped(process)
+        text = output.read_text()
+        assert "make: ***" not in text and "Error 143" not in text, text
+    finally:
+        end_group(process)
 
 
 def readme_blocks() -> dict[str, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from manifold.audit import AuditEvent, Outcome, format_events
+from manifold.audit.unauthorized import UnauthorizedAudit
 from manifold.cli import main
 
 
@@ -131,3 +132,47 @@ def test_the_audit_table_fits_100_columns_and_keeps_what_matters():
 def test_a_short_table_is_not_shortened():
     table = format_events([event(principal="user:a@b.c", target="x__y", server="eng", detail=None)], as_json=False)
     assert "user:a@b.c" in table and "…" not in table
+
+
+class Recorded:
+    """An AuditLog stand-in that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+def test_refused_credentials_are_rate_limited_per_source_counted_and_bounded():
+    log, now = Recorded(), [1000.0]
+    audit = UnauthorizedAudit(log, max_sources=3, clock=lambda: now[0])  # type: ignore[arg-type]
+    token = "mfk_0123456789ab_" + "s" * 40
+
+    def refuse(authorization: str | None, client: str = "10.0.0.1", *, missing: bool = False) -> None:
+        audit.refused(
+            authorization=authorization,
+            missing=missing,
+            reason="revoked",
+            client=client,
+            server="eng",
+            method="connect",
+        )
+
+    refuse(None, missing=True)  # no credential: a client discovering it must sign in, not an event
+    assert log.events == []
+    for i in range(50):  # one key, from many addresses, within a second: one row
+        refuse(f"Bearer {token}", client=f"10.0.0.{i}")
+    (row,) = log.events
+    assert (row.credential, row.principal, row.outcome) == ("api_key:0123456789ab", "unknown", Outcome.UNAUTHENTICATED)
+    assert "s" * 20 not in repr(row)
+    now[0] += 1.0
+    refuse(f"Bearer {token}")
+    assert "and 49 more since" in (log.events[-1].detail or "")
+
+    refuse("Bearer garbage", client="10.9.9.9")  # not ours: the address is the source
+    assert log.events[-1].credential == "unknown" and "10.9.9.9" in (log.events[-1].detail or "")
+    for i in range(100):  # more sources within one second than remembered: memory stays bounded
+        refuse("Bearer garbage", client=f"192.168.0.{i}")
+    assert len(audit._sources) <= 3  # noqa: SLF001
+    assert len(log.events) <= 2 + 1 + 3
