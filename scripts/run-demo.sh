@@ -60,7 +60,7 @@ stop_children() {
 # Ctrl-C or SIGTERM is how `make run` is meant to end: once the children are stopped, exit 0, so make
 # reports no error (it printed "make: *** Error 143" when this script exited with the signal's status).
 stop_and_exit() {
-    trap - INT TERM
+    trap '' INT TERM  # a second signal (make passes its own on to this script) must not cut the stop short
     stop_children
     exit 0
 }
