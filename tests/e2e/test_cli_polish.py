@@ -294,3 +294,22 @@ async def test_the_readme_example_is_two_files_that_check_serve_and_answer_the_d
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+async def test_the_audit_table_shows_why_a_call_failed():
+    upstreams = {"kitchen": stdio_upstream(KITCHEN, "--transport", "stdio", "--name", "kitchen")}
+    async with run_gateway(upstreams) as gw:
+        async with gw.client("kitchen") as client:
+            result = await client.call_tool("fail", {"message": "disk quota exceeded on /srv"})
+            assert result.is_error
+
+        async def failed_rows() -> list[dict[str, Any]]:
+            done = await manifold_cli(gw, "audit", "--json", "--outcome", "tool_error")
+            return [json.loads(line) for line in done.stdout.decode().splitlines() if line.strip()]
+
+        (row,) = await poll(failed_rows, "the tool_error row")
+        assert row["detail"] == "disk quota exceeded on /srv"
+        table = (await manifold_cli(gw, "audit")).stdout.decode().splitlines()
+        assert max(len(line) for line in table) <= 100
+        at = next(i for i, line in enumerate(table) if "fail" in line and "tool_error" in line)
+        assert table[at + 1] == "  ↳ disk quota exceeded on /srv"
