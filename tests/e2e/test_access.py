@@ -245,7 +245,9 @@ async def test_grant_added_and_removed_with_the_cli_applies_at_once(world: World
     gw = world.gw
     async with gw.client(SHARED, key=world.keys.bob) as client:
         assert "alpha__whoami" not in {t.name for t in (await client.list_tools()).tools}
-        added = await manifold_cli(gw, "grants", "add", "--who", "user:bob@corp.com", "--what", "tool:alpha/whoami")
+        added = await manifold_cli(
+            gw, "grants", "add", "--who", "user:bob@corp.com", "--what", "tool:alpha/whoami", "--json"
+        )
         grant_id = json.loads(added.stdout)["id"]
         try:
             # Same session, next request: the new grant is in force.
@@ -269,7 +271,7 @@ async def test_team_change_applies_to_an_open_session(world: World) -> None:
         assert "alpha__whoami" in tools and "beta__echo" not in tools
         assert json.loads(text_of(await client.call_tool("alpha__whoami", {})))["name"] == "alpha"
         await rpc_error(client.call_tool("beta__echo", {"text": "x"}))
-    deleted = json.loads((await manifold_cli(gw, "users", "delete", "dave@corp.com")).stdout)
+    deleted = json.loads((await manifold_cli(gw, "users", "delete", "dave@corp.com", "--json")).stdout)
     assert deleted["keys_revoked"] == 1
     assert (await post_initialize(gw, SHARED, key)).status_code == 401
 
