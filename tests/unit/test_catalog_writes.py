@@ -65,3 +65,12 @@ async def test_the_same_object_created_twice_at_once_is_one_create_and_one_confl
     finally:
         await first.dispose()
         await second.dispose()
+
+
+async def test_the_database_opens_where_no_state_folder_exists_yet(tmp_path: Path) -> None:
+    """`manifold explain` or `keys list` before the gateway ever ran: the folder is made, not a traceback."""
+    engine = await open_database(default_url(tmp_path / "never" / "made"))
+    try:
+        assert (tmp_path / "never" / "made" / "manifold.db").exists()
+    finally:
+        await engine.dispose()

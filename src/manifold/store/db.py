@@ -166,6 +166,9 @@ def connect(url: str) -> AsyncEngine:
 async def create_schema(engine: AsyncEngine) -> None:
     """Create missing tables (every module's tables registered on `metadata` by then) and upgrade old ones."""
     sqlite = engine.dialect.name == "sqlite"
+    if sqlite and engine.url.database not in (None, "", ":memory:"):
+        # A command run before the gateway ever started (`manifold explain`, `keys list`) finds no state dir.
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
         await conn.run_sync(metadata.create_all)
