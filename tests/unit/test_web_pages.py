@@ -151,6 +151,24 @@ async def test_a_form_posted_from_another_site_is_refused(site: Site) -> None:
         assert_a_page(refused)
 
 
+# What Chromium sends with a same-origin form POST when the page's referrer policy withheld the referrer
+# (the pages used to say `no-referrer`): `Origin: null`, and `Sec-Fetch-Site: same-origin`.
+CHROMIUM_SAME_ORIGIN_NO_REFERRER = {"Origin": "null", "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate"}
+# A sandboxed frame on another site also sends `Origin: null`, with `Sec-Fetch-Site: cross-site`.
+CHROMIUM_SANDBOXED_FRAME_ELSEWHERE = {"Origin": "null", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+
+
+async def test_a_browser_signs_in_on_our_own_form_and_a_foreign_frame_does_not(site: Site) -> None:
+    form = await site.http.get("/login")
+    # The pages ask browsers for the referrer on our own origin, so our forms carry a real Origin.
+    assert form.headers["referrer-policy"] == "same-origin"
+    fields = {**hidden_fields(form.text), "key": site.token}
+    signed_in = await site.http.post("/login", data=fields, headers=CHROMIUM_SAME_ORIGIN_NO_REFERRER)
+    assert signed_in.status_code == 303 and "set-cookie" in signed_in.headers
+    refused = await site.http.post("/login", data=fields, headers=CHROMIUM_SANDBOXED_FRAME_ELSEWHERE)
+    assert refused.status_code == 403 and "set-cookie" not in refused.headers
+
+
 async def test_signing_in_with_a_key_lasts_as_long_as_the_key(site: Site) -> None:
     signed_in = await sign_in(site, "/connections")
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/connections"

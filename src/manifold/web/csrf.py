@@ -30,10 +30,18 @@ def valid(signer: Signer, binding: str, action: str, sent: str | None) -> bool:
 
 
 def cross_site(headers: Mapping[str, str], base_url: str) -> str | None:
-    """Why a POST looks cross-site, or None. Browsers send `Origin` on every POST (and `Sec-Fetch-Site`);
-    a request with neither is not from a browser page and carries no ambient session to abuse anyway."""
+    """Why a POST looks cross-site, or None.
+
+    `Sec-Fetch-Site` comes first: a page cannot set it, and every current browser sends it. When it says
+    same-origin the `Origin` is not consulted — Chromium sends `Origin: null` on a same-origin form POST from a
+    page whose referrer policy withholds the referrer, and a sandboxed frame on another site sends
+    `Sec-Fetch-Site: cross-site` with its `null`. Without it (older browsers), the `Origin` must be ours. A
+    request with neither is not from a browser page and carries no ambient session to abuse anyway. The
+    CSRF token is checked after this in every case."""
     fetch_site = headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+    if fetch_site is not None:
+        if fetch_site in ("same-origin", "none"):
+            return None
         return f"the form was sent from another site (Sec-Fetch-Site: {fetch_site[:20]})"
     origin = headers.get("origin")
     if origin is None:

@@ -13,7 +13,7 @@ from manifold.web.pages import Viewer
 SECURITY_HEADERS = {
     "content-security-policy": "frame-ancestors 'none'; default-src 'self'",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # no-referrer made Chromium send Origin: null on our own forms
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
 }

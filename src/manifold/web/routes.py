@@ -107,7 +107,12 @@ class WebApp:
         await self.router(scope, receive, send_message)
 
     async def _before_routing(self, request: Request) -> Response | None:
-        problem_text = self.origin.check(dict(request.headers.items()))
+        headers = dict(request.headers.items())
+        if headers.get("origin") == "null" and headers.get("sec-fetch-site") == "same-origin":
+            # A browser's own word that the page was ours (Sec-Fetch-Site cannot be set by a page), with the
+            # origin withheld by a referrer policy; the Host is still checked, and so is the CSRF token.
+            del headers["origin"]
+        problem_text = self.origin.check(headers)
         if problem_text is not None:
             return problem(403, "Not allowed", problem_text)
         if request.method not in GET_POST:
