@@ -41,7 +41,7 @@ USERS = {"alice@corp.com": "alice", "bob@corp.com": "bob"}
 HTML_SECURITY_HEADERS = {
     "content-security-policy": "frame-ancestors 'none'; default-src 'self'",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 CONNECT_TEXT = re.compile(r"Open (\S+) in your browser")
