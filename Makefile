@@ -2,7 +2,7 @@
 # Every target bootstraps what it needs (scripts/bootstrap.sh is a no-op when nothing changed).
 #
 #   make run      the demo: toolbox upstream on :8471 (background) + the gateway on manifold.yaml
-#   make test     venv, Node toolchain, legacy-SDK venv, then the whole pytest suite
+#   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium, then the whole pytest suite
 #   make fuzz     property-based fuzzing of a real gateway, the long profile (tests/fuzz; a short one runs in make test)
 #   make bench    gateway overhead benchmarks (bench/README.md)
 #   make lint     ruff, the import-layer contracts (import-linter) and the type checker (basedpyright)
@@ -23,7 +23,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test fuzz bench lint check lock clean distclean node legacy-venv
+.PHONY: help venv run test fuzz bench lint check lock clean distclean node legacy-venv browser
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -45,8 +45,12 @@ node: $(NODE_STAMP)
 legacy-venv:
 	@scripts/setup-legacy-venv.sh
 
+# Debian's chromium for the Playwright tests in tests/browser (installed once with apt-get when missing).
+browser:
+	@scripts/setup-browser.sh
+
 # pytest exits 5 when it collected no test: that is a failure here, with a message saying so.
-test: venv node legacy-venv
+test: venv node legacy-venv browser
 	@status=0; $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
