@@ -7,6 +7,7 @@
     async with run_http_upstream(KITCHEN, "--transport", "sse") as url:   # .../sse
         ...
     async with run_http_upstream("manifold.demo.toolbox") as url: ...     # a module: python -m
+    async with run_ts_fixture() as url: ...                              # ts_fixture.mjs under Node 22
 
 `script` is a file path (run as `python script`) or, when no such file exists, a module name
 (run as `python -m script`). The helper appends `--port N` (a port it found free by binding
@@ -33,6 +34,8 @@ REPO = UPSTREAMS.parent.parent
 KITCHEN = str(UPSTREAMS / "kitchen.py")
 LEGACY_SERVER = str(UPSTREAMS / "legacy_server.py")
 LEGACY_PYTHON = str(REPO / ".venv-legacy" / "bin" / "python")
+NODE = str(REPO / "tests" / "node" / "node_modules" / ".bin" / "node")
+TS_FIXTURE = str(UPSTREAMS / "ts_fixture.mjs")
 
 HOST = "127.0.0.1"
 STARTUP_DEADLINE_S = 20.0
@@ -95,6 +98,26 @@ async def run_http_upstream(
         try:
             await _wait_until_listening(process, port, startup_deadline_s, stderr)
             yield f"http://{HOST}:{port}{path}"
+        finally:
+            await stop_process(process)
+
+
+@asynccontextmanager
+async def run_ts_fixture(startup_deadline_s: float = STARTUP_DEADLINE_S) -> AsyncIterator[str]:
+    """Run tests/upstreams/ts_fixture.mjs (the TypeScript-SDK conformance fixture) under tests/node's
+    Node 22 on a free 127.0.0.1 port; yield its URL, http://127.0.0.1:PORT/mcp. Stops it afterwards."""
+    port = free_port()
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            [NODE, TS_FIXTURE, "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=REPO,
+        )
+        try:
+            await _wait_until_listening(process, port, startup_deadline_s, stderr)
+            yield f"http://{HOST}:{port}/mcp"
         finally:
             await stop_process(process)
 
