@@ -31,6 +31,8 @@ from tests.upstreams.launch import KITCHEN, free_port
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 FAST_UPSTREAM = str(BENCH / "fast_upstream.py")
+FASTMCP_UPSTREAM = str(BENCH / "fastmcp_upstream.py")
+UPSTREAM_KINDS = ("fast", "fastmcp", "kitchen")
 ERAS = ("legacy", "2026-07-28")
 ERA_LABEL = {"legacy": "2025-11-25", "2026-07-28": "2026-07-28"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -88,6 +90,21 @@ class CpuMeter:
         return self.spent
 
 
+@dataclass
+class OwnCpuMeter:
+    """The same as CpuMeter for this (the client's) process: `time.process_time`, all threads."""
+
+    spent: float = 0.0
+    _begin: float = 0.0
+
+    def start(self) -> None:
+        self._begin = time.process_time()
+
+    def stop(self) -> float:
+        self.spent = time.process_time() - self._begin
+        return self.spent
+
+
 # ---- upstream processes ----------------------------------------------------------------------------
 
 
@@ -98,15 +115,17 @@ class Upstream:
 
 
 def upstream_command(kind: str, name: str, tools: int, port: int) -> list[str]:
-    """The command line of one upstream: the fast low-level one, or kitchen.py padded to `tools` tools."""
-    if kind == "fast":
-        return [sys.executable, FAST_UPSTREAM, "--name", name, "--tools", str(tools), "--port", str(port)]
+    """The command line of one upstream: the fast low-level one, the FastMCP one, or kitchen.py padded to
+    `tools` tools."""
+    if kind in ("fast", "fastmcp"):
+        script = FAST_UPSTREAM if kind == "fast" else FASTMCP_UPSTREAM
+        return [sys.executable, script, "--name", name, "--tools", str(tools), "--port", str(port)]
     if kind == "kitchen":
         # kitchen has 17 tools of its own; pad with trivial ones to reach `tools`.
         extra = ",".join(f"pad_{i:02d}" for i in range(max(0, tools - 17)))
         command = [sys.executable, KITCHEN, "--transport", "http", "--name", name, "--port", str(port)]
         return command + (["--extra-tools", extra] if extra else [])
-    raise ValueError(f"unknown upstream kind {kind!r} (fast or kitchen)")
+    raise ValueError(f"unknown upstream kind {kind!r} (one of {', '.join(UPSTREAM_KINDS)})")
 
 
 def _listening(port: int) -> bool:
