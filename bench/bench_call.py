@@ -42,9 +42,9 @@ from bench.common import (
     p50,
     percentile,
     quiet_sdk_warnings,
-    signed,
     raw_round,
     run_upstreams,
+    signed,
     table,
 )
 from tests.e2e.harness import run_gateway
