@@ -4,6 +4,10 @@ and how an exposed name maps back to (member, upstream, original name).
 Views are rebuilt only when a member's upstream list changed (version numbers from `UpstreamLists`), so a
 warm `tools/list` is a cache hit, and resolving a `tools/call` name is a
 dict lookup.
+
+A member the caller has not connected yet (an `oauth` upstream: its list needs the caller's own token) is
+shown as one synthetic tool, `{member}{sep}connect_account`, whose description says how to connect; a call
+to it answers with the caller's connect link (relay/auth_required.py). See docs/outbound.md.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from manifold.catalog.lists import UpstreamLists, describe_failure
 from manifold.config.models import MemberConfig, VirtualServerConfig
-from manifold.naming import expose_name, unwrap_uri, wrap_uri
+from manifold.naming import expose_name, shorten, unwrap_uri, wrap_uri
 from manifold.outbound.resolver import AuthRequired
 from manifold.upstream.credential import SHARED, Outbound
 
@@ -26,6 +30,9 @@ Credential = Callable[[MemberConfig], Awaitable[Outbound]]
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
+
+# The synthetic tool of a member the caller has not connected: `{member}{sep}connect_account`.
+CONNECT_TOOL = "connect_account"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,11 @@ class Built:
     failures: dict[str, str] = field(default_factory=dict)  # member id -> reason
     errors: dict[str, BaseException] = field(default_factory=dict)  # member id -> why its list is missing
     collisions: list[str] = field(default_factory=list)
+    # tools only: (member id, synthetic tool) for each member the caller must connect first (AuthRequired).
+    # Not in `items`/`targets`: a grant on the upstream decides whether it is shown (relay/handlers.py), and
+    # calling it fails to resolve, so the call answers with the member's AuthRequired (its connect link).
+    connect_tools: list[tuple[str, JSON]] = field(default_factory=list)
+    connect_names: dict[str, str] = field(default_factory=dict)  # synthetic tool name -> member id
 
 
 def _selected(name: str, member: MemberConfig) -> bool:
@@ -108,6 +120,8 @@ class VirtualServerView:
         built = self._build(kind, entries, versions)
         built.failures = failures
         built.errors = errors
+        if kind == "tools":
+            self._add_connect_tools(built)
         told = self._told.get(kind, {})
         for member_id, reason in failures.items():
             if told.get(member_id) == reason:
@@ -157,6 +171,25 @@ class VirtualServerView:
             for key in collided:
                 targets.pop(key, None)
         return Built(items=items, targets=targets, item_targets=item_targets, versions=versions, collisions=collisions)
+
+    def connect_tool_name(self, member_id: str, taken: dict[str, Target] | None = None) -> str:
+        """The synthetic tool's name for a member: `{member}{sep}connect_account` (namespaced or not, so the
+        member is named). Only shown while the member's own tools are not, so only that member's tool of the
+        same name could produce it; should another member's tool have it anyway, the hashed form is used
+        (naming.shorten of an invalid candidate: deterministic, never a valid plain name)."""
+        name = expose_name(member_id, CONNECT_TOOL, sep=self.sep, namespace=True)
+        if taken is not None and name in taken:
+            name = shorten(name + ".")
+        return name
+
+    def _add_connect_tools(self, built: Built) -> None:
+        for member in self.members:
+            error = built.errors.get(member.member_id)
+            if not isinstance(error, AuthRequired):
+                continue
+            name = self.connect_tool_name(member.member_id, built.targets)
+            built.connect_names[name] = member.member_id
+            built.connect_tools.append((member.member_id, connect_tool(name, member.upstream)))
 
     def _expose(self, kind: str, member: MemberConfig, item: JSON) -> tuple[str, JSON, str] | None:
         if kind in ("tools", "prompts"):
@@ -211,6 +244,9 @@ class VirtualServerView:
         built = self._built.get(kind)
         if built is None or not built.failures:
             return None
+        connect_member = built.connect_names.get(exposed)
+        if connect_member is not None and connect_member in built.failures:
+            return connect_member, built.failures[connect_member]
         if self.namespace:
             for member_id, reason in built.failures.items():
                 if exposed.startswith(member_id + self.sep):
@@ -246,3 +282,17 @@ class VirtualServerView:
 
     def members_for_upstream(self, upstream_id: str) -> list[str]:
         return [m.member_id for m in self.members if m.upstream == upstream_id]
+
+
+def connect_tool(name: str, upstream_id: str) -> JSON:
+    """The synthetic tool that leads a caller to the connect link of an upstream they have not connected."""
+    return {
+        "name": name,
+        "title": f"Connect your {upstream_id} account",
+        "description": (
+            f"{upstream_id} is not connected for you yet. Call this tool to get a link that connects your "
+            "account; after you connect, its tools appear here."
+        ),
+        "inputSchema": {"type": "object", "properties": {}},
+        "annotations": {"readOnlyHint": True, "openWorldHint": False},
+    }

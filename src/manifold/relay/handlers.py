@@ -300,7 +300,11 @@ def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JS
 
     async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
         built = await call.view.get(kind, credential=gw.credential_for(call))
-        result: JSON = {key: gw.access.visible(call.principal, call.view, kind, built)}
+        items = gw.access.visible(call.principal, call.view, kind, built)
+        if built.connect_tools:  # members this caller must connect first, shown where a grant gives them
+            visible = gw.access.member_visible
+            items = items + [t for m, t in built.connect_tools if visible(call.principal, call.view, m)]
+        result: JSON = {key: items}
         match call.era:
             case Era.MODERN:
                 # Lists differ per caller (grants): never shareable between users.

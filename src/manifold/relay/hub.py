@@ -10,6 +10,9 @@ session it came on, under the URI that listener's server exposes. Every stream w
 Upstreams post these notifications to an `UpstreamNotices` queue (upstream/notices.py); `run` drains it for
 as long as the gateway serves. A listener hears of an upstream only when its caller may see something of
 that upstream (the `Access` seam): nobody learns that lists changed on an upstream they are given nothing of.
+
+A user's own lists change too when they connect or revoke an OAuth upstream (the real tools replace the
+`connect_account` tool, or the other way round): `connection_changed` tells that user's streams only.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import orjson
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
-from manifold.protocol import LIST_CHANGED, META_SUBSCRIPTION_ID, RESOURCES_UPDATED
+from manifold.protocol import LIST_CHANGED, META_SUBSCRIPTION_ID, RESOURCES_UPDATED, TOOLS_LIST_CHANGED
 from manifold.relay.access import Access
 from manifold.relay.stream_queue import DEFAULT_MAX_BYTES, StreamQueue
 from manifold.upstream.notices import UpstreamNotices
@@ -159,6 +162,21 @@ class Hub:
                     lst.push({"jsonrpc": "2.0", "method": method, "params": {**params, "uri": exposed}})
             return
         log.debug("upstream '%s' sent %s outside any request; ignored", upstream_id, method)
+
+    def connection_changed(self, principal_id: str, upstream_id: str) -> None:
+        """A user connected (or revoked) an upstream: their lists of it are different now, nobody else's. Each
+        of that user's streams on a server including the upstream hears `tools/list_changed` (if it wants
+        tool changes and a grant gives the user something of the upstream)."""
+        for lst in list(self._listeners):
+            principal = lst.principal
+            if (
+                principal is not None
+                and principal.id == principal_id
+                and "tools" in lst.kinds
+                and upstream_id in lst.view.upstream_ids
+                and self.may_see(lst, upstream_id)
+            ):
+                lst.push({"jsonrpc": "2.0", "method": TOOLS_LIST_CHANGED, "params": {}})
 
     def close_all(self) -> None:
         for lst in list(self._listeners):

@@ -206,6 +206,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         }
     )
     hub = Hub(lists, access)
+    flows.add_listener(hub.connection_changed)  # connecting or revoking changes that user's lists
     exchanger = TokenExchanger(secret=secrets.lookup)
     credentials = CredentialResolver(secret=secrets.lookup, oauth=broker, exchange=exchanger)
     gateway = Gateway(pool=pool, hub=hub, access=access, audit=auditor, credentials=credentials)

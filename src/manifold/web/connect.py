@@ -10,7 +10,10 @@ single-use and made only after consent, the redirect URI is exact):
   that user (sign-in), otherwise someone who was sent the link would connect *their* account to the
   sender's user — the sender's calls would then run with the victim's third-party access.
 - Nothing leaves for the authorization server on a GET: the user clicks a CSRF-protected button first, and
-  only then is the OAuth `state` created (bound to the user by outbound/oauth). A link starts one connection.
+  only then is the OAuth `state` created (bound to the user by outbound/oauth), one per attempt, single-use.
+- A link makes one connection: it is spent when the tokens it led to are stored (outbound/oauth/client.py),
+  so an attempt that failed (the authorization server unreachable, access declined there, the token exchange
+  refused) can be tried again from the same link until it expires.
 - The callback completes only for the signed-in user the flow was started for.
 """
 
@@ -24,7 +27,7 @@ from starlette.responses import Response
 
 from manifold.config.models import OAuthAuth, UpstreamConfig
 from manifold.outbound.oauth import ConnectLinks, DiscoveryError, InvalidLink, OAuthError, OAuthFlows, Vault
-from manifold.outbound.oauth.links import is_spent, spend
+from manifold.outbound.oauth.links import is_spent, link_digest
 from manifold.security.crypto import DecryptError
 from manifold.web import csrf, pages
 from manifold.web.page_request import PageRequest, login_redirect, viewer
@@ -33,6 +36,7 @@ from manifold.web.session import SessionCookies
 
 log = logging.getLogger(__name__)
 FRESH_LINK_HINT = "Call the tool again from your MCP client to get a fresh link."
+RETRY_HINT = "Open the connect link again to try once more: it works until it expires, or until it has connected."
 
 UpstreamLookup = Callable[[str], UpstreamConfig | None]
 
@@ -78,11 +82,14 @@ class ConnectPages:
         if session.principal_id != principal_id:
             log.warning("connect link for another user refused (signed in as %s)", session.principal_id)
             return page(403, pages.wrong_user(viewer=who))
-        used = problem(
-            400, "This link was already used", "A connect link starts one connection.", hint=FRESH_LINK_HINT, viewer=who
-        )
         if await is_spent(self.engine, link):
-            return used
+            return problem(
+                400,
+                "This link was already used",
+                "This connect link has connected your account already; a link makes one connection.",
+                hint=FRESH_LINK_HINT,
+                viewer=who,
+            )
         action = f"consent:{upstream_id}"
         if not request.posted:
             body = pages.consent(
@@ -97,16 +104,16 @@ class ConnectPages:
             return page(200, body)
         if not csrf.valid(self.cookies.signer, session.sid, action, request.form.get("csrf")):
             return problem(403, "Not allowed", "The consent form was not from this session.")
-        if not await spend(self.engine, link):
-            return used
         redirect_uri = request.base_url + "/oauth/callback"
         try:
-            url = await self.flows.start(principal_id, upstream_id, auth, upstream.url, redirect_uri)
+            url = await self.flows.start(
+                principal_id, upstream_id, auth, upstream.url, redirect_uri, link_digest=link_digest(link)
+            )
         except Exception as exc:  # noqa: BLE001 — discovery or registration failed: say so on the page
             reason = safe_reason(exc)
             log.warning("connect %s for %s could not start: %s", upstream_id, principal_id, reason)
             message = f"Connecting {upstream_id} could not start: {reason}"
-            return problem(502, "Could not reach the sign-in service", message, viewer=who)
+            return problem(502, "Could not reach the sign-in service", message, hint=RETRY_HINT, viewer=who)
         return page(303, location=url)
 
     # ---- /oauth/callback ----
@@ -129,7 +136,7 @@ class ConnectPages:
         except Exception as exc:  # noqa: BLE001 — denied, expired state, wrong issuer, token endpoint down…
             reason = safe_reason(exc)
             log.warning("oauth callback for %s failed: %s", session.principal_id, reason)
-            return problem(400, "Not connected", reason, viewer=who)
+            return problem(400, "Not connected", reason, hint=RETRY_HINT, viewer=who)
         # (the flows tell the broker, which drops anything it cached)
         log.info("connected %s for %s", connection.upstream, session.principal_id)
         return page(200, pages.connected(viewer=who, upstream_id=connection.upstream))

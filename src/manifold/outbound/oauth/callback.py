@@ -40,6 +40,9 @@ class PendingAuthorization:
     token_endpoint: str
     revocation_endpoint: str | None
     policy: str  # EndpointPolicy value
+    # The connect link this attempt came from (links.link_digest), spent when the tokens are stored; "" for
+    # an attempt not started from a link (and for rows written before links were spent at that point).
+    link: str = ""
 
     @property
     def endpoint_policy(self) -> EndpointPolicy:

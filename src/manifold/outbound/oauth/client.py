@@ -36,6 +36,7 @@ from manifold.outbound.oauth.callback import (
 )
 from manifold.outbound.oauth.discovery import Fetcher
 from manifold.outbound.oauth.errors import ConfigurationProblem, OAuthError
+from manifold.outbound.oauth.links import spend
 from manifold.outbound.oauth.plan import dedupe, plan_authorization, server_key
 from manifold.outbound.oauth.registration import ClientRegistry
 from manifold.outbound.oauth.vault import Connection, ConnectionStatus, Vault
@@ -102,10 +103,13 @@ class OAuthFlows:
         redirect_uri: str,
         *,
         www_authenticate: str | None = None,
+        link_digest: str = "",
     ) -> str:
         """The authorization URL to send the browser to. `www_authenticate` is a challenge already seen at
         the upstream (e.g. 403 insufficient_scope, whose `scope` is then requested); otherwise discovery
-        probes the upstream itself."""
+        probes the upstream itself. `link_digest`: the connect link this attempt came from
+        (links.link_digest), spent by `complete` when the tokens are stored, not before: a failed attempt
+        leaves it usable."""
         if not principal_id:
             raise OAuthError("a connection needs a signed-in user")
         reserved = sorted(RESERVED_PARAMS & set(config.extra_authorize_params))
@@ -128,6 +132,7 @@ class OAuthFlows:
             token_endpoint=plan.server.token_endpoint,
             revocation_endpoint=config.revocation_endpoint or plan.server.revocation_endpoint,
             policy=plan.policy.value,
+            link=link_digest,
         )
         state = await self.pending.open(principal_id, upstream_id, pending)
         params = {
@@ -193,6 +198,12 @@ class OAuthFlows:
             resource=pending.resource,
             endpoint_policy=pending.endpoint_policy,
         )
+        if pending.link and not await spend(self._engine, pending.link):
+            # Another attempt from the same link was completed first: a link makes one connection.
+            raise OAuthError(
+                f"upstream '{upstream_id}': the connect link of this sign-in was already used to connect; "
+                "nothing was changed"
+            )
         await self.vault.put(connection)
         self._changed(principal_id, upstream_id)
         log.info("oauth: %s connected upstream '%s'", principal_id, upstream_id)

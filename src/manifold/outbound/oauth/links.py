@@ -6,17 +6,23 @@ it binds the link to one principal and one upstream and expires after ~10 minute
 encrypted the URL shows no principal id or email (the MCP spec forbids PII in elicitation URLs). It proves
 nothing about who opens it: the connect page must still sign the browser user in and check that they are
 the principal the link names (`verify` returns it), so a link forwarded to someone else connects nothing.
-A link starts one connection: the consent step spends it (`spend`), and a spent link is refused.
+A link makes one connection: it is spent (`spend`) when the tokens it led to are stored, and a spent link is
+refused. An attempt that fails before that (the authorization server unreachable, the user declined there,
+the token exchange failed) leaves the link usable until it expires; each attempt has its own single-use OAuth
+`state` (callback.py), and the link remembers nothing of it.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import time
 from urllib.parse import quote
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.outbound.oauth.tables import spent_links
@@ -69,29 +75,25 @@ class ConnectLinks:
         return principal
 
 
-def _digest(t: str) -> str:
-    import hashlib
-
+def link_digest(t: str) -> str:
+    """What is remembered of a link (its token's SHA-256): by an attempt in flight, and once it is spent."""
     return hashlib.sha256(t.encode("utf-8", "replace")).hexdigest()
 
 
 async def is_spent(engine: AsyncEngine, t: str) -> bool:
     async with engine.connect() as conn:
-        row = (await conn.execute(select(spent_links.c.digest).where(spent_links.c.digest == _digest(t)))).first()
+        row = (await conn.execute(select(spent_links.c.digest).where(spent_links.c.digest == link_digest(t)))).first()
     return row is not None
 
 
-async def spend(engine: AsyncEngine, t: str, ttl_seconds: float = LINK_TTL_SECONDS) -> bool:
-    """Mark a link used; False when it already was (a connect link starts one connection, once)."""
-    import time
-
-    from sqlalchemy.exc import IntegrityError
-
+async def spend(engine: AsyncEngine, digest: str, ttl_seconds: float = LINK_TTL_SECONDS) -> bool:
+    """Mark the link with this `link_digest` used; False when it already was (a link makes one connection).
+    The row outlives the link itself (spent at most `ttl_seconds` after it was minted)."""
     now = time.time()
     try:
         async with engine.begin() as conn:
             await conn.execute(delete(spent_links).where(spent_links.c.expires_at < now))
-            await conn.execute(insert(spent_links).values(digest=_digest(t), expires_at=now + ttl_seconds + 60))
+            await conn.execute(insert(spent_links).values(digest=digest, expires_at=now + ttl_seconds + 60))
     except IntegrityError:
         return False
     return True
