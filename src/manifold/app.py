@@ -53,7 +53,7 @@ class WebPages(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
-WEB_PREFIXES = ("/connect/", "/login", "/logout", "/connections", "/oauth/callback")
+WEB_PREFIXES = ("/connect/", "/login", "/logout", "/connections", "/oauth/callback", "/static/")
 
 
 class ManifoldApp:

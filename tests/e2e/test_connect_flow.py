@@ -39,7 +39,7 @@ SERVER = "prot"
 # Gateway user → the login they use at the authorization server (whose tokens carry it as `sub`).
 USERS = {"alice@corp.com": "alice", "bob@corp.com": "bob"}
 HTML_SECURITY_HEADERS = {
-    "content-security-policy": "frame-ancestors 'none'; default-src 'self'",
+    "content-security-policy": "default-src 'none'; style-src 'self'; base-uri 'none'; frame-ancestors 'none'",
     "x-frame-options": "DENY",
     "referrer-policy": "same-origin",
     "cache-control": "no-store",

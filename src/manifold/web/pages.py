@@ -1,39 +1,47 @@
 """The HTML of the gateway's few web pages. Plain HTML, no script, every value escaped.
 
-Each function returns the page body; routes.py sends it with the security headers (no framing, no
-referrer, no caching). Values that come from a request or the database go through `e()` — never an
-f-string of raw text into markup.
+Each function returns the page body; routes.py sends it with the security headers (no framing, no cross-site
+referrer, no caching). Values that come from a request or the database go through `e()` — never an f-string
+of raw text into markup. Every page has the same frame (`_layout`): the product's name and, when someone is
+signed in, who that is with their connections and a sign-out button; one `<h1>`; a `<main>` landmark. The look
+is one small stylesheet, static/manifold.css, which the gateway serves itself (`stylesheet()`, routes.py).
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
+from importlib import resources
 from urllib.parse import urlsplit
+
+STYLESHEET_PATH = "/static/manifold.css"
+
+
+@dataclass(frozen=True)
+class Stylesheet:
+    """The pages' stylesheet: its bytes, and the address the pages link (with a hash of the content, so a
+    browser may keep it for a year and still gets a new one the moment the gateway ships another)."""
+
+    body: bytes
+    version: str
+
+    @property
+    def url(self) -> str:
+        return f"{STYLESHEET_PATH}?v={self.version}"
+
+
+@functools.cache
+def stylesheet() -> Stylesheet:
+    body = resources.files("manifold.web").joinpath("static", "manifold.css").read_bytes()
+    return Stylesheet(body, hashlib.sha256(body).hexdigest()[:16])
 
 
 def e(value: object) -> str:
     return escape(str(value), quote=True)
-
-
-def _layout(title: str, body: str, *, signed_in_as: str | None = None, logout_csrf: str | None = None) -> str:
-    who = ""
-    if signed_in_as is not None and logout_csrf is not None:
-        who = (
-            f'<p class="who">Signed in as <strong>{e(signed_in_as)}</strong> · '
-            f'<a href="/connections">your connections</a></p>'
-            f'<form method="post" action="/logout"><input type="hidden" name="csrf" value="{e(logout_csrf)}">'
-            f'<button type="submit">Sign out</button></form>'
-        )
-    return (
-        "<!doctype html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{e(title)} · Manifold</title></head>\n"
-        f"<body><header><p>Manifold</p>{who}</header>\n<main>\n<h1>{e(title)}</h1>\n{body}\n</main></body></html>\n"
-    )
 
 
 @dataclass(frozen=True)
@@ -44,30 +52,85 @@ class Viewer:
     logout_csrf: str
 
 
-def _wrap(title: str, body: str, viewer: Viewer | None) -> str:
-    if viewer is None:
-        return _layout(title, body)
-    return _layout(title, body, signed_in_as=viewer.display, logout_csrf=viewer.logout_csrf)
+def _sign_out_form(viewer: Viewer, *, small: bool) -> str:
+    size = " button-small" if small else ""
+    return (
+        f'<form method="post" action="/logout"><input type="hidden" name="csrf" value="{e(viewer.logout_csrf)}">'
+        f'<button class="button button-secondary{size}" type="submit">Sign out</button></form>'
+    )
 
 
-def login(*, next_url: str, csrf: str, error: str | None = None, idp_login: str | None = None) -> str:
-    problem = f'<p role="alert"><strong>{e(error)}</strong></p>' if error else ""
+def _layout(title: str, body: str, viewer: Viewer | None = None, *, wide: bool = False) -> str:
+    account = ""
+    if viewer is not None:
+        account = (
+            '<nav class="account" aria-label="Account">'
+            f"<p>Signed in as <strong>{e(viewer.display)}</strong></p>"
+            '<a href="/connections">Your connections</a>'
+            f"{_sign_out_form(viewer, small=True)}</nav>"
+        )
+    width = "page" if wide else "page page-narrow"
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)} · Manifold</title>"
+        f'<link rel="stylesheet" href="{e(stylesheet().url)}"></head>\n'
+        '<body><header class="site-header"><div class="bar">'
+        '<p class="brand"><span class="brand-mark" aria-hidden="true"></span>Manifold</p>'
+        f"{account}</div></header>\n"
+        f'<main class="{width}"><div class="card">\n<h1>{e(title)}</h1>\n{body}\n</div></main></body></html>\n'
+    )
+
+
+def _error(message: str) -> str:
+    return f'<p class="message message-error" role="alert">{e(message)}</p>'
+
+
+def _ok(message: str) -> str:
+    return f'<p class="message message-ok" role="status">{e(message)}</p>'
+
+
+def login(
+    *,
+    next_url: str,
+    csrf: str,
+    error: str | None = None,
+    idp_login: str | None = None,
+    connect: str | None = None,
+) -> str:
+    """The sign-in form. `connect` names the upstream the person is signing in to connect, when they came from
+    a connect link that verified (sign_in.py); the page then says so."""
+    problem_line = _error(error) if error else ""
+    if connect is not None:
+        title = f"Sign in to connect {connect}"
+        lead = (
+            f'<p class="lead">Sign in to the gateway first, so that <strong>{e(connect)}</strong> is connected to '
+            "your own account. You will be asked to approve the connection next.</p>"
+        )
+    else:
+        title = "Sign in"
+        lead = '<p class="lead">Sign in to the gateway so it can tell who you are.</p>'
+    key_button = "button-primary"
     idp = ""
     if idp_login is not None:
         idp = (
-            f'<p><a href="{e(idp_login)}">Sign in with your organisation\'s account</a></p><p>or, with an API key:</p>'
+            f'<p><a class="button button-primary button-block" href="{e(idp_login)}">'
+            "Sign in with your organisation's account</a></p>"
+            '<p class="or">or, with an API key</p>'
         )
+        key_button = "button-secondary"
     body = (
-        f"{problem}{idp}"
-        "<p>Sign in to the gateway so it can tell who you are.</p>"
+        f"{problem_line}{lead}{idp}"
         '<form method="post" action="/login">'
         f'<input type="hidden" name="csrf" value="{e(csrf)}">'
         f'<input type="hidden" name="next" value="{e(next_url)}">'
-        '<label>API key <input type="password" name="key" autocomplete="off" required></label> '
-        '<button type="submit">Sign in</button></form>'
-        "<p>Use the key your MCP client uses to reach this gateway.</p>"
+        '<div class="field"><label for="key">API key</label>'
+        '<input id="key" type="password" name="key" autocomplete="off" required aria-describedby="key-hint">'
+        '<span class="hint" id="key-hint">The key your MCP client uses to reach this gateway.</span></div>'
+        f'<button class="button {key_button} button-block" type="submit">Sign in</button></form>'
     )
-    return _layout("Sign in", body)
+    return _layout(title, body)
 
 
 def consent(
@@ -80,48 +143,69 @@ def consent(
     link: str,
     csrf: str,
 ) -> str:
-    scope_list = ", ".join(scopes) or "(the server's defaults)"
+    scope_list = ", ".join(scopes) or "the server's defaults"
     where = urlsplit(authorization_server).netloc if authorization_server else "the server's sign-in page"
     body = (
-        f"<p>Connect <strong>{e(upstream_id)}</strong> for <strong>{e(principal_id)}</strong>?</p>"
-        f"<p>You will be sent to <strong>{e(where)}</strong> to sign in there and approve access "
-        f"(scopes: {e(scope_list)}). The gateway keeps the resulting tokens, encrypted, and uses them only "
-        f"for your calls to {e(upstream_id)}. You can revoke this at any time under "
-        '<a href="/connections">your connections</a>.</p>'
+        f'<p class="lead">Connect <strong>{e(upstream_id)}</strong> for <strong>{e(principal_id)}</strong>?</p>'
+        '<dl class="facts">'
+        f"<div><dt>You sign in at</dt><dd>{e(where)}</dd></div>"
+        f"<div><dt>Access asked for</dt><dd>{e(scope_list)}</dd></div>"
+        "</dl>"
+        f"<p>You will be sent to <strong>{e(where)}</strong> to sign in there and approve access. The gateway "
+        f"keeps the resulting tokens, encrypted, and uses them only for your calls to {e(upstream_id)}. You can "
+        'revoke this at any time under <a href="/connections">your connections</a>.</p>'
         f'<form method="post" action="/connect/{e(upstream_id)}">'
         f'<input type="hidden" name="csrf" value="{e(csrf)}">'
         f'<input type="hidden" name="t" value="{e(link)}">'
-        f'<button type="submit">Connect {e(upstream_id)}</button></form>'
-        "<p>If you did not ask to connect this account, close this window.</p>"
+        f'<button class="button button-primary button-block" type="submit">Connect {e(upstream_id)}</button></form>'
+        '<p class="muted">If you did not ask to connect this account, close this window.</p>'
     )
-    return _wrap(f"Connect {upstream_id}", body, viewer)
+    return _layout(f"Connect {upstream_id}", body, viewer)
 
 
 def wrong_user(*, viewer: Viewer) -> str:
     body = (
-        "<p>This connect link was made for a different user than the one signed in here "
-        f"(<strong>{e(viewer.display)}</strong>). Nothing was connected.</p>"
+        '<p class="message message-error" role="alert">This connect link was made for a different user than the '
+        f"one signed in here (<strong>{e(viewer.display)}</strong>). Nothing was connected.</p>"
         "<p>If the link is yours, sign out and sign in again as yourself, then open the link again. "
         "If someone sent you this link, do not use it: it would connect your account to their user.</p>"
     )
-    return _wrap("Not your link", body, viewer)
+    return _layout("Not your link", body, viewer)
 
 
 def connected(*, viewer: Viewer | None, upstream_id: str) -> str:
     body = (
-        f"<p><strong>{e(upstream_id)}</strong> is connected. You can close this window and go back to your "
-        "MCP client: the next call just works.</p>"
+        f'<p class="message message-ok" role="status"><strong>{e(upstream_id)}</strong> is connected.</p>'
+        "<p>You can close this window and go back to your MCP client: the next call just works.</p>"
     )
-    return _wrap("Connected", body, viewer)
+    if viewer is not None:
+        body += '<p><a class="button button-secondary" href="/connections">See your connections</a></p>'
+    return _layout("Connected", body, viewer)
 
 
 def problem(title: str, message: str, *, viewer: Viewer | None = None, hint: str | None = None) -> str:
     extra = f"<p>{e(hint)}</p>" if hint else ""
-    return _wrap(title, f'<p role="alert">{e(message)}</p>{extra}', viewer)
+    return _layout(title, _error(message) + extra, viewer)
+
+
+def sign_out(*, viewer: Viewer) -> str:
+    """Asked for /logout with a GET while signed in: the button that signs out (a GET never does)."""
+    body = (
+        f"<p>You are signed in as <strong>{e(viewer.display)}</strong>. Signing out ends this browser's session "
+        "with the gateway; your connected accounts stay connected.</p>"
+        f'<div class="actions">{_sign_out_form(viewer, small=False)}'
+        '<a href="/connections">Back to your connections</a></div>'
+    )
+    return _layout("Sign out?", body, viewer)
 
 
 def signed_out() -> str:
-    return _layout("Signed out", "<p>You are signed out of the gateway's web pages.</p>")
+    body = (
+        f"{_ok('You are signed out of the gateway.')}"
+        "<p>Your connected accounts stay connected; your MCP client keeps working with its own key.</p>"
+        '<p><a class="button button-secondary" href="/login">Sign in again</a></p>'
+    )
+    return _layout("Signed out", body)
 
 
 @dataclass(frozen=True)
@@ -141,25 +225,39 @@ def _when(at: float | None) -> str:
     return datetime.datetime.fromtimestamp(at, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+_STATUS = {"ok": ("Connected", "badge-ok"), "broken": ("Connect again", "badge-broken")}
+
+
 def connections(*, viewer: Viewer, rows: list[ConnectionRow], notice: str | None = None) -> str:
-    note = f'<p role="status">{e(notice)}</p>' if notice else ""
+    note = _ok(notice) if notice else ""
     if not rows:
-        return _wrap("Your connections", f"{note}<p>You have no connected accounts.</p>", viewer)
-    lines = []
+        body = (
+            f"{note}<p>You have no connected accounts.</p>"
+            '<p class="muted">When a tool needs one of your accounts, your MCP client gives you a link to connect '
+            "it; the connection then shows here, and you can revoke it at any time.</p>"
+        )
+        return _layout("Your connections", body, viewer, wide=True)
+    items = []
     for row in rows:
-        lines.append(
-            "<tr>"
-            f"<td>{e(row.upstream_id)}</td><td>{e(_when(row.connected_at))}</td>"
-            f"<td>{e(_when(row.updated_at))}</td><td>{e(_when(row.expires_at))}</td>"
-            f"<td>{e(' '.join(row.scopes) or '—')}</td><td>{e(row.status)}</td>"
-            f'<td><form method="post" action="/connections">'
+        label, badge = _STATUS.get(row.status, (row.status, "badge-broken"))
+        items.append(
+            '<li class="connection"><div class="connection-head">'
+            f'<h2>{e(row.upstream_id)}<span class="badge {badge}">{e(label)}</span></h2>'
+            '<form method="post" action="/connections">'
             f'<input type="hidden" name="csrf" value="{e(row.revoke_csrf)}">'
             f'<input type="hidden" name="upstream" value="{e(row.upstream_id)}">'
-            f'<button type="submit">Revoke</button></form></td>'
-            "</tr>"
+            '<button class="button button-danger button-small" type="submit">Revoke</button></form></div>'
+            '<dl class="facts">'
+            f"<div><dt>Connected</dt><dd>{e(_when(row.connected_at))}</dd></div>"
+            f"<div><dt>Last refreshed</dt><dd>{e(_when(row.updated_at))}</dd></div>"
+            f"<div><dt>Token expires</dt><dd>{e(_when(row.expires_at))}</dd></div>"
+            f"<div><dt>Scopes</dt><dd>{e(' '.join(row.scopes) or '—')}</dd></div>"
+            "</dl></li>"
         )
-    table = (
-        "<table><thead><tr><th>upstream</th><th>connected</th><th>last refreshed</th><th>token expires</th>"
-        "<th>scopes</th><th>status</th><th></th></tr></thead><tbody>" + "".join(lines) + "</tbody></table>"
+    intro = (
+        '<p class="muted">The accounts the gateway uses for your calls. Revoking one deletes its tokens; '
+        "the next call that needs it gives you a new link.</p>"
     )
-    return _wrap("Your connections", note + table, viewer)
+    return _layout(
+        "Your connections", note + intro + '<ul class="connections">' + "".join(items) + "</ul>", viewer, wide=True
+    )

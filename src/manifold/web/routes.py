@@ -2,6 +2,7 @@
 
     /login, /login/oidc, /login/callback, /logout     sign_in.py
     /connect/{upstream}, /oauth/callback, /connections connect.py
+    /static/manifold.css                               the pages' stylesheet (pages.stylesheet)
 
 Before any page: the Host/Origin check (DNS-rebinding protection), then the changes made elsewhere are
 applied (a key revoked from the CLI ends its web session on the very next page). A POST must not come from
@@ -37,9 +38,10 @@ from manifold.web import csrf
 from manifold.web.connect import ConnectPages, UpstreamLookup
 from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, query_fields, read_body
 from manifold.web.page_request import PageRequest
-from manifold.web.responses import problem
+from manifold.web.pages import STYLESHEET_PATH
+from manifold.web.responses import problem, stylesheet
 from manifold.web.session import SessionCookies, WebSession, session_keys
-from manifold.web.sign_in import SignInPages
+from manifold.web.sign_in import SignInPages, connect_purpose
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ class WebApp:
         self.sync = sync
         secure = bool(self.public_url and self.public_url.startswith("https://"))
         self.cookies = SessionCookies(session_keys(cipher), secure=secure)
-        sign_in = SignInPages(self.cookies, authenticator, identity, secrets.lookup)
+        purpose = connect_purpose(links, upstream_config)
+        sign_in = SignInPages(self.cookies, authenticator, identity, secrets.lookup, purpose)
         connect = ConnectPages(self.cookies, engine, links, flows, vault, upstream_config)
         self.router = Router(
             routes=[
@@ -86,6 +89,7 @@ class WebApp:
                 self._route("/connect/{upstream_id}", connect.connect, GET_POST),
                 self._route("/oauth/callback", connect.callback, GET),
                 self._route("/connections", connect.connections, GET_POST),
+                Route(STYLESHEET_PATH, _stylesheet, methods=list(GET_POST)),
             ],
             redirect_slashes=False,  # a redirect would be an answer without the pages' headers
             default=_not_found,
@@ -117,6 +121,8 @@ class WebApp:
             return problem(403, "Not allowed", problem_text)
         if request.method not in GET_POST:
             return problem(405, "Not allowed", f"{request.method[:10]} is not used here.")
+        if request.scope["path"] == STYLESHEET_PATH:
+            return None  # the same for everyone: no session, no changes to apply
         await self.sync()
         return None
 
@@ -187,6 +193,12 @@ class WebApp:
             if record is None or record.usable(time.time()) is not None:
                 return None
         return session
+
+
+async def _stylesheet(request: Request) -> Response:
+    if request.method not in GET:
+        return problem(405, "Not allowed", f"{STYLESHEET_PATH} takes no {request.method[:10]}.")
+    return stylesheet(request.query_params.get("v"))
 
 
 async def _not_found(scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:

@@ -8,6 +8,10 @@
 The sign-in form's CSRF token is bound to a short-lived pre-login cookie (login CSRF: signing a victim in as
 the attacker, then having them connect their account to the attacker's user). `next` may only be a path on
 this gateway: an open redirect after sign-in would make the sign-in page a phishing tool.
+
+Reached from a connect link (`next` is `/connect/{upstream}?t=…`), the form says what the sign-in is for
+("Sign in to connect github") — but only for a link that verifies, to an OAuth upstream that exists: a made-up
+`next` gets the plain sign-in form, so the page never repeats words an attacker chose.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import logging
 import time
 from collections.abc import Callable
 from typing import assert_never
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from starlette.responses import Response
 
-from manifold.config.models import IdentitySettings
+from manifold.config.models import IdentitySettings, OAuthAuth, UpstreamConfig
 from manifold.identity.authenticator import Authenticator, Unauthenticated
+from manifold.outbound.oauth import ConnectLinks, InvalidLink
 from manifold.principal import CredentialKind, Principal, PrincipalKind
 from manifold.web import csrf, pages
 from manifold.web.oidc_login import PENDING_SECONDS, LoginFailed, OidcLogin, Pending
@@ -33,6 +38,9 @@ from manifold.web.throttle import FailedAttempts
 log = logging.getLogger(__name__)
 DEFAULT_NEXT = "/connections"
 
+# What a sign-in is for, from where it goes next: the upstream a connect link connects, or None.
+Purpose = Callable[[str], str | None]
+
 
 class SignInPages:
     def __init__(
@@ -41,8 +49,10 @@ class SignInPages:
         authenticator: Authenticator,
         identity: IdentitySettings,
         secret: Callable[[str], str],
+        purpose: Purpose | None = None,
     ) -> None:
         self.cookies = cookies
+        self.purpose = purpose
         self.authenticator = authenticator
         self.identity = identity
         self.secret = secret  # `secret:NAME` values (the IdP client secret may be one)
@@ -85,7 +95,8 @@ class SignInPages:
         next_url = safe_next(request.query.get("next") or request.form.get("next"))
         idp_login = None if self.identity.web_login is None else "/login/oidc?" + urlencode({"next": next_url})
         token = csrf.token(self.cookies.signer, nonce, "login")
-        body = pages.login(next_url=next_url, csrf=token, error=error, idp_login=idp_login)
+        connect = self.purpose(next_url) if self.purpose is not None else None
+        body = pages.login(next_url=next_url, csrf=token, error=error, idp_login=idp_login, connect=connect)
         return page(status, body, cookies=(cookie,))
 
     async def _login_post(self, request: PageRequest) -> Response:
@@ -148,7 +159,7 @@ class SignInPages:
             if session is None:
                 return page(200, pages.signed_out())
             who = viewer(self.cookies.signer, session)
-            return page(200, pages.problem("Sign out?", "Use the button above to sign out.", viewer=who))
+            return page(200, pages.sign_out(viewer=who))
         if session is not None and not csrf.valid(self.cookies.signer, session.sid, "logout", request.form.get("csrf")):
             return problem(403, "Not allowed", "The sign-out form was not from this session.")
         return page(200, pages.signed_out(), cookies=(self.cookies.clear_session(),))
@@ -170,6 +181,29 @@ def safe_next(value: str | None) -> str:
     return target if len(target) <= MAX_NEXT_CHARS else DEFAULT_NEXT
 
 
+def connect_purpose(links: ConnectLinks, upstream_config: Callable[[str], UpstreamConfig | None]) -> Purpose:
+    """The upstream a sign-in is for, when `next` is a connect link that verifies for an OAuth upstream of this
+    gateway (checked as the connect page checks it, without spending it), else None."""
+
+    def purpose(next_url: str) -> str | None:
+        parts = urlsplit(next_url)
+        prefix, _, upstream_id = parts.path.partition("/connect/")
+        if prefix or not upstream_id or "/" in upstream_id:
+            return None
+        upstream_id = unquote(upstream_id)
+        upstream = upstream_config(upstream_id)
+        if upstream is None or not isinstance(upstream.auth, OAuthAuth):
+            return None
+        tokens = parse_qs(parts.query).get("t") or [""]
+        try:
+            links.verify(tokens[0], upstream_id)
+        except InvalidLink:
+            return None
+        return upstream_id
+
+    return purpose
+
+
 def sign_in_method(principal: Principal) -> tuple[str, float]:
     """How the session was proven, and how long it may last."""
     match principal.credential.kind:
@@ -179,7 +213,7 @@ def sign_in_method(principal: Principal) -> tuple[str, float]:
             exp = principal.claims.get("exp")
             left = float(exp) - time.time() if isinstance(exp, int | float) else SESSION_SECONDS
             return f"idp:{principal.idp}", max(60.0, min(SESSION_SECONDS, left))
-        case CredentialKind.NONE:
+        case CredentialKind.NONE | CredentialKind.GATEWAY_OAUTH:  # the latter never signs in here
             return "none", SESSION_SECONDS
         case _:
             assert_never(principal.credential.kind)
