@@ -1,5 +1,6 @@
 """The web pages as one ASGI app, in process, over a real SQLite file: what every answer carries, what is
-refused before any page runs, and a session that lasts only as long as the key that signed it in.
+refused before any page runs, a session that lasts only as long as the key that signed it in, and the frame
+every page shares (the stylesheet, the product's name, who is signed in) and what the sign-in page is for.
 
 The whole connect flow (with a real authorization server) is tests/e2e/test_connect_flow.py.
 """
@@ -11,11 +12,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
+from urllib.parse import urlencode
 
 import anyio
 import httpx2
 import pytest
 
+from manifold.app import WEB_PREFIXES
 from manifold.config.models import GatewayConfig, GatewaySettings, IdentitySettings, UpstreamConfig
 from manifold.identity.api_keys import KeyRepository, OwnerKind
 from manifold.identity.authenticator import Authenticator
@@ -24,6 +27,7 @@ from manifold.outbound.oauth import ConnectLinks, OAuthFlows, Vault
 from manifold.security.crypto import Cipher, generate_key
 from manifold.security.secret_store import SecretStore
 from manifold.store.db import default_url, open_database
+from manifold.web import pages
 from manifold.web.responses import SECURITY_HEADERS
 from manifold.web.routes import WebApp
 
@@ -33,6 +37,14 @@ BASE = "http://127.0.0.1:8470"
 SIGN_IN_LIMIT = 10  # failed sign-ins per address (web/throttle.py)
 USER = "alice@corp.com"
 MAX_BODY = 2048
+OAUTH_UPSTREAM = "linear"  # the one upstream of these pages (per-user OAuth)
+PLAIN_UPSTREAM = "toolbox"  # an upstream without per-user OAuth: nothing to connect
+UPSTREAMS = {
+    OAUTH_UPSTREAM: UpstreamConfig.model_validate(
+        {"transport": "http", "url": "https://mcp.linear.example/mcp", "auth": {"mode": "oauth", "scopes": ["read"]}}
+    ),
+    PLAIN_UPSTREAM: UpstreamConfig.model_validate({"transport": "http", "url": "https://toolbox.example/mcp"}),
+}
 
 
 @dataclass
@@ -45,6 +57,7 @@ class Site:
     key_id: str
     token: str
     syncs: list[None]
+    links: ConnectLinks
 
 
 @pytest.fixture
@@ -64,9 +77,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         syncs.append(None)
         authenticator.invalidate()  # what the gateway's change sync does when a key changed
 
-    def no_upstreams(upstream_id: str) -> UpstreamConfig | None:
-        return None
-
+    links = ConnectLinks.from_cipher(cipher)
     web = WebApp(
         settings=GatewaySettings(max_body_bytes=MAX_BODY),
         identity=IdentitySettings(),
@@ -75,16 +86,16 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         engine=engine,
         cipher=cipher,
         secrets=secrets,
-        links=ConnectLinks.from_cipher(cipher),
+        links=links,
         flows=flows,
         vault=Vault(engine, cipher),
-        upstream_config=no_upstreams,
+        upstream_config=UPSTREAMS.get,
         sync=sync,
     )
     # The gateway's ASGI types (manifold.asgi) say dict where the ASGI spec says mutable mapping.
     transport = httpx2.ASGITransport(app=web)  # pyright: ignore[reportArgumentType]
     async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
-        yield Site(http, transport, web, keys, authenticator, record.id, token, syncs)
+        yield Site(http, transport, web, keys, authenticator, record.id, token, syncs, links)
     await flows.aclose()
     await engine.dispose()
 
@@ -422,3 +433,134 @@ async def test_a_crafted_request_gets_a_page_never_a_500(
     assert answer.headers["content-type"] == "text/html; charset=utf-8"
     assert b"Traceback" not in answer.body
     assert len(answer.headers.get("location", "")) <= 4096  # a Location header proxies and browsers accept
+
+
+# ---- the frame every page shares: the stylesheet, the product's name, who is signed in -------------------------
+
+STYLESHEET_LINK = re.compile(r'<link rel="stylesheet" href="([^"]+)">')
+
+
+def header(page: str) -> str:
+    found = re.search(r"<header\b.*?</header>", page, re.S)
+    assert found, page
+    return found.group(0)
+
+
+def main_part(page: str) -> str:
+    found = re.search(r"<main\b.*?</main>", page, re.S)
+    assert found, page
+    return found.group(0)
+
+
+def csp(response: httpx2.Response) -> dict[str, str]:
+    directives = (d.strip().split(" ", 1) for d in response.headers["content-security-policy"].split(";"))
+    return {d[0]: d[1] if len(d) > 1 else "" for d in directives if d[0]}
+
+
+async def test_the_stylesheet_is_served_by_the_gateway_and_the_pages_may_load_it(site: Site) -> None:
+    form = await site.http.get("/login")
+    found = STYLESHEET_LINK.search(form.text)
+    assert found, "the sign-in page links no stylesheet"
+    href = unescape(found.group(1))
+    assert href.startswith("/static/") and href.startswith(WEB_PREFIXES)  # our own origin, routed to the pages
+
+    sheet = await site.http.get(href)
+    assert sheet.status_code == 200
+    assert sheet.headers["content-type"].startswith("text/css")
+    assert sheet.headers["x-content-type-options"] == "nosniff"
+    assert "font-family" in sheet.text and "@import" not in sheet.text and "url(" not in sheet.text  # nothing else
+    # The address carries the content's hash: kept for a year; any other address is checked each time.
+    assert "max-age=31536000" in sheet.headers["cache-control"] and "immutable" in sheet.headers["cache-control"]
+    unversioned = await site.http.get(href.split("?", 1)[0])
+    assert unversioned.status_code == 200 and unversioned.text == sheet.text
+    assert unversioned.headers["cache-control"] == "no-cache"
+    assert (await site.http.post(href.split("?", 1)[0], headers={"Origin": BASE})).status_code == 405
+
+    # The page's CSP lets it load that stylesheet and nothing else: no script, no inline style, no framing.
+    policy = csp(form)
+    assert policy["style-src"] == "'self'" and policy["default-src"] == "'none'"
+    assert "script-src" not in policy and "'unsafe-inline'" not in form.headers["content-security-policy"]
+    assert policy["frame-ancestors"] == "'none'" and form.headers["referrer-policy"] == "same-origin"
+    assert " style=" not in form.text and "<style" not in form.text and "<script" not in form.text
+
+
+async def test_every_page_links_the_stylesheet_and_names_the_product(site: Site) -> None:
+    answers = {
+        "sign-in form": await site.http.get("/login"),
+        "signed out": await site.http.get("/logout"),
+        "no such page": await site.http.get("/nowhere"),
+        "no such upstream": await site.http.get("/connect/github?t=x"),
+        "a link that does not verify": await site.http.get(f"/connect/{OAUTH_UPSTREAM}?t=forged"),
+    }
+    assert (await sign_in(site)).status_code == 303
+    answers["connections"] = await site.http.get("/connections")
+    answers["sign out?"] = await site.http.get("/logout")
+    answers["a link that does not verify, signed in"] = await site.http.get(f"/connect/{OAUTH_UPSTREAM}?t=forged")
+    sheet = pages.stylesheet()
+    for what, answer in answers.items():
+        text = answer.text
+        assert [unescape(h) for h in STYLESHEET_LINK.findall(text)] == [sheet.url], what
+        assert "Manifold" in header(text), what
+        assert text.count("<h1>") == 1 and '<html lang="en">' in text and 'name="viewport"' in text, what
+        assert "<h1>" in main_part(text), what
+
+
+async def test_signed_in_pages_show_who_is_signed_in_with_their_connections_and_sign_out(site: Site) -> None:
+    signed_out = await site.http.get("/login")
+    assert "Signed in as" not in signed_out.text and 'action="/logout"' not in signed_out.text
+
+    assert (await sign_in(site)).status_code == 303
+    for path in ("/connections", "/logout", f"/connect/{OAUTH_UPSTREAM}?t=forged"):
+        top = header((await site.http.get(path)).text)
+        assert f"Signed in as <strong>{USER}</strong>" in top, path
+        assert '<a href="/connections">Your connections</a>' in top, path
+        assert re.search(r'<form method="post" action="/logout">.*?>Sign out</button></form>', top), path
+
+    # Opening /logout while signed in asks, with the button on the page itself (a GET never signs out).
+    asked = await site.http.get("/logout")
+    body = main_part(asked.text)
+    assert 'role="alert"' not in body and "<h1>Sign out?</h1>" in body
+    assert 'action="/logout"' in body and ">Sign out</button>" in body
+    out = await site.http.post("/logout", data=hidden_fields(body), headers={"Origin": BASE})
+    assert out.status_code == 200 and "<h1>Signed out</h1>" in out.text
+    assert "Signed in as" not in out.text
+
+
+async def login_page_from(site: Site, next_url: str) -> str:
+    page = await site.http.get("/login?" + urlencode({"next": next_url}))
+    assert page.status_code == 200
+    return page.text
+
+
+async def test_the_sign_in_page_says_which_upstream_it_connects_and_only_for_a_real_link(site: Site) -> None:
+    link = site.links.mint(f"user:{USER}", OAUTH_UPSTREAM, BASE).removeprefix(BASE)
+    opened = await site.http.get(link)
+    assert opened.status_code == 303 and opened.headers["location"].startswith("/login?")
+    page = (await site.http.get(opened.headers["location"])).text
+    assert f"<h1>Sign in to connect {OAUTH_UPSTREAM}</h1>" in page
+    assert f"<title>Sign in to connect {OAUTH_UPSTREAM} · Manifold</title>" in page
+    assert hidden_fields(page)["next"] == link  # and back to the link after signing in
+
+    # A `next` that does not verify names nothing: the plain sign-in page, whatever the address says.
+    token = link.split("t=", 1)[1]
+    not_verified = {
+        "forged token": f"/connect/{OAUTH_UPSTREAM}?t=forged-by-someone",
+        "no token": f"/connect/{OAUTH_UPSTREAM}",
+        "markup as upstream": "/connect/%3Cscript%3Ealert(1)%3C%2Fscript%3E?t=" + token,
+        "another upstream's path": f"/connect/{PLAIN_UPSTREAM}?t={token}",
+        "no such upstream": "/connect/GitHub%20Enterprise?t=" + token,
+        "deeper path": f"/connect/{OAUTH_UPSTREAM}/x?t={token}",
+        "elsewhere": f"/elsewhere/connect/{OAUTH_UPSTREAM}?t={token}",
+        "another site": f"https://evil.example/connect/{OAUTH_UPSTREAM}?t={token}",
+    }
+    for what, next_url in not_verified.items():
+        text = await login_page_from(site, next_url)
+        assert "<h1>Sign in</h1>" in text and "to connect" not in text, what
+        assert "<script>" not in text and "GitHub Enterprise" not in text, what
+    # A link minted for an upstream this gateway has no OAuth for names nothing either.
+    plain = site.links.mint(f"user:{USER}", PLAIN_UPSTREAM, BASE).removeprefix(BASE)
+    assert "to connect" not in await login_page_from(site, plain)
+
+    # Whatever the page names is escaped.
+    markup = pages.login(next_url="/", csrf="c", connect='<img src=x onerror="alert(1)">')
+    assert "<img" not in markup and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in markup
