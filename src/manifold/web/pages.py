@@ -185,7 +185,8 @@ def connected(*, viewer: Viewer | None, upstream_id: str) -> str:
 
 def problem(title: str, message: str, *, viewer: Viewer | None = None, hint: str | None = None) -> str:
     extra = f"<p>{e(hint)}</p>" if hint else ""
-    return _layout(title, _error(message) + extra, viewer)
+    sentence = message[:1].upper() + message[1:]  # the modules' messages start in lower case
+    return _layout(title, _error(sentence) + extra, viewer)
 
 
 def sign_out(*, viewer: Viewer) -> str:
