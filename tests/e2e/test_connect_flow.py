@@ -28,9 +28,9 @@ import pytest
 from mcp import MCPError, UrlElicitationRequiredError
 from mcp_types import URL_ELICITATION_REQUIRED
 
-from tests.e2e.harness import Gateway, manifold_cli, run_gateway
+from tests.e2e.harness import Gateway, manifold_cli, run_gateway, stdio_upstream
 from tests.idp import Idp, IdpClient, run_idp
-from tests.upstreams.launch import run_http_upstream
+from tests.upstreams.launch import KITCHEN, free_port, run_http_upstream
 
 pytestmark = pytest.mark.anyio
 
@@ -634,3 +634,221 @@ async def test_repeated_failed_sign_ins_are_slowed_down(site: Site) -> None:
     assert refused.status_code == 429
     assert "Too many failed sign-ins" in refused.text
     assert signed_in.status_code == 303, signed_in.text
+
+
+# ---- a connect flow a person can follow (issue 11) ----------------------------------------------------------------
+
+CONNECT_TOOL = f"{SERVER}__connect_account"
+
+
+def tool_names(listed: types.ListToolsResult) -> set[str]:
+    return {t.name for t in listed.tools}
+
+
+async def listed_by(site: Site, user: str, server: str = SERVER) -> types.ListToolsResult:
+    async with site.gw.client(server, key=site.keys[user]) as client:
+        return await client.list_tools()
+
+
+async def link_from_connect_tool(site: Site, user: str, server: str = SERVER) -> str:
+    """What a model does with the tool list of an upstream the user has not connected: call the connect tool,
+    whose answer (to a client without URL elicitation) is the text with the user's own link."""
+    async with site.gw.client(server, key=site.keys[user]) as client:
+        result = await client.call_tool(CONNECT_TOOL, {})
+    assert result.is_error, text_of(result)
+    found = CONNECT_TEXT.search(text_of(result))
+    assert found, text_of(result)
+    return found.group(1)
+
+
+async def test_an_unconnected_member_is_listed_as_a_connect_tool_per_user_and_grant(world: World) -> None:
+    """One virtual server with the OAuth upstream and a plain one. Alice has connected: she sees its real tools.
+    Bob has not: he sees one tool that says so, and calling it gives him his own link. Dave has no grant on the
+    OAuth upstream: he sees nothing of it, not even the connect tool."""
+    upstreams = {
+        SERVER: {
+            "transport": "http",
+            "url": world.upstream.url,
+            "auth": {"mode": "oauth", "allow_insecure_discovery": True},
+        },
+        "local": stdio_upstream(KITCHEN, "--transport", "stdio", "--name", "local"),
+    }
+    servers = {"work": {"members": [{"upstream": SERVER}, {"upstream": "local"}]}}
+    users = {**USERS, "dave@corp.com": "dave"}
+    extra = {
+        "users": {user: {} for user in users},
+        "grants": [
+            {"who": "user:alice@corp.com", "what": ["server:*", "vserver:*"]},
+            {"who": "user:bob@corp.com", "what": ["server:*", "vserver:*"]},
+            {"who": "user:dave@corp.com", "what": ["server:local"]},
+        ],
+    }
+    async with run_gateway(upstreams, servers, extra=extra) as gw:
+        site = Site(gw, world.upstream)
+        for user in users:
+            done = await manifold_cli(gw, "keys", "create", "--user", user, "--name", "laptop", "--json")
+            site.keys[user] = json.loads(done.stdout)["token"]
+
+        before = await listed_by(site, "alice@corp.com", "work")
+        local_tools = {n for n in tool_names(before) if n.startswith("local__")}
+        assert local_tools and tool_names(before) == local_tools | {CONNECT_TOOL}
+        (tool,) = [t for t in before.tools if t.name == CONNECT_TOOL]
+        assert tool.description == (
+            f"{SERVER} is not connected for you yet. Call this tool to get a link that connects your account; "
+            "after you connect, its tools appear here."
+        )
+
+        alices_link = await link_from_connect_tool(site, "alice@corp.com", "work")
+        assert alices_link.startswith(f"{gw.base}/connect/{SERVER}?t=")
+        async with browser(site) as b:
+            done = await b.connect(alices_link, site.keys["alice@corp.com"], "alice")
+        assert done.status_code == 200, alert(done.text)
+
+        alice = tool_names(await listed_by(site, "alice@corp.com", "work"))
+        assert f"{SERVER}__whoami" in alice and CONNECT_TOOL not in alice and local_tools <= alice
+        bob = tool_names(await listed_by(site, "bob@corp.com", "work"))
+        assert bob == local_tools | {CONNECT_TOOL}
+        dave = tool_names(await listed_by(site, "dave@corp.com", "work"))
+        assert dave == local_tools
+        async with gw.client("work", key=site.keys["dave@corp.com"]) as client:
+            with pytest.raises(MCPError, match="Unknown tool"):
+                await client.call_tool(CONNECT_TOOL, {})
+
+        bobs_link = await link_from_connect_tool(site, "bob@corp.com", "work")
+        assert bobs_link != alices_link
+        async with browser(site) as b:
+            done = await b.connect(bobs_link, site.keys["bob@corp.com"], "bob")
+        assert done.status_code == 200, alert(done.text)
+        async with gw.client("work", key=site.keys["bob@corp.com"]) as client:
+            assert CONNECT_TOOL not in tool_names(await client.list_tools())
+            assert text_of(await client.call_tool(f"{SERVER}__whoami", {})) == "bob"
+
+
+async def test_connecting_and_revoking_tell_only_that_users_sessions(site: Site) -> None:
+    """Alice on a 2025-11-25 session, bob on a 2026-07-28 listen stream. Alice connecting changes her list
+    (list_changed on her GET stream) and nobody else's; bob connecting (asked by URL elicitation, retrying the
+    connect tool after) tells his listen stream; alice revoking brings her connect tool back, with list_changed."""
+    alice, bob = "alice@corp.com", "bob@corp.com"
+    alice_heard: list[str] = []
+    alice_changed = anyio.Event()
+    bob_heard: list[str] = []
+    bob_changed = anyio.Event()
+
+    async def on_alice(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            alice_heard.append(message.method)
+            alice_changed.set()
+
+    async def bob_opens_the_link(context: Any, params: types.ElicitRequestURLParams) -> types.ElicitResult:
+        async with browser(site) as b:
+            done = await b.connect(params.url, site.keys[bob], USERS[bob])
+        assert done.status_code == 200, alert(done.text)
+        return types.ElicitResult(action="accept")
+
+    async with (
+        site.gw.client(SERVER, key=site.keys[alice], message_handler=on_alice) as alices,
+        site.gw.client(SERVER, key=site.keys[bob], mode="2026-07-28", elicitation_callback=bob_opens_the_link) as bobs,
+        bobs.listen(tools_list_changed=True) as bobs_stream,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def hear_bob() -> None:
+            async for event in bobs_stream:
+                bob_heard.append(type(event).__name__)
+                bob_changed.set()
+
+        tg.start_soon(hear_bob)
+        assert tool_names(await alices.list_tools()) == {CONNECT_TOOL}
+        assert tool_names(await bobs.list_tools()) == {CONNECT_TOOL}
+
+        result = await alices.call_tool(CONNECT_TOOL, {})
+        link = CONNECT_TEXT.search(text_of(result)).group(1)
+        async with browser(site) as b:
+            done = await b.connect(link, site.keys[alice], USERS[alice])
+        assert done.status_code == 200, alert(done.text)
+        with anyio.fail_after(10):
+            await alice_changed.wait()
+        assert alice_heard == ["notifications/tools/list_changed"]
+        names = tool_names(await alices.list_tools())
+        assert "whoami" in names and CONNECT_TOOL not in names
+        assert tool_names(await bobs.list_tools()) == {CONNECT_TOOL}  # bob's list is his own
+        assert bob_heard == []  # (it would have come at the same moment as alice's)
+
+        # A 2026-07-28 client is asked to open the link, then retries the call: by then bob is connected.
+        result = await bobs.call_tool(CONNECT_TOOL, {})
+        assert not result.is_error and "is connected" in text_of(result)
+        with anyio.fail_after(10):
+            await bob_changed.wait()
+        assert bob_heard == ["ToolsListChanged"]
+        names = tool_names(await bobs.list_tools())
+        assert "whoami" in names and CONNECT_TOOL not in names
+        assert alice_heard == ["notifications/tools/list_changed"]  # bob's connection is nothing to alice
+
+        alice_changed = anyio.Event()
+        async with browser(site) as b:
+            assert (await b.sign_in(site.keys[alice])).status_code == 303
+            page = await b.get("/connections")
+            revoked = await b.post("/connections", form(page.text, "/connections"))
+            assert revoked.status_code == 200 and "Revoked prot" in revoked.text
+        with anyio.fail_after(10):
+            await alice_changed.wait()
+        assert tool_names(await alices.list_tools()) == {CONNECT_TOOL}
+        assert "whoami" in tool_names(await bobs.list_tools())
+        assert bob_heard == ["ToolsListChanged"]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_declined_authorization_leaves_the_link_usable(site: Site) -> None:
+    """The authorization server sends the browser back with an error (the user said no there): nothing is
+    connected, the link still works, and once it has connected it is spent."""
+    user = "alice@corp.com"
+    link = await link_from_connect_tool(site, user)
+    async with browser(site) as b:
+        consent = await b.consent_page(link, site.keys[user])
+        approved = await b.post(f"/connect/{SERVER}", form(consent.text, f"/connect/{SERVER}"))
+        assert approved.status_code == 303
+        sent = parse_qs(urlsplit(approved.headers["location"]).query)
+        # What the authorization server does when the user declines: back to the callback, with an error.
+        declined = await b.get("/oauth/callback?" + urlencode({"error": "access_denied", "state": sent["state"][0]}))
+        assert declined.status_code == 400 and "did not grant access" in alert(declined.text)
+        assert "Open the connect link again" in declined.text
+
+        again = await b.get(link)
+        assert again.status_code == 200, alert(again.text)  # was: 400 "This link was already used"
+        approved = await b.post(f"/connect/{SERVER}", form(again.text, f"/connect/{SERVER}"))
+        assert approved.status_code == 303, alert(approved.text)
+        done = await b.get(await b.authorize_at_server(approved.headers["location"], USERS[user]))
+        assert done.status_code == 200, alert(done.text)
+
+        # The first attempt's state was single-use; the link that connected is spent.
+        replay = await b.get("/oauth/callback?" + urlencode({"code": "x", "state": sent["state"][0]}))
+        assert replay.status_code == 400
+        spent = await b.get(link)
+        assert spent.status_code == 400 and "already used" in spent.text
+    assert text_of(await whoami(site, user)) == "alice"
+
+
+async def test_an_unreachable_authorization_server_leaves_the_link_usable(tmp_path: Path) -> None:
+    """The first attempt cannot reach the authorization server (it is not running yet); the person reloads the
+    same link once it is up, and it connects."""
+    port = free_port()
+    record = tmp_path / "seen.jsonl"
+    args = ("--issuer", f"http://127.0.0.1:{port}", "--scopes", "mcp:tools", "--record", str(record))
+    async with run_http_upstream(PROTECTED, *args) as url:
+        upstreams = {
+            SERVER: {"transport": "http", "url": url, "auth": {"mode": "oauth", "allow_insecure_discovery": True}}
+        }
+        async with run_gateway(upstreams, extra={"users": {"bob@corp.com": {}}}) as gw:
+            done = await manifold_cli(gw, "keys", "create", "--user", "bob@corp.com", "--name", "laptop", "--json")
+            site = Site(gw, Upstream(url, record), {"bob@corp.com": json.loads(done.stdout)["token"]})
+            link = await link_from_connect_tool(site, "bob@corp.com")
+            async with browser(site) as b:
+                consent = await b.consent_page(link, site.keys["bob@corp.com"])
+                failed = await b.post(f"/connect/{SERVER}", form(consent.text, f"/connect/{SERVER}"))
+                assert failed.status_code == 502 and "Could not reach" in failed.text
+                assert "Open the connect link again" in failed.text
+
+                async with run_idp(port=port):
+                    done = await b.connect(link, site.keys["bob@corp.com"], "bob")  # the same link
+                    assert done.status_code == 200, alert(done.text)
+                    assert text_of(await whoami(site, "bob@corp.com")) == "bob"

@@ -81,6 +81,7 @@ class VirtualServerView:
         self.last_failures: dict[str, str] = {}
         self.collisions: dict[str, list[str]] = {}
         self._told: dict[str, dict[str, str]] = {}  # kind -> member -> the failure last logged
+        self._needs_connect: set[str] = set()  # members some caller was shown a connect tool for
 
     # ---- building -------------------------------------------------------------------------------
 
@@ -182,11 +183,21 @@ class VirtualServerView:
             name = shorten(name + ".")
         return name
 
+    def connect_tool_member(self, exposed: str) -> str | None:
+        """The member a connect tool of this name belongs to (one some caller was shown), whether or not it is
+        listed now: a caller who connected since listing (or a 2026-07-28 client retrying the call after
+        connecting) may call it still, and is told that it is connected."""
+        for member_id in self._needs_connect:
+            if exposed == self.connect_tool_name(member_id):
+                return member_id
+        return None
+
     def _add_connect_tools(self, built: Built) -> None:
         for member in self.members:
             error = built.errors.get(member.member_id)
             if not isinstance(error, AuthRequired):
                 continue
+            self._needs_connect.add(member.member_id)  # bounded: members of this view
             name = self.connect_tool_name(member.member_id, built.targets)
             built.connect_names[name] = member.member_id
             built.connect_tools.append((member.member_id, connect_tool(name, member.upstream)))
@@ -296,3 +307,8 @@ def connect_tool(name: str, upstream_id: str) -> JSON:
         "inputSchema": {"type": "object", "properties": {}},
         "annotations": {"readOnlyHint": True, "openWorldHint": False},
     }
+
+
+def connected_text(upstream_id: str) -> str:
+    """The answer of a connect tool called by someone who is connected (their tools are listed instead)."""
+    return f"Your {upstream_id} account is connected: its tools are in the tool list now (list the tools again)."
