@@ -20,6 +20,12 @@ a FAILURE *or a WARNING*, or if a baseline scenario ran and passed (stale entry)
 `ConformanceResult` re-derives the same verdict from checks.json, so a failing run says which
 scenario and check failed, and why.
 
+`run_requirements` runs 0.2.0-alpha.12 (installed as `conformance-next`) with `--requirements
+2025-11-25` or `--requirements 2026-07-28`: exactly the scenarios that spec revision requires, plus the
+ones it runs but never scores (extension, pending, added after release), each at that revision's wire.
+0.2 writes the same checks.json layout, so it returns the same `ConformanceResult`; the exit code only
+reflects the scored scenarios, so callers judge scenario by scenario (`passed`, `failed`).
+
 `conformance_server_url` is a pytest fixture that starts tests/upstreams/conformance_server.py
 (every fixture the suite needs) on a free port and yields its URL.
 """
@@ -49,6 +55,10 @@ REPO = Path(__file__).resolve().parents[2]
 NODE_DIR = REPO / "tests" / "node"
 NODE = NODE_DIR / "node_modules" / ".bin" / "node"
 CONFORMANCE_CLI = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+CONFORMANCE_NEXT_CLI = NODE_DIR / "node_modules" / "conformance-next" / "dist" / "index.js"
+NEXT_VERSION = "0.2.0-alpha.12"
+"""The version tests/node pins as `conformance-next` (checked against its package.json by the tests)."""
+REQUIREMENT_SETS = ("2025-11-25", "2026-07-28")
 BASELINE = Path(__file__).resolve().with_name("baseline.yml")
 CONFORMANCE_SERVER = REPO / "tests" / "upstreams" / "conformance_server.py"
 
@@ -149,7 +159,7 @@ class ConformanceResult:
 
 def toolchain_problem() -> str | None:
     """Why the suite cannot run here, or None when tests/node is installed."""
-    for path in (NODE, CONFORMANCE_CLI):
+    for path in (NODE, CONFORMANCE_CLI, CONFORMANCE_NEXT_CLI):
         if not path.exists():
             return f"{path} is missing: run `cd tests/node && npm ci`"
     return None
@@ -169,19 +179,28 @@ def run_conformance(
     suite: str = "active",
     scenario: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    cli: Path = CONFORMANCE_CLI,
+    requirements: str | None = None,
 ) -> ConformanceResult:
     """Run the server suite against `url` (blocking) and parse the checks it wrote.
 
     Results go to a fresh directory inside `out_dir`, so old runs never mix in.
-    `scenario` runs that one scenario instead of `suite`.
+    `scenario` runs that one scenario instead of `suite`. `cli` chooses the suite's version
+    (CONFORMANCE_NEXT_CLI for 0.2); `requirements` (0.2 only) runs a revision's scenarios instead of
+    `suite`, and with `scenario` runs that scenario at that revision's wire.
     """
     problem = toolchain_problem()
     if problem:
         raise RuntimeError(problem)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_dir = Path(tempfile.mkdtemp(prefix="conformance-", dir=out_dir))
-    command = [str(NODE), str(CONFORMANCE_CLI), "server", "--url", url, "-o", str(results_dir)]
-    command += ["--scenario", scenario] if scenario else ["--suite", suite]
+    command = [str(NODE), str(cli), "server", "--url", url, "-o", str(results_dir)]
+    if requirements is not None:
+        command += ["--requirements", requirements]
+    if scenario:
+        command += ["--scenario", scenario]
+    elif requirements is None:
+        command += ["--suite", suite]
     if baseline is not None:
         command += ["--expected-failures", str(baseline)]
     started = time.monotonic()
@@ -211,6 +230,15 @@ def run_conformance(
 async def run_conformance_async(url: str, **options: Any) -> ConformanceResult:
     """`run_conformance` in a worker thread, so a server in this event loop keeps serving."""
     return await anyio.to_thread.run_sync(partial(run_conformance, url, **options))
+
+
+async def run_requirements_async(
+    url: str, requirements: str, *, out_dir: Path, scenario: str | None = None
+) -> ConformanceResult:
+    """0.2.0-alpha.12 with `--requirements REVISION` against `url` (no baseline: judge per scenario)."""
+    return await run_conformance_async(
+        url, baseline=None, out_dir=out_dir, cli=CONFORMANCE_NEXT_CLI, requirements=requirements, scenario=scenario
+    )
 
 
 def _read_checks(results_dir: Path, ran: list[str]) -> dict[str, ScenarioResult]:

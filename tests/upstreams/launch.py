@@ -8,6 +8,7 @@
         ...
     async with run_http_upstream("manifold.demo.toolbox") as url: ...     # a module: python -m
     async with run_ts_fixture() as url: ...                              # ts_fixture.mjs under Node 22
+    async with run_everything_http() as url: ...                         # server-everything, loopback only
 
 `script` is a file path (run as `python script`) or, when no such file exists, a module name
 (run as `python -m script`). The helper appends `--port N` (a port it found free by binding
@@ -34,8 +35,11 @@ REPO = UPSTREAMS.parent.parent
 KITCHEN = str(UPSTREAMS / "kitchen.py")
 LEGACY_SERVER = str(UPSTREAMS / "legacy_server.py")
 LEGACY_PYTHON = str(REPO / ".venv-legacy" / "bin" / "python")
-NODE = str(REPO / "tests" / "node" / "node_modules" / ".bin" / "node")
+NODE_MODULES = REPO / "tests" / "node" / "node_modules"
+NODE = str(NODE_MODULES / ".bin" / "node")
 TS_FIXTURE = str(UPSTREAMS / "ts_fixture.mjs")
+EVERYTHING = str(NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js")
+LOOPBACK_ONLY = str(UPSTREAMS / "loopback_only.cjs")
 
 HOST = "127.0.0.1"
 STARTUP_DEADLINE_S = 20.0
@@ -107,17 +111,34 @@ async def run_ts_fixture(startup_deadline_s: float = STARTUP_DEADLINE_S) -> Asyn
     """Run tests/upstreams/ts_fixture.mjs (the TypeScript-SDK conformance fixture) under tests/node's
     Node 22 on a free 127.0.0.1 port; yield its URL, http://127.0.0.1:PORT/mcp. Stops it afterwards."""
     port = free_port()
+    async with _run_node(port, [TS_FIXTURE, "--port", str(port)], {}, startup_deadline_s):
+        yield f"http://{HOST}:{port}/mcp"
+
+
+@asynccontextmanager
+async def run_everything_http(startup_deadline_s: float = STARTUP_DEADLINE_S) -> AsyncIterator[str]:
+    """Run @modelcontextprotocol/server-everything in streamableHttp mode on a free port, kept on
+    127.0.0.1 by the loopback_only.cjs preload (it has no host setting); yield http://127.0.0.1:PORT/mcp."""
+    port = free_port()
+    args = ["--require", LOOPBACK_ONLY, EVERYTHING, "streamableHttp"]
+    async with _run_node(port, args, {"PORT": str(port)}, startup_deadline_s):
+        yield f"http://{HOST}:{port}/mcp"
+
+
+@asynccontextmanager
+async def _run_node(port: int, args: list[str], env: dict[str, str], startup_deadline_s: float) -> AsyncIterator[None]:
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
-            [NODE, TS_FIXTURE, "--port", str(port)],
+            [NODE, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            env={**os.environ, **env},
             cwd=REPO,
         )
         try:
             await _wait_until_listening(process, port, startup_deadline_s, stderr)
-            yield f"http://{HOST}:{port}/mcp"
+            yield
         finally:
             await stop_process(process)
 
