@@ -18,11 +18,12 @@ import orjson
 from manifold.admin.api import AdminApi
 from manifold.asgi import JSON_HEADERS, Receive, Scope, Send, header_map, send_body
 from manifold.audit.unauthorized import UnauthorizedAudit
+from manifold.authserver.routes import PATHS as AUTHORIZATION_SERVER_PATHS
 from manifold.catalog.served import ServedServers
 from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
 from manifold.identity.authenticator import Authenticator, Unauthenticated
-from manifold.principal import Principal
+from manifold.principal import CredentialKind, Principal
 from manifold.relay.access import Access, Auditor
 from manifold.relay.sse import LegacySse
 from manifold.relay.streamable_http import StreamableHttp
@@ -74,6 +75,7 @@ class ManifoldApp:
         admin: AdminApi,
         web: WebPages,
         lifecycle: Lifecycle,
+        authorization_server: WebPages | None = None,
     ) -> None:
         self.config = config
         self.max_body = config.settings.max_body_bytes
@@ -89,6 +91,7 @@ class ManifoldApp:
         self.sse = sse
         self.admin = admin
         self.web = web
+        self.authorization_server = authorization_server  # authserver/: the gateway's own OAuth endpoints
         self.lifecycle = lifecycle
         self.started = time.time()
 
@@ -128,6 +131,9 @@ class ManifoldApp:
             await self.admin(scope, receive, send, self._read_body)
             return
         if len(parts) < 2 or parts[0] not in ("mcp", "sse"):
+            if self.authorization_server is not None and path in AUTHORIZATION_SERVER_PATHS:
+                await self.authorization_server(scope, receive, send)  # checks Host/Origin itself
+                return
             await send_body(send, 404, b'{"error":"not found"}')
             return
         problem = self.origin.check(headers)
@@ -178,7 +184,13 @@ class ManifoldApp:
     ) -> Principal | None:
         authorization = headers.get("authorization")
         try:
-            return await self.authenticator.authenticate(authorization)
+            principal = await self.authenticator.authenticate(authorization, accept_gateway_tokens=True)
+            if principal.credential.kind is CredentialKind.GATEWAY_OAUTH and principal.claims.get("aud") != (
+                f"{resource_server.base_url(self.config, headers)}/{parts[0]}/{parts[1]}"
+            ):
+                # RFC 8707: a token of ours is good for the one server URL it was issued for.
+                raise Unauthenticated("the token was issued for another server")
+            return principal
         except Unauthenticated as exc:
             client = scope.get("client")
             self.unauthorized.refused(

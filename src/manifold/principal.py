@@ -25,6 +25,7 @@ class CredentialKind(str, enum.Enum):
     API_KEY = "api_key"
     SA_TOKEN = "sa_token"
     IDP_JWT = "idp"
+    GATEWAY_OAUTH = "gateway-oauth"  # an access token the gateway issued itself (authserver/); ref: client id
     NONE = "none"
 
 

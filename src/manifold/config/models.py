@@ -350,8 +350,35 @@ class WebLoginConfig(Strict):
         return v
 
 
+class OAuthClientConfig(Strict):
+    """A confidential client registered by configuration (a third-party app), at the gateway's own
+    authorization server (authserver/). Its id is the key under `authorization_server.clients`."""
+
+    name: str | None = None
+    client_secret: str  # a value or `secret:NAME`
+    redirect_uris: Annotated[list[str], Field(min_length=1)]
+
+
+class AuthorizationServerSettings(Strict):
+    """The gateway as the OAuth 2.1 authorization server of its own MCP endpoints (docs/gateway-oauth.md):
+    MCP clients sign in through the web sign-in and get short-lived access tokens for one server."""
+
+    enabled: bool = True
+    access_token_seconds: Annotated[int, Field(ge=30, le=86_400)] = 900
+    refresh_token_days: Annotated[float, Field(gt=0, le=365)] = 30.0
+    code_seconds: Annotated[int, Field(ge=1, le=600)] = 60
+    # Clients may register themselves (RFC 7591). Client ID Metadata Documents are always accepted.
+    dynamic_registration: bool = True
+    # Client ID Metadata Documents (and their redirect URIs) on http or a loopback/private address: for
+    # development and tests only.
+    allow_insecure_client_urls: bool = False
+    clients: dict[str, OAuthClientConfig] = Field(default_factory=dict)
+
+
 class IdentitySettings(Strict):
     idps: dict[SlugKey, IdpConfig] = Field(default_factory=dict)
+    # The gateway's own authorization server for its MCP endpoints (authserver/).
+    authorization_server: AuthorizationServerSettings = Field(default_factory=AuthorizationServerSettings)
     # Principals (selectors as in grants: user:, team:, sa:) that may use /admin/api and admin CLI commands.
     admins: list[str] = Field(default_factory=list)
     # Validated API keys and JWTs are cached this long (a revoked key still fails on the very next request:

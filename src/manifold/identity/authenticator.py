@@ -1,11 +1,12 @@
 """Bearer token → Principal, for every request.
 
 Three kinds of bearer: our API keys (`mfk_…`), service-account tokens (`mfs_…`) and the development key
-(`mfd_…`) are looked up by id and compared by hash; anything shaped like a JWT goes to the IdP whose
-issuer it names. A validated credential is cached (keyed by the token's SHA-256, never the token) until
-the earlier of `identity.cache_seconds` and its own expiry. Any change to keys, principals or grants — made
-here, by the admin API or by the CLI in another process — clears the cache before the next request is
-decided (see store/revisions.py), so a revoked key fails at once.
+(`mfd_…`) are looked up by id and compared by hash; a JWT signed by the gateway itself (its header's key id
+says so) is an access token of the gateway's authorization server (identity/gateway_tokens.py), accepted on
+the MCP endpoints only; any other JWT goes to the IdP whose issuer it names. A validated credential is
+cached (keyed by the token's SHA-256, never the token) until the earlier of `identity.cache_seconds` and its
+own expiry. Any change to keys, principals or grants — made here, by the admin API or by the CLI in another
+process — clears the cache before the next request is decided (see store/revisions.py), so a revoked key fails at once.
 
 What a caller without a credential can make this hold is nothing: key rows are held as one index of every
 key in the database (read once after each change, when a key is first needed), so a made-up `mfk_` id is a
@@ -28,6 +29,7 @@ from typing import assert_never
 
 from manifold.identity.api_keys import KeyRecord, KeyRepository, OwnerKind, hash_token, key_id_of
 from manifold.identity.directory import Directory
+from manifold.identity.gateway_tokens import GatewayTokens, InvalidGatewayToken
 from manifold.identity.idp_jwt import MAX_TOKEN_CHARS, IdpRegistry, InvalidToken
 from manifold.principal import ANONYMOUS, Credential, CredentialKind, Principal, PrincipalKind
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_CACHED = 50_000  # verified credentials (only a valid credential gets in)
 # Compared with the hash of a token whose id names no key, so that path does the same work as a wrong secret.
 _NO_KEY_HASH = hash_token("").encode()
+_MCP_ONLY = "this token is for the MCP endpoints only"
 
 
 class Unauthenticated(Exception):
@@ -55,12 +58,14 @@ class Authenticator:
         *,
         cache_seconds: float,
         allow_unauthenticated: bool = False,
+        gateway_tokens: GatewayTokens | None = None,
     ) -> None:
         self.keys = keys
         self.directory = directory
         self.idps = idps
         self.cache_seconds = cache_seconds
         self.allow_unauthenticated = allow_unauthenticated
+        self.gateway_tokens = gateway_tokens
         self._cache: dict[str, tuple[Principal, float]] = {}
         # key id -> row, every key in the database (revoked ones too, to say so); None: read on first need
         self._records: Mapping[str, KeyRecord] | None = None
@@ -79,7 +84,9 @@ class Authenticator:
         """How many key rows are held: the keys in the database, whatever ids callers make up."""
         return len(self._records) if self._records is not None else 0
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, *, accept_gateway_tokens: bool = False) -> Principal:
+        """The caller. Access tokens the gateway issued itself (authserver/) are for its MCP endpoints only:
+        anywhere else (`accept_gateway_tokens` false: admin API, sign-in form) they are refused."""
         if not authorization:
             if self.allow_unauthenticated:
                 return ANONYMOUS
@@ -95,19 +102,29 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and now < cached[1]:
             principal = cached[0]
-            if principal.credential.kind in (CredentialKind.API_KEY, CredentialKind.SA_TOKEN):
+            kind = principal.credential.kind
+            if kind is CredentialKind.API_KEY or kind is CredentialKind.SA_TOKEN:
                 self.last_used[principal.credential.ref or ""] = now
+            elif kind is CredentialKind.GATEWAY_OAUTH and not accept_gateway_tokens:
+                raise Unauthenticated(_MCP_ONLY)
             return principal
         principal, valid_until = await self._verify(token, now)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
         self._cache[digest] = (principal, min(valid_until, now + self.cache_seconds))
+        if principal.credential.kind is CredentialKind.GATEWAY_OAUTH and not accept_gateway_tokens:
+            raise Unauthenticated(_MCP_ONLY)
         return principal
 
     async def _verify(self, token: str, now: float) -> tuple[Principal, float]:
         key_id = key_id_of(token)
         if key_id is not None:
             return await self._verify_key(key_id, token, now)
+        if self.gateway_tokens is not None and self.gateway_tokens.is_ours(token):
+            try:
+                return await self.gateway_tokens.verify(token, self.directory.snapshot, now)
+            except InvalidGatewayToken as exc:
+                raise Unauthenticated(exc.reason) from None
         if self.idps is not None and self.idps.looks_like_jwt(token):
             try:
                 principal = await self.idps.authenticate(token)

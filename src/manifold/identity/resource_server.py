@@ -3,7 +3,8 @@
 Every MCP endpoint `/mcp/{server}` (and `/sse/{server}`) is a protected resource with its own metadata
 document at `/.well-known/oauth-protected-resource/mcp/{server}`, naming the authorization servers whose
 tokens it accepts (the configured IdPs). A 401 points at that document, so an MCP client can discover where
-to get a token.
+to get a token. The gateway itself is named first (its own authorization server, authserver/), unless
+`identity.authorization_server.enabled` is off.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ def base_url(config: LoadedConfig, headers: dict[str, str]) -> str:
 
 def metadata(config: LoadedConfig, headers: dict[str, str], endpoint: str, server_id: str) -> dict[str, Any]:
     base = base_url(config, headers)
+    identity = config.gateway.identity
+    servers = [base] if identity.authorization_server.enabled else []
     return {
         "resource": f"{base}/{endpoint}/{server_id}",
-        "authorization_servers": [idp.issuer for idp in config.gateway.identity.idps.values()],
+        "authorization_servers": servers + [idp.issuer for idp in identity.idps.values()],
         "bearer_methods_supported": ["header"],
         "resource_name": f"Manifold: {server_id}",
     }

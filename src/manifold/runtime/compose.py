@@ -34,6 +34,9 @@ from manifold.admin.ops import Operations
 from manifold.app import ManifoldApp
 from manifold.audit import AuditLog
 from manifold.audit.unauthorized import UnauthorizedAudit
+from manifold.authserver.clients import ClientRegistry
+from manifold.authserver.routes import AuthorizationServerApp
+from manifold.authserver.store import AuthStore
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.served import ServedServers
 from manifold.catalog.view import VirtualServerView
@@ -41,11 +44,13 @@ from manifold.config.loader import LoadedConfig
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
+from manifold.identity.gateway_tokens import GatewayTokens
 from manifold.identity.idp_jwt import IdpRegistry
 from manifold.outbound.exchange import TokenExchanger
 from manifold.outbound.oauth import tables as _oauth_tables  # noqa: F401 — registers its tables on metadata
 from manifold.outbound.oauth.broker import OAuthBroker
 from manifold.outbound.oauth.client import OAuthFlows
+from manifold.outbound.oauth.discovery import Fetcher
 from manifold.outbound.oauth.links import ConnectLinks
 from manifold.outbound.oauth.vault import Vault
 from manifold.outbound.resolver import CredentialResolver
@@ -63,6 +68,7 @@ from manifold.runtime.changes import ChangeSync
 from manifold.security.crypto import Cipher
 from manifold.security.origin import OriginPolicy
 from manifold.security.secret_store import SecretStore
+from manifold.security.signing import SigningKeys
 from manifold.store.db import connect, create_schema
 from manifold.store.revisions import RevisionWatcher
 from manifold.upstream.notices import UpstreamNotices
@@ -107,6 +113,10 @@ class Runtime:
     links: ConnectLinks
     pending: PendingReplies
     catalog_operations: CatalogOperations
+    signing: SigningKeys
+    auth_store: AuthStore
+    oauth_clients: ClientRegistry
+    client_fetcher: Fetcher
     public_base: str
     tasks: set[asyncio.Task[None]]
 
@@ -152,6 +162,7 @@ class Runtime:
         await self.audit_log.aclose()
         await self.exchanger.aclose()
         await self.flows.aclose()
+        await self.client_fetcher.aclose()
         if self.idps is not None:
             await self.idps.aclose()
         self.watcher.close()
@@ -173,17 +184,23 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     vault = Vault(engine, cipher)  # each user's stored tokens
     broker = OAuthBroker(vault, links, flows, lambda: public_base)
 
-    # Inbound: who is calling.
+    # Inbound: who is calling (API keys, IdP tokens, the access tokens of the gateway's own authorization
+    # server, signed with keys derived from the cipher's).
     keys = KeyRepository(engine)
     directory = Directory(engine, config.gateway)
     idps = IdpRegistry(dict(identity.idps)) if identity.idps else None
+    signing = SigningKeys(cipher)
     authenticator = Authenticator(
         keys,
         directory,
         idps,
         cache_seconds=identity.cache_seconds,
         allow_unauthenticated=settings.allow_unauthenticated,
+        gateway_tokens=GatewayTokens(signing, engine) if identity.authorization_server.enabled else None,
     )
+    auth_store = AuthStore(engine)
+    client_fetcher = Fetcher()  # Client ID Metadata Documents, under the outbound SSRF rules
+    oauth_clients = ClientRegistry(identity.authorization_server, auth_store, client_fetcher, secrets.lookup)
 
     # Decisions: grants and the audit trail.
     grants = GrantRepository(engine)
@@ -263,6 +280,10 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         links=links,
         pending=pending,
         catalog_operations=catalog_operations,
+        signing=signing,
+        auth_store=auth_store,
+        oauth_clients=oauth_clients,
+        client_fetcher=client_fetcher,
         public_base=public_base,
         tasks=set(),
     )
@@ -297,6 +318,17 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         upstream_config=runtime.pool.config,
         sync=runtime.changes.sync,
     )
+    authorization_server = AuthorizationServerApp(
+        settings=settings,
+        server_settings=config.gateway.identity.authorization_server,
+        store=runtime.auth_store,
+        clients=runtime.oauth_clients,
+        signing=runtime.signing,
+        keys=runtime.keys,
+        cipher=runtime.cipher,
+        known_server=runtime.served.__contains__,
+        sync=runtime.changes.sync,
+    )
     # One validator of what clients send, shared by both MCP transports.
     inbound = InboundCheck(id_length=settings.limits.id_length, json_depth=settings.limits.json_depth)
     return ManifoldApp(
@@ -316,4 +348,5 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         admin=admin,
         web=web,
         lifecycle=runtime,
+        authorization_server=authorization_server,
     )

@@ -1,0 +1,180 @@
+"""The clients of the gateway's authorization server, and how a `client_id` becomes one.
+
+- **Configured** (`identity.authorization_server.clients`): confidential third-party apps, with a secret.
+- **Client ID Metadata Documents**: the `client_id` is an https URL with a path; the document there names
+  the client and its redirect URIs, and must name itself as `client_id`. Fetched with the SSRF guard of the
+  outbound discovery (outbound/oauth/discovery.py: https only, public addresses only, checked again at
+  connect time, no redirects, bounded size), cached for a few minutes. `allow_insecure_client_urls` lifts
+  the https/public rule, for development only.
+- **Dynamically registered** (RFC 7591): public clients (PKCE) or confidential ones; kept in the database.
+
+Redirect URIs match exactly, except that a loopback `http` redirect URI matches on any port (RFC 8252 §7.3:
+native apps listen on an ephemeral port).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin
+
+from manifold.authserver.store import AuthStore, digest
+from manifold.config.models import AuthorizationServerSettings
+from manifold.outbound.oauth.discovery import DiscoveryError, Fetcher, check_url
+
+CIMD_CACHE_SECONDS = 300.0
+CIMD_CACHE_ENTRIES = 1000
+GRANT_TYPES = ("authorization_code", "refresh_token")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+class ClientProblem(Exception):
+    """The client_id names no usable client; the message says why (shown to the person, never redirected)."""
+
+
+def is_cimd_url(client_id: str) -> bool:
+    parts = urlsplit(client_id)
+    return parts.scheme in ("https", "http") and bool(parts.netloc) and parts.path not in ("", "/")
+
+
+def redirect_matches(registered: str, requested: str) -> bool:
+    if registered == requested:
+        return True
+    a, b = urlsplit(registered), urlsplit(requested)
+    if a.scheme != "http" or b.scheme != "http" or a.hostname not in LOOPBACK_HOSTS:
+        return False
+    # RFC 8252 §7.3: any port on the same loopback host, the rest exactly as registered.
+    return (a.hostname, a.path, a.query, a.fragment) == (b.hostname, b.path, b.query, b.fragment) and bool(b.hostname)
+
+
+@dataclass(frozen=True)
+class GatewayClient(ClientMixin):
+    client_id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    auth_method: str  # none | client_secret_basic | client_secret_post
+    source: str  # configured | registered | metadata-document
+    secret_hash: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        return " ".join(s for s in (scope or "").split() if s) if scope else ""
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return any(redirect_matches(r, redirect_uri) for r in self.redirect_uris)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.secret_hash is None:
+            return False
+        return hmac.compare_digest(self.secret_hash, digest(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in GRANT_TYPES
+
+    @property
+    def redirect_host(self) -> str:
+        return urlsplit(self.redirect_uris[0]).netloc if self.redirect_uris else "?"
+
+
+class ClientRegistry:
+    def __init__(
+        self, settings: AuthorizationServerSettings, store: AuthStore, fetcher: Fetcher, secret: Callable[[str], str]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+        self.secret = secret  # `secret:NAME` values
+        self._documents: dict[str, tuple[GatewayClient, float]] = {}
+
+    async def find(self, client_id: str) -> GatewayClient:
+        """The client, or ClientProblem saying why there is none."""
+        if not client_id or len(client_id) > 2000:
+            raise ClientProblem("the client_id is missing or too long")
+        configured = self.settings.clients.get(client_id)
+        if configured is not None:
+            secret = configured.client_secret
+            if secret.startswith("secret:"):
+                secret = self.secret(secret[len("secret:") :])
+            return GatewayClient(
+                client_id=client_id,
+                name=configured.name or client_id,
+                redirect_uris=tuple(configured.redirect_uris),
+                auth_method="client_secret_basic",
+                source="configured",
+                secret_hash=digest(secret),
+            )
+        if is_cimd_url(client_id):
+            return await self._document(client_id)
+        found = await self.store.registered_client(client_id)
+        if found is None:
+            raise ClientProblem("no client is registered with this client_id")
+        metadata, secret_hash = found
+        return registered_client(client_id, metadata, secret_hash)
+
+    async def _document(self, url: str) -> GatewayClient:
+        now = time.monotonic()
+        cached = self._documents.get(url)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        insecure = self.settings.allow_insecure_client_urls
+        try:
+            check_url(url, insecure=insecure, what="client metadata document")
+            reply = await self.fetcher.request("GET", url, insecure=insecure, what="client metadata document")
+        except DiscoveryError as exc:
+            raise ClientProblem(str(exc)) from None
+        body = reply.body
+        if reply.status != 200 or not isinstance(body, dict):
+            raise ClientProblem(f"the client metadata document answered {reply.status}, not a JSON document")
+        if body.get("client_id") != url:
+            raise ClientProblem("the client metadata document does not name its own URL as client_id")
+        uris = body.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+            raise ClientProblem("the client metadata document lists no redirect_uris")
+        method = body.get("token_endpoint_auth_method", "none")
+        if method != "none":
+            raise ClientProblem(
+                "a client known by its metadata document must be public (token_endpoint_auth_method none)"
+            )
+        name = body.get("client_name")
+        client = GatewayClient(
+            client_id=url,
+            name=name[:200] if isinstance(name, str) and name else urlsplit(url).netloc,
+            redirect_uris=tuple(uris),
+            auth_method="none",
+            source="metadata-document",
+            metadata=body,
+        )
+        if len(self._documents) >= CIMD_CACHE_ENTRIES:
+            self._documents.clear()
+        self._documents[url] = (client, now + CIMD_CACHE_SECONDS)
+        return client
+
+
+def registered_client(client_id: str, metadata: Mapping[str, Any], secret_hash: str | None) -> GatewayClient:
+    name = metadata.get("client_name")
+    return GatewayClient(
+        client_id=client_id,
+        name=name[:200] if isinstance(name, str) and name else client_id,
+        redirect_uris=tuple(metadata.get("redirect_uris") or ()),
+        auth_method=str(metadata.get("token_endpoint_auth_method") or "client_secret_basic"),
+        source="registered",
+        secret_hash=secret_hash,
+        metadata=metadata,
+    )

@@ -1,0 +1,479 @@
+"""The authorization server's endpoints, as one ASGI app (app.py routes these paths here):
+
+    GET  /.well-known/oauth-authorization-server    RFC 8414 metadata (also /.well-known/openid-configuration)
+    GET  /.well-known/jwks.json                     the public keys access tokens are signed with
+    GET  /authorize                                 → sign-in (web), consent page, or straight back with a code
+    POST /authorize                                 the consent form (CSRF token bound to the web session)
+    POST /token                                     authorization_code, refresh_token
+    POST /register                                  RFC 7591
+    POST /revoke                                    RFC 7009
+
+Who signs in is the web sign-in's business (web/sign_in.py: an API key, or the IdP of
+`identity.web_login`): without a session, /authorize sends the browser to /login and back. An error that
+cannot safely go back to the client (unknown client, unregistered redirect URI) is a page; any other goes
+back to the client's redirect URI with `error`, `state` and `iss`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import cast
+from urllib.parse import unquote, urlencode, urlsplit
+
+import orjson
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749.errors import InsecureTransportError, OAuth2Error
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+from starlette.types import Receive as StarletteReceive
+from starlette.types import Scope as StarletteScope
+from starlette.types import Send as StarletteSend
+
+from manifold.asgi import Receive, Scope, Send
+from manifold.authserver import consent as consent_page
+from manifold.authserver.clients import ClientProblem, ClientRegistry, GatewayClient
+from manifold.authserver.server import (
+    Answer,
+    CodeRecord,
+    Exchange,
+    FormRequest,
+    GatewayServer,
+    JsonBody,
+    RefreshRecord,
+    SignedIn,
+    access_token_grant,
+)
+from manifold.authserver.store import AuthStore, digest
+from manifold.config.models import AuthorizationServerSettings, GatewaySettings
+from manifold.identity.api_keys import KeyRepository
+from manifold.identity.gateway_tokens import GatewayTokens, server_of_resource
+from manifold.security.crypto import Cipher
+from manifold.security.origin import OriginPolicy
+from manifold.security.signing import SigningKeys
+from manifold.web import csrf
+from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, read_body
+from manifold.web.page_request import viewer
+from manifold.web.responses import page
+from manifold.web.session import SessionCookies, WebSession, session_keys
+
+log = logging.getLogger(__name__)
+
+PATHS = frozenset(
+    {
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+        "/authorize",
+        "/token",
+        "/register",
+        "/revoke",
+    }
+)
+# Parameters of an authorization request that may appear only once (RFC 6749 §3.1).
+SINGLE = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "resource",
+)
+OAUTH_FIELDS = frozenset(SINGLE)
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+CORS = {"access-control-allow-origin": "*"}  # metadata, token, registration, revocation: called from apps
+MAX_FIELDS = 50
+Sync = Callable[[], Awaitable[None]]
+KnownServer = Callable[[str], bool]
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers={**CORS, **(headers or {})}
+    )
+
+
+def _oauth_error(status: int, error: str, description: str) -> Response:
+    return _json(status, {"error": error, "error_description": description}, NO_STORE)
+
+
+class AuthorizationServerApp:
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        server_settings: AuthorizationServerSettings,
+        store: AuthStore,
+        clients: ClientRegistry,
+        signing: SigningKeys,
+        keys: KeyRepository,
+        cipher: Cipher,
+        known_server: KnownServer,
+        sync: Sync,
+    ) -> None:
+        self.public_url = settings.public_url
+        self.max_body = settings.max_body_bytes
+        self.origin = OriginPolicy.from_settings(settings)
+        self.settings = server_settings
+        self.store = store
+        self.clients = clients
+        self.signing = signing
+        self.keys = keys
+        self.known_server = known_server
+        self.sync = sync
+        secure = bool(self.public_url and self.public_url.startswith("https://"))
+        self.cookies = SessionCookies(session_keys(cipher), secure=secure)
+        self.router = Router(
+            routes=[
+                Route("/.well-known/oauth-authorization-server", self._guard(self.metadata), methods=["GET", "HEAD"]),
+                Route("/.well-known/openid-configuration", self._guard(self.metadata), methods=["GET", "HEAD"]),
+                Route("/.well-known/jwks.json", self._guard(self.jwks), methods=["GET", "HEAD"]),
+                Route("/authorize", self._guard(self.authorize), methods=["GET", "HEAD", "POST"]),
+                Route("/token", self._guard(self.token), methods=["POST"]),
+                Route("/register", self._guard(self.register), methods=["POST"]),
+                Route("/revoke", self._guard(self.revoke), methods=["POST"]),
+            ],
+            redirect_slashes=False,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.router(scope, receive, cast(StarletteSend, send))
+
+    def _guard(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            problem_text = self.origin.check(dict(request.headers.items()))
+            if problem_text is not None:
+                return _json(403, {"error": "access_denied", "error_description": problem_text})
+            if not self.settings.enabled:
+                return _json(404, {"error": "not found"})
+            try:
+                await self.sync()
+                return await handler(request)
+            except InsecureTransportError:
+                return _oauth_error(400, "invalid_request", "the authorization server needs https (gateway.public_url)")
+            except Exception:  # noqa: BLE001 — an OAuth error, never a traceback
+                log.exception("authorization server %s failed", request.url.path)
+                return _oauth_error(500, "server_error", "the gateway could not answer this request")
+
+        return endpoint
+
+    def issuer(self, request: Request) -> str:
+        if self.public_url:
+            return self.public_url
+        return f"http://{request.headers.get('host') or '127.0.0.1'}"
+
+    def _resources(self, issuer: str) -> KnownServer:
+        def known(resource: str) -> bool:
+            server = server_of_resource(resource)
+            parts = urlsplit(resource)
+            return (
+                server is not None
+                and f"{parts.scheme}://{parts.netloc}" == issuer
+                and not parts.query
+                and not parts.fragment
+                and self.known_server(server)
+            )
+
+        return known
+
+    def _server(self, request: Request, exchange: Exchange) -> GatewayServer:
+        issuer = self.issuer(request)
+        exchange.resources = self._resources(issuer)
+        return GatewayServer(issuer, exchange, self.settings, self.signing)
+
+    # ---- discovery ----
+
+    async def metadata(self, request: Request) -> Response:
+        body = self._server(request, Exchange()).metadata()
+        return _json(200, body, {"cache-control": "max-age=300"})
+
+    async def jwks(self, request: Request) -> Response:
+        return _json(200, self.signing.jwks(), {"cache-control": "max-age=300"})
+
+    # ---- the authorization endpoint ----
+
+    async def authorize(self, request: Request) -> Response:
+        posted = request.method == "POST"
+        if posted:
+            refused = csrf.cross_site(request.headers, self.issuer(request))
+            if refused is not None:
+                return self._page(403, "Not allowed", "access_denied", refused)
+            fields = await self._form(request)
+            if isinstance(fields, Response):
+                return fields
+        else:
+            items = request.query_params.multi_items()
+            if len(items) > MAX_FIELDS:
+                return self._page(400, "Not understood", "invalid_request", "too many parameters")
+            names = [k for k, _ in items]
+            repeated = sorted({k for k in names if k in OAUTH_FIELDS and names.count(k) > 1})
+            if repeated:
+                return self._page(400, "Not understood", "invalid_request", f"repeated parameter: {repeated[0]}")
+            fields = dict(items)
+        session = await self._session(request)
+        oauth = {k: v for k, v in fields.items() if k in OAUTH_FIELDS}
+        exchange = Exchange()
+        server = self._server(request, exchange)
+        try:
+            exchange.client = await self.clients.find(oauth.get("client_id", ""))
+        except ClientProblem as exc:
+            return self._page(400, "Unknown application", "invalid_client", str(exc), session)
+        oauth_request = FormRequest("GET", str(request.url), oauth, dict(request.headers.items()))
+        try:
+            grant = server.get_consent_grant(oauth_request, end_user=None)
+        except OAuth2Error as error:
+            if error.redirect_uri:
+                return self._redirect_error(server, error)
+            return self._page(
+                400,
+                "Cannot sign in this application",
+                error.error or "invalid_request",
+                error.get_error_description(),
+                session,
+            )
+        client = exchange.client
+        resource = oauth["resource"]
+        if session is None:
+            next_url = "/authorize?" + urlencode(oauth)
+            return page(303, location="/login?" + urlencode({"next": next_url}))
+        principal = session.principal_id
+        if not principal.startswith(("user:", "sa:")):
+            return self._page(403, "Not allowed", "access_denied", "this account cannot sign in applications", session)
+        server_id = server_of_resource(resource) or "?"
+        if posted:
+            if not csrf.valid(self.cookies.signer, session.sid, _consent_action(client), fields.get("csrf")):
+                return self._page(
+                    403,
+                    "Not allowed",
+                    "access_denied",
+                    "The consent form was not from this session; open the application's link again.",
+                    session,
+                )
+            if fields.get("decision") != "allow":
+                return self._answer(server.create_authorization_response(oauth_request, grant_user=None, grant=grant))
+            await self.store.give_consent(principal, client.client_id, client.name, resource)
+        else:
+            given = await self.store.consent(principal, client.client_id)
+            if given is None or resource not in given.resources:
+                body = consent_page.consent(
+                    viewer=viewer(self.cookies.signer, session),
+                    client_name=client.name,
+                    client_id=client.client_id,
+                    source=client.source,
+                    redirect_host=urlsplit(grant.redirect_uri).netloc or grant.redirect_uri,
+                    server_id=server_id,
+                    resource=resource,
+                    fields=oauth,
+                    csrf=csrf.token(self.cookies.signer, session.sid, _consent_action(client)),
+                )
+                return page(200, body)
+        answer = server.create_authorization_response(
+            oauth_request, grant_user=SignedIn(principal, resource, ""), grant=grant
+        )
+        if exchange.new_code is not None:
+            code, row = exchange.new_code
+            await self.store.save_code(code, row)
+            log.info("gateway-oauth: code issued to %s for %s (%s)", client.client_id[:200], principal, server_id)
+        return self._answer(answer)
+
+    def _redirect_error(self, server: GatewayServer, error: OAuth2Error) -> Response:
+        status, _body, headers = error()
+        location = dict(headers).get("Location", "")
+        location = add_params_to_uri(location, [("iss", server.issuer)])
+        return page(status if status in (302, 303) else 302, location=location)
+
+    def _answer(self, answer: Answer) -> Response:
+        if answer.location is not None:
+            return page(302, location=answer.location)
+        body = answer.body if isinstance(answer.body, dict) else {"error": "invalid_request"}
+        return self._page(
+            answer.status,
+            "Cannot sign in this application",
+            str(body.get("error")),
+            str(body.get("error_description", "")),
+        )
+
+    def _page(
+        self, status: int, title: str, error: str, description: str, session: WebSession | None = None
+    ) -> Response:
+        who = viewer(self.cookies.signer, session) if session is not None else None
+        return page(status, consent_page.refused(title=title, error=error, description=description, viewer=who))
+
+    async def _session(self, request: Request) -> WebSession | None:
+        session = self.cookies.session(dict(request.cookies))
+        if session is None:
+            return None
+        kind, _, ref = session.method.partition(":")
+        if kind == "api_key":  # as web/routes.py: the key that proved who this is must still be good
+            record = await self.keys.get(ref)
+            if record is None or record.usable(time.time()) is not None:
+                return None
+        return session
+
+    async def _form(self, request: Request) -> dict[str, str] | Response:
+        try:
+            body = await read_body(request, self.max_body)
+            return form_fields(request.headers.get("content-type"), body)
+        except BodyTooLarge:
+            return _oauth_error(413, "invalid_request", f"the request body is over {self.max_body} bytes")
+        except TooManyFields:
+            return _oauth_error(400, "invalid_request", "the form has too many fields")
+        except ClientDisconnect:
+            return _oauth_error(400, "invalid_request", "the form did not arrive whole")
+
+    # ---- the token endpoint ----
+
+    async def _client(self, request: Request, form: dict[str, str]) -> GatewayClient | Response:
+        client_id = form.get("client_id")
+        basic = _basic_client_id(request.headers.get("authorization"))
+        if basic is not None:
+            client_id = basic
+        if not client_id:
+            return _oauth_error(401, "invalid_client", "client authentication is required")
+        try:
+            return await self.clients.find(client_id)
+        except ClientProblem as exc:
+            return _oauth_error(401, "invalid_client", str(exc))
+
+    async def token(self, request: Request) -> Response:
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        client = await self._client(request, form)
+        if isinstance(client, Response):
+            return client
+        exchange = Exchange(client=client)
+        grant_type = form.get("grant_type")
+        code = form.get("code")
+        presented = form.get("refresh_token")
+        if grant_type == "authorization_code" and code:
+            row = await self.store.code(code)
+            exchange.code = CodeRecord(code, row) if row is not None else None
+        elif grant_type == "refresh_token" and presented:
+            row = await self.store.refresh(presented)
+            if row is not None and row.used_at is not None and not row.revoked:
+                # A rotated refresh token came back: someone holds a copy. End the whole sign-in.
+                await self.store.revoke_grant(row.grant_id, "refresh token reused")
+                log.warning(
+                    "gateway-oauth: a rotated refresh token of %s was reused; its grant is revoked", row.principal
+                )
+                return _oauth_error(400, "invalid_grant", "this refresh token was already used; the sign-in is revoked")
+            exchange.refresh = RefreshRecord(presented, row) if row is not None else None
+        server = self._server(request, exchange)
+        answer = server.create_token_response(
+            FormRequest("POST", str(request.url), form, dict(request.headers.items()))
+        )
+        if answer.status == 200 and exchange.tokens:
+            issued = exchange.tokens[0]
+            refresh_expires = time.time() + self.settings.refresh_token_days * 86_400
+            new_refresh = issued.get("refresh_token")
+            if exchange.code_spent and exchange.code is not None:
+                spent = await self.store.exchange_code(
+                    exchange.code.code, exchange.grant_id, exchange.code.row, new_refresh, refresh_expires
+                )
+                if not spent:
+                    return _oauth_error(400, "invalid_grant", "the code was already used")
+            elif exchange.refresh_rotated and exchange.refresh is not None and isinstance(new_refresh, str):
+                grant_id = exchange.refresh.row.grant_id
+                if not await self.store.rotate(exchange.refresh.token, grant_id, new_refresh, refresh_expires):
+                    await self.store.revoke_grant(grant_id, "refresh token reused")
+                    return _oauth_error(
+                        400, "invalid_grant", "this refresh token was already used; the sign-in is revoked"
+                    )
+            else:
+                return _oauth_error(400, "invalid_grant", "the grant could not be completed")
+        return _json(answer.status, answer.body, {**NO_STORE, **dict(answer.headers)})
+
+    # ---- registration and revocation ----
+
+    async def register(self, request: Request) -> Response:
+        try:
+            raw = await read_body(request, self.max_body)
+            body = orjson.loads(raw)
+        except BodyTooLarge:
+            return _oauth_error(413, "invalid_client_metadata", f"the request body is over {self.max_body} bytes")
+        except (orjson.JSONDecodeError, ClientDisconnect):
+            return _oauth_error(400, "invalid_client_metadata", "the body must be a JSON object")
+        if not isinstance(body, dict):
+            return _oauth_error(400, "invalid_client_metadata", "the body must be a JSON object")
+        if not self.settings.dynamic_registration:
+            return _oauth_error(403, "access_denied", "dynamic client registration is turned off")
+        uris = body.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and _redirect_ok(u) for u in uris):
+            return _oauth_error(
+                400,
+                "invalid_redirect_uri",
+                "redirect_uris must be https, loopback http or an app scheme, without a fragment",
+            )
+        exchange = Exchange()
+        server = self._server(request, exchange)
+        answer = server.create_endpoint_response(
+            "client_registration", JsonBody(str(request.url), body, dict(request.headers.items()))
+        )
+        if answer is None:
+            return _oauth_error(400, "invalid_client_metadata", "the registration was refused")
+        if answer.status == 201 and exchange.registered is not None:
+            client_id, metadata, secret = exchange.registered
+            await self.store.register_client(client_id, metadata, digest(secret) if secret else None)
+            log.info("gateway-oauth: client registered: %s (%s)", client_id, str(metadata.get("client_name", ""))[:100])
+        return _json(answer.status, answer.body, {**NO_STORE, **dict(answer.headers)})
+
+    async def revoke(self, request: Request) -> Response:
+        form = await self._form(request)
+        if isinstance(form, Response):
+            return form
+        client = await self._client(request, form)
+        if isinstance(client, Response):
+            return client
+        exchange = Exchange(client=client)
+        token = form.get("token", "")
+        if GatewayTokens.is_ours(token):
+            exchange.presented = access_token_grant(self.signing, token)
+        elif token:
+            row = await self.store.refresh(token)
+            exchange.presented = RefreshRecord(token, row) if row is not None else None
+        server = self._server(request, exchange)
+        answer = server.create_endpoint_response(
+            "revocation", FormRequest("POST", str(request.url), form, dict(request.headers.items()))
+        )
+        if answer is None:
+            return _json(200, {})
+        if answer.status == 200 and exchange.revoke_grant is not None:
+            await self.store.revoke_grant(exchange.revoke_grant, "revoked by the client")
+        return _json(answer.status, answer.body or {}, {**NO_STORE, **dict(answer.headers)})
+
+
+def _consent_action(client: GatewayClient) -> str:
+    return "oauth-consent:" + client.client_id
+
+
+def _basic_client_id(authorization: str | None) -> str | None:
+    if not authorization or not authorization.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    client_id, _, _ = decoded.partition(":")
+    return unquote(client_id) or None
+
+
+def _redirect_ok(uri: str) -> bool:
+    parts = urlsplit(uri)
+    if parts.fragment or not parts.scheme:
+        return False
+    if parts.scheme == "https":
+        return bool(parts.netloc)
+    if parts.scheme == "http":
+        return parts.hostname in ("127.0.0.1", "localhost", "::1")
+    return "." in parts.scheme  # a private-use scheme of a native app (RFC 8252 §7.1: reverse domain name)
+
+
+async def not_found(scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:
+    await _json(404, {"error": "not found"})(scope, receive, send)

@@ -1,0 +1,364 @@
+"""The gateway as the OAuth 2.1 authorization server of its own MCP endpoints (issue 12), end to end.
+
+Real processes: the gateway (`manifold serve`) over a real stdio upstream. An MCP client that has no key —
+the Python SDK's `OAuthClientProvider` (mcp 2.3.0) — finds the gateway from the 401, registers (RFC 7591),
+sends the person's browser to /authorize, and exchanges the code. The "browser" is an HTTP client with a
+cookie jar that reads the pages' forms as a person would: the gateway's sign-in (with an API key), then the
+consent page. Each refusal has its own test and checks the OAuth error a client would see.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from tests.e2e.harness import KEY, Gateway, manifold_cli, run_gateway, stdio_upstream
+
+pytestmark = pytest.mark.anyio
+
+UPSTREAM = str(Path(__file__).resolve().parents[1] / "upstreams" / "upstream_min.py")
+VSERVER = "tools"
+OTHER = "alpha"  # the upstream served alone: another server, for audience checks
+REDIRECT = "http://127.0.0.1:43210/callback"  # a native app's loopback redirect; never listened on
+
+
+def hidden_fields(page: str, action: str) -> dict[str, str]:
+    for posted_to, body in re.findall(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', page, re.S):
+        if html.unescape(posted_to) == action:
+            return {
+                html.unescape(n): html.unescape(v)
+                for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', body)
+            }
+    raise AssertionError(f"no form posting to {action}:\n{page}")
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
+
+
+class Browser:
+    """A cookie jar that follows the gateway's pages one step at a time and signs in with an API key."""
+
+    def __init__(self, gw: Gateway, key: str = KEY) -> None:
+        self.gw = gw
+        self.key = key
+        self.http = httpx2.AsyncClient(timeout=30)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def get(self, url: str) -> httpx2.Response:
+        return await self.http.get(urljoin(self.gw.base + "/", url))
+
+    async def post(self, url: str, data: dict[str, str]) -> httpx2.Response:
+        return await self.http.post(urljoin(self.gw.base + "/", url), data=data, headers={"Origin": self.gw.base})
+
+    async def consent_page(self, authorize_url: str) -> httpx2.Response:
+        """Open the authorization URL; sign in when sent to /login. The answer: the consent page, or the
+        redirect back to the client when consent was given before."""
+        page = await self.get(authorize_url)
+        if page.status_code == 303 and page.headers["location"].startswith("/login?"):
+            login = await self.get(page.headers["location"])
+            assert login.status_code == 200, login.text
+            signed_in = await self.post("/login", {**hidden_fields(login.text, "/login"), "key": self.key})
+            assert signed_in.status_code == 303, signed_in.text
+            assert signed_in.headers["location"].startswith("/authorize?")
+            page = await self.get(signed_in.headers["location"])
+        return page
+
+    async def authorize(self, authorize_url: str) -> str:
+        """The whole browser step: the URL the gateway sends the browser back to the client with."""
+        page = await self.consent_page(authorize_url)
+        if page.status_code == 200:
+            assert "Allow" in page.text, page.text
+            page = await self.post("/authorize", {**hidden_fields(page.text, "/authorize"), "decision": "allow"})
+        assert page.status_code == 302, page.text
+        return page.headers["location"]
+
+
+@dataclass
+class Memory:
+    tokens: OAuthToken | None = None
+    client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+def sdk_provider(gw: Gateway, browser: Browser, storage: Memory, server: str = VSERVER) -> OAuthClientProvider:
+    landed: dict[str, str] = {}
+
+    async def redirect(url: str) -> None:
+        back = await browser.authorize(url)
+        assert back.startswith(REDIRECT + "?"), back
+        landed.update({k: v[0] for k, v in parse_qs(urlsplit(back).query).items()})
+
+    async def callback() -> AuthorizationCodeResult:
+        return AuthorizationCodeResult(code=landed["code"], state=landed.get("state"), iss=landed.get("iss"))
+
+    metadata = OAuthClientMetadata(
+        redirect_uris=[REDIRECT],  # pyright: ignore[reportArgumentType]
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+        client_name="Test IDE",
+    )
+    return OAuthClientProvider(gw.url(server), metadata, storage, redirect, callback)
+
+
+@pytest.fixture(scope="module")
+async def gw() -> AsyncIterator[Gateway]:
+    upstreams = {OTHER: stdio_upstream(UPSTREAM, "--transport", "stdio")}
+    servers = {VSERVER: {"members": [{"upstream": OTHER}]}}
+    async with run_gateway(upstreams, servers) as gateway:
+        yield gateway
+
+
+# ---- a real MCP client signs in with no key ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_sdk_client_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, mode: str) -> None:
+    browser = Browser(gw)
+    storage = Memory()
+    try:
+        provider = sdk_provider(gw, browser, storage)
+        http = httpx2.AsyncClient(auth=provider, timeout=60)
+        async with Client(streamable_http_client(gw.url(VSERVER), http_client=http), mode=mode) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert f"{OTHER}__echo" in names
+            result = await client.call_tool(f"{OTHER}__echo", {"text": "signed in"})
+            assert not result.is_error and "signed in" in str(result.content)
+    finally:
+        await browser.aclose()
+    assert storage.tokens is not None and storage.tokens.refresh_token
+    assert storage.client_info is not None  # it registered itself (RFC 7591)
+    audit = await manifold_cli(gw, "audit", "--limit", "20")
+    row = next(line for line in audit.stdout.decode().splitlines() if f"{OTHER}__echo" in line)
+    assert "user:dev" in row and "gateway-oauth:" in row and storage.client_info.client_id[-20:] in row
+
+
+async def test_metadata_names_the_gateway(gw: Gateway) -> None:
+    async with httpx2.AsyncClient(timeout=10) as http:
+        prm = (await http.get(f"{gw.base}/.well-known/oauth-protected-resource/mcp/{VSERVER}")).json()
+        assert prm["authorization_servers"][0] == gw.base
+        assert prm["resource"] == gw.url(VSERVER)
+        for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+            meta = (await http.get(gw.base + path)).json()
+            assert meta["issuer"] == gw.base
+            assert meta["code_challenge_methods_supported"] == ["S256"]
+            assert meta["authorization_response_iss_parameter_supported"] is True
+            assert meta["registration_endpoint"] == f"{gw.base}/register"
+        jwks = (await http.get(f"{gw.base}/.well-known/jwks.json")).json()
+        assert jwks["keys"] and all("d" not in key for key in jwks["keys"])
+
+
+# ---- the protocol by hand, for the refusals -----------------------------------------------------------------
+
+
+@dataclass
+class Flow:
+    gw: Gateway
+    browser: Browser
+    http: httpx2.AsyncClient
+    client_id: str = ""
+
+    async def register(self, redirect: str = REDIRECT) -> str:
+        answer = await self.http.post(
+            f"{self.gw.base}/register",
+            json={"redirect_uris": [redirect], "token_endpoint_auth_method": "none", "client_name": "Hand IDE",
+                  "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]},
+        )
+        assert answer.status_code == 201, answer.text
+        self.client_id = answer.json()["client_id"]
+        return self.client_id
+
+    def authorize_url(self, challenge: str, server: str = VSERVER, **extra: str) -> str:
+        query = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": REDIRECT,
+            "state": "st-" + secrets.token_hex(4),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "resource": self.gw.url(server),
+            **extra,
+        }
+        return "/authorize?" + urlencode(query)
+
+    async def code(self, challenge: str, server: str = VSERVER) -> str:
+        back = await self.browser.authorize(self.authorize_url(challenge, server))
+        query = parse_qs(urlsplit(back).query)
+        assert query["iss"] == [self.gw.base]  # RFC 9207
+        return query["code"][0]
+
+    async def token(self, **form: str) -> httpx2.Response:
+        return await self.http.post(f"{self.gw.base}/token", data={"client_id": self.client_id, **form})
+
+    async def exchange(self, code: str, verifier: str, server: str = VSERVER) -> httpx2.Response:
+        return await self.token(
+            grant_type="authorization_code", code=code, code_verifier=verifier, redirect_uri=REDIRECT,
+            resource=self.gw.url(server),
+        )
+
+    async def tokens(self, server: str = VSERVER) -> dict[str, Any]:
+        verifier, challenge = pkce()
+        answer = await self.exchange(await self.code(challenge, server), verifier, server)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    async def list_tools(self, token: str, server: str = VSERVER) -> httpx2.Response:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        return await self.http.post(
+            self.gw.url(server), json=body,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"},
+        )
+
+
+@pytest.fixture
+async def flow(gw: Gateway) -> AsyncIterator[Flow]:
+    browser = Browser(gw)
+    async with httpx2.AsyncClient(timeout=30) as http:
+        flow = Flow(gw, browser, http)
+        await flow.register()
+        try:
+            yield flow
+        finally:
+            await browser.aclose()
+
+
+def oauth_error(answer: httpx2.Response) -> str:
+    return answer.json()["error"]
+
+
+async def test_a_token_works_on_its_own_server(flow: Flow) -> None:
+    tokens = await flow.tokens()
+    assert (await flow.list_tools(tokens["access_token"])).status_code == 200
+
+
+async def test_wrong_pkce_verifier_is_refused(flow: Flow) -> None:
+    _verifier, challenge = pkce()
+    answer = await flow.exchange(await flow.code(challenge), pkce()[0])
+    assert answer.status_code == 400 and oauth_error(answer) == "invalid_grant"
+
+
+async def test_a_code_is_used_once(flow: Flow) -> None:
+    verifier, challenge = pkce()
+    code = await flow.code(challenge)
+    assert (await flow.exchange(code, verifier)).status_code == 200
+    again = await flow.exchange(code, verifier)
+    assert again.status_code == 400 and oauth_error(again) == "invalid_grant"
+
+
+async def test_an_unregistered_redirect_uri_is_refused_without_a_redirect(flow: Flow) -> None:
+    await flow.browser.consent_page(flow.authorize_url(pkce()[1]))  # signed in
+    answer = await flow.browser.get(flow.authorize_url(pkce()[1], redirect_uri="https://evil.example/cb"))
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert "invalid_request" in answer.text and "evil.example" not in answer.headers.get("location", "")
+
+
+async def test_a_client_metadata_document_on_a_private_address_is_refused(flow: Flow) -> None:
+    flow.client_id = "https://10.0.0.7/oauth/client.json"
+    answer = await flow.browser.get(flow.authorize_url(pkce()[1]))
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert "invalid_client" in answer.text and "non-public address" in answer.text
+
+
+async def test_a_token_is_refused_on_another_server(flow: Flow) -> None:
+    tokens = await flow.tokens(VSERVER)
+    answer = await flow.list_tools(tokens["access_token"], OTHER)
+    assert answer.status_code == 401
+    assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+    assert "another server" in answer.json()["error_description"]
+    # Nor is it an admin credential, though the person behind it is an admin.
+    admin = await flow.http.get(f"{flow.gw.base}/admin/api/keys", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert admin.status_code == 401
+
+
+async def test_a_resource_that_is_not_ours_is_refused(flow: Flow) -> None:
+    await flow.browser.consent_page(flow.authorize_url(pkce()[1]))
+    back = await flow.browser.get(flow.authorize_url(pkce()[1], resource="https://elsewhere.example/mcp/x"))
+    assert back.status_code == 302
+    query = parse_qs(urlsplit(back.headers["location"]).query)
+    assert query["error"] == ["invalid_target"] and query["iss"] == [flow.gw.base]
+
+
+async def test_a_reused_refresh_token_revokes_the_whole_sign_in(flow: Flow) -> None:
+    first = await flow.tokens()
+    second = await flow.token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert second.status_code == 200, second.text
+    rotated = second.json()
+    assert rotated["refresh_token"] != first["refresh_token"]
+    assert (await flow.list_tools(rotated["access_token"])).status_code == 200
+    replay = await flow.token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert replay.status_code == 400 and oauth_error(replay) == "invalid_grant"
+    # The family is gone: the newest refresh token and the access token of the same sign-in stop at once.
+    newest = await flow.token(grant_type="refresh_token", refresh_token=rotated["refresh_token"])
+    assert newest.status_code == 400 and oauth_error(newest) == "invalid_grant"
+    refused = await flow.list_tools(rotated["access_token"])
+    assert refused.status_code == 401 and "revoked" in refused.json()["error_description"]
+
+
+async def test_consent_without_its_csrf_token_is_refused(flow: Flow) -> None:
+    page = await flow.browser.consent_page(flow.authorize_url(pkce()[1]))
+    assert page.status_code == 200 and "Hand IDE" in page.text and "127.0.0.1:43210" in page.text
+    assert page.headers["content-security-policy"].endswith("frame-ancestors 'none'")
+    fields = hidden_fields(page.text, "/authorize")
+    del fields["csrf"]
+    answer = await flow.browser.post("/authorize", {**fields, "decision": "allow"})
+    assert answer.status_code == 403 and "location" not in answer.headers
+    assert "access_denied" in answer.text
+
+
+async def test_revoking_with_rfc7009_ends_the_access_token(flow: Flow) -> None:
+    tokens = await flow.tokens()
+    assert (await flow.list_tools(tokens["access_token"])).status_code == 200
+    done = await flow.http.post(
+        f"{flow.gw.base}/revoke", data={"client_id": flow.client_id, "token": tokens["refresh_token"]}
+    )
+    assert done.status_code == 200
+    assert (await flow.list_tools(tokens["access_token"])).status_code == 401
+
+
+async def test_an_expired_code_is_refused() -> None:
+    upstreams = {OTHER: stdio_upstream(UPSTREAM, "--transport", "stdio")}
+    extra = {"identity": {"authorization_server": {"code_seconds": 1}}}
+    async with run_gateway(upstreams, extra=extra) as gateway:
+        browser = Browser(gateway)
+        async with httpx2.AsyncClient(timeout=30) as http:
+            flow = Flow(gateway, browser, http)
+            await flow.register()
+            verifier, challenge = pkce()
+            code = await flow.code(challenge, OTHER)
+            await anyio.sleep(1.5)  # a code's lifetime is time itself: nothing to wait for but the clock
+            answer = await flow.exchange(code, verifier, OTHER)
+            assert answer.status_code == 400 and oauth_error(answer) == "invalid_grant"
+        await browser.aclose()
