@@ -47,6 +47,7 @@ Answer = Callable[[JSON], Awaitable[JSON]]
 @dataclass
 class FakeSession:
     capabilities: JSON
+    era: Era = Era.MODERN
 
 
 @dataclass

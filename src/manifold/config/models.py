@@ -210,6 +210,11 @@ class LimitsSettings(Strict):
     json_depth: Annotated[int, Field(gt=0, le=200)] = 64
     # A JSON-RPC id: a string of at most this many characters, or an integer within ±2^53.
     id_length: Annotated[int, Field(gt=0, le=4096)] = 256
+    # How long an upstream's server→client request (sampling, elicitation, roots) waits for the client's
+    # answer, and how long a 2026-07-28 client may take to come back with it (its call stays parked).
+    client_reply_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    # Calls of one principal parked at once while a 2026-07-28 client answers a handshake-era upstream.
+    waiting_for_input_per_principal: Annotated[int, Field(gt=0)] = 64
 
 
 class GatewaySettings(Strict):

@@ -1,10 +1,11 @@
 """Telling a client that the user must connect an account first, in the best form the client understands.
 
-- 2026-07-28 clients: an `input_required` result holding a URL-mode `elicitation/create`, with a
-  `requestState` the gateway signs (HMAC): the client opens the URL, then retries the call with the state,
-  and the gateway accepts only states it minted, for this user, not expired.
+- 2026-07-28 clients that declared `elicitation.url`: an `input_required` result holding a URL-mode
+  `elicitation/create`, with a `requestState` the gateway signs (HMAC): the client opens the URL, then
+  retries the call with the state, and the gateway accepts only states it minted, for this user, not expired.
 - 2025-11-25 clients that declared `elicitation.url`: JSON-RPC error -32042 (URLElicitationRequired).
-- Any other client: a tool result with `isError: true` whose text gives the absolute URL and what to do.
+- Any other client, of either era: a tool result with `isError: true` whose text gives the absolute URL and
+  what to do (a client without URL elicitation could not show the URL any other way).
 
 The URL is always the gateway's own one-time connect URL (outbound/oauth), never the third party's.
 """
@@ -34,11 +35,33 @@ def _sign(payload: bytes) -> str:
     return base64.urlsafe_b64encode(hmac.new(_KEY, payload, hashlib.sha256).digest()).decode().rstrip("=")
 
 
+def seal(prefix: str, data: JSON, ttl_seconds: float) -> str:
+    """An opaque state a client hands back: `data` plus an expiry, HMAC-signed with this process's key.
+    `data["p"]` is the principal it is bound to (checked by `unseal`)."""
+    body = base64.urlsafe_b64encode(orjson.dumps({**data, "exp": int(time.time() + ttl_seconds)})).decode()
+    return f"{prefix}{body}.{_sign(body.encode())}"
+
+
+def unseal(prefix: str, state: str, principal_id: str) -> JSON:
+    """The data of a state `seal` made with this prefix for this principal, not expired; else RpcError."""
+    try:
+        if not state.startswith(prefix):
+            raise ValueError
+        body, signature = state[len(prefix) :].rsplit(".", 1)
+        if not hmac.compare_digest(signature, _sign(body.encode())):
+            raise ValueError
+        data = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        if not isinstance(data, dict) or data.get("p") != principal_id or int(data.get("exp", 0)) < time.time():
+            raise ValueError
+        return data
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise RpcError(
+            INVALID_PARAMS, "requestState is not valid (expired, altered or minted for someone else)"
+        ) from None
+
+
 def mint_state(principal_id: str, upstream_id: str) -> str:
-    body = base64.urlsafe_b64encode(
-        orjson.dumps({"p": principal_id, "u": upstream_id, "exp": int(time.time()) + STATE_TTL_SECONDS})
-    ).decode()
-    return f"{STATE_PREFIX}{body}.{_sign(body.encode())}"
+    return seal(STATE_PREFIX, {"p": principal_id, "u": upstream_id}, STATE_TTL_SECONDS)
 
 
 def is_ours(state: object) -> TypeGuard[str]:
@@ -47,17 +70,7 @@ def is_ours(state: object) -> TypeGuard[str]:
 
 def check_state(state: str, principal_id: str) -> None:
     """Raise RpcError unless the state is one we minted for this principal and it has not expired."""
-    try:
-        body, signature = state[len(STATE_PREFIX) :].rsplit(".", 1)
-        if not hmac.compare_digest(signature, _sign(body.encode())):
-            raise ValueError
-        data = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        if data.get("p") != principal_id or int(data.get("exp", 0)) < time.time():
-            raise ValueError
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise RpcError(
-            INVALID_PARAMS, "requestState is not valid (expired, altered or minted for someone else)"
-        ) from None
+    unseal(STATE_PREFIX, state, principal_id)
 
 
 def message_for(exc: AuthRequired, member_id: str) -> str:
@@ -65,6 +78,11 @@ def message_for(exc: AuthRequired, member_id: str) -> str:
         f"Member '{member_id}' needs you to connect your account ({exc.reason}). "
         f"Open {exc.connect_url} in your browser, sign in and approve; then call the tool again."
     )
+
+
+def supports_url_elicitation(client_capabilities: JSON) -> bool:
+    elicit = client_capabilities.get("elicitation")
+    return isinstance(elicit, dict) and "url" in elicit
 
 
 def render(exc: AuthRequired, *, member_id: str, principal_id: str, era: Era, client_capabilities: JSON) -> JSON:
@@ -76,6 +94,8 @@ def render(exc: AuthRequired, *, member_id: str, principal_id: str, era: Era, cl
         "url": exc.connect_url,
         "elicitationId": f"connect-{exc.upstream_id}-{secrets.token_hex(4)}",
     }
+    if not supports_url_elicitation(client_capabilities):
+        return tool_error_result(text)
     match era:
         case Era.MODERN:
             return {
@@ -86,15 +106,12 @@ def render(exc: AuthRequired, *, member_id: str, principal_id: str, era: Era, cl
                 }
             }
         case Era.HANDSHAKE:
-            elicit = client_capabilities.get("elicitation")
-            if isinstance(elicit, dict) and "url" in elicit:
-                return {
-                    "error": {
-                        "code": URL_ELICITATION_REQUIRED,
-                        "message": "URL elicitation required",
-                        "data": {"elicitations": [elicitation]},
-                    }
+            return {
+                "error": {
+                    "code": URL_ELICITATION_REQUIRED,
+                    "message": "URL elicitation required",
+                    "data": {"elicitations": [elicitation]},
                 }
-            return tool_error_result(text)
+            }
         case _:
             assert_never(era)

@@ -7,6 +7,7 @@ URIs are translated between the exposed and the upstream form.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -51,8 +52,9 @@ from manifold.relay import auth_required
 from manifold.relay.access import Access, Auditor
 from manifold.relay.call import Call
 from manifold.relay.hub import Hub, Listener
+from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.jsonrpc import RpcError, tool_error_result
-from manifold.upstream.base import ErrorKind, UpstreamError
+from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.pool import UpstreamPool
 
@@ -74,6 +76,8 @@ class Gateway:
     server_name: str = "manifold"
     server_version: str = "0.1.0"
     started: float = field(default_factory=time.monotonic)
+    # 2026-07-28 clients' calls parked while they answer a handshake-era upstream's questions
+    inputs: InputExchanges = field(default_factory=InputExchanges)
 
     def server_info(self, view: VirtualServerView) -> JSON:
         return {"name": f"{self.server_name}/{view.id}", "version": self.server_version}
@@ -207,22 +211,27 @@ class Gateway:
                 level = call.session.log_level if call.session and call.session.log_level else "debug"
                 params = _with_log_level(params, level)
             case Era.MODERN:
-                pass  # the client's own request says whether it wants log messages
+                # The client's own request says whether it wants log messages. A handshake-era upstream asks
+                # its questions as server→client requests, which this client hears as input_required.
+                if self.inputs.is_ours(params.get("requestState")):
+                    exchange = self.inputs.resume(
+                        params["requestState"],
+                        call.principal.id,
+                        target.upstream_id,
+                        params.get("inputResponses"),
+                        call.sink,
+                    )
+                    return await self.inputs.run(exchange)
+                session = await self.pool.session(target.upstream_id, outbound)
+                if session.era is Era.HANDSHAKE:
+                    exchange = self.inputs.begin(
+                        call.sink, call.client_capabilities, call.principal.id, target.upstream_id
+                    )
+                    exchange.start(asyncio.ensure_future(self._reply(call, target, method, params, exchange, outbound)))
+                    return await self.inputs.run(exchange)
             case _:
                 assert_never(call.era)
-        try:
-            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
-        except UpstreamError as exc:
-            # A per-user token the upstream no longer accepts (revoked, rotated): fetch a fresh one once.
-            config = self.pool.config(target.upstream_id)
-            if (
-                exc.kind is not ErrorKind.AUTH
-                or config is None
-                or not self.credentials.rejected(target.upstream_id, config, call.principal)
-            ):
-                raise
-            outbound = await self.outbound(call, target.member_id, target.upstream_id)
-            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
+        reply, outbound = await self._send(call, target, method, params, call.sink, outbound)
         match call.era:
             case Era.MODERN:
                 return reply  # an input_required result goes to the client as it is; the client retries
@@ -233,6 +242,30 @@ class Gateway:
                 return reply
             case _:
                 assert_never(call.era)
+
+    async def _send(
+        self, call: Call, target: Target, method: str, params: JSON, sink: RequestSink | None, outbound: Outbound
+    ) -> tuple[JSON, Outbound]:
+        """One request upstream, and the credential it went with."""
+        try:
+            reply = await self.pool.request(target.upstream_id, method, params, sink=sink, outbound=outbound)
+        except UpstreamError as exc:
+            # A per-user token the upstream no longer accepts (revoked, rotated): fetch a fresh one once.
+            config = self.pool.config(target.upstream_id)
+            if (
+                exc.kind is not ErrorKind.AUTH
+                or config is None
+                or not self.credentials.rejected(target.upstream_id, config, call.principal)
+            ):
+                raise
+            outbound = await self.outbound(call, target.member_id, target.upstream_id)
+            reply = await self.pool.request(target.upstream_id, method, params, sink=sink, outbound=outbound)
+        return reply, outbound
+
+    async def _reply(
+        self, call: Call, target: Target, method: str, params: JSON, sink: RequestSink, outbound: Outbound
+    ) -> JSON:
+        return (await self._send(call, target, method, params, sink, outbound))[0]
 
     async def _answer_input_requests(
         self, call: Call, target: Target, method: str, params: JSON, outbound: Outbound, reply: JSON

@@ -52,6 +52,7 @@ class ResponseChannel:
         "principal_id",
         "extra_headers",
         "streaming",
+        "reply_timeout",
         "_lock",
     )
 
@@ -66,6 +67,7 @@ class ResponseChannel:
         era: Era,
         pending: PendingReplies,
         principal_id: str,
+        reply_timeout: float = CLIENT_REPLY_TIMEOUT,
     ) -> None:
         self.send = send
         self.request_id = request_id
@@ -77,7 +79,12 @@ class ResponseChannel:
         self.principal_id = principal_id
         self.extra_headers: list[tuple[bytes, bytes]] = []
         self.streaming = False
+        self.reply_timeout = reply_timeout  # limits.client_reply_seconds
         self._lock: asyncio.Lock | None = None  # made on the first event: most replies never need one
+
+    @property
+    def client_capabilities(self) -> JSON:
+        return self.caps
 
     async def _event(self, payload: bytes) -> None:
         if self._lock is None:
@@ -103,23 +110,20 @@ class ResponseChannel:
     async def request(self, method: str, params: JSON | None) -> JSON:
         if method == PING:
             return {"result": {}}
-        needed = CAPABILITY_FOR.get(method)
+        refused = refusal_for(method, params, self.caps)
+        if refused is not None:
+            return refused
         if self.era is Era.MODERN or not self.sse_ok:
-            # A 2026-07-28 response carries no server→client requests (the upstream's input_required does).
+            # A 2026-07-28 response carries no server→client requests: Gateway.relay asks such a client with
+            # input_required (relay/input_exchange.py); this channel is only its fallback.
             return _cannot(f"the client cannot receive {method} through this gateway connection")
-        if needed is not None and needed not in self.caps:
-            return _cannot(f"the client did not declare the '{needed}' capability")
-        if needed == "elicitation" and (params or {}).get("mode") == "url":
-            elicitation = self.caps.get("elicitation")
-            if not isinstance(elicitation, dict) or "url" not in elicitation:
-                return _cannot("the client did not declare URL-mode elicitation")
         rid, fut = self.pending.new(self.principal_id)
         message: JSON = {"jsonrpc": "2.0", "id": rid, "method": method}
         if params is not None:
             message["params"] = params
         try:
             await self._event(orjson.dumps(message))
-            return await asyncio.wait_for(fut, CLIENT_REPLY_TIMEOUT)
+            return await asyncio.wait_for(fut, self.reply_timeout)
         except TimeoutError:
             return {"error": {"code": REQUEST_TIMEOUT, "message": f"the client did not answer {method} in time"}}
         finally:
@@ -133,6 +137,21 @@ class ResponseChannel:
                 await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": False})
         else:
             await send_body(self.send, status, payload, JSON_HEADERS + self.extra_headers)
+
+
+def refusal_for(method: str, params: JSON | None, caps: JSON) -> JSON | None:
+    """The error an upstream gets at once for a server→client request this client cannot answer (it did
+    not declare the capability, or URL-mode elicitation), or None."""
+    needed = CAPABILITY_FOR.get(method)
+    if needed is None:
+        return None
+    if needed not in caps:
+        return _cannot(f"the client does not support {needed} (it did not declare the '{needed}' capability)")
+    if needed == "elicitation" and (params or {}).get("mode") == "url":
+        elicitation = caps.get("elicitation")
+        if not isinstance(elicitation, dict) or "url" not in elicitation:
+            return _cannot("the client did not declare URL-mode elicitation")
+    return None
 
 
 def _cannot(message: str) -> JSON:

@@ -280,6 +280,7 @@ class StreamableHttp:
             era=era,
             pending=self.pending,
             principal_id=principal.id,
+            reply_timeout=self.gw.inputs.reply_timeout,
         )
         call = Call(
             view=view,

@@ -59,6 +59,7 @@ from manifold.policy.store import GrantRepository, StoredGrant, file_grants
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
 from manifold.relay.inbound import InboundCheck
+from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.sessions import PendingReplies, SessionStore
 from manifold.relay.sse import LegacySse
 from manifold.relay.streamable_http import StreamableHttp
@@ -226,7 +227,17 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     flows.add_listener(hub.connection_changed)  # connecting or revoking changes that user's lists
     exchanger = TokenExchanger(secret=secrets.lookup)
     credentials = CredentialResolver(secret=secrets.lookup, oauth=broker, exchange=exchanger)
-    gateway = Gateway(pool=pool, hub=hub, access=access, audit=auditor, credentials=credentials)
+    gateway = Gateway(
+        pool=pool,
+        hub=hub,
+        access=access,
+        audit=auditor,
+        credentials=credentials,
+        inputs=InputExchanges(
+            reply_timeout=settings.limits.client_reply_seconds,
+            per_principal=settings.limits.waiting_for_input_per_principal,
+        ),
+    )
     sessions = SessionStore(hub, settings.limits)
     pending = PendingReplies()  # server→client requests waiting for the client's answer
 

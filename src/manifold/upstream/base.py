@@ -62,6 +62,12 @@ class UpstreamSessionLost(UpstreamError):
 class RequestSink(Protocol):
     """Where an in-flight request's side traffic goes (implemented by the relay, per client request)."""
 
+    @property
+    def client_capabilities(self) -> JSON:
+        """The capabilities of the client the request is made for: a 2026-07-28 upstream request declares
+        exactly these, so the upstream asks only for input this client can give."""
+        ...
+
     async def notify(self, message: JSON) -> None:
         """A notification related to the request (progress with the caller's own progressToken restored,
         logging). `message` is a complete JSON-RPC notification dict."""

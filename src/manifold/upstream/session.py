@@ -80,8 +80,11 @@ try:
 except importlib.metadata.PackageNotFoundError:  # running from a source tree
     _VERSION = "0"
 CLIENT_INFO: JSON = {"name": "manifold", "version": _VERSION}
-# What the gateway can relay back to its own callers; declared to every upstream.
+# What the gateway can relay back to its own callers. Declared in a handshake-era `initialize`, whose session
+# is shared by many clients: a client that lacks one gets an error from its response channel instead. A
+# 2026-07-28 request declares exactly the calling client's capabilities (the request sink's), or none.
 CLIENT_CAPABILITIES: JSON = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
+NO_CAPABILITIES: JSON = {}
 
 # Notifications that belong to no request: they go to the session-level callback.
 SESSION_NOTIFICATIONS = frozenset({*LIST_CHANGED, RESOURCES_UPDATED})
@@ -265,7 +268,7 @@ class JsonRpcSession:
             "_meta": {
                 META_PROTOCOL_VERSION: MODERN_VERSION,
                 META_CLIENT_INFO: CLIENT_INFO,
-                META_CLIENT_CAPABILITIES: CLIENT_CAPABILITIES,
+                META_CLIENT_CAPABILITIES: NO_CAPABILITIES,  # made for no client
             }
         }
         headers = {"mcp-protocol-version": MODERN_VERSION, "mcp-method": SERVER_DISCOVER}
@@ -389,7 +392,7 @@ class JsonRpcSession:
             raise UpstreamSessionLost(self.upstream_id, reason)
         headers: dict[str, str] = {}
         if self.era is Era.MODERN:
-            params = self._stamp_modern(method, params, headers)
+            params = self._stamp_modern(method, params, headers, sink)
         reply = await self._send_request(method, params, headers=headers, timeout=timeout, sink=sink)
         if method == TOOLS_LIST and self.era is Era.MODERN:
             self._learn_param_headers(reply)
@@ -464,18 +467,23 @@ class JsonRpcSession:
 
     # ------------------------------------------------------------------ modern-era stamping
 
-    def _envelope(self) -> JSON:
+    def _envelope(self, capabilities: JSON = NO_CAPABILITIES) -> JSON:
         return {
             META_PROTOCOL_VERSION: self.protocol_version,
-            META_CLIENT_CAPABILITIES: CLIENT_CAPABILITIES,
+            META_CLIENT_CAPABILITIES: capabilities,
             META_CLIENT_INFO: CLIENT_INFO,
         }
 
-    def _stamp_modern(self, method: str, params: JSON | None, headers: dict[str, str]) -> JSON:
-        """The per-request envelope (ours, never the caller's) and the routing headers."""
+    def _stamp_modern(
+        self, method: str, params: JSON | None, headers: dict[str, str], sink: RequestSink | None = None
+    ) -> JSON:
+        """The per-request envelope and the routing headers. The envelope is the gateway's (its clientInfo)
+        but declares the capabilities of the client the request is made for, taken from its sink: the
+        upstream may ask in `input_required` only for what that client can answer (SEP-2322)."""
         params = dict(params) if params else {}
+        envelope = self._envelope(sink.client_capabilities if sink is not None else NO_CAPABILITIES)
         meta = params.get("_meta")
-        params["_meta"] = {**meta, **self._envelope()} if isinstance(meta, dict) else self._envelope()
+        params["_meta"] = {**meta, **envelope} if isinstance(meta, dict) else envelope
         headers["mcp-protocol-version"] = self.protocol_version
         headers["mcp-method"] = method
         name_key = NAME_BEARING_METHODS.get(method)

@@ -1,0 +1,253 @@
+"""A handshake-era upstream's server→client requests, for a 2026-07-28 client (the MRTR bridge).
+
+A 2026-07-28 client cannot receive a JSON-RPC request: it is asked with an `input_required` result and
+retries its call with `inputResponses` and `requestState`. A handshake-era upstream asks with a request on
+the live call (sampling/createMessage, elicitation/create, roots/list) and waits for the answer. The gateway
+bridges the two by keeping the upstream call running — an `Exchange` — while the client is away:
+
+1. the call goes upstream with the exchange as its `RequestSink`; when the upstream asks something the
+   client declared it can answer, the question is held and the handler returns `input_required` with the
+   questions as `inputRequests` and a `requestState` that names the exchange (HMAC-signed, bound to the
+   caller and the upstream, expiring; relay/auth_required.py `seal`);
+2. the client's retry carries the answers: they go to the waiting upstream requests, and the handler waits
+   again for the call's result or the next question.
+
+A question the client cannot answer (capability not declared) is refused upstream at once. A client that
+does not come back within `limits.client_reply_seconds` has its questions answered with an error, so the
+upstream never waits longer than that; past `limits.waiting_for_input_per_principal` parked calls, a new
+question is refused at once. Calls whose upstream asks nothing cost one task and one future
+(`Gateway.relay` uses an exchange only for 2026-07-28 clients of handshake-era upstreams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from manifold.protocol import INVALID_PARAMS, PING, REQUEST_TIMEOUT, RESULT_INPUT_REQUIRED
+from manifold.relay import auth_required
+from manifold.relay.jsonrpc import RpcError
+from manifold.relay.response_channel import refusal_for
+from manifold.upstream.base import RequestSink
+
+JSON = dict[str, Any]
+STATE_PREFIX = "manifold-input."
+
+
+@dataclass(slots=True)
+class _Question:
+    key: str
+    method: str
+    params: JSON | None
+    answer: asyncio.Future[JSON]
+
+
+def _error(code: int, message: str) -> JSON:
+    return {"error": {"code": code, "message": message}}
+
+
+class Exchange:
+    """One upstream call made for a 2026-07-28 client whose upstream may ask it questions. It is the call's
+    `RequestSink`: notifications go to the client's current response channel (none while parked)."""
+
+    def __init__(
+        self,
+        channel: RequestSink | None,
+        capabilities: JSON,
+        principal_id: str,
+        upstream_id: str,
+        reply_timeout: float,
+    ) -> None:
+        self.id = secrets.token_urlsafe(18)
+        self.channel = channel
+        self.capabilities = capabilities
+        self.principal_id = principal_id
+        self.upstream_id = upstream_id
+        self.reply_timeout = reply_timeout
+        self.task: asyncio.Task[JSON] | None = None
+        self.fresh: list[_Question] = []  # asked by the upstream, not yet shown to the client
+        self.shown: dict[str, _Question] = {}  # shown in an input_required result, waiting for the retry
+        self.gone = False  # the client did not come back in time: every later question is refused
+        self.expiry: asyncio.TimerHandle | None = None
+        self._keys = itertools.count(1)
+        self._wake: asyncio.Future[None] | None = None
+
+    # ---- RequestSink ----------------------------------------------------------------------------
+
+    @property
+    def client_capabilities(self) -> JSON:
+        return self.capabilities
+
+    async def notify(self, message: JSON) -> None:
+        channel = self.channel
+        if channel is not None:
+            await channel.notify(message)
+
+    async def request(self, method: str, params: JSON | None) -> JSON:
+        if method == PING:
+            return {"result": {}}
+        refused = refusal_for(method, params, self.capabilities)
+        if refused is not None:
+            return refused
+        if self.gone:
+            return _error(REQUEST_TIMEOUT, f"the client did not come back to answer {method}")
+        question = _Question(f"{method.replace('/', '-')}-{next(self._keys)}", method, params, _new_future())
+        self.fresh.append(question)
+        self._signal()
+        try:
+            async with asyncio.timeout(self.reply_timeout):
+                return await question.answer
+        except TimeoutError:
+            return _error(REQUEST_TIMEOUT, f"the client did not answer {method} in time")
+
+    # ---- the handler's side ---------------------------------------------------------------------
+
+    def start(self, task: asyncio.Task[JSON]) -> None:
+        self.task = task
+        task.add_done_callback(lambda _: self._signal())
+
+    async def next_outcome(self) -> JSON | None:
+        """The upstream call's reply once it ends, or None as soon as it asked the client something.
+        Cancelling the caller cancels the upstream call (the client went away before it was parked)."""
+        task = self.task
+        assert task is not None
+        while True:
+            if task.done():
+                return task.result()
+            if self.fresh:
+                return None
+            self._wake = _new_future()
+            try:
+                await self._wake
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            finally:
+                self._wake = None
+
+    def questions(self) -> JSON:
+        """The fresh questions as `inputRequests`, now shown to the client."""
+        requests: JSON = {}
+        for question in self.fresh:
+            request: JSON = {"method": question.method}
+            if question.params is not None:
+                request["params"] = question.params
+            requests[question.key] = request
+            self.shown[question.key] = question
+        self.fresh.clear()
+        return requests
+
+    def answer(self, responses: Mapping[str, Any]) -> None:
+        """Hand the client's answers to the upstream requests waiting for them; a question left unanswered
+        gets an error (the upstream decides what to do without it)."""
+        shown, self.shown = self.shown, {}
+        for key, question in shown.items():
+            if question.answer.done():
+                continue
+            response = responses.get(key)
+            if isinstance(response, dict):
+                question.answer.set_result({"result": response})
+            else:
+                question.answer.set_result(_error(INVALID_PARAMS, f"the client gave no answer to {question.method}"))
+
+    def abandon(self, reason: str) -> None:
+        """The client will not answer: every waiting question gets an error at once."""
+        self.gone = True
+        for question in [*self.shown.values(), *self.fresh]:
+            if not question.answer.done():
+                question.answer.set_result(_error(REQUEST_TIMEOUT, reason))
+        self.shown.clear()
+        self.fresh.clear()
+
+    def _signal(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+
+def _new_future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+class InputExchanges:
+    """The exchanges parked while their client is away, by id. Bounded per principal; each one expires."""
+
+    def __init__(self, *, reply_timeout: float = 300.0, per_principal: int = 64) -> None:
+        self.reply_timeout = reply_timeout
+        self.per_principal = per_principal
+        self._parked: dict[str, Exchange] = {}
+        self._count: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._parked)
+
+    @staticmethod
+    def is_ours(state: object) -> bool:
+        return isinstance(state, str) and state.startswith(STATE_PREFIX)
+
+    def begin(self, channel: RequestSink | None, capabilities: JSON, principal_id: str, upstream_id: str) -> Exchange:
+        return Exchange(channel, capabilities, principal_id, upstream_id, self.reply_timeout)
+
+    async def run(self, exchange: Exchange) -> JSON:
+        """Wait for the exchange's next outcome: the upstream reply, or `input_required` (the exchange is
+        then parked until the client's retry, or until it expires)."""
+        while True:
+            reply = await exchange.next_outcome()
+            if reply is not None:
+                return reply
+            if self._count[exchange.principal_id] >= self.per_principal:
+                exchange.abandon("too many of this user's calls are waiting for input")
+                continue
+            requests = exchange.questions()
+            exchange.channel = None
+            self._parked[exchange.id] = exchange
+            self._count[exchange.principal_id] += 1
+            exchange.expiry = asyncio.get_running_loop().call_later(self.reply_timeout, self._expire, exchange.id)
+            state = auth_required.seal(
+                STATE_PREFIX,
+                {"x": exchange.id, "p": exchange.principal_id, "u": exchange.upstream_id},
+                self.reply_timeout,
+            )
+            return {"result": {"resultType": RESULT_INPUT_REQUIRED, "inputRequests": requests, "requestState": state}}
+
+    def resume(
+        self, state: str, principal_id: str, upstream_id: str, responses: object, channel: RequestSink | None
+    ) -> Exchange:
+        """The parked exchange a retry names, with the client's answers delivered. Raises RpcError for a
+        state that is altered, expired, someone else's, for another upstream, or already used."""
+        data = auth_required.unseal(STATE_PREFIX, state, principal_id)
+        exchange = self._parked.get(str(data.get("x")))
+        if exchange is None or data.get("u") != upstream_id or exchange.upstream_id != upstream_id:
+            raise RpcError(INVALID_PARAMS, "requestState names no call waiting for input (answered or expired)")
+        self._release(exchange)
+        exchange.channel = channel
+        exchange.answer(responses if isinstance(responses, dict) else {})
+        return exchange
+
+    def _release(self, exchange: Exchange) -> None:
+        self._parked.pop(exchange.id, None)
+        if exchange.expiry is not None:
+            exchange.expiry.cancel()
+            exchange.expiry = None
+        self._count[exchange.principal_id] -= 1
+        if self._count[exchange.principal_id] <= 0:
+            del self._count[exchange.principal_id]
+
+    def _expire(self, exchange_id: str) -> None:
+        exchange = self._parked.get(exchange_id)
+        if exchange is None:
+            return
+        self._release(exchange)
+        exchange.abandon("the client did not come back with an answer in time")
+
+    def close(self) -> None:
+        for exchange in list(self._parked.values()):
+            self._release(exchange)
+            exchange.abandon("the gateway is shutting down")
+            if exchange.task is not None:
+                exchange.task.cancel()

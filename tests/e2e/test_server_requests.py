@@ -1,0 +1,174 @@
+"""Server→client requests through the gateway, with real upstreams and real clients of both eras.
+
+- A handshake-era upstream (the TypeScript SDK's server-everything over streamable HTTP, and the Python
+  kitchen pinned to 2025-11-25) asks for sampling and elicitation while a tools/call runs: a 2025-11-25
+  client is asked on its POST's SSE stream, a 2026-07-28 client through `input_required` and its retry.
+- A request the client cannot answer is refused upstream at once, never left to hang.
+- A 2026-07-28 upstream request declares exactly the calling client's capabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+
+from tests.e2e.harness import Gateway, run_gateway
+from tests.upstreams.launch import KITCHEN, free_port, run_http_upstream, stop_process
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parents[2]
+NODE = str(REPO / "tests" / "node" / "node_modules" / ".bin" / "node")
+EVERYTHING = str(
+    REPO / "tests" / "node" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+)
+CAPS_ECHO = str(REPO / "tests" / "upstreams" / "caps_echo.py")
+ERAS = ["legacy", "2026-07-28"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def run_everything() -> AsyncIterator[str]:
+    """server-everything (TypeScript SDK) over streamable HTTP on a free port; yields its MCP URL."""
+    port = free_port()
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            [NODE, EVERYTHING, "streamableHttp"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PORT": str(port)},
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                if process.poll() is not None:
+                    stderr.seek(0)
+                    raise RuntimeError(f"server-everything exited: {stderr.read()[-2000:]!r}")
+                try:
+                    with anyio.fail_after(1):
+                        stream = await anyio.connect_tcp("127.0.0.1", port)
+                    await stream.aclose()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await anyio.sleep(0.05)
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            await stop_process(process)
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+class Answers:
+    """The client's callbacks: what it was asked, and what it answers."""
+
+    def __init__(self) -> None:
+        self.sampled: list[types.CreateMessageRequestParams] = []
+        self.elicited: list[Any] = []
+
+    async def sampling(self, context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        self.sampled.append(params)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="the model says 42"), model="test-model"
+        )
+
+    async def elicitation(self, context: Any, params: Any) -> types.ElicitResult:
+        self.elicited.append(params)
+        properties = getattr(params, "requested_schema", {}).get("properties", {})
+        content: dict[str, str | int | float | bool | list[str] | None] = {}
+        for name, schema in properties.items():
+            content[name] = {"boolean": True, "integer": 7, "number": 7}.get(schema.get("type"), "teal")
+        return types.ElicitResult(action="accept", content=content)
+
+
+@asynccontextmanager
+async def gateway_over(url: str, **upstream: Any) -> AsyncIterator[Gateway]:
+    servers = {"s": {"namespace": False, "members": [{"upstream": "up"}]}}
+    async with run_gateway({"up": {"transport": "http", "url": url, **upstream}}, servers) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_typescript_upstreams_sampling_and_elicitation_reach_the_client(mode: str) -> None:
+    """server-everything asks while the call runs; the client of either era is asked and its answers
+    are what the tool reports."""
+    answers = Answers()
+    async with run_everything() as url, gateway_over(url) as gw:
+        async with gw.client(
+            "s", mode=mode, sampling_callback=answers.sampling, elicitation_callback=answers.elicitation
+        ) as client:
+            with anyio.fail_after(30):
+                sampled = await client.call_tool("trigger-sampling-request", {"prompt": "meaning of life?"})
+            assert not sampled.is_error, text_of(sampled)
+            assert "the model says 42" in text_of(sampled)
+            assert [m.content.text for m in answers.sampled[0].messages] == [  # type: ignore[union-attr]
+                "Resource trigger-sampling-request context: meaning of life?"
+            ]
+            with anyio.fail_after(30):
+                elicited = await client.call_tool("trigger-elicitation-request", {})
+            assert not elicited.is_error, text_of(elicited)
+            assert "teal" in text_of(elicited)
+            assert len(answers.elicited) == 1
+        assert "Traceback" not in gw.log()
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_python_handshake_upstreams_questions_reach_the_client(mode: str) -> None:
+    """kitchen pinned to 2025-11-25: sampling and form elicitation as server→client requests."""
+    answers = Answers()
+    async with run_http_upstream(KITCHEN) as url, gateway_over(url, protocol="2025-11-25") as gw:
+        async with gw.client(
+            "s", mode=mode, sampling_callback=answers.sampling, elicitation_callback=answers.elicitation
+        ) as client:
+            with anyio.fail_after(30):
+                sampled = await client.call_tool("sample", {"prompt": "hi"})
+                asked = await client.call_tool("ask", {"question": "favourite colour?"})
+            assert "the model says 42" in text_of(sampled), text_of(sampled)
+            assert "teal" in text_of(asked), text_of(asked)
+            assert answers.sampled[0].messages[0].content.text == "hi"  # type: ignore[union-attr]
+            assert answers.elicited[0].message == "favourite colour?"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_client_without_sampling_is_refused_at_once_not_left_hanging(mode: str) -> None:
+    """The client declared no sampling: the upstream hears "not supported" at once and says so."""
+    async with run_everything() as url, gateway_over(url) as gw:
+        async with gw.client("s", mode=mode) as client:
+            started = time.monotonic()
+            with anyio.fail_after(20):
+                result = await client.call_tool("trigger-sampling-request", {"prompt": "hi"})
+            assert time.monotonic() - started < 10
+            assert result.is_error
+            assert "sampling" in text_of(result)
+
+
+async def test_a_2026_upstream_is_told_exactly_the_calling_clients_capabilities() -> None:
+    """SEP-2322: an upstream may ask in input_required only for what this client can answer, so each
+    2026-07-28 request declares the calling client's capabilities, not the gateway's."""
+    answers = Answers()
+    async with run_http_upstream(CAPS_ECHO) as url, gateway_over(url, protocol="2026-07-28") as gw:
+        async with gw.client("s", mode="2026-07-28") as bare:
+            seen = json.loads(text_of(await bare.call_tool("capabilities", {})))
+        assert not (seen or {}).keys() & {"sampling", "elicitation", "roots"}, seen
+        async with gw.client("s", mode="2026-07-28", elicitation_callback=answers.elicitation) as eliciting:
+            seen = json.loads(text_of(await eliciting.call_tool("capabilities", {})))
+        assert "elicitation" in seen and "sampling" not in seen and "roots" not in seen, seen
