@@ -115,3 +115,8 @@ LIST_CHANGED = {
 LIST_CHANGED_NOTIFICATION = {kind: method for method, kind in LIST_CHANGED.items()}
 # The `subscriptions/listen` flag that asks for each list's list_changed notifications.
 LISTEN_FLAGS = {"tools": "toolsListChanged", "prompts": "promptsListChanged", "resources": "resourcesListChanged"}
+
+# Methods of the handshake era that 2026-07-28 removed: a 2026-07-28 request for one is an unknown method.
+REMOVED_IN_MODERN = frozenset({INITIALIZE, PING, LOGGING_SET_LEVEL, RESOURCES_SUBSCRIBE, RESOURCES_UNSUBSCRIBE})
+# Result members only 2026-07-28 defines: never shown to a client of the handshake era.
+MODERN_RESULT_FIELDS = frozenset({"resultType", "ttlMs", "cacheScope"})

@@ -196,7 +196,15 @@ def test_the_era_comes_from_the_version_header_or_the_envelope_and_an_unknown_he
             400,
         )
         assert refusal.data["requested"] == "2099-01-01"
-        assert MODERN_VERSION in refusal.data["supported"] and "2025-11-25" in refusal.data["supported"]
+        assert MODERN_VERSION in refusal.data["supported"]
+    # A handshake-era client is told every version served; a 2026-07-28 request what server/discover lists.
+    assert "2025-11-25" in caught_data(plain) and caught_data(modern) == [MODERN_VERSION]
+
+
+def caught_data(message: Any) -> list[str]:
+    with pytest.raises(Refusal) as caught:
+        CHECK.era({"mcp-protocol-version": "2099-01-01"}, message)
+    return caught.value.data["supported"]
 
 
 # ---- the streamable HTTP transport, in process ------------------------------------------------------------

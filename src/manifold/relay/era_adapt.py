@@ -1,15 +1,16 @@
-"""The two touch-ups a relayed result gets for the client's era; everything else passes through unchanged.
+"""The touch-ups a relayed result gets for the client's era; everything else passes through unchanged.
 
 - 2026-07-28 clients: every result carries `resultType` (an upstream of the older era sends none), and a
   `serverInfo` in `_meta` names the gateway's server, not the upstream behind it.
-- 2025-11-25 clients: an upstream's own `serverInfo` in `_meta` is dropped (that era has none there).
+- 2025-11-25 clients: the fields only 2026-07-28 has are dropped, whoever added them (a 2026-07-28
+  upstream, a dual-era SDK): `resultType`, `ttlMs`, `cacheScope`, and an upstream's `serverInfo` in `_meta`.
 """
 
 from __future__ import annotations
 
 from typing import Any, assert_never
 
-from manifold.protocol import META_SERVER_INFO, RESULT_COMPLETE, Era
+from manifold.protocol import META_SERVER_INFO, MODERN_RESULT_FIELDS, RESULT_COMPLETE, Era
 
 JSON = dict[str, Any]
 
@@ -30,13 +31,15 @@ def adapt_to_era(reply: JSON, era: Era, server_info: JSON) -> JSON:
                     result["_meta"] = {**meta, META_SERVER_INFO: server_info}
                 return {"result": result}
         case Era.HANDSHAKE:
-            if isinstance(meta, dict) and META_SERVER_INFO in meta:
-                result = dict(result)
-                rest = {k: v for k, v in meta.items() if k != META_SERVER_INFO}
-                if rest:
-                    result["_meta"] = rest
-                else:
-                    del result["_meta"]
+            info_meta: JSON | None = meta if isinstance(meta, dict) and META_SERVER_INFO in meta else None
+            if info_meta is not None or not MODERN_RESULT_FIELDS.isdisjoint(result):
+                result = {k: v for k, v in result.items() if k not in MODERN_RESULT_FIELDS}
+                if info_meta is not None:
+                    rest = {k: v for k, v in info_meta.items() if k != META_SERVER_INFO}
+                    if rest:
+                        result["_meta"] = rest
+                    else:
+                        del result["_meta"]
                 return {"result": result}
         case _:
             assert_never(era)

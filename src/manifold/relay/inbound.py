@@ -104,12 +104,15 @@ class InboundCheck:
             return Era.MODERN
         if version in HANDSHAKE_VERSIONS:
             return Era.HANDSHAKE
+        # A request carrying the 2026-07-28 envelope is told the versions `server/discover` lists (a client
+        # picks from those); one without is a handshake-era client, told every version served.
+        supported = MODERN_VERSIONS if _envelope_version(inbound.params) is not None else SUPPORTED_VERSIONS
         raise Refusal(
             UNSUPPORTED_PROTOCOL_VERSION,
             f"Unsupported protocol version in the MCP-Protocol-Version header: '{_shown(version)}' "
-            f"(supported: {', '.join(SUPPORTED_VERSIONS)})",
+            f"(supported: {', '.join(supported)})",
             request_id=inbound.request_id,
-            data={"supported": list(SUPPORTED_VERSIONS), "requested": _shown(version)},
+            data={"supported": list(supported), "requested": version if len(version) <= 128 else _shown(version)},
         )
 
     # ---- the message ----------------------------------------------------------------------------

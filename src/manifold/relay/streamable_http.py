@@ -28,12 +28,13 @@ from manifold.protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     LISTEN_FLAGS,
+    METHOD_NOT_FOUND,
     MODERN_VERSION,
+    REMOVED_IN_MODERN,
     REQUEST_CANCELLED,
     SERVER_DISCOVER,
     SUBSCRIPTIONS_ACKNOWLEDGED,
     SUBSCRIPTIONS_LISTEN,
-    UNSUPPORTED_PROTOCOL_VERSION,
     Era,
 )
 from manifold.relay.call import Call
@@ -168,15 +169,14 @@ class StreamableHttp:
         if rpc_method == SUBSCRIPTIONS_LISTEN:
             await self._listen(receive, send, view, request_id, params, principal, caps)
             return
-        if rpc_method == INITIALIZE:
+        if rpc_method in REMOVED_IN_MODERN:
+            # Not part of 2026-07-28: an unknown method there (404, -32601), as the spec asks of a server
+            # that does not implement it. A handshake-era client sends these without the envelope.
             await send_body(
                 send,
-                400,
+                404,
                 error_bytes(
-                    request_id,
-                    UNSUPPORTED_PROTOCOL_VERSION,
-                    f"{INITIALIZE} is not part of {MODERN_VERSION}",
-                    {"supported": [MODERN_VERSION]},
+                    request_id, METHOD_NOT_FOUND, f"Method not found: {rpc_method} is not part of {MODERN_VERSION}"
                 ),
             )
             return
