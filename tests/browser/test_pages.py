@@ -29,7 +29,7 @@ from tests.e2e.harness import Gateway, run_gateway
 from tests.idp import Idp, IdpClient, run_idp
 from tests.upstreams.launch import run_http_upstream
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 
 PROTECTED = str(Path(__file__).resolve().parents[1] / "upstreams" / "protected.py")
 SERVER = "prot"
@@ -86,13 +86,19 @@ async def site() -> AsyncIterator[Site]:
                     },
                 }
                 async with run_gateway(upstreams, extra=extra) as gw:
-                    keys: dict[str, str] = {}
-                    async with gw.http() as http:  # the admin API, with the development key
-                        for user in USERS:
-                            made = await http.post(f"{gw.base}/admin/api/keys", json={"user": email(user), "name": "web"})
-                            assert made.status_code == 201, made.text
-                            keys[user] = made.json()["token"]
-                    yield Site(gw, idp, keys)
+                    yield Site(gw, idp, await api_keys(gw))
+                    assert "Traceback" not in gw.log(), gw.log()[-4000:]
+
+
+async def api_keys(gw: Gateway) -> dict[str, str]:
+    """An API key for each user, made through the admin API with the development key (no CLI process)."""
+    keys: dict[str, str] = {}
+    async with gw.http() as http:
+        for user in USERS:
+            made = await http.post(f"{gw.base}/admin/api/keys", json={"user": email(user), "name": "web"})
+            assert made.status_code == 201, made.text
+            keys[user] = made.json()["token"]
+    return keys
 
 
 # ---- what a person does ------------------------------------------------------------------------------------------
@@ -260,7 +266,7 @@ async def test_connect_from_the_link_an_mcp_call_gave(site: Site, new_page: NewP
     link = await connect_link(site, user)
     await t.open(link)
     await t.page.wait_for_url(site.url("/login") + "?**")
-    await t.heading("Sign in")
+    await t.heading(f"Sign in to connect {SERVER}")  # says what the sign-in is for
     await look(t.page, "sign-in-to-connect")
     await t.sign_in_with_key(site.keys[user])
 
@@ -316,7 +322,8 @@ async def test_the_authorization_server_says_no(site: Site, new_page: NewPage) -
     """The person cancels at the authorization server, which sends the browser back with an error."""
     user = "erin"
     t = await tab(new_page)
-    await t.open(await connect_link(site, user))
+    link = await connect_link(site, user)
+    await t.open(link)
     await t.sign_in_with_key(site.keys[user])
     await t.press(f"Connect {SERVER}")
     await t.page.wait_for_url(site.idp.issuer + "/**")
@@ -328,6 +335,9 @@ async def test_the_authorization_server_says_no(site: Site, new_page: NewPage) -
     assert t.status == 400
     await look(t.page, "error-not-connected")
     assert (await whoami(site, user)).is_error
+    await t.open(link)  # a failed attempt does not spend the link: it can be tried again
+    await t.heading(f"Connect {SERVER}")
+    assert t.status == 200
 
 
 async def test_a_link_made_for_another_user(site: Site, new_page: NewPage) -> None:
@@ -396,10 +406,21 @@ async def test_a_form_left_open_too_long(site: Site, new_page: NewPage) -> None:
 
 async def test_an_unknown_page(site: Site, new_page: NewPage) -> None:
     t = await tab(new_page)
-    await t.open(site.url("/connect/nothing-here?t=x"))
+    await t.open(site.url("/connections/no-such-page"))
     await t.heading("Not found")
     assert t.status == 404
     await look(t.page, "error-not-found")
+    await t.open(site.url("/connect/nothing-here?t=x"))  # a connect link to an upstream that is not there
+    await t.heading("Not found")
+    await t.says("nothing-here")
+    assert t.status == 404
+
+
+async def test_an_address_outside_the_pages_is_a_page_too(site: Site, new_page: NewPage) -> None:
+    """Someone types the gateway's address, or a wrong one, into the browser: they get a page that says
+    where they are, not a JSON body meant for an API client."""
+    t = await tab(new_page)
     await t.open(site.url("/no/such/page"))
     assert t.status == 404
-    await t.says(re.compile(r"not found", re.I))
+    await t.heading("Not found")
+    await t.says("Manifold")
