@@ -10,11 +10,13 @@ StreamableHttp over a Gateway and the stand-in pool of test_relay_handlers):
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
 
 from manifold.protocol import (
+    HEADER_MISMATCH,
     INITIALIZE,
     LOGGING_SET_LEVEL,
     METHOD_NOT_FOUND,
@@ -143,3 +145,127 @@ async def test_a_2025_11_25_answer_never_carries_2026_07_28_result_fields_and_a_
         modern(6, "tools/call", {"name": "alpha__echo", "arguments": {}}), **modern_headers("tools/call", "alpha__echo")
     )
     assert new.status == 200 and new.json()["result"]["resultType"] == "complete"
+
+
+# ---- Mcp-Param-* headers (SEP-2243) and the routing headers ----------------------------------------------
+
+REGION_TOOL: JSON = {
+    "name": "locate",
+    "inputSchema": {
+        "type": "object",
+        "properties": {"region": {"type": "string", "x-mcp-header": "Region"}, "note": {"type": "string"}},
+        "required": ["region"],
+    },
+}
+HELLO_B64 = "SGVsbG8="  # base64 of "Hello"
+B64_ECHO = "=?base64?" + base64.b64encode("alpha__écho".encode()).decode() + "?="
+
+
+def param_relay(*hidden: str) -> Relay:
+    from tests.unit.test_relay_handlers import DenyNames, StandInPool, gateway_for, replying, tools
+
+    relay = Relay()
+    pool = StandInPool({"alpha": {"tools": [REGION_TOOL, *tools("echo", "secret")]}})
+    pool.lists["alpha"]["tools"].append({**REGION_TOOL, "name": "hidden_locate"})
+    pool.answers[("alpha", "tools/call")] = replying({"content": [{"type": "text", "text": "ok"}]})
+    relay.gateway, relay.view = gateway_for(pool, {"upstream": "alpha"}, access=DenyNames(*hidden))
+    relay.http.gw = relay.gateway
+    relay.pool = pool  # type: ignore[attr-defined]
+    return relay
+
+
+async def call_locate(relay: Relay, request_id: int, region: Any, header: str | None, tool: str = "locate") -> Any:
+    tool = "alpha__" + tool  # the member's prefix
+    headers = modern_headers("tools/call", tool)
+    if header is not None:
+        headers["mcp-param-region"] = header
+    arguments = {} if region is None else {"region": region}
+    return await relay.post(modern(request_id, "tools/call", {"name": tool, "arguments": arguments}), **headers)
+
+
+@pytest.mark.parametrize(
+    ("region", "header"),
+    [
+        ("Hello", f"=?base64?{HELLO_B64}?="),  # Base64 sentinel, decoded
+        (HELLO_B64, HELLO_B64),  # no sentinel: taken literally
+        (f"=?base64?{HELLO_B64}", f"=?base64?{HELLO_B64}"),  # no closing ?=: literal
+        ("eu-west", "eu-west"),
+    ],
+)
+async def test_a_param_header_that_matches_its_argument_lets_the_call_through(region: str, header: str) -> None:
+    relay = param_relay()
+    wire = await call_locate(relay, 1, region, header)
+    assert wire.status == 200 and wire.json()["result"]["content"][0]["text"] == "ok"
+    assert [m for _, m, _ in relay.pool.sent] == ["tools/call"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("region", "header"),
+    [
+        ("Hello", "=?base64?SGVsbG8?="),  # bad padding
+        ("Hello", "=?base64?SGVs!!!bG8=?="),  # not the Base64 alphabet
+        ("Hello", "Goodbye"),  # another value
+        ("Hello", None),  # the argument is there, its header is not
+        (None, "eu-west"),  # the header is there, its argument is not
+    ],
+)
+async def test_a_param_header_that_disagrees_with_its_argument_is_a_header_mismatch_and_goes_nowhere(
+    region: str | None, header: str | None
+) -> None:
+    relay = param_relay()
+    wire = await call_locate(relay, 2, region, header)
+    assert wire.status == 400
+    reply = wire.json()
+    assert (reply["id"], reply["error"]["code"]) == (2, HEADER_MISMATCH)
+    assert "Mcp-Param-Region" in reply["error"]["message"]
+    assert relay.pool.sent == []  # type: ignore[attr-defined]
+
+
+async def test_param_headers_are_checked_on_the_first_call_before_any_list_and_after_one() -> None:
+    relay = param_relay()
+    assert relay.view.last_built("tools") is None
+    first = await call_locate(relay, 3, "Hello", None)
+    assert (first.status, first.json()["error"]["code"]) == (400, HEADER_MISMATCH)
+    listed = await relay.post(modern(4, "tools/list"), **modern_headers("tools/list"))
+    schema = next(t for t in listed.json()["result"]["tools"] if t["name"] == "alpha__locate")["inputSchema"]
+    assert schema["properties"]["region"]["x-mcp-header"] == "Region"  # shown to the client as the upstream has it
+    again = await call_locate(relay, 5, "Hello", "Goodbye")
+    assert (again.status, again.json()["error"]["code"]) == (400, HEADER_MISMATCH)
+
+
+async def test_a_tool_the_caller_may_not_call_answers_as_unknown_whatever_its_headers() -> None:
+    relay = param_relay("hidden_locate")
+    hidden = await call_locate(relay, 6, "Hello", "Goodbye", tool="hidden_locate")
+    unknown = await call_locate(relay, 7, "Hello", "Goodbye", tool="no_such_tool")
+    assert hidden.json()["error"] == {**unknown.json()["error"], "message": "Unknown tool: alpha__hidden_locate"}
+    assert hidden.json()["error"]["code"] != HEADER_MISMATCH
+
+
+async def test_a_tool_without_annotations_ignores_param_headers() -> None:
+    relay = param_relay()
+    headers = {**modern_headers("tools/call", "alpha__echo"), "mcp-param-region": "anything"}
+    wire = await relay.post(modern(8, "tools/call", {"name": "alpha__echo", "arguments": {"region": "x"}}), **headers)
+    assert wire.status == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "headers", "ok"),
+    [
+        ("tools/call", "alpha__echo", {"mcp-method": "tools/call", "mcp-name": "alpha__echo"}, True),
+        ("tools/call", "alpha__echo", {"mcp-method": "tools/list", "mcp-name": "alpha__echo"}, False),
+        ("tools/call", "alpha__echo", {"mcp-method": "tools/call", "mcp-name": "alpha__locate"}, False),
+        ("tools/call", "alpha__echo", {"mcp-method": "tools/call"}, False),
+        ("tools/list", None, {}, False),  # no Mcp-Method
+        ("tools/call", "alpha__écho", {"mcp-method": "tools/call", "mcp-name": B64_ECHO}, True),
+    ],
+)
+async def test_mcp_method_and_mcp_name_must_match_the_body(
+    method: str, name: str | None, headers: dict[str, str], ok: bool
+) -> None:
+    relay = param_relay()
+    params = {"name": name, "arguments": {}} if name is not None else {}
+    wire = await relay.post(modern(9, method, params), **{"mcp-protocol-version": MODERN_VERSION, **headers})
+    if ok:  # past the header check (the é-name is no tool: the handler answers it)
+        assert wire.json().get("error", {}).get("code") != HEADER_MISMATCH, wire.json()
+    else:
+        assert (wire.status, wire.json()["error"]["code"]) == (400, HEADER_MISMATCH)

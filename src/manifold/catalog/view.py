@@ -245,6 +245,10 @@ class VirtualServerView:
             return None
         return t
 
+    def last_built(self, kind: str) -> Built | None:
+        """The list built last, without waiting on a rebuild (None before the first)."""
+        return self._built.get(kind)
+
     def failure_error(self, kind: str, member_id: str) -> BaseException | None:
         built = self._built.get(kind)
         return built.errors.get(member_id) if built is not None else None

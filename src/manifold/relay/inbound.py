@@ -16,10 +16,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import orjson
+from mcp.shared.inbound import X_MCP_HEADER_KEY, find_invalid_x_mcp_header, validate_mcp_param_headers
 
+from manifold.catalog.view import Built, VirtualServerView
 from manifold.protocol import (
     CANCELLED,
     HANDSHAKE_VERSIONS,
+    HEADER_MISMATCH,
     INVALID_PARAMS,
     INVALID_REQUEST,
     META_PROTOCOL_VERSION,
@@ -175,6 +178,56 @@ class InboundCheck:
             f"(limits.json_depth)",
             request_id=request_id,
         )
+
+
+class ParamHeaders:
+    """The `Mcp-Param-*` headers of a 2026-07-28 `tools/call` (SEP-2243), checked against its arguments for a
+    tool whose input schema asks for them (`x-mcp-header`): present together and equal after Base64-sentinel
+    decoding, or absent together; anything else is refused with HeaderMismatch (-32020, HTTP 400) before the
+    call goes anywhere. Which tools ask is worked out once per built tool list (one short JSON scan of each
+    schema), so a call to a tool without annotations pays one dict lookup."""
+
+    __slots__ = ("_annotated",)
+
+    def __init__(self) -> None:
+        # view id -> (the tool list the map was made from, exposed tool name -> annotated input schema);
+        # one entry per served view, replaced when the view builds a new list.
+        self._annotated: dict[str, tuple[Built, dict[str, JSON]]] = {}
+
+    def schema(self, view: VirtualServerView, name: str) -> JSON | None:
+        """The input schema of tool `name` when it asks for `Mcp-Param-*` headers, from the view's last
+        built tool list; None for any other tool (and before the first list is built)."""
+        built = view.last_built("tools")
+        if built is None:
+            return None
+        entry = self._annotated.get(view.id)
+        if entry is None or entry[0] is not built:
+            entry = (built, _annotated_schemas(built.items))
+            self._annotated[view.id] = entry
+        return entry[1].get(name)
+
+    @staticmethod
+    def check(schema: JSON, params: JSON, headers: dict[str, str], request_id: Any) -> None:
+        arguments = params.get("arguments")
+        rejection = validate_mcp_param_headers(schema, arguments if isinstance(arguments, dict) else {}, headers)
+        if rejection is not None:
+            raise Refusal(HEADER_MISMATCH, rejection.message, request_id=request_id)
+
+
+def _annotated_schemas(tools: list[JSON]) -> dict[str, JSON]:
+    annotated: dict[str, JSON] = {}
+    marker = X_MCP_HEADER_KEY.encode()
+    for tool in tools:
+        schema = tool.get("inputSchema")
+        name = tool.get("name")
+        if (
+            isinstance(schema, dict)
+            and isinstance(name, str)
+            and marker in orjson.dumps(schema)
+            and find_invalid_x_mcp_header(schema) is None  # an invalid annotation asks for nothing
+        ):
+            annotated[name] = schema
+    return annotated
 
 
 def as_object(value: Any) -> JSON:

@@ -35,13 +35,14 @@ from manifold.protocol import (
     SERVER_DISCOVER,
     SUBSCRIPTIONS_ACKNOWLEDGED,
     SUBSCRIPTIONS_LISTEN,
+    TOOLS_CALL,
     Era,
 )
 from manifold.relay.call import Call
 from manifold.relay.era_adapt import adapt_to_era
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Listener
-from manifold.relay.inbound import Inbound, InboundCheck, Refusal, as_object
+from manifold.relay.inbound import Inbound, InboundCheck, ParamHeaders, Refusal, as_object
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes, sse_event
 from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
@@ -68,6 +69,7 @@ class StreamableHttp:
         self.pending = pending
         self.stateless = stateless
         self.inbound = inbound
+        self.param_headers = ParamHeaders()
 
     async def __call__(
         self,
@@ -181,7 +183,36 @@ class StreamableHttp:
             )
             return
         channel, call = self._channel(send, request_id, sse_ok, None, caps, view, principal, headers, Era.MODERN)
+        if rpc_method == TOOLS_CALL and isinstance(name := params.get("name"), str):
+            try:
+                await self._check_param_headers(view, call, name, params, headers)
+            except Refusal as refusal:
+                await send_body(send, refusal.status, refusal.body())
+                return
         await self._run(channel, call, rpc_method, params)
+
+    async def _check_param_headers(
+        self,
+        view: VirtualServerView,
+        call: Call,
+        name: str,
+        params: JSON,
+        headers: dict[str, str],
+    ) -> None:
+        """The call's `Mcp-Param-*` headers against its arguments, for a tool that asks for them and that
+        this caller may call (for any other the handler answers, as for a tool that does not exist)."""
+        if view.last_built("tools") is None:  # the first call before any list: build it as the handler would
+            try:
+                await view.resolve("tools", name, self.gw.credential_for(call))
+            except Exception:  # the handler meets the same failure and answers it
+                return
+        schema = self.param_headers.schema(view, name)
+        if schema is None:
+            return
+        built = view.last_built("tools")
+        target = built.targets.get(name) if built is not None else None
+        if target is not None and self.gw.access.allows(call.principal, view, "tools", target):
+            self.param_headers.check(schema, params, headers, call.request_id)
 
     async def _post_handshake(
         self,
