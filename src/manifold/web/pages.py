@@ -60,7 +60,12 @@ def _sign_out_form(viewer: Viewer, *, small: bool) -> str:
     )
 
 
-def _layout(title: str, body: str, viewer: Viewer | None = None, *, wide: bool = False) -> str:
+def layout(title: str, body: str, viewer: Viewer | None = None, *, wide: bool = False) -> str:
+    """The frame every page shares around `body` (markup, escaped by the caller): the stylesheet, the header
+    with the product's name and the signed-in `viewer`, one `<h1>` of `title`, the `<main>` landmark. The
+    stylesheet's classes: `lead`, `muted`; `message message-error` (with role="alert") and `message message-ok`
+    (role="status"); `button` (primary), `button button-secondary`, `button-danger`, `button-small`,
+    `button-block`, `actions` (a row of buttons); `field`, `label`, `hint`; `dl.facts` of dt/dd pairs."""
     account = ""
     if viewer is not None:
         account = (
@@ -81,6 +86,9 @@ def _layout(title: str, body: str, viewer: Viewer | None = None, *, wide: bool =
         f"{account}</div></header>\n"
         f'<main class="{width}"><div class="card">\n<h1>{e(title)}</h1>\n{body}\n</div></main></body></html>\n'
     )
+
+
+_layout = layout  # the name authserver/consent.py imports
 
 
 def _error(message: str) -> str:
@@ -130,7 +138,7 @@ def login(
         '<span class="hint" id="key-hint">The key your MCP client uses to reach this gateway.</span></div>'
         f'<button class="button {key_button} button-block" type="submit">Sign in</button></form>'
     )
-    return _layout(title, body)
+    return layout(title, body)
 
 
 def consent(
@@ -160,7 +168,7 @@ def consent(
         f'<button class="button button-primary button-block" type="submit">Connect {e(upstream_id)}</button></form>'
         '<p class="muted">If you did not ask to connect this account, close this window.</p>'
     )
-    return _layout(f"Connect {upstream_id}", body, viewer)
+    return layout(f"Connect {upstream_id}", body, viewer)
 
 
 def wrong_user(*, viewer: Viewer) -> str:
@@ -170,7 +178,7 @@ def wrong_user(*, viewer: Viewer) -> str:
         "<p>If the link is yours, sign out and sign in again as yourself, then open the link again. "
         "If someone sent you this link, do not use it: it would connect your account to their user.</p>"
     )
-    return _layout("Not your link", body, viewer)
+    return layout("Not your link", body, viewer)
 
 
 def connected(*, viewer: Viewer | None, upstream_id: str) -> str:
@@ -180,13 +188,13 @@ def connected(*, viewer: Viewer | None, upstream_id: str) -> str:
     )
     if viewer is not None:
         body += '<p><a class="button button-secondary" href="/connections">See your connections</a></p>'
-    return _layout("Connected", body, viewer)
+    return layout("Connected", body, viewer)
 
 
 def problem(title: str, message: str, *, viewer: Viewer | None = None, hint: str | None = None) -> str:
     extra = f"<p>{e(hint)}</p>" if hint else ""
     sentence = message[:1].upper() + message[1:]  # the modules' messages start in lower case
-    return _layout(title, _error(sentence) + extra, viewer)
+    return layout(title, _error(sentence) + extra, viewer)
 
 
 def sign_out(*, viewer: Viewer) -> str:
@@ -197,7 +205,7 @@ def sign_out(*, viewer: Viewer) -> str:
         f'<div class="actions">{_sign_out_form(viewer, small=False)}'
         '<a href="/connections">Back to your connections</a></div>'
     )
-    return _layout("Sign out?", body, viewer)
+    return layout("Sign out?", body, viewer)
 
 
 def signed_out() -> str:
@@ -206,7 +214,7 @@ def signed_out() -> str:
         "<p>Your connected accounts stay connected; your MCP client keeps working with its own key.</p>"
         '<p><a class="button button-secondary" href="/login">Sign in again</a></p>'
     )
-    return _layout("Signed out", body)
+    return layout("Signed out", body)
 
 
 @dataclass(frozen=True)
@@ -237,7 +245,7 @@ def connections(*, viewer: Viewer, rows: list[ConnectionRow], notice: str | None
             '<p class="muted">When a tool needs one of your accounts, your MCP client gives you a link to connect '
             "it; the connection then shows here, and you can revoke it at any time.</p>"
         )
-        return _layout("Your connections", body, viewer, wide=True)
+        return layout("Your connections", body, viewer, wide=True)
     items = []
     for row in rows:
         label, badge = _STATUS.get(row.status, (row.status, "badge-broken"))
@@ -259,6 +267,6 @@ def connections(*, viewer: Viewer, rows: list[ConnectionRow], notice: str | None
         '<p class="muted">The accounts the gateway uses for your calls. Revoking one deletes its tokens; '
         "the next call that needs it gives you a new link.</p>"
     )
-    return _layout(
+    return layout(
         "Your connections", note + intro + '<ul class="connections">' + "".join(items) + "</ul>", viewer, wide=True
     )
