@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urljoin, urlparse
 
 import aiohttp
 
-from manifold.config.models import OAuthAuth
+from manifold.config.models import AuthMode, OAuthAuth
 from manifold.outbound.oauth import ConnectLinks, OAuthBroker, OAuthFlows, Vault
 from manifold.outbound.oauth.discovery import bearer_challenge
 from manifold.outbound.resolver import CallContext
@@ -43,6 +43,7 @@ from manifold.store.db import open_database
 UPSTREAM = "conformance"
 REDIRECT_URI = "http://localhost:3000/oauth/callback"  # never contacted: the "browser" stops at the redirect
 PROTOCOL_VERSION = "2025-11-25"
+STATELESS_VERSION = "2026-07-28"
 MAX_AUTHORIZATIONS = 3
 PRINCIPAL = Principal(kind=PrincipalKind.USER, name="conformance", credential=Credential(CredentialKind.NONE))
 
@@ -61,11 +62,21 @@ class Mcp:
         self.http = http
         self.url = url
         self.session_id: str | None = None
-        self.version: str | None = None
+        # Sent on every request, initialize included: the suite's 2026-07-28-era servers refuse a POST
+        # without it (-32020), and a 2025-11-25 server ignores it on initialize.
+        self.version = PROTOCOL_VERSION
+        self.stateless = False
+        """2026-07-28: no initialize; every request carries its version and capabilities in _meta."""
         self._next_id = 1
 
     async def send(self, method: str, params: dict[str, Any] | None, token: str | None, *, notify: bool = False) -> Any:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if self.stateless:
+            meta = {
+                "io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+            params = {**(params or {}), "_meta": meta}
         if params is not None:
             message["params"] = params
         if not notify:
@@ -76,8 +87,11 @@ class Mcp:
             headers["Authorization"] = f"Bearer {token}"
         if self.session_id:
             headers["Mcp-Session-Id"] = self.session_id
-        if self.version:
-            headers["MCP-Protocol-Version"] = self.version
+        headers["MCP-Protocol-Version"] = self.version
+        if self.stateless:
+            headers["Mcp-Method"] = method
+            if method == "tools/call" and params:
+                headers["Mcp-Name"] = str(params["name"])
         async with self.http.post(self.url, json=message, headers=headers) as resp:
             if resp.status in (401, 403):
                 raise Refused(resp.status, resp.headers.get("WWW-Authenticate"))
@@ -107,7 +121,7 @@ def _from_sse(text: str, request_id: int) -> dict[str, Any]:
 
 async def run(server_url: str, scenario: str, context: dict[str, Any]) -> None:
     config = OAuthAuth(
-        mode="oauth",
+        mode=AuthMode.OAUTH,
         client_id=context.get("client_id"),
         client_secret=context.get("client_secret"),
         allow_insecure_discovery=True,
@@ -153,16 +167,23 @@ async def _session(
                 granted = set(connection.scopes)
                 token = await broker.access_token(PRINCIPAL, UPSTREAM, config, ctx)
 
-    init = await call(
-        "initialize",
-        {
-            "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "manifold-conformance-auth-client", "version": "0.1.0"},
-        },
-    )
-    mcp.version = init.get("protocolVersion", PROTOCOL_VERSION)
-    await call("notifications/initialized", notify=True)
+    try:
+        init = await call(
+            "initialize",
+            {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "manifold-conformance-auth-client", "version": "0.1.0"},
+            },
+        )
+    except RuntimeError as refused:
+        # A 2026-07-28-only server (no handshake) refuses initialize for its missing _meta: go stateless.
+        if "_meta" not in str(refused):
+            raise
+        mcp.stateless, mcp.version = True, STATELESS_VERSION
+    else:
+        mcp.version = init.get("protocolVersion", PROTOCOL_VERSION)
+        await call("notifications/initialized", notify=True)
     tools = (await call("tools/list", {})).get("tools", [])
     if tools:
         await call("tools/call", {"name": tools[0]["name"], "arguments": {}})

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from tests.conformance.support import CONFORMANCE_SERVER
+from tests.conformance.support import CONFORMANCE_SERVER, ConformanceResult, run_requirements_async
+from tests.e2e.harness import run_gateway
 from tests.upstreams.launch import (
     EVERYTHING,
     LEGACY_PYTHON,
@@ -79,3 +81,13 @@ async def gateway_entry(name: str) -> AsyncIterator[dict[str, Any]]:
     protocol = "2025-11-25" if name == "fixture" else "auto"
     async with serve_direct(name) as url:
         yield {"transport": "http", "url": url, "protocol": protocol}
+
+
+async def run_through_gateway(name: str, requirements: str, out_dir: Path) -> tuple[ConformanceResult, str]:
+    """The suite at `requirements` against upstream `name` behind a namespace-off virtual server of a fresh
+    gateway (allow_unauthenticated: the suite sends no credentials); returns its result and the gateway log."""
+    async with gateway_entry(name) as entry:
+        servers = {"conformance": {"namespace": False, "members": [{"upstream": "up"}]}}
+        async with run_gateway({"up": entry}, servers, gateway={"allow_unauthenticated": True}) as gw:
+            result = await run_requirements_async(gw.url("conformance"), requirements, out_dir=out_dir)
+            return result, gw.log()

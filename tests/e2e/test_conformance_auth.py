@@ -1,13 +1,17 @@
 """The official MCP conformance suite's OAuth *client* scenarios, against Manifold's outbound OAuth client.
 
-`conformance client --command "python tests/conformance/auth_client.py" --suite S` starts, per scenario, the
+`conformance client --command "python tests/conformance/auth_client.py" --suite S` (0.2.0-alpha.12, installed
+as `conformance-next`) starts, per scenario, the
 suite's own protected MCP server and authorization server (each with its own trap: metadata at odd paths, a
 PRM for another resource, scope challenges, one token-endpoint auth method, no registration…), runs the
 command with the server URL appended, and judges what reached its servers. auth_client.py connects the way
 the gateway does for a user (OAuthFlows.start → the browser → OAuthFlows.complete → OAuthBroker).
 
-Excused scenarios are in tests/conformance/auth_baseline.yml, each with its reason; the suite itself
-enforces that list both ways (a listed scenario that passes fails the run).
+Excused scenarios are in tests/conformance/auth_baseline.yml, each with its reason, enforced both ways (a
+listed scenario that passes fails the test). Only the `auth/*` scenarios are judged: 0.2's draft suite also
+holds 2026-07-28 client scenarios that are not about OAuth (request _meta, Mcp-Method headers, input_required
+state), which test a general MCP client; auth_client.py is not one (the gateway's own MCP client is tested
+through the gateway elsewhere). The runner's exit code counts those too, so the test reads checks.json.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import anyio
 import pytest
 import yaml
 
-from tests.conformance.support import CONFORMANCE_CLI, NODE, NODE_DIR, REPO, toolchain_problem
+from tests.conformance.support import CONFORMANCE_NEXT_CLI, NODE, NODE_DIR, REPO, toolchain_problem
 
 pytestmark = [pytest.mark.anyio, pytest.mark.conformance]
 
@@ -56,8 +60,7 @@ def run_client_suite(suite: str, out_dir: Path) -> tuple[int, dict[str, Scenario
     # The runner splits --command on spaces and appends the server URL.
     command = f"{sys.executable} {AUTH_CLIENT}"
     completed = subprocess.run(
-        [str(NODE), str(CONFORMANCE_CLI), "client", "--command", command, "--suite", suite, "-o", str(results)]
-        + ["--expected-failures", str(AUTH_BASELINE)],
+        [str(NODE), str(CONFORMANCE_NEXT_CLI), "client", "--command", command, "--suite", suite, "-o", str(results)],
         cwd=NODE_DIR,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -70,7 +73,7 @@ def run_client_suite(suite: str, out_dir: Path) -> tuple[int, dict[str, Scenario
     # Results land in <out>/auth/<scenario>-<timestamp>/checks.json (scenario names contain a slash).
     for checks in results.glob("**/checks.json"):
         match = _RESULT_DIR.match(checks.parent.name)
-        if match:
+        if match and checks.parent.parent.name == "auth":
             name = f"{checks.parent.parent.relative_to(results).as_posix()}/{match['name']}".lstrip("./")
             scenarios[name] = Scenario(name, json.loads(checks.read_text()))
     return completed.returncode, scenarios, _ANSI.sub("", completed.stdout + completed.stderr)
@@ -85,38 +88,49 @@ def report(scenarios: dict[str, Scenario], output: str) -> str:
     return "\n".join(lines) + "\n--- runner output ---\n" + output[-6000:]
 
 
+# Scenarios where the client must refuse to finish: it asked for authorization but must not redeem the code
+# (RFC 9207: an `iss` that is missing where the server promised one, wrong, or not promised at all), or must
+# not even start (metadata whose issuer is not the one asked for; a PRM for another resource).
+REFUSES_TOKEN = {"auth/iss-supported-missing", "auth/iss-wrong-issuer", "auth/iss-unexpected"}
+REFUSES_START = {"auth/metadata-issuer-mismatch", "auth/resource-mismatch"}
+
+
 @pytest.mark.parametrize(
     ("suite", "expected"),
     [
         # metadata locations ×4, CIMD, scope selection ×5, token endpoint auth ×3, pre-registration
         ("auth", 14),
-        # a PRM naming another resource (must not authorize), offline_access requested only when offered
-        ("draft", 3),
-        # 2025-03-26 servers without protected-resource metadata (both excused: see the baseline)
+        # a PRM naming another resource, offline_access ×2, authorization-server migration (SEP-2352),
+        # RFC 9207 iss ×6, an issuer mismatch in the authorization server's metadata
+        ("draft", 11),
+        # 2025-03-26 servers without protected-resource metadata (one excused: see the baseline)
         ("backcompat", 2),
     ],
 )
 async def test_client_auth_scenarios(tmp_path: Path, suite: str, expected: int) -> None:
     assert toolchain_problem() is None, toolchain_problem()
     started = time.monotonic()
-    code, scenarios, output = await anyio.to_thread.run_sync(run_client_suite, suite, tmp_path)
+    _code, scenarios, output = await anyio.to_thread.run_sync(run_client_suite, suite, tmp_path)
     excused = set((yaml.safe_load(AUTH_BASELINE.read_text()) or {}).get("client") or [])
     assert len(scenarios) == expected, f"{sorted(scenarios)}\n{output[-4000:]}"
     unexpected = [name for name, s in scenarios.items() if not s.clean and name not in excused]
     stale = [name for name, s in scenarios.items() if s.clean and name in excused]
     assert not unexpected and not stale, f"unexpected: {unexpected}, stale: {stale}\n" + report(scenarios, output)
-    assert code == 0, report(scenarios, output)
-    # Every scenario that is not excused made real progress: an authorization and a token request.
     for name, scenario in scenarios.items():
-        if name in excused or name == "auth/resource-mismatch":
-            continue
         ids = {c.get("id") for c in scenario.checks}
-        assert {"authorization-request", "token-request"} <= ids, f"{name}: {sorted(ids)}"
+        if name in excused or name == "auth/authorization-server-migration":
+            continue  # migration: the checks are about the second authorization server, judged by the suite
+        if name in REFUSES_START:
+            assert "authorization-request" not in ids, f"{name}: {sorted(ids)}"
+        elif name in REFUSES_TOKEN:
+            # Sent to the authorization server, then refused the callback: no token request.
+            assert "authorization-request" in ids and "token-request" not in ids, f"{name}: {sorted(ids)}"
+        elif name != "auth/iss-normalized":
+            # Real progress: an authorization and a token request.
+            assert {"authorization-request", "token-request"} <= ids, f"{name}: {sorted(ids)}"
     assert time.monotonic() - started < TIMEOUT_S
     if suite == "draft":
         # The protected-resource metadata names https://evil.example.com/mcp: the client stopped before it
         # sent anyone to an authorization server, and said why.
-        mismatch = scenarios["auth/resource-mismatch"]
-        assert not any(c.get("id") == "authorization-request" for c in mismatch.checks)
         stderr = next(tmp_path.glob("**/resource-mismatch-*/stderr.txt")).read_text()
         assert "is for 'https://evil.example.com/mcp', not for this upstream" in stderr

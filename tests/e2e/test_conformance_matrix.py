@@ -8,13 +8,13 @@ and 2026-07-28. Two rules (issue 10):
   results are recorded in tests/conformance/direct_results.json by `python -m tests.conformance.record`
   (running them beside every gateway run would double the cost); `test_direct_record_is_current`
   checks that the record was made with the versions and fixtures installed now;
-- the scenarios about the server's own face (`GATEWAY_FACE`: handshake, ping, sessions, statelessness,
+- the scenarios about the server's own face (matrix.py `GATEWAY_FACE`: handshake, ping, sessions, statelessness,
   version and capability errors, caching hints, header validation, DNS-rebinding protection) pass
   through the gateway whatever the upstream, because the gateway, not the upstream, answers them.
 
-A scenario may be excused only in `EXCUSED`, with a reason naming the upstream's own defect; never for
-a gateway defect. The suite sends no credentials, so the gateway runs with `allow_unauthenticated` on
-loopback.
+A scenario may be excused only in tests/conformance/matrix.py `EXCUSED`, with a reason naming the
+upstream's own defect; never for a gateway defect. The suite sends no credentials, so the gateway runs
+with `allow_unauthenticated` on loopback.
 """
 
 from __future__ import annotations
@@ -23,45 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance.matrix import EXCUSED, SCENARIO_COUNT, must_pass
 from tests.conformance.record import pinned_versions, read_record
-from tests.conformance.support import NEXT_VERSION, REQUIREMENT_SETS, run_requirements_async, toolchain_problem
-from tests.conformance.upstreams import UPSTREAMS, gateway_entry
-from tests.e2e.harness import run_gateway
+from tests.conformance.support import NEXT_VERSION, REQUIREMENT_SETS, toolchain_problem
+from tests.conformance.upstreams import UPSTREAMS, run_through_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.conformance]
-
-# Scenarios the gateway answers itself, so they must pass through it with any upstream.
-GATEWAY_FACE: dict[str, frozenset[str]] = {
-    "2025-11-25": frozenset({"server-initialize", "ping", "server-session-lifecycle", "dns-rebinding-protection"}),
-    "2026-07-28": frozenset(
-        {
-            "server-stateless",
-            "caching",
-            "http-header-validation",
-            "http-custom-header-server-validation",
-            "dns-rebinding-protection",
-        }
-    ),
-}
-
-# (upstream, revision) -> {scenario: reason naming the upstream's own defect}.
-_NO_FIXTURE_TOOLS = (
-    "the upstream has no {tool} tool (it lacks the suite's fixtures); directly, the suite counts the upstream's "
-    "isError 'unknown tool' result as a pass (spec-notes §2), while the gateway answers a tool it does not list "
-    "with JSON-RPC -32602, as the 2025-11-25 specification says for unknown tools"
-)
-_VACUOUS = {
-    "tools-call-simple-text": _NO_FIXTURE_TOOLS.format(tool="test_simple_text"),
-    "tools-call-error": _NO_FIXTURE_TOOLS.format(tool="test_error_handling"),
-}
-EXCUSED: dict[tuple[str, str], dict[str, str]] = {
-    ("everything-stdio", "2025-11-25"): _VACUOUS,
-    ("everything-http", "2025-11-25"): _VACUOUS,
-    ("legacy", "2025-11-25"): _VACUOUS,
-}
-
-# How many scenarios each revision runs (scored and unscored); guards against a vacuous pass.
-SCENARIO_COUNT = {"2025-11-25": 33, "2026-07-28": 50}
 
 
 @pytest.fixture
@@ -91,15 +58,10 @@ async def test_what_passes_directly_passes_through_the_gateway(
     assert toolchain_problem() is None, toolchain_problem()
     direct = read_record()["upstreams"][upstream][requirements]
     excused = EXCUSED.get((upstream, requirements), {})
-    async with gateway_entry(upstream) as entry:
-        servers = {"conformance": {"namespace": False, "members": [{"upstream": "up"}]}}
-        async with run_gateway({"up": entry}, servers, gateway={"allow_unauthenticated": True}) as gw:
-            result = await run_requirements_async(gw.url("conformance"), requirements, out_dir=tmp_path)
-            log = gw.log()
+    result, log = await run_through_gateway(upstream, requirements, tmp_path)
 
     assert len(result.scenarios) == SCENARIO_COUNT[requirements], result.report()
-    must_pass = (set(direct["passed"]) | GATEWAY_FACE[requirements]) - set(excused)
-    lost = sorted(must_pass - set(result.passed))
+    lost = sorted(must_pass(upstream, requirements, direct["passed"]) - set(result.passed))
     assert not lost, (
         f"{upstream} at {requirements}: {len(lost)} scenario(s) fail through the gateway that pass directly "
         f"or are the gateway's own: {lost}\n{result.report()}\n--- gateway log ---\n{log[-4000:]}"
