@@ -20,6 +20,7 @@ from pathlib import Path
 from manifold.admin import cli as admin_cli
 from manifold.admin import explain as explain_cli
 from manifold.audit import cli as audit_cli
+from manifold.authserver import cli as authserver_cli
 from manifold.config.loaded import LoadedConfig
 from manifold.config.loader import load_config
 from manifold.config.problems import ConfigError
@@ -169,6 +170,7 @@ REGISTRARS = (
     explain_cli.register,
     secrets_cli.register,
     connections_cli.register,
+    authserver_cli.register,
     audit_cli.register,
 )
 

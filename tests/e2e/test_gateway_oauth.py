@@ -12,8 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import re
 import secrets
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from tests.e2e.harness import KEY, Gateway, manifold_cli, run_gateway, stdio_upstream
+from tests.upstreams.launch import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -193,8 +198,13 @@ class Flow:
     async def register(self, redirect: str = REDIRECT) -> str:
         answer = await self.http.post(
             f"{self.gw.base}/register",
-            json={"redirect_uris": [redirect], "token_endpoint_auth_method": "none", "client_name": "Hand IDE",
-                  "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]},
+            json={
+                "redirect_uris": [redirect],
+                "token_endpoint_auth_method": "none",
+                "client_name": "Hand IDE",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+            },
         )
         assert answer.status_code == 201, answer.text
         self.client_id = answer.json()["client_id"]
@@ -224,7 +234,10 @@ class Flow:
 
     async def exchange(self, code: str, verifier: str, server: str = VSERVER) -> httpx2.Response:
         return await self.token(
-            grant_type="authorization_code", code=code, code_verifier=verifier, redirect_uri=REDIRECT,
+            grant_type="authorization_code",
+            code=code,
+            code_verifier=verifier,
+            redirect_uri=REDIRECT,
             resource=self.gw.url(server),
         )
 
@@ -235,10 +248,19 @@ class Flow:
         return answer.json()
 
     async def list_tools(self, token: str, server: str = VSERVER) -> httpx2.Response:
-        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
         return await self.http.post(
-            self.gw.url(server), json=body,
+            self.gw.url(server),
+            json=body,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"},
         )
 
@@ -299,7 +321,9 @@ async def test_a_token_is_refused_on_another_server(flow: Flow) -> None:
     assert 'error="invalid_token"' in answer.headers["www-authenticate"]
     assert "another server" in answer.json()["error_description"]
     # Nor is it an admin credential, though the person behind it is an admin.
-    admin = await flow.http.get(f"{flow.gw.base}/admin/api/keys", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    admin = await flow.http.get(
+        f"{flow.gw.base}/admin/api/keys", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert admin.status_code == 401
 
 
@@ -362,3 +386,123 @@ async def test_an_expired_code_is_refused() -> None:
             answer = await flow.exchange(code, verifier, OTHER)
             assert answer.status_code == 400 and oauth_error(answer) == "invalid_grant"
         await browser.aclose()
+
+
+async def test_revoking_the_app_from_the_cli_ends_its_tokens_at_once(flow: Flow) -> None:
+    tokens = await flow.tokens()
+    assert (await flow.list_tools(tokens["access_token"])).status_code == 200
+    listed = await manifold_cli(flow.gw, "apps", "list", "--user", "dev", "--json")
+    assert any(
+        row["client"] == flow.client_id and flow.gw.url(VSERVER) in row["servers"] for row in json.loads(listed.stdout)
+    )
+    await manifold_cli(flow.gw, "apps", "revoke", "--user", "dev", "--client", flow.client_id)
+    refused = await flow.list_tools(tokens["access_token"])
+    assert refused.status_code == 401 and "revoked" in refused.json()["error_description"]
+    again = await flow.token(grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert again.status_code == 400 and oauth_error(again) == "invalid_grant"
+    # The consent is gone too: signing the application in again asks the person again.
+    page = await flow.browser.consent_page(flow.authorize_url(pkce()[1]))
+    assert page.status_code == 200 and "Allow" in page.text
+
+
+# ---- clients known by a metadata document, and configured confidential clients ------------------------------
+
+CONFIDENTIAL = "ci-app"
+CONFIDENTIAL_REDIRECT = "https://app.example/callback"
+
+
+@pytest.fixture(scope="module")
+async def dev_gw() -> AsyncIterator[tuple[Gateway, str]]:
+    """A gateway in development mode for client URLs (http, loopback), a client metadata document served by a
+    real HTTP server on loopback, and a configured confidential client."""
+    with tempfile.TemporaryDirectory(prefix="manifold-cimd-") as tmp:
+        port = free_port()
+        client_id = f"http://127.0.0.1:{port}/oauth/client.json"
+        document = {
+            "client_id": client_id,
+            "client_name": "Doc IDE",
+            "redirect_uris": [REDIRECT],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+        }
+        (Path(tmp) / "oauth").mkdir()
+        (Path(tmp) / "oauth" / "client.json").write_text(json.dumps(document))
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", tmp],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            async with httpx2.AsyncClient(timeout=1) as http:
+
+                async def serving() -> bool:
+                    try:
+                        return (await http.get(client_id)).status_code == 200
+                    except httpx2.TransportError:
+                        return False
+
+                deadline = anyio.current_time() + 15
+                while not await serving():
+                    assert anyio.current_time() < deadline, "the document server did not start"
+                    await anyio.sleep(0.05)
+            upstreams = {OTHER: stdio_upstream(UPSTREAM, "--transport", "stdio")}
+            extra = {
+                "identity": {
+                    "authorization_server": {
+                        "allow_insecure_client_urls": True,
+                        "clients": {
+                            CONFIDENTIAL: {
+                                "name": "CI App",
+                                "client_secret": "s3cret-value",
+                                "redirect_uris": [CONFIDENTIAL_REDIRECT],
+                            }
+                        },
+                    }
+                }
+            }
+            async with run_gateway(upstreams, extra=extra) as gateway:
+                yield gateway, client_id
+        finally:
+            server.terminate()
+            server.wait()
+
+
+async def test_a_client_known_by_its_metadata_document_signs_in(dev_gw: tuple[Gateway, str]) -> None:
+    gateway, client_id = dev_gw
+    browser = Browser(gateway)
+    async with httpx2.AsyncClient(timeout=30) as http:
+        flow = Flow(gateway, browser, http, client_id)
+        page = await browser.consent_page(flow.authorize_url(pkce()[1], OTHER))
+        assert page.status_code == 200 and "Doc IDE" in page.text and "metadata document" in page.text
+        tokens = await flow.tokens(OTHER)
+        assert (await flow.list_tools(tokens["access_token"], OTHER)).status_code == 200
+        # Its document lists one redirect URI: no other is accepted.
+        other = await browser.get(flow.authorize_url(pkce()[1], OTHER, redirect_uri="http://127.0.0.1:9/elsewhere"))
+        assert other.status_code == 400 and "location" not in other.headers
+    await browser.aclose()
+
+
+async def test_a_configured_confidential_client_must_authenticate(dev_gw: tuple[Gateway, str]) -> None:
+    gateway, _ = dev_gw
+    browser = Browser(gateway)
+    async with httpx2.AsyncClient(timeout=30) as http:
+        flow = Flow(gateway, browser, http, CONFIDENTIAL)
+        verifier, challenge = pkce()
+        back = await browser.authorize(flow.authorize_url(challenge, OTHER, redirect_uri=CONFIDENTIAL_REDIRECT))
+        assert back.startswith(CONFIDENTIAL_REDIRECT + "?")
+        code = parse_qs(urlsplit(back).query)["code"][0]
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": CONFIDENTIAL_REDIRECT,
+            "resource": gateway.url(OTHER),
+        }
+        no_secret = await http.post(f"{gateway.base}/token", data={**form, "client_id": CONFIDENTIAL})
+        assert no_secret.status_code == 401 and oauth_error(no_secret) == "invalid_client"
+        wrong = await http.post(f"{gateway.base}/token", data=form, auth=(CONFIDENTIAL, "not-the-secret"))
+        assert wrong.status_code == 401 and oauth_error(wrong) == "invalid_client"
+        right = await http.post(f"{gateway.base}/token", data=form, auth=(CONFIDENTIAL, "s3cret-value"))
+        assert right.status_code == 200, right.text
+        assert (await flow.list_tools(right.json()["access_token"], OTHER)).status_code == 200
+    await browser.aclose()

@@ -191,7 +191,8 @@ async def test_protected_resource_metadata_names_both_idps(world: World) -> None
     assert response.headers["content-type"].startswith("application/json")
     document = response.json()
     assert document["resource"] == world.gw.url(SERVER)
-    assert document["authorization_servers"] == [world.corp.issuer, world.customers.issuer]
+    # The gateway's own authorization server first (docs/gateway-oauth.md), then the IdPs it accepts tokens of.
+    assert document["authorization_servers"] == [world.gw.base, world.corp.issuer, world.customers.issuer]
     assert document["bearer_methods_supported"] == ["header"]
     assert sse.status_code == 200 and sse.json()["resource"] == world.gw.sse_url(SERVER)
     assert unknown.status_code == 404

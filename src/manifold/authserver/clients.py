@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,11 +65,14 @@ class GatewayClient(ClientMixin):
     def get_client_id(self) -> str:
         return self.client_id
 
-    def get_default_redirect_uri(self) -> str | None:
-        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+    def get_default_redirect_uri(self) -> str:
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else ""  # "": none, name it
 
-    def get_allowed_scope(self, scope: str | None) -> str:
-        return " ".join(s for s in (scope or "").split() if s) if scope else ""
+    def get_allowed_scope(self, scope: Collection[str] | str) -> str:
+        # No scopes of our own: what the client asked for is recorded and echoed, and decides nothing
+        # (grants decide what the person may do, the token's audience which server).
+        words = scope.split() if isinstance(scope, str) else list(scope or ())
+        return " ".join(w for w in words if w)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return any(redirect_matches(r, redirect_uri) for r in self.redirect_uris)

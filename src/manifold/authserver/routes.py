@@ -224,7 +224,7 @@ class AuthorizationServerApp:
             exchange.client = await self.clients.find(oauth.get("client_id", ""))
         except ClientProblem as exc:
             return self._page(400, "Unknown application", "invalid_client", str(exc), session)
-        oauth_request = FormRequest("GET", str(request.url), oauth, dict(request.headers.items()))
+        oauth_request = FormRequest("GET", str(request.url), oauth, request.headers)
         try:
             grant = server.get_consent_grant(oauth_request, end_user=None)
         except OAuth2Error as error:
@@ -256,7 +256,7 @@ class AuthorizationServerApp:
                     session,
                 )
             if fields.get("decision") != "allow":
-                return self._answer(server.create_authorization_response(oauth_request, grant_user=None, grant=grant))
+                return self._answer(server.authorization_answer(oauth_request, None, grant))
             await self.store.give_consent(principal, client.client_id, client.name, resource)
         else:
             given = await self.store.consent(principal, client.client_id)
@@ -273,9 +273,7 @@ class AuthorizationServerApp:
                     csrf=csrf.token(self.cookies.signer, session.sid, _consent_action(client)),
                 )
                 return page(200, body)
-        answer = server.create_authorization_response(
-            oauth_request, grant_user=SignedIn(principal, resource, ""), grant=grant
-        )
+        answer = server.authorization_answer(oauth_request, SignedIn(principal, resource, ""), grant)
         if exchange.new_code is not None:
             code, row = exchange.new_code
             await self.store.save_code(code, row)
@@ -366,9 +364,7 @@ class AuthorizationServerApp:
                 return _oauth_error(400, "invalid_grant", "this refresh token was already used; the sign-in is revoked")
             exchange.refresh = RefreshRecord(presented, row) if row is not None else None
         server = self._server(request, exchange)
-        answer = server.create_token_response(
-            FormRequest("POST", str(request.url), form, dict(request.headers.items()))
-        )
+        answer = server.token_answer(FormRequest("POST", str(request.url), form, request.headers))
         if answer.status == 200 and exchange.tokens:
             issued = exchange.tokens[0]
             refresh_expires = time.time() + self.settings.refresh_token_days * 86_400
@@ -413,9 +409,7 @@ class AuthorizationServerApp:
             )
         exchange = Exchange()
         server = self._server(request, exchange)
-        answer = server.create_endpoint_response(
-            "client_registration", JsonBody(str(request.url), body, dict(request.headers.items()))
-        )
+        answer = server.endpoint_answer("client_registration", JsonBody(str(request.url), body, request.headers))
         if answer is None:
             return _oauth_error(400, "invalid_client_metadata", "the registration was refused")
         if answer.status == 201 and exchange.registered is not None:
@@ -439,9 +433,7 @@ class AuthorizationServerApp:
             row = await self.store.refresh(token)
             exchange.presented = RefreshRecord(token, row) if row is not None else None
         server = self._server(request, exchange)
-        answer = server.create_endpoint_response(
-            "revocation", FormRequest("POST", str(request.url), form, dict(request.headers.items()))
-        )
+        answer = server.endpoint_answer("revocation", FormRequest("POST", str(request.url), form, request.headers))
         if answer is None:
             return _json(200, {})
         if answer.status == 200 and exchange.revoke_grant is not None:

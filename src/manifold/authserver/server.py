@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,18 +49,23 @@ class InvalidTargetError(OAuth2Error):
 class FormRequest(OAuth2Request):
     """An OAuth2Request over already-parsed query or form fields."""
 
-    def __init__(self, method: str, uri: str, fields: dict[str, str], headers: dict[str, str]) -> None:
+    def __init__(self, method: str, uri: str, fields: dict[str, str], headers: Mapping[str, str]) -> None:
         super().__init__(method, uri, headers=headers)
         self.payload = BasicOAuth2Payload(fields)
         self._fields = fields
 
     @property
-    def args(self) -> dict[str, str]:
-        return self._fields if self.method == "GET" else {}
+    def args(self) -> dict[str, str | None]:
+        return dict(self._fields) if self.method == "GET" else {}
 
     @property
     def form(self) -> dict[str, str]:
         return self._fields if self.method == "POST" else {}
+
+
+def _fields(request: Any) -> dict[str, str]:
+    """The parameters of a request of ours (Authlib types its payload as optional)."""
+    return request.payload.data if request.payload is not None else {}
 
 
 class _Json(JsonPayload):
@@ -73,7 +78,7 @@ class _Json(JsonPayload):
 
 
 class JsonBody(JsonRequest):
-    def __init__(self, uri: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+    def __init__(self, uri: str, body: dict[str, Any], headers: Mapping[str, str]) -> None:
         super().__init__("POST", uri, headers)
         self.payload = _Json(body)
 
@@ -224,13 +229,15 @@ class CodeGrant(grants.AuthorizationCodeGrant):
         )
         server.exchange.new_code = (code, row)
 
-    def query_authorization_code(self, code: str, client: GatewayClient) -> CodeRecord | None:
+    def query_authorization_code(  # pyright: ignore[reportIncompatibleMethodOverride] — None is Authlib's "no such code"
+        self, code: str, client: GatewayClient
+    ) -> CodeRecord | None:
         record = self.server.exchange.code
         if record is None or record.code != code or record.row.client_id != client.client_id:
             return None
         if record.row.expires_at <= time.time():
             return None  # expired: invalid_grant, as an unknown code
-        resource = self.request.payload.data.get("resource")
+        resource = _fields(self.request).get("resource")
         if resource and resource != record.row.resource:
             raise InvalidTargetError("resource differs from the one the code was issued for")
         return record
@@ -247,13 +254,15 @@ class RefreshGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotated on every use
 
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
+    def authenticate_refresh_token(  # pyright: ignore[reportIncompatibleMethodOverride] — None: "no such token"
+        self, refresh_token: str
+    ) -> RefreshRecord | None:
         record = self.server.exchange.refresh
         if record is None or record.token != refresh_token or record.is_expired() or record.is_revoked():
             return None
         if record.row.used_at is not None:
             return None  # reuse: the family was revoked before Authlib was asked (routes.py)
-        resource = self.request.payload.data.get("resource")
+        resource = _fields(self.request).get("resource")
         if resource and resource != record.row.resource:
             raise InvalidTargetError("resource differs from the one the refresh token was issued for")
         return record
@@ -262,7 +271,7 @@ class RefreshGrant(grants.RefreshTokenGrant):
         row = refresh_token.row
         return SignedIn(row.principal, row.resource, row.grant_id)
 
-    def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
+    def revoke_old_credential(self, refresh_token: TokenMixin) -> None:
         self.server.exchange.refresh_rotated = True
 
 
@@ -352,7 +361,7 @@ class GatewayServer(AuthorizationServer):
         if settings.dynamic_registration:
             self.register_endpoint(Registration)
 
-    def query_client(self, client_id: str) -> GatewayClient | None:
+    def query_client(self, client_id: str) -> GatewayClient | None:  # pyright: ignore[reportIncompatibleMethodOverride]
         client = self.exchange.client
         return client if client is not None and client.client_id == client_id else None
 
@@ -370,6 +379,23 @@ class GatewayServer(AuthorizationServer):
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None
+
+    # Authlib's entry points, typed as this server answers them (handle_response makes every answer an Answer).
+
+    def authorization_answer(self, request: FormRequest, user: SignedIn | None, grant: Any) -> Answer:
+        answer = self.create_authorization_response(request, grant_user=user, grant=grant)
+        assert isinstance(answer, Answer)
+        return answer
+
+    def token_answer(self, request: FormRequest) -> Answer:
+        answer = self.create_token_response(request)
+        assert isinstance(answer, Answer)
+        return answer
+
+    def endpoint_answer(self, name: str, request: FormRequest | JsonBody) -> Answer | None:
+        answer = self.create_endpoint_response(name, request)
+        assert answer is None or isinstance(answer, Answer)
+        return answer
 
     def metadata(self) -> dict[str, Any]:
         """RFC 8414 metadata."""
