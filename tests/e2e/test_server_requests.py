@@ -5,14 +5,13 @@
   client is asked on its POST's SSE stream, a 2026-07-28 client through `input_required` and its retry.
 - A request the client cannot answer is refused upstream at once, never left to hang.
 - A 2026-07-28 upstream request declares exactly the calling client's capabilities.
+- An upstream that closes a POST's event stream before the reply (SEP-1699 polling, the TypeScript fixture's
+  test_reconnection) is resumed with GET + Last-Event-ID.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,15 +23,11 @@ import mcp_types as types
 import pytest
 
 from tests.e2e.harness import Gateway, run_gateway
-from tests.upstreams.launch import KITCHEN, free_port, run_http_upstream, stop_process
+from tests.upstreams.launch import KITCHEN, run_everything_http, run_http_upstream, run_ts_fixture
 
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parents[2]
-NODE = str(REPO / "tests" / "node" / "node_modules" / ".bin" / "node")
-EVERYTHING = str(
-    REPO / "tests" / "node" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-)
 CAPS_ECHO = str(REPO / "tests" / "upstreams" / "caps_echo.py")
 ERAS = ["legacy", "2026-07-28"]
 
@@ -40,38 +35,6 @@ ERAS = ["legacy", "2026-07-28"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def run_everything() -> AsyncIterator[str]:
-    """server-everything (TypeScript SDK) over streamable HTTP on a free port; yields its MCP URL."""
-    port = free_port()
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
-            [NODE, EVERYTHING, "streamableHttp"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "PORT": str(port)},
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                if process.poll() is not None:
-                    stderr.seek(0)
-                    raise RuntimeError(f"server-everything exited: {stderr.read()[-2000:]!r}")
-                try:
-                    with anyio.fail_after(1):
-                        stream = await anyio.connect_tcp("127.0.0.1", port)
-                    await stream.aclose()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await anyio.sleep(0.05)
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            await stop_process(process)
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -112,7 +75,7 @@ async def test_a_typescript_upstreams_sampling_and_elicitation_reach_the_client(
     """server-everything asks while the call runs; the client of either era is asked and its answers
     are what the tool reports."""
     answers = Answers()
-    async with run_everything() as url, gateway_over(url) as gw:
+    async with run_everything_http() as url, gateway_over(url) as gw:
         async with gw.client(
             "s", mode=mode, sampling_callback=answers.sampling, elicitation_callback=answers.elicitation
         ) as client:
@@ -151,7 +114,7 @@ async def test_a_python_handshake_upstreams_questions_reach_the_client(mode: str
 @pytest.mark.parametrize("mode", ERAS)
 async def test_a_client_without_sampling_is_refused_at_once_not_left_hanging(mode: str) -> None:
     """The client declared no sampling: the upstream hears "not supported" at once and says so."""
-    async with run_everything() as url, gateway_over(url) as gw:
+    async with run_everything_http() as url, gateway_over(url) as gw:
         async with gw.client("s", mode=mode) as client:
             started = time.monotonic()
             with anyio.fail_after(20):
@@ -172,3 +135,25 @@ async def test_a_2026_upstream_is_told_exactly_the_calling_clients_capabilities(
         async with gw.client("s", mode="2026-07-28", elicitation_callback=answers.elicitation) as eliciting:
             seen = json.loads(text_of(await eliciting.call_tool("capabilities", {})))
         assert "elicitation" in seen and "sampling" not in seen and "roots" not in seen, seen
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_typescript_fixtures_questions_and_a_closed_stream_reach_the_client(mode: str) -> None:
+    """The TypeScript-SDK conformance fixture: elicitation with the suite's schema, and test_reconnection,
+    which closes the POST's event stream before its reply and sends the rest after the client resumes."""
+    answers = Answers()
+    async with run_ts_fixture() as url, gateway_over(url) as gw:
+        async with gw.client(
+            "s", mode=mode, sampling_callback=answers.sampling, elicitation_callback=answers.elicitation
+        ) as client:
+            with anyio.fail_after(30):
+                elicited = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+                sampled = await client.call_tool("test_sampling", {"prompt": "2+2?"})
+                resumed = await client.call_tool("test_reconnection", {})
+            assert "teal" in text_of(elicited), text_of(elicited)
+            assert answers.elicited[0].message == "Who are you?"
+            assert "the model says 42" in text_of(sampled), text_of(sampled)
+            assert not resumed.is_error and "Reconnection test completed successfully" in text_of(resumed), text_of(
+                resumed
+            )
+        assert "Traceback" not in gw.log() and "without a reply" not in gw.log()

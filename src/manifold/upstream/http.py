@@ -41,6 +41,11 @@ ACCEPT_BOTH = "application/json, text/event-stream"
 KEEPALIVE_SECONDS = 3.5
 MAX_SSE_EVENT_BYTES = 32 * 1024 * 1024
 GET_STREAM_MAX_FAILURES = 3
+# A POST's event stream the upstream closed before the reply (SEP-1699 polling) is resumed with a GET carrying
+# Last-Event-ID: at most this many times in a row without a new event, each after the upstream's `retry:`
+# interval, capped.
+RESUME_ATTEMPTS = 3
+RESUME_WAIT_CAP_SECONDS = 5.0
 # POSTs to http:// upstreams go through the lean client (see lean_http.py) unless MANIFOLD_LEAN_HTTP=0;
 # https, the GET stream and DELETE always use aiohttp.
 LEAN_HTTP_ENV = "MANIFOLD_LEAN_HTTP"
@@ -61,6 +66,7 @@ class SseDecoder:
         self._id: str | None = None
         self._size = 0
         self._max = max_event_bytes
+        self.retry_ms: int | None = None  # the last `retry:` field: how long to wait before resuming
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes, str | None]]:
         self._buffer += chunk
@@ -91,6 +97,12 @@ class SseDecoder:
                 self._event = value.decode("utf-8", "replace")
             elif name == b"id":
                 self._id = value.decode("utf-8", "replace")
+            elif name == b"retry" and value.isdigit():
+                self.retry_ms = int(value)
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self._id
 
 
 def parse_messages(raw: bytes) -> list[JSON]:
@@ -331,6 +343,36 @@ class StreamableHttpTransport:
 
     async def _read_event_stream(self, response: aiohttp.ClientResponse | LeanResponse, request_id: int) -> None:
         decoder = SseDecoder()
+        if await self._events_until_reply(response, request_id, decoder):
+            return
+        # Closed before the reply. An upstream that gave its events ids may have closed on purpose (SEP-1699
+        # polling): resume with GET + Last-Event-ID; the rest, server→client requests included, follows there.
+        failures = 0
+        while (last := decoder.last_event_id) is not None and failures < RESUME_ATTEMPTS and self._http is not None:
+            wait = (decoder.retry_ms or 0) / 1000
+            if wait:
+                await asyncio.sleep(min(wait, RESUME_WAIT_CAP_SECONDS))
+            headers = {**self._base_headers, "Accept": "text/event-stream", "Last-Event-ID": last}
+            headers.pop("Content-Type", None)
+            try:
+                async with self._http.get(self._url, headers=headers, allow_redirects=False) as resumed:
+                    if resumed.status != 200 or not resumed.headers.get("Content-Type", "").startswith(
+                        "text/event-stream"
+                    ):
+                        break
+                    if await self._events_until_reply(resumed, request_id, decoder):
+                        return
+            except aiohttp.ClientError as exc:
+                logger.debug(
+                    "upstream %s: resuming a response stream failed (%s)", self.upstream_id, type(exc).__name__
+                )
+            failures = failures + 1 if decoder.last_event_id == last else 0
+        raise UpstreamError(self.upstream_id, "ended the response stream without a reply", kind=ErrorKind.PROTOCOL)
+
+    async def _events_until_reply(
+        self, response: aiohttp.ClientResponse | LeanResponse, request_id: int, decoder: SseDecoder
+    ) -> bool:
+        """Deliver a stream's messages; True once the reply to `request_id` was among them."""
         async for chunk in response.content.iter_any():
             for event, data, _ in decoder.feed(chunk):
                 if event != "message" or not data:
@@ -338,5 +380,5 @@ class StreamableHttpTransport:
                 for message in parse_messages(data):
                     await self._deliver(message, request_id)
                     if "method" not in message and message.get("id") == request_id:
-                        return
-        raise UpstreamError(self.upstream_id, "ended the response stream without a reply", kind=ErrorKind.PROTOCOL)
+                        return True
+        return False
