@@ -510,7 +510,7 @@ async def test_signed_in_pages_show_who_is_signed_in_with_their_connections_and_
     assert "Signed in as" not in signed_out.text and 'action="/logout"' not in signed_out.text
 
     assert (await sign_in(site)).status_code == 303
-    for path in ("/connections", "/logout", f"/connect/{OAUTH_UPSTREAM}?t=forged"):
+    for path in ("/connections", "/logout", f"/connect/{OAUTH_UPSTREAM}?t=forged", "/no-such-page"):
         top = header((await site.http.get(path)).text)
         assert f"Signed in as <strong>{USER}</strong>" in top, path
         assert '<a href="/connections">Your connections</a>' in top, path

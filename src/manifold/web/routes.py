@@ -37,7 +37,7 @@ from manifold.security.secret_store import SecretStore
 from manifold.web import csrf
 from manifold.web.connect import ConnectPages, UpstreamLookup
 from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, query_fields, read_body
-from manifold.web.page_request import PageRequest
+from manifold.web.page_request import PageRequest, viewer
 from manifold.web.pages import STYLESHEET_PATH
 from manifold.web.responses import problem, stylesheet
 from manifold.web.session import SessionCookies, WebSession, session_keys
@@ -92,7 +92,7 @@ class WebApp:
                 Route(STYLESHEET_PATH, _stylesheet, methods=list(GET_POST)),
             ],
             redirect_slashes=False,  # a redirect would be an answer without the pages' headers
-            default=_not_found,
+            default=self._not_found,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,6 +182,16 @@ class WebApp:
             return self.public_url
         return f"http://{request.headers.get('host') or '127.0.0.1'}"
 
+    async def _not_found(self, scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:
+        """No such page: said in the pages' frame, with who is signed in (as every page shows)."""
+        try:
+            session = await self._session(dict(Request(scope).cookies))
+        except Exception:  # noqa: BLE001 — the page says "not found" all the same
+            log.exception("web page %s: session lookup failed", scope["path"])
+            session = None
+        who = viewer(self.cookies.signer, session) if session is not None else None
+        await problem(404, "Not found", "There is no such page.", viewer=who)(scope, receive, send)
+
     async def _session(self, cookies: dict[str, str]) -> WebSession | None:
         session = self.cookies.session(cookies)
         if session is None:
@@ -199,10 +209,6 @@ async def _stylesheet(request: Request) -> Response:
     if request.method not in GET:
         return problem(405, "Not allowed", f"{STYLESHEET_PATH} takes no {request.method[:10]}.")
     return stylesheet(request.query_params.get("v"))
-
-
-async def _not_found(scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:
-    await problem(404, "Not found", "There is no such page.")(scope, receive, send)
 
 
 def _failed() -> Response:
