@@ -27,5 +27,6 @@ async def send_body(send: Send, status: int, body: bytes, headers: list[tuple[by
 
 
 def header_map(scope: Scope) -> dict[str, str]:
-    """The request's headers by lower-case name (ASGI servers lower-case them already)."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    """The request's headers by lower-case name (ASGI servers lower-case them already), each value without
+    the optional whitespace around it (RFC 9110 §5.5; uvicorn's httptools parser leaves it in)."""
+    return {k.decode("latin-1"): v.decode("latin-1").strip(" \t") for k, v in scope["headers"]}

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from manifold.asgi import header_map
 from manifold.protocol import (
     HEADER_MISMATCH,
     INITIALIZE,
@@ -269,3 +270,39 @@ async def test_mcp_method_and_mcp_name_must_match_the_body(
         assert wire.json().get("error", {}).get("code") != HEADER_MISMATCH, wire.json()
     else:
         assert (wire.status, wire.json()["error"]["code"]) == (400, HEADER_MISMATCH)
+
+
+async def test_routing_headers_are_compared_without_the_whitespace_around_them() -> None:
+    relay = param_relay()
+    raw = [(b"mcp-protocol-version", f" {MODERN_VERSION}".encode()), (b"mcp-method", b"tools/call\t")]
+    raw.append((b"mcp-name", b"  alpha__echo  "))
+    headers = header_map({"headers": raw})
+    wire = await relay.post(modern(10, "tools/call", {"name": "alpha__echo", "arguments": {}}), **headers)
+    assert wire.status == 200 and wire.json()["result"]["content"][0]["text"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "upstream_hints",
+    [{}, {"ttlMs": 5000, "cacheScope": "public"}, {"ttlMs": 5000, "cacheScope": "private"}],
+)
+async def test_a_2026_07_28_resources_read_carries_private_caching_hints_and_a_2025_11_25_one_none(
+    upstream_hints: JSON,
+) -> None:
+    from tests.unit.test_relay_handlers import StandInPool, gateway_for
+
+    async def read(params: JSON) -> JSON:
+        return {"result": {"contents": [{"uri": params["uri"], "text": "body"}], **upstream_hints}}
+
+    relay = Relay()
+    pool = StandInPool({"files": {"resources": []}}, answers={("files", "resources/read"): read})
+    relay.gateway, relay.view = gateway_for(pool, {"upstream": "files", "id": "docs"})
+    relay.http.gw = relay.gateway
+    uri = "test+docs://notes/a"
+    wire = await relay.post(modern(11, "resources/read", {"uri": uri}), **modern_headers("resources/read", uri))
+    result = wire.json()["result"]
+    assert result["resultType"] == "complete" and result["cacheScope"] == "private"
+    assert result["ttlMs"] == upstream_hints.get("ttlMs", 0)
+    sid = await relay.session()
+    read_old = {"jsonrpc": "2.0", "id": 12, "method": "resources/read", "params": {"uri": uri}}
+    old = (await relay.post(body(read_old), **{"mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"})).json()
+    assert set(old["result"]) == {"contents"}

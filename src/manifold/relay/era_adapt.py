@@ -1,7 +1,8 @@
 """The touch-ups a relayed result gets for the client's era; everything else passes through unchanged.
 
-- 2026-07-28 clients: every result carries `resultType` (an upstream of the older era sends none), and a
-  `serverInfo` in `_meta` names the gateway's server, not the upstream behind it.
+- 2026-07-28 clients: every result carries `resultType` (an upstream of the older era sends none), a
+  `serverInfo` in `_meta` names the gateway's server, not the upstream behind it, and a relayed
+  resources/read result carries `ttlMs` (the upstream's, else 0) and `cacheScope: "private"`.
 - 2025-11-25 clients: the fields only 2026-07-28 has are dropped, whoever added them (a 2026-07-28
   upstream, a dual-era SDK): `resultType`, `ttlMs`, `cacheScope`, and an upstream's `serverInfo` in `_meta`.
 """
@@ -12,21 +13,30 @@ from typing import Any, assert_never
 
 from manifold.protocol import META_SERVER_INFO, MODERN_RESULT_FIELDS, RESULT_COMPLETE, Era
 
+CACHE_PRIVATE = "private"
+
 JSON = dict[str, Any]
 
 
-def adapt_to_era(reply: JSON, era: Era, server_info: JSON) -> JSON:
+def adapt_to_era(reply: JSON, era: Era, server_info: JSON, *, cacheable: bool = False) -> JSON:
     """The reply as this era's client should see it; the same dict when nothing needs changing (the
-    common case allocates nothing)."""
+    common case allocates nothing). `cacheable`: a relayed result 2026-07-28 gives caching hints
+    (resources/read; the gateway's own lists carry theirs already)."""
     result = reply.get("result")
     if not isinstance(result, dict):
         return reply
     meta = result.get("_meta")
     match era:
         case Era.MODERN:
-            if "resultType" not in result or (isinstance(meta, dict) and META_SERVER_INFO in meta):
+            private = not cacheable or (result.get("cacheScope") == CACHE_PRIVATE and "ttlMs" in result)
+            if "resultType" not in result or not private or (isinstance(meta, dict) and META_SERVER_INFO in meta):
                 result = dict(result)
                 result.setdefault("resultType", RESULT_COMPLETE)
+                if not private:
+                    # What a caller may read depends on its grants: never "public", whatever the upstream
+                    # said (a shared cache in front could serve it to someone not granted it).
+                    result.setdefault("ttlMs", 0)
+                    result["cacheScope"] = CACHE_PRIVATE
                 if isinstance(meta, dict) and META_SERVER_INFO in meta:
                     result["_meta"] = {**meta, META_SERVER_INFO: server_info}
                 return {"result": result}

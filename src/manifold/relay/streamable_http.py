@@ -32,6 +32,7 @@ from manifold.protocol import (
     MODERN_VERSION,
     REMOVED_IN_MODERN,
     REQUEST_CANCELLED,
+    RESOURCES_READ,
     SERVER_DISCOVER,
     SUBSCRIPTIONS_ACKNOWLEDGED,
     SUBSCRIPTIONS_LISTEN,
@@ -337,9 +338,8 @@ class StreamableHttp:
             log.exception("internal error handling %s on server '%s'", rpc_method, call.view.id)
             reply = {"error": {"code": INTERNAL_ERROR, "message": "Internal error"}}
         status = 200 if "error" not in reply else _error_status(reply["error"].get("code"), call.era)
-        await channel.finish(
-            response_bytes(channel.request_id, adapt_to_era(reply, call.era, self.gw.server_info(call.view))), status
-        )
+        adapted = adapt_to_era(reply, call.era, self.gw.server_info(call.view), cacheable=rpc_method == RESOURCES_READ)
+        await channel.finish(response_bytes(channel.request_id, adapted), status)
 
     # ---- notification streams -------------------------------------------------------------------
 
