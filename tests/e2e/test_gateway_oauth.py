@@ -506,3 +506,51 @@ async def test_a_configured_confidential_client_must_authenticate(dev_gw: tuple[
         assert right.status_code == 200, right.text
         assert (await flow.list_tools(right.json()["access_token"], OTHER)).status_code == 200
     await browser.aclose()
+
+
+# ---- the conformance suite's authorization-server scenarios --------------------------------------------------
+
+NODE = str(Path(__file__).resolve().parents[1] / "node" / "node_modules" / ".bin" / "node")
+CONFORMANCE = str(
+    Path(__file__).resolve().parents[1] / "node" / "node_modules" / "conformance-next" / "dist" / "index.js"
+)
+
+
+async def test_conformance_authorization_server_scenarios_pass(flow: Flow, tmp_path: Path) -> None:
+    """`conformance authorization --url <issuer>` (0.2.0-alpha.12): the metadata endpoint and the
+    authorization-code grant. The suite prints the authorization URL and waits on its own callback server;
+    the browser here completes sign-in and consent and lands there."""
+    port = free_port()
+    await flow.register(f"http://127.0.0.1:{port}/callback")
+    command = [
+        NODE,
+        CONFORMANCE,
+        "authorization",
+        "--url",
+        flow.gw.base,
+        "--client-id",
+        flow.client_id,
+        "--resource",
+        flow.gw.url(VSERVER),
+        "-p",
+        str(port),
+        "-o",
+        str(tmp_path),
+    ]
+    output = b""
+    with anyio.fail_after(120):
+        async with await anyio.open_process(command) as process:
+            assert process.stdout is not None
+            async for chunk in process.stdout:
+                output += chunk
+                found = re.search(rb"(http://127\.0\.0\.1:\d+/authorize\?\S+)", output)
+                if found:
+                    back = await flow.browser.authorize(found.group(1).decode())
+                    assert back.startswith(f"http://127.0.0.1:{port}/callback?")
+                    assert (await flow.http.get(back)).status_code == 200  # the suite's callback server
+                    output = output.replace(found.group(1), b"<authorization URL>")
+            await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert "authorization-code-grant: 1 passed, 0 failed" in text, text
+    assert "authorization-server-metadata-endpoint: 2 passed, 0 failed" in text, text

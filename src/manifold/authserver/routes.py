@@ -99,6 +99,11 @@ def _json(status: int, body: object, headers: dict[str, str] | None = None) -> R
     )
 
 
+def _lower(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """Authlib's header names as one spelling, so ours replace rather than repeat them (one Cache-Control)."""
+    return {name.lower(): value for name, value in headers}
+
+
 def _oauth_error(status: int, error: str, description: str) -> Response:
     return _json(status, {"error": error, "error_description": description}, NO_STORE)
 
@@ -384,7 +389,7 @@ class AuthorizationServerApp:
                     )
             else:
                 return _oauth_error(400, "invalid_grant", "the grant could not be completed")
-        return _json(answer.status, answer.body, {**NO_STORE, **dict(answer.headers)})
+        return _json(answer.status, answer.body, {**NO_STORE, **_lower(answer.headers)})
 
     # ---- registration and revocation ----
 
@@ -416,7 +421,7 @@ class AuthorizationServerApp:
             client_id, metadata, secret = exchange.registered
             await self.store.register_client(client_id, metadata, digest(secret) if secret else None)
             log.info("gateway-oauth: client registered: %s (%s)", client_id, str(metadata.get("client_name", ""))[:100])
-        return _json(answer.status, answer.body, {**NO_STORE, **dict(answer.headers)})
+        return _json(answer.status, answer.body, {**NO_STORE, **_lower(answer.headers)})
 
     async def revoke(self, request: Request) -> Response:
         form = await self._form(request)
@@ -438,7 +443,7 @@ class AuthorizationServerApp:
             return _json(200, {})
         if answer.status == 200 and exchange.revoke_grant is not None:
             await self.store.revoke_grant(exchange.revoke_grant, "revoked by the client")
-        return _json(answer.status, answer.body or {}, {**NO_STORE, **dict(answer.headers)})
+        return _json(answer.status, answer.body or {}, {**NO_STORE, **_lower(answer.headers)})
 
 
 def _consent_action(client: GatewayClient) -> str:
