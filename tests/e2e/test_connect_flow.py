@@ -586,11 +586,13 @@ async def test_a_hundred_concurrent_calls_with_an_expired_token_cause_one_refres
     headers, body = _modern_call("whoami")
     headers["Authorization"] = f"Bearer {site.keys[user]}"
     async with httpx2.AsyncClient(timeout=60) as http:
-        # Any request makes the gateway look at what changed; a ping needs no upstream credential itself.
-        ping = {**headers, "Mcp-Method": "ping"}
-        ping.pop("Mcp-Name")
-        pinged = await http.post(site.gw.url(SERVER), headers=ping, content=body.replace(b'"tools/call"', b'"ping"'))
-        assert pinged.status_code == 200, pinged.text
+        # Any request makes the gateway look at what changed; server/discover needs no upstream credential
+        # (2026-07-28 has no ping).
+        discover = {**headers, "Mcp-Method": "server/discover"}
+        discover.pop("Mcp-Name")
+        content = body.replace(b'"tools/call"', b'"server/discover"')
+        discovered = await http.post(site.gw.url(SERVER), headers=discover, content=content)
+        assert discovered.status_code == 200, discovered.text
         before = await world.idp.counts()
         replies: list[httpx2.Response] = []
 
