@@ -29,6 +29,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
@@ -117,7 +118,9 @@ class Memory:
         self.client_info = client_info
 
 
-def sdk_provider(gw: Gateway, browser: Browser, storage: Memory, server: str = VSERVER) -> OAuthClientProvider:
+def sdk_provider(
+    gw: Gateway, browser: Browser, storage: Memory, server: str = VSERVER, endpoint: str = "mcp"
+) -> OAuthClientProvider:
     landed: dict[str, str] = {}
 
     async def redirect(url: str) -> None:
@@ -135,7 +138,7 @@ def sdk_provider(gw: Gateway, browser: Browser, storage: Memory, server: str = V
         token_endpoint_auth_method="none",
         client_name="Test IDE",
     )
-    return OAuthClientProvider(gw.url(server), metadata, storage, redirect, callback)
+    return OAuthClientProvider(f"{gw.base}/{endpoint}/{server}", metadata, storage, redirect, callback)
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +152,22 @@ async def gw() -> AsyncIterator[Gateway]:
 # ---- a real MCP client signs in with no key ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
-async def test_sdk_client_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "transport"),
+    [("legacy", "http"), ("2026-07-28", "http"), ("legacy", "sse")],
+    ids=["2025-11-25", "2026-07-28", "legacy-sse"],
+)
+async def test_sdk_client_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, mode: str, transport: str) -> None:
     browser = Browser(gw)
     storage = Memory()
     try:
-        provider = sdk_provider(gw, browser, storage)
-        http = httpx2.AsyncClient(auth=provider, timeout=60)
-        async with Client(streamable_http_client(gw.url(VSERVER), http_client=http), mode=mode) as client:
+        if transport == "sse":
+            provider = sdk_provider(gw, browser, storage, endpoint="sse")
+            target = sse_client(gw.sse_url(VSERVER), auth=provider)
+        else:
+            provider = sdk_provider(gw, browser, storage)
+            target = streamable_http_client(gw.url(VSERVER), http_client=httpx2.AsyncClient(auth=provider, timeout=60))
+        async with Client(target, mode=mode) as client:
             names = {tool.name for tool in (await client.list_tools()).tools}
             assert f"{OTHER}__echo" in names
             result = await client.call_tool(f"{OTHER}__echo", {"text": "signed in"})
@@ -292,12 +303,15 @@ async def test_wrong_pkce_verifier_is_refused(flow: Flow) -> None:
     assert answer.status_code == 400 and oauth_error(answer) == "invalid_grant"
 
 
-async def test_a_code_is_used_once(flow: Flow) -> None:
+async def test_a_code_is_used_once_and_its_reuse_revokes_what_it_gave(flow: Flow) -> None:
     verifier, challenge = pkce()
     code = await flow.code(challenge)
-    assert (await flow.exchange(code, verifier)).status_code == 200
+    first = await flow.exchange(code, verifier)
+    assert first.status_code == 200
+    assert (await flow.list_tools(first.json()["access_token"])).status_code == 200
     again = await flow.exchange(code, verifier)
     assert again.status_code == 400 and oauth_error(again) == "invalid_grant"
+    assert (await flow.list_tools(first.json()["access_token"])).status_code == 401  # RFC 6749 §4.1.2
 
 
 async def test_an_unregistered_redirect_uri_is_refused_without_a_redirect(flow: Flow) -> None:

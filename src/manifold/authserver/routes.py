@@ -357,6 +357,11 @@ class AuthorizationServerApp:
         presented = form.get("refresh_token")
         if grant_type == "authorization_code" and code:
             row = await self.store.code(code)
+            if row is not None and row.grant_id is not None:
+                # A code presented again: whoever holds a copy must not keep what the first exchange got.
+                await self.store.revoke_grant(row.grant_id, "code reused")
+                log.warning("gateway-oauth: a code of %s was presented twice; its grant is revoked", row.principal)
+                return _oauth_error(400, "invalid_grant", "the code was already used; its tokens are revoked")
             exchange.code = CodeRecord(code, row) if row is not None else None
         elif grant_type == "refresh_token" and presented:
             row = await self.store.refresh(presented)

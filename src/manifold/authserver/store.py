@@ -32,6 +32,7 @@ class CodeRow:
     code_challenge: str
     code_challenge_method: str
     expires_at: float
+    grant_id: str | None = None  # set once exchanged
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class AuthStore:
             code_challenge=row.code_challenge,
             code_challenge_method=row.code_challenge_method,
             expires_at=row.expires_at,
+            grant_id=row.grant_id,
         )
 
     async def exchange_code(
@@ -104,7 +106,11 @@ class AuthStore:
         """Spend the code and start its grant, in one transaction. False: the code was spent already (two
         exchanges raced, or it was used before), and nothing is written."""
         async with write_transaction(self.engine) as conn:
-            spent = await conn.execute(delete(gw_codes).where(gw_codes.c.code_hash == digest(code)))
+            spent = await conn.execute(
+                update(gw_codes)
+                .where(gw_codes.c.code_hash == digest(code), gw_codes.c.grant_id.is_(None))
+                .values(grant_id=grant_id)
+            )
             if spent.rowcount != 1:
                 return False
             await conn.execute(

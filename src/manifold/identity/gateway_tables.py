@@ -24,7 +24,8 @@ gw_clients = Table(
     Column("created_at", Float, nullable=False),
 )
 
-# Authorization codes issued and not yet exchanged (or expired): one row per code.
+# Authorization codes: one row per code, kept after it is exchanged (`grant_id` set) until it expires, so a
+# code presented twice revokes what the first exchange issued (RFC 6749 §4.1.2).
 gw_codes = Table(
     "gw_oauth_codes",
     metadata,
@@ -37,6 +38,7 @@ gw_codes = Table(
     Column("code_challenge", String(128), nullable=False),
     Column("code_challenge_method", String(8), nullable=False),
     Column("expires_at", Float, nullable=False),
+    Column("grant_id", String(64)),  # set when exchanged
     Index("ix_gw_oauth_codes_expires", "expires_at"),
 )
 
