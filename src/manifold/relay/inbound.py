@@ -1,6 +1,7 @@
 """What a client sends, checked in one place for both transports (`/mcp/{server}`, `/sse/{server}`) and both
 eras, before anything acts on it: the content type, the `MCP-Protocol-Version` header, the JSON itself,
-the JSON-RPC envelope, the id, the params and how deep the message nests.
+the JSON-RPC envelope, the id, the params and how deep the message nests; and (`ParamHeaders`) a 2026-07-28
+`tools/call`'s `Mcp-Param-*` headers against its arguments.
 
 Every failure is a `Refusal`: a JSON-RPC error with the HTTP status it is answered with (4xx, never a 500),
 and the request's id when the id itself was acceptable. The transports only decide where it goes (the
