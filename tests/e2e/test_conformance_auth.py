@@ -117,7 +117,7 @@ async def test_client_auth_scenarios(tmp_path: Path, suite: str, expected: int) 
     stale = [name for name, s in scenarios.items() if s.clean and name in excused]
     assert not unexpected and not stale, f"unexpected: {unexpected}, stale: {stale}\n" + report(scenarios, output)
     for name, scenario in scenarios.items():
-        ids = {c.get("id") for c in scenario.checks}
+        ids = {str(c.get("id")) for c in scenario.checks}
         if name in excused or name == "auth/authorization-server-migration":
             continue  # migration: the checks are about the second authorization server, judged by the suite
         if name in REFUSES_START:

@@ -308,17 +308,81 @@ function buildServer(transports) {
     async (args) => text(`JSON Schema 2020-12 tool called with: ${JSON.stringify(args)}`),
   );
 
-  // tools/list: the SDK's own listing, except that json_schema_2020_12_tool shows its raw 2020-12 schema
-  // ($schema, $defs, additionalProperties), which a zod-derived schema would not keep.
+  // ---- the 2026-07-28 suite's diagnostic tools (server-stateless, http-custom-header-server-validation) ----
+  // This server speaks 2025-11-25; behind the gateway, a 2026-07-28 client reaches them through the gateway's
+  // face, which must then do what the suite checks (relay as input_required, filter logs by the request's
+  // logLevel, refuse a client without the capability a tool needs, validate Mcp-Param-* headers).
+  mcp.registerTool(
+    'test_logging_tool',
+    { description: 'Sends one log notification while it runs', inputSchema: {} },
+    async (_args, { sendNotification }) => {
+      await sendNotification({ method: 'notifications/message', params: { level: 'info', data: 'test_logging_tool ran' } });
+      return text('logged');
+    },
+  );
+  mcp.registerTool(
+    'test_streaming_elicitation',
+    { description: 'Asks the client for input (elicitation) while it runs', inputSchema: {} },
+    async () =>
+      elicit(
+        {
+          mode: 'form',
+          message: 'Please confirm',
+          requestedSchema: { type: 'object', properties: { confirm: { type: 'boolean' } }, required: [] },
+        },
+        'Elicitation completed',
+      ),
+  );
+  mcp.registerTool(
+    'test_missing_capability',
+    { description: 'Needs the client to sample; fails with the error it got when the client cannot', inputSchema: {} },
+    async () => text('unreachable: answered by the tools/call handler below'),
+  );
+  mcp.registerTool(
+    'test_header_param',
+    {
+      description: "Echoes its region argument, which the client mirrors into the Mcp-Param-Region header",
+      inputSchema: { region: z.string().describe('A region name') },
+    },
+    async ({ region }) => text(`region: ${region}`),
+  );
+
+  // tools/list: the SDK's own listing, except for the raw schemas a zod-derived one would not keep:
+  // json_schema_2020_12_tool's 2020-12 schema ($schema, $defs, additionalProperties) and
+  // test_header_param's x-mcp-header annotation.
   const listTools = server._requestHandlers.get('tools/list');
   server.setRequestHandler(types.ListToolsRequestSchema, async (request, extra) => {
     const listed = await listTools(request, extra);
     return {
       ...listed,
-      tools: listed.tools.map((tool) =>
-        tool.name === 'json_schema_2020_12_tool' ? { ...tool, inputSchema: JSON_SCHEMA_2020_12 } : tool,
-      ),
+      tools: listed.tools.map((tool) => {
+        if (tool.name === 'json_schema_2020_12_tool') return { ...tool, inputSchema: JSON_SCHEMA_2020_12 };
+        if (tool.name === 'test_header_param') {
+          const region = { ...tool.inputSchema.properties.region, 'x-mcp-header': 'Region' };
+          return { ...tool, inputSchema: { ...tool.inputSchema, properties: { region } } };
+        }
+        return tool;
+      }),
     };
+  });
+
+  // tools/call of test_missing_capability: a tool error would be a result; this one must be a JSON-RPC
+  // error carrying the code the sampling request failed with (-32021 where the client lacks sampling).
+  const callTool = server._requestHandlers.get('tools/call');
+  server.setRequestHandler(types.CallToolRequestSchema, async (request, extra) => {
+    if (request.params.name !== 'test_missing_capability') return callTool(request, extra);
+    if (!server.getClientCapabilities()?.sampling) {
+      throw new types.McpError(-32021, 'test_missing_capability needs the sampling capability');
+    }
+    try {
+      const result = await server.createMessage({
+        messages: [{ role: 'user', content: { type: 'text', text: 'ping' } }],
+        maxTokens: 10,
+      });
+      return text(`sampled: ${result.content?.text ?? ''}`);
+    } catch (error) {
+      throw new types.McpError(typeof error.code === 'number' ? error.code : -32603, error.message);
+    }
   });
 
   // ---- resources ----
