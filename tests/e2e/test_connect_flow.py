@@ -854,3 +854,21 @@ async def test_an_unreachable_authorization_server_leaves_the_link_usable(tmp_pa
                     assert done.status_code == 200, alert(done.text)
                     assert "Open the connect link again" in failed.text  # as the failure page said
                     assert text_of(await whoami(site, "bob@corp.com")) == "bob"
+
+
+async def test_a_revoke_from_the_cli_changes_the_users_open_sessions_too(site: Site) -> None:
+    user = "alice@corp.com"
+    await connect(site, user)
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with site.gw.client(SERVER, key=site.keys[user], message_handler=on_message) as client:
+        assert "whoami" in tool_names(await client.list_tools())
+        await manifold_cli(site.gw, "connections", "revoke", "--user", user, "--upstream", SERVER)
+        # Another process removed the connection; the gateway sees it on its next request (or its tick).
+        assert tool_names(await client.list_tools()) == {CONNECT_TOOL}
+        with anyio.fail_after(10):
+            await changed.wait()

@@ -87,13 +87,17 @@ class OAuthBroker:
 
     async def sync(self) -> None:
         """Drop cached tokens whose vault row changed or disappeared (call when the `connections` revision
-        moves): one query, nothing decrypted."""
+        moves): one query, nothing decrypted. A connection removed elsewhere (the CLI, another replica) is
+        announced like one revoked here (`OAuthFlows.changed`: that user's lists change)."""
         if not self._cache:
             return
         versions = await self.vault.versions()
         for key, cached in list(self._cache.items()):
-            if versions.get(key) != cached.updated_at:
+            version = versions.get(key)
+            if version != cached.updated_at:
                 self._cache.pop(key, None)
+                if version is None:
+                    self.flows.changed(*key)
 
     async def _renew(self, key: Key, config: OAuthAuth) -> str:
         task = self._inflight.get(key)

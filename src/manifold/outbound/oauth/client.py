@@ -87,7 +87,8 @@ class OAuthFlows:
         """`callback(user, upstream)` after a connection is stored or removed here (the broker drops its cache)."""
         self._listeners.append(callback)
 
-    def _changed(self, user: str, upstream: str) -> None:
+    def changed(self, user: str, upstream: str) -> None:
+        """Tell the listeners a connection was stored or removed (here, or elsewhere: the broker's sync)."""
         for callback in self._listeners:
             callback(user, upstream)
 
@@ -205,7 +206,7 @@ class OAuthFlows:
                 "nothing was changed"
             )
         await self.vault.put(connection)
-        self._changed(principal_id, upstream_id)
+        self.changed(principal_id, upstream_id)
         log.info("oauth: %s connected upstream '%s'", principal_id, upstream_id)
         return connection
 
@@ -226,6 +227,6 @@ class OAuthFlows:
         if connection.revocation_endpoint:
             await tokens.revoke_at_server(self.fetcher, self.clients, connection, connection.revocation_endpoint)
         removed = await self.vault.delete(principal_id, upstream_id)
-        self._changed(principal_id, upstream_id)
+        self.changed(principal_id, upstream_id)
         log.info("oauth: %s disconnected upstream '%s'", principal_id, upstream_id)
         return removed
