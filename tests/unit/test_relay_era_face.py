@@ -28,6 +28,7 @@ from manifold.protocol import (
     RESOURCES_UNSUBSCRIBE,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
+from manifold.relay.jsonrpc import missing_capability
 from tests.unit.test_relay_inbound import ENVELOPE, Relay, body
 
 pytestmark = pytest.mark.anyio
@@ -306,3 +307,20 @@ async def test_a_2026_07_28_resources_read_carries_private_caching_hints_and_a_2
     read_old = {"jsonrpc": "2.0", "id": 12, "method": "resources/read", "params": {"uri": uri}}
     old = (await relay.post(body(read_old), **{"mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"})).json()
     assert set(old["result"]) == {"contents"}
+
+
+async def test_a_missing_capability_the_gateway_decides_is_a_400_naming_the_capability_as_an_object() -> None:
+    relay = Relay()
+
+    async def gateway_refuses(params: JSON) -> JSON:
+        raise missing_capability("sampling")  # as a handler does when the client cannot be asked
+
+    relay.gateway.pool.answers[("alpha", "tools/call")] = gateway_refuses  # type: ignore[attr-defined]
+    wire = await relay.post(
+        modern(13, "tools/call", {"name": "alpha__echo", "arguments": {}}),
+        **modern_headers("tools/call", "alpha__echo"),
+    )
+    assert wire.status == 400
+    error = wire.json()["error"]
+    assert error["code"] == MISSING_CLIENT_CAPABILITY and "sampling" in error["message"]
+    assert error["data"] == {"requiredCapabilities": {"sampling": {}}}

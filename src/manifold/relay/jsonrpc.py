@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from manifold.protocol import MISSING_CLIENT_CAPABILITY
+
 JSON = dict[str, Any]
 
 
@@ -28,6 +30,18 @@ class RpcError(Exception):
         if self.data is not None:
             err["data"] = self.data
         return {"error": err}
+
+
+def missing_capability(*capabilities: str) -> RpcError:
+    """A 2026-07-28 request that needs client capabilities the client did not declare: MissingRequired-
+    ClientCapabilityError (-32021), `data.requiredCapabilities` a ClientCapabilities object naming them (as the
+    schema has it: `{"sampling": {}}`, not a list). Streamable HTTP answers it with 400."""
+    names = ", ".join(capabilities)
+    return RpcError(
+        MISSING_CLIENT_CAPABILITY,
+        f"Missing required client capability: {names}",
+        {"requiredCapabilities": {name: {} for name in capabilities}},
+    )
 
 
 def response_bytes(request_id: Any, reply: JSON) -> bytes:
