@@ -57,6 +57,6 @@ class SigningKeys:
     def kids(self) -> frozenset[str]:
         return frozenset(str(key.kid) for key in self._current())
 
-    def jwks(self) -> dict[str, object]:
+    def jwks(self) -> dict[str, list[dict[str, object]]]:
         """The public keys, for `/.well-known/jwks.json`."""
-        return {"keys": [key.as_dict(private=False) for key in self._current()]}
+        return {"keys": [dict(key.as_dict(private=False)) for key in self._current()]}
