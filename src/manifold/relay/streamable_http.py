@@ -185,31 +185,25 @@ class StreamableHttp:
             return
         channel, call = self._channel(send, request_id, sse_ok, None, caps, view, principal, headers, Era.MODERN)
         if rpc_method == TOOLS_CALL and isinstance(name := params.get("name"), str):
-            try:
-                await self._check_param_headers(view, call, name, params, headers)
-            except Refusal as refusal:
-                await send_body(send, refusal.status, refusal.body())
-                return
+            if view.last_built("tools") is None:  # the first call before any list: build it as the handler would
+                try:
+                    await view.resolve("tools", name, self.gw.credential_for(call))
+                except Exception:  # the handler meets the same failure and answers it
+                    pass
+            schema = self.param_headers.schema(view, name)  # None (one dict lookup) unless the tool asks
+            if schema is not None:
+                try:
+                    self._check_param_headers(view, call, name, schema, params, headers)
+                except Refusal as refusal:
+                    await send_body(send, refusal.status, refusal.body())
+                    return
         await self._run(channel, call, rpc_method, params)
 
-    async def _check_param_headers(
-        self,
-        view: VirtualServerView,
-        call: Call,
-        name: str,
-        params: JSON,
-        headers: dict[str, str],
+    def _check_param_headers(
+        self, view: VirtualServerView, call: Call, name: str, schema: JSON, params: JSON, headers: dict[str, str]
     ) -> None:
-        """The call's `Mcp-Param-*` headers against its arguments, for a tool that asks for them and that
-        this caller may call (for any other the handler answers, as for a tool that does not exist)."""
-        if view.last_built("tools") is None:  # the first call before any list: build it as the handler would
-            try:
-                await view.resolve("tools", name, self.gw.credential_for(call))
-            except Exception:  # the handler meets the same failure and answers it
-                return
-        schema = self.param_headers.schema(view, name)
-        if schema is None:
-            return
+        """The call's `Mcp-Param-*` headers against its arguments, for a tool that this caller may call (for
+        any other the handler answers, as for a tool that does not exist)."""
         built = view.last_built("tools")
         target = built.targets.get(name) if built is not None else None
         if target is not None and self.gw.access.allows(call.principal, view, "tools", target):
