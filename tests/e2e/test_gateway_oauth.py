@@ -568,3 +568,55 @@ async def test_conformance_authorization_server_scenarios_pass(flow: Flow, tmp_p
     assert process.returncode == 0, text
     assert "authorization-code-grant: 1 passed, 0 failed" in text, text
     assert "authorization-server-metadata-endpoint: 2 passed, 0 failed" in text, text
+
+
+ODD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/token", {"data": {"grant_type": "authorization_code"}}),
+    ("POST", "/token", {"data": {"grant_type": "password", "client_id": "{client}"}}),
+    ("POST", "/token", {"data": {"grant_type": "authorization_code", "client_id": "{client}", "code": "x" * 5000}}),
+    ("POST", "/token", {"data": {"grant_type": "refresh_token", "client_id": "{client}", "refresh_token": ""}}),
+    ("POST", "/token", {"content": b"\xff\xfe", "headers": {"content-type": "application/x-www-form-urlencoded"}}),
+    ("POST", "/token", {"json": {"grant_type": "authorization_code"}}),
+    ("POST", "/token", {"data": {"client_id": "{client}"}, "headers": {"authorization": "Basic %%%"}}),
+    ("POST", "/register", {"content": b"[1, 2]", "headers": {"content-type": "application/json"}}),
+    ("POST", "/register", {"json": {"redirect_uris": "https://a.example/cb"}}),
+    ("POST", "/register", {"json": {"redirect_uris": ["javascript:alert(1)"]}}),
+    ("POST", "/register", {"json": {"redirect_uris": ["https://a.example/cb"], "grant_types": ["password"]}}),
+    ("POST", "/register", {"json": {"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "x"}}),
+    ("POST", "/revoke", {"data": {"client_id": "{client}"}}),
+    # RFC 7009 §2.2: an unknown token is not an error (200).
+    ("POST", "/revoke", {"data": {"client_id": "{client}", "token": "eyJhbGciOiJub25lIn0.e30."}}),
+    ("GET", "/authorize", {}),
+    ("GET", "/authorize?client_id={client}&response_type=token", {}),
+    ("GET", "/authorize?client_id={client}&response_type=code&code_challenge=abc&code_challenge_method=plain", {}),
+    ("GET", "/authorize?client_id={client}&client_id=other", {}),
+    ("GET", "/authorize?client_id=https%3A%2F%2Flocalhost%2Fc.json", {}),
+    ("GET", "/authorize?client_id=https%3A%2F%2F%5B%3A%3A1%5D%2Fc.json", {}),
+    ("POST", "/authorize", {"data": {"client_id": "{client}", "decision": "allow"}}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), ODD_REQUESTS)
+async def test_odd_requests_are_oauth_errors_never_a_500(
+    flow: Flow, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{client}", flow.client_id)
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    answer = await flow.http.request(method, flow.gw.base + fill(path), **fill(kwargs))
+    if answer.status_code == 302:  # an error the client's registered redirect URI may hear, with iss
+        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        assert answer.headers["location"].startswith(REDIRECT + "?")
+        assert query["error"] and query["iss"] == [flow.gw.base]
+    elif path == "/revoke" and "token" in kwargs["data"]:
+        assert answer.status_code == 200
+    else:
+        assert 400 <= answer.status_code < 500, answer.text
+        if answer.headers.get("content-type", "").startswith("application/json"):
+            assert answer.json()["error"]
+    assert "Traceback" not in answer.text
+    assert "Traceback" not in flow.gw.log()
