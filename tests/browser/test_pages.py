@@ -407,8 +407,12 @@ async def test_a_form_left_open_too_long(site: Site, new_page: NewPage) -> None:
 
 async def test_an_unknown_page(site: Site, new_page: NewPage) -> None:
     t = await tab(new_page)
+    await t.open(site.url("/login?next=/connections"))
+    await t.sign_in_with_key(site.keys["dan"])
+    await t.page.wait_for_url(site.url("/connections"))
     await t.open(site.url("/connections/no-such-page"))
     await t.heading("Not found")
+    await t.signed_in_as(email("dan"))  # like every page, it says who is signed in
     assert t.status == 404
     await look(t.page, "error-not-found")
     await t.open(site.url("/connect/nothing-here?t=x"))  # a connect link to an upstream that is not there
