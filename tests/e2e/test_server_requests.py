@@ -21,7 +21,9 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
+from manifold.protocol import MISSING_CLIENT_CAPABILITY
 from tests.e2e.harness import Gateway, run_gateway
 from tests.upstreams.launch import KITCHEN, run_everything_http, run_http_upstream, run_ts_fixture
 
@@ -111,17 +113,27 @@ async def test_a_python_handshake_upstreams_questions_reach_the_client(mode: str
             assert answers.elicited[0].message == "favourite colour?"
 
 
-@pytest.mark.parametrize("mode", ERAS)
-async def test_a_client_without_sampling_is_refused_at_once_not_left_hanging(mode: str) -> None:
+async def test_a_handshake_client_without_sampling_is_refused_at_once_not_left_hanging() -> None:
     """The client declared no sampling: the upstream hears "not supported" at once and says so."""
     async with run_everything_http() as url, gateway_over(url) as gw:
-        async with gw.client("s", mode=mode) as client:
+        async with gw.client("s", mode="legacy") as client:
             started = time.monotonic()
             with anyio.fail_after(20):
                 result = await client.call_tool("trigger-sampling-request", {"prompt": "hi"})
             assert time.monotonic() - started < 10
             assert result.is_error
             assert "sampling" in text_of(result)
+
+
+async def test_a_2026_client_without_sampling_is_told_the_call_needs_it() -> None:
+    """A 2026-07-28 client that did not declare sampling calls a handshake-era tool that samples: it gets
+    MissingRequiredClientCapability naming sampling at once, as from a 2026-07-28 server."""
+    async with run_ts_fixture() as url, gateway_over(url) as gw:
+        async with gw.client("s", mode="2026-07-28") as client:
+            with anyio.fail_after(20), pytest.raises(MCPError) as refused:
+                await client.call_tool("test_sampling", {"prompt": "hi"})
+    assert refused.value.error.code == MISSING_CLIENT_CAPABILITY
+    assert refused.value.error.data == {"requiredCapabilities": {"sampling": {}}}
 
 
 async def test_a_2026_upstream_is_told_exactly_the_calling_clients_capabilities() -> None:

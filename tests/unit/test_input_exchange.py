@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from manifold.outbound.resolver import AuthRequired
-from manifold.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT, Era
+from manifold.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_CLIENT_CAPABILITY, REQUEST_TIMEOUT, Era
 from manifold.relay import auth_required
 from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.jsonrpc import RpcError
@@ -58,13 +58,17 @@ async def test_the_client_is_asked_with_input_required_and_its_retry_answers_the
     assert len(inputs) == 0
 
 
-async def test_a_client_without_the_capability_is_never_asked_and_the_upstream_hears_so_at_once() -> None:
+async def test_a_client_without_the_capability_is_never_asked_and_both_sides_hear_so_at_once() -> None:
     inputs = InputExchanges(reply_timeout=5)
     heard: list[JSON] = []
-    final = await asyncio.wait_for(inputs.run(start(inputs, {}, heard)), 2)
+    exchange = start(inputs, {}, heard)
+    reply = await asyncio.wait_for(inputs.run(exchange), 2)
+    assert reply["error"]["code"] == MISSING_CLIENT_CAPABILITY
+    assert reply["error"]["data"] == {"requiredCapabilities": {"elicitation": {}}}
+    await asyncio.wait_for(exchange.task, 2)
     assert heard[0]["error"]["code"] == METHOD_NOT_FOUND
     assert "does not support elicitation" in heard[0]["error"]["message"]
-    assert "error" in final["result"]["content"][0]["text"]
+    assert len(inputs) == 0
 
 
 @pytest.mark.parametrize("who", ["bob", "tampered"])

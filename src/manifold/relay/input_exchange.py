@@ -12,7 +12,9 @@ bridges the two by keeping the upstream call running — an `Exchange` — while
 2. the client's retry carries the answers: they go to the waiting upstream requests, and the handler waits
    again for the call's result or the next question.
 
-A question the client cannot answer (capability not declared) is refused upstream at once. A client that
+A question the client cannot answer (capability not declared) is refused upstream at once, and the client's
+call is answered with MissingRequiredClientCapability (-32021, naming the capability), as a 2026-07-28 server
+answers a request that needs a capability the client did not declare. A client that
 does not come back within `limits.client_reply_seconds` has its questions answered with an error, so the
 upstream never waits longer than that; past `limits.waiting_for_input_per_principal` parked calls, a new
 question is refused at once. Calls whose upstream asks nothing cost one task and one future
@@ -29,10 +31,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from manifold.protocol import INVALID_PARAMS, PING, REQUEST_TIMEOUT, RESULT_INPUT_REQUIRED
+from manifold.protocol import (
+    INVALID_PARAMS,
+    MISSING_CLIENT_CAPABILITY,
+    PING,
+    REQUEST_TIMEOUT,
+    RESULT_INPUT_REQUIRED,
+)
 from manifold.relay import auth_required
 from manifold.relay.jsonrpc import RpcError
-from manifold.relay.response_channel import refusal_for
+from manifold.relay.response_channel import CAPABILITY_FOR, refusal_for
 from manifold.upstream.base import RequestSink
 
 JSON = dict[str, Any]
@@ -73,6 +81,7 @@ class Exchange:
         self.fresh: list[_Question] = []  # asked by the upstream, not yet shown to the client
         self.shown: dict[str, _Question] = {}  # shown in an input_required result, waiting for the retry
         self.gone = False  # the client did not come back in time: every later question is refused
+        self.missing: JSON | None = None  # the capability a refused question needed (answered with -32021)
         self.expiry: asyncio.TimerHandle | None = None
         self._keys = itertools.count(1)
         self._wake: asyncio.Future[None] | None = None
@@ -93,6 +102,9 @@ class Exchange:
             return {"result": {}}
         refused = refusal_for(method, params, self.capabilities)
         if refused is not None:
+            needed = CAPABILITY_FOR[method]
+            self.missing = {needed: {"url": {}} if needed in self.capabilities else {}}
+            self._signal()
             return refused
         if self.gone:
             return _error(REQUEST_TIMEOUT, f"the client did not come back to answer {method}")
@@ -109,7 +121,12 @@ class Exchange:
 
     def start(self, task: asyncio.Task[JSON]) -> None:
         self.task = task
-        task.add_done_callback(lambda _: self._signal())
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[JSON]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved: nobody may be waiting for it any more (answered -32021, expired)
+        self._signal()
 
     async def next_outcome(self) -> JSON | None:
         """The upstream call's reply once it ends, or None as soon as it asked the client something.
@@ -117,6 +134,17 @@ class Exchange:
         task = self.task
         assert task is not None
         while True:
+            if self.missing is not None:
+                # The upstream already heard "not supported"; whatever it makes of that, the client is told
+                # which capability the call needs.
+                names = ", ".join(self.missing)
+                return {
+                    "error": {
+                        "code": MISSING_CLIENT_CAPABILITY,
+                        "message": f"Missing required client capability: {names}",
+                        "data": {"requiredCapabilities": self.missing},
+                    }
+                }
             if task.done():
                 return task.result()
             if self.fresh:
