@@ -184,8 +184,10 @@ async def connect_link(site: Site, user: str) -> str:
 
 async def connect(t: Tab, site: Site, user: str) -> None:
     """The whole connect flow in the browser, from the link to the gateway's "connected" page."""
-    await t.open(await connect_link(site, user))
+    link = await connect_link(site, user)
+    await t.open(link)
     await t.sign_in_with_key(site.keys[user])
+    await t.page.wait_for_url(link)  # back to the link, signed in
     await t.heading(f"Connect {SERVER}")
     await t.press(f"Connect {SERVER}")
     await t.sign_in_at_server(user, site)
@@ -326,6 +328,7 @@ async def test_the_authorization_server_says_no(site: Site, new_page: NewPage) -
     link = await connect_link(site, user)
     await t.open(link)
     await t.sign_in_with_key(site.keys[user])
+    await t.page.wait_for_url(link)
     await t.press(f"Connect {SERVER}")
     await t.page.wait_for_url(site.idp.issuer + "/**")
     await t.page.get_by_role("link", name="Cancel").click()
@@ -393,6 +396,7 @@ async def test_a_form_left_open_too_long(site: Site, new_page: NewPage) -> None:
     link = await connect_link(site, user)
     await t.open(link)
     await t.sign_in_with_key(site.keys[user])
+    await t.page.wait_for_url(link)
     await t.heading(f"Connect {SERVER}")
     other = Tab(await t.page.context.new_page())
     await other.open(site.url("/connections"))
