@@ -11,6 +11,7 @@ StreamableHttp over a Gateway and the stand-in pool of test_relay_handlers):
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -324,3 +325,50 @@ async def test_a_missing_capability_the_gateway_decides_is_a_400_naming_the_capa
     error = wire.json()["error"]
     assert error["code"] == MISSING_CLIENT_CAPABILITY and "sampling" in error["message"]
     assert error["data"] == {"requiredCapabilities": {"sampling": {}}}
+
+
+# ---- log messages: a 2026-07-28 client hears them only when its request asks --------------------------------
+
+
+def logging_relay() -> Relay:
+    from tests.unit.test_relay_handlers import StandInPool, gateway_for, replying, tools
+
+    class LoggingPool(StandInPool):
+        async def request(self, upstream_id: str, method: str, params: JSON | None = None, **kw: Any) -> JSON:
+            sink = kw.get("sink")
+            if method == "tools/call" and sink is not None:  # an upstream that logs whatever it was asked
+                note = {"level": "info", "data": "working"}
+                await sink.notify({"jsonrpc": "2.0", "method": "notifications/message", "params": note})
+            return await super().request(upstream_id, method, params, **kw)
+
+    relay = Relay()
+    pool = LoggingPool({"alpha": {"tools": tools("echo")}})
+    pool.answers[("alpha", "tools/call")] = replying({"content": [{"type": "text", "text": "ok"}]})
+    relay.gateway, relay.view = gateway_for(pool, {"upstream": "alpha"})
+    relay.http.gw = relay.gateway
+    return relay
+
+
+def events(wire: Any) -> list[JSON]:
+    raw = b"".join(m.get("body", b"") for m in wire.messages[1:]).decode()
+    return [json.loads(line[len("data: ") :]) for line in raw.splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize(("level", "heard"), [(None, False), ("info", True), ("debug", True), ("error", False)])
+async def test_a_2026_07_28_client_hears_log_messages_only_at_the_level_its_request_asked_for(
+    level: str | None, heard: bool
+) -> None:
+    relay = logging_relay()
+    params: JSON = {"name": "alpha__echo", "arguments": {}}
+    raw = json.loads(modern(14, "tools/call", params))
+    if level is not None:
+        raw["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = level
+    wire = await relay.post(body(raw), **modern_headers("tools/call", "alpha__echo"))
+    assert wire.status == 200
+    if heard:
+        sent = events(wire)
+        assert [m.get("method") for m in sent] == ["notifications/message", None]
+        assert sent[-1]["result"]["content"][0]["text"] == "ok"
+    else:
+        assert wire.header(b"content-type") == b"application/json"
+        assert wire.json()["result"]["content"][0]["text"] == "ok"

@@ -53,6 +53,7 @@ class ResponseChannel:
         "extra_headers",
         "streaming",
         "reply_timeout",
+        "log_level",
         "_lock",
     )
 
@@ -68,6 +69,7 @@ class ResponseChannel:
         pending: PendingReplies,
         principal_id: str,
         reply_timeout: float = CLIENT_REPLY_TIMEOUT,
+        log_level: str | None = None,
     ) -> None:
         self.send = send
         self.request_id = request_id
@@ -80,6 +82,7 @@ class ResponseChannel:
         self.extra_headers: list[tuple[bytes, bytes]] = []
         self.streaming = False
         self.reply_timeout = reply_timeout  # limits.client_reply_seconds
+        self.log_level = log_level  # a 2026-07-28 request's `_meta` logLevel (None: no log messages)
         self._lock: asyncio.Lock | None = None  # made on the first event: most replies never need one
 
     @property
@@ -100,10 +103,14 @@ class ResponseChannel:
     async def notify(self, message: JSON) -> None:
         if not self.sse_ok:
             return
-        if message.get("method") == LOG_MESSAGE and self.session is not None and self.session.log_level:
-            # The upstream session is shared, so its log level is the most verbose any client asked for.
+        if message.get("method") == LOG_MESSAGE:
+            # The upstream session is shared, so its log level is the most verbose any client asked for. A
+            # 2026-07-28 client hears log messages only when its request asked (`_meta` logLevel).
+            floor = self.session.log_level if self.session is not None else self.log_level
+            if floor is None and self.era is Era.MODERN:
+                return
             level = (message.get("params") or {}).get("level")
-            if level in LOG_LEVELS and LOG_LEVELS.index(level) < LOG_LEVELS.index(self.session.log_level):
+            if floor and level in LOG_LEVELS and LOG_LEVELS.index(level) < LOG_LEVELS.index(floor):
                 return
         await self._event(orjson.dumps(message))
 

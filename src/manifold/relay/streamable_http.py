@@ -28,6 +28,8 @@ from manifold.protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     LISTEN_FLAGS,
+    LOG_LEVELS,
+    META_LOG_LEVEL,
     METHOD_NOT_FOUND,
     MODERN_VERSION,
     REMOVED_IN_MODERN,
@@ -183,7 +185,20 @@ class StreamableHttp:
                 ),
             )
             return
-        channel, call = self._channel(send, request_id, sse_ok, None, caps, view, principal, headers, Era.MODERN)
+        meta = params.get("_meta")  # a dict: the ladder checked the envelope in it
+        level = meta.get(META_LOG_LEVEL) if isinstance(meta, dict) else None
+        channel, call = self._channel(
+            send,
+            request_id,
+            sse_ok,
+            None,
+            caps,
+            view,
+            principal,
+            headers,
+            Era.MODERN,
+            log_level=level if level in LOG_LEVELS else None,  # no level asked for: no log messages
+        )
         if rpc_method == TOOLS_CALL and isinstance(name := params.get("name"), str):
             if view.last_built("tools") is None:  # the first call before any list: build it as the handler would
                 try:
@@ -294,6 +309,7 @@ class StreamableHttp:
         principal: Principal,
         headers: dict[str, str],
         era: Era,
+        log_level: str | None = None,
     ) -> tuple[ResponseChannel, Call]:
         """The response channel of one client request and what its handler is told (`session` is None for
         2026-07-28 requests and in stateless mode)."""
@@ -307,6 +323,7 @@ class StreamableHttp:
             pending=self.pending,
             principal_id=principal.id,
             reply_timeout=self.gw.inputs.reply_timeout,
+            log_level=log_level,
         )
         call = Call(
             view=view,
