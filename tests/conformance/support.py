@@ -195,11 +195,12 @@ def run_conformance(
     out_dir.mkdir(parents=True, exist_ok=True)
     results_dir = Path(tempfile.mkdtemp(prefix="conformance-", dir=out_dir))
     command = [str(NODE), str(cli), "server", "--url", url, "-o", str(results_dir)]
-    if requirements is not None:
-        command += ["--requirements", requirements]
     if scenario:
-        command += ["--scenario", scenario]
-    elif requirements is None:
+        # 0.2 refuses --requirements with --scenario; --spec-version runs the scenario at that revision's wire.
+        command += ["--scenario", scenario] + (["--spec-version", requirements] if requirements else [])
+    elif requirements is not None:
+        command += ["--requirements", requirements]
+    else:
         command += ["--suite", suite]
     if baseline is not None:
         command += ["--expected-failures", str(baseline)]

@@ -25,7 +25,7 @@ import pytest
 
 from tests.conformance.matrix import EXCUSED, SCENARIO_COUNT, must_pass, passed_through_gateway
 from tests.conformance.record import pinned_versions, read_record
-from tests.conformance.support import NEXT_VERSION, REQUIREMENT_SETS, toolchain_problem
+from tests.conformance.support import NEXT_VERSION, REQUIREMENT_SETS, run_requirements_async, toolchain_problem
 from tests.conformance.upstreams import UPSTREAMS, run_through_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.conformance]
@@ -68,3 +68,15 @@ async def test_what_passes_directly_passes_through_the_gateway(
     )
     stale = sorted(name for name in excused if name in result.passed)
     assert not stale, f"excused but passing now, remove from EXCUSED: {stale}"
+
+
+async def test_the_runner_reports_a_failing_scenario(tmp_path: Path) -> None:
+    # run_requirements_async must be able to say "failed": one 2026-07-28 scenario against a port where
+    # nothing listens (0.2 refuses --requirements with --scenario; the runner uses --spec-version then).
+    from tests.upstreams.launch import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    result = await run_requirements_async(url, "2026-07-28", out_dir=tmp_path, scenario="tools-call-image")
+
+    assert result.failed == ["tools-call-image"], result.report()
+    assert "--requirements cannot be combined" not in result.output
