@@ -145,7 +145,8 @@ def sdk_provider(
 async def gw() -> AsyncIterator[Gateway]:
     upstreams = {OTHER: stdio_upstream(UPSTREAM, "--transport", "stdio")}
     servers = {VSERVER: {"members": [{"upstream": OTHER}]}}
-    async with run_gateway(upstreams, servers) as gateway:
+    extra = {"identity": {"authorization_server": {"registrations_per_minute": 1000}}}  # every test registers
+    async with run_gateway(upstreams, servers, extra=extra) as gateway:
         yield gateway
 
 
@@ -464,6 +465,7 @@ async def dev_gw() -> AsyncIterator[tuple[Gateway, str]]:
                 "identity": {
                     "authorization_server": {
                         "allow_insecure_client_urls": True,
+                        "registrations_per_minute": 2,
                         "clients": {
                             CONFIDENTIAL: {
                                 "name": "CI App",
@@ -568,6 +570,15 @@ async def test_conformance_authorization_server_scenarios_pass(flow: Flow, tmp_p
     assert process.returncode == 0, text
     assert "authorization-code-grant: 1 passed, 0 failed" in text, text
     assert "authorization-server-metadata-endpoint: 2 passed, 0 failed" in text, text
+
+
+async def test_registration_is_limited_per_address(dev_gw: tuple[Gateway, str]) -> None:
+    gateway, _ = dev_gw
+    body = {"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        answers = [await http.post(f"{gateway.base}/register", json=body) for _ in range(3)]
+    assert [a.status_code for a in answers] == [201, 201, 429]
+    assert answers[2].json()["error"] == "temporarily_unavailable"
 
 
 ODD_REQUESTS: list[tuple[str, str, dict[str, Any]]] = [

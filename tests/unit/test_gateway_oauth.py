@@ -14,6 +14,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from manifold.authserver.clients import redirect_matches
+from manifold.authserver.routes import PerMinute
 from manifold.authserver.store import AuthStore, CodeRow
 from manifold.config.models import GatewayConfig
 from manifold.identity.api_keys import KeyRepository
@@ -161,3 +162,13 @@ def test_signing_keys_are_the_same_in_every_replica() -> None:
     one, two = SigningKeys(Cipher([secret], source="a")), SigningKeys(Cipher([secret], source="b"))
     assert one.jwks() == two.jwks()
     assert all("d" not in key for key in one.jwks()["keys"])  # public only
+
+
+def test_registrations_per_address_are_limited_and_bounded() -> None:
+    limit = PerMinute(2)
+    assert [limit.allow("a", 0.0) for _ in range(3)] == [True, True, False]
+    assert limit.allow("b", 1.0)  # another address has its own count
+    assert limit.allow("a", 61.0)  # a minute later
+    for n in range(PerMinute.MAX_ADDRESSES + 5):
+        limit.allow(f"10.0.{n // 256}.{n % 256}", 2.0)
+    assert len(limit._counts) <= PerMinute.MAX_ADDRESSES  # noqa: SLF001

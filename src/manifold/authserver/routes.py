@@ -132,6 +132,7 @@ class AuthorizationServerApp:
         self.keys = keys
         self.known_server = known_server
         self.sync = sync
+        self.registrations = PerMinute(server_settings.registrations_per_minute)
         secure = bool(self.public_url and self.public_url.startswith("https://"))
         self.cookies = SessionCookies(session_keys(cipher), secure=secure)
         self.router = Router(
@@ -410,6 +411,8 @@ class AuthorizationServerApp:
             return _oauth_error(400, "invalid_client_metadata", "the body must be a JSON object")
         if not self.settings.dynamic_registration:
             return _oauth_error(403, "access_denied", "dynamic client registration is turned off")
+        if not self.registrations.allow(request.client.host if request.client else "?"):
+            return _json(429, {"error": "temporarily_unavailable", "error_description": "too many registrations"})
         uris = body.get("redirect_uris")
         if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and _redirect_ok(u) for u in uris):
             return _oauth_error(
@@ -449,6 +452,29 @@ class AuthorizationServerApp:
         if answer.status == 200 and exchange.revoke_grant is not None:
             await self.store.revoke_grant(exchange.revoke_grant, "revoked by the client")
         return _json(answer.status, answer.body or {}, {**NO_STORE, **_lower(answer.headers)})
+
+
+class PerMinute:
+    """At most `limit` events per address per minute. Bounded: past MAX_ADDRESSES addresses the count starts
+    over (a flood from many addresses then meets the limit again within a minute, never a memory ceiling)."""
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def allow(self, address: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        start, count = self._counts.get(address, (now, 0))
+        if now - start >= 60.0:
+            start, count = now, 0
+        if count >= self.limit:
+            return False
+        if len(self._counts) >= self.MAX_ADDRESSES and address not in self._counts:
+            self._counts.clear()
+        self._counts[address] = (start, count + 1)
+        return True
 
 
 def _consent_action(client: GatewayClient) -> str:

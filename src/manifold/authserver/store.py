@@ -10,12 +10,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.identity.gateway_tables import gw_clients, gw_codes, gw_consents, gw_grants, gw_refresh_tokens
 from manifold.store import revisions
 from manifold.store.db import write_transaction
+
+UNUSED_CLIENT_SECONDS = 86_400.0
 
 
 def digest(value: str) -> str:
@@ -68,7 +70,17 @@ class AuthStore:
         return None if row is None else (dict(row.metadata), row.secret_hash)
 
     async def register_client(self, client_id: str, metadata: dict[str, Any], secret_hash: str | None) -> None:
+        """Store a registered client, forgetting those that registered over a day ago and never got as far
+        as a code (registration is open: what nobody used must not pile up)."""
+        now = time.time()
+        unused = (
+            gw_clients.c.created_at < now - UNUSED_CLIENT_SECONDS,
+            ~exists().where(gw_codes.c.client_id == gw_clients.c.client_id),
+            ~exists().where(gw_grants.c.client_id == gw_clients.c.client_id),
+            ~exists().where(gw_consents.c.client_id == gw_clients.c.client_id),
+        )
         async with self.engine.begin() as conn:
+            await conn.execute(delete(gw_clients).where(*unused))
             await conn.execute(
                 gw_clients.insert().values(
                     client_id=client_id, metadata=metadata, secret_hash=secret_hash, created_at=time.time()

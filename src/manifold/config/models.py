@@ -374,6 +374,9 @@ class AuthorizationServerSettings(Strict):
     code_seconds: Annotated[int, Field(ge=1, le=600)] = 60
     # Clients may register themselves (RFC 7591). Client ID Metadata Documents are always accepted.
     dynamic_registration: bool = True
+    # Registrations from one address per minute (registration is open and unauthenticated); a registered
+    # client that never signed anyone in is forgotten after a day.
+    registrations_per_minute: Annotated[int, Field(gt=0)] = 20
     # Client ID Metadata Documents (and their redirect URIs) on http or a loopback/private address: for
     # development and tests only.
     allow_insecure_client_urls: bool = False

@@ -119,9 +119,7 @@ class ChangeSync:
             if principal is None or principal.token is None:
                 continue
             try:
-                fresh = await self._authenticator.authenticate(
-                    f"Bearer {principal.token}", accept_gateway_tokens=True
-                )
+                fresh = await self._authenticator.authenticate(f"Bearer {principal.token}", accept_gateway_tokens=True)
             except Unauthenticated:
                 fresh = None
             if fresh is not None and self._access.server_allowed(fresh, listener.view):
