@@ -13,6 +13,7 @@ import base64
 import hashlib
 import html
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -30,11 +31,13 @@ import pytest
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from tests.e2e.harness import KEY, Gateway, manifold_cli, run_gateway, stdio_upstream
 from tests.upstreams.launch import free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -631,3 +634,46 @@ async def test_odd_requests_are_oauth_errors_never_a_500(
             assert answer.json()["error"]
     assert "Traceback" not in answer.text
     assert "Traceback" not in flow.gw.log()
+
+
+# ---- mcp-remote (npm), the client of the issue's first report ----------------------------------------------
+
+MCP_REMOTE = str(Path(__file__).resolve().parents[1] / "node" / "node_modules" / "mcp-remote" / "dist" / "proxy.js")
+
+
+async def test_mcp_remote_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, tmp_path: Path) -> None:
+    """Before this, mcp-remote stopped at "Dynamic Client Registration rejected (HTTP 404)". It prints the
+    authorization URL (no browser here: BROWSER is `true`); the browser step is driven as above, and lands on
+    mcp-remote's own callback server."""
+    port = free_port()
+    errlog = tmp_path / "mcp-remote.log"
+    env = {**os.environ, "MCP_REMOTE_CONFIG_DIR": str(tmp_path / "auth"), "BROWSER": "/bin/true"}
+    params = StdioServerParameters(command=NODE, args=[MCP_REMOTE, gw.url(VSERVER), str(port)], env=env)
+    browser = Browser(gw)
+
+    async def complete_sign_in() -> None:
+        found: list[str] = []
+
+        def printed() -> bool:
+            text = errlog.read_text(errors="replace") if errlog.exists() else ""
+            found[:] = re.findall(r"(http://127\.0\.0\.1:\d+/authorize\?\S+)", text)
+            return bool(found)
+
+        await wait_for(printed, 60, what="mcp-remote printing the authorization URL")
+        back = await browser.authorize(found[0])
+        assert urlsplit(back).port == port, back
+        async with httpx2.AsyncClient(timeout=30) as http:
+            assert (await http.get(back)).status_code == 200  # mcp-remote's callback server
+
+    try:
+        with errlog.open("w") as log_file:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(complete_sign_in)
+                async with Client(stdio_client(params, errlog=log_file), mode="legacy") as client:
+                    names = {tool.name for tool in (await client.list_tools()).tools}
+                    assert f"{OTHER}__echo" in names
+                    result = await client.call_tool(f"{OTHER}__echo", {"text": "via mcp-remote"})
+                    assert not result.is_error and "via mcp-remote" in str(result.content)
+    finally:
+        await browser.aclose()
+    assert "gateway-oauth:" in (await manifold_cli(gw, "audit", "--limit", "50")).stdout.decode()
