@@ -372,3 +372,24 @@ async def test_a_2026_07_28_client_hears_log_messages_only_at_the_level_its_requ
     else:
         assert wire.header(b"content-type") == b"application/json"
         assert wire.json()["result"]["content"][0]["text"] == "ok"
+
+
+@pytest.mark.parametrize("era", ["2025-11-25", MODERN_VERSION])
+async def test_a_resource_not_found_from_the_upstream_names_the_uri_the_client_asked_for(era: str) -> None:
+    from tests.unit.test_relay_handlers import StandInPool, gateway_for
+
+    async def not_found(params: JSON) -> JSON:  # an upstream that says so without data (the TS SDK's -32602)
+        return {"error": {"code": -32602, "message": f"Resource {params['uri']} not found"}}
+
+    relay = Relay()
+    pool = StandInPool({"files": {"resources": []}}, answers={("files", "resources/read"): not_found})
+    relay.gateway, relay.view = gateway_for(pool, {"upstream": "files", "id": "docs"})
+    relay.http.gw = relay.gateway
+    uri = "test+docs://nothing/here"
+    if era == MODERN_VERSION:
+        wire = await relay.post(modern(15, "resources/read", {"uri": uri}), **modern_headers("resources/read", uri))
+    else:
+        sid = await relay.session()
+        read = {"jsonrpc": "2.0", "id": 15, "method": "resources/read", "params": {"uri": uri}}
+        wire = await relay.post(body(read), **{"mcp-session-id": sid, "mcp-protocol-version": era})
+    assert wire.json()["error"]["data"] == {"uri": uri}

@@ -54,3 +54,13 @@ def adapt_to_era(reply: JSON, era: Era, server_info: JSON, *, cacheable: bool = 
         case _:
             assert_never(era)
     return reply
+
+
+def uri_in_error(reply: JSON, params: JSON) -> JSON:
+    """A resources/read error names the URI the client asked for in `data.uri` (SEP-2164), also when the
+    upstream's own error has no data; an error that carries data already is left as it is."""
+    error = reply.get("error")
+    uri = params.get("uri")
+    if not isinstance(error, dict) or "data" in error or not isinstance(uri, str):
+        return reply
+    return {"error": {**error, "data": {"uri": uri}}}

@@ -21,10 +21,11 @@ from manifold.protocol import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     LEGACY_SSE_VERSION,
+    RESOURCES_READ,
     Era,
 )
 from manifold.relay.call import Call
-from manifold.relay.era_adapt import adapt_to_era
+from manifold.relay.era_adapt import adapt_to_era, uri_in_error
 from manifold.relay.handlers import Gateway
 from manifold.relay.inbound import Inbound, InboundCheck, Refusal, as_object
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes
@@ -198,4 +199,6 @@ class LegacySse:
         except Exception:
             log.exception("internal error handling %s on server '%s'", method, view.id)
             reply = {"error": {"code": INTERNAL_ERROR, "message": "Internal error"}}
+        if method == RESOURCES_READ and "error" in reply:
+            reply = uri_in_error(reply, params)
         await channel.finish(response_bytes(request_id, adapt_to_era(reply, Era.HANDSHAKE, self.gw.server_info(view))))

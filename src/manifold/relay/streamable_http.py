@@ -42,7 +42,7 @@ from manifold.protocol import (
     Era,
 )
 from manifold.relay.call import Call
-from manifold.relay.era_adapt import adapt_to_era
+from manifold.relay.era_adapt import adapt_to_era, uri_in_error
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Listener
 from manifold.relay.inbound import Inbound, InboundCheck, ParamHeaders, Refusal, as_object
@@ -348,7 +348,11 @@ class StreamableHttp:
         except Exception:  # never a traceback to the client
             log.exception("internal error handling %s on server '%s'", rpc_method, call.view.id)
             reply = {"error": {"code": INTERNAL_ERROR, "message": "Internal error"}}
-        status = 200 if "error" not in reply else _error_status(reply["error"].get("code"), call.era)
+        status = 200
+        if "error" in reply:
+            status = _error_status(reply["error"].get("code"), call.era)
+            if rpc_method == RESOURCES_READ:
+                reply = uri_in_error(reply, params)
         adapted = adapt_to_era(reply, call.era, self.gw.server_info(call.view), cacheable=rpc_method == RESOURCES_READ)
         await channel.finish(response_bytes(channel.request_id, adapted), status)
 
