@@ -73,6 +73,7 @@ class HeldSink:
         self.requests: list[tuple[str, dict[str, Any] | None]] = []
         self.notifications: list[dict[str, Any]] = []
         self._released = asyncio.Event()
+        self.client_capabilities: dict[str, Any] = {"sampling": {}, "elicitation": {}}
 
     async def notify(self, message: dict[str, Any]) -> None:
         self.notifications.append(message)

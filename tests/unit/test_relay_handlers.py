@@ -100,6 +100,7 @@ class AskingSink:
 
     replies: dict[str, JSON]
     asked: list[tuple[str, JSON | None]] = field(default_factory=list)
+    client_capabilities: JSON = field(default_factory=lambda: {"sampling": {}, "elicitation": {}})
 
     async def notify(self, message: JSON) -> None:
         return None

@@ -192,6 +192,7 @@ class Sink:
         self.notifications: list[JSON] = []
         self.requests: list[tuple[str, JSON | None]] = []
         self.answer = answer or {"result": {"content": {"type": "text", "text": "from the client"}}}
+        self.client_capabilities: JSON = {"sampling": {}}
 
     async def notify(self, message: JSON) -> None:
         self.notifications.append(message)

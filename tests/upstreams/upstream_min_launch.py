@@ -72,6 +72,7 @@ class RecordingSink:
         self.notifications: list[dict] = []
         self.requests: list[tuple[str, dict | None]] = []
         self.answer = answer
+        self.client_capabilities: dict = {"sampling": {}}  # what the client it stands for declared
 
     async def notify(self, message: dict) -> None:
         self.notifications.append(message)
