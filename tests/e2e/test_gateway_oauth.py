@@ -677,3 +677,62 @@ async def test_mcp_remote_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, t
     finally:
         await browser.aclose()
     assert "gateway-oauth:" in (await manifold_cli(gw, "audit", "--limit", "50")).stdout.decode()
+
+
+# ---- signing in through the organisation's IdP (identity.web_login) -----------------------------------------
+
+
+async def test_signing_in_through_the_idp_gives_the_persons_own_principal() -> None:
+    """The person signs in to the gateway at the IdP (OpenID Connect) instead of with a key; the token the
+    application gets is theirs: `user:<email>`, credential `gateway-oauth:<client>`."""
+    from tests.e2e.test_connect_flow import Browser as PagesBrowser
+    from tests.idp import IdpClient, run_idp
+
+    web = IdpClient(
+        "manifold-web",
+        client_secret="web-secret",
+        metadata={
+            "application_type": "native",
+            "redirect_uris": ["http://127.0.0.1/login/callback"],
+            "grant_types": ["authorization_code"],
+        },
+    )
+    accounts = {"carol": {"email": "carol@corp.com", "email_verified": True}}
+    async with run_idp([web], accounts=accounts) as corp:
+        extra = {
+            "identity": {
+                "idps": {"corp": {"issuer": corp.issuer, "audience": ["https://unused.example/mcp"]}},
+                "web_login": {"idp": "corp", "client_id": "manifold-web", "client_secret": "web-secret"},
+            }
+        }
+        upstreams = {OTHER: stdio_upstream(UPSTREAM, "--transport", "stdio")}
+        async with run_gateway(upstreams, extra=extra) as gateway, httpx2.AsyncClient(timeout=30) as http:
+            flow = Flow(gateway, Browser(gateway), http)
+            await flow.register()
+            verifier, challenge = pkce()
+            pages = PagesBrowser(gateway)
+            try:
+                to_login = await pages.get(flow.authorize_url(challenge, OTHER))
+                assert to_login.status_code == 303 and to_login.headers["location"].startswith("/login?")
+                login_page = await pages.get(to_login.headers["location"])
+                idp_link = re.search(r'href="(/login/oidc\?[^"]+)"', login_page.text)
+                assert idp_link, login_page.text
+                to_idp = await pages.get(html.unescape(idp_link.group(1)))
+                callback = await pages.authorize_at_server(to_idp.headers["location"], "carol")
+                signed_in = await pages.get(callback)
+                assert signed_in.status_code == 303 and signed_in.headers["location"].startswith("/authorize?")
+                consent = await pages.get(signed_in.headers["location"])
+                assert consent.status_code == 200 and "Hand IDE" in consent.text
+                allowed = await pages.post(
+                    "/authorize", {**hidden_fields(consent.text, "/authorize"), "decision": "allow"}
+                )
+                assert allowed.status_code == 302 and allowed.headers["location"].startswith(REDIRECT + "?")
+                code = parse_qs(urlsplit(allowed.headers["location"]).query)["code"][0]
+            finally:
+                await pages.aclose()
+                await flow.browser.aclose()
+            answer = await flow.exchange(code, verifier, OTHER)
+            assert answer.status_code == 200, answer.text
+            assert (await flow.list_tools(answer.json()["access_token"], OTHER)).status_code == 200
+            listed = await manifold_cli(gateway, "apps", "list", "--json")
+            assert [row["user"] for row in json.loads(listed.stdout)] == ["user:carol@corp.com"]
