@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", default="2026-07-28", choices=["legacy", "2026-07-28"])
     parser.add_argument("--kind", default="call", choices=["call", "list"])
     parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--upstream", choices=["fast", "kitchen"], default="fast")
+    parser.add_argument("--upstream", choices=["fast", "fastmcp", "kitchen"], default="fast")
     parser.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--py-spy", dest="py_spy")

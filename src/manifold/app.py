@@ -134,6 +134,11 @@ class ManifoldApp:
             if self.authorization_server is not None and path in AUTHORIZATION_SERVER_PATHS:
                 await self.authorization_server(scope, receive, send)  # checks Host/Origin itself
                 return
+            if "text/html" in headers.get("accept", ""):
+                # A person typed or followed an address that is not ours: the web pages' own "Not found"
+                # page (with who is signed in and a way on), not a JSON body; programs still get JSON.
+                await self.web(scope, receive, send)
+                return
             await send_body(send, 404, b'{"error":"not found"}')
             return
         problem = self.origin.check(headers)
