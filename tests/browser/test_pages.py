@@ -407,6 +407,9 @@ async def test_a_form_left_open_too_long(site: Site, new_page: NewPage) -> None:
     assert t.status == 401
     await look(t.page, "error-sign-in-first")
     assert (await whoami(site, user)).is_error
+    # Not a dead end: the page leads back through sign-in to the same consent.
+    await t.page.get_by_role("link", name="Sign in and continue").click()
+    await t.heading(f"Sign in to connect {SERVER}")
 
 
 async def test_an_unknown_page(site: Site, new_page: NewPage) -> None:

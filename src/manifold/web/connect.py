@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
@@ -76,7 +77,12 @@ class ConnectPages:
             return problem(400, "This link does not work", reason, hint=FRESH_LINK_HINT, viewer=who)
         if session is None:
             if request.posted:
-                return problem(401, "Sign in first", "Your sign-in ended; open the link again.")
+                return problem(
+                    401,
+                    "Sign in first",
+                    "Your sign-in ended before you approved.",
+                    action=("Sign in and continue", f"/connect/{upstream_id}?t={quote(link)}"),
+                )
             return login_redirect(request)
         who = viewer(self.cookies.signer, session)
         if session.principal_id != principal_id:
@@ -97,6 +103,7 @@ class ConnectPages:
                 upstream_id=upstream_id,
                 principal_id=principal_id,
                 authorization_server=auth.issuer or auth.authorization_endpoint,
+                upstream_url=upstream.url,
                 scopes=auth.scopes,
                 link=link,
                 csrf=csrf.token(self.cookies.signer, session.sid, action),
@@ -147,7 +154,7 @@ class ConnectPages:
         session = request.session
         if session is None:
             if request.posted:
-                return problem(401, "Sign in first", "Your sign-in ended.")
+                return problem(401, "Sign in first", "Your sign-in ended.", action=("Sign in", "/connections"))
             return login_redirect(request)
         signer = self.cookies.signer
         notice = None

@@ -147,12 +147,18 @@ def consent(
     upstream_id: str,
     principal_id: str,
     authorization_server: str | None,
+    upstream_url: str,
     scopes: Iterable[str],
     link: str,
     csrf: str,
 ) -> str:
     scope_list = ", ".join(scopes) or "the server's defaults"
-    where = urlsplit(authorization_server).netloc if authorization_server else "the server's sign-in page"
+    # The authorization server is often discovered only when the flow starts (after this page): then the page
+    # names the upstream whose sign-in service it will be, rather than something vague.
+    if authorization_server:
+        where = urlsplit(authorization_server).netloc
+    else:
+        where = f"the sign-in service of {urlsplit(upstream_url).netloc or upstream_id}"
     body = (
         f'<p class="lead">Connect <strong>{e(upstream_id)}</strong> for <strong>{e(principal_id)}</strong>?</p>'
         '<dl class="facts">'
@@ -191,8 +197,20 @@ def connected(*, viewer: Viewer | None, upstream_id: str) -> str:
     return layout("Connected", body, viewer)
 
 
-def problem(title: str, message: str, *, viewer: Viewer | None = None, hint: str | None = None) -> str:
+def problem(
+    title: str,
+    message: str,
+    *,
+    viewer: Viewer | None = None,
+    hint: str | None = None,
+    action: tuple[str, str] | None = None,
+) -> str:
+    """An error page; `action` is (label, same-site path) of the one button that leads on from it."""
     extra = f"<p>{e(hint)}</p>" if hint else ""
+    if action is not None:
+        label, href = action
+        extra += f'<p><a class="button button-primary" href="{e(href)}">{e(label)}</a></p>'
+
     sentence = message[:1].upper() + message[1:]  # the modules' messages start in lower case
     return layout(title, _error(sentence) + extra, viewer)
 

@@ -32,10 +32,16 @@ def page(status: int, body: str = "", *, location: str | None = None, cookies: S
 
 
 def problem(
-    status: int, title: str, message: str, *, viewer: Viewer | None = None, hint: str | None = None
+    status: int,
+    title: str,
+    message: str,
+    *,
+    viewer: Viewer | None = None,
+    hint: str | None = None,
+    action: tuple[str, str] | None = None,
 ) -> HTMLResponse:
-    """A page that says what went wrong (never a traceback)."""
-    return page(status, pages.problem(title, message, viewer=viewer, hint=hint))
+    """A page that says what went wrong (never a traceback), with at most one button leading on."""
+    return page(status, pages.problem(title, message, viewer=viewer, hint=hint, action=action))
 
 
 YEAR_SECONDS = 365 * 24 * 3600
