@@ -153,6 +153,7 @@ class Runtime:
         """Stop in reverse order: streams, background tasks, then what holds files and connections."""
         self.hub.close_all()
         self.sessions.close_all()
+        self.gateway.inputs.close()  # parked calls: their upstream requests are answered and cancelled
         for task in list(self.tasks):
             task.cancel()
         for task in list(self.tasks):
