@@ -736,3 +736,20 @@ async def test_signing_in_through_the_idp_gives_the_persons_own_principal() -> N
             assert (await flow.list_tools(answer.json()["access_token"], OTHER)).status_code == 200
             listed = await manifold_cli(gateway, "apps", "list", "--json")
             assert [row["user"] for row in json.loads(listed.stdout)] == ["user:carol@corp.com"]
+
+
+async def test_a_key_limited_to_some_servers_signs_in_applications_for_those_only(flow: Flow) -> None:
+    created = await manifold_cli(
+        flow.gw, "keys", "create", "--user", "erin@corp.com", "--name", "laptop", "--servers", OTHER, "--json"
+    )
+    limited = Browser(flow.gw, json.loads(created.stdout)["token"])
+    try:
+        flow.browser = limited
+        denied = await limited.consent_page(flow.authorize_url(pkce()[1], VSERVER))
+        assert denied.status_code == 302
+        query = parse_qs(urlsplit(denied.headers["location"]).query)
+        assert query["error"] == ["access_denied"] and query["iss"] == [flow.gw.base]
+        tokens = await flow.tokens(OTHER)  # the server the key may use: fine
+        assert (await flow.list_tools(tokens["access_token"], OTHER)).status_code == 200
+    finally:
+        await limited.aclose()

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import orjson
 from authlib.common.urls import add_params_to_uri
-from authlib.oauth2.rfc6749.errors import InsecureTransportError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InsecureTransportError, OAuth2Error
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
@@ -222,7 +222,7 @@ class AuthorizationServerApp:
             if repeated:
                 return self._page(400, "Not understood", "invalid_request", f"repeated parameter: {repeated[0]}")
             fields = dict(items)
-        session = await self._session(request)
+        session, key_servers = await self._signed_in(request)
         oauth = {k: v for k, v in fields.items() if k in OAUTH_FIELDS}
         exchange = Exchange()
         server = self._server(request, exchange)
@@ -252,6 +252,12 @@ class AuthorizationServerApp:
         if not principal.startswith(("user:", "sa:")):
             return self._page(403, "Not allowed", "access_denied", "this account cannot sign in applications", session)
         server_id = server_of_resource(resource) or "?"
+        if key_servers is not None and server_id not in key_servers:
+            error = AccessDeniedError(
+                "the key you signed in with may not use this server", redirect_uri=grant.redirect_uri
+            )
+            error.state = oauth.get("state")
+            return self._redirect_error(server, error)
         if posted:
             if not csrf.valid(self.cookies.signer, session.sid, _consent_action(client), fields.get("csrf")):
                 return self._page(
@@ -309,16 +315,20 @@ class AuthorizationServerApp:
         who = viewer(self.cookies.signer, session) if session is not None else None
         return page(status, consent_page.refused(title=title, error=error, description=description, viewer=who))
 
-    async def _session(self, request: Request) -> WebSession | None:
+    async def _signed_in(self, request: Request) -> tuple[WebSession | None, frozenset[str] | None]:
+        """The web session, and the servers the key it was proven with is restricted to (None: no
+        restriction). A key limited to some servers signs in an application for those servers only: signing
+        in must not turn a restricted key into the person's whole access."""
         session = self.cookies.session(dict(request.cookies))
         if session is None:
-            return None
+            return None, None
         kind, _, ref = session.method.partition(":")
         if kind == "api_key":  # as web/routes.py: the key that proved who this is must still be good
             record = await self.keys.get(ref)
             if record is None or record.usable(time.time()) is not None:
-                return None
-        return session
+                return None, None
+            return session, frozenset(record.servers) if record.servers is not None else None
+        return session, None
 
     async def _form(self, request: Request) -> dict[str, str] | Response:
         try:
