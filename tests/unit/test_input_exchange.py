@@ -141,3 +141,26 @@ def test_a_2026_client_with_url_elicitation_gets_input_required() -> None:
     [request] = reply["result"]["inputRequests"].values()
     assert request["params"]["url"] == "https://gw.example/connect/eng?t=abc"
     auth_required.check_state(reply["result"]["requestState"], "alice")
+
+
+async def test_each_round_has_its_own_state_and_an_earlier_one_cannot_answer_a_later_question() -> None:
+    inputs = InputExchanges(reply_timeout=5)
+    exchange = inputs.begin(None, FORM_CLIENT, "alice", "up")
+
+    async def asks_twice() -> JSON:
+        first = await exchange.request("elicitation/create", ELICIT)
+        second = await exchange.request("elicitation/create", {**ELICIT, "message": "Your age?"})
+        return {"result": {"content": [{"type": "text", "text": f"{first} {second}"}]}}
+
+    exchange.start(asyncio.ensure_future(asks_twice()))
+    round_one = (await inputs.run(exchange))["result"]
+    [key_one] = round_one["inputRequests"]
+    resumed = inputs.resume(round_one["requestState"], "alice", "up", {key_one: {"action": "accept"}}, None)
+    round_two = (await inputs.run(resumed))["result"]
+    assert [r["params"]["message"] for r in round_two["inputRequests"].values()] == ["Your age?"]
+    with pytest.raises(RpcError):
+        inputs.resume(round_one["requestState"], "alice", "up", {}, None)  # replaying round one
+    [key_two] = round_two["inputRequests"]
+    resumed = inputs.resume(round_two["requestState"], "alice", "up", {key_two: {"action": "decline"}}, None)
+    final = await inputs.run(resumed)
+    assert "accept" in final["result"]["content"][0]["text"] and "decline" in final["result"]["content"][0]["text"]

@@ -83,6 +83,7 @@ class Exchange:
         self.gone = False  # the client did not come back in time: every later question is refused
         self.missing: JSON | None = None  # the capability a refused question needed (answered with -32021)
         self.expiry: asyncio.TimerHandle | None = None
+        self.round = 0  # which input_required this is: a state is good for its own round only
         self._keys = itertools.count(1)
         self._wake: asyncio.Future[None] | None = None
 
@@ -233,12 +234,13 @@ class InputExchanges:
                 continue
             requests = exchange.questions()
             exchange.channel = None
+            exchange.round += 1
             self._parked[exchange.id] = exchange
             self._count[exchange.principal_id] += 1
             exchange.expiry = asyncio.get_running_loop().call_later(self.reply_timeout, self._expire, exchange.id)
             state = auth_required.seal(
                 STATE_PREFIX,
-                {"x": exchange.id, "p": exchange.principal_id, "u": exchange.upstream_id},
+                {"x": exchange.id, "r": exchange.round, "p": exchange.principal_id, "u": exchange.upstream_id},
                 self.reply_timeout,
             )
             return {"result": {"resultType": RESULT_INPUT_REQUIRED, "inputRequests": requests, "requestState": state}}
@@ -250,7 +252,12 @@ class InputExchanges:
         state that is altered, expired, someone else's, for another upstream, or already used."""
         data = auth_required.unseal(STATE_PREFIX, state, principal_id)
         exchange = self._parked.get(str(data.get("x")))
-        if exchange is None or data.get("u") != upstream_id or exchange.upstream_id != upstream_id:
+        if (
+            exchange is None
+            or data.get("r") != exchange.round
+            or data.get("u") != upstream_id
+            or exchange.upstream_id != upstream_id
+        ):
             raise RpcError(INVALID_PARAMS, "requestState names no call waiting for input (answered or expired)")
         self._release(exchange)
         exchange.channel = channel
