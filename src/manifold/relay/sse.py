@@ -51,6 +51,7 @@ class StreamResponseChannel(ResponseChannel):
         session: ClientSession,
         pending: PendingReplies,
         principal_id: str,
+        reply_timeout: float,
     ) -> None:
         super().__init__(
             _no_send,
@@ -61,6 +62,7 @@ class StreamResponseChannel(ResponseChannel):
             era=Era.HANDSHAKE,
             pending=pending,
             principal_id=principal_id,
+            reply_timeout=reply_timeout,
         )
         self.queue = queue
 
@@ -177,7 +179,12 @@ class LegacySse:
             queue.put(response_bytes(request_id, {"result": result}))
             return
         channel = StreamResponseChannel(
-            queue, request_id, session=session, pending=self.pending, principal_id=principal.id
+            queue,
+            request_id,
+            session=session,
+            pending=self.pending,
+            principal_id=principal.id,
+            reply_timeout=self.gw.inputs.reply_timeout,
         )
         call = Call(
             view=view,
