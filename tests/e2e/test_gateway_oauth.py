@@ -57,6 +57,12 @@ def hidden_fields(page: str, action: str) -> dict[str, str]:
     raise AssertionError(f"no form posting to {action}:\n{page}")
 
 
+async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
+    """The latest audit rows, as `manifold audit --json` prints them (one JSON object a line)."""
+    out = (await manifold_cli(gw, "audit", "--limit", "200", "--json")).stdout.decode()
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
 def pkce() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
@@ -180,9 +186,9 @@ async def test_sdk_client_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, m
         await browser.aclose()
     assert storage.tokens is not None and storage.tokens.refresh_token
     assert storage.client_info is not None  # it registered itself (RFC 7591)
-    audit = await manifold_cli(gw, "audit", "--limit", "20")
-    row = next(line for line in audit.stdout.decode().splitlines() if f"{OTHER}__echo" in line)
-    assert "user:dev" in row and "gateway-oauth:" in row and storage.client_info.client_id[-20:] in row
+    rows = await audit_rows(gw)
+    credential = f"gateway-oauth:{storage.client_info.client_id}"
+    assert any(row.get("credential") == credential and row.get("principal") == "user:dev" for row in rows), rows
 
 
 async def test_metadata_names_the_gateway(gw: Gateway) -> None:
@@ -676,7 +682,11 @@ async def test_mcp_remote_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, t
                     assert not result.is_error and "via mcp-remote" in str(result.content)
     finally:
         await browser.aclose()
-    assert "gateway-oauth:" in (await manifold_cli(gw, "audit", "--limit", "50")).stdout.decode()
+    rows = await audit_rows(gw)
+    assert any(
+        str(row.get("credential", "")).startswith("gateway-oauth:") and row.get("target") == f"{OTHER}__echo"
+        for row in rows
+    ), rows
 
 
 # ---- signing in through the organisation's IdP (identity.web_login) -----------------------------------------
