@@ -204,6 +204,17 @@ async def test_metadata_names_the_gateway(gw: Gateway) -> None:
             assert meta["registration_endpoint"] == f"{gw.base}/register"
         jwks = (await http.get(f"{gw.base}/.well-known/jwks.json")).json()
         assert jwks["keys"] and all("d" not in key for key in jwks["keys"])
+        # A browser-based client (MCP Inspector) registers with JSON: its preflight is answered.
+        preflight = await http.options(
+            f"{gw.base}/register",
+            headers={
+                "Origin": "http://localhost:6274",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
+        assert "content-type" in preflight.headers["access-control-allow-headers"]
 
 
 # ---- the protocol by hand, for the refusals -----------------------------------------------------------------

@@ -88,6 +88,12 @@ SINGLE = (
 OAUTH_FIELDS = frozenset(SINGLE)
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 CORS = {"access-control-allow-origin": "*"}  # metadata, token, registration, revocation: called from apps
+PREFLIGHT = {
+    **CORS,
+    "access-control-allow-methods": "GET, POST",
+    "access-control-allow-headers": "authorization, content-type, mcp-protocol-version",
+    "access-control-max-age": "600",
+}
 MAX_FIELDS = 50
 Sync = Callable[[], Awaitable[None]]
 KnownServer = Callable[[str], bool]
@@ -137,13 +143,19 @@ class AuthorizationServerApp:
         self.cookies = SessionCookies(session_keys(cipher), secure=secure)
         self.router = Router(
             routes=[
-                Route("/.well-known/oauth-authorization-server", self._guard(self.metadata), methods=["GET", "HEAD"]),
-                Route("/.well-known/openid-configuration", self._guard(self.metadata), methods=["GET", "HEAD"]),
-                Route("/.well-known/jwks.json", self._guard(self.jwks), methods=["GET", "HEAD"]),
+                Route(
+                    "/.well-known/oauth-authorization-server",
+                    self._guard(self.metadata),
+                    methods=["GET", "HEAD", "OPTIONS"],
+                ),
+                Route(
+                    "/.well-known/openid-configuration", self._guard(self.metadata), methods=["GET", "HEAD", "OPTIONS"]
+                ),
+                Route("/.well-known/jwks.json", self._guard(self.jwks), methods=["GET", "HEAD", "OPTIONS"]),
                 Route("/authorize", self._guard(self.authorize), methods=["GET", "HEAD", "POST"]),
-                Route("/token", self._guard(self.token), methods=["POST"]),
-                Route("/register", self._guard(self.register), methods=["POST"]),
-                Route("/revoke", self._guard(self.revoke), methods=["POST"]),
+                Route("/token", self._guard(self.token), methods=["POST", "OPTIONS"]),
+                Route("/register", self._guard(self.register), methods=["POST", "OPTIONS"]),
+                Route("/revoke", self._guard(self.revoke), methods=["POST", "OPTIONS"]),
             ],
             redirect_slashes=False,
         )
@@ -158,6 +170,8 @@ class AuthorizationServerApp:
                 return _json(403, {"error": "access_denied", "error_description": problem_text})
             if not self.settings.enabled:
                 return _json(404, {"error": "not found"})
+            if request.method == "OPTIONS":  # a browser-based client's preflight (JSON registration)
+                return Response(status_code=204, headers=PREFLIGHT)
             try:
                 await self.sync()
                 return await handler(request)
