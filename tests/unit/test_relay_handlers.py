@@ -65,6 +65,9 @@ class StandInPool:
     async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> FakeSession:
         return FakeSession({"tools": {}, "prompts": {}, "resources": {}})
 
+    def era(self, upstream_id: str, outbound: Outbound = SHARED) -> Era | None:
+        return Era.MODERN
+
     async def request(
         self,
         upstream_id: str,

@@ -222,8 +222,10 @@ class Gateway:
                         call.sink,
                     )
                     return await self.inputs.run(exchange)
-                session = await self.pool.session(target.upstream_id, outbound)
-                if session.era is Era.HANDSHAKE:
+                era = self.pool.era(target.upstream_id, outbound)
+                if era is None:  # no session yet: this call opens it
+                    era = (await self.pool.session(target.upstream_id, outbound)).era
+                if era is Era.HANDSHAKE:
                     exchange = self.inputs.begin(
                         call.sink, call.client_capabilities, call.principal.id, target.upstream_id
                     )
@@ -231,7 +233,11 @@ class Gateway:
                     return await self.inputs.run(exchange)
             case _:
                 assert_never(call.era)
-        reply, outbound = await self._send(call, target, method, params, call.sink, outbound)
+        try:
+            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
+        except UpstreamError as exc:
+            outbound = await self._fresh_credential(exc, call, target)
+            reply = await self.pool.request(target.upstream_id, method, params, sink=call.sink, outbound=outbound)
         match call.era:
             case Era.MODERN:
                 return reply  # an input_required result goes to the client as it is; the client retries
@@ -243,29 +249,27 @@ class Gateway:
             case _:
                 assert_never(call.era)
 
-    async def _send(
-        self, call: Call, target: Target, method: str, params: JSON, sink: RequestSink | None, outbound: Outbound
-    ) -> tuple[JSON, Outbound]:
-        """One request upstream, and the credential it went with."""
-        try:
-            reply = await self.pool.request(target.upstream_id, method, params, sink=sink, outbound=outbound)
-        except UpstreamError as exc:
-            # A per-user token the upstream no longer accepts (revoked, rotated): fetch a fresh one once.
-            config = self.pool.config(target.upstream_id)
-            if (
-                exc.kind is not ErrorKind.AUTH
-                or config is None
-                or not self.credentials.rejected(target.upstream_id, config, call.principal)
-            ):
-                raise
-            outbound = await self.outbound(call, target.member_id, target.upstream_id)
-            reply = await self.pool.request(target.upstream_id, method, params, sink=sink, outbound=outbound)
-        return reply, outbound
+    async def _fresh_credential(self, exc: UpstreamError, call: Call, target: Target) -> Outbound:
+        """After an upstream refused a per-user token (revoked, rotated): a fresh one to retry with, once.
+        Any other failure is raised again."""
+        config = self.pool.config(target.upstream_id)
+        if (
+            exc.kind is not ErrorKind.AUTH
+            or config is None
+            or not self.credentials.rejected(target.upstream_id, config, call.principal)
+        ):
+            raise exc
+        return await self.outbound(call, target.member_id, target.upstream_id)
 
     async def _reply(
         self, call: Call, target: Target, method: str, params: JSON, sink: RequestSink, outbound: Outbound
     ) -> JSON:
-        return (await self._send(call, target, method, params, sink, outbound))[0]
+        """The upstream call an exchange (relay/input_exchange.py) runs for a 2026-07-28 client."""
+        try:
+            return await self.pool.request(target.upstream_id, method, params, sink=sink, outbound=outbound)
+        except UpstreamError as exc:
+            outbound = await self._fresh_credential(exc, call, target)
+            return await self.pool.request(target.upstream_id, method, params, sink=sink, outbound=outbound)
 
     async def _answer_input_requests(
         self, call: Call, target: Target, method: str, params: JSON, outbound: Outbound, reply: JSON

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from manifold.config.models import Transport, UpstreamConfig
+from manifold.protocol import Era
 from manifold.upstream.base import (
     JSON,
     ErrorKind,
@@ -111,6 +112,13 @@ class UpstreamPool:
             self._forget(key, session)
             session = await self._session(key, outbound.headers)
             return await session.request(method, params, sink=sink, timeout=timeout)
+
+    def era(self, upstream_id: str, outbound: Outbound = SHARED) -> Era | None:
+        """The era of the live session for this credential, or None when there is none yet (no await: the
+        relay asks on every 2026-07-28 call)."""
+        slot = self._slots.get(UpstreamKey(upstream_id, outbound.identity))
+        session = slot.session if slot is not None else None
+        return session.era if session is not None and not session.closed else None
 
     def config(self, upstream_id: str) -> UpstreamConfig | None:
         return self._configs.get(upstream_id)
