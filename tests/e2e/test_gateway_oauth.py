@@ -540,6 +540,12 @@ async def test_a_configured_confidential_client_must_authenticate(dev_gw: tuple[
         assert wrong.status_code == 401 and oauth_error(wrong) == "invalid_client"
         right = await http.post(f"{gateway.base}/token", data=form, auth=(CONFIDENTIAL, "s3cret-value"))
         assert right.status_code == 200, right.text
+        # The refresh, with the secret in the form this time (client_secret_post).
+        refresh = {"grant_type": "refresh_token", "refresh_token": right.json()["refresh_token"]}
+        again = await http.post(
+            f"{gateway.base}/token", data={**refresh, "client_id": CONFIDENTIAL, "client_secret": "s3cret-value"}
+        )
+        assert again.status_code == 200, again.text
         assert (await flow.list_tools(right.json()["access_token"], OTHER)).status_code == 200
     await browser.aclose()
 

@@ -172,3 +172,23 @@ def test_registrations_per_address_are_limited_and_bounded() -> None:
     for n in range(PerMinute.MAX_ADDRESSES + 5):
         limit.allow(f"10.0.{n // 256}.{n % 256}", 2.0)
     assert len(limit._counts) <= PerMinute.MAX_ADDRESSES  # noqa: SLF001
+
+
+@pytest.mark.parametrize(
+    ("uri", "accepted"),
+    [
+        ("https://app.example/cb", True),
+        ("http://127.0.0.1:8080/cb", True),
+        ("com.example.app:/oauth", True),
+        ("http://app.example/cb", False),  # plain http off loopback
+        ("https://app.example/cb#frag", False),
+        ("javascript:alert(1)", False),
+    ],
+)
+def test_a_configured_clients_redirect_uris_are_checked_at_load(uri: str, accepted: bool) -> None:
+    body = {"identity": {"authorization_server": {"clients": {"app": {"client_secret": "s", "redirect_uris": [uri]}}}}}
+    if accepted:
+        GatewayConfig.model_validate(body)
+    else:
+        with pytest.raises(ValueError, match="redirect URI"):
+            GatewayConfig.model_validate(body)

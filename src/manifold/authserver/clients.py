@@ -83,7 +83,9 @@ class GatewayClient(ClientMixin):
         return hmac.compare_digest(self.secret_hash, digest(client_secret))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method == self.auth_method
+        if self.auth_method == "none" or self.secret_hash is None:
+            return method == "none"
+        return method in ("client_secret_basic", "client_secret_post")  # a secret, in the header or the form
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code"

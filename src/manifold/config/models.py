@@ -355,6 +355,12 @@ class WebLoginConfig(Strict):
         return v
 
 
+# A client's redirect URI: https, http on a loopback address (any port), or a native app's private-use scheme.
+_REDIRECT_URI = re.compile(
+    r"^(https://[^/\s]+|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/|[a-z][a-z0-9+.-]*\.[a-z0-9+.-]+:/)"
+)
+
+
 class OAuthClientConfig(Strict):
     """A confidential client registered by configuration (a third-party app), at the gateway's own
     authorization server (authserver/). Its id is the key under `authorization_server.clients`."""
@@ -362,6 +368,17 @@ class OAuthClientConfig(Strict):
     name: str | None = None
     client_secret: str  # a value or `secret:NAME`
     redirect_uris: Annotated[list[str], Field(min_length=1)]
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _redirect_uris(cls, v: list[str]) -> list[str]:
+        for uri in v:
+            if "#" in uri or not _REDIRECT_URI.match(uri):
+                raise ValueError(
+                    f"redirect URI {uri[:200]!r} must be https, http on loopback, or an app's private-use scheme "
+                    "(com.example.app:/...), without a fragment"
+                )
+        return v
 
 
 class AuthorizationServerSettings(Strict):
