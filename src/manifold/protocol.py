@@ -120,3 +120,14 @@ LISTEN_FLAGS = {"tools": "toolsListChanged", "prompts": "promptsListChanged", "r
 REMOVED_IN_MODERN = frozenset({INITIALIZE, PING, LOGGING_SET_LEVEL, RESOURCES_SUBSCRIBE, RESOURCES_UNSUBSCRIBE})
 # Result members only 2026-07-28 defines: never shown to a client of the handshake era.
 MODERN_RESULT_FIELDS = frozenset({"resultType", "ttlMs", "cacheScope"})
+
+# ---- tasks (SEP-2663, the io.modelcontextprotocol/tasks extension of 2026-07-28) ---------------------------
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+TASKS_GET = "tasks/get"
+TASKS_UPDATE = "tasks/update"
+TASKS_CANCEL = "tasks/cancel"
+RESULT_TASK = "task"  # the `resultType` of a CreateTaskResult
+# A tool's `execution.taskSupport` values that let it run as a task ("forbidden" or absent: never).
+TASK_SUPPORT_OPTIONAL = "optional"
+TASK_SUPPORT_REQUIRED = "required"

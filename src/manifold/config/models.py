@@ -215,6 +215,10 @@ class LimitsSettings(Strict):
     client_reply_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
     # Calls of one principal parked at once while a 2026-07-28 client answers a handshake-era upstream.
     waiting_for_input_per_principal: Annotated[int, Field(gt=0)] = 64
+    # Tasks (2026-07-28 tasks extension, run by the gateway) one principal may have at once, running or kept.
+    tasks_per_principal: Annotated[int, Field(gt=0)] = 64
+    # How long a finished task's outcome is kept for `tasks/get` (its `ttlMs`), then dropped.
+    task_retention_seconds: Annotated[float, Field(gt=0, le=86400)] = 600.0
 
 
 class GatewaySettings(Strict):

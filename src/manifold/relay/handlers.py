@@ -44,6 +44,10 @@ from manifold.protocol import (
     RESOURCES_UNSUBSCRIBE,
     RESULT_COMPLETE,
     RESULT_INPUT_REQUIRED,
+    TASKS_CANCEL,
+    TASKS_EXTENSION,
+    TASKS_GET,
+    TASKS_UPDATE,
     TOOLS_CALL,
     TOOLS_LIST,
     Era,
@@ -54,6 +58,7 @@ from manifold.relay.call import Call
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.jsonrpc import RpcError, tool_error_result
+from manifold.relay.tasks import Tasks
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.pool import UpstreamPool
@@ -78,6 +83,8 @@ class Gateway:
     started: float = field(default_factory=time.monotonic)
     # 2026-07-28 clients' calls parked while they answer a handshake-era upstream's questions
     inputs: InputExchanges = field(default_factory=InputExchanges)
+    # tools/call run as tasks for 2026-07-28 clients that declared the tasks extension (relay/tasks.py)
+    tasks: Tasks = field(default_factory=Tasks)
 
     def server_info(self, view: VirtualServerView) -> JSON:
         return {"name": f"{self.server_name}/{view.id}", "version": self.server_version}
@@ -107,7 +114,7 @@ class Gateway:
     def discover_result(self, view: VirtualServerView) -> JSON:
         result: JSON = {
             "supportedVersions": list(MODERN_VERSIONS),
-            "capabilities": self.capabilities(),
+            "capabilities": {**self.capabilities(), "extensions": {TASKS_EXTENSION: {}}},
             "resultType": RESULT_COMPLETE,
             "ttlMs": 0,
             "cacheScope": "public",
@@ -400,6 +407,8 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
             return {"result": {"content": [{"type": "text", "text": connected_text(upstream_id)}]}}
         gw.audit.call(call, TOOLS_CALL, name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+    if call.era is Era.MODERN and gw.tasks.wanted(call, name):  # relay/tasks.py: the gateway runs it
+        return gw.tasks.create(call, params, target.upstream_id, lambda own, p: _tools_call(gw, own, p))
     try:
         reply = await gw.relay(call, target, TOOLS_CALL, _params_with(params, name=target.name))
     except AuthRequired as exc:
@@ -556,6 +565,17 @@ async def _set_level(gw: Gateway, call: Call, params: JSON) -> JSON:
     return {"result": {}}
 
 
+def _task_method(
+    name: str, method: Callable[[Tasks, Call, JSON], JSON]
+) -> Callable[[Gateway, Call, JSON], Awaitable[JSON]]:
+    async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
+        if call.era is not Era.MODERN:  # the extension is 2026-07-28's
+            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {name}")
+        return method(gw.tasks, call, params)
+
+    return handler
+
+
 HANDLERS: dict[str, Callable[[Gateway, Call, JSON], Awaitable[JSON]]] = {
     PING: _ping,
     TOOLS_LIST: _lister("tools", "tools"),
@@ -569,4 +589,7 @@ HANDLERS: dict[str, Callable[[Gateway, Call, JSON], Awaitable[JSON]]] = {
     RESOURCES_UNSUBSCRIBE: _resources_unsubscribe,
     COMPLETION_COMPLETE: _complete,
     LOGGING_SET_LEVEL: _set_level,
+    TASKS_GET: _task_method(TASKS_GET, Tasks.get),
+    TASKS_UPDATE: _task_method(TASKS_UPDATE, Tasks.update),
+    TASKS_CANCEL: _task_method(TASKS_CANCEL, Tasks.cancel),
 }

@@ -50,6 +50,7 @@ from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes, sse_ev
 from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
 from manifold.relay.stream_queue import StreamQueue
+from manifold.relay.tasks import NAMED_BY_TASK_ID, check_routing_name
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -184,6 +185,9 @@ class StreamableHttp:
                     request_id, METHOD_NOT_FOUND, f"Method not found: {rpc_method} is not part of {MODERN_VERSION}"
                 ),
             )
+            return
+        if rpc_method in NAMED_BY_TASK_ID and (mismatch := check_routing_name(params, headers)) is not None:
+            await send_body(send, 400, error_bytes(request_id, mismatch.code, mismatch.message))
             return
         meta = params.get("_meta")  # a dict: the ladder checked the envelope in it
         level = meta.get(META_LOG_LEVEL) if isinstance(meta, dict) else None

@@ -63,6 +63,7 @@ from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.sessions import PendingReplies, SessionStore
 from manifold.relay.sse import LegacySse
 from manifold.relay.streamable_http import StreamableHttp
+from manifold.relay.tasks import Tasks
 from manifold.runtime.audit_recorder import AuditRecorder
 from manifold.runtime.catalog_swap import CatalogSwap, pool_config
 from manifold.runtime.changes import ChangeSync
@@ -153,6 +154,7 @@ class Runtime:
         """Stop in reverse order: streams, background tasks, then what holds files and connections."""
         self.hub.close_all()
         self.sessions.close_all()
+        self.gateway.tasks.close()  # running tasks: their upstream calls are cancelled
         self.gateway.inputs.close()  # parked calls: their upstream requests are answered and cancelled
         for task in list(self.tasks):
             task.cancel()
@@ -228,15 +230,21 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     flows.add_listener(hub.connection_changed)  # connecting or revoking changes that user's lists
     exchanger = TokenExchanger(secret=secrets.lookup)
     credentials = CredentialResolver(secret=secrets.lookup, oauth=broker, exchange=exchanger)
+    inputs = InputExchanges(
+        reply_timeout=settings.limits.client_reply_seconds,
+        per_principal=settings.limits.waiting_for_input_per_principal,
+    )
     gateway = Gateway(
         pool=pool,
         hub=hub,
         access=access,
         audit=auditor,
         credentials=credentials,
-        inputs=InputExchanges(
-            reply_timeout=settings.limits.client_reply_seconds,
-            per_principal=settings.limits.waiting_for_input_per_principal,
+        inputs=inputs,
+        tasks=Tasks(
+            per_principal=settings.limits.tasks_per_principal,
+            retention_seconds=settings.limits.task_retention_seconds,
+            inputs=inputs,
         ),
     )
     sessions = SessionStore(hub, settings.limits)

@@ -1,0 +1,348 @@
+"""Tasks (SEP-2663, the `io.modelcontextprotocol/tasks` extension of 2026-07-28), run by the gateway itself.
+
+A 2026-07-28 client that declares the extension (in its request's `clientCapabilities.extensions`) and calls
+a tool whose upstream entry says `execution.taskSupport: optional|required` gets a `CreateTaskResult` at once;
+the gateway runs the upstream call in the background, as that client, and keeps the outcome for
+`limits.task_retention_seconds`. The client polls `tasks/get` (status, then the inlined `result` or
+`error`), answers questions with `tasks/update`, and may `tasks/cancel`. The gateway does this whatever the
+upstream speaks: it holds the call anyway, so an upstream needs no task support of its own, and upstream
+task ids never reach a client (docs/design.md, "Tasks").
+
+- A task id is 24 random bytes (URL-safe), bound to the principal and the virtual server that created it:
+  for anyone else it does not exist (-32602, exactly as an unknown id). There is no `tasks/list`
+  (SEP-2663 removed it), so nobody can enumerate tasks either.
+- Bounded: at most `limits.tasks_per_principal` tasks per principal, running or kept; a finished task is
+  dropped `task_retention_seconds` after it finished (its `ttlMs`); the running call itself is bounded by the
+  upstream's `call_timeout` and, while it waits for the client, by `limits.client_reply_seconds`.
+- Questions: when the call answers `input_required` (a 2026-07-28 upstream, or a handshake-era upstream's
+  server→client request turned into one by relay/input_exchange.py), the task shows `input_required` with
+  those `inputRequests`; `tasks/update` answers them, in parts if the client likes, and once all are
+  answered the call is retried with `inputResponses` and the `requestState`.
+- `tasks/cancel` cancels the background call (the upstream hears `notifications/cancelled`; a call parked
+  for input has its upstream request cancelled through the exchange) and is idempotent.
+
+The normal tools/call path pays one dict lookup (`Tasks.wanted`, 2026-07-28 clients only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
+
+from manifold.catalog.view import Built, VirtualServerView
+from manifold.protocol import (
+    HEADER_MISMATCH,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    LIMIT_REACHED,
+    MISSING_CLIENT_CAPABILITY,
+    RESULT_COMPLETE,
+    RESULT_INPUT_REQUIRED,
+    RESULT_TASK,
+    TASK_SUPPORT_OPTIONAL,
+    TASK_SUPPORT_REQUIRED,
+    TASKS_CANCEL,
+    TASKS_EXTENSION,
+    TASKS_GET,
+    TASKS_UPDATE,
+)
+from manifold.relay.call import Call
+from manifold.relay.input_exchange import InputExchanges
+from manifold.relay.jsonrpc import RpcError
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+# Runs the tool call for a task: the handler's own tools/call path, given the task's Call and params.
+Runner = Callable[[Call, JSON], Awaitable[JSON]]
+
+WORKING = "working"
+INPUT_REQUIRED = "input_required"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+MAX_INPUT_ROUNDS = 16  # rounds of questions one task may ask before it fails
+
+
+class TaskRun(str):
+    """The request id of the call a task runs (the task's id): it marks that call as a task's own, so it is
+    never turned into another task, and names the task in its audit row."""
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True, eq=False)
+class GatewayTask:
+    id: str
+    principal_id: str
+    server_id: str
+    upstream_id: str
+    created: float  # epoch seconds
+    updated: float
+    status: str = WORKING
+    result: JSON | None = None
+    error: JSON | None = None
+    questions: JSON = field(default_factory=dict)  # inputRequests not answered yet
+    answers: JSON = field(default_factory=dict)  # answers gathered for the current round
+    request_state: Any = None  # the current round's requestState
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    runner: asyncio.Task[None] | None = None
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        self.updated = time.time()
+
+
+class Tasks:
+    """The gateway's tasks, by id. Built once by the composition root with the limits from config."""
+
+    def __init__(
+        self,
+        *,
+        per_principal: int = 64,
+        retention_seconds: float = 3600.0,
+        poll_interval_ms: int = 500,
+        inputs: InputExchanges | None = None,
+    ) -> None:
+        self.per_principal = per_principal
+        self.retention_seconds = retention_seconds
+        self.poll_interval_ms = poll_interval_ms
+        self.inputs = inputs  # to cancel a call parked for input when its task is cancelled
+        self._tasks: dict[str, GatewayTask] = {}
+        self._count: Counter[str] = Counter()
+        self._drops: dict[str, asyncio.TimerHandle] = {}
+        # Per view: the built tool list last looked at, and its tools' taskSupport by exposed name.
+        self._support: dict[str, tuple[Built, dict[str, str]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    # ---- tools/call -----------------------------------------------------------------------------
+
+    def support(self, view: VirtualServerView, name: str) -> str | None:
+        """The exposed tool's taskSupport ("optional" / "required"), or None: from the last built list."""
+        built = view.last_built("tools")
+        if built is None:
+            return None
+        cached = self._support.get(view.id)
+        if cached is None or cached[0] is not built:
+            support: dict[str, str] = {}
+            for item in built.items:
+                execution = item.get("execution")
+                value = execution.get("taskSupport") if isinstance(execution, dict) else None
+                if value in (TASK_SUPPORT_OPTIONAL, TASK_SUPPORT_REQUIRED) and isinstance(item.get("name"), str):
+                    support[item["name"]] = value
+            cached = self._support[view.id] = (built, support)
+        return cached[1].get(name)
+
+    def wanted(self, call: Call, name: str) -> bool:
+        """Whether this 2026-07-28 tools/call runs as a task. A tool that requires a task, called by a client
+        that did not declare the extension, is refused with -32021 naming it."""
+        support = self.support(call.view, name)
+        if support is None or isinstance(call.request_id, TaskRun):
+            return False
+        if declares_tasks(call.client_capabilities):
+            return True
+        if support == TASK_SUPPORT_REQUIRED:
+            raise missing_tasks_extension(f"Tool '{name}' runs only as a task")
+        return False
+
+    def create(self, call: Call, params: JSON, upstream_id: str, runner: Runner) -> JSON:
+        """Start the call as a task: the CreateTaskResult, once `tasks/get` finds the task."""
+        principal_id = call.principal.id
+        if self._count[principal_id] >= self.per_principal:
+            raise RpcError(
+                LIMIT_REACHED,
+                f"Too many tasks: at most {self.per_principal} per user are kept "
+                f"(finished ones for {self.retention_seconds:g} s)",
+            )
+        now = time.time()
+        task = GatewayTask(secrets.token_urlsafe(24), principal_id, call.view.id, upstream_id, now, now)
+        self._tasks[task.id] = task
+        self._count[principal_id] += 1
+        own = replace(call, sink=None, listener=None, session=None, request_id=TaskRun(task.id))
+        task.runner = asyncio.ensure_future(self._run(task, own, params, runner))
+        return {"result": self._envelope(task, RESULT_TASK)}
+
+    # ---- tasks/get, tasks/update, tasks/cancel ----------------------------------------------------
+
+    def get(self, call: Call, params: JSON) -> JSON:
+        task = self._find(call, params)
+        detailed = self._envelope(task, RESULT_COMPLETE)
+        if task.status == INPUT_REQUIRED:
+            detailed["inputRequests"] = dict(task.questions)
+        elif task.status == COMPLETED and task.result is not None:
+            detailed["result"] = task.result
+        elif task.status == FAILED and task.error is not None:
+            detailed["error"] = task.error
+        return {"result": detailed}
+
+    def update(self, call: Call, params: JSON) -> JSON:
+        task = self._find(call, params)
+        responses = params.get("inputResponses")
+        if not isinstance(responses, dict):
+            raise RpcError(INVALID_PARAMS, "tasks/update needs an 'inputResponses' object")
+        if task.status == INPUT_REQUIRED:
+            for key, response in responses.items():
+                if key in task.questions:  # an unknown or already answered key is ignored
+                    del task.questions[key]
+                    task.answers[key] = response
+            task.updated = time.time()
+            if not task.questions:
+                task.set_status(WORKING)
+                task.answered.set()
+        return {"result": {"resultType": RESULT_COMPLETE}}
+
+    def cancel(self, call: Call, params: JSON) -> JSON:
+        task = self._find(call, params)
+        if task.status not in TERMINAL:
+            task.set_status(CANCELLED)
+            self._release_parked(task)
+            if task.runner is not None:
+                task.runner.cancel()
+            self._finished(task)
+        return {"result": {"resultType": RESULT_COMPLETE}}
+
+    def close(self) -> None:
+        """Cancel every running task (the gateway is stopping)."""
+        for task in list(self._tasks.values()):
+            if task.runner is not None and not task.runner.done():
+                task.runner.cancel()
+        for handle in self._drops.values():
+            handle.cancel()
+        self._drops.clear()
+
+    # ---- inside ---------------------------------------------------------------------------------
+
+    def _find(self, call: Call, params: JSON) -> GatewayTask:
+        if not declares_tasks(call.client_capabilities):
+            raise missing_tasks_extension("Tasks need the client to declare the extension")
+        task_id = params.get("taskId")
+        if not isinstance(task_id, str):
+            raise RpcError(INVALID_PARAMS, "a string 'taskId' is required")
+        task = self._tasks.get(task_id)
+        if task is None or task.principal_id != call.principal.id or task.server_id != call.view.id:
+            raise RpcError(INVALID_PARAMS, f"Unknown task: {task_id[:64]}")  # someone else's: the same answer
+        return task
+
+    def _envelope(self, task: GatewayTask, result_type: str) -> JSON:
+        return {
+            "resultType": result_type,
+            "taskId": task.id,
+            "status": task.status,
+            "createdAt": _iso(task.created),
+            "lastUpdatedAt": _iso(task.updated),
+            "ttlMs": int(self.retention_seconds * 1000),
+            "pollIntervalMs": self.poll_interval_ms,
+        }
+
+    async def _run(self, task: GatewayTask, call: Call, params: JSON, runner: Runner) -> None:
+        try:
+            for _ in range(MAX_INPUT_ROUNDS):
+                reply = await runner(call, params)
+                result = reply.get("result")
+                if "error" in reply or not isinstance(result, dict):
+                    error = reply.get("error")
+                    task.error = error if isinstance(error, dict) else {"code": INTERNAL_ERROR, "message": "no result"}
+                    task.set_status(FAILED)
+                    return
+                if result.get("resultType") != RESULT_INPUT_REQUIRED:
+                    task.result = result
+                    task.set_status(COMPLETED)
+                    return
+                requests = result.get("inputRequests")
+                task.questions = dict(requests) if isinstance(requests, dict) else {}
+                task.answers = {}
+                task.request_state = result.get("requestState")
+                task.answered.clear()
+                task.set_status(INPUT_REQUIRED)
+                await task.answered.wait()
+                params = {**params, "inputResponses": task.answers}
+                if task.request_state is not None:
+                    params["requestState"] = task.request_state
+                else:
+                    params.pop("requestState", None)
+                task.request_state = None
+            task.error = {
+                "code": INTERNAL_ERROR,
+                "message": f"the call asked for input more than {MAX_INPUT_ROUNDS} times",
+            }
+            task.set_status(FAILED)
+        except asyncio.CancelledError:
+            if task.status not in TERMINAL:
+                task.set_status(CANCELLED)
+            raise
+        except RpcError as exc:
+            task.error = exc.to_reply()["error"]
+            task.set_status(FAILED)
+        except Exception as exc:  # the client polls for it: never lost, never a traceback in its answer
+            log.warning("task %s on %s failed: %s", task.id[:8], task.upstream_id, type(exc).__name__)
+            task.error = {"code": INTERNAL_ERROR, "message": f"the call failed on the gateway ({type(exc).__name__})"}
+            task.set_status(FAILED)
+        finally:
+            self._finished(task)
+
+    def _release_parked(self, task: GatewayTask) -> None:
+        """A task cancelled while it waits for input: the upstream call parked for it is cancelled too."""
+        state = task.request_state
+        if self.inputs is None or not self.inputs.is_ours(state):
+            return
+        try:
+            exchange = self.inputs.resume(state, task.principal_id, task.upstream_id, {}, None)
+        except RpcError:
+            return  # expired meanwhile: already released
+        exchange.abandon("the task was cancelled")
+        if exchange.task is not None:
+            exchange.task.cancel()
+
+    def _finished(self, task: GatewayTask) -> None:
+        if task.id in self._drops or task.id not in self._tasks:
+            return
+        loop = asyncio.get_running_loop()
+        self._drops[task.id] = loop.call_later(self.retention_seconds, self._drop, task.id)
+
+    def _drop(self, task_id: str) -> None:
+        self._drops.pop(task_id, None)
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return
+        self._count[task.principal_id] -= 1
+        if self._count[task.principal_id] <= 0:
+            del self._count[task.principal_id]
+
+
+# The methods whose `Mcp-Name` routing header carries `params.taskId` (SEP-2663, "Routing Headers").
+NAMED_BY_TASK_ID = frozenset({TASKS_GET, TASKS_UPDATE, TASKS_CANCEL})
+
+
+def check_routing_name(params: JSON, headers: dict[str, str]) -> RpcError | None:
+    """A tasks method's `Mcp-Name` header against its `taskId`: a mismatch is -32020 (HTTP 400). An absent
+    header is let through, as for the methods the SDK's ladder checks."""
+    value = headers.get(MCP_NAME_HEADER)
+    if value is None or decode_header_value(value) == params.get("taskId"):
+        return None
+    return RpcError(HEADER_MISMATCH, f"{MCP_NAME_HEADER} header does not match the request body's 'taskId' parameter")
+
+
+def declares_tasks(capabilities: JSON) -> bool:
+    extensions = capabilities.get("extensions")
+    return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+
+def missing_tasks_extension(message: str) -> RpcError:
+    return RpcError(
+        MISSING_CLIENT_CAPABILITY,
+        f"Missing required client capability: extensions.{TASKS_EXTENSION}. {message}",
+        {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+    )

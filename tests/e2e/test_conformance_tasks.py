@@ -1,0 +1,86 @@
+"""The 0.2.0-alpha.12 suite's tasks-* scenarios (SEP-2663) through the gateway (issue 10, item 4).
+
+The upstream is tests/upstreams/tasks_fixture.py, a handshake-era stdio server with the scenarios' tools
+(`greet`, `slow_compute`, `failing_job`, ...) and no task support of its own: its tools only say
+`execution.taskSupport`. The gateway runs them as tasks for 2026-07-28 clients that declare the extension
+(relay/tasks.py), so every check here is the gateway's own behaviour. The suite sends no credentials, so the
+gateway runs with `allow_unauthenticated` on loopback, behind a virtual server that keeps the names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.conformance.support import CONFORMANCE_NEXT_CLI, NODE, NODE_DIR, toolchain_problem
+from tests.e2e.harness import run_gateway
+
+pytestmark = [pytest.mark.anyio, pytest.mark.conformance]
+
+FIXTURE = Path(__file__).resolve().parents[1] / "upstreams" / "tasks_fixture.py"
+
+# Every tasks-* scenario of 0.2.0-alpha.12 that must pass through the gateway.
+PASSING = (
+    "tasks-lifecycle",
+    "tasks-capability-negotiation",
+    "tasks-wire-fields",
+    "tasks-request-state-removal",
+    "tasks-mrtr-input",
+    "tasks-request-headers",
+    "tasks-dispatch-and-envelope",
+    "tasks-required-task-error",
+)
+# Not here: tasks-status-notifications (the suite skips it: "pending subscriptions/listen rewrite"), and
+# tasks-mrtr-composition, whose tool decides *after* a round of questions to become a task: only a tool that
+# knows about tasks can do that, and the gateway relays no upstream's own tasks (docs/design.md, "Tasks").
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def run_extension_scenario(url: str, scenario: str, out_dir: Path) -> tuple[list[dict[str, Any]], str]:
+    """One extension scenario at 2026-07-28 (`--force`: extension scenarios are not on the spec timeline,
+    so the suite skips them otherwise); its checks and the runner's output."""
+    results = Path(tempfile.mkdtemp(prefix=f"{scenario}-", dir=out_dir))
+    command = [str(NODE), str(CONFORMANCE_NEXT_CLI), "server", "--url", url, "-o", str(results)]
+    command += ["--scenario", scenario, "--spec-version", "2026-07-28", "--force"]
+    done = subprocess.run(
+        command,
+        cwd=NODE_DIR,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
+    checks: list[dict[str, Any]] = []
+    for path in results.glob("*/checks.json"):
+        checks += json.loads(path.read_text())
+    return checks, done.stdout + done.stderr
+
+
+async def test_tasks_scenarios_pass_through_the_gateway(tmp_path: Path) -> None:
+    assert toolchain_problem() is None, toolchain_problem()
+    upstream = {"transport": "stdio", "command": sys.executable, "args": [str(FIXTURE)], "protocol": "2025-11-25"}
+    servers = {"conformance": {"namespace": False, "members": [{"upstream": "up"}]}}
+    async with run_gateway({"up": upstream}, servers, gateway={"allow_unauthenticated": True}) as gw:
+        failed: dict[str, str] = {}
+        for scenario in PASSING:
+            checks, output = await anyio.to_thread.run_sync(
+                run_extension_scenario, gw.url("conformance"), scenario, tmp_path
+            )
+            bad = [c for c in checks if c.get("status") not in ("SUCCESS", "INFO")]
+            if not checks or bad:
+                failed[scenario] = f"{scenario}: {json.dumps(bad, indent=1)[:3000] if checks else output[-2000:]}"
+        assert not failed, "\n".join(failed.values()) + "\n--- gateway log ---\n" + gw.log()[-4000:]

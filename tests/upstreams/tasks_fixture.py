@@ -1,0 +1,182 @@
+"""A handshake-era (2025-11-25) stdio MCP server with the tools the conformance suite's tasks-* scenarios name.
+
+It knows nothing of tasks itself: its tools only say, in `execution.taskSupport` (2025-11-25), whether they
+may run as a task. The gateway runs them as tasks for a 2026-07-28 client that declared the
+`io.modelcontextprotocol/tasks` extension (docs/design.md, "Tasks"), so this server behind a gateway is what
+the tasks scenarios run against.
+
+    python tests/upstreams/tasks_fixture.py          # JSON-RPC lines on stdin/stdout
+
+| tool                | taskSupport | does                                                              |
+|---------------------|-------------|-------------------------------------------------------------------|
+| greet               | —           | `Hello, {name}!`                                                  |
+| slow_compute        | optional    | sleeps `seconds`, then `computed {label}`; cancellable             |
+| failing_job         | required    | after ~1 s a tool error (`isError: true`)                          |
+| protocol_error_job  | optional    | after 0.3 s a JSON-RPC error (-32603)                              |
+| confirm_delete      | optional    | asks one `elicitation/create` (confirm), then answers              |
+| multi_input         | optional    | asks two `elicitation/create` at once, then answers both           |
+| test_tool_with_task | required    | asks `user_name` by elicitation, then `Hello, {name}!`             |
+
+Standard library only (it must import nothing of the gateway); requests run concurrently, and
+`notifications/cancelled` cancels the named one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+from typing import Any
+
+JSON = dict[str, Any]
+VERSION = "2025-11-25"
+
+
+def _schema(**properties: str) -> JSON:
+    return {"type": "object", "properties": {k: {"type": v} for k, v in properties.items()}}
+
+
+def _tool(tool_name: str, description: str, support: str | None = None, **properties: str) -> JSON:
+    tool: JSON = {"name": tool_name, "description": description, "inputSchema": _schema(**properties)}
+    if support is not None:
+        tool["execution"] = {"taskSupport": support}
+    return tool
+
+
+TOOLS = [
+    _tool("greet", "Say hello (sync only)", name="string"),
+    _tool("slow_compute", "Sleep `seconds`, then answer", "optional", seconds="number", label="string"),
+    _tool("failing_job", "Fails with a tool error after about a second", "required"),
+    _tool("protocol_error_job", "Fails with a protocol error", "optional"),
+    _tool("confirm_delete", "Asks for confirmation, then deletes", "optional", filename="string"),
+    _tool("multi_input", "Asks two questions at once", "optional"),
+    _tool("test_tool_with_task", "Asks for a user name, then greets", "required"),
+]
+
+
+def _text(text: str, *, error: bool = False) -> JSON:
+    result: JSON = {"content": [{"type": "text", "text": text}]}
+    if error:
+        result["isError"] = True
+    return result
+
+
+class ToolError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Server:
+    def __init__(self) -> None:
+        self.running: dict[Any, asyncio.Task[None]] = {}
+        self.waiting: dict[str, asyncio.Future[JSON]] = {}
+        self.ids = itertools.count(1)
+
+    def send(self, message: JSON) -> None:
+        sys.stdout.buffer.write(json.dumps(message).encode() + b"\n")
+        sys.stdout.buffer.flush()
+
+    async def ask(self, method: str, params: JSON) -> JSON:
+        request_id = f"srv-{next(self.ids)}"
+        future: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
+        self.waiting[request_id] = future
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        try:
+            reply = await future
+        finally:
+            self.waiting.pop(request_id, None)
+        if "error" in reply:
+            raise ToolError(-32603, f"{method} failed: {reply['error'].get('message')}")
+        return reply.get("result") or {}
+
+    async def elicit(self, message: str, **properties: str) -> JSON:
+        answer = await self.ask(
+            "elicitation/create", {"mode": "form", "message": message, "requestedSchema": _schema(**properties)}
+        )
+        return answer.get("content") or {}
+
+    async def call_tool(self, name: str, args: JSON) -> JSON:
+        if name == "greet":
+            return _text(f"Hello, {args.get('name', 'World')}!")
+        if name == "slow_compute":
+            await asyncio.sleep(float(args.get("seconds", 0)))
+            return _text(f"computed {args.get('label', '')}".strip())
+        if name == "failing_job":
+            await asyncio.sleep(1.0)
+            return _text("failing_job failed as it always does", error=True)
+        if name == "protocol_error_job":
+            await asyncio.sleep(0.3)
+            raise ToolError(-32603, "protocol_error_job: internal failure")
+        if name == "confirm_delete":
+            content = await self.elicit(f"Delete {args.get('filename', 'the file')}?", confirm="boolean")
+            deleted = bool(content.get("confirm"))
+            return _text(f"{'deleted' if deleted else 'kept'} {args.get('filename', '')}".strip())
+        if name == "multi_input":
+            first, second = await asyncio.gather(
+                self.elicit("Your name?", name="string"), self.elicit("Confirm?", confirm="boolean")
+            )
+            return _text(f"got {first.get('name', '')} and {second.get('confirm')}")
+        if name == "test_tool_with_task":
+            content = await self.elicit("What is your user name?", name="string")
+            return _text(f"Hello, {content.get('name', '')}!")
+        raise ToolError(-32602, f"Unknown tool: {name}")
+
+    async def handle(self, message: JSON) -> None:
+        request_id, method, params = message.get("id"), message.get("method"), message.get("params") or {}
+        try:
+            if method == "initialize":
+                result: JSON = {
+                    "protocolVersion": VERSION,
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "tasks-fixture", "version": "1.0.0"},
+                }
+            elif method == "ping":
+                result = {}
+            elif method == "tools/list":
+                result = {"tools": TOOLS}
+            elif method == "tools/call":
+                result = await self.call_tool(str(params.get("name")), params.get("arguments") or {})
+            else:
+                raise ToolError(-32601, f"Method not found: {method}")
+            self.send({"jsonrpc": "2.0", "id": request_id, "result": result})
+        except ToolError as exc:
+            self.send({"jsonrpc": "2.0", "id": request_id, "error": {"code": exc.code, "message": str(exc)}})
+        except asyncio.CancelledError:
+            pass  # cancelled by the client: no answer is due
+        finally:
+            self.running.pop(request_id, None)
+
+    def receive(self, message: JSON) -> None:
+        method = message.get("method")
+        if method is None:  # a reply to one of our requests
+            future = self.waiting.get(str(message.get("id")))
+            if future is not None and not future.done():
+                future.set_result(message)
+            return
+        if "id" not in message:  # a notification
+            if method == "notifications/cancelled":
+                task = self.running.get((message.get("params") or {}).get("requestId"))
+                if task is not None:
+                    task.cancel()
+            return
+        self.running[message["id"]] = asyncio.ensure_future(self.handle(message))
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    server = Server()
+    while line := await reader.readline():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            server.receive(message)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
