@@ -25,6 +25,8 @@ from mcp.shared.exceptions import MCPError
 
 from manifold.protocol import MISSING_CLIENT_CAPABILITY
 from tests.e2e.harness import Gateway, run_gateway
+from tests.e2e.test_connect_flow import CONNECT_TEXT, Site, site, world  # noqa: F401 (fixtures of the connect flow)
+from tests.e2e.test_connect_flow import SERVER as CONNECT_SERVER
 from tests.upstreams.launch import KITCHEN, run_everything_http, run_http_upstream, run_ts_fixture
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +36,7 @@ CAPS_ECHO = str(REPO / "tests" / "upstreams" / "caps_echo.py")
 ERAS = ["legacy", "2026-07-28"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # module scope: the connect flow's `world` fixture is module-scoped
 def anyio_backend() -> str:
     return "asyncio"
 
@@ -169,3 +171,15 @@ async def test_a_typescript_fixtures_questions_and_a_closed_stream_reach_the_cli
                 resumed
             )
         assert "Traceback" not in gw.log() and "without a reply" not in gw.log()
+
+
+async def test_a_2026_client_without_url_elicitation_is_told_the_connect_url_in_text(site: Site) -> None:  # noqa: F811
+    """Connect-your-account for a 2026-07-28 client that cannot show a URL elicitation: the tool result's text
+    carries the absolute connect URL (not an input_required it could not answer)."""
+    async with site.gw.client(CONNECT_SERVER, key=site.keys["alice@corp.com"], mode="2026-07-28") as client:
+        with anyio.fail_after(30):
+            result = await client.call_tool("whoami", {})
+    assert result.is_error, text_of(result)
+    found = CONNECT_TEXT.search(text_of(result))
+    assert found, text_of(result)
+    assert found.group(1).startswith(f"{site.gw.base}/connect/{CONNECT_SERVER}?t=")
