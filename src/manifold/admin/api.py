@@ -11,6 +11,7 @@ Routes (all JSON; errors are {"error": "..."} with 400/401/403/404/409):
   GET  /admin/api/upstreams[/{id}]        POST /admin/api/upstreams     DELETE /admin/api/upstreams/{id}
   GET  /admin/api/groups[/{id}]           POST /admin/api/groups        DELETE /admin/api/groups/{id}
   GET  /admin/api/virtual-servers[/{id}]  POST /admin/api/virtual-servers  DELETE /admin/api/virtual-servers/{id}
+  GET  /admin/api/apps[?user=]                                          DELETE /admin/api/apps?user=&client=
 
 Catalog changes (upstreams, groups, virtual servers) are applied before the answer is sent; a 400 for an
 invalid body also lists each problem as {"field", "reason"} under "problems". docs/admin-api.md has it all.
@@ -171,6 +172,10 @@ class AdminApi:
                 return 201, await ops.add_grant(body)
             case "DELETE", ["grants", grant_id]:
                 return 200, await ops.remove_grant(grant_id)
+            case "GET", ["apps"]:
+                return 200, await ops.list_apps(query.get("user"))
+            case "DELETE", ["apps"]:
+                return 200, await ops.revoke_app(query.get("user") or "", query.get("client") or "")
             case "GET", [segment] if segment in KIND_PATHS:
                 return 200, await self.catalog_ops.list(KIND_PATHS[segment])
             case "GET", [segment, object_id] if segment in KIND_PATHS:

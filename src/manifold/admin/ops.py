@@ -7,7 +7,8 @@ status and a message fit for the caller: `BadRequest` (400), `NotFound` (404), `
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -63,10 +64,42 @@ def _str_list(body: JSON, key: str) -> list[str] | None:
     return value
 
 
+class AppConsent(Protocol):
+    """One person's consent to one application (authserver/store.py `Consent`)."""
+
+    @property
+    def principal(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_name(self) -> str | None: ...
+    @property
+    def resources(self) -> tuple[str, ...]: ...
+    @property
+    def updated_at(self) -> float: ...
+
+
+class AppConsents(Protocol):
+    """The consents and sign-ins of the gateway's own authorization server (authserver/store.py `AuthStore`,
+    handed in by the composition root and by `manifold apps`)."""
+
+    async def consents(self, principal: str | None = None) -> Sequence[AppConsent]: ...
+    async def revoke_client(self, principal: str, client_id: str) -> bool: ...
+
+
+def _principal(user: str) -> str:
+    """`alice@corp.com` → `user:alice@corp.com`; an id that names its kind (`sa:ci-bot`) is kept."""
+    user = user.strip()
+    if not user:
+        raise BadRequest("'user' must not be empty")
+    return user if user.startswith(("user:", "sa:", "ext:")) or user == "anonymous" else f"user:{user}"
+
+
 class Operations:
-    def __init__(self, engine: AsyncEngine, config: LoadedConfig) -> None:
+    def __init__(self, engine: AsyncEngine, config: LoadedConfig, apps: AppConsents | None = None) -> None:
         self.engine = engine
         self.config = config
+        self.apps = apps
         self.keys = KeyRepository(engine)
         self.directory = Directory(engine, config.gateway)
         self.grants = GrantRepository(engine)
@@ -204,3 +237,34 @@ class Operations:
         if not await self.grants.remove(grant_id):
             raise NotFound(f"no grant '{grant_id}'")
         return {"id": grant_id, "deleted": True}
+
+    # ---- applications signed in with the gateway's own OAuth (authserver/) ----------------------------
+
+    def _apps(self) -> AppConsents:
+        if self.apps is None:
+            raise NotFound("the gateway's authorization server is not available here")
+        return self.apps
+
+    async def list_apps(self, user: str | None = None) -> list[JSON]:
+        """Who allowed which application, for which servers (`manifold apps list`, `GET /admin/api/apps`)."""
+        principal = _principal(user) if user is not None else None
+        return [
+            {
+                "user": c.principal,
+                "client": c.client_id,
+                "name": c.client_name,
+                "servers": list(c.resources),
+                "updated_at": c.updated_at,
+            }
+            for c in await self._apps().consents(principal)
+        ]
+
+    async def revoke_app(self, user: str, client: str) -> JSON:
+        """Forget the person's consent to the application and revoke its tokens at once: refresh tokens stop
+        working, access tokens are refused on the next request (the "auth" revision is bumped)."""
+        principal, client_id = _principal(user), client.strip()
+        if not client_id:
+            raise BadRequest("'client' must not be empty")
+        if not await self._apps().revoke_client(principal, client_id):
+            raise NotFound(f"{principal[:200]} has not allowed the client '{client_id[:200]}'")
+        return {"user": principal, "client": client_id, "revoked": True}

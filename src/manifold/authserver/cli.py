@@ -1,5 +1,6 @@
 """`manifold apps list|revoke`: the applications (IDEs, agents) people signed in to the gateway's own
-authorization server, from the gateway's database.
+authorization server, from the gateway's database, through the admin API's own operations (admin/ops.py
+`list_apps`, `revoke_app`).
 
     manifold apps list [--user alice@corp.com] [--json]
     manifold apps revoke --user alice@corp.com --client <client id>
@@ -19,8 +20,9 @@ import json
 import sys
 from collections.abc import Callable
 
+from manifold.admin.ops import Operations, OpError
 from manifold.config.loaded import LoadedConfig
-from manifold.outbound.connections_cli import CliError, principal_id
+from manifold.outbound.connections_cli import CliError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,21 +56,11 @@ async def _main(args: argparse.Namespace, config: LoadedConfig) -> int:
         engine = await open_database(config.database_url)
     except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)
         raise CliError(f"cannot open the gateway database: {type(exc).__name__}") from None
-    store = AuthStore(engine)
+    ops = Operations(engine, config, apps=AuthStore(engine))  # the admin API's operations: one code path
     try:
         match args.action:
             case "list":
-                user = principal_id(args.user) if args.user else None
-                rows = [
-                    {
-                        "user": c.principal,
-                        "client": c.client_id,
-                        "name": c.client_name,
-                        "servers": list(c.resources),
-                        "updated_at": c.updated_at,
-                    }
-                    for c in await store.consents(user)
-                ]
+                rows = await ops.list_apps(args.user)
                 if args.json:
                     print(json.dumps(rows, indent=2))
                 elif not rows:
@@ -81,15 +73,15 @@ async def _main(args: argparse.Namespace, config: LoadedConfig) -> int:
                             f"{' '.join(row['servers'])}  {when:%Y-%m-%d %H:%M}"
                         )
             case "revoke":
-                user, client = principal_id(args.user), args.client.strip()
-                if not await store.revoke_client(user, client):
-                    raise CliError(f"{user} has not allowed the client '{client[:200]}'")
+                done = await ops.revoke_app(args.user, args.client)
                 if args.json:
-                    print(json.dumps({"user": user, "client": client, "revoked": True}, indent=2))
+                    print(json.dumps(done, indent=2))
                 else:
-                    print(f"Revoked {client} for {user}: its tokens no longer work.")
+                    print(f"Revoked {done['client']} for {done['user']}: its tokens no longer work.")
             case _:
                 raise CliError(f"unknown command apps {args.action}")
+    except OpError as exc:
+        raise CliError(exc.message) from None
     finally:
         await engine.dispose()
     return 0

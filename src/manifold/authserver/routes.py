@@ -297,6 +297,7 @@ class AuthorizationServerApp:
                     resource=resource,
                     fields=oauth,
                     csrf=csrf.token(self.cookies.signer, session.sid, _consent_action(client)),
+                    allowed=given.resources if given is not None else (),
                 )
                 return page(200, body)
         answer = server.authorization_answer(oauth_request, SignedIn(principal, resource, ""), grant)

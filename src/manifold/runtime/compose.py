@@ -318,7 +318,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
     admin = AdminApi(
         config,
         runtime.authenticator,
-        Operations(runtime.engine, config),
+        Operations(runtime.engine, config, apps=runtime.auth_store),
         runtime.catalog_operations,
         runtime.catalog,
         runtime.audit_log,
@@ -337,6 +337,9 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         vault=runtime.vault,
         upstream_config=runtime.pool.config,
         sync=runtime.changes.sync,
+        served=runtime.served,
+        access=runtime.access,
+        apps=runtime.auth_store,
     )
     authorization_server = AuthorizationServerApp(
         settings=settings,

@@ -3,6 +3,7 @@
     GET  /connect/{upstream}?t=…   consent page for the link's user  POST           → 303 to the authorization server
     GET  /oauth/callback?code&state&iss                              → tokens stored, "you can close this window"
     GET  /connections              the signed-in user's connections  POST (revoke)  → revoked, list again
+                                   and the applications they allowed (gateway OAuth; revoke: same POST)
 
 Why each step (the MCP security best practices' confused-deputy rules: the user consents, `state` is
 single-use and made only after consent, the redirect URI is exact):
@@ -20,13 +21,15 @@ single-use and made only after consent, the redirect URI is exact):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from manifold.config.models import OAuthAuth, UpstreamConfig
+from manifold.identity.gateway_tokens import server_of_resource
 from manifold.outbound.oauth import ConnectLinks, DiscoveryError, InvalidLink, OAuthError, OAuthFlows, Vault
 from manifold.outbound.oauth.links import is_spent, link_digest
 from manifold.security.crypto import DecryptError
@@ -42,6 +45,27 @@ RETRY_HINT = "Open the connect link again to try once more: it works until it ex
 UpstreamLookup = Callable[[str], UpstreamConfig | None]
 
 
+class AllowedApp(Protocol):
+    """One application the person allowed (authserver/store.py `Consent`)."""
+
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_name(self) -> str | None: ...
+    @property
+    def resources(self) -> tuple[str, ...]: ...
+    @property
+    def updated_at(self) -> float: ...
+
+
+class AllowedApps(Protocol):
+    """The applications signed in with the gateway's own OAuth (authserver/store.py `AuthStore`, the same
+    store `manifold apps` and `/admin/api/apps` read and revoke through)."""
+
+    async def consents(self, principal: str | None = None) -> Sequence[AllowedApp]: ...
+    async def revoke_client(self, principal: str, client_id: str) -> bool: ...
+
+
 class ConnectPages:
     def __init__(
         self,
@@ -51,8 +75,10 @@ class ConnectPages:
         flows: OAuthFlows,
         vault: Vault,
         upstream_config: UpstreamLookup,
+        apps: AllowedApps | None = None,
     ) -> None:
         self.cookies = cookies
+        self.apps = apps
         self.engine = engine  # where spent connect links are remembered (outbound/oauth/links.py)
         self.links = links
         self.flows = flows
@@ -158,7 +184,16 @@ class ConnectPages:
             return login_redirect(request)
         signer = self.cookies.signer
         notice = None
-        if request.posted:
+        if request.posted and "client" in request.form and self.apps is not None:
+            client_id = request.form.get("client", "")
+            if not csrf.valid(signer, session.sid, f"revoke-app:{client_id}", request.form.get("csrf")):
+                return problem(403, "Not allowed", "The revoke form was not from this session.")
+            if await self.apps.revoke_client(session.principal_id, client_id):
+                log.info("revoked application %s for %s (web)", client_id[:200], session.principal_id)
+                notice = "Revoked the application: its tokens no longer work, and it has to ask you again."
+            else:
+                notice = "That application was not allowed."
+        elif request.posted:
             upstream_id = request.form.get("upstream", "")
             if not csrf.valid(signer, session.sid, f"revoke:{upstream_id}", request.form.get("csrf")):
                 return problem(403, "Not allowed", "The revoke form was not from this session.")
@@ -180,7 +215,18 @@ class ConnectPages:
             for c in await self.vault.list(session.principal_id)
         ]
         rows.sort(key=lambda r: r.upstream_id)
-        return page(200, pages.connections(viewer=viewer(signer, session), rows=rows, notice=notice))
+        apps = [
+            pages.AppRow(
+                client_id=c.client_id,
+                name=c.client_name,
+                servers=[server_of_resource(r) or r for r in c.resources],
+                allowed_at=c.updated_at,
+                revoke_csrf=csrf.token(signer, session.sid, f"revoke-app:{c.client_id}"),
+            )
+            for c in (await self.apps.consents(session.principal_id) if self.apps is not None else ())
+        ]
+        body = pages.connections(viewer=viewer(signer, session), rows=rows, notice=notice, apps=apps)
+        return page(200, body)
 
 
 def safe_reason(exc: BaseException) -> str:

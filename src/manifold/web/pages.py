@@ -71,6 +71,7 @@ def layout(title: str, body: str, viewer: Viewer | None = None, *, wide: bool = 
         account = (
             '<nav class="account" aria-label="Account">'
             f"<p>Signed in as <strong>{e(viewer.display)}</strong></p>"
+            '<a href="/servers">Your servers</a>'
             '<a href="/connections">Your connections</a>'
             f"{_sign_out_form(viewer, small=True)}</nav>"
         )
@@ -88,7 +89,7 @@ def layout(title: str, body: str, viewer: Viewer | None = None, *, wide: bool = 
     )
 
 
-_layout = layout  # the name authserver/consent.py imports
+_layout = layout  # deprecated alias: use `layout`
 
 
 def _error(message: str) -> str:
@@ -255,7 +256,47 @@ def _when(at: float | None) -> str:
 _STATUS = {"ok": ("Connected", "badge-ok"), "broken": ("Connect again", "badge-broken")}
 
 
-def connections(*, viewer: Viewer, rows: list[ConnectionRow], notice: str | None = None) -> str:
+@dataclass(frozen=True)
+class AppRow:
+    """An application (IDE, agent) the person allowed to sign in to the gateway as them (authserver/)."""
+
+    client_id: str
+    name: str | None
+    servers: list[str]
+    allowed_at: float
+    revoke_csrf: str
+
+
+def _apps(apps: list[AppRow]) -> str:
+    if not apps:
+        return ""
+    items = [
+        '<li class="connection"><div class="connection-head">'
+        f"<h3>{e(app.name or app.client_id)}</h3>"
+        '<form method="post" action="/connections">'
+        f'<input type="hidden" name="csrf" value="{e(app.revoke_csrf)}">'
+        f'<input type="hidden" name="client" value="{e(app.client_id)}">'
+        '<button class="button button-danger button-small" type="submit" '
+        f'aria-label="Revoke {e(app.name or app.client_id)}">Revoke</button></form></div>'
+        '<dl class="facts">'
+        f"<div><dt>Client id</dt><dd><code>{e(app.client_id)}</code></dd></div>"
+        f"<div><dt>Servers</dt><dd>{e(' '.join(app.servers) or '—')}</dd></div>"
+        f"<div><dt>Allowed</dt><dd>{e(_when(app.allowed_at))}</dd></div>"
+        "</dl></li>"
+        for app in apps
+    ]
+    return (
+        '<h2 class="section">Applications you allowed</h2>'
+        '<p class="muted">They sign in to the gateway as you. Revoking one ends its access at once; it has to '
+        "ask you again.</p>"
+        '<ul class="connections">' + "".join(items) + "</ul>"
+    )
+
+
+def connections(
+    *, viewer: Viewer, rows: list[ConnectionRow], notice: str | None = None, apps: list[AppRow] | None = None
+) -> str:
+    """The person's connected upstream accounts and, below, the applications they allowed (`apps`)."""
     note = _ok(notice) if notice else ""
     if not rows:
         body = (
@@ -263,7 +304,7 @@ def connections(*, viewer: Viewer, rows: list[ConnectionRow], notice: str | None
             '<p class="muted">When a tool needs one of your accounts, your MCP client gives you a link to connect '
             "it; the connection then shows here, and you can revoke it at any time.</p>"
         )
-        return layout("Your connections", body, viewer, wide=True)
+        return layout("Your connections", body + _apps(apps or []), viewer, wide=True)
     items = []
     for row in rows:
         label, badge = _STATUS.get(row.status, (row.status, "badge-broken"))
@@ -285,6 +326,5 @@ def connections(*, viewer: Viewer, rows: list[ConnectionRow], notice: str | None
         '<p class="muted">The accounts the gateway uses for your calls. Revoking one deletes its tokens; '
         "the next call that needs it gives you a new link.</p>"
     )
-    return layout(
-        "Your connections", note + intro + '<ul class="connections">' + "".join(items) + "</ul>", viewer, wide=True
-    )
+    accounts = '<ul class="connections">' + "".join(items) + "</ul>"
+    return layout("Your connections", note + intro + accounts + _apps(apps or []), viewer, wide=True)

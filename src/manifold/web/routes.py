@@ -2,6 +2,7 @@
 
     /login, /login/oidc, /login/callback, /logout     sign_in.py
     /connect/{upstream}, /oauth/callback, /connections connect.py
+    /, /servers                                        servers_page.py (the person's servers and snippets)
     /static/manifold.css                               the pages' stylesheet (pages.stylesheet)
 
 Before any page: the Host/Origin check (DNS-rebinding protection), then the changes made elsewhere are
@@ -35,11 +36,12 @@ from manifold.security.crypto import Cipher
 from manifold.security.origin import OriginPolicy
 from manifold.security.secret_store import SecretStore
 from manifold.web import csrf
-from manifold.web.connect import ConnectPages, UpstreamLookup
+from manifold.web.connect import AllowedApps, ConnectPages, UpstreamLookup
 from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, query_fields, read_body
 from manifold.web.page_request import PageRequest, viewer
 from manifold.web.pages import STYLESHEET_PATH
 from manifold.web.responses import problem, stylesheet
+from manifold.web.servers_page import NO_SERVERS, PAGE_PATH, Served, ServerAccess, ServersPage
 from manifold.web.session import SessionCookies, WebSession, session_keys
 from manifold.web.sign_in import SignInPages, connect_purpose
 
@@ -69,6 +71,9 @@ class WebApp:
         vault: Vault,
         upstream_config: UpstreamLookup,
         sync: Sync,
+        served: Served = NO_SERVERS,
+        access: ServerAccess | None = None,
+        apps: AllowedApps | None = None,
     ) -> None:
         self.public_url = settings.public_url
         self.max_body = settings.max_body_bytes
@@ -79,7 +84,17 @@ class WebApp:
         self.cookies = SessionCookies(session_keys(cipher), secure=secure)
         purpose = connect_purpose(links, upstream_config)
         sign_in = SignInPages(self.cookies, authenticator, identity, secrets.lookup, purpose)
-        connect = ConnectPages(self.cookies, engine, links, flows, vault, upstream_config)
+        connect = ConnectPages(self.cookies, engine, links, flows, vault, upstream_config, apps)
+        servers = ServersPage(
+            self.cookies,
+            served=served if access is not None else NO_SERVERS,
+            access=access if access is not None else NO_SERVERS,
+            directory=lambda: authenticator.directory.snapshot,
+            keys=keys,
+            vault=vault,
+            links=links,
+            upstream_config=upstream_config,
+        )
         self.router = Router(
             routes=[
                 self._route("/login", sign_in.login, GET_POST),
@@ -89,6 +104,8 @@ class WebApp:
                 self._route("/connect/{upstream_id}", connect.connect, GET_POST),
                 self._route("/oauth/callback", connect.callback, GET),
                 self._route("/connections", connect.connections, GET_POST),
+                self._route("/", servers.root, GET),
+                self._route(PAGE_PATH, servers.servers, GET),
                 Route(STYLESHEET_PATH, _stylesheet, methods=list(GET_POST)),
             ],
             redirect_slashes=False,  # a redirect would be an answer without the pages' headers
