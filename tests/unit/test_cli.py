@@ -23,6 +23,7 @@ COMMANDS = {
     "explain": [],
     "secrets": ["set", "list", "delete", "rotate-key"],
     "connections": ["list", "revoke"],
+    "apps": ["list", "revoke"],
     "audit": [],
 }
 

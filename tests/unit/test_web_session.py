@@ -107,6 +107,7 @@ def test_pages_escape_what_they_show() -> None:
         upstream_id="<script>x</script>",
         principal_id="user:<img>",
         authorization_server="https://as.example/",
+        upstream_url="https://up.example/mcp",
         scopes=["a&b"],
         link='t"><script>',
         csrf="c",
