@@ -70,13 +70,12 @@ def run_extension_scenario(url: str, scenario: str, out_dir: Path) -> tuple[list
     return checks, done.stdout + done.stderr
 
 
-async def test_tasks_scenarios_pass_through_the_gateway(tmp_path: Path) -> None:
+async def run_scenarios(upstream: dict[str, Any], scenarios: tuple[str, ...], tmp_path: Path) -> None:
     assert toolchain_problem() is None, toolchain_problem()
-    upstream = {"transport": "stdio", "command": sys.executable, "args": [str(FIXTURE)], "protocol": "2025-11-25"}
     servers = {"conformance": {"namespace": False, "members": [{"upstream": "up"}]}}
     async with run_gateway({"up": upstream}, servers, gateway={"allow_unauthenticated": True}) as gw:
         failed: dict[str, str] = {}
-        for scenario in PASSING:
+        for scenario in scenarios:
             checks, output = await anyio.to_thread.run_sync(
                 run_extension_scenario, gw.url("conformance"), scenario, tmp_path
             )
@@ -84,3 +83,17 @@ async def test_tasks_scenarios_pass_through_the_gateway(tmp_path: Path) -> None:
             if not checks or bad:
                 failed[scenario] = f"{scenario}: {json.dumps(bad, indent=1)[:3000] if checks else output[-2000:]}"
         assert not failed, "\n".join(failed.values()) + "\n--- gateway log ---\n" + gw.log()[-4000:]
+
+
+async def test_the_gateway_runs_tasks_for_an_upstream_without_tasks(tmp_path: Path) -> None:
+    upstream = {"transport": "stdio", "command": sys.executable, "args": [str(FIXTURE)], "protocol": "2025-11-25"}
+    await run_scenarios(upstream, PASSING, tmp_path)
+
+
+async def test_tasks_of_an_upstream_that_runs_them_itself_are_relayed(tmp_path: Path) -> None:
+    # The native fixture runs its own tasks: the gateway relays the call, adopts the upstream's task under a
+    # gateway task id, and relays tasks/get, tasks/update and tasks/cancel to it. A tool that asks first and
+    # only then becomes a task (tasks-mrtr-composition) works through the gateway only this way.
+    native = [str(FIXTURE), "--native"]
+    upstream = {"transport": "stdio", "command": sys.executable, "args": native, "protocol": "2026-07-28"}
+    await run_scenarios(upstream, (*PASSING, "tasks-mrtr-composition"), tmp_path)

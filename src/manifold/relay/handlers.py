@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, assert_never
 
 from manifold.catalog.view import Credential, Target, VirtualServerView, connected_text
@@ -58,7 +59,7 @@ from manifold.relay.call import Call
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.jsonrpc import RpcError, tool_error_result
-from manifold.relay.tasks import Tasks
+from manifold.relay.tasks import Forward, Tasks
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.pool import UpstreamPool
@@ -141,6 +142,16 @@ class Gateway:
             return self.auth_required(call, exc, target.member_id, tool=False)
         except OutboundRefused as exc:
             raise refusal(exc) from None
+
+    async def upstream_runs_tasks(self, call: Call, target: Target) -> bool:
+        """Whether the member's upstream runs tasks itself: a 2026-07-28 upstream declaring the tasks extension."""
+        try:
+            outbound = await self.outbound(call, target.member_id, target.upstream_id)
+            session = await self.pool.session(target.upstream_id, outbound)
+        except Exception:  # the call itself meets the same failure and answers it
+            return False
+        extensions = session.capabilities.get("extensions")
+        return session.era is Era.MODERN and isinstance(extensions, dict) and TASKS_EXTENSION in extensions
 
     # ---- outbound credentials -------------------------------------------------------------------
 
@@ -407,8 +418,9 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
             return {"result": {"content": [{"type": "text", "text": connected_text(upstream_id)}]}}
         gw.audit.call(call, TOOLS_CALL, name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-    if call.era is Era.MODERN and gw.tasks.wanted(call, name):  # relay/tasks.py: the gateway runs it
-        return gw.tasks.create(call, params, target.upstream_id, lambda own, p: _tools_call(gw, own, p))
+    if call.era is Era.MODERN and gw.tasks.wanted(call, name):  # relay/tasks.py
+        runner = partial(_tools_call, gw)
+        return await gw.tasks.start(call, params, target, runner, partial(gw.upstream_runs_tasks, call, target))
     try:
         reply = await gw.relay(call, target, TOOLS_CALL, _params_with(params, name=target.name))
     except AuthRequired as exc:
@@ -566,12 +578,12 @@ async def _set_level(gw: Gateway, call: Call, params: JSON) -> JSON:
 
 
 def _task_method(
-    name: str, method: Callable[[Tasks, Call, JSON], JSON]
+    name: str, method: Callable[[Tasks, Call, JSON, Forward], Awaitable[JSON]]
 ) -> Callable[[Gateway, Call, JSON], Awaitable[JSON]]:
     async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
         if call.era is not Era.MODERN:  # the extension is 2026-07-28's
             raise RpcError(METHOD_NOT_FOUND, f"Method not found: {name}")
-        return method(gw.tasks, call, params)
+        return await method(gw.tasks, call, params, gw._forward)
 
     return handler
 

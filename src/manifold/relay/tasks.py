@@ -38,12 +38,13 @@ from typing import Any
 
 from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
 
-from manifold.catalog.view import Built, VirtualServerView
+from manifold.catalog.view import Built, Target, VirtualServerView
 from manifold.protocol import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     LIMIT_REACHED,
+    METHOD_NOT_FOUND,
     MISSING_CLIENT_CAPABILITY,
     RESULT_COMPLETE,
     RESULT_INPUT_REQUIRED,
@@ -63,6 +64,10 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 # Runs the tool call for a task: the handler's own tools/call path, given the task's Call and params.
 Runner = Callable[[Call, JSON], Awaitable[JSON]]
+# Sends one request to a member's upstream as the caller (handlers.Gateway._forward).
+Forward = Callable[[Call, Target, str, JSON], Awaitable[JSON]]
+# Whether the member's upstream runs tasks itself.
+Native = Callable[[], Awaitable[bool]]
 
 WORKING = "working"
 INPUT_REQUIRED = "input_required"
@@ -71,6 +76,7 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 MAX_INPUT_ROUNDS = 16  # rounds of questions one task may ask before it fails
+MAX_RELAYED_SECONDS = 86400.0  # an upstream's task is forgotten a day after it was created, whatever its ttlMs
 
 
 class TaskRun(str):
@@ -87,7 +93,7 @@ class GatewayTask:
     id: str
     principal_id: str
     server_id: str
-    upstream_id: str
+    target: Target
     created: float  # epoch seconds
     updated: float
     status: str = WORKING
@@ -98,6 +104,11 @@ class GatewayTask:
     request_state: Any = None  # the current round's requestState
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
+    upstream_task: str | None = None  # the upstream's own task id, when the upstream runs the task
+
+    @property
+    def upstream_id(self) -> str:
+        return self.target.upstream_id
 
     def set_status(self, status: str) -> None:
         self.status = status
@@ -158,27 +169,72 @@ class Tasks:
             raise missing_tasks_extension(f"Tool '{name}' runs only as a task")
         return False
 
-    def create(self, call: Call, params: JSON, upstream_id: str, runner: Runner) -> JSON:
-        """Start the call as a task: the CreateTaskResult, once `tasks/get` finds the task."""
-        principal_id = call.principal.id
+    async def start(
+        self, call: Call, params: JSON, target: Target, runner: Runner, native: Native | None = None
+    ) -> JSON:
+        """A tools/call that runs as a task. An upstream that runs tasks itself gets the call as the client
+        made it; whatever it answers comes back as it is, except that its own task (a CreateTaskResult) is
+        adopted under a gateway task id. Any other upstream's call the gateway runs itself (`create`)."""
+        self._room(call.principal.id)
+        if native is None or not await native():
+            return self.create(call, params, target, runner)
+        reply = await runner(replace(call, request_id=TaskRun(str(call.request_id))), params)
+        result = reply.get("result")
+        upstream_task = result.get("taskId") if isinstance(result, dict) else None
+        if (
+            not isinstance(result, dict)
+            or result.get("resultType") != RESULT_TASK
+            or not isinstance(upstream_task, str)
+        ):
+            return reply  # answered at once, or asks first (input_required, SEP-2322): as it came
+        self._room(call.principal.id)
+        task = self._add(call, target)
+        task.upstream_task = upstream_task
+        task.status = str(result.get("status") or WORKING)
+        ttl = result.get("ttlMs")
+        keep = max(self.retention_seconds, ttl / 1000 if isinstance(ttl, int) and ttl > 0 else 0)
+        self._drop_after(task, min(keep, MAX_RELAYED_SECONDS))
+        return {"result": {**result, "taskId": task.id}}
+
+    def create(self, call: Call, params: JSON, target: Target, runner: Runner) -> JSON:
+        """Run the call as a task of the gateway's: the CreateTaskResult, once `tasks/get` finds the task.
+        The upstream hears the client's capabilities without the tasks extension, so it answers the call
+        itself (or asks its questions) and never makes a task of its own for it."""
+        self._room(call.principal.id)
+        task = self._add(call, target)
+        caps = without_tasks(call.client_capabilities)
+        own = replace(
+            call,
+            client_capabilities=caps,
+            sink=_TaskSink(caps),
+            listener=None,
+            session=None,
+            request_id=TaskRun(task.id),
+        )
+        task.runner = asyncio.ensure_future(self._run(task, own, params, runner))
+        return {"result": self._envelope(task, RESULT_TASK)}
+
+    def _room(self, principal_id: str) -> None:
         if self._count[principal_id] >= self.per_principal:
             raise RpcError(
                 LIMIT_REACHED,
                 f"Too many tasks: at most {self.per_principal} per user are kept "
                 f"(finished ones for {self.retention_seconds:g} s)",
             )
+
+    def _add(self, call: Call, target: Target) -> GatewayTask:
         now = time.time()
-        task = GatewayTask(secrets.token_urlsafe(24), principal_id, call.view.id, upstream_id, now, now)
+        task = GatewayTask(secrets.token_urlsafe(24), call.principal.id, call.view.id, target, now, now)
         self._tasks[task.id] = task
-        self._count[principal_id] += 1
-        own = replace(call, sink=None, listener=None, session=None, request_id=TaskRun(task.id))
-        task.runner = asyncio.ensure_future(self._run(task, own, params, runner))
-        return {"result": self._envelope(task, RESULT_TASK)}
+        self._count[task.principal_id] += 1
+        return task
 
     # ---- tasks/get, tasks/update, tasks/cancel ----------------------------------------------------
 
-    def get(self, call: Call, params: JSON) -> JSON:
+    async def get(self, call: Call, params: JSON, forward: Forward) -> JSON:
         task = self._find(call, params)
+        if task.upstream_task is not None:
+            return await self._relay(task, call, TASKS_GET, params, forward)
         detailed = self._envelope(task, RESULT_COMPLETE)
         if task.status == INPUT_REQUIRED:
             detailed["inputRequests"] = dict(task.questions)
@@ -188,11 +244,13 @@ class Tasks:
             detailed["error"] = task.error
         return {"result": detailed}
 
-    def update(self, call: Call, params: JSON) -> JSON:
+    async def update(self, call: Call, params: JSON, forward: Forward) -> JSON:
         task = self._find(call, params)
         responses = params.get("inputResponses")
         if not isinstance(responses, dict):
             raise RpcError(INVALID_PARAMS, "tasks/update needs an 'inputResponses' object")
+        if task.upstream_task is not None:
+            return await self._relay(task, call, TASKS_UPDATE, params, forward)
         if task.status == INPUT_REQUIRED:
             for key, response in responses.items():
                 if key in task.questions:  # an unknown or already answered key is ignored
@@ -204,8 +262,10 @@ class Tasks:
                 task.answered.set()
         return {"result": {"resultType": RESULT_COMPLETE}}
 
-    def cancel(self, call: Call, params: JSON) -> JSON:
+    async def cancel(self, call: Call, params: JSON, forward: Forward) -> JSON:
         task = self._find(call, params)
+        if task.upstream_task is not None:
+            return await self._relay(task, call, TASKS_CANCEL, params, forward)
         if task.status not in TERMINAL:
             task.set_status(CANCELLED)
             self._release_parked(task)
@@ -235,6 +295,22 @@ class Tasks:
         if task is None or task.principal_id != call.principal.id or task.server_id != call.view.id:
             raise RpcError(INVALID_PARAMS, f"Unknown task: {task_id[:64]}")  # someone else's: the same answer
         return task
+
+    async def _relay(self, task: GatewayTask, call: Call, method: str, params: JSON, forward: Forward) -> JSON:
+        """A tasks method about a task the upstream runs: sent there under its own id, as the caller; the
+        answer names the gateway's id. A terminal status starts the retention clock."""
+        reply = await forward(call, task.target, method, {**params, "taskId": task.upstream_task})
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            return reply
+        if "taskId" in result:
+            result = {**result, "taskId": task.id}
+        status = result.get("status")
+        if isinstance(status, str) and status != task.status:
+            task.set_status(status)
+            if status in TERMINAL:
+                self._finished(task)
+        return {"result": result}
 
     def _envelope(self, task: GatewayTask, result_type: str) -> JSON:
         return {
@@ -307,10 +383,17 @@ class Tasks:
             exchange.task.cancel()
 
     def _finished(self, task: GatewayTask) -> None:
-        if task.id in self._drops or task.id not in self._tasks:
+        if task.upstream_task is None and task.id in self._drops:
             return
-        loop = asyncio.get_running_loop()
-        self._drops[task.id] = loop.call_later(self.retention_seconds, self._drop, task.id)
+        self._drop_after(task, self.retention_seconds)
+
+    def _drop_after(self, task: GatewayTask, seconds: float) -> None:
+        if task.id not in self._tasks:
+            return
+        old = self._drops.pop(task.id, None)
+        if old is not None:
+            old.cancel()
+        self._drops[task.id] = asyncio.get_running_loop().call_later(seconds, self._drop, task.id)
 
     def _drop(self, task_id: str) -> None:
         self._drops.pop(task_id, None)
@@ -333,6 +416,33 @@ def check_routing_name(params: JSON, headers: dict[str, str]) -> RpcError | None
     if value is None or decode_header_value(value) == params.get("taskId"):
         return None
     return RpcError(HEADER_MISMATCH, f"{MCP_NAME_HEADER} header does not match the request body's 'taskId' parameter")
+
+
+class _TaskSink:
+    """The side channel of a call the gateway runs as a task: the client is not connected while it runs, so
+    notifications are dropped, and the upstream hears the client's capabilities (without the tasks
+    extension). Its questions come as input_required (relay/input_exchange.py for handshake-era upstreams)."""
+
+    def __init__(self, capabilities: JSON) -> None:
+        self._capabilities = capabilities
+
+    @property
+    def client_capabilities(self) -> JSON:
+        return self._capabilities
+
+    async def notify(self, message: JSON) -> None:
+        return None
+
+    async def request(self, method: str, params: JSON | None) -> JSON:
+        return {"error": {"code": METHOD_NOT_FOUND, "message": f"{method} cannot reach a client while a task runs"}}
+
+
+def without_tasks(capabilities: JSON) -> JSON:
+    extensions = capabilities.get("extensions")
+    if not isinstance(extensions, dict) or TASKS_EXTENSION not in extensions:
+        return capabilities
+    rest = {k: v for k, v in extensions.items() if k != TASKS_EXTENSION}
+    return {**{k: v for k, v in capabilities.items() if k != "extensions"}, **({"extensions": rest} if rest else {})}
 
 
 def declares_tasks(capabilities: JSON) -> bool:
