@@ -29,7 +29,7 @@ from manifold.relay.call import Call
 from manifold.relay.handlers import Gateway
 from manifold.relay.jsonrpc import RpcError
 from manifold.relay.tasks import Tasks
-from tests.unit.test_relay_handlers import StandInPool, gateway_for, replying
+from tests.unit.test_relay_handlers import FakeSession, StandInPool, gateway_for, replying
 from tests.waiting import wait_for, within
 
 pytestmark = pytest.mark.anyio
@@ -264,3 +264,47 @@ async def test_questions_show_on_tasks_get_and_tasks_update_answers_them_in_part
     await wait_for(lambda: gateway.tasks._tasks[task_id].status == "completed")
     assert (await status(gateway, view, task_id))["result"]["content"][0]["text"] == "['a', 'b']"
     assert rounds[1]["requestState"] == "s1" and rounds[1]["inputResponses"] == {"a": {"x": 1}, "b": {"y": 2}}
+
+
+# ---- an upstream that runs tasks itself -------------------------------------------------------------------
+
+
+class NativeTasksPool(StandInPool):
+    """A 2026-07-28 upstream declaring the tasks extension: it makes its own tasks."""
+
+    async def session(self, upstream_id: str, outbound: Any = None) -> FakeSession:
+        return FakeSession({"tools": {}, "extensions": {TASKS_EXTENSION: {}}})
+
+
+async def test_an_upstreams_own_task_is_relayed_under_a_gateway_id_that_only_its_caller_can_use() -> None:
+    pool = NativeTasksPool({"alpha": {"tools": task_tools()}})
+    upstream_task = {"taskId": "up-1", "status": "working", "createdAt": "2026-07-28T00:00:00Z", "ttlMs": 1000}
+    pool.answers[("alpha", TOOLS_CALL)] = replying({"resultType": "task", **upstream_task})
+    pool.answers[("alpha", TASKS_GET)] = replying({"taskId": "up-1", "status": "completed", "result": {"content": []}})
+    pool.answers[("alpha", TASKS_CANCEL)] = replying({"resultType": "complete"})
+    gateway, view = gateway_for(pool, {"upstream": "alpha"})
+    await ready(gateway, view)
+
+    created = (await gateway.handle(call_as(view), TOOLS_CALL, {"name": "alpha__job", "arguments": {}}))["result"]
+    assert created["resultType"] == "task" and created["taskId"] != "up-1"  # the upstream's id never shows
+    assert len(gateway.tasks) == 1
+
+    for method in (TASKS_GET, TASKS_CANCEL):
+        error = await refused(gateway, call_as(view, BOB), method, {"taskId": created["taskId"]})
+        assert error.code == INVALID_PARAMS
+    assert [m for _, m, _ in pool.sent] == [TOOLS_CALL]  # Bob's attempts never reached the upstream
+
+    got = await status(gateway, view, created["taskId"])
+    assert (got["taskId"], got["status"]) == (created["taskId"], "completed")
+    assert pool.sent[-1][1:] == (TASKS_GET, {"taskId": "up-1"})
+
+
+async def test_an_upstream_that_answers_at_once_or_asks_first_gets_no_task_of_the_gateways() -> None:
+    pool = NativeTasksPool({"alpha": {"tools": task_tools()}})
+    asks = {"resultType": "input_required", "inputRequests": {"n": {"method": "elicitation/create"}}}
+    pool.answers[("alpha", TOOLS_CALL)] = replying(asks)
+    gateway, view = gateway_for(pool, {"upstream": "alpha"})
+    await ready(gateway, view)
+
+    reply = await gateway.handle(call_as(view), TOOLS_CALL, {"name": "alpha__must", "arguments": {}})
+    assert reply["result"] == asks and len(gateway.tasks) == 0
