@@ -1,25 +1,29 @@
-"""Tasks (SEP-2663, the `io.modelcontextprotocol/tasks` extension of 2026-07-28), run by the gateway itself.
+"""Tasks (SEP-2663, the `io.modelcontextprotocol/tasks` extension of 2026-07-28): relayed, or run by the gateway.
 
-A 2026-07-28 client that declares the extension (in its request's `clientCapabilities.extensions`) and calls
-a tool whose upstream entry says `execution.taskSupport: optional|required` gets a `CreateTaskResult` at once;
-the gateway runs the upstream call in the background, as that client, and keeps the outcome for
-`limits.task_retention_seconds`. The client polls `tasks/get` (status, then the inlined `result` or
-`error`), answers questions with `tasks/update`, and may `tasks/cancel`. The gateway does this whatever the
-upstream speaks: it holds the call anyway, so an upstream needs no task support of its own, and upstream
-task ids never reach a client (docs/design.md, "Tasks").
+A 2026-07-28 client that declares the extension (its request's `clientCapabilities.extensions`) and calls a
+tool whose upstream entry says `execution.taskSupport: optional|required` gets a task (docs/design.md, "Tasks"):
 
-- A task id is 24 random bytes (URL-safe), bound to the principal and the virtual server that created it:
-  for anyone else it does not exist (-32602, exactly as an unknown id). There is no `tasks/list`
-  (SEP-2663 removed it), so nobody can enumerate tasks either.
-- Bounded: at most `limits.tasks_per_principal` tasks per principal, running or kept; a finished task is
-  dropped `task_retention_seconds` after it finished (its `ttlMs`); the running call itself is bounded by the
-  upstream's `call_timeout` and, while it waits for the client, by `limits.client_reply_seconds`.
-- Questions: when the call answers `input_required` (a 2026-07-28 upstream, or a handshake-era upstream's
-  server→client request turned into one by relay/input_exchange.py), the task shows `input_required` with
-  those `inputRequests`; `tasks/update` answers them, in parts if the client likes, and once all are
-  answered the call is retried with `inputResponses` and the `requestState`.
-- `tasks/cancel` cancels the background call (the upstream hears `notifications/cancelled`; a call parked
-  for input has its upstream request cancelled through the exchange) and is idempotent.
+- **relayed** when the member's upstream runs tasks itself (a 2026-07-28 upstream declaring the extension):
+  the call goes up as the client made it; a CreateTaskResult is adopted under a gateway task id, and
+  tasks/get, tasks/update, tasks/cancel go to that upstream under its own id, as the caller. Whatever else
+  it answers (a result at once, or `input_required` before it makes the task) passes as it came;
+- **run by the gateway** for any other upstream: a CreateTaskResult at once, the upstream call in the
+  background as that client (its capabilities without the extension, so the upstream never makes a task of
+  its own), its outcome kept for `limits.task_retention_seconds`. tasks/get shows the status, then the
+  inlined `result` (`isError` included) or, for a JSON-RPC error, `error`. When the call answers
+  `input_required` (a 2026-07-28 upstream, or a handshake-era upstream's server→client request turned into
+  one by relay/input_exchange.py) the task shows `input_required` with those `inputRequests`;
+  `tasks/update` answers them, in parts if the client likes, and once all are answered the call is retried
+  with `inputResponses` and the `requestState`. `tasks/cancel` cancels the background call (the upstream
+  hears `notifications/cancelled`; a call parked for input is cancelled through its exchange); idempotent.
+
+Either way a task id is 24 random bytes (URL-safe), bound to the principal and the virtual server that
+created it: for anyone else it does not exist (-32602, exactly as an unknown id), and nothing of theirs
+reaches the upstream. There is no `tasks/list` (SEP-2663 removed it). Bounded: at most
+`limits.tasks_per_principal` tasks per principal, running or kept; a finished task is dropped
+`task_retention_seconds` after it finished (its `ttlMs`); a relayed one after the upstream's `ttlMs` (at
+least the retention, at most a day) or once it was seen finished. A running call is bounded by the
+upstream's `call_timeout` and, while it waits for the client, by `limits.client_reply_seconds`.
 
 The normal tools/call path pays one dict lookup (`Tasks.wanted`, 2026-07-28 clients only).
 """
