@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 
 from tests.conformance.support import CONFORMANCE_NEXT_CLI, NODE, NODE_DIR, toolchain_problem
-from tests.e2e.harness import run_gateway
+from tests.e2e.harness import manifold_cli, run_gateway
 
 pytestmark = [pytest.mark.anyio, pytest.mark.conformance]
+JSON = dict[str, Any]
 
 FIXTURE = Path(__file__).resolve().parents[1] / "upstreams" / "tasks_fixture.py"
 
@@ -97,3 +99,58 @@ async def test_tasks_of_an_upstream_that_runs_them_itself_are_relayed(tmp_path: 
     native = [str(FIXTURE), "--native"]
     upstream = {"transport": "stdio", "command": sys.executable, "args": native, "protocol": "2026-07-28"}
     await run_scenarios(upstream, (*PASSING, "tasks-mrtr-composition"), tmp_path)
+
+
+# ---- two callers ------------------------------------------------------------------------------------------
+
+TWO_USERS = {
+    "users": {"alice@corp.com": {"teams": ["eng"]}, "bob@corp.com": {"teams": ["eng"]}},
+    "teams": {"eng": "engineering"},
+    "grants": [{"who": "team:eng", "what": ["server:up"]}],
+}
+
+
+async def rpc(gw: Any, key: str, method: str, params: JSON, name: str | None = None) -> JSON:
+    """One 2026-07-28 request as the holder of `key`, declaring the tasks extension; its JSON-RPC answer."""
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}},
+    }
+    headers = {"Authorization": f"Bearer {key}", "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+    headers |= {"Accept": "application/json, text/event-stream"} | ({"Mcp-Name": name} if name else {})
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": envelope}}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(gw.url("up"), json=body, headers=headers)
+    return response.json()
+
+
+async def test_one_callers_task_is_unknown_to_another_and_the_bound_is_per_caller() -> None:
+    upstream = {"transport": "stdio", "command": sys.executable, "args": [str(FIXTURE)], "protocol": "2025-11-25"}
+    limits = {"limits": {"tasks_per_principal": 1}}
+    async with run_gateway({"up": upstream}, gateway=limits, extra=TWO_USERS) as gw:
+        alice, bob = [
+            json.loads((await manifold_cli(gw, "keys", "create", "--user", who, "--name", "laptop", "--json")).stdout)[
+                "token"
+            ]
+            for who in ("alice@corp.com", "bob@corp.com")
+        ]
+        slow = {"name": "slow_compute", "arguments": {"seconds": 60, "label": "alice's"}}
+        created = (await rpc(gw, alice, "tools/call", slow, "slow_compute"))["result"]
+        task_id = created["taskId"]
+        assert created["resultType"] == "task"
+
+        for method in ("tasks/get", "tasks/cancel", "tasks/update"):
+            answer = await rpc(gw, bob, method, {"taskId": task_id, "inputResponses": {}}, task_id)
+            assert answer["error"]["code"] == -32602, answer  # exactly as for a task that does not exist
+        assert (await rpc(gw, alice, "tasks/get", {"taskId": task_id}, task_id))["result"]["status"] == "working"
+
+        full = await rpc(gw, alice, "tools/call", slow, "slow_compute")
+        assert full["error"]["code"] == -32004, full  # alice's one task
+        bobs = (await rpc(gw, bob, "tools/call", slow, "slow_compute"))["result"]
+        assert bobs["resultType"] == "task"  # alice's bound is not bob's
+
+        assert (await rpc(gw, alice, "tasks/cancel", {"taskId": task_id}, task_id))["result"] == {
+            "resultType": "complete"
+        }
+        assert (await rpc(gw, alice, "tasks/get", {"taskId": task_id}, task_id))["result"]["status"] == "cancelled"
+        assert "Traceback" not in gw.log()
