@@ -308,3 +308,15 @@ async def test_an_upstream_that_answers_at_once_or_asks_first_gets_no_task_of_th
 
     reply = await gateway.handle(call_as(view), TOOLS_CALL, {"name": "alpha__must", "arguments": {}})
     assert reply["result"] == asks and len(gateway.tasks) == 0
+
+
+async def test_a_task_whose_questions_nobody_answers_fails_after_the_reply_timeout() -> None:
+    async def asks(params: JSON) -> JSON:
+        questions = {"a": {"method": "elicitation/create", "params": {"message": "name?"}}}
+        return {"result": {"resultType": "input_required", "inputRequests": questions}}
+
+    gateway, view, _ = await setup(asks, tasks=Tasks(reply_timeout=0.05, retention_seconds=60))
+    task_id = await start(gateway, view)
+    await wait_for(lambda: gateway.tasks._tasks[task_id].status == "failed", what="unanswered task fails")
+    failed = await status(gateway, view, task_id)
+    assert failed["error"]["code"] == -32001 and "did not answer" in failed["error"]["message"]

@@ -21,7 +21,8 @@ Either way a task id is 24 random bytes (URL-safe), bound to the principal and t
 created it: for anyone else it does not exist (-32602, exactly as an unknown id), and nothing of theirs
 reaches the upstream. There is no `tasks/list` (SEP-2663 removed it). Bounded: at most
 `limits.tasks_per_principal` tasks per principal, running or kept; a finished task is dropped
-`task_retention_seconds` after it finished (its `ttlMs`); a relayed one after the upstream's `ttlMs` (at
+`task_retention_seconds` after it finished (its `ttlMs`), and one whose questions the client leaves
+unanswered for `limits.client_reply_seconds` fails; a relayed one after the upstream's `ttlMs` (at
 least the retention, at most a day) or once it was seen finished. A running call is bounded by the
 upstream's `call_timeout` and, while it waits for the client, by `limits.client_reply_seconds`.
 
@@ -50,6 +51,7 @@ from manifold.protocol import (
     LIMIT_REACHED,
     METHOD_NOT_FOUND,
     MISSING_CLIENT_CAPABILITY,
+    REQUEST_TIMEOUT,
     RESULT_COMPLETE,
     RESULT_INPUT_REQUIRED,
     RESULT_TASK,
@@ -128,11 +130,13 @@ class Tasks:
         per_principal: int = 64,
         retention_seconds: float = 3600.0,
         poll_interval_ms: int = 500,
+        reply_timeout: float = 300.0,
         inputs: InputExchanges | None = None,
     ) -> None:
         self.per_principal = per_principal
         self.retention_seconds = retention_seconds
         self.poll_interval_ms = poll_interval_ms
+        self.reply_timeout = reply_timeout  # how long a task waits for the client's answers (client_reply_seconds)
         self.inputs = inputs  # to cancel a call parked for input when its task is cancelled
         self._tasks: dict[str, GatewayTask] = {}
         self._count: Counter[str] = Counter()
@@ -347,7 +351,17 @@ class Tasks:
                 task.request_state = result.get("requestState")
                 task.answered.clear()
                 task.set_status(INPUT_REQUIRED)
-                await task.answered.wait()
+                try:
+                    async with asyncio.timeout(self.reply_timeout):
+                        await task.answered.wait()
+                except TimeoutError:
+                    self._release_parked(task)
+                    task.error = {
+                        "code": REQUEST_TIMEOUT,
+                        "message": "the client did not answer the task's questions in time",
+                    }
+                    task.set_status(FAILED)
+                    return
                 params = {**params, "inputResponses": task.answers}
                 if task.request_state is not None:
                     params["requestState"] = task.request_state

@@ -244,6 +244,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         tasks=Tasks(
             per_principal=settings.limits.tasks_per_principal,
             retention_seconds=settings.limits.task_retention_seconds,
+            reply_timeout=settings.limits.client_reply_seconds,
             inputs=inputs,
         ),
     )
