@@ -195,7 +195,8 @@ class Tasks:
             or not isinstance(upstream_task, str)
         ):
             return reply  # answered at once, or asks first (input_required, SEP-2322): as it came
-        self._room(call.principal.id)
+        # Adopted even if the caller's other calls filled the last slots meanwhile: refusing now would leave
+        # the upstream's task running with nobody able to reach it.
         task = self._add(call, target)
         task.upstream_task = upstream_task
         task.status = str(result.get("status") or WORKING)
