@@ -82,6 +82,7 @@ async def test_only_an_admin_lists_applications(gw: Gateway) -> None:
     async with gw.http() as admin:
         made = await admin.post(f"{gw.base}/admin/api/keys", json={"user": "paul@corp.com", "name": "laptop"})
         paul = made.json()["token"]
+        assert (await admin.get(f"{gw.base}/admin/api/apps")).status_code == 200
     async with httpx2.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {paul}"}) as http:
         assert (await http.get(f"{gw.base}/admin/api/apps")).status_code == 403
         refused = await http.delete(f"{gw.base}/admin/api/apps", params={"user": "dev", "client": "x"})
