@@ -1,10 +1,16 @@
-"""The 0.2.0-alpha.12 suite's tasks-* scenarios (SEP-2663) through the gateway (issue 10, item 4).
+"""The 0.2.0-alpha.12 suite's tasks-* scenarios (SEP-2663) through the gateway (issue 10, item 4), and two
+real callers' tasks kept apart.
 
-The upstream is tests/upstreams/tasks_fixture.py, a handshake-era stdio server with the scenarios' tools
-(`greet`, `slow_compute`, `failing_job`, ...) and no task support of its own: its tools only say
-`execution.taskSupport`. The gateway runs them as tasks for 2026-07-28 clients that declare the extension
-(relay/tasks.py), so every check here is the gateway's own behaviour. The suite sends no credentials, so the
-gateway runs with `allow_unauthenticated` on loopback, behind a virtual server that keeps the names.
+The upstream is tests/upstreams/tasks_fixture.py, a stdio server with the scenarios' tools (`greet`,
+`slow_compute`, `failing_job`, ...), in two modes:
+
+- handshake-era, with no task support of its own (its tools only say `execution.taskSupport`): the gateway
+  runs the calls as tasks itself (relay/tasks.py), so every check is the gateway's own behaviour;
+- `--native`, a 2026-07-28 server that runs its own tasks: the gateway relays them under its own task ids.
+
+The suite sends no credentials, so for it the gateway runs with `allow_unauthenticated` on loopback, behind
+a virtual server that keeps the names. Extension scenarios are not on the spec timeline, so the suite runs
+them only with `--force`.
 """
 
 from __future__ import annotations

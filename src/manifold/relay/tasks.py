@@ -128,7 +128,7 @@ class Tasks:
         self,
         *,
         per_principal: int = 64,
-        retention_seconds: float = 3600.0,
+        retention_seconds: float = 600.0,
         poll_interval_ms: int = 500,
         reply_timeout: float = 300.0,
         inputs: InputExchanges | None = None,
