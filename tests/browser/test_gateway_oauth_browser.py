@@ -162,11 +162,20 @@ async def test_the_servers_page_shows_each_server_with_key_less_snippets(gw: Gat
     # The OAuth upstream behind `tools`: not connected yet, with the link that connects it.
     await expect(main).to_contain_text("Not connected")
     await look(page, "servers")
+    # Its link connects it: the gateway's consent, then the upstream's authorization server (its own pages).
     await page.get_by_role("link", name=f"Connect {PROT}").first.click()
     await expect(page.get_by_role("heading", level=1)).to_have_text(f"Connect {PROT}")
-    # Every page's header leads back to it.
+    await page.get_by_role("button", name=f"Connect {PROT}").click()
+    await page.locator("input[name=login]").fill("dev")
+    await page.locator("input[name=password]").fill("any password")
+    await page.get_by_role("button", name="Sign-in").click()
+    await page.get_by_role("button", name="Continue").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Connected")
+    # Every page's header leads back to the servers page, which now says so.
     await page.get_by_role("link", name="Your servers").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Your servers")
+    await expect(main).to_contain_text(f"{PROT} Connected")
+    await expect(main).not_to_contain_text("Not connected")
 
 
 async def test_the_servers_page_lists_only_what_the_grants_allow(gw: Gateway, new_page: NewPage) -> None:

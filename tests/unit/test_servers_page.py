@@ -50,3 +50,23 @@ def test_the_connections_page_lists_allowed_applications_with_a_revoke_form() ->
     assert '<input type="hidden" name="csrf" value="tok">' in html
     assert "Applications you allowed" not in pages.connections(viewer=WHO, rows=[])
     assert '<a href="/servers">Your servers</a>' in html  # every page's header
+
+
+def test_the_consent_page_names_the_client_where_it_sends_back_and_the_servers() -> None:
+    from manifold.authserver.consent import consent
+
+    html = consent(
+        viewer=WHO,
+        client_name="Pad IDE",
+        client_id="c-1",
+        source="registered",
+        redirect_host="localhost:4000",
+        server_id="eng",
+        resource=URL,
+        fields={"client_id": "c-1"},
+        csrf="tok",
+        allowed=("https://manifold.example/mcp/ops", URL),
+    )
+    assert "Allow Pad IDE?" in html and "localhost:4000" in html and URL in html
+    assert "Allowed before" in html and "https://manifold.example/mcp/ops" in html
+    assert 'class="button button-primary" type="submit" name="decision" value="allow"' in html
