@@ -54,7 +54,7 @@ class WebPages(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
-WEB_PREFIXES = ("/connect/", "/login", "/logout", "/connections", "/oauth/callback", "/static/")
+WEB_PREFIXES = ("/connect/", "/login", "/logout", "/connections", "/servers", "/oauth/callback", "/static/")
 
 
 class ManifoldApp:
@@ -112,7 +112,7 @@ class ManifoldApp:
                 return
             await self._health(send, ready=path == "/readyz")
             return
-        if path.startswith(WEB_PREFIXES):
+        if path == "/" or path.startswith(WEB_PREFIXES):
             await self.web(scope, receive, send)  # web pages: web/
             return
         if path.startswith(resource_server.WELL_KNOWN_PRM + "/"):
