@@ -3,7 +3,8 @@ relayed call and a framework's request/response objects cost more than the call'
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 JSON = dict[str, Any]
@@ -30,3 +31,64 @@ def header_map(scope: Scope) -> dict[str, str]:
     """The request's headers by lower-case name (ASGI servers lower-case them already), each value without
     the optional whitespace around it (RFC 9110 §5.5; uvicorn's httptools parser leaves it in)."""
     return {k.decode("latin-1"): v.decode("latin-1").strip(" \t") for k, v in scope["headers"]}
+
+
+class _WriteCombining:
+    """A connection's transport as uvicorn sees it: the writes of one event-loop step leave as one.
+
+    uvicorn writes a response's status line and headers as soon as `http.response.start` is sent, and the
+    body with the next message, so every JSON answer left as two TCP segments: two send(2) calls here and two
+    wake-ups of the client, which reads the head and then waits again for the body. Here writes made in the
+    same step are joined and handed to the real transport once, at the end of the step (`call_soon`): the
+    answer leaves whole, one segment, a moment later than its first half would have. Closing sends what is
+    held first. Everything else is the real transport's."""
+
+    __slots__ = ("_transport", "_held", "_loop")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: list[bytes] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is None:
+            self._held = [bytes(data)]
+            self._loop.call_soon(self._flush)
+        else:
+            held.append(bytes(data))
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def __getattr__(self, name: str) -> Any:  # pause_reading, resume_reading, set_protocol, abort, ...
+        return getattr(self._transport, name)
+
+
+def write_combining_http() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol whose responses leave in one write (see `_WriteCombining`), for
+    uvicorn's `http=` (`manifold serve`). Built on first use: importing uvicorn is the server's business,
+    not that of every module that uses these helpers."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class WriteCombiningHttpTools(HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(_WriteCombining(transport))  # type: ignore[arg-type]
+
+    return WriteCombiningHttpTools

@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
     # module, and the server stack (uvicorn, the whole gateway) would double their start-up time.
     import uvicorn
 
+    from manifold.asgi import write_combining_http
     from manifold.identity import dev_key
     from manifold.runtime.compose import build_app, compose
 
@@ -130,7 +131,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             log_level=args.log_level,
             log_config=log_config(args.log_level),
             loop="uvloop",
-            http="httptools",
+            http=write_combining_http(),  # httptools, each response in one write (asgi.py)
             lifespan="on",
             access_log=False,
             proxy_headers=False,  # X-Forwarded-* from any client would be trusted otherwise; public_url says the origin
