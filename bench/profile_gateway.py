@@ -2,14 +2,14 @@
 
     .venv/bin/pip install py-spy                 # not a project dependency; any py-spy on PATH works
     .venv/bin/python -m bench.profile_gateway [--mode legacy|2026-07-28] [--calls 3000] [--top 25]
-                                              [--kind call|list] [--upstream fast|kitchen] [--native]
+                                              [--kind call|list] [--upstream fast|fastmcp|kitchen] [--native]
                                               [--py-spy PATH] [--flame FILE.svg]
 
-Starts the fast upstream (or kitchen.py) and the gateway as in bench_call, warms up, then samples the gateway with
-`py-spy record` while one client session makes `--calls` sequential calls (or lists, with --kind list on
-a 10 x 50 virtual server). Prints the functions with the most samples: "self" (the frame on top of the
-stack) and "inclusive" (anywhere on the stack), as % of the samples py-spy took while the gateway was
-busy (idle time in the event loop's poll is not sampled).
+Starts the fast upstream (or the FastMCP one, or kitchen.py) and the gateway as in bench_call, warms up,
+then samples the gateway with `py-spy record` while one client session makes `--calls` sequential calls
+(or lists, with --kind list on a 10 x 50 virtual server). Prints the functions with the most samples:
+"self" (the frame on top of the stack) and "inclusive" (anywhere on the stack), as % of the samples py-spy
+took while the gateway was busy (idle time in the event loop's poll is not sampled).
 """
 
 from __future__ import annotations
