@@ -76,6 +76,7 @@ class ManifoldApp:
         web: WebPages,
         lifecycle: Lifecycle,
         authorization_server: WebPages | None = None,
+        console: WebPages | None = None,
     ) -> None:
         self.config = config
         self.max_body = config.settings.max_body_bytes
@@ -93,6 +94,7 @@ class ManifoldApp:
         self.web = web
         self.authorization_server = authorization_server  # authserver/: the gateway's own OAuth endpoints
         self.lifecycle = lifecycle
+        self.console = console  # console/: the admin console at /admin (checks Host/Origin itself)
         self.started = time.time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,6 +124,9 @@ class ManifoldApp:
             await self._protected_resource_metadata(send, path, headers)
             return
         parts = path.strip("/").split("/")
+        if parts[0] == "admin" and self.console is not None and (len(parts) < 2 or parts[1] != "api"):
+            await self.console(scope, receive, send)
+            return
         if parts[0] == "admin" and len(parts) >= 2 and parts[1] == "api":
             problem = self.origin.check(headers)
             if problem is not None:

@@ -41,6 +41,7 @@ from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.served import ServedServers
 from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import LoadedConfig
+from manifold.console.app import ConsoleApp
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
@@ -76,6 +77,7 @@ from manifold.store.revisions import RevisionWatcher
 from manifold.upstream.notices import UpstreamNotices
 from manifold.upstream.pool import UpstreamPool
 from manifold.web.routes import WebApp
+from manifold.web.session import SessionCookies, session_keys
 
 log = logging.getLogger(__name__)
 LAST_USED_FLUSH_SECONDS = 15.0
@@ -373,4 +375,17 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         web=web,
         lifecycle=runtime,
         authorization_server=authorization_server,
+        console=ConsoleApp(
+            settings=settings,
+            admins=config.gateway.identity.admins,
+            cookies=SessionCookies(
+                session_keys(runtime.cipher), secure=(settings.public_url or "").startswith("https://")
+            ),
+            keys=runtime.keys,
+            directory=lambda: runtime.authenticator.directory.snapshot,
+            catalog_ops=runtime.catalog_operations,
+            health=runtime.pool,
+            lists=runtime.lists,
+            sync=runtime.changes.sync,
+        ),
     )
