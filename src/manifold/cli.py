@@ -108,11 +108,23 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
                 if os.environ.get("MANIFOLD_DEV_KEY")
                 else f"kept in {config.state_dir / 'dev-key'}"
             )
+            lines += [f"\nDevelopment key, an admin key for user 'dev' ({where}):\n  {key}\n"]
+            if config.gateway.identity.authorization_server.enabled:
+                # The IDE finds the sign-in from the 401 (docs/gateway-oauth.md): no key in its config.
+                lines += [
+                    f"Sign in from your IDE, no key in its config: point it at {url}",
+                    "(it opens the browser; sign in there with the key above). Your servers and their snippets:",
+                    f"  {base}/servers\n",
+                    "Claude Code:",
+                    f"  claude mcp add --transport http manifold {url}\n",
+                    "Or with the key as a bearer token (scripts, clients without OAuth;",
+                    'VS Code\'s .vscode/mcp.json uses "servers" instead of "mcpServers"):',
+                ]
+            else:
+                lines += ['Client config (VS Code .vscode/mcp.json uses "servers" instead of "mcpServers"):']
             lines += [
-                f"\nDevelopment key, an admin key for user 'dev' ({where}):\n  {key}\n",
-                'Client config (VS Code .vscode/mcp.json uses "servers" instead of "mcpServers"):',
                 client_snippet(url, key),
-                "\nClaude Code:\n"
+                "\nClaude Code with the key:\n"
                 f'  claude mcp add --transport http manifold {url} --header "Authorization: Bearer {key}"\n',
             ]
         print("\n".join(lines), flush=True)

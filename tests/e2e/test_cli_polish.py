@@ -284,6 +284,11 @@ async def test_the_readme_example_is_two_files_that_check_serve_and_answer_the_d
             return m.group(1) if m else None
 
         dev_key = await poll(printed_key, "the development key in the banner")
+        banner = log.read_text()
+        # The key-less way first (the IDE signs in through the gateway), the key as the fallback.
+        assert f"claude mcp add --transport http manifold http://127.0.0.1:{port}/mcp/eng\n" in banner
+        assert f"http://127.0.0.1:{port}/servers" in banner
+        assert banner.index("no key in its config") < banner.index(f"Bearer {dev_key}")
         gw = Gateway(base=f"http://127.0.0.1:{port}", key=dev_key, process=process, log_path=log, config_dir=tmp_path)
         async with gw.client("eng") as client:
             tools = {t.name for t in (await client.list_tools()).tools}
