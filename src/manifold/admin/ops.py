@@ -7,8 +7,7 @@ status and a message fit for the caller: `BadRequest` (400), `NotFound` (404), `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,6 +16,7 @@ from manifold.config.loaded import LoadedConfig
 from manifold.config.models import GrantConfig
 from manifold.identity import directory as dirmod
 from manifold.identity.api_keys import KeyRepository, OwnerKind, parse_duration
+from manifold.identity.app_consents import AppConsents
 from manifold.identity.directory import Directory
 from manifold.policy.grants import parse_grant
 from manifold.policy.store import GrantRepository, file_grants
@@ -62,29 +62,6 @@ def _str_list(body: JSON, key: str) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise BadRequest(f"'{key}' must be a list of strings")
     return value
-
-
-class AppConsent(Protocol):
-    """One person's consent to one application (authserver/store.py `Consent`)."""
-
-    @property
-    def principal(self) -> str: ...
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def client_name(self) -> str | None: ...
-    @property
-    def resources(self) -> tuple[str, ...]: ...
-    @property
-    def updated_at(self) -> float: ...
-
-
-class AppConsents(Protocol):
-    """The consents and sign-ins of the gateway's own authorization server (authserver/store.py `AuthStore`,
-    handed in by the composition root and by `manifold apps`)."""
-
-    async def consents(self, principal: str | None = None) -> Sequence[AppConsent]: ...
-    async def revoke_client(self, principal: str, client_id: str) -> bool: ...
 
 
 def _principal(user: str) -> str:

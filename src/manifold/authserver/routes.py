@@ -52,14 +52,13 @@ from manifold.authserver.store import AuthStore, digest
 from manifold.config.models import AuthorizationServerSettings, GatewaySettings
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.gateway_tokens import GatewayTokens, server_of_resource
-from manifold.security.crypto import Cipher
 from manifold.security.origin import OriginPolicy
 from manifold.security.signing import SigningKeys
 from manifold.web import csrf
 from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, read_body
 from manifold.web.page_request import viewer
 from manifold.web.responses import page
-from manifold.web.session import SessionCookies, WebSession, session_keys
+from manifold.web.session import SessionCookies, WebSession
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ class AuthorizationServerApp:
         clients: ClientRegistry,
         signing: SigningKeys,
         keys: KeyRepository,
-        cipher: Cipher,
+        cookies: SessionCookies,
         known_server: KnownServer,
         sync: Sync,
     ) -> None:
@@ -139,8 +138,7 @@ class AuthorizationServerApp:
         self.known_server = known_server
         self.sync = sync
         self.registrations = PerMinute(server_settings.registrations_per_minute)
-        secure = bool(self.public_url and self.public_url.startswith("https://"))
-        self.cookies = SessionCookies(session_keys(cipher), secure=secure)
+        self.cookies = cookies  # the web pages' own (the same sign-in session)
         self.router = Router(
             routes=[
                 Route(

@@ -77,7 +77,6 @@ from manifold.store.revisions import RevisionWatcher
 from manifold.upstream.notices import UpstreamNotices
 from manifold.upstream.pool import UpstreamPool
 from manifold.web.routes import WebApp
-from manifold.web.session import SessionCookies, session_keys
 
 log = logging.getLogger(__name__)
 LAST_USED_FLUSH_SECONDS = 15.0
@@ -351,7 +350,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         clients=runtime.oauth_clients,
         signing=runtime.signing,
         keys=runtime.keys,
-        cipher=runtime.cipher,
+        cookies=web.cookies,  # one sign-in session for the pages, the authorization server and the console
         known_server=runtime.served.__contains__,
         sync=runtime.changes.sync,
     )
@@ -378,9 +377,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         console=ConsoleApp(
             settings=settings,
             admins=config.gateway.identity.admins,
-            cookies=SessionCookies(
-                session_keys(runtime.cipher), secure=(settings.public_url or "").startswith("https://")
-            ),
+            cookies=web.cookies,
             keys=runtime.keys,
             directory=lambda: runtime.authenticator.directory.snapshot,
             catalog_ops=runtime.catalog_operations,

@@ -21,14 +21,14 @@ single-use and made only after consent, the redirect URI is exact):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable
 from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from manifold.config.models import OAuthAuth, UpstreamConfig
+from manifold.identity.app_consents import AppConsents
 from manifold.identity.gateway_tokens import server_of_resource
 from manifold.outbound.oauth import ConnectLinks, DiscoveryError, InvalidLink, OAuthError, OAuthFlows, Vault
 from manifold.outbound.oauth.links import is_spent, link_digest
@@ -45,27 +45,6 @@ RETRY_HINT = "Open the connect link again to try once more: it works until it ex
 UpstreamLookup = Callable[[str], UpstreamConfig | None]
 
 
-class AllowedApp(Protocol):
-    """One application the person allowed (authserver/store.py `Consent`)."""
-
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def client_name(self) -> str | None: ...
-    @property
-    def resources(self) -> tuple[str, ...]: ...
-    @property
-    def updated_at(self) -> float: ...
-
-
-class AllowedApps(Protocol):
-    """The applications signed in with the gateway's own OAuth (authserver/store.py `AuthStore`, the same
-    store `manifold apps` and `/admin/api/apps` read and revoke through)."""
-
-    async def consents(self, principal: str | None = None) -> Sequence[AllowedApp]: ...
-    async def revoke_client(self, principal: str, client_id: str) -> bool: ...
-
-
 class ConnectPages:
     def __init__(
         self,
@@ -75,7 +54,7 @@ class ConnectPages:
         flows: OAuthFlows,
         vault: Vault,
         upstream_config: UpstreamLookup,
-        apps: AllowedApps | None = None,
+        apps: AppConsents | None = None,
     ) -> None:
         self.cookies = cookies
         self.apps = apps

@@ -30,13 +30,14 @@ from starlette.types import Send as StarletteSend
 from manifold.asgi import Receive, Scope, Send
 from manifold.config.models import GatewaySettings, IdentitySettings
 from manifold.identity.api_keys import KeyRepository
+from manifold.identity.app_consents import AppConsents
 from manifold.identity.authenticator import Authenticator
 from manifold.outbound.oauth import ConnectLinks, OAuthFlows, Vault
 from manifold.security.crypto import Cipher
 from manifold.security.origin import OriginPolicy
 from manifold.security.secret_store import SecretStore
 from manifold.web import csrf
-from manifold.web.connect import AllowedApps, ConnectPages, UpstreamLookup
+from manifold.web.connect import ConnectPages, UpstreamLookup
 from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, query_fields, read_body
 from manifold.web.page_request import PageRequest, viewer
 from manifold.web.pages import STYLESHEET_PATH
@@ -73,7 +74,7 @@ class WebApp:
         sync: Sync,
         served: Served = NO_SERVERS,
         access: ServerAccess | None = None,
-        apps: AllowedApps | None = None,
+        apps: AppConsents | None = None,
     ) -> None:
         self.public_url = settings.public_url
         self.max_body = settings.max_body_bytes
