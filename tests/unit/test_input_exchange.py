@@ -164,3 +164,27 @@ async def test_each_round_has_its_own_state_and_an_earlier_one_cannot_answer_a_l
     resumed = inputs.resume(round_two["requestState"], "alice", "up", {key_two: {"action": "decline"}}, None)
     final = await inputs.run(resumed)
     assert "accept" in final["result"]["content"][0]["text"] and "decline" in final["result"]["content"][0]["text"]
+
+
+async def test_questions_an_upstream_asks_together_are_shown_together() -> None:
+    """Two `elicitation/create` side by side reach the gateway as two messages, a little apart; the client
+    must see both in one input_required, or it answers the first without knowing of the second."""
+    inputs = InputExchanges(reply_timeout=5)
+    exchange = inputs.begin(None, FORM_CLIENT, "alice", "up")
+
+    async def ask_later(delay: float) -> JSON:
+        await asyncio.sleep(delay)  # the upstream's second message, a few milliseconds behind the first
+        return await exchange.request("elicitation/create", ELICIT)
+
+    async def upstream_call() -> JSON:
+        first, second = await asyncio.gather(ask_later(0), ask_later(0.01))
+        return {"result": {"content": [{"type": "text", "text": f"{first} {second}"}]}}
+
+    exchange.start(asyncio.ensure_future(upstream_call()))
+    result = (await inputs.run(exchange))["result"]
+    assert result["resultType"] == "input_required"
+    assert len(result["inputRequests"]) == 2
+    answer = {"action": "accept", "content": {}}
+    again = inputs.resume(result["requestState"], "alice", "up", dict.fromkeys(result["inputRequests"], answer), None)
+    final = await inputs.run(again)
+    assert final["result"]["content"][0]["text"].count("accept") == 2

@@ -45,6 +45,9 @@ from manifold.upstream.base import RequestSink
 
 JSON = dict[str, Any]
 STATE_PREFIX = "manifold-input."
+# How long the first of an upstream's questions waits for others asked with it (Exchange._gather_more).
+GATHER_QUIET = 0.03
+GATHER_LIMIT = 0.25
 
 
 @dataclass(slots=True)
@@ -113,7 +116,9 @@ class Exchange:
         self.fresh.append(question)
         self._signal()
         try:
-            async with asyncio.timeout(self.reply_timeout):
+            # The parked exchange's expiry answers it first (InputExchanges._expire); this is the backstop
+            # for a question nobody parked, so it allows for the time the question waited to be shown.
+            async with asyncio.timeout(2 * self.reply_timeout):
                 return await question.answer
         except TimeoutError:
             return _error(REQUEST_TIMEOUT, f"the client did not answer {method} in time")
@@ -130,7 +135,8 @@ class Exchange:
         self._signal()
 
     async def next_outcome(self) -> JSON | None:
-        """The upstream call's reply once it ends, or None as soon as it asked the client something.
+        """The upstream call's reply once it ends, or None once it asked the client something (and what it asked
+        with it, _gather_more).
         Cancelling the caller cancels the upstream call (the client went away before it was parked)."""
         task = self.task
         assert task is not None
@@ -149,15 +155,38 @@ class Exchange:
             if task.done():
                 return task.result()
             if self.fresh:
-                return None
-            self._wake = _new_future()
-            try:
+                await self._gather_more(task)
+                if self.missing is None and not task.done():
+                    return None
+                continue
+            await self._wait(task, None)
+
+    async def _wait(self, task: asyncio.Task[JSON], seconds: float | None) -> bool:
+        """Wait for the next question, the call's end or a refusal; False when `seconds` passed first."""
+        self._wake = _new_future()
+        try:
+            async with asyncio.timeout(seconds):
                 await self._wake
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            finally:
-                self._wake = None
+            return True
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self._wake = None
+
+    async def _gather_more(self, task: asyncio.Task[JSON]) -> None:
+        """Questions an upstream asks together (two `elicitation/create` side by side) reach the gateway as
+        separate messages; shown one by one, the client would answer the first before it saw the second.
+        So the first question waits until the upstream has been quiet for GATHER_QUIET seconds (at most
+        GATHER_LIMIT in all): a person answers them, so the few milliseconds do not show."""
+        # A fraction of the reply timeout at most: the questions' clocks are running.
+        deadline = asyncio.get_running_loop().time() + min(GATHER_LIMIT, self.reply_timeout / 4)
+        while not task.done() and self.missing is None:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or not await self._wait(task, min(GATHER_QUIET, left)):
+                return
 
     def questions(self) -> JSON:
         """The fresh questions as `inputRequests`, now shown to the client."""
