@@ -2,7 +2,7 @@
 # Every target bootstraps what it needs (scripts/bootstrap.sh is a no-op when nothing changed).
 #
 #   make run      the demo: toolbox upstream on :8471 (background) + the gateway on manifold.yaml
-#   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium, then the whole pytest suite
+#   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium and haproxy, then the whole pytest suite
 #   make fuzz     property-based fuzzing of a real gateway, the long profile (tests/fuzz; a short one runs in make test)
 #   make bench    gateway overhead benchmarks (bench/README.md)
 #   make lint     ruff, the import-layer contracts (import-linter) and the type checker (basedpyright)
@@ -23,7 +23,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test fuzz bench lint check lock clean distclean node legacy-venv browser
+.PHONY: help venv run test fuzz bench lint check lock clean distclean node legacy-venv browser haproxy
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -49,8 +49,12 @@ legacy-venv:
 browser:
 	@scripts/setup-browser.sh
 
+# Debian's haproxy for the replica tests in tests/replicas (installed once with apt-get when missing).
+haproxy:
+	@scripts/setup-haproxy.sh
+
 # pytest exits 5 when it collected no test: that is a failure here, with a message saying so.
-test: venv node legacy-venv browser
+test: venv node legacy-venv browser haproxy
 	@status=0; $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
