@@ -14,12 +14,18 @@ from typing import Any
 import httpx2
 import pytest
 
+from manifold.admin.api import AdminApi
 from manifold.admin.catalog import CatalogOperations
+from manifold.admin.ops import Operations
+from manifold.audit import AuditLog
+from manifold.audit.unauthorized import UnauthorizedAudit
 from manifold.catalog.lists import UpstreamLists
 from manifold.config.loader import load_config
-from manifold.console.app import CSP, ConsoleApp, static_url
+from manifold.console.app import ConsoleApp
+from manifold.console.frame import CSP, Services, static_url
 from manifold.console.views import matching, state_of, tool_row, upstream_row
 from manifold.identity.api_keys import KeyRepository, OwnerKind
+from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
 from manifold.security.crypto import Cipher, generate_key
 from manifold.store.db import default_url, open_database
@@ -46,6 +52,13 @@ class NoUpstreams:
     async def session(self, upstream_id: str, *args: Any, **kwargs: Any) -> Any:
         self.asked.append(upstream_id)
         raise AssertionError("the console listed upstreams by connecting to them")
+
+
+class NoReload:
+    """The catalog hot-swap (runtime/catalog_swap.py); these tests serve nothing."""
+
+    async def reload(self) -> None:
+        return None
 
 
 class Health:
@@ -83,16 +96,31 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     async def sync() -> None:
         return None
 
+    catalog_ops = CatalogOperations(engine, config, env={})
+    audit_log = AuditLog(engine, config.gateway.audit, config.state_dir)
+    await audit_log.start()
+    admin = AdminApi(
+        config,
+        Authenticator(keys, directory, None, cache_seconds=0),
+        Operations(engine, config),
+        catalog_ops,
+        NoReload(),
+        audit_log,
+        UnauthorizedAudit(audit_log),
+    )
     console = ConsoleApp(
-        settings=config.settings,
-        admins=config.gateway.identity.admins,
-        cookies=cookies,
-        keys=keys,
-        directory=lambda: directory.snapshot,
-        catalog_ops=CatalogOperations(engine, config, env={}),
-        health=Health(),
-        lists=UpstreamLists(upstreams, 60),
-        sync=sync,
+        Services(
+            settings=config.settings,
+            admins=config.gateway.identity.admins,
+            cookies=cookies,
+            keys=keys,
+            directory=lambda: directory.snapshot,
+            admin=admin,
+            catalog_ops=catalog_ops,
+            health=Health(),
+            lists=UpstreamLists(upstreams, 60),
+            sync=sync,
+        )
     )
     tokens: dict[str, str] = {}
     key_ids: dict[str, str] = {}
@@ -104,6 +132,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     transport = httpx2.ASGITransport(app=console)  # pyright: ignore[reportArgumentType]
     async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
         yield Site(http, cookies, keys, tokens, key_ids, upstreams)
+    await audit_log.aclose()
     await engine.dispose()
 
 

@@ -119,7 +119,32 @@ class AdminApi:
             self._audit(principal, scope, Outcome.OK, None)
         await send_body(send, status, orjson.dumps(result))
 
+    async def perform(
+        self,
+        principal: Principal,
+        method: str,
+        parts: list[str],
+        body: JSON | None = None,
+        query: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """One admin operation for the console (console/): the route the JSON API takes for `method` and
+        `/admin/api/<parts>`, audited the same way (method `console <METHOD>`). The caller has already
+        checked that `principal` is an admin. Raises InvalidBody or OpError, as `route` does."""
+        path = "/admin/api/" + "/".join(parts)
+        try:
+            status, result = await self.route(method, parts, query or {}, body or {})
+        except (InvalidBody, OpError) as exc:
+            self._record(principal, f"console {method}", path, Outcome.ERROR, exc.message)
+            raise
+        if method != "GET":
+            log.info("console %s %s by %s", method, path, principal.id)
+            self._record(principal, f"console {method}", path, Outcome.OK, None)
+        return status, result
+
     def _audit(self, principal: Principal, scope: Scope, outcome: Outcome, detail: str | None) -> None:
+        self._record(principal, f"admin {scope['method']}", scope["path"], outcome, detail)
+
+    def _record(self, principal: Principal, method: str, path: str, outcome: Outcome, detail: str | None) -> None:
         """Changes made through the API are audited like calls (the body is not: it may hold secrets)."""
         self.audit_log.record(
             AuditEvent(
@@ -130,8 +155,8 @@ class AdminApi:
                 server="admin",
                 member=None,
                 upstream=None,
-                method=f"admin {scope['method']}",
-                target=scope["path"][:400],
+                method=method,
+                target=path[:400],
                 outcome=outcome,
                 detail=detail,
             )

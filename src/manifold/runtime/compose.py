@@ -42,6 +42,7 @@ from manifold.catalog.served import ServedServers
 from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import LoadedConfig
 from manifold.console.app import ConsoleApp
+from manifold.console.frame import Services as ConsoleServices
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
@@ -375,14 +376,17 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         lifecycle=runtime,
         authorization_server=authorization_server,
         console=ConsoleApp(
-            settings=settings,
-            admins=config.gateway.identity.admins,
-            cookies=web.cookies,
-            keys=runtime.keys,
-            directory=lambda: runtime.authenticator.directory.snapshot,
-            catalog_ops=runtime.catalog_operations,
-            health=runtime.pool,
-            lists=runtime.lists,
-            sync=runtime.changes.sync,
+            ConsoleServices(
+                settings=settings,
+                admins=config.gateway.identity.admins,
+                cookies=web.cookies,
+                keys=runtime.keys,
+                directory=lambda: runtime.authenticator.directory.snapshot,
+                admin=admin,
+                catalog_ops=runtime.catalog_operations,
+                health=runtime.pool,
+                lists=runtime.lists,
+                sync=runtime.changes.sync,
+            )
         ),
     )

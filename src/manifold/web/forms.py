@@ -44,13 +44,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def form_fields(content_type: str | None, body: bytes) -> dict[str, str]:
+def form_fields(content_type: str | None, body: bytes, max_fields: int = MAX_FIELDS) -> dict[str, str]:
     """The fields of a URL-encoded form (the first value of each); nothing for any other kind of body."""
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind != FORM_TYPE:
         return {}
     try:
-        pairs = parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=max_fields)
     except ValueError:  # more than MAX_FIELDS
         raise TooManyFields from None
     return _first(pairs)
