@@ -27,6 +27,7 @@ from manifold.console.views import matching, state_of, tool_row, upstream_row
 from manifold.identity.api_keys import KeyRepository, OwnerKind
 from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
+from manifold.outbound.oauth.vault import Vault
 from manifold.security.crypto import Cipher, generate_key
 from manifold.store.db import default_url, open_database
 from manifold.web import csrf
@@ -120,6 +121,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             health=Health(),
             lists=UpstreamLists(upstreams, 60),
             sync=sync,
+            engine=engine,
+            vault=Vault(engine, cipher),
         )
     )
     tokens: dict[str, str] = {}

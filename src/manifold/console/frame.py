@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import jinja2
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -30,6 +31,7 @@ from manifold.config.models import GatewaySettings
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.directory import Snapshot
 from manifold.identity.gateway_tokens import principal_for
+from manifold.outbound.oauth.vault import Vault
 from manifold.policy.admins import is_admin
 from manifold.principal import Credential, CredentialKind, Principal
 from manifold.security.origin import OriginPolicy
@@ -127,6 +129,8 @@ class Services:
     health: Health
     lists: UpstreamLists
     sync: Callable[[], Awaitable[None]]
+    engine: AsyncEngine  # reads the admin API has no route for (the audit log)
+    vault: Vault  # each user's OAuth connections
 
 
 class Frame:

@@ -387,6 +387,8 @@ def build_app(runtime: Runtime) -> ManifoldApp:
                 health=runtime.pool,
                 lists=runtime.lists,
                 sync=runtime.changes.sync,
+                engine=runtime.engine,
+                vault=runtime.vault,
             )
         ),
     )
