@@ -564,3 +564,11 @@ async def test_the_sign_in_page_says_which_upstream_it_connects_and_only_for_a_r
     # Whatever the page names is escaped.
     markup = pages.login(next_url="/", csrf="c", connect='<img src=x onerror="alert(1)">')
     assert "<img" not in markup and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in markup
+
+
+async def test_signing_in_with_no_next_page_lands_on_the_persons_servers(site: Site) -> None:
+    """Someone who opens /login by hand wants to use the gateway: their servers and the snippets."""
+    form = await site.http.get("/login")
+    fields = {**hidden_fields(form.text), "key": site.token}
+    signed_in = await site.http.post("/login", data=fields, headers={"Origin": BASE})
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/servers"

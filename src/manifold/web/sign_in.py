@@ -36,7 +36,7 @@ from manifold.web.session import SESSION_SECONDS, SessionCookies
 from manifold.web.throttle import FailedAttempts
 
 log = logging.getLogger(__name__)
-DEFAULT_NEXT = "/connections"
+DEFAULT_NEXT = "/servers"  # the person's servers and what to paste into a client
 
 # What a sign-in is for, from where it goes next: the upstream a connect link connects, or None.
 Purpose = Callable[[str], str | None]
