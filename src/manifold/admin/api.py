@@ -11,6 +11,7 @@ Routes (all JSON; errors are {"error": "..."} with 400/401/403/404/409):
   GET  /admin/api/upstreams[/{id}]        POST /admin/api/upstreams     DELETE /admin/api/upstreams/{id}
   GET  /admin/api/groups[/{id}]           POST /admin/api/groups        DELETE /admin/api/groups/{id}
   GET  /admin/api/virtual-servers[/{id}]  POST /admin/api/virtual-servers  DELETE /admin/api/virtual-servers/{id}
+  PUT  /admin/api/{upstreams,groups,virtual-servers}/{id}   replace an API-made object's body
   GET  /admin/api/apps[?user=]                                          DELETE /admin/api/apps?user=&client=
 
 Catalog changes (upstreams, groups, virtual servers) are applied before the answer is sent; a 400 for an
@@ -209,6 +210,10 @@ class AdminApi:
                 created = await self.catalog_ops.create(KIND_PATHS[segment], body)
                 await self.catalog.reload()  # live before the answer: the caller may use it at once
                 return 201, created
+            case "PUT", [segment, object_id] if segment in KIND_PATHS:
+                updated = await self.catalog_ops.update(KIND_PATHS[segment], object_id, body)
+                await self.catalog.reload()
+                return 200, updated
             case "DELETE", [segment, object_id] if segment in KIND_PATHS:
                 deleted = await self.catalog_ops.delete(KIND_PATHS[segment], object_id)
                 await self.catalog.reload()

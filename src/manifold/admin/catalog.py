@@ -1,6 +1,6 @@
 """Upstreams, groups and virtual servers created at run time (admin API, CLI), next to those declared in files.
 
-Two sources make one catalog:
+Two sources make one catalog (API objects can be created, replaced with `update` — PUT — and deleted):
 - **file objects** — `manifold.yaml` (upstreams, groups) and `virtual_servers/*.yaml`, loaded at startup;
   read-only here (409 "declared in ...; change it there").
 - **API objects** — rows of `catalog_objects`; the body is the file format's model as JSON, with `${ENV}`
@@ -303,6 +303,29 @@ def _hide(value: Any, *, secret: bool = False) -> Any:
     return value
 
 
+def keep_hidden(new: Any, stored: Any, *, secret: bool = False) -> Any:
+    """`new` with every credential given as HIDDEN replaced by the stored value at the same place (left
+    out when there is none): an update that sends back what GET showed keeps the secrets."""
+    if isinstance(new, dict):
+        old = stored if isinstance(stored, dict) else {}
+        out: JSON = {}
+        for k, v in new.items():
+            kept = keep_hidden(v, old.get(k), secret=secret or k in SECRET_FIELDS)
+            if kept is not _DROP:
+                out[k] = kept
+        return out
+    if isinstance(new, list):
+        old_list = stored if isinstance(stored, list) else []
+        kept = [keep_hidden(v, old_list[i] if i < len(old_list) else None, secret=secret) for i, v in enumerate(new)]
+        return [v for v in kept if v is not _DROP]
+    if secret and new == HIDDEN:
+        return stored if stored is not None and not isinstance(stored, (dict, list)) else _DROP
+    return new
+
+
+_DROP = object()
+
+
 def _shown_api_body(kind: Kind, body: JSON) -> JSON:
     return _hide(body) if kind is Kind.UPSTREAM else dict(body)
 
@@ -386,6 +409,42 @@ class CatalogOperations:
             await conn.execute(insert(catalog_objects).values(kind=kind.value, id=object_id, body=body))
             await revisions.bump(conn, revisions.CATALOG)
         log.info("%s '%s' created", kind.label, object_id)
+        return Entry(kind, object_id, API_SOURCE, _shown_api_body(kind, body)).public()
+
+    async def update(self, kind: Kind, object_id: str, body: JSON) -> JSON:
+        """Replace an API object's body (`PUT`): checked like `create`, against the catalog without the old
+        one. A credential field given as "(hidden)" (what GET shows) keeps the stored value, so a body read,
+        edited and sent back does not lose its secrets. Objects from files are refused (409)."""
+        body = dict(body)
+        given = body.pop("id", None) if kind is not Kind.VSERVER else body.get("id")
+        if given is not None and given != object_id:
+            problem = Problem("request body", "id", f"id '{given}' differs from '{object_id}' in the path")
+            raise InvalidBody(kind, object_id, [problem])
+        if kind is Kind.VSERVER:
+            body["id"] = object_id
+        async with write_transaction(self.engine) as conn:  # check and write as one
+            rows = await read_rows(conn)
+            catalog = merge(self.config, rows, self.env)
+            entry = catalog.api_entry(kind, object_id)
+            if entry is None:
+                declared = catalog.entry(kind, object_id)
+                if declared is None:
+                    raise NotFound(f"no {kind.label} '{object_id}'")
+                raise Conflict(f"{kind.label} '{object_id}' is declared in {declared.source}; change it there")
+            stored = next((b for k, i, b in rows if k is kind and i == object_id), {})
+            if kind is Kind.UPSTREAM:
+                body = keep_hidden(body, stored)
+            others = merge(self.config, [r for r in rows if (r[0], r[1]) != (kind, object_id)], self.env)
+            model, problems = CHECKS[kind](self.config, others, object_id, body, self.env)
+            if problems or model is None:
+                raise InvalidBody(kind, object_id, problems)
+            await conn.execute(
+                catalog_objects.update()
+                .where(catalog_objects.c.kind == kind.value, catalog_objects.c.id == object_id)
+                .values(body=body)
+            )
+            await revisions.bump(conn, revisions.CATALOG)
+        log.info("%s '%s' updated", kind.label, object_id)
         return Entry(kind, object_id, API_SOURCE, _shown_api_body(kind, body)).public()
 
     async def delete(self, kind: Kind, object_id: str) -> JSON:
