@@ -7,7 +7,11 @@ use it too. A module may still override it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests import postgres
 
 # The fuzz package's request counts, printed at the end of the run: registered here, the conftest every
 # process loads (the pytest-xdist controller never loads tests/fuzz/conftest.py).
@@ -17,3 +21,17 @@ from tests.fuzz.report import pytest_sessionfinish, pytest_terminal_summary, pyt
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_cluster_stopped() -> Iterator[None]:
+    """The process's throw-away PostgreSQL cluster (tests/postgres.py, started on first use) ends with the
+    session (atexit is only the backstop)."""
+    yield
+    postgres.stop()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh, empty PostgreSQL database in the test cluster."""
+    return postgres.cluster().new_database()

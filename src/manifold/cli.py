@@ -25,6 +25,7 @@ from manifold.config.loaded import LoadedConfig
 from manifold.config.loader import load_config
 from manifold.config.problems import ConfigError
 from manifold.outbound import connections_cli, secrets_cli
+from manifold.store import cli as db_cli
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # One format for every log line, Manifold's and uvicorn's alike.
@@ -185,6 +186,7 @@ REGISTRARS = (
     connections_cli.register,
     authserver_cli.register,
     audit_cli.register,
+    db_cli.register,
 )
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests import postgres
 from tests.upstreams.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +46,13 @@ class Gateway:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def database_url(self) -> str:
+        """The database this gateway uses (SQLite under its state dir, or PostgreSQL: tests/postgres.py)."""
+        config = yaml.safe_load((self.config_dir / "manifold.yaml").read_text())
+        gateway = config.get("gateway") or {}
+        return gateway.get("database_url") or f"sqlite+aiosqlite:///{Path(gateway['state_dir']) / 'manifold.db'}"
 
     def http(self, **kwargs: Any) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(headers={"Authorization": f"Bearer {self.key}"}, timeout=30, **kwargs)
@@ -77,6 +85,8 @@ def write_config(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "virtual_servers").mkdir(exist_ok=True)
     config = {"gateway": {"state_dir": str(directory / "state"), **(gateway or {})}, "upstreams": upstreams}
+    if "database_url" not in config["gateway"] and (url := database_url(directory)) is not None:
+        config["gateway"]["database_url"] = url
     config.update(extra or {})
     config.setdefault("grants", [{"who": "anyone", "what": ["server:*", "vserver:*"]}])
     path = directory / "manifold.yaml"
@@ -84,6 +94,20 @@ def write_config(
     for sid, body in (virtual_servers or {}).items():
         (directory / "virtual_servers" / f"{sid}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     return path
+
+
+def database_url(directory: Path) -> str | None:
+    """The `database_url` for a gateway configured in `directory`: None (SQLite under its state dir) unless
+    MANIFOLD_TEST_DATABASE=postgresql, then a fresh PostgreSQL database in the test cluster (tests/postgres.py),
+    the same one each time the same directory is configured again (a restarted gateway finds its rows)."""
+    if not postgres.wanted():
+        return None
+    marker = directory / "database_url"
+    if marker.exists():
+        return marker.read_text().strip()
+    url = postgres.cluster().new_database()
+    marker.write_text(url)
+    return url
 
 
 def stdio_upstream(script: str, *args: str, **extra: Any) -> dict[str, Any]:
@@ -101,12 +125,13 @@ async def run_gateway(
 ) -> AsyncIterator[Gateway]:
     """`directory`: run in this folder (config, state, log) instead of a fresh temporary one, and leave it
     there, so a gateway started again on it finds the first one's database."""
+    throwaway = directory is None
     place = (
         contextlib.nullcontext(str(directory))
         if directory is not None
         else tempfile.TemporaryDirectory(prefix="manifold-test-")
     )
-    with place as tmp:
+    with place as tmp, _dropped_after(Path(tmp) / "database_url", throwaway):
         directory = Path(tmp)
         config = write_config(directory, upstreams, virtual_servers, gateway, extra)
         port = free_port()
@@ -134,6 +159,16 @@ async def run_gateway(
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+
+
+@contextlib.contextmanager
+def _dropped_after(marker: Path, throwaway: bool) -> Iterator[None]:
+    """Drop the gateway's PostgreSQL database (named in `marker`) when its temporary directory goes too."""
+    try:
+        yield
+    finally:
+        if throwaway and marker.exists():
+            postgres.cluster().drop_database(marker.read_text().strip())
 
 
 async def _wait_ready(gw: Gateway) -> None:

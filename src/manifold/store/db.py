@@ -1,7 +1,10 @@
-"""The gateway's database: SQLite (WAL) under the state dir by default, any SQLAlchemy async URL otherwise.
+"""The gateway's database: SQLite (WAL) under the state dir by default, PostgreSQL (asyncpg) or any SQLAlchemy
+async URL otherwise.
 
-Tables are SQLAlchemy Core; `create_all` is the migration for now (the schema only grows). `SCHEMA_VERSION`
-in `meta` marks incompatible changes: a database from an older layout is upgraded in `_upgrade`.
+Tables are SQLAlchemy Core, declared here and in the modules that own them (identity/gateway_tables.py,
+security/tables.py, outbound/oauth/tables.py). The schema itself belongs to the Alembic migrations
+(store/migrations/, run by store/schema.py at start-up and by `manifold db upgrade`): a change to a table
+here needs a new migration, and tests/unit/test_schema.py fails until the two agree.
 
 Objects declared in `manifold.yaml` are not copied here; these tables hold what was created at run time
 (CLI or admin API) plus what only ever lives here: keys, audit events, revisions.
@@ -26,15 +29,17 @@ from sqlalchemy import (
     Text,
     event,
     func,
-    inspect,
     text,
 )
-from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-SCHEMA_VERSION = 2
+from manifold.store import schema
+
+# write_transaction's PostgreSQL advisory lock (any fixed 64-bit number other than schema.ADVISORY_LOCK_KEY).
+WRITE_LOCK_KEY = schema.ADVISORY_LOCK_KEY + 1
+
 metadata = MetaData()
 
 meta = Table(
@@ -146,38 +151,40 @@ def default_url(state_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(state_dir / 'manifold.db').resolve()}"
 
 
+def engine_url(url: str) -> str:
+    """`url` with the async driver filled in: `postgresql://` (and `postgres://`, as many providers write it)
+    means asyncpg, `sqlite://` aiosqlite. Anything else is passed on as written."""
+    for plain, full in (("postgres://", "postgresql+asyncpg://"), ("postgresql://", "postgresql+asyncpg://")):
+        if url.startswith(plain):
+            return full + url[len(plain) :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
 def connect(url: str) -> AsyncEngine:
     """The engine for `url`; no connection is made until the first use (so it can be built before the
-    event loop runs). SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    event loop runs). SQLite gets WAL, foreign keys and a busy timeout on every connection; PostgreSQL
+    connections are checked before use (a database restarted under a running gateway costs no request)."""
+    url = engine_url(url)
+    if not url.startswith("sqlite"):
+        return create_async_engine(url, pool_pre_ping=True)
     engine = create_async_engine(url)
-    if url.startswith("sqlite"):
 
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=5000")
-            cur.close()
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
 
     return engine
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables (every module's tables registered on `metadata` by then) and upgrade old ones."""
-    sqlite = engine.dialect.name == "sqlite"
-    if sqlite and engine.url.database not in (None, "", ":memory:"):
-        # A command run before the gateway ever started (`manifold explain`, `keys list`) finds no state dir.
-        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
-        await conn.run_sync(metadata.create_all)
-        await conn.execute(
-            text("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', :v)")
-            if sqlite
-            else text("INSERT INTO meta(key, value) VALUES ('schema_version', :v) ON CONFLICT DO NOTHING"),
-            {"v": str(SCHEMA_VERSION)},
-        )
+    """Bring the schema to the newest migration (store/schema.py: safe with other processes starting too)."""
+    await schema.upgrade(engine)
 
 
 @contextlib.asynccontextmanager
@@ -187,10 +194,13 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     SQLite starts a transaction as a reader and upgrades it at the first write; two such transactions that
     both read first cannot both upgrade, and the loser fails at once with "database is locked" (the busy
     timeout does not apply to an upgrade). `BEGIN IMMEDIATE` takes the write lock up front, so the second
-    writer waits (busy_timeout) instead. Other databases lock rows on write; a plain transaction serves."""
+    writer waits (busy_timeout) instead. PostgreSQL gets the same turn-taking from a transaction-scoped
+    advisory lock (its default isolation would let two such transactions both read, then both write)."""
     async with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
         try:
             yield conn
         except BaseException:
@@ -204,11 +214,3 @@ async def open_database(url: str) -> AsyncEngine:
     engine = connect(url)
     await create_schema(engine)
     return engine
-
-
-def _upgrade(sync_conn: Connection) -> None:
-    """Schema 1 (the development-key era) had an `api_keys` table holding only the dev key's hash: drop it;
-    the dev key is registered again at startup."""
-    insp = inspect(sync_conn)
-    if insp.has_table("api_keys") and "owner_kind" not in {c["name"] for c in insp.get_columns("api_keys")}:
-        sync_conn.execute(text("DROP TABLE api_keys"))
