@@ -19,6 +19,7 @@ from pathlib import Path
 
 from manifold.admin import cli as admin_cli
 from manifold.admin import explain as explain_cli
+from manifold.admin import export as export_cli
 from manifold.audit import cli as audit_cli
 from manifold.authserver import cli as authserver_cli
 from manifold.config.loaded import LoadedConfig
@@ -182,6 +183,7 @@ REGISTRARS = (
     register,
     admin_cli.register,
     explain_cli.register,
+    export_cli.register,
     secrets_cli.register,
     connections_cli.register,
     authserver_cli.register,
