@@ -69,7 +69,8 @@ def judged(label: str, value: float, target: float, unit: str, *, lower_is_bette
     """One line 'label: value unit (target <= x unit): yes|MISSED' and whether the target was met."""
     ok = value <= target if lower_is_better else value >= target
     sign = "<=" if lower_is_better else ">="
-    return f"{label}: {fmt(value, digits)} {unit} (target {sign} {fmt(target, digits)} {unit}): {verdict(ok)}", ok
+    unit = f" {unit}" if unit else ""
+    return f"{label}: {fmt(value, digits)}{unit} (target {sign} {fmt(target, digits)}{unit}): {verdict(ok)}", ok
 
 
 # ---- raw 2025-11-25 sessions --------------------------------------------------------------------------
