@@ -23,7 +23,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test fuzz bench lint check lock clean distclean node legacy-venv browser haproxy
+.PHONY: help venv run test fuzz bench lint check lock clean distclean node legacy-venv browser haproxy wheel-venv
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -53,8 +53,12 @@ browser:
 haproxy:
 	@scripts/setup-haproxy.sh
 
+# The clean venv the packaging test installs the wheel into (tests/packaging; made once per set of dependencies).
+wheel-venv: venv
+	@scripts/setup-wheel-venv.sh
+
 # pytest exits 5 when it collected no test: that is a failure here, with a message saying so.
-test: venv node legacy-venv browser haproxy
+test: venv node legacy-venv browser haproxy wheel-venv
 	@status=0; $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status

@@ -22,6 +22,7 @@ from manifold.admin import explain as explain_cli
 from manifold.admin import export as export_cli
 from manifold.audit import cli as audit_cli
 from manifold.authserver import cli as authserver_cli
+from manifold.config import init_cli
 from manifold.config.loaded import LoadedConfig
 from manifold.config.loader import load_config
 from manifold.config.problems import ConfigError
@@ -181,6 +182,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 # In the order `manifold --help` lists them.
 REGISTRARS = (
     register,
+    init_cli.register,
     admin_cli.register,
     explain_cli.register,
     export_cli.register,
