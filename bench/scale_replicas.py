@@ -1,0 +1,248 @@
+"""Two gateway replicas behind haproxy against one gateway process: what the load balancer's hop adds.
+
+    .venv/bin/python -m bench.scale_replicas [--calls 2000] [--warmup 100] [--database-url URL] [--json FILE]
+
+Two `manifold serve` processes (tests/e2e/harness.py `run_gateway`, each in its own folder with the same
+secret key) on ONE database — a SQLite file in the temporary folder, or `--database-url` (e.g. a PostgreSQL
+URL) — in front of bench/fast_upstream.py, and Debian's haproxy (`haproxy -f cfg -db`, round-robin, HTTP
+keep-alive, loopback; scripts/setup-haproxy.sh installs it) in front of both. The same tools/call `noop` goes
+to replica A directly ("one process") and through haproxy (to A and B in turn), alternating call by call so
+drift hits both alike, each path over one kept-alive connection:
+
+- 2026-07-28: a fixed sessionless request (lean aiohttp client);
+- 2025-11-25: one session per path (initialize through that path), then calls on it. Through haproxy its
+  calls land on both replicas, so this row needs 2025-11-25 sessions that work across replicas; when they do
+  not, the row says why instead of a figure.
+
+The figure is "added p50" = p50 through haproxy - p50 to one process (no target: issue 14 asks for it to be
+reported). "answered by" counts haproxy's X-Replica header (added by the bench's haproxy config) to show that
+calls really went to both replicas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+from cryptography.fernet import Fernet
+
+from bench.common import fmt, modern_request, ms, p50, percentile, run_upstreams, signed, table
+from bench.scale_common import POST_HEADERS, open_session, session_headers
+from tests.e2e.harness import Gateway, run_gateway
+from tests.upstreams.launch import free_port
+
+SERVER = "bench"
+PATHS = ("one process", "haproxy")
+HAPROXY_DEADLINE_S = 15.0
+
+
+@dataclass
+class Row:
+    era: str
+    samples: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PATHS})
+    answered_by: Counter[str] = field(default_factory=Counter)
+    failure: str = ""
+
+    def summary(self) -> dict[str, float | str]:
+        if self.failure:
+            return {"failure": self.failure}
+        one, lb = self.samples["one process"], self.samples["haproxy"]
+        return {"one_p50_ms": ms(p50(one)), "one_p99_ms": ms(percentile(one, 99)),
+                "haproxy_p50_ms": ms(p50(lb)), "haproxy_p99_ms": ms(percentile(lb, 99)),
+                "added_p50_ms": ms(p50(lb) - p50(one)),
+                "answered_by": ", ".join(f"{k} {v}" for k, v in sorted(self.answered_by.items()))}
+
+
+def haproxy_binary() -> str:
+    found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    if found is None:
+        raise SystemExit("scale_replicas: haproxy is not installed; run scripts/setup-haproxy.sh "
+                         "(or apt-get install haproxy) and try again")
+    return found
+
+
+def haproxy_config(port: int, backends: list[int]) -> str:
+    servers = "\n".join(f"    server r{chr(ord('A') + i)} 127.0.0.1:{p}" for i, p in enumerate(backends))
+    return f"""global
+    maxconn 1024
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout tunnel 120s
+
+frontend mcp
+    bind 127.0.0.1:{port}
+    default_backend replicas
+
+backend replicas
+    balance roundrobin
+    http-response set-header X-Replica %s
+{servers}
+"""
+
+
+@asynccontextmanager
+async def run_haproxy(directory: Path, backends: list[int]) -> AsyncIterator[str]:
+    binary = haproxy_binary()
+    port = free_port()
+    cfg = directory / "haproxy.cfg"
+    cfg.write_text(haproxy_config(port, backends))
+    log_path = directory / "haproxy.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen([binary, "-f", str(cfg), "-db"], stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + HAPROXY_DEADLINE_S
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"haproxy exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
+                try:
+                    async with http.get(f"{base}/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"haproxy did not answer:\n{log_path.read_text()[-2000:]}")
+                await asyncio.sleep(0.05)
+        yield base
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@asynccontextmanager
+async def run_two_replicas(upstreams: dict, database_url: str | None) -> AsyncIterator[tuple[list[Gateway], str]]:
+    secret = Fernet.generate_key().decode()
+    with tempfile.TemporaryDirectory(prefix="manifold-bench-replicas-") as tmp:
+        directory = Path(tmp)
+        url = database_url or f"sqlite+aiosqlite:///{directory / 'shared.db'}"
+        async with AsyncExitStack() as stack:
+            gateways = []
+            for i in range(2):  # one after the other: the first creates the schema
+                place = directory / f"replica-{i}"
+                (place / "state").mkdir(parents=True)
+                key_file = place / "state" / "secret.key"
+                key_file.write_text(secret + "\n")
+                key_file.chmod(0o600)
+                gateways.append(await stack.enter_async_context(
+                    run_gateway(upstreams, gateway={"database_url": url}, directory=place)))
+            balancer = await stack.enter_async_context(
+                run_haproxy(directory, [int(g.base.rsplit(":", 1)[1]) for g in gateways]))
+            yield gateways, balancer
+
+
+async def run(args: argparse.Namespace) -> list[Row]:
+    rows = [Row("2026-07-28"), Row("2025-11-25")]
+    async with run_upstreams("fast", 1, 1) as upstreams:
+        config = {SERVER: {"transport": "http", "url": upstreams[0].url}}
+        async with run_two_replicas(config, args.database_url) as (gateways, balancer):
+            key = gateways[0].key
+            bases = {"one process": gateways[0].base, "haproxy": balancer}
+            auth = {"Authorization": f"Bearer {key}"}
+            call_headers, call_body = modern_request("tools/call", {"name": "noop", "arguments": {}}, name="noop")
+            async with AsyncExitStack() as stack:
+                http = {p: await stack.enter_async_context(aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=1))) for p in PATHS}
+                for row in rows:
+                    requests: dict[str, tuple[dict[str, str], bytes]] = {}
+                    for path in PATHS:
+                        url = f"{bases[path]}/mcp/{SERVER}"
+                        if row.era == "2026-07-28":
+                            requests[path] = ({**auth, **call_headers}, call_body)
+                        else:
+                            sid = await open_session(http[path], url, key, f"replicas-{path}")
+                            body = orjson.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                                                 "params": {"name": "noop", "arguments": {}}})
+                            requests[path] = ({**POST_HEADERS, **session_headers(key, sid)}, body)
+
+                    async def call(path: str, row: Row = row, requests: dict = requests) -> None:
+                        headers, body = requests[path]
+                        async with http[path].post(f"{bases[path]}/mcp/{SERVER}", data=body,
+                                                   headers=headers) as response:
+                            payload = await response.read()
+                            if path == "haproxy":
+                                row.answered_by[response.headers.get("X-Replica", "?")] += 1
+                        if response.status != 200 or b'"result"' not in payload:
+                            raise RuntimeError(f"{path} answered {response.status}: {payload[:200]!r}")
+
+                    try:
+                        for _ in range(args.warmup):
+                            for path in PATHS:
+                                await call(path)
+                        row.answered_by.clear()
+                        for i in range(args.calls):
+                            for path in (PATHS if i % 2 == 0 else PATHS[::-1]):
+                                begin = time.perf_counter()
+                                await call(path)
+                                row.samples[path].append(time.perf_counter() - begin)
+                    except RuntimeError as exc:
+                        row.failure = f"failed after {len(row.samples['haproxy'])} calls: {exc}"
+                    print(f"  done: {row.era}", flush=True)
+            for gateway in gateways:
+                if "Traceback" in gateway.log():
+                    raise RuntimeError(f"a replica logged a traceback:\n{gateway.log()[-3000:]}")
+    return rows
+
+
+def report(rows: list[Row], args: argparse.Namespace) -> str:
+    lines = []
+    table_rows = []
+    for row in rows:
+        s = row.summary()
+        if row.failure:
+            lines.append(f"{row.era}: n/a — {row.failure}")
+            continue
+        table_rows.append([row.era, fmt(s["one_p50_ms"], 3), fmt(s["one_p99_ms"], 3), fmt(s["haproxy_p50_ms"], 3),
+                           fmt(s["haproxy_p99_ms"], 3), signed(s["added_p50_ms"], 3), s["answered_by"]])
+    database = args.database_url or "one SQLite file"
+    head = (f"two replicas on {database} behind haproxy (round-robin) vs one process (replica A directly); "
+            f"tools/call noop, {args.calls} calls per path alternating call by call (ms)")
+    return "\n".join([head, table(["client era", "one process p50", "p99", "haproxy p50", "p99", "added p50",
+                                   "answered by"], table_rows), *lines])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls per path and era")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--database-url", help="the replicas' one database (default: a SQLite file)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    rows = asyncio.run(run(args))
+    print(report(rows, args))
+    figures = {row.era: row.summary() for row in rows}
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"args": vars(args), "figures": figures}, out, indent=1)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
