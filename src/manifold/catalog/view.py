@@ -53,6 +53,7 @@ class Built:
     failures: dict[str, str] = field(default_factory=dict)  # member id -> reason
     errors: dict[str, BaseException] = field(default_factory=dict)  # member id -> why its list is missing
     collisions: list[str] = field(default_factory=list)
+    collided: dict[str, list[Target]] = field(default_factory=dict)  # name left out -> every source that made it
     # tools only: (member id, synthetic tool) for each member the caller must connect first (AuthRequired).
     # Not in `items`/`targets`: a grant on the upstream decides whether it is shown (relay/handlers.py), and
     # calling it fails to resolve, so the call answers with the member's AuthRequired (its connect link).
@@ -136,12 +137,19 @@ class VirtualServerView:
         self._built[kind] = built
         return built
 
-    def _build(self, kind: str, entries: list[tuple[MemberConfig, list[JSON]]], versions: tuple[int, ...]) -> Built:
+    def preview(self, kind: str, entries: list[tuple[MemberConfig, list[JSON]]]) -> Built:
+        """The list this view would serve if its members' upstreams listed `entries`, built by the same code
+        as `get` but neither kept nor logged: the console's live preview (console/preview.py)."""
+        return self._build(kind, entries, (), quiet=True)
+
+    def _build(
+        self, kind: str, entries: list[tuple[MemberConfig, list[JSON]]], versions: tuple[int, ...], quiet: bool = False
+    ) -> Built:
         items: list[JSON] = []
         item_targets: list[Target] = []
         targets: dict[str, Target] = {}
         sources: dict[str, str] = {}
-        collided: set[str] = set()
+        collided: dict[str, list[Target]] = {}
         collisions: list[str] = []
         for member, upstream_items in entries:
             for item in upstream_items:
@@ -155,8 +163,9 @@ class VirtualServerView:
                 if key in targets:
                     msg = f"{kind} '{key}' from {source} collides with {sources[key]}; both are left out"
                     collisions.append(msg)
-                    log.error("virtual server '%s': %s", self.id, msg)
-                    collided.add(key)
+                    if not quiet:
+                        log.error("virtual server '%s': %s", self.id, msg)
+                    collided.setdefault(key, [targets[key]]).append(Target(member.member_id, member.upstream, original))
                     continue
                 targets[key] = Target(member.member_id, member.upstream, original)
                 sources[key] = source
@@ -171,7 +180,14 @@ class VirtualServerView:
             item_targets = [t for _, t in kept]
             for key in collided:
                 targets.pop(key, None)
-        return Built(items=items, targets=targets, item_targets=item_targets, versions=versions, collisions=collisions)
+        return Built(
+            items=items,
+            targets=targets,
+            item_targets=item_targets,
+            versions=versions,
+            collisions=collisions,
+            collided=collided,
+        )
 
     def connect_tool_name(self, member_id: str, taken: dict[str, Target] | None = None) -> str:
         """The synthetic tool's name for a member: `{member}{sep}connect_account` (namespaced or not, so the

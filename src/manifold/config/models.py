@@ -465,13 +465,38 @@ class GatewayConfig(Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
 
 
+def _glob(v: str) -> str:
+    """A tool name or shell-style pattern (fnmatch): not empty, every `[` closed (fnmatch would otherwise
+    match the `[` literally, which is never what was meant)."""
+    if not v.strip():
+        raise ValueError("a tool name or pattern must not be empty")
+    i = 0
+    while i < len(v):
+        if v[i] == "[":
+            j = i + 1
+            if j < len(v) and v[j] == "!":
+                j += 1
+            if j < len(v) and v[j] == "]":
+                j += 1
+            while j < len(v) and v[j] != "]":
+                j += 1
+            if j >= len(v):
+                raise ValueError(f"pattern '{v}' opens a '[' that is never closed (a literal '[' is written '[[]')")
+            i = j
+        i += 1
+    return v
+
+
+Glob = Annotated[str, AfterValidator(_glob)]
+
+
 class MemberConfig(Strict):
     """One upstream inside a virtual server."""
 
     upstream: str
     id: str | None = None  # member id: namespace prefix and x-mcp-headers key; default = upstream id
-    tools: list[str] = Field(default_factory=lambda: ["*"])  # exact names or globs ("*", "create_*")
-    hide: list[str] = Field(default_factory=list)  # names or globs removed after selection
+    tools: list[Glob] = Field(default_factory=lambda: ["*"])  # exact names or globs ("*", "create_*")
+    hide: list[Glob] = Field(default_factory=list)  # names or globs removed after selection
     aliases: dict[str, str] = Field(default_factory=dict)  # upstream tool name -> exposed (un-prefixed) name
     descriptions: dict[str, str] = Field(default_factory=dict)  # upstream tool name -> description override
     resources: bool = True

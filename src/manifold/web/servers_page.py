@@ -188,7 +188,7 @@ def snippets(server_id: str, url: str) -> list[tuple[str, str]]:
         ("Claude Code", f"claude mcp add --transport http {server_id} {url}"),
         ("Any client (generic JSON)", json.dumps({"mcpServers": {server_id: entry}}, indent=2)),
         (
-            "A client that only starts commands (mcp-remote)",
+            "Claude Desktop: claude_desktop_config.json (and any client that only starts commands, via mcp-remote)",
             json.dumps({"mcpServers": {server_id: {"command": "npx", "args": ["mcp-remote", url]}}}, indent=2),
         ),
     ]

@@ -1,0 +1,426 @@
+"""The console's virtual server pages (console/servers.py, console/preview.py) in process, over a real SQLite
+file and the admin API's own operations; the upstreams are the list cache over a fake pool that answers
+tools/list from a table (tests/unit/test_view.py `FakePool`).
+
+The editor used in Chromium against `manifold serve` and real upstreams is tests/browser/test_console_servers.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx2
+import pytest
+
+from manifold.admin.api import AdminApi
+from manifold.admin.catalog import CatalogOperations, Kind
+from manifold.admin.ops import Operations
+from manifold.audit import AuditLog
+from manifold.audit.unauthorized import UnauthorizedAudit
+from manifold.catalog.lists import UpstreamLists
+from manifold.config.loader import load_config
+from manifold.config.models import VirtualServerConfig
+from manifold.config.problems import Problem
+from manifold.console.app import ConsoleApp
+from manifold.console.frame import Services
+from manifold.console.preview import Draft, Filters, Listed, body_of, matching, parse_form, place, preview
+from manifold.identity.api_keys import KeyRepository, OwnerKind
+from manifold.identity.authenticator import Authenticator
+from manifold.identity.directory import Directory
+from manifold.naming import expose_name
+from manifold.outbound.oauth.vault import Vault
+from manifold.security.crypto import Cipher, generate_key
+from manifold.store.db import default_url, open_database
+from manifold.web import csrf
+from manifold.web.session import SessionCookies, session_keys
+from tests.unit.test_console import ADMIN, BASE, PERSON, Health, NoReload
+from tests.unit.test_view import FakePool, tools
+
+pytestmark = pytest.mark.anyio
+
+LONG = "t" * 70
+
+
+@dataclass
+class Editor:
+    http: httpx2.AsyncClient
+    cookies: SessionCookies
+    tokens: dict[str, str]
+    catalog_ops: CatalogOperations
+    pool: FakePool
+
+    def who(self, user: str = ADMIN) -> dict[str, str]:
+        return {"cookie": f"{self.cookies.session_name}={self.tokens[user]}"}
+
+    async def form(self, path: str) -> dict[str, list[str]]:
+        """The form a page gives, as the browser would post it untouched (checked boxes, every field)."""
+        page = await self.http.get(path, headers=self.who())
+        assert page.status_code == 200, page.text
+        return form_of(page.text)
+
+    async def post(self, path: str, fields: dict[str, list[str]], user: str = ADMIN) -> httpx2.Response:
+        body = urlencode([(k, v) for k, values in fields.items() for v in values])
+        headers = {"content-type": "application/x-www-form-urlencoded", **self.who(user)}
+        return await self.http.post(path, content=body, headers=headers)
+
+
+def form_of(html: str) -> dict[str, list[str]]:
+    """The fields of the editor's form: inputs with their values (checkboxes only when checked), textareas,
+    and each select's selected option."""
+    form = html[html.index('<form id="server-form"') : html.index("</form>", html.index('<form id="server-form"'))]
+    fields: dict[str, list[str]] = {}
+    for tag in re.findall(r"<input [^>]*>", form):
+        name = re.search(r'name="([^"]*)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name is None or ('type="checkbox"' in tag and " checked" not in tag):
+            continue
+        fields.setdefault(unescape(name.group(1)), []).append(unescape(value.group(1)) if value else "")
+    for name, text in re.findall(r'<textarea [^>]*name="([^"]*)"[^>]*>(.*?)</textarea>', form, re.S):
+        fields.setdefault(unescape(name), []).append(unescape(text))
+    for name, options in re.findall(r'<select [^>]*name="([^"]*)"[^>]*>(.*?)</select>', form, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected', options)
+        fields[name] = [chosen.group(1) if chosen else ""]
+    return fields
+
+
+def unescape(text: str) -> str:
+    return (
+        text.replace("&#34;", '"').replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )
+
+
+@pytest.fixture
+async def editor(tmp_path: Path) -> AsyncIterator[Editor]:
+    (tmp_path / "virtual_servers").mkdir()
+    (tmp_path / "virtual_servers" / "from-file.yaml").write_text("members:\n  - upstream: notes\n")
+    (tmp_path / "manifold.yaml").write_text(
+        f"gateway:\n  state_dir: {tmp_path / 'state'}\n"
+        f"identity:\n  admins: ['user:{ADMIN}']\n"
+        f"users:\n  {ADMIN}: {{}}\n  {PERSON}: {{}}\n"
+        "upstreams:\n"
+        "  notes:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n"
+        "  tasks:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n"
+        "  broken:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n"
+    )
+    config = load_config(tmp_path / "manifold.yaml")
+    engine = await open_database(default_url(tmp_path))
+    cipher = Cipher([generate_key()], source="test")
+    keys = KeyRepository(engine)
+    directory = Directory(engine, config.gateway)
+    await directory.load()
+    cookies = SessionCookies(session_keys(cipher), secure=False)
+    pool = FakePool(
+        lists={
+            "notes": {
+                "tools": [
+                    {"name": "search", "description": "Find notes", "annotations": {"readOnlyHint": True}},
+                    {"name": "add_note", "annotations": {"readOnlyHint": False, "destructiveHint": False}},
+                    {"name": "drop_all", "annotations": {"destructiveHint": True}},
+                ]
+            },
+            "tasks": {"tools": [*tools("search", "close"), {"name": LONG}]},
+        },
+        down={"broken": "connection refused"},
+    )
+
+    async def sync() -> None:
+        return None
+
+    catalog_ops = CatalogOperations(engine, config, env={})
+    audit_log = AuditLog(engine, config.gateway.audit, config.state_dir)
+    await audit_log.start()
+    admin = AdminApi(
+        config,
+        Authenticator(keys, directory, None, cache_seconds=0),
+        Operations(engine, config),
+        catalog_ops,
+        NoReload(),
+        audit_log,
+        UnauthorizedAudit(audit_log),
+    )
+    console = ConsoleApp(
+        Services(
+            settings=config.settings,
+            admins=config.gateway.identity.admins,
+            cookies=cookies,
+            keys=keys,
+            directory=lambda: directory.snapshot,
+            admin=admin,
+            catalog_ops=catalog_ops,
+            health=Health(),
+            lists=UpstreamLists(pool, 60),
+            sync=sync,
+            engine=engine,
+            vault=Vault(engine, cipher),
+        )
+    )
+    tokens: dict[str, str] = {}
+    for user in (ADMIN, PERSON):
+        record, _ = await keys.create(OwnerKind.USER, user, "web")
+        set_cookie = cookies.new_session(f"user:{user}", user, f"api_key:{record.id}")
+        tokens[user] = set_cookie.split(";", 1)[0].split("=", 1)[1]
+    transport = httpx2.ASGITransport(app=console)  # pyright: ignore[reportArgumentType]
+    async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
+        yield Editor(http, cookies, tokens, catalog_ops, pool)
+    await audit_log.aclose()
+    await engine.dispose()
+
+
+async def saved(editor: Editor) -> list[str]:
+    return [e["id"] for e in await editor.catalog_ops.list(Kind.VSERVER) if e["source"] == "api"]
+
+
+# ---- the pages -----------------------------------------------------------------------------------------------
+
+
+async def test_the_list_shows_file_servers_read_only_with_url_members_and_grants(editor: Editor) -> None:
+    page = await editor.http.get("/admin/servers", headers=editor.who())
+    assert page.status_code == 200
+    assert "virtual_servers/from-file.yaml (read-only)" in page.text
+    assert f"<code>{BASE}/mcp/from-file</code>" in page.text
+    assert 'href="/admin/grants?server=from-file"' in page.text
+    shown = await editor.http.get("/admin/servers/from-file", headers=editor.who())
+    assert shown.status_code == 200 and "read-only here; change it there" in shown.text
+    assert "upstream: notes" in shown.text
+
+
+async def test_picking_renaming_and_saving_serves_exactly_those_names(editor: Editor) -> None:
+    fields = await editor.form("/admin/servers/new")
+    assert "broken" in fields["u"] and fields["namespace"] == ["1"]
+    page = await editor.http.get("/admin/servers/new", headers=editor.who())
+    assert "Upstream <strong>broken</strong> cannot list its tools: " in page.text and "connection refused" in page.text
+    fields |= {"id": ["mixed"], "pick": ["notes/search", "tasks/search", "tasks/close"]}
+    shown = await editor.post("/admin/servers/new", fields)  # the preview (htmx posts this on every change)
+    assert shown.status_code == 200
+    assert "<code>notes__search</code>" in shown.text and "<code>tasks__close</code>" in shown.text
+    fields = form_of(shown.text) | {"alias.tasks/close": ["finish"], "action": ["save"]}
+    done = await editor.post("/admin/servers/new", fields)
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == "/admin/servers/mixed/clients?saved=1"
+    body = (await editor.catalog_ops.get(Kind.VSERVER, "mixed"))["body"]
+    assert body == {
+        "id": "mixed",
+        "members": [
+            {"upstream": "notes", "tools": ["search"]},
+            {"upstream": "tasks", "tools": ["search", "close"], "aliases": {"close": "finish"}},
+        ],
+    }
+    clients = await editor.http.get(done.headers["location"], headers=editor.who())
+    assert clients.status_code == 200 and "mixed is served now" in clients.text
+    for label in ("VS Code", "Cursor", "Claude Code", "Claude Desktop", "Python SDK"):
+        assert label in clients.text
+    assert clients.text.count(f"{BASE}/mcp/mixed") >= 6
+
+    # Editing it again: the picks come back checked, the rename in place; saving replaces it (PUT).
+    fields = await editor.form("/admin/servers/mixed")
+    assert sorted(fields["pick"]) == ["notes/search", "tasks/close", "tasks/search"]
+    assert fields["alias.tasks/close"] == ["finish"]
+    fields |= {"pick": ["tasks/close"], "action": ["save"]}
+    done = await editor.post("/admin/servers/mixed", fields)
+    assert done.status_code == 303, done.text
+    body = (await editor.catalog_ops.get(Kind.VSERVER, "mixed"))["body"]
+    assert body["members"] == [{"upstream": "tasks", "tools": ["close"], "aliases": {"close": "finish"}}]
+
+
+async def test_the_preview_marks_collisions_and_shortened_names_before_saving(editor: Editor) -> None:
+    fields = await editor.form("/admin/servers/new")
+    fields |= {"id": ["flat"], "namespace": [], "pick": ["notes/search", "tasks/search", f"tasks/{LONG}"]}
+    shown = await editor.post("/admin/servers/new", fields)
+    assert shown.status_code == 200
+    assert shown.text.count('<span class="badge badge-broken">collision</span>') == 2
+    assert "tools &#39;search&#39; from member &#39;tasks&#39;" in shown.text  # the gateway's own words
+    assert "1</strong> tool exposed" in shown.text
+    assert f"shortened from <code>{LONG}</code>" in shown.text
+    assert await saved(editor) == []  # a preview saves nothing
+
+
+async def test_select_all_matching_follows_the_filter(editor: Editor) -> None:
+    fields = await editor.form("/admin/servers/new")
+    fields |= {"in": ["notes"], "ann": ["nd"], "action": ["select"]}
+    shown = await editor.post("/admin/servers/new", fields)
+    picked = form_of(shown.text)["pick"]
+    assert sorted(picked) == ["notes/add_note", "notes/search"]  # drop_all is destructive
+    fields = form_of(shown.text) | {"in": [""], "ann": [""], "q": ["close"], "action": ["filter"]}
+    shown = await editor.post("/admin/servers/new", fields)
+    assert sorted(form_of(shown.text)["pick"]) == ["notes/add_note", "notes/search"]  # kept though not shown
+    assert "1 tool matches" in shown.text
+
+
+async def test_a_bad_glob_is_shown_next_to_its_field_and_nothing_is_saved(editor: Editor) -> None:
+    fields = await editor.form("/admin/servers/new")
+    fields |= {"id": ["globs"], "globs.notes": ["search\nadd_[note"], "action": ["save"]}
+    refused = await editor.post("/admin/servers/new", fields)
+    assert refused.status_code == 400
+    error = re.search(
+        r'<textarea id="(globs-[0-9a-f]+)" name="globs.notes"[^>]*aria-describedby="([^"]+)"', refused.text
+    )
+    assert error is not None, refused.text
+    assert "opens a &#39;[&#39; that is never closed" in refused.text
+    assert "add_[note" in refused.text  # what was typed is kept
+    assert await saved(editor) == []
+
+
+async def test_a_duplicate_member_id_is_shown_next_to_the_member_id_and_nothing_is_saved(editor: Editor) -> None:
+    fields = await editor.form("/admin/servers/new")
+    fields |= {"id": ["twice"], "pick": ["notes/search", "tasks/close"], "mid.tasks": ["notes"], "action": ["save"]}
+    refused = await editor.post("/admin/servers/new", fields)
+    assert refused.status_code == 400
+    at_field = re.search(
+        r'name="mid.tasks" value="notes"[^>]*aria-invalid="true"[^>]*>\s*<p class="field-error"[^>]*>([^<]*)<',
+        refused.text,
+    )
+    assert at_field is not None, refused.text
+    assert "member id &#39;notes&#39; appears twice" in at_field.group(1)
+    assert await saved(editor) == []
+
+
+async def test_a_file_server_cannot_be_saved_over(editor: Editor) -> None:
+    fields = await editor.form("/admin/servers/new")
+    session = editor.cookies.session({editor.cookies.session_name: editor.tokens[ADMIN]})
+    assert session is not None
+    fields |= {
+        "csrf": [csrf.token(editor.cookies.signer, session.sid, "console:update:from-file")],
+        "pick": ["tasks/close"],
+        "action": ["save"],
+    }
+    refused = await editor.post("/admin/servers/from-file", fields)
+    assert refused.status_code == 409
+    assert "declared in virtual_servers/from-file.yaml; change it there" in refused.text
+    body = (await editor.catalog_ops.get(Kind.VSERVER, "from-file"))["body"]
+    assert body["members"] == [
+        {
+            "upstream": "notes",
+            "tools": ["*"],
+            "hide": [],
+            "aliases": {},
+            "descriptions": {},
+            "resources": True,
+            "prompts": True,
+        }
+    ]
+
+
+async def test_not_an_admin_and_no_csrf_token_are_refused_on_every_url(editor: Editor) -> None:
+    gets = ["/admin/servers", "/admin/servers/new", "/admin/servers/from-file", "/admin/servers/from-file/clients"]
+    for path in gets:
+        answer = await editor.http.get(path, headers=editor.who(PERSON))
+        assert answer.status_code == 403, path
+    fields = await editor.form("/admin/servers/new")
+    fields |= {"id": ["nope"], "pick": ["notes/search"], "action": ["save"]}
+    for path in ("/admin/servers/new", "/admin/servers/nope", "/admin/servers/nope/delete"):
+        assert (await editor.post(path, fields, user=PERSON)).status_code == 403, path
+        without = {k: v for k, v in fields.items() if k != "csrf"}
+        answer = await editor.post(path, without)
+        assert answer.status_code == 403 and "not one this console gave you" in answer.text, path
+    assert await saved(editor) == []
+
+
+# ---- the preview's model -------------------------------------------------------------------------------------
+
+
+def test_the_preview_is_the_gateways_own_naming() -> None:
+    config = VirtualServerConfig.model_validate(
+        {
+            "members": [
+                {"upstream": "a", "tools": ["x", "y"], "aliases": {"y": "z"}},
+                {"upstream": "b", "id": "bb", "tools": ["*"], "hide": ["secret"], "descriptions": {"q": "mine"}},
+            ]
+        }
+    )
+    listed = {
+        "a": Listed("a", [{"name": "x"}, {"name": "y"}, {"name": "w"}]),
+        "b": Listed("b", [{"name": "q", "description": "theirs"}, {"name": "secret"}, {"name": "a.b"}]),
+    }
+    shown = preview("s", config, listed, UpstreamLists(FakePool(), 60), "__")
+    names = [r.exposed for r in shown.rows]
+    assert names == sorted(["a__x", "a__z", "bb__q", expose_name("bb", "a.b")])
+    row = {r.exposed: r for r in shown.rows}
+    assert row["bb__q"].description == "mine" and row["bb__q"].override == "mine"
+    assert row[expose_name("bb", "a.b")].shortened_from == "bb__a.b"
+    assert not shown.collisions and shown.exposed == 4
+
+
+def test_a_collision_marks_both_sources_and_a_missing_list_says_why() -> None:
+    config = VirtualServerConfig.model_validate(
+        {"namespace": False, "members": [{"upstream": "a"}, {"upstream": "b"}, {"upstream": "c"}]}
+    )
+    listed = {
+        "a": Listed("a", [{"name": "search"}, {"name": "only_a"}]),
+        "b": Listed("b", [{"name": "search"}]),
+        "c": Listed("c", [], "connection refused"),
+    }
+    shown = preview("s", config, listed, UpstreamLists(FakePool(), 60), "__")
+    assert [(r.exposed, r.member_id, r.collides) for r in shown.rows] == [
+        ("only_a", "a", False),
+        ("search", "a", True),
+        ("search", "b", True),
+    ]
+    assert shown.exposed == 1 and len(shown.collisions) == 1
+    assert shown.failures == {"c": "connection refused"}
+
+
+def test_the_form_becomes_the_file_format() -> None:
+    fields = {
+        "id": ["s"],
+        "namespace": [],
+        "u": ["a", "b", "zzz"],
+        "mid.a": [" aa "],
+        "globs.a": ["get_*\n\nget_*\n"],
+        "hide.a": ["get_secret"],
+        "res.a": ["1"],
+        "pick": ["a/x", "b/y", "zzz/q", "bad"],
+        "alias.a/x": ["renamed"],
+        "alias.a/unpicked": ["gone"],
+        "desc.b/y": ["Why"],
+        "action": ["save"],
+    }
+    draft, filters, action = parse_form(fields, ["a", "b"])
+    assert action == "save" and filters == Filters()
+    assert body_of(draft) == {
+        "id": "s",
+        "namespace": False,
+        "members": [
+            {
+                "upstream": "a",
+                "id": "aa",
+                "tools": ["x", "get_*"],
+                "hide": ["get_secret"],
+                "aliases": {"x": "renamed"},
+                "prompts": False,
+            },
+            {"upstream": "b", "tools": ["y"], "descriptions": {"y": "Why"}, "resources": False, "prompts": False},
+        ],
+    }
+    assert body_of(Draft(server_id="e"))["members"] == []
+
+
+def test_filters_by_text_upstream_and_annotation() -> None:
+    listed = [
+        Listed("a", [{"name": "read", "annotations": {"readOnlyHint": True}}, {"name": "wipe"}]),
+        Listed("b", [{"name": "keep", "description": "READ it", "annotations": {"destructiveHint": False}}]),
+    ]
+    assert [t["name"] for _, t in matching(listed, Filters(q="read"))] == ["read", "keep"]
+    assert [t["name"] for _, t in matching(listed, Filters(ann="ro"))] == ["read"]
+    assert [t["name"] for _, t in matching(listed, Filters(ann="nd"))] == ["read", "keep"]
+    assert [t["name"] for _, t in matching(listed, Filters(upstream="a"))] == ["read", "wipe"]
+
+
+def test_problems_are_placed_next_to_their_fields() -> None:
+    body: dict[str, Any] = {"id": "s", "members": [{"upstream": "a", "tools": ["x"]}, {"upstream": "b", "id": "a"}]}
+
+    def at(path: str, reason: str = "bad") -> str:
+        return place(Problem("request body", path, reason), body)
+
+    assert at("id") == "id"
+    assert at("members[1].id") == "mid.b"
+    assert at("members[0].tools[0]") == "globs.a"
+    assert at("members[1].hide[2]") == "hide.b"
+    assert at("members[0].aliases.x") == "alias.a/x"
+    assert at('members[0].descriptions["a b"]') == "desc.a/a b"
+    assert at("members", "member id 'a' appears twice") == "mid.b"
+    assert at("members[9].id") == "" and at("whatever") == ""
