@@ -13,6 +13,7 @@ Routes (all JSON; errors are {"error": "..."} with 400/401/403/404/409):
   GET  /admin/api/virtual-servers[/{id}]  POST /admin/api/virtual-servers  DELETE /admin/api/virtual-servers/{id}
   PUT  /admin/api/{upstreams,groups,virtual-servers}/{id}   replace an API-made object's body
   GET  /admin/api/apps[?user=]                                          DELETE /admin/api/apps?user=&client=
+  GET  /admin/api/connections[?user=]                                   DELETE /admin/api/connections?user=&upstream=
 
 Catalog changes (upstreams, groups, virtual servers) are applied before the answer is sent; a 400 for an
 invalid body also lists each problem as {"field", "reason"} under "problems". docs/admin-api.md has it all.
@@ -202,6 +203,10 @@ class AdminApi:
                 return 200, await ops.list_apps(query.get("user"))
             case "DELETE", ["apps"]:
                 return 200, await ops.revoke_app(query.get("user") or "", query.get("client") or "")
+            case "GET", ["connections"]:
+                return 200, await ops.list_connections(query.get("user"))
+            case "DELETE", ["connections"]:
+                return 200, await ops.revoke_connection(query.get("user") or "", query.get("upstream") or "")
             case "GET", [segment] if segment in KIND_PATHS:
                 return 200, await self.catalog_ops.list(KIND_PATHS[segment])
             case "GET", [segment, object_id] if segment in KIND_PATHS:

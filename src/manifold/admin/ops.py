@@ -7,7 +7,7 @@ status and a message fit for the caller: `BadRequest` (400), `NotFound` (404), `
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +20,9 @@ from manifold.identity.app_consents import AppConsents
 from manifold.identity.directory import Directory
 from manifold.policy.grants import parse_grant
 from manifold.policy.store import GrantRepository, file_grants
+
+if TYPE_CHECKING:
+    from manifold.outbound.oauth.client import OAuthFlows
 
 JSON = dict[str, Any]
 
@@ -73,10 +76,17 @@ def _principal(user: str) -> str:
 
 
 class Operations:
-    def __init__(self, engine: AsyncEngine, config: LoadedConfig, apps: AppConsents | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        config: LoadedConfig,
+        apps: AppConsents | None = None,
+        flows: OAuthFlows | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config
         self.apps = apps
+        self.flows = flows  # users' OAuth connections to upstreams (list, revoke)
         self.keys = KeyRepository(engine)
         self.directory = Directory(engine, config.gateway)
         self.grants = GrantRepository(engine)
@@ -245,3 +255,45 @@ class Operations:
         if not await self._apps().revoke_client(principal, client_id):
             raise NotFound(f"{principal[:200]} has not allowed the client '{client_id[:200]}'")
         return {"user": principal, "client": client_id, "revoked": True}
+
+    # ---- users' OAuth connections to upstreams (outbound/oauth/) -----------------------------------------
+
+    def _flows(self) -> OAuthFlows:
+        if self.flows is None:
+            raise NotFound("the users' OAuth connections are not available here")
+        return self.flows
+
+    async def list_connections(self, user: str | None = None) -> list[JSON]:
+        """Who connected which OAuth upstream (`GET /admin/api/connections`, the console): never a token."""
+        principal = _principal(user) if user is not None else None
+        return [
+            {
+                "user": c.user,
+                "upstream": c.upstream,
+                "status": c.status.value,
+                "scopes": list(c.scopes),
+                "issuer": c.issuer,
+                "expires_at": c.expires_at,
+                "created_at": c.created_at,
+                "updated_at": c.updated_at,
+            }
+            for c in await self._flows().vault.list(principal)
+        ]
+
+    async def revoke_connection(self, user: str, upstream: str) -> JSON:
+        """Disconnect the user from the upstream: the authorization server is asked to revoke the tokens
+        (RFC 7009, where it has a revocation endpoint), the stored connection is deleted (the `connections`
+        revision is bumped: every replica forgets the token) and the user sees "connect your account" again."""
+        principal, upstream_id = _principal(user), upstream.strip()
+        if not upstream_id:
+            raise BadRequest("'upstream' must not be empty")
+        flows = self._flows()
+        existing = await flows.vault.get(principal, upstream_id)
+        if existing is None or not await flows.revoke(principal, upstream_id):
+            raise NotFound(f"{principal[:200]} has no connection to upstream '{upstream_id[:200]}'")
+        return {
+            "user": principal,
+            "upstream": upstream_id,
+            "revoked": True,
+            "asked_authorization_server": existing.revocation_endpoint is not None,
+        }

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import RowMapping, Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.audit.model import AuditEvent, Outcome
@@ -26,6 +27,54 @@ def principal_filter(user: str) -> str:
     return f"user:{user}"
 
 
+def _filtered(
+    stmt: Select[Any],
+    *,
+    user: str | None,
+    since: float | None,
+    until: float | None,
+    server: str | None,
+    outcome: Outcome | None,
+    tool: str | None = None,
+) -> Select[Any]:
+    t = audit_events.c
+    if user is not None:
+        stmt = stmt.where(t.principal == principal_filter(user))
+    if since is not None:
+        stmt = stmt.where(t.at >= since)
+    if until is not None:
+        stmt = stmt.where(t.at < until)
+    if server is not None:
+        stmt = stmt.where(t.server == server)
+    if outcome is not None:
+        stmt = stmt.where(t.outcome == Outcome(outcome).value)
+    if tool is not None:
+        if "*" in tool:  # a glob: `gh__*`
+            escaped = tool.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
+            stmt = stmt.where(t.target.like(escaped, escape="\\"))
+        else:
+            stmt = stmt.where(t.target == tool)
+    return stmt
+
+
+def _event(r: RowMapping) -> AuditEvent:
+    return AuditEvent(
+        at=r["at"],
+        request_id=r["request_id"],
+        principal=r["principal"],
+        credential=r["credential"],
+        server=r["server"],
+        member=r["member"],
+        upstream=r["upstream"],
+        method=r["method"],
+        target=r["target"],
+        outcome=Outcome(r["outcome"]),
+        detail=r["detail"],
+        latency_ms=r["latency_ms"],
+        arguments=r["arguments"],
+    )
+
+
 async def query(
     engine: AsyncEngine,
     *,
@@ -37,40 +86,43 @@ async def query(
     limit: int = 100,
 ) -> list[AuditEvent]:
     """The newest `limit` events matching every given filter, newest first."""
+    rows = await page(engine, user=user, since=since, until=until, server=server, outcome=outcome, limit=limit)
+    return [event for _, event in rows]
+
+
+async def page(
+    engine: AsyncEngine,
+    *,
+    user: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    server: str | None = None,
+    outcome: Outcome | None = None,
+    tool: str | None = None,
+    before: tuple[float, int] | None = None,
+    limit: int = 100,
+) -> list[tuple[int, AuditEvent]]:
+    """(row id, event) of the newest `limit` events matching every given filter, newest first, older than
+    `before` = (at, id) of the last row of the previous page when given (keyset paging: each page costs the
+    same however far back it is). `tool` is the name the client called (`target`), `*` a wildcard."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
     t = audit_events.c
     stmt = select(audit_events).order_by(t.at.desc(), t.id.desc()).limit(limit)
-    if user is not None:
-        stmt = stmt.where(t.principal == principal_filter(user))
-    if since is not None:
-        stmt = stmt.where(t.at >= since)
-    if until is not None:
-        stmt = stmt.where(t.at < until)
-    if server is not None:
-        stmt = stmt.where(t.server == server)
-    if outcome is not None:
-        stmt = stmt.where(t.outcome == Outcome(outcome).value)
+    stmt = _filtered(stmt, user=user, since=since, until=until, server=server, outcome=outcome, tool=tool)
+    if before is not None:
+        at, row_id = before
+        stmt = stmt.where(or_(t.at < at, and_(t.at == at, t.id < row_id)))
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).mappings().all()
-    return [
-        AuditEvent(
-            at=r["at"],
-            request_id=r["request_id"],
-            principal=r["principal"],
-            credential=r["credential"],
-            server=r["server"],
-            member=r["member"],
-            upstream=r["upstream"],
-            method=r["method"],
-            target=r["target"],
-            outcome=Outcome(r["outcome"]),
-            detail=r["detail"],
-            latency_ms=r["latency_ms"],
-            arguments=r["arguments"],
-        )
-        for r in rows
-    ]
+    return [(r["id"], _event(r)) for r in rows]
+
+
+async def one(engine: AsyncEngine, event_id: int) -> AuditEvent | None:
+    """The event stored under row `event_id`, as stored (arguments redacted when written)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(audit_events).where(audit_events.c.id == event_id))).mappings().first()
+    return None if row is None else _event(row)
 
 
 def parse_since(text: str, now: float) -> float:

@@ -29,7 +29,7 @@ from manifold.console.frame import PREFIX, Frame, Services, problem, static_file
 from manifold.console.servers import ServerPages
 from manifold.console.upstreams import UpstreamPages
 
-STATIC = {"htmx.min.js": "text/javascript", "console.css": "text/css"}
+STATIC = {"htmx.min.js": "text/javascript", "console.css": "text/css", "console.js": "text/javascript"}
 YEAR_SECONDS = 365 * 24 * 3600
 
 

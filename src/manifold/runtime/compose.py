@@ -321,7 +321,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
     admin = AdminApi(
         config,
         runtime.authenticator,
-        Operations(runtime.engine, config, apps=runtime.auth_store),
+        Operations(runtime.engine, config, apps=runtime.auth_store, flows=runtime.flows),
         runtime.catalog_operations,
         runtime.catalog,
         runtime.audit_log,
