@@ -1,14 +1,16 @@
 """Keeps the running gateway in step with the database: changes committed by anyone (this process's admin
 API, the CLI in another process) since the last request are applied before that request is decided.
 
-`store/revisions.py` says which scopes moved (a few microseconds on SQLite: `PRAGMA data_version`); this
-applies each: keys, principals and grants; the catalog; OAuth connections; secrets. A background tick
-applies within a second what must not wait for traffic (a revoked key's open streams are closed).
+`store/revisions.py` says which scopes moved (a few microseconds on SQLite: `PRAGMA data_version`; on
+PostgreSQL a LISTEN connection hears the NOTIFY every change sends); this applies each: keys, principals and
+grants; the catalog; OAuth connections; secrets. A background task applies what must not wait for traffic (a
+revoked key's open streams are closed): at once on a PostgreSQL notification, within a second otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -63,6 +65,7 @@ class ChangeSync:
         self._deferred: set[str] = set()  # changed scopes seen by the background tick, applied on a request
         self._lock = asyncio.Lock()
         self._revalidations: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()  # set by the database's change notifications (PostgreSQL)
 
     async def sync(self) -> None:
         """Apply what changed since the last request. One at a time: a request arriving while another
@@ -72,16 +75,26 @@ class ChangeSync:
             await self._sync(background=False)
 
     async def watch(self) -> None:
-        """Apply changes made elsewhere within a second even when no request comes. Catalog changes wait
-        for the next request, so a redefinition made as delete + create by the CLI reaches clients as one
-        change rather than as a server that disappears."""
-        while True:
-            await asyncio.sleep(WATCH_SECONDS)
-            try:
-                async with self._lock:
-                    await self._sync(background=True)
-            except Exception as exc:  # noqa: BLE001 — the next tick tries again; serving must go on
-                log.warning("could not apply changes from the database: %s", type(exc).__name__)
+        """Apply changes made elsewhere even when no request comes: at once when the database notifies
+        (PostgreSQL: store/revisions.py holds the LISTEN connection alongside), within a second otherwise.
+        Catalog changes wait for the next request, so a redefinition made as delete + create by the CLI
+        reaches clients as one change rather than as a server that disappears."""
+        listener = asyncio.create_task(self._watcher.listen(self._wake.set))
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(WATCH_SECONDS):
+                        await self._wake.wait()
+                self._wake.clear()
+                try:
+                    async with self._lock:
+                        await self._sync(background=True)
+                except Exception as exc:  # noqa: BLE001 — the next tick tries again; serving must go on
+                    log.warning("could not apply changes from the database: %s", type(exc).__name__)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
     async def reload_policy(self) -> None:
         self._access.load(await self._stored_grants())
@@ -95,9 +108,8 @@ class ChangeSync:
         if not scopes:
             return
         if revisions.AUTH in scopes:
-            await self._directory.load()
+            await asyncio.gather(self._directory.load(), self.reload_policy())  # side by side: independent
             self._authenticator.invalidate()
-            await self.reload_policy()
             log.info("keys, principals or grants changed: reloaded")
             task = asyncio.create_task(self._revalidate_streams())
             self._revalidations.add(task)

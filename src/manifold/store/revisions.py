@@ -1,39 +1,84 @@
 """Noticing, on the very next request, that another process changed what the gateway decides.
 
-The CLI writes keys, grants and catalog objects straight into the database while the gateway runs. Every
-such write bumps a counter in `revisions` (scope "auth" or "catalog") in the same transaction. The gateway
-could read those counters on every request, but an async query costs more than the rest of the request.
-For SQLite there is a much cheaper signal: `PRAGMA data_version` on a private connection changes whenever
-any *other* connection commits. It is a few microseconds, so it runs on every request; only when it moved
-are the counters read (one indexed SELECT), and only when a counter moved are caches rebuilt.
+The CLI, the admin API of this process and the other replicas write keys, grants and catalog objects into the
+database while the gateway runs. Every such write bumps a counter in `revisions` (scope "auth", "catalog",
+...) in the same transaction. The gateway could read those counters on every request, but an async query
+costs more than the rest of the request, so each database gives a cheaper signal that something moved:
 
-Other databases (PostgreSQL) have no such pragma: the counters are read at most every `poll_seconds`.
+- SQLite: `PRAGMA data_version` on a private connection changes whenever any *other* connection commits
+  (another process, or this process's own async connection). A few microseconds, so it runs on every request;
+  two gateways on one SQLite file see each other's writes on their very next request.
+- PostgreSQL: the bump also sends `NOTIFY manifold_changes, '<scope>:<new counter>'` in the same
+  transaction: delivered exactly when the change commits, it says what moved without a read. Each gateway
+  holds one LISTEN connection (asyncpg, its own, outside the pool); a notification records the counter and
+  wakes the background sync (`on_change`). While that connection is down (the database restarted, a network
+  blip) the counters are polled every `fallback_poll_seconds` (50 ms) instead, and it reconnects with a
+  growing backoff. While it is up the counters are still read at most every `poll_seconds` (1 s) as a
+  safety net for a writer that does not notify (an older gateway during a rolling upgrade).
+
+Only when the signal says "maybe" are the counters read (one indexed SELECT), and only when a counter moved
+are caches rebuilt (runtime/changes.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from manifold.store.db import revisions
 
+log = logging.getLogger(__name__)
+
 AUTH = "auth"
 CATALOG = "catalog"
+
+CHANNEL = "manifold_changes"  # the PostgreSQL notification channel every bump notifies
+LISTENER_APPLICATION_NAME = "manifold-changes"  # pg_stat_activity.application_name of the LISTEN connection
+POLL_SECONDS = 1.0  # counters read at most this often when no cheaper signal says they moved
+FALLBACK_POLL_SECONDS = 0.05  # PostgreSQL while the LISTEN connection is down
+PING_SECONDS = 5.0  # how often an idle LISTEN connection is checked to be alive
+CONNECT_TIMEOUT_SECONDS = 5
+BACKOFF_FIRST_SECONDS = 0.1
+BACKOFF_MAX_SECONDS = 5.0
 
 
 async def bump(conn: AsyncConnection, scope: str) -> None:
     """Record a change of `scope`; call inside the transaction that makes the change."""
+    if conn.dialect.name == "postgresql":
+        upsert = (
+            pg_insert(revisions)
+            .values(scope=scope, n=1)
+            .on_conflict_do_update(index_elements=[revisions.c.scope], set_={"n": revisions.c.n + 1})
+            .returning(revisions.c.n)
+        )
+        n = (await conn.execute(upsert)).scalar_one()
+        # Delivered to the listeners when (and only if) this transaction commits; it carries the new counter,
+        # so a listener knows what moved without reading the table.
+        await conn.execute(select(func.pg_notify(CHANNEL, f"{scope}:{n}")))
+        return
     result = await conn.execute(update(revisions).where(revisions.c.scope == scope).values(n=revisions.c.n + 1))
     if result.rowcount == 0:
         if conn.dialect.name == "sqlite":
             await conn.execute(sqlite_insert(revisions).values(scope=scope, n=1).on_conflict_do_nothing())
         else:
             await conn.execute(revisions.insert().values(scope=scope, n=1))
+
+
+def parse_notification(payload: str) -> tuple[str, int] | None:
+    """`scope:n` as `bump` sends it; None for anything else (then the counters are read)."""
+    scope, _, n = payload.rpartition(":")
+    return (scope, int(n)) if scope and n.isdigit() else None
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -44,14 +89,30 @@ def sqlite_path(url: str) -> Path | None:
 
 
 class RevisionWatcher:
-    def __init__(self, engine: AsyncEngine, url: str, *, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        url: str,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        fallback_poll_seconds: float = FALLBACK_POLL_SECONDS,
+    ) -> None:
         self._engine = engine
         path = sqlite_path(url)
         self._conn = sqlite3.connect(str(path), check_same_thread=False) if path else None
         self._data_version = -1
         self._poll = poll_seconds
+        self._fallback_poll = fallback_poll_seconds
         self._next_poll = 0.0
+        self._notified = False  # the counters must be read: (re)connected, or a notification not from `bump`
+        self._heard: dict[str, int] = {}  # scope -> newest counter notified since last asked (a few scopes)
+        self._listening = False  # the LISTEN connection is up (PostgreSQL)
+        self._established = False  # the last LISTEN connection got as far as listening
         self.seen: dict[str, int] = {}
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
 
     def maybe_changed(self) -> bool:
         """Cheap: has anything possibly changed since the last call? (Never a false "no".)"""
@@ -62,9 +123,11 @@ class RevisionWatcher:
             self._data_version = version
             return True
         now = time.monotonic()
-        if now < self._next_poll:
+        if self._notified:
+            self._notified = False
+        elif now < self._next_poll:
             return False
-        self._next_poll = now + self._poll
+        self._next_poll = now + (self._poll if self._listening else self._fallback_poll)
         return True
 
     def read_sync(self) -> dict[str, int]:
@@ -78,17 +141,95 @@ class RevisionWatcher:
             return {row.scope: row.n for row in await conn.execute(select(revisions))}
 
     async def changed_scopes(self) -> set[str]:
-        """The scopes whose counter moved since last asked (empty almost always)."""
-        if not self.maybe_changed():
-            return set()
-        current = await self.read()
-        moved = {s for s, n in current.items() if self.seen.get(s) != n}
-        self.seen = current
+        """The scopes whose counter moved since last asked (empty almost always). On PostgreSQL the
+        notifications name the scope and its new counter: applied as heard, without reading the table."""
+        heard, self._heard = self._heard, {}
+        if self.maybe_changed():
+            current = await self.read()
+            moved = {s for s, n in current.items() if self.seen.get(s) != n}
+            self.seen = current
+            return moved
+        moved = {s for s, n in heard.items() if n > self.seen.get(s, 0)}
+        for scope in moved:
+            self.seen[scope] = heard[scope]
         return moved
 
     async def prime(self) -> None:
         self.maybe_changed()
         self.seen = await self.read()
+
+    async def listen(self, on_change: Callable[[], None]) -> None:
+        """Hold the LISTEN connection (PostgreSQL; returns at once on other databases) until cancelled:
+        `on_change()` is called on every notification and whenever the connection is (re)established (what
+        committed while it was down is then read). Reconnects with a growing backoff; polling covers the gap."""
+        if self._engine.dialect.name != "postgresql":
+            return
+        url = self._engine.url  # the driver filled in, the password kept
+        backoff = BACKOFF_FIRST_SECONDS
+        lost_logged = False
+        while True:
+            try:
+                await self._hold_listen_connection(url, on_change, back=lost_logged)
+            except Exception as exc:  # noqa: BLE001 — any failure: poll, then try again
+                if self._established:
+                    backoff = BACKOFF_FIRST_SECONDS
+                    lost_logged = False
+                if not lost_logged:
+                    log.warning(
+                        "no LISTEN connection to the database (%s): polling for changes every %g ms until it is back",
+                        type(exc).__name__,
+                        self._fallback_poll * 1000,
+                    )
+                    lost_logged = True
+            on_change()  # the background sync polls now instead of waiting for its next tick
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+
+    async def _hold_listen_connection(self, url: URL, on_change: Callable[[], None], *, back: bool) -> None:
+        """Connect, LISTEN, and return (by raising) only when the connection is lost."""
+        import asyncpg  # only a PostgreSQL gateway needs the driver at all
+
+        self._established = False
+        conn = await asyncpg.connect(
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            server_settings={"application_name": LISTENER_APPLICATION_NAME},
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        try:
+            closed = asyncio.Event()
+
+            def notified(_conn: object, _pid: object, _channel: object, payload: object) -> None:
+                parsed = parse_notification(payload) if isinstance(payload, str) else None
+                if parsed is None:
+                    self._notified = True
+                else:
+                    scope, n = parsed
+                    self._heard[scope] = max(n, self._heard.get(scope, 0))
+                on_change()
+
+            conn.add_termination_listener(lambda _conn: closed.set())
+            await conn.add_listener(CHANNEL, notified)
+            self._established = self._listening = True
+            self._notified = True  # whatever committed before LISTEN took effect is read now
+            on_change()
+            if back:
+                log.info("listening for database changes again")
+            while not closed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PING_SECONDS):
+                        await closed.wait()
+                if not closed.is_set():
+                    async with asyncio.timeout(PING_SECONDS):
+                        await conn.fetchval("SELECT 1")
+            raise ConnectionError("the LISTEN connection was closed")
+        finally:
+            self._listening = False
+            with contextlib.suppress(Exception):
+                conn.terminate()
 
     def close(self) -> None:
         if self._conn is not None:
