@@ -9,6 +9,7 @@ forms; a form without its CSRF token is refused. Every page is photographed and 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ import pytest
 from mcp import types
 from playwright.async_api import Page, expect
 
+from manifold.config.loader import load_config
+from manifold.outbound.oauth.vault import Connection, Vault
+from manifold.security.crypto import Cipher
+from manifold.store.db import open_database
 from tests.browser.conftest import NewPage, look
 from tests.e2e.harness import Gateway, run_gateway, stdio_upstream
 
@@ -80,6 +85,31 @@ async def sign_in(page: Page, site: Site, user: str) -> None:
     await page.goto(site.gw.base + "/admin")
     await page.get_by_label("API key").fill(site.keys[user])
     await page.get_by_role("button", name=re.compile(r"^Sign in$")).click()
+
+
+async def store_connection(gw: Gateway, user: str, upstream: str) -> None:
+    """A connection in the gateway's own database, encrypted with its own key, as the OAuth callback stores one."""
+    config = load_config(gw.config_dir / "manifold.yaml")
+    engine = await open_database(config.database_url)
+    try:
+        now = time.time()
+        await Vault(engine, Cipher.load(config.state_dir)).put(
+            Connection(
+                user=user,
+                upstream=upstream,
+                access_token="at-SECRET",
+                refresh_token=None,
+                expires_at=now + 3600,
+                scopes=["repo", "read:org"],
+                token_type="Bearer",
+                issuer="https://issuer.example",
+                client_id="c1",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    finally:
+        await engine.dispose()
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -198,9 +228,17 @@ async def test_an_admin_makes_a_key_grants_a_tool_explains_revokes_and_audits(si
     await page.goto(site.gw.base + "/admin/audit?server=admin")
     await expect(page.locator("#audit-rows")).to_contain_text("console POST")
 
+    # ---- a user's OAuth connection (stored as the connect flow stores one), listed and revoked ----
+    await store_connection(site.gw, f"user:{ALICE}", "kitchen")
     await page.goto(site.gw.base + "/admin/connections")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Connections")
+    row = page.get_by_role("row", name=re.compile(ALICE))
+    await expect(row).to_contain_text("repo read:org")
+    assert "SECRET" not in await page.content()
     await look(page, "console-connections")
+    await row.get_by_role("button", name=f"Revoke the connection of user:{ALICE} to kitchen").click()
+    await expect(page.get_by_role("status")).to_contain_text(f"Revoked the connection of user:{ALICE} to kitchen")
+    await expect(page.get_by_role("row", name=re.compile(ALICE))).to_have_count(0)
 
 
 async def test_someone_who_is_not_an_admin_is_refused_on_the_access_pages(site: Site, new_page: NewPage) -> None:
