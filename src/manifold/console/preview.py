@@ -469,6 +469,23 @@ def place(problem: Problem, body: JSON) -> str:
     return f"member.{upstream}"
 
 
+def label_of(key: str) -> str:
+    """How the form names the field a problem was placed at (`place`), for the preview's list of problems."""
+    kind, dot, rest = key.partition(".")
+    if not dot:
+        return {"id": "Id", "description": "Description", "separator": "Separator", "namespace": "Prefix"}.get(key, "")
+    upstream, _, tool = rest.partition("/")
+    words = {
+        "mid": f"Member id of {upstream}",
+        "globs": f"Tools of {upstream}",
+        "hide": f"Hidden tools of {upstream}",
+        "member": f"Member {upstream}",
+        "alias": f"Rename of {tool} ({upstream})",
+        "desc": f"Description of {tool} ({upstream})",
+    }
+    return words.get(kind, "")
+
+
 def placed(problems: Sequence[Problem], body: JSON) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for p in problems:

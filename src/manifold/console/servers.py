@@ -43,10 +43,12 @@ from manifold.console.preview import (
     body_of,
     draft_of,
     html_id,
+    label_of,
     matching,
     new_draft,
     parse_form,
     pick_rows,
+    place,
     placed,
     preview,
     python_snippet,
@@ -266,6 +268,7 @@ class ServerPages:
             delete_csrf=self.frame.csrf(session, "delete", editing) if editing else "",
             html_id=html_id,
             picked=sum(len(m.picks) for m in draft.members.values()),
+            patterns=sum(len(m.globs) for m in draft.members.values()),
         )
 
     def preview(self, catalog: Catalog, draft: Draft, listed: list[Listed]) -> tuple[Preview | None, list[str]]:
@@ -278,13 +281,19 @@ class ServerPages:
         body["id"] = server_id
         ops = self.services.catalog_ops
         model, problems = check_vserver(ops.config, catalog, server_id, body, ops.env)
-        live = [f"{p.field_path}: {p.reason}" if p.field_path else p.reason for p in problems]
         if not draft.server_id:
-            live = [text for p, text in zip(problems, live, strict=True) if p.field_path != "id"]
+            problems = [p for p in problems if p.field_path != "id"]  # not typed yet: said on save
+        live: list[str] = []
+        for p in problems:
+            label = label_of(place(p, body))
+            live.append(f"{label}: {p.reason}" if label else p.reason)
         if not isinstance(model, VirtualServerConfig):
             return None, live
         separator = ops.config.separator_for(model)
-        return preview(server_id, model, {x.upstream: x for x in listed}, self.services.lists, separator), live
+        shown = preview(server_id, model, {x.upstream: x for x in listed}, self.services.lists, separator)
+        if shown.collisions:  # the preview's own list says it, with both sources
+            live = [text for text in live if " collides with " not in text]
+        return shown, live
 
     async def delete(self, request: Request, principal: Principal, session: WebSession) -> Response:
         server_id = request.path_params["server_id"]
