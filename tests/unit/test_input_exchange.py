@@ -123,12 +123,15 @@ async def test_past_the_per_user_bound_a_question_is_refused_not_parked() -> Non
 # ---- connect your account ---------------------------------------------------------------------------------
 
 NEEDS = AuthRequired("gh", "https://gw.example/connect/eng?t=abc", "no GitHub account connected")
+STATES = auth_required.RequestStates()
 
 
 @pytest.mark.parametrize("era", [Era.MODERN, Era.HANDSHAKE])
 @pytest.mark.parametrize("caps", [{}, {"elicitation": {}}, {"elicitation": {"form": {}}}])
 def test_a_client_without_url_elicitation_is_told_the_absolute_url_in_text(era: Era, caps: JSON) -> None:
-    reply = auth_required.render(NEEDS, member_id="gh", principal_id="alice", era=era, client_capabilities=caps)
+    reply = auth_required.render(
+        NEEDS, member_id="gh", principal_id="alice", era=era, client_capabilities=caps, states=STATES
+    )
     result = reply["result"]
     assert result["isError"] is True and "resultType" not in result
     assert "Open https://gw.example/connect/eng?t=abc in your browser" in result["content"][0]["text"]
@@ -136,11 +139,16 @@ def test_a_client_without_url_elicitation_is_told_the_absolute_url_in_text(era: 
 
 def test_a_2026_client_with_url_elicitation_gets_input_required() -> None:
     reply = auth_required.render(
-        NEEDS, member_id="gh", principal_id="alice", era=Era.MODERN, client_capabilities={"elicitation": {"url": {}}}
+        NEEDS,
+        member_id="gh",
+        principal_id="alice",
+        era=Era.MODERN,
+        client_capabilities={"elicitation": {"url": {}}},
+        states=STATES,
     )
     [request] = reply["result"]["inputRequests"].values()
     assert request["params"]["url"] == "https://gw.example/connect/eng?t=abc"
-    auth_required.check_state(reply["result"]["requestState"], "alice")
+    STATES.check(reply["result"]["requestState"], "alice")
 
 
 async def test_each_round_has_its_own_state_and_an_earlier_one_cannot_answer_a_later_question() -> None:

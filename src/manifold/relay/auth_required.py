@@ -1,8 +1,9 @@
 """Telling a client that the user must connect an account first, in the best form the client understands.
 
 - 2026-07-28 clients that declared `elicitation.url`: an `input_required` result holding a URL-mode
-  `elicitation/create`, with a `requestState` the gateway signs (HMAC): the client opens the URL, then
-  retries the call with the state, and the gateway accepts only states it minted, for this user, not expired.
+  `elicitation/create`, with a `requestState` the gateway signs (HMAC, with a key derived from the secret key,
+  so any replica accepts it): the client opens the URL, then retries the call with the state, and the gateway
+  accepts only states it minted, for this user, not expired.
 - 2025-11-25 clients that declared `elicitation.url`: JSON-RPC error -32042 (URLElicitationRequired).
 - Any other client, of either era: a tool result with `isError: true` whose text gives the absolute URL and
   what to do (a client without URL elicitation could not show the URL any other way).
@@ -24,53 +25,64 @@ import orjson
 from manifold.outbound.resolver import AuthRequired
 from manifold.protocol import ELICITATION_CREATE, INVALID_PARAMS, RESULT_INPUT_REQUIRED, URL_ELICITATION_REQUIRED, Era
 from manifold.relay.jsonrpc import RpcError, tool_error_result
+from manifold.security.crypto import Cipher
 
 JSON = dict[str, Any]
 STATE_PREFIX = "manifold-auth."
 STATE_TTL_SECONDS = 900
-_KEY = secrets.token_bytes(32)  # per process: a restart only makes a client ask once more
+_PURPOSE = b"manifold request-state v1"
 
 
-def _sign(payload: bytes) -> str:
-    return base64.urlsafe_b64encode(hmac.new(_KEY, payload, hashlib.sha256).digest()).decode().rstrip("=")
+class RequestStates:
+    """Seals the `requestState` a client hands back (HMAC-SHA256 over the data and an expiry). The keys are
+    derived from the gateway's secret keys (`from_cipher`), so every replica accepts what any replica sealed;
+    the first key signs, every key verifies (a rotated key keeps states signed just before valid). Without
+    keys (tests), one random key for this process."""
 
+    def __init__(self, keys: list[bytes] | None = None) -> None:
+        self._keys = list(keys) if keys else [secrets.token_bytes(32)]
 
-def seal(prefix: str, data: JSON, ttl_seconds: float) -> str:
-    """An opaque state a client hands back: `data` plus an expiry, HMAC-signed with this process's key.
-    `data["p"]` is the principal it is bound to (checked by `unseal`)."""
-    body = base64.urlsafe_b64encode(orjson.dumps({**data, "exp": int(time.time() + ttl_seconds)})).decode()
-    return f"{prefix}{body}.{_sign(body.encode())}"
+    @classmethod
+    def from_cipher(cls, cipher: Cipher) -> RequestStates:
+        return cls(cipher.derive(_PURPOSE))
 
+    @staticmethod
+    def _sign(key: bytes, payload: bytes) -> str:
+        return base64.urlsafe_b64encode(hmac.new(key, payload, hashlib.sha256).digest()).decode().rstrip("=")
 
-def unseal(prefix: str, state: str, principal_id: str) -> JSON:
-    """The data of a state `seal` made with this prefix for this principal, not expired; else RpcError."""
-    try:
-        if not state.startswith(prefix):
-            raise ValueError
-        body, signature = state[len(prefix) :].rsplit(".", 1)
-        if not hmac.compare_digest(signature, _sign(body.encode())):
-            raise ValueError
-        data = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        if not isinstance(data, dict) or data.get("p") != principal_id or int(data.get("exp", 0)) < time.time():
-            raise ValueError
-        return data
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise RpcError(
-            INVALID_PARAMS, "requestState is not valid (expired, altered or minted for someone else)"
-        ) from None
+    def seal(self, prefix: str, data: JSON, ttl_seconds: float) -> str:
+        """An opaque state a client hands back: `data` plus an expiry, signed. `data["p"]` is the principal it
+        is bound to (checked by `unseal`)."""
+        body = base64.urlsafe_b64encode(orjson.dumps({**data, "exp": int(time.time() + ttl_seconds)})).decode()
+        return f"{prefix}{body}.{self._sign(self._keys[0], body.encode())}"
 
+    def unseal(self, prefix: str, state: str, principal_id: str) -> JSON:
+        """The data of a state `seal` made with this prefix for this principal, not expired; else RpcError."""
+        try:
+            if not state.startswith(prefix):
+                raise ValueError
+            body, signature = state[len(prefix) :].rsplit(".", 1)
+            if not any(hmac.compare_digest(signature, self._sign(key, body.encode())) for key in self._keys):
+                raise ValueError
+            data = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            if not isinstance(data, dict) or data.get("p") != principal_id or int(data.get("exp", 0)) < time.time():
+                raise ValueError
+            return data
+        except (ValueError, TypeError, orjson.JSONDecodeError):
+            raise RpcError(
+                INVALID_PARAMS, "requestState is not valid (expired, altered or minted for someone else)"
+            ) from None
 
-def mint_state(principal_id: str, upstream_id: str) -> str:
-    return seal(STATE_PREFIX, {"p": principal_id, "u": upstream_id}, STATE_TTL_SECONDS)
+    def mint(self, principal_id: str, upstream_id: str) -> str:
+        return self.seal(STATE_PREFIX, {"p": principal_id, "u": upstream_id}, STATE_TTL_SECONDS)
+
+    def check(self, state: str, principal_id: str) -> None:
+        """Raise RpcError unless the state is one we minted for this principal and it has not expired."""
+        self.unseal(STATE_PREFIX, state, principal_id)
 
 
 def is_ours(state: object) -> TypeGuard[str]:
     return isinstance(state, str) and state.startswith(STATE_PREFIX)
-
-
-def check_state(state: str, principal_id: str) -> None:
-    """Raise RpcError unless the state is one we minted for this principal and it has not expired."""
-    unseal(STATE_PREFIX, state, principal_id)
 
 
 def message_for(exc: AuthRequired, member_id: str) -> str:
@@ -85,7 +97,15 @@ def supports_url_elicitation(client_capabilities: JSON) -> bool:
     return isinstance(elicit, dict) and "url" in elicit
 
 
-def render(exc: AuthRequired, *, member_id: str, principal_id: str, era: Era, client_capabilities: JSON) -> JSON:
+def render(
+    exc: AuthRequired,
+    *,
+    member_id: str,
+    principal_id: str,
+    era: Era,
+    client_capabilities: JSON,
+    states: RequestStates,
+) -> JSON:
     """The reply to a call that needs the user to connect `exc.upstream_id` first."""
     text = message_for(exc, member_id)
     elicitation = {
@@ -102,7 +122,7 @@ def render(exc: AuthRequired, *, member_id: str, principal_id: str, era: Era, cl
                 "result": {
                     "resultType": RESULT_INPUT_REQUIRED,
                     "inputRequests": {"connect": {"method": ELICITATION_CREATE, "params": elicitation}},
-                    "requestState": mint_state(principal_id, exc.upstream_id),
+                    "requestState": states.mint(principal_id, exc.upstream_id),
                 }
             }
         case Era.HANDSHAKE:

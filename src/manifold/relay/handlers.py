@@ -182,6 +182,7 @@ class Gateway:
             principal_id=call.principal.id,
             era=call.era,
             client_capabilities=call.client_capabilities,
+            states=self.inputs.states,
         )
         if not tool and "result" in reply and reply["result"].get("isError"):
             # Not a tool: there is no tool result to carry the text, so it becomes the error message.
@@ -395,7 +396,7 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     if auth_required.is_ours(state):
         # A 2026-07-28 client retrying after it was asked to connect an account: the state is ours, not
         # the upstream's, so it is checked here and not sent on.
-        auth_required.check_state(state, call.principal.id)
+        gw.inputs.states.check(state, call.principal.id)
         params = {k: v for k, v in params.items() if k not in ("requestState", "inputResponses")}
     target = await call.view.resolve("tools", name, gw.credential_for(call))
     if target is None or not gw.access.allows(call.principal, call.view, "tools", target):

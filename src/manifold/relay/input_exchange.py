@@ -19,6 +19,11 @@ does not come back within `limits.client_reply_seconds` has its questions answer
 upstream never waits longer than that; past `limits.waiting_for_input_per_principal` parked calls, a new
 question is refused at once. Calls whose upstream asks nothing cost one task and one future
 (`Gateway.relay` uses an exchange only for 2026-07-28 clients of handshake-era upstreams).
+
+The parked call lives in the process that started it. Behind a load balancer the retry may reach another
+replica: the state verifies there (its key is derived from the secret key), but names this process, so the
+client is told plainly (-32602, "the call waiting for input is on another gateway replica; retry the call")
+instead of "expired" (docs/replicas.md).
 """
 
 from __future__ import annotations
@@ -38,13 +43,14 @@ from manifold.protocol import (
     REQUEST_TIMEOUT,
     RESULT_INPUT_REQUIRED,
 )
-from manifold.relay import auth_required
+from manifold.relay.auth_required import RequestStates
 from manifold.relay.jsonrpc import RpcError
 from manifold.relay.response_channel import CAPABILITY_FOR, refusal_for
 from manifold.upstream.base import RequestSink
 
 JSON = dict[str, Any]
 STATE_PREFIX = "manifold-input."
+ELSEWHERE = "the call waiting for input is on another gateway replica; retry the call"
 # How long the first of an upstream's questions waits for others asked with it (Exchange._gather_more).
 GATHER_QUIET = 0.03
 GATHER_LIMIT = 0.25
@@ -235,9 +241,13 @@ def _new_future() -> asyncio.Future[Any]:
 class InputExchanges:
     """The exchanges parked while their client is away, by id. Bounded per principal; each one expires."""
 
-    def __init__(self, *, reply_timeout: float = 300.0, per_principal: int = 64) -> None:
+    def __init__(
+        self, *, reply_timeout: float = 300.0, per_principal: int = 64, states: RequestStates | None = None
+    ) -> None:
         self.reply_timeout = reply_timeout
         self.per_principal = per_principal
+        self.states = states or RequestStates()  # also the connect flow's requestState (auth_required.py)
+        self.instance = secrets.token_hex(6)  # names this process in the states it seals
         self._parked: dict[str, Exchange] = {}
         self._count: Counter[str] = Counter()
 
@@ -267,9 +277,15 @@ class InputExchanges:
             self._parked[exchange.id] = exchange
             self._count[exchange.principal_id] += 1
             exchange.expiry = asyncio.get_running_loop().call_later(self.reply_timeout, self._expire, exchange.id)
-            state = auth_required.seal(
+            state = self.states.seal(
                 STATE_PREFIX,
-                {"x": exchange.id, "r": exchange.round, "p": exchange.principal_id, "u": exchange.upstream_id},
+                {
+                    "x": exchange.id,
+                    "r": exchange.round,
+                    "p": exchange.principal_id,
+                    "u": exchange.upstream_id,
+                    "g": self.instance,
+                },
                 self.reply_timeout,
             )
             return {"result": {"resultType": RESULT_INPUT_REQUIRED, "inputRequests": requests, "requestState": state}}
@@ -279,7 +295,9 @@ class InputExchanges:
     ) -> Exchange:
         """The parked exchange a retry names, with the client's answers delivered. Raises RpcError for a
         state that is altered, expired, someone else's, for another upstream, or already used."""
-        data = auth_required.unseal(STATE_PREFIX, state, principal_id)
+        data = self.states.unseal(STATE_PREFIX, state, principal_id)
+        if data.get("g") != self.instance:
+            raise RpcError(INVALID_PARAMS, ELSEWHERE)
         exchange = self._parked.get(str(data.get("x")))
         if (
             exchange is None

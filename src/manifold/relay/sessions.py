@@ -11,29 +11,62 @@ ever evicted to make room. Sessions idle for IDLE_SECONDS (and with no open stre
 
 Server→client requests (sampling, elicitation) relayed from an upstream wait in `PendingReplies` under a
 random id until the client POSTs the answer; the id is unguessable and bound to the principal too.
+
+Replicas (docs/replicas.md, "Sessions across replicas"): with a `SessionSeal` the session id is
+`{handle}.{sealed}` — a random 32-hex handle, then a Fernet token (key derived from the gateway's secret key)
+carrying the handle, virtual server, principal, negotiated protocol version, client capabilities and client
+info. Another replica sharing the secret key and database opens the seal the first time it sees the id and
+adopts the session (`adopt`): one decryption and one indexed read of the ended-sessions list, then the
+session is in its memory like one it created, so every later request is the same dict lookup as before.
+DELETE ends a session everywhere (`end`): the handle is written to the ended list (`EndedSessions`) and the
+`sessions` revision is bumped, so other replicas close their copy before their next request is decided
+(runtime/changes.py). A sealed id is adoptable for SEALED_SESSION_SECONDS; idle expiry only frees a
+replica's memory (the session comes back from the seal on its next request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import secrets
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from manifold.asgi import JSON_HEADERS, Send, send_body
 from manifold.catalog.view import VirtualServerView
 from manifold.config.models import LimitsSettings
+from manifold.outbound.oauth.tables import spent_links
 from manifold.principal import Principal
 from manifold.protocol import LIMIT_REACHED
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.jsonrpc import error_bytes
+from manifold.security.crypto import Cipher
+from manifold.store import revisions
+
+log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 IDLE_SECONDS = 1800.0
 RETRY_AFTER_SECONDS = 30  # what a refused client is told to wait before trying again
+HANDLE_CHARS = 32  # the random handle every session id starts with (16 bytes, hex)
+SEALED_SESSION_SECONDS = 86400.0  # how long another replica (or this one, after idle expiry) adopts a sealed id
+SESSIONS_SCOPE = "sessions"  # the revision scope bumped when a session is ended (DELETE)
+_SEAL_PURPOSE = b"manifold client-session v1"
+_ENDED_PREFIX = "s-"  # ended sessions share the spent one-time tokens table: "s-" + handle
+_CLOCK_SKEW_SECONDS = 120.0  # replicas' clocks may differ this much when reading the ended list
+_PRUNE_SECONDS = 60.0
+_SESSION_KINDS = frozenset({"tools", "prompts", "resources"})
 
 
 class LimitReached(Exception):
@@ -52,6 +85,120 @@ async def refuse(send: Send, exc: LimitReached, request_id: Any = None) -> None:
         error_bytes(request_id, LIMIT_REACHED, exc.message),
         JSON_HEADERS + [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """What a sealed session id carries: enough for any replica to serve the session."""
+
+    handle: str
+    server_id: str
+    principal_id: str
+    protocol_version: str
+    client_capabilities: JSON
+    client_info: JSON
+
+
+class SessionSeal:
+    """Seals and opens session ids with keys derived from the gateway's secret keys (the first seals, every
+    one opens: a rotated key keeps the sessions sealed just before). Encrypted, so an id shows no principal,
+    and authenticated, so nobody can make one up."""
+
+    def __init__(self, keys: list[bytes], *, max_age_seconds: float = SEALED_SESSION_SECONDS) -> None:
+        if not keys:
+            raise ValueError("sealing session ids needs at least one key")
+        self._fernet = MultiFernet([Fernet(base64.urlsafe_b64encode(k)) for k in keys])
+        self.max_age_seconds = max_age_seconds
+
+    @classmethod
+    def from_cipher(cls, cipher: Cipher, *, max_age_seconds: float = SEALED_SESSION_SECONDS) -> SessionSeal:
+        return cls(cipher.derive(_SEAL_PURPOSE), max_age_seconds=max_age_seconds)
+
+    def seal(self, sealed: Sealed) -> str:
+        raw = orjson.dumps(
+            [
+                sealed.handle,
+                sealed.server_id,
+                sealed.principal_id,
+                sealed.protocol_version,
+                sealed.client_capabilities,
+                sealed.client_info,
+            ]
+        )
+        payload = b"z" + zlib.compress(raw) if len(raw) > 160 else b"j" + raw
+        return f"{sealed.handle}.{self._fernet.encrypt(payload).decode('ascii')}"
+
+    def open(self, session_id: str) -> Sealed | None:
+        """What the id carries; None for an id not sealed by this gateway, altered, or too old."""
+        handle, dot, token = session_id.partition(".")
+        if not dot or len(handle) != HANDLE_CHARS:
+            return None
+        try:
+            payload = self._fernet.decrypt(token.encode("ascii"), ttl=int(self.max_age_seconds))
+            raw = zlib.decompress(payload[1:]) if payload[:1] == b"z" else payload[1:]
+            found = orjson.loads(raw)
+        except (InvalidToken, UnicodeEncodeError, zlib.error, orjson.JSONDecodeError):
+            return None
+        if not (isinstance(found, list) and len(found) == 6 and found[0] == handle):
+            return None
+        _, server_id, principal_id, version, caps, info = found
+        if not (isinstance(server_id, str) and isinstance(principal_id, str) and isinstance(version, str)):
+            return None
+        return Sealed(
+            handle,
+            server_id,
+            principal_id,
+            version,
+            caps if isinstance(caps, dict) else {},
+            info if isinstance(info, dict) else {},
+        )
+
+
+class EndedSessions:
+    """The sessions ended with DELETE, in the database every replica shares: one row per ended session (in
+    the table of spent one-time tokens, `spent_links`, as "s-" + handle), kept as long as its sealed id could
+    still be adopted."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        keep_seconds: float = SEALED_SESSION_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._keep = keep_seconds
+        self._clock = clock
+        self._next_prune = 0.0
+
+    async def end(self, handle: str) -> None:
+        """Record the session as ended, and tell the other replicas (the `sessions` revision)."""
+        now = self._clock()
+        try:
+            async with self._engine.begin() as conn:
+                if now >= self._next_prune:
+                    self._next_prune = now + _PRUNE_SECONDS
+                    await conn.execute(delete(spent_links).where(spent_links.c.expires_at < now))
+                await conn.execute(
+                    insert(spent_links).values(digest=_ENDED_PREFIX + handle, expires_at=now + self._keep)
+                )
+                await revisions.bump(conn, SESSIONS_SCOPE)
+        except IntegrityError:  # ended already (by another replica a moment ago)
+            pass
+
+    async def is_ended(self, handle: str) -> bool:
+        query = select(spent_links.c.digest).where(spent_links.c.digest == _ENDED_PREFIX + handle)
+        async with self._engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
+
+    async def ended_since(self, since: float) -> list[str]:
+        """The handles of sessions ended at or after `since` (Unix time)."""
+        query = select(spent_links.c.digest).where(
+            spent_links.c.expires_at >= since + self._keep, spent_links.c.digest.startswith(_ENDED_PREFIX)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [row.digest[len(_ENDED_PREFIX) :] for row in rows]
 
 
 @dataclass(eq=False)
@@ -76,12 +223,22 @@ class SessionStore:
         *,
         idle_seconds: float = IDLE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        seal: SessionSeal | None = None,
+        ended: EndedSessions | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """`seal` and `ended`: sessions that move between replicas (module docstring); without them a
+        session lives in this process only."""
         self._hub = hub
         self.limits = limits or LimitsSettings()
         self._idle_seconds = idle_seconds
         self._clock = clock
-        self._sessions: OrderedDict[str, ClientSession] = OrderedDict()  # least recently seen first
+        self._seal = seal
+        self._ended = ended
+        self._wall_clock = wall_clock
+        self._ended_checked = wall_clock()
+        # By handle (the first HANDLE_CHARS of the id), least recently seen first.
+        self._sessions: OrderedDict[str, ClientSession] = OrderedDict()
         self._per_principal: dict[str, int] = {}
         self._streams: dict[str, int] = {}  # open streams per principal
 
@@ -109,9 +266,33 @@ class SessionStore:
         client_capabilities: JSON,
         client_info: JSON,
         listener: Listener,
+        portable: bool = True,
     ) -> ClientSession:
-        """A new session, or LimitReached when its principal (or everyone together) holds as many as allowed."""
+        """A new session, or LimitReached when its principal (or everyone together) holds as many as allowed.
+        `portable`: its id is sealed, so another replica can serve it (a legacy SSE session cannot move: its
+        replies travel on its one stream)."""
         self._expire()
+        self._check_limits(principal_id)
+        handle = secrets.token_hex(HANDLE_CHARS // 2)
+        session_id = handle
+        if portable and self._seal is not None:
+            session_id = self._seal.seal(
+                Sealed(handle, server_id, principal_id, protocol_version, client_capabilities, client_info)
+            )
+        return self._add(
+            ClientSession(
+                id=session_id,
+                server_id=server_id,
+                principal_id=principal_id,
+                protocol_version=protocol_version,
+                client_capabilities=client_capabilities,
+                client_info=client_info,
+                listener=listener,
+                last_seen=self._clock(),
+            )
+        )
+
+    def _check_limits(self, principal_id: str) -> None:
         if self._per_principal.get(principal_id, 0) >= self.limits.sessions_per_principal:
             raise LimitReached(
                 f"Session limit reached: at most {self.limits.sessions_per_principal} open sessions per caller; "
@@ -119,34 +300,95 @@ class SessionStore:
             )
         if len(self._sessions) >= self.limits.sessions_total:
             raise LimitReached("Session limit reached: the gateway holds as many sessions as it allows")
-        session = ClientSession(
-            id=secrets.token_hex(16),
-            server_id=server_id,
-            principal_id=principal_id,
-            protocol_version=protocol_version,
-            client_capabilities=client_capabilities,
-            client_info=client_info,
-            listener=listener,
-            last_seen=self._clock(),
-        )
-        listener.session_id = session.id
-        self._sessions[session.id] = session
-        self._per_principal[principal_id] = self._per_principal.get(principal_id, 0) + 1
-        self._hub.add(listener)
+
+    def _add(self, session: ClientSession) -> ClientSession:
+        session.listener.session_id = session.id
+        self._sessions[session.id[:HANDLE_CHARS]] = session
+        self._per_principal[session.principal_id] = self._per_principal.get(session.principal_id, 0) + 1
+        self._hub.add(session.listener)
         return session
 
     def get(self, session_id: str, principal_id: str) -> ClientSession | None:
-        session = self._sessions.get(session_id)
-        if session is None or session.principal_id != principal_id:
+        """The session this process holds under this id, for this principal (one dict lookup)."""
+        handle = session_id[:HANDLE_CHARS]
+        session = self._sessions.get(handle)
+        if session is None or session.id != session_id or session.principal_id != principal_id:
             return None
         session.last_seen = self._clock()
-        self._sessions.move_to_end(session_id)
+        self._sessions.move_to_end(handle)
         return session
 
-    def close(self, session_id: str) -> bool:
-        session = self._sessions.pop(session_id, None)
-        if session is None:
+    async def adopt(self, session_id: str, principal: Principal, view: VirtualServerView) -> ClientSession | None:
+        """A session this process does not hold, made here from its sealed id: one another replica created
+        (or this one, before the session idled out of memory). None when the id is not a sealed id of this
+        gateway, belongs to another principal or server, is too old, or was ended (DELETE). Raises
+        LimitReached like `create`."""
+        if self._seal is None:
+            return None
+        sealed = self._seal.open(session_id)
+        if sealed is None or sealed.principal_id != principal.id or sealed.server_id != view.id:
+            return None
+        if self._ended is not None and await self._ended.is_ended(sealed.handle):
+            return None
+        held = self.get(session_id, principal.id)  # adopted by a concurrent request meanwhile
+        if held is not None:
+            return held
+        self._expire()
+        self._check_limits(principal.id)
+        return self._add(
+            ClientSession(
+                id=session_id,
+                server_id=sealed.server_id,
+                principal_id=sealed.principal_id,
+                protocol_version=sealed.protocol_version,
+                client_capabilities=sealed.client_capabilities,
+                client_info=sealed.client_info,
+                listener=self.listener(view, set(_SESSION_KINDS), principal),
+                last_seen=self._clock(),
+            )
+        )
+
+    async def end(self, session_id: str, principal: Principal, view: VirtualServerView) -> bool:
+        """DELETE: end the session on every replica. False when there is no such session of this principal
+        on this server (held here or sealed)."""
+        session = self.get(session_id, principal.id)
+        if session is not None:
+            if session.server_id != view.id:
+                return False
+        elif self._seal is None:
             return False
+        else:
+            sealed = self._seal.open(session_id)
+            if sealed is None or sealed.principal_id != principal.id or sealed.server_id != view.id:
+                return False
+            if self._ended is not None and await self._ended.is_ended(sealed.handle):
+                return False
+        if self._ended is not None and self._seal is not None and "." in session_id:
+            await self._ended.end(session_id[:HANDLE_CHARS])
+        self.close(session_id)
+        return True
+
+    async def sync_ended(self) -> None:
+        """Close the sessions held here that another replica ended (call when the `sessions` revision moved)."""
+        if self._ended is None:
+            return
+        since = self._ended_checked - _CLOCK_SKEW_SECONDS
+        self._ended_checked = self._wall_clock()
+        closed = 0
+        for handle in await self._ended.ended_since(since):
+            session = self._sessions.get(handle)
+            if session is not None:
+                self.close(session.id)
+                closed += 1
+        if closed:
+            log.info("closed %d session(s) ended on another replica", closed)
+
+    def close(self, session_id: str) -> bool:
+        handle = session_id[:HANDLE_CHARS]
+        session = self._sessions.get(handle)
+        if session is None or session.id != session_id:
+            return False
+        del self._sessions[handle]
         left = self._per_principal.get(session.principal_id, 1) - 1
         if left > 0:
             self._per_principal[session.principal_id] = left
@@ -159,8 +401,8 @@ class SessionStore:
         return True
 
     def close_all(self) -> None:
-        for sid in list(self._sessions):
-            self.close(sid)
+        for session in list(self._sessions.values()):
+            self.close(session.id)
 
     # ---- streams ----------------------------------------------------------------------------------
 
@@ -195,14 +437,14 @@ class SessionStore:
         now = self._clock()
         cutoff = now - self._idle_seconds
         while self._sessions:
-            sid, session = next(iter(self._sessions.items()))
+            handle, session = next(iter(self._sessions.items()))
             if session.last_seen >= cutoff:
                 return
             if session.listener.streaming:
                 session.last_seen = now
-                self._sessions.move_to_end(sid)
+                self._sessions.move_to_end(handle)
                 continue
-            self.close(sid)
+            self.close(session.id)
 
 
 class PendingReplies:

@@ -101,6 +101,7 @@ class LegacySse:
                 client_capabilities={},
                 client_info={},
                 listener=listener,
+                portable=False,  # its replies travel on this one stream: it cannot move to another replica
             )
             self.sessions.open_stream(principal.id)
         except LimitReached as exc:

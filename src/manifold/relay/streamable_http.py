@@ -89,15 +89,14 @@ class StreamableHttp:
         if method == "POST":
             await self._post(scope, receive, send, view, principal, body or b"", headers)
         elif method == "GET":
-            await self._get(receive, send, principal, headers)
+            await self._get(receive, send, view, principal, headers)
         elif method == "DELETE":
             sid = headers.get("mcp-session-id")
             if self.stateless or not sid:
                 await send_body(send, 405, b'{"error":"no session to end"}')
-            elif self.sessions.get(sid, principal.id) is None:
+            elif not await self.sessions.end(sid, principal, view):  # on every replica (relay/sessions.py)
                 await send_body(send, 404, error_bytes(None, INVALID_REQUEST, "Session not found"))
             else:
-                self.sessions.close(sid)
                 await send_body(send, 200, b"{}")
         else:
             await send_body(
@@ -273,6 +272,12 @@ class StreamableHttp:
                 await send_body(send, 400, error_bytes(request_id, INVALID_REQUEST, "Bad Request: Missing session ID"))
                 return
             session = self.sessions.get(sid, principal.id)
+            if session is None:  # not held here: another replica's (or idled out of memory), from its seal
+                try:
+                    session = await self.sessions.adopt(sid, principal, view)
+                except LimitReached as exc:
+                    await refuse(send, exc, request_id)
+                    return
             if session is None or session.server_id != view.id:
                 await send_body(send, 404, error_bytes(request_id, INVALID_REQUEST, "Session not found"))
                 return
@@ -362,7 +367,9 @@ class StreamableHttp:
 
     # ---- notification streams -------------------------------------------------------------------
 
-    async def _get(self, receive: Receive, send: Send, principal: Principal, headers: dict[str, str]) -> None:
+    async def _get(
+        self, receive: Receive, send: Send, view: VirtualServerView, principal: Principal, headers: dict[str, str]
+    ) -> None:
         if headers.get("mcp-protocol-version") == MODERN_VERSION or self.stateless:
             await send_body(
                 send,
@@ -376,7 +383,13 @@ class StreamableHttp:
             return
         sid = headers.get("mcp-session-id")
         session = self.sessions.get(sid, principal.id) if sid else None
-        if session is None:
+        if session is None and sid:  # the stream reconnecting on another replica: adopt the session here
+            try:
+                session = await self.sessions.adopt(sid, principal, view)
+            except LimitReached as exc:
+                await refuse(send, exc)
+                return
+        if session is None or session.server_id != view.id:
             status = 400 if not sid else 404
             await send_body(
                 send,

@@ -23,7 +23,7 @@ from manifold.outbound.resolver import CredentialResolver
 from manifold.policy.access import PolicyAccess
 from manifold.policy.store import StoredGrant
 from manifold.relay.hub import Hub
-from manifold.relay.sessions import SessionStore
+from manifold.relay.sessions import SESSIONS_SCOPE, SessionStore
 from manifold.runtime.catalog_swap import CatalogSwap
 from manifold.security.secret_store import SecretStore
 from manifold.security.tables import SECRETS_SCOPE
@@ -121,6 +121,8 @@ class ChangeSync:
         if SECRETS_SCOPE in scopes:
             await self._secrets.load()
             self._credentials.secrets_changed()
+        if SESSIONS_SCOPE in scopes:  # a 2025-11-25 session ended (DELETE) on another replica
+            await self._sessions.sync_ended()
 
     async def _revalidate_streams(self) -> None:
         """Close open notification streams (and their sessions) whose caller's credential was revoked or

@@ -58,11 +58,12 @@ from manifold.outbound.oauth.vault import Vault
 from manifold.outbound.resolver import CredentialResolver
 from manifold.policy.access import PolicyAccess
 from manifold.policy.store import GrantRepository, StoredGrant, file_grants
+from manifold.relay.auth_required import RequestStates
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
 from manifold.relay.inbound import InboundCheck
 from manifold.relay.input_exchange import InputExchanges
-from manifold.relay.sessions import PendingReplies, SessionStore
+from manifold.relay.sessions import EndedSessions, PendingReplies, SessionSeal, SessionStore
 from manifold.relay.sse import LegacySse
 from manifold.relay.streamable_http import StreamableHttp
 from manifold.relay.tasks import Tasks
@@ -235,6 +236,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     inputs = InputExchanges(
         reply_timeout=settings.limits.client_reply_seconds,
         per_principal=settings.limits.waiting_for_input_per_principal,
+        states=RequestStates.from_cipher(cipher),  # every replica accepts every replica's requestState
     )
     gateway = Gateway(
         pool=pool,
@@ -250,7 +252,8 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
             inputs=inputs,
         ),
     )
-    sessions = SessionStore(hub, settings.limits)
+    # Session ids sealed with a key derived from the secret key: any replica can serve them (docs/replicas.md).
+    sessions = SessionStore(hub, settings.limits, seal=SessionSeal.from_cipher(cipher), ended=EndedSessions(engine))
     pending = PendingReplies()  # server→client requests waiting for the client's answer
 
     # Keeping all of it in step with the database.

@@ -94,6 +94,37 @@ class Vault:
                 continue
         raise RuntimeError(f"could not store the connection of {connection.user} to {connection.upstream}")
 
+    async def claim_refresh(self, user: str, upstream: str, seen_updated_at: float, claim_at: float) -> bool:
+        """Take the turn to refresh this connection, once across every process sharing the database (replicas,
+        the CLI): a conditional update of the row as this process read it (its `updated_at`) to `claim_at`.
+        False when the row changed since (another process refreshed it, or has claimed it)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(oauth_connections)
+                .where(
+                    oauth_connections.c.user == user,
+                    oauth_connections.c.upstream == upstream,
+                    oauth_connections.c.updated_at == seen_updated_at,
+                    oauth_connections.c.status == ConnectionStatus.OK.value,
+                )
+                .values(updated_at=claim_at)
+            )
+        return result.rowcount == 1
+
+    async def release_refresh(self, user: str, upstream: str, claim_at: float) -> None:
+        """Give the turn back after a refresh that failed (the server was down): the row changes, so a process
+        waiting for this refresh stops waiting and tries itself."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(oauth_connections)
+                .where(
+                    oauth_connections.c.user == user,
+                    oauth_connections.c.upstream == upstream,
+                    oauth_connections.c.updated_at == claim_at,
+                )
+                .values(updated_at=max(time.time(), claim_at + 1e-3))
+            )
+
     async def mark_broken(self, user: str, upstream: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(
