@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "manifold-packaging"
 CONSTRAINTS = ROOT / "constraints.txt"
 DIST_NAME = "mcp-manifold"
+# What the build reads (the Dockerfile's builder stage copies the same) and how it builds (the same RUN).
+BUILD_INPUTS = ("pyproject.toml", "README.md", "src")
+BUILD_ARGS = ("-m", "build", "--no-isolation")
 # pip warns about this machine's optional local index once per package when the folder is absent.
 _PIP_NOISE = "is ignored: it is neither a file nor a directory"
 
@@ -79,13 +82,16 @@ def build_dist(out: Path) -> Dist:
     with tempfile.TemporaryDirectory(prefix="manifold-build-") as tmp:
         tree = Path(tmp) / "tree"
         tree.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy2(ROOT / name, tree / name)
-        shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        junk = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+        for name in BUILD_INPUTS:
+            if (ROOT / name).is_dir():
+                shutil.copytree(ROOT / name, tree / name, ignore=junk)
+            else:
+                shutil.copy2(ROOT / name, tree / name)
         package = tree / "src" / "manifold"
         files = frozenset(p.relative_to(package.parent).as_posix() for p in package.rglob("*") if p.is_file())
         out.mkdir(parents=True, exist_ok=True)
-        _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(tree)])
+        _run([sys.executable, *BUILD_ARGS, "--outdir", str(out), str(tree)])
     wheels = sorted(out.glob("mcp_manifold-*.whl"))
     sdists = sorted(out.glob("mcp_manifold-*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, f"expected one wheel and one sdist in {out}: {list(out.iterdir())}"
@@ -105,7 +111,8 @@ def wanted_stamp() -> str:
 
 @contextmanager
 def _locked() -> Iterator[None]:
-    """One builder of the clean venv at a time (make's setup step and a test run may overlap)."""
+    """One user of the clean venv at a time: make's setup step, and each test run from its install until its
+    gateway has stopped (another run's install must not replace the package under a running gateway)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with (CACHE / "lock").open("w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -120,26 +127,28 @@ def _up_to_date() -> bool:
     return (venv / "bin" / "python").exists() and (venv / ".complete").exists()
 
 
-def ensure_venv(wheel: Path) -> bool:
-    """Make the clean venv from `wheel` (a clean install, from the registry) unless it exists. True when it
-    was made now."""
-    with _locked():
-        if _up_to_date():
-            return False
-        venv = venv_dir()
-        for old in CACHE.glob("venv-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        _run([sys.executable, "-m", "venv", str(venv)], env=clean_env())
-        python = str(venv / "bin" / "python")
-        _run([python, "-m", "pip", "install", "--quiet", str(wheel), "-c", str(CONSTRAINTS)], env=clean_env())
-        (venv / ".complete").write_text(f"{wheel.name}\n")
-        return True
+def _make_venv(wheel: Path) -> bool:
+    """Make the clean venv from `wheel` (a clean install, from the registry) unless it exists; the caller
+    holds the lock. True when it was made now."""
+    if _up_to_date():
+        return False
+    venv = venv_dir()
+    for old in CACHE.glob("venv-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    _run([sys.executable, "-m", "venv", str(venv)], env=clean_env())
+    python = str(venv / "bin" / "python")
+    _run([python, "-m", "pip", "install", "--quiet", str(wheel), "-c", str(CONSTRAINTS)], env=clean_env())
+    (venv / ".complete").write_text(f"{wheel.name}\n")
+    return True
 
 
-def install(wheel: Path) -> Path:
-    """Replace the project in the clean venv with `wheel`, offline: its declared requirements must already
-    be there (they are, unless the dependencies changed without `ensure_venv` having run). The venv."""
+@contextmanager
+def installed(wheel: Path) -> Iterator[Path]:
+    """The clean venv with `wheel` installed, held for the caller alone until the block ends. The venv is made
+    first if it is missing (at once when `make test`'s setup step made it); then the project is replaced,
+    offline: every requirement the wheel declares must already be there."""
     with _locked():
+        _make_venv(wheel)
         venv = venv_dir()
         python = str(venv / "bin" / "python")
         _run([python, "-m", "pip", "uninstall", "--yes", "--quiet", DIST_NAME], env=clean_env())
@@ -147,7 +156,7 @@ def install(wheel: Path) -> Path:
             [python, "-m", "pip", "install", "--quiet", "--no-index", str(wheel), "-c", str(CONSTRAINTS)],
             env=clean_env(),
         )
-        return venv
+        yield venv
 
 
 def main() -> int:
@@ -155,7 +164,9 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="manifold-wheel-") as tmp:
         wheel = build_dist(Path(tmp)).wheel
-        if ensure_venv(wheel):
+        with _locked():
+            made = _make_venv(wheel)
+        if made:
             print(f"created {venv_dir()} (a clean install of {wheel.name} with -c constraints.txt)")
     return 0
 
