@@ -5,6 +5,7 @@
 #   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium and haproxy, then the whole pytest suite
 #   make fuzz     property-based fuzzing of a real gateway, the long profile (tests/fuzz; a short one runs in make test)
 #   make bench    gateway overhead benchmarks (bench/README.md)
+#   make bench-scale  scale figures: 10,000 idle sessions, 10,000 tools, a 10-minute soak, haproxy (~15 min)
 #   make lint     ruff, the import-layer contracts (import-linter) and the type checker (basedpyright)
 #   make check    validate manifold.yaml and virtual_servers/*.yaml
 #   make lock     regenerate constraints.txt from the working venv
@@ -23,7 +24,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test fuzz bench lint check lock clean distclean node legacy-venv browser haproxy wheel-venv
+.PHONY: help venv run test fuzz bench bench-scale lint check lock clean distclean node legacy-venv browser haproxy wheel-venv
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -71,6 +72,11 @@ fuzz: venv node
 
 bench: venv
 	$(PY) -m bench.run_all
+
+# SCALE_ARGS=--quick: reduced sizes (~2 min); --only sessions,tools,soak,replicas; --database-url URL.
+SCALE_ARGS ?=
+bench-scale: venv haproxy
+	$(PY) -m bench.scale_all $(SCALE_ARGS)
 
 # ruff for real problems; lint-imports holds the layers of docs/design.md (contracts in pyproject.toml);
 # basedpyright type-checks src/ at its standard level.

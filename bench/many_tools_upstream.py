@@ -31,6 +31,7 @@ import json
 import signal
 import time
 import weakref
+from collections.abc import Generator
 from typing import Any
 
 import mcp_types as types
@@ -114,8 +115,9 @@ def build_server(name: str, tool_count: int) -> tuple[Server, types.ListToolsRes
 class _Server(uvicorn.Server):
     """One of many servers in this process: SIGTERM/SIGINT are handled once for all of them (in `serve`)."""
 
-    def capture_signals(self):  # noqa: ANN201 - uvicorn's context manager, replaced by a no-op
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 async def serve(ports: list[int], tool_count: int) -> None:
@@ -133,7 +135,7 @@ async def serve(ports: list[int], tool_count: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ports", required=True, help="comma-separated ports, one upstream each")
     parser.add_argument("--tools", type=int, default=200, help="tools each upstream lists (noop and add_tool included)")
     args = parser.parse_args(argv)

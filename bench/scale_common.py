@@ -116,8 +116,25 @@ def session_headers(token: str, sid: str) -> dict[str, str]:
 
 
 async def delete_session(http: aiohttp.ClientSession, url: str, token: str, sid: str) -> None:
+    """DELETE the session; an answer other than 200/202/204 raises."""
     async with http.delete(url, headers=session_headers(token, sid)) as response:
-        await response.read()
+        payload = await response.read()
+    if response.status not in (200, 202, 204):
+        raise RuntimeError(f"DELETE of a session answered {response.status}: {payload[:200]!r}")
+
+
+def log_problems(gateway: Gateway) -> list[str]:
+    """Lines of the gateway's log that a clean run does not have: tracebacks and errors (the exception's
+    last line, so a report says what went wrong without pages of stack)."""
+    lines = gateway.log().splitlines()
+    problems = []
+    for n, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            tail = next((lines[k] for k in range(n + 1, len(lines)) if lines[k] and not lines[k][0].isspace()), "")
+            problems.append(f"traceback: {tail[:300]}")
+        elif " ERROR " in line:
+            problems.append(line[:300])
+    return problems
 
 
 @dataclass

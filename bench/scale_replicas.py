@@ -39,7 +39,7 @@ import orjson
 from cryptography.fernet import Fernet
 
 from bench.common import fmt, modern_request, ms, p50, percentile, run_upstreams, signed, table
-from bench.scale_common import POST_HEADERS, open_session, session_headers
+from bench.scale_common import POST_HEADERS, log_problems, open_session, session_headers
 from tests.e2e.harness import Gateway, run_gateway
 from tests.upstreams.launch import free_port
 
@@ -55,14 +55,19 @@ class Row:
     answered_by: Counter[str] = field(default_factory=Counter)
     failure: str = ""
 
-    def summary(self) -> dict[str, float | str]:
-        if self.failure:
-            return {"failure": self.failure}
+    def figures(self) -> dict[str, float]:
         one, lb = self.samples["one process"], self.samples["haproxy"]
         return {"one_p50_ms": ms(p50(one)), "one_p99_ms": ms(percentile(one, 99)),
                 "haproxy_p50_ms": ms(p50(lb)), "haproxy_p99_ms": ms(percentile(lb, 99)),
-                "added_p50_ms": ms(p50(lb) - p50(one)),
-                "answered_by": ", ".join(f"{k} {v}" for k, v in sorted(self.answered_by.items()))}
+                "added_p50_ms": ms(p50(lb) - p50(one))}
+
+    def answered(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.answered_by.items()))
+
+    def summary(self) -> dict[str, float | str]:
+        if self.failure:
+            return {"failure": self.failure}
+        return {**self.figures(), "answered_by": self.answered()}
 
 
 def haproxy_binary() -> str:
@@ -202,8 +207,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
                         row.failure = f"failed after {len(row.samples['haproxy'])} calls: {exc}"
                     print(f"  done: {row.era}", flush=True)
             for gateway in gateways:
-                if "Traceback" in gateway.log():
-                    raise RuntimeError(f"a replica logged a traceback:\n{gateway.log()[-3000:]}")
+                if problems := log_problems(gateway):
+                    raise RuntimeError(f"{len(problems)} errors in a replica's log; the first: {problems[0]}")
     return rows
 
 
@@ -211,12 +216,12 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
     lines = []
     table_rows = []
     for row in rows:
-        s = row.summary()
+        s = row.figures()
         if row.failure:
             lines.append(f"{row.era}: n/a — {row.failure}")
             continue
         table_rows.append([row.era, fmt(s["one_p50_ms"], 3), fmt(s["one_p99_ms"], 3), fmt(s["haproxy_p50_ms"], 3),
-                           fmt(s["haproxy_p99_ms"], 3), signed(s["added_p50_ms"], 3), s["answered_by"]])
+                           fmt(s["haproxy_p99_ms"], 3), signed(s["added_p50_ms"], 3), row.answered()])
     database = args.database_url or "one SQLite file"
     head = (f"two replicas on {database} behind haproxy (round-robin) vs one process (replica A directly); "
             f"tools/call noop, {args.calls} calls per path alternating call by call (ms)")
@@ -225,7 +230,7 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per path and era")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--database-url", help="the replicas' one database (default: a SQLite file)")
@@ -233,14 +238,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def measure(args: argparse.Namespace) -> tuple[str, bool, dict]:
+    """Run it: the report, True (no target to miss), the figures (also written to --json)."""
     rows = asyncio.run(run(args))
-    print(report(rows, args))
+    text = report(rows, args)
     figures = {row.era: row.summary() for row in rows}
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"args": vars(args), "figures": figures}, out, indent=1)
+            json.dump({"args": vars(args), "figures": figures, "report": text}, out, indent=1)
+    return text, True, figures
+
+
+def main(argv: list[str] | None = None) -> dict:
+    text, _, figures = measure(parse_args(argv))
+    print(text)
     return figures
 
 

@@ -6,14 +6,19 @@
 One real gateway (`manifold serve`) in front of bench/fast_upstream.py. `--principals` API keys are made
 through the admin API (one user each). Then:
 
-1. idle: a probe session (the development key) times `--calls` tools/call of `noop`, one after the other;
-2. hold: `--sessions` 2025-11-25 sessions are opened, spread round-robin over the principals, and each opens
-   its GET notification stream and keeps it open (the client reads the response head and nothing more);
-   the gateway's RSS (VmRSS) before and after gives the memory per held session; the probe times its calls
-   again while they are all held;
-3. release: every stream is closed and every session DELETEd; RSS and the probe's calls once more (info).
+A second gateway process, started the same way, stays idle: a probe session on each times `--calls`
+tools/call of `noop`, alternating call by call between the two, so the comparison is made under the same
+conditions of a shared machine rather than minutes apart.
 
-Targets (issue 14): memory per held session <= 10 kB; the call's p50 during the hold within 1 ms of idle.
+1. before: the probes' calls; the gateway's RSS (VmRSS);
+2. hold: `--sessions` 2025-11-25 sessions are opened, spread round-robin over the principals (RSS again), then
+   each opens its GET notification stream and keeps it open (the client reads the response head and nothing
+   more; RSS again): memory per held session = RSS growth / sessions, split into the session and its stream;
+   the probes' calls while all are held;
+3. release: every stream is closed and every session DELETEd; RSS and the probes' calls once more (info).
+
+Targets (issue 14): memory per held session <= 10 kB; the call's p50 during the hold within 1 ms of the idle
+gateway's.
 
 The gateway's limits are raised for the run (its config, written by the bench): sessions_per_principal and
 streams_per_principal to sessions/principals + 8, sessions_total to sessions + 100 (at least its default).
@@ -38,6 +43,7 @@ from bench.scale_common import (
     create_keys,
     delete_session,
     judged,
+    log_problems,
     open_get_stream,
     open_session,
     raise_fd_limit,
@@ -59,34 +65,60 @@ class Figures:
     fd_note: str = ""
     limits: dict[str, int] = field(default_factory=dict)
     rss_before: int = 0
-    rss_held: int = 0
+    rss_sessions: int = 0  # the sessions initialized, no stream open yet
+    rss_held: int = 0  # and every GET stream open
     rss_held_after_calls: int = 0
     rss_released: int = 0
     open_seconds: float = float("nan")
-    idle: list[float] = field(default_factory=list)
-    held: list[float] = field(default_factory=list)
-    released: list[float] = field(default_factory=list)
+    # probe calls, paired call by call: the gateway that holds the sessions, and an idle one
+    before: dict[str, list[float]] = field(default_factory=lambda: {"held": [], "idle": []})
+    during: dict[str, list[float]] = field(default_factory=lambda: {"held": [], "idle": []})
+    after: dict[str, list[float]] = field(default_factory=lambda: {"held": [], "idle": []})
     streams_alive: int = 0
+    release_failures: list[str] = field(default_factory=list)
+    log_problems: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
-        return {
+        figures: dict[str, float] = {
             "sessions": self.sessions, "principals": self.principals,
-            "rss_before_mb": self.rss_before / 1e6, "rss_held_mb": self.rss_held / 1e6,
-            "rss_held_after_calls_mb": self.rss_held_after_calls / 1e6, "rss_released_mb": self.rss_released / 1e6,
+            "rss_before_mb": self.rss_before / 1e6, "rss_sessions_mb": self.rss_sessions / 1e6,
+            "rss_held_mb": self.rss_held / 1e6, "rss_held_after_calls_mb": self.rss_held_after_calls / 1e6,
+            "rss_released_mb": self.rss_released / 1e6,
             "bytes_per_session": (self.rss_held - self.rss_before) / self.sessions,
+            "bytes_per_session_without_stream": (self.rss_sessions - self.rss_before) / self.sessions,
+            "bytes_per_stream": (self.rss_held - self.rss_sessions) / self.sessions,
             "open_per_second": self.sessions / self.open_seconds,
-            "idle_p50_ms": ms(p50(self.idle)), "idle_p99_ms": ms(percentile(self.idle, 99)),
-            "held_p50_ms": ms(p50(self.held)), "held_p99_ms": ms(percentile(self.held, 99)),
-            "released_p50_ms": ms(p50(self.released)),
-            "added_p50_ms": ms(p50(self.held) - p50(self.idle)),
             "streams_alive": self.streams_alive,
         }
+        for phase, samples in (("before", self.before), ("during", self.during), ("after", self.after)):
+            for side in ("held", "idle"):
+                figures[f"{phase}_{side}_p50_ms"] = ms(p50(samples[side]))
+                figures[f"{phase}_{side}_p99_ms"] = ms(percentile(samples[side], 99))
+            figures[f"{phase}_added_p50_ms"] = ms(p50(samples["held"]) - p50(samples["idle"]))
+        return figures
 
 
 def limits_for(sessions: int, principals: int) -> dict[str, int]:
     per_principal = math.ceil(sessions / principals) + 8
     return {"sessions_per_principal": max(200, per_principal), "streams_per_principal": max(64, per_principal),
             "sessions_total": max(20_000, sessions + 100)}
+
+
+@dataclass
+class Probe:
+    http: aiohttp.ClientSession
+    url: str
+    headers: dict[str, str]
+
+
+async def paired_calls(probes: dict[str, Probe], count: int, into: dict[str, list[float]]) -> None:
+    """`count` tools/call noop on each probe, alternating call by call (and which goes first), so both
+    gateways are timed under the same conditions of a shared machine."""
+    names = list(probes)
+    for n in range(count):
+        for name in names if n % 2 == 0 else names[::-1]:
+            probe = probes[name]
+            into[name] += await timed_calls(probe.http, probe.url, probe.headers, "noop", 1)
 
 
 async def run(args: argparse.Namespace) -> Figures:
@@ -97,15 +129,20 @@ async def run(args: argparse.Namespace) -> Figures:
     print(f"gateway limits for this run: {figures.limits}", flush=True)
     async with run_upstreams("fast", 1, 1) as upstreams:
         config = {SERVER: {"transport": "http", "url": upstreams[0].url}}
-        async with run_gateway(config, gateway={"limits": figures.limits}) as gateway:
+        gateway_settings = {"limits": figures.limits}
+        async with run_gateway(config, gateway=gateway_settings) as gateway, \
+                run_gateway(config, gateway=gateway_settings) as idle_gateway:
             url = gateway.url(SERVER)
             pid = gateway.process.pid
             tokens = await create_keys(gateway, args.principals)
             connector = aiohttp.TCPConnector(limit=args.concurrency)
             async with aiohttp.ClientSession(connector=connector) as http, \
-                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as probe_http:
-                probe_sid = await open_session(probe_http, url, gateway.key, "probe")
-                probe = session_headers(gateway.key, probe_sid)
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as held_http, \
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as idle_http:
+                probes = {}
+                for name, gw, probe_http in (("held", gateway, held_http), ("idle", idle_gateway, idle_http)):
+                    sid = await open_session(probe_http, gw.url(SERVER), gw.key, f"probe-{name}")
+                    probes[name] = Probe(probe_http, gw.url(SERVER), session_headers(gw.key, sid))
                 # Warm-up: every principal authenticates and opens (then closes) one session with its stream,
                 # so the figure below is per held session, not first-use caches and code paths.
                 for token in tokens:
@@ -113,43 +150,61 @@ async def run(args: argparse.Namespace) -> Figures:
                     stream = await open_get_stream(url, token, sid)
                     await stream.close()
                     await delete_session(http, url, token, sid)
-                await timed_calls(probe_http, url, probe, "noop", 300)  # warm-up
-                figures.idle = await timed_calls(probe_http, url, probe, "noop", args.calls)
+                await paired_calls(probes, 150, {"held": [], "idle": []})  # warm-up
+                await paired_calls(probes, args.calls, figures.before)
                 figures.rss_before = rss_bytes(pid)
-                print(f"  idle: p50 {fmt(ms(p50(figures.idle)), 3)} ms; gateway RSS "
-                      f"{figures.rss_before / 1e6:.1f} MB; opening {args.sessions} sessions...", flush=True)
+                print(f"  before: p50 {fmt(ms(p50(figures.before['held'])), 3)} ms (idle gateway "
+                      f"{fmt(ms(p50(figures.before['idle'])), 3)} ms); gateway RSS {figures.rss_before / 1e6:.1f} MB; "
+                      f"opening {args.sessions} sessions...", flush=True)
 
+                opened: list[tuple[str, str]] = []
                 held: list[tuple[str, str, GetStream]] = []
                 semaphore = asyncio.Semaphore(args.concurrency)
 
-                async def hold_one(index: int) -> None:
+                async def open_one(index: int) -> None:
                     token = tokens[index % len(tokens)]
                     async with semaphore:
-                        sid = await open_session(http, url, token)
+                        opened.append((token, await open_session(http, url, token)))
+
+                async def stream_one(token: str, sid: str) -> None:
+                    async with semaphore:
                         held.append((token, sid, await open_get_stream(url, token, sid)))
 
                 begin = time.perf_counter()
                 try:
-                    await gather_all(hold_one(i) for i in range(args.sessions))
+                    await gather_all(open_one(i) for i in range(args.sessions))
+                    figures.rss_sessions = rss_bytes(pid)
+                    await gather_all(stream_one(token, sid) for token, sid in opened)
                     figures.open_seconds = time.perf_counter() - begin
                     figures.rss_held = rss_bytes(pid)
                     print(f"  held {len(held)} sessions in {figures.open_seconds:.1f} s; gateway RSS "
-                          f"{figures.rss_held / 1e6:.1f} MB", flush=True)
-                    figures.held = await timed_calls(probe_http, url, probe, "noop", args.calls)
+                          f"{figures.rss_sessions / 1e6:.1f} MB without streams, {figures.rss_held / 1e6:.1f} MB "
+                          "with them", flush=True)
+                    await paired_calls(probes, args.calls, figures.during)
                     figures.rss_held_after_calls = rss_bytes(pid)
                     figures.streams_alive = sum(1 for _, _, s in held if not s.reader.at_eof())
                 finally:
-                    async def release(token: str, sid: str, stream: GetStream) -> None:
+                    streaming = {sid for _, sid, _ in held}
+
+                    async def release(token: str, sid: str, stream: GetStream | None) -> None:
                         async with semaphore:
-                            await stream.close()
+                            if stream is not None:
+                                await stream.close()
                             await delete_session(http, url, token, sid)
 
-                    await gather_all(release(*entry) for entry in held)
+                    figures.release_failures = await gather_counting(
+                        [release(*entry) for entry in held]
+                        + [release(token, sid, None) for token, sid in opened if sid not in streaming])
                 figures.rss_released = rss_bytes(pid)
-                figures.released = await timed_calls(probe_http, url, probe, "noop", args.calls)
-            if "Traceback" in gateway.log():
-                raise RuntimeError(f"the gateway logged a traceback:\n{gateway.log()[-3000:]}")
+                await paired_calls(probes, args.calls, figures.after)
+            figures.log_problems = log_problems(gateway) + log_problems(idle_gateway)
     return figures
+
+
+async def gather_counting(coroutines: list) -> list[str]:
+    """Run them all; what each failure said (the run goes on: a failed release is a figure, not a crash)."""
+    results = await asyncio.gather(*coroutines, return_exceptions=True)
+    return [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
 
 
 async def gather_all(coroutines) -> None:  # noqa: ANN001 - an iterable of coroutines
@@ -163,51 +218,69 @@ async def gather_all(coroutines) -> None:  # noqa: ANN001 - an iterable of corou
 def report(figures: Figures) -> tuple[str, bool]:
     s = figures.summary()
     rows = [
-        ["idle gateway", fmt(s["rss_before_mb"], 1), fmt(s["idle_p50_ms"], 3), fmt(s["idle_p99_ms"], 3)],
-        [f"{figures.sessions} sessions held", fmt(s["rss_held_mb"], 1), fmt(s["held_p50_ms"], 3),
-         fmt(s["held_p99_ms"], 3)],
-        ["all released (info)", fmt(s["rss_released_mb"], 1), fmt(s["released_p50_ms"], 3), ""],
+        ["before", fmt(s["rss_before_mb"], 1), fmt(s["before_held_p50_ms"], 3), fmt(s["before_held_p99_ms"], 3),
+         fmt(s["before_idle_p50_ms"], 3), signed(s["before_added_p50_ms"], 3)],
+        [f"{figures.sessions} sessions held", fmt(s["rss_held_mb"], 1), fmt(s["during_held_p50_ms"], 3),
+         fmt(s["during_held_p99_ms"], 3), fmt(s["during_idle_p50_ms"], 3), signed(s["during_added_p50_ms"], 3)],
+        ["all released (info)", fmt(s["rss_released_mb"], 1), fmt(s["after_held_p50_ms"], 3),
+         fmt(s["after_held_p99_ms"], 3), fmt(s["after_idle_p50_ms"], 3), signed(s["after_added_p50_ms"], 3)],
     ]
     memory, memory_ok = judged("memory per held session", s["bytes_per_session"] / 1000,
                                TARGET_BYTES_PER_SESSION / 1000, "kB")
-    latency, latency_ok = judged("tools/call p50 during the hold minus idle", s["added_p50_ms"],
+    latency, latency_ok = judged("tools/call p50 during the hold minus the idle gateway's", s["during_added_p50_ms"],
                                  TARGET_ADDED_P50_MS, "ms", digits=3)
     lines = [
         f"idle 2025-11-25 sessions: {figures.sessions} sessions over {figures.principals} API keys, each holding its "
-        f"GET stream open; probe: tools/call noop on its own session (2025-11-25), one at a time",
-        table(["state", "gateway RSS MB", "call p50 ms", "p99 ms"], rows),
-        f"opened {fmt(s['open_per_second'], 0)} sessions/s (initialize + initialized + GET); "
-        f"streams still open after the probe: {figures.streams_alive} of {figures.sessions}; "
-        f"RSS after the probe during the hold: {fmt(s['rss_held_after_calls_mb'], 1)} MB",
+        "GET stream open; probe: tools/call noop on a session of its own, alternating call by call with the same "
+        "call to a second, idle gateway",
+        table(["state", "gateway RSS MB", "call p50 ms", "p99 ms", "idle gateway p50 ms", "added p50 ms"], rows),
+        f"per held session: {fmt(s['bytes_per_session_without_stream'] / 1000, 2)} kB for the session, "
+        f"{fmt(s['bytes_per_stream'] / 1000, 2)} kB for its open GET stream; opened "
+        f"{fmt(s['open_per_second'], 0)} sessions/s (initialize + initialized, then GET); streams still open after "
+        f"the probe: {figures.streams_alive} of {figures.sessions}; RSS after the probe during the hold: "
+        f"{fmt(s['rss_held_after_calls_mb'], 1)} MB",
         memory,
-        latency.replace(": yes", f" ({signed(s['added_p50_ms'], 3)}): yes"),
+        latency,
         f"{figures.fd_note}; gateway limits for the run: {figures.limits}",
     ]
     ok = memory_ok and latency_ok and figures.streams_alive == figures.sessions
     if figures.streams_alive != figures.sessions:
         lines.append(f"MISSED: {figures.sessions - figures.streams_alive} streams were ended by the gateway")
+    if figures.release_failures:
+        ok = False
+        lines.append(f"MISSED: {len(figures.release_failures)} sessions could not be released; the first: "
+                     f"{figures.release_failures[0][:300]}")
+    if figures.log_problems:
+        ok = False
+        lines.append(f"MISSED: {len(figures.log_problems)} errors in the gateways' logs; the first: "
+                     f"{figures.log_problems[0]}")
     return "\n".join(lines), ok
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--principals", type=int, default=100, help="API keys the sessions are spread over")
-    parser.add_argument("--calls", type=int, default=1000, help="timed probe calls per state")
+    parser.add_argument("--calls", type=int, default=1000, help="timed probe calls per gateway and state")
     parser.add_argument("--concurrency", type=int, default=32, help="sessions being opened at once")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def measure(args: argparse.Namespace) -> tuple[str, bool, dict]:
+    """Run it: the report, whether every target was met, the figures (also written to --json)."""
     figures = asyncio.run(run(args))
-    text, _ = report(figures)
-    print(text)
+    text, ok = report(figures)
     summary = figures.summary()
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"args": vars(args), "figures": summary, "limits": figures.limits}, out, indent=1)
+            json.dump({"args": vars(args), "figures": summary, "report": text, "limits": figures.limits}, out, indent=1)
+    return text, ok, summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    text, _, summary = measure(parse_args(argv))
+    print(text)
     return summary
 
 

@@ -39,6 +39,7 @@ from bench.scale_common import (
     POST_HEADERS,
     delete_session,
     judged,
+    log_problems,
     open_session,
     rss_bytes,
     session_headers,
@@ -184,8 +185,8 @@ async def run(args: argparse.Namespace) -> Figures:
                 stop.set()
                 await sampler
                 await delete_session(http, url, gateway.key, long_sid)
-            if "Traceback" in gateway.log():
-                figures.error("gateway log", "a traceback in the gateway's log:\n" + gateway.log()[-2000:])
+            for problem in log_problems(gateway):
+                figures.error("gateway log", problem)
     return figures
 
 
@@ -212,7 +213,7 @@ def report(figures: Figures) -> tuple[str, bool]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--rate", type=float, default=50.0, help="requests started per second")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
@@ -221,16 +222,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def measure(args: argparse.Namespace) -> tuple[str, bool, dict]:
+    """Run it: the report, whether every target was met, the figures (also written to --json)."""
     figures = asyncio.run(run(args))
-    text, _ = report(figures)
-    print(text)
+    text, ok = report(figures)
     summary = figures.summary()
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"args": vars(args), "figures": summary, "rss": figures.rss,
+            json.dump({"args": vars(args), "figures": summary, "report": text, "rss": figures.rss,
                        "first_errors": figures.first_errors}, out, indent=1)
+    return text, ok, summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    text, _, summary = measure(parse_args(argv))
+    print(text)
     return summary
 
 

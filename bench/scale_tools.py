@@ -40,6 +40,7 @@ import orjson
 from bench.common import CpuMeter, fmt, modern_request, ms, p50, percentile, raw_round, signed, table
 from bench.scale_common import (
     judged,
+    log_problems,
     many_tools_upstreams,
     open_get_stream,
     open_session,
@@ -180,8 +181,8 @@ async def run(args: argparse.Namespace) -> Figures:
                                    f"(after {len(figures.served)} changes)\n{gateway.log()[-3000:]}") from None
             finally:
                 await stream.close()
-            if "Traceback" in gateway.log():
-                raise RuntimeError(f"the gateway logged a traceback:\n{gateway.log()[-3000:]}")
+            if problems := log_problems(gateway):
+                raise RuntimeError(f"{len(problems)} errors in the gateway's log; the first: {problems[0]}")
     return figures
 
 
@@ -218,7 +219,7 @@ def report(figures: Figures) -> tuple[str, bool]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--upstreams", type=int, default=50)
     parser.add_argument("--tools", type=int, default=200, help="tools per upstream")
     parser.add_argument("--server-upstreams", type=int, default=5, help="upstreams in the virtual server k")
@@ -229,15 +230,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def measure(args: argparse.Namespace) -> tuple[str, bool, dict]:
+    """Run it: the report, whether every target was met, the figures (also written to --json)."""
     figures = asyncio.run(run(args))
-    text, _ = report(figures)
-    print(text)
+    text, ok = report(figures)
     summary = figures.summary()
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"args": vars(args), "figures": summary}, out, indent=1)
+            json.dump({"args": vars(args), "figures": summary, "report": text}, out, indent=1)
+    return text, ok, summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    text, _, summary = measure(parse_args(argv))
+    print(text)
     return summary
 
 
