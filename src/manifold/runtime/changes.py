@@ -76,14 +76,15 @@ class ChangeSync:
 
     async def watch(self) -> None:
         """Apply changes made elsewhere even when no request comes: at once when the database notifies
-        (PostgreSQL: store/revisions.py holds the LISTEN connection alongside), within a second otherwise.
+        (PostgreSQL: store/revisions.py holds the LISTEN connection alongside), within a second otherwise
+        (every 25 ms while a PostgreSQL gateway's LISTEN connection is down).
         Catalog changes wait for the next request, so a redefinition made as delete + create by the CLI
         reaches clients as one change rather than as a server that disappears."""
         listener = asyncio.create_task(self._watcher.listen(self._wake.set))
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(WATCH_SECONDS):
+                    async with asyncio.timeout(self._watcher.tick_seconds(WATCH_SECONDS)):
                         await self._wake.wait()
                 self._wake.clear()
                 try:

@@ -12,7 +12,8 @@ costs more than the rest of the request, so each database gives a cheaper signal
   transaction: delivered exactly when the change commits, it says what moved without a read. Each gateway
   holds one LISTEN connection (asyncpg, its own, outside the pool); a notification records the counter and
   wakes the background sync (`on_change`). While that connection is down (the database restarted, a network
-  blip) the counters are polled every `fallback_poll_seconds` (50 ms) instead, and it reconnects with a
+  blip) the counters are polled every `fallback_poll_seconds` (25 ms: by the background sync, and by a request that finds them
+  unread for that long) instead, and it reconnects with a
   growing backoff. While it is up the counters are still read at most every `poll_seconds` (1 s) as a
   safety net for a writer that does not notify (an older gateway during a rolling upgrade).
 
@@ -46,7 +47,7 @@ CATALOG = "catalog"
 CHANNEL = "manifold_changes"  # the PostgreSQL notification channel every bump notifies
 LISTENER_APPLICATION_NAME = "manifold-changes"  # pg_stat_activity.application_name of the LISTEN connection
 POLL_SECONDS = 1.0  # counters read at most this often when no cheaper signal says they moved
-FALLBACK_POLL_SECONDS = 0.05  # PostgreSQL while the LISTEN connection is down
+FALLBACK_POLL_SECONDS = 0.025  # PostgreSQL while the LISTEN connection is down
 PING_SECONDS = 5.0  # how often an idle LISTEN connection is checked to be alive
 CONNECT_TIMEOUT_SECONDS = 5
 BACKOFF_FIRST_SECONDS = 0.1
@@ -113,6 +114,13 @@ class RevisionWatcher:
     @property
     def listening(self) -> bool:
         return self._listening
+
+    def tick_seconds(self, idle: float) -> float:
+        """How long the background sync may wait for a notification before it looks itself: `idle`, or
+        the fallback poll interval while a PostgreSQL gateway has no LISTEN connection."""
+        if self._conn is None and self._engine.dialect.name == "postgresql" and not self._listening:
+            return self._fallback_poll
+        return idle
 
     def maybe_changed(self) -> bool:
         """Cheap: has anything possibly changed since the last call? (Never a false "no".)"""
@@ -228,6 +236,7 @@ class RevisionWatcher:
             raise ConnectionError("the LISTEN connection was closed")
         finally:
             self._listening = False
+            self._next_poll = 0.0  # poll from now on, not a safety-net second from the last poll
             with contextlib.suppress(Exception):
                 conn.terminate()
 
