@@ -12,8 +12,8 @@ The clean venv is made with `python -m venv` (no system site-packages) outside t
 constraints.txt` installs the wheel and so its dependencies into it, from the registry. The hash is that of
 what decides those dependencies (constraints.txt, the [project] dependencies, the Python version), so the
 venv is made again, and older ones removed, only when one of them changes. Each test run then replaces
-only the project, offline: `pip uninstall mcp-manifold`, then `pip install --no-index <wheel> -c
-constraints.txt`, which succeeds only when every requirement the new wheel declares is already there.
+only the project, offline (`pip install --no-index --no-deps --force-reinstall <wheel>`), and checks that
+every requirement the new wheel declares is installed at its pinned version, as pip's resolver would.
 """
 
 from __future__ import annotations
@@ -146,17 +146,36 @@ def _make_venv(wheel: Path) -> bool:
 def installed(wheel: Path) -> Iterator[Path]:
     """The clean venv with `wheel` installed, held for the caller alone until the block ends. The venv is made
     first if it is missing (at once when `make test`'s setup step made it); then the project is replaced,
-    offline: every requirement the wheel declares must already be there."""
+    offline, and every requirement the wheel declares must be installed at its pinned version."""
     with _locked():
         _make_venv(wheel)
         venv = venv_dir()
         python = str(venv / "bin" / "python")
-        _run([python, "-m", "pip", "uninstall", "--yes", "--quiet", DIST_NAME], env=clean_env())
         _run(
-            [python, "-m", "pip", "install", "--quiet", "--no-index", str(wheel), "-c", str(CONSTRAINTS)],
+            [python, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--force-reinstall", str(wheel)],
             env=clean_env(),
         )
+        missing = _run([python, "-c", _REQUIREMENTS_MET, DIST_NAME], env=clean_env()).strip()
+        assert not missing, f"the wheel's requirements not met in {venv} (run scripts/setup-wheel-venv.sh):\n{missing}"
         yield venv
+
+
+# Run by the venv's Python: every `Requires-Dist: name[extras]==version` of the project (no extra, no marker)
+# installed at that version, else one line per one that is not. (pip check, without a second pip start-up.)
+_REQUIREMENTS_MET = """
+import re, sys
+from importlib import metadata
+for req in metadata.requires(sys.argv[1]) or []:
+    if ";" in req:
+        continue
+    name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\\[[^]]*\\])?==(\\S+)", req.strip()).groups()
+    try:
+        found = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        found = None
+    if found != version:
+        print(f"{req}: {found or 'not installed'}")
+"""
 
 
 def main() -> int:
