@@ -2,7 +2,7 @@
 # Every target bootstraps what it needs (scripts/bootstrap.sh is a no-op when nothing changed).
 #
 #   make run      the demo: toolbox upstream on :8471 (background) + the gateway on manifold.yaml
-#   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium and haproxy, then the whole pytest suite
+#   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium and haproxy, the wheel's clean venv, then the whole pytest suite
 #   make fuzz     property-based fuzzing of a real gateway, the long profile (tests/fuzz; a short one runs in make test)
 #   make bench    gateway overhead benchmarks (bench/README.md)
 #   make bench-scale  scale figures: 10,000 idle sessions, 10,000 tools, a 10-minute soak, haproxy (~15 min)
@@ -102,4 +102,4 @@ clean:
 	    -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 distclean: clean
-	rm -rf $(VENV) .venv-legacy $(NODE_DIR)/node_modules
+	rm -rf $(VENV) .venv-legacy $(NODE_DIR)/node_modules "$${XDG_CACHE_HOME:-$$HOME/.cache}/manifold-packaging"
