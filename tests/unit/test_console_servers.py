@@ -33,7 +33,18 @@ from manifold.config.models import VirtualServerConfig
 from manifold.config.problems import Problem
 from manifold.console.app import ConsoleApp
 from manifold.console.frame import Services
-from manifold.console.preview import Draft, Filters, Listed, body_of, matching, parse_form, place, preview
+from manifold.console.preview import (
+    MAX_PREVIEW_ROWS,
+    Draft,
+    Filters,
+    Listed,
+    body_of,
+    matching,
+    parse_form,
+    place,
+    preview,
+    select,
+)
 from manifold.identity.api_keys import KeyRepository, OwnerKind
 from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
@@ -366,9 +377,9 @@ def test_a_collision_marks_both_sources_and_a_missing_list_says_why() -> None:
     }
     shown = preview("s", config, listed, UpstreamLists(FakePool(), 60), "__")
     assert [(r.exposed, r.member_id, r.collides) for r in shown.rows] == [
-        ("only_a", "a", False),
-        ("search", "a", True),
+        ("search", "a", True),  # collisions first
         ("search", "b", True),
+        ("only_a", "a", False),
     ]
     assert shown.exposed == 1 and len(shown.collisions) == 1
     assert shown.failures == {"c": "connection refused"}
@@ -496,3 +507,24 @@ def test_the_views_pattern_matcher_is_fnmatch() -> None:
         expected = any(fnmatch.fnmatchcase(name, p) for p in patterns)
         assert _matcher(patterns)(name) == expected, name
     assert _matcher(("only", "exact"))("exact") and not _matcher(())("x")
+
+
+def test_a_large_selection_stays_a_readable_form() -> None:
+    """Every picked tool and every preview row is a form field, and a form has at most 5000 (console/frame.py):
+    select-all picks at most MAX_PICKS and says how many it left, and the preview shows MAX_PREVIEW_ROWS rows
+    with the collisions first, counting the rest."""
+    draft = Draft()
+    found = [("a", {"name": f"t{i}"}) for i in range(5)]
+    assert select(draft, found, on=True, limit=3) == 2
+    assert draft.members["a"].picks == ["t0", "t1", "t2"]
+    assert select(draft, found[:1], on=False) == 0 and draft.members["a"].picks == ["t1", "t2"]
+
+    config = VirtualServerConfig.model_validate({"namespace": False, "members": [{"upstream": "a"}, {"upstream": "b"}]})
+    many = [{"name": f"tool_{i:03d}"} for i in range(MAX_PREVIEW_ROWS + 50)]
+    listed = {"a": Listed("a", many), "b": Listed("b", [{"name": "zzz"}, {"name": "tool_999"}, {"name": "zzz2"}])}
+    listed["b"].tools.append({"name": "tool_349"})  # the last of a's: collides
+    shown = preview("s", config, listed, UpstreamLists(FakePool(), 60), "__")
+    assert len(shown.rows) == MAX_PREVIEW_ROWS
+    assert [r.exposed for r in shown.rows[:2]] == ["tool_349", "tool_349"] and shown.rows[0].collides
+    assert shown.more == MAX_PREVIEW_ROWS + 50 + 4 - MAX_PREVIEW_ROWS
+    assert shown.exposed == MAX_PREVIEW_ROWS + 50 - 1 + 3

@@ -34,6 +34,8 @@ from manifold.naming import candidate_name
 JSON = dict[str, Any]
 GLOB_CHARS = re.compile(r"[*?\[]")
 MAX_SHOWN = 200  # picker rows on one page; the rest are found by narrowing the filter
+MAX_PICKS = 2000  # tools picked one by one (form fields); more are selected with a pattern
+MAX_PREVIEW_ROWS = 300  # preview rows with their rename and description fields; the rest are counted
 ANNOTATIONS = {"": "Any annotation", "ro": "Read-only only", "nd": "No destructive"}
 FORM_LEVEL = ""  # where a problem with no field of its own is shown
 
@@ -327,15 +329,24 @@ def pick_rows(found: Sequence[tuple[str, JSON]], draft: Draft, limit: int = MAX_
     return rows
 
 
-def select(draft: Draft, found: Sequence[tuple[str, JSON]], on: bool) -> None:
-    """Select all matching (or clear them): every tool the filter lets through, picked or unpicked."""
+def select(draft: Draft, found: Sequence[tuple[str, JSON]], on: bool, limit: int = MAX_PICKS) -> int:
+    """Select all matching (or clear them): every tool the filter lets through, picked or unpicked. At most
+    `limit` picks in all (each is a form field; a pattern selects any number): returns how many were not
+    picked for that reason."""
+    total = sum(len(m.picks) for m in draft.members.values())
+    left_out = 0
     for upstream, tool in found:
         m = draft.member(upstream)
         name = str(tool["name"])
         if on and name not in m.picks:
+            if total >= limit:
+                left_out += 1
+                continue
             m.picks.append(name)
+            total += 1
         elif not on and name in m.picks:
             m.picks.remove(name)
+    return left_out
 
 
 # ---- the preview ---------------------------------------------------------------------------------------------
@@ -361,6 +372,7 @@ class Preview:
     collisions: list[str]  # the gateway's own words for each
     failures: dict[str, str]  # member id -> why its upstream's list is missing
     exposed: int  # how many names clients will see
+    more: int = 0  # rows not shown (past MAX_PREVIEW_ROWS; collisions come first, so none of those)
 
 
 def preview(
@@ -420,8 +432,14 @@ def preview(
             if t.name in member.descriptions:
                 shown["description"] = member.descriptions[t.name]
             rows.append(row(exposed, t.member_id, t.upstream_id, t.name, shown, True))
-    rows.sort(key=lambda r: (r.exposed, r.member_id))
-    return Preview(rows=rows, collisions=built.collisions, failures=failures, exposed=len(built.items))
+    rows.sort(key=lambda r: (not r.collides, r.exposed, r.member_id))
+    return Preview(
+        rows=rows[:MAX_PREVIEW_ROWS],
+        collisions=built.collisions,
+        failures=failures,
+        exposed=len(built.items),
+        more=max(0, len(rows) - MAX_PREVIEW_ROWS),
+    )
 
 
 # ---- problems on the form ------------------------------------------------------------------------------------

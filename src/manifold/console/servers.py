@@ -34,6 +34,7 @@ from manifold.console.frame import PREFIX, Endpoint, Frame, problem, redirect, r
 from manifold.console.preview import (
     ANNOTATIONS,
     FORM_LEVEL,
+    MAX_PICKS,
     MAX_SHOWN,
     Draft,
     Filters,
@@ -186,10 +187,16 @@ class ServerPages:
         for u in upstreams:
             draft.member(u)  # an upstream added since the form was given gets its block
         listed = await self.listed(upstreams)
+        notice = ""
         if action in ("select", "clear"):
-            select(draft, matching(listed, filters), on=action == "select")
+            left_out = select(draft, matching(listed, filters), on=action == "select")
+            if left_out:
+                notice = (
+                    f"{left_out} matching tools were not picked: at most {MAX_PICKS} tools are picked one by one. "
+                    "Select many tools with a pattern (a member's tool patterns, such as *) instead."
+                )
         if action != "save":
-            return await self.editor(session, catalog, draft, filters, listed, editing=editing)
+            return await self.editor(session, catalog, draft, filters, listed, editing=editing, notice=notice)
         body = body_of(draft)
         try:
             if editing is None:
@@ -225,6 +232,7 @@ class ServerPages:
         editing: str | None = None,
         problems: dict[str, list[str]] | None = None,
         status: int = 200,
+        notice: str = "",
     ) -> Response:
         found = matching(listed, filters)
         rows = pick_rows(found, draft)
@@ -263,6 +271,7 @@ class ServerPages:
             preview=preview_of,
             live=live,
             problems=problems or {},
+            notice=notice,
             action_path=action_path,
             csrf=token,
             delete_csrf=self.frame.csrf(session, "delete", editing) if editing else "",
