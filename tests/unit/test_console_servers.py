@@ -528,3 +528,22 @@ def test_a_large_selection_stays_a_readable_form() -> None:
     assert [r.exposed for r in shown.rows[:2]] == ["tool_349", "tool_349"] and shown.rows[0].collides
     assert shown.more == MAX_PREVIEW_ROWS + 50 + 4 - MAX_PREVIEW_ROWS
     assert shown.exposed == MAX_PREVIEW_ROWS + 50 - 1 + 3
+
+
+async def test_a_console_server_is_removed_and_a_file_server_is_not(editor: Editor) -> None:
+    fields = await editor.form("/admin/servers/new")
+    fields |= {"id": ["gone"], "pick": ["tasks/close"], "action": ["save"]}
+    assert (await editor.post("/admin/servers/new", fields)).status_code == 303
+    page = await editor.http.get("/admin/servers/gone", headers=editor.who())
+    token = re.search(
+        r'action="/admin/servers/gone/delete"><input type="hidden" name="csrf" value="([^"]+)"', page.text
+    )
+    assert token is not None
+    removed = await editor.post("/admin/servers/gone/delete", {"csrf": [token.group(1)]})
+    assert removed.status_code == 303 and removed.headers["location"] == "/admin/servers"
+    assert await saved(editor) == []
+    session = editor.cookies.session({editor.cookies.session_name: editor.tokens[ADMIN]})
+    assert session is not None
+    own = csrf.token(editor.cookies.signer, session.sid, "console:delete:from-file")
+    refused = await editor.post("/admin/servers/from-file/delete", {"csrf": [own]})
+    assert refused.status_code == 409 and "virtual_servers/from-file.yaml" in refused.text
