@@ -18,16 +18,17 @@ from collections.abc import AsyncIterator
 import httpx2
 import pytest
 
-from tests.replicas.conftest import Cluster
+from tests.postgres import Cluster
 from tests.replicas.harness import Replicas, run_replicas
 from tests.replicas.probes import mcp_request, seconds_until
 from tests.replicas.test_propagation import (
     EXTRA,
-    MEASURED,
+    ROUNDS,
     a_user_with_a_grant,
     admin,
     is_,
     measured,
+    print_measured,
     status_on,
 )
 from tests.upstreams.launch import KITCHEN, run_http_upstream
@@ -47,9 +48,8 @@ async def replicas(pg_cluster: Cluster) -> AsyncIterator[Replicas]:
             yield world
             for gw in world.gateways:
                 assert "Traceback" not in gw.log(), gw.log()[-4000:]
-    for name, change, seconds in MEASURED:
-        if "LISTEN" in change:
-            print(f"\npropagation [{name}] {change}: {seconds * 1000:.1f} ms")
+        pg_cluster.drop_database(url)
+    print_measured("postgresql", listen_down=True)
 
 
 @pytest.fixture
@@ -74,32 +74,34 @@ async def test_polling_takes_over_while_the_listen_connection_is_down(
     world = replicas
     a, b = world.gateways
     database = world.database_url.rsplit("/", 1)[1]
-    key, grant = await a_user_with_a_grant(http, world, "fallback@example.com")
+    users = [await a_user_with_a_grant(http, world, f"fallback-{i}@example.com") for i in range(ROUNDS)]
     await warm_pools(http, world)
 
-    pg_cluster.psql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
+    async def grant_removed(i: int) -> float:
+        key, grant = users[i]
+        assert (await admin(http, a, "DELETE", f"/grants/{grant['id']}")).status_code == 200
+        since = time.monotonic()
+        refused = lambda: is_(status_on(http, b, "web", key["token"]), 403)  # noqa: E731
+        return await seconds_until(since, refused, what="grant removed on replica B")
+
+    async def key_revoked(i: int) -> float:
+        key, _ = await a_user_with_a_grant(http, world, f"listening-again-{i}@example.com")
+        assert (await admin(http, a, "DELETE", f"/keys/{key['id']}")).status_code == 200
+        since = time.monotonic()
+        refused = lambda: is_(status_on(http, b, "web", key["token"]), 401)  # noqa: E731
+        return await seconds_until(since, refused, what="key revoked on replica B")
+
+    pg_cluster.psql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
     try:
         pg_cluster.psql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{database}' AND application_name = '{LISTENER}'"
         )
         await wait_for(lambda: "no LISTEN connection" in b.log(), 10, what="B noticing its LISTEN connection is gone")
-        assert (await status_on(http, b, "web", key["token"])) == 200  # still served, from the pool
-
-        assert (await admin(http, a, "DELETE", f"/grants/{grant['id']}")).status_code == 200
-        since = time.monotonic()
-        await measured(
-            world,
-            "grant removed, LISTEN down",
-            since,
-            lambda: is_(status_on(http, b, "web", key["token"]), 403),
-            limit=FALLBACK_LIMIT_S,
-        )
+        assert (await status_on(http, b, "web", users[0][0]["token"])) == 200  # still served, from the pool
+        await measured(world, "grant removed, LISTEN down", grant_removed, limit=FALLBACK_LIMIT_S)
     finally:
-        pg_cluster.psql(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+        pg_cluster.psql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
 
     await wait_for(lambda: "listening for database changes again" in b.log(), 15, what="B listening again")
-    assert (await admin(http, a, "DELETE", f"/keys/{key['id']}")).status_code == 200
-    since = time.monotonic()
-    await measured(world, "key revoked, LISTEN back", since, lambda: is_(status_on(http, b, "web", key["token"]), 401))
-    await seconds_until(since, lambda: is_(status_on(http, a, "web", key["token"]), 401), what="A refusing")
+    await measured(world, "key revoked, LISTEN back", key_revoked)

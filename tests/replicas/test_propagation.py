@@ -12,8 +12,9 @@ every 50 ms while it is down).
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx2
@@ -28,7 +29,8 @@ pytestmark = pytest.mark.anyio
 
 API = "/admin/api"
 EXTRA = {"grants": [{"who": "user:dev", "what": ["server:*", "vserver:*"], "description": "the dev key uses all"}]}
-MEASURED: list[tuple[str, str, float]] = []  # (backend, change, seconds): printed at the end of the module
+ROUNDS = 3  # each change is made and measured this many times; the median is held to the limit
+MEASURED: list[tuple[str, str, list[float]]] = []  # (backend, change, seconds): printed at the end of the module
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +41,15 @@ async def replicas(database: str | None) -> AsyncIterator[Replicas]:
             for gw in world.gateways:
                 assert "Traceback" not in gw.log(), gw.log()[-4000:]
     backend = "sqlite" if database is None else "postgresql"
-    for name, change, seconds in MEASURED:
-        if name == backend:
-            print(f"\npropagation [{backend}] {change}: {seconds * 1000:.1f} ms")
+    print_measured(backend)
+
+
+def print_measured(backend: str, *, listen_down: bool = False) -> None:
+    """`listen_down`: the fallback module's measurements (test_listen_fallback.py), else this module's."""
+    for name, change, times in MEASURED:
+        if name == backend and ("LISTEN" in change) == listen_down:
+            shown = " / ".join(f"{t * 1000:.1f}" for t in times)
+            print(f"\npropagation [{backend}] {change}: {shown} ms (median {statistics.median(times) * 1000:.1f})")
 
 
 @pytest.fixture
@@ -69,12 +77,19 @@ async def status_on(http: httpx2.AsyncClient, gw: Gateway, server: str, token: s
 
 
 async def measured(
-    world: Replicas, change: str, since: float, shows: Any, *, limit: float = PROPAGATION_LIMIT_S
-) -> float:
-    seconds = await seconds_until(since, shows, what=f"{change} on replica B")
-    MEASURED.append((backend_of(world), change, seconds))
-    assert seconds <= limit, f"{change}: in force on replica B after {seconds * 1000:.0f} ms"
-    return seconds
+    world: Replicas,
+    change: str,
+    one_round: Callable[[int], Awaitable[float]],
+    *,
+    limit: float = PROPAGATION_LIMIT_S,
+) -> list[float]:
+    """Make the change ROUNDS times (`one_round(i)`: the seconds from A's answer to B showing it) and hold
+    the median to `limit`: one scheduling hiccup on a shared machine does not decide, a slow path does."""
+    times = [await one_round(i) for i in range(ROUNDS)]
+    MEASURED.append((backend_of(world), change, times))
+    shown = " / ".join(f"{t * 1000:.0f}" for t in times)
+    assert statistics.median(times) <= limit, f"{change}: in force on replica B after {shown} ms"
+    return times
 
 
 async def a_user_with_a_grant(http: httpx2.AsyncClient, world: Replicas, user: str) -> tuple[dict, dict]:
@@ -94,21 +109,29 @@ async def is_(answer: Any, expected: Any) -> bool:
 async def test_a_key_revoked_on_a_is_refused_by_b_within_100ms(replicas: Replicas, http: httpx2.AsyncClient) -> None:
     world = replicas
     a, b = world.gateways
-    key, _ = await a_user_with_a_grant(http, world, "revoked@example.com")
 
-    assert (await admin(http, a, "DELETE", f"/keys/{key['id']}")).status_code == 200
-    since = time.monotonic()
-    await measured(world, "key revoked", since, lambda: is_(status_on(http, b, "web", key["token"]), 401))
+    async def one_round(i: int) -> float:
+        key, _ = await a_user_with_a_grant(http, world, f"revoked-{i}@example.com")
+        assert (await admin(http, a, "DELETE", f"/keys/{key['id']}")).status_code == 200
+        since = time.monotonic()
+        refused = lambda: is_(status_on(http, b, "web", key["token"]), 401)  # noqa: E731
+        return await seconds_until(since, refused, what="key revoked on replica B")
+
+    await measured(world, "key revoked", one_round)
 
 
 async def test_a_grant_removed_on_a_is_refused_by_b_within_100ms(replicas: Replicas, http: httpx2.AsyncClient) -> None:
     world = replicas
     a, b = world.gateways
-    key, grant = await a_user_with_a_grant(http, world, "ungranted@example.com")
 
-    assert (await admin(http, a, "DELETE", f"/grants/{grant['id']}")).status_code == 200
-    since = time.monotonic()
-    await measured(world, "grant removed", since, lambda: is_(status_on(http, b, "web", key["token"]), 403))
+    async def one_round(i: int) -> float:
+        key, grant = await a_user_with_a_grant(http, world, f"ungranted-{i}@example.com")
+        assert (await admin(http, a, "DELETE", f"/grants/{grant['id']}")).status_code == 200
+        since = time.monotonic()
+        refused = lambda: is_(status_on(http, b, "web", key["token"]), 403)  # noqa: E731
+        return await seconds_until(since, refused, what="grant removed on replica B")
+
+    await measured(world, "grant removed", one_round)
 
 
 async def test_a_virtual_server_changed_on_a_is_served_by_b_within_100ms(
@@ -121,12 +144,12 @@ async def test_a_virtual_server_changed_on_a_is_served_by_b_within_100ms(
     since = time.monotonic()
     await seconds_until(since, lambda: is_(tool_names(http, b.base, "picked", b.key), ["web__echo"]), what="on B")
 
-    changed = {"members": [{"upstream": "web", "tools": ["echo", "add"]}]}
-    assert (await admin(http, a, "PUT", "/virtual-servers/picked", changed)).status_code == 200
-    since = time.monotonic()
-    await measured(
-        world,
-        "virtual server changed",
-        since,
-        lambda: is_(tool_names(http, b.base, "picked", b.key), ["web__add", "web__echo"]),
-    )
+    async def one_round(i: int) -> float:
+        tools = ["echo", "add"] if i % 2 == 0 else ["echo"]  # one tool more, then one less, ...
+        changed = {"members": [{"upstream": "web", "tools": tools}]}
+        assert (await admin(http, a, "PUT", "/virtual-servers/picked", changed)).status_code == 200
+        since = time.monotonic()
+        served = lambda: is_(tool_names(http, b.base, "picked", b.key), sorted(f"web__{t}" for t in tools))  # noqa: E731
+        return await seconds_until(since, served, what="virtual server changed on replica B")
+
+    await measured(world, "virtual server changed", one_round)
