@@ -127,3 +127,31 @@ async def test_file_objects_unknown_ids_and_other_ids_are_refused(api: Api) -> N
     await api.admin.route("POST", ["upstreams"], {}, {"id": "crm", "transport": "http", "url": "http://127.0.0.1:9/a"})
     with pytest.raises(InvalidBody, match="differs"):
         await api.admin.route("PUT", ["upstreams", "crm"], {}, {"id": "other", "transport": "http", "url": "http://x/"})
+
+
+def test_the_cli_updates_an_upstream_and_exports_it_without_its_secrets(tmp_path: Path) -> None:
+    """`manifold upstreams update` (the same `update`), then `manifold export`: placeholders, never a secret."""
+    import subprocess
+    import sys
+
+    (tmp_path / "manifold.yaml").write_text(f"gateway:\n  state_dir: {tmp_path / 'state'}\nupstreams: {{}}\n")
+
+    def manifold(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "manifold.cli", "--config", str(tmp_path / "manifold.yaml"), *args]
+        return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+    made = manifold("upstreams", "create", stdin="id: crm\ntransport: stdio\ncommand: run\nenv: {TOKEN: t0p-s3cret}\n")
+    assert made.returncode == 0, made.stderr
+    updated = manifold(
+        "upstreams", "update", stdin="id: crm\ntransport: stdio\ncommand: run2\nenv: {TOKEN: '(hidden)', MODE: fast}\n"
+    )
+    assert updated.returncode == 0, updated.stderr
+    exported = manifold("export", "--kind", "upstreams")
+    assert exported.returncode == 0, exported.stderr
+    assert "t0p-s3cret" not in exported.stdout and "fast" not in exported.stdout
+    assert "command: run2" in exported.stdout
+    assert "TOKEN: ${CRM_ENV_TOKEN}" in exported.stdout and "#   CRM_ENV_TOKEN  (env.TOKEN of upstream crm)" in (
+        exported.stdout
+    )
+    refused = manifold("upstreams", "update", stdin="id: nope\ntransport: stdio\ncommand: x\n")
+    assert refused.returncode == 1 and "no upstream 'nope'" in refused.stderr

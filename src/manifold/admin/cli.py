@@ -114,6 +114,17 @@ def _catalog(args: argparse.Namespace, config: LoadedConfig, kind: Kind, as_json
                 _print(created, True)
             else:
                 print(f"Created {kind.label} '{created['id']}'. A running gateway serves it from its next request.")
+        case "update":
+            body = _read_body(args.file, args.id)
+            try:
+                updated = _run_catalog(config, lambda ops: ops.update(kind, str(body["id"]), body))
+            except InvalidBody as exc:
+                problems = "\n".join(f"  {p['field'] or '(object)'}: {p['reason']}" for p in exc.details())
+                raise OpError(f"{exc.title}:\n{problems}") from None
+            if as_json:
+                _print(updated, True)
+            else:
+                print(f"Updated {kind.label} '{updated['id']}'. A running gateway applies it from its next request.")
         case "delete":
             done = _run_catalog(config, lambda ops: ops.delete(kind, args.id))
             _done(
@@ -342,5 +353,10 @@ def _add_catalog_commands(sub: Subparsers, name: str, kind: Kind) -> Subparsers:
     create = actions.add_parser("create", help=f"create a {kind.label} (a running gateway serves it at once)")
     create.add_argument("--file", "-f", help="a YAML or JSON file (default, or '-': read stdin)")
     create.add_argument("--id", help="the id, when the file does not give one")
+    update = actions.add_parser(
+        "update", help=f"replace a {kind.label} created at run time (a credential given as (hidden) is kept)"
+    )
+    update.add_argument("--file", "-f", help="a YAML or JSON file (default, or '-': read stdin)")
+    update.add_argument("--id", help="the id, when the file does not give one")
     actions.add_parser("delete", help=f"delete a {kind.label} created at run time").add_argument("id")
     return actions
