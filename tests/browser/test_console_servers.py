@@ -4,7 +4,8 @@ streamable HTTP, the development key) lists exactly those three names and calls 
 one with the keyboard only. The preview marks a collision before anything is saved.
 
 Real processes: the gateway is `manifold serve`; its upstreams the kitchen MCP server over stdio (in the
-config file) and the demo toolbox over streamable HTTP, added while the gateway runs (admin API).
+config file) and the demo toolbox over streamable HTTP, added while the gateway runs: through the console's
+upstream form in the click test, through the admin API (as "toolbox") for the others.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MAX_TABS = 300  # a bound on walking the page with Tab
 class Site:
     gw: Gateway
     keys: dict[str, str]
+    toolbox_url: str
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +51,12 @@ async def site() -> AsyncIterator[Site]:
                 made = await http.post(f"{gw.base}/admin/api/keys", json={"user": user, "name": "web"})
                 assert made.status_code == 201, made.text
                 keys[user] = made.json()["token"]
-            # TODO(console-upstreams): add it through the console's upstream form once that form exists.
+            # The click test adds the same toolbox as "tools-http" through the console's upstream form.
             added = await http.post(
                 f"{gw.base}/admin/api/upstreams", json={"id": "toolbox", "transport": "http", "url": toolbox_url}
             )
             assert added.status_code == 201, added.text
-        yield Site(gw, keys)
+        yield Site(gw, keys, toolbox_url)
         assert "Traceback" not in gw.log(), gw.log()[-4000:]
 
 
@@ -82,7 +84,16 @@ async def test_an_admin_builds_a_server_by_clicking_and_a_client_gets_exactly_th
     site: Site, new_page: NewPage
 ) -> None:
     page = await new_page()
-    await sign_in(page, site, ADMIN)
+    await sign_in(page, site, ADMIN, "/admin/upstreams")
+    # An HTTP upstream added through the console's upstream form (console/upstreams.py).
+    await page.get_by_role("link", name="Add an upstream").click()
+    await page.get_by_label("Id", exact=True).fill("tools-http")
+    await page.get_by_label("Transport", exact=True).select_option("http")
+    await page.get_by_label("URL", exact=True).fill(site.toolbox_url)
+    await page.get_by_role("button", name="Add upstream").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Tools of tools-http")  # added and listed
+
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Virtual servers").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Virtual servers")
     await page.get_by_role("link", name="New virtual server").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("New virtual server")
@@ -92,14 +103,14 @@ async def test_an_admin_builds_a_server_by_clicking_and_a_client_gets_exactly_th
     await page.get_by_role("checkbox", name="add from kitchen").check()
     await page.get_by_label("Search tools").fill("words")  # htmx narrows the list as one types
     await expect(page.get_by_role("checkbox", name="echo from kitchen")).to_have_count(0)
-    await page.get_by_role("checkbox", name="word_count from toolbox").check()
-    await expect(preview_row(page, "toolbox__word_count")).to_be_visible()  # htmx re-rendered the preview
+    await page.get_by_role("checkbox", name="word_count from tools-http").check()
+    await expect(preview_row(page, "tools-http__word_count")).to_be_visible()  # htmx re-rendered the preview
     await expect(page.locator("#preview")).to_contain_text("3 tools exposed")
 
-    await page.get_by_label("Rename word_count of toolbox").fill("count_words")
-    await page.get_by_label("Rename word_count of toolbox").press("Tab")  # change: the preview follows
-    await expect(preview_row(page, "toolbox__count_words")).to_be_visible()
-    await expect(preview_row(page, "toolbox__word_count")).to_have_count(0)
+    await page.get_by_label("Rename word_count of tools-http").fill("count_words")
+    await page.get_by_label("Rename word_count of tools-http").press("Tab")  # change: the preview follows
+    await expect(preview_row(page, "tools-http__count_words")).to_be_visible()
+    await expect(preview_row(page, "tools-http__word_count")).to_have_count(0)
     await page.get_by_role("button", name="Save").click()
 
     await expect(page.get_by_role("heading", level=1)).to_have_text("Connect to picked")
@@ -111,10 +122,10 @@ async def test_an_admin_builds_a_server_by_clicking_and_a_client_gets_exactly_th
 
     async with site.gw.client("picked") as client:  # mcp 2.3.0 over streamable HTTP with the dev key
         listed = await client.list_tools()
-        assert sorted(t.name for t in listed.tools) == ["kitchen__add", "kitchen__echo", "toolbox__count_words"]
+        assert sorted(t.name for t in listed.tools) == ["kitchen__add", "kitchen__echo", "tools-http__count_words"]
         echoed = await client.call_tool("kitchen__echo", {"text": "hello"})
         assert not echoed.is_error and "hello" in str(echoed.content)
-        counted = await client.call_tool("toolbox__count_words", {"text": "one two three"})
+        counted = await client.call_tool("tools-http__count_words", {"text": "one two three"})
         assert not counted.is_error and "3" in str(counted.structured_content or counted.content)
 
     await page.get_by_role("link", name="All virtual servers").click()

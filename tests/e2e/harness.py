@@ -105,7 +105,7 @@ def database_url(directory: Path) -> str | None:
     marker = directory / "database_url"
     if marker.exists():
         return marker.read_text().strip()
-    url = postgres.cluster().new_database()
+    url = postgres.cluster().new_database(migrated=True)
     marker.write_text(url)
     return url
 

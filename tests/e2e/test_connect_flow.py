@@ -564,7 +564,7 @@ async def _expire_stored_token(gw: Gateway, principal_id: str) -> None:
     from manifold.store.db import open_database
 
     state = gw.config_dir / "state"
-    engine = await open_database(f"sqlite+aiosqlite:///{state / 'manifold.db'}")
+    engine = await open_database(gw.database_url)
     try:
         vault = Vault(engine, Cipher.load(state))
         stored = await vault.get(principal_id, SERVER)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.e2e.harness import REPO, run_gateway, write_config
+from tests import postgres
+from tests.e2e.harness import REPO, database_url, run_gateway, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -29,16 +30,19 @@ def _secrets(directory: Path, *args: str, value: str | None = None, env: dict | 
     )
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _digest(directory: Path) -> str:
+    """The database's content: the SQLite file's bytes, or (PostgreSQL, tests/postgres.py) every table's rows."""
+    url = database_url(directory)
+    if url is None:
+        return hashlib.sha256((directory / "state" / "manifold.db").read_bytes()).hexdigest()
+    return hashlib.sha256(postgres.cluster().dump(url).encode()).hexdigest()
 
 
 async def test_a_wrong_key_stops_the_gateway_clearly_and_destroys_nothing(tmp_path: Path) -> None:
     write_config(tmp_path, {})
     stored = _secrets(tmp_path, "set", "upstream-token", value="the-secret-value-123")
     assert stored.returncode == 0, stored.stderr
-    db = tmp_path / "state" / "manifold.db"
-    before = _digest(db)
+    before = _digest(tmp_path)
     key_file = (tmp_path / "state" / "secret.key").read_bytes()
 
     wrong = {"MANIFOLD_SECRET_KEY": Fernet.generate_key().decode()}
@@ -49,7 +53,7 @@ async def test_a_wrong_key_stops_the_gateway_clearly_and_destroys_nothing(tmp_pa
     assert "does not match this database" in message
     assert "the-secret-value-123" not in message and wrong["MANIFOLD_SECRET_KEY"] not in message
     assert "Traceback" not in message
-    assert _digest(db) == before, "a failed start must not change the database"
+    assert _digest(tmp_path) == before, "a failed start must not change the database"
     assert (tmp_path / "state" / "secret.key").read_bytes() == key_file
 
     # The right key (the key file) still reads everything, and the gateway starts.

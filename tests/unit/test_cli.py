@@ -12,6 +12,7 @@ from manifold.cli import main
 COMMANDS = {
     "serve": [],
     "check": [],
+    "init": [],
     "keys": ["create", "list", "revoke"],
     "users": ["list", "create", "set-teams", "delete"],
     "teams": ["list", "create", "delete"],
@@ -21,10 +22,12 @@ COMMANDS = {
     "groups": ["list", "get", "create", "delete"],
     "vservers": ["list", "get", "create", "delete"],
     "explain": [],
+    "export": [],
     "secrets": ["set", "list", "delete", "rotate-key"],
     "connections": ["list", "revoke"],
     "apps": ["list", "revoke"],
     "audit": [],
+    "db": ["upgrade", "current"],
 }
 
 

@@ -42,7 +42,7 @@ from manifold.config.models import SLUG, SLUG_RE, Strict, UpstreamConfig, Virtua
 from manifold.config.problems import Problem, redact_secrets, report_validation
 from manifold.config.sources import SourceFile, resolve_env
 from manifold.store import revisions
-from manifold.store.db import catalog_objects, write_transaction
+from manifold.store.db import catalog_objects, too_long, write_transaction
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -213,6 +213,8 @@ def _start(kind: Kind, object_id: str) -> tuple[SourceFile, list[Problem]]:
     f = SourceFile(Path(f"<{kind.value}>"), "request body", problems)
     if not SLUG_RE.match(object_id):
         f.add(("id",), f"{kind.label} id '{object_id}' must match {SLUG} (lowercase letters, digits, '-')")
+    elif (too_long_id := too_long(catalog_objects, {"id": object_id})) is not None:
+        f.add(("id",), f"{kind.label} id: {too_long_id}")  # the database column's size
     return f, problems
 
 

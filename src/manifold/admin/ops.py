@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.config.loaded import LoadedConfig
@@ -20,6 +21,7 @@ from manifold.identity.app_consents import AppConsents
 from manifold.identity.directory import Directory
 from manifold.policy.grants import parse_grant
 from manifold.policy.store import GrantRepository, file_grants
+from manifold.store.db import api_keys, grants, service_accounts, teams, too_long, users
 
 if TYPE_CHECKING:
     from manifold.outbound.oauth.client import OAuthFlows
@@ -52,6 +54,13 @@ def _text(body: JSON, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"'{key}' must be a non-empty string")
     return value.strip()
+
+
+def _fits(table: Table, **values: object) -> None:
+    """Refuse (400) a value longer than its column: PostgreSQL would refuse it at the write."""
+    problem = too_long(table, values)
+    if problem is not None:
+        raise BadRequest(problem)
 
 
 def _optional_text(body: JSON, key: str) -> str | None:
@@ -99,6 +108,7 @@ class Operations:
         if (user is None) == (sa is None):
             raise BadRequest("give exactly one of 'user' or 'sa'")
         name = _text(body, "name")
+        _fits(api_keys, name=name)
         expires = body.get("expires")
         try:
             expires_in = parse_duration(expires) if isinstance(expires, str) else None
@@ -116,6 +126,7 @@ class Operations:
         else:
             owner = _text(body, "user")
             kind = OwnerKind.USER
+            _fits(users, id=owner)
             if owner not in self.directory.snapshot.users:
                 await self.directory.create_user(owner)  # a key for someone new makes them a known user
         record, token = await self.keys.create(kind, owner, name, expires_in=expires_in, servers=servers)
@@ -146,11 +157,10 @@ class Operations:
         return [u.public() for u in sorted(snap.users.values(), key=lambda u: u.id)]
 
     async def create_user(self, body: JSON) -> JSON:
-        user_id = _text(body, "id")
+        user_id, email = _text(body, "id"), _optional_text(body, "email")
+        _fits(users, id=user_id, email=email)
         await self._directory_call(
-            self.directory.create_user(
-                user_id, email=_optional_text(body, "email"), team_ids=_str_list(body, "teams")
-            )
+            self.directory.create_user(user_id, email=email, team_ids=_str_list(body, "teams"))
         )
         return self.directory.snapshot.users[user_id].public()
 
@@ -172,6 +182,7 @@ class Operations:
 
     async def create_team(self, body: JSON) -> JSON:
         team_id = _text(body, "id")
+        _fits(teams, id=team_id)
         await self._directory_call(self.directory.create_team(team_id, _optional_text(body, "description")))
         return self.directory.snapshot.teams[team_id].public()
 
@@ -185,6 +196,7 @@ class Operations:
 
     async def create_service_account(self, body: JSON) -> JSON:
         sa_id = _text(body, "id")
+        _fits(service_accounts, id=sa_id)
         await self._directory_call(
             self.directory.create_service_account(
                 sa_id,
@@ -216,6 +228,7 @@ class Operations:
             parse_grant(grant.who, grant.what, grant.claims, grant_id="new")
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        _fits(grants, who=grant.who)
         return (await self.grants.add(grant)).public()
 
     async def remove_grant(self, grant_id: str) -> JSON:

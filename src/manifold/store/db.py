@@ -13,7 +13,7 @@ Objects declared in `manifold.yaml` are not copied here; these tables hold what 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from sqlalchemy import (
@@ -145,6 +145,17 @@ audit_events = Table(
     Index("ix_audit_at", "at"),
     Index("ix_audit_principal_at", "principal", "at"),
 )
+
+
+def too_long(table: Table, values: Mapping[str, object]) -> str | None:
+    """Which of `values` is longer than its VARCHAR column allows, as a sentence (None: every one fits).
+    PostgreSQL refuses such a value where SQLite stores it: check what a person typed before writing it."""
+    for name, value in values.items():
+        column = table.c[name]
+        limit = column.type.length if isinstance(column.type, String) else None
+        if limit is not None and isinstance(value, str) and len(value) > limit:
+            return f"'{name}' is longer than {limit} characters"
+    return None
 
 
 def default_url(state_dir: Path) -> str:
