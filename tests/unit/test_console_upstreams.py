@@ -293,3 +293,47 @@ def test_tool_pages_show_fifty_at_a_time() -> None:
     assert (len(first.rows), first.pages, first.first) == (50, 3, 1)
     assert (len(last.rows), last.first, last.rows[0].name) == (20, 101, "t100")
     assert beyond.page == 3 and paged(rows, "x").page == 1 and paged([], "1").first == 0
+
+
+async def test_a_stdio_upstream_is_added_and_its_environment_kept_on_edit(site: Site, tmp_path: Path) -> None:
+    fields = {
+        "id": "local",
+        "transport": "stdio",
+        "command": "python",
+        "args": "server.py\n--quiet",
+        "env_name_1": "API_TOKEN",
+        "env_value_1": "env-s3cret",
+        "auth_mode": "static",  # hidden for stdio, and ignored
+        "required": "1",
+    }
+    added = await post(site, "/admin/upstreams/new", "create_upstream", fields)
+    assert added.status_code == 303, added.text
+    assert await stored(tmp_path, "local") == {
+        "transport": "stdio",
+        "command": "python",
+        "args": ["server.py", "--quiet"],
+        "env": {"API_TOKEN": "env-s3cret"},
+    }
+    page = await site.http.get("/admin/upstreams/local/edit", headers=as_user(site, ADMIN))
+    assert "env-s3cret" not in page.text and 'value="API_TOKEN"' in page.text
+    edit = {**fields, "env_value_1": "", "args": "server.py", "connect_timeout": "5"}
+    assert (await post(site, "/admin/upstreams/local/edit", "update_upstream:local", edit)).status_code == 303
+    assert await stored(tmp_path, "local") == {
+        "transport": "stdio",
+        "command": "python",
+        "args": ["server.py"],
+        "env": {"API_TOKEN": "env-s3cret"},
+        "connect_timeout": 5.0,
+    }
+
+
+async def test_a_made_upstream_the_catalog_leaves_out_says_why(site: Site, tmp_path: Path) -> None:
+    assert (await post(site, "/admin/upstreams/new", "create_upstream", HTTP_FORM)).status_code == 303
+    engine = await open_database(default_url(tmp_path))
+    try:
+        async with engine.begin() as conn:  # as if manifold.yaml declared 'crm' since: the file wins
+            await conn.execute(catalog_objects.update().where(catalog_objects.c.id == "crm").values(id="notes"))
+    finally:
+        await engine.dispose()
+    listed = await site.http.get("/admin/upstreams", headers=as_user(site, ADMIN))
+    assert "Not served:</strong> manifold.yaml also declares upstream &#39;notes&#39;, and the file wins" in listed.text

@@ -22,6 +22,7 @@ class UpstreamRow:
     last_error: str | None
     tools: int | None  # None: the tool list was never fetched
     source: str  # the file that declares it, or "api"
+    problem: str | None = None  # an API-made upstream the catalog leaves out, and why (admin/catalog.py merge)
 
 
 def state_of(health: Mapping[str, object], list_failed: bool) -> str:
@@ -50,6 +51,7 @@ def upstream_row(entry: JSON, health: Mapping[str, object], tools: int | None, l
         last_error=error,
         tools=tools,
         source=str(entry.get("source", "")),
+        problem=str(entry["problem"]) if entry.get("problem") else None,
     )
 
 
