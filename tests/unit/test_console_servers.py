@@ -547,3 +547,13 @@ async def test_a_console_server_is_removed_and_a_file_server_is_not(editor: Edit
     own = csrf.token(editor.cookies.signer, session.sid, "console:delete:from-file")
     refused = await editor.post("/admin/servers/from-file/delete", {"csrf": [own]})
     assert refused.status_code == 409 and "virtual_servers/from-file.yaml" in refused.text
+
+
+async def test_the_preview_shows_references_as_written_not_their_values(editor: Editor) -> None:
+    editor.catalog_ops.env = {"NOTE_TEXT": "the-resolved-value"}
+    fields = await editor.form("/admin/servers/new")
+    fields |= {"id": ["refs"], "pick": ["notes/search"], "desc.notes/search": ["${NOTE_TEXT}"]}
+    shown = await editor.post("/admin/servers/new", fields)
+    assert shown.status_code == 200
+    assert 'value="${NOTE_TEXT}"' in shown.text
+    assert "the-resolved-value" not in shown.text

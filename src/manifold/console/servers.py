@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -298,8 +299,12 @@ class ServerPages:
             live.append(f"{label}: {p.reason}" if label else p.reason)
         if not isinstance(model, VirtualServerConfig):
             return None, live
-        separator = ops.config.separator_for(model)
-        shown = preview(server_id, model, {x.upstream: x for x in listed}, self.services.lists, separator)
+        try:  # previewed as written: the check resolved `${NAME}` references, which the page must not show
+            written = VirtualServerConfig.model_validate(body)
+        except ValidationError:
+            return None, live
+        separator = ops.config.separator_for(written)
+        shown = preview(server_id, written, {x.upstream: x for x in listed}, self.services.lists, separator)
         if shown.collisions:  # the preview's own list says it, with both sources
             live = [text for text in live if " collides with " not in text]
         return shown, live
