@@ -12,10 +12,10 @@ costs more than the rest of the request, so each database gives a cheaper signal
   transaction: delivered exactly when the change commits, it says what moved without a read. Each gateway
   holds one LISTEN connection (asyncpg, its own, outside the pool); a notification records the counter and
   wakes the background sync (`on_change`). While that connection is down (the database restarted, a network
-  blip) the counters are polled every `fallback_poll_seconds` (25 ms: by the background sync, and by a request that finds them
-  unread for that long) instead, and it reconnects with a
-  growing backoff. While it is up the counters are still read at most every `poll_seconds` (1 s) as a
-  safety net for a writer that does not notify (an older gateway during a rolling upgrade).
+  blip) the counters are polled every `fallback_poll_seconds` (25 ms) instead, by the background sync and by
+  a request that finds them unread for that long, and the connection is retried with a growing backoff.
+  While it is up the counters are still read at most every `poll_seconds` (1 s) as a safety net for a
+  writer that does not notify (an older gateway during a rolling upgrade).
 
 Only when the signal says "maybe" are the counters read (one indexed SELECT), and only when a counter moved
 are caches rebuilt (runtime/changes.py).
@@ -151,12 +151,16 @@ class RevisionWatcher:
     async def changed_scopes(self) -> set[str]:
         """The scopes whose counter moved since last asked (empty almost always). On PostgreSQL the
         notifications name the scope and its new counter: applied as heard, without reading the table."""
-        heard, self._heard = self._heard, {}
         if self.maybe_changed():
+            if self._heard:
+                self._heard.clear()  # committed before this read: it sees them
             current = await self.read()
             moved = {s for s, n in current.items() if self.seen.get(s) != n}
             self.seen = current
             return moved
+        if not self._heard:
+            return set()
+        heard, self._heard = self._heard, {}
         moved = {s for s, n in heard.items() if n > self.seen.get(s, 0)}
         for scope in moved:
             self.seen[scope] = heard[scope]
