@@ -2,9 +2,9 @@
 renders every page, correctly, on a real gateway with real upstream processes. Its speed is measured by
 bench/console_pages.py (the same setup, timed), not here: a time limit in a test only makes it flaky.
 
-Also the way back from the database to files (`manifold export`): a virtual server made through the API,
-exported and placed in `virtual_servers/` of a fresh config, passes `manifold check` and serves the same
-tool names."""
+Also the way back from the database to files (`manifold export`): a virtual server made through the API
+(created, then replaced with PUT), exported and placed in `virtual_servers/` of a fresh config, passes
+`manifold check` and serves the same tool names."""
 
 from __future__ import annotations
 
@@ -55,8 +55,13 @@ async def test_an_exported_virtual_server_loads_from_files_and_serves_the_same_t
                 ],
             }
             async with gw.http() as api:
-                made = await api.post(f"{gw.base}/admin/api/virtual-servers", json=body)
+                first = {"id": "picked", "members": [{"upstream": "u0", "tools": ["noop"]}]}
+                made = await api.post(f"{gw.base}/admin/api/virtual-servers", json=first)
                 assert made.status_code == 201, made.text
+                async with gw.client("picked") as client:
+                    assert [t.name for t in (await client.list_tools()).tools] == ["u0__noop"]
+                replaced = await api.put(f"{gw.base}/admin/api/virtual-servers/picked", json=body)  # applied at once
+                assert replaced.status_code == 200, replaced.text
             async with gw.client("picked") as client:
                 served = sorted(t.name for t in (await client.list_tools()).tools)
             config = gw.config_dir / "manifold.yaml"
