@@ -2,7 +2,7 @@
 # Every target bootstraps what it needs (scripts/bootstrap.sh is a no-op when nothing changed).
 #
 #   make run      the demo: toolbox upstream on :8471 (background) + the gateway on manifold.yaml
-#   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium and haproxy, the wheel's clean venv, then the whole pytest suite
+#   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium, haproxy and postgresql, the wheel's clean venv, then the whole pytest suite, then the e2e suite on PostgreSQL
 #   make fuzz     property-based fuzzing of a real gateway, the long profile (tests/fuzz; a short one runs in make test)
 #   make bench    gateway overhead benchmarks (bench/README.md)
 #   make bench-scale  scale figures: 10,000 idle sessions, 10,000 tools, a 10-minute soak, haproxy (~15 min)
@@ -23,8 +23,10 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 # pytest-xdist workers: "auto" is one per core. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
+# What `make test` runs a second time on PostgreSQL (MANIFOLD_TEST_DATABASE=postgresql).
+PG_TESTS ?= tests/e2e
 
-.PHONY: help venv run test fuzz bench bench-scale lint check lock clean distclean node legacy-venv browser haproxy wheel-venv
+.PHONY: help venv run test fuzz bench bench-scale lint check lock clean distclean node legacy-venv browser haproxy wheel-venv postgres
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -50,6 +52,11 @@ legacy-venv:
 browser:
 	@scripts/setup-browser.sh
 
+# Debian's postgresql for the tests that run on PostgreSQL (installed once with apt-get when missing; the tests
+# start a throw-away cluster of their own, tests/postgres.py, never the package's).
+postgres:
+	@scripts/setup-postgres.sh
+
 # Debian's haproxy for the replica tests in tests/replicas (installed once with apt-get when missing).
 haproxy:
 	@scripts/setup-haproxy.sh
@@ -59,9 +66,16 @@ wheel-venv: venv
 	@scripts/setup-wheel-venv.sh
 
 # pytest exits 5 when it collected no test: that is a failure here, with a message saying so.
-test: venv node legacy-venv browser haproxy wheel-venv
+# Then the e2e suite again on PostgreSQL (PG_TESTS; docs/postgresql.md): every gateway on a fresh database in a
+# throw-away cluster. `make test PG_TESTS=` skips that second pass.
+test: venv node legacy-venv browser haproxy wheel-venv postgres
 	@status=0; $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: pytest collected no tests" >&2; fi; \
+	if [[ -n "$(PG_TESTS)" ]]; then \
+	  echo "make test: the e2e suite again, on PostgreSQL"; \
+	  pg=0; MANIFOLD_TEST_DATABASE=postgresql $(PY) -m pytest -n $(PYTEST_WORKERS) $(PG_TESTS) $(PYTEST_ARGS) || pg=$$?; \
+	  if [[ $$status -eq 0 ]]; then status=$$pg; fi; \
+	fi; \
 	exit $$status
 
 # The fuzz tests with MANIFOLD_FUZZ_PROFILE=long (thousands of examples per test, new ones each run; failures

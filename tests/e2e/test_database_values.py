@@ -40,4 +40,10 @@ async def test_over_long_values_are_refused_with_the_field_named_and_nothing_is_
         assert (await http.get(f"{gw.base}{API}/teams")).json() == []
         fits = await http.post(f"{gw.base}{API}/users", json={"id": "x" * 311 + "@corp.com"})
         assert fits.status_code == 201, fits.text
+
+        # A client registering with the gateway's authorization server: a redirect URI longer than an
+        # authorization code's row holds is refused at registration, not at the first sign-in.
+        client = {"redirect_uris": [f"https://ide.example/{LONG * 4}"], "token_endpoint_auth_method": "none"}
+        reply = await http.post(f"{gw.base}/register", json=client)
+        assert reply.status_code == 400 and reply.json()["error"] == "invalid_redirect_uri", reply.text
         assert "Traceback" not in gw.log()

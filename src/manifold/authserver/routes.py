@@ -61,6 +61,8 @@ from manifold.web.responses import page
 from manifold.web.session import SessionCookies, WebSession
 
 log = logging.getLogger(__name__)
+# The longest redirect URI a client may register: what an authorization code's row holds (gw_oauth_codes).
+MAX_REDIRECT_URI = 2000
 
 PATHS = frozenset(
     {
@@ -516,6 +518,8 @@ def _basic_client_id(authorization: str | None) -> str | None:
 
 
 def _redirect_ok(uri: str) -> bool:
+    if len(uri) > MAX_REDIRECT_URI:
+        return False
     parts = urlsplit(uri)
     if parts.fragment or not parts.scheme:
         return False

@@ -17,6 +17,8 @@ from manifold.identity.gateway_tables import gw_clients, gw_codes, gw_consents, 
 from manifold.store import revisions
 from manifold.store.db import write_transaction
 
+CLIENT_NAME_LENGTH = 200  # gw_oauth_consents.client_name
+
 UNUSED_CLIENT_SECONDS = 86_400.0
 
 
@@ -218,6 +220,8 @@ class AuthStore:
 
     async def give_consent(self, principal: str, client_id: str, client_name: str | None, resource: str) -> None:
         now = time.time()
+        if client_name is not None:  # a label the client chose: clipped to its column (PostgreSQL enforces it)
+            client_name = client_name[:CLIENT_NAME_LENGTH]
         async with write_transaction(self.engine) as conn:
             where = (gw_consents.c.principal == principal, gw_consents.c.client_id == client_id)
             row = (await conn.execute(select(gw_consents.c.resources).where(*where))).first()
