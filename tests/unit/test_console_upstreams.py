@@ -337,3 +337,10 @@ async def test_a_made_upstream_the_catalog_leaves_out_says_why(site: Site, tmp_p
         await engine.dispose()
     listed = await site.http.get("/admin/upstreams", headers=as_user(site, ADMIN))
     assert "Not served:</strong> manifold.yaml also declares upstream &#39;notes&#39;, and the file wins" in listed.text
+    # The made one can still be removed here (the file's stays).
+    confirm = await site.http.get("/admin/upstreams/notes/remove", headers=as_user(site, ADMIN))
+    assert confirm.status_code == 200
+    removed = await post(site, "/admin/upstreams/notes/remove", "remove_upstream:notes", {})
+    assert removed.status_code == 303 and await stored(tmp_path, "notes") is None
+    listed = await site.http.get("/admin/upstreams", headers=as_user(site, ADMIN))
+    assert "Not served" not in listed.text and "defined in manifold.yaml" in listed.text

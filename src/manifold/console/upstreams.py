@@ -148,15 +148,18 @@ class UpstreamPages:
         return await self.save(principal, session, form, None)
 
     async def editable(self, session: WebSession, upstream_id: str) -> dict[str, Any] | Response:
-        """The API-made upstream's public entry, or the page that says why it cannot be changed here."""
-        entry = await self.entry(upstream_id)
+        """The API-made upstream's public entry (also one the catalog leaves out, say because a file now
+        declares the same id), or the page that says why it cannot be changed here."""
+        catalog = await self.services.catalog_ops.current()
+        made = catalog.api_entry(Kind.UPSTREAM, upstream_id)
+        if made is not None:
+            return made.public()
+        declared = catalog.entry(Kind.UPSTREAM, upstream_id)
         who = self.frame.who(session)
-        if entry is None:
+        if declared is None:
             return problem(404, "Not found", f"There is no upstream '{upstream_id[:100]}'.", who)
-        if entry.get("source") != API_SOURCE:
-            message = f"Upstream '{upstream_id[:100]}' is defined in {entry.get('source')}; change it there."
-            return problem(409, "Defined in a file", message, who)
-        return entry
+        message = f"Upstream '{upstream_id[:100]}' is defined in {declared.source}; change it there."
+        return problem(409, "Defined in a file", message, who)
 
     async def edit_upstream(self, request: Request, principal: Principal, session: WebSession) -> Response:
         entry = await self.editable(session, request.path_params["upstream_id"])
