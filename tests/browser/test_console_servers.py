@@ -160,6 +160,18 @@ async def test_the_preview_marks_a_collision_before_saving(site: Site, new_page:
     await page.get_by_label("Rename echo of toolbox").press("Tab")
     await expect(page.locator("#preview .badge", has_text="collision")).to_have_count(0)
     await expect(preview_row(page, "shout")).to_be_visible()
+    # A pattern that is not one: refused on save, the problem next to its field, what was typed kept.
+    await page.locator("summary", has_text=re.compile(r"^kitchen$")).click()
+    await page.get_by_label("Tool patterns of kitchen").fill("ad[d")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Not saved: 1 problem")
+    patterns = page.get_by_label("Tool patterns of kitchen")
+    await expect(patterns).to_have_value("ad[d")
+    await expect(patterns).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator(".field-error")).to_contain_text("opens a '[' that is never closed")
+    # No preview of a body that is not one, but the rename is still part of the form.
+    await expect(page.locator("#server-form input[name='alias.toolbox/echo']")).to_have_value("shout")
+    await look(page, "console-server-editor-refused")
     async with site.gw.http() as http:
         missing = await http.get(f"{site.gw.base}/admin/api/virtual-servers/flat")
         assert missing.status_code == 404  # nothing was saved
