@@ -10,6 +10,7 @@ more than the gateway's.
 from __future__ import annotations
 
 import asyncio
+import re
 import resource
 import subprocess
 import sys
@@ -123,17 +124,29 @@ async def delete_session(http: aiohttp.ClientSession, url: str, token: str, sid:
         raise RuntimeError(f"DELETE of a session answered {response.status}: {payload[:200]!r}")
 
 
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d ")  # a line of the gateway's log starts with its date
+EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(: |$)")  # "module.SomeError: message", the end of a traceback
+
+
 def log_problems(gateway: Gateway) -> list[str]:
-    """Lines of the gateway's log that a clean run does not have: tracebacks and errors (the exception's
-    last line, so a report says what went wrong without pages of stack)."""
+    """What went wrong according to the gateway's log: one entry per ERROR line (or traceback without one),
+    with the exception that ended its traceback, so a report says what failed without pages of stack."""
     lines = gateway.log().splitlines()
-    problems = []
-    for n, line in enumerate(lines):
-        if line.startswith("Traceback"):
-            tail = next((lines[k] for k in range(n + 1, len(lines)) if lines[k] and not lines[k][0].isspace()), "")
-            problems.append(f"traceback: {tail[:300]}")
-        elif " ERROR " in line:
-            problems.append(line[:300])
+    problems: list[str] = []
+    n = 0
+    while n < len(lines):
+        line = lines[n]
+        n += 1
+        if " ERROR " not in line and not line.startswith("Traceback"):
+            continue
+        last = ""
+        while n < len(lines) and not LOG_LINE.match(lines[n]):  # the traceback, up to the next log line
+            text = lines[n]
+            if EXCEPTION_LINE.match(text):
+                last = text
+            n += 1
+        head = line[:200] if " ERROR " in line else "traceback"
+        problems.append(f"{head} — {last[:300]}" if last else head)
     return problems
 
 
