@@ -202,12 +202,14 @@ class RevisionWatcher:
         import asyncpg  # only a PostgreSQL gateway needs the driver at all
 
         self._established = False
+        ssl = url.query.get("ssl")  # the TLS mode the pool's connections use (asyncpg's ?ssl=require, ...)
         conn = await asyncpg.connect(
             host=url.host,
             port=url.port,
             user=url.username,
             password=url.password,
             database=url.database,
+            ssl=ssl if isinstance(ssl, str) else None,
             server_settings={"application_name": LISTENER_APPLICATION_NAME},
             timeout=CONNECT_TIMEOUT_SECONDS,
         )
