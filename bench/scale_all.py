@@ -1,7 +1,7 @@
 """Run the four scale benchmarks one after the other and end with one summary of issue 14's targets.
 
     .venv/bin/python -m bench.scale_all [--quick] [--only sessions,tools,soak,replicas] [--json-dir DIR]
-                                        [--database-url URL]
+                                        [--database-url URL | --postgres]
     make bench-scale                        # the full sizes: ~15 minutes (10,000 sessions, 10-minute soak)
     make bench-scale SCALE_ARGS=--quick     # reduced sizes, ~2 minutes: checks that they work, not a measurement
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="sessions,tools,soak,replicas")
     parser.add_argument("--json-dir", help="write each benchmark's figures as DIR/scale_<name>.json")
     parser.add_argument("--database-url", help="for the replicas benchmark (default: one SQLite file)")
+    parser.add_argument("--postgres", action="store_true", help="the replicas on a throw-away PostgreSQL cluster")
     args = parser.parse_args(argv)
     modules = {"sessions": scale_sessions, "tools": scale_tools, "soak": scale_soak, "replicas": scale_replicas}
     summary: list[str] = []
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         extra = list(QUICK[name]) if args.quick else []
         if name == "replicas" and args.database_url:
             extra += ["--database-url", args.database_url]
+        if name == "replicas" and args.postgres:
+            extra += ["--postgres"]
         if args.json_dir:
             Path(args.json_dir).mkdir(parents=True, exist_ok=True)
             extra += ["--json", str(Path(args.json_dir) / f"scale_{name}.json")]

@@ -1,11 +1,13 @@
 """Two gateway replicas behind haproxy against one gateway process: what the load balancer's hop adds.
 
-    .venv/bin/python -m bench.scale_replicas [--calls 2000] [--warmup 100] [--database-url URL] [--json FILE]
+    .venv/bin/python -m bench.scale_replicas [--calls 2000] [--warmup 100] [--database-url URL | --postgres]
+                                             [--json FILE]
 
 Two `manifold serve` processes (tests/e2e/harness.py `run_gateway`, each in its own folder with the same
-secret key) on ONE database — a SQLite file in the temporary folder, or `--database-url` (e.g. a PostgreSQL
-URL) — in front of bench/fast_upstream.py, and Debian's haproxy (`haproxy -f cfg -db`, round-robin, HTTP
-keep-alive, loopback; scripts/setup-haproxy.sh installs it) in front of both. The same tools/call `noop` goes
+secret key) on ONE database — a SQLite file in the temporary folder, `--database-url` (e.g. a PostgreSQL
+URL), or `--postgres` (a fresh database in a throw-away cluster, tests/postgres.py) — in front of
+bench/fast_upstream.py, and Debian's haproxy (`haproxy -f cfg -db`, round-robin, HTTP keep-alive, loopback;
+scripts/setup-haproxy.sh installs it) in front of both. The same tools/call `noop` goes
 to replica A directly ("one process") and through haproxy (to A and B in turn), alternating call by call so
 drift hits both alike, each path over one kept-alive connection:
 
@@ -234,13 +236,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per path and era")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--database-url", help="the replicas' one database (default: a SQLite file)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="a fresh database in a throw-away PostgreSQL cluster (tests/postgres.py; Debian's "
+                             "postgresql, scripts/setup-postgres.sh; durability off, as for the tests)")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser.parse_args(argv)
 
 
 def measure(args: argparse.Namespace) -> tuple[str, bool, dict]:
     """Run it: the report, True (no target to miss), the figures (also written to --json)."""
-    rows = asyncio.run(run(args))
+    if args.postgres:
+        from tests import postgres
+
+        try:
+            args.database_url = postgres.cluster().new_database(migrated=True)
+            rows = asyncio.run(run(args))
+        finally:
+            postgres.stop()
+        args.database_url = "a throw-away PostgreSQL cluster (fsync off)"
+    else:
+        rows = asyncio.run(run(args))
     text = report(rows, args)
     figures = {row.era: row.summary() for row in rows}
     if args.json:
