@@ -557,3 +557,14 @@ async def test_the_preview_shows_references_as_written_not_their_values(editor: 
     assert shown.status_code == 200
     assert 'value="${NOTE_TEXT}"' in shown.text
     assert "the-resolved-value" not in shown.text
+
+
+async def test_an_id_already_taken_is_said_and_nothing_is_replaced(editor: Editor) -> None:
+    fields = await editor.form("/admin/servers/new")
+    fields |= {"id": ["from-file"], "pick": ["tasks/close"], "action": ["save"]}
+    refused = await editor.post("/admin/servers/new", fields)
+    assert refused.status_code == 400
+    assert "<p>Not saved.</p>" in refused.text
+    assert "already exists (declared in virtual_servers/from-file.yaml)" in refused.text
+    body = (await editor.catalog_ops.get(Kind.VSERVER, "from-file"))["body"]
+    assert body["members"][0]["upstream"] == "notes"
