@@ -8,14 +8,13 @@ authorization server refuses (`invalid_grant`) marks the connection broken, and 
 `AuthRequired` with a fresh connect link instead of an error.
 
 Several processes may share the database (replicas, the CLI), and a token is refreshed once among them all.
-Each reads the vault before refreshing, so it picks up a token another process refreshed; then it claims
-the refresh with a conditional update of the row it read (`Vault.claim_refresh`: `UPDATE … WHERE updated_at
-= <what I read>`, the same on SQLite and PostgreSQL). The one whose update matched refreshes; the others
-wait for the row to change (at most REFRESH_LEASE_SECONDS, polling every WAIT_STEP_SECONDS) and use the
-winner's tokens instead of spending a refresh token that rotation is about to retire. A winner that fails
-gives the turn back; one that died holding it is overtaken when the lease runs out. If a refresh loses a
-race anyway (`invalid_grant`), the vault is read again before the connection is declared broken. Removed
-connections bump the `connections` revision; `sync()` then drops what changed.
+A process that finds the token due takes the turn to refresh it (`Vault.lock_refresh`: a row inserted by
+whoever comes first, the same on SQLite and PostgreSQL), reads the vault again (the previous holder may have
+just stored new tokens), and only then refreshes; the others wait until the turn is given back (at most
+REFRESH_LEASE_SECONDS, looking every WAIT_STEP_SECONDS) and use the winner's tokens instead of spending a
+refresh token that rotation is about to retire. A holder that died is overtaken when its lease runs out. If a
+refresh loses a race anyway (`invalid_grant`: the CLI), the vault is read again before the connection is
+declared broken. Removed connections bump the `connections` revision; `sync()` then drops what changed.
 """
 
 from __future__ import annotations
@@ -43,8 +42,9 @@ EXPIRED = "connection expired"
 # After a refresh failed for a reason other than a dead refresh token (the server is down), the old token
 # is used while it is still valid, and refreshing is tried again after this long.
 RETRY_SECONDS = 15.0
-# How long a process waits for another one's refresh of the same connection before taking over, and how
-# often it looks (a refresh is one or two requests to the authorization server, each at most 10 s).
+# How long a process holds the turn to refresh a connection (others wait at most this long before taking
+# over), and how often a waiting process looks (a refresh is one or two requests to the authorization
+# server, each at most 10 s).
 REFRESH_LEASE_SECONDS = 30.0
 WAIT_STEP_SECONDS = 0.05
 CLAIM_ATTEMPTS = 4
@@ -155,16 +155,24 @@ class OAuthBroker:
         user, upstream_id = key
         for _ in range(CLAIM_ATTEMPTS):
             connection = await self._read(key)
-            now = self._clock()
-            if not self._due(connection, config, now):
+            if not self._due(connection, config, self._clock()):
                 return self._remember(connection, config)
             if not connection.refresh_token:
                 self._cache.pop(key, None)
                 raise self._required(key, EXPIRED)
-            if await self.vault.claim_refresh(user, upstream_id, connection.updated_at, now):
-                return await self._refresh(key, connection, config, now)
-            # Another process changed the row since it was read: refreshed it, or is refreshing it now.
-            await self._wait_for_other_refresh(key, config)
+            if await self.vault.lock_refresh(user, upstream_id, REFRESH_LEASE_SECONDS):
+                try:
+                    connection = await self._read(key)  # the previous holder may have refreshed it just now
+                    now = self._clock()
+                    if not self._due(connection, config, now):
+                        return self._remember(connection, config)
+                    if not connection.refresh_token:
+                        self._cache.pop(key, None)
+                        raise self._required(key, EXPIRED)
+                    return await self._refresh(key, connection, config, now)
+                finally:
+                    await asyncio.shield(self.vault.unlock_refresh(user, upstream_id))
+            await self._wait_for_other_refresh(key)  # another process is refreshing it: use what it stores
         raise OutboundRefused(upstream_id, "your connection could not be refreshed: another gateway kept refreshing it")
 
     async def _read(self, key: Key) -> Connection:
@@ -182,31 +190,21 @@ class OAuthBroker:
             raise self._required(key, EXPIRED)
         return connection
 
-    async def _wait_for_other_refresh(self, key: Key, config: OAuthAuth) -> None:
-        """Wait until the row another process claimed changes (its refresh stored, failed, or the connection
-        was removed), or until the lease runs out; the caller then reads it again."""
-        user, upstream_id = key
-        first = await self.vault.get(user, upstream_id)
-        if first is None or first.status is not ConnectionStatus.OK or not self._due(first, config, self._clock()):
-            return
+    async def _wait_for_other_refresh(self, key: Key) -> None:
+        """Wait until the process refreshing this connection gives the turn back (or its lease runs out)."""
         deadline = time.monotonic() + REFRESH_LEASE_SECONDS
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and await self.vault.refresh_locked(*key):
             await asyncio.sleep(WAIT_STEP_SECONDS)
-            latest = await self.vault.get(user, upstream_id)
-            if latest is None or latest.updated_at != first.updated_at:
-                return
 
-    async def _refresh(self, key: Key, connection: Connection, config: OAuthAuth, claim_at: float) -> str:
-        """Refresh with the turn claimed (`claim_at` is the row's updated_at now)."""
+    async def _refresh(self, key: Key, connection: Connection, config: OAuthAuth, now: float) -> str:
+        """Refresh, holding the turn."""
         user, upstream_id = key
-        now = self._clock()
         try:
             refreshed = await self.flows.refresh(connection, config)
         except TokenError as exc:
             if exc.error != "invalid_grant":
-                await self.vault.release_refresh(user, upstream_id, claim_at)
                 return self._refresh_failed(key, connection, str(exc), now)
-            # Another process may have refreshed (and rotated the refresh token) a moment ago.
+            # Another process (the CLI) may have refreshed (and rotated the refresh token) a moment ago.
             latest = await self.vault.get(user, upstream_id)
             if (
                 latest is not None
@@ -220,11 +218,7 @@ class OAuthBroker:
             log.warning("oauth: the connection of %s to upstream '%s' expired (invalid_grant)", user, upstream_id)
             raise self._required(key, EXPIRED) from None
         except (OAuthError, DiscoveryError) as exc:
-            await self.vault.release_refresh(user, upstream_id, claim_at)
             return self._refresh_failed(key, connection, str(exc), now)
-        except BaseException:
-            await asyncio.shield(self.vault.release_refresh(user, upstream_id, claim_at))
-            raise
         return self._remember(refreshed, config)
 
     def _refresh_failed(self, key: Key, connection: Connection, reason: str, now: float) -> str:

@@ -8,16 +8,17 @@ tokens are one encrypted JSON blob; expiry, scopes, issuer and status stay reada
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE, oauth_connections
+from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE, oauth_connections, spent_links
 from manifold.security.crypto import Cipher
 from manifold.store import revisions
 
@@ -94,36 +95,36 @@ class Vault:
                 continue
         raise RuntimeError(f"could not store the connection of {connection.user} to {connection.upstream}")
 
-    async def claim_refresh(self, user: str, upstream: str, seen_updated_at: float, claim_at: float) -> bool:
+    async def lock_refresh(self, user: str, upstream: str, lease_seconds: float) -> bool:
         """Take the turn to refresh this connection, once across every process sharing the database (replicas,
-        the CLI): a conditional update of the row as this process read it (its `updated_at`) to `claim_at`.
-        False when the row changed since (another process refreshed it, or has claimed it)."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(oauth_connections)
-                .where(
-                    oauth_connections.c.user == user,
-                    oauth_connections.c.upstream == upstream,
-                    oauth_connections.c.updated_at == seen_updated_at,
-                    oauth_connections.c.status == ConnectionStatus.OK.value,
-                )
-                .values(updated_at=claim_at)
-            )
-        return result.rowcount == 1
+        the CLI): a row in `spent_links` keyed by (user, upstream), inserted by whoever comes first — a
+        conditional insert, the same on SQLite and PostgreSQL. False while another process holds it; a turn
+        whose holder let `lease_seconds` pass (it died) is taken over. Pair with `unlock_refresh`."""
+        digest = _refresh_lock(user, upstream)
+        for _ in range(2):
+            now = time.time()
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(insert(spent_links).values(digest=digest, expires_at=now + lease_seconds))
+                return True
+            except IntegrityError:
+                async with self._engine.begin() as conn:
+                    stale = delete(spent_links).where(spent_links.c.digest == digest, spent_links.c.expires_at < now)
+                    if not (await conn.execute(stale)).rowcount:
+                        return False
+        return False
 
-    async def release_refresh(self, user: str, upstream: str, claim_at: float) -> None:
-        """Give the turn back after a refresh that failed (the server was down): the row changes, so a process
-        waiting for this refresh stops waiting and tries itself."""
+    async def unlock_refresh(self, user: str, upstream: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(oauth_connections)
-                .where(
-                    oauth_connections.c.user == user,
-                    oauth_connections.c.upstream == upstream,
-                    oauth_connections.c.updated_at == claim_at,
-                )
-                .values(updated_at=max(time.time(), claim_at + 1e-3))
-            )
+            await conn.execute(delete(spent_links).where(spent_links.c.digest == _refresh_lock(user, upstream)))
+
+    async def refresh_locked(self, user: str, upstream: str) -> bool:
+        """Whether a process holds the turn to refresh this connection (and its lease has not run out)."""
+        query = select(spent_links.c.digest).where(
+            spent_links.c.digest == _refresh_lock(user, upstream), spent_links.c.expires_at >= time.time()
+        )
+        async with self._engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
 
     async def mark_broken(self, user: str, upstream: str) -> None:
         async with self._engine.begin() as conn:
@@ -198,3 +199,8 @@ class Vault:
             resource=row.resource,
             endpoint_policy=EndpointPolicy(row.endpoint_policy),
         )
+
+
+def _refresh_lock(user: str, upstream: str) -> str:
+    """The `spent_links` key of the turn to refresh (user, upstream): "r-" and 62 hex digits of a SHA-256."""
+    return "r-" + hashlib.sha256(f"{user}\n{upstream}".encode()).hexdigest()[:62]
