@@ -10,7 +10,11 @@ upstream form in the click test, through the admin API (as "toolbox") for the ot
 
 from __future__ import annotations
 
+import ast
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +123,13 @@ async def test_an_admin_builds_a_server_by_clicking_and_a_client_gets_exactly_th
     for label in ("VS Code", "Cursor", "Claude Code", "Claude Desktop", "Python SDK"):
         await expect(page.locator("summary").filter(has_text=label)).to_have_count(1)
     await look(page, "console-server-clients")
+    # The Python SDK snippet, as copied from the page, run as it is with a key in the environment.
+    await page.locator("summary", has_text="Python SDK").click()
+    script = await page.get_by_label("Python SDK (mcp), with an API key").inner_text()
+    env = {**os.environ, "MANIFOLD_API_KEY": site.gw.key}
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert sorted(ast.literal_eval(ran.stdout.strip())) == ["kitchen__add", "kitchen__echo", "tools-http__count_words"]
 
     async with site.gw.client("picked") as client:  # mcp 2.3.0 over streamable HTTP with the dev key
         listed = await client.list_tools()
