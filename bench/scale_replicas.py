@@ -227,8 +227,10 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
     database = args.database_url or "one SQLite file"
     head = (f"two replicas on {database} behind haproxy (round-robin) vs one process (replica A directly); "
             f"tools/call noop, {args.calls} calls per path alternating call by call (ms)")
+    added = ", ".join(f"{row.era} {signed(row.figures()['added_p50_ms'], 3)} ms" for row in rows if not row.failure)
     return "\n".join([head, table(["client era", "one process p50", "p99", "haproxy p50", "p99", "added p50",
-                                   "answered by"], table_rows), *lines])
+                                   "answered by"], table_rows), *lines,
+                      f"haproxy hop, added p50 (reported, no target): {added or 'n/a'}"])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
