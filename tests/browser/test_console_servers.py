@@ -1,7 +1,7 @@
 """The virtual server editor (console/servers.py) in headless Chromium, used the way an admin uses it: build a
 server from three tools of two upstreams by clicking, rename one, save; then a real MCP client (mcp 2.3.0 over
 streamable HTTP, the development key) lists exactly those three names and calls them. A second admin builds
-one with the keyboard only. The preview marks a collision before anything is saved.
+one with the keyboard only, and one with JavaScript off. The preview marks a collision before anything is saved.
 
 Real processes: the gateway is `manifold serve`; its upstreams the kitchen MCP server over stdio (in the
 config file) and the demo toolbox over streamable HTTP, added while the gateway runs: through the console's
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import NewPage, look
+from tests.browser.conftest import DESKTOP, NewPage, look
 from tests.e2e.harness import Gateway, run_gateway, stdio_upstream
 from tests.upstreams.launch import run_http_upstream
 
@@ -235,3 +235,25 @@ async def test_a_save_without_its_csrf_token_is_refused(site: Site, new_page: Ne
     async with site.gw.http() as http:
         missing = await http.get(f"{site.gw.base}/admin/api/virtual-servers/forged")
         assert missing.status_code == 404
+
+
+async def test_the_editor_works_without_javascript(site: Site, chromium: Browser) -> None:
+    """htmx only enhances: with scripts off, Filter, Preview and Save are plain form posts."""
+    context = await chromium.new_context(java_script_enabled=False, viewport=DESKTOP, locale="en-GB")
+    try:
+        page = await context.new_page()
+        await sign_in(page, site, ADMIN, "/admin/servers/new")
+        await page.get_by_label("Id", exact=True).fill("plain")
+        await page.get_by_label("Search tools").fill("uuid")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(page.get_by_role("checkbox", name="echo from kitchen")).to_have_count(0)
+        await page.get_by_role("checkbox", name="uuid from toolbox").check()
+        await page.get_by_role("button", name="Preview").click()
+        await expect(preview_row(page, "toolbox__uuid")).to_be_visible()
+        await page.get_by_label("Rename uuid of toolbox").fill("new_id")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Connect to plain")
+    finally:
+        await context.close()
+    async with site.gw.client("plain") as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["toolbox__new_id"]
