@@ -568,3 +568,12 @@ async def test_an_id_already_taken_is_said_and_nothing_is_replaced(editor: Edito
     assert "already exists (declared in virtual_servers/from-file.yaml)" in refused.text
     body = (await editor.catalog_ops.get(Kind.VSERVER, "from-file"))["body"]
     assert body["members"][0]["upstream"] == "notes"
+
+
+async def test_a_server_with_one_upstream_in_two_members_is_shown_as_yaml(editor: Editor) -> None:
+    body = {"id": "twin", "members": [{"upstream": "tasks"}, {"upstream": "tasks", "id": "again"}]}
+    await editor.catalog_ops.create(Kind.VSERVER, body)
+    page = await editor.http.get("/admin/servers/twin", headers=editor.who())
+    assert page.status_code == 200
+    assert "the editor cannot show it (upstream &#39;tasks&#39; is in two members)" in page.text
+    assert "PUT /admin/api/virtual-servers/twin" in page.text and "id: again" in page.text

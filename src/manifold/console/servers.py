@@ -145,6 +145,7 @@ class ServerPages:
                 viewer=who,
                 server_id=server_id,
                 source=entry.source,
+                note="",
                 yaml=yaml.safe_dump(entry.body, sort_keys=False, allow_unicode=True),
                 url=f"{self.base_url(request)}/mcp/{server_id}",
             )
@@ -158,7 +159,11 @@ class ServerPages:
                 "server_file.html",
                 viewer=who,
                 server_id=server_id,
-                source=f"the admin API ({str(exc)[:200]}: edit it with PUT /admin/api/virtual-servers/{server_id})",
+                source=API_SOURCE,
+                note=(
+                    f"Made through the admin API, but the editor cannot show it ({str(exc)[:200]}): "
+                    f"change it with PUT /admin/api/virtual-servers/{server_id}."
+                ),
                 yaml=yaml.safe_dump(entry.body, sort_keys=False, allow_unicode=True),
                 url=f"{self.base_url(request)}/mcp/{server_id}",
             )
