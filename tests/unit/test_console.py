@@ -16,6 +16,7 @@ import pytest
 
 from manifold.admin.api import AdminApi
 from manifold.admin.catalog import CatalogOperations
+from manifold.admin.catalog_secrets import CatalogSecrets
 from manifold.admin.ops import Operations
 from manifold.audit import AuditLog
 from manifold.audit.unauthorized import UnauthorizedAudit
@@ -29,6 +30,7 @@ from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
 from manifold.outbound.oauth.vault import Vault
 from manifold.security.crypto import Cipher, generate_key
+from manifold.security.secret_store import SecretStore
 from manifold.store.db import default_url, open_database
 from manifold.web import csrf
 from manifold.web.session import SessionCookies, session_keys
@@ -75,6 +77,7 @@ class Site:
     tokens: dict[str, str]  # user → session cookie value (signed in with a key of theirs)
     key_ids: dict[str, str]
     upstreams: NoUpstreams
+    secrets: SecretStore | None = None  # where typed upstream credentials are kept (admin/catalog_secrets.py)
 
 
 @pytest.fixture
@@ -97,7 +100,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     async def sync() -> None:
         return None
 
-    catalog_ops = CatalogOperations(engine, config, env={})
+    secrets = SecretStore(engine, cipher)
+    catalog_ops = CatalogOperations(engine, config, env={}, secrets=CatalogSecrets(secrets))
     audit_log = AuditLog(engine, config.gateway.audit, config.state_dir)
     await audit_log.start()
     admin = AdminApi(
@@ -134,7 +138,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         tokens[user] = set_cookie.split(";", 1)[0].split("=", 1)[1]
     transport = httpx2.ASGITransport(app=console)  # pyright: ignore[reportArgumentType]
     async with httpx2.AsyncClient(transport=transport, base_url=BASE) as http:
-        yield Site(http, cookies, keys, tokens, key_ids, upstreams)
+        yield Site(http, cookies, keys, tokens, key_ids, upstreams, secrets)
     await audit_log.aclose()
     await engine.dispose()
 

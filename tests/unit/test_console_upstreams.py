@@ -41,6 +41,22 @@ async def post(site: Site, path: str, action: str, fields: Mapping[str, str | li
     return await site.http.post(path, data=data, headers=as_user(site, ADMIN))
 
 
+async def revealed(site: Site, body: dict[str, object] | None) -> dict[str, object] | None:
+    """`body` with its `secret:` names replaced by the values the secret store holds for them."""
+    assert site.secrets is not None
+    await site.secrets.load()
+    store = site.secrets
+
+    def walk(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, str) and value.startswith("secret:catalog."):
+            return store.lookup(value[len("secret:") :])
+        return value
+
+    return None if body is None else walk(body)  # type: ignore[return-value]
+
+
 async def stored(tmp_path: Path, upstream_id: str) -> dict[str, object] | None:
     engine = await open_database(default_url(tmp_path))
     try:
@@ -76,12 +92,13 @@ async def test_an_admin_adds_an_upstream_through_the_form(site: Site, tmp_path: 
     added = await post(site, "/admin/upstreams/new", "create_upstream", HTTP_FORM)
     assert added.status_code == 303
     assert added.headers["location"] == "/admin/upstreams/crm/tools"
-    assert await stored(tmp_path, "crm") == {
+    assert await revealed(site, await stored(tmp_path, "crm")) == {
         "transport": "http",
         "url": "http://127.0.0.1:9/crm",
         "headers": {"X-Team": "sales"},
         "auth": {"mode": "static", "bearer": SECRET},
     }
+    assert SECRET not in str(await stored(tmp_path, "crm"))  # in the encrypted store, not the catalog table
     listed = await site.http.get("/admin/upstreams", headers=as_user(site, ADMIN))
     assert 'href="/admin/upstreams/crm/edit"' in listed.text and 'href="/admin/upstreams/crm/remove"' in listed.text
     assert SECRET not in listed.text
@@ -130,7 +147,7 @@ async def test_editing_never_shows_a_secret_and_a_blank_one_is_kept(site: Site, 
     }
     saved = await post(site, "/admin/upstreams/crm/edit", "update_upstream:crm", edit)
     assert saved.status_code == 303, saved.text
-    assert await stored(tmp_path, "crm") == {
+    assert await revealed(site, await stored(tmp_path, "crm")) == {
         "transport": "http",
         "url": "http://127.0.0.1:9/crm2",
         "headers": {"Authorization": "Bearer hdr-secret", "X-New": "new"},
@@ -138,7 +155,7 @@ async def test_editing_never_shows_a_secret_and_a_blank_one_is_kept(site: Site, 
     }
     changed = await post(site, "/admin/upstreams/crm/edit", "update_upstream:crm", {**edit, "static_bearer": "other"})
     assert changed.status_code == 303
-    body = await stored(tmp_path, "crm")
+    body = await revealed(site, await stored(tmp_path, "crm"))
     assert body is not None and body["auth"] == {"mode": "static", "bearer": "other"}
 
 

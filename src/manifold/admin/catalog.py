@@ -26,7 +26,7 @@ import enum
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, assert_never
@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from manifold.admin.catalog_secrets import CatalogSecrets, owned
 from manifold.admin.ops import BadRequest, Conflict, NotFound
 from manifold.config.cross_references import check_members, check_raw_upstream_refs, unknown_upstream_reason
 from manifold.config.loaded import LoadedConfig
@@ -52,7 +53,9 @@ HIDDEN = "(hidden)"
 # Fields whose values are credentials. GET shows such a value only when it is a reference: `${NAME}`
 # (optionally after an auth scheme word, as in "Bearer ${TOKEN}") or `secret:NAME` (the encrypted store).
 SECRET_FIELDS = frozenset({"headers", "env", "bearer", "client_secret"})
-_SHOWABLE = re.compile(r"(?:[A-Za-z]+ )?\$\{[A-Za-z_][A-Za-z0-9_]*\}|secret:[A-Za-z0-9_.-]+")
+# A `secret:` name the catalog made for a typed value (admin/catalog_secrets.py) is shown as HIDDEN like the
+# value it stands for: the admin typed a secret, not a reference.
+_SHOWABLE = re.compile(r"(?:[A-Za-z]+ )?\$\{[A-Za-z_][A-Za-z0-9_]*\}|secret:(?!catalog\.)[A-Za-z0-9_.-]+")
 
 
 class Kind(str, enum.Enum):
@@ -372,10 +375,28 @@ class CatalogOperations:
     """List, show, create and delete catalog objects: what the admin API and the CLI run. Writes only the
     database (and the revision); applying is runtime/catalog_swap.py's job."""
 
-    def __init__(self, engine: AsyncEngine, config: LoadedConfig, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        config: LoadedConfig,
+        env: Mapping[str, str] | None = None,
+        secrets: CatalogSecrets | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config
         self.env = os.environ if env is None else env
+        # Where an upstream's typed credentials go instead of the table (admin/catalog_secrets.py); None
+        # keeps them as given (tests of the catalog alone).
+        self.secrets = secrets
+
+    async def _seal(self, kind: Kind, object_id: str, body: JSON) -> tuple[JSON, list[str]]:
+        if kind is not Kind.UPSTREAM or self.secrets is None:
+            return body, []
+        return await self.secrets.seal(body, object_id)
+
+    async def _forget(self, names: Iterable[str]) -> None:
+        if self.secrets is not None:
+            await self.secrets.forget(names)
 
     async def current(self) -> Catalog:
         async with self.engine.connect() as conn:
@@ -399,17 +420,24 @@ class CatalogOperations:
             raise InvalidBody(kind, str(object_id or ""), [missing])
         if kind is not Kind.VSERVER:  # a virtual server's id is a field of its model; the others' is a key
             del body["id"]
-        async with write_transaction(self.engine) as conn:  # check and write as one
-            catalog = merge(self.config, await read_rows(conn), self.env)
-            existing = catalog.entry(kind, object_id)
-            if existing is not None:
-                where = "created through the API" if existing.source == API_SOURCE else f"declared in {existing.source}"
-                raise Conflict(f"{kind.label} '{object_id}' already exists ({where})")
-            model, problems = CHECKS[kind](self.config, catalog, object_id, body, self.env)
-            if problems or model is None:
-                raise InvalidBody(kind, object_id, problems)
-            await conn.execute(insert(catalog_objects).values(kind=kind.value, id=object_id, body=body))
-            await revisions.bump(conn, revisions.CATALOG)
+        body, sealed = await self._seal(kind, object_id, body)  # stored before the body that names them
+        try:
+            async with write_transaction(self.engine) as conn:  # check and write as one
+                catalog = merge(self.config, await read_rows(conn), self.env)
+                existing = catalog.entry(kind, object_id)
+                if existing is not None:
+                    where = (
+                        "created through the API" if existing.source == API_SOURCE else f"declared in {existing.source}"
+                    )
+                    raise Conflict(f"{kind.label} '{object_id}' already exists ({where})")
+                model, problems = CHECKS[kind](self.config, catalog, object_id, body, self.env)
+                if problems or model is None:
+                    raise InvalidBody(kind, object_id, problems)
+                await conn.execute(insert(catalog_objects).values(kind=kind.value, id=object_id, body=body))
+                await revisions.bump(conn, revisions.CATALOG)
+        except BaseException:
+            await self._forget(sealed)
+            raise
         log.info("%s '%s' created", kind.label, object_id)
         return Entry(kind, object_id, API_SOURCE, _shown_api_body(kind, body)).public()
 
@@ -424,6 +452,45 @@ class CatalogOperations:
             raise InvalidBody(kind, object_id, [problem])
         if kind is Kind.VSERVER:
             body["id"] = object_id
+        # The stored body's credentials come back for "(hidden)" first (they are `secret:` names by then),
+        # so only what was typed anew is sealed.
+        async with self.engine.connect() as conn:
+            stored = next((b for k, i, b in await read_rows(conn) if k is kind and i == object_id), {})
+        if kind is Kind.UPSTREAM:
+            body = keep_hidden(body, stored)
+        body, sealed = await self._seal(kind, object_id, body)
+        try:
+            async with write_transaction(self.engine) as conn:  # check and write as one
+                rows = await read_rows(conn)
+                catalog = merge(self.config, rows, self.env)
+                entry = catalog.api_entry(kind, object_id)
+                if entry is None:
+                    declared = catalog.entry(kind, object_id)
+                    if declared is None:
+                        raise NotFound(f"no {kind.label} '{object_id}'")
+                    raise Conflict(f"{kind.label} '{object_id}' is declared in {declared.source}; change it there")
+                current = next((b for k, i, b in rows if k is kind and i == object_id), {})
+                if current != stored:
+                    raise Conflict(f"{kind.label} '{object_id}' was changed meanwhile; load it again")
+                others = merge(self.config, [r for r in rows if (r[0], r[1]) != (kind, object_id)], self.env)
+                model, problems = CHECKS[kind](self.config, others, object_id, body, self.env)
+                if problems or model is None:
+                    raise InvalidBody(kind, object_id, problems)
+                await conn.execute(
+                    catalog_objects.update()
+                    .where(catalog_objects.c.kind == kind.value, catalog_objects.c.id == object_id)
+                    .values(body=body)
+                )
+                await revisions.bump(conn, revisions.CATALOG)
+        except BaseException:
+            await self._forget(sealed)
+            raise
+        if kind is Kind.UPSTREAM:
+            await self._forget(owned(stored, object_id) - owned(body, object_id))  # replaced values
+        log.info("%s '%s' updated", kind.label, object_id)
+        return Entry(kind, object_id, API_SOURCE, _shown_api_body(kind, body)).public()
+
+    async def delete(self, kind: Kind, object_id: str) -> JSON:
         async with write_transaction(self.engine) as conn:  # check and write as one
             rows = await read_rows(conn)
             catalog = merge(self.config, rows, self.env)
@@ -434,30 +501,6 @@ class CatalogOperations:
                     raise NotFound(f"no {kind.label} '{object_id}'")
                 raise Conflict(f"{kind.label} '{object_id}' is declared in {declared.source}; change it there")
             stored = next((b for k, i, b in rows if k is kind and i == object_id), {})
-            if kind is Kind.UPSTREAM:
-                body = keep_hidden(body, stored)
-            others = merge(self.config, [r for r in rows if (r[0], r[1]) != (kind, object_id)], self.env)
-            model, problems = CHECKS[kind](self.config, others, object_id, body, self.env)
-            if problems or model is None:
-                raise InvalidBody(kind, object_id, problems)
-            await conn.execute(
-                catalog_objects.update()
-                .where(catalog_objects.c.kind == kind.value, catalog_objects.c.id == object_id)
-                .values(body=body)
-            )
-            await revisions.bump(conn, revisions.CATALOG)
-        log.info("%s '%s' updated", kind.label, object_id)
-        return Entry(kind, object_id, API_SOURCE, _shown_api_body(kind, body)).public()
-
-    async def delete(self, kind: Kind, object_id: str) -> JSON:
-        async with write_transaction(self.engine) as conn:  # check and write as one
-            catalog = merge(self.config, await read_rows(conn), self.env)
-            entry = catalog.api_entry(kind, object_id)
-            if entry is None:
-                declared = catalog.entry(kind, object_id)
-                if declared is None:
-                    raise NotFound(f"no {kind.label} '{object_id}'")
-                raise Conflict(f"{kind.label} '{object_id}' is declared in {declared.source}; change it there")
             if kind is Kind.UPSTREAM and entry.problem is None:  # one left out serves no one
                 users = catalog.users_of(object_id)
                 if users:
@@ -468,5 +511,7 @@ class CatalogOperations:
                 delete(catalog_objects).where(catalog_objects.c.kind == kind.value, catalog_objects.c.id == object_id)
             )
             await revisions.bump(conn, revisions.CATALOG)
+        if kind is Kind.UPSTREAM:
+            await self._forget(owned(stored, object_id))  # its typed credentials go with it
         log.info("%s '%s' deleted", kind.label, object_id)
         return {"id": object_id, "deleted": True}

@@ -15,8 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 from manifold.admin.catalog import CatalogOperations, InvalidBody, Kind
+from manifold.admin.catalog_secrets import CatalogSecrets
 from manifold.admin.ops import Operations, OpError
 from manifold.config.loaded import LoadedConfig
+from manifold.security.crypto import Cipher, KeyProblem, WrongKey
+from manifold.security.secret_store import SecretStore
 from manifold.store.db import open_database
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -38,7 +41,17 @@ def _run(config: LoadedConfig, action: Callable[[Operations], Awaitable[Any]]) -
 
 
 def _run_catalog(config: LoadedConfig, action: Callable[[CatalogOperations], Awaitable[Any]]) -> Any:
-    return _run(config, lambda ops: action(CatalogOperations(ops.engine, config)))
+    async def with_secrets(ops: Operations) -> Any:
+        # A credential typed into an upstream goes to the encrypted store, as through the API.
+        try:
+            cipher = Cipher.load(config.state_dir)
+            await cipher.check(ops.engine)
+        except (KeyProblem, WrongKey) as exc:
+            raise OpError(str(exc)) from None
+        secrets = CatalogSecrets(SecretStore(ops.engine, cipher))
+        return await action(CatalogOperations(ops.engine, config, secrets=secrets))
+
+    return _run(config, with_secrets)
 
 
 CATALOG_COMMANDS = {"upstreams": Kind.UPSTREAM, "groups": Kind.GROUP, "vservers": Kind.VSERVER}

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.admin.api import AdminApi
 from manifold.admin.catalog import CatalogOperations
+from manifold.admin.catalog_secrets import CatalogSecrets
 from manifold.admin.ops import Operations
 from manifold.app import ManifoldApp
 from manifold.audit import AuditLog
@@ -257,7 +258,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     pending = PendingReplies()  # server→client requests waiting for the client's answer
 
     # Keeping all of it in step with the database.
-    catalog_operations = CatalogOperations(engine, config)
+    catalog_operations = CatalogOperations(engine, config, secrets=CatalogSecrets(secrets))
     catalog = CatalogSwap(config, catalog_operations, stored_grants, pool, lists, served, access, hub)
     watcher = RevisionWatcher(engine, config.database_url)
     changes = ChangeSync(
