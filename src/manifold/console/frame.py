@@ -183,7 +183,8 @@ class Frame:
     def form_lists(request: Request) -> dict[str, list[str]]:
         """The POSTed form with every value of each field (checkboxes, multiple selects), in order."""
         fields: dict[str, list[str]] = {}
-        for name, value in parse_qsl(request.state.console_body.decode("utf-8", "replace"), max_num_fields=MAX_FIELDS):
+        body = request.state.console_body.decode("utf-8", "replace")
+        for name, value in parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FIELDS):
             fields.setdefault(name, []).append(value)
         return fields
 
