@@ -290,6 +290,28 @@ async def test_a_connect_started_on_one_replica_finishes_on_the_other(world: Wor
         assert text_of(result) == "alice"
 
 
+async def test_a_connect_whose_every_step_lands_on_the_other_replica(world: World) -> None:
+    # Round-robin for a browser: the consent page from A, the form posted to B (its CSRF token and sign-in
+    # cookie made on A), the authorization server's answer to A (the pending authorization stored by B).
+    user = "alice@corp.com"
+    async with two_sites(world) as (a, b):
+        link = await link_from_plain_client(a, user)
+        async with browser(a) as person:
+            consent = await person.consent_page(link, a.keys[user])
+            assert consent.status_code == 200, consent.text
+            approved = await person.post(
+                on(b.gw, f"{a.gw.base}/connect/{SERVER}"), form(consent.text, f"/connect/{SERVER}")
+            )
+            assert approved.status_code == 303, approved.text
+            person.gw = b.gw  # the authorization server sends the browser back to where the form was posted
+            callback = await person.authorize_at_server(approved.headers["location"], USERS[user])
+            done = await person.get(on(a.gw, callback))  # ... and the balancer passes that on to A
+        assert done.status_code == 200, done.text
+        assert "is connected" in done.text
+        result = await whoami(b, user)
+        assert not result.is_error and text_of(result) == "alice", text_of(result)
+
+
 async def test_a_connect_request_state_from_one_replica_verifies_on_the_other(world: World) -> None:
     user = "bob@corp.com"
     async with two_sites(world) as (a, b), httpx2.AsyncClient(timeout=30) as http:
