@@ -434,7 +434,7 @@ async def test_pages_refuse_forgery_and_explain_failures(site: Site) -> None:
         cross = await b.post("/login", fields, origin="http://evil.example")
         assert cross.status_code == 403 and "set-cookie" not in cross.headers
         signed_in = await b.sign_in(site.keys[user], next_url="//evil.example/phish")
-        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/connections"
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/servers"  # the default page
 
         # Consent: no token, or one from another page, gets nothing started.
         consent = await b.consent_page(link, site.keys[user])
