@@ -53,6 +53,7 @@ from manifold.relay.hub import Hub, Listener
 from manifold.relay.jsonrpc import error_bytes
 from manifold.security.crypto import Cipher
 from manifold.store import revisions
+from manifold.store.db import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,9 @@ class EndedSessions:
         """Record the session as ended, and tell the other replicas (the `sessions` revision)."""
         now = self._clock()
         try:
-            async with self._engine.begin() as conn:
+            # BEGIN IMMEDIATE on SQLite: many DELETEs at once wait their turn (busy timeout) instead of
+            # failing with "database is locked" when two deferred transactions both try to upgrade.
+            async with write_transaction(self._engine) as conn:
                 if now >= self._next_prune:
                     self._next_prune = now + _PRUNE_SECONDS
                     await conn.execute(delete(spent_links).where(spent_links.c.expires_at < now))

@@ -17,6 +17,7 @@ import logging
 from typing import Any, assert_never
 
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
+from sqlalchemy.exc import SQLAlchemyError
 
 from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, send_body
 from manifold.catalog.view import VirtualServerView
@@ -94,10 +95,8 @@ class StreamableHttp:
             sid = headers.get("mcp-session-id")
             if self.stateless or not sid:
                 await send_body(send, 405, b'{"error":"no session to end"}')
-            elif not await self.sessions.end(sid, principal, view):  # on every replica (relay/sessions.py)
-                await send_body(send, 404, error_bytes(None, INVALID_REQUEST, "Session not found"))
             else:
-                await send_body(send, 200, b"{}")
+                await self._delete(send, sid, principal, view)
         else:
             await send_body(
                 send, 405, b'{"error":"method not allowed"}', JSON_HEADERS + [(b"allow", b"GET, POST, DELETE")]
@@ -366,6 +365,18 @@ class StreamableHttp:
         await channel.finish(response_bytes(channel.request_id, adapted), status)
 
     # ---- notification streams -------------------------------------------------------------------
+
+    async def _delete(self, send: Send, sid: str, principal: Principal, view: VirtualServerView) -> None:
+        try:
+            ended = await self.sessions.end(sid, principal, view)  # on every replica (relay/sessions.py)
+        except SQLAlchemyError as exc:  # recorded nowhere, so still open here too: the client may try again
+            log.warning("could not record the end of a session of %s: %s", principal.id, type(exc).__name__)
+            await send_body(send, 503, b'{"error":"the session could not be ended now; try again"}')
+            return
+        if not ended:
+            await send_body(send, 404, error_bytes(None, INVALID_REQUEST, "Session not found"))
+        else:
+            await send_body(send, 200, b"{}")
 
     async def _get(
         self, receive: Receive, send: Send, view: VirtualServerView, principal: Principal, headers: dict[str, str]
