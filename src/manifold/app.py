@@ -14,6 +14,7 @@ import time
 from typing import Any, Protocol
 
 import orjson
+from sqlalchemy.exc import DBAPIError
 
 from manifold.admin.api import AdminApi
 from manifold.asgi import JSON_HEADERS, Receive, Scope, Send, header_map, send_body
@@ -98,6 +99,19 @@ class ManifoldApp:
         self.started = time.time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._route(scope, receive, send)
+        except DBAPIError as exc:
+            # The database is busy past its timeout or unreachable: the caller may try again; not a 500, and
+            # one line in the log (the driver's message may name the database URL).
+            cause = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+            log.warning("the database could not answer %s %s (%s)", scope.get("method"), scope.get("path"), cause)
+            try:
+                await send_body(send, 503, b'{"error":"the gateway\'s database is busy or unreachable; try again"}')
+            except Exception:  # noqa: BLE001 — the answer had already begun: the connection just ends
+                pass
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(receive, send)
