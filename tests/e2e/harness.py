@@ -98,8 +98,9 @@ def write_config(
 
 def database_url(directory: Path) -> str | None:
     """The `database_url` for a gateway configured in `directory`: None (SQLite under its state dir) unless
-    MANIFOLD_TEST_DATABASE=postgresql, then a fresh PostgreSQL database in the test cluster (tests/postgres.py),
-    the same one each time the same directory is configured again (a restarted gateway finds its rows)."""
+    MANIFOLD_TEST_DATABASE=postgresql, then a fresh PostgreSQL database in the test cluster (tests/postgres.py;
+    a copy of an already migrated, empty one), the same one each time the same directory is configured again
+    (a restarted gateway finds its rows). run_gateway drops it with its temporary directory."""
     if not postgres.wanted():
         return None
     marker = directory / "database_url"
