@@ -159,9 +159,7 @@ class Operations:
     async def create_user(self, body: JSON) -> JSON:
         user_id, email = _text(body, "id"), _optional_text(body, "email")
         _fits(users, id=user_id, email=email)
-        await self._directory_call(
-            self.directory.create_user(user_id, email=email, team_ids=_str_list(body, "teams"))
-        )
+        await self._directory_call(self.directory.create_user(user_id, email=email, team_ids=_str_list(body, "teams")))
         return self.directory.snapshot.users[user_id].public()
 
     async def set_user_teams(self, user_id: str, body: JSON) -> JSON:
