@@ -87,13 +87,13 @@ def test_cross_site_posts_are_recognised(headers: dict[str, str], refused: bool)
     [
         ("/connect/github?t=abc", "/connect/github?t=abc"),
         ("/connections", "/connections"),
-        (None, "/connections"),
-        ("", "/connections"),
-        ("https://evil.example/", "/connections"),
-        ("//evil.example/x", "/connections"),
-        ("/\\evil.example", "/connections"),
-        ("javascript:alert(1)", "/connections"),
-        ("/ok\r\nSet-Cookie: x=1", "/connections"),
+        (None, "/servers"),
+        ("", "/servers"),
+        ("https://evil.example/", "/servers"),
+        ("//evil.example/x", "/servers"),
+        ("/\\evil.example", "/servers"),
+        ("javascript:alert(1)", "/servers"),
+        ("/ok\r\nSet-Cookie: x=1", "/servers"),
     ],
 )
 def test_after_sign_in_the_browser_stays_on_the_gateway(given: str | None, expected: str) -> None:
