@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -447,10 +446,10 @@ def test_problems_are_placed_next_to_their_fields() -> None:
     assert at("members[9].id") == "" and at("whatever") == ""
 
 
-async def test_the_editor_stays_fast_at_50_upstreams_of_100_tools(tmp_path: Path) -> None:
-    """Issue 13: the console's pages in at most 100 ms of server time with 50 upstreams x 100 tools. CPU
-    time of this process (the page and the in-process client), the best of 5: the machine's load is not the
-    page's time. The editor is the heaviest page: every upstream's tools to pick from, and here 500 picked."""
+async def test_the_editor_works_at_50_upstreams_of_100_tools(tmp_path: Path) -> None:
+    """Issue 13's size: 50 upstreams x 100 tools, 500 of them picked. The editor — the heaviest page, every
+    upstream's tools to pick from — lists them all, previews and saves the 500, and opens the saved server
+    with them. How long it takes is measured by bench/console_pages.py, not here."""
     names = [f"up{i:02d}" for i in range(50)]
     listing = [
         {
@@ -465,24 +464,14 @@ async def test_the_editor_stays_fast_at_50_upstreams_of_100_tools(tmp_path: Path
     async with console_over(tmp_path, names, pool) as made:
         fields = await made.form("/admin/servers/new")  # fetches every list once
         fields |= {"id": ["big"], "pick": [f"{u}/tool_{j}" for u in names for j in range(0, 100, 10)]}
-
-        async def best(request: Any) -> float:
-            times: list[float] = []
-            for _ in range(5):
-                start = time.process_time()
-                answer = await request()
-                times.append((time.process_time() - start) * 1000)
-                assert answer.status_code in (200, 303), answer.text[:300]
-            return min(times)
-
-        figures = {
-            "GET /admin/servers/new": await best(lambda: made.http.get("/admin/servers/new", headers=made.who())),
-            "POST /admin/servers/new (preview of 500)": await best(lambda: made.post("/admin/servers/new", fields)),
-        }
+        empty = await made.http.get("/admin/servers/new", headers=made.who())
+        assert empty.status_code == 200 and "up49" in empty.text and "tool_99" in empty.text
+        preview = await made.post("/admin/servers/new", fields)
+        assert preview.status_code == 200 and "<strong>500</strong> tools picked" in preview.text, preview.text[:300]
         assert (await made.post("/admin/servers/new", fields | {"action": ["save"]})).status_code == 303
-        figures["GET /admin/servers/big"] = await best(lambda: made.http.get("/admin/servers/big", headers=made.who()))
-        figures["GET /admin/servers"] = await best(lambda: made.http.get("/admin/servers", headers=made.who()))
-        assert all(ms <= 100 for ms in figures.values()), figures
+        saved = await made.http.get("/admin/servers/big", headers=made.who())
+        assert saved.status_code == 200 and "<strong>500</strong> tools picked" in saved.text
+        assert (await made.http.get("/admin/servers", headers=made.who())).status_code == 200
 
 
 def test_the_views_pattern_matcher_is_fnmatch() -> None:
