@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -43,11 +41,10 @@ from cryptography.fernet import Fernet
 from bench.common import fmt, modern_request, ms, p50, percentile, run_upstreams, signed, table
 from bench.scale_common import POST_HEADERS, log_problems, open_session, session_headers
 from tests.e2e.harness import Gateway, run_gateway
-from tests.upstreams.launch import free_port
+from tests.replicas.harness import run_haproxy  # the replica tests' balancer, the same config
 
 SERVER = "bench"
 PATHS = ("one process", "haproxy")
-HAPROXY_DEADLINE_S = 15.0
 
 
 @dataclass
@@ -70,74 +67,6 @@ class Row:
         if self.failure:
             return {"failure": self.failure}
         return {**self.figures(), "answered_by": self.answered()}
-
-
-def haproxy_binary() -> str:
-    found = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
-    if found is None:
-        raise SystemExit("scale_replicas: haproxy is not installed; run scripts/setup-haproxy.sh "
-                         "(or apt-get install haproxy) and try again")
-    return found
-
-
-def haproxy_config(port: int, backends: list[int]) -> str:
-    servers = "\n".join(f"    server r{chr(ord('A') + i)} 127.0.0.1:{p}" for i, p in enumerate(backends))
-    return f"""global
-    maxconn 1024
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-    timeout tunnel 120s
-
-frontend mcp
-    bind 127.0.0.1:{port}
-    default_backend replicas
-
-backend replicas
-    balance roundrobin
-    http-response set-header X-Replica %s
-{servers}
-"""
-
-
-@asynccontextmanager
-async def run_haproxy(directory: Path, backends: list[int]) -> AsyncIterator[str]:
-    binary = haproxy_binary()
-    port = free_port()
-    cfg = directory / "haproxy.cfg"
-    cfg.write_text(haproxy_config(port, backends))
-    log_path = directory / "haproxy.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen([binary, "-f", str(cfg), "-db"], stdin=subprocess.DEVNULL, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + HAPROXY_DEADLINE_S
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"haproxy exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
-                try:
-                    async with http.get(f"{base}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"haproxy did not answer:\n{log_path.read_text()[-2000:]}")
-                await asyncio.sleep(0.05)
-        yield base
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @asynccontextmanager

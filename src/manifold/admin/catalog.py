@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from manifold.admin.catalog_secrets import CatalogSecrets, owned
+from manifold.admin.catalog_secrets import ENV_REFERENCE, HIDDEN, PREFIX, CatalogSecrets, owned
 from manifold.admin.ops import BadRequest, Conflict, NotFound
 from manifold.config.cross_references import check_members, check_raw_upstream_refs, unknown_upstream_reason
 from manifold.config.loaded import LoadedConfig
@@ -49,13 +49,13 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 API_SOURCE = "api"
-HIDDEN = "(hidden)"
 # Fields whose values are credentials. GET shows such a value only when it is a reference: `${NAME}`
 # (optionally after an auth scheme word, as in "Bearer ${TOKEN}") or `secret:NAME` (the encrypted store).
 SECRET_FIELDS = frozenset({"headers", "env", "bearer", "client_secret"})
 # A `secret:` name the catalog made for a typed value (admin/catalog_secrets.py) is shown as HIDDEN like the
 # value it stands for: the admin typed a secret, not a reference.
-_SHOWABLE = re.compile(r"(?:[A-Za-z]+ )?\$\{[A-Za-z_][A-Za-z0-9_]*\}|secret:(?!catalog\.)[A-Za-z0-9_.-]+")
+CATALOG_PREFIX_RE = re.escape(PREFIX)
+_SHOWABLE = re.compile(rf"{ENV_REFERENCE}|secret:(?!{CATALOG_PREFIX_RE})[A-Za-z0-9_.-]+")
 
 
 class Kind(str, enum.Enum):

@@ -22,9 +22,11 @@ from manifold.security.secret_store import SecretStore
 JSON = dict[str, Any]
 PREFIX = "catalog."
 SECRET_KEYS = frozenset({"bearer", "client_secret"})
-_REFERENCE = re.compile(r"(?:[A-Za-z]+ )?\$\{[A-Za-z_][A-Za-z0-9_]*\}|secret:[A-Za-z0-9_.-]+")
+# A reference, not a secret: `${ENV}` (optionally after a scheme word, "Bearer ${TOKEN}") or `secret:NAME`.
+ENV_REFERENCE = r"(?:[A-Za-z]+ )?\$\{[A-Za-z_][A-Za-z0-9_]*\}"
+_REFERENCE = re.compile(rf"{ENV_REFERENCE}|secret:[A-Za-z0-9_.-]+")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-HIDDEN = "(hidden)"  # admin/catalog.py's placeholder: replaced by the stored value before sealing
+HIDDEN = "(hidden)"  # what GET shows for a credential (admin/catalog.py); replaced by the stored value before sealing
 
 
 def _is_literal(value: object) -> bool:

@@ -25,11 +25,10 @@ from starlette.routing import BaseRoute, Route
 from manifold.audit.model import AuditEvent, Outcome
 from manifold.audit.query import one, page, parse_since
 from manifold.console.access_views import when
-from manifold.console.frame import PREFIX, Frame, problem, render
+from manifold.console.frame import METHODS, PREFIX, Frame, problem, render
 from manifold.principal import Principal
 from manifold.web.session import WebSession
 
-METHODS = ["GET", "HEAD", "POST"]
 PAGE_SIZE = 50
 FILTERS = ("user", "server", "tool", "outcome", "since", "until")
 MAX_FILTER = 400

@@ -18,11 +18,10 @@ from starlette.routing import BaseRoute, Route
 
 from manifold.admin.ops import OpError
 from manifold.console.access_views import when
-from manifold.console.frame import PREFIX, Frame, redirect, render
+from manifold.console.frame import METHODS, PREFIX, Frame, redirect, render
 from manifold.principal import Principal
 from manifold.web.session import WebSession
 
-METHODS = ["GET", "HEAD", "POST"]
 MAX_FIELD = 400
 
 

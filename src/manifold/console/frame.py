@@ -60,6 +60,9 @@ HEADERS = {
 # An editor's form names many tools (one checkbox each); the body is still bounded by max_body_bytes.
 MAX_FIELDS = 5000
 
+# Every page route takes all three: the wrong one gets the console's 405 page (Frame.page), not Starlette's.
+METHODS = ["GET", "HEAD", "POST"]
+
 Handler = Callable[[Request, Principal, WebSession], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -23,14 +23,13 @@ from starlette.routing import BaseRoute, Route
 from manifold.admin.explain import principal_from, resolve_live
 from manifold.admin.ops import OpError
 from manifold.config.loaded import LoadedConfig
-from manifold.console.frame import PREFIX, Frame, redirect, render
+from manifold.console.frame import METHODS, PREFIX, Frame, redirect, render
 from manifold.policy.access import PolicyAccess
 from manifold.policy.explain import explain
 from manifold.policy.store import StoredGrant, file_grants
 from manifold.principal import Principal
 from manifold.web.session import WebSession
 
-METHODS = ["GET", "HEAD", "POST"]
 SUBJECT_KINDS = {"user": "User (email or subject)", "team": "Team", "sa": "Service account"}
 MAX_FIELD = 400
 

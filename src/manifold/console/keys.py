@@ -29,11 +29,10 @@ from starlette.routing import BaseRoute, Route
 
 from manifold.admin.ops import OpError
 from manifold.console.access_views import when
-from manifold.console.frame import PREFIX, Frame, problem, redirect, render
+from manifold.console.frame import METHODS, PREFIX, Frame, problem, redirect, render
 from manifold.principal import Principal
 from manifold.web.session import WebSession
 
-METHODS = ["GET", "HEAD", "POST"]
 MAX_REMEMBERED = 4096
 KEY_FIELDS = ("owner", "name", "expires", "servers", "once")
 SA_FIELDS = ("id", "description", "teams")

@@ -31,7 +31,7 @@ from manifold.admin.catalog import API_SOURCE, Catalog, InvalidBody, Kind, check
 from manifold.admin.ops import OpError
 from manifold.catalog.lists import describe_failure
 from manifold.config.models import VirtualServerConfig
-from manifold.console.frame import PREFIX, Endpoint, Frame, problem, redirect, render
+from manifold.console.frame import METHODS, PREFIX, Endpoint, Frame, problem, redirect, render
 from manifold.console.preview import (
     ANNOTATIONS,
     FORM_LEVEL,
@@ -61,7 +61,6 @@ from manifold.web.servers_page import snippets
 from manifold.web.session import WebSession
 
 log = logging.getLogger(__name__)
-METHODS = ["GET", "HEAD", "POST"]  # the wrong one gets the console's 405 page, not Starlette's
 DRAFT_ID = "draft"  # the id a server without one yet is checked and previewed under
 
 

@@ -32,7 +32,7 @@ from manifold.admin.catalog import API_SOURCE, InvalidBody, Kind
 from manifold.admin.export import ExportFile, export_files, read_exportable, upstream_file, zip_bytes
 from manifold.admin.ops import OpError
 from manifold.catalog.lists import describe_failure
-from manifold.console.frame import HEADERS, PREFIX, Endpoint, Frame, problem, redirect, render
+from manifold.console.frame import HEADERS, METHODS, PREFIX, Endpoint, Frame, problem, redirect, render
 from manifold.console.views import (
     AUTH_LABELS,
     AUTH_MODES,
@@ -51,7 +51,6 @@ from manifold.principal import Principal
 from manifold.web.session import WebSession
 
 log = logging.getLogger(__name__)
-METHODS = ["GET", "HEAD", "POST"]  # the wrong one gets the console's 405 page, not Starlette's
 ALL_ZIP = "all.zip"
 
 
