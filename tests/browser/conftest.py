@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
+from playwright.async_api import Browser, BrowserContext, Locator, Page, ViewportSize, async_playwright
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
@@ -76,11 +76,12 @@ async def new_page(chromium: Browser) -> AsyncIterator[NewPage]:
             await context.close()
 
 
-async def look(page: Page, name: str) -> None:
+async def look(page: Page, name: str, hide: Sequence[Locator] = ()) -> None:
     """Keep a screenshot of the whole page in docs/screenshots/<name>.png (taken on every run), and check
-    the page with axe-core."""
+    the page with axe-core. `hide`: what must not be in a committed picture (a key's secret), boxed over."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True, animations="disabled")
+    path = str(SCREENSHOTS / f"{name}.png")
+    await page.screenshot(path=path, full_page=True, animations="disabled", mask=list(hide))
     await accessible(page, name)
 
 

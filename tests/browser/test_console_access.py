@@ -147,7 +147,7 @@ async def test_an_admin_makes_a_key_grants_a_tool_explains_revokes_and_audits(si
     await expect(page.get_by_text("Copied.")).to_be_visible()
     secret = await page.evaluate("navigator.clipboard.readText()")
     assert secret.startswith("mfk_") and secret == await secret_field.input_value()
-    await look(page, "console-key-created")
+    await look(page, "console-key-created", hide=[secret_field])  # no secret in docs/screenshots
     # Reloading the answer re-sends the form: no second key, and the secret is not shown again.
     page.once("dialog", lambda dialog: dialog.accept())
     await page.reload()
