@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manifold.catalog.lists import UpstreamLists, describe_failure
-from manifold.config.models import MemberConfig, VirtualServerConfig
+from manifold.catalog.search import ToolIndex
+from manifold.config.models import TOOL_SEARCH_NAMES, MemberConfig, VirtualServerConfig
 from manifold.naming import expose_name, shorten, unwrap_uri, wrap_uri
 from manifold.outbound.resolver import AuthRequired
 from manifold.upstream.credential import SHARED, Outbound
@@ -61,6 +62,7 @@ class Built:
     # calling it fails to resolve, so the call answers with the member's AuthRequired (its connect link).
     connect_tools: list[tuple[str, JSON]] = field(default_factory=list)
     connect_names: dict[str, str] = field(default_factory=dict)  # synthetic tool name -> member id
+    index: ToolIndex | None = None  # tools, `tool_search` on: made by the first search (VirtualServerView.index)
 
 
 def _selected(name: str, member: MemberConfig) -> bool:
@@ -94,6 +96,7 @@ class VirtualServerView:
         self.upstream_ids = {m.upstream for m in self.members}
         self.sep = config.separator or separator
         self.namespace = config.namespace
+        self.search = config.tool_search  # None: off (docs/tool-search.md)
         self._lists = lists
         self._built: dict[str, Built] = {}
         self._lock = asyncio.Lock()
@@ -175,6 +178,15 @@ class VirtualServerView:
                 if exposed is None:
                     continue
                 key, new_item, original = exposed
+                if kind == "tools" and self.search is not None and key in TOOL_SEARCH_NAMES:
+                    msg = (
+                        f"tools '{key}' from member '{member.member_id}' (name '{original}') collides with the "
+                        "tool search's own tool of that name (tool_search is on); it is left out"
+                    )
+                    collisions.append(msg)
+                    if not quiet:
+                        log.error("virtual server '%s': %s", self.id, msg)
+                    continue
                 source = (
                     f"member '{member.member_id}' ({'uri' if kind.startswith('resource') else 'name'} '{original}')"
                 )
@@ -278,6 +290,12 @@ class VirtualServerView:
         if t is None and built.versions and not built.failures:
             return None
         return t
+
+    def index(self, built: Built) -> ToolIndex:
+        """The search index of a built tool list: made on its first search, kept until the list is rebuilt."""
+        if built.index is None:
+            built.index = ToolIndex(built.items)
+        return built.index
 
     def last_built(self, kind: str) -> Built | None:
         """The list built last, without waiting on a rebuild (None before the first)."""

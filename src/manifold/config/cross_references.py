@@ -12,9 +12,16 @@ import fnmatch
 import re
 from typing import Any
 
-from manifold.config.models import SLUG, SLUG_RE, GatewayConfig, MemberConfig, VirtualServerConfig
+from manifold.config.models import (
+    SLUG,
+    SLUG_RE,
+    TOOL_SEARCH_NAMES,
+    GatewayConfig,
+    MemberConfig,
+    VirtualServerConfig,
+)
 from manifold.config.problems import Loc
-from manifold.config.selectors import GrantError, parse_grant_selectors, parse_who
+from manifold.config.selectors import GrantError, parse_approval_selectors, parse_grant_selectors, parse_who
 from manifold.config.sources import SourceFile
 from manifold.naming import NameTable, candidate_name, expose_name, is_valid_name
 
@@ -60,6 +67,7 @@ def check_identity(f: SourceFile, gateway: GatewayConfig) -> None:
     for i, grant in enumerate(gateway.grants):
         try:
             parse_grant_selectors(grant.who, grant.what, grant.claims)
+            parse_approval_selectors(grant.require_approval, grant.approvers)
         except GrantError as exc:
             f.add(("grants", i, *_field_loc(exc.field)), exc.problem)
     for i, selector in enumerate(gateway.identity.admins):
@@ -124,6 +132,8 @@ def check_members(f: SourceFile, server: VirtualServerConfig, upstream_ids: list
             collision = table.try_add(member.member_id, name, candidate)
             if collision is not None:
                 f.add(loc, str(collision))
+            elif server.tool_search is not None and candidate in TOOL_SEARCH_NAMES:
+                f.add(loc, _reserved(candidate))
         for j, name in enumerate(member.tools):
             if _GLOB_CHARS.search(name) or name in member.aliases or _matches(name, member.hide):
                 continue
@@ -131,6 +141,15 @@ def check_members(f: SourceFile, server: VirtualServerConfig, upstream_ids: list
             collision = table.try_add(member.member_id, name, exposed)
             if collision is not None:
                 f.add(("members", i, "tools", j), str(collision))
+            elif server.tool_search is not None and exposed in TOOL_SEARCH_NAMES:
+                f.add(("members", i, "tools", j), _reserved(exposed))
+
+
+def _reserved(name: str) -> str:
+    return (
+        f"tool name '{name}' is the tool search's own (tool_search is on); give the tool an alias or turn "
+        "namespacing on"
+    )
 
 
 def check_raw_upstream_refs(f: SourceFile, raw_members: Any, upstream_ids: list[str]) -> None:

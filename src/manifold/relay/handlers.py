@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, assert_never
 
 from manifold.catalog.view import Credential, Target, VirtualServerView, connected_text
-from manifold.config.models import AuthMode, MemberConfig
+from manifold.config.models import CALL_TOOL, TOOL_SEARCH_NAMES, AuthMode, MemberConfig
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
 from manifold.protocol import (
     COMPLETION_COMPLETE,
@@ -53,7 +53,7 @@ from manifold.protocol import (
     TOOLS_LIST,
     Era,
 )
-from manifold.relay import auth_required
+from manifold.relay import auth_required, tool_search
 from manifold.relay.access import Access, Auditor
 from manifold.relay.call import Call
 from manifold.relay.hub import Hub, Listener
@@ -356,7 +356,10 @@ def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JS
 
     async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
         built = await call.view.get(kind, credential=gw.credential_for(call))
-        items = gw.access.visible(call.principal, call.view, kind, built)
+        if kind == "tools" and call.view.search is not None:  # tool search instead of the tools (tool_search.py)
+            items = list(tool_search.meta_tools(call.view.search.max_results))
+        else:
+            items = gw.access.visible(call.principal, call.view, kind, built)
         if built.connect_tools:  # members this caller must connect first, shown where a grant gives them
             visible = gw.access.member_visible
             items = items + [t for m, t in built.connect_tools if visible(call.principal, call.view, m)]
@@ -392,6 +395,8 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     if not isinstance(name, str):
         raise RpcError(INVALID_PARAMS, f"{TOOLS_CALL} needs a string 'name'")
     started = time.perf_counter()
+    if call.view.search is not None and name in TOOL_SEARCH_NAMES:  # relay/tool_search.py
+        return await _tool_search(gw, call, name, params, started)
     state = params.get("requestState")
     if auth_required.is_ours(state):
         # A 2026-07-28 client retrying after it was asked to connect an account: the state is ours, not
@@ -442,6 +447,29 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     detail = None if outcome == "ok" else _failure_detail(reply)
     gw.audit.call(call, TOOLS_CALL, name, target, outcome, started, detail, params.get("arguments"))
     return reply
+
+
+async def _tool_search(gw: Gateway, call: Call, name: str, params: JSON, started: float) -> JSON:
+    """`search_tools` and `call_tool` of a server with tool search on (relay/tool_search.py). A tool called
+    through `call_tool` is an ordinary tools/call of that tool: resolved, checked and audited as one."""
+    config = call.view.search
+    assert config is not None
+    if name == CALL_TOOL:
+        inner = tool_search.inner_call(params)
+        if isinstance(inner, str):
+            gw.audit.call(call, TOOLS_CALL, name, None, "tool_error", started, inner)
+            return tool_error_result(inner)
+        return await _tools_call(gw, call, inner)
+    arguments = params.get("arguments")
+    query = tool_search.parse_query(arguments, config)
+    if isinstance(query, str):
+        gw.audit.call(call, TOOLS_CALL, name, None, "tool_error", started, query)
+        return tool_error_result(query)
+    built = await call.view.get("tools", credential=gw.credential_for(call))
+    visible = gw.access.visible(call.principal, call.view, "tools", built)
+    found = tool_search.search(call.view, built, visible, query)
+    gw.audit.call(call, TOOLS_CALL, name, None, "ok", started, f"{len(found)} found", arguments)
+    return tool_search.search_result(found)
 
 
 def _outcome(reply: JSON) -> str:

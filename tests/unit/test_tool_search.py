@@ -1,0 +1,246 @@
+"""Tool search (a virtual server's `tool_search`; relay/tool_search.py, catalog/search.py), in process: the
+relay's handlers over a real `VirtualServerView`, a stand-in pool (tests/unit/test_relay_handlers.py), and the
+configuration checks. The e2e test with real processes and a real MCP client is tests/e2e/test_tool_search.py."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from manifold.catalog.lists import UpstreamLists
+from manifold.catalog.search import ToolIndex, words
+from manifold.catalog.view import VirtualServerView
+from manifold.config.models import VirtualServerConfig
+from manifold.outbound.resolver import CredentialResolver
+from manifold.protocol import INVALID_PARAMS, TOOLS_CALL, TOOLS_LIST, Era
+from manifold.relay.access import AllowAll, NoAudit
+from manifold.relay.handlers import Gateway
+from manifold.relay.hub import Hub
+from manifold.relay.jsonrpc import RpcError
+from tests.unit.test_config import MAIN, problems
+from tests.unit.test_relay_handlers import DenyNames, StandInPool, call_on, replying
+
+JSON = dict[str, Any]
+
+GITHUB = [
+    {"name": "create_issue", "description": "Open a new issue in a repository.", "inputSchema": {"type": "object"}},
+    {"name": "list_pulls", "description": "List the pull requests of a repository.", "inputSchema": {"type": "object"}},
+    {"name": "delete_repo", "description": "Delete a repository for good.", "inputSchema": {"type": "object"}},
+]
+NOTES = [
+    {
+        "name": "add_note",
+        "description": "Write a note into the notebook.",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
+    },
+    {"name": "weather", "description": "Today's forecast: temperature and rain.", "inputSchema": {"type": "object"}},
+]
+
+
+def searching(
+    pool: StandInPool, *members: JSON, access: AllowAll | None = None, **search: Any
+) -> tuple[Gateway, VirtualServerView]:
+    lists = UpstreamLists(pool, ttl_seconds=3600)
+    config = VirtualServerConfig.model_validate({"members": list(members), "tool_search": search or True})
+    view = VirtualServerView("vs", config, lists, "__")
+    seam = access or AllowAll()
+    return Gateway(pool, Hub(lists, seam), seam, NoAudit(), CredentialResolver()), view
+
+
+def pool() -> StandInPool:
+    return StandInPool({"github": {"tools": GITHUB}, "notes": {"tools": NOTES}})
+
+
+async def search(
+    gateway: Gateway, view: VirtualServerView, query: str, era: Era = Era.HANDSHAKE, **more: Any
+) -> list[str]:
+    reply = await gateway.handle(
+        call_on(view, era), TOOLS_CALL, {"name": "search_tools", "arguments": {"query": query, **more}}
+    )
+    result = reply["result"]
+    assert not result.get("isError"), result
+    names = [t["name"] for t in result["structuredContent"]["tools"]]
+    assert orjson.loads(result["content"][0]["text"]) == result["structuredContent"]  # the same, as text
+    return names
+
+
+pytestmark = pytest.mark.anyio
+
+
+# ---- tools/list and tools/call ----------------------------------------------------------------------------
+
+
+async def test_tools_list_shows_only_the_search_tools() -> None:
+    gateway, view = searching(pool(), {"upstream": "github"}, {"upstream": "notes"})
+    for era in Era:
+        reply = await gateway.handle(call_on(view, era), TOOLS_LIST, {})
+        assert [t["name"] for t in reply["result"]["tools"]] == ["search_tools", "call_tool"]
+
+
+async def test_a_search_finds_a_tool_by_a_word_of_its_description_with_its_schema() -> None:
+    gateway, view = searching(pool(), {"upstream": "github"}, {"upstream": "notes"})
+    assert (await search(gateway, view, "forecast"))[0] == "notes__weather"
+    reply = await gateway.handle(
+        call_on(view), TOOLS_CALL, {"name": "search_tools", "arguments": {"query": "notebook"}}
+    )
+    found = reply["result"]["structuredContent"]["tools"][0]
+    assert found == {**NOTES[0], "name": "notes__add_note"}  # name, description, input schema as listed
+
+
+async def test_words_of_the_name_count_and_plurals_match() -> None:
+    gateway, view = searching(pool(), {"upstream": "github"}, {"upstream": "notes"})
+    assert (await search(gateway, view, "issues"))[0] == "github__create_issue"
+    assert (await search(gateway, view, "pull requests repository"))[0] == "github__list_pulls"
+    assert await search(gateway, view, "xylophone") == []
+
+
+async def test_max_results_and_limit_bound_the_answer() -> None:
+    gateway, view = searching(pool(), {"upstream": "github"}, max_results=2)
+    assert len(await search(gateway, view, "repository")) == 2
+    assert len(await search(gateway, view, "repository", limit=1)) == 1
+    assert len(await search(gateway, view, "repository", limit=50)) == 2
+
+
+async def test_a_found_tool_is_callable_by_its_name_and_through_call_tool() -> None:
+    stand_in = pool()
+    stand_in.answers[("github", TOOLS_CALL)] = replying({"content": [{"type": "text", "text": "opened"}]})
+    gateway, view = searching(stand_in, {"upstream": "github"})
+    direct = await gateway.handle(call_on(view), TOOLS_CALL, {"name": "github__create_issue", "arguments": {"t": 1}})
+    meta = await gateway.handle(
+        call_on(view, Era.MODERN),
+        TOOLS_CALL,
+        {"name": "call_tool", "arguments": {"name": "github__create_issue", "arguments": {"t": 2}}},
+    )
+    assert direct["result"]["content"][0]["text"] == meta["result"]["content"][0]["text"] == "opened"
+    assert [(u, p["name"], p["arguments"]) for u, _, p in stand_in.sent] == [
+        ("github", "create_issue", {"t": 1}),
+        ("github", "create_issue", {"t": 2}),
+    ]
+
+
+async def test_a_tool_the_caller_is_not_granted_is_never_found_nor_callable() -> None:
+    stand_in = pool()
+    gateway, view = searching(stand_in, {"upstream": "github"}, access=DenyNames("delete_repo"))
+    assert "github__delete_repo" not in await search(gateway, view, "delete repository")
+    assert await search(gateway, view, "delete") == []
+    for params in (
+        {"name": "github__delete_repo", "arguments": {}},
+        {"name": "call_tool", "arguments": {"name": "github__delete_repo"}},
+    ):
+        with pytest.raises(RpcError) as info:
+            await gateway.handle(call_on(view), TOOLS_CALL, params)
+        assert (info.value.code, info.value.message) == (INVALID_PARAMS, "Unknown tool: github__delete_repo")
+    assert stand_in.sent == []
+
+
+async def test_wrong_arguments_are_tool_errors_the_model_can_correct() -> None:
+    gateway, view = searching(pool(), {"upstream": "github"})
+    for name, arguments in (
+        ("search_tools", {}),
+        ("search_tools", {"query": "  "}),
+        ("search_tools", {"query": "x", "limit": 0}),
+        ("call_tool", {}),
+        ("call_tool", {"name": "search_tools"}),
+        ("call_tool", {"name": "github__create_issue", "arguments": [1]}),
+    ):
+        reply = await gateway.handle(call_on(view), TOOLS_CALL, {"name": name, "arguments": arguments})
+        assert reply["result"]["isError"] is True, (name, arguments)
+
+
+async def test_without_tool_search_the_names_are_ordinary_tools() -> None:
+    stand_in = StandInPool({"notes": {"tools": [{"name": "search_tools", "inputSchema": {"type": "object"}}]}})
+    stand_in.answers[("notes", TOOLS_CALL)] = replying({"content": []})
+    lists = UpstreamLists(stand_in, ttl_seconds=3600)
+    config = VirtualServerConfig.model_validate({"namespace": False, "members": [{"upstream": "notes"}]})
+    view = VirtualServerView("vs", config, lists, "__")
+    gateway = Gateway(stand_in, Hub(lists, AllowAll()), AllowAll(), NoAudit(), CredentialResolver())
+    await gateway.handle(call_on(view), TOOLS_CALL, {"name": "search_tools", "arguments": {}})
+    assert stand_in.sent[0][:2] == ("notes", TOOLS_CALL)
+
+
+async def test_a_member_tool_under_a_reserved_name_is_left_out_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    stand_in = StandInPool(
+        {"notes": {"tools": [*NOTES, {"name": "search_tools", "description": "notebook", "inputSchema": {}}]}}
+    )
+    lists = UpstreamLists(stand_in, ttl_seconds=3600)
+    config = VirtualServerConfig.model_validate(
+        {"namespace": False, "tool_search": True, "members": [{"upstream": "notes"}]}
+    )
+    view = VirtualServerView("vs", config, lists, "__")
+    gateway = Gateway(stand_in, Hub(lists, AllowAll()), AllowAll(), NoAudit(), CredentialResolver())
+    with caplog.at_level(logging.ERROR):
+        assert await search(gateway, view, "notebook") == ["add_note"]
+    assert "collides with the tool search's own tool" in caplog.text
+    assert any("search_tools" in c for c in view.collisions["tools"])
+
+
+# ---- the ranking ------------------------------------------------------------------------------------------
+
+
+def test_words_split_names_and_drop_plurals_and_stop_words() -> None:
+    assert words("createIssue list_PRs of the Repositories HTTPServer v2") == [
+        "create",
+        "issue",
+        "list",
+        "pr",
+        "repositorie",
+        "http",
+        "server",
+        "v",
+        "2",
+    ]
+
+
+def test_the_index_ranks_by_bm25_and_filters_after_ranking() -> None:
+    tools = [{"name": f"t{i}", "description": "alpha " * (i + 1) + "beta"} for i in range(5)]
+    tools.append({"name": "gamma_alpha", "description": "nothing else"})  # in the name: counts twice
+    index = ToolIndex(tools)
+    best = index.search("alpha", 10, lambda i: True)
+    assert best == [4, 3, 2, 5, 1, 0]
+    assert index.search("alpha", 2, lambda i: i not in (4, 2)) == [3, 5]
+    assert index.search("", 10, lambda i: True) == []
+    assert index.search("the of", 10, lambda i: True) == []  # stop words find nothing
+
+
+# ---- configuration ----------------------------------------------------------------------------------------
+
+
+def test_tool_search_config_forms() -> None:
+    for value, expected in (("true", 10), ("{max_results: 3}", 3), ("{mode: search}", 10)):
+        config = VirtualServerConfig.model_validate(
+            {"members": [{"upstream": "notes"}], "tool_search": yaml.safe_load(value)}
+        )
+        assert config.tool_search is not None and config.tool_search.max_results == expected
+    assert (
+        VirtualServerConfig.model_validate({"members": [{"upstream": "n"}], "tool_search": False}).tool_search is None
+    )
+
+
+def test_a_bad_tool_search_value_is_reported_with_file_field_and_line(tmp_path: Path) -> None:
+    vs = "members:\n  - upstream: notes\ntool_search:\n  max_results: 500\n"
+    ps = problems(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/v.yaml": vs})
+    assert [(p.file, p.field_path, p.line) for p in ps] == [("virtual_servers/v.yaml", "tool_search.max_results", 4)]
+    vs = "members:\n  - upstream: notes\ntool_search:\n  mode: find\n"
+    ps = problems(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/v.yaml": vs})
+    assert [(p.field_path, p.line) for p in ps] == [("tool_search.mode", 4)]
+
+
+def test_a_name_that_collides_with_the_search_tools_is_reported(tmp_path: Path) -> None:
+    vs = """
+    tool_search: true
+    namespace: false
+    members:
+      - upstream: notes
+        aliases:
+          list_notes: search_tools
+      - upstream: github
+        tools: [call_tool, "get_*"]
+    """
+    ps = problems(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/v.yaml": vs})
+    assert [(p.field_path, p.line) for p in ps] == [("members[0].aliases.list_notes", 6), ("members[1].tools[0]", 8)]
+    assert "'search_tools' is the tool search's own" in ps[0].reason
