@@ -45,7 +45,6 @@ class Transport(str, enum.Enum):
     STDIO = "stdio"
     HTTP = "http"  # streamable HTTP
     SSE = "sse"  # legacy HTTP+SSE (2024-11-05)
-    OPENAPI = "openapi"  # a REST API described by an OpenAPI 3 document: its operations become tools
 
 
 class ProtocolChoice(str, enum.Enum):
@@ -54,16 +53,6 @@ class ProtocolChoice(str, enum.Enum):
     AUTO = "auto"
     MODERN = MODERN_VERSION
     HANDSHAKE = LATEST_HANDSHAKE
-
-
-class PinningMode(str, enum.Enum):
-    """Tool pinning (docs/pinning.md): what happens to a tool whose definition changed since it was approved.
-    `hold`: left out of tools/list and refused on call until an admin approves; `flag`: listed, marked in its
-    `_meta` and logged; `off`: not pinned."""
-
-    HOLD = "hold"
-    FLAG = "flag"
-    OFF = "off"
 
 
 # ---- outbound credentials: how the gateway authenticates to an upstream ------------------------------
@@ -171,11 +160,6 @@ class UpstreamConfig(Strict):
     # http / sse
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)  # static outbound headers (values may be ${ENV})
-    # openapi: the OpenAPI document, a file (relative to the config file's folder) or an http(s) URL;
-    # `url` is then the REST API's base (default: the document's servers[0])
-    spec: str | None = None
-    # openapi: the largest REST response body (and fetched document) read; a larger one is a tool error
-    max_response_bytes: Annotated[int, Field(gt=0)] = 8 * 1024 * 1024
     # stdio
     command: str | None = None
     args: list[str] = Field(default_factory=list)
@@ -190,25 +174,14 @@ class UpstreamConfig(Strict):
     # /readyz answers 503 while a required upstream is down; an optional one is only reported.
     required: bool = True
     description: str | None = None
-    # Tool pinning (docs/pinning.md): a tool's definition is approved on first sight; a later change is held.
-    pinning: PinningMode = PinningMode.HOLD
 
     @model_validator(mode="after")
     def _transport_fields(self) -> UpstreamConfig:
-        if self.spec is not None and self.transport is not Transport.OPENAPI:
-            raise ValueError("'spec' is for openapi upstreams")
         if self.transport is Transport.STDIO:
             if not self.command:
                 raise ValueError("a stdio upstream needs 'command'")
             if self.url:
                 raise ValueError("'url' is for http/sse upstreams; a stdio upstream has 'command'")
-        elif self.transport is Transport.OPENAPI:
-            if not self.spec:
-                raise ValueError("an openapi upstream needs 'spec' (a file or an http(s) URL of its OpenAPI document)")
-            if self.url and not re.match(r"^https?://", self.url):
-                raise ValueError("'url' must start with http:// or https://")
-            if self.command or self.args or self.env or self.cwd:
-                raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio upstreams")
         else:
             if not self.url:
                 raise ValueError(f"an {self.transport.value} upstream needs 'url'")
@@ -246,9 +219,6 @@ class LimitsSettings(Strict):
     tasks_per_principal: Annotated[int, Field(gt=0)] = 64
     # How long a finished task's outcome is kept for `tasks/get` (its `ttlMs`), then dropped.
     task_retention_seconds: Annotated[float, Field(gt=0, le=86400)] = 600.0
-    # Rate-limit buckets held in memory at once (one per rule and principal/server/tool it counts); full
-    # buckets are dropped first, so reaching it never refuses anyone (docs/rate-limits.md).
-    rate_limit_buckets: Annotated[int, Field(gt=0)] = 100_000
 
 
 class GatewaySettings(Strict):
@@ -472,45 +442,6 @@ class GrantConfig(Strict):
     claims: dict[str, str | list[str]] = Field(default_factory=dict)
     what: list[str]
     description: str | None = None
-    # The human approval gate (docs/approvals.md): calls to these tools (`tool:`/`server:`/`group:`/`vserver:`
-    # selectors) wait until one of `approvers` (a `who` selector) approves them in the browser.
-    require_approval: list[str] = Field(default_factory=list)
-    approvers: str | None = None
-    approval_timeout_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 900.0  # a pending request expires
-    approval_valid_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0  # 0: one approval, one call
-    self_approval: bool = False  # may the caller approve their own request (if they are an approver)?
-
-
-# `rate: <count>/<unit>`: the units a rate or quota may be written in, and their length in seconds.
-RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
-
-
-def parse_rate(text: str) -> tuple[int, float]:
-    """`10/s`, `600/min`, `5000/day` -> (count, window seconds); ValueError naming the accepted forms."""
-    m = _RATE_RE.match(text)
-    if m is None or m.group(2) not in RATE_UNITS or int(m.group(1)) <= 0:
-        raise ValueError(f"'{text}' is not a rate; write <count>/<unit>: a count > 0, a unit of s, min, hour, day")
-    return int(m.group(1)), float(RATE_UNITS[m.group(2)])
-
-
-class RateLimitConfig(Strict):
-    """One rule of `rate_limits:` (docs/rate-limits.md): calls matching `who` and `what` draw from a token
-    bucket of `burst` tokens refilled at `rate`; `per` says whose calls share one bucket."""
-
-    id: SlugKey | None = None  # default: rate_limits[<index>]
-    who: str = "anyone"  # a grant's principal selector
-    what: str | None = None  # a grant's resource selector (server:, group:, vserver:, tool:); none: every tool
-    rate: str  # <count>/<s|min|hour|day>
-    burst: Annotated[int, Field(gt=0)] | None = None  # bucket size; default: the rate's count
-    per: list[Literal["principal", "server", "tool"]] = Field(default_factory=lambda: ["principal"])
-    description: str | None = None
-
-    @field_validator("rate")
-    @classmethod
-    def _rate(cls, v: str) -> str:
-        parse_rate(v)
-        return v
 
 
 class AuditSettings(Strict):
@@ -518,38 +449,6 @@ class AuditSettings(Strict):
     retention_days: Annotated[float, Field(gt=0)] = 90.0
     jsonl_path: Path | None = None  # also append every event as one JSON line here (relative: to state_dir)
     include_arguments: bool = False  # tool arguments are stored only when this is on
-
-
-class MetricsSettings(Strict):
-    """`telemetry.metrics` (docs/telemetry.md): Prometheus `/metrics`, for admins or this bearer token."""
-
-    enabled: bool = True
-    token: str | None = None  # a value, `${ENV}` or `secret:NAME`; scrapers send `Authorization: Bearer <token>`
-    # Distinct (server, member, tool) label sets at most; past it new ones count under tool="other".
-    max_tool_series: Annotated[int, Field(gt=0, le=100_000)] = 5000
-
-
-class TracingSettings(Strict):
-    """`telemetry.tracing`: OpenTelemetry spans sent to an OTLP/HTTP collector. Off unless `endpoint` is set."""
-
-    endpoint: str | None = None  # e.g. http://127.0.0.1:4318 (spans go to {endpoint}/v1/traces)
-    protocol: Literal["http/protobuf"] = "http/protobuf"
-    service_name: str = "manifold"
-    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0  # of traces the gateway starts; a client's flag wins
-    headers: dict[str, str] = Field(default_factory=dict)  # sent to the collector (values may be ${ENV})
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("'endpoint' must be an absolute http:// or https:// URL")
-        return v.rstrip("/") if v is not None else v
-
-
-class TelemetrySettings(Strict):
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    tracing: TracingSettings = Field(default_factory=TracingSettings)
-    logs: Literal["text", "json"] = "text"  # json: one JSON object per line, with request and trace ids
 
 
 class GatewayConfig(Strict):
@@ -563,9 +462,7 @@ class GatewayConfig(Strict):
     teams: dict[SlugKey, str | None] = Field(default_factory=dict)  # team id -> description
     service_accounts: dict[SlugKey, ServiceAccountConfig] = Field(default_factory=dict)
     grants: list[GrantConfig] = Field(default_factory=list)
-    rate_limits: list[RateLimitConfig] = Field(default_factory=list)
     audit: AuditSettings = Field(default_factory=AuditSettings)
-    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
 
 def _glob(v: str) -> str:
