@@ -5,6 +5,7 @@ refused with a message, not damaged."""
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Every module that declares tables: the code's whole schema is `metadata` once these are imported.
+import manifold.catalog.pin_store
 import manifold.identity.gateway_tables
 import manifold.outbound.oauth.tables
 import manifold.security.tables  # noqa: F401
@@ -53,10 +55,23 @@ def _differences(conn: Connection) -> list[Any]:
     return list(compare_metadata(context, metadata))
 
 
+def _baseline_tables() -> set[str]:
+    """The tables migration 0001 (the schema when migrations began) declares."""
+    path = REPO / "src" / "manifold" / "store" / "migrations" / "versions" / "0001_baseline.py"
+    spec = importlib.util.spec_from_file_location("manifold_baseline_migration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return set(module.schema.tables)
+
+
 async def _old_code_schema(engine: AsyncEngine) -> None:
-    """What `create_schema` did before Alembic: `metadata.create_all` and the schema_version row."""
+    """What `create_schema` did before Alembic: `metadata.create_all` (of the tables that code had: those of
+    the baseline migration, not the ones later migrations add) and the schema_version row."""
+    baseline = _baseline_tables()
+    old_tables = [table for table in metadata.sorted_tables if table.name in baseline]
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(lambda c: metadata.create_all(c, tables=old_tables))
         await conn.execute(text("INSERT INTO meta(key, value) VALUES ('schema_version', '2')"))
 
 

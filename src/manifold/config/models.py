@@ -55,6 +55,16 @@ class ProtocolChoice(str, enum.Enum):
     HANDSHAKE = LATEST_HANDSHAKE
 
 
+class PinningMode(str, enum.Enum):
+    """Tool pinning (docs/pinning.md): what happens to a tool whose definition changed since it was approved.
+    `hold`: left out of tools/list and refused on call until an admin approves; `flag`: listed, marked in its
+    `_meta` and logged; `off`: not pinned."""
+
+    HOLD = "hold"
+    FLAG = "flag"
+    OFF = "off"
+
+
 # ---- outbound credentials: how the gateway authenticates to an upstream ------------------------------
 #
 # A tagged union on `mode`, resolved by one exhaustive `match` (outbound/resolver.py). Secret values are
@@ -174,6 +184,8 @@ class UpstreamConfig(Strict):
     # /readyz answers 503 while a required upstream is down; an optional one is only reported.
     required: bool = True
     description: str | None = None
+    # Tool pinning (docs/pinning.md): a tool's definition is approved on first sight; a later change is held.
+    pinning: PinningMode = PinningMode.HOLD
 
     @model_validator(mode="after")
     def _transport_fields(self) -> UpstreamConfig:

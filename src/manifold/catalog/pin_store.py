@@ -1,0 +1,224 @@
+"""The `tool_pins` table (docs/pinning.md): per (upstream, tool) the approved definition and, while one is
+waiting, the changed definition last seen. Shared by every replica and the CLI; declared on
+`manifold.store.db.metadata` and created by migration 0002.
+
+Approving bumps the `pins` revision (store/revisions.py), so every running gateway fetches its tool lists
+again and serves the approved tools on its next request (runtime/changes.py); each approval is written to
+`audit_events` in the same transaction, whoever approved (API, console or CLI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import JSON, Column, Float, String, Table, and_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ColumnElement, Update
+
+from manifold.store import revisions
+from manifold.store.db import audit_events, metadata, write_transaction
+
+PINS_SCOPE = "pins"  # the revision bumped by an approval
+FIRST_USE = "first use"  # approved_by of a tool approved the first time it was seen
+
+tool_pins = Table(
+    "tool_pins",
+    metadata,
+    Column("upstream", String(64), primary_key=True),
+    Column("tool", String(400), primary_key=True),
+    Column("approved_hash", String(64), nullable=False),  # sha256 hex of the canonical definition
+    Column("approved", JSON, nullable=False),  # the approved definition (catalog/pinning.py `definition`)
+    Column("approved_at", Float, nullable=False),  # unix time
+    Column("approved_by", String(400), nullable=False),  # a principal id, or "first use"
+    Column("pending_hash", String(64)),  # a changed definition waiting for approval (null: none)
+    Column("pending", JSON),
+    Column("seen_at", Float),  # when the pending definition was first seen
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPin:
+    upstream: str
+    tool: str
+    approved_hash: str
+    approved: dict[str, Any]
+    approved_at: float
+    approved_by: str
+    pending_hash: str | None
+    pending: dict[str, Any] | None
+    seen_at: float | None
+
+    @property
+    def changed(self) -> bool:
+        return self.pending_hash is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "upstream": self.upstream,
+            "tool": self.tool,
+            "status": "changed" if self.changed else "approved",
+            "approved_hash": self.approved_hash,
+            "approved_at": self.approved_at,
+            "approved_by": self.approved_by,
+            "pending_hash": self.pending_hash,
+            "seen_at": self.seen_at,
+        }
+
+
+@dataclass(slots=True)
+class Reconciled:
+    pins: dict[str, StoredPin]  # tool name -> its pin after the review
+    newly_changed: list[StoredPin] = field(default_factory=list)  # changes this review recorded first
+
+
+def _pin(row: RowMapping) -> StoredPin:
+    return StoredPin(
+        upstream=row["upstream"],
+        tool=row["tool"],
+        approved_hash=row["approved_hash"],
+        approved=row["approved"],
+        approved_at=row["approved_at"],
+        approved_by=row["approved_by"],
+        pending_hash=row["pending_hash"],
+        pending=row["pending"],
+        seen_at=row["seen_at"],
+    )
+
+
+class PinStore:
+    def __init__(self, engine: AsyncEngine, *, audit: bool = True) -> None:
+        self._engine = engine
+        self._audit = audit  # write approvals to audit_events (audit.enabled)
+
+    async def _read(self, conn: AsyncConnection, upstream_id: str) -> dict[str, StoredPin]:
+        rows = (await conn.execute(select(tool_pins).where(tool_pins.c.upstream == upstream_id))).mappings()
+        return {row["tool"]: _pin(row) for row in rows}
+
+    async def reconcile(
+        self, upstream_id: str, seen: dict[str, tuple[str, dict[str, Any]]], *, now: float
+    ) -> Reconciled:
+        """Compare what an upstream lists now (`seen`: tool name → (fingerprint, definition)) with its pins:
+        a new tool is approved as it is (first use), a changed one recorded as pending, one changed back to
+        its approved definition cleared. One read; a write transaction only when something is to be written
+        (then read again inside it, so two replicas reviewing at once record each change once)."""
+        async with self._engine.connect() as conn:
+            pins = await self._read(conn, upstream_id)
+        if not _work(pins, seen):
+            return Reconciled(pins)
+        newly_changed: list[StoredPin] = []
+        async with write_transaction(self._engine) as conn:
+            pins = await self._read(conn, upstream_id)
+            for name, (digest, defn) in seen.items():
+                pin = pins.get(name)
+                if pin is None:
+                    values = {
+                        "upstream": upstream_id,
+                        "tool": name,
+                        "approved_hash": digest,
+                        "approved": defn,
+                        "approved_at": now,
+                        "approved_by": FIRST_USE,
+                        "pending_hash": None,
+                        "pending": None,
+                        "seen_at": None,
+                    }
+                    await conn.execute(tool_pins.insert().values(**values))
+                    pins[name] = StoredPin(**values)
+                elif digest == pin.approved_hash:
+                    if pin.pending_hash is not None:  # changed back: nothing waits any more
+                        cleared = _where(upstream_id, name).values(pending_hash=None, pending=None, seen_at=None)
+                        await conn.execute(cleared)
+                        pins[name] = replace(pin, pending_hash=None, pending=None, seen_at=None)
+                elif digest != pin.pending_hash:
+                    await conn.execute(_where(upstream_id, name).values(pending_hash=digest, pending=defn, seen_at=now))
+                    pins[name] = replace(pin, pending_hash=digest, pending=defn, seen_at=now)
+                    newly_changed.append(pins[name])
+        return Reconciled(pins, newly_changed)
+
+    async def list(self, upstream_id: str | None = None, *, changed_only: bool = False) -> list[StoredPin]:
+        query = select(tool_pins).order_by(tool_pins.c.upstream, tool_pins.c.tool)
+        if upstream_id is not None:
+            query = query.where(tool_pins.c.upstream == upstream_id)
+        if changed_only:
+            query = query.where(tool_pins.c.pending_hash.is_not(None))
+        async with self._engine.connect() as conn:
+            return [_pin(row) for row in (await conn.execute(query)).mappings()]
+
+    async def get(self, upstream_id: str, tool: str) -> StoredPin | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(tool_pins).where(_key(upstream_id, tool)))).mappings().first()
+        return None if row is None else _pin(row)
+
+    async def approve(
+        self, by: str, credential: str, *, upstream_id: str | None = None, tool: str | None = None, now: float
+    ) -> list[StoredPin]:
+        """Approve the waiting definitions (all, one upstream's, or one tool's); returns the pins as they were
+        before (what was approved). Each approval is an audit row; running gateways hear of it (PINS_SCOPE)."""
+        query = select(tool_pins).where(tool_pins.c.pending_hash.is_not(None))
+        if upstream_id is not None:
+            query = query.where(tool_pins.c.upstream == upstream_id)
+        if tool is not None:
+            query = query.where(tool_pins.c.tool == tool)
+        async with write_transaction(self._engine) as conn:
+            waiting = [_pin(row) for row in (await conn.execute(query)).mappings()]
+            for pin in waiting:
+                await conn.execute(
+                    _where(pin.upstream, pin.tool).values(
+                        approved_hash=pin.pending_hash,
+                        approved=pin.pending,
+                        approved_at=now,
+                        approved_by=by[:400],
+                        pending_hash=None,
+                        pending=None,
+                        seen_at=None,
+                    )
+                )
+            if waiting:
+                if self._audit:
+                    await conn.execute(audit_events.insert(), list(_approval_rows(waiting, by, credential, now)))
+                await revisions.bump(conn, PINS_SCOPE)
+        return waiting
+
+
+def _work(pins: dict[str, StoredPin], seen: dict[str, tuple[str, dict[str, Any]]]) -> bool:
+    """Whether reconciling `seen` with `pins` writes anything."""
+    for name, (digest, _defn) in seen.items():
+        pin = pins.get(name)
+        if pin is None:
+            return True
+        if digest == pin.approved_hash:
+            if pin.pending_hash is not None:
+                return True
+        elif digest != pin.pending_hash:
+            return True
+    return False
+
+
+def _key(upstream_id: str, tool: str) -> ColumnElement[bool]:
+    return and_(tool_pins.c.upstream == upstream_id, tool_pins.c.tool == tool)
+
+
+def _where(upstream_id: str, tool: str) -> Update:
+    return update(tool_pins).where(_key(upstream_id, tool))
+
+
+def _approval_rows(pins: Iterable[StoredPin], by: str, credential: str, now: float) -> Iterable[dict[str, Any]]:
+    for pin in pins:
+        yield {
+            "at": now,
+            "request_id": None,
+            "principal": by[:400],
+            "credential": credential[:100],
+            "server": "admin",
+            "member": None,
+            "upstream": pin.upstream,
+            "method": "tool approved",
+            "target": pin.tool[:400],
+            "outcome": "ok",
+            "detail": f"sha256 {pin.approved_hash[:12]} → {(pin.pending_hash or '')[:12]}",
+            "latency_ms": None,
+            "arguments": None,
+        }
