@@ -48,6 +48,12 @@ class Requester(Protocol):
     async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> UpstreamSession: ...
 
 
+class ToolReview(Protocol):
+    """Tool pinning (catalog/pinning.py `ToolPins`): what of a fetched tool list is served."""
+
+    async def review(self, upstream_id: str, tools: list[JSON]) -> list[JSON]: ...
+
+
 @dataclass
 class Entry:
     items: list[JSON] = field(default_factory=list)
@@ -66,9 +72,10 @@ class ListError(Exception):
 
 
 class UpstreamLists:
-    def __init__(self, pool: Requester, ttl_seconds: float) -> None:
+    def __init__(self, pool: Requester, ttl_seconds: float, pins: ToolReview | None = None) -> None:
         self._pool = pool
         self._ttl = ttl_seconds
+        self._pins = pins  # None: tools are served as listed (tests of the cache alone)
         self._entries: dict[tuple[str, str], Entry] = {}
 
     def entry(self, upstream_id: str, kind: str) -> Entry:
@@ -129,6 +136,10 @@ class UpstreamLists:
                 cursor = result.get("nextCursor")
                 if not cursor:
                     break
+        if kind == "tools" and self._pins is not None:
+            # Changed definitions held out (or flagged) here, once per fetch: the views and tools/call see
+            # only what this returns, so a held tool is neither listed nor callable.
+            items = await self._pins.review(upstream_id, items)
         e.items = items
         e.version += 1
         e.fetched_at = time.monotonic()

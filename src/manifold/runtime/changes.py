@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from manifold.catalog.pin_store import PINS_SCOPE
 from manifold.catalog.served import ServedServers
 from manifold.identity.authenticator import Authenticator, Unauthenticated
 from manifold.identity.directory import Directory
@@ -22,6 +23,7 @@ from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE
 from manifold.outbound.resolver import CredentialResolver
 from manifold.policy.access import PolicyAccess
 from manifold.policy.store import StoredGrant
+from manifold.protocol import TOOLS_LIST_CHANGED
 from manifold.relay.hub import Hub
 from manifold.relay.sessions import SESSIONS_SCOPE, SessionStore
 from manifold.runtime.catalog_swap import CatalogSwap
@@ -124,6 +126,9 @@ class ChangeSync:
             self._credentials.secrets_changed()
         if SESSIONS_SCOPE in scopes:  # a 2025-11-25 session ended (DELETE) on another replica
             await self._sessions.sync_ended()
+        if PINS_SCOPE in scopes:  # tool definitions approved (docs/pinning.md): fetched again and announced
+            for upstream_id in self._catalog.config.upstreams:
+                await self._hub.on_upstream_notification(upstream_id, {"method": TOOLS_LIST_CHANGED})
 
     async def _revalidate_streams(self) -> None:
         """Close open notification streams (and their sessions) whose caller's credential was revoked or

@@ -39,9 +39,12 @@ from manifold.authserver.clients import ClientRegistry
 from manifold.authserver.routes import AuthorizationServerApp
 from manifold.authserver.store import AuthStore
 from manifold.catalog.lists import UpstreamLists
+from manifold.catalog.pin_store import PinStore
+from manifold.catalog.pinning import ToolPins
 from manifold.catalog.served import ServedServers
 from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import LoadedConfig
+from manifold.config.models import PinningMode
 from manifold.console.app import ConsoleApp
 from manifold.console.frame import Services as ConsoleServices
 from manifold.identity.api_keys import KeyRepository
@@ -107,6 +110,7 @@ class Runtime:
     notices: UpstreamNotices
     pool: UpstreamPool
     lists: UpstreamLists
+    pins: ToolPins  # tool pinning (docs/pinning.md); held_count() for /metrics
     served: ServedServers
     hub: Hub
     exchanger: TokenExchanger
@@ -223,7 +227,12 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     # What is served: upstream sessions, their lists, the virtual servers over them.
     notices = UpstreamNotices()
     pool = UpstreamPool({uid: pool_config(config, uid, u) for uid, u in config.upstreams.items()}, notices.post)
-    lists = UpstreamLists(pool, settings.tool_list_ttl_seconds)
+    pins = ToolPins(
+        PinStore(engine, audit=config.gateway.audit.enabled),
+        lambda uid: u.pinning if (u := pool.config(uid)) is not None else PinningMode.OFF,
+        audit_log.record,
+    )
+    lists = UpstreamLists(pool, settings.tool_list_ttl_seconds, pins)
     served = ServedServers(
         {
             sid: VirtualServerView(sid, vs, lists, config.separator_for(vs))
@@ -295,6 +304,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         notices=notices,
         pool=pool,
         lists=lists,
+        pins=pins,
         served=served,
         hub=hub,
         exchanger=exchanger,
