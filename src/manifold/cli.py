@@ -161,8 +161,11 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
 
 def cmd_check(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
     from manifold.config.check import run_check  # `check` loads the files itself, reporting every problem
+    from manifold.upstream.openapi_spec import check_documents
 
-    return run_check(Path(args.config), lister=explain_cli.live_tool_names if args.live else None)
+    return run_check(
+        Path(args.config), lister=explain_cli.live_tool_names if args.live else None, documents=check_documents
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

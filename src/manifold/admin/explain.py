@@ -118,6 +118,8 @@ def _pool_config(config: LoadedConfig, upstream_id: str, u: UpstreamConfig) -> U
     # As the gateway runs it: a stdio upstream in its cwd relative to the config file's folder.
     if u.transport is Transport.STDIO:
         return u.model_copy(update={"cwd": config.stdio_cwd(upstream_id)})
+    if u.transport is Transport.OPENAPI and u.spec is not None:
+        return u.model_copy(update={"spec": config.openapi_spec(u.spec)})
     return u
 
 

@@ -22,6 +22,8 @@ from manifold.config.sources import SourceFile, read_yaml
 # Upstream id -> its tool names, or why they could not be listed.
 ToolNames = Mapping[str, Sequence[str] | str]
 ToolLister = Callable[[LoadedConfig], ToolNames]
+# Problems in documents the configuration points to (openapi upstreams' specs: upstream/openapi_spec.py).
+DocumentChecker = Callable[[LoadedConfig], list[Problem]]
 
 
 def _count(n: int, word: str) -> str:
@@ -73,11 +75,19 @@ def unmatched_names(config: LoadedConfig, names: ToolNames) -> list[Problem]:
     return problems
 
 
-def run_check(config_path: Path, out: TextIO = sys.stdout, lister: ToolLister | None = None) -> int:
+def run_check(
+    config_path: Path,
+    out: TextIO = sys.stdout,
+    lister: ToolLister | None = None,
+    documents: DocumentChecker | None = None,
+) -> int:
     """Print a summary and return 0, or print every problem (one per line) and return 1.
-    With `lister` (`check --live`), also print a warning per name that matches no listed tool (still 0)."""
+    With `lister` (`check --live`), also print a warning per name that matches no listed tool (still 0).
+    With `documents`, the documents the configuration points to are checked too."""
     try:
         config = load_config(Path(config_path))
+        if documents is not None and (found := documents(config)):
+            raise ConfigError(found)
     except ConfigError as e:
         for problem in e.problems:
             print(str(problem), file=out)

@@ -41,6 +41,13 @@ class LoadedConfig:
         cwd = self.upstreams[upstream_id].cwd
         return self.base_dir if cwd is None else resolve_dir(self.base_dir, cwd)
 
+    def openapi_spec(self, spec: str) -> str:
+        """An openapi upstream's `spec` as the gateway reads it: a URL as is, a file relative to the config
+        file's folder."""
+        if spec.startswith(("http://", "https://")):
+            return spec
+        return str(resolve_dir(self.base_dir, Path(spec)))
+
     def is_env_sourced(self, file: str, field_path: str) -> bool:
         return (file, field_path) in self.env_sourced
 

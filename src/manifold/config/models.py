@@ -45,6 +45,7 @@ class Transport(str, enum.Enum):
     STDIO = "stdio"
     HTTP = "http"  # streamable HTTP
     SSE = "sse"  # legacy HTTP+SSE (2024-11-05)
+    OPENAPI = "openapi"  # a REST API described by an OpenAPI 3 document: its operations become tools
 
 
 class ProtocolChoice(str, enum.Enum):
@@ -170,6 +171,11 @@ class UpstreamConfig(Strict):
     # http / sse
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)  # static outbound headers (values may be ${ENV})
+    # openapi: the OpenAPI document, a file (relative to the config file's folder) or an http(s) URL;
+    # `url` is then the REST API's base (default: the document's servers[0])
+    spec: str | None = None
+    # openapi: the largest REST response body (and fetched document) read; a larger one is a tool error
+    max_response_bytes: Annotated[int, Field(gt=0)] = 8 * 1024 * 1024
     # stdio
     command: str | None = None
     args: list[str] = Field(default_factory=list)
@@ -189,11 +195,20 @@ class UpstreamConfig(Strict):
 
     @model_validator(mode="after")
     def _transport_fields(self) -> UpstreamConfig:
+        if self.spec is not None and self.transport is not Transport.OPENAPI:
+            raise ValueError("'spec' is for openapi upstreams")
         if self.transport is Transport.STDIO:
             if not self.command:
                 raise ValueError("a stdio upstream needs 'command'")
             if self.url:
                 raise ValueError("'url' is for http/sse upstreams; a stdio upstream has 'command'")
+        elif self.transport is Transport.OPENAPI:
+            if not self.spec:
+                raise ValueError("an openapi upstream needs 'spec' (a file or an http(s) URL of its OpenAPI document)")
+            if self.url and not re.match(r"^https?://", self.url):
+                raise ValueError("'url' must start with http:// or https://")
+            if self.command or self.args or self.env or self.cwd:
+                raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio upstreams")
         else:
             if not self.url:
                 raise ValueError(f"an {self.transport.value} upstream needs 'url'")

@@ -31,6 +31,8 @@ def pool_config(config: LoadedConfig, upstream_id: str, u: UpstreamConfig) -> Up
     """A stdio upstream runs in its `cwd` relative to the config file's folder, not wherever we started."""
     if u.transport is Transport.STDIO:
         return u.model_copy(update={"cwd": config.stdio_cwd(upstream_id)})
+    if u.transport is Transport.OPENAPI and u.spec is not None:  # its document, relative to the same folder
+        return u.model_copy(update={"spec": config.openapi_spec(u.spec)})
     return u
 
 

@@ -30,6 +30,7 @@ from manifold.upstream.base import (
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.health import UpstreamHealth
 from manifold.upstream.http import StreamableHttpTransport
+from manifold.upstream.openapi import OpenApiTransport
 from manifold.upstream.session import JsonRpcSession
 from manifold.upstream.sse import LegacySseTransport
 from manifold.upstream.stdio import StdioTransport, stderr_of
@@ -75,6 +76,8 @@ def make_transport(upstream_id: str, config: UpstreamConfig) -> MessageTransport
             return StdioTransport(upstream_id, config)
         case Transport.SSE:
             return LegacySseTransport(upstream_id, config)
+        case Transport.OPENAPI:
+            return OpenApiTransport(upstream_id, config)
         case _:
             assert_never(config.transport)
 
