@@ -21,7 +21,7 @@ from manifold.config.models import (
     VirtualServerConfig,
 )
 from manifold.config.problems import Loc
-from manifold.config.selectors import GrantError, parse_grant_selectors, parse_who
+from manifold.config.selectors import GrantError, parse_approval_selectors, parse_grant_selectors, parse_who
 from manifold.config.sources import SourceFile
 from manifold.naming import NameTable, candidate_name, expose_name, is_valid_name
 
@@ -67,6 +67,7 @@ def check_identity(f: SourceFile, gateway: GatewayConfig) -> None:
     for i, grant in enumerate(gateway.grants):
         try:
             parse_grant_selectors(grant.who, grant.what, grant.claims)
+            parse_approval_selectors(grant.require_approval, grant.approvers)
         except GrantError as exc:
             f.add(("grants", i, *_field_loc(exc.field)), exc.problem)
     for i, selector in enumerate(gateway.identity.admins):

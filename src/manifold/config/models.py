@@ -469,6 +469,13 @@ class GrantConfig(Strict):
     claims: dict[str, str | list[str]] = Field(default_factory=dict)
     what: list[str]
     description: str | None = None
+    # The human approval gate (docs/approvals.md): calls to these tools (`tool:`/`server:`/`group:`/`vserver:`
+    # selectors) wait until one of `approvers` (a `who` selector) approves them in the browser.
+    require_approval: list[str] = Field(default_factory=list)
+    approvers: str | None = None
+    approval_timeout_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 900.0  # a pending request expires
+    approval_valid_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0  # 0: one approval, one call
+    self_approval: bool = False  # may the caller approve their own request (if they are an approver)?
 
 
 class AuditSettings(Strict):

@@ -282,3 +282,26 @@ def parse_grant_selectors(who: object, what: object, claims: object = None) -> G
         raise GrantError("what", f"lists nothing; a grant gives at least one of {WHAT_FORMS}")
     parsed_what = tuple(parse_what(w, f"what[{i}]") for i, w in enumerate(what))
     return GrantSelectors(parsed_who, parsed_what, parsed_claims)
+
+
+@dataclass(frozen=True)
+class ApprovalSelectors:
+    """A grant's approval gate, parsed: which items need approval, and who approves (docs/approvals.md)."""
+
+    tools: tuple[What, ...]
+    approvers: Who
+
+
+def parse_approval_selectors(require_approval: object, approvers: object) -> ApprovalSelectors | None:
+    """A grant's `require_approval` and `approvers`; None when the grant requires no approval. Raises
+    `GrantError` naming the field: approvers without anything to approve, or the other way round."""
+    if isinstance(require_approval, str) or not isinstance(require_approval, Sequence):
+        raise GrantError("require_approval", f"expected a list of resource selectors ({WHAT_FORMS})")
+    if not require_approval:
+        if approvers is not None:
+            raise GrantError("approvers", "names approvers, but require_approval lists nothing to approve")
+        return None
+    tools = tuple(parse_what(w, f"require_approval[{i}]") for i, w in enumerate(require_approval))
+    if approvers is None:
+        raise GrantError("approvers", "require_approval needs approvers: who may approve (e.g. team:sre)")
+    return ApprovalSelectors(tools, parse_who(approvers, "approvers"))

@@ -26,7 +26,9 @@ MAX_CACHED_LISTS = 4096
 def to_grant(stored: StoredGrant) -> Grant:
     c = stored.config
     source = GrantSource.FILE if stored.source == "manifold.yaml" else GrantSource.API
-    return parse_grant(c.who, c.what, c.claims, grant_id=stored.id, description=c.description, source=source)
+    return parse_grant(
+        c.who, c.what, c.claims, grant_id=stored.id, description=c.description, source=source, approval=c
+    )
 
 
 class PolicyAccess:

@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import assert_never
 
 from manifold.config.models import GrantConfig
-from manifold.config.selectors import Claims, What, Who, WhoKind, parse_grant_selectors, render_claims
+from manifold.config.selectors import (
+    Claims,
+    What,
+    Who,
+    WhoKind,
+    parse_approval_selectors,
+    parse_grant_selectors,
+    render_claims,
+)
 from manifold.identity.claims import token_has_claims
 from manifold.principal import Principal, PrincipalKind
 
@@ -61,6 +69,19 @@ def who_selects(who: Who, principal: Principal) -> bool:
 
 
 @dataclass(frozen=True)
+class ApprovalRule:
+    """A grant's approval gate (policy/approvals.py, docs/approvals.md): calls of the tools these selectors
+    cover wait until one of `approvers` approves them."""
+
+    tools: tuple[What, ...]
+    approvers: Who
+    timeout_seconds: float = 900.0
+    valid_seconds: float = 0.0  # 0: one approval, one call
+    self_approval: bool = False
+    grant_label: str = ""
+
+
+@dataclass(frozen=True)
 class Grant:
     id: str
     who: Who
@@ -68,6 +89,7 @@ class Grant:
     claims: Claims = ()
     description: str | None = None
     source: GrantSource = GrantSource.API
+    approval: ApprovalRule | None = None
 
     @property
     def label(self) -> str:
@@ -99,10 +121,25 @@ def parse_grant(
     grant_id: str,
     description: str | None = None,
     source: GrantSource = GrantSource.API,
+    approval: GrantConfig | None = None,
 ) -> Grant:
-    """Parse one grant; raises `GrantError` (a `ValueError`) naming the bad field and what is wrong."""
+    """Parse one grant; raises `GrantError` (a `ValueError`) naming the bad field and what is wrong.
+    `approval`: the grant's config, whose approval gate fields (`require_approval`, ...) are read."""
     parsed = parse_grant_selectors(who, what, claims)
-    return Grant(grant_id, parsed.who, parsed.what, parsed.claims, description, source)
+    rule = None
+    if approval is not None:
+        gate = parse_approval_selectors(approval.require_approval, approval.approvers)
+        if gate is not None:
+            rule = ApprovalRule(
+                gate.tools,
+                gate.approvers,
+                approval.approval_timeout_seconds,
+                approval.approval_valid_seconds,
+                approval.self_approval,
+                "",
+            )
+    grant = Grant(grant_id, parsed.who, parsed.what, parsed.claims, description, source)
+    return grant if rule is None else replace(grant, approval=replace(rule, grant_label=grant.label))
 
 
 def grant_from_config(config: GrantConfig, index: int) -> Grant:
@@ -114,4 +151,5 @@ def grant_from_config(config: GrantConfig, index: int) -> Grant:
         grant_id=f"grants[{index}]",
         description=config.description,
         source=GrantSource.FILE,
+        approval=config,
     )

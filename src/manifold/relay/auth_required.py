@@ -1,4 +1,5 @@
-"""Telling a client that the user must connect an account first, in the best form the client understands.
+"""Telling a client that the user must connect an account first (or open any other page of the gateway's, as
+the approval gate does: `ask_to_open`), in the best form the client understands.
 
 - 2026-07-28 clients that declared `elicitation.url`: an `input_required` result holding a URL-mode
   `elicitation/create`, with a `requestState` the gateway signs (HMAC, with a key derived from the secret key,
@@ -18,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, TypeGuard, assert_never
 
 import orjson
@@ -107,13 +109,32 @@ def render(
     states: RequestStates,
 ) -> JSON:
     """The reply to a call that needs the user to connect `exc.upstream_id` first."""
-    text = message_for(exc, member_id)
-    elicitation = {
-        "mode": "url",
-        "message": text,
-        "url": exc.connect_url,
-        "elicitationId": f"connect-{exc.upstream_id}-{secrets.token_hex(4)}",
-    }
+    return ask_to_open(
+        message_for(exc, member_id),
+        exc.connect_url,
+        elicitation_id=f"connect-{exc.upstream_id}-{secrets.token_hex(4)}",
+        key="connect",
+        era=era,
+        client_capabilities=client_capabilities,
+        request_state=lambda: states.mint(principal_id, exc.upstream_id),
+    )
+
+
+def ask_to_open(
+    text: str,
+    url: str,
+    *,
+    elicitation_id: str,
+    key: str,
+    era: Era,
+    client_capabilities: JSON,
+    request_state: Callable[[], str],
+) -> JSON:
+    """The reply that asks the person to open `url` (the gateway's own page) and then call again, in the form
+    this client understands (the module's docstring): `text` says what and why, with the absolute URL.
+    `key` names the input request of a 2026-07-28 `input_required`; `request_state` makes its state.
+    Used for "connect your account" and for the approval gate (relay/approval_gate.py)."""
+    elicitation = {"mode": "url", "message": text, "url": url, "elicitationId": elicitation_id}
     if not supports_url_elicitation(client_capabilities):
         return tool_error_result(text)
     match era:
@@ -121,8 +142,8 @@ def render(
             return {
                 "result": {
                     "resultType": RESULT_INPUT_REQUIRED,
-                    "inputRequests": {"connect": {"method": ELICITATION_CREATE, "params": elicitation}},
-                    "requestState": states.mint(principal_id, exc.upstream_id),
+                    "inputRequests": {key: {"method": ELICITATION_CREATE, "params": elicitation}},
+                    "requestState": request_state(),
                 }
             }
         case Era.HANDSHAKE:

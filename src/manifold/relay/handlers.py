@@ -55,6 +55,7 @@ from manifold.protocol import (
 )
 from manifold.relay import auth_required, tool_search
 from manifold.relay.access import Access, Auditor
+from manifold.relay.approval_gate import ApprovalGate, without_state
 from manifold.relay.call import Call
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.input_exchange import InputExchanges
@@ -86,6 +87,8 @@ class Gateway:
     inputs: InputExchanges = field(default_factory=InputExchanges)
     # tools/call run as tasks for 2026-07-28 clients that declared the tasks extension (relay/tasks.py)
     tasks: Tasks = field(default_factory=Tasks)
+    # the human approval gate on tools/call (relay/approval_gate.py); None: no gate (tests of the relay alone)
+    approvals: ApprovalGate | None = None
 
     def server_info(self, view: VirtualServerView) -> JSON:
         return {"name": f"{self.server_name}/{view.id}", "version": self.server_version}
@@ -424,6 +427,12 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
             return {"result": {"content": [{"type": "text", "text": connected_text(upstream_id)}]}}
         gw.audit.call(call, TOOLS_CALL, name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+    if gw.approvals is not None and (rule := gw.approvals.rule(call, target)) is not None:  # approval_gate.py
+        held = await gw.approvals.hold(call, target, name, params, rule)
+        if held is not None:
+            gw.audit.call(call, TOOLS_CALL, name, target, held.outcome, started, held.detail)
+            return held.reply
+        params = without_state(params)
     if call.era is Era.MODERN and gw.tasks.wanted(call, name):  # relay/tasks.py
         runner = partial(_tools_call, gw)
         return await gw.tasks.start(call, params, target, runner, partial(gw.upstream_runs_tasks, call, target))

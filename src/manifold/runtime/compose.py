@@ -61,7 +61,10 @@ from manifold.outbound.oauth.links import ConnectLinks
 from manifold.outbound.oauth.vault import Vault
 from manifold.outbound.resolver import CredentialResolver
 from manifold.policy.access import PolicyAccess
+from manifold.policy.approval_store import ApprovalStore
+from manifold.policy.approvals import Approvals
 from manifold.policy.store import GrantRepository, StoredGrant, file_grants
+from manifold.relay.approval_gate import ApprovalGate
 from manifold.relay.auth_required import RequestStates
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
@@ -255,6 +258,10 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         audit=auditor,
         credentials=credentials,
         inputs=inputs,
+        # held tool calls wait for a human approver (docs/approvals.md); requests live in the database
+        approvals=ApprovalGate(
+            Approvals(ApprovalStore(engine), audit_log), lambda: access.policy, inputs.states, lambda: public_base
+        ),
         tasks=Tasks(
             per_principal=settings.limits.tasks_per_principal,
             retention_seconds=settings.limits.task_retention_seconds,
@@ -357,6 +364,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         served=runtime.served,
         access=runtime.access,
         apps=runtime.auth_store,
+        approvals=runtime.gateway.approvals.approvals if runtime.gateway.approvals is not None else None,
     )
     authorization_server = AuthorizationServerApp(
         settings=settings,

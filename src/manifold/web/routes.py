@@ -3,6 +3,7 @@
     /login, /login/oidc, /login/callback, /logout     sign_in.py
     /connect/{upstream}, /oauth/callback, /connections connect.py
     /, /servers                                        servers_page.py (the person's servers and snippets)
+    /approvals/{id}                                    approvals.py (a held call: approve or deny)
     /static/manifold.css                               the pages' stylesheet (pages.stylesheet)
 
 Before any page: the Host/Origin check (DNS-rebinding protection), then the changes made elsewhere are
@@ -33,10 +34,13 @@ from manifold.identity.api_keys import KeyRepository
 from manifold.identity.app_consents import AppConsents
 from manifold.identity.authenticator import Authenticator
 from manifold.outbound.oauth import ConnectLinks, OAuthFlows, Vault
+from manifold.policy.approvals import Approvals
 from manifold.security.crypto import Cipher
 from manifold.security.origin import OriginPolicy
 from manifold.security.secret_store import SecretStore
 from manifold.web import csrf
+from manifold.web.approvals import PAGE as APPROVAL_PAGE
+from manifold.web.approvals import ApprovalPages
 from manifold.web.connect import ConnectPages, UpstreamLookup
 from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, query_fields, read_body
 from manifold.web.page_request import PageRequest, viewer
@@ -75,6 +79,7 @@ class WebApp:
         served: Served = NO_SERVERS,
         access: ServerAccess | None = None,
         apps: AppConsents | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self.public_url = settings.public_url
         self.max_body = settings.max_body_bytes
@@ -86,11 +91,12 @@ class WebApp:
         purpose = connect_purpose(links, upstream_config)
         sign_in = SignInPages(self.cookies, authenticator, identity, secrets.lookup, purpose)
         connect = ConnectPages(self.cookies, engine, links, flows, vault, upstream_config, apps)
+        directory = lambda: authenticator.directory.snapshot  # noqa: E731
         servers = ServersPage(
             self.cookies,
             served=served if access is not None else NO_SERVERS,
             access=access if access is not None else NO_SERVERS,
-            directory=lambda: authenticator.directory.snapshot,
+            directory=directory,
             keys=keys,
             vault=vault,
             links=links,
@@ -108,6 +114,11 @@ class WebApp:
                 self._route("/", servers.root, GET),
                 self._route(PAGE_PATH, servers.servers, GET),
                 Route(STYLESHEET_PATH, _stylesheet, methods=list(GET_POST)),
+                *(
+                    [self._route(APPROVAL_PAGE, ApprovalPages(self.cookies, approvals, directory).approval, GET_POST)]
+                    if approvals is not None
+                    else []
+                ),
             ],
             redirect_slashes=False,  # a redirect would be an answer without the pages' headers
             default=self._not_found,

@@ -1,0 +1,156 @@
+"""The approval gate on tools/call (docs/approvals.md): a call a grant says needs approval is held until an
+approver approves it in the browser (web/approvals.py).
+
+The caller is told to open the request's page in exactly the forms of "connect your account"
+(relay/auth_required.py `ask_to_open`): −32042 for a 2025-11-25 client that declared URL elicitation,
+`input_required` (with a signed `requestState` naming the request) for a 2026-07-28 one, else a tool error
+whose text holds the absolute URL. The call is then made again — the client's retry, the `input_required`
+continuation — and finds the request by its state, or by (caller, server, tool, arguments): approved, it
+proceeds (a one-call approval is spent by it); denied or expired, it fails saying so; still pending, the caller
+is told again. An approval approves those exact arguments, nothing else.
+
+Only calls of tools some grant gates pay anything: `rule` is one identity check when no grant has a gate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeGuard, assert_never
+
+from manifold.catalog.view import Target
+from manifold.policy.approval_store import Approval
+from manifold.policy.approvals import ApprovalRule, Approvals, Status, arguments_hash, rule_for
+from manifold.policy.evaluation import Policy
+from manifold.relay.auth_required import RequestStates, ask_to_open
+from manifold.relay.call import Call
+from manifold.relay.jsonrpc import tool_error_result
+from manifold.relay.tasks import TaskRun
+
+JSON = dict[str, Any]
+STATE_PREFIX = "manifold-approval."
+
+
+def is_ours(state: object) -> TypeGuard[str]:
+    return isinstance(state, str) and state.startswith(STATE_PREFIX)
+
+
+def without_state(params: JSON) -> JSON:
+    """The params to send upstream: our `requestState` (and the client's answer to our elicitation) removed."""
+    if not is_ours(params.get("requestState")):
+        return params
+    return {k: v for k, v in params.items() if k not in ("requestState", "inputResponses")}
+
+
+@dataclass(frozen=True)
+class Held:
+    """A call the gate did not let through: the reply, and the audit row's outcome and detail."""
+
+    reply: JSON
+    outcome: str
+    detail: str
+
+
+class ApprovalGate:
+    def __init__(
+        self,
+        approvals: Approvals,
+        policy: Callable[[], Policy],
+        states: RequestStates,
+        base_url: Callable[[], str],
+    ) -> None:
+        self.approvals = approvals
+        self._policy = policy
+        self.states = states
+        self._base_url = base_url
+        self._seen: Policy | None = None
+        self._any = False
+
+    def url(self, approval_id: str) -> str:
+        return f"{self._base_url().rstrip('/')}/approvals/{approval_id}"
+
+    def rule(self, call: Call, target: Target) -> ApprovalRule | None:
+        """The rule holding this call, or None (the usual case: no grant has an approval gate)."""
+        policy = self._policy()
+        if policy is not self._seen:  # grants changed: is there any gate at all?
+            self._any = any(g.approval is not None for g in policy.grants)
+            self._seen = policy
+        if not self._any or isinstance(call.request_id, TaskRun):  # a task's run was gated when it started
+            return None
+        return rule_for(policy, call.principal, call.view.id, target.upstream_id, target.name)
+
+    async def hold(self, call: Call, target: Target, name: str, params: JSON, rule: ApprovalRule) -> Held | None:
+        """None: approved, the call proceeds. Otherwise the reply that holds or fails it."""
+        arguments = params.get("arguments")
+        digest = arguments_hash(arguments if arguments is not None else {})
+        approval: Approval | None = None
+        state = params.get("requestState")
+        if is_ours(state):
+            data = self.states.unseal(STATE_PREFIX, state, call.principal.id)  # RpcError when not ours to use
+            approval = await self.approvals.get(str(data.get("a", "")))
+            if approval is not None and (
+                approval.server != call.view.id or approval.tool != name or approval.arguments_hash != digest
+            ):
+                approval = None  # the state of another call: this one is asked for afresh
+        if approval is None:
+            approval = await self.approvals.latest(call.principal, call.view.id, name, digest)
+        if approval is not None:
+            status = approval.current_status(time.time())
+            match status:
+                case Status.APPROVED:
+                    if await self.approvals.use(approval):
+                        return None
+                    await self.approvals.close(approval)  # a window that ended, or spent by a concurrent call
+                case Status.PENDING:
+                    return self._ask(call, approval, rule, "still waiting")
+                case Status.DENIED:
+                    await self.approvals.close(approval)
+                    text = (
+                        f"The call of '{name}' was denied by {approval.decided_by}, an approver "
+                        f"({approval.approvers}). It was not run."
+                    )
+                    return Held(tool_error_result(text), "denied", f"approval denied by {approval.decided_by}")
+                case Status.EXPIRED:
+                    await self.approvals.close(approval)
+                    text = (
+                        f"The approval request for '{name}' expired before an approver ({approval.approvers}) "
+                        "decided. The call was not run; call the tool again to ask again."
+                    )
+                    return Held(tool_error_result(text), "error", "approval request expired")
+                case Status.USED | Status.CLOSED:
+                    pass
+                case _:
+                    assert_never(status)
+        approval = await self.approvals.request(
+            rule,
+            call.principal,
+            server=call.view.id,
+            member=target.member_id,
+            upstream=target.upstream_id,
+            tool=name,
+            arguments=arguments if isinstance(arguments, dict) else None,
+            args_hash=digest,
+        )
+        return self._ask(call, approval, rule, "approval requested")
+
+    def _ask(self, call: Call, approval: Approval, rule: ApprovalRule, detail: str) -> Held:
+        url = self.url(approval.id)
+        minutes = max(1, round((approval.expires_at - time.time()) / 60))
+        text = (
+            f"Calling '{approval.tool}' needs approval by {approval.approvers}. Open {url} in your browser to see "
+            f"the request (send it to an approver); once it is approved, call the tool again. The request expires "
+            f"in about {minutes} minute{'s' if minutes != 1 else ''}."
+        )
+        reply = ask_to_open(
+            text,
+            url,
+            elicitation_id=f"approval-{approval.id[:12]}",
+            key="approval",
+            era=call.era,
+            client_capabilities=call.client_capabilities,
+            request_state=lambda: self.states.seal(
+                STATE_PREFIX, {"p": call.principal.id, "a": approval.id}, rule.timeout_seconds
+            ),
+        )
+        return Held(reply, "approval_required", f"{detail}: {approval.approvers} ({approval.id[:8]})")
