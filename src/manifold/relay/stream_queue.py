@@ -5,6 +5,13 @@ Bounded in messages and in bytes (`gateway.limits.queued_bytes_per_stream`). Put
 handler or the notification fan-out never waits for a client that does not read. A client that lets more
 pile up than the bounds allow loses the stream, not the gateway its memory: the queue is emptied, the
 stream ends (the client reconnects), and one warning names the server, never what was queued.
+
+A held stream is one task and nothing more (thousands are held at once: bench/scale_sessions.py). Its writer
+(`relay.streamable_http.pump_events`) waits in the ASGI `receive()` — where the client going away is heard —
+and the queue *interrupts* that wait when there is something to write, the way `asyncio.timeout` does: the
+writer's task is cancelled once, and the writer takes that cancellation back (`Task.uncancel`) when it was
+the queue's, so a real cancellation (shutdown) still goes through. No getter task, no watcher task, no
+future per wait.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ class StreamQueue:
         "overflowed",
         "attached",
         "_waiter",
+        "_reader",
+        "_interrupting",
     )
 
     def __init__(
@@ -47,6 +56,8 @@ class StreamQueue:
         self.overflowed = False
         self.attached = False  # a stream is being written from this queue (relay.hub.Listener.attach)
         self._waiter: asyncio.Future[None] | None = None
+        self._reader: asyncio.Task[object] | None = None  # a writer waiting elsewhere, to be interrupted
+        self._interrupting = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -88,6 +99,35 @@ class StreamQueue:
         self._bytes -= len(payload)
         return payload
 
+    def pop(self) -> bytes | None:
+        """The next message if one is queued (never waits)."""
+        if not self._items:
+            return None
+        payload = self._items.popleft()
+        self._bytes -= len(payload)
+        return payload
+
+    def interrupt_on_wake(self, task: asyncio.Task[object] | None) -> None:
+        """While `task` is set, a message or the end interrupts it (cancels it once) instead of waking a
+        `get`; None stops that. The task must catch the cancellation and call `interrupted`."""
+        self._reader = task
+        self._interrupting = False
+
+    def interrupt(self) -> None:
+        """Interrupt the registered task's wait (once): there is something to do — or its time is up (the
+        caller's timer, e.g. a keep-alive)."""
+        reader = self._reader
+        if reader is not None and not self._interrupting:
+            self._interrupting = True
+            reader.cancel()
+
+    def interrupted(self, task: asyncio.Task[object], cancelling: int) -> bool:
+        """After `task` caught a CancelledError in a wait registered with `interrupt_on_wake`: True when the
+        cancellation was this queue's interrupt and nothing else's (then it is taken back); False when it must
+        propagate. `cancelling` is `task.cancelling()` from before the wait (as in `asyncio.timeout`)."""
+        ours, self._interrupting, self._reader = self._interrupting, False, None
+        return ours and task.uncancel() <= cancelling
+
     def _overflow(self) -> None:
         dropped, size = len(self._items), self._bytes
         self._items.clear()
@@ -102,6 +142,9 @@ class StreamQueue:
         )
 
     def _wake(self) -> None:
+        if self._reader is not None:
+            self.interrupt()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -33,6 +33,7 @@ from manifold.protocol import (
     META_LOG_LEVEL,
     METHOD_NOT_FOUND,
     MODERN_VERSION,
+    RATE_LIMITED,
     REMOVED_IN_MODERN,
     REQUEST_CANCELLED,
     RESOURCES_READ,
@@ -359,6 +360,8 @@ class StreamableHttp:
         status = 200
         if "error" in reply:
             status = _error_status(reply["error"].get("code"), call.era)
+            if status == 429:  # over a rate limit (policy/rate_limits.py): and when to come back
+                channel.extra_headers.append((b"retry-after", str(reply["error"]["data"]["retryAfter"]).encode()))
             if rpc_method == RESOURCES_READ:
                 reply = uri_in_error(reply, params)
         adapted = adapt_to_era(reply, call.era, self.gw.server_info(call.view), cacheable=rpc_method == RESOURCES_READ)
@@ -477,36 +480,41 @@ class StreamableHttp:
             self.sessions.stream_closed(principal.id)
 
 
-async def pump_events(receive: Receive, send: Send, queue: StreamQueue) -> None:
+async def pump_events(
+    receive: Receive, send: Send, queue: StreamQueue, keepalive_seconds: float = KEEPALIVE_SECONDS
+) -> None:
     """Write queued messages (serialised) as SSE events until the queue ends or the client goes away; a
-    comment line every KEEPALIVE_SECONDS keeps proxies from timing out."""
-    disconnect = asyncio.ensure_future(_wait_disconnect(receive))
-    try:
-        while True:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait(
-                {getter, disconnect}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
-            if disconnect in done:
-                getter.cancel()
-                return
-            if getter not in done:
-                getter.cancel()
-                await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
-                continue
-            payload = getter.result()
-            if payload is None:
-                break
-            await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    finally:
-        disconnect.cancel()
+    comment line after `keepalive_seconds` without a write keeps proxies from timing out.
 
-
-async def _wait_disconnect(receive: Receive) -> None:
+    One task, nothing more per held stream: it waits in `receive()` (where the client going away is heard), and
+    the queue — a message, the end — or the keep-alive timer interrupts that wait (relay/stream_queue.py)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
     while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
+        payload = queue.pop()
+        while payload is not None:
+            await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+            payload = queue.pop()
+        if queue.closed:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        cancelling = task.cancelling()
+        queue.interrupt_on_wake(task)
+        timer = loop.call_later(keepalive_seconds, queue.interrupt)
+        message: JSON | None = None
+        try:
+            message = await receive()
+        except asyncio.CancelledError:
+            if not queue.interrupted(task, cancelling):
+                raise  # not the queue's: the server is shutting down
+        finally:
+            timer.cancel()
+            queue.interrupt_on_wake(None)
+        if message is None:  # interrupted: something to write, or the keep-alive timer
+            if len(queue) == 0 and not queue.closed:
+                await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+        elif message["type"] == "http.disconnect":
             return
 
 
@@ -514,6 +522,8 @@ def _error_status(code: Any, era: Era) -> int:
     """The HTTP status of a JSON-RPC error reply."""
     if code == FORBIDDEN_CREDENTIAL:
         return 403  # the outbound credential was refused (e.g. passthrough with the wrong audience)
+    if code == RATE_LIMITED:
+        return 429  # both eras: a POST's JSON answer may say it (inside an SSE stream only the error does)
     match era:
         case Era.MODERN:
             # 2026-07-28 maps some JSON-RPC errors to HTTP statuses (e.g. unknown method -> 404).
