@@ -476,7 +476,7 @@ async def _tool_search(gw: Gateway, call: Call, name: str, params: JSON, started
         return tool_error_result(query)
     built = await call.view.get("tools", credential=gw.credential_for(call))
     visible = gw.access.visible(call.principal, call.view, "tools", built)
-    found = tool_search.search(call.view, built, visible, query)
+    found = await tool_search.search(call.view, built, visible, query)
     gw.audit.call(call, TOOLS_CALL, name, None, "ok", started, f"{len(found)} found", arguments)
     return tool_search.search_result(found)
 
