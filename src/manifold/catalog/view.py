@@ -100,7 +100,6 @@ class VirtualServerView:
         self._lists = lists
         self._built: dict[str, Built] = {}
         self._lock = asyncio.Lock()
-        self._indexing = asyncio.Lock()  # one search index made at a time (tool_search)
         self.last_failures: dict[str, str] = {}
         self.collisions: dict[str, list[str]] = {}
         self._told: dict[str, dict[str, str]] = {}  # kind -> member -> the failure last logged
@@ -292,13 +291,10 @@ class VirtualServerView:
             return None
         return t
 
-    async def index(self, built: Built) -> ToolIndex:
-        """The search index of a built tool list: made on its first search (in a thread: a large catalog's
-        takes a few hundred ms), kept until the list is rebuilt."""
+    def index(self, built: Built) -> ToolIndex:
+        """The search index of a built tool list: made on its first search, kept until the list is rebuilt."""
         if built.index is None:
-            async with self._indexing:
-                if built.index is None:
-                    built.index = await asyncio.to_thread(ToolIndex, built.items)
+            built.index = ToolIndex(built.items)
         return built.index
 
     def last_built(self, kind: str) -> Built | None:
