@@ -20,7 +20,6 @@ from pathlib import Path
 from manifold.admin import cli as admin_cli
 from manifold.admin import explain as explain_cli
 from manifold.admin import export as export_cli
-from manifold.admin import tools_cli
 from manifold.audit import cli as audit_cli
 from manifold.authserver import cli as authserver_cli
 from manifold.config import init_cli
@@ -55,17 +54,13 @@ def client_snippet(url: str, key: str) -> str:
     )
 
 
-def log_config(level: str, *, json_lines: bool = False) -> dict[str, object]:
+def log_config(level: str) -> dict[str, object]:
     """uvicorn's logging, in Manifold's format: one handler on the root logger, uvicorn's loggers propagate
-    to it (uvicorn's own config would give them handlers and formats of their own). `json_lines`
-    (`telemetry.logs: json`): one JSON object per line, with request and trace ids (telemetry/logs.py)."""
-    formatter: dict[str, object] = (
-        {"()": "manifold.telemetry.logs.JsonFormatter"} if json_lines else {"format": LOG_FORMAT}
-    )
+    to it (uvicorn's own config would give them handlers and formats of their own)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"manifold": formatter},
+        "formatters": {"manifold": {"format": LOG_FORMAT}},
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "manifold", "stream": "ext://sys.stderr"}
         },
@@ -149,7 +144,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             host=host,
             port=port,
             log_level=args.log_level,
-            log_config=log_config(args.log_level, json_lines=config.gateway.telemetry.logs == "json"),
+            log_config=log_config(args.log_level),
             loop="uvloop",
             http=write_combining_http(),  # httptools, each response in one write (asgi.py)
             lifespan="on",
@@ -194,7 +189,6 @@ REGISTRARS = (
     admin_cli.register,
     explain_cli.register,
     export_cli.register,
-    tools_cli.register,
     secrets_cli.register,
     connections_cli.register,
     authserver_cli.register,

@@ -58,6 +58,9 @@ RESOURCE_NOT_FOUND = -32002
 FORBIDDEN_CREDENTIAL = -32003
 # Implementation-defined server error: the caller reached one of its limits (sessions, streams); HTTP 429.
 LIMIT_REACHED = -32004
+# Implementation-defined server error: over a rate limit or quota (docs/rate-limits.md); `data.retryAfter` is
+# the seconds to wait; a POST's JSON answer is HTTP 429 with Retry-After.
+RATE_LIMITED = -32029
 HEADER_MISMATCH = -32020
 MISSING_CLIENT_CAPABILITY = -32021
 UNSUPPORTED_PROTOCOL_VERSION = -32022

@@ -27,6 +27,7 @@ import manifold.catalog.pin_store
 import manifold.identity.gateway_tables
 import manifold.outbound.oauth.tables
 import manifold.policy.approval_store  # noqa: F401
+import manifold.policy.rate_limit_store  # noqa: F401
 import manifold.security.tables  # noqa: F401
 from manifold.store import schema
 from manifold.store.db import api_keys, audit_events, catalog_objects, connect, metadata, open_database, users

@@ -183,28 +183,33 @@ async def test_a_member_tool_under_a_reserved_name_is_left_out_and_said(caplog: 
 
 
 def test_words_split_names_and_drop_plurals_and_stop_words() -> None:
-    assert words("createIssue list_PRs of the Repositories HTTPServer v2") == [
-        "create",
-        "issue",
-        "list",
-        "pr",
-        "repositorie",
-        "http",
-        "server",
-        "v",
-        "2",
-    ]
+    assert words("createIssue list_PRs of the Repositories HTTPServer ec2 v 2") == [
+        "create", "issue", "list", "pr", "repositorie", "http", "server", "ec2", "v", "2"
+    ]  # fmt: skip
 
 
-def test_the_index_ranks_by_bm25_and_filters_after_ranking() -> None:
+def test_the_index_ranks_by_bm25_and_scores_only_what_the_caller_sees() -> None:
     tools = [{"name": f"t{i}", "description": "alpha " * (i + 1) + "beta"} for i in range(5)]
     tools.append({"name": "gamma_alpha", "description": "nothing else"})  # in the name: counts twice
     index = ToolIndex(tools)
-    best = index.search("alpha", 10, lambda i: True)
-    assert best == [4, 3, 2, 5, 1, 0]
-    assert index.search("alpha", 2, lambda i: i not in (4, 2)) == [3, 5]
-    assert index.search("", 10, lambda i: True) == []
-    assert index.search("the of", 10, lambda i: True) == []  # stop words find nothing
+    best = index.search("alpha", 10)
+    assert best == [4, 3, 2, 1, 5, 0]  # more often, in a document of about the same length: better
+    assert index.search("alpha", 3, index.mask([tools[i] for i in (0, 3, 5)])) == [3, 5, 0]
+    assert index.mask(tools) is None  # everything visible: nothing to filter
+    assert index.search("", 10) == [] and index.search("the of", 10) == []  # stop words find nothing
+
+
+def test_a_word_most_tools_share_is_added_to_the_best_candidates() -> None:
+    # "rare" in every 7th tool, "usual" in three of four: the rare word finds the candidates, the usual one
+    # (read only for them) puts those that have both first.
+    tools = [
+        {"name": f"t{i}", "description": f"{'rare' if i % 7 == 0 else 'other'} {'usual' if i % 4 else 'odd'}"}
+        for i in range(12_000)
+    ]
+    index = ToolIndex(tools)
+    best = index.search("rare usual", 20)
+    assert len(best) == 20 and all(i % 7 == 0 and i % 4 for i in best)
+    assert len(index.scores("usual")) == 9_000  # a query of common words alone still reads them all
 
 
 # ---- configuration ----------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class Outcome(enum.StrEnum):
     UNKNOWN = "unknown"  # no such tool / prompt / resource on this server
     AUTH_REQUIRED = "auth_required"  # the upstream needs the user to connect an account (OAuth) first
     UNAUTHENTICATED = "unauthenticated"  # HTTP 401: a credential was sent and refused (audit/unauthorized.py)
+    RATE_LIMITED = "rate_limited"  # over a rate limit or quota (policy/rate_limits.py); nothing reached upstream
     APPROVAL_REQUIRED = "approval_required"  # a call held for a human approver (policy/approvals.py)
     APPROVED = "approved"  # an approver approved a held call (the row's principal is the approver)
 

@@ -100,6 +100,7 @@ class VirtualServerView:
         self._lists = lists
         self._built: dict[str, Built] = {}
         self._lock = asyncio.Lock()
+        self._indexing = asyncio.Lock()  # one search index made at a time (tool_search)
         self.last_failures: dict[str, str] = {}
         self.collisions: dict[str, list[str]] = {}
         self._told: dict[str, dict[str, str]] = {}  # kind -> member -> the failure last logged
@@ -291,10 +292,13 @@ class VirtualServerView:
             return None
         return t
 
-    def index(self, built: Built) -> ToolIndex:
-        """The search index of a built tool list: made on its first search, kept until the list is rebuilt."""
+    async def index(self, built: Built) -> ToolIndex:
+        """The search index of a built tool list: made on its first search (in a thread: a large catalog's
+        takes a few hundred ms), kept until the list is rebuilt."""
         if built.index is None:
-            built.index = ToolIndex(built.items)
+            async with self._indexing:
+                if built.index is None:
+                    built.index = await asyncio.to_thread(ToolIndex, built.items)
         return built.index
 
     def last_built(self, kind: str) -> Built | None:

@@ -30,10 +30,14 @@ from manifold.config.cross_references import (
 from manifold.config.loaded import LoadedConfig, resolve_dir
 from manifold.config.models import GatewayConfig, GatewaySettings, VirtualServerConfig
 from manifold.config.problems import ConfigError, Problem, in_file_order, redact_secrets, report_validation
+from manifold.config.rate_limit_rules import check_rate_limits
 from manifold.config.sources import SourceFile, read_yaml, resolve_env
 
 # Top-level sections that may be present with everything under them commented out (YAML null).
-NULLABLE_SECTIONS = ("gateway", "upstreams", "groups", "identity", "users", "teams", "service_accounts", "grants")
+NULLABLE_SECTIONS = (
+    *("gateway", "upstreams", "groups", "identity", "users", "teams", "service_accounts", "grants"),
+    "rate_limits",
+)
 
 
 def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -63,6 +67,7 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedCo
         check_groups(main, raw.get("groups"), upstream_ids)
         if gateway is not None:
             check_identity(main, gateway)
+            check_rate_limits(main, gateway)
     env_sourced |= {(main.display, p) for p in main.env_sourced}
 
     state_dir = resolve_dir(base, settings.state_dir)

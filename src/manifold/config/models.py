@@ -246,6 +246,9 @@ class LimitsSettings(Strict):
     tasks_per_principal: Annotated[int, Field(gt=0)] = 64
     # How long a finished task's outcome is kept for `tasks/get` (its `ttlMs`), then dropped.
     task_retention_seconds: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    # Rate-limit buckets held in memory at once (one per rule and principal/server/tool it counts); full
+    # buckets are dropped first, so reaching it never refuses anyone (docs/rate-limits.md).
+    rate_limit_buckets: Annotated[int, Field(gt=0)] = 100_000
 
 
 class GatewaySettings(Strict):
@@ -478,43 +481,43 @@ class GrantConfig(Strict):
     self_approval: bool = False  # may the caller approve their own request (if they are an approver)?
 
 
+# `rate: <count>/<unit>`: the units a rate or quota may be written in, and their length in seconds.
+RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """`10/s`, `600/min`, `5000/day` -> (count, window seconds); ValueError naming the accepted forms."""
+    m = _RATE_RE.match(text)
+    if m is None or m.group(2) not in RATE_UNITS or int(m.group(1)) <= 0:
+        raise ValueError(f"'{text}' is not a rate; write <count>/<unit>: a count > 0, a unit of s, min, hour, day")
+    return int(m.group(1)), float(RATE_UNITS[m.group(2)])
+
+
+class RateLimitConfig(Strict):
+    """One rule of `rate_limits:` (docs/rate-limits.md): calls matching `who` and `what` draw from a token
+    bucket of `burst` tokens refilled at `rate`; `per` says whose calls share one bucket."""
+
+    id: SlugKey | None = None  # default: rate_limits[<index>]
+    who: str = "anyone"  # a grant's principal selector
+    what: str | None = None  # a grant's resource selector (server:, group:, vserver:, tool:); none: every tool
+    rate: str  # <count>/<s|min|hour|day>
+    burst: Annotated[int, Field(gt=0)] | None = None  # bucket size; default: the rate's count
+    per: list[Literal["principal", "server", "tool"]] = Field(default_factory=lambda: ["principal"])
+    description: str | None = None
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        parse_rate(v)
+        return v
+
+
 class AuditSettings(Strict):
     enabled: bool = True
     retention_days: Annotated[float, Field(gt=0)] = 90.0
     jsonl_path: Path | None = None  # also append every event as one JSON line here (relative: to state_dir)
     include_arguments: bool = False  # tool arguments are stored only when this is on
-
-
-class MetricsSettings(Strict):
-    """`telemetry.metrics` (docs/telemetry.md): Prometheus `/metrics`, for admins or this bearer token."""
-
-    enabled: bool = True
-    token: str | None = None  # a value, `${ENV}` or `secret:NAME`; scrapers send `Authorization: Bearer <token>`
-    # Distinct (server, member, tool) label sets at most; past it new ones count under tool="other".
-    max_tool_series: Annotated[int, Field(gt=0, le=100_000)] = 5000
-
-
-class TracingSettings(Strict):
-    """`telemetry.tracing`: OpenTelemetry spans sent to an OTLP/HTTP collector. Off unless `endpoint` is set."""
-
-    endpoint: str | None = None  # e.g. http://127.0.0.1:4318 (spans go to {endpoint}/v1/traces)
-    protocol: Literal["http/protobuf"] = "http/protobuf"
-    service_name: str = "manifold"
-    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0  # of traces the gateway starts; a client's flag wins
-    headers: dict[str, str] = Field(default_factory=dict)  # sent to the collector (values may be ${ENV})
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("'endpoint' must be an absolute http:// or https:// URL")
-        return v.rstrip("/") if v is not None else v
-
-
-class TelemetrySettings(Strict):
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    tracing: TracingSettings = Field(default_factory=TracingSettings)
-    logs: Literal["text", "json"] = "text"  # json: one JSON object per line, with request and trace ids
 
 
 class GatewayConfig(Strict):
@@ -528,8 +531,8 @@ class GatewayConfig(Strict):
     teams: dict[SlugKey, str | None] = Field(default_factory=dict)  # team id -> description
     service_accounts: dict[SlugKey, ServiceAccountConfig] = Field(default_factory=dict)
     grants: list[GrantConfig] = Field(default_factory=list)
+    rate_limits: list[RateLimitConfig] = Field(default_factory=list)
     audit: AuditSettings = Field(default_factory=AuditSettings)
-    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
 
 def _glob(v: str) -> str:

@@ -13,11 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import Any, assert_never
 
 from manifold.catalog.view import Credential, Target, VirtualServerView, connected_text
 from manifold.config.models import CALL_TOOL, TOOL_SEARCH_NAMES, AuthMode, MemberConfig
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
+from manifold.policy.rate_limits import RateLimits
 from manifold.protocol import (
     COMPLETION_COMPLETE,
     ENVELOPE_KEYS,
@@ -35,6 +36,7 @@ from manifold.protocol import (
     PING,
     PROMPTS_GET,
     PROMPTS_LIST,
+    RATE_LIMITED,
     REF_PROMPT,
     REF_RESOURCE,
     RESOURCE_NOT_FOUND,
@@ -65,9 +67,6 @@ from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.pool import UpstreamPool
 
-if TYPE_CHECKING:
-    from manifold.telemetry.tracing import Tracing
-
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
@@ -90,10 +89,10 @@ class Gateway:
     inputs: InputExchanges = field(default_factory=InputExchanges)
     # tools/call run as tasks for 2026-07-28 clients that declared the tasks extension (relay/tasks.py)
     tasks: Tasks = field(default_factory=Tasks)
+    # rate limits and quotas on tools/call (policy/rate_limits.py); no rules: one attribute read per call
+    rate_limits: RateLimits = field(default_factory=RateLimits)
     # the human approval gate on tools/call (relay/approval_gate.py); None: no gate (tests of the relay alone)
     approvals: ApprovalGate | None = None
-    # spans for the policy decision and credential resolution (telemetry/tracing.py); None: tracing is off
-    tracing: Tracing | None = None
 
     def server_info(self, view: VirtualServerView) -> JSON:
         return {"name": f"{self.server_name}/{view.id}", "version": self.server_version}
@@ -175,9 +174,6 @@ class Gateway:
             forwarded_raw=call.forwarded_raw,
             member_ids=tuple(call.view.by_member),
         )
-        if self.tracing is not None:
-            with self.tracing.span("credentials", {"manifold.upstream": upstream_id}):
-                return await self.credentials.resolve(upstream_id, config, ctx)
         return await self.credentials.resolve(upstream_id, config, ctx)
 
     def credential_for(self, call: Call) -> Credential:
@@ -414,11 +410,8 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         # the upstream's, so it is checked here and not sent on.
         gw.inputs.states.check(state, call.principal.id)
         params = {k: v for k, v in params.items() if k not in ("requestState", "inputResponses")}
-    policy_began = time.time_ns() if gw.tracing is not None else 0
     target = await call.view.resolve("tools", name, gw.credential_for(call))
     if target is None or not gw.access.allows(call.principal, call.view, "tools", target):
-        if gw.tracing is not None:
-            gw.tracing.policy(policy_began, name, allowed=False)
         failed = call.view.failed_member_for("tools", name) if target is None else None
         if failed is not None and gw.access.member_visible(call.principal, call.view, failed[0]):
             error = call.view.failure_error("tools", failed[0])
@@ -438,8 +431,15 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
             return {"result": {"content": [{"type": "text", "text": connected_text(upstream_id)}]}}
         gw.audit.call(call, TOOLS_CALL, name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-    if gw.tracing is not None:
-        gw.tracing.policy(policy_began, name, allowed=True)
+    limits = gw.rate_limits
+    if limits.active:  # policy/rate_limits.py: in memory (no await), or one transaction on PostgreSQL
+        if limits.shared:
+            refused = await limits.take_shared(call.principal, call.view.id, target)
+        else:
+            refused = limits.take(call.principal, call.view.id, target)
+        if refused is not None:
+            gw.audit.call(call, TOOLS_CALL, name, target, "rate_limited", started, refused.message)
+            raise RpcError(RATE_LIMITED, refused.message, refused.data())
     if gw.approvals is not None and (rule := gw.approvals.rule(call, target)) is not None:  # approval_gate.py
         held = await gw.approvals.hold(call, target, name, params, rule)
         if held is not None:
@@ -489,7 +489,7 @@ async def _tool_search(gw: Gateway, call: Call, name: str, params: JSON, started
         return tool_error_result(query)
     built = await call.view.get("tools", credential=gw.credential_for(call))
     visible = gw.access.visible(call.principal, call.view, "tools", built)
-    found = tool_search.search(call.view, built, visible, query)
+    found = await tool_search.search(call.view, built, visible, query)
     gw.audit.call(call, TOOLS_CALL, name, None, "ok", started, f"{len(found)} found", arguments)
     return tool_search.search_result(found)
 

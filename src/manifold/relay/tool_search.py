@@ -93,13 +93,12 @@ def parse_query(arguments: object, config: ToolSearchConfig) -> Query | str:
     return Query(text[:MAX_QUERY], min(limit, config.max_results))
 
 
-def search(view: VirtualServerView, built: Built, visible: list[JSON], query: Query) -> list[JSON]:
+async def search(view: VirtualServerView, built: Built, visible: list[JSON], query: Query) -> list[JSON]:
     """The best tools for `query` among `visible` (what tools/list would show this caller: the access
     seam's filtering of `built.items`, whose dicts it returns as they are)."""
-    allowed = {id(t) for t in visible}
-    items = built.items
-    positions = view.index(built).search(query.text, query.limit, lambda i: id(items[i]) in allowed)
-    return [items[i] for i in positions]
+    index = await view.index(built)
+    positions = index.search(query.text, query.limit, index.mask(visible))
+    return [built.items[i] for i in positions]
 
 
 def search_result(found: list[JSON]) -> JSON:

@@ -22,6 +22,8 @@ from manifold.outbound.oauth.broker import OAuthBroker
 from manifold.outbound.oauth.tables import CONNECTIONS_SCOPE
 from manifold.outbound.resolver import CredentialResolver
 from manifold.policy.access import PolicyAccess
+from manifold.policy.rate_limit_store import SCOPE as RATE_LIMITS_SCOPE
+from manifold.policy.rate_limits import RateLimits
 from manifold.policy.store import StoredGrant
 from manifold.protocol import TOOLS_LIST_CHANGED
 from manifold.relay.hub import Hub
@@ -51,6 +53,7 @@ class ChangeSync:
         hub: Hub,
         sessions: SessionStore,
         served: ServedServers,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self._watcher = watcher
         self._directory = directory
@@ -64,6 +67,7 @@ class ChangeSync:
         self._hub = hub
         self._sessions = sessions
         self._served = served
+        self._rate_limits = rate_limits
         self._deferred: set[str] = set()  # changed scopes seen by the background tick, applied on a request
         self._lock = asyncio.Lock()
         self._revalidations: set[asyncio.Task[None]] = set()
@@ -126,6 +130,8 @@ class ChangeSync:
             self._credentials.secrets_changed()
         if SESSIONS_SCOPE in scopes:  # a 2025-11-25 session ended (DELETE) on another replica
             await self._sessions.sync_ended()
+        if RATE_LIMITS_SCOPE in scopes and self._rate_limits is not None:  # rules changed (policy/rate_limits.py)
+            await self._rate_limits.reload()
         if PINS_SCOPE in scopes:  # tool definitions approved (docs/pinning.md): fetched again and announced
             for upstream_id in self._catalog.config.upstreams:
                 await self._hub.on_upstream_notification(upstream_id, {"method": TOOLS_LIST_CHANGED})

@@ -32,6 +32,7 @@ from manifold.admin.api import AdminApi
 from manifold.admin.catalog import CatalogOperations
 from manifold.admin.catalog_secrets import CatalogSecrets
 from manifold.admin.ops import Operations
+from manifold.admin.rate_limits import RateLimitAdmin
 from manifold.app import ManifoldApp
 from manifold.audit import AuditLog
 from manifold.audit.unauthorized import UnauthorizedAudit
@@ -63,6 +64,8 @@ from manifold.outbound.resolver import CredentialResolver
 from manifold.policy.access import PolicyAccess
 from manifold.policy.approval_store import ApprovalStore
 from manifold.policy.approvals import Approvals
+from manifold.policy.rate_limit_store import RateLimitRepository, SharedBuckets
+from manifold.policy.rate_limits import RateLimits
 from manifold.policy.store import GrantRepository, StoredGrant, file_grants
 from manifold.relay.approval_gate import ApprovalGate
 from manifold.relay.auth_required import RequestStates
@@ -77,15 +80,6 @@ from manifold.relay.tasks import Tasks
 from manifold.runtime.audit_recorder import AuditRecorder
 from manifold.runtime.catalog_swap import CatalogSwap, pool_config
 from manifold.runtime.changes import ChangeSync
-from manifold.runtime.telemetry import (
-    CountingUnauthorized,
-    ObservedAuditor,
-    Telemetry,
-    admin_check,
-    make_telemetry,
-    metrics_endpoint,
-    register_gauges,
-)
 from manifold.security.crypto import Cipher
 from manifold.security.origin import OriginPolicy
 from manifold.security.secret_store import SecretStore
@@ -141,7 +135,6 @@ class Runtime:
     client_fetcher: Fetcher
     public_base: str
     tasks: set[asyncio.Task[None]]
-    telemetry: Telemetry  # metrics (None: off; other features count through it), tracing, log format
 
     async def start(self) -> None:
         """Load what the services serve from and start the background tasks. A wrong encryption key stops
@@ -157,6 +150,7 @@ class Runtime:
         await self.watcher.prime()
         await self.audit_log.start()
         await self.catalog.reload()  # also loads the grants (upstreams, groups, virtual servers from the API)
+        await self.gateway.rate_limits.reload()
         self._spawn(self.changes.watch())
         self._spawn(self.hub.run(self.notices))
         self._spawn(self._flush_last_used())
@@ -192,7 +186,6 @@ class Runtime:
             await self.idps.aclose()
         self.watcher.close()
         await self.pool.aclose()
-        await self.telemetry.aclose()
         await self.engine.dispose()
 
 
@@ -201,8 +194,6 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     settings = config.settings
     identity = config.gateway.identity
     engine = connect(config.database_url)
-    telemetry = make_telemetry(config)  # docs/telemetry.md: metrics, traces, log format
-    metrics = telemetry.metrics
 
     # Outbound credentials: the gateway's cipher and secret store, then per-user OAuth over them.
     cipher = Cipher.load(config.state_dir)
@@ -210,13 +201,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     links = ConnectLinks.from_cipher(cipher)
     flows = OAuthFlows(engine, cipher, secret=secrets.lookup)
     vault = Vault(engine, cipher)  # each user's stored tokens
-    broker = OAuthBroker(
-        vault,
-        links,
-        flows,
-        lambda: public_base,
-        on_refresh=None if metrics is None else lambda upstream, ok: metrics.oauth_refresh(upstream, ok=ok),
-    )
+    broker = OAuthBroker(vault, links, flows, lambda: public_base)
 
     # Inbound: who is calling (API keys, IdP tokens, the access tokens of the gateway's own authorization
     # server, signed with keys derived from the cipher's).
@@ -244,15 +229,11 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
 
     access = PolicyAccess(config)
     audit_log = AuditLog(engine if config.gateway.audit.enabled else None, config.gateway.audit, config.state_dir)
-    auditor = AuditRecorder(audit_log) if metrics is None else ObservedAuditor(AuditRecorder(audit_log), metrics)
+    auditor = AuditRecorder(audit_log)
 
     # What is served: upstream sessions, their lists, the virtual servers over them.
     notices = UpstreamNotices()
-    pool = UpstreamPool(
-        {uid: pool_config(config, uid, u) for uid, u in config.upstreams.items()},
-        notices.post,
-        tracing=telemetry.tracing,
-    )
+    pool = UpstreamPool({uid: pool_config(config, uid, u) for uid, u in config.upstreams.items()}, notices.post)
     pins = ToolPins(
         PinStore(engine, audit=config.gateway.audit.enabled),
         lambda uid: u.pinning if (u := pool.config(uid)) is not None else PinningMode.OFF,
@@ -274,14 +255,21 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         per_principal=settings.limits.waiting_for_input_per_principal,
         states=RequestStates.from_cipher(cipher),  # every replica accepts every replica's requestState
     )
+    rate_limits = RateLimits(  # docs/rate-limits.md
+        config.gateway.rate_limits,
+        RateLimitRepository(engine),
+        catalog=lambda: access.policy,
+        shared=SharedBuckets(engine) if engine.dialect.name == "postgresql" else None,  # one budget for all replicas
+        max_buckets=settings.limits.rate_limit_buckets,
+    )
     gateway = Gateway(
         pool=pool,
+        rate_limits=rate_limits,
         hub=hub,
         access=access,
         audit=auditor,
         credentials=credentials,
         inputs=inputs,
-        tracing=telemetry.tracing,
         # held tool calls wait for a human approver (docs/approvals.md); requests live in the database
         approvals=ApprovalGate(
             Approvals(ApprovalStore(engine), audit_log), lambda: access.policy, inputs.states, lambda: public_base
@@ -296,8 +284,6 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     # Session ids sealed with a key derived from the secret key: any replica can serve them (docs/replicas.md).
     sessions = SessionStore(hub, settings.limits, seal=SessionSeal.from_cipher(cipher), ended=EndedSessions(engine))
     pending = PendingReplies()  # server→client requests waiting for the client's answer
-    if metrics is not None:
-        register_gauges(metrics, pool, sessions, audit_log)
 
     # Keeping all of it in step with the database.
     catalog_operations = CatalogOperations(engine, config, secrets=CatalogSecrets(secrets))
@@ -316,6 +302,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         hub,
         sessions,
         served,
+        rate_limits=rate_limits,
     )
 
     runtime = Runtime(
@@ -356,7 +343,6 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         client_fetcher=client_fetcher,
         public_base=public_base,
         tasks=set(),
-        telemetry=telemetry,
     )
     return runtime
 
@@ -365,11 +351,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
     """The faces over a composed runtime, and the ASGI app that routes to them (its lifespan starts and
     stops the runtime)."""
     config, settings = runtime.config, runtime.config.settings
-    metrics = runtime.telemetry.metrics
-    # refused credentials, rate-limited, for both faces (and counted by reason when metrics are on)
-    unauthorized = (
-        UnauthorizedAudit(runtime.audit_log) if metrics is None else CountingUnauthorized(runtime.audit_log, metrics)
-    )
+    unauthorized = UnauthorizedAudit(runtime.audit_log)  # refused credentials, rate-limited, for both faces
     admin = AdminApi(
         config,
         runtime.authenticator,
@@ -378,6 +360,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         runtime.catalog,
         runtime.audit_log,
         unauthorized,
+        rate_limits=RateLimitAdmin(runtime.gateway.rate_limits, RateLimitRepository(runtime.engine)),
     )
     web = WebApp(
         settings=settings,
@@ -427,16 +410,6 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         admin=admin,
         web=web,
         lifecycle=runtime,
-        metrics=None
-        if metrics is None
-        else metrics_endpoint(
-            config,
-            metrics,
-            runtime.secrets,
-            admin_check(runtime.authenticator, config.gateway.identity.admins, unauthorized),
-        ),
-        tracing=runtime.telemetry.tracing,
-        json_logs=runtime.telemetry.json_logs,
         authorization_server=authorization_server,
         console=ConsoleApp(
             ConsoleServices(

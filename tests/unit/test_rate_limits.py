@@ -1,0 +1,167 @@
+"""Rate limits and quotas (policy/rate_limits.py, docs/rate-limits.md), in process with a driven clock: the
+token bucket refuses with a retry hint and lets calls through again once refilled; whose calls share a
+bucket (`per`); which calls a rule selects (`who`, `what`); nothing is taken when one rule refuses; memory
+stays bounded; `manifold check` reports a bad rule with file, field and line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from manifold.catalog.view import Target
+from manifold.config.loader import load_config
+from manifold.config.models import RateLimitConfig, parse_rate
+from manifold.config.problems import ConfigError
+from manifold.policy.rate_limit_store import StoredRule
+from manifold.policy.rate_limits import NoCatalog, RateLimits
+from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def user(name: str, *teams: str) -> Principal:
+    return Principal(PrincipalKind.USER, name, Credential(CredentialKind.API_KEY, name), teams=frozenset(teams))
+
+
+ANN, BOB = user("ann@example.com", "eng"), user("bob@example.com")
+ECHO = Target("kitchen", "kitchen", "echo")
+ADD = Target("kitchen", "kitchen", "add")
+
+
+def limits(*rules: dict[str, object], clock: Clock, **kwargs: object) -> RateLimits:
+    configs = [RateLimitConfig.model_validate(r) for r in rules]
+    return RateLimits(configs, clock=clock, **kwargs)  # pyright: ignore[reportArgumentType]
+
+
+def test_a_bucket_refuses_with_a_retry_hint_and_refills_over_time() -> None:
+    clock = Clock()
+    rl = limits({"id": "slow", "rate": "2/min"}, clock=clock)
+    assert rl.take(ANN, "kitchen", ECHO) is None
+    assert rl.take(ANN, "kitchen", ECHO) is None
+    refused = rl.take(ANN, "kitchen", ECHO)
+    assert refused is not None
+    assert refused.data() == {"retryAfter": 30, "limit": "slow"}  # one token every 30 s
+    assert "slow" in refused.message and "2/min" in refused.message
+    clock.now += 29.0
+    assert rl.take(ANN, "kitchen", ECHO) is not None  # not yet
+    clock.now += 1.0
+    assert rl.take(ANN, "kitchen", ECHO) is None  # refilled: one call passes
+    assert rl.take(ANN, "kitchen", ECHO) is not None
+
+
+def test_burst_and_quota_units() -> None:
+    assert parse_rate("10/s") == (10, 1.0)
+    assert parse_rate("600/min") == (600, 60.0)
+    assert parse_rate("5000/day") == (5000, 86400.0)
+    clock = Clock()
+    rl = limits({"rate": "1/s", "burst": 3}, clock=clock)
+    assert [rl.take(ANN, "kitchen", ECHO) is None for _ in range(4)] == [True, True, True, False]
+
+
+def test_one_principal_over_its_limit_does_not_affect_another() -> None:
+    clock = Clock()
+    rl = limits({"rate": "1/hour"}, clock=clock)
+    assert rl.take(ANN, "kitchen", ECHO) is None
+    assert rl.take(ANN, "kitchen", ECHO) is not None
+    assert rl.take(BOB, "kitchen", ECHO) is None  # his own bucket
+
+
+def test_per_decides_whose_calls_share_a_bucket() -> None:
+    clock = Clock()
+    shared = limits({"rate": "1/hour", "per": []}, clock=clock)  # one bucket for everyone selected
+    assert shared.take(ANN, "kitchen", ECHO) is None
+    assert shared.take(BOB, "kitchen", ADD) is not None
+    per_tool = limits({"rate": "1/hour", "per": ["principal", "tool"]}, clock=clock)
+    assert per_tool.take(ANN, "kitchen", ECHO) is None
+    assert per_tool.take(ANN, "kitchen", ADD) is None  # another tool: another bucket
+    assert per_tool.take(ANN, "kitchen", ECHO) is not None
+
+
+def test_who_and_what_select_the_calls_a_rule_counts() -> None:
+    clock = Clock()
+    rl = limits({"who": "team:eng", "what": "tool:kitchen/ec*", "rate": "1/hour"}, clock=clock)
+    for _ in range(3):
+        assert rl.take(BOB, "kitchen", ECHO) is None  # not in the team
+        assert rl.take(ANN, "kitchen", ADD) is None  # another tool
+    assert rl.take(ANN, "kitchen", ECHO) is None
+    assert rl.take(ANN, "kitchen", ECHO) is not None
+    vserver = limits(
+        {"what": "vserver:eng", "rate": "1/hour"},
+        clock=clock,
+        catalog=lambda: NoCatalog(virtual_servers=frozenset({"eng"})),
+    )
+    assert vserver.take(ANN, "kitchen", ECHO) is None and vserver.take(ANN, "kitchen", ECHO) is None  # not via eng
+    assert vserver.take(ANN, "eng", ECHO) is None
+    assert vserver.take(ANN, "eng", ECHO) is not None
+
+
+def test_a_refused_call_takes_no_token_from_the_other_rules() -> None:
+    clock = Clock()
+    rl = limits(
+        {"id": "wide", "rate": "2/hour"}, {"id": "echo", "what": "tool:kitchen/echo", "rate": "1/hour"}, clock=clock
+    )
+    assert rl.take(ANN, "kitchen", ECHO) is None  # wide 1 left, echo 0
+    refused = rl.take(ANN, "kitchen", ECHO)
+    assert refused is not None and refused.rule.id == "echo"
+    assert rl.take(ANN, "kitchen", ADD) is None  # wide still had its token: the refused call took none
+    assert rl.take(ANN, "kitchen", ADD) is not None
+
+
+def test_no_rules_is_inactive_and_changed_rules_apply_at_once() -> None:
+    clock = Clock()
+    rl = limits(clock=clock)
+    assert not rl.active
+    rl.set_rules([StoredRule("api-1", RateLimitConfig(rate="1/hour"), "api")])
+    assert rl.active
+    assert rl.take(ANN, "kitchen", ECHO) is None
+    assert rl.take(ANN, "kitchen", ECHO) is not None
+    rl.set_rules([StoredRule("api-1", RateLimitConfig(rate="5/hour"), "api")])  # a changed rule: fresh buckets
+    assert rl.take(ANN, "kitchen", ECHO) is None
+    rl.set_rules([])
+    assert not rl.active and rl.bucket_count == 0
+
+
+def test_memory_is_bounded_without_refusing_anyone() -> None:
+    clock = Clock()
+    rl = limits({"rate": "1/hour"}, clock=clock, max_buckets=50)
+    for i in range(1000):
+        assert rl.take(user(f"u{i}@example.com"), "kitchen", ECHO) is None
+        assert rl.bucket_count <= 50
+
+
+def _problems(tmp_path: Path, rules: str) -> set[tuple[str, int | None, str]]:
+    head = 'upstreams:\n  kitchen: {transport: http, url: "http://127.0.0.1:1/mcp"}\nrate_limits:\n'
+    (tmp_path / "manifold.yaml").write_text(head + textwrap.dedent(rules))
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "manifold.yaml")
+    return {(p.field_path, p.line, p.reason) for p in info.value.problems}
+
+
+def test_check_reports_a_bad_rule_with_file_field_and_line(tmp_path: Path) -> None:
+    found = _problems(tmp_path, "- rate: 10/fortnight\n- rate: 1/s\n  per: [principal, planet]\n")
+    assert {(field, line) for field, line, _ in found} == {("rate_limits[0].rate", 4), ("rate_limits[1].per[1]", 6)}
+    assert any("fortnight" in reason for _, _, reason in found)
+    found = _problems(
+        tmp_path,
+        """\
+        - who: team
+          rate: 1/s
+        - what: tool:kitchen
+          rate: 1/s
+        - {id: twice, rate: 1/s}
+        - {id: twice, rate: 2/s}
+        """,
+    )
+    assert {(field, line) for field, line, _ in found} == {
+        ("rate_limits[0].who", 4),
+        ("rate_limits[1].what", 6),
+        ("rate_limits[3].id", 9),
+    }
