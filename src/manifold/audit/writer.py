@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Float, String, select
+from sqlalchemy import JSON, Float, String, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from manifold.audit.errors import describe_error
@@ -247,7 +247,7 @@ class AuditLog:
         journal = self._journal
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(audit_events.insert(), [row for row, _ in batch])
+                await _insert_rows(conn, [row for row, _ in batch])
                 if mark and journal is not None:
                     await _store_mark(conn, journal.mark_key, mark)
         except Exception as exc:
@@ -425,6 +425,53 @@ def _parse_row(line: bytes) -> dict[str, Any] | None:
             return None
         row[name] = value
     return row
+
+
+# The batch INSERT, by column name; its SQL is built once per paramstyle (`_insert_sql`).
+_INSERT_COLUMNS = tuple(_ROW_COLUMNS)
+_JSON_COLUMNS = frozenset(str(c.name) for c in audit_events.columns if isinstance(c.type, JSON))
+_insert_sql_by_style: dict[str, str] = {}
+
+
+def _insert_sql(paramstyle: str) -> str:
+    sql = _insert_sql_by_style.get(paramstyle)
+    if sql is None:
+        n = len(_INSERT_COLUMNS)
+        match paramstyle:
+            case "qmark":
+                marks = ["?"] * n
+            case "numeric_dollar":
+                marks = [f"${i}" for i in range(1, n + 1)]
+            case "numeric":
+                marks = [f":{i}" for i in range(1, n + 1)]
+            case "format":
+                marks = ["%s"] * n
+            case "pyformat":
+                marks = [f"%({name})s" for name in _INSERT_COLUMNS]
+            case "named":
+                marks = [f":{name}" for name in _INSERT_COLUMNS]
+            case _:
+                raise ValueError(f"unsupported paramstyle {paramstyle!r}")
+        sql = f"INSERT INTO {audit_events.name} ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join(marks)})"
+        _insert_sql_by_style[paramstyle] = sql
+    return sql
+
+
+async def _insert_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert audit rows as one driver-level executemany of plain tuples. SQLAlchemy's Core insert of a list of
+    dicts processes every row in Python (parameters, bind processors, json.dumps of the JSON column), which was
+    most of the writer's CPU per row; the rows here are already the column values (`AuditLog._row`), so only the
+    JSON column is serialised (orjson; None stays SQL NULL, which reads back as None like JSON null)."""
+    style = conn.dialect.paramstyle
+    keyed = style in ("pyformat", "named")
+    params: list[Any] = []
+    for row in rows:
+        values = [row.get(name) for name in _INSERT_COLUMNS]
+        for i, name in enumerate(_INSERT_COLUMNS):
+            if name in _JSON_COLUMNS and values[i] is not None:
+                values[i] = orjson.dumps(values[i], default=str).decode()
+        params.append(dict(zip(_INSERT_COLUMNS, values, strict=True)) if keyed else tuple(values))
+    await conn.exec_driver_sql(_insert_sql(style), params)
 
 
 async def _store_mark(conn: AsyncConnection, key: str, pos: int) -> None:
