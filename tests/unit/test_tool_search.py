@@ -5,6 +5,7 @@ configuration checks. The e2e test with real processes and a real MCP client is 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 import pytest
 import yaml
 
+from manifold.admin.catalog import Kind
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.search import ToolIndex, words
 from manifold.catalog.view import VirtualServerView
@@ -23,6 +25,7 @@ from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
 from manifold.relay.jsonrpc import RpcError
 from tests.unit.test_config import MAIN, problems
+from tests.unit.test_console_servers import Editor, editor  # noqa: F401, F811 (the editor fixture)
 from tests.unit.test_relay_handlers import DenyNames, StandInPool, call_on, replying
 
 JSON = dict[str, Any]
@@ -249,3 +252,30 @@ def test_a_name_that_collides_with_the_search_tools_is_reported(tmp_path: Path) 
     ps = problems(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/v.yaml": vs})
     assert [(p.field_path, p.line) for p in ps] == [("members[0].aliases.list_notes", 6), ("members[1].tools[0]", 8)]
     assert "'search_tools' is the tool search's own" in ps[0].reason
+
+
+# ---- the console's virtual server editor ------------------------------------------------------------------
+
+
+async def test_the_console_editor_sets_tool_search_and_keeps_it_when_editing(editor: Editor) -> None:  # noqa: F811
+    fields = await editor.form("/admin/servers/new")
+    assert "tool_search" not in fields  # off unless ticked
+    fields |= {"id": ["big"], "pick": ["notes/search"], "tool_search": ["1"], "search_max": ["x"], "action": ["save"]}
+    refused = await editor.post("/admin/servers/new", fields)
+    assert refused.status_code == 400
+    at_field = re.search(
+        r'name="search_max" value="x"[^>]*aria-invalid="true"[^>]*>\s*<p class="field-error"', refused.text
+    )
+    assert at_field is not None and "valid integer" in refused.text, refused.text
+    done = await editor.post("/admin/servers/new", fields | {"search_max": ["5"]})
+    assert done.status_code == 303, done.text
+    assert (await editor.catalog_ops.get(Kind.VSERVER, "big"))["body"]["tool_search"] == {"max_results": 5}
+    again = await editor.form("/admin/servers/big")
+    assert (again["tool_search"], again["search_max"]) == (["1"], ["5"])
+    done = await editor.post("/admin/servers/big", again | {"search_max": [""], "action": ["save"]})
+    assert done.status_code == 303, done.text
+    assert (await editor.catalog_ops.get(Kind.VSERVER, "big"))["body"]["tool_search"] is True
+    done = await editor.post(
+        "/admin/servers/big", {k: v for k, v in again.items() if k != "tool_search"} | {"action": ["save"]}
+    )
+    assert "tool_search" not in (await editor.catalog_ops.get(Kind.VSERVER, "big"))["body"]

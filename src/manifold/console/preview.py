@@ -7,6 +7,7 @@ shortening and collision rule as `tools/list`), never by a copy of it.
 
 The form (console/templates/server_edit.html), one member per upstream:
     id, description, namespace (checkbox), separator          the server
+    tool_search (checkbox), search_max                        tool search (docs/tool-search.md) and its max results
     q, in, ann                                                the picker's filter (text, upstream, annotation)
     u                                                         one per upstream block, in member order
     mid.<u>, globs.<u>, hide.<u>, res.<u>, pro.<u>            a member: id, patterns, hidden, resources, prompts
@@ -78,6 +79,8 @@ class Draft:
     namespace: bool = True
     separator: str = ""
     members: dict[str, MemberDraft] = field(default_factory=dict)  # by upstream id, in member order
+    tool_search: bool = False
+    search_max: str = ""  # as typed: empty is the default; the check says what is wrong with the rest
 
     def member(self, upstream: str) -> MemberDraft:
         m = self.members.get(upstream)
@@ -129,6 +132,8 @@ def parse_form(fields: Mapping[str, list[str]], upstreams: Sequence[str]) -> tup
         description=one("description").strip(),
         namespace=one("namespace") == "1",
         separator=one("separator").strip(),
+        tool_search=one("tool_search") == "1",
+        search_max=one("search_max").strip(),
     )
     for u in fields.get("u", []):
         if u not in known or u in draft.members:
@@ -174,11 +179,14 @@ def new_draft(upstreams: Sequence[str]) -> Draft:
 def draft_of(body: JSON, upstreams: Sequence[str], tool_names: Mapping[str, set[str]]) -> Draft:
     """The draft of a saved server's body (its file format). A name in `tools` that the upstream lists is a
     pick; anything else (patterns, names not listed now) stays as written in the patterns box."""
+    search = body.get("tool_search")
     draft = Draft(
         server_id=str(body.get("id") or ""),
         description=str(body.get("description") or ""),
         namespace=body.get("namespace", True) is not False,
         separator=str(body.get("separator") or ""),
+        tool_search=search not in (None, False),
+        search_max=str(search.get("max_results", "")) if isinstance(search, dict) else "",
     )
     for raw in body.get("members") or []:
         member = MemberConfig.model_validate(raw)
@@ -210,6 +218,9 @@ def body_of(draft: Draft) -> JSON:
         body["namespace"] = False
     if draft.separator:
         body["separator"] = draft.separator
+    if draft.tool_search:
+        limit = int(draft.search_max) if draft.search_max.isdigit() else draft.search_max
+        body["tool_search"] = {"max_results": limit} if draft.search_max else True
     members: list[JSON] = []
     for m in draft.members.values():
         if not m.used:
@@ -463,6 +474,8 @@ def place(problem: Problem, body: JSON) -> str:
     path = problem.field_path
     if path in ("id", "description", "separator", "namespace"):
         return path
+    if path.split(".")[0] == "tool_search":
+        return "tool_search"
     members = body.get("members") or []
     if path == "members":
         twice = _TWICE.search(problem.reason)
@@ -493,7 +506,8 @@ def label_of(key: str) -> str:
     """How the form names the field a problem was placed at (`place`), for the preview's list of problems."""
     kind, dot, rest = key.partition(".")
     if not dot:
-        return {"id": "Id", "description": "Description", "separator": "Separator", "namespace": "Prefix"}.get(key, "")
+        labels = {"id": "Id", "description": "Description", "separator": "Separator", "namespace": "Prefix"}
+        return {**labels, "tool_search": "Tool search"}.get(key, "")
     upstream, _, tool = rest.partition("/")
     words = {
         "mid": f"Member id of {upstream}",
