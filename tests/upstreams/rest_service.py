@@ -9,6 +9,7 @@ Endpoints (all JSON unless said):
 - POST /pets                  creates a pet from the JSON body, answers 201 with it
 - DELETE /pets/{pet_id}       204, or 404
 - GET  /whoami                the request's headers, as received (what reaches the REST API)
+- GET  /private               401 unless `Authorization: Bearer good-token`
 - GET  /echo/{value}          the raw path and the decoded value (path escaping)
 - GET  /text                  text/plain
 - GET  /big                   a body of `size` bytes
@@ -75,6 +76,12 @@ async def whoami(request: Request) -> Response:
     return JSONResponse({"headers": {k.lower(): v for k, v in request.headers.items()}})
 
 
+async def private(request: Request) -> Response:
+    if request.headers.get("authorization") != "Bearer good-token":
+        return JSONResponse({"error": "unauthorized"}, status_code=401)
+    return JSONResponse({"secret": "granted"})
+
+
 async def echo(request: Request) -> Response:
     return JSONResponse({"raw_path": request.scope["raw_path"].decode(), "value": request.path_params["value"]})
 
@@ -100,6 +107,7 @@ app = Starlette(
         Route("/pets/{pet_id:int}", get_pet, methods=["GET"]),
         Route("/pets/{pet_id:int}", delete_pet, methods=["DELETE"]),
         Route("/whoami", whoami),
+        Route("/private", private),
         Route("/echo/{value:path}", echo),
         Route("/text", text),
         Route("/big", big),

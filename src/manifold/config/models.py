@@ -207,6 +207,8 @@ class UpstreamConfig(Strict):
                 raise ValueError("an openapi upstream needs 'spec' (a file or an http(s) URL of its OpenAPI document)")
             if self.url and not re.match(r"^https?://", self.url):
                 raise ValueError("'url' must start with http:// or https://")
+            if not self.url and self.auth.mode is AuthMode.OAUTH:
+                raise ValueError("an openapi upstream with auth mode oauth needs 'url' (the API the tokens are for)")
             if self.command or self.args or self.env or self.cwd:
                 raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio upstreams")
         else:

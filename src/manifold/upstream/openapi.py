@@ -29,7 +29,7 @@ import orjson
 from yarl import URL
 
 from manifold import protocol
-from manifold.config.models import UpstreamConfig
+from manifold.config.models import AuthMode, UpstreamConfig
 from manifold.protocol import LATEST_HANDSHAKE, META_SERVER_INFO, METHOD_NOT_FOUND, MODERN_VERSION
 from manifold.upstream.base import JSON, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamTimeout
 from manifold.upstream.openapi_spec import RestApi, RestOperation, first_problems, load_spec_file, parse_spec_text
@@ -237,6 +237,10 @@ class OpenApiTransport:
                 f"({operation.method} {operation.path})"
             )
         text = raw.decode("utf-8", errors="replace")
+        if status == 401 and self.config.auth.mode is AuthMode.OAUTH:
+            # A per-user token refused (revoked, rotated): the relay renews it and calls once more, or asks the
+            # user to connect again, as for an MCP upstream. Nothing was done, so repeating the call is safe.
+            raise UpstreamError(self.upstream_id, "refused the credential (HTTP 401)", kind=ErrorKind.AUTH)
         if status >= 400:
             shown = text[:ERROR_BODY_CHARS] + ("…" if len(text) > ERROR_BODY_CHARS else "")
             summary = f"upstream '{self.upstream_id}' answered HTTP {status} {reason}".rstrip()

@@ -1,0 +1,89 @@
+"""The openapi transport under the pool, in this process, against the real REST service (its own process):
+the credential headers the outbound layer decides reach the REST API as they do an MCP upstream, and a
+per-user OAuth token the REST API refuses is reported as a refused credential (so the relay renews it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from manifold.config.models import UpstreamConfig
+from manifold.upstream.base import ErrorKind, UpstreamError
+from manifold.upstream.credential import Outbound
+from manifold.upstream.pool import UpstreamPool
+from tests.upstreams.launch import UPSTREAMS, run_http_upstream
+
+pytestmark = pytest.mark.anyio
+
+REST_SERVICE = str(UPSTREAMS / "rest_service.py")
+SPEC = str(UPSTREAMS / "rest_service.yaml")
+OAUTH = {
+    "mode": "oauth",
+    "client_id": "c",
+    "authorization_endpoint": "https://as.example/authorize",
+    "token_endpoint": "https://as.example/token",
+}
+
+
+@pytest.fixture(scope="module")
+async def rest() -> AsyncIterator[str]:
+    async with run_http_upstream(REST_SERVICE) as url:
+        yield url.removesuffix("/mcp")
+
+
+def pool_for(rest: str, **extra: object) -> UpstreamPool:
+    config = UpstreamConfig.model_validate({"transport": "openapi", "spec": SPEC, "url": rest, **extra})
+    return UpstreamPool({"pets": config})
+
+
+async def test_a_callers_credential_goes_to_the_rest_api_on_its_own_session(rest: str) -> None:
+    pool = pool_for(rest, auth={"mode": "passthrough", "audience": "https://pets.example"})
+    try:
+        alice = Outbound({"Authorization": "Bearer alice-token"}, identity="alice")
+        bob = Outbound({"Authorization": "Bearer bob-token"}, identity="bob")
+        for who, outbound in (("alice", alice), ("bob", bob), ("alice", alice)):
+            reply = await pool.request("pets", "tools/call", {"name": "whoami", "arguments": {}}, outbound=outbound)
+            headers = reply["result"]["structuredContent"]["headers"]
+            assert headers["authorization"] == f"Bearer {who}-token"
+        assert (await pool.session("pets", alice)) is not (await pool.session("pets", bob))
+    finally:
+        await pool.aclose()
+
+
+async def test_a_refused_oauth_token_is_a_refused_credential(rest: str) -> None:
+    pool = pool_for(rest, auth=OAUTH)
+    try:
+        stale = Outbound({"Authorization": "Bearer old-token"}, identity="alice")
+        with pytest.raises(UpstreamError) as caught:
+            await pool.request("pets", "tools/call", {"name": "private", "arguments": {}}, outbound=stale)
+        assert caught.value.kind is ErrorKind.AUTH
+        assert str(caught.value) == "upstream 'pets' refused the credential (HTTP 401)"
+        fresh = Outbound({"Authorization": "Bearer good-token"}, identity="alice")
+        reply = await pool.request("pets", "tools/call", {"name": "private", "arguments": {}}, outbound=fresh)
+        assert reply["result"]["structuredContent"] == {"secret": "granted"}
+    finally:
+        await pool.aclose()
+
+
+async def test_without_oauth_a_401_is_the_tools_error(rest: str) -> None:
+    pool = pool_for(rest, auth={"mode": "static", "bearer": "wrong"})
+    try:
+        reply = await pool.request("pets", "tools/call", {"name": "private", "arguments": {}})
+        result = reply["result"]
+        assert result["isError"] is True
+        assert (
+            result["content"][0]["text"] == 'upstream \'pets\' answered HTTP 401 Unauthorized: {"error":"unauthorized"}'
+        )
+    finally:
+        await pool.aclose()
+
+
+async def test_an_unreachable_rest_api_is_an_upstream_error(rest: str) -> None:
+    pool = pool_for("http://127.0.0.1:9")  # discard port: nothing listens
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await pool.request("pets", "tools/call", {"name": "text", "arguments": {}})
+        assert str(caught.value) == "upstream 'pets' refused the connection"
+    finally:
+        await pool.aclose()
