@@ -17,6 +17,8 @@ from manifold.admin.catalog import Kind
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.search import ToolIndex, words
 from manifold.catalog.view import VirtualServerView
+from manifold.config.check import unmatched_names
+from manifold.config.loader import load_config
 from manifold.config.models import VirtualServerConfig
 from manifold.outbound.resolver import CredentialResolver
 from manifold.protocol import INVALID_PARAMS, TOOLS_CALL, TOOLS_LIST, Era
@@ -24,7 +26,7 @@ from manifold.relay.access import AllowAll, NoAudit
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
 from manifold.relay.jsonrpc import RpcError
-from tests.unit.test_config import MAIN, problems
+from tests.unit.test_config import MAIN, problems, write
 from tests.unit.test_console_servers import Editor, editor  # noqa: F401, F811 (the editor fixture)
 from tests.unit.test_relay_handlers import DenyNames, StandInPool, call_on, replying
 
@@ -279,3 +281,14 @@ async def test_the_console_editor_sets_tool_search_and_keeps_it_when_editing(edi
         "/admin/servers/big", {k: v for k, v in again.items() if k != "tool_search"} | {"action": ["save"]}
     )
     assert "tool_search" not in (await editor.catalog_ops.get(Kind.VSERVER, "big"))["body"]
+
+
+def test_check_live_warns_for_an_upstream_tool_listed_under_a_reserved_name(tmp_path: Path) -> None:
+    vs = "tool_search: true\nnamespace: false\nmembers:\n  - upstream: notes\n  - upstream: github\n"
+    vs += "    hide: [call_tool]\n"
+    config = load_config(write(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/v.yaml": vs}), env={})
+    names = {"notes": ["add_note", "search_tools"], "github": ["call_tool", "get_issue"]}
+    assert [str(p) for p in unmatched_names(config, names)] == [
+        "virtual_servers/v.yaml: members[0]: upstream 'notes' tool 'search_tools' would be 'search_tools', the tool "
+        "search's own name (tool_search is on): it is left out; give it an alias or hide it (line 4)"
+    ]

@@ -2,7 +2,8 @@
 
 `check --live` also asks the upstreams for their tools (the CLI hands in a `ToolLister` that connects as the
 gateway does) and warns for every glob or exact name in a virtual server file that matches none of them
-(`tools`, `hide`, `aliases`, `descriptions`), by file, field and line like every other problem. Without it,
+(`tools`, `hide`, `aliases`, `descriptions`), and for every listed tool a server with `tool_search` would expose
+as `search_tools` or `call_tool`, by file, field and line like every other problem. Without it,
 `check` touches nothing outside the files.
 """
 
@@ -16,8 +17,10 @@ from typing import TextIO
 
 from manifold.config.loaded import LoadedConfig
 from manifold.config.loader import load_config
+from manifold.config.models import TOOL_SEARCH_NAMES
 from manifold.config.problems import ConfigError, Problem
 from manifold.config.sources import SourceFile, read_yaml
+from manifold.naming import expose_name
 
 # Upstream id -> its tool names, or why they could not be listed.
 ToolNames = Mapping[str, Sequence[str] | str]
@@ -72,6 +75,22 @@ def unmatched_names(config: LoadedConfig, names: ToolNames) -> list[Problem]:
                 for name in keys:
                     if name not in got:
                         f.add(("members", i, field, name), f"'{name}' is no tool of upstream '{up}'")
+            if server.tool_search is not None:
+                sep = config.separator_for(server)
+                for name in got:
+                    if not any(fnmatch.fnmatchcase(name, p) for p in m.tools) or any(
+                        fnmatch.fnmatchcase(name, p) for p in m.hide
+                    ):
+                        continue
+                    exposed = expose_name(
+                        m.member_id, name, sep=sep, namespace=server.namespace, alias=m.aliases.get(name)
+                    )
+                    if exposed in TOOL_SEARCH_NAMES:
+                        f.add(
+                            ("members", i),
+                            f"upstream '{up}' tool '{name}' would be '{exposed}', the tool search's own name "
+                            "(tool_search is on): it is left out; give it an alias or hide it",
+                        )
     return problems
 
 
