@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.config
 import os
 import socket
 import sys
@@ -54,13 +55,17 @@ def client_snippet(url: str, key: str) -> str:
     )
 
 
-def log_config(level: str) -> dict[str, object]:
+def log_config(level: str, *, json_lines: bool = False) -> dict[str, object]:
     """uvicorn's logging, in Manifold's format: one handler on the root logger, uvicorn's loggers propagate
-    to it (uvicorn's own config would give them handlers and formats of their own)."""
+    to it (uvicorn's own config would give them handlers and formats of their own). `json_lines`
+    (`telemetry.logs: json`): one JSON object per line, with request and trace ids (telemetry/logs.py)."""
+    formatter: dict[str, object] = (
+        {"()": "manifold.telemetry.logs.JsonFormatter"} if json_lines else {"format": LOG_FORMAT}
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"manifold": {"format": LOG_FORMAT}},
+        "formatters": {"manifold": formatter},
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "manifold", "stream": "ext://sys.stderr"}
         },
@@ -81,6 +86,8 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
     from manifold.runtime.compose import build_app, compose
 
     config = load_config()
+    if config.gateway.telemetry.logs == "json":  # from the first line on (composing logs too)
+        logging.config.dictConfig(log_config(args.log_level, json_lines=True))
     settings = config.settings
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
@@ -144,7 +151,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             host=host,
             port=port,
             log_level=args.log_level,
-            log_config=log_config(args.log_level),
+            log_config=log_config(args.log_level, json_lines=config.gateway.telemetry.logs == "json"),
             loop="uvloop",
             http=write_combining_http(),  # httptools, each response in one write (asgi.py)
             lifespan="on",

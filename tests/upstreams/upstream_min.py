@@ -1,7 +1,7 @@
 """A small real MCP server (mcp 2.3.0 `MCPServer`) for the upstream-client tests.
 
 Run: python upstream_min.py --transport stdio|http|sse [--port N]
-Tools: echo, add, slow, progress, sample, headers, env, pid, add_tool.
+Tools: echo, add, slow, progress, sample, headers, trace, env, pid, add_tool.
 """
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ async def sample(prompt: str, ctx: Context) -> str:
 def headers(ctx: Context) -> str:
     """The HTTP request headers this call arrived with (empty on stdio)."""
     return json.dumps(dict(ctx.headers or {}))
+
+
+@mcp.tool()
+def trace(ctx: Context) -> str:
+    """The W3C trace context this call arrived with: {"header": traceparent header, "meta": _meta.traceparent}."""
+    meta = ctx.request_context.meta
+    fields = meta if isinstance(meta, dict) else (meta.model_dump() if meta is not None else {})
+    return json.dumps({"header": (ctx.headers or {}).get("traceparent"), "meta": fields.get("traceparent")})
 
 
 @mcp.tool()

@@ -1,0 +1,128 @@
+"""Telemetry in process: the Metrics object's bounds, and /metrics on the composed gateway (who may read it,
+what it says). The e2e tests (tests/e2e/test_telemetry.py) drive real calls and traces through processes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx2
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from manifold.config.loader import load_config
+from manifold.runtime.compose import Runtime, build_app, compose
+from manifold.telemetry.logs import REQUEST_ID, JsonFormatter
+from manifold.telemetry.metrics import Metrics, auth_reason
+
+pytestmark = pytest.mark.anyio
+
+BASE = "http://127.0.0.1:8470"
+DEV_KEY = "mfd_" + "b" * 43
+TOKEN = "scrape-" + "c" * 30
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_tool_series_are_bounded_and_unknown_names_count_as_other() -> None:
+    metrics = Metrics(max_tool_series=3)
+    started = time.perf_counter()
+    metrics.tool_call("eng", "gh", "create_issue", "ok", started)
+    metrics.tool_call("eng", None, None, "unknown", started)  # a name the catalog does not know
+    for i in range(50):  # an upstream that keeps inventing tool names
+        metrics.tool_call("eng", "gh", f"tool_{i}", "ok", started)
+    scraped = samples(metrics.exposition().decode())
+    tools = {labels["tool"] for labels, _ in scraped["manifold_tool_calls_total"]}
+    assert tools == {"create_issue", "other", "tool_0"}
+    counts = {labels["tool"]: v for labels, v in scraped["manifold_tool_calls_total"] if labels["member"] == "gh"}
+    assert counts["other"] == 49  # past the bound, counted, never a new series
+    assert len(metrics._tool_children) <= 4
+
+
+def test_auth_failure_reasons_are_a_fixed_set() -> None:
+    assert auth_reason("missing bearer token", missing=True) == "missing"
+    assert auth_reason("malformed token", missing=False) == "malformed"
+    assert auth_reason("token expired", missing=False) == "expired"
+    assert auth_reason("the token was issued for another server", missing=False) == "wrong_audience"
+    assert auth_reason("anything a client or an IdP library says " * 3, missing=False) == "invalid"
+
+
+def test_json_log_lines_carry_the_request_id() -> None:
+    record = logging.LogRecord("manifold.x", logging.WARNING, __file__, 1, "hello %s", ("there",), None)
+    token = REQUEST_ID.set("req-1")
+    try:
+        line = orjson.loads(JsonFormatter().format(record))
+    finally:
+        REQUEST_ID.reset(token)
+    assert line["message"] == "hello there"
+    assert line["level"] == "WARNING"
+    assert line["request_id"] == "req-1"
+    assert "trace_id" not in line  # no span: no trace id
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx2.AsyncClient]]:
+    (tmp_path / "manifold.yaml").write_text(
+        f"gateway:\n  state_dir: {tmp_path / 'state'}\n  port: 8470\n"
+        "upstreams:\n  up:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n"
+        f"telemetry:\n  metrics:\n    token: {TOKEN}\n"
+    )
+    runtime = compose(load_config(tmp_path / "manifold.yaml"), dev_key=DEV_KEY, public_base=BASE)
+    await runtime.start()
+    try:
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=build_app(runtime)), base_url=BASE) as http:
+            yield runtime, http
+    finally:
+        await runtime.aclose()
+
+
+async def test_metrics_need_the_token_or_an_admin(gateway) -> None:
+    runtime, http = gateway
+    anonymous = await http.get("/metrics")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="manifold"'
+    wrong = await http.get("/metrics", headers={"authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401
+    assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+    assert TOKEN not in wrong.text
+    # A person with a key who is not an admin: 403.
+    admin = {"authorization": f"Bearer {DEV_KEY}"}
+    made = await http.post("/admin/api/keys", json={"user": "alice@corp.com", "name": "laptop"}, headers=admin)
+    alice = await http.get("/metrics", headers={"authorization": f"Bearer {made.json()['token']}"})
+    assert alice.status_code == 403
+    for headers in ({"authorization": f"Bearer {TOKEN}"}, admin):
+        reply = await http.get("/metrics", headers=headers)
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    scraped = samples(reply.text)
+    assert (({"upstream": "up"}, 0.0)) in scraped["manifold_upstream_sessions"]
+    assert ({"era": "handshake"}, 0.0) in scraped["manifold_client_sessions"]
+    assert "manifold_audit_queue_depth" in scraped
+    reasons = {labels["reason"]: v for labels, v in scraped["manifold_auth_failures_total"]}
+    assert reasons["missing"] == 1 and reasons["invalid"] == 1
+
+
+async def test_metrics_are_off_when_disabled(tmp_path: Path) -> None:
+    (tmp_path / "manifold.yaml").write_text(
+        f"gateway:\n  state_dir: {tmp_path / 'state'}\ntelemetry:\n  metrics:\n    enabled: false\n"
+    )
+    runtime = compose(load_config(tmp_path / "manifold.yaml"), dev_key=DEV_KEY, public_base=BASE)
+    assert runtime.telemetry.metrics is None and runtime.telemetry.tracing is None
+    app = build_app(runtime)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as http:
+        reply = await http.get("/metrics", headers={"authorization": f"Bearer {DEV_KEY}"})
+    assert reply.status_code == 404
