@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-from manifold.audit import AuditEvent, AuditLog, Outcome
+from manifold.audit import AuditEvent, Outcome
 from manifold.audit.redaction import redact
 from manifold.config.selectors import WhatKind, parse_who
 from manifold.policy.approval_store import Approval, ApprovalStore, NewApproval, Status
@@ -66,9 +66,9 @@ class Approvals:
     """Approval requests: made when a call is held, decided in the browser, used by the caller's retry. Each
     request and decision is an audit row (method `approval`)."""
 
-    def __init__(self, store: ApprovalStore, audit: AuditLog | None = None) -> None:
+    def __init__(self, store: ApprovalStore, audit: Callable[[AuditEvent], None] | None = None) -> None:
         self.store = store
-        self.audit = audit
+        self.audit = audit  # the audit log's `record`
 
     async def request(
         self,
@@ -128,7 +128,7 @@ class Approvals:
     def _audit(self, principal_id: str, credential: str, approval: Approval, outcome: Outcome, detail: str) -> None:
         if self.audit is None:
             return
-        self.audit.record(
+        self.audit(
             AuditEvent(
                 at=time.time(),
                 request_id=None,

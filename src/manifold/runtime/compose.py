@@ -272,7 +272,10 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         inputs=inputs,
         # held tool calls wait for a human approver (docs/approvals.md); requests live in the database
         approvals=ApprovalGate(
-            Approvals(ApprovalStore(engine), audit_log), lambda: access.policy, inputs.states, lambda: public_base
+            Approvals(ApprovalStore(engine), audit_log.record),
+            lambda: access.policy,
+            inputs.states,
+            lambda: public_base,
         ),
         tasks=Tasks(
             per_principal=settings.limits.tasks_per_principal,
