@@ -27,6 +27,7 @@ from manifold.relay.handlers import Gateway
 from manifold.relay.hub import Hub
 from manifold.relay.jsonrpc import RpcError
 from tests.unit.test_config import MAIN, problems, write
+from tests.unit.test_connect_tools import not_connected
 from tests.unit.test_console_servers import Editor, editor  # noqa: F401, F811 (the editor fixture)
 from tests.unit.test_relay_handlers import DenyNames, StandInPool, call_on, replying
 
@@ -292,3 +293,11 @@ def test_check_live_warns_for_an_upstream_tool_listed_under_a_reserved_name(tmp_
         "virtual_servers/v.yaml: members[0]: upstream 'notes' tool 'search_tools' would be 'search_tools', the tool "
         "search's own name (tool_search is on): it is left out; give it an alias or hide it (line 4)"
     ]
+
+
+async def test_a_member_to_connect_first_keeps_its_connect_tool_next_to_the_search_tools() -> None:
+    gateway, view = searching(pool(), {"upstream": "github"}, {"upstream": "notes"})
+    gateway.credential_for = lambda call: not_connected("github")  # the caller has not connected github
+    reply = await gateway.handle(call_on(view), TOOLS_LIST, {})
+    assert [t["name"] for t in reply["result"]["tools"]] == ["search_tools", "call_tool", "github__connect_account"]
+    assert await search(gateway, view, "repository") == []  # github's tools are not known for this caller yet
