@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +21,7 @@ from manifold.asgi import JSON_HEADERS, Receive, Scope, Send, header_map, send_b
 from manifold.audit.unauthorized import UnauthorizedAudit
 from manifold.authserver.routes import PATHS as AUTHORIZATION_SERVER_PATHS
 from manifold.catalog.served import ServedServers
+from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
 from manifold.identity.authenticator import Authenticator, Unauthenticated
@@ -29,7 +30,11 @@ from manifold.relay.access import Access, Auditor
 from manifold.relay.sse import LegacySse
 from manifold.relay.streamable_http import StreamableHttp
 from manifold.security.origin import OriginPolicy
+from manifold.telemetry.logs import REQUEST_ID, request_id
 from manifold.upstream.pool import UpstreamPool
+
+if TYPE_CHECKING:
+    from manifold.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -78,6 +83,9 @@ class ManifoldApp:
         lifecycle: Lifecycle,
         authorization_server: WebPages | None = None,
         console: WebPages | None = None,
+        metrics: WebPages | None = None,
+        tracing: Tracing | None = None,
+        json_logs: bool = False,
     ) -> None:
         self.config = config
         self.max_body = config.settings.max_body_bytes
@@ -96,6 +104,9 @@ class ManifoldApp:
         self.authorization_server = authorization_server  # authserver/: the gateway's own OAuth endpoints
         self.lifecycle = lifecycle
         self.console = console  # console/: the admin console at /admin (checks Host/Origin itself)
+        self.metrics = metrics  # telemetry/endpoint.py: /metrics (its own bearer check; no Host/Origin check)
+        self.tracing = tracing  # telemetry/tracing.py, None when tracing is off
+        self.json_logs = json_logs  # telemetry.logs: json: each MCP request gets a request id in the log
         self.started = time.time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,6 +138,10 @@ class ManifoldApp:
             if await self._refused(send, headers):
                 return
             await self._health(send, ready=path == "/readyz")
+            return
+        if path == "/metrics" and self.metrics is not None:
+            await self.changes.sync()  # keys made or revoked elsewhere
+            await self.metrics(scope, receive, send)
             return
         if path == "/" or path.startswith(WEB_PREFIXES):
             await self.web(scope, receive, send)  # web pages: web/
@@ -165,9 +180,13 @@ class ManifoldApp:
             await send_body(send, 403, orjson.dumps({"error": problem}))
             return
         await self.changes.sync()
+        if self.json_logs:
+            REQUEST_ID.set(request_id(headers.get("x-request-id")))
+        began = time.time_ns() if self.tracing is not None else 0
         principal = await self._authenticate(scope, send, headers, parts)
         if principal is None:
             return
+        authenticated = time.time_ns() if self.tracing is not None else 0
         view = self.served.get(parts[1])
         if view is None:
             await send_body(send, 404, orjson.dumps({"error": "unknown server", "server": parts[1][:100]}))
@@ -180,12 +199,35 @@ class ManifoldApp:
                 resource_server.error_body("forbidden", f"you may not use server '{view.id}'"),
             )
             return
+        decided = time.time_ns() if self.tracing is not None else 0
 
         body: bytes | None = None
         if scope["method"] == "POST":
             body = await self._read_body(scope, receive, send)
             if body is None:
                 return
+        if self.tracing is not None:
+            # The client's trace (header, or a 2026-07-28 request's _meta) is known once the body is read.
+            tracing = self.tracing
+            name = f"{scope['method']} /{parts[0]}/{{server}}" + ("/messages" if len(parts) == 3 else "")
+            attributes = {"manifold.server": view.id, "enduser.id": principal.id}
+            with tracing.request(name, tracing.client_context(headers, body), began, attributes):
+                tracing.record("authenticate", began, authenticated, {"manifold.credential": principal.credential.kind})
+                tracing.record("policy server", authenticated, decided, {"manifold.allowed": True})
+                await self._transport(scope, receive, send, parts, view, principal, body)
+            return
+        await self._transport(scope, receive, send, parts, view, principal, body)
+
+    async def _transport(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        parts: list[str],
+        view: VirtualServerView,
+        principal: Principal,
+        body: bytes | None,
+    ) -> None:
         if parts[0] == "mcp" and len(parts) == 2:
             await self.http(scope, receive, send, view, principal, body)
         elif parts[0] == "sse" and len(parts) == 2 and scope["method"] == "GET":

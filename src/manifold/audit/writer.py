@@ -85,6 +85,11 @@ class AuditLog:
     def jsonl_path(self) -> Path | None:
         return self._jsonl_path
 
+    @property
+    def queued(self) -> int:
+        """Events recorded but not yet in the database (the metrics' audit queue depth)."""
+        return len(self._pending) + len(self._to_insert)
+
     def record(self, event: AuditEvent) -> None:
         """Journal one event and queue it. Synchronous: one write to a file, no await; call it from the
         event loop's thread, before the answer it records is sent."""

@@ -522,6 +522,38 @@ class AuditSettings(Strict):
     include_arguments: bool = False  # tool arguments are stored only when this is on
 
 
+class MetricsSettings(Strict):
+    """`telemetry.metrics` (docs/telemetry.md): Prometheus `/metrics`, for admins or this bearer token."""
+
+    enabled: bool = True
+    token: str | None = None  # a value, `${ENV}` or `secret:NAME`; scrapers send `Authorization: Bearer <token>`
+    # Distinct (server, member, tool) label sets at most; past it new ones count under tool="other".
+    max_tool_series: Annotated[int, Field(gt=0, le=100_000)] = 5000
+
+
+class TracingSettings(Strict):
+    """`telemetry.tracing`: OpenTelemetry spans sent to an OTLP/HTTP collector. Off unless `endpoint` is set."""
+
+    endpoint: str | None = None  # e.g. http://127.0.0.1:4318 (spans go to {endpoint}/v1/traces)
+    protocol: Literal["http/protobuf"] = "http/protobuf"
+    service_name: str = "manifold"
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0  # of traces the gateway starts; a client's flag wins
+    headers: dict[str, str] = Field(default_factory=dict)  # sent to the collector (values may be ${ENV})
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("'endpoint' must be an absolute http:// or https:// URL")
+        return v.rstrip("/") if v is not None else v
+
+
+class TelemetrySettings(Strict):
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    logs: Literal["text", "json"] = "text"  # json: one JSON object per line, with request and trace ids
+
+
 class GatewayConfig(Strict):
     """`manifold.yaml`."""
 
@@ -535,6 +567,7 @@ class GatewayConfig(Strict):
     grants: list[GrantConfig] = Field(default_factory=list)
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
 
 def _glob(v: str) -> str:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from manifold.catalog.view import Credential, Target, VirtualServerView, connected_text
 from manifold.config.models import CALL_TOOL, TOOL_SEARCH_NAMES, AuthMode, MemberConfig
@@ -67,6 +67,9 @@ from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.pool import UpstreamPool
 
+if TYPE_CHECKING:
+    from manifold.telemetry.tracing import Tracing
+
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
@@ -93,6 +96,8 @@ class Gateway:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # the human approval gate on tools/call (relay/approval_gate.py); None: no gate (tests of the relay alone)
     approvals: ApprovalGate | None = None
+    # spans for the policy decision and credential resolution (telemetry/tracing.py); None: tracing is off
+    tracing: Tracing | None = None
 
     def server_info(self, view: VirtualServerView) -> JSON:
         return {"name": f"{self.server_name}/{view.id}", "version": self.server_version}
@@ -174,6 +179,9 @@ class Gateway:
             forwarded_raw=call.forwarded_raw,
             member_ids=tuple(call.view.by_member),
         )
+        if self.tracing is not None:
+            with self.tracing.span("credentials", {"manifold.upstream": upstream_id}):
+                return await self.credentials.resolve(upstream_id, config, ctx)
         return await self.credentials.resolve(upstream_id, config, ctx)
 
     def credential_for(self, call: Call) -> Credential:
@@ -410,8 +418,11 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         # the upstream's, so it is checked here and not sent on.
         gw.inputs.states.check(state, call.principal.id)
         params = {k: v for k, v in params.items() if k not in ("requestState", "inputResponses")}
+    policy_began = time.time_ns() if gw.tracing is not None else 0
     target = await call.view.resolve("tools", name, gw.credential_for(call))
     if target is None or not gw.access.allows(call.principal, call.view, "tools", target):
+        if gw.tracing is not None:
+            gw.tracing.policy(policy_began, name, allowed=False)
         failed = call.view.failed_member_for("tools", name) if target is None else None
         if failed is not None and gw.access.member_visible(call.principal, call.view, failed[0]):
             error = call.view.failure_error("tools", failed[0])
@@ -431,6 +442,8 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
             return {"result": {"content": [{"type": "text", "text": connected_text(upstream_id)}]}}
         gw.audit.call(call, TOOLS_CALL, name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+    if gw.tracing is not None:
+        gw.tracing.policy(policy_began, name, allowed=True)
     limits = gw.rate_limits
     if limits.active:  # policy/rate_limits.py: in memory (no await), or one transaction on PostgreSQL
         if limits.shared:

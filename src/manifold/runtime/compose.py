@@ -80,6 +80,15 @@ from manifold.relay.tasks import Tasks
 from manifold.runtime.audit_recorder import AuditRecorder
 from manifold.runtime.catalog_swap import CatalogSwap, pool_config
 from manifold.runtime.changes import ChangeSync
+from manifold.runtime.telemetry import (
+    CountingUnauthorized,
+    ObservedAuditor,
+    Telemetry,
+    admin_check,
+    make_telemetry,
+    metrics_endpoint,
+    register_gauges,
+)
 from manifold.security.crypto import Cipher
 from manifold.security.origin import OriginPolicy
 from manifold.security.secret_store import SecretStore
@@ -135,6 +144,7 @@ class Runtime:
     client_fetcher: Fetcher
     public_base: str
     tasks: set[asyncio.Task[None]]
+    telemetry: Telemetry  # metrics (None: off; other features count through it), tracing, log format
 
     async def start(self) -> None:
         """Load what the services serve from and start the background tasks. A wrong encryption key stops
@@ -186,6 +196,7 @@ class Runtime:
             await self.idps.aclose()
         self.watcher.close()
         await self.pool.aclose()
+        await self.telemetry.aclose()
         await self.engine.dispose()
 
 
@@ -194,6 +205,8 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     settings = config.settings
     identity = config.gateway.identity
     engine = connect(config.database_url)
+    telemetry = make_telemetry(config)  # docs/telemetry.md: metrics, traces, log format
+    metrics = telemetry.metrics
 
     # Outbound credentials: the gateway's cipher and secret store, then per-user OAuth over them.
     cipher = Cipher.load(config.state_dir)
@@ -201,7 +214,13 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     links = ConnectLinks.from_cipher(cipher)
     flows = OAuthFlows(engine, cipher, secret=secrets.lookup)
     vault = Vault(engine, cipher)  # each user's stored tokens
-    broker = OAuthBroker(vault, links, flows, lambda: public_base)
+    broker = OAuthBroker(
+        vault,
+        links,
+        flows,
+        lambda: public_base,
+        on_refresh=None if metrics is None else lambda upstream, ok: metrics.oauth_refresh(upstream, ok=ok),
+    )
 
     # Inbound: who is calling (API keys, IdP tokens, the access tokens of the gateway's own authorization
     # server, signed with keys derived from the cipher's).
@@ -229,11 +248,15 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
 
     access = PolicyAccess(config)
     audit_log = AuditLog(engine if config.gateway.audit.enabled else None, config.gateway.audit, config.state_dir)
-    auditor = AuditRecorder(audit_log)
+    auditor = AuditRecorder(audit_log) if metrics is None else ObservedAuditor(AuditRecorder(audit_log), metrics)
 
     # What is served: upstream sessions, their lists, the virtual servers over them.
     notices = UpstreamNotices()
-    pool = UpstreamPool({uid: pool_config(config, uid, u) for uid, u in config.upstreams.items()}, notices.post)
+    pool = UpstreamPool(
+        {uid: pool_config(config, uid, u) for uid, u in config.upstreams.items()},
+        notices.post,
+        tracing=telemetry.tracing,
+    )
     pins = ToolPins(
         PinStore(engine, audit=config.gateway.audit.enabled),
         lambda uid: u.pinning if (u := pool.config(uid)) is not None else PinningMode.OFF,
@@ -270,6 +293,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         audit=auditor,
         credentials=credentials,
         inputs=inputs,
+        tracing=telemetry.tracing,
         # held tool calls wait for a human approver (docs/approvals.md); requests live in the database
         approvals=ApprovalGate(
             Approvals(ApprovalStore(engine), audit_log.record),
@@ -287,6 +311,8 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     # Session ids sealed with a key derived from the secret key: any replica can serve them (docs/replicas.md).
     sessions = SessionStore(hub, settings.limits, seal=SessionSeal.from_cipher(cipher), ended=EndedSessions(engine))
     pending = PendingReplies()  # server→client requests waiting for the client's answer
+    if metrics is not None:
+        register_gauges(metrics, pool, sessions, audit_log)
 
     # Keeping all of it in step with the database.
     catalog_operations = CatalogOperations(engine, config, secrets=CatalogSecrets(secrets))
@@ -346,6 +372,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         client_fetcher=client_fetcher,
         public_base=public_base,
         tasks=set(),
+        telemetry=telemetry,
     )
     return runtime
 
@@ -354,7 +381,11 @@ def build_app(runtime: Runtime) -> ManifoldApp:
     """The faces over a composed runtime, and the ASGI app that routes to them (its lifespan starts and
     stops the runtime)."""
     config, settings = runtime.config, runtime.config.settings
-    unauthorized = UnauthorizedAudit(runtime.audit_log)  # refused credentials, rate-limited, for both faces
+    metrics = runtime.telemetry.metrics
+    # refused credentials, rate-limited, for both faces (and counted by reason when metrics are on)
+    unauthorized = (
+        UnauthorizedAudit(runtime.audit_log) if metrics is None else CountingUnauthorized(runtime.audit_log, metrics)
+    )
     admin = AdminApi(
         config,
         runtime.authenticator,
@@ -413,6 +444,16 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         admin=admin,
         web=web,
         lifecycle=runtime,
+        metrics=None
+        if metrics is None
+        else metrics_endpoint(
+            config,
+            metrics,
+            runtime.secrets,
+            admin_check(runtime.authenticator, config.gateway.identity.admins, unauthorized),
+        ),
+        tracing=runtime.telemetry.tracing,
+        json_logs=runtime.telemetry.json_logs,
         authorization_server=authorization_server,
         console=ConsoleApp(
             ConsoleServices(

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from manifold.config.models import Transport, UpstreamConfig
 from manifold.protocol import Era
@@ -34,6 +34,9 @@ from manifold.upstream.openapi import OpenApiTransport
 from manifold.upstream.session import JsonRpcSession
 from manifold.upstream.sse import LegacySseTransport
 from manifold.upstream.stdio import StdioTransport, stderr_of
+
+if TYPE_CHECKING:
+    from manifold.telemetry.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +87,14 @@ def make_transport(upstream_id: str, config: UpstreamConfig) -> MessageTransport
 
 class UpstreamPool:
     def __init__(
-        self, configs: dict[str, UpstreamConfig], on_notification: PoolNotificationHandler | None = None
+        self,
+        configs: dict[str, UpstreamConfig],
+        on_notification: PoolNotificationHandler | None = None,
+        *,
+        tracing: Tracing | None = None,  # telemetry/tracing.py: a span per upstream request, when tracing is on
     ) -> None:
         self._configs = dict(configs)
+        self._tracing = tracing
         self._on_notification = on_notification
         self._slots: dict[UpstreamKey, _Slot] = {}
         self._retiring: set[asyncio.Future[Any]] = set()  # background closes and probes
@@ -107,6 +115,8 @@ class UpstreamPool:
     ) -> JSON:
         """Send one request on the session for this credential, reconnecting once when the live session
         turned out to be dead (the request was then never delivered, so the retry cannot run it twice)."""
+        if self._tracing is not None:
+            return await self._traced_request(self._tracing, upstream_id, method, params, sink, timeout, outbound)
         key = UpstreamKey(upstream_id, outbound.identity)
         session = await self._session(key, outbound.headers)
         try:
@@ -115,6 +125,44 @@ class UpstreamPool:
             self._forget(key, session)
             session = await self._session(key, outbound.headers)
             return await session.request(method, params, sink=sink, timeout=timeout)
+
+    async def _traced_request(
+        self,
+        tracing: Tracing,
+        upstream_id: str,
+        method: str,
+        params: JSON | None,
+        sink: RequestSink | None,
+        timeout: float | None,
+        outbound: Outbound,
+    ) -> JSON:
+        """`request` inside an upstream span whose `traceparent` goes upstream in the HTTP header and `_meta`."""
+        span, params, headers = tracing.start_upstream(upstream_id, method, params)
+        reply: JSON | None = None
+        error: BaseException | None = None
+        key = UpstreamKey(upstream_id, outbound.identity)
+        try:
+            session = await self._session(key, outbound.headers)
+            try:
+                reply = await session.request(method, params, sink=sink, timeout=timeout, trace_headers=headers)
+            except UpstreamSessionLost:
+                self._forget(key, session)
+                session = await self._session(key, outbound.headers)
+                reply = await session.request(method, params, sink=sink, timeout=timeout, trace_headers=headers)
+            return reply
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            tracing.end_upstream(span, reply, error)
+
+    def sizes(self) -> dict[str, int]:
+        """Live upstream sessions per upstream (the shared one and the per-caller ones), for metrics."""
+        sizes = dict.fromkeys(self._configs, 0)
+        for key, slot in self._slots.items():
+            if slot.session is not None and not slot.session.closed:
+                sizes[key.upstream_id] = sizes.get(key.upstream_id, 0) + 1
+        return sizes
 
     def era(self, upstream_id: str, outbound: Outbound = SHARED) -> Era | None:
         """The era of the live session for this credential, or None when there is none yet (no await: the

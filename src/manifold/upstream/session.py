@@ -386,11 +386,12 @@ class JsonRpcSession:
         *,
         sink: RequestSink | None = None,
         timeout: float | None = None,
+        trace_headers: dict[str, str] | None = None,  # W3C traceparent of the gateway's span (telemetry/)
     ) -> JSON:
         if self._closed:
             reason = self._close_reason.reason if self._close_reason else "session is closed"
             raise UpstreamSessionLost(self.upstream_id, reason)
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = {} if trace_headers is None else dict(trace_headers)
         if self.era is Era.MODERN:
             params = self._stamp_modern(method, params, headers, sink)
         reply = await self._send_request(method, params, headers=headers, timeout=timeout, sink=sink)

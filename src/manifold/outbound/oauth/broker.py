@@ -68,8 +68,10 @@ class OAuthBroker:
         public_base_url: Callable[[], str],
         *,
         clock: Callable[[], float] = time.time,
+        on_refresh: Callable[[str, bool], None] | None = None,  # (upstream id, succeeded): metrics
     ) -> None:
         self.vault = vault
+        self._on_refresh = on_refresh
         self.links = links
         self.flows = flows
         self._base_url = public_base_url
@@ -200,7 +202,7 @@ class OAuthBroker:
         """Refresh, holding the turn."""
         user, upstream_id = key
         try:
-            refreshed = await self.flows.refresh(connection, config)
+            refreshed = await self._counted_refresh(upstream_id, connection, config)
         except TokenError as exc:
             if exc.error != "invalid_grant":
                 return self._refresh_failed(key, connection, str(exc), now)
@@ -220,6 +222,17 @@ class OAuthBroker:
         except (OAuthError, DiscoveryError) as exc:
             return self._refresh_failed(key, connection, str(exc), now)
         return self._remember(refreshed, config)
+
+    async def _counted_refresh(self, upstream_id: str, connection: Connection, config: OAuthAuth) -> Connection:
+        if self._on_refresh is None:
+            return await self.flows.refresh(connection, config)
+        try:
+            refreshed = await self.flows.refresh(connection, config)
+        except Exception:
+            self._on_refresh(upstream_id, False)
+            raise
+        self._on_refresh(upstream_id, True)
+        return refreshed
 
     def _refresh_failed(self, key: Key, connection: Connection, reason: str, now: float) -> str:
         """The server could not refresh now (down, misconfigured): keep using a still-valid token for a while."""
