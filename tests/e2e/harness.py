@@ -22,7 +22,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests import postgres
+from tests import postgres, zygote
 from tests.upstreams.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ STARTUP_DEADLINE_S = 30.0
 class Gateway:
     base: str
     key: str
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes] | zygote.ZygoteProcess
     log_path: Path
     config_dir: Path
 
@@ -139,7 +139,7 @@ async def run_gateway(
         log_path = directory / "gateway.log"
         process_env = {**os.environ, "MANIFOLD_DEV_KEY": KEY, **(env or {})}
         with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
+            process = zygote.spawn(
                 [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", str(port)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -195,7 +195,7 @@ async def manifold_cli(
     running gateway uses (as an operator would, e.g. `keys create`, `keys revoke`, `audit`, `explain`).
     `input` is written to its stdin."""
     command = [sys.executable, "-m", "manifold.cli", "--config", str(gw.config_dir / "manifold.yaml"), *args]
-    done = await anyio.run_process(command, input=input, check=False, cwd=REPO)
+    done = await zygote.run(command, input=input, cwd=REPO)
     if check and done.returncode != 0:
         raise AssertionError(
             f"manifold {' '.join(args)} exited with {done.returncode}:\n{done.stderr.decode(errors='replace')}"

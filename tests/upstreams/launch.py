@@ -30,6 +30,8 @@ from pathlib import Path
 
 import anyio
 
+from tests import zygote
+
 UPSTREAMS = Path(__file__).resolve().parent
 REPO = UPSTREAMS.parent.parent
 KITCHEN = str(UPSTREAMS / "kitchen.py")
@@ -96,7 +98,7 @@ async def run_http_upstream(
     # stderr goes to a file, not a pipe: nobody reads it while the server runs, and a full
     # pipe would block the server.
     with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
+        process = zygote.spawn(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=process_env, cwd=REPO
         )
         try:
@@ -143,7 +145,9 @@ async def _run_node(port: int, args: list[str], env: dict[str, str], startup_dea
             await stop_process(process)
 
 
-async def _wait_until_listening(process: subprocess.Popen, port: int, deadline_s: float, stderr) -> None:
+async def _wait_until_listening(
+    process: subprocess.Popen | zygote.ZygoteProcess, port: int, deadline_s: float, stderr
+) -> None:
     deadline = time.monotonic() + deadline_s
     while not await anyio.to_thread.run_sync(_accepts_connections, port):
         if process.poll() is not None:
@@ -157,7 +161,7 @@ async def _wait_until_listening(process: subprocess.Popen, port: int, deadline_s
         await anyio.sleep(0.05)
 
 
-async def stop_process(process: subprocess.Popen) -> None:
+async def stop_process(process: subprocess.Popen | zygote.ZygoteProcess) -> None:
     """Terminate a test process, and kill it if it does not end in time."""
     if process.poll() is None:
         process.terminate()
