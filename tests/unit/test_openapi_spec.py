@@ -4,6 +4,8 @@ problems by file, field and line, and the upstream's own (`spec`, `url`) in mani
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -186,3 +188,16 @@ def test_a_file_that_is_not_yaml(tmp_path: Path) -> None:
     (tmp_path / "api.yaml").write_text("openapi: [3.0\n")
     api, problems = load_spec_file(tmp_path / "api.yaml", "api.yaml")
     assert api is None and str(problems[0]).startswith("api.yaml: YAML syntax error at line 2")
+
+
+def test_manifold_check_reads_the_documents(tmp_path: Path) -> None:
+    (tmp_path / "api.yaml").write_text(HEAD + "paths:\n  /a:\n    get:\n      parameters: [{name: q}]\n")
+    (tmp_path / "manifold.yaml").write_text(
+        "upstreams:\n  shop: {transport: openapi, spec: api.yaml, url: 'http://127.0.0.1:9'}\n"
+    )
+    command = [sys.executable, "-m", "manifold.cli", "--config", str(tmp_path / "manifold.yaml"), "check"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[0] == (
+        """api.yaml: paths["/a"].get.parameters[0]: a parameter needs 'name' and 'in' (or a '$ref') (line 6)"""
+    )
