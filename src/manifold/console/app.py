@@ -11,6 +11,7 @@ The pages live in one module per concern (console/frame.py has what they share):
     upstreams.py   home, upstreams, an upstream's tools
     servers.py     virtual servers: list, editor with a live preview, snippets
     access.py      grants and explain, keys and service accounts, connections, audit
+    pins.py        tool pins: changed tool definitions, their diffs, approving them
     GET /admin/static/{htmx.min.js,console.css}  the console's own files (htmx vendored from npm `htmx.org`)
 """
 
@@ -26,6 +27,7 @@ from starlette.types import Send as StarletteSend
 from manifold.asgi import Receive, Scope, Send
 from manifold.console.access import AccessPages
 from manifold.console.frame import PREFIX, Frame, Services, problem, static_file
+from manifold.console.pins import PinPages
 from manifold.console.servers import ServerPages
 from manifold.console.upstreams import UpstreamPages
 
@@ -42,6 +44,7 @@ class ConsoleApp:
             *UpstreamPages(self.frame).routes(),
             *ServerPages(self.frame).routes(),
             *AccessPages(self.frame).routes(),
+            *PinPages(self.frame).routes(),
             Route(PREFIX + "/static/{name}", self._static, methods=["GET", "HEAD"]),
         ]
         self.router = Router(routes=routes, redirect_slashes=False, default=self._not_found)
