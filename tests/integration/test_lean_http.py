@@ -174,3 +174,24 @@ async def test_connection_refused_means_the_session_is_lost_not_a_timeout() -> N
 def test_only_plain_http_urls_are_taken() -> None:
     assert LeanHttpClient.supports("http://127.0.0.1:8000/mcp")
     assert not LeanHttpClient.supports("https://example.com/mcp")
+
+
+async def test_base_headers_are_encoded_once_and_a_rebuilt_dict_is_sent_as_it_is_now() -> None:
+    """The transport passes its base headers as the same dict until it rebuilds them (a session id learned,
+    a version negotiated) and each request's own headers apart; what goes out is always the merge of the
+    current two, the request's own winning, case-insensitively."""
+    base = {"Content-Type": "application/json", "MCP-Protocol-Version": "A"}
+    async with serving() as (server, client):
+        for extra in ({"Mcp-Method": "tools/call"}, {"mcp-protocol-version": "B"}, None):
+            response = await client.post(b"json", base, "up", extra)
+            await response.read()
+            response.release()
+        base = {**base, "Mcp-Session-Id": "s1"}  # rebuilt: a new dict
+        response = await client.post(b"json", base, "up", {"Mcp-Method": "tools/list"})
+        await response.read()
+        response.release()
+    first, second, third, fourth = server.heads
+    assert "Mcp-Method: tools/call" in first and "MCP-Protocol-Version: A" in first
+    assert "mcp-protocol-version: B" in second and "MCP-Protocol-Version: A" not in second
+    assert "Mcp-Method" not in third and "MCP-Protocol-Version: A" in third
+    assert "Mcp-Session-Id: s1" in fourth and "Mcp-Method: tools/list" in fourth and "tools/call" not in fourth

@@ -182,6 +182,7 @@ class StreamableHttpTransport:
         self._rebuild_headers()
 
     def _rebuild_headers(self) -> None:
+        # A new dict each time, never changed in place: the lean client caches the encoding of this object.
         headers = {**self._config.headers, "Content-Type": "application/json", "Accept": ACCEPT_BOTH}
         if self._session_id:
             headers["Mcp-Session-Id"] = self._session_id
@@ -305,9 +306,10 @@ class StreamableHttpTransport:
     async def _post(self, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse | LeanResponse:
         if self._http is None:
             raise UpstreamSessionLost(self.upstream_id, "session was closed")
-        all_headers = {**self._base_headers, **headers} if headers else self._base_headers
         if self._lean is not None:
-            return await self._lean.post(body, all_headers, self.upstream_id)
+            # The base headers go as the same dict until rebuilt (never mutated): the lean client keeps their encoding.
+            return await self._lean.post(body, self._base_headers, self.upstream_id, headers)
+        all_headers = {**self._base_headers, **headers} if headers else self._base_headers
         return await post(self._http, self._url, body, all_headers, self.upstream_id)
 
     async def _reply_from_status(self, response: aiohttp.ClientResponse | LeanResponse, request_id: int) -> None:

@@ -297,6 +297,14 @@ class LeanResponse:
         self.release()
 
 
+def _add_lines(lines: dict[str, str], headers: dict[str, str]) -> None:
+    """Each header as its request line, keyed by lower-cased name (a later name replaces an earlier one)."""
+    for name, value in headers.items():
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+            raise ValueError("Newline or carriage return character detected in HTTP header")
+        lines[name.lower()] = f"{name}: {value}\r\n"
+
+
 class LeanHttpClient:
     """Keep-alive pool of connections to one http:// origin, POSTing to one URL."""
 
@@ -312,6 +320,10 @@ class LeanHttpClient:
         host_header = parsed.host_port_subcomponent or self._host
         self._head_start = f"POST {self._target} HTTP/1.1\r\nHost: {host_header}\r\n"
         self._default_headers = default_headers
+        # The encoded header lines of the last `headers` dict seen (the transport's base headers: the same
+        # dict object on every call until it rebuilds them), so a call encodes only its own few headers.
+        self._block_for: dict[str, str] | None = None
+        self._block: dict[str, str] = {}
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive_seconds
         self._idle: list[_Connection] = []
@@ -323,12 +335,16 @@ class LeanHttpClient:
     def supports(url: str) -> bool:
         return url.startswith("http://")
 
-    async def post(self, body: bytes, headers: dict[str, str], upstream_id: str) -> LeanResponse:
-        """POST `body`; errors map as `manifold.upstream.http.post` maps aiohttp's: refused/unreachable (or
+    async def post(
+        self, body: bytes, headers: dict[str, str], upstream_id: str, extra: dict[str, str] | None = None
+    ) -> LeanResponse:
+        """POST `body` with `headers` and then `extra` (later names win, case-insensitively). Pass the same
+        `headers` dict on every call while it does not change (its encoding is kept) and this request's own
+        headers in `extra`. Errors map as `manifold.upstream.http.post` maps aiohttp's: refused/unreachable (or
         twice unable to write a byte) means the session is lost, with the request never delivered; a
         connection that ended after the request was written is an UpstreamError, and the request is not sent
         again (the upstream may have read it)."""
-        request = self._encode(body, headers)
+        request = self._encode(body, headers, extra)
         await self._slots.acquire()
         try:
             for attempt in (1, 2):
@@ -373,14 +389,18 @@ class LeanHttpClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _encode(self, body: bytes, headers: dict[str, str]) -> bytes:
+    def _encode(self, body: bytes, headers: dict[str, str], extra: dict[str, str] | None = None) -> bytes:
         # Merged case-insensitively, later names winning, as aiohttp merges session and request headers.
-        merged: dict[str, str] = {}
-        for source in (self._default_headers, headers):
-            for name, value in source.items():
-                if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                    raise ValueError("Newline or carriage return character detected in HTTP header")
-                merged[name.lower()] = f"{name}: {value}\r\n"
+        if headers is not self._block_for:
+            block: dict[str, str] = {}
+            _add_lines(block, self._default_headers)
+            _add_lines(block, headers)
+            self._block_for, self._block = headers, block
+        if extra:
+            merged = dict(self._block)
+            _add_lines(merged, extra)
+        else:
+            merged = self._block.copy()
         if "host" in merged:
             head = f"POST {self._target} HTTP/1.1\r\n"
         else:
