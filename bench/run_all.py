@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_auth, bench_call, bench_list, bench_outbound
+from bench import bench_auth, bench_call, bench_list, bench_outbound, bench_ratelimit
 from bench.common import fmt, table
 
 QUICK_CALL = ["--calls", "60", "--warmup", "10", "--rounds", "1", "--sessions", "4", "--concurrent-calls", "20"]
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         extra_list = [*extra_list, "--json", str(Path(args.json_dir) / "list.json")]
         extra_auth = [*extra_auth, "--json", str(Path(args.json_dir) / "auth.json")]
         extra_outbound = [*extra_outbound, "--json", str(Path(args.json_dir) / "outbound.json")]
+    extra_ratelimit = list(QUICK_AUTH) if args.quick else []
+    if args.json_dir:
+        extra_ratelimit = [*extra_ratelimit, "--json", str(Path(args.json_dir) / "ratelimit.json")]
 
     began = time.monotonic()
     calls_by_upstream: dict[str, dict] = {}
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     auth = bench_auth.main(extra_auth)
     print("\n== bench_outbound: tools/call to an oauth upstream (valid stored token) vs a static one ==", flush=True)
     outbound = bench_outbound.main(extra_outbound)
+    print("\n== bench_ratelimit: tools/call under a rate limit (never reached) vs none ==", flush=True)
+    ratelimit = bench_ratelimit.main(extra_ratelimit)
 
     rows: list[list[str]] = []
     missed = 0
@@ -97,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     r = outbound["oauth"]
     target("tools/call p50 oauth / static upstream (2025-11-25)", r["sdk_ratio"], bench_outbound.TARGET_RATIO, "x")
     target("tools/call p50 oauth / static upstream (2026-07-28 raw)", r["raw_ratio"], bench_outbound.TARGET_RATIO, "x")
+    r = ratelimit["rate limit"]
+    target("tools/call p50 rate limit / none (2025-11-25)", r["sdk_ratio"], bench_ratelimit.TARGET_RATIO, "x")
+    target("tools/call p50 rate limit / none (2026-07-28 raw)", r["raw_ratio"], bench_ratelimit.TARGET_RATIO, "x")
 
     print(f"\n== summary ({time.monotonic() - began:.0f} s{', QUICK: not a measurement' if args.quick else ''}) ==")
     print(table(["figure", "measured", "target", "met"], rows))
