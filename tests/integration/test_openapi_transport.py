@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx2
 import pytest
 
 from manifold.config.models import UpstreamConfig
@@ -87,3 +88,17 @@ async def test_an_unreachable_rest_api_is_an_upstream_error(rest: str) -> None:
         assert str(caught.value) == "upstream 'pets' refused the connection"
     finally:
         await pool.aclose()
+
+
+async def test_the_credential_goes_along_for_the_document_only_to_the_apis_own_origin(rest: str) -> None:
+    other_origin = rest.replace("127.0.0.1", "localhost")  # the same service under another origin
+    for url, expected in ((rest, "Bearer doc-token"), (other_origin, None)):
+        config = UpstreamConfig.model_validate({"transport": "openapi", "spec": f"{rest}/openapi.yaml", "url": url})
+        pool = UpstreamPool({"pets": config})
+        try:
+            await pool.session("pets", Outbound({"Authorization": "Bearer doc-token"}))  # as `static` resolves
+        finally:
+            await pool.aclose()
+        async with httpx2.AsyncClient() as http:
+            seen = (await http.get(f"{rest}/spec-requests")).json()
+        assert seen[-1].get("authorization") == expected

@@ -4,6 +4,7 @@ Run: python rest_service.py --port N   (launch.run_http_upstream starts it and w
 
 Endpoints (all JSON unless said):
 - GET  /openapi.yaml          its own OpenAPI document (servers[0] is relative: "/")
+- GET  /spec-requests         the headers each request for the document came with (the last 20)
 - GET  /pets?limit=&tag=...   the pets, at most `limit`, filtered by any of the `tag`s
 - GET  /pets/{pet_id}         one pet (404 with a JSON error when unknown); `verbose=true` adds the query seen
 - POST /pets                  creates a pet from the JSON body, answers 201 with it
@@ -37,8 +38,18 @@ PETS: dict[int, dict[str, object]] = {
 }
 
 
+# The headers of every request for the document, in order (GET /spec-requests shows them).
+SPEC_REQUESTS: list[dict[str, str]] = []
+
+
 async def spec(request: Request) -> Response:
+    SPEC_REQUESTS.append({k.lower(): v for k, v in request.headers.items()})
+    del SPEC_REQUESTS[:-20]
     return Response(SPEC.read_bytes(), media_type="application/yaml")
+
+
+async def spec_requests(request: Request) -> Response:
+    return JSONResponse(SPEC_REQUESTS)
 
 
 async def list_pets(request: Request) -> Response:
@@ -102,6 +113,7 @@ async def hang(request: Request) -> Response:
 app = Starlette(
     routes=[
         Route("/openapi.yaml", spec),
+        Route("/spec-requests", spec_requests),
         Route("/pets", list_pets, methods=["GET"]),
         Route("/pets", create_pet, methods=["POST"]),
         Route("/pets/{pet_id:int}", get_pet, methods=["GET"]),

@@ -140,7 +140,7 @@ class OpenApiTransport:
     async def _fetch_spec(self) -> str:
         assert self._http is not None
         try:
-            async with self._http.get(self._spec, headers=self._outbound_headers(), allow_redirects=False) as response:
+            async with self._http.get(self._spec, headers=self._document_headers(), allow_redirects=False) as response:
                 if response.status != 200:
                     raise UpstreamError(
                         self.upstream_id,
@@ -159,6 +159,14 @@ class OpenApiTransport:
                 kind=ErrorKind.PROTOCOL,
             )
         return data.decode("utf-8", errors="replace")
+
+    def _document_headers(self) -> dict[str, str]:
+        """The credential goes along for the document only to the REST API's own origin (`url`): a document
+        kept elsewhere (a repository, a CDN) never sees it."""
+        url = self.config.url
+        if url is not None and _origin(url) == _origin(self._spec):
+            return self._outbound_headers()
+        return {}
 
     def _discover(self) -> JSON:
         result: JSON = {
@@ -315,6 +323,11 @@ def _scalar(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     return orjson.dumps(value).decode()
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = URL(url)
+    return parsed.scheme, parsed.host or "", parsed.port
 
 
 def _is_json(content_type: str) -> bool:
