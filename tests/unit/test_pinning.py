@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from manifold.audit import AuditEvent, Outcome
 from manifold.catalog.pin_store import FIRST_USE, PinStore
 from manifold.catalog.pinning import META_KEY, ToolPins, canonical, fingerprint, unified_diff
+from manifold.config.loader import load_config
 from manifold.config.models import PinningMode
+from manifold.config.problems import ConfigError
 from manifold.store.db import audit_events, open_database
 
 pytestmark = pytest.mark.anyio
@@ -142,3 +144,11 @@ async def test_approve_all_approves_every_waiting_definition_of_every_upstream(e
     assert sorted(a.tool for a in approved) == ["other", "search"]
     assert await p.store.approve("user:admin@corp.com", "dev", now=9.0) == []
     assert await p.serve(POISONED, {**OTHER, "description": "now with a description"}) == ["search", "other"]
+
+
+def test_a_wrong_pinning_mode_is_reported_with_its_field_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "manifold.yaml"
+    path.write_text("upstreams:\n  a:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    pinning: maybe\n")
+    with pytest.raises(ConfigError) as failed:
+        load_config(path)
+    assert "upstreams.a.pinning: input should be 'hold', 'flag' or 'off' (line 5)" in str(failed.value)
