@@ -372,7 +372,9 @@ def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JS
     async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
         built = await call.view.get(kind, credential=gw.credential_for(call))
         if kind == "tools" and call.view.search is not None:  # tool search instead of the tools (tool_search.py)
-            items = list(tool_search.meta_tools(call.view.search.max_results))
+            revealed = call.session.revealed if call.session is not None else {}
+            visible = gw.access.visible(call.principal, call.view, kind, built) if revealed else []
+            items = tool_search.listed(visible, revealed, call.view.search.max_results)
         else:
             items = gw.access.visible(call.principal, call.view, kind, built)
         if built.connect_tools:  # members this caller must connect first, shown where a grant gives them
@@ -504,6 +506,9 @@ async def _tool_search(gw: Gateway, call: Call, name: str, params: JSON, started
     visible = gw.access.visible(call.principal, call.view, "tools", built)
     found = await tool_search.search(call.view, built, visible, query)
     gw.audit.call(call, TOOLS_CALL, name, None, "ok", started, f"{len(found)} found", arguments)
+    session = call.session  # 2025-11-25: found tools join this session's list
+    if session is not None and tool_search.reveal(session.revealed, found, config.reveal_max):
+        session.listener.push(tool_search.LIST_CHANGED)
     return tool_search.search_result(found)
 
 
