@@ -17,6 +17,11 @@ from manifold.config.problems import ConfigError
 from manifold.policy.rate_limit_store import StoredRule
 from manifold.policy.rate_limits import NoCatalog, RateLimits
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
+from manifold.protocol import RATE_LIMITED
+from manifold.relay.jsonrpc import RpcError
+from tests.unit.test_relay_handlers import replying
+from tests.unit.test_relay_tasks import setup, start
+from tests.waiting import wait_for
 
 
 class Clock:
@@ -165,3 +170,18 @@ def test_check_reports_a_bad_rule_with_file_field_and_line(tmp_path: Path) -> No
         ("rate_limits[1].what", 6),
         ("rate_limits[3].id", 9),
     }
+
+
+# ---- in the relay ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_call_run_as_a_task_takes_one_token_when_asked_for_not_again_when_it_runs() -> None:
+    gateway, view, _ = await setup(replying({"content": [{"type": "text", "text": "done"}]}))
+    gateway.rate_limits = RateLimits([RateLimitConfig(id="one", rate="1/hour")])
+    task_id = await start(gateway, view)
+    await wait_for(lambda: gateway.tasks._tasks[task_id].status != "working", what="the task finishes")
+    assert gateway.tasks._tasks[task_id].status == "completed"  # its run was not refused
+    with pytest.raises(RpcError) as over:
+        await start(gateway, view)
+    assert over.value.code == RATE_LIMITED and over.value.data == {"retryAfter": 3600, "limit": "one"}
