@@ -4,6 +4,7 @@ upstream and a real MCP client (mcp 2.3.0), in both eras.
 Bob (team sales) is granted three of the kitchen's tools (echo, add, whoami); the virtual server `big` shows
 only `search_tools` and `call_tool`. A search finds a granted tool by a word of its description; the found tool
 is callable by its name and through `call_tool`; a tool Bob is not granted (fail) is never found nor callable.
+In a 2025-11-25 session, the found tools join that session's list and list_changed is sent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
@@ -43,6 +45,7 @@ async def world() -> AsyncIterator[World]:
     async with run_gateway(upstreams, servers, extra=EXTRA) as gw:
         done = await manifold_cli(gw, "keys", "create", "--user", "bob@corp.com", "--name", "agent", "--json")
         yield World(gw, json.loads(done.stdout)["token"])
+        assert "Traceback" not in gw.log()
 
 
 async def found(client: Any, query: str) -> list[dict[str, Any]]:
@@ -87,3 +90,20 @@ async def test_a_tool_the_caller_is_not_granted_is_never_found_nor_callable(worl
             with pytest.raises(MCPError) as caught:
                 await call
             assert caught.value.error.message == "Unknown tool: alpha__fail"
+
+
+async def test_in_a_2025_11_25_session_a_search_adds_the_found_tools_to_its_list(world: World) -> None:
+    changed = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with world.gw.client("big", key=world.bob, message_handler=on_message) as client:
+        assert [t["name"] for t in await found(client, "add integers")][0] == "alpha__add"
+        with anyio.fail_after(10):
+            await changed.wait()
+        names = [t.name for t in (await client.list_tools()).tools]
+        assert names[:2] == ["search_tools", "call_tool"] and "alpha__add" in names and "alpha__fail" not in names
+    async with world.gw.client("big", key=world.bob) as other:  # another session: its own list
+        assert [t.name for t in (await other.list_tools()).tools] == ["search_tools", "call_tool"]

@@ -23,9 +23,11 @@ from manifold.config.models import VirtualServerConfig
 from manifold.outbound.resolver import CredentialResolver
 from manifold.protocol import INVALID_PARAMS, TOOLS_CALL, TOOLS_LIST, Era
 from manifold.relay.access import AllowAll, NoAudit
+from manifold.relay.call import Call
 from manifold.relay.handlers import Gateway
-from manifold.relay.hub import Hub
+from manifold.relay.hub import Hub, Listener
 from manifold.relay.jsonrpc import RpcError
+from manifold.relay.sessions import ClientSession
 from tests.unit.test_config import MAIN, problems, write
 from tests.unit.test_connect_tools import not_connected
 from tests.unit.test_console_servers import Editor, editor  # noqa: F401, F811 (the editor fixture)
@@ -301,3 +303,54 @@ async def test_a_member_to_connect_first_keeps_its_connect_tool_next_to_the_sear
     reply = await gateway.handle(call_on(view), TOOLS_LIST, {})
     assert [t["name"] for t in reply["result"]["tools"]] == ["search_tools", "call_tool", "github__connect_account"]
     assert await search(gateway, view, "repository") == []  # github's tools are not known for this caller yet
+
+
+# ---- 2025-11-25 sessions: found tools join the session's list ---------------------------------------------
+
+
+def session_call(view: VirtualServerView) -> Call:
+    listener = Listener(view=view, kinds={"tools"})
+    session = ClientSession("s1", "vs", "p", "2025-11-25", {}, {}, listener)
+    return Call(view=view, era=Era.HANDSHAKE, client_capabilities={}, listener=listener, session=session)
+
+
+async def test_in_a_session_found_tools_join_its_list_and_list_changed_is_sent() -> None:
+    gateway, view = searching(pool(), {"upstream": "github"}, {"upstream": "notes"}, reveal_max=3)
+    call = session_call(view)
+    assert call.session is not None and call.listener is not None
+    reply = await gateway.handle(call, TOOLS_CALL, {"name": "search_tools", "arguments": {"query": "notebook"}})
+    assert reply["result"]["structuredContent"]["tools"][0]["name"] == "notes__add_note"
+    assert orjson.loads(call.listener.queue.pop() or b"") == {
+        "jsonrpc": "2.0",
+        "method": "notifications/tools/list_changed",
+        "params": {},
+    }
+    listed = await gateway.handle(call, TOOLS_LIST, {})
+    assert [t["name"] for t in listed["result"]["tools"]] == ["search_tools", "call_tool", "notes__add_note"]
+    # The same search again changes nothing; more found than reveal_max: the oldest found leave first.
+    await gateway.handle(call, TOOLS_CALL, {"name": "search_tools", "arguments": {"query": "notebook"}})
+    assert call.listener.queue.pop() is None
+    await gateway.handle(call, TOOLS_CALL, {"name": "search_tools", "arguments": {"query": "repository"}})
+    assert set(call.session.revealed) == {"github__create_issue", "github__list_pulls", "github__delete_repo"}
+    # Another caller's list (no session, or another session) is not changed.
+    other = await gateway.handle(session_call(view), TOOLS_LIST, {})
+    assert [t["name"] for t in other["result"]["tools"]] == ["search_tools", "call_tool"]
+
+
+async def test_a_revealed_tool_the_caller_may_no_longer_use_leaves_the_list() -> None:
+    access = DenyNames()
+    gateway, view = searching(pool(), {"upstream": "github"}, access=access)
+    call = session_call(view)
+    await gateway.handle(call, TOOLS_CALL, {"name": "search_tools", "arguments": {"query": "delete repository"}})
+    access.denied.add("delete_repo")  # a grant revoked
+    listed = await gateway.handle(call, TOOLS_LIST, {})
+    assert "github__delete_repo" not in [t["name"] for t in listed["result"]["tools"]]
+
+
+async def test_reveal_max_0_keeps_the_list_to_the_two_tools() -> None:
+    gateway, view = searching(pool(), {"upstream": "github"}, reveal_max=0)
+    call = session_call(view)
+    await gateway.handle(call, TOOLS_CALL, {"name": "search_tools", "arguments": {"query": "repository"}})
+    assert call.listener is not None and call.listener.queue.pop() is None
+    listed = await gateway.handle(call, TOOLS_LIST, {})
+    assert [t["name"] for t in listed["result"]["tools"]] == ["search_tools", "call_tool"]

@@ -631,6 +631,9 @@ class ToolSearchConfig(Strict):
 
     mode: Literal["search"] = "search"
     max_results: Annotated[int, Field(ge=1, le=50)] = 10
+    # 2025-11-25 sessions: found tools join that session's tools/list (list_changed is sent), up to this many
+    # (the oldest found leave first); 0: the list stays the two tools
+    reveal_max: Annotated[int, Field(ge=0, le=1000)] = 100
 
 
 class VirtualServerConfig(Strict):

@@ -372,7 +372,9 @@ def _lister(kind: str, key: str) -> Callable[[Gateway, Call, JSON], Awaitable[JS
     async def handler(gw: Gateway, call: Call, params: JSON) -> JSON:
         built = await call.view.get(kind, credential=gw.credential_for(call))
         if kind == "tools" and call.view.search is not None:  # tool search instead of the tools (tool_search.py)
-            items = list(tool_search.meta_tools(call.view.search.max_results))
+            revealed = call.session.revealed if call.session is not None else {}
+            visible = gw.access.visible(call.principal, call.view, kind, built) if revealed else []
+            items = tool_search.listed(visible, revealed, call.view.search.max_results)
         else:
             items = gw.access.visible(call.principal, call.view, kind, built)
         if built.connect_tools:  # members this caller must connect first, shown where a grant gives them
@@ -442,21 +444,12 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
             return {"result": {"content": [{"type": "text", "text": connected_text(upstream_id)}]}}
         gw.audit.call(call, TOOLS_CALL, name, target, "unknown" if target is None else "denied", started, None)
         raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+    if gw.tracing is not None:
+        gw.tracing.policy(policy_began, name, allowed=True)
     limits = gw.rate_limits
     # policy/rate_limits.py: in memory (no await), or one transaction on PostgreSQL; a task's run was counted
     # when the client asked for it
     if limits.active and not isinstance(call.request_id, TaskRun):
-        if limits.shared:
-            refused = await limits.take_shared(call.principal, call.view.id, target)
-        else:
-            refused = limits.take(call.principal, call.view.id, target)
-        if refused is not None:
-            gw.audit.call(call, TOOLS_CALL, name, target, "rate_limited", started, refused.message)
-            raise RpcError(RATE_LIMITED, refused.message, refused.data())
-    if gw.tracing is not None:
-        gw.tracing.policy(policy_began, name, allowed=True)
-    limits = gw.rate_limits
-    if limits.active:  # policy/rate_limits.py: in memory (no await), or one transaction on PostgreSQL
         if limits.shared:
             refused = await limits.take_shared(call.principal, call.view.id, target)
         else:
@@ -515,6 +508,9 @@ async def _tool_search(gw: Gateway, call: Call, name: str, params: JSON, started
     visible = gw.access.visible(call.principal, call.view, "tools", built)
     found = await tool_search.search(call.view, built, visible, query)
     gw.audit.call(call, TOOLS_CALL, name, None, "ok", started, f"{len(found)} found", arguments)
+    session = call.session  # 2025-11-25: found tools join this session's list
+    if session is not None and tool_search.reveal(session.revealed, found, config.reveal_max):
+        session.listener.push(tool_search.LIST_CHANGED)
     return tool_search.search_result(found)
 
 

@@ -214,6 +214,8 @@ class ClientSession:
     client_info: JSON
     listener: Listener
     log_level: str | None = None
+    # tool search (relay/tool_search.py): names of found tools this session's tools/list shows, oldest first
+    revealed: dict[str, None] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
     inflight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
 

@@ -3,7 +3,9 @@
 tools/list shows two tools instead of the members' tools: `search_tools` (a query → the best matching tools
 among those the caller may use, filtered by the same grants as tools/list) and `call_tool` (a tool's name and
 arguments → that tool's result, as if called directly). Every allowed tool also stays callable by its own name
-with tools/call, checked on every call as always. The ranking is catalog/search.py's, one index per built list.
+with tools/call, checked on every call as always. In a 2025-11-25 session, found tools also join that session's
+list (`reveal_max`), and `notifications/tools/list_changed` tells the client. The ranking is catalog/search.py's,
+one index per built list.
 relay/handlers.py routes the two names here; this module only reads and answers.
 """
 
@@ -17,9 +19,11 @@ import orjson
 
 from manifold.catalog.view import Built, VirtualServerView
 from manifold.config.models import CALL_TOOL, SEARCH_TOOLS, TOOL_SEARCH_NAMES, ToolSearchConfig
+from manifold.protocol import TOOLS_LIST_CHANGED
 
 JSON = dict[str, Any]
 
+LIST_CHANGED: JSON = {"jsonrpc": "2.0", "method": TOOLS_LIST_CHANGED, "params": {}}
 MAX_QUERY = 1000  # characters of a query that are read; more words do not find better tools
 
 
@@ -99,6 +103,29 @@ async def search(view: VirtualServerView, built: Built, visible: list[JSON], que
     index = await view.index(built)
     positions = index.search(query.text, query.limit, index.mask(visible))
     return [built.items[i] for i in positions]
+
+
+def reveal(revealed: dict[str, None], found: list[JSON], most: int) -> bool:
+    """Add the found tools' names to a 2025-11-25 session's revealed ones (at most `most`, the oldest found
+    leaving first); whether its list changed."""
+    changed = False
+    for tool in found:
+        name = tool["name"]
+        if name in revealed:
+            continue
+        revealed[name] = None
+        changed = True
+        while len(revealed) > most:
+            del revealed[next(iter(revealed))]
+    return changed and most > 0
+
+
+def listed(visible: list[JSON], revealed: dict[str, None], max_results: int) -> list[JSON]:
+    """A tools/list with tool search: the two tools, then the revealed ones the caller may still see."""
+    tools = list(meta_tools(max_results))
+    if revealed:
+        tools += [t for t in visible if t["name"] in revealed]
+    return tools
 
 
 def search_result(found: list[JSON]) -> JSON:
