@@ -96,6 +96,8 @@ REF_RESOURCE = "ref/resource"
 # server → client requests
 SAMPLING_CREATE_MESSAGE = "sampling/createMessage"
 ELICITATION_CREATE = "elicitation/create"
+# A URL-mode elicitation finished out of band (2025-11-25): the client may retry what it was asked for.
+ELICITATION_COMPLETE = "notifications/elicitation/complete"
 ROOTS_LIST = "roots/list"
 
 # notifications

@@ -226,6 +226,8 @@ class Operations:
             parse_grant(grant.who, grant.what, grant.claims, grant_id="new")
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        if grant.require_approval or grant.approvers is not None:  # the grants table has no place for them yet
+            raise BadRequest("approval gates (require_approval, approvers) are set in manifold.yaml's grants")
         _fits(grants, who=grant.who)
         return (await self.grants.add(grant)).public()
 

@@ -69,6 +69,8 @@ class Approvals:
     def __init__(self, store: ApprovalStore, audit: Callable[[AuditEvent], None] | None = None) -> None:
         self.store = store
         self.audit = audit  # the audit log's `record`
+        # Told of each decision made here (relay/approval_gate.py tells a waiting 2025-11-25 client).
+        self.on_decided: list[Callable[[Approval], None]] = []
 
     async def request(
         self,
@@ -117,6 +119,8 @@ class Approvals:
             verb = "approved" if approve else "denied"
             detail = f"request {approval.id[:8]} by {approval.principal}: {verb} by {approver.id}"
             self._audit(approver.id, str(approver.credential), decided, outcome, detail)
+            for listener in self.on_decided:
+                listener(decided)
         return decided
 
     async def use(self, approval: Approval) -> bool:

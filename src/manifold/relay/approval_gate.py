@@ -9,12 +9,17 @@ continuation — and finds the request by its state, or by (caller, server, tool
 proceeds (a one-call approval is spent by it); denied or expired, it fails saying so; still pending, the caller
 is told again. An approval approves those exact arguments, nothing else.
 
+A 2025-11-25 client that was sent −32042 on a session with a notification stream also gets
+`notifications/elicitation/complete` naming the elicitation when an approver decides on this replica (on
+another replica it learns by calling again).
+
 Only calls of tools some grant gates pay anything: `rule` is one identity check when no grant has a gate.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard, assert_never
@@ -23,13 +28,16 @@ from manifold.catalog.view import Target
 from manifold.policy.approval_store import Approval
 from manifold.policy.approvals import ApprovalRule, Approvals, Status, arguments_hash, rule_for
 from manifold.policy.evaluation import Policy
-from manifold.relay.auth_required import RequestStates, ask_to_open
+from manifold.protocol import ELICITATION_COMPLETE, Era
+from manifold.relay.auth_required import RequestStates, ask_to_open, supports_url_elicitation
 from manifold.relay.call import Call
+from manifold.relay.hub import Listener
 from manifold.relay.jsonrpc import tool_error_result
 from manifold.relay.tasks import TaskRun
 
 JSON = dict[str, Any]
 STATE_PREFIX = "manifold-approval."
+MAX_WAITING = 10_000  # clients remembered for notifications/elicitation/complete; the oldest go first
 
 
 def is_ours(state: object) -> TypeGuard[str]:
@@ -66,6 +74,9 @@ class ApprovalGate:
         self._base_url = base_url
         self._seen: Policy | None = None
         self._any = False
+        # approval id -> (the session's listener, the elicitation id it was sent)
+        self._waiting: dict[str, tuple[weakref.ref[Listener], str]] = {}
+        approvals.on_decided.append(self._decided)
 
     def url(self, approval_id: str) -> str:
         return f"{self._base_url().rstrip('/')}/approvals/{approval_id}"
@@ -134,8 +145,24 @@ class ApprovalGate:
         )
         return self._ask(call, approval, rule, "approval requested")
 
+    def _decided(self, approval: Approval) -> None:
+        waiting = self._waiting.pop(approval.id, None)
+        listener = waiting[0]() if waiting is not None else None
+        if waiting is not None and listener is not None and not listener.ended:
+            listener.push({"jsonrpc": "2.0", "method": ELICITATION_COMPLETE, "params": {"elicitationId": waiting[1]}})
+
     def _ask(self, call: Call, approval: Approval, rule: ApprovalRule, detail: str) -> Held:
         url = self.url(approval.id)
+        elicitation_id = f"approval-{approval.id[:12]}"
+        if (
+            call.era is Era.HANDSHAKE
+            and call.listener is not None
+            and supports_url_elicitation(call.client_capabilities)
+            and approval.id not in self._waiting
+        ):
+            if len(self._waiting) >= MAX_WAITING:
+                del self._waiting[next(iter(self._waiting))]
+            self._waiting[approval.id] = (weakref.ref(call.listener), elicitation_id)
         minutes = max(1, round((approval.expires_at - time.time()) / 60))
         text = (
             f"Calling '{approval.tool}' needs approval by {approval.approvers}. Open {url} in your browser to see "
@@ -145,7 +172,7 @@ class ApprovalGate:
         reply = ask_to_open(
             text,
             url,
-            elicitation_id=f"approval-{approval.id[:12]}",
+            elicitation_id=elicitation_id,
             key="approval",
             era=call.era,
             client_capabilities=call.client_capabilities,
