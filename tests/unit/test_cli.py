@@ -23,6 +23,7 @@ COMMANDS = {
     "vservers": ["list", "get", "create", "delete"],
     "explain": [],
     "export": [],
+    "tools": ["list", "diff", "approve"],
     "secrets": ["set", "list", "delete", "rotate-key"],
     "connections": ["list", "revoke"],
     "apps": ["list", "revoke"],
