@@ -4,14 +4,19 @@ per-user OAuth token the REST API refuses is reported as a refused credential (s
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
 
 from manifold.config.models import UpstreamConfig
+from manifold.upstream import openapi
 from manifold.upstream.base import ErrorKind, UpstreamError
 from manifold.upstream.credential import Outbound
+from manifold.upstream.openapi_spec import load_spec_file
 from manifold.upstream.pool import UpstreamPool
 from tests.upstreams.launch import UPSTREAMS, run_http_upstream
 
@@ -102,3 +107,36 @@ async def test_the_credential_goes_along_for_the_document_only_to_the_apis_own_o
         async with httpx2.AsyncClient() as http:
             seen = (await http.get(f"{rest}/spec-requests")).json()
         assert seen[-1].get("authorization") == expected
+
+
+async def test_per_caller_sessions_share_one_reading_of_the_document(
+    rest: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "pets.yaml"
+    shutil.copy(SPEC, spec)
+    reads: list[Path] = []
+
+    def counted(path: Path, display: str) -> Any:
+        reads.append(path)
+        return load_spec_file(path, display)
+
+    monkeypatch.setattr(openapi, "load_spec_file", counted)
+    config = UpstreamConfig.model_validate({"transport": "openapi", "spec": str(spec), "url": rest})
+    pool = UpstreamPool({"pets": config})
+    try:
+        for who in ("alice", "bob", "carol"):
+            outbound = Outbound({"X-Api-Key": f"{who}-key"}, identity=who)
+            reply = await pool.request("pets", "tools/list", outbound=outbound)
+            assert "getPet" in {t["name"] for t in reply["result"]["tools"]}
+            reply["result"]["tools"][0]["name"] = "changed by a caller"  # never seen by the next one
+        assert reads == [spec]
+        again = await pool.request(
+            "pets", "tools/list", outbound=Outbound({"X-Api-Key": "alice-key"}, identity="alice")
+        )
+        assert "changed by a caller" not in {t["name"] for t in again["result"]["tools"]}
+        # A changed document is read again by the next session.
+        spec.write_text(spec.read_text().replace("operationId: getPet", "operationId: fetchPet"))
+        reply = await pool.request("pets", "tools/list", outbound=Outbound({"X-Api-Key": "dave"}, identity="dave"))
+        assert "fetchPet" in {t["name"] for t in reply["result"]["tools"]} and len(reads) == 2
+    finally:
+        await pool.aclose()

@@ -18,7 +18,9 @@ status. Redirects are not followed (credentials never travel to another host); t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,30 @@ CAPABILITIES: JSON = {"tools": {}}
 ERROR_BODY_CHARS = 2000
 
 
+class _Documents:
+    """The last few documents read, by (file, mtime and size) or (URL, content hash): read-only values shared
+    by the sessions of one upstream, so per-caller sessions do not each hold their own parse."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str], RestApi] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> RestApi | None:
+        api = self._entries.get(key)
+        if api is not None:
+            self._entries.move_to_end(key)
+        return api
+
+    def put(self, key: tuple[str, str], api: RestApi) -> None:
+        self._entries[key] = api
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+_DOCUMENTS = _Documents(16)
+
+
 def is_url(spec: str) -> bool:
     return spec.startswith(("http://", "https://"))
 
@@ -60,7 +86,6 @@ class OpenApiTransport:
         self._http: aiohttp.ClientSession | None = None
         self._api: RestApi | None = None
         self._base = ""
-        self._tools: list[JSON] = []
 
     # ---- MessageTransport ----------------------------------------------------------------------------
 
@@ -84,7 +109,6 @@ class OpenApiTransport:
             logger.info("upstream %s: operation left out: %s", self.upstream_id, note)
         self._api = api
         self._base = base.rstrip("/")
-        self._tools = [op.tool for op in api.operations.values()]
 
     async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
         message = orjson.loads(body)
@@ -95,7 +119,7 @@ class OpenApiTransport:
             case protocol.TOOLS_CALL:
                 reply = {"result": await self._call(params)}
             case protocol.TOOLS_LIST:
-                reply = {"result": {"tools": self._tools}}
+                reply = {"result": {"tools": orjson.loads(api.tools_json) if (api := self._api) else []}}
             case protocol.SERVER_DISCOVER:
                 reply = {"result": self._discover()}
             case protocol.INITIALIZE:
@@ -124,20 +148,36 @@ class OpenApiTransport:
     # ---- the document ----------------------------------------------------------------------------------
 
     async def _load(self) -> RestApi:
+        """The document, read and checked; shared with every other session reading the same one (the
+        per-caller sessions of a forwarded/oauth/passthrough upstream: up to 256 of them)."""
         if is_url(self._spec):
-            text = await self._fetch_spec()
-            api, problems = parse_spec_text(text, self._spec)
+            data = await self._fetch_spec()
+            key = (self._spec, hashlib.sha256(data).hexdigest())
+            if (api := _DOCUMENTS.get(key)) is not None:
+                return api
+            api, problems = parse_spec_text(data.decode("utf-8", errors="replace"), self._spec)
         else:
-            api, problems = await asyncio.to_thread(load_spec_file, Path(self._spec), self._spec)
+            path = Path(self._spec)
+            try:
+                stat = await asyncio.to_thread(path.stat)
+            except OSError:
+                raise UpstreamError(
+                    self.upstream_id, f"OpenAPI document '{self._spec}' cannot be read", kind=ErrorKind.PROTOCOL
+                ) from None
+            key = (str(path), f"{stat.st_mtime_ns}:{stat.st_size}")
+            if (api := _DOCUMENTS.get(key)) is not None:
+                return api
+            api, problems = await asyncio.to_thread(load_spec_file, path, self._spec)
         if api is None:
             raise UpstreamError(
                 self.upstream_id,
                 f"has an unusable OpenAPI document: {first_problems(problems)}",
                 kind=ErrorKind.PROTOCOL,
             )
+        _DOCUMENTS.put(key, api)
         return api
 
-    async def _fetch_spec(self) -> str:
+    async def _fetch_spec(self) -> bytes:
         assert self._http is not None
         try:
             async with self._http.get(self._spec, headers=self._document_headers(), allow_redirects=False) as response:
@@ -158,7 +198,7 @@ class OpenApiTransport:
                 f"OpenAPI document is larger than {self.config.max_response_bytes} bytes",
                 kind=ErrorKind.PROTOCOL,
             )
-        return data.decode("utf-8", errors="replace")
+        return data
 
     def _document_headers(self) -> dict[str, str]:
         """The credential goes along for the document only to the REST API's own origin (`url`): a document

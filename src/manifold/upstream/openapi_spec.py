@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -153,6 +154,9 @@ class RestApi:
     server_url: str | None  # servers[0] with its variables' defaults, or None
     operations: dict[str, RestOperation]  # by tool name, in document order
     notes: list[str] = field(default_factory=list)  # operations left out, and why (not errors)
+    # The tools/list result's tools, serialised once: every tools/list hands out a fresh parse of it, so no
+    # caller can change what the next one gets.
+    tools_json: bytes = b"[]"
 
 
 class _Problems:
@@ -250,6 +254,7 @@ class _Builder:
             server_url=_server_url(self.doc.servers[0]) if self.doc.servers else None,
             operations=operations,
             notes=notes,
+            tools_json=orjson.dumps([op.tool for op in operations.values()]),
         )
 
     def _operation(self, loc: Loc, method: str, path: str, item: PathItem, op: Operation) -> RestOperation | str | None:
