@@ -21,6 +21,7 @@ from pathlib import Path
 from manifold.admin import cli as admin_cli
 from manifold.admin import explain as explain_cli
 from manifold.admin import export as export_cli
+from manifold.admin import tools_cli
 from manifold.audit import cli as audit_cli
 from manifold.authserver import cli as authserver_cli
 from manifold.config import init_cli
@@ -196,6 +197,7 @@ REGISTRARS = (
     admin_cli.register,
     explain_cli.register,
     export_cli.register,
+    tools_cli.register,
     secrets_cli.register,
     connections_cli.register,
     authserver_cli.register,

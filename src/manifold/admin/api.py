@@ -15,6 +15,9 @@ Routes (all JSON; errors are {"error": "..."} with 400/401/403/404/409):
   PUT  /admin/api/{upstreams,groups,virtual-servers}/{id}   replace an API-made object's body
   GET  /admin/api/apps[?user=]                                          DELETE /admin/api/apps?user=&client=
   GET  /admin/api/connections[?user=]                                   DELETE /admin/api/connections?user=&upstream=
+  GET  /admin/api/tools/pins[?upstream=&status=changed]  GET /admin/api/tools/pins/diff[?upstream=]
+  GET  /admin/api/tools/pins/{upstream}/{tool}            (with the diff of a changed definition)
+  POST /admin/api/tools/pins/approve  /{upstream}/approve  /{upstream}/{tool}/approve   (docs/pinning.md)
 
 Catalog changes (upstreams, groups, virtual servers) are applied before the answer is sent; a 400 for an
 invalid body also lists each problem as {"field", "reason"} under "problems". docs/admin-api.md has it all.
@@ -32,10 +35,12 @@ import orjson
 
 from manifold.admin.catalog import KIND_PATHS, CatalogOperations, InvalidBody
 from manifold.admin.ops import BadRequest, NotFound, Operations, OpError
+from manifold.admin.pins import PinOperations
 from manifold.admin.rate_limits import RateLimitAdmin
 from manifold.asgi import Receive, Scope, Send, send_body
 from manifold.audit import AuditEvent, AuditLog, Outcome
 from manifold.audit.unauthorized import UnauthorizedAudit
+from manifold.catalog.pin_store import PinStore
 from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
 from manifold.identity.authenticator import Authenticator, Unauthenticated
@@ -74,6 +79,7 @@ class AdminApi:
         self.audit_log = audit_log
         self.unauthorized = unauthorized
         self.rate_limits = rate_limits
+        self.pins = PinOperations(PinStore(ops.engine, audit=config.gateway.audit.enabled))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, read_body: ReadBody) -> None:
         headers = scope["_headers"]
@@ -111,7 +117,7 @@ class AdminApi:
         parts = [unquote(p) for p in scope["path"].strip("/").split("/")[2:]]
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         try:
-            status, result = await self.route(scope["method"], parts, query, body)
+            status, result = await self.route(scope["method"], parts, query, body, principal)
         except InvalidBody as exc:
             self._audit(principal, scope, Outcome.ERROR, exc.message)
             await send_body(send, exc.status, orjson.dumps({"error": exc.message, "problems": exc.details()}))
@@ -138,7 +144,7 @@ class AdminApi:
         checked that `principal` is an admin. Raises InvalidBody or OpError, as `route` does."""
         path = "/admin/api/" + "/".join(parts)
         try:
-            status, result = await self.route(method, parts, query or {}, body or {})
+            status, result = await self.route(method, parts, query or {}, body or {}, principal)
         except (InvalidBody, OpError) as exc:
             self._record(principal, f"console {method}", path, Outcome.ERROR, exc.message)
             raise
@@ -168,7 +174,10 @@ class AdminApi:
             )
         )
 
-    async def route(self, method: str, parts: list[str], query: dict[str, str], body: JSON) -> tuple[int, Any]:
+    async def route(
+        self, method: str, parts: list[str], query: dict[str, str], body: JSON, principal: Principal | None = None
+    ) -> tuple[int, Any]:
+        """`principal`: who asks (recorded as the approver of tool pins)."""
         ops = self.ops
         match method, parts:
             case "GET", ["keys"]:
@@ -229,6 +238,16 @@ class AdminApi:
                 deleted = await self.catalog_ops.delete(KIND_PATHS[segment], object_id)
                 await self.catalog.reload()
                 return 200, deleted
+            case "GET", ["tools", "pins"]:
+                return 200, await self.pins.list(query.get("upstream"), changed_only=query.get("status") == "changed")
+            case "GET", ["tools", "pins", "diff"]:
+                return 200, await self.pins.diffs(query.get("upstream"))
+            case "GET", ["tools", "pins", upstream_id, tool]:
+                return 200, await self.pins.get(upstream_id, tool)
+            case "POST", ["tools", "pins", *target, "approve"] if len(target) <= 2 and principal is not None:
+                by, credential = principal.id, str(principal.credential)
+                upstream_id, tool = (target + [None, None])[:2]
+                return 200, await self.pins.approve(by, credential, upstream_id=upstream_id, tool=tool)
             case _, []:
                 raise BadRequest("see docs/admin-api.md for the routes")
         raise NotFound(f"no route {method} /admin/api/{'/'.join(parts)}")
