@@ -100,6 +100,13 @@ async def test_operations_are_tools_selectable_in_a_virtual_server(world: World)
     assert result.structured_content == {"id": 1, "name": "Rex", "tag": "dog"}
 
 
+async def test_a_2026_07_28_client_calls_the_same_tools(world: World) -> None:
+    async with world.gw.client("pets", mode="2026-07-28") as client:
+        assert "getPet" in {t.name for t in (await client.list_tools()).tools}
+        result = await client.call_tool("getPet", {"pet_id": 3})
+    assert result.structured_content == {"id": 3, "name": "Nemo", "tag": "fish"}
+
+
 async def test_get_with_path_and_query_parameters(world: World) -> None:
     result = await call(world.gw, "pets", "getPet", {"pet_id": 2, "verbose": True})
     assert not result.is_error, text_of(result)
@@ -118,6 +125,11 @@ async def test_post_with_a_json_body(world: World) -> None:
     assert result.structured_content["name"] == "Bo" and result.structured_content["tag"] == "bird"
     listed = await call(world.gw, "pets", "listPets", {"tag": ["bird"]})
     assert listed.structured_content is not None and listed.structured_content["count"] == 1
+    # DELETE, answered 204 with no body.
+    deleted = await call(world.gw, "pets", "delete_pets_pet_id", {"pet_id": result.structured_content["id"]})
+    assert not deleted.is_error and text_of(deleted) == "HTTP 204 No Content"
+    listed = await call(world.gw, "pets", "listPets", {"tag": ["bird"]})
+    assert listed.structured_content is not None and listed.structured_content["count"] == 0
 
 
 async def test_an_http_error_status_is_a_tool_error_naming_the_upstream(world: World) -> None:
