@@ -1,0 +1,122 @@
+"""relay/approval_gate.py in-process, over a real database: the 2026-07-28 continuation (`requestState`) while
+a request is pending, approved, spent; a state is bound to its caller and its call. The browser and real
+clients of both eras: tests/browser/test_approvals.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from manifold.catalog.view import Target, VirtualServerView
+from manifold.config.models import GrantConfig
+from manifold.policy.approval_store import ApprovalStore
+from manifold.policy.approvals import Approvals
+from manifold.policy.evaluation import Policy
+from manifold.policy.grants import grant_from_config
+from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
+from manifold.protocol import INVALID_PARAMS, RESULT_INPUT_REQUIRED, Era
+from manifold.relay.approval_gate import ApprovalGate, Held
+from manifold.relay.auth_required import RequestStates
+from manifold.relay.call import Call
+from manifold.relay.jsonrpc import RpcError
+from manifold.store.db import open_database
+
+pytestmark = pytest.mark.anyio
+URL_ELICITATION = {"elicitation": {"url": {}}}
+TARGET = Target("github", "github", "delete_repo")
+
+
+def user(name: str, *teams: str) -> Principal:
+    return Principal(
+        kind=PrincipalKind.USER,
+        name=f"{name}@corp.com",
+        credential=Credential(CredentialKind.API_KEY, "k1"),
+        email=f"{name}@corp.com",
+        teams=frozenset(teams),
+    )
+
+
+ALICE, BOB, SAM = user("alice", "eng"), user("bob", "eng"), user("sam", "sre")
+
+
+@dataclass
+class StubView:
+    id: str = "github"
+
+
+@pytest.fixture
+async def gate(tmp_path: Path) -> AsyncIterator[ApprovalGate]:
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'manifold.db'}")
+    grant = GrantConfig(
+        who="team:eng", what=["server:github"], require_approval=["tool:github/delete_*"], approvers="team:sre"
+    )
+    policy = Policy([grant_from_config(grant, 0)], upstreams=["github"])
+    yield ApprovalGate(Approvals(ApprovalStore(engine)), lambda: policy, RequestStates(), lambda: "https://gw.test")
+    await engine.dispose()
+
+
+def modern(principal: Principal) -> Call:
+    view = cast(VirtualServerView, StubView())
+    return Call(view=view, era=Era.MODERN, client_capabilities=URL_ELICITATION, principal=principal)
+
+
+async def hold(gate: ApprovalGate, call: Call, **params: Any) -> Held | None:
+    rule = gate.rule(call, TARGET)
+    assert rule is not None
+    return await gate.hold(call, TARGET, "delete_repo", {"name": "delete_repo", **params}, rule)
+
+
+def asked(held: Held | None) -> tuple[str, str]:
+    """The URL and the requestState of an input_required reply."""
+    assert held is not None
+    result = held.reply["result"]
+    assert result["resultType"] == RESULT_INPUT_REQUIRED
+    return result["inputRequests"]["approval"]["params"]["url"], result["requestState"]
+
+
+async def test_the_continuation_is_held_while_pending_and_runs_once_approved(gate: ApprovalGate) -> None:
+    call = modern(ALICE)
+    url, state = asked(await hold(gate, call, arguments={"repo": "x"}))
+    assert url.startswith("https://gw.test/approvals/")
+    again_url, again_state = asked(await hold(gate, call, arguments={"repo": "x"}, requestState=state))
+    assert again_url == url  # the same request, still pending
+
+    approval = await gate.approvals.get(url.rsplit("/", 1)[1])
+    assert approval is not None and await gate.approvals.decide(approval, SAM, approve=True) is not None
+    assert await hold(gate, call, arguments={"repo": "x"}, requestState=again_state, inputResponses={}) is None
+    next_url, _ = asked(await hold(gate, call, arguments={"repo": "x"}, requestState=again_state))
+    assert next_url != url  # one approval, one call: the next call is a new request
+
+
+async def test_a_state_is_bound_to_its_caller_and_to_its_call(gate: ApprovalGate) -> None:
+    url, state = asked(await hold(gate, modern(ALICE), arguments={"repo": "x"}))
+    with pytest.raises(RpcError) as raised:
+        await hold(gate, modern(BOB), arguments={"repo": "x"}, requestState=state)
+    assert raised.value.code == INVALID_PARAMS
+
+    approval = await gate.approvals.get(url.rsplit("/", 1)[1])
+    assert approval is not None and await gate.approvals.decide(approval, SAM, approve=True) is not None
+    # Alice's approved state, sent with other arguments, approves nothing: a new request for these.
+    other_url, _ = asked(await hold(gate, modern(ALICE), arguments={"repo": "prod"}, requestState=state))
+    assert other_url != url
+
+
+async def test_a_denied_call_fails_once_and_then_asks_again(gate: ApprovalGate) -> None:
+    call = modern(ALICE)
+    url, state = asked(await hold(gate, call, arguments={}))
+    approval = await gate.approvals.get(url.rsplit("/", 1)[1])
+    assert approval is not None and await gate.approvals.decide(approval, SAM, approve=False) is not None
+    denied = await hold(gate, call, arguments={}, requestState=state)
+    assert denied is not None and denied.outcome == "denied"
+    assert denied.reply["result"]["isError"]
+    assert "denied by user:sam@corp.com" in denied.reply["result"]["content"][0]["text"]
+    asked(await hold(gate, call, arguments={}))  # told once; the next call is a new request
+
+
+async def test_calls_no_gate_covers_are_not_held(gate: ApprovalGate) -> None:
+    assert gate.rule(modern(ALICE), Target("github", "github", "create_issue")) is None
+    assert gate.rule(modern(SAM), TARGET) is None  # the gating grant does not apply to sam
