@@ -361,3 +361,24 @@ async def test_a_made_upstream_the_catalog_leaves_out_says_why(site: Site, tmp_p
     assert removed.status_code == 303 and await stored(tmp_path, "notes") is None
     listed = await site.http.get("/admin/upstreams", headers=as_user(site, ADMIN))
     assert "Not served" not in listed.text and "defined in manifold.yaml" in listed.text
+
+
+async def test_an_openapi_upstream_is_added_and_kept_on_edit(site: Site, tmp_path: Path) -> None:
+    form = await site.http.get("/admin/upstreams/new", headers=as_user(site, ADMIN))
+    assert '<option value="openapi">OpenAPI (a REST API)</option>' in form.text and 'name="spec"' in form.text
+    fields = {"id": "shop", "transport": "openapi", "spec": "specs/shop.yaml", "auth_mode": "none", "required": "1"}
+    added = await post(site, "/admin/upstreams/new", "create_upstream", fields)
+    assert added.status_code == 303, added.text
+    assert await stored(tmp_path, "shop") == {"transport": "openapi", "spec": "specs/shop.yaml"}
+    # Editing shows it as an OpenAPI upstream with its document, and saving keeps both.
+    edit = await site.http.get("/admin/upstreams/shop/edit", headers=as_user(site, ADMIN))
+    assert '<option value="openapi" selected>' in edit.text and 'value="specs/shop.yaml"' in edit.text
+    changed = {**fields, "url": "https://shop.example/v2"}
+    del changed["id"]
+    saved = await post(site, "/admin/upstreams/shop/edit", "update_upstream:shop", changed)
+    assert saved.status_code == 303, saved.text
+    assert await stored(tmp_path, "shop") == {
+        "transport": "openapi",
+        "spec": "specs/shop.yaml",
+        "url": "https://shop.example/v2",
+    }

@@ -123,7 +123,7 @@ def paged(rows: list[ToolRow], page_text: str, per_page: int = TOOLS_PER_PAGE) -
 
 # ---- the upstream form (add / edit) ------------------------------------------------------------------
 
-TRANSPORTS = ("http", "sse", "stdio")
+TRANSPORTS = ("http", "sse", "stdio", "openapi")
 AUTH_MODES = ("none", "static", "oauth", "passthrough", "forwarded", "exchange")
 AUTH_LABELS = {
     "none": "None (only the headers above)",
@@ -165,6 +165,7 @@ class UpstreamForm:
     transport: str = "http"
     description: str = ""
     url: str = ""
+    spec: str = ""  # openapi: the OpenAPI document (a file or a URL)
     headers: list[Pair] = dataclasses.field(default_factory=list)
     command: str = ""
     args: str = ""  # one per line
@@ -208,6 +209,7 @@ def form_of(upstream_id: str, body: JSON) -> UpstreamForm:
         transport=str(body.get("transport", "http")),
         description=str(body.get("description") or ""),
         url=str(body.get("url") or ""),
+        spec=str(body.get("spec") or ""),
         headers=_pairs(body.get("headers")),
         command=str(body.get("command") or ""),
         args="\n".join(str(a) for a in body.get("args") or []),
@@ -263,6 +265,7 @@ def posted_form(fields: Mapping[str, Sequence[str]], stored: UpstreamForm | None
         transport=one("transport") or "http",
         description=one("description"),
         url=one("url"),
+        spec=one("spec"),
         headers=_posted_pairs(fields, "header", before.headers),
         command=one("command"),
         args="\n".join(line.strip() for line in (fields.get("args") or [""])[0].splitlines() if line.strip()),
@@ -330,7 +333,12 @@ def body_of_form(form: UpstreamForm, kept: JSON | None = None) -> tuple[JSON, li
         if form.cwd:
             body["cwd"] = form.cwd
     else:
-        body["url"] = form.url
+        if form.transport == "openapi":
+            body["spec"] = form.spec
+            if kept.get("max_response_bytes") is not None:  # not on the form: kept
+                body["max_response_bytes"] = kept["max_response_bytes"]
+        if form.url or form.transport != "openapi":  # an openapi upstream's default: the document's server
+            body["url"] = form.url
         headers = _secret_pairs(form.headers, "headers", problems)
         if headers:
             body["headers"] = headers
