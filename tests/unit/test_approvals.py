@@ -20,6 +20,7 @@ from manifold.config.problems import ConfigError
 from manifold.policy.approval_store import ApprovalStore, NewApproval, Status
 from manifold.policy.approvals import Approvals, arguments_hash, may_approve, rule_for
 from manifold.policy.evaluation import Policy
+from manifold.policy.explain import Item, explain
 from manifold.policy.grants import grant_from_config
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.store.db import default_url, open_database
@@ -203,3 +204,17 @@ async def test_the_admin_api_refuses_an_approval_gate_it_could_not_store(tmp_pat
         assert await ops.grants.list() == []
     finally:
         await engine.dispose()
+
+
+def test_explain_says_which_calls_wait_for_an_approver() -> None:
+    p = policy(
+        GrantConfig(
+            who="team:eng", what=["server:github"], require_approval=["tool:github/delete_*"], approvers="team:sre"
+        )
+    )
+    members = [("github", "github")]
+    gated = explain(p, ALICE, "github", members, Item("delete_repo", "github", "github", "delete_repo"))
+    assert gated[0].startswith("ALLOW")
+    assert "  calls wait for approval by team:sre (manifold.yaml grants[0])" in gated
+    plain = explain(p, ALICE, "github", members, Item("create_issue", "github", "github", "create_issue"))
+    assert not any("approval" in line for line in plain)

@@ -14,6 +14,7 @@ from typing import assert_never
 
 from manifold.config.selectors import What, WhatKind, WhoKind
 from manifold.identity.claims import MISSING, claim_accepted, claim_value
+from manifold.policy.approvals import rule_for
 from manifold.policy.evaluation import Decision, ItemKind, Policy, describe_item
 from manifold.policy.grants import Grant, who_selects
 from manifold.principal import Principal, PrincipalKind
@@ -136,6 +137,11 @@ def explain(
         lines.extend(_server_detail(policy, principal, server_id, members, applicable))
     elif decision.allowed:
         lines.extend(_allowed_by(policy, server_id, item, applicable, decision))
+        gate = None
+        if item.kind == ItemKind.TOOLS and item.name is not None:
+            gate = rule_for(policy, principal, server_id, item.upstream, item.name)
+        if gate is not None:  # docs/approvals.md
+            lines.append(f"  calls wait for approval by {gate.approvers.text} ({gate.grant_label})")
     else:
         lines.append(f"  {decision.reason}")
     if decision.allowed:
