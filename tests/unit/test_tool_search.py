@@ -217,7 +217,10 @@ def test_a_word_most_tools_share_is_added_to_the_best_candidates() -> None:
     index = ToolIndex(tools)
     best = index.search("rare usual", 20)
     assert len(best) == 20 and all(i % 7 == 0 and i % 4 for i in best)
-    assert len(index.scores("usual")) == 9_000  # a query of common words alone still reads them all
+    # A query of common words alone: their best 500 postings (all of them for a caller who sees only some)
+    assert len(index.scores("usual")) == 500
+    seen = [t for i, t in enumerate(tools) if i % 2]
+    assert len(index.scores("usual", index.mask(seen))) == 6_000  # every odd one has it
 
 
 # ---- configuration ----------------------------------------------------------------------------------------
