@@ -73,13 +73,15 @@ async def test_a_refused_oauth_token_is_a_refused_credential(rest: str) -> None:
 
 
 async def test_without_oauth_a_401_is_the_tools_error(rest: str) -> None:
-    pool = pool_for(rest, auth={"mode": "static", "bearer": "wrong"})
+    pool = pool_for(rest)
     try:
-        reply = await pool.request("pets", "tools/call", {"name": "private", "arguments": {}})
+        outbound = Outbound({"Authorization": "Bearer wrong-token-1234"})  # as `static` resolves
+        reply = await pool.request("pets", "tools/call", {"name": "private", "arguments": {}}, outbound=outbound)
         result = reply["result"]
         assert result["isError"] is True
-        assert (
-            result["content"][0]["text"] == 'upstream \'pets\' answered HTTP 401 Unauthorized: {"error":"unauthorized"}'
+        # The REST API echoed the credential; the caller sees it taken out.
+        assert result["content"][0]["text"] == (
+            'upstream \'pets\' answered HTTP 401 Unauthorized: {"error":"unauthorized","got":"[redacted]"}'
         )
     finally:
         await pool.aclose()

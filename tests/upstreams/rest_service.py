@@ -10,7 +10,7 @@ Endpoints (all JSON unless said):
 - POST /pets                  creates a pet from the JSON body, answers 201 with it
 - DELETE /pets/{pet_id}       204, or 404
 - GET  /whoami                the request's headers, as received (what reaches the REST API)
-- GET  /private               401 unless `Authorization: Bearer good-token`
+- GET  /private               401 (echoing the Authorization it got) unless `Authorization: Bearer good-token`
 - GET  /echo/{value}          the raw path and the decoded value (path escaping)
 - GET  /text                  text/plain
 - GET  /big                   a body of `size` bytes
@@ -89,7 +89,7 @@ async def whoami(request: Request) -> Response:
 
 async def private(request: Request) -> Response:
     if request.headers.get("authorization") != "Bearer good-token":
-        return JSONResponse({"error": "unauthorized"}, status_code=401)
+        return JSONResponse({"error": "unauthorized", "got": request.headers.get("authorization")}, status_code=401)
     return JSONResponse({"secret": "granted"})
 
 

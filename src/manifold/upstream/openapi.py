@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 CAPABILITIES: JSON = {"tools": {}}
 # How much of an error response's body the tool result shows.
 ERROR_BODY_CHARS = 2000
+# Credential values this long or longer are taken out of an error body that echoes them.
+MIN_REDACTED = 6
 
 
 class _Documents:
@@ -290,7 +292,8 @@ class OpenApiTransport:
             # user to connect again, as for an MCP upstream. Nothing was done, so repeating the call is safe.
             raise UpstreamError(self.upstream_id, "refused the credential (HTTP 401)", kind=ErrorKind.AUTH)
         if status >= 400:
-            shown = text[:ERROR_BODY_CHARS] + ("…" if len(text) > ERROR_BODY_CHARS else "")
+            shown = _redacted(text, self._outbound_headers())
+            shown = shown[:ERROR_BODY_CHARS] + ("…" if len(shown) > ERROR_BODY_CHARS else "")
             summary = f"upstream '{self.upstream_id}' answered HTTP {status} {reason}".rstrip()
             return _error_result(f"{summary}: {shown}" if shown else summary)
         result: JSON = {"content": [{"type": "text", "text": text or f"HTTP {status} {reason}".rstrip()}]}
@@ -363,6 +366,16 @@ def _scalar(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     return orjson.dumps(value).decode()
+
+
+def _redacted(text: str, headers: Mapping[str, str]) -> str:
+    """An error body as the caller may see it: a REST API that echoes the request's credential (a header
+    value, or the token of `Bearer <token>`) has it replaced."""
+    for value in headers.values():
+        for secret in (value, value.partition(" ")[2]):
+            if len(secret) >= MIN_REDACTED and secret in text:
+                text = text.replace(secret, "[redacted]")
+    return text
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
