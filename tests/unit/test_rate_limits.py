@@ -14,11 +14,12 @@ from manifold.catalog.view import Target
 from manifold.config.loader import load_config
 from manifold.config.models import RateLimitConfig, parse_rate
 from manifold.config.problems import ConfigError
-from manifold.policy.rate_limit_store import StoredRule
+from manifold.policy.rate_limit_store import SharedBuckets, StoredRule
 from manifold.policy.rate_limits import NoCatalog, RateLimits
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.protocol import RATE_LIMITED
 from manifold.relay.jsonrpc import RpcError
+from manifold.store.db import connect
 from tests.unit.test_relay_handlers import replying
 from tests.unit.test_relay_tasks import setup, start
 from tests.waiting import wait_for
@@ -185,3 +186,18 @@ async def test_a_call_run_as_a_task_takes_one_token_when_asked_for_not_again_whe
     with pytest.raises(RpcError) as over:
         await start(gateway, view)
     assert over.value.code == RATE_LIMITED and over.value.data == {"retryAfter": 3600, "limit": "one"}
+
+
+@pytest.mark.anyio
+async def test_shared_buckets_let_calls_pass_with_a_warning_while_the_database_is_unreachable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = connect("postgresql://manifold@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    try:
+        rl = RateLimits([RateLimitConfig(rate="1/hour")], shared=SharedBuckets(engine))
+        assert await rl.take_shared(ANN, "kitchen", ECHO) is None
+        assert await rl.take_shared(ANN, "kitchen", ECHO) is None
+    finally:
+        await engine.dispose()
+    warnings = [r for r in caplog.records if "rate limits not applied" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None  # once, and no traceback

@@ -14,6 +14,7 @@ full again (`full_at` passed) are deleted at most once a minute, so the table ho
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import time
@@ -21,12 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import JSON, Column, Float, String, Table, TextClause, delete, insert, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.config.models import RateLimitConfig
 from manifold.store import revisions
 from manifold.store.db import metadata
 
+log = logging.getLogger(__name__)
 SCOPE = "rate_limits"  # the revision scope bumped by every rule change
 PRUNE_SECONDS = 60.0
 
@@ -141,9 +144,21 @@ class SharedBuckets:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._pruned = 0.0
+        self._warned = -PRUNE_SECONDS
 
     async def take(self, buckets: tuple[tuple[str, float, float], ...]) -> tuple[int, float] | None:
-        """`buckets`: (key, burst, refill per second) for each bucket the call draws from."""
+        """`buckets`: (key, burst, refill per second) for each bucket the call draws from. While the database
+        cannot be reached calls pass (logged at most once a minute): a limit is not worth refusing everyone."""
+        try:
+            return await self._take(buckets)
+        except (SQLAlchemyError, OSError) as exc:
+            now = time.monotonic()
+            if now - self._warned > PRUNE_SECONDS:
+                self._warned = now
+                log.warning("rate limits not applied: the database did not answer (%s)", type(exc).__name__)
+            return None
+
+    async def _take(self, buckets: tuple[tuple[str, float, float], ...]) -> tuple[int, float] | None:
         try:
             async with self.engine.begin() as conn:
                 for i, (key, burst, refill) in enumerate(buckets):
