@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from manifold.relay.stream_queue import StreamQueue
+from manifold.relay.stream_queue import KeepAlive, StreamQueue
 from manifold.relay.streamable_http import pump_events
 
 pytestmark = pytest.mark.anyio
@@ -93,7 +93,7 @@ async def written(connection: Connection, count: int) -> list[bytes]:
 async def test_a_held_stream_writes_messages_in_order_then_its_end() -> None:
     connection, queue = Connection(), StreamQueue(server_id="web")
     queue.put(b'{"n":1}')
-    pump = asyncio.ensure_future(pump_events(connection.receive, connection.send, queue))
+    pump = asyncio.ensure_future(pump_events(connection.receive, connection.send, queue, KeepAlive(20)))
     assert await written(connection, 1) == [b'event: message\ndata: {"n":1}\n\n']
     queue.put(b'{"n":2}')
     queue.put(b'{"n":3}')
@@ -106,7 +106,7 @@ async def test_a_held_stream_writes_messages_in_order_then_its_end() -> None:
 
 async def test_a_quiet_stream_gets_keepalives_and_still_its_messages() -> None:
     connection, queue = Connection(), StreamQueue(server_id="web")
-    pump = asyncio.ensure_future(pump_events(connection.receive, connection.send, queue, keepalive_seconds=0.02))
+    pump = asyncio.ensure_future(pump_events(connection.receive, connection.send, queue, KeepAlive(0.04)))
     assert await written(connection, 2) == [b": keepalive\n\n"] * 2
     queue.put(b"{}")
     while connection.sent[-1] != b"event: message\ndata: {}\n\n":
@@ -118,7 +118,7 @@ async def test_a_quiet_stream_gets_keepalives_and_still_its_messages() -> None:
 
 async def test_a_client_going_away_ends_its_stream_at_once() -> None:
     connection, queue = Connection(), StreamQueue(server_id="web")
-    pump = asyncio.ensure_future(pump_events(connection.receive, connection.send, queue))
+    pump = asyncio.ensure_future(pump_events(connection.receive, connection.send, queue, KeepAlive(20)))
     await asyncio.sleep(0)
     connection.go_away()
     await asyncio.wait_for(pump, 1)  # not after the keep-alive (20 s)
@@ -127,7 +127,7 @@ async def test_a_client_going_away_ends_its_stream_at_once() -> None:
 
 async def test_a_real_cancellation_still_ends_the_stream_even_when_a_message_comes_at_once() -> None:
     connection, queue = Connection(), StreamQueue(server_id="web")
-    pump = asyncio.ensure_future(pump_events(connection.receive, connection.send, queue))
+    pump = asyncio.ensure_future(pump_events(connection.receive, connection.send, queue, KeepAlive(20)))
     await asyncio.sleep(0)
     queue.put(b"{}")  # the queue interrupts the wait...
     pump.cancel()  # ...and the server shuts down in the same step
@@ -137,17 +137,19 @@ async def test_a_real_cancellation_still_ends_the_stream_even_when_a_message_com
 
 async def test_a_held_stream_is_one_task_and_small() -> None:
     """Thousands of idle streams are held at once (bench/scale_sessions.py): each is its own task and nothing
-    more — no getter or disconnect-watch task, no future per keep-alive round — and under 2.5 kB, its task and
+    more — no getter or disconnect-watch task, no future per keep-alive round — and under 2 kB, its task and
     frames included."""
     held = 200
     connections = [Connection() for _ in range(held)]
     queues = [StreamQueue(server_id="web") for _ in range(held)]
+    keepalive = KeepAlive(20)
     before_tasks = len(asyncio.all_tasks())
     tracemalloc.start()
     try:
         first = tracemalloc.take_snapshot()
         pumps = [
-            asyncio.ensure_future(pump_events(c.receive, c.send, q)) for c, q in zip(connections, queues, strict=True)
+            asyncio.ensure_future(pump_events(c.receive, c.send, q, keepalive))
+            for c, q in zip(connections, queues, strict=True)
         ]
         for _ in range(3):
             await asyncio.sleep(0)
@@ -159,4 +161,5 @@ async def test_a_held_stream_is_one_task_and_small() -> None:
     for connection in connections:
         connection.go_away()
     await asyncio.wait_for(asyncio.gather(*pumps), 2)
-    assert per_stream < 2500, per_stream  # it was 5 kB: three tasks, and a future per round
+    assert len(keepalive) == 0  # every stream that ended left the keep-alive's set
+    assert per_stream < 2000, per_stream  # it was 5 kB: three tasks, a future per round, a timer

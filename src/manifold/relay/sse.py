@@ -31,8 +31,8 @@ from manifold.relay.inbound import Inbound, InboundCheck, Refusal, as_object
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes
 from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
-from manifold.relay.stream_queue import StreamQueue
-from manifold.relay.streamable_http import pump_events
+from manifold.relay.stream_queue import KeepAlive, StreamQueue
+from manifold.relay.streamable_http import KEEPALIVE_SECONDS, pump_events
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -86,6 +86,7 @@ class LegacySse:
         self.pending = pending
         self.inbound = inbound
         self._tasks: set[asyncio.Task[None]] = set()
+        self.keepalive = KeepAlive(KEEPALIVE_SECONDS)  # one timer for every stream held here
 
     async def open_stream(
         self, scope: JSON, receive: Receive, send: Send, view: VirtualServerView, principal: Principal
@@ -114,7 +115,7 @@ class LegacySse:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             opening = f"event: endpoint\ndata: {endpoint}\n\n".encode()
             await send({"type": "http.response.body", "body": opening, "more_body": True})
-            await pump_events(receive, send, queue)
+            await pump_events(receive, send, queue, self.keepalive)
         finally:
             listener.detach(queue)
             self.sessions.stream_closed(principal.id)

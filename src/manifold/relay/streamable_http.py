@@ -51,7 +51,7 @@ from manifold.relay.inbound import Inbound, InboundCheck, ParamHeaders, Refusal,
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes, sse_event
 from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
-from manifold.relay.stream_queue import StreamQueue
+from manifold.relay.stream_queue import KeepAlive, StreamQueue
 from manifold.relay.tasks import NAMED_BY_TASK_ID, check_routing_name
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class StreamableHttp:
         self.stateless = stateless
         self.inbound = inbound
         self.param_headers = ParamHeaders()
+        self.keepalive = KeepAlive(KEEPALIVE_SECONDS)  # one timer for every stream held here
 
     async def __call__(
         self,
@@ -474,48 +475,50 @@ class StreamableHttp:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
-            await pump_events(receive, send, queue)
+            await pump_events(receive, send, queue, self.keepalive)
         finally:
             listener.detach(queue)
             self.sessions.stream_closed(principal.id)
 
 
-async def pump_events(
-    receive: Receive, send: Send, queue: StreamQueue, keepalive_seconds: float = KEEPALIVE_SECONDS
-) -> None:
+async def pump_events(receive: Receive, send: Send, queue: StreamQueue, keepalive: KeepAlive) -> None:
     """Write queued messages (serialised) as SSE events until the queue ends or the client goes away; a
-    comment line after `keepalive_seconds` without a write keeps proxies from timing out.
+    comment line when the stream has been quiet for a while (`keepalive`) keeps proxies from timing out.
 
     One task, nothing more per held stream: it waits in `receive()` (where the client going away is heard), and
-    the queue — a message, the end — or the keep-alive timer interrupts that wait (relay/stream_queue.py)."""
+    the queue — a message, the end, the keep-alive's tick — interrupts that wait (relay/stream_queue.py)."""
     task = asyncio.current_task()
     assert task is not None
-    loop = asyncio.get_running_loop()
-    while True:
-        payload = queue.pop()
-        while payload is not None:
-            await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+    keepalive.add(queue)
+    try:
+        while True:
             payload = queue.pop()
-        if queue.closed:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        cancelling = task.cancelling()
-        queue.interrupt_on_wake(task)
-        timer = loop.call_later(keepalive_seconds, queue.interrupt)
-        message: JSON | None = None
-        try:
-            message = await receive()
-        except asyncio.CancelledError:
-            if not queue.interrupted(task, cancelling):
-                raise  # not the queue's: the server is shutting down
-        finally:
-            timer.cancel()
-            queue.interrupt_on_wake(None)
-        if message is None:  # interrupted: something to write, or the keep-alive timer
-            if len(queue) == 0 and not queue.closed:
+            if payload is not None:
+                queue.quiet_ticks = 0
+                while payload is not None:
+                    await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+                    payload = queue.pop()
+            if queue.closed:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if queue.quiet_ticks >= 2:
+                queue.quiet_ticks = 0
                 await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
-        elif message["type"] == "http.disconnect":
-            return
+                continue
+            message: JSON | None = None
+            cancelling = task.cancelling()
+            queue.interrupt_on_wake(task)
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if not queue.interrupted(task, cancelling):
+                    raise  # not the queue's: the server is shutting down
+            finally:
+                queue.interrupt_on_wake(None)
+            if message is not None and message["type"] == "http.disconnect":
+                return
+    finally:
+        keepalive.discard(queue)
 
 
 def _error_status(code: Any, era: Era) -> int:
