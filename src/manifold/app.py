@@ -60,7 +60,16 @@ class WebPages(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
-WEB_PREFIXES = ("/connect/", "/login", "/logout", "/connections", "/servers", "/oauth/callback", "/static/")
+WEB_PREFIXES = (
+    "/connect/",
+    "/login",
+    "/logout",
+    "/connections",
+    "/servers",
+    "/oauth/callback",
+    "/static/",
+    "/approvals/",
+)
 
 
 class ManifoldApp:

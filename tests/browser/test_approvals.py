@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
 from mcp import MCPError, UrlElicitationRequiredError
@@ -248,6 +250,10 @@ async def test_non_approver_gets_403(site: Site, new_page: NewPage) -> None:
     found = OPEN_TEXT.search(text_of(held))
     assert found, text_of(held)
     url = found.group(1)
+
+    async with httpx2.AsyncClient() as http:  # any program given the link (Accept: */*) reaches the page too
+        plain = await http.get(url)
+    assert (plain.status_code, plain.headers["location"]) == (303, f"/login?{urlencode({'next': urlsplit(url).path})}")
 
     nina = await tab(new_page)
     await nina.open_signed_in(url, site.keys["nina"])
