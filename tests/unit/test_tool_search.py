@@ -357,3 +357,14 @@ async def test_reveal_max_0_keeps_the_list_to_the_two_tools() -> None:
     assert call.listener is not None and call.listener.queue.pop() is None
     listed = await gateway.handle(call, TOOLS_LIST, {})
     assert [t["name"] for t in listed["result"]["tools"]] == ["search_tools", "call_tool"]
+
+
+async def test_the_console_editor_keeps_the_tool_search_keys_it_does_not_show(editor: Editor) -> None:  # noqa: F811
+    body = {"id": "api", "members": [{"upstream": "notes"}], "tool_search": {"max_results": 4, "reveal_max": 0}}
+    await editor.catalog_ops.create(Kind.VSERVER, body)
+    fields = await editor.form("/admin/servers/api")
+    assert (fields["tool_search"], fields["search_max"]) == (["1"], ["4"])
+    done = await editor.post("/admin/servers/api", fields | {"search_max": ["6"], "action": ["save"]})
+    assert done.status_code == 303, done.text
+    stored = (await editor.catalog_ops.get(Kind.VSERVER, "api"))["body"]["tool_search"]
+    assert stored == {"max_results": 6, "reveal_max": 0}

@@ -7,7 +7,8 @@ shortening and collision rule as `tools/list`), never by a copy of it.
 
 The form (console/templates/server_edit.html), one member per upstream:
     id, description, namespace (checkbox), separator          the server
-    tool_search (checkbox), search_max                        tool search (docs/tool-search.md) and its max results
+    tool_search (checkbox), search_max, search_kept           tool search (docs/tool-search.md), its max results,
+                                                              its other stored keys (hidden, JSON)
     q, in, ann                                                the picker's filter (text, upstream, annotation)
     u                                                         one per upstream block, in member order
     mid.<u>, globs.<u>, hide.<u>, res.<u>, pro.<u>            a member: id, patterns, hidden, resources, prompts
@@ -81,6 +82,12 @@ class Draft:
     members: dict[str, MemberDraft] = field(default_factory=dict)  # by upstream id, in member order
     tool_search: bool = False
     search_max: str = ""  # as typed: empty is the default; the check says what is wrong with the rest
+    search_kept: dict[str, Any] = field(default_factory=dict)  # the stored tool_search's keys the form lacks
+
+    @property
+    def search_kept_json(self) -> str:
+        """`search_kept` for the form's hidden field, so a save keeps what the form does not show."""
+        return json.dumps(self.search_kept) if self.search_kept else ""
 
     def member(self, upstream: str) -> MemberDraft:
         m = self.members.get(upstream)
@@ -134,6 +141,7 @@ def parse_form(fields: Mapping[str, list[str]], upstreams: Sequence[str]) -> tup
         separator=one("separator").strip(),
         tool_search=one("tool_search") == "1",
         search_max=one("search_max").strip(),
+        search_kept=_json_object(one("search_kept")),
     )
     for u in fields.get("u", []):
         if u not in known or u in draft.members:
@@ -169,6 +177,14 @@ def parse_form(fields: Mapping[str, list[str]], upstreams: Sequence[str]) -> tup
     return draft, filters, one("action") or "preview"
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def new_draft(upstreams: Sequence[str]) -> Draft:
     draft = Draft()
     for u in upstreams:
@@ -187,6 +203,7 @@ def draft_of(body: JSON, upstreams: Sequence[str], tool_names: Mapping[str, set[
         separator=str(body.get("separator") or ""),
         tool_search=search not in (None, False),
         search_max=str(search.get("max_results", "")) if isinstance(search, dict) else "",
+        search_kept={k: v for k, v in search.items() if k != "max_results"} if isinstance(search, dict) else {},
     )
     for raw in body.get("members") or []:
         member = MemberConfig.model_validate(raw)
@@ -220,7 +237,8 @@ def body_of(draft: Draft) -> JSON:
         body["separator"] = draft.separator
     if draft.tool_search:
         limit = int(draft.search_max) if draft.search_max.isdigit() else draft.search_max
-        body["tool_search"] = {"max_results": limit} if draft.search_max else True
+        search = {**draft.search_kept, **({"max_results": limit} if draft.search_max else {})}
+        body["tool_search"] = search or True
     members: list[JSON] = []
     for m in draft.members.values():
         if not m.used:
