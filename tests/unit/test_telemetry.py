@@ -126,3 +126,42 @@ async def test_metrics_are_off_when_disabled(tmp_path: Path) -> None:
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE) as http:
         reply = await http.get("/metrics", headers={"authorization": f"Bearer {DEV_KEY}"})
     assert reply.status_code == 404
+
+
+def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from manifold.config.models import TracingSettings
+    from manifold.telemetry.tracing import Tracing, now, parse_traceparent
+
+    sent: list[bytes] = []
+    settings = TracingSettings(endpoint="http://127.0.0.1:9", batch_delay_seconds=60, max_queued_spans=3)
+    tracing = Tracing(settings, send=lambda data: sent.append(data) is None)
+    client = parse_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+    assert client is not None
+    began = now()
+    with tracing.request("POST /mcp/{server}", client, began, {"manifold.server": "eng"}):
+        tracing.record("authenticate", began, now(), {"manifold.credential": "api_key"})
+        span, params, headers = tracing.start_upstream("gh", "tools/call", {"name": "x", "_meta": {"k": 1}})
+        tracing.end_upstream(span, {"error": {"code": -1}}, None)
+    assert params["_meta"] == {"k": 1, "traceparent": headers["traceparent"]}
+    assert headers["traceparent"].split("-")[1] == "ab" * 16
+    tracing.shutdown()
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(b"".join(sent))
+    spans = {s.name: s for r in request.resource_spans for ss in r.scope_spans for s in ss.spans}
+    assert set(spans) == {"POST /mcp/{server}", "authenticate", "upstream tools/call"}
+    server = spans["POST /mcp/{server}"]
+    assert server.trace_id.hex() == "ab" * 16 and server.parent_span_id.hex() == "cd" * 8
+    assert spans["upstream tools/call"].parent_span_id == server.span_id
+    assert spans["upstream tools/call"].status.code == 2  # an error reply
+    resource = {a.key: a.value.string_value for a in request.resource_spans[0].resource.attributes}
+    assert resource["service.name"] == "manifold"
+
+    # Past max_queued_spans the oldest are dropped, never the caller slowed or memory grown.
+    crowded = Tracing(settings, send=lambda data: True)
+    with crowded.request("r", None, now(), {}):
+        for _ in range(10):
+            crowded.record("s", now(), now())
+    assert len(crowded._queue) == 3 and crowded.dropped == 8
+    crowded.shutdown()

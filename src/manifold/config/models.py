@@ -539,6 +539,9 @@ class TracingSettings(Strict):
     service_name: str = "manifold"
     sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0  # of traces the gateway starts; a client's flag wins
     headers: dict[str, str] = Field(default_factory=dict)  # sent to the collector (values may be ${ENV})
+    batch_delay_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0  # how often finished spans are exported
+    # Finished spans waiting for export at most; past it the oldest are dropped (and counted in the log).
+    max_queued_spans: Annotated[int, Field(gt=0, le=1_000_000)] = 20_000
 
     @field_validator("endpoint")
     @classmethod

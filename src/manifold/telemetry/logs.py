@@ -14,7 +14,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
-from opentelemetry import trace
+
+from manifold.telemetry.context import CURRENT
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("manifold_request_id", default=None)
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -40,10 +41,10 @@ class JsonFormatter(logging.Formatter):
         rid = REQUEST_ID.get()
         if rid is not None:
             entry["request_id"] = rid
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            entry["trace_id"] = format(context.trace_id, "032x")
-            entry["span_id"] = format(context.span_id, "016x")
+        span = CURRENT.get()
+        if span is not None:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             # The exception's type and message only: a traceback in the log is a defect here.
             exc = record.exc_info[1]
