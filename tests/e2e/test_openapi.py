@@ -8,6 +8,8 @@ a URL whose servers[0] is relative to it (`pets-url`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -21,6 +23,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.e2e.harness import Gateway, run_gateway
+from tests.idp import IdpClient, run_idp
 from tests.upstreams.launch import UPSTREAMS, run_http_upstream
 
 pytestmark = pytest.mark.anyio
@@ -31,10 +34,15 @@ STATIC_TOKEN = "pets-static-token-5f1c2a"
 SMALL = 1000  # max_response_bytes of pets-small
 
 
+GATEWAY_AUD = "https://manifold.openapi.test/mcp"
+PASS_AUD = "https://pets.openapi.test"  # what a token for the passthrough REST API is issued for
+
+
 @dataclass
 class World:
     gw: Gateway
     rest: str  # the REST service's base URL
+    pass_token: str  # alice's IdP token for PASS_AUD
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,12 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     folder = tmp_path_factory.mktemp("openapi-gateway")
     (folder / "specs").mkdir()
     shutil.copy(SPEC, folder / "specs" / "pets.yaml")
-    async with run_http_upstream(REST_SERVICE) as url:
+    async with contextlib.AsyncExitStack() as stack:
+        # Started side by side: each takes a second or two.
+        url, idp = await asyncio.gather(
+            stack.enter_async_context(run_http_upstream(REST_SERVICE)),
+            stack.enter_async_context(run_idp([IdpClient("alice", claims={"email": "alice@corp.com"})])),
+        )
         rest = url.removesuffix("/mcp")
         spec_file = {"transport": "openapi", "spec": "specs/pets.yaml", "url": rest}
         upstreams: dict[str, Any] = {
@@ -51,10 +64,13 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             "pets-fwd": {**spec_file, "auth": {"mode": "forwarded", "allow": ["X-Api-Key"]}},
             "pets-static": {**spec_file, "auth": {"mode": "static", "bearer": "${PETS_TOKEN}"}},
             "pets-small": {**spec_file, "call_timeout": 1, "max_response_bytes": SMALL},
+            "pets-pass": {**spec_file, "auth": {"mode": "passthrough", "audience": PASS_AUD}},
         }
         servers = {"shop": {"members": [{"upstream": "pets", "tools": ["getPet", "listPets"]}]}}
-        async with run_gateway(upstreams, servers, env={"PETS_TOKEN": STATIC_TOKEN}, directory=folder) as gw:
-            yield World(gw, rest)
+        extra = {"identity": {"idps": {"corp": {"issuer": idp.issuer, "audience": [GATEWAY_AUD, PASS_AUD]}}}}
+        env = {"PETS_TOKEN": STATIC_TOKEN}
+        gw = await stack.enter_async_context(run_gateway(upstreams, servers, env=env, extra=extra, directory=folder))
+        yield World(gw, rest, await idp.token("alice", resource=PASS_AUD))
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -170,6 +186,15 @@ async def test_forwarded_headers_reach_the_rest_service_and_the_callers_authoriz
     assert received["x-request-tag"] == "from-args"  # a header parameter, from the tool's arguments
     assert "authorization" not in received and "x-mcp-headers" not in received
     assert gw.key not in json.dumps(received)
+
+
+async def test_with_passthrough_the_callers_own_token_reaches_the_rest_service(world: World) -> None:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {world.pass_token}"}, timeout=60)
+    async with Client(streamable_http_client(world.gw.url("pets-pass"), http_client=http), mode="legacy") as client:
+        result = await client.call_tool("whoami", {})
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    assert result.structured_content["headers"]["authorization"] == f"Bearer {world.pass_token}"
 
 
 async def test_a_static_credential_reaches_the_rest_service(world: World) -> None:

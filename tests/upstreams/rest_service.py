@@ -20,7 +20,6 @@ Endpoints (all JSON unless said):
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 import uvicorn
@@ -106,7 +105,8 @@ async def big(request: Request) -> Response:
 
 
 async def hang(request: Request) -> Response:
-    await asyncio.Event().wait()  # until the client disconnects and the server cancels us
+    while (await request.receive())["type"] != "http.disconnect":  # no answer until the client goes away
+        pass
     return Response()
 
 
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--transport", default="http")  # accepted for launch.run_http_upstream; always HTTP
     args = parser.parse_args()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_graceful_shutdown=1)
 
 
 if __name__ == "__main__":
