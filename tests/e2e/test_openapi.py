@@ -185,6 +185,7 @@ async def test_forwarded_headers_reach_the_rest_service_and_the_callers_authoriz
     assert received["x-api-key"] == "tenant-key-77"
     assert received["x-request-tag"] == "from-args"  # a header parameter, from the tool's arguments
     assert "authorization" not in received and "x-mcp-headers" not in received
+    assert received["user-agent"].startswith("manifold/")
     assert gw.key not in json.dumps(received)
 
 

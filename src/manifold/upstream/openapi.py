@@ -35,6 +35,7 @@ from manifold.config.models import AuthMode, UpstreamConfig
 from manifold.protocol import LATEST_HANDSHAKE, META_SERVER_INFO, METHOD_NOT_FOUND, MODERN_VERSION
 from manifold.upstream.base import JSON, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamTimeout
 from manifold.upstream.openapi_spec import RestApi, RestOperation, first_problems, load_spec_file, parse_spec_text
+from manifold.upstream.session import CLIENT_INFO
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class OpenApiTransport:
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout),
             cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": f"manifold/{CLIENT_INFO['version']}"},
         )
         api = await self._load()
         base = self.config.url or api.server_url or ""
