@@ -112,6 +112,7 @@ async def test_metrics_need_the_token_or_an_admin(gateway) -> None:
     assert (({"upstream": "up"}, 0.0)) in scraped["manifold_upstream_sessions"]
     assert ({"era": "handshake"}, 0.0) in scraped["manifold_client_sessions"]
     assert "manifold_audit_queue_depth" in scraped
+    assert scraped["manifold_tools_held"] == [({}, 0.0)]
     reasons = {labels["reason"]: v for labels, v in scraped["manifold_auth_failures_total"]}
     assert reasons["missing"] == 1 and reasons["invalid"] == 1
 
@@ -165,3 +166,19 @@ def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
             crowded.record("s", now(), now())
     assert len(crowded._queue) == 3 and crowded.dropped == 8
     crowded.shutdown()
+
+
+def test_a_bad_telemetry_value_is_reported_with_field_and_line(tmp_path: Path) -> None:
+    from manifold.config.problems import ConfigError
+
+    (tmp_path / "manifold.yaml").write_text(
+        "telemetry:\n  metrics:\n    max_tool_series: 0\n  tracing:\n    endpoint: collector:4318\n  logs: xml\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "manifold.yaml")
+    got = {(p.field_path, p.line) for p in info.value.problems}
+    assert {
+        ("telemetry.metrics.max_tool_series", 3),
+        ("telemetry.tracing.endpoint", 5),
+        ("telemetry.logs", 6),
+    } <= got

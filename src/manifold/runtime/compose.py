@@ -313,6 +313,12 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     pending = PendingReplies()  # server→client requests waiting for the client's answer
     if metrics is not None:
         register_gauges(metrics, pool, sessions, audit_log)
+        metrics.add_gauge(
+            "manifold_tools_held",
+            "upstream tools held out until an admin approves their changed definition (docs/pinning.md)",
+            (),
+            lambda: [((), float(pins.held_count()))],
+        )
 
     # Keeping all of it in step with the database.
     catalog_operations = CatalogOperations(engine, config, secrets=CatalogSecrets(secrets))
