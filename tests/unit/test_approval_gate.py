@@ -55,7 +55,8 @@ async def gate(tmp_path: Path) -> AsyncIterator[ApprovalGate]:
         who="team:eng", what=["server:github"], require_approval=["tool:github/delete_*"], approvers="team:sre"
     )
     policy = Policy([grant_from_config(grant, 0)], upstreams=["github"])
-    yield ApprovalGate(Approvals(ApprovalStore(engine)), lambda: policy, RequestStates(), lambda: "https://gw.test")
+    approvals = Approvals(ApprovalStore(engine), max_pending=2)
+    yield ApprovalGate(approvals, lambda: policy, RequestStates(), lambda: "https://gw.test")
     await engine.dispose()
 
 
@@ -120,3 +121,13 @@ async def test_a_denied_call_fails_once_and_then_asks_again(gate: ApprovalGate) 
 async def test_calls_no_gate_covers_are_not_held(gate: ApprovalGate) -> None:
     assert gate.rule(modern(ALICE), Target("github", "github", "create_issue")) is None
     assert gate.rule(modern(SAM), TARGET) is None  # the gating grant does not apply to sam
+
+
+async def test_a_caller_with_too_many_requests_waiting_is_refused_and_nobody_else_is(gate: ApprovalGate) -> None:
+    first, _ = asked(await hold(gate, modern(ALICE), arguments={"repo": "a"}))
+    asked(await hold(gate, modern(ALICE), arguments={"repo": "b"}))
+    assert asked(await hold(gate, modern(ALICE), arguments={"repo": "a"}))[0] == first  # the same call: no new one
+    refused = await hold(gate, modern(ALICE), arguments={"repo": "c"})
+    assert refused is not None and refused.outcome == "denied"
+    assert "2 approval requests waiting" in refused.reply["result"]["content"][0]["text"]
+    asked(await hold(gate, modern(BOB), arguments={"repo": "c"}))  # another caller is not affected

@@ -246,6 +246,8 @@ class LimitsSettings(Strict):
     waiting_for_input_per_principal: Annotated[int, Field(gt=0)] = 64
     # Tasks (2026-07-28 tasks extension, run by the gateway) one principal may have at once, running or kept.
     tasks_per_principal: Annotated[int, Field(gt=0)] = 64
+    # Approval requests (docs/approvals.md) one principal may have waiting at once; past it a gated call fails.
+    approvals_pending_per_principal: Annotated[int, Field(gt=0, le=10_000)] = 20
     # How long a finished task's outcome is kept for `tasks/get` (its `ttlMs`), then dropped.
     task_retention_seconds: Annotated[float, Field(gt=0, le=86400)] = 600.0
     # Rate-limit buckets held in memory at once (one per rule and principal/server/tool it counts); full
@@ -474,6 +476,13 @@ class GrantConfig(Strict):
     claims: dict[str, str | list[str]] = Field(default_factory=dict)
     what: list[str]
     description: str | None = None
+    # The human approval gate (docs/approvals.md): calls to these tools (`tool:`/`server:`/`group:`/`vserver:`
+    # selectors) wait until one of `approvers` (a `who` selector) approves them in the browser.
+    require_approval: list[str] = Field(default_factory=list)
+    approvers: str | None = None
+    approval_timeout_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 900.0  # a pending request expires
+    approval_valid_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0  # 0: one approval, one call
+    self_approval: bool = False  # may the caller approve their own request (if they are an approver)?
     # The human approval gate (docs/approvals.md): calls to these tools (`tool:`/`server:`/`group:`/`vserver:`
     # selectors) wait until one of `approvers` (a `who` selector) approves them in the browser.
     require_approval: list[str] = Field(default_factory=list)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Float, Index, String, Table, delete, insert, or_, select, update
+from sqlalchemy import JSON, Boolean, Column, Float, Index, String, Table, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -169,6 +169,17 @@ class ApprovalStore:
             decided_at=None,
             valid_until=None,
         )
+
+    async def pending(self, principal: str, now: float | None = None) -> int:
+        """How many of this caller's requests wait for a decision now."""
+        now = time.time() if now is None else now
+        query = select(func.count()).where(
+            approvals.c.principal == principal[:400],
+            approvals.c.status == Status.PENDING.value,
+            approvals.c.expires_at > now,
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def get(self, approval_id: str) -> Approval | None:
         async with self.engine.connect() as conn:

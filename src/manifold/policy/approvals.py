@@ -66,8 +66,11 @@ class Approvals:
     """Approval requests: made when a call is held, decided in the browser, used by the caller's retry. Each
     request and decision is an audit row (method `approval`)."""
 
-    def __init__(self, store: ApprovalStore, audit: Callable[[AuditEvent], None] | None = None) -> None:
+    def __init__(
+        self, store: ApprovalStore, audit: Callable[[AuditEvent], None] | None = None, *, max_pending: int = 20
+    ) -> None:
         self.store = store
+        self.max_pending = max_pending  # limits.approvals_pending_per_principal
         self.audit = audit  # the audit log's `record`
         # Told of each decision made here (relay/approval_gate.py tells a waiting 2025-11-25 client).
         self.on_decided: list[Callable[[Approval], None]] = []
@@ -83,7 +86,10 @@ class Approvals:
         tool: str,
         arguments: Mapping[str, Any] | None,
         args_hash: str,
-    ) -> Approval:
+    ) -> Approval | None:
+        """A new request; None when the caller already has `max_pending` waiting (nothing is stored)."""
+        if await self.store.pending(principal.id) >= self.max_pending:
+            return None
         shown = redact(dict(arguments or {}))
         approval = await self.store.create(
             NewApproval(

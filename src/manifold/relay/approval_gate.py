@@ -143,6 +143,12 @@ class ApprovalGate:
             arguments=arguments if isinstance(arguments, dict) else None,
             args_hash=digest,
         )
+        if approval is None:
+            text = (
+                f"Calling '{name}' needs approval, and you have {self.approvals.max_pending} approval requests "
+                "waiting already. Wait until they are decided or expire, then call again."
+            )
+            return Held(tool_error_result(text), "denied", "too many approval requests waiting")
         return self._ask(call, approval, rule, "approval requested")
 
     def _decided(self, approval: Approval) -> None:

@@ -296,7 +296,9 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         tracing=telemetry.tracing,
         # held tool calls wait for a human approver (docs/approvals.md); requests live in the database
         approvals=ApprovalGate(
-            Approvals(ApprovalStore(engine), audit_log.record),
+            Approvals(
+                ApprovalStore(engine), audit_log.record, max_pending=settings.limits.approvals_pending_per_principal
+            ),
             lambda: access.policy,
             inputs.states,
             lambda: public_base,
