@@ -483,13 +483,6 @@ class GrantConfig(Strict):
     approval_timeout_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 900.0  # a pending request expires
     approval_valid_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0  # 0: one approval, one call
     self_approval: bool = False  # may the caller approve their own request (if they are an approver)?
-    # The human approval gate (docs/approvals.md): calls to these tools (`tool:`/`server:`/`group:`/`vserver:`
-    # selectors) wait until one of `approvers` (a `who` selector) approves them in the browser.
-    require_approval: list[str] = Field(default_factory=list)
-    approvers: str | None = None
-    approval_timeout_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 900.0  # a pending request expires
-    approval_valid_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0  # 0: one approval, one call
-    self_approval: bool = False  # may the caller approve their own request (if they are an approver)?
 
 
 # `rate: <count>/<unit>`: the units a rate or quota may be written in, and their length in seconds.
