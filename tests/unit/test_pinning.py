@@ -61,6 +61,17 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def either_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """Both databases, for the one test that goes through every write the pins make."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'manifold.db'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    engine = await open_database(url)
+    yield engine
+    await engine.dispose()
+
+
 class Pins:
     def __init__(self, engine: AsyncEngine, mode: PinningMode) -> None:
         self.store = PinStore(engine)
@@ -72,7 +83,10 @@ class Pins:
         return [t["name"] for t in await self.pins.review("docs", [dict(t) for t in tools])]
 
 
-async def test_hold_serves_the_first_definition_and_holds_a_changed_one_until_approved(engine: AsyncEngine) -> None:
+async def test_hold_serves_the_first_definition_and_holds_a_changed_one_until_approved(
+    either_engine: AsyncEngine,
+) -> None:
+    engine = either_engine
     p = Pins(engine, PinningMode.HOLD)
     assert await p.serve(SEARCH, OTHER) == ["search", "other"]  # first use: approved as they are
     first = await p.store.get("docs", "search")
