@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_auth, bench_call, bench_list, bench_outbound, bench_ratelimit
+from bench import bench_auth, bench_call, bench_list, bench_outbound, bench_ratelimit, bench_telemetry
 from bench.common import fmt, table
 
 QUICK_CALL = ["--calls", "60", "--warmup", "10", "--rounds", "1", "--sessions", "4", "--concurrent-calls", "20"]
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         extra_auth = [*extra_auth, "--json", str(Path(args.json_dir) / "auth.json")]
         extra_outbound = [*extra_outbound, "--json", str(Path(args.json_dir) / "outbound.json")]
     extra_ratelimit = list(QUICK_AUTH) if args.quick else []
+    extra_telemetry = list(QUICK_AUTH) if args.quick else []
+    if args.json_dir:
+        extra_telemetry = [*extra_telemetry, "--json", str(Path(args.json_dir) / "telemetry.json")]
     if args.json_dir:
         extra_ratelimit = [*extra_ratelimit, "--json", str(Path(args.json_dir) / "ratelimit.json")]
 
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     outbound = bench_outbound.main(extra_outbound)
     print("\n== bench_ratelimit: tools/call under a rate limit (never reached) vs none ==", flush=True)
     ratelimit = bench_ratelimit.main(extra_ratelimit)
+    print("\n== bench_telemetry: tools/call with metrics and tracing on vs off (two gateways) ==", flush=True)
+    telemetry = bench_telemetry.main(extra_telemetry)
 
     rows: list[list[str]] = []
     missed = 0
@@ -105,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     r = ratelimit["rate limit"]
     target("tools/call p50 rate limit / none (2025-11-25)", r["sdk_ratio"], bench_ratelimit.TARGET_RATIO, "x")
     target("tools/call p50 rate limit / none (2026-07-28 raw)", r["raw_ratio"], bench_ratelimit.TARGET_RATIO, "x")
+    r = telemetry["metrics + tracing"]
+    target("tools/call p50 telemetry on / off (2025-11-25)", r["sdk_ratio"], bench_telemetry.TARGET_RATIO, "x")
+    target("tools/call p50 telemetry on / off (2026-07-28 raw)", r["raw_ratio"], bench_telemetry.TARGET_RATIO, "x")
 
     print(f"\n== summary ({time.monotonic() - began:.0f} s{', QUICK: not a measurement' if args.quick else ''}) ==")
     print(table(["figure", "measured", "target", "met"], rows))
