@@ -109,6 +109,19 @@ def test_who_and_what_select_the_calls_a_rule_counts() -> None:
     assert vserver.take(ANN, "eng", ECHO) is not None
 
 
+def test_an_idp_rule_counts_a_person_only_when_that_idp_signed_them_in() -> None:
+    clock = Clock()
+    rl = limits({"who": "idp:corp", "rate": "1/hour"}, clock=clock)
+    by_key = ANN
+    by_corp = Principal(
+        PrincipalKind.USER, ANN.name, Credential(CredentialKind.IDP_JWT, "corp"), teams=ANN.teams, idp="corp"
+    )
+    for _ in range(3):
+        assert rl.take(by_key, "kitchen", ECHO) is None  # with an API key: not selected
+    assert rl.take(by_corp, "kitchen", ECHO) is None
+    assert rl.take(by_corp, "kitchen", ECHO) is not None
+
+
 def test_a_refused_call_takes_no_token_from_the_other_rules() -> None:
     clock = Clock()
     rl = limits(

@@ -170,7 +170,7 @@ class RateLimits:
         if facts is not self._facts:  # groups or virtual servers changed: selectors may cover other things
             self._facts = facts
             self._plans = {}
-        key = (principal.id, principal.teams, server_id, target.upstream_id, target.name)
+        key = (principal.id, principal.teams, principal.idp, server_id, target.upstream_id, target.name)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
