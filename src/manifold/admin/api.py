@@ -247,7 +247,12 @@ class AdminApi:
             case "POST", ["tools", "pins", *target, "approve"] if len(target) <= 2 and principal is not None:
                 by, credential = principal.id, str(principal.credential)
                 upstream_id, tool = (target + [None, None])[:2]
-                return 200, await self.pins.approve(by, credential, upstream_id=upstream_id, tool=tool)
+                expected = body.get("sha256")
+                if expected is not None and not isinstance(expected, str):
+                    raise BadRequest("'sha256' must be a string")
+                return 200, await self.pins.approve(
+                    by, credential, upstream_id=upstream_id, tool=tool, expected=expected
+                )
             case _, []:
                 raise BadRequest("see docs/admin-api.md for the routes")
         raise NotFound(f"no route {method} /admin/api/{'/'.join(parts)}")

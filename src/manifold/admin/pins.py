@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from manifold.admin.ops import BadRequest, NotFound
+from manifold.admin.ops import BadRequest, Conflict, NotFound
 from manifold.catalog.pin_store import PinStore, StoredPin
 from manifold.catalog.pinning import unified_diff
 
@@ -44,12 +44,31 @@ class PinOperations:
         return (await self.diffs(upstream_id, tool))[0]
 
     async def approve(
-        self, by: str, credential: str, *, upstream_id: str | None = None, tool: str | None = None
+        self,
+        by: str,
+        credential: str,
+        *,
+        upstream_id: str | None = None,
+        tool: str | None = None,
+        expected: str | None = None,
     ) -> JSON:
-        """Approve what waits: one tool (404 when nothing of it waits), one upstream's, or everything."""
+        """Approve what waits: one tool (404 when nothing of it waits), one upstream's, or everything.
+        `expected` (one tool): the fingerprint of the definition the approver saw; 409 when the upstream has
+        changed the tool again since, so nobody approves a definition they did not see."""
         if tool is not None and upstream_id is None:
             raise BadRequest("name the upstream of the tool")
-        approved = await self.store.approve(by, credential, upstream_id=upstream_id, tool=tool, now=time.time())
+        if expected is not None and tool is None:
+            raise BadRequest("'sha256' names the definition of one tool: name the tool")
+        approved = await self.store.approve(
+            by, credential, upstream_id=upstream_id, tool=tool, expected=expected, now=time.time()
+        )
         if tool is not None and not approved:
+            if expected is not None and upstream_id is not None:
+                pin = await self.store.get(upstream_id, tool)
+                if pin is not None and pin.changed:
+                    raise Conflict(
+                        f"tool '{tool}' of upstream '{upstream_id}' changed again since that definition was shown "
+                        f"(now sha256 {(pin.pending_hash or '')[:12]}): look at its diff again"
+                    )
             raise NotFound(f"no changed definition of tool '{tool}' of upstream '{upstream_id}' waits for approval")
         return {"approved": [{"upstream": p.upstream, "tool": p.tool, "sha256": p.pending_hash} for p in approved]}

@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     approve.add_argument("upstream", nargs="?", help="the upstream")
     approve.add_argument("tool", nargs="?", help="the tool (as the upstream names it)")
     approve.add_argument("--all", action="store_true", help="every waiting definition (of the upstream, if named)")
+    approve.add_argument("--sha256", help="one tool: approve only the definition with this fingerprint (from diff)")
     approve.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
 
@@ -79,7 +80,7 @@ async def _main(args: argparse.Namespace, config: LoadedConfig) -> int:
                 _print_diffs(found, args.json)
             case "approve":
                 by = f"cli:{getpass.getuser()}"
-                result = await pins.approve(by, "cli", upstream_id=args.upstream, tool=args.tool)
+                result = await pins.approve(by, "cli", upstream_id=args.upstream, tool=args.tool, expected=args.sha256)
                 if args.json:
                     print(json.dumps(result, indent=2))
                 elif not result["approved"]:
@@ -122,4 +123,4 @@ def _print_diffs(found: list[dict[str, Any]], as_json: bool) -> None:
         return
     for d in waiting:
         print(d["diff"])
-        print(f"# approve: manifold tools approve {d['upstream']} {d['tool']}")
+        print(f"# approve: manifold tools approve {d['upstream']} {d['tool']} --sha256 {d['pending_hash']}")

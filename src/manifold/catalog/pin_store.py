@@ -153,11 +153,22 @@ class PinStore:
         return None if row is None else _pin(row)
 
     async def approve(
-        self, by: str, credential: str, *, upstream_id: str | None = None, tool: str | None = None, now: float
+        self,
+        by: str,
+        credential: str,
+        *,
+        upstream_id: str | None = None,
+        tool: str | None = None,
+        expected: str | None = None,
+        now: float,
     ) -> list[StoredPin]:
         """Approve the waiting definitions (all, one upstream's, or one tool's); returns the pins as they were
-        before (what was approved). Each approval is an audit row; running gateways hear of it (PINS_SCOPE)."""
+        before (what was approved). `expected`: approve only a waiting definition with this fingerprint (the
+        one the approver looked at; the upstream may have changed it again since). Each approval is an audit
+        row; running gateways hear of it (PINS_SCOPE)."""
         query = select(tool_pins).where(tool_pins.c.pending_hash.is_not(None))
+        if expected is not None:
+            query = query.where(tool_pins.c.pending_hash == expected)
         if upstream_id is not None:
             query = query.where(tool_pins.c.upstream == upstream_id)
         if tool is not None:

@@ -113,8 +113,10 @@ class PinPages:
         form = self.frame.form(request)
         upstream, tool = form.get("upstream", "")[:MAX_FIELD], form.get("tool", "")[:MAX_FIELD]
         parts = ["tools", "pins", *([upstream] if upstream else []), *([tool] if upstream and tool else []), "approve"]
+        # One tool: exactly the definition whose diff the page showed (409 if the upstream changed it since).
+        body = {"sha256": form["sha256"][:64]} if upstream and tool and form.get("sha256") else None
         try:
-            _, done = await self.services.admin.perform(principal, "POST", parts)
+            _, done = await self.services.admin.perform(principal, "POST", parts, body)
         except OpError as exc:
             return await self._page(principal, session, "", error=exc.message, status=exc.status)
         await self.services.sync()  # this replica serves the approved definitions before the next page
