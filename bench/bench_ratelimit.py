@@ -38,7 +38,7 @@ def report(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return paired_main(__doc__, run, report, argv)
+    return paired_main(__doc__ or "", run, report, argv)
 
 
 if __name__ == "__main__":
