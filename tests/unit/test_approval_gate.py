@@ -131,3 +131,27 @@ async def test_a_caller_with_too_many_requests_waiting_is_refused_and_nobody_els
     assert refused is not None and refused.outcome == "denied"
     assert "2 approval requests waiting" in refused.reply["result"]["content"][0]["text"]
     asked(await hold(gate, modern(BOB), arguments={"repo": "c"}))  # another caller is not affected
+
+
+async def test_held_on_one_replica_decided_on_another_and_run_on_a_third(tmp_path: Path) -> None:
+    # Three gateway processes over one database, their request states signed with keys from one secret key.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    engines = [await open_database(url) for _ in range(3)]
+    keys = [b"k" * 32]
+    try:
+        grant = GrantConfig(
+            who="team:eng", what=["server:github"], require_approval=["tool:github/delete_*"], approvers="team:sre"
+        )
+        policy = Policy([grant_from_config(grant, 0)], upstreams=["github"])
+        a, b, c = (
+            ApprovalGate(Approvals(ApprovalStore(e)), lambda: policy, RequestStates(keys), lambda: "https://gw.test")
+            for e in engines
+        )
+        link, state = asked(await hold(a, modern(ALICE), arguments={"repo": "x"}))
+        approval = await b.approvals.get(link.rsplit("/", 1)[1])  # the approver's browser reached replica b
+        assert approval is not None and await b.approvals.decide(approval, SAM, approve=True) is not None
+        assert await hold(c, modern(ALICE), arguments={"repo": "x"}, requestState=state) is None  # runs on c
+        assert await hold(a, modern(ALICE), arguments={"repo": "x"}, requestState=state) is not None  # once only
+    finally:
+        for e in engines:
+            await e.dispose()
