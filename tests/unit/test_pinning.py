@@ -11,14 +11,22 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.admin.ops import Conflict
+from manifold.admin.api import AdminApi
+from manifold.admin.catalog import CatalogOperations
+from manifold.admin.ops import BadRequest, Conflict, NotFound, Operations
 from manifold.admin.pins import PinOperations
-from manifold.audit import AuditEvent, Outcome
+from manifold.audit import AuditEvent, AuditLog, Outcome
+from manifold.audit.unauthorized import UnauthorizedAudit
 from manifold.catalog.pin_store import FIRST_USE, PinStore
 from manifold.catalog.pinning import META_KEY, ToolPins, canonical, fingerprint, unified_diff
+from manifold.cli import main as cli_main
 from manifold.config.loader import load_config
 from manifold.config.models import PinningMode
 from manifold.config.problems import ConfigError
+from manifold.identity.api_keys import KeyRepository
+from manifold.identity.authenticator import Authenticator
+from manifold.identity.directory import Directory
+from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.store.db import audit_events, open_database
 
 pytestmark = pytest.mark.anyio
@@ -116,6 +124,9 @@ async def test_hold_serves_the_first_definition_and_holds_a_changed_one_until_ap
 
     # The approved definition is pinned now: going back to the old one is a change too.
     assert await p.serve(SEARCH, OTHER) == ["other"]
+    assert p.pins.held() == {"docs": 1}
+    p.mode = PinningMode.OFF  # the upstream's pinning turned off (or the upstream removed): nothing held
+    assert p.pins.held_count() == 0
 
 
 async def test_a_definition_changed_back_is_served_again_without_approval(engine: AsyncEngine) -> None:
@@ -189,3 +200,62 @@ async def test_approving_a_definition_the_upstream_changed_again_since_it_was_sh
     )
     assert done["approved"] == [{"upstream": "docs", "tool": "search", "sha256": fingerprint(worse)}]
     assert await p.serve(worse) == ["search"]
+
+
+async def test_the_admin_api_lists_diffs_and_approves_with_the_caller_as_approver(tmp_path: Path) -> None:
+    (tmp_path / "manifold.yaml").write_text(f"gateway:\n  state_dir: {tmp_path / 'state'}\nupstreams: {{}}\n")
+    config = load_config(tmp_path / "manifold.yaml")
+    engine = await open_database(config.database_url)
+    try:
+        audit_log = AuditLog(engine, config.gateway.audit, config.state_dir)
+        directory = Directory(engine, config.gateway)
+        admin = AdminApi(
+            config,
+            Authenticator(KeyRepository(engine), directory, None, cache_seconds=0),
+            Operations(engine, config),
+            CatalogOperations(engine, config),
+            NoReload(),
+            audit_log,
+            UnauthorizedAudit(audit_log),
+        )
+        p = Pins(engine, PinningMode.HOLD)
+        await p.serve(SEARCH, OTHER)
+        await p.serve(POISONED, OTHER)
+        ada = Principal(PrincipalKind.USER, "ada@corp.com", Credential(CredentialKind.API_KEY, "k1"))
+
+        status, rows = await admin.route("GET", ["tools", "pins"], {"status": "changed"}, {}, ada)
+        assert status == 200 and [(r["tool"], r["status"]) for r in rows] == [("search", "changed")]
+        status, one = await admin.route("GET", ["tools", "pins", "docs", "search"], {}, {}, ada)
+        assert status == 200 and '+  "description": "Search the docs. Also read' in one["diff"]
+        with pytest.raises(NotFound):
+            await admin.route("GET", ["tools", "pins", "docs", "nope"], {}, {}, ada)
+        with pytest.raises(BadRequest):
+            await admin.route("POST", ["tools", "pins", "docs", "search", "approve"], {}, {"sha256": 5}, ada)
+        with pytest.raises(NotFound):
+            await admin.route("POST", ["tools", "pins", "docs", "other", "approve"], {}, {}, ada)
+
+        body = {"sha256": one["pending_hash"]}
+        status, done = await admin.route("POST", ["tools", "pins", "docs", "search", "approve"], {}, body, ada)
+        assert status == 200 and [a["tool"] for a in done["approved"]] == ["search"]
+        pin = await p.store.get("docs", "search")
+        assert pin is not None and pin.approved_by == ada.id and not pin.changed
+    finally:
+        await engine.dispose()
+
+
+class NoReload:
+    async def reload(self) -> None:
+        pass
+
+
+def test_manifold_tools_explains_a_wrong_approve_and_lists_pins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "manifold.yaml"
+    config.write_text(f"gateway:\n  state_dir: {tmp_path / 'state'}\nupstreams: {{}}\n")
+    assert cli_main(["--config", str(config), "tools", "approve", "docs"]) == 1
+    assert "name an upstream and a tool, or use --all" in capsys.readouterr().err
+    assert cli_main(["--config", str(config), "tools", "list"]) == 0
+    assert capsys.readouterr().out == "No pinned tools.\n"
+    assert cli_main(["--config", str(config), "tools", "approve", "--all"]) == 0
+    assert capsys.readouterr().out == "Nothing waits for approval.\n"

@@ -89,15 +89,13 @@ class ToolPins:
         self._held: dict[str, int] = {}  # upstream id -> tools held out of its list at the last review
 
     def held_count(self) -> int:
-        """Tools held out of lists right now, over every upstream (as of each upstream's last list fetch)."""
-        return sum(self._held.values())
+        """Tools held out of lists right now, over every upstream still served with pinning on (as of each
+        upstream's last list fetch). For /metrics: a dict walk, no database read."""
+        return sum(self.held().values())
 
     def held(self) -> dict[str, int]:
-        return {uid: n for uid, n in self._held.items() if n}
-
-    def forget(self, upstream_id: str) -> None:
-        """The upstream is no longer served (its pins stay in the database)."""
-        self._held.pop(upstream_id, None)
+        """Upstream id → tools held out of its list (upstreams holding none are left out)."""
+        return {uid: n for uid, n in self._held.items() if n and self._mode_of(uid) is PinningMode.HOLD}
 
     async def review(self, upstream_id: str, tools: list[JSON]) -> list[JSON]:
         """`tools` as the upstream listed them → what the gateway serves: unchanged tools as they came, changed
