@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from manifold.audit import AuditEvent, Outcome
 from manifold.config.models import GatewayConfig, GatewaySettings, IdentitySettings
 from manifold.identity.api_keys import KeyRepository, OwnerKind
 from manifold.identity.authenticator import Authenticator
@@ -36,6 +37,8 @@ class Site:
     approvals: Approvals
     tokens: dict[str, str]
     transport: httpx2.ASGITransport
+    audited: list[AuditEvent]
+    key_ids: dict[str, str]
 
 
 @pytest.fixture
@@ -48,8 +51,11 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     directory = Directory(engine, GatewayConfig.model_validate({"users": {u: {"teams": t} for u, t in TEAMS.items()}}))
     await directory.load()
     authenticator = Authenticator(keys, directory, None, cache_seconds=0)
-    tokens = {user: (await keys.create(OwnerKind.USER, user, "laptop"))[1] for user in TEAMS}
-    approvals = Approvals(ApprovalStore(engine))
+    made = {user: await keys.create(OwnerKind.USER, user, "laptop") for user in TEAMS}
+    tokens = {user: token for user, (_, token) in made.items()}
+    key_ids = {user: record.id for user, (record, _) in made.items()}
+    audited: list[AuditEvent] = []
+    approvals = Approvals(ApprovalStore(engine), audited.append)
 
     async def sync() -> None:
         return None
@@ -69,7 +75,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         sync=sync,
         approvals=approvals,
     )
-    yield Site(approvals, tokens, httpx2.ASGITransport(app=web))  # pyright: ignore[reportArgumentType]
+    yield Site(approvals, tokens, httpx2.ASGITransport(app=web), audited, key_ids)  # pyright: ignore[reportArgumentType]
     await flows.aclose()
     await engine.dispose()
 
@@ -145,6 +151,9 @@ async def test_a_request_is_decided_once(site: Site) -> None:
         assert bad.status_code == 400
     decided = await site.approvals.get(approval.id)
     assert decided is not None and decided.status is Status.DENIED and decided.decided_by == "user:sam@corp.com"
+    (row,) = site.audited  # the decision, with the approver and the key they signed in with
+    assert (row.method, row.outcome, row.principal) == ("approval", Outcome.DENIED, "user:sam@corp.com")
+    assert row.credential == f"api_key:{site.key_ids['sam@corp.com']}"
 
 
 async def test_an_approver_cannot_decide_their_own_request_without_self_approval(site: Site) -> None:

@@ -31,7 +31,17 @@ from manifold.web.session import SessionCookies
 
 log = logging.getLogger(__name__)
 PAGE = "/approvals/{approval_id}"
-CREDENTIAL = Credential(CredentialKind.GATEWAY_OAUTH)  # the web sign-in's: what audit rows of a decision name
+
+
+def sign_in_credential(method: str) -> Credential:
+    """What the approver proved who they are with (`WebSession.method`), as their decision's audit row names it."""
+    kind, _, ref = method.partition(":")
+    if kind == "api_key":
+        return Credential(CredentialKind.API_KEY, ref or None)
+    if kind == "idp":
+        return Credential(CredentialKind.IDP_JWT, ref or None)
+    return Credential(CredentialKind.NONE)
+
 
 _STATUS_TEXT = {
     Status.PENDING: "Waiting for an approver",
@@ -57,7 +67,7 @@ class ApprovalPages:
             return login_redirect(request)
         who = viewer(self.cookies.signer, session)
         approval = await self.approvals.get(request.path_params["approval_id"])
-        principal = principal_for(session.principal_id, self.directory(), CREDENTIAL)
+        principal = principal_for(session.principal_id, self.directory(), sign_in_credential(session.method))
         if approval is None or principal is None:
             return problem(404, "Not found", "There is no such approval request (or it was cleaned up).", viewer=who)
         approver = may_approve(approval, principal)
