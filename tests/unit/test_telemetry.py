@@ -113,6 +113,8 @@ async def test_metrics_need_the_token_or_an_admin(gateway) -> None:
     assert ({"era": "handshake"}, 0.0) in scraped["manifold_client_sessions"]
     assert "manifold_audit_queue_depth" in scraped
     assert scraped["manifold_tools_held"] == [({}, 0.0)]
+    assert scraped["manifold_stream_queued_bytes"] == [({}, 0.0)]
+    assert ({"era": "modern"}, 0.0) in scraped["manifold_notification_streams"]
     reasons = {labels["reason"]: v for labels, v in scraped["manifold_auth_failures_total"]}
     assert reasons["missing"] == 1 and reasons["invalid"] == 1
 

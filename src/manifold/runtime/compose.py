@@ -314,7 +314,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     sessions = SessionStore(hub, settings.limits, seal=SessionSeal.from_cipher(cipher), ended=EndedSessions(engine))
     pending = PendingReplies()  # server→client requests waiting for the client's answer
     if metrics is not None:
-        register_gauges(metrics, pool, sessions, audit_log)
+        register_gauges(metrics, pool, sessions, hub, audit_log)
         metrics.add_gauge(
             "manifold_tools_held",
             "upstream tools held out until an admin approves their changed definition (docs/pinning.md)",

@@ -20,6 +20,7 @@ from manifold.policy.admins import is_admin
 from manifold.principal import Principal
 from manifold.protocol import TOOLS_CALL
 from manifold.relay.access import AuditedCall, Auditor
+from manifold.relay.hub import Hub
 from manifold.relay.sessions import SessionStore
 from manifold.security.secret_store import SecretStore, UnknownSecret
 from manifold.telemetry.endpoint import AdminCheck, MetricsEndpoint, Verdict
@@ -112,8 +113,23 @@ class CountingUnauthorized(UnauthorizedAudit):
         )
 
 
-def register_gauges(metrics: Metrics, pool: UpstreamPool, sessions: SessionStore, audit_log: AuditLog) -> None:
+def register_gauges(
+    metrics: Metrics, pool: UpstreamPool, sessions: SessionStore, hub: Hub, audit_log: AuditLog
+) -> None:
     """The series read at scrape time: nothing of these is updated per call."""
+
+    def streams() -> Iterable[tuple[Sequence[str], float]]:
+        # A 2026-07-28 subscriptions/listen stream carries its subscription id; the others are 2025-11-25's.
+        modern = handshake = 0
+        for listener in hub.listeners():
+            if listener.subscription_id is not None:
+                modern += 1
+            else:
+                handshake += 1
+        return [(("handshake",), float(handshake)), (("modern",), float(modern))]
+
+    def queued_bytes() -> Iterable[tuple[Sequence[str], float]]:
+        return [((), float(sum(listener.queue.queued_bytes for listener in hub.listeners())))]
 
     def upstream_up() -> Iterable[tuple[Sequence[str], float]]:
         for upstream_id, health in pool.health().items():
@@ -134,6 +150,10 @@ def register_gauges(metrics: Metrics, pool: UpstreamPool, sessions: SessionStore
         "client sessions held, by era (2026-07-28 is sessionless: always 0)",
         ("era",),
         lambda: [(("handshake",), float(len(sessions))), (("modern",), 0.0)],
+    )
+    metrics.add_gauge("manifold_notification_streams", "open notification streams by era", ("era",), streams)
+    metrics.add_gauge(
+        "manifold_stream_queued_bytes", "bytes waiting to be written to client streams, all together", (), queued_bytes
     )
     metrics.add_gauge(
         "manifold_audit_queue_depth",
