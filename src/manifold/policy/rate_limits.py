@@ -203,6 +203,22 @@ class RateLimits:
             return None
         now = self._clock()
         buckets = self._buckets
+        if len(plan) == 1:  # the common case, without the lists of the general one
+            rule, key, _ = plan[0]
+            state = buckets.get(key)
+            if state is None:
+                if len(buckets) >= self._max_buckets:
+                    self._make_room(now)
+                buckets[key] = [rule.burst - 1.0, now]
+                return None
+            tokens = state[0] + (now - state[1]) * rule.refill
+            if tokens > rule.burst:
+                tokens = rule.burst
+            if tokens < 1.0:
+                return Refusal(rule, (1.0 - tokens) / rule.refill)
+            state[0] = tokens - 1.0
+            state[1] = now
+            return None
         levels: list[float] = []
         refusal: Refusal | None = None
         for rule, key, _ in plan:
