@@ -170,7 +170,6 @@ async def test_a_2026_client_meta_traceparent_is_continued(gateway: Gateway, sin
 
 async def test_a_scrape_after_calls_has_the_series_and_unknown_names_make_none(gateway: Gateway) -> None:
     async with gateway.client("min") as client:
-        await client.list_tools()  # a 2025-11-25 session: its GET stream is open while the scrape runs
         for _ in range(3):
             assert not (await client.call_tool("echo", {"text": "hi"})).is_error
         for i in range(20):  # names nobody configured: counted, never a series of their own
@@ -195,6 +194,8 @@ async def test_a_scrape_after_calls_has_the_series_and_unknown_names_make_none(g
     assert value("manifold_upstream_sessions", upstream="min") >= 1
     assert any(n == "manifold_client_sessions" for n, _, _ in samples)
     assert any(n == "manifold_audit_queue_depth" for n, _, _ in samples)
+    assert any(n == "manifold_stream_queued_bytes" for n, _, _ in samples)
+    assert any(n == "manifold_notification_streams" for n, _, _ in samples)
 
 
 async def test_metrics_without_the_token_are_refused(gateway: Gateway) -> None:
