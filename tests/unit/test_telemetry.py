@@ -184,3 +184,16 @@ def test_a_bad_telemetry_value_is_reported_with_field_and_line(tmp_path: Path) -
         ("telemetry.tracing.endpoint", 5),
         ("telemetry.logs", 6),
     } <= got
+
+
+def test_a_collector_that_is_down_neither_fails_calls_nor_holds_shutdown() -> None:
+    from manifold.config.models import TracingSettings
+    from manifold.telemetry.tracing import Tracing, now
+
+    settings = TracingSettings(endpoint="http://127.0.0.1:9", batch_delay_seconds=0.05, timeout_seconds=0.5)
+    tracing = Tracing(settings)  # nothing listens on port 9
+    with tracing.request("r", None, now(), {}):
+        tracing.record("s", now(), now())
+    began = time.monotonic()
+    tracing.shutdown()
+    assert time.monotonic() - began < 5

@@ -542,6 +542,7 @@ class TracingSettings(Strict):
     sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0  # of traces the gateway starts; a client's flag wins
     headers: dict[str, str] = Field(default_factory=dict)  # sent to the collector (values may be ${ENV})
     batch_delay_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0  # how often finished spans are exported
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0  # one export, retries included; also bounds shutdown
     # Finished spans waiting for export at most; past it the oldest are dropped (and counted in the log).
     max_queued_spans: Annotated[int, Field(gt=0, le=1_000_000)] = 20_000
 

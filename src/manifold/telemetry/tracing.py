@@ -83,7 +83,11 @@ class Tracing:
     def __init__(self, settings: TracingSettings, *, send: Send | None = None) -> None:
         self._exporter: OTLPSpanExporter | None = None
         if send is None:
-            self._exporter = OTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces", headers=dict(settings.headers))
+            self._exporter = OTLPSpanExporter(
+                endpoint=f"{settings.endpoint}/v1/traces",
+                headers=dict(settings.headers),
+                timeout=settings.timeout_seconds,
+            )
             client = self._exporter._client  # pyright: ignore[reportPrivateUsage] — its HTTP client, given bytes
             send = lambda data: client.export(data).success  # noqa: E731
         self._send = send
