@@ -91,6 +91,10 @@ async def test_a_handshake_client_sees_the_error_with_its_retry_hint_and_the_ref
             await client.call_tool("noop", {})
     assert refused.value.error.code == RATE_LIMITED
     assert refused.value.error.data == {"retryAfter": 3600, "limit": "noop-hourly"}
+    async with gw.client("kitchen", transport="sse") as legacy:  # the legacy SSE transport: the error in the stream
+        with pytest.raises(MCPError) as in_stream:
+            await legacy.call_tool("noop", {})
+    assert in_stream.value.error.code == RATE_LIMITED and in_stream.value.error.data["retryAfter"] > 3500
     rows: list[dict[str, Any]] = []
     deadline = time.monotonic() + 10
     while not rows:  # the audit log is written in batches: a bounded poll
