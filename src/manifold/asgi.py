@@ -81,14 +81,87 @@ class _WriteCombining:
         return getattr(self._transport, name)
 
 
+class _LeanEvent:
+    """`asyncio.Event` as uvicorn's protocol uses it (set, clear, is_set, wait), with its list of waiters made
+    only while someone waits: an `asyncio.Event` makes a deque up front (0.7 kB), and every held connection had
+    two of them (the request's message event, the flow control's writable event)."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            for waiter in self._waiters or ():
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = []
+        waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            waiters.remove(waiter)
+            if not waiters and self._waiters is waiters:
+                self._waiters = None
+
+
+class _Pipeline(list[Any]):
+    """uvicorn's queue of pipelined requests (rare) as a list: an empty deque is 0.6 kB per connection."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
 def write_combining_http() -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol whose responses leave in one write (see `_WriteCombining`), for
     uvicorn's `http=` (`manifold serve`). Built on first use: importing uvicorn is the server's business,
-    not that of every module that uses these helpers."""
+    not that of every module that uses these helpers.
+
+    Its per-connection objects are lighter too (thousands of connections are held open by idle 2025-11-25
+    sessions' GET streams: bench/scale_sessions.py): the events it waits on are `_LeanEvent`s and its pipeline
+    a `_Pipeline`, each swapped in where uvicorn makes them (the connection, the request's headers) — same
+    behaviour, a few hundred bytes instead of 2.3 kB. uvicorn is pinned (constraints.txt); its protocol's
+    attributes `flow`, `pipeline` and `cycle.message_event` are what this relies on."""
+    from uvicorn.protocols.http.flow_control import FlowControl
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class LeanFlowControl(FlowControl):
+        def __init__(self, transport: asyncio.Transport) -> None:  # noqa: PLW0231 - what FlowControl sets, lighter
+            self._transport = transport
+            self.read_paused = False
+            self.write_paused = False
+            self._is_writable_event = _LeanEvent()  # type: ignore[assignment]
+            self._is_writable_event.set()
 
     class WriteCombiningHttpTools(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(_WriteCombining(transport))  # type: ignore[arg-type]
+            self.flow = LeanFlowControl(self.transport)
+            self.pipeline = _Pipeline()  # type: ignore[assignment]
+
+        def on_headers_complete(self) -> None:
+            before = self.cycle
+            super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not before and cycle is not None and not cycle.message_event.is_set():
+                cycle.message_event = _LeanEvent()  # type: ignore[assignment]  # a new request: nobody waits yet
 
     return WriteCombiningHttpTools
