@@ -214,8 +214,9 @@ class ManifoldApp:
             body = await self._read_body(scope, receive, send)
             if body is None:
                 return
-        if self.tracing is not None:
+        if self.tracing is not None and body is not None:
             # The client's trace (header, or a 2026-07-28 request's _meta) is known once the body is read.
+            # Only POSTs: a GET stream lives for hours and a DELETE does nothing worth a trace.
             tracing = self.tracing
             name = f"{scope['method']} /{parts[0]}/{{server}}" + ("/messages" if len(parts) == 3 else "")
             attributes = {"manifold.server": view.id, "enduser.id": principal.id}
