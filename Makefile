@@ -23,15 +23,9 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 # pytest-xdist workers: "auto" is one per core. PYTEST_WORKERS=0 runs everything in one process.
 PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
-# What `make test` runs a second time on PostgreSQL (MANIFOLD_TEST_DATABASE=postgresql): the e2e files whose
-# gateways store and read state in the database (keys, principals, grants, catalog objects, OAuth tokens and
-# links, consents, audit, sessions across replicas). The others test the protocol passing through and touch the
-# database only at start-up; the whole suite twice does not fit the 15 minutes (docs/postgresql.md has the
-# figures). `make test PG_TESTS=tests/e2e` runs all of it on both.
-PG_E2E := access admin audit_durability audit_e2e cli_polish connect_flow console_size database_values \
-	explain_check gateway_apps gateway_oauth hardening_identity identity outbound_modes replica_state \
-	secret_key stream_revocation typed_credentials
-PG_TESTS ?= $(foreach f,$(PG_E2E),tests/e2e/test_$(f).py)
+# What `make test` runs a second time on PostgreSQL (MANIFOLD_TEST_DATABASE=postgresql): the whole e2e suite.
+# `make test PG_TESTS=` skips that pass; `PG_TESTS=tests/e2e/test_admin.py` runs one file of it.
+PG_TESTS ?= tests/e2e
 
 .PHONY: help venv run test fuzz bench bench-scale lint check lock clean distclean node legacy-venv browser haproxy wheel-venv postgres
 
