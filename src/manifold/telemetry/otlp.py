@@ -73,25 +73,32 @@ def key_value(key: str, value: str | bool | int) -> bytes:
     return _string(0x0A, key) + _field(0x12, any_value)
 
 
+_NAMES: dict[str, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    """A span's name field (5), cached: a gateway has a handful of span names."""
+    cached = _NAMES.get(name)
+    if cached is None:
+        if len(_NAMES) >= _MAX_CACHED:
+            _NAMES.clear()
+        cached = _NAMES[name] = _string(0x2A, name)
+    return cached
+
+
 def span(f: Finished) -> bytes:
     """One Span: trace_id (1), span_id (2), parent_span_id (4), name (5), kind (6), start (7, fixed64),
     end (8, fixed64), attributes (9), status (15: message 2, code 3 = ERROR 2)."""
     trace_id, span_id, parent_id, name, kind, start, end, attributes, error = f
-    parts = [
-        b"\x0a\x10" + trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + span_id.to_bytes(8, "big"),
-    ]
+    head = b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
     if parent_id:
-        parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
-    parts.append(_string(0x2A, name))
-    parts.append(_KINDS[kind])
-    parts.append(b"\x39" + _FIXED64.pack(start))
-    parts.append(b"\x41" + _FIXED64.pack(end))
+        head += b"\x22\x08" + parent_id.to_bytes(8, "big")
+    body = head + _name(name) + _KINDS[kind] + b"\x39" + _FIXED64.pack(start) + b"\x41" + _FIXED64.pack(end)
     if attributes:
-        parts.extend([attribute(k, v) for k, v in attributes.items()])
+        body += b"".join([attribute(k, v) for k, v in attributes.items()])
     if error is not None:
-        parts.append(_field(0x7A, _string(0x12, error) + b"\x18\x02"))
-    return b"".join(parts)
+        body += _field(0x7A, _string(0x12, error) + b"\x18\x02")
+    return body
 
 
 def resource(attributes: Mapping[str, str]) -> bytes:
