@@ -68,7 +68,7 @@ WEB_PREFIXES = (
     "/servers",
     "/oauth/callback",
     "/static/",
-    "/approvals/",
+    "/approvals",
 )
 
 

@@ -127,10 +127,19 @@ async def _declares_url_elicitation(context: Any, params: Any) -> types.ElicitRe
     raise AssertionError("a 2025-11-25 client is told with -32042, not asked with elicitation/create")
 
 
-async def approve_in_browser(site: Site, new_page: NewPage, url: str, decision: str, *, shot: str | None = None) -> Tab:
-    """sam (team sre) opens the request's page, checks it, and presses Approve or Deny."""
+async def approve_in_browser(
+    site: Site, new_page: NewPage, url: str, decision: str, *, shot: str | None = None, via_list: bool = False
+) -> Tab:
+    """sam (team sre) opens the request's page (from the link, or from his list of waiting requests), checks it,
+    and presses Approve or Deny."""
     t = await tab(new_page)
-    await t.open_signed_in(url, site.keys["sam"])
+    if via_list:
+        await t.open_signed_in(site.gw.base + "/approvals", site.keys["sam"])
+        await look(t.page, "approval-list")
+        await t.page.locator(f'a[href="{urlsplit(url).path}"]').click()
+        await t.page.wait_for_url(url)
+    else:
+        await t.open_signed_in(url, site.keys["sam"])
     await t.says("alice@corp.com")
     await t.says("Waiting for an approver")
     if shot:
@@ -169,7 +178,7 @@ async def test_2025_client_is_held_with_32042_and_runs_once_approved(site: Site,
             await c.call_tool("echo", args)
         assert UrlElicitationRequiredError.from_error(again.value.error).elicitations[0].url == url
 
-        t = await approve_in_browser(site, new_page, url, "Approve", shot="approval-request")
+        t = await approve_in_browser(site, new_page, url, "Approve", shot="approval-request", via_list=True)
         await t.says("release v1.2")  # the arguments, as the approver saw them
         await look(t.page, "approval-approved")
         with anyio.fail_after(10):  # the session's stream is told the elicitation is complete

@@ -174,3 +174,15 @@ async def test_no_such_request_and_not_signed_in(site: Site) -> None:
     async with browser(site, "sam@corp.com") as sam:
         missing = await sam.get("/approvals/nope")
         assert missing.status_code == 404
+
+
+async def test_an_approver_lists_the_requests_they_may_decide(site: Site) -> None:
+    bobs = await request_by(site, "user:bob@corp.com")
+    alices = await request_by(site, "user:alice@corp.com")
+    async with browser(site, "sam@corp.com") as sam:
+        listed = await sam.get("/approvals")
+    assert listed.status_code == 200
+    assert f'href="/approvals/{bobs.id}"' in listed.text and f'href="/approvals/{alices.id}"' in listed.text
+    async with browser(site, "alice@corp.com") as alice:  # an approver too, but not of her own request
+        hers = await alice.get("/approvals")
+    assert f'href="/approvals/{bobs.id}"' in hers.text and alices.id not in hers.text

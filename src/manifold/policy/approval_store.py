@@ -181,6 +181,18 @@ class ApprovalStore:
         async with self.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def waiting(self, limit: int, now: float | None = None) -> list[Approval]:
+        """The newest `limit` requests that wait for a decision now (the approvers' list)."""
+        now = time.time() if now is None else now
+        query = (
+            select(approvals)
+            .where(approvals.c.status == Status.PENDING.value, approvals.c.expires_at > now)
+            .order_by(approvals.c.created_at.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [_approval(row) for row in await conn.execute(query)]
+
     async def get(self, approval_id: str) -> Approval | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(approvals).where(approvals.c.id == approval_id[:64]))).first()

@@ -26,6 +26,7 @@ from manifold.principal import Principal
 
 JSON = dict[str, Any]
 METHOD = "approval"  # the audit rows' method for approval requests and decisions
+WAITING_LISTED = 200  # the approvers' list looks at this many of the newest waiting requests
 
 
 def rule_for(policy: Policy, principal: Principal, server_id: str, upstream_id: str, tool: str) -> ApprovalRule | None:
@@ -113,6 +114,10 @@ class Approvals:
 
     async def get(self, approval_id: str) -> Approval | None:
         return await self.store.get(approval_id)
+
+    async def waiting_for(self, approver: Principal) -> list[Approval]:
+        """The requests this person may decide now, newest first (among the newest WAITING_LISTED of all)."""
+        return [a for a in await self.store.waiting(WAITING_LISTED) if may_approve(a, approver)]
 
     async def latest(self, principal: Principal, server: str, tool: str, args_hash: str) -> Approval | None:
         return await self.store.latest(principal.id, server, tool, args_hash)

@@ -1,5 +1,6 @@
 """The approval gate's page (docs/approvals.md): one held call, at the address the caller was given.
 
+    GET  /approvals        the requests waiting for the signed-in person's decision
     GET  /approvals/{id}   the request: who, which tool, the arguments (redacted), its status
     POST /approvals/{id}   an approver's decision (`decision=approve|deny`, CSRF-protected) → the page again
 
@@ -31,6 +32,7 @@ from manifold.web.session import SessionCookies
 
 log = logging.getLogger(__name__)
 PAGE = "/approvals/{approval_id}"
+LIST = "/approvals"
 
 
 def sign_in_credential(method: str) -> Credential:
@@ -58,6 +60,24 @@ class ApprovalPages:
         self.cookies = cookies
         self.approvals = approvals
         self.directory = directory
+
+    async def waiting(self, request: PageRequest) -> Response:
+        session = request.session
+        if session is None:
+            return login_redirect(request)
+        who = viewer(self.cookies.signer, session)
+        principal = principal_for(session.principal_id, self.directory(), sign_in_credential(session.method))
+        rows = await self.approvals.waiting_for(principal) if principal is not None else []
+        if not rows:
+            body = "<p>No request waits for your decision.</p>"
+        else:
+            items = "".join(
+                f'<li><a href="/approvals/{e(a.id)}">{e(a.tool)} on {e(a.server)}</a> — asked by {e(a.principal)} '
+                f"at {e(_when(a.created_at))}, expires {e(_when(a.expires_at))}</li>"
+                for a in rows
+            )
+            body = f'<p class="lead">Calls waiting for your decision:</p><ul class="list">{items}</ul>'
+        return page(200, layout("Approval requests", body, who))
 
     async def approval(self, request: PageRequest) -> Response:
         session = request.session

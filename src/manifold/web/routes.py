@@ -3,7 +3,7 @@
     /login, /login/oidc, /login/callback, /logout     sign_in.py
     /connect/{upstream}, /oauth/callback, /connections connect.py
     /, /servers                                        servers_page.py (the person's servers and snippets)
-    /approvals/{id}                                    approvals.py (a held call: approve or deny)
+    /approvals, /approvals/{id}                        approvals.py (held calls: approve or deny)
     /static/manifold.css                               the pages' stylesheet (pages.stylesheet)
 
 Before any page: the Host/Origin check (DNS-rebinding protection), then the changes made elsewhere are
@@ -39,6 +39,7 @@ from manifold.security.crypto import Cipher
 from manifold.security.origin import OriginPolicy
 from manifold.security.secret_store import SecretStore
 from manifold.web import csrf
+from manifold.web.approvals import LIST as APPROVAL_LIST
 from manifold.web.approvals import PAGE as APPROVAL_PAGE
 from manifold.web.approvals import ApprovalPages
 from manifold.web.connect import ConnectPages, UpstreamLookup
@@ -115,7 +116,12 @@ class WebApp:
                 self._route(PAGE_PATH, servers.servers, GET),
                 Route(STYLESHEET_PATH, _stylesheet, methods=list(GET_POST)),
                 *(
-                    [self._route(APPROVAL_PAGE, ApprovalPages(self.cookies, approvals, directory).approval, GET_POST)]
+                    [
+                        self._route(APPROVAL_LIST, ApprovalPages(self.cookies, approvals, directory).waiting, GET),
+                        self._route(
+                            APPROVAL_PAGE, ApprovalPages(self.cookies, approvals, directory).approval, GET_POST
+                        ),
+                    ]
                     if approvals is not None
                     else []
                 ),
