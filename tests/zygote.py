@@ -321,7 +321,8 @@ def _fd(stream: IO[Any] | int | None, mode: int) -> tuple[int, bool]:
 def _python_args(argv: list[str]) -> list[str] | None:
     """`python -m X ...` / `python script ...` → what the zygote runs; None when it cannot (another
     interpreter, interpreter options)."""
-    if not argv or os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
+    # Not realpath: another venv's python is a symlink to the same interpreter, with other packages.
+    if not argv or os.path.abspath(argv[0]) != os.path.abspath(sys.executable):
         return None
     rest = argv[1:]
     if not rest or (rest[0].startswith("-") and rest[0] != "-m"):

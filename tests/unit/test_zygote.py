@@ -78,3 +78,13 @@ def test_other_interpreters_and_options_start_fresh(monkeypatch: pytest.MonkeyPa
     process = zygote.spawn([sys.executable, "-c", "raise SystemExit(4)"])
     assert isinstance(process, subprocess.Popen)
     assert process.wait(30) == 4
+
+
+def test_another_venvs_python_starts_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The legacy-SDK venv's python is a symlink to the same interpreter, but has other packages."""
+    monkeypatch.setenv(zygote.ENV_SWITCH, "1")
+    legacy = Path(__file__).parents[2] / ".venv-legacy" / "bin" / "python"
+    assert legacy.exists(), "make test sets up the legacy venv (scripts/setup-legacy-venv.sh)"
+    process = zygote.spawn([str(legacy), str(Path(__file__).parents[1] / "upstreams" / "legacy_server.py"), "--help"])
+    assert isinstance(process, subprocess.Popen)
+    assert process.wait(60) == 0
