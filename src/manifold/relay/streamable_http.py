@@ -498,6 +498,11 @@ async def pump_events(receive: Receive, send: Send, queue: StreamQueue, keepaliv
                 while payload is not None:
                     await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
                     payload = queue.pop()
+                    if payload is not None:
+                        # Let that write leave (and flow control pause this stream) before the next: what is
+                        # bounded is the queue, and a send that does not wait would move all of it into the
+                        # connection's unbounded write buffer (asgi.py's write combining holds a step's writes).
+                        await asyncio.sleep(0)
             if queue.closed:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
