@@ -18,6 +18,7 @@ A user's own lists change too when they connect or revoke an OAuth upstream (the
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +43,16 @@ JSON = dict[str, Any]
 SubscriptionKey = tuple[str, str | None, str]
 
 
-@dataclass(eq=False)
+# What a 2025-11-25 session's or a legacy SSE connection's listener hears: one set for all of them.
+ALL_LIST_KINDS: frozenset[str] = frozenset({"tools", "prompts", "resources"})
+
+
+@dataclass(eq=False, slots=True, weakref_slot=True)  # slots: one per held session (bench/scale_sessions.py)
 class Listener:
     """One client's interest in notifications, and the queue of the stream they are written to."""
 
     view: VirtualServerView
-    kinds: set[str]  # which list_changed kinds it wants: "tools", "prompts", "resources"
+    kinds: AbstractSet[str]  # which list_changed kinds it wants: "tools", "prompts", "resources"
     subscription_id: Any = None  # 2026-07-28: the listen request id, stamped into _meta
     resources: dict[SubscriptionKey, str] = field(default_factory=dict)  # -> the URI as this client knows it
     # Who opened it: when keys or grants change, a stream whose caller may no longer use the server is

@@ -34,6 +34,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,7 +205,7 @@ class EndedSessions:
         return [row.digest[len(_ENDED_PREFIX) :] for row in rows]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)  # slots: thousands are held (bench/scale_sessions.py)
 class ClientSession:
     id: str
     server_id: str
@@ -251,7 +252,7 @@ class SessionStore:
         return len(self._sessions)
 
     def listener(
-        self, view: VirtualServerView, kinds: set[str], principal: Principal, subscription_id: Any = None
+        self, view: VirtualServerView, kinds: AbstractSet[str], principal: Principal, subscription_id: Any = None
     ) -> Listener:
         """A listener whose stream queue has this gateway's byte bound."""
         return Listener(

@@ -27,6 +27,7 @@ from manifold.protocol import (
 from manifold.relay.call import Call
 from manifold.relay.era_adapt import adapt_to_era, uri_in_error
 from manifold.relay.handlers import Gateway
+from manifold.relay.hub import ALL_LIST_KINDS
 from manifold.relay.inbound import Inbound, InboundCheck, Refusal, as_object
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes
 from manifold.relay.response_channel import ResponseChannel
@@ -92,7 +93,7 @@ class LegacySse:
         self, scope: JSON, receive: Receive, send: Send, view: VirtualServerView, principal: Principal
     ) -> None:
         # The connection is both a session and a stream: both count against the caller's limits.
-        listener = self.sessions.listener(view, {"tools", "prompts", "resources"}, principal)
+        listener = self.sessions.listener(view, ALL_LIST_KINDS, principal)
         try:
             self.sessions.check_stream(principal.id)
             session = self.sessions.create(

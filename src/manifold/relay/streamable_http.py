@@ -46,7 +46,7 @@ from manifold.protocol import (
 from manifold.relay.call import Call
 from manifold.relay.era_adapt import adapt_to_era, uri_in_error
 from manifold.relay.handlers import Gateway
-from manifold.relay.hub import Listener
+from manifold.relay.hub import ALL_LIST_KINDS, Listener
 from manifold.relay.inbound import Inbound, InboundCheck, ParamHeaders, Refusal, as_object
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes, sse_event
 from manifold.relay.response_channel import ResponseChannel
@@ -257,7 +257,7 @@ class StreamableHttp:
                         protocol_version=result["protocolVersion"],
                         client_capabilities=as_object(params.get("capabilities")),
                         client_info=as_object(params.get("clientInfo")),
-                        listener=self.sessions.listener(view, {"tools", "prompts", "resources"}, principal),
+                        listener=self.sessions.listener(view, ALL_LIST_KINDS, principal),
                     )
                 except LimitReached as exc:
                     await refuse(send, exc, request_id)
