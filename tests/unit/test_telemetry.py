@@ -197,3 +197,17 @@ def test_a_collector_that_is_down_neither_fails_calls_nor_holds_shutdown() -> No
     began = time.monotonic()
     tracing.shutdown()
     assert time.monotonic() - began < 5
+
+
+def test_a_failing_gauge_reader_leaves_the_scrape_whole(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+
+    def broken() -> list[tuple[tuple[str, ...], float]]:
+        raise RuntimeError("the pool is gone")
+
+    metrics.add_gauge("manifold_broken", "a reader that fails", (), broken)
+    metrics.add_gauge("manifold_fine", "a reader that works", (), lambda: [((), 1.0)])
+    scraped = samples(metrics.exposition().decode())
+    assert scraped["manifold_fine"] == [({}, 1.0)]
+    assert "manifold_broken" not in scraped
+    assert "reading manifold_broken failed (RuntimeError)" in caplog.text

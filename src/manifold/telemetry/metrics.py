@@ -14,6 +14,7 @@ count under `tool="other"` too. Other features add their own counters with `coun
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+log = logging.getLogger(__name__)
 OTHER = "other"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: from a fast local tool to a slow remote one.
@@ -62,8 +64,12 @@ class _Gauges(Collector):
     def collect(self) -> Iterator[Metric]:
         for name, documentation, labels, read in self._gauges:
             family = GaugeMetricFamily(name, documentation, labels=labels)
-            for values, value in read():
-                family.add_metric(list(values), value)
+            try:
+                for values, value in read():
+                    family.add_metric(list(values), value)
+            except Exception as exc:  # noqa: BLE001 — one failing reader must not fail the scrape
+                log.warning("metrics: reading %s failed (%s)", name, type(exc).__name__)
+                continue
             yield family
 
     def describe(self) -> Iterable[Metric]:
