@@ -211,3 +211,18 @@ def test_a_failing_gauge_reader_leaves_the_scrape_whole(caplog: pytest.LogCaptur
     assert scraped["manifold_fine"] == [({}, 1.0)]
     assert "manifold_broken" not in scraped
     assert "reading manifold_broken failed (RuntimeError)" in caplog.text
+
+
+async def test_the_metrics_token_can_be_a_stored_secret(tmp_path: Path) -> None:
+    (tmp_path / "manifold.yaml").write_text(
+        f"gateway:\n  state_dir: {tmp_path / 'state'}\ntelemetry:\n  metrics:\n    token: secret:scrape\n"
+    )
+    runtime = compose(load_config(tmp_path / "manifold.yaml"), dev_key=DEV_KEY, public_base=BASE)
+    await runtime.start()
+    try:
+        await runtime.secrets.set("scrape", TOKEN)
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=build_app(runtime)), base_url=BASE) as http:
+            assert (await http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})).status_code == 200
+            assert (await http.get("/metrics", headers={"authorization": "Bearer secret:scrape"})).status_code == 401
+    finally:
+        await runtime.aclose()
