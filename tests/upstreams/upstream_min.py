@@ -66,14 +66,6 @@ def trace(ctx: Context) -> str:
 
 
 @mcp.tool()
-def trace(ctx: Context) -> str:
-    """The W3C trace context this call arrived with: {"header": traceparent header, "meta": _meta.traceparent}."""
-    meta = ctx.request_context.meta
-    fields = meta if isinstance(meta, dict) else (meta.model_dump() if meta is not None else {})
-    return json.dumps({"header": (ctx.headers or {}).get("traceparent"), "meta": fields.get("traceparent")})
-
-
-@mcp.tool()
 def env(name: str) -> str:
     """One environment variable of this process ('' when unset)."""
     return os.environ.get(name, "")
