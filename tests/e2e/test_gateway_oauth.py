@@ -19,7 +19,8 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,17 @@ async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
     """The latest audit rows, as `manifold audit --json` prints them (one JSON object a line)."""
     out = (await manifold_cli(gw, "audit", "--limit", "200", "--json")).stdout.decode()
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+async def audit_row_where(gw: Gateway, matches: Callable[[dict[str, Any]], bool]) -> None:
+    """Poll `manifold audit` until a row matches: the gateway writes its rows in the background, in batches."""
+    deadline = time.monotonic() + 20
+    while True:
+        rows = await audit_rows(gw)
+        if any(matches(row) for row in rows):
+            return
+        assert time.monotonic() < deadline, rows
+        await anyio.sleep(0.1)
 
 
 def pkce() -> tuple[str, str]:
@@ -186,9 +198,8 @@ async def test_sdk_client_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, m
         await browser.aclose()
     assert storage.tokens is not None and storage.tokens.refresh_token
     assert storage.client_info is not None  # it registered itself (RFC 7591)
-    rows = await audit_rows(gw)
     credential = f"gateway-oauth:{storage.client_info.client_id}"
-    assert any(row.get("credential") == credential and row.get("principal") == "user:dev" for row in rows), rows
+    await audit_row_where(gw, lambda row: row.get("credential") == credential and row.get("principal") == "user:dev")
 
 
 async def test_metadata_names_the_gateway(gw: Gateway) -> None:
@@ -703,11 +714,12 @@ async def test_mcp_remote_signs_in_without_a_key_and_calls_a_tool(gw: Gateway, t
                     assert not result.is_error and "via mcp-remote" in str(result.content)
     finally:
         await browser.aclose()
-    rows = await audit_rows(gw)
-    assert any(
-        str(row.get("credential", "")).startswith("gateway-oauth:") and row.get("target") == f"{OTHER}__echo"
-        for row in rows
-    ), rows
+    await audit_row_where(
+        gw,
+        lambda row: (
+            str(row.get("credential", "")).startswith("gateway-oauth:") and row.get("target") == f"{OTHER}__echo"
+        ),
+    )
 
 
 # ---- signing in through the organisation's IdP (identity.web_login) -----------------------------------------

@@ -137,8 +137,13 @@ async def test_rules_change_live_through_the_admin_api(gw: Gateway) -> None:
     ids = [r["id"] for r in (await admin(gw, "GET", "/rate-limits")).json()]
     assert ids == ["echo-per-user", "noop-hourly"]
 
-    done = await manifold_cli(gw, "audit", "--json", "--limit", "200")
-    changes = [
-        r for r in map(json.loads, done.stdout.splitlines()) if str(r["target"]).startswith("/admin/api/rate-limits")
-    ]
-    assert {r["method"] for r in changes} >= {"admin POST", "admin PUT", "admin DELETE"}
+    # Audit rows are written in the background (batched): poll the operator's view until the last one is there.
+    async def audited_methods() -> set[str]:
+        done = await manifold_cli(gw, "audit", "--json", "--limit", "200")
+        rows = map(json.loads, done.stdout.splitlines())
+        return {r["method"] for r in rows if str(r["target"]).startswith("/admin/api/rate-limits")}
+
+    deadline = time.monotonic() + 20
+    while not (methods := await audited_methods()) >= {"admin POST", "admin PUT", "admin DELETE"}:
+        assert time.monotonic() < deadline, f"admin changes audited: {methods}"
+        await anyio.sleep(0.1)
