@@ -84,8 +84,15 @@ def _upgrade(conn: Connection) -> SchemaState:
     return before
 
 
+# How long a process waits for another one's schema upgrade on SQLite (an upgrade of a large database can
+# take longer than the 5 s busy timeout every other statement waits).
+SQLITE_UPGRADE_WAIT_MS = 120_000
+SQLITE_BUSY_TIMEOUT_MS = 5_000  # store/db.py's, set again on the connection once the upgrade is done
+
+
 async def _in_write_lock(conn: AsyncConnection) -> None:
     if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_UPGRADE_WAIT_MS}")
         await conn.exec_driver_sql("BEGIN IMMEDIATE")
     elif conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
@@ -104,6 +111,9 @@ async def upgrade(engine: AsyncEngine) -> SchemaState:
         except BaseException:
             await conn.rollback()
             raise
+        finally:
+            if conn.dialect.name == "sqlite":
+                await conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         await conn.commit()
     return before
 
