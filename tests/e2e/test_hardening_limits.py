@@ -130,6 +130,41 @@ async def test_a_client_that_never_reads_its_sse_stream_cannot_grow_the_gateways
     assert "xxxxxxxx" not in log and "Traceback" not in log
 
 
+async def test_a_legacy_sse_session_cannot_pile_up_running_requests() -> None:
+    """/sse answers a POST with 202 before the work is done: past `requests_in_flight_per_sse_session` the
+    next POST's 202 waits until one of the session's requests finishes (here: one is cancelled)."""
+    async with run_http_upstream(KITCHEN, "--name", "web") as web:
+        gateway = {"limits": {"requests_in_flight_per_sse_session": 2}}
+        async with run_gateway({"web": {"transport": "http", "url": web}}, gateway=gateway) as gw:
+            sock, endpoint = await open_unread_sse_stream(gw)
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {gw.key}"}, timeout=60) as http:
+                assert (await http.post(gw.base + endpoint, json=INITIALIZE, headers=HEADERS)).status_code == 202
+
+                def call(request_id: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+                    params = {"name": name, "arguments": arguments}
+                    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+                for request_id in (1, 2):  # two calls that run until cancelled fill the session's bound
+                    slow = call(request_id, "slow", {"seconds": 600})
+                    assert (await http.post(gw.base + endpoint, json=slow, headers=HEADERS)).status_code == 202
+                third: list[int] = []
+
+                async def post_third() -> None:
+                    reply = await http.post(gw.base + endpoint, json=call(3, "echo", {"text": "x"}), headers=HEADERS)
+                    third.append(reply.status_code)
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(post_third)
+                    with anyio.move_on_after(1.0):  # the third POST is held while both run
+                        while not third:
+                            await anyio.sleep(0.05)
+                    assert third == []
+                    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
+                    assert (await http.post(gw.base + endpoint, json=cancel, headers=HEADERS)).status_code == 202
+                assert third == [202]  # one finished: the held POST went on
+            await sock.aclose()
+
+
 # ---- defect 4: per-principal limits refuse the newcomer ----------------------------------------------
 
 

@@ -250,6 +250,10 @@ class LimitsSettings(Strict):
     approvals_pending_per_principal: Annotated[int, Field(gt=0, le=10_000)] = 20
     # How long a finished task's outcome is kept for `tasks/get` (its `ttlMs`), then dropped.
     task_retention_seconds: Annotated[float, Field(gt=0, le=86400)] = 600.0
+    # Requests one legacy-SSE session (/sse) may have running at once. Its POSTs are answered 202 before the
+    # work is done, so without a bound a client could queue any number of calls (and their bodies) in the
+    # gateway; past it the next POST's 202 waits until one of them finishes.
+    requests_in_flight_per_sse_session: Annotated[int, Field(gt=0, le=10_000)] = 16
     # Rate-limit buckets held in memory at once (one per rule and principal/server/tool it counts); full
     # buckets are dropped first, so reaching it never refuses anyone (docs/rate-limits.md).
     rate_limit_buckets: Annotated[int, Field(gt=0)] = 100_000

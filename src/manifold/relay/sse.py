@@ -80,13 +80,22 @@ async def _no_send(message: JSON) -> None:
 
 class LegacySse:
     def __init__(
-        self, gateway: Gateway, sessions: SessionStore, pending: PendingReplies, *, inbound: InboundCheck
+        self,
+        gateway: Gateway,
+        sessions: SessionStore,
+        pending: PendingReplies,
+        *,
+        inbound: InboundCheck,
+        in_flight_per_session: int = 16,
     ) -> None:
         self.gw = gateway
         self.sessions = sessions
         self.pending = pending
         self.inbound = inbound
+        self.in_flight_per_session = in_flight_per_session  # limits.requests_in_flight_per_sse_session
         self._tasks: set[asyncio.Task[None]] = set()
+        # Sessions at their in-flight bound: the POSTs waiting for one of its requests to finish.
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
         self.keepalive = KeepAlive(KEEPALIVE_SECONDS)  # one timer for every stream held here
 
     async def open_stream(
@@ -144,6 +153,15 @@ class LegacySse:
             await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
             session.listener.queue.put(refusal.body())
             return
+        if inbound.is_request and inbound.method is not None:
+            # Backpressure: this POST is answered once the session has room for one more running request.
+            while len(session.inflight) >= self.in_flight_per_session:
+                slot = asyncio.get_running_loop().create_future()
+                self._waiting.setdefault(session.id, []).append(slot)
+                try:
+                    await slot
+                finally:
+                    self._forget_waiter(session.id, slot)
         await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
         method = inbound.method
         if method is None:
@@ -160,7 +178,26 @@ class LegacySse:
         task = asyncio.ensure_future(self._handle(session, view, principal, inbound, method, forwarded))
         self._tasks.add(task)
         session.inflight[request_id] = task
-        task.add_done_callback(lambda t: (self._tasks.discard(t), session.inflight.pop(request_id, None)))
+        task.add_done_callback(lambda t: self._finished(t, session, request_id))
+
+    def _finished(self, task: asyncio.Task[None], session: ClientSession, request_id: Any) -> None:
+        self._tasks.discard(task)
+        session.inflight.pop(request_id, None)
+        waiters = self._waiting.get(session.id)
+        while waiters:
+            slot = waiters.pop(0)
+            if not slot.done():
+                slot.set_result(None)  # one waiting POST may go on
+                break
+
+    def _forget_waiter(self, session_id: str, slot: asyncio.Future[None]) -> None:
+        waiters = self._waiting.get(session_id)
+        if waiters is None:
+            return
+        if slot in waiters:
+            waiters.remove(slot)
+        if not waiters:
+            del self._waiting[session_id]
 
     async def _handle(
         self,

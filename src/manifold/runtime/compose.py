@@ -448,7 +448,13 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         http=StreamableHttp(
             runtime.gateway, runtime.sessions, runtime.pending, stateless=settings.stateless, inbound=inbound
         ),
-        sse=LegacySse(runtime.gateway, runtime.sessions, runtime.pending, inbound=inbound),
+        sse=LegacySse(
+            runtime.gateway,
+            runtime.sessions,
+            runtime.pending,
+            inbound=inbound,
+            in_flight_per_session=settings.limits.requests_in_flight_per_sse_session,
+        ),
         admin=admin,
         web=web,
         lifecycle=runtime,
