@@ -248,3 +248,24 @@ def test_an_sqlite_database_made_by_the_old_code_with_sqlite3_is_recognised(tmp_
     with sqlite3.connect(state / "manifold.db") as db:
         assert db.execute("SELECT id, teams FROM users").fetchall() == [("carol@corp.com", '["ops"]')]
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(schema.head(),)]
+
+
+async def test_a_process_starting_while_another_holds_the_write_lock_is_not_refused(tmp_path: Path) -> None:
+    """Two processes starting together on a new SQLite file: the first one's long write (its schema upgrade)
+    holds the lock. The second connects at once and waits for its own write; it is not refused with
+    "database is locked" for trying to switch the file to WAL (which needs that lock) while it was held."""
+    path = tmp_path / "manifold.db"
+    writer = sqlite3.connect(path, isolation_level=None)  # a new file, still in rollback-journal mode
+    try:
+        writer.execute("CREATE TABLE early (x INTEGER)")
+        writer.execute("BEGIN IMMEDIATE")  # the other process's long write
+        engine = connect(f"sqlite+aiosqlite:///{path}")
+        try:
+            with anyio.fail_after(3):  # less than the busy timeout: connecting did not wait for the lock
+                async with engine.connect() as conn:
+                    assert (await conn.execute(text("SELECT count(*) FROM early"))).scalar() == 0
+        finally:
+            await engine.dispose()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -185,9 +185,21 @@ def connect(url: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA foreign_keys=ON")
+        # WAL is a property of the file, set by whichever connection comes first. Switching a new file to it
+        # takes a lock, which another process's long write (a schema upgrade at start-up, two replicas or the
+        # gateway and a CLI command starting together) can hold past any busy timeout: that process set WAL
+        # before it began, so a connection that cannot take the lock right away goes on without setting it.
+        cur.execute("PRAGMA journal_mode")
+        mode = cur.fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            cur.execute("PRAGMA busy_timeout=0")
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+            except Exception as exc:
+                if "locked" not in str(exc):
+                    raise
         cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
     return engine
