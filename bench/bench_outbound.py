@@ -26,7 +26,8 @@ DEV_PRINCIPAL = "user:dev"  # the harness's development key belongs to user dev
 
 
 async def store_connection(state_dir: Path, database_url: str) -> None:
-    from manifold.outbound.oauth import Cipher, Connection, Vault
+    from manifold.outbound.oauth.vault import Connection, Vault
+    from manifold.security.crypto import Cipher
     from manifold.store.db import open_database
 
     state_dir.mkdir(parents=True, exist_ok=True)
