@@ -8,18 +8,21 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
+from manifold.admin.ops import Conflict
+from manifold.admin.rate_limits import RateLimitAdmin
 from manifold.catalog.view import Target
 from manifold.config.loader import load_config
 from manifold.config.models import RateLimitConfig, parse_rate
 from manifold.config.problems import ConfigError
-from manifold.policy.rate_limit_store import SharedBuckets, StoredRule
+from manifold.policy.rate_limit_store import RateLimitRepository, SharedBuckets, StoredRule
 from manifold.policy.rate_limits import NoCatalog, RateLimits
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.protocol import RATE_LIMITED
 from manifold.relay.jsonrpc import RpcError
-from manifold.store.db import connect
+from manifold.store.db import connect, open_database
 from tests.unit.test_relay_handlers import replying
 from tests.unit.test_relay_tasks import setup, start
 from tests.waiting import wait_for
@@ -214,3 +217,30 @@ async def test_shared_buckets_let_calls_pass_with_a_warning_while_the_database_i
         await engine.dispose()
     warnings = [r for r in caplog.records if "rate limits not applied" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].exc_info is None  # once, and no traceback
+
+
+@pytest.mark.anyio
+async def test_concurrent_posts_of_one_new_rule_id_give_one_rule_and_409s_never_a_500(tmp_path: Path) -> None:
+    """Admins (or scripts) adding the same rule at once: the check before the insert cannot see a rule stored a
+    moment ago by the other request; the database's key can, and that is a 409 like a plain duplicate."""
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'manifold.db'}")
+    try:
+        repository = RateLimitRepository(engine)
+        admin = RateLimitAdmin(RateLimits([], repository), repository)
+        outcomes: list[int] = []
+
+        async def post() -> None:
+            try:
+                status, _ = await admin.route("POST", [], {"id": "same", "what": "tool:kitchen/add", "rate": "5/s"})
+                outcomes.append(status)
+            except Conflict:
+                outcomes.append(409)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                for _ in range(8):
+                    group.start_soon(post)
+        assert sorted(outcomes) == [201] + [409] * 7
+        assert [r.id for r in await repository.list()] == ["same"]
+    finally:
+        await engine.dispose()

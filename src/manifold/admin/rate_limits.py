@@ -52,13 +52,14 @@ class RateLimitAdmin:
                 return 200, [{"id": r.id, "source": r.source, **_body(r.config)} for r in await self.limits.stored()]
             case "POST", []:
                 config = _config(body)
+                exists = f"rate limit '{config.id}' exists; PUT /admin/api/rate-limits/{config.id} changes it"
                 if config.id is not None and (
                     self.limits.file_rule(config.id) is not None or await self.repository.exists(config.id)
                 ):
-                    raise Conflict(
-                        f"rate limit '{config.id}' exists; PUT /admin/api/rate-limits/{config.id} changes it"
-                    )
+                    raise Conflict(exists)
                 stored = await self.repository.add(config)
+                if stored is None:  # the same id stored by a concurrent request since the check above
+                    raise Conflict(exists)
                 await self.limits.reload()  # live here before the answer; other replicas through the revision
                 return 201, {"id": stored.id, "source": stored.source, **_body(stored.config)}
             case "PUT", [rule_id]:

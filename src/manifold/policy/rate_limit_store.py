@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import JSON, Column, Float, String, Table, TextClause, delete, insert, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.config.models import RateLimitConfig
@@ -72,12 +72,17 @@ class RateLimitRepository:
             rows = await conn.execute(select(rate_limit_rules).order_by(rate_limit_rules.c.created_at))
             return [StoredRule(r.id, RateLimitConfig.model_validate({**r.body, "id": r.id}), "api") for r in rows]
 
-    async def add(self, config: RateLimitConfig) -> StoredRule:
+    async def add(self, config: RateLimitConfig) -> StoredRule | None:
+        """The stored rule; None when a rule with its id exists (also one stored a moment ago by a concurrent
+        request, which a check before the insert cannot see)."""
         rule_id = config.id or "rl-" + secrets.token_hex(4)
         body = config.model_dump(exclude_none=True, exclude={"id"})
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(rate_limit_rules).values(id=rule_id, body=body, created_at=time.time()))
-            await revisions.bump(conn, SCOPE)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(rate_limit_rules).values(id=rule_id, body=body, created_at=time.time()))
+                await revisions.bump(conn, SCOPE)
+        except IntegrityError:
+            return None
         return StoredRule(rule_id, config.model_copy(update={"id": rule_id}), "api")
 
     async def exists(self, rule_id: str) -> bool:
