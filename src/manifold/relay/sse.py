@@ -87,12 +87,17 @@ class LegacySse:
         *,
         inbound: InboundCheck,
         in_flight_per_session: int = 16,
+        in_flight_bytes_per_session: int = 16 * 1024 * 1024,
     ) -> None:
         self.gw = gateway
         self.sessions = sessions
         self.pending = pending
         self.inbound = inbound
         self.in_flight_per_session = in_flight_per_session  # limits.requests_in_flight_per_sse_session
+        # The request bodies one session's running requests may hold (limits.queued_bytes_per_stream): a count
+        # alone let 16 calls of a megabyte each hold ~100 MB in parsed arguments, upstream requests and replies.
+        self.in_flight_bytes_per_session = in_flight_bytes_per_session
+        self._inflight_bytes: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Sessions at their in-flight bound: the POSTs waiting for one of its requests to finish.
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
@@ -155,7 +160,10 @@ class LegacySse:
             return
         if inbound.is_request and inbound.method is not None:
             # Backpressure: this POST is answered once the session has room for one more running request.
-            while len(session.inflight) >= self.in_flight_per_session:
+            while session.inflight and (
+                len(session.inflight) >= self.in_flight_per_session
+                or self._inflight_bytes.get(session.id, 0) + len(body) > self.in_flight_bytes_per_session
+            ):
                 slot = asyncio.get_running_loop().create_future()
                 self._waiting.setdefault(session.id, []).append(slot)
                 try:
@@ -178,11 +186,18 @@ class LegacySse:
         task = asyncio.ensure_future(self._handle(session, view, principal, inbound, method, forwarded))
         self._tasks.add(task)
         session.inflight[request_id] = task
-        task.add_done_callback(lambda t: self._finished(t, session, request_id))
+        size = len(body)
+        self._inflight_bytes[session.id] = self._inflight_bytes.get(session.id, 0) + size
+        task.add_done_callback(lambda t: self._finished(t, session, request_id, size))
 
-    def _finished(self, task: asyncio.Task[None], session: ClientSession, request_id: Any) -> None:
+    def _finished(self, task: asyncio.Task[None], session: ClientSession, request_id: Any, size: int) -> None:
         self._tasks.discard(task)
         session.inflight.pop(request_id, None)
+        left = self._inflight_bytes.get(session.id, 0) - size
+        if left > 0:
+            self._inflight_bytes[session.id] = left
+        else:
+            self._inflight_bytes.pop(session.id, None)
         waiters = self._waiting.get(session.id)
         while waiters:
             slot = waiters.pop(0)

@@ -454,6 +454,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
             runtime.pending,
             inbound=inbound,
             in_flight_per_session=settings.limits.requests_in_flight_per_sse_session,
+            in_flight_bytes_per_session=settings.limits.queued_bytes_per_stream,
         ),
         admin=admin,
         web=web,
