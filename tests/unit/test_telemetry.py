@@ -138,13 +138,15 @@ def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
     from manifold.telemetry.tracing import Tracing, now, parse_traceparent
 
     sent: list[bytes] = []
-    settings = TracingSettings(endpoint="http://127.0.0.1:9", batch_delay_seconds=60, max_queued_spans=3)
+    settings = TracingSettings(endpoint="http://127.0.0.1:9", batch_delay_seconds=60, max_queued_spans=10)
     tracing = Tracing(settings, send=lambda data: sent.append(data) is None)
     client = parse_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
     assert client is not None
     began = now()
     with tracing.request("POST /mcp/{server}", client, began, {"manifold.server": "eng"}):
         tracing.record("authenticate", began, now(), {"manifold.credential": "api_key"})
+        with pytest.raises(LookupError), tracing.span("credentials", {"manifold.upstream": "gh"}):
+            raise LookupError("no token")
         span, params, headers = tracing.start_upstream("gh", "tools/call", {"name": "x", "_meta": {"k": 1}})
         tracing.end_upstream(span, {"error": {"code": -1}}, None)
     assert params["_meta"] == {"k": 1, "traceparent": headers["traceparent"]}
@@ -153,8 +155,12 @@ def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
     request = ExportTraceServiceRequest()
     request.ParseFromString(b"".join(sent))
     spans = {s.name: s for r in request.resource_spans for ss in r.scope_spans for s in ss.spans}
-    assert set(spans) == {"POST /mcp/{server}", "authenticate", "upstream tools/call"}
+    assert set(spans) == {"POST /mcp/{server}", "authenticate", "credentials", "upstream tools/call"}
     server = spans["POST /mcp/{server}"]
+    credentials = spans["credentials"]
+    assert credentials.parent_span_id == server.span_id and credentials.trace_id == server.trace_id
+    assert (credentials.status.code, credentials.status.message) == (2, "LookupError")
+    assert credentials.start_time_unix_nano <= credentials.end_time_unix_nano
     assert server.trace_id.hex() == "ab" * 16 and server.parent_span_id.hex() == "cd" * 8
     assert spans["upstream tools/call"].parent_span_id == server.span_id
     assert spans["upstream tools/call"].status.code == 2  # an error reply
@@ -162,11 +168,13 @@ def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
     assert resource["service.name"] == "manifold"
 
     # Past max_queued_spans the oldest are dropped, never the caller slowed or memory grown.
-    crowded = Tracing(settings, send=lambda data: True)
+    crowded = Tracing(settings.model_copy(update={"max_queued_spans": 3}), send=lambda data: True)
     with crowded.request("r", None, now(), {}):
         for _ in range(10):
             crowded.record("s", now(), now())
     assert len(crowded._queue) == 3 and crowded.dropped == 8
+    crowded._export_all()  # what was queued is taken: none of it counts as dropped
+    assert crowded.dropped == 8
     crowded.shutdown()
 
 

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -95,9 +95,12 @@ class Tracing:
         self._resource = otlp.resource({k: str(v) for k, v in resource.items()})
         self._ratio = settings.sample_ratio
         self._delay = settings.batch_delay_seconds
-        self._queue: deque[Finished] = deque()
-        self._max_queued = settings.max_queued_spans
-        self.dropped = 0
+        # Bounded by the deque itself (past `max_queued_spans` appending drops the oldest), so finishing a span is
+        # two C calls; what was dropped is worked out from the counts (`dropped`).
+        self._queue: deque[Finished] = deque(maxlen=settings.max_queued_spans)
+        self._append = self._queue.append
+        self._finished = 0  # spans finished (on the event loop's thread)
+        self._taken = 0  # spans the export thread took from the queue
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._export_loop, name="manifold-otlp-export", daemon=True)
         self._thread.start()
@@ -112,21 +115,13 @@ class Tracing:
             value = _meta_traceparent(body)
         return parse_traceparent(value) if value is not None else None
 
-    @contextlib.contextmanager
-    def request(self, name: str, parent: SpanRef | None, start: int, attributes: Attributes) -> Iterator[SpanRef]:
-        """The server span of one request, current while the request is handled."""
+    def request(self, name: str, parent: SpanRef | None, start: int, attributes: Attributes) -> _ServerSpan:
+        """The server span of one request, current while the request is handled (a `with` block)."""
         if parent is None:
             ref = SpanRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1, random.random() < self._ratio)
         else:
             ref = SpanRef(parent.trace_id, random.getrandbits(64) or 1, parent.sampled)
-        token = CURRENT.set(ref)
-        try:
-            yield ref
-        finally:
-            CURRENT.reset(token)
-            if ref.sampled:
-                parent_id = parent.span_id if parent is not None else 0
-                self._finish((ref.trace_id, ref.span_id, parent_id, name, SERVER, start, now(), attributes, None))
+        return _ServerSpan(self, ref, parent.span_id if parent is not None else 0, name, start, attributes)
 
     def record(self, name: str, start: int, end: int, attributes: Attributes | None = None) -> None:
         """A finished child span of the current span (e.g. authentication, measured before the server span
@@ -151,25 +146,12 @@ class Tracing:
         """The per-tool policy decision (name resolved, grants checked), measured from `began`."""
         self.record("policy tools/call", began, now(), {"mcp.tool": tool[:200], "manifold.allowed": allowed})
 
-    @contextlib.contextmanager
-    def span(self, name: str, attributes: Attributes | None = None) -> Iterator[None]:
+    def span(self, name: str, attributes: Attributes | None = None) -> _ChildSpan | contextlib.nullcontext[None]:
         """A child span of the current span around a block (credential resolution)."""
         current = CURRENT.get()
         if current is None or not current.sampled:
-            yield
-            return
-        ref = SpanRef(current.trace_id, random.getrandbits(64) or 1, True)
-        start = now()
-        token = CURRENT.set(ref)
-        error: str | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = type(exc).__name__
-            raise
-        finally:
-            CURRENT.reset(token)
-            self._finish((ref.trace_id, ref.span_id, current.span_id, name, INTERNAL, start, now(), attributes, error))
+            return _NOTHING
+        return _ChildSpan(self, current, name, attributes)
 
     # ---- upstream ----------------------------------------------------------------------------------
 
@@ -203,11 +185,13 @@ class Tracing:
     # ---- export ------------------------------------------------------------------------------------
 
     def _finish(self, finished: Finished) -> None:
-        queue = self._queue
-        if len(queue) >= self._max_queued:
-            queue.popleft()
-            self.dropped += 1
-        queue.append(finished)
+        self._finished += 1
+        self._append(finished)
+
+    @property
+    def dropped(self) -> int:
+        """Spans dropped because the queue was full: finished − taken for export − still queued."""
+        return max(0, self._finished - self._taken - len(self._queue))
 
     def _export_loop(self) -> None:
         while not self._stop.wait(self._delay):
@@ -218,6 +202,7 @@ class Tracing:
         queue = self._queue
         while queue:
             batch = [queue.popleft() for _ in range(min(len(queue), 512))]
+            self._taken += len(batch)
             try:
                 sent = self._send(otlp.export_request(self._resource, "manifold", batch))
             except Exception as exc:  # noqa: BLE001 — a collector's trouble must not end the thread
@@ -234,6 +219,80 @@ class Tracing:
             self._exporter.shutdown()
         if self.dropped:
             log.warning("tracing: %d spans were dropped because the collector did not keep up", self.dropped)
+
+
+# Context managers as classes: a generator-based `contextlib.contextmanager` costs ~2 µs per `with` here, and a
+# traced call enters two of these.
+_NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+class _ServerSpan:
+    __slots__ = ("_tracing", "ref", "_parent_id", "_name", "_start", "_attributes", "_token")
+
+    def __init__(
+        self, tracing: Tracing, ref: SpanRef, parent_id: int, name: str, start: int, attributes: Attributes
+    ) -> None:
+        self._tracing = tracing
+        self.ref = ref
+        self._parent_id = parent_id
+        self._name = name
+        self._start = start
+        self._attributes = attributes
+
+    def __enter__(self) -> SpanRef:
+        self._token = CURRENT.set(self.ref)
+        return self.ref
+
+    def __exit__(self, *exc: object) -> None:
+        CURRENT.reset(self._token)
+        ref = self.ref
+        if ref.sampled:
+            self._tracing._finish(  # pyright: ignore[reportPrivateUsage] — the span's own tracer
+                (
+                    ref.trace_id,
+                    ref.span_id,
+                    self._parent_id,
+                    self._name,
+                    SERVER,
+                    self._start,
+                    now(),
+                    self._attributes,
+                    None,
+                )
+            )
+
+
+class _ChildSpan:
+    __slots__ = ("_tracing", "_ref", "_parent_id", "_name", "_attributes", "_start", "_token")
+
+    def __init__(self, tracing: Tracing, current: SpanRef, name: str, attributes: Attributes | None) -> None:
+        self._tracing = tracing
+        self._ref = SpanRef(current.trace_id, random.getrandbits(64) or 1, True)
+        self._parent_id = current.span_id
+        self._name = name
+        self._attributes = attributes
+
+    def __enter__(self) -> None:
+        self._start = now()
+        self._token = CURRENT.set(self._ref)
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        CURRENT.reset(self._token)
+        ref = self._ref
+        error = kind.__name__ if kind is not None else None
+        self._tracing._finish(  # pyright: ignore[reportPrivateUsage] — the span's own tracer
+            (
+                ref.trace_id,
+                ref.span_id,
+                self._parent_id,
+                self._name,
+                INTERNAL,
+                self._start,
+                now(),
+                self._attributes,
+                error,
+            )
+        )
 
 
 def _meta_traceparent(body: bytes) -> str | None:
