@@ -53,6 +53,25 @@ def test_tool_series_are_bounded_and_unknown_names_count_as_other() -> None:
     assert len(metrics._tool_children) <= 4
 
 
+def test_a_tool_calls_latency_is_a_cumulative_histogram_with_its_sum_and_count() -> None:
+    metrics = Metrics()
+    now = time.perf_counter()
+    for ago in (0.0005, 0.0005, 0.004, 0.2, 100.0):  # seconds each call took
+        metrics.tool_call("eng", "gh", "create_issue", "ok", now - ago)
+    metrics.tool_call("eng", "gh", "create_issue", "tool_error", now - 0.02)
+    scraped = samples(metrics.exposition().decode())
+    buckets = {labels["le"]: v for labels, v in scraped["manifold_tool_call_duration_seconds_bucket"]}
+    assert (buckets["0.001"], buckets["0.005"], buckets["0.025"], buckets["0.25"]) == (2, 3, 4, 5)
+    assert (buckets["60.0"], buckets["+Inf"]) == (5, 6)
+    assert scraped["manifold_tool_call_duration_seconds_count"] == [
+        ({"server": "eng", "member": "gh", "tool": "create_issue"}, 6)
+    ]
+    [(_, total)] = scraped["manifold_tool_call_duration_seconds_sum"]
+    assert 100.2 < total < 100.3
+    outcomes = {labels["outcome"]: v for labels, v in scraped["manifold_tool_calls_total"]}
+    assert outcomes == {"ok": 5, "tool_error": 1}
+
+
 def test_auth_failure_reasons_are_a_fixed_set() -> None:
     assert auth_reason("missing bearer token", missing=True) == "missing"
     assert auth_reason("malformed token", missing=False) == "malformed"
