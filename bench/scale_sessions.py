@@ -1,7 +1,7 @@
 """Idle 2025-11-25 sessions at scale: the gateway's memory per session, and a call's latency while they are held.
 
     .venv/bin/python -m bench.scale_sessions [--sessions 10000] [--principals 100] [--calls 1000]
-                                             [--concurrency 32] [--json FILE]
+                                             [--concurrency 32] [--json FILE] [--tracemalloc [FRAMES]]
 
 One real gateway (`manifold serve`) in front of bench/fast_upstream.py. `--principals` API keys are made
 through the admin API (one user each). Then:
@@ -20,6 +20,12 @@ conditions of a shared machine rather than minutes apart.
 Targets (issue 14): memory per held session <= 10 kB; the call's p50 during the hold within 1 ms of the idle
 gateway's.
 
+`--tracemalloc`: where the memory goes. The measured gateway runs with bench/tracemalloc_site on its
+PYTHONPATH, starts tracemalloc when the sessions are about to be opened and takes a snapshot after the
+initializes and another after the GETs; the Python allocations still alive in each step are printed per
+session, by file and by line (FRAMES: traceback depth, default 1; tracing slows the gateway, so the latency
+figures of such a run mean nothing).
+
 The gateway's limits are raised for the run (its config, written by the bench): sessions_per_principal and
 streams_per_principal to sessions/principals + 8, sessions_total to sessions + 100 (at least its default).
 The open-file limit is raised to sessions + 1,024 for this process and the gateway it starts (both hold one
@@ -32,8 +38,13 @@ import argparse
 import asyncio
 import json
 import math
+import os
+import signal
+import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -77,6 +88,7 @@ class Figures:
     streams_alive: int = 0
     release_failures: list[str] = field(default_factory=list)
     log_problems: list[str] = field(default_factory=list)
+    traced: str = ""  # --tracemalloc: where the memory went
 
     def summary(self) -> dict[str, float]:
         figures: dict[str, float] = {
@@ -121,8 +133,63 @@ async def paired_calls(probes: dict[str, Probe], count: int, into: dict[str, lis
             into[name] += await timed_calls(probe.http, probe.url, probe.headers, "noop", 1)
 
 
+class Tracer:
+    """--tracemalloc: signals the measured gateway (bench/tracemalloc_site/sitecustomize.py) and reads its
+    snapshots."""
+
+    def __init__(self, frames: int) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="manifold-tracemalloc-"))
+        self.frames = frames
+        self.pid = 0
+        self.taken = 0
+
+    def env(self) -> dict[str, str]:
+        site = str(Path(__file__).resolve().parent / "tracemalloc_site")
+        path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
+        return {"PYTHONPATH": path, "MANIFOLD_BENCH_TRACEMALLOC": str(self.folder),
+                "MANIFOLD_BENCH_TRACEMALLOC_FRAMES": str(self.frames)}
+
+    async def _signal_and_wait(self, name: str) -> Path:
+        os.kill(self.pid, signal.SIGUSR1)
+        path = self.folder / name
+        deadline = time.monotonic() + 600
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway wrote no {name}")
+            await asyncio.sleep(0.1)
+        return path
+
+    async def start(self) -> None:
+        await self._signal_and_wait("started")
+
+    async def snapshot(self) -> tracemalloc.Snapshot:
+        self.taken += 1
+        return tracemalloc.Snapshot.load(str(await self._signal_and_wait(f"snapshot-{self.taken}.tm")))
+
+
+def traced_report(title: str, new: tracemalloc.Snapshot, old: tracemalloc.Snapshot | None, per: int,
+                  top: int = 25) -> str:
+    """The allocations alive in `new` and not in `old`, per session: by file, then by line (or traceback)."""
+    lines = []
+    for key in ("filename", "lineno" if new.traceback_limit <= 1 else "traceback"):
+        stats = new.compare_to(old, key) if old is not None else [
+            tracemalloc.StatisticDiff(s.traceback, s.size, s.size, s.count, s.count) for s in new.statistics(key)]
+        stats.sort(key=lambda s: -s.size_diff)
+        total = sum(s.size_diff for s in stats)
+        lines.append(f"{title}, by {key}: {total / per:.0f} B per session traced")
+        for s in stats[:top]:
+            if key == "traceback":
+                where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in s.traceback)
+            else:
+                frame = s.traceback[0]
+                where = frame.filename if key == "filename" else f"{frame.filename}:{frame.lineno}"
+            lines.append(f"  {s.size_diff / per:8.0f} B {s.count_diff / per:6.2f} blocks  {where}")
+    return "\n".join(lines)
+
+
 async def run(args: argparse.Namespace) -> Figures:
     figures = Figures(args.sessions, args.principals)
+    tracer = Tracer(args.tracemalloc) if args.tracemalloc else None
     figures.fd_note = raise_fd_limit(args.sessions + 1024)
     figures.limits = limits_for(args.sessions, args.principals)
     print(figures.fd_note, flush=True)
@@ -130,10 +197,12 @@ async def run(args: argparse.Namespace) -> Figures:
     async with run_upstreams("fast", 1, 1) as upstreams:
         config = {SERVER: {"transport": "http", "url": upstreams[0].url}}
         gateway_settings = {"limits": figures.limits}
-        async with run_gateway(config, gateway=gateway_settings) as gateway, \
+        async with run_gateway(config, gateway=gateway_settings, env=tracer.env() if tracer else None) as gateway, \
                 run_gateway(config, gateway=gateway_settings) as idle_gateway:
             url = gateway.url(SERVER)
             pid = gateway.process.pid
+            if tracer is not None:
+                tracer.pid = pid
             tokens = await create_keys(gateway, args.principals)
             connector = aiohttp.TCPConnector(limit=args.concurrency)
             async with aiohttp.ClientSession(connector=connector) as http, \
@@ -170,13 +239,21 @@ async def run(args: argparse.Namespace) -> Figures:
                     async with semaphore:
                         held.append((token, sid, await open_get_stream(url, token, sid)))
 
+                if tracer is not None:
+                    await tracer.start()
                 begin = time.perf_counter()
                 try:
                     await gather_all(open_one(i) for i in range(args.sessions))
                     figures.rss_sessions = rss_bytes(pid)
+                    sessions_snapshot = await tracer.snapshot() if tracer is not None else None
                     await gather_all(stream_one(token, sid) for token, sid in opened)
                     figures.open_seconds = time.perf_counter() - begin
                     figures.rss_held = rss_bytes(pid)
+                    if tracer is not None and sessions_snapshot is not None:
+                        held_snapshot = await tracer.snapshot()
+                        figures.traced = "\n".join((
+                            traced_report("the session (initialize)", sessions_snapshot, None, args.sessions),
+                            traced_report("its GET stream", held_snapshot, sessions_snapshot, args.sessions)))
                     print(f"  held {len(held)} sessions in {figures.open_seconds:.1f} s; gateway RSS "
                           f"{figures.rss_sessions / 1e6:.1f} MB without streams, {figures.rss_held / 1e6:.1f} MB "
                           "with them", flush=True)
@@ -243,6 +320,8 @@ def report(figures: Figures) -> tuple[str, bool]:
         latency,
         f"{figures.fd_note}; gateway limits for the run: {figures.limits}",
     ]
+    if figures.traced:
+        lines.append(figures.traced)
     ok = memory_ok and latency_ok and figures.streams_alive == figures.sessions
     if figures.streams_alive != figures.sessions:
         lines.append(f"MISSED: {figures.sessions - figures.streams_alive} streams were ended by the gateway")
@@ -264,6 +343,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=1000, help="timed probe calls per gateway and state")
     parser.add_argument("--concurrency", type=int, default=32, help="sessions being opened at once")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--tracemalloc", type=int, nargs="?", const=1, default=0, metavar="FRAMES",
+                        help="trace the measured gateway's Python allocations per held session (see above)")
     return parser.parse_args(argv)
 
 

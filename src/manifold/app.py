@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -226,7 +227,7 @@ class ManifoldApp:
             return
         await self._transport(scope, receive, send, parts, view, principal, body)
 
-    async def _transport(
+    def _transport(
         self,
         scope: Scope,
         receive: Receive,
@@ -235,15 +236,15 @@ class ManifoldApp:
         view: VirtualServerView,
         principal: Principal,
         body: bytes | None,
-    ) -> None:
+    ) -> Awaitable[None]:
+        # What to await: a plain function, no frame of its own on the stack of a held stream.
         if parts[0] == "mcp" and len(parts) == 2:
-            await self.http(scope, receive, send, view, principal, body)
-        elif parts[0] == "sse" and len(parts) == 2 and scope["method"] == "GET":
-            await self.sse.open_stream(scope, receive, send, view, principal)
-        elif parts[0] == "sse" and len(parts) == 3 and parts[2] == "messages" and scope["method"] == "POST":
-            await self.sse.post_message(scope, send, view, principal, body or b"")
-        else:
-            await send_body(send, 404, b'{"error":"not found"}')
+            return self.http(scope, receive, send, view, principal, body)
+        if parts[0] == "sse" and len(parts) == 2 and scope["method"] == "GET":
+            return self.sse.open_stream(scope, receive, send, view, principal)
+        if parts[0] == "sse" and len(parts) == 3 and parts[2] == "messages" and scope["method"] == "POST":
+            return self.sse.post_message(scope, send, view, principal, body or b"")
+        return send_body(send, 404, b'{"error":"not found"}')
 
     async def _refused(self, send: Send, headers: dict[str, str]) -> bool:
         """The Host/Origin check (DNS-rebinding protection): True when the request was answered 403."""

@@ -33,6 +33,21 @@ def header_map(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1").strip(" \t") for k, v in scope["headers"]}
 
 
+def release_headers(scope: Scope) -> None:
+    """Empty the request's headers, raw (`scope["headers"]`) and decoded (`scope["_headers"]`, app.py), in
+    place: for a response held open for hours (a notification stream) that has read all it needs from them.
+    The connection and the request's frames keep both alive while the stream is held: about 2 kB of each of
+    the thousands of held streams (bench/scale_sessions.py)."""
+    raw = scope.get("headers")
+    if isinstance(raw, list):
+        raw.clear()  # uvicorn's protocol holds the same list
+    else:
+        scope["headers"] = []
+    decoded = scope.get("_headers")
+    if isinstance(decoded, dict):
+        decoded.clear()
+
+
 class _WriteCombining:
     """A connection's transport as uvicorn sees it: the writes of one event-loop step leave as one.
 
@@ -121,6 +136,61 @@ class _LeanEvent:
                 self._waiters = None
 
 
+class _LeanFlowControl:
+    """uvicorn's `FlowControl` (the same five operations and two flags), slotted, its writable event a
+    `_LeanEvent`: one per connection."""
+
+    __slots__ = ("_transport", "read_paused", "write_paused", "_is_writable_event")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.read_paused = False
+        self.write_paused = False
+        self._is_writable_event = _LeanEvent()
+        self._is_writable_event.set()
+
+    async def drain(self) -> None:
+        await self._is_writable_event.wait()
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self._transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if not self.write_paused:
+            self.write_paused = True
+            self._is_writable_event.clear()
+
+    def resume_writing(self) -> None:
+        if self.write_paused:
+            self.write_paused = False
+            self._is_writable_event.set()
+
+
+# What every connection shares instead of a copy each: the scope's `asgi` entry (by ASGI version) and the
+# server's own address (a listening socket or two).
+_ASGI_BY_VERSION: dict[str, dict[str, str]] = {}
+_SERVER_ADDRESSES: dict[tuple[str, int | None], tuple[str, int | None]] = {}
+_MAX_SERVER_ADDRESSES = 64
+
+
+def _shared_address(address: tuple[str, int | None] | None) -> tuple[str, int | None] | None:
+    if address is None:
+        return None
+    shared = _SERVER_ADDRESSES.get(address)
+    if shared is None:
+        if len(_SERVER_ADDRESSES) >= _MAX_SERVER_ADDRESSES:
+            return address
+        shared = _SERVER_ADDRESSES[address] = address
+    return shared
+
+
 class _Pipeline(list[Any]):
     """uvicorn's queue of pipelined requests (rare) as a list: an empty deque is 0.6 kB per connection."""
 
@@ -136,26 +206,41 @@ def write_combining_http() -> type[asyncio.Protocol]:
     not that of every module that uses these helpers.
 
     Its per-connection objects are lighter too (thousands of connections are held open by idle 2025-11-25
-    sessions' GET streams: bench/scale_sessions.py): the events it waits on are `_LeanEvent`s and its pipeline
-    a `_Pipeline`, each swapped in where uvicorn makes them (the connection, the request's headers) — same
-    behaviour, a few hundred bytes instead of 2.3 kB. uvicorn is pinned (constraints.txt); its protocol's
-    attributes `flow`, `pipeline` and `cycle.message_event` are what this relies on."""
-    from uvicorn.protocols.http.flow_control import FlowControl
+    sessions' GET streams: bench/scale_sessions.py): the events it waits on are `_LeanEvent`s, its flow
+    control slotted and its pipeline a `_Pipeline`, each swapped in where uvicorn makes them (the connection,
+    the request's headers); the scope's `asgi` dict and the server's address are shared by every request —
+    same behaviour, a few hundred bytes instead of 2.6 kB. uvicorn is pinned (constraints.txt); its
+    protocol's attributes `flow`, `pipeline`, `server`, `scope`, `headers`, `url` and `cycle.message_event`,
+    and what its `on_message_begin` puts in a scope, are what this relies on."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class LeanFlowControl(FlowControl):
-        def __init__(self, transport: asyncio.Transport) -> None:  # noqa: PLW0231 - what FlowControl sets, lighter
-            self._transport = transport
-            self.read_paused = False
-            self.write_paused = False
-            self._is_writable_event = _LeanEvent()  # type: ignore[assignment]
-            self._is_writable_event.set()
 
     class WriteCombiningHttpTools(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(_WriteCombining(transport))  # type: ignore[arg-type]
-            self.flow = LeanFlowControl(self.transport)
+            self.flow = _LeanFlowControl(self.transport)  # type: ignore[assignment]
             self.pipeline = _Pipeline()  # type: ignore[assignment]
+            self.server = _shared_address(self.server)
+
+        def on_message_begin(self) -> None:
+            # uvicorn's, with the one `asgi` dict for every request instead of a new one each.
+            version = self.asgi_version
+            asgi = _ASGI_BY_VERSION.get(version)
+            if asgi is None:
+                asgi = _ASGI_BY_VERSION[version] = {"version": version, "spec_version": "2.3"}
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
+            self.scope = {  # type: ignore[typeddict-item]
+                "type": "http",
+                "asgi": asgi,  # type: ignore[typeddict-item]
+                "http_version": "1.1",
+                "server": self.server,
+                "client": self.client,
+                "scheme": self.scheme,  # type: ignore[typeddict-item]
+                "root_path": self.root_path,
+                "headers": self.headers,
+                "state": self.app_state.copy(),
+            }
 
         def on_headers_complete(self) -> None:
             before = self.cycle

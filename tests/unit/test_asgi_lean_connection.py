@@ -128,3 +128,45 @@ async def test_a_client_going_away_is_heard_at_once_and_pipelined_requests_are_a
             bodies.append(await asyncio.wait_for(reader.readexactly(2), 5))
         assert bodies == [b"a1", b"b2", b"c3"]
         writer.close()
+
+
+class ScopeRecorder:
+    """Answers every request with a small body, keeping each request's scope."""
+
+    def __init__(self) -> None:
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: ANN401
+        if scope["type"] != "http":
+            return
+        self.scopes.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def scopes_of_two_connections(http: type[asyncio.Protocol]) -> list[dict[str, Any]]:
+    app = ScopeRecorder()
+    async with serving(app, http) as port:  # type: ignore[arg-type]
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-One:  spaced \r\n\r\n")
+            await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+            writer.close()
+    return app.scopes
+
+
+async def test_requests_share_what_never_changes_and_see_the_same_scope_as_uvicorns() -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    ours = await scopes_of_two_connections(write_combining_http())
+    stock = await scopes_of_two_connections(HttpToolsProtocol)
+    # One `asgi` dict and one server address for every request, not a copy per request or connection.
+    assert ours[0]["asgi"] is ours[1]["asgi"] and ours[0]["server"] is ours[1]["server"]
+    assert ours[0]["state"] is not ours[1]["state"]  # each request's own (ASGI: a copy of the lifespan state)
+
+    def shape(scope: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in scope.items() if k not in ("client", "server")}
+
+    assert [shape(s) for s in ours] == [shape(s) for s in stock]
+    assert [s["client"][0] for s in ours] == [s["client"][0] for s in stock] == ["127.0.0.1"] * 2
+    assert ours[0]["server"][0] == "127.0.0.1"

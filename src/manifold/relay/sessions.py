@@ -50,7 +50,7 @@ from manifold.config.models import LimitsSettings
 from manifold.outbound.oauth.tables import spent_links
 from manifold.principal import Principal
 from manifold.protocol import LIMIT_REACHED
-from manifold.relay.hub import Hub, Listener
+from manifold.relay.hub import ALL_LIST_KINDS, Hub, Listener
 from manifold.relay.jsonrpc import error_bytes
 from manifold.security.crypto import Cipher
 from manifold.store import revisions
@@ -68,7 +68,6 @@ _SEAL_PURPOSE = b"manifold client-session v1"
 _ENDED_PREFIX = "s-"  # ended sessions share the spent one-time tokens table: "s-" + handle
 _CLOCK_SKEW_SECONDS = 120.0  # replicas' clocks may differ this much when reading the ended list
 _PRUNE_SECONDS = 60.0
-_SESSION_KINDS = frozenset({"tools", "prompts", "resources"})
 
 
 class LimitReached(Exception):
@@ -221,6 +220,41 @@ class ClientSession:
     inflight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
 
 
+class SharedObjects:
+    """One copy of each distinct small JSON object (a client's capabilities, its clientInfo) for every session
+    that brings an equal one: clients of one kind send the same ones, and thousands of sessions are held
+    (bench/scale_sessions.py). The objects are read, never changed, once a session holds them. Bounded: the
+    `max_entries` most recently seen values of at most `max_bytes` serialised each; a bigger one, or one
+    that cannot be serialised, is kept as it is."""
+
+    __slots__ = ("_by_text", "_max_entries", "_max_bytes")
+
+    def __init__(self, max_entries: int = 1024, max_bytes: int = 2048) -> None:
+        self._by_text: OrderedDict[bytes, JSON] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self._by_text)
+
+    def get(self, value: JSON) -> JSON:
+        """The shared object equal to `value` (`value` itself the first time)."""
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONEncodeError, TypeError):
+            return value
+        if len(text) > self._max_bytes:
+            return value
+        shared = self._by_text.get(text)
+        if shared is not None:
+            self._by_text.move_to_end(text)
+            return shared
+        self._by_text[text] = value
+        if len(self._by_text) > self._max_entries:
+            self._by_text.popitem(last=False)
+        return value
+
+
 class SessionStore:
     def __init__(
         self,
@@ -247,6 +281,7 @@ class SessionStore:
         self._sessions: OrderedDict[str, ClientSession] = OrderedDict()
         self._per_principal: dict[str, int] = {}
         self._streams: dict[str, int] = {}  # open streams per principal
+        self._shared = SharedObjects()  # the clients' capabilities and info, one copy per distinct value
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -279,6 +314,8 @@ class SessionStore:
         replies travel on its one stream)."""
         self._expire()
         self._check_limits(principal_id)
+        client_capabilities = self._shared.get(client_capabilities)
+        client_info = self._shared.get(client_info)
         handle = secrets.token_hex(HANDLE_CHARS // 2)
         session_id = handle
         if portable and self._seal is not None:
@@ -347,9 +384,9 @@ class SessionStore:
                 server_id=sealed.server_id,
                 principal_id=sealed.principal_id,
                 protocol_version=sealed.protocol_version,
-                client_capabilities=sealed.client_capabilities,
-                client_info=sealed.client_info,
-                listener=self.listener(view, set(_SESSION_KINDS), principal),
+                client_capabilities=self._shared.get(sealed.client_capabilities),
+                client_info=self._shared.get(sealed.client_info),
+                listener=self.listener(view, ALL_LIST_KINDS, principal),  # the one shared set
                 last_seen=self._clock(),
             )
         )

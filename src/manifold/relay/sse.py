@@ -12,7 +12,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-from manifold.asgi import SSE_HEADERS, Receive, Send, send_body
+from manifold.asgi import SSE_HEADERS, Receive, Send, release_headers, send_body
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
 from manifold.protocol import (
@@ -126,6 +126,7 @@ class LegacySse:
         queue = listener.attach()  # replies and notifications: one bounded queue, never waited on
         root = scope.get("root_path", "")
         endpoint = f"{root}/sse/{view.id}/messages?session_id={session.id}"
+        release_headers(scope)  # the held stream needs none of them
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             opening = f"event: endpoint\ndata: {endpoint}\n\n".encode()

@@ -20,7 +20,7 @@ from typing import Any, assert_never
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 from sqlalchemy.exc import SQLAlchemyError
 
-from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, send_body
+from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, release_headers, send_body
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
 from manifold.protocol import (
@@ -79,7 +79,7 @@ class StreamableHttp:
         self.param_headers = ParamHeaders()
         self.keepalive = KeepAlive(KEEPALIVE_SECONDS)  # one timer for every stream held here
 
-    async def __call__(
+    def __call__(
         self,
         scope: JSON,
         receive: Receive,
@@ -87,23 +87,23 @@ class StreamableHttp:
         view: VirtualServerView,
         principal: Principal,
         body: bytes | None,
-    ) -> None:
+    ) -> Awaitable[None]:
+        """What to await for this request. A plain function, so no frame of its own stays on the stack of
+        each of the thousands of GET streams held open (bench/scale_sessions.py)."""
         method = scope["method"]
         headers = scope["_headers"]
         if method == "POST":
-            await self._post(scope, receive, send, view, principal, body or b"", headers)
-        elif method == "GET":
-            await self._get(receive, send, view, principal, headers)
-        elif method == "DELETE":
+            return self._post(scope, receive, send, view, principal, body or b"", headers)
+        if method == "GET":
+            return self._get(scope, receive, send, view, principal, headers)
+        if method == "DELETE":
             sid = headers.get("mcp-session-id")
             if self.stateless or not sid:
-                await send_body(send, 405, b'{"error":"no session to end"}')
-            else:
-                await self._delete(send, sid, principal, view)
-        else:
-            await send_body(
-                send, 405, b'{"error":"method not allowed"}', JSON_HEADERS + [(b"allow", b"GET, POST, DELETE")]
-            )
+                return send_body(send, 405, b'{"error":"no session to end"}')
+            return self._delete(send, sid, principal, view)
+        return send_body(
+            send, 405, b'{"error":"method not allowed"}', JSON_HEADERS + [(b"allow", b"GET, POST, DELETE")]
+        )
 
     # ---- POST -----------------------------------------------------------------------------------
 
@@ -384,7 +384,13 @@ class StreamableHttp:
             await send_body(send, 200, b"{}")
 
     def _get(
-        self, receive: Receive, send: Send, view: VirtualServerView, principal: Principal, headers: dict[str, str]
+        self,
+        scope: JSON,
+        receive: Receive,
+        send: Send,
+        view: VirtualServerView,
+        principal: Principal,
+        headers: dict[str, str],
     ) -> Awaitable[None]:
         """What to await for a GET. A plain function, so no frame of its own (0.3 kB) stays on the stack of
         each of the thousands of streams held open (bench/scale_sessions.py)."""
@@ -400,21 +406,22 @@ class StreamableHttp:
         sid = headers.get("mcp-session-id")
         session = self.sessions.get(sid, principal.id) if sid else None
         if session is None and sid:  # the stream reconnecting on another replica: adopt the session here
-            return self._adopt_then_stream(receive, send, view, principal, sid)
-        return self._session_stream(receive, send, view, principal, session, sid)
+            return self._adopt_then_stream(scope, receive, send, view, principal, sid)
+        return self._session_stream(scope, receive, send, view, principal, session, sid)
 
     async def _adopt_then_stream(
-        self, receive: Receive, send: Send, view: VirtualServerView, principal: Principal, sid: str
+        self, scope: JSON, receive: Receive, send: Send, view: VirtualServerView, principal: Principal, sid: str
     ) -> None:
         try:
             session = await self.sessions.adopt(sid, principal, view)
         except LimitReached as exc:
             await refuse(send, exc)
             return
-        await self._session_stream(receive, send, view, principal, session, sid)
+        await self._session_stream(scope, receive, send, view, principal, session, sid)
 
     def _session_stream(
         self,
+        scope: JSON,
         receive: Receive,
         send: Send,
         view: VirtualServerView,
@@ -429,6 +436,7 @@ class StreamableHttp:
                 status,
                 error_bytes(None, INVALID_REQUEST, "Session not found" if sid else "Bad Request: Missing session ID"),
             )
+        release_headers(scope)  # the stream needs none of them while it is held
         return self._stream(receive, send, session.listener, principal, None)
 
     async def _listen(
