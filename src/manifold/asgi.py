@@ -4,6 +4,7 @@ relayed call and a framework's request/response objects cost more than the call'
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -113,12 +114,26 @@ class _LeanEvent:
     def set(self) -> None:
         if not self._value:
             self._value = True
-            for waiter in self._waiters or ():
+            waiters, self._waiters = self._waiters, None
+            for waiter in waiters or ():
                 if not waiter.done():
                     waiter.set_result(True)
 
     def clear(self) -> None:
         self._value = False
+
+    def waiter(self) -> asyncio.Future[bool]:
+        """A future done when the event is set (call while it is not): `await event.waiter()` is `await
+        event.wait()` without a coroutine of its own on the waiting task's stack. A waiter cancelled meanwhile
+        is dropped here or by `set`."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = [waiter]
+        else:
+            waiters[:] = [w for w in waiters if not w.done()]
+            waiters.append(waiter)
+        return waiter
 
     async def wait(self) -> bool:
         if self._value:
@@ -131,7 +146,8 @@ class _LeanEvent:
         try:
             return await waiter
         finally:
-            waiters.remove(waiter)
+            if waiter in waiters:
+                waiters.remove(waiter)
             if not waiters and self._waiters is waiters:
                 self._waiters = None
 
@@ -212,7 +228,28 @@ def write_combining_http() -> type[asyncio.Protocol]:
     same behaviour, a few hundred bytes instead of 2.6 kB. uvicorn is pinned (constraints.txt); its
     protocol's attributes `flow`, `pipeline`, `server`, `scope`, `headers`, `url` and `cycle.message_event`,
     and what its `on_message_begin` puts in a scope, are what this relies on."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    import httptools
+    from uvicorn.protocols.http.flow_control import service_unavailable
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    class LeanCycle(RequestResponseCycle):
+        async def receive(self) -> Any:  # noqa: ANN401 - uvicorn's ASGIReceiveEvent
+            # uvicorn's, waiting on the message event's future itself: one coroutine fewer on the stack of
+            # a request that waits here for hours (a held stream).
+            if self.waiting_for_100_continue and not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.waiting_for_100_continue = False
+            if not self.disconnected and not self.response_complete:
+                self.flow.resume_reading()
+                event: _LeanEvent = self.message_event  # type: ignore[assignment]
+                if not event.is_set():
+                    await event.waiter()
+                event.clear()
+            if self.disconnected or self.response_complete:
+                return {"type": "http.disconnect"}
+            message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+            self.body = bytearray()
+            return message
 
     class WriteCombiningHttpTools(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -243,10 +280,49 @@ def write_combining_http() -> type[asyncio.Protocol]:
             }
 
         def on_headers_complete(self) -> None:
-            before = self.cycle
-            super().on_headers_complete()
-            cycle = self.cycle
-            if cycle is not before and cycle is not None and not cycle.message_event.is_set():
-                cycle.message_event = _LeanEvent()  # type: ignore[assignment]  # a new request: nobody waits yet
+            # uvicorn's, making a `LeanCycle` with a `_LeanEvent`.
+            parser: Any = self.parser
+            http_version = parser.get_http_version()
+            method = parser.get_method()
+            self.scope["method"] = method.decode("ascii")
+            if http_version != "1.1":
+                self.scope["http_version"] = http_version
+            if parser.should_upgrade() and self._should_upgrade():
+                return
+            parsed_url = httptools.parse_url(self.url)
+            raw_path = parsed_url.path
+            path = raw_path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            self.scope["path"] = self.root_path + path
+            self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+            self.scope["query_string"] = parsed_url.query or b""
+            app: Any
+            if self.limit_concurrency is not None and (
+                len(self.connections) >= self.limit_concurrency or len(self.tasks) >= self.limit_concurrency
+            ):
+                app = service_unavailable
+                self.logger.warning("Exceeded concurrency limit.")
+            else:
+                app = self.app
+            existing_cycle = self.cycle
+            self.cycle = LeanCycle(
+                scope=self.scope,
+                transport=self.transport,
+                flow=self.flow,
+                logger=self.logger,
+                access_logger=self.access_logger,
+                access_log=self.access_log,
+                default_headers=self.server_state.default_headers,
+                message_event=_LeanEvent(),  # type: ignore[arg-type]
+                expect_100_continue=self.expect_100_continue,
+                keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+                on_response=self.on_response_complete,
+            )
+            if existing_cycle is None or existing_cycle.response_complete:
+                self._start_asgi_task(self.cycle, app)  # the standard case
+            else:
+                self.flow.pause_reading()  # a pipelined request waits its turn
+                self.pipeline.appendleft((self.cycle, app))
 
     return WriteCombiningHttpTools

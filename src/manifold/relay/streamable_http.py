@@ -487,28 +487,41 @@ class StreamableHttp:
         finally:
             self.gw.hub.remove(listener)
 
-    async def _stream(
+    def _stream(
         self, receive: Receive, send: Send, listener: Listener, principal: Principal, request_id: Any
-    ) -> None:
-        """Write the listener's notifications as one SSE response, counted against the caller's streams."""
+    ) -> Awaitable[None]:
+        """Write the listener's notifications as one SSE response, counted against the caller's streams (a
+        plain function: the stream's one frame is `pump_events`')."""
         try:
             self.sessions.open_stream(principal.id)
         except LimitReached as exc:
-            await refuse(send, exc, request_id)
-            return
-        queue = listener.attach()
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
-            await pump_events(receive, send, queue, self.keepalive)
-        finally:
-            listener.detach(queue)
-            self.sessions.stream_closed(principal.id)
+            return refuse(send, exc, request_id)
+        return pump_events(
+            receive,
+            send,
+            listener.attach(),
+            self.keepalive,
+            opening=b": stream open\n\n",
+            counted=self.sessions,
+            owner=principal.id,
+        )
 
 
-async def pump_events(receive: Receive, send: Send, queue: StreamQueue, keepalive: KeepAlive) -> None:
+async def pump_events(
+    receive: Receive,
+    send: Send,
+    queue: StreamQueue,
+    keepalive: KeepAlive,
+    *,
+    opening: bytes | None = None,
+    counted: SessionStore | None = None,
+    owner: str = "",
+) -> None:
     """Write queued messages (serialised) as SSE events until the queue ends or the client goes away; a
     comment line when the stream has been quiet for a while (`keepalive`) keeps proxies from timing out.
+    `opening`: start the response first (SSE headers), with this as its first bytes. `counted`: the stream is
+    all this function's (no frame of its caller stays on a held stream's stack): when it ends, it lets go of
+    its queue (`Listener.detach`) and stops counting against `owner`'s open streams (`stream_closed`).
 
     One task, nothing more per held stream: it waits in `receive()` (where the client going away is heard), and
     the queue — a message, the end, the keep-alive's tick — interrupts that wait (relay/stream_queue.py)."""
@@ -516,6 +529,9 @@ async def pump_events(receive: Receive, send: Send, queue: StreamQueue, keepaliv
     assert task is not None
     keepalive.add(queue)
     try:
+        if opening is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
         while True:
             payload = queue.pop()
             if payload is not None:
@@ -549,6 +565,9 @@ async def pump_events(receive: Receive, send: Send, queue: StreamQueue, keepaliv
                 return
     finally:
         keepalive.discard(queue)
+        if counted is not None:
+            queue.attached = False  # what Listener.detach does
+            counted.stream_closed(owner)
 
 
 def _error_status(code: Any, era: Era) -> int:
