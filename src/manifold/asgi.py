@@ -223,11 +223,12 @@ def write_combining_http() -> type[asyncio.Protocol]:
 
     Its per-connection objects are lighter too (thousands of connections are held open by idle 2025-11-25
     sessions' GET streams: bench/scale_sessions.py): the events it waits on are `_LeanEvent`s, its flow
-    control slotted and its pipeline a `_Pipeline`, each swapped in where uvicorn makes them (the connection,
-    the request's headers); the scope's `asgi` dict and the server's address are shared by every request —
-    same behaviour, a few hundred bytes instead of 2.6 kB. uvicorn is pinned (constraints.txt); its
-    protocol's attributes `flow`, `pipeline`, `server`, `scope`, `headers`, `url` and `cycle.message_event`,
-    and what its `on_message_begin` puts in a scope, are what this relies on."""
+    control slotted and its pipeline a `_Pipeline`, each made where uvicorn makes them (the connection, the
+    request's headers); the scope's `asgi` dict and the server's address are shared by every request; its
+    request cycle (`LeanCycle`) waits in `receive()` on the event's future itself, one coroutine fewer on a
+    held stream's stack — same behaviour, a few hundred bytes instead of 3 kB. `on_message_begin` and
+    `on_headers_complete` are uvicorn 0.54's with those changes: uvicorn is pinned (constraints.txt), and
+    upgrading it means comparing them again (tests/unit/test_asgi_lean_connection.py compares the scopes)."""
     import httptools
     from uvicorn.protocols.http.flow_control import service_unavailable
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
