@@ -67,6 +67,7 @@ from tests.e2e.harness import run_gateway
 SERVER = "bench"
 TARGET_BYTES_PER_SESSION = 10 * 1000  # "10 kB"
 TARGET_ADDED_P50_MS = 1.0
+CLIENT_KEEPALIVE_S = 2.0  # below the gateway's keep-alive timeout
 
 
 @dataclass
@@ -204,10 +205,15 @@ async def run(args: argparse.Namespace) -> Figures:
             if tracer is not None:
                 tracer.pid = pid
             tokens = await create_keys(gateway, args.principals)
-            connector = aiohttp.TCPConnector(limit=args.concurrency)
+            # Idle connections are dropped here after 2 s, before the gateway's keep-alive timeout (uvicorn's 5 s)
+            # closes them: a request sent on a connection the server is closing at that moment fails
+            # ("Cannot write to closing transport"), as one of 10,000 initializes did once.
+            connector = aiohttp.TCPConnector(limit=args.concurrency, keepalive_timeout=CLIENT_KEEPALIVE_S)
             async with aiohttp.ClientSession(connector=connector) as http, \
-                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as held_http, \
-                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as idle_http:
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                        limit=1, keepalive_timeout=CLIENT_KEEPALIVE_S)) as held_http, \
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                        limit=1, keepalive_timeout=CLIENT_KEEPALIVE_S)) as idle_http:
                 probes = {}
                 for name, gw, probe_http in (("held", gateway, held_http), ("idle", idle_gateway, idle_http)):
                     sid = await open_session(probe_http, gw.url(SERVER), gw.key, f"probe-{name}")
