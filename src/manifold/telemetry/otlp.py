@@ -106,9 +106,18 @@ def resource(attributes: Mapping[str, str]) -> bytes:
     return b"".join(_field(0x0A, key_value(k, v)) for k, v in attributes.items())
 
 
+def spans_field(spans: Iterable[Finished]) -> bytes:
+    """The spans as ScopeSpans' repeated field 2 (concatenations of these are that field too)."""
+    return b"".join(_field(0x12, span(f)) for f in spans)
+
+
 def export_request(resource_bytes: bytes, scope_name: str, spans: Iterable[Finished]) -> bytes:
+    return export_request_of(resource_bytes, scope_name, spans_field(spans))
+
+
+def export_request_of(resource_bytes: bytes, scope_name: str, encoded_spans: bytes) -> bytes:
     """ExportTraceServiceRequest: resource_spans (1) = ResourceSpans: resource (1), scope_spans (2) =
-    ScopeSpans: scope (1) = InstrumentationScope: name (1); spans (2)."""
-    scope_spans = _field(0x0A, _string(0x0A, scope_name)) + b"".join(_field(0x12, span(f)) for f in spans)
+    ScopeSpans: scope (1) = InstrumentationScope: name (1); spans (2) (`spans_field`)."""
+    scope_spans = _field(0x0A, _string(0x0A, scope_name)) + encoded_spans
     resource_spans = _field(0x0A, resource_bytes) + _field(0x12, scope_spans)
     return _field(0x0A, resource_spans)
