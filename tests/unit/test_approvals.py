@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from manifold.admin.ops import BadRequest, Operations
 from manifold.audit import AuditEvent, Outcome
 from manifold.config.loader import load_config
 from manifold.config.models import GrantConfig
@@ -23,7 +22,7 @@ from manifold.policy.evaluation import Policy
 from manifold.policy.explain import Item, explain
 from manifold.policy.grants import grant_from_config
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
-from manifold.store.db import default_url, open_database
+from manifold.store.db import open_database
 
 pytestmark = pytest.mark.anyio
 
@@ -185,25 +184,6 @@ async def test_a_window_lets_the_same_call_through_until_it_ends(engine: AsyncEn
     assert decided is not None and decided.valid_until is not None
     assert await store.use(decided) and await store.use(decided)  # not spent
     assert not await store.use(decided, now=decided.valid_until + 1)
-
-
-async def test_the_admin_api_refuses_an_approval_gate_it_could_not_store(tmp_path: Path) -> None:
-    # The grants table has no columns for a gate: accepting one would silently drop it (a tool meant to wait
-    # for an approver would run at once).
-    (tmp_path / "manifold.yaml").write_text(
-        f"gateway:\n  state_dir: {tmp_path / 'state'}\n"
-        "upstreams:\n  github:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n"
-    )
-    config = load_config(tmp_path / "manifold.yaml")
-    engine = await open_database(default_url(tmp_path))
-    try:
-        ops = Operations(engine, config)
-        body = {"who": "team:eng", "what": ["server:github"], "require_approval": ["tool:github/*"]}
-        with pytest.raises(BadRequest, match="set in manifold.yaml"):
-            await ops.add_grant({**body, "approvers": "team:sre"})
-        assert await ops.grants.list() == []
-    finally:
-        await engine.dispose()
 
 
 def test_explain_says_which_calls_wait_for_an_approver() -> None:

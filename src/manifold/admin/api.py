@@ -7,7 +7,7 @@ Routes (all JSON; errors are {"error": "..."} with 400/401/403/404/409):
                                                                         DELETE /admin/api/users/{id}
   GET  /admin/api/teams                   POST /admin/api/teams         DELETE /admin/api/teams/{id}
   GET  /admin/api/service-accounts        POST /admin/api/service-accounts  DELETE /admin/api/service-accounts/{id}
-  GET  /admin/api/grants                  POST /admin/api/grants        DELETE /admin/api/grants/{id}
+  GET  /admin/api/grants[/{id}]           POST /admin/api/grants        PATCH|DELETE /admin/api/grants/{id}
   GET  /admin/api/rate-limits             POST /admin/api/rate-limits   PUT|DELETE /admin/api/rate-limits/{id}
   GET  /admin/api/upstreams[/{id}]        POST /admin/api/upstreams     DELETE /admin/api/upstreams/{id}
   GET  /admin/api/groups[/{id}]           POST /admin/api/groups        DELETE /admin/api/groups/{id}
@@ -210,6 +210,10 @@ class AdminApi:
                 return 200, await ops.list_grants()
             case "POST", ["grants"]:
                 return 201, await ops.add_grant(body)
+            case "GET", ["grants", grant_id]:
+                return 200, await ops.get_grant(grant_id)
+            case "PATCH", ["grants", grant_id]:
+                return 200, await ops.update_grant(grant_id, body)
             case "DELETE", ["grants", grant_id]:
                 return 200, await ops.remove_grant(grant_id)
             case _, ["rate-limits", *rest] if self.rate_limits is not None:  # admin/rate_limits.py

@@ -56,6 +56,23 @@ def _text(body: JSON, key: str) -> str:
     return value.strip()
 
 
+def _checked_grant(body: JSON) -> GrantConfig:
+    """A grant from the API checked exactly as one in manifold.yaml: the same pydantic model (fields, bounds)
+    and the same selector grammar, approval gate included (policy/grants.py `parse_grant`)."""
+    try:
+        grant = GrantConfig.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadRequest(f"'{where}': {first['msg']}") from None
+    try:
+        parse_grant(grant.who, grant.what, grant.claims, grant_id="new", approval=grant)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    _fits(grants, who=grant.who, approvers=grant.approvers)
+    return grant
+
+
 def _fits(table: Table, **values: object) -> None:
     """Refuse (400) a value longer than its column: PostgreSQL would refuse it at the write."""
     problem = too_long(table, values)
@@ -215,21 +232,33 @@ class Operations:
         stored = file_grants(self.config.gateway.grants) + await self.grants.list()
         return [g.public() for g in stored]
 
+    async def get_grant(self, grant_id: str) -> JSON:
+        for stored in file_grants(self.config.gateway.grants):
+            if stored.id == grant_id:
+                return stored.public()
+        found = await self.grants.get(grant_id)
+        if found is None:
+            raise NotFound(f"no grant '{grant_id}'")
+        return found.public()
+
     async def add_grant(self, body: JSON) -> JSON:
-        try:
-            grant = GrantConfig.model_validate(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise BadRequest(f"'{where}': {first['msg']}") from None
-        try:
-            parse_grant(grant.who, grant.what, grant.claims, grant_id="new")
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
-        if grant.require_approval or grant.approvers is not None:  # the grants table has no place for them yet
-            raise BadRequest("approval gates (require_approval, approvers) are set in manifold.yaml's grants")
-        _fits(grants, who=grant.who)
+        grant = _checked_grant(body)
         return (await self.grants.add(grant)).public()
+
+    async def update_grant(self, grant_id: str, body: JSON) -> JSON:
+        """Change the fields `body` names of an API-made grant (PATCH): the result is checked whole, as a new
+        grant is. A field set to null goes back to its default."""
+        if grant_id.startswith("grants["):
+            raise Conflict(f"grant {grant_id} is declared in manifold.yaml; change it there")
+        found = await self.grants.get(grant_id)
+        if found is None:
+            raise NotFound(f"no grant '{grant_id}'")
+        merged = {**found.config.model_dump(exclude_none=True), **body}
+        grant = _checked_grant({k: v for k, v in merged.items() if v is not None})
+        stored = await self.grants.replace(grant_id, grant)
+        if stored is None:
+            raise NotFound(f"no grant '{grant_id}'")
+        return stored.public()
 
     async def remove_grant(self, grant_id: str) -> JSON:
         if grant_id.startswith("grants["):

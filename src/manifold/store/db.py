@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -113,6 +114,12 @@ grants = Table(
     Column("what", JSON, nullable=False),  # list of resource selectors
     Column("description", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The approval gate (docs/approvals.md; migration 0005). Null: the default (no gate; 900 s; 0 s; false).
+    Column("require_approval", JSON),  # list of resource selectors
+    Column("approvers", String(400)),  # a `who` selector
+    Column("approval_timeout_seconds", Float),
+    Column("approval_valid_seconds", Float),
+    Column("self_approval", Boolean),
 )
 
 # Upstreams, groups and virtual servers created at run time: the same pydantic models as the files, as JSON.
