@@ -5,6 +5,7 @@ built from the stored grants. Over a real SQLite file."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from manifold.admin.export import grants_file
 from manifold.admin.ops import BadRequest, Conflict, Operations, OpError
 from manifold.audit import AuditLog
 from manifold.audit.unauthorized import UnauthorizedAudit
+from manifold.cli import main
 from manifold.config.loader import load_config
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.authenticator import Authenticator
@@ -187,3 +189,24 @@ async def test_grant_changes_are_audited(api: Api) -> None:
     async with api.engine.connect() as conn:
         rows = (await conn.execute(select(audit_events.c.method, audit_events.c.outcome))).all()
     assert ("console POST", "ok") in rows and ("console PATCH", "ok") in rows and ("console PATCH", "error") in rows
+
+
+def test_the_cli_adds_a_gated_grant_and_lists_its_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "manifold.yaml").write_text(
+        f"gateway:\n  state_dir: {tmp_path / 'state'}\n"
+        "upstreams:\n  github:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n"
+    )
+    config = ["--config", str(tmp_path / "manifold.yaml")]
+    add = [*config, "grants", "add", "--who", "team:eng", "--what", "server:github"]
+    main([*add, "--require-approval", "tool:github/delete_*", "--approvers", "team:sre", "--approval-timeout", "60"])
+    out = capsys.readouterr().out
+    assert "calls of tool:github/delete_* wait for team:sre" in out
+    main([*config, "grants", "list", "--json"])
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["require_approval"], listed["approvers"], listed["approval_timeout_seconds"]) == (
+        ["tool:github/delete_*"],
+        "team:sre",
+        60,
+    )
+    assert main([*add, "--require-approval", "tool:x/y"]) != 0  # the same check as the API's: approvers are required
+    assert "approvers" in capsys.readouterr().err

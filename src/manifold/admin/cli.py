@@ -270,12 +270,21 @@ def _dispatch(args: argparse.Namespace, config: LoadedConfig) -> int:  # noqa: C
             done = _run(config, lambda ops: ops.delete_service_account(args.id))
             _done(done, j, f"Deleted service account {done['id']}{_revoked(done)}.")
         case ("grants", "list"):
-            _print(_run(config, lambda ops: ops.list_grants()), j, ["id", "who", "claims", "what", "source"])
+            listed = _run(config, lambda ops: ops.list_grants())
+            _print(listed, j, ["id", "who", "claims", "what", "require_approval", "approvers", "source"])
         case ("grants", "add"):
             claims = dict(c.split("=", 1) for c in (args.claim or []))
             body = {"who": args.who, "what": args.what, "claims": claims, "description": args.description}
+            body |= {
+                "require_approval": args.require_approval,
+                "approvers": args.approvers,
+                "approval_timeout_seconds": args.approval_timeout,
+                "approval_valid_seconds": args.approval_valid,
+                "self_approval": args.self_approval or None,
+            }
             grant = _run(config, lambda ops: ops.add_grant({k: v for k, v in body.items() if v is not None}))
-            _done(grant, j, f"Added grant {grant['id']}: {grant['who']} may use {_cell(grant['what'])}.")
+            gate = f"; calls of {_cell(g)} wait for {grant['approvers']}" if (g := grant["require_approval"]) else ""
+            _done(grant, j, f"Added grant {grant['id']}: {grant['who']} may use {_cell(grant['what'])}{gate}.")
         case ("grants", "remove"):
             done = _run(config, lambda ops: ops.remove_grant(args.id))
             _done(done, j, f"Removed grant {done['id']}.")
@@ -337,6 +346,11 @@ def register(sub: Subparsers) -> None:
     gadd.add_argument("--what", required=True, action="append", help="server:, group:, vserver:, tool:<up>/<glob>")
     gadd.add_argument("--claim", action="append", help="claim=value (with idp:)")
     gadd.add_argument("--description")
+    gadd.add_argument("--require-approval", action="append", help="calls of these tools wait for approval (tool:...)")
+    gadd.add_argument("--approvers", help="who may approve (a who selector, e.g. team:sre)")
+    gadd.add_argument("--approval-timeout", type=float, help="seconds a request waits (default 900)")
+    gadd.add_argument("--approval-valid", type=float, help="seconds an approval lets the same call run (default 0)")
+    gadd.add_argument("--self-approval", action="store_true", help="an approver may approve their own call")
     ga.add_parser("remove").add_argument("id")
 
     catalog_actions = [_add_catalog_commands(sub, name, kind) for name, kind in CATALOG_COMMANDS.items()]
