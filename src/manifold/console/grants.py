@@ -30,6 +30,7 @@ from manifold.policy.store import StoredGrant, file_grants
 from manifold.principal import Principal
 from manifold.web.session import WebSession
 
+FORM_FIELDS = ("kind", "subject", "server", "tools", "description", "approval_tools", "approvers")
 SUBJECT_KINDS = {"user": "User (email or subject)", "team": "Team", "sa": "Service account"}
 MAX_FIELD = 400
 
@@ -42,6 +43,8 @@ class GrantRow:
     description: str | None
     source: str  # the file it is declared in, or "console / API"
     removable: bool
+    gate: list[str] | None = None  # the tools whose calls wait for approval (None: no gate)
+    approvers: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,14 +63,20 @@ def grant_row(stored: StoredGrant, config_file: str) -> GrantRow:
         description=c.description,
         source=config_file if from_file else "console / API",
         removable=not from_file,
+        gate=list(c.require_approval) or None,
+        approvers=c.approvers,
     )
+
+
+def _globs(tools_text: str) -> list[str]:
+    return [g.strip() for line in tools_text.splitlines() for g in line.split(",") if g.strip()]
 
 
 def what_for(server_id: str, virtual: bool, members: list[str], tools_text: str) -> list[str]:
     """The `what` selectors of a grant on `server_id`: the whole server when no tool glob is given, else
     `tool:<upstream>/<glob>` per glob (on a virtual server a bare glob applies to each member's upstream;
-    `upstream/glob` names one)."""
-    globs = [g.strip() for line in tools_text.splitlines() for g in line.split(",") if g.strip()]
+    `upstream/glob` names one). The approval form's tools are read the same way."""
+    globs = _globs(tools_text)
     if not globs:
         return [f"vserver:{server_id}" if virtual else f"server:{server_id}"]
     what: list[str] = []
@@ -149,7 +158,7 @@ class GrantPages:
             server=server if selected is not None else "",
             unknown_server=server if server and selected is None else "",
             subject_kinds=SUBJECT_KINDS,
-            form=form or {"kind": "user", "subject": "", "server": server, "tools": "", "description": ""},
+            form=form or {key: "" for key in FORM_FIELDS} | {"kind": "user", "server": server},
             errors=errors or [],
             notice=notice,
             explain_who=explain_who,
@@ -185,9 +194,7 @@ class GrantPages:
         return Explained(lines[0].startswith("ALLOW"), [*lines, *(f"  note: {n}" for n in found.notes)]), None
 
     async def add_grant(self, request: Request, principal: Principal, session: WebSession) -> Response:
-        form = {
-            k: self.frame.form(request).get(k, "")[:4000] for k in ("kind", "subject", "server", "tools", "description")
-        }
+        form = {k: self.frame.form(request).get(k, "")[:4000] for k in FORM_FIELDS}
         errors: list[str] = []
         kind, subject, server_id = form["kind"], form["subject"].strip(), form["server"]
         config = await self._config()
@@ -207,6 +214,12 @@ class GrantPages:
         }
         if form["description"].strip():
             body["description"] = form["description"].strip()
+        if _globs(form["approval_tools"]) or form["approvers"].strip():  # checked by the API, as any grant
+            members = [m.upstream for m in server.members]
+            body["require_approval"] = (
+                what_for(server_id, virtual, members, form["approval_tools"]) if _globs(form["approval_tools"]) else []
+            )
+            body["approvers"] = form["approvers"].strip() or None
         try:
             _, made = await self.services.admin.perform(principal, "POST", ["grants"], body)
         except OpError as exc:

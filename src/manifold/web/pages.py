@@ -73,6 +73,7 @@ def layout(title: str, body: str, viewer: Viewer | None = None, *, wide: bool = 
             f"<p>Signed in as <strong>{e(viewer.display)}</strong></p>"
             '<a href="/servers">Your servers</a>'
             '<a href="/connections">Your connections</a>'
+            '<a href="/approvals">Approvals</a>'
             f"{_sign_out_form(viewer, small=True)}</nav>"
         )
     width = "page" if wide else "page page-narrow"
