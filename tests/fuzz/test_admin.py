@@ -41,6 +41,10 @@ FIELDS = [
     "args",
     "auth",
     "mode",
+    "require_approval",
+    "approvers",
+    "approval_timeout_seconds",
+    "self_approval",
 ]
 
 
