@@ -115,7 +115,7 @@ grants = Table(
     Column("description", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The approval gate (docs/approvals.md; migration 0005). Null: the default (no gate; 900 s; 0 s; false).
-    Column("require_approval", JSON),  # list of resource selectors
+    Column("require_approval", JSON(none_as_null=True)),  # list of resource selectors
     Column("approvers", String(400)),  # a `who` selector
     Column("approval_timeout_seconds", Float),
     Column("approval_valid_seconds", Float),
