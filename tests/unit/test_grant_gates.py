@@ -210,3 +210,21 @@ def test_the_cli_adds_a_gated_grant_and_lists_its_gate(tmp_path: Path, capsys: p
     )
     assert main([*add, "--require-approval", "tool:x/y"]) != 0  # the same check as the API's: approvers are required
     assert "approvers" in capsys.readouterr().err
+
+
+def test_an_exported_grant_carries_its_gate_and_one_without_a_gate_no_gate_settings() -> None:
+    defaults = {"approvers": None, "approval_timeout_seconds": 900.0, "approval_valid_seconds": 0.0}
+    plain = {"id": "g1", "source": "api", "who": "team:eng", "what": ["server:github"], "require_approval": []}
+    gated = {
+        **plain,
+        "id": "g2",
+        "require_approval": ["tool:github/delete_*"],
+        **defaults,
+        "approvers": "team:sre",
+        "self_approval": False,
+    }
+    exported = grants_file([{**plain, **defaults, "self_approval": False}, gated])
+    assert exported is not None
+    first, second = exported.text.split("- who:")[1:]
+    assert "approval" not in first and "self_approval" not in first  # nothing but who and what
+    assert "require_approval:" in second and "approvers: team:sre" in second and "approval_timeout_seconds" in second

@@ -149,9 +149,17 @@ def virtual_server_file(entry: JSON) -> ExportFile:
     return ExportFile(f"virtual_servers/{sid}.yaml", _header(f"Virtual server {sid}", problems, []) + _dump(body))
 
 
+# A grant's approval gate settings (docs/approvals.md): written only for a grant that has a gate.
+_GATE_KEYS = ("require_approval", "approvers", "approval_timeout_seconds", "approval_valid_seconds", "self_approval")
+
+
+def _not_exported(grant: JSON) -> tuple[str, ...]:
+    return ("id", "source") if grant.get("require_approval") else ("id", "source", *_GATE_KEYS)
+
+
 def grants_file(grants: list[JSON]) -> ExportFile | None:
     """`grants.yaml`: the API-made grants as `manifold.yaml`'s `grants:` list."""
-    items = [{k: v for k, v in g.items() if k not in ("id", "source") and v not in ({}, None)} for g in _api(grants)]
+    items = [{k: v for k, v in g.items() if k not in _not_exported(g) and v not in ({}, None)} for g in _api(grants)]
     if not items:
         return None
     what = "Grants (paste under `grants:` of manifold.yaml)"
