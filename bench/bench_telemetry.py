@@ -2,12 +2,17 @@
 (spans exported to a local OTLP sink), one with both off, in one run.
 
     .venv/bin/python -m bench.bench_telemetry [--calls 300] [--warmup 30] [--rounds 6] [--json FILE]
+                                              [--upstream fast|fast-untraced]
 
 Metrics and tracing are process configuration, so each setting is its own gateway process, both in front of
 the same fast upstream process. The sink is a tiny HTTP server in this process answering POST /v1/traces
 with 200 (it counts the exports, so the report shows spans really left the gateway). The paths alternate call
 by call (bench/common.interleaved), with the mcp SDK client in 2025-11-25 mode and a lean raw 2026-07-28
 client. Target: p50 with metrics and tracing on ≤ 1.05 × p50 with both off (issue 15).
+
+The upstream is the mcp SDK's low-level server, which joins the trace it is sent: its OpenTelemetryMiddleware
+extracts `_meta.traceparent` and opens a span of its own, a cost the upstream pays only when tracing is on.
+`--upstream fast-untraced` runs it without that middleware, which leaves the gateway's own cost.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ class Sink:
 async def run(args: argparse.Namespace) -> dict:
     sink = Sink()
     try:
-        async with run_upstreams("fast", 1, 1) as upstreams:
+        async with run_upstreams(args.upstream, 1, 1) as upstreams:
             entries = {"bench": {"transport": "http", "url": upstreams[0].url}}
             on = {"telemetry": {"tracing": {"endpoint": sink.url}}}  # metrics are on by default
             off = {"telemetry": {"metrics": {"enabled": False}}}
@@ -70,6 +75,7 @@ async def run(args: argparse.Namespace) -> dict:
         sink.close()
     figures = paired_figures(samples, "telemetry off")
     figures["metrics + tracing"]["otlp_exports"] = float(sink.exports)
+    figures["metrics + tracing"]["untraced_upstream"] = float(args.upstream == "fast-untraced")
     return figures
 
 
@@ -77,12 +83,16 @@ def report(results: dict) -> str:
     exports = results["metrics + tracing"].get("otlp_exports", 0)
     return (
         paired_report(results, label="tools/call", baseline="telemetry off", target=f"≤ {TARGET_RATIO}× off")
-        + f"\nOTLP exports received by the sink: {int(exports)}"
+        + f"\nOTLP exports received by the sink: {int(exports)}; upstream: "
+        + ("without OpenTelemetry (fast-untraced)" if results["metrics + tracing"].get("untraced_upstream") else "fast")
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return paired_main(__doc__, run, report, argv)
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--upstream", choices=("fast", "fast-untraced"), default="fast")
+
+    return paired_main(__doc__, run, report, argv, options)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 FAST_UPSTREAM = str(BENCH / "fast_upstream.py")
 FASTMCP_UPSTREAM = str(BENCH / "fastmcp_upstream.py")
-UPSTREAM_KINDS = ("fast", "fastmcp", "kitchen")
+UPSTREAM_KINDS = ("fast", "fast-untraced", "fastmcp", "kitchen")
 ERAS = ("legacy", "2026-07-28")
 ERA_LABEL = {"legacy": "2025-11-25", "2026-07-28": "2026-07-28"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -117,9 +117,10 @@ class Upstream:
 def upstream_command(kind: str, name: str, tools: int, port: int) -> list[str]:
     """The command line of one upstream: the fast low-level one, the FastMCP one, or kitchen.py padded to
     `tools` tools."""
-    if kind in ("fast", "fastmcp"):
-        script = FAST_UPSTREAM if kind == "fast" else FASTMCP_UPSTREAM
-        return [sys.executable, script, "--name", name, "--tools", str(tools), "--port", str(port)]
+    if kind in ("fast", "fast-untraced", "fastmcp"):
+        script = FASTMCP_UPSTREAM if kind == "fastmcp" else FAST_UPSTREAM
+        command = [sys.executable, script, "--name", name, "--tools", str(tools), "--port", str(port)]
+        return command + (["--no-otel"] if kind == "fast-untraced" else [])
     if kind == "kitchen":
         # kitchen has 17 tools of its own; pad with trivial ones to reach `tools`.
         extra = ",".join(f"pad_{i:02d}" for i in range(max(0, tools - 17)))
@@ -349,8 +350,9 @@ def paired_report(figures: dict[str, dict[str, float]], *, label: str, baseline:
     return table(head, rows) + f"\ntarget: {target}"
 
 
-def paired_main(doc: str, run: Any, report: Any, argv: list[str] | None) -> dict:
-    """The command line shared by the paired benchmarks (bench_auth, bench_outbound)."""
+def paired_main(doc: str, run: Any, report: Any, argv: list[str] | None, options: Any = None) -> dict:
+    """The command line shared by the paired benchmarks (bench_auth, bench_outbound); `options(parser)` adds
+    a benchmark's own."""
     import argparse
     import json
 
@@ -361,6 +363,8 @@ def paired_main(doc: str, run: Any, report: Any, argv: list[str] | None) -> dict
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--json")
+    if options is not None:
+        options(parser)
     args = parser.parse_args(argv)
     results = anyio.run(run, args)
     print(report(results), flush=True)

@@ -49,8 +49,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tools", type=int, default=1, help="how many tools to list (noop included)")
     parser.add_argument("--name", default="fast-upstream")
     parser.add_argument("--transport", choices=["http"], default="http")  # what tests/upstreams/launch.py passes
+    parser.add_argument("--no-otel", action="store_true",
+                        help="without the SDK's OpenTelemetryMiddleware (it reads every request's _meta.traceparent)")
     args = parser.parse_args(argv)
-    app = build_server(args.name, max(1, args.tools)).streamable_http_app(json_response=True)
+    server = build_server(args.name, max(1, args.tools))
+    if args.no_otel:
+        server.middleware = []  # mcp 2.3.0 ships [OpenTelemetryMiddleware()] here, on by default
+    app = server.streamable_http_app(json_response=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", loop="uvloop", http="httptools",
                 access_log=False)
 
