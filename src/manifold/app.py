@@ -137,6 +137,11 @@ class ManifoldApp:
         if kind == "lifespan":
             await self._lifespan(receive, send)
             return
+        if kind == "websocket":
+            # MCP has no WebSocket transport. uvicorn hands an upgrade request over as a handshake; closing it
+            # before accepting answers 403 (returning without a word made uvicorn answer 500).
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if kind != "http":
             return
         path: str = scope["path"]

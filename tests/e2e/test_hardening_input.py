@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import mcp_types as types
 import pytest
@@ -331,3 +332,25 @@ async def test_an_upstream_reply_with_an_array_id_names_the_upstream(gw: Gateway
         # The upstream's other tools, and the session, are fine.
         again = await client.call_tool("echo", {"text": "still here"})
         assert not again.is_error
+
+
+# ---- a WebSocket handshake (MCP has no WebSocket transport) -----------------------------------------------
+
+
+async def test_a_websocket_upgrade_is_refused_with_403_and_the_gateway_goes_on(gw: Gateway) -> None:
+    host, port = gw.base.removeprefix("http://").split(":")
+    stream = await anyio.connect_tcp(host, int(port))
+    async with stream:
+        await stream.send(
+            (
+                f"GET /mcp/up HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {gw.key}\r\n"
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            ).encode()
+        )
+        with anyio.fail_after(10):
+            head = await stream.receive()
+    assert head.startswith(b"HTTP/1.1 403"), head[:200]  # was 500: the handshake was left unanswered
+    async with gw.client("up") as client:
+        assert not (await client.call_tool("echo", {"text": "still here"})).is_error
+    assert "without completing handshake" not in gw.log()
