@@ -216,10 +216,21 @@ class _Pipeline(list[Any]):
         self.insert(0, item)
 
 
-def write_combining_http() -> type[asyncio.Protocol]:
+_REFUSED_HEAD = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"content-length: 52\r\nconnection: close\r\n\r\n"
+    b'{"error":"the request line and headers are too big"}'
+)
+
+
+def write_combining_http(max_head_bytes: int = 64 * 1024) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol whose responses leave in one write (see `_WriteCombining`), for
     uvicorn's `http=` (`manifold serve`). Built on first use: importing uvicorn is the server's business,
     not that of every module that uses these helpers.
+
+    A request's line and headers may take at most `max_head_bytes` (limits.request_head_bytes): past it the
+    answer is 431 and the connection is closed. uvicorn's httptools protocol sets no bound of its own, so one
+    connection sending an endless header line grew the gateway by ~150 MB in 20 s.
 
     Its per-connection objects are lighter too (thousands of connections are held open by idle 2025-11-25
     sessions' GET streams: bench/scale_sessions.py): the events it waits on are `_LeanEvent`s, its flow
@@ -258,6 +269,18 @@ def write_combining_http() -> type[asyncio.Protocol]:
             self.flow = _LeanFlowControl(self.transport)  # type: ignore[assignment]
             self.pipeline = _Pipeline()  # type: ignore[assignment]
             self.server = _shared_address(self.server)
+            self.head_bytes = 0  # of the request head being read; -1 while its body is
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # Counted after parsing: a chunk that completes the head (and carries the start of a body) is
+            # not the head's; one that leaves it incomplete is.
+            if self.head_bytes >= 0:
+                self.head_bytes += len(data)
+                if self.head_bytes > max_head_bytes and not self.transport.is_closing():
+                    self.logger.warning("Refused a request whose line and headers exceed %d bytes.", max_head_bytes)
+                    self.transport.write(_REFUSED_HEAD)
+                    self.transport.close()
 
         def on_message_begin(self) -> None:
             # uvicorn's, with the one `asgi` dict for every request instead of a new one each.
@@ -265,6 +288,7 @@ def write_combining_http() -> type[asyncio.Protocol]:
             asgi = _ASGI_BY_VERSION.get(version)
             if asgi is None:
                 asgi = _ASGI_BY_VERSION[version] = {"version": version, "spec_version": "2.3"}
+            self.head_bytes = 0  # counted again from the next data: this request's head
             self.url = b""
             self.expect_100_continue = False
             self.headers = []
@@ -288,6 +312,7 @@ def write_combining_http() -> type[asyncio.Protocol]:
             self.scope["method"] = method.decode("ascii")
             if http_version != "1.1":
                 self.scope["http_version"] = http_version
+            self.head_bytes = -1  # the head is complete: the body is the app's to bound (max_body_bytes)
             if parser.should_upgrade() and self._should_upgrade():
                 return
             parsed_url = httptools.parse_url(self.url)

@@ -354,3 +354,37 @@ async def test_a_websocket_upgrade_is_refused_with_403_and_the_gateway_goes_on(g
     async with gw.client("up") as client:
         assert not (await client.call_tool("echo", {"text": "still here"})).is_error
     assert "without completing handshake" not in gw.log()
+
+
+# ---- a request head without end ----------------------------------------------------------------------------
+
+
+async def raw_exchange(gw: Gateway, head: bytes) -> bytes:
+    """Send `head` on a new connection and read until the gateway closes it (or 10 s pass)."""
+    host, port = gw.base.removeprefix("http://").split(":")
+    stream = await anyio.connect_tcp(host, int(port))
+    answer = b""
+    async with stream:
+        await stream.send(head)
+        with anyio.move_on_after(10):
+            while True:
+                try:
+                    answer += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    break
+    return answer
+
+
+async def test_a_request_head_past_the_limit_is_refused_with_431_and_a_big_one_within_it_is_served(gw: Gateway) -> None:
+    host, port = gw.base.removeprefix("http://").split(":")
+    start = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    # 65 kB of one header and no end of the head: before, the gateway kept reading (and holding) all of it.
+    endless = (start + "X-Filler: " + "a" * (65 * 1024)).encode()
+    refused = await raw_exchange(gw, endless)
+    assert refused.startswith(b"HTTP/1.1 431"), refused[:200]
+    assert b"too big" in refused
+    # 40 kB of headers (a large token, cookies) is a request like any other.
+    big = (start + "X-Filler: " + "a" * (40 * 1024) + "\r\nConnection: close\r\n\r\n").encode()
+    served = await raw_exchange(gw, big)
+    assert served.startswith(b"HTTP/1.1 200"), served[:200]
+    assert "exceed 65536 bytes" in gw.log()

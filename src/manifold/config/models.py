@@ -254,6 +254,8 @@ class LimitsSettings(Strict):
     # work is done, so without a bound a client could queue any number of calls (and their bodies) in the
     # gateway; past it the next POST's 202 waits until one of them finishes.
     requests_in_flight_per_sse_session: Annotated[int, Field(gt=0, le=10_000)] = 16
+    # A request's line and headers at most (`manifold serve`, asgi.py): past it 431 and the connection closed.
+    request_head_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 64 * 1024
     # Rate-limit buckets held in memory at once (one per rule and principal/server/tool it counts); full
     # buckets are dropped first, so reaching it never refuses anyone (docs/rate-limits.md).
     rate_limit_buckets: Annotated[int, Field(gt=0)] = 100_000
