@@ -154,9 +154,11 @@ class _LeanEvent:
 
 class _LeanFlowControl:
     """uvicorn's `FlowControl` (the same five operations and two flags), slotted, its writable event a
-    `_LeanEvent`: one per connection."""
+    `_LeanEvent`: one per connection. It also carries the connection's request-head guard (`head_bytes`,
+    `head_timer`, see `write_combining_http`): new attributes on uvicorn's protocol object itself would take its
+    instances past the 30 attributes CPython shares keys for, and each held connection's dict grew by ~1.4 kB."""
 
-    __slots__ = ("_transport", "read_paused", "write_paused", "_is_writable_event")
+    __slots__ = ("_transport", "read_paused", "write_paused", "_is_writable_event", "head_bytes", "head_timer")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -164,6 +166,8 @@ class _LeanFlowControl:
         self.write_paused = False
         self._is_writable_event = _LeanEvent()
         self._is_writable_event.set()
+        self.head_bytes = 0  # of the request head being read; -1 while its body is
+        self.head_timer: asyncio.TimerHandle | None = None
 
     async def drain(self) -> None:
         await self._is_writable_event.wait()
@@ -223,14 +227,25 @@ _REFUSED_HEAD = (
 )
 
 
-def write_combining_http(max_head_bytes: int = 64 * 1024) -> type[asyncio.Protocol]:
+_HEAD_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"content-length: 49\r\nconnection: close\r\n\r\n"
+    b'{"error":"the request head did not come in time"}'
+)
+
+
+def write_combining_http(max_head_bytes: int = 64 * 1024, head_seconds: float = 20.0) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol whose responses leave in one write (see `_WriteCombining`), for
     uvicorn's `http=` (`manifold serve`). Built on first use: importing uvicorn is the server's business,
     not that of every module that uses these helpers.
 
     A request's line and headers may take at most `max_head_bytes` (limits.request_head_bytes): past it the
     answer is 431 and the connection is closed. uvicorn's httptools protocol sets no bound of its own, so one
-    connection sending an endless header line grew the gateway by ~150 MB in 20 s.
+    connection sending an endless header line grew the gateway by ~150 MB in 20 s. And they must arrive
+    within `head_seconds` of the connection being opened or the request's first byte
+    (limits.request_head_seconds): otherwise 408 (or, if nothing came, just the close). uvicorn kept a
+    connection that sent nothing, or half a head, open forever — a few thousand such sockets ("slowloris")
+    would use up the gateway's file descriptors.
 
     Its per-connection objects are lighter too (thousands of connections are held open by idle 2025-11-25
     sessions' GET streams: bench/scale_sessions.py): the events it waits on are `_LeanEvent`s, its flow
@@ -264,20 +279,39 @@ def write_combining_http(max_head_bytes: int = 64 * 1024) -> type[asyncio.Protoc
             return message
 
     class WriteCombiningHttpTools(HttpToolsProtocol):
+        flow: _LeanFlowControl  # type: ignore[assignment]  # made in connection_made
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(_WriteCombining(transport))  # type: ignore[arg-type]
             self.flow = _LeanFlowControl(self.transport)  # type: ignore[assignment]
             self.pipeline = _Pipeline()  # type: ignore[assignment]
             self.server = _shared_address(self.server)
-            self.head_bytes = 0  # of the request head being read; -1 while its body is
+            self.flow.head_timer = self.loop.call_later(head_seconds, self.head_timed_out)
+
+        def head_timed_out(self) -> None:
+            flow = self.flow
+            flow.head_timer = None
+            if flow.head_bytes < 0 or self.transport.is_closing():
+                return
+            if flow.head_bytes > 0:
+                self.transport.write(_HEAD_TIMED_OUT)
+            self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            flow = self.flow
+            if flow.head_timer is not None:
+                flow.head_timer.cancel()
+                flow.head_timer = None
+            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             # Counted after parsing: a chunk that completes the head (and carries the start of a body) is
             # not the head's; one that leaves it incomplete is.
-            if self.head_bytes >= 0:
-                self.head_bytes += len(data)
-                if self.head_bytes > max_head_bytes and not self.transport.is_closing():
+            flow = self.flow
+            if flow.head_bytes >= 0:
+                flow.head_bytes += len(data)
+                if flow.head_bytes > max_head_bytes and not self.transport.is_closing():
                     self.logger.warning("Refused a request whose line and headers exceed %d bytes.", max_head_bytes)
                     self.transport.write(_REFUSED_HEAD)
                     self.transport.close()
@@ -288,7 +322,10 @@ def write_combining_http(max_head_bytes: int = 64 * 1024) -> type[asyncio.Protoc
             asgi = _ASGI_BY_VERSION.get(version)
             if asgi is None:
                 asgi = _ASGI_BY_VERSION[version] = {"version": version, "spec_version": "2.3"}
-            self.head_bytes = 0  # counted again from the next data: this request's head
+            flow = self.flow
+            flow.head_bytes = 0  # counted again from the next data: this request's head
+            if flow.head_timer is None:  # a later request on the connection: its head has its own time
+                flow.head_timer = self.loop.call_later(head_seconds, self.head_timed_out)
             self.url = b""
             self.expect_100_continue = False
             self.headers = []
@@ -312,7 +349,11 @@ def write_combining_http(max_head_bytes: int = 64 * 1024) -> type[asyncio.Protoc
             self.scope["method"] = method.decode("ascii")
             if http_version != "1.1":
                 self.scope["http_version"] = http_version
-            self.head_bytes = -1  # the head is complete: the body is the app's to bound (max_body_bytes)
+            flow = self.flow
+            flow.head_bytes = -1  # the head is complete: the body is the app's to bound (max_body_bytes)
+            if flow.head_timer is not None:
+                flow.head_timer.cancel()
+                flow.head_timer = None
             if parser.should_upgrade() and self._should_upgrade():
                 return
             parsed_url = httptools.parse_url(self.url)
@@ -335,7 +376,7 @@ def write_combining_http(max_head_bytes: int = 64 * 1024) -> type[asyncio.Protoc
             self.cycle = LeanCycle(
                 scope=self.scope,
                 transport=self.transport,
-                flow=self.flow,
+                flow=self.flow,  # type: ignore[arg-type]  # the same five operations
                 logger=self.logger,
                 access_logger=self.access_logger,
                 access_log=self.access_log,

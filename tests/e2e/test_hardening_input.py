@@ -7,6 +7,7 @@ A real gateway process and real upstream processes; raw HTTP, so the assertions 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,12 +52,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+HEAD_SECONDS = 1.5  # limits.request_head_seconds of this module's gateway
+
+
 @pytest.fixture(scope="module")
 async def gw() -> AsyncIterator[Gateway]:
     async with run_http_upstream(KITCHEN) as up, run_http_upstream(WRONG_IDS) as bad:
         async with run_gateway(
             {"up": {"transport": "http", "url": up}, "bad": {"transport": "http", "url": bad}},
-            gateway={"limits": {"id_length": ID_LENGTH, "json_depth": JSON_DEPTH}},
+            gateway={
+                "limits": {"id_length": ID_LENGTH, "json_depth": JSON_DEPTH, "request_head_seconds": HEAD_SECONDS}
+            },
         ) as gateway:
             yield gateway
             log = gateway.log()
@@ -388,3 +394,19 @@ async def test_a_request_head_past_the_limit_is_refused_with_431_and_a_big_one_w
     served = await raw_exchange(gw, big)
     assert served.startswith(b"HTTP/1.1 200"), served[:200]
     assert "exceed 65536 bytes" in gw.log()
+
+
+async def test_a_connection_that_sends_nothing_or_half_a_head_is_closed_after_the_head_time(gw: Gateway) -> None:
+    host, port = gw.base.removeprefix("http://").split(":")
+    began = time.monotonic()
+    silent = await raw_exchange(gw, b"")
+    half = await raw_exchange(gw, f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nX-Slow: ".encode())
+    took = time.monotonic() - began
+    assert silent == b""  # closed without a word: nothing was asked
+    assert half.startswith(b"HTTP/1.1 408"), half[:200]
+    assert took < 10  # both closed by the gateway (raw_exchange gives up after 10 s each), not left open
+    # An ordinary request on a fresh connection is served meanwhile and after.
+    served = await raw_exchange(
+        gw, f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert served.startswith(b"HTTP/1.1 200"), served[:200]

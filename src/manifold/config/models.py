@@ -256,6 +256,9 @@ class LimitsSettings(Strict):
     requests_in_flight_per_sse_session: Annotated[int, Field(gt=0, le=10_000)] = 16
     # A request's line and headers at most (`manifold serve`, asgi.py): past it 431 and the connection closed.
     request_head_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 64 * 1024
+    # Seconds a request's line and headers may take from the connection (or the request's first byte): past it
+    # 408 and the connection closed, so silent or trickling connections cannot pile up (`manifold serve`).
+    request_head_seconds: Annotated[float, Field(gt=0, le=600)] = 20.0
     # Rate-limit buckets held in memory at once (one per rule and principal/server/tool it counts); full
     # buckets are dropped first, so reaching it never refuses anyone (docs/rate-limits.md).
     rate_limit_buckets: Annotated[int, Field(gt=0)] = 100_000
