@@ -374,7 +374,8 @@ class StreamableHttp:
     async def _delete(self, send: Send, sid: str, principal: Principal, view: VirtualServerView) -> None:
         try:
             ended = await self.sessions.end(sid, principal, view)  # on every replica (relay/sessions.py)
-        except SQLAlchemyError as exc:  # recorded nowhere, so still open here too: the client may try again
+        except SQLAlchemyError as exc:  # the ended-list could not be read (a failed write is retried later
+            # by EndedSessions, never raised): nothing was changed, the client may try again
             log.warning("could not record the end of a session of %s: %s", principal.id, type(exc).__name__)
             await send_body(send, 503, b'{"error":"the session could not be ended now; try again"}')
             return
