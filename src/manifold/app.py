@@ -61,6 +61,12 @@ class WebPages(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
+# A traced request's server span name, by (route, ends in /messages): only POSTs are traced.
+_SPAN_NAMES = {
+    (route, messages): f"POST /{route}/{{server}}" + ("/messages" if messages else "")
+    for route in ("mcp", "sse")
+    for messages in (False, True)
+}
 WEB_PREFIXES = (
     "/connect/",
     "/login",
@@ -224,10 +230,11 @@ class ManifoldApp:
             # The client's trace (header, or a 2026-07-28 request's _meta) is known once the body is read.
             # Only POSTs: a GET stream lives for hours and a DELETE does nothing worth a trace.
             tracing = self.tracing
-            name = f"{scope['method']} /{parts[0]}/{{server}}" + ("/messages" if len(parts) == 3 else "")
+            name = _SPAN_NAMES[parts[0], len(parts) == 3]
             attributes = {"manifold.server": view.id, "enduser.id": principal.id}
-            with tracing.request(name, tracing.client_context(headers, body), began, attributes):
-                tracing.record("authenticate", began, authenticated, {"manifold.credential": principal.credential.kind})
+            auth = {"manifold.credential": principal.credential.kind}
+            parent = tracing.client_context(headers, body)
+            with tracing.request(name, parent, began, attributes, auth_end=authenticated, auth_attributes=auth):
                 await self._transport(scope, receive, send, parts, view, principal, body)
             return
         await self._transport(scope, receive, send, parts, view, principal, body)

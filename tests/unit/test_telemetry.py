@@ -162,14 +162,27 @@ def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
     client = parse_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
     assert client is not None
     began = now()
-    with tracing.request("POST /mcp/{server}", client, began, {"manifold.server": "eng"}):
-        tracing.record("authenticate", began, now(), {"manifold.credential": "api_key"})
+    auth = {"manifold.credential": "api_key"}
+    with tracing.request(
+        "POST /mcp/{server}", client, began, {"manifold.server": "eng"}, auth_end=now(), auth_attributes=auth
+    ):
         with pytest.raises(LookupError), tracing.span("credentials", {"manifold.upstream": "gh"}):
             raise LookupError("no token")
         span, params, headers = tracing.start_upstream("gh", "tools/call", {"name": "x", "_meta": {"k": 1}})
+        assert span is not None
         tracing.end_upstream(span, {"error": {"code": -1}}, None)
     assert params["_meta"] == {"k": 1, "traceparent": headers["traceparent"]}
     assert headers["traceparent"].split("-")[1] == "ab" * 16
+    assert len(tracing._queue) == 4
+
+    # A client's unsampled trace (flags 00) is still carried upstream, as unsampled, and records no span.
+    unsampled = parse_traceparent("00-" + "12" * 16 + "-" + "34" * 8 + "-00")
+    with tracing.request("POST /mcp/{server}", unsampled, now(), {}, auth_end=now(), auth_attributes=auth):
+        tracing.policy(now(), "x", allowed=True)
+        span, params, headers = tracing.start_upstream("gh", "tools/call", None)
+    assert span is None and len(tracing._queue) == 4
+    assert headers["traceparent"].startswith("00-" + "12" * 16 + "-") and headers["traceparent"].endswith("-00")
+    assert params == {"_meta": {"traceparent": headers["traceparent"]}}
     tracing.shutdown()
     request = ExportTraceServiceRequest()
     request.ParseFromString(b"".join(sent))

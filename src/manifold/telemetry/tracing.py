@@ -50,6 +50,8 @@ Send = Callable[[bytes], bool]
 
 
 now = time.time_ns  # a span timestamp (ns since the epoch)
+_bits = random.getrandbits
+_ref = tuple.__new__  # `_ref(SpanRef, (trace, span, sampled))`: a NamedTuple's own __new__ is a Python frame
 
 
 def parse_traceparent(value: str) -> SpanRef | None:
@@ -59,22 +61,16 @@ def parse_traceparent(value: str) -> SpanRef | None:
     trace_id, span_id = int(m.group(2), 16), int(m.group(3), 16)
     if not trace_id or not span_id:
         return None
-    return SpanRef(trace_id, span_id, bool(int(m.group(4), 16) & 1))
+    return _ref(SpanRef, (trace_id, span_id, bool(int(m.group(4), 16) & 1)))
 
 
 def format_traceparent(ref: SpanRef) -> str:
     return f"00-{ref.trace_id:032x}-{ref.span_id:016x}-{'01' if ref.sampled else '00'}"
 
 
-class UpstreamSpan:
-    __slots__ = ("parent", "ref", "start", "upstream_id", "method")
-
-    def __init__(self, ref: SpanRef, parent: int, start: int, upstream_id: str, method: str) -> None:
-        self.ref = ref
-        self.parent = parent
-        self.start = start
-        self.upstream_id = upstream_id
-        self.method = method
+# One upstream request's span while it runs: trace id, span id, parent span id, start, upstream id, method.
+# Only sampled requests get one (an unsampled trace still carries its traceparent upstream).
+UpstreamSpan = tuple[int, int, int, int, str, str]
 
 
 class Tracing:
@@ -100,6 +96,9 @@ class Tracing:
         self._queue: deque[Finished] = deque(maxlen=settings.max_queued_spans)
         self._append = self._queue.append
         self._finished = 0  # spans finished (on the event loop's thread)
+        # An upstream span's name and attributes per (upstream, method): the same few pairs on every call, and
+        # the encoder only reads them.
+        self._upstream_shapes: dict[tuple[str, str], tuple[str, Attributes]] = {}
         self._taken = 0  # spans the export thread took from the queue
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._export_loop, name="manifold-otlp-export", daemon=True)
@@ -115,36 +114,44 @@ class Tracing:
             value = _meta_traceparent(body)
         return parse_traceparent(value) if value is not None else None
 
-    def request(self, name: str, parent: SpanRef | None, start: int, attributes: Attributes) -> _ServerSpan:
-        """The server span of one request, current while the request is handled (a `with` block)."""
+    def request(
+        self,
+        name: str,
+        parent: SpanRef | None,
+        start: int,
+        attributes: Attributes,
+        *,
+        auth_end: int = 0,
+        auth_attributes: Attributes | None = None,
+    ) -> _ServerSpan:
+        """The server span of one request, current while the request is handled (a `with` block). `auth_end`:
+        the request was authenticated from `start` until then, recorded as the "authenticate" child span
+        when the server span ends (one call instead of two on every traced request)."""
         if parent is None:
-            ref = SpanRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1, random.random() < self._ratio)
+            ref = _ref(SpanRef, (_bits(128) or 1, _bits(64) or 1, random.random() < self._ratio))
         else:
-            ref = SpanRef(parent.trace_id, random.getrandbits(64) or 1, parent.sampled)
-        return _ServerSpan(self, ref, parent.span_id if parent is not None else 0, name, start, attributes)
+            ref = _ref(SpanRef, (parent.trace_id, _bits(64) or 1, parent.sampled))
+        span = _ServerSpan(ref, parent.span_id if parent is not None else 0, name, start, attributes)
+        span._tracing = self
+        span._auth_end = auth_end
+        span._auth_attributes = auth_attributes
+        return span
 
     def record(self, name: str, start: int, end: int, attributes: Attributes | None = None) -> None:
         """A finished child span of the current span (e.g. authentication, measured before the server span
         could know its parent)."""
         current = CURRENT.get()
-        if current is not None and current.sampled:
-            self._finish(
-                (
-                    current.trace_id,
-                    random.getrandbits(64) or 1,
-                    current.span_id,
-                    name,
-                    INTERNAL,
-                    start,
-                    end,
-                    attributes,
-                    None,
-                )
-            )
+        if current is not None and current[2]:
+            self._finished += 1
+            self._append((current[0], _bits(64) or 1, current[1], name, INTERNAL, start, end, attributes, None))
 
     def policy(self, began: int, tool: str, *, allowed: bool) -> None:
         """The per-tool policy decision (name resolved, grants checked), measured from `began`."""
-        self.record("policy tools/call", began, now(), {"mcp.tool": tool[:200], "manifold.allowed": allowed})
+        current = CURRENT.get()
+        if current is not None and current[2]:
+            self._finished += 1
+            attributes = {"mcp.tool": tool[:200], "manifold.allowed": allowed}
+            self._append((current[0], _bits(64) or 1, current[1], _POLICY, INTERNAL, began, now(), attributes, None))
 
     def span(self, name: str, attributes: Attributes | None = None) -> _ChildSpan | contextlib.nullcontext[None]:
         """A child span of the current span around a block (credential resolution)."""
@@ -157,30 +164,35 @@ class Tracing:
 
     def start_upstream(
         self, upstream_id: str, method: str, params: JSON | None
-    ) -> tuple[UpstreamSpan, JSON, dict[str, str]]:
-        """The span of one upstream request, and what carries it upstream: the params with
-        `_meta.traceparent` (a copy; the caller's dict is not changed) and the HTTP headers."""
+    ) -> tuple[UpstreamSpan | None, JSON, dict[str, str]]:
+        """The span of one upstream request (None when its trace is not sampled), and what carries the trace
+        upstream: the params with `_meta.traceparent` (a copy; the caller's dict is not changed) and the HTTP
+        headers."""
         current = CURRENT.get()
         if current is None:  # a request of the gateway's own (a list refresh): a trace of its own
-            current = SpanRef(random.getrandbits(128) or 1, 0, random.random() < self._ratio)
-        ref = SpanRef(current.trace_id, random.getrandbits(64) or 1, current.sampled)
-        span = UpstreamSpan(ref, current.span_id, now(), upstream_id, method)
-        traceparent = format_traceparent(ref)
+            current = _ref(SpanRef, (_bits(128) or 1, 0, random.random() < self._ratio))
+        trace_id, parent_id, sampled = current
+        span_id = _bits(64) or 1
+        traceparent = f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
         params = dict(params) if params else {}
         meta = params.get("_meta")
         params["_meta"] = {**meta, TRACEPARENT: traceparent} if isinstance(meta, dict) else {TRACEPARENT: traceparent}
+        span = (trace_id, span_id, parent_id, now(), upstream_id, method) if sampled else None
         return span, params, {TRACEPARENT: traceparent}
 
     def end_upstream(self, span: UpstreamSpan, reply: JSON | None, error: BaseException | None) -> None:
-        ref = span.ref
-        if not ref.sampled:
-            return
+        trace_id, span_id, parent_id, start, upstream_id, method = span
         failure = (
             type(error).__name__ if error is not None else ("JSON-RPC error" if reply and "error" in reply else None)
         )
-        attributes = {"mcp.method": span.method, "manifold.upstream": span.upstream_id}
-        name = f"upstream {span.method}"
-        self._finish((ref.trace_id, ref.span_id, span.parent, name, CLIENT, span.start, now(), attributes, failure))
+        shape = self._upstream_shapes.get((upstream_id, method))
+        if shape is None:
+            if len(self._upstream_shapes) >= _MAX_SHAPES:
+                self._upstream_shapes.clear()
+            attributes = {"mcp.method": method, "manifold.upstream": upstream_id}
+            shape = self._upstream_shapes[(upstream_id, method)] = (f"upstream {method}", attributes)
+        self._finished += 1
+        self._append((trace_id, span_id, parent_id, shape[0], CLIENT, start, now(), shape[1], failure))
 
     # ---- export ------------------------------------------------------------------------------------
 
@@ -227,12 +239,22 @@ _NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class _ServerSpan:
-    __slots__ = ("_tracing", "ref", "_parent_id", "_name", "_start", "_attributes", "_token")
+    __slots__ = (
+        "_tracing",
+        "ref",
+        "_parent_id",
+        "_name",
+        "_start",
+        "_attributes",
+        "_token",
+        "_auth_end",
+        "_auth_attributes",
+    )
+    _tracing: Tracing
+    _auth_end: int
+    _auth_attributes: Attributes | None
 
-    def __init__(
-        self, tracing: Tracing, ref: SpanRef, parent_id: int, name: str, start: int, attributes: Attributes
-    ) -> None:
-        self._tracing = tracing
+    def __init__(self, ref: SpanRef, parent_id: int, name: str, start: int, attributes: Attributes) -> None:
         self.ref = ref
         self._parent_id = parent_id
         self._name = name
@@ -245,21 +267,28 @@ class _ServerSpan:
 
     def __exit__(self, *exc: object) -> None:
         CURRENT.reset(self._token)
-        ref = self.ref
-        if ref.sampled:
-            self._tracing._finish(  # pyright: ignore[reportPrivateUsage] — the span's own tracer
-                (
-                    ref.trace_id,
-                    ref.span_id,
-                    self._parent_id,
-                    self._name,
-                    SERVER,
-                    self._start,
-                    now(),
-                    self._attributes,
-                    None,
+        trace_id, span_id, sampled = self.ref
+        if sampled:
+            tracing = self._tracing
+            append = tracing._append  # pyright: ignore[reportPrivateUsage] — the span's own tracer
+            start = self._start
+            if self._auth_end:
+                tracing._finished += 1  # pyright: ignore[reportPrivateUsage]
+                append(
+                    (
+                        trace_id,
+                        _bits(64) or 1,
+                        span_id,
+                        "authenticate",
+                        INTERNAL,
+                        start,
+                        self._auth_end,
+                        self._auth_attributes,
+                        None,
+                    )
                 )
-            )
+            tracing._finished += 1  # pyright: ignore[reportPrivateUsage]
+            append((trace_id, span_id, self._parent_id, self._name, SERVER, start, now(), self._attributes, None))
 
 
 class _ChildSpan:
@@ -267,7 +296,7 @@ class _ChildSpan:
 
     def __init__(self, tracing: Tracing, current: SpanRef, name: str, attributes: Attributes | None) -> None:
         self._tracing = tracing
-        self._ref = SpanRef(current.trace_id, random.getrandbits(64) or 1, True)
+        self._ref = _ref(SpanRef, (current.trace_id, _bits(64) or 1, True))
         self._parent_id = current.span_id
         self._name = name
         self._attributes = attributes
@@ -306,6 +335,8 @@ def _encode_yielding(batch: list[Finished]) -> bytes:
 
 
 _SPANS_PER_SLICE = 32
+_POLICY = "policy tools/call"
+_MAX_SHAPES = 1024
 # Spans per OTLP request (~120 bytes each: ~250 kB, well under collectors' limits). Each request costs the
 # export thread ~1 ms of Python in the HTTP client, so at a thousand traced calls a second (five spans each)
 # 512 per request meant ten of them a second.
