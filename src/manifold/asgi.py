@@ -154,11 +154,20 @@ class _LeanEvent:
 
 class _LeanFlowControl:
     """uvicorn's `FlowControl` (the same five operations and two flags), slotted, its writable event a
-    `_LeanEvent`: one per connection. It also carries the connection's request-head guard (`head_bytes`,
-    `head_timer`, see `write_combining_http`): new attributes on uvicorn's protocol object itself would take its
-    instances past the 30 attributes CPython shares keys for, and each held connection's dict grew by ~1.4 kB."""
+    `_LeanEvent`: one per connection. It also carries the connection's request guard (`head_bytes`,
+    `head_timer`, `body_deadline`, see `write_combining_http`): new attributes on uvicorn's protocol object
+    itself would take its instances past the 30 attributes CPython shares keys for, and each held
+    connection's dict grew by ~1.4 kB."""
 
-    __slots__ = ("_transport", "read_paused", "write_paused", "_is_writable_event", "head_bytes", "head_timer")
+    __slots__ = (
+        "_transport",
+        "read_paused",
+        "write_paused",
+        "_is_writable_event",
+        "head_bytes",
+        "head_timer",
+        "body_deadline",
+    )
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -166,8 +175,11 @@ class _LeanFlowControl:
         self.write_paused = False
         self._is_writable_event = _LeanEvent()
         self._is_writable_event.set()
-        self.head_bytes = 0  # of the request head being read; -1 while its body is
+        self.head_bytes = 0  # of the request head being read; -1 once the head is complete
+        # Runs from a request's first byte (or the connection) until its body is complete: the head's time,
+        # then the body's (`body_deadline`, the loop's clock), see `write_combining_http`.
         self.head_timer: asyncio.TimerHandle | None = None
+        self.body_deadline = 0.0
 
     async def drain(self) -> None:
         await self._is_writable_event.wait()
@@ -234,7 +246,16 @@ _HEAD_TIMED_OUT = (
 )
 
 
-def write_combining_http(max_head_bytes: int = 64 * 1024, head_seconds: float = 20.0) -> type[asyncio.Protocol]:
+_BODY_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"content-length: 49\r\nconnection: close\r\n\r\n"
+    b'{"error":"the request body did not come in time"}'
+)
+
+
+def write_combining_http(
+    max_head_bytes: int = 64 * 1024, head_seconds: float = 20.0, body_seconds: float = 60.0
+) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol whose responses leave in one write (see `_WriteCombining`), for
     uvicorn's `http=` (`manifold serve`). Built on first use: importing uvicorn is the server's business,
     not that of every module that uses these helpers.
@@ -245,7 +266,11 @@ def write_combining_http(max_head_bytes: int = 64 * 1024, head_seconds: float = 
     within `head_seconds` of the connection being opened or the request's first byte
     (limits.request_head_seconds): otherwise 408 (or, if nothing came, just the close). uvicorn kept a
     connection that sent nothing, or half a head, open forever — a few thousand such sockets ("slowloris")
-    would use up the gateway's file descriptors.
+    would use up the gateway's file descriptors. Likewise its body must be complete within `body_seconds`
+    of the head's end (limits.request_body_seconds): otherwise 408 if nothing was answered yet, and the
+    connection closed either way (a body trickling in a byte at a time held its connection and its task). The
+    head's timer runs on into the body and is cancelled when the request is complete, so a request costs no
+    timer more than before.
 
     Its per-connection objects are lighter too (thousands of connections are held open by idle 2025-11-25
     sessions' GET streams: bench/scale_sessions.py): the events it waits on are `_LeanEvent`s, its flow
@@ -291,11 +316,23 @@ def write_combining_http(max_head_bytes: int = 64 * 1024, head_seconds: float = 
         def head_timed_out(self) -> None:
             flow = self.flow
             flow.head_timer = None
-            if flow.head_bytes < 0 or self.transport.is_closing():
+            transport = self.transport
+            if transport.is_closing():
+                return
+            if flow.head_bytes < 0:  # the head came in time; this is the body's
+                remaining = flow.body_deadline - self.loop.time()
+                if remaining > 0:
+                    flow.head_timer = self.loop.call_later(remaining, self.head_timed_out)
+                    return
+                cycle = self.cycle
+                self.logger.warning("Closed a connection whose request body did not come in %g s.", body_seconds)
+                if cycle is not None and not cycle.response_started:
+                    transport.write(_BODY_TIMED_OUT)
+                transport.close()
                 return
             if flow.head_bytes > 0:
-                self.transport.write(_HEAD_TIMED_OUT)
-            self.transport.close()
+                transport.write(_HEAD_TIMED_OUT)
+            transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             flow = self.flow
@@ -350,10 +387,8 @@ def write_combining_http(max_head_bytes: int = 64 * 1024, head_seconds: float = 
             if http_version != "1.1":
                 self.scope["http_version"] = http_version
             flow = self.flow
-            flow.head_bytes = -1  # the head is complete: the body is the app's to bound (max_body_bytes)
-            if flow.head_timer is not None:
-                flow.head_timer.cancel()
-                flow.head_timer = None
+            flow.head_bytes = -1  # the head is complete; the timer runs on for the body (on_message_complete)
+            flow.body_deadline = self.loop.time() + body_seconds
             if parser.should_upgrade() and self._should_upgrade():
                 return
             parsed_url = httptools.parse_url(self.url)
@@ -391,5 +426,12 @@ def write_combining_http(max_head_bytes: int = 64 * 1024, head_seconds: float = 
             else:
                 self.flow.pause_reading()  # a pipelined request waits its turn
                 self.pipeline.appendleft((self.cycle, app))
+
+        def on_message_complete(self) -> None:
+            flow = self.flow
+            if flow.head_timer is not None:  # the request is whole: its head's and body's time is over
+                flow.head_timer.cancel()
+                flow.head_timer = None
+            super().on_message_complete()
 
     return WriteCombiningHttpTools

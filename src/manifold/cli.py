@@ -155,7 +155,10 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             log_level=args.log_level,
             log_config=log_config(args.log_level, json_lines=config.gateway.telemetry.logs == "json"),
             loop="uvloop",
-            http=write_combining_http(limits.request_head_bytes, limits.request_head_seconds),  # httptools; asgi.py
+            # httptools; asgi.py
+            http=write_combining_http(
+                limits.request_head_bytes, limits.request_head_seconds, limits.request_body_seconds
+            ),
             lifespan="on",
             access_log=False,
             proxy_headers=False,  # X-Forwarded-* from any client would be trusted otherwise; public_url says the origin

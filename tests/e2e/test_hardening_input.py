@@ -53,6 +53,7 @@ def anyio_backend() -> str:
 
 
 HEAD_SECONDS = 1.5  # limits.request_head_seconds of this module's gateway
+BODY_SECONDS = 1.5  # limits.request_body_seconds
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,12 @@ async def gw() -> AsyncIterator[Gateway]:
         async with run_gateway(
             {"up": {"transport": "http", "url": up}, "bad": {"transport": "http", "url": bad}},
             gateway={
-                "limits": {"id_length": ID_LENGTH, "json_depth": JSON_DEPTH, "request_head_seconds": HEAD_SECONDS}
+                "limits": {
+                    "id_length": ID_LENGTH,
+                    "json_depth": JSON_DEPTH,
+                    "request_head_seconds": HEAD_SECONDS,
+                    "request_body_seconds": BODY_SECONDS,
+                }
             },
         ) as gateway:
             yield gateway
@@ -410,3 +416,72 @@ async def test_a_connection_that_sends_nothing_or_half_a_head_is_closed_after_th
         gw, f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
     )
     assert served.startswith(b"HTTP/1.1 200"), served[:200]
+
+
+# ---- a request body that trickles in -----------------------------------------------------------------------
+
+
+def post_head(gw: Gateway, length: int) -> bytes:
+    host, port = gw.base.removeprefix("http://").split(":")
+    return (
+        f"POST /mcp/up HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {gw.key}\r\n"
+        f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        f"Mcp-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def echo_body(text: str) -> bytes:
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}
+    call["params"]["_meta"] = ENVELOPE  # type: ignore[index]
+    return json.dumps(call).encode()
+
+
+async def test_a_body_that_stops_or_trickles_is_answered_408_and_its_connection_closed(gw: Gateway) -> None:
+    body = echo_body("slow")
+    began = time.monotonic()
+    # Half a body and then nothing: before, the connection and its request waited forever.
+    stopped = await raw_exchange(gw, post_head(gw, len(body)) + body[:20])
+    assert stopped.startswith(b"HTTP/1.1 408"), stopped[:200]
+    assert b"body did not come in time" in stopped
+    assert time.monotonic() - began < 8  # closed by the gateway, not by raw_exchange giving up after 10 s
+
+    # A byte every 0.3 s: each byte came "in time" for a per-read timeout; the body as a whole did not.
+    host, port = gw.base.removeprefix("http://").split(":")
+    stream = await anyio.connect_tcp(host, int(port))
+    answer = b""
+    began = time.monotonic()
+    async with stream, anyio.create_task_group() as tasks:
+
+        async def trickle() -> None:
+            await stream.send(post_head(gw, len(body)))
+            for byte in body:
+                await stream.send(bytes([byte]))
+                await anyio.sleep(0.3)  # the attack's pace, not a wait for the gateway
+
+        tasks.start_soon(trickle)
+        with anyio.move_on_after(10):
+            while True:
+                try:
+                    answer += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    break
+        tasks.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - began < 8
+    assert "request body did not come in" in gw.log()
+
+
+async def test_a_body_sent_in_parts_within_the_body_time_is_served(gw: Gateway) -> None:
+    body = echo_body("in two parts")
+    host, port = gw.base.removeprefix("http://").split(":")
+    stream = await anyio.connect_tcp(host, int(port))
+    answer = b""
+    async with stream:
+        await stream.send(post_head(gw, len(body)) + body[:30])
+        await anyio.sleep(0.5)  # a slow client's pause, well within the body time
+        await stream.send(body[30:])
+        with anyio.fail_after(10):
+            while b"in two parts" not in answer:
+                answer += await stream.receive()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]

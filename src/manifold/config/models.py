@@ -259,6 +259,9 @@ class LimitsSettings(Strict):
     # Seconds a request's line and headers may take from the connection (or the request's first byte): past it
     # 408 and the connection closed, so silent or trickling connections cannot pile up (`manifold serve`).
     request_head_seconds: Annotated[float, Field(gt=0, le=600)] = 20.0
+    # Seconds a request's body may take after its head: past it 408 (or, if already answered, just the close)
+    # and the connection closed, so a body trickling in a byte at a time cannot hold a connection (`manifold serve`).
+    request_body_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     # Rate-limit buckets held in memory at once (one per rule and principal/server/tool it counts); full
     # buckets are dropped first, so reaching it never refuses anyone (docs/rate-limits.md).
     rate_limit_buckets: Annotated[int, Field(gt=0)] = 100_000
