@@ -31,6 +31,8 @@ CIMD_CACHE_SECONDS = 300.0
 CIMD_CACHE_ENTRIES = 1000
 GRANT_TYPES = ("authorization_code", "refresh_token")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+# The longest redirect URI a client may have: what an authorization code's row holds (gw_oauth_codes).
+MAX_REDIRECT_URI = 2000
 
 
 class ClientProblem(Exception):
@@ -40,6 +42,22 @@ class ClientProblem(Exception):
 def is_cimd_url(client_id: str) -> bool:
     parts = urlsplit(client_id)
     return parts.scheme in ("https", "http") and bool(parts.netloc) and parts.path not in ("", "/")
+
+
+def redirect_uri_allowed(uri: str, *, insecure: bool = False) -> bool:
+    """Whether a client may be sent its codes at `uri`: https, loopback http (RFC 8252 §7.3) or a native app's
+    private-use scheme (§7.1: a reverse domain name, so never `javascript:`, `data:` or `vbscript:`), with no
+    fragment. `insecure` (`allow_insecure_client_urls`, development only) also lets plain http to any host."""
+    if len(uri) > MAX_REDIRECT_URI:
+        return False
+    parts = urlsplit(uri)
+    if parts.fragment or not parts.scheme:
+        return False
+    if parts.scheme == "https":
+        return bool(parts.netloc)
+    if parts.scheme == "http":
+        return bool(parts.hostname) and (insecure or parts.hostname in LOOPBACK_HOSTS)
+    return "." in parts.scheme
 
 
 def redirect_matches(registered: str, requested: str) -> bool:
@@ -152,6 +170,13 @@ class ClientRegistry:
         uris = body.get("redirect_uris")
         if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
             raise ClientProblem("the client metadata document lists no redirect_uris")
+        if not all(redirect_uri_allowed(u, insecure=insecure) for u in uris):
+            # As for a client that registers itself (routes.py): the person would be sent, with a code, to
+            # a `javascript:` or `data:` address, or over plain http to another host.
+            raise ClientProblem(
+                "the client metadata document lists a redirect URI that is not https, loopback http or an app "
+                "scheme (or has a fragment)"
+            )
         method = body.get("token_endpoint_auth_method", "none")
         if method != "none":
             raise ClientProblem(

@@ -36,7 +36,7 @@ from starlette.types import Send as StarletteSend
 
 from manifold.asgi import Receive, Scope, Send
 from manifold.authserver import consent as consent_page
-from manifold.authserver.clients import ClientProblem, ClientRegistry, GatewayClient
+from manifold.authserver.clients import ClientProblem, ClientRegistry, GatewayClient, redirect_uri_allowed
 from manifold.authserver.server import (
     Answer,
     CodeRecord,
@@ -61,8 +61,6 @@ from manifold.web.responses import page
 from manifold.web.session import SessionCookies, WebSession
 
 log = logging.getLogger(__name__)
-# The longest redirect URI a client may register: what an authorization code's row holds (gw_oauth_codes).
-MAX_REDIRECT_URI = 2000
 
 PATHS = frozenset(
     {
@@ -439,7 +437,11 @@ class AuthorizationServerApp:
         if not self.registrations.allow(request.client.host if request.client else "?"):
             return _json(429, {"error": "temporarily_unavailable", "error_description": "too many registrations"})
         uris = body.get("redirect_uris")
-        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and _redirect_ok(u) for u in uris):
+        if (
+            not isinstance(uris, list)
+            or not uris
+            or not all(isinstance(u, str) and redirect_uri_allowed(u) for u in uris)
+        ):
             return _oauth_error(
                 400,
                 "invalid_redirect_uri",
@@ -515,19 +517,6 @@ def _basic_client_id(authorization: str | None) -> str | None:
         return None
     client_id, _, _ = decoded.partition(":")
     return unquote(client_id) or None
-
-
-def _redirect_ok(uri: str) -> bool:
-    if len(uri) > MAX_REDIRECT_URI:
-        return False
-    parts = urlsplit(uri)
-    if parts.fragment or not parts.scheme:
-        return False
-    if parts.scheme == "https":
-        return bool(parts.netloc)
-    if parts.scheme == "http":
-        return parts.hostname in ("127.0.0.1", "localhost", "::1")
-    return "." in parts.scheme  # a private-use scheme of a native app (RFC 8252 §7.1: reverse domain name)
 
 
 async def not_found(scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:
