@@ -59,6 +59,7 @@ from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, read_bo
 from manifold.web.page_request import viewer
 from manifold.web.responses import page
 from manifold.web.session import SessionCookies, WebSession
+from manifold.web.signed_out import SignedOut
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class AuthorizationServerApp:
         self.sync = sync
         self.registrations = PerMinute(server_settings.registrations_per_minute)
         self.cookies = cookies  # the web pages' own (the same sign-in session)
+        self.signed_out = SignedOut(store.engine)  # and the same sign-out (web/signed_out.py)
         self.router = Router(
             routes=[
                 Route(
@@ -333,7 +335,7 @@ class AuthorizationServerApp:
         restriction). A key limited to some servers signs in an application for those servers only: signing
         in must not turn a restricted key into the person's whole access."""
         session = self.cookies.session(dict(request.cookies))
-        if session is None:
+        if session is None or await self.signed_out.ended(session):
             return None, None
         kind, _, ref = session.method.partition(":")
         if kind == "api_key":  # as web/routes.py: the key that proved who this is must still be good

@@ -40,6 +40,7 @@ from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, read_bo
 from manifold.web.page_request import viewer
 from manifold.web.pages import stylesheet
 from manifold.web.session import SessionCookies, WebSession
+from manifold.web.signed_out import SignedOut
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class Frame:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.origin = OriginPolicy.from_settings(services.settings)
+        self.signed_out = SignedOut(services.engine)  # sessions ended by signing out (web/signed_out.py)
 
     # ---- wrapping a handler --------------------------------------------------------------------------
 
@@ -200,6 +202,8 @@ class Frame:
 
     async def _admin(self, request: Request) -> tuple[Principal, WebSession]:
         session = self.services.cookies.session(dict(request.cookies))
+        if session is not None and await self.signed_out.ended(session):
+            session = None
         if session is None:
             if request.method == "POST":
                 raise Refused(problem(403, "Not allowed", "Sign in first."))

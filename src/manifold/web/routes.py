@@ -50,6 +50,7 @@ from manifold.web.responses import problem, stylesheet
 from manifold.web.servers_page import NO_SERVERS, PAGE_PATH, Served, ServerAccess, ServersPage
 from manifold.web.session import SessionCookies, WebSession, session_keys
 from manifold.web.sign_in import SignInPages, connect_purpose
+from manifold.web.signed_out import SignedOut
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,9 @@ class WebApp:
         self.sync = sync
         secure = bool(self.public_url and self.public_url.startswith("https://"))
         self.cookies = SessionCookies(session_keys(cipher), secure=secure)
+        self.signed_out = SignedOut(engine)
         purpose = connect_purpose(links, upstream_config)
-        sign_in = SignInPages(self.cookies, authenticator, identity, secrets.lookup, purpose)
+        sign_in = SignInPages(self.cookies, authenticator, identity, secrets.lookup, self.signed_out, purpose)
         connect = ConnectPages(self.cookies, engine, links, flows, vault, upstream_config, apps)
         directory = lambda: authenticator.directory.snapshot  # noqa: E731
         servers = ServersPage(
@@ -229,7 +231,7 @@ class WebApp:
 
     async def _session(self, cookies: dict[str, str]) -> WebSession | None:
         session = self.cookies.session(cookies)
-        if session is None:
+        if session is None or await self.signed_out.ended(session):
             return None
         kind, _, ref = session.method.partition(":")
         if kind == "api_key":

@@ -33,6 +33,7 @@ from manifold.web.oidc_login import PENDING_SECONDS, LoginFailed, OidcLogin, Pen
 from manifold.web.page_request import MAX_NEXT_CHARS, PageRequest, viewer
 from manifold.web.responses import page, problem
 from manifold.web.session import SESSION_SECONDS, SessionCookies
+from manifold.web.signed_out import SignedOut
 from manifold.web.throttle import FailedAttempts
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ class SignInPages:
         authenticator: Authenticator,
         identity: IdentitySettings,
         secret: Callable[[str], str],
+        signed_out: SignedOut,
         purpose: Purpose | None = None,
     ) -> None:
         self.cookies = cookies
+        self.signed_out = signed_out  # signing out ends the session itself, not only this browser's cookie
         self.purpose = purpose
         self.authenticator = authenticator
         self.identity = identity
@@ -162,6 +165,9 @@ class SignInPages:
             return page(200, pages.sign_out(viewer=who))
         if session is not None and not csrf.valid(self.cookies.signer, session.sid, "logout", request.form.get("csrf")):
             return problem(403, "Not allowed", "The sign-out form was not from this session.")
+        if session is not None:
+            await self.signed_out.end(session)
+            log.info("web sign-out: %s", session.principal_id)
         return page(200, pages.signed_out(), cookies=(self.cookies.clear_session(),))
 
 

@@ -1,0 +1,116 @@
+"""The gateway's pages as an outside attacker meets them, in headless Chromium (docs/security.md).
+
+Real processes, shared by the module: the gateway (`manifold serve`) and a hostile upstream (stdio,
+tests/upstreams/hostile.py) whose server name, instructions, tool title, description and annotations are all
+markup, served alone and inside a virtual server whose description is markup too. The person signed in is an
+admin, so every console page is open to them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx2
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import NewPage
+from tests.e2e.harness import Gateway, run_gateway, stdio_upstream
+
+pytestmark = [pytest.mark.anyio, pytest.mark.browser]
+
+HOSTILE = str(Path(__file__).resolve().parents[1] / "upstreams" / "hostile.py")
+ADMIN = "root@corp.com"
+MARKUP = "<img id=pwned src=x><script>window.pwned=1</script>"
+# Every page that shows what an upstream, a virtual server or a client said of itself.
+PAGES = (
+    "/admin",
+    "/admin/upstreams",
+    "/admin/upstreams/hostile/tools",
+    "/admin/servers",
+    "/admin/servers/shady",
+    "/admin/servers/new",
+    "/admin/pins",
+    "/admin/grants",
+    "/admin/audit",
+    "/servers",
+    "/connections",
+)
+
+
+@dataclass
+class Site:
+    gw: Gateway
+    key: str
+
+
+@pytest.fixture(scope="module")
+async def site() -> AsyncIterator[Site]:
+    extra = {"identity": {"admins": [f"user:{ADMIN}"]}, "users": {ADMIN: {}}}
+    shady = {"description": "Shady " + MARKUP, "members": [{"upstream": "hostile"}]}
+    async with run_gateway({"hostile": stdio_upstream(HOSTILE)}, {"shady": shady}, extra=extra) as gw:
+        async with gw.http() as http:
+            made = await http.post(f"{gw.base}/admin/api/keys", json={"user": ADMIN, "name": "web"})
+            assert made.status_code == 201, made.text
+        yield Site(gw, made.json()["token"])
+        assert "Traceback" not in gw.log(), gw.log()[-4000:]
+
+
+async def sign_in(page: Page, site: Site, path: str = "/admin") -> None:
+    await page.goto(site.gw.base + path)
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Sign in")
+    await page.get_by_label("API key").fill(site.key)
+    await page.get_by_role("button", name=re.compile(r"^Sign in$")).click()
+    await page.wait_for_url(site.gw.base + path)
+
+
+async def test_what_an_upstream_says_of_itself_is_shown_as_text_on_every_page(site: Site, new_page: NewPage) -> None:
+    page = await new_page()
+    await sign_in(page, site)
+    for path in PAGES:
+        answer = await page.goto(site.gw.base + path)
+        assert answer is not None and answer.status == 200, path
+        # Markup would have made elements (CSP blocks the script, not the DOM it would have changed).
+        assert await page.locator("#pwned, #pwned2").count() == 0, path
+        assert await page.evaluate("window.pwned") is None, path
+    await page.goto(site.gw.base + "/admin/upstreams/hostile/tools")
+    await expect(page.locator("main")).to_contain_text("Description " + '"><img id=pwned')
+
+
+async def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(site: Site, new_page: NewPage) -> None:
+    """Before: sign-out only cleared this browser's cookie; a copy of it (another profile, a leaked cookie)
+    still opened the console and signed in applications for eight hours."""
+    page = await new_page()
+    await sign_in(page, site)
+    cookies = [(c.get("name"), c.get("value")) for c in await page.context.cookies()]
+    copied = {name: value for name, value in cookies if name == "manifold-session" and value}
+    assert copied
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Signed out")
+
+    registered = await site.gw.http().post(
+        f"{site.gw.base}/register",
+        json={"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"},
+    )
+    authorize = "/authorize?" + urlencode(
+        {
+            "response_type": "code",
+            "client_id": registered.json()["client_id"],
+            "redirect_uri": "http://127.0.0.1:9/cb",
+            "state": "s",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+            "resource": site.gw.url("hostile"),
+        }
+    )
+    async with httpx2.AsyncClient(base_url=site.gw.base, cookies=copied) as thief:
+        for path in ("/servers", "/admin", "/admin/upstreams", authorize):
+            answer = await thief.get(path)
+            assert answer.status_code == 303, (path, answer.status_code)
+            assert answer.headers["location"].startswith("/login?next="), path
+        refused = await thief.post("/admin/keys/add", data={"csrf": "x"}, headers={"Origin": site.gw.base})
+        assert refused.status_code == 403 and "Sign in first" in refused.text
