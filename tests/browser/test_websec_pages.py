@@ -114,3 +114,21 @@ async def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(site: S
             assert answer.headers["location"].startswith("/login?next="), path
         refused = await thief.post("/admin/keys/add", data={"csrf": "x"}, headers={"Origin": site.gw.base})
         assert refused.status_code == 403 and "Sign in first" in refused.text
+
+
+async def test_the_authorization_servers_json_is_never_read_as_a_page(site: Site) -> None:
+    """A registration answer echoes the client's own words; it must stay JSON in any browser (before: no
+    X-Content-Type-Options on the authorization server's answers)."""
+    async with site.gw.http() as http:
+        answers = [
+            await http.post(
+                f"{site.gw.base}/register",
+                json={"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": MARKUP},
+            ),
+            await http.post(f"{site.gw.base}/token", data={"grant_type": "authorization_code", "code": MARKUP}),
+            await http.get(f"{site.gw.base}/.well-known/oauth-authorization-server"),
+        ]
+    for answer in answers:
+        assert answer.headers["content-type"] == "application/json", answer.request.url
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
+    assert answers[0].json()["client_name"] == MARKUP

@@ -88,6 +88,8 @@ SINGLE = (
 OAUTH_FIELDS = frozenset(SINGLE)
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 CORS = {"access-control-allow-origin": "*"}  # metadata, token, registration, revocation: called from apps
+# JSON that echoes what a client sent (a registration's client_name) is never to be read as a page.
+NOSNIFF = {"x-content-type-options": "nosniff"}
 PREFLIGHT = {
     **CORS,
     "access-control-allow-methods": "GET, POST",
@@ -101,7 +103,10 @@ KnownServer = Callable[[str], bool]
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers={**CORS, **(headers or {})}
+        orjson.dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**CORS, **NOSNIFF, **(headers or {})},
     )
 
 
