@@ -31,6 +31,7 @@ from manifold.relay.access import Access, Auditor
 from manifold.relay.sse import LegacySse
 from manifold.relay.streamable_http import StreamableHttp
 from manifold.security.origin import OriginPolicy
+from manifold.telemetry.context import CURRENT
 from manifold.telemetry.logs import REQUEST_ID, request_id
 from manifold.upstream.pool import UpstreamPool
 
@@ -231,11 +232,14 @@ class ManifoldApp:
             # Only POSTs: a GET stream lives for hours and a DELETE does nothing worth a trace.
             tracing = self.tracing
             name = _SPAN_NAMES[parts[0], len(parts) == 3]
-            attributes = {"manifold.server": view.id, "enduser.id": principal.id}
-            auth = {"manifold.credential": principal.credential.kind}
-            parent = tracing.client_context(headers, body)
-            with tracing.request(name, parent, began, attributes, auth_end=authenticated, auth_attributes=auth):
+            kind = principal.credential.kind
+            span = tracing.traced(name, headers, body, began, view.id, principal.id, authenticated, kind)
+            token = CURRENT.set(span)  # not `with`: one call fewer on every traced request's way
+            try:
                 await self._transport(scope, receive, send, parts, view, principal, body)
+            finally:
+                CURRENT.reset(token)
+                tracing.end(span)
             return
         await self._transport(scope, receive, send, parts, view, principal, body)
 

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import orjson
@@ -162,33 +163,48 @@ def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
     client = parse_traceparent("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
     assert client is not None
     began = now()
-    auth = {"manifold.credential": "api_key"}
-    with tracing.request(
-        "POST /mcp/{server}", client, began, {"manifold.server": "eng"}, auth_end=now(), auth_attributes=auth
-    ):
+    with tracing.request("POST /mcp/{server}", client, began, "eng", "alice", now(), "api_key"):
         with pytest.raises(LookupError), tracing.span("credentials", {"manifold.upstream": "gh"}):
             raise LookupError("no token")
+        tracing.policy(now(), "x", allowed=False)
         span, params, headers = tracing.start_upstream("gh", "tools/call", {"name": "x", "_meta": {"k": 1}})
         assert span is not None
         tracing.end_upstream(span, {"error": {"code": -1}}, None)
     assert params["_meta"] == {"k": 1, "traceparent": headers["traceparent"]}
     assert headers["traceparent"].split("-")[1] == "ab" * 16
-    assert len(tracing._queue) == 4
+    # The request's five spans wait as one entry: the export thread makes them.
+    assert len(tracing._queue) == 1 and tracing._finished == 5
 
     # A client's unsampled trace (flags 00) is still carried upstream, as unsampled, and records no span.
     unsampled = parse_traceparent("00-" + "12" * 16 + "-" + "34" * 8 + "-00")
-    with tracing.request("POST /mcp/{server}", unsampled, now(), {}, auth_end=now(), auth_attributes=auth):
+    with tracing.request("POST /mcp/{server}", unsampled, now(), "eng", "alice", now(), "api_key"):
         tracing.policy(now(), "x", allowed=True)
         span, params, headers = tracing.start_upstream("gh", "tools/call", None)
-    assert span is None and len(tracing._queue) == 4
+    assert span is None and len(tracing._queue) == 1 and tracing._finished == 5
     assert headers["traceparent"].startswith("00-" + "12" * 16 + "-") and headers["traceparent"].endswith("-00")
     assert params == {"_meta": {"traceparent": headers["traceparent"]}}
     tracing.shutdown()
     request = ExportTraceServiceRequest()
     request.ParseFromString(b"".join(sent))
     spans = {s.name: s for r in request.resource_spans for ss in r.scope_spans for s in ss.spans}
-    assert set(spans) == {"POST /mcp/{server}", "authenticate", "credentials", "upstream tools/call"}
+    assert set(spans) == {
+        "POST /mcp/{server}",
+        "authenticate",
+        "credentials",
+        "policy tools/call",
+        "upstream tools/call",
+    }
     server = spans["POST /mcp/{server}"]
+
+    def attributes(span: Any) -> dict[str, Any]:
+        return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
+
+    assert attributes(server) == {"manifold.server": "eng", "enduser.id": "alice"}
+    assert attributes(spans["authenticate"]) == {"manifold.credential": "api_key"}
+    assert attributes(spans["policy tools/call"]) == {"mcp.tool": "x", "manifold.allowed": False}
+    assert attributes(spans["upstream tools/call"]) == {"mcp.method": "tools/call", "manifold.upstream": "gh"}
+    assert len({s.span_id for s in spans.values()}) == 5  # ids made at export are ids like the others
+    assert all(s.parent_span_id == server.span_id for name, s in spans.items() if s is not server)
     credentials = spans["credentials"]
     assert credentials.parent_span_id == server.span_id and credentials.trace_id == server.trace_id
     assert (credentials.status.code, credentials.status.message) == (2, "LookupError")
@@ -201,12 +217,12 @@ def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
 
     # Past max_queued_spans the oldest are dropped, never the caller slowed or memory grown.
     crowded = Tracing(settings.model_copy(update={"max_queued_spans": 3}), send=lambda data: True)
-    with crowded.request("r", None, now(), {}):
-        for _ in range(10):
-            crowded.record("s", now(), now())
-    assert len(crowded._queue) == 3 and crowded.dropped == 8
+    for _ in range(5):  # two spans each: the request and its authentication
+        with crowded.request("r", None, now(), "eng", "alice", now(), "api_key"):
+            pass
+    assert len(crowded._queue) == 1 and crowded.dropped == 8
     crowded._export_all()  # what was queued is taken: none of it counts as dropped
-    assert crowded.dropped == 8
+    assert crowded.dropped == 8 and crowded._taken == 2
     crowded.shutdown()
 
 
@@ -232,7 +248,7 @@ def test_a_collector_that_is_down_neither_fails_calls_nor_holds_shutdown() -> No
 
     settings = TracingSettings(endpoint="http://127.0.0.1:9", batch_delay_seconds=0.05, timeout_seconds=0.5)
     tracing = Tracing(settings)  # nothing listens on port 9
-    with tracing.request("r", None, now(), {}):
+    with tracing.request("r", None, now(), "eng", "alice"):
         tracing.record("s", now(), now())
     began = time.monotonic()
     tracing.shutdown()

@@ -4,7 +4,7 @@ Kept apart from tracing.py so that reading it imports nothing of the OpenTelemet
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 
 class SpanRef(NamedTuple):
@@ -13,4 +13,15 @@ class SpanRef(NamedTuple):
     sampled: bool
 
 
-CURRENT: ContextVar[SpanRef | None] = ContextVar("manifold_span", default=None)
+class Current(Protocol):
+    """The current span: a `SpanRef`, or a traced request's own span (tracing.RequestSpan)."""
+
+    @property
+    def trace_id(self) -> int: ...
+    @property
+    def span_id(self) -> int: ...
+    @property
+    def sampled(self) -> bool: ...
+
+
+CURRENT: ContextVar[Current | None] = ContextVar("manifold_span", default=None)

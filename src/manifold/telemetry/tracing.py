@@ -8,11 +8,14 @@ own spans join the same trace.
 
 Cost. The OpenTelemetry SDK's own spans cost ~70 µs each here (sampler, attribute cleaning, locks, the batch
 processor) and its OTLP encoding ~80 µs more; five spans per call made a relayed call ~20% slower. So a
-request's spans are recorded as plain tuples (ids from `random.getrandbits`, the current span in a context
-variable, `context.py`), and a background thread encodes them as OTLP protobuf (`otlp.py`, ~a tenth of the
-SDK's cost) and sends them through the SDK's OTLP/HTTP client (retries, back-off, compression, headers) in
-batches. Finished spans wait in a bounded queue (`max_queued_spans`); when the collector cannot keep up the
-oldest are dropped and counted, never the call slowed.
+traced request is one `RequestSpan` (current in a context variable, `context.py`) into which its hooks store
+a few numbers — the policy decision, each upstream request — and which is queued whole once the request is
+answered. A background thread makes the spans of queued requests in bulk (ids from `random.getrandbits`,
+names and attributes built once per upstream/server/user), encodes them as OTLP protobuf (`otlp.py`, ~a tenth
+of the SDK's cost) and sends them through the SDK's OTLP/HTTP client (retries, back-off, compression, headers)
+in batches. Why so little on the request's own path: measured inside the gateway, each hook cost several times
+what it costs in a loop (bench/README.md, telemetry). The queue is bounded in spans (`max_queued_spans`);
+when the collector cannot keep up the oldest are dropped and counted, never the call slowed.
 
 When tracing is off nothing here exists: the composition root hands `None` to everyone, and every hook is a
 single `is not None` check.
@@ -36,7 +39,7 @@ from opentelemetry.sdk.resources import Resource
 
 from manifold.config.models import TracingSettings
 from manifold.telemetry import otlp
-from manifold.telemetry.context import CURRENT, SpanRef
+from manifold.telemetry.context import CURRENT, Current, SpanRef
 from manifold.telemetry.otlp import CLIENT, INTERNAL, SERVER, Finished
 
 log = logging.getLogger(__name__)
@@ -68,9 +71,9 @@ def format_traceparent(ref: SpanRef) -> str:
     return f"00-{ref.trace_id:032x}-{ref.span_id:016x}-{'01' if ref.sampled else '00'}"
 
 
-# One upstream request's span while it runs: trace id, span id, parent span id, start, upstream id, method.
-# Only sampled requests get one (an unsampled trace still carries its traceparent upstream).
-UpstreamSpan = tuple[int, int, int, int, str, str]
+# One upstream request's span while it runs: its parent (the current span then), span id, start, upstream id,
+# method. Only sampled requests get one (an unsampled trace still carries its traceparent upstream).
+UpstreamSpan = tuple[Current, int, int, str, str]
 
 
 class Tracing:
@@ -91,15 +94,18 @@ class Tracing:
         self._resource = otlp.resource({k: str(v) for k, v in resource.items()})
         self._ratio = settings.sample_ratio
         self._delay = settings.batch_delay_seconds
-        # Bounded by the deque itself (past `max_queued_spans` appending drops the oldest), so finishing a span is
-        # two C calls; what was dropped is worked out from the counts (`dropped`).
-        self._queue: deque[Finished] = deque(maxlen=settings.max_queued_spans)
+        # Entries waiting for export: a traced request (`RequestSpan`, all its spans) or one finished span. Bounded
+        # in spans by the counts below: each is written by one thread only (finished and dropped by the event
+        # loop's, taken by the export thread), so no lock; past `max_queued_spans` the oldest entries go.
+        self._queue: deque[RequestSpan | Finished] = deque()
         self._append = self._queue.append
-        self._finished = 0  # spans finished (on the event loop's thread)
-        # An upstream span's name and attributes per (upstream, method): the same few pairs on every call, and
-        # the encoder only reads them.
-        self._upstream_shapes: dict[tuple[str, str], tuple[str, Attributes]] = {}
+        self._max_queued = settings.max_queued_spans
+        self._finished = 0  # spans finished
+        self._dropped = 0  # spans dropped because the queue was full
         self._taken = 0  # spans the export thread took from the queue
+        # Names and attributes the export thread builds once: per (upstream, method), per (server, user), per
+        # credential kind. The same few on every call; the encoder only reads them.
+        self._shapes: dict[tuple[str, str, int], tuple[str, Attributes]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._export_loop, name="manifold-otlp-export", daemon=True)
         self._thread.start()
@@ -119,39 +125,72 @@ class Tracing:
         name: str,
         parent: SpanRef | None,
         start: int,
-        attributes: Attributes,
-        *,
+        server_id: str,
+        user_id: str,
         auth_end: int = 0,
-        auth_attributes: Attributes | None = None,
-    ) -> _ServerSpan:
-        """The server span of one request, current while the request is handled (a `with` block). `auth_end`:
-        the request was authenticated from `start` until then, recorded as the "authenticate" child span
-        when the server span ends (one call instead of two on every traced request)."""
+        credential: str = "",
+    ) -> RequestSpan:
+        """The server span of one request, to be made current while the request is handled (`with`, or
+        `CURRENT.set` and `end`). `auth_end`: the request was authenticated (with a `credential` of that kind)
+        from `start` until then, its "authenticate" child span."""
         if parent is None:
-            ref = _ref(SpanRef, (_bits(128) or 1, _bits(64) or 1, random.random() < self._ratio))
+            trace_id, parent_id, sampled = _bits(128) or 1, 0, random.random() < self._ratio
         else:
-            ref = _ref(SpanRef, (parent.trace_id, _bits(64) or 1, parent.sampled))
-        span = _ServerSpan(ref, parent.span_id if parent is not None else 0, name, start, attributes)
-        span._tracing = self
-        span._auth_end = auth_end
-        span._auth_attributes = auth_attributes
-        return span
+            trace_id, parent_id, sampled = parent
+        return RequestSpan(self, trace_id, parent_id, sampled, name, start, server_id, user_id, auth_end, credential)
+
+    def traced(
+        self,
+        name: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        start: int,
+        server_id: str,
+        user_id: str,
+        auth_end: int,
+        credential: str,
+    ) -> RequestSpan:
+        """`request` continuing the client's trace (`client_context`), in one call: every traced request
+        makes it."""
+        value = headers.get(TRACEPARENT)
+        if value is None and b'"traceparent"' in body:
+            value = _meta_traceparent(body)
+        parent = parse_traceparent(value) if value is not None else None
+        if parent is None:
+            trace_id, parent_id, sampled = _bits(128) or 1, 0, random.random() < self._ratio
+        else:
+            trace_id, parent_id, sampled = parent
+        return RequestSpan(self, trace_id, parent_id, sampled, name, start, server_id, user_id, auth_end, credential)
+
+    def end(self, span: RequestSpan) -> None:
+        """The request is answered: its spans are queued for export (built there, off the event loop)."""
+        if span.sampled:
+            span.end = now()
+            self._queued(span, span.spans())
 
     def record(self, name: str, start: int, end: int, attributes: Attributes | None = None) -> None:
-        """A finished child span of the current span (e.g. authentication, measured before the server span
-        could know its parent)."""
+        """A finished child span of the current span."""
         current = CURRENT.get()
-        if current is not None and current[2]:
-            self._finished += 1
-            self._append((current[0], _bits(64) or 1, current[1], name, INTERNAL, start, end, attributes, None))
+        if current is None or not current.sampled:
+            return
+        if type(current) is RequestSpan:
+            current.children.append((0, name, INTERNAL, start, end, attributes, None))
+        else:
+            self._queued(
+                (current.trace_id, _bits(64) or 1, current.span_id, name, INTERNAL, start, end, attributes, None), 1
+            )
 
     def policy(self, began: int, tool: str, *, allowed: bool) -> None:
         """The per-tool policy decision (name resolved, grants checked), measured from `began`."""
         current = CURRENT.get()
-        if current is not None and current[2]:
-            self._finished += 1
+        if type(current) is RequestSpan and current.sampled:
+            current.children.append((0, _POLICY, _POLICY_KIND, began, now(), (tool[:200], allowed), None))
+        elif current is not None and current.sampled:
             attributes = {"mcp.tool": tool[:200], "manifold.allowed": allowed}
-            self._append((current[0], _bits(64) or 1, current[1], _POLICY, INTERNAL, began, now(), attributes, None))
+            self._queued(
+                (current.trace_id, _bits(64) or 1, current.span_id, _POLICY, INTERNAL, began, now(), attributes, None),
+                1,
+            )
 
     def span(self, name: str, attributes: Attributes | None = None) -> _ChildSpan | contextlib.nullcontext[None]:
         """A child span of the current span around a block (credential resolution)."""
@@ -171,39 +210,103 @@ class Tracing:
         current = CURRENT.get()
         if current is None:  # a request of the gateway's own (a list refresh): a trace of its own
             current = _ref(SpanRef, (_bits(128) or 1, 0, random.random() < self._ratio))
-        trace_id, parent_id, sampled = current
         span_id = _bits(64) or 1
-        traceparent = f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
+        sampled = current.sampled
+        traceparent = f"00-{current.trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
         params = dict(params) if params else {}
         meta = params.get("_meta")
         params["_meta"] = {**meta, TRACEPARENT: traceparent} if isinstance(meta, dict) else {TRACEPARENT: traceparent}
-        span = (trace_id, span_id, parent_id, now(), upstream_id, method) if sampled else None
+        span = (current, span_id, now(), upstream_id, method) if sampled else None
         return span, params, {TRACEPARENT: traceparent}
 
     def end_upstream(self, span: UpstreamSpan, reply: JSON | None, error: BaseException | None) -> None:
-        trace_id, span_id, parent_id, start, upstream_id, method = span
+        parent, span_id, start, upstream_id, method = span
         failure = (
             type(error).__name__ if error is not None else ("JSON-RPC error" if reply and "error" in reply else None)
         )
-        shape = self._upstream_shapes.get((upstream_id, method))
-        if shape is None:
-            if len(self._upstream_shapes) >= _MAX_SHAPES:
-                self._upstream_shapes.clear()
-            attributes = {"mcp.method": method, "manifold.upstream": upstream_id}
-            shape = self._upstream_shapes[(upstream_id, method)] = (f"upstream {method}", attributes)
-        self._finished += 1
-        self._append((trace_id, span_id, parent_id, shape[0], CLIENT, start, now(), shape[1], failure))
+        if type(parent) is RequestSpan:
+            parent.children.append((span_id, None, CLIENT, start, now(), (upstream_id, method), failure))
+        else:
+            name, attributes = self._shape(upstream_id, method, CLIENT)
+            self._queued((parent.trace_id, span_id, parent.span_id, name, CLIENT, start, now(), attributes, failure), 1)
 
     # ---- export ------------------------------------------------------------------------------------
 
     def _finish(self, finished: Finished) -> None:
-        self._finished += 1
-        self._append(finished)
+        self._queued(finished, 1)
+
+    def _queued(self, entry: RequestSpan | Finished, spans: int) -> None:
+        self._finished += spans
+        self._append(entry)
+        if self._finished - self._taken - self._dropped > self._max_queued:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """The collector does not keep up: the oldest entries go until the queue is within its bound."""
+        queue = self._queue
+        while self._finished - self._taken - self._dropped > self._max_queued:
+            try:
+                entry = queue.popleft()  # the export thread may have taken it first: then nothing is left to drop
+            except IndexError:
+                return
+            self._dropped += entry.spans() if type(entry) is RequestSpan else 1
 
     @property
     def dropped(self) -> int:
-        """Spans dropped because the queue was full: finished − taken for export − still queued."""
-        return max(0, self._finished - self._taken - len(self._queue))
+        """Spans dropped because the queue was full."""
+        return self._dropped
+
+    def _shape(self, a: str, b: str, kind: int) -> tuple[str, Attributes]:
+        """A span's name and attributes by what it is about, built once: (upstream, method) for an upstream
+        request, (server, user) for a request, (credential kind, "") for authentication."""
+        shape = self._shapes.get((a, b, kind))
+        if shape is None:
+            if len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()
+            if kind == CLIENT:
+                shape = (f"upstream {b}", {"mcp.method": b, "manifold.upstream": a})
+            elif kind == SERVER:
+                shape = ("", {"manifold.server": a, "enduser.id": b})
+            else:
+                shape = ("authenticate", {"manifold.credential": a})
+            self._shapes[(a, b, kind)] = shape
+        return shape
+
+    def _spans_of(self, entries: list[RequestSpan | Finished]) -> list[Finished]:
+        """The finished spans of the queued entries (a traced request becomes its server span and children)."""
+        spans: list[Finished] = []
+        add = spans.append
+        shape = self._shape
+        for entry in entries:
+            if type(entry) is not RequestSpan:
+                add(entry)  # pyright: ignore[reportArgumentType] — a Finished tuple
+                continue
+            trace_id, span_id, start = entry.trace_id, entry.span_id, entry.start
+            attributes = shape(entry.server_id, entry.user_id, SERVER)[1]
+            add((trace_id, span_id, entry.parent_id, entry.name, SERVER, start, entry.end, attributes, None))
+            if entry.auth_end:
+                attributes = shape(entry.credential, "", INTERNAL)[1]
+                add(
+                    (
+                        trace_id,
+                        _bits(64) or 1,
+                        span_id,
+                        "authenticate",
+                        INTERNAL,
+                        start,
+                        entry.auth_end,
+                        attributes,
+                        None,
+                    )
+                )
+            for child_id, name, kind, began, ended, attributes, error in entry.children:
+                if kind == CLIENT:  # an upstream request: (upstream, method)
+                    name, attributes = shape(attributes[0], attributes[1], CLIENT)  # pyright: ignore[reportIndexIssue]
+                elif kind == _POLICY_KIND:  # (tool, allowed)
+                    kind = INTERNAL
+                    attributes = {"mcp.tool": attributes[0], "manifold.allowed": attributes[1]}
+                add((trace_id, child_id or _bits(64) or 1, span_id, name, kind, began, ended, attributes, error))  # pyright: ignore[reportArgumentType]
+        return spans
 
     def _export_loop(self) -> None:
         while not self._stop.wait(self._delay):
@@ -213,8 +316,17 @@ class Tracing:
     def _export_all(self) -> None:
         queue = self._queue
         while queue:
-            batch = [queue.popleft() for _ in range(min(len(queue), _SPANS_PER_EXPORT))]
-            self._taken += len(batch)
+            entries = []
+            count = 0
+            while queue and count < _SPANS_PER_EXPORT:
+                try:
+                    entry = queue.popleft()
+                except IndexError:  # the event loop dropped the rest meanwhile
+                    break
+                entries.append(entry)
+                count += entry.spans() if type(entry) is RequestSpan else 1
+            self._taken += count
+            batch = self._spans_of(entries)
             try:
                 sent = self._send(otlp.export_request_of(self._resource, "manifold", _encode_yielding(batch)))
             except Exception as exc:  # noqa: BLE001 — a collector's trouble must not end the thread
@@ -233,71 +345,83 @@ class Tracing:
             log.warning("tracing: %d spans were dropped because the collector did not keep up", self.dropped)
 
 
-# Context managers as classes: a generator-based `contextlib.contextmanager` costs ~2 µs per `with` here, and a
-# traced call enters two of these.
+# Context managers as classes: a generator-based `contextlib.contextmanager` costs ~2 µs per `with` here.
 _NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
 
+# A child span recorded into its request: span id (0: made at export), name, kind, start, end, attributes (or
+# what the export thread makes them of: (upstream, method) for CLIENT, (tool, allowed) for the policy), error.
+Child = tuple[int, str | None, int, int, int, Any, str | None]
 
-class _ServerSpan:
+
+class RequestSpan:
+    """The server span of one traced request, current (`CURRENT`) while the request is handled, and the child
+    spans recorded meanwhile. The request's own path only stores numbers here: the spans are made by the export
+    thread, in bulk, from the raw values (measured in the gateway, each hook on a request's path cost several
+    times what it costs in a loop, so the less it does the better)."""
+
     __slots__ = (
-        "_tracing",
-        "ref",
-        "_parent_id",
-        "_name",
-        "_start",
-        "_attributes",
+        "tracing",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "sampled",
+        "name",
+        "start",
+        "end",
+        "server_id",
+        "user_id",
+        "auth_end",
+        "credential",
+        "children",
         "_token",
-        "_auth_end",
-        "_auth_attributes",
     )
-    _tracing: Tracing
-    _auth_end: int
-    _auth_attributes: Attributes | None
 
-    def __init__(self, ref: SpanRef, parent_id: int, name: str, start: int, attributes: Attributes) -> None:
-        self.ref = ref
-        self._parent_id = parent_id
-        self._name = name
-        self._start = start
-        self._attributes = attributes
+    def __init__(
+        self,
+        tracing: Tracing,
+        trace_id: int,
+        parent_id: int,
+        sampled: bool,
+        name: str,
+        start: int,
+        server_id: str,
+        user_id: str,
+        auth_end: int,
+        credential: str,
+    ) -> None:
+        self.tracing = tracing
+        self.trace_id = trace_id
+        self.span_id = _bits(64) or 1
+        self.parent_id = parent_id
+        self.sampled = sampled
+        self.name = name
+        self.start = start
+        self.end = 0
+        self.server_id = server_id
+        self.user_id = user_id
+        self.auth_end = auth_end
+        self.credential = credential
+        self.children: list[Child] = []
 
-    def __enter__(self) -> SpanRef:
-        self._token = CURRENT.set(self.ref)
-        return self.ref
+    def spans(self) -> int:
+        return (2 if self.auth_end else 1) + len(self.children)
+
+    def __enter__(self) -> RequestSpan:
+        self._token = CURRENT.set(self)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         CURRENT.reset(self._token)
-        trace_id, span_id, sampled = self.ref
-        if sampled:
-            tracing = self._tracing
-            append = tracing._append  # pyright: ignore[reportPrivateUsage] — the span's own tracer
-            start = self._start
-            if self._auth_end:
-                tracing._finished += 1  # pyright: ignore[reportPrivateUsage]
-                append(
-                    (
-                        trace_id,
-                        _bits(64) or 1,
-                        span_id,
-                        "authenticate",
-                        INTERNAL,
-                        start,
-                        self._auth_end,
-                        self._auth_attributes,
-                        None,
-                    )
-                )
-            tracing._finished += 1  # pyright: ignore[reportPrivateUsage]
-            append((trace_id, span_id, self._parent_id, self._name, SERVER, start, now(), self._attributes, None))
+        self.tracing.end(self)
 
 
 class _ChildSpan:
-    __slots__ = ("_tracing", "_ref", "_parent_id", "_name", "_attributes", "_start", "_token")
+    __slots__ = ("_tracing", "_ref", "_parent", "_name", "_attributes", "_start", "_token")
 
-    def __init__(self, tracing: Tracing, current: SpanRef, name: str, attributes: Attributes | None) -> None:
+    def __init__(self, tracing: Tracing, current: Current, name: str, attributes: Attributes | None) -> None:
         self._tracing = tracing
         self._ref = _ref(SpanRef, (current.trace_id, _bits(64) or 1, True))
-        self._parent_id = current.span_id
+        self._parent = current
         self._name = name
         self._attributes = attributes
 
@@ -309,18 +433,23 @@ class _ChildSpan:
         CURRENT.reset(self._token)
         ref = self._ref
         error = kind.__name__ if kind is not None else None
-        self._tracing._finish(  # pyright: ignore[reportPrivateUsage] — the span's own tracer
+        parent = self._parent
+        if type(parent) is RequestSpan:
+            parent.children.append((ref.span_id, self._name, INTERNAL, self._start, now(), self._attributes, error))
+            return
+        self._tracing._queued(  # pyright: ignore[reportPrivateUsage] — the span's own tracer
             (
                 ref.trace_id,
                 ref.span_id,
-                self._parent_id,
+                parent.span_id,
                 self._name,
                 INTERNAL,
                 self._start,
                 now(),
                 self._attributes,
                 error,
-            )
+            ),
+            1,
         )
 
 
@@ -336,6 +465,7 @@ def _encode_yielding(batch: list[Finished]) -> bytes:
 
 _SPANS_PER_SLICE = 32
 _POLICY = "policy tools/call"
+_POLICY_KIND = -1  # a policy child in its request: attributes (tool, allowed); an INTERNAL span once exported
 _MAX_SHAPES = 1024
 # Spans per OTLP request (~120 bytes each: ~250 kB, well under collectors' limits). Each request costs the
 # export thread ~1 ms of Python in the HTTP client, so at a thousand traced calls a second (five spans each)
