@@ -215,6 +215,21 @@ def test_spans_are_encoded_as_otlp_protobuf_and_the_queue_is_bounded() -> None:
     resource = {a.key: a.value.string_value for a in request.resource_spans[0].resource.attributes}
     assert resource["service.name"] == "manifold"
 
+    # An upstream request that ends after its request was answered (a task the request started) is a span of
+    # its own, still the request's child: the request's entry may be in the export thread's hands by then.
+    late_sent: list[bytes] = []
+    late = Tracing(settings, send=lambda data: late_sent.append(data) is None)
+    with late.request("POST /mcp/{server}", None, now(), "eng", "alice") as answered:
+        span, _, _ = late.start_upstream("gh", "tools/call", {})
+    assert span is not None and answered.end
+    late.end_upstream(span, {"result": {}}, None)
+    assert len(late._queue) == 2 and late._finished == 2
+    late.shutdown()
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(b"".join(late_sent))
+    late_spans = {s.name: s for r in request.resource_spans for ss in r.scope_spans for s in ss.spans}
+    assert late_spans["upstream tools/call"].parent_span_id == late_spans["POST /mcp/{server}"].span_id
+
     # Past max_queued_spans the oldest are dropped, never the caller slowed or memory grown.
     crowded = Tracing(settings.model_copy(update={"max_queued_spans": 3}), send=lambda data: True)
     for _ in range(5):  # two spans each: the request and its authentication

@@ -173,7 +173,7 @@ class Tracing:
         current = CURRENT.get()
         if current is None or not current.sampled:
             return
-        if type(current) is RequestSpan:
+        if type(current) is RequestSpan and not current.end:
             current.children.append((0, name, INTERNAL, start, end, attributes, None))
         else:
             self._queued(
@@ -183,7 +183,7 @@ class Tracing:
     def policy(self, began: int, tool: str, *, allowed: bool) -> None:
         """The per-tool policy decision (name resolved, grants checked), measured from `began`."""
         current = CURRENT.get()
-        if type(current) is RequestSpan and current.sampled:
+        if type(current) is RequestSpan and current.sampled and not current.end:
             current.children.append((0, _POLICY, _POLICY_KIND, began, now(), (tool[:200], allowed), None))
         elif current is not None and current.sampled:
             attributes = {"mcp.tool": tool[:200], "manifold.allowed": allowed}
@@ -224,7 +224,7 @@ class Tracing:
         failure = (
             type(error).__name__ if error is not None else ("JSON-RPC error" if reply and "error" in reply else None)
         )
-        if type(parent) is RequestSpan:
+        if type(parent) is RequestSpan and not parent.end:
             parent.children.append((span_id, None, CLIENT, start, now(), (upstream_id, method), failure))
         else:
             name, attributes = self._shape(upstream_id, method, CLIENT)
@@ -355,9 +355,11 @@ Child = tuple[int, str | None, int, int, int, Any, str | None]
 
 class RequestSpan:
     """The server span of one traced request, current (`CURRENT`) while the request is handled, and the child
-    spans recorded meanwhile. The request's own path only stores numbers here: the spans are made by the export
-    thread, in bulk, from the raw values (measured in the gateway, each hook on a request's path cost several
-    times what it costs in a loop, so the less it does the better)."""
+    spans recorded meanwhile. The request's own path only stores numbers here: the spans are made by the
+    export thread, in bulk, from the raw values (measured in the gateway, each hook on a request's path cost
+    several times what it costs in a loop, so the less it does the better). A child ending after the request
+    was answered (in a task the request started) is queued on its own: once `end` is set the export thread
+    may be reading `children`."""
 
     __slots__ = (
         "tracing",
@@ -434,7 +436,7 @@ class _ChildSpan:
         ref = self._ref
         error = kind.__name__ if kind is not None else None
         parent = self._parent
-        if type(parent) is RequestSpan:
+        if type(parent) is RequestSpan and not parent.end:
             parent.children.append((ref.span_id, self._name, INTERNAL, self._start, now(), self._attributes, error))
             return
         self._tracing._queued(  # pyright: ignore[reportPrivateUsage] — the span's own tracer
