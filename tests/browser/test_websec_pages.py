@@ -132,3 +132,38 @@ async def test_the_authorization_servers_json_is_never_read_as_a_page(site: Site
         assert answer.headers["content-type"] == "application/json", answer.request.url
         assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
     assert answers[0].json()["client_name"] == MARKUP
+
+
+async def test_urls_that_are_no_urls_are_refused_never_a_500(site: Site) -> None:
+    """Before: a bracketed host that is no address (`http://[zz]/`), an unclosed bracket or a number where
+    RFC 7591 says string made the authorization server answer 500 with a traceback in the log."""
+    base = site.gw.base
+    async with site.gw.http() as http:
+        for uri in ("http://[zz]/cb", "https://[::1/cb", "http://127.0.0.1:99999/cb"):
+            answer = await http.post(f"{base}/register", json={"redirect_uris": [uri]})
+            assert answer.status_code == 400 and answer.json()["error"] == "invalid_redirect_uri", uri
+        for field, value in (("scope", 5), ("client_name", {"a": 1}), ("contacts", [1])):
+            body = {"redirect_uris": ["http://127.0.0.1:9/cb"], field: value}
+            answer = await http.post(f"{base}/register", json=body)
+            assert answer.status_code == 400 and answer.json()["error"] == "invalid_client_metadata", field
+        registered = await http.post(
+            f"{base}/register", json={"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}
+        )
+        client_id = registered.json()["client_id"]
+        authorize = {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": "http://127.0.0.1:9/cb",
+            "state": "s",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+            "resource": site.gw.url("hostile"),
+        }
+        for client in ("https://[::1", "http://[zz]/client.json"):
+            answer = await http.get(f"{base}/authorize", params={**authorize, "client_id": client})
+            assert answer.status_code == 400 and "Unknown application" in answer.text, client
+        answer = await http.get(f"{base}/authorize", params={**authorize, "redirect_uri": "http://[zz]/cb"})
+        assert answer.status_code == 400 and "location" not in answer.headers
+        answer = await http.get(f"{base}/authorize", params={**authorize, "resource": "http://[zz]/mcp/hostile"})
+        assert answer.status_code == 302 and "error=invalid_target" in answer.headers["location"]
+    assert "Traceback" not in site.gw.log()

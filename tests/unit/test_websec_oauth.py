@@ -102,6 +102,9 @@ async def test_a_metadata_document_may_not_name_a_script_or_data_redirect_uri(do
         ("https:ide.example", False, False),
         ("https://ide.example/cb#frag", False, False),
         ("/relative", False, False),
+        ("http://[zz]/cb", False, False),  # no URL at all: refused, never a ValueError
+        ("https://[::1/cb", False, False),
+        ("http://127.0.0.1:99999/cb", False, False),
     ],
 )
 def test_which_redirect_uris_a_client_may_have(uri: str, secure: bool, insecure: bool) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
 
@@ -39,8 +39,21 @@ class ClientProblem(Exception):
     """The client_id names no usable client; the message says why (shown to the person, never redirected)."""
 
 
+def split_url(url: str) -> SplitResult | None:
+    """`url` taken apart, or None when it is no URL at all: a bad bracketed host (`http://[zz]/`), a port out
+    of range. What a client sends is taken apart here, so that it is refused, never a 500."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # checked on reading
+    except ValueError:
+        return None
+    return parts
+
+
 def is_cimd_url(client_id: str) -> bool:
-    parts = urlsplit(client_id)
+    parts = split_url(client_id)
+    if parts is None:
+        return False
     return parts.scheme in ("https", "http") and bool(parts.netloc) and parts.path not in ("", "/")
 
 
@@ -50,8 +63,8 @@ def redirect_uri_allowed(uri: str, *, insecure: bool = False) -> bool:
     fragment. `insecure` (`allow_insecure_client_urls`, development only) also lets plain http to any host."""
     if len(uri) > MAX_REDIRECT_URI:
         return False
-    parts = urlsplit(uri)
-    if parts.fragment or not parts.scheme:
+    parts = split_url(uri)
+    if parts is None or parts.fragment or not parts.scheme:
         return False
     if parts.scheme == "https":
         return bool(parts.netloc)
@@ -63,8 +76,8 @@ def redirect_uri_allowed(uri: str, *, insecure: bool = False) -> bool:
 def redirect_matches(registered: str, requested: str) -> bool:
     if registered == requested:
         return True
-    a, b = urlsplit(registered), urlsplit(requested)
-    if a.scheme != "http" or b.scheme != "http" or a.hostname not in LOOPBACK_HOSTS:
+    a, b = split_url(registered), split_url(requested)
+    if a is None or b is None or a.scheme != "http" or b.scheme != "http" or a.hostname not in LOOPBACK_HOSTS:
         return False
     # RFC 8252 §7.3: any port on the same loopback host, the rest exactly as registered.
     return (a.hostname, a.path, a.query, a.fragment) == (b.hostname, b.path, b.query, b.fragment) and bool(b.hostname)
@@ -113,7 +126,8 @@ class GatewayClient(ClientMixin):
 
     @property
     def redirect_host(self) -> str:
-        return urlsplit(self.redirect_uris[0]).netloc if self.redirect_uris else "?"
+        parts = split_url(self.redirect_uris[0]) if self.redirect_uris else None
+        return parts.netloc if parts is not None else "?"
 
 
 class ClientRegistry:

@@ -36,7 +36,13 @@ from starlette.types import Send as StarletteSend
 
 from manifold.asgi import Receive, Scope, Send
 from manifold.authserver import consent as consent_page
-from manifold.authserver.clients import ClientProblem, ClientRegistry, GatewayClient, redirect_uri_allowed
+from manifold.authserver.clients import (
+    ClientProblem,
+    ClientRegistry,
+    GatewayClient,
+    redirect_uri_allowed,
+    split_url,
+)
 from manifold.authserver.server import (
     Answer,
     CodeRecord,
@@ -97,6 +103,20 @@ PREFLIGHT = {
     "access-control-max-age": "600",
 }
 MAX_FIELDS = 50
+# RFC 7591 §2 metadata of these types, checked before Authlib (which takes a number for a scope and fails).
+STRING_METADATA = (
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "jwks_uri",
+    "scope",
+    "software_id",
+    "software_version",
+    "token_endpoint_auth_method",
+)
+LIST_METADATA = ("grant_types", "response_types", "contacts")
 Sync = Callable[[], Awaitable[None]]
 KnownServer = Callable[[str], bool]
 
@@ -195,10 +215,11 @@ class AuthorizationServerApp:
 
     def _resources(self, issuer: str) -> KnownServer:
         def known(resource: str) -> bool:
-            server = server_of_resource(resource)
-            parts = urlsplit(resource)
+            parts = split_url(resource)  # None: not a URL at all (`http://[zz]/`), so not ours either
+            server = server_of_resource(resource) if parts is not None else None
             return (
-                server is not None
+                parts is not None
+                and server is not None
                 and f"{parts.scheme}://{parts.netloc}" == issuer
                 and not parts.query
                 and not parts.fragment
@@ -454,6 +475,9 @@ class AuthorizationServerApp:
                 "invalid_redirect_uri",
                 "redirect_uris must be https, loopback http or an app scheme, without a fragment",
             )
+        wrong = _wrong_metadata(body)
+        if wrong is not None:
+            return _oauth_error(400, "invalid_client_metadata", wrong)
         exchange = Exchange()
         server = self._server(request, exchange)
         answer = server.endpoint_answer("client_registration", JsonBody(str(request.url), body, request.headers))
@@ -509,6 +533,18 @@ class PerMinute:
             self._counts.clear()
         self._counts[address] = (start, count + 1)
         return True
+
+
+def _wrong_metadata(body: dict[str, object]) -> str | None:
+    """What is of the wrong type in a registration's metadata, or None."""
+    for name in STRING_METADATA:
+        if name in body and not isinstance(body[name], str):
+            return f"{name} must be a string"
+    for name in LIST_METADATA:
+        value = body.get(name)
+        if name in body and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return f"{name} must be a list of strings"
+    return None
 
 
 def _consent_action(client: GatewayClient) -> str:
