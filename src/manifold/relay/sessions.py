@@ -160,12 +160,12 @@ class EndedSessions:
     the table of spent one-time tokens, `spent_links`, as "s-" + handle), kept as long as its sealed id could
     still be adopted.
 
-    A DELETE is answered once its row is written. When the database cannot take the write then (SQLite busy
-    past its timeout under load, PostgreSQL unreachable for a moment) the session still ends: the handle is
-    kept here — this replica treats it as ended at once — and written in the background, retried with
-    back-off until it lands or the sealed id could no longer be used anyway. Only the other replicas learn of
-    the end later. (Answering 503 instead left a client's clean-up failing for a database hiccup: 9 of 30,000
-    requests in a 10-minute soak on a loaded machine.)"""
+    A DELETE is answered once its row is written, or after `answer_seconds` if the database is slow to take
+    it. When the database cannot take the write then (SQLite busy with another writer, PostgreSQL unreachable
+    for a moment) the session still ends: the handle is kept here — this replica treats it as ended at once —
+    and written in the background, retried with back-off until it lands or the sealed id could no longer be
+    used anyway. Only the other replicas learn of the end later. (Answering 503 instead left a client's
+    clean-up failing for a database hiccup: 9 of 30,000 requests in a 10-minute soak on a loaded machine.)"""
 
     def __init__(
         self,
@@ -174,8 +174,11 @@ class EndedSessions:
         keep_seconds: float = SEALED_SESSION_SECONDS,
         clock: Callable[[], float] = time.time,
         retry_seconds: float = 0.5,
+        answer_seconds: float = 0.5,
     ) -> None:
         self._engine = engine
+        self._answer_seconds = answer_seconds
+        self._pending: set[asyncio.Future[None]] = set()  # writes a DELETE stopped waiting for
         self._keep = keep_seconds
         self._clock = clock
         self._next_prune = 0.0
@@ -184,17 +187,48 @@ class EndedSessions:
         self._writer: asyncio.Task[None] | None = None
 
     async def end(self, handle: str) -> None:
-        """Record the session as ended, and tell the other replicas (the `sessions` revision)."""
+        """Record the session as ended, and tell the other replicas (the `sessions` revision). Waits for the
+        write at most `answer_seconds`: SQLite busy with another writer would otherwise hold the DELETE for its
+        whole busy timeout (5 s) before it fell back; the session ends here at once either way."""
         now = self._clock()
+        write = asyncio.ensure_future(self._write({handle: now}))
         try:
-            await self._write({handle: now})
-        except IntegrityError:  # ended already (by another replica a moment ago)
-            pass
-        except SQLAlchemyError as exc:
-            log.warning("the end of a session could not be recorded now (%s); retrying", type(exc).__name__)
-            self._unwritten[handle] = now
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.create_task(self._write_later(), name="manifold-ended-sessions")
+            done, _ = await asyncio.wait((write,), timeout=self._answer_seconds)
+        except asyncio.CancelledError:  # the client left: the write goes on, and is settled as below
+            self._wait_for(handle, now, write)
+            raise
+        if not done:
+            log.warning("the end of a session could not be recorded now (the database is busy); it will be")
+            self._wait_for(handle, now, write)
+            return
+        exc = write.exception()
+        if exc is None or isinstance(exc, IntegrityError):  # IntegrityError: ended by another replica just now
+            return
+        if not isinstance(exc, SQLAlchemyError):
+            raise exc
+        log.warning("the end of a session could not be recorded now (%s); retrying", type(exc).__name__)
+        self._unwritten[handle] = now
+        self._start_writer()
+
+    def _wait_for(self, handle: str, at: float, write: asyncio.Future[None]) -> None:
+        """The session is ended on this replica now; its still running write settles it for the others."""
+        self._unwritten[handle] = at
+        self._pending.add(write)
+
+        def settled(write: asyncio.Future[None]) -> None:
+            self._pending.discard(write)
+            exc = None if write.cancelled() else write.exception()
+            if not write.cancelled() and (exc is None or isinstance(exc, IntegrityError)):
+                if self._unwritten.pop(handle, None) is not None:
+                    log.info("recorded 1 session end(s) the database could not take at first")
+                return
+            self._start_writer()  # failed or cancelled: written with the others, with back-off
+
+        write.add_done_callback(settled)
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_later(), name="manifold-ended-sessions")
 
     async def _write(self, ended: dict[str, float]) -> None:
         now = self._clock()
