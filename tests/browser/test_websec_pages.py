@@ -167,3 +167,18 @@ async def test_urls_that_are_no_urls_are_refused_never_a_500(site: Site) -> None
         answer = await http.get(f"{base}/authorize", params={**authorize, "resource": "http://[zz]/mcp/hostile"})
         assert answer.status_code == 302 and "error=invalid_target" in answer.headers["location"]
     assert "Traceback" not in site.gw.log()
+
+
+async def test_a_client_cannot_write_lines_into_the_gateways_log(site: Site) -> None:
+    """Before: a registration's client_name went into the log as it came, line breaks and all."""
+    forged = "2026-01-01 00:00:00,000 CRITICAL manifold: forged"
+    async with site.gw.http() as http:
+        answer = await http.post(
+            f"{site.gw.base}/register",
+            json={"redirect_uris": ["http://127.0.0.1:9/cb"], "client_name": f"IDE\n{forged}\r\n{forged}"},
+        )
+    assert answer.status_code == 201
+    client_id = answer.json()["client_id"]
+    logged = [line for line in site.gw.log().splitlines() if client_id in line]
+    assert logged and "forged" in logged[0]
+    assert not any(line.startswith(forged) for line in site.gw.log().splitlines())

@@ -486,7 +486,8 @@ class AuthorizationServerApp:
         if answer.status == 201 and exchange.registered is not None:
             client_id, metadata, secret = exchange.registered
             await self.store.register_client(client_id, metadata, digest(secret) if secret else None)
-            log.info("gateway-oauth: client registered: %s (%s)", client_id, str(metadata.get("client_name", ""))[:100])
+            # %r: the name is the client's own words; quoted, a line break in it cannot forge a log line.
+            log.info("gateway-oauth: client registered: %s (%r)", client_id, str(metadata.get("client_name", ""))[:100])
         return _json(answer.status, answer.body, {**NO_STORE, **_lower(answer.headers)})
 
     async def revoke(self, request: Request) -> Response:
