@@ -212,6 +212,41 @@ def test_the_cli_adds_a_gated_grant_and_lists_its_gate(tmp_path: Path, capsys: p
     assert "approvers" in capsys.readouterr().err
 
 
+def test_the_cli_changes_a_grant_and_lifts_its_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "manifold.yaml").write_text(
+        f"gateway:\n  state_dir: {tmp_path / 'state'}\n"
+        "upstreams:\n  github:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n"
+        "grants:\n  - who: team:ops\n    what: [server:github]\n"
+    )
+    config = ["--config", str(tmp_path / "manifold.yaml")]
+    main([*config, "grants", "add", "--who", "team:eng", "--what", "server:github", "--json"])
+    grant_id = json.loads(capsys.readouterr().out)["id"]
+    update = [*config, "grants", "update", grant_id]
+
+    assert main([*update, "--require-approval", "tool:github/delete_*", "--approvers", "team:sre"]) == 0
+    assert "calls of tool:github/delete_* wait for team:sre" in capsys.readouterr().out
+    assert main([*update, "--approvers", "team:security", "--json"]) == 0  # only what is given changes
+    changed = json.loads(capsys.readouterr().out)
+    assert (changed["who"], changed["require_approval"], changed["approvers"]) == (
+        "team:eng",
+        ["tool:github/delete_*"],
+        "team:security",
+    )
+    assert main([*update, "--no-approval", "--json"]) == 0
+    lifted = json.loads(capsys.readouterr().out)
+    assert (lifted["require_approval"], lifted.get("approvers"), lifted["what"]) == ([], None, ["server:github"])
+
+    assert main(update) != 0  # nothing to change
+    assert "nothing to change" in capsys.readouterr().err
+    assert main([*config, "grants", "update", "grants[0]", "--who", "team:eng"]) != 0
+    assert "manifold.yaml" in capsys.readouterr().err  # a file's grant is changed in the file
+    assert main([*update, "--require-approval", "tool:x/y", "--approvers", "nobody"]) != 0
+    assert "approvers" in capsys.readouterr().err  # checked whole, as a new grant is; nothing stored
+    main([*config, "grants", "list", "--json"])
+    stored = {g["id"]: g for g in json.loads(capsys.readouterr().out)}
+    assert stored[grant_id]["require_approval"] == []
+
+
 def test_an_exported_grant_carries_its_gate_and_one_without_a_gate_no_gate_settings() -> None:
     defaults = {"approvers": None, "approval_timeout_seconds": 900.0, "approval_valid_seconds": 0.0}
     plain = {"id": "g1", "source": "api", "who": "team:eng", "what": ["server:github"], "require_approval": []}

@@ -273,18 +273,17 @@ def _dispatch(args: argparse.Namespace, config: LoadedConfig) -> int:  # noqa: C
             listed = _run(config, lambda ops: ops.list_grants())
             _print(listed, j, ["id", "who", "claims", "what", "require_approval", "approvers", "source"])
         case ("grants", "add"):
-            claims = dict(c.split("=", 1) for c in (args.claim or []))
-            body = {"who": args.who, "what": args.what, "claims": claims, "description": args.description}
-            body |= {
-                "require_approval": args.require_approval,
-                "approvers": args.approvers,
-                "approval_timeout_seconds": args.approval_timeout,
-                "approval_valid_seconds": args.approval_valid,
-                "self_approval": args.self_approval or None,
-            }
-            grant = _run(config, lambda ops: ops.add_grant({k: v for k, v in body.items() if v is not None}))
-            gate = f"; calls of {_cell(g)} wait for {grant['approvers']}" if (g := grant["require_approval"]) else ""
-            _done(grant, j, f"Added grant {grant['id']}: {grant['who']} may use {_cell(grant['what'])}{gate}.")
+            body = _grant_fields(args)
+            grant = _run(config, lambda ops: ops.add_grant(body))
+            _done(grant, j, f"Added grant {grant['id']}: {_grant_sentence(grant)}.")
+        case ("grants", "update"):
+            body = _grant_fields(args)
+            if args.no_approval:
+                body |= dict.fromkeys(_GATE_FIELDS)  # null: back to the default, no gate
+            if not body:
+                raise OpError("nothing to change: give at least one of the options (see --help)")
+            grant = _run(config, lambda ops: ops.update_grant(args.id, body))
+            _done(grant, j, f"Updated grant {grant['id']}: {_grant_sentence(grant)}.")
         case ("grants", "remove"):
             done = _run(config, lambda ops: ops.remove_grant(args.id))
             _done(done, j, f"Removed grant {done['id']}.")
@@ -351,6 +350,18 @@ def register(sub: Subparsers) -> None:
     gadd.add_argument("--approval-timeout", type=float, help="seconds a request waits (default 900)")
     gadd.add_argument("--approval-valid", type=float, help="seconds an approval lets the same call run (default 0)")
     gadd.add_argument("--self-approval", action="store_true", help="an approver may approve their own call")
+    gupdate = ga.add_parser("update", help="change an API- or CLI-made grant: only the options given change")
+    gupdate.add_argument("id")
+    gupdate.add_argument("--who", help="user:<email>, team:<id>, sa:<id>, idp:<id>, authenticated")
+    gupdate.add_argument("--what", action="append", help="replaces the list: server:, group:, vserver:, tool:...")
+    gupdate.add_argument("--claim", action="append", help="claim=value (with idp:); replaces the claims")
+    gupdate.add_argument("--description")
+    gupdate.add_argument("--require-approval", action="append", help="replaces the gated tools (tool:...)")
+    gupdate.add_argument("--approvers", help="who may approve (a who selector, e.g. team:sre)")
+    gupdate.add_argument("--approval-timeout", type=float, help="seconds a request waits")
+    gupdate.add_argument("--approval-valid", type=float, help="seconds an approval lets the same call run")
+    gupdate.add_argument("--self-approval", action="store_true", help="an approver may approve their own call")
+    gupdate.add_argument("--no-approval", action="store_true", help="remove the approval gate")
     ga.add_parser("remove").add_argument("id")
 
     catalog_actions = [_add_catalog_commands(sub, name, kind) for name, kind in CATALOG_COMMANDS.items()]
@@ -387,3 +398,27 @@ def _add_catalog_commands(sub: Subparsers, name: str, kind: Kind) -> Subparsers:
     update.add_argument("--id", help="the id, when the file does not give one")
     actions.add_parser("delete", help=f"delete a {kind.label} created at run time").add_argument("id")
     return actions
+
+
+_GATE_FIELDS = ("require_approval", "approvers", "approval_timeout_seconds", "approval_valid_seconds", "self_approval")
+
+
+def _grant_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The grant fields the `grants add`/`update` options give (those not given are left out)."""
+    body: dict[str, Any] = {
+        "who": args.who,
+        "what": args.what,
+        "claims": dict(c.split("=", 1) for c in args.claim) if args.claim else None,
+        "description": args.description,
+        "require_approval": args.require_approval,
+        "approvers": args.approvers,
+        "approval_timeout_seconds": args.approval_timeout,
+        "approval_valid_seconds": args.approval_valid,
+        "self_approval": args.self_approval or None,
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _grant_sentence(grant: dict[str, Any]) -> str:
+    gate = f"; calls of {_cell(g)} wait for {grant['approvers']}" if (g := grant["require_approval"]) else ""
+    return f"{grant['who']} may use {_cell(grant['what'])}{gate}"
