@@ -340,27 +340,10 @@ def register(sub: Subparsers) -> None:
     grants = sub.add_parser("grants", help="who may use what")
     ga = grants.add_subparsers(dest="action", required=True)
     ga.add_parser("list")
-    gadd = ga.add_parser("add")
-    gadd.add_argument("--who", required=True, help="user:<email>, team:<id>, sa:<id>, idp:<id>, authenticated")
-    gadd.add_argument("--what", required=True, action="append", help="server:, group:, vserver:, tool:<up>/<glob>")
-    gadd.add_argument("--claim", action="append", help="claim=value (with idp:)")
-    gadd.add_argument("--description")
-    gadd.add_argument("--require-approval", action="append", help="calls of these tools wait for approval (tool:...)")
-    gadd.add_argument("--approvers", help="who may approve (a who selector, e.g. team:sre)")
-    gadd.add_argument("--approval-timeout", type=float, help="seconds a request waits (default 900)")
-    gadd.add_argument("--approval-valid", type=float, help="seconds an approval lets the same call run (default 0)")
-    gadd.add_argument("--self-approval", action="store_true", help="an approver may approve their own call")
+    _grant_options(ga.add_parser("add"), new=True)
     gupdate = ga.add_parser("update", help="change an API- or CLI-made grant: only the options given change")
     gupdate.add_argument("id")
-    gupdate.add_argument("--who", help="user:<email>, team:<id>, sa:<id>, idp:<id>, authenticated")
-    gupdate.add_argument("--what", action="append", help="replaces the list: server:, group:, vserver:, tool:...")
-    gupdate.add_argument("--claim", action="append", help="claim=value (with idp:); replaces the claims")
-    gupdate.add_argument("--description")
-    gupdate.add_argument("--require-approval", action="append", help="replaces the gated tools (tool:...)")
-    gupdate.add_argument("--approvers", help="who may approve (a who selector, e.g. team:sre)")
-    gupdate.add_argument("--approval-timeout", type=float, help="seconds a request waits")
-    gupdate.add_argument("--approval-valid", type=float, help="seconds an approval lets the same call run")
-    gupdate.add_argument("--self-approval", action="store_true", help="an approver may approve their own call")
+    _grant_options(gupdate, new=False)
     gupdate.add_argument("--no-approval", action="store_true", help="remove the approval gate")
     ga.add_parser("remove").add_argument("id")
 
@@ -401,6 +384,19 @@ def _add_catalog_commands(sub: Subparsers, name: str, kind: Kind) -> Subparsers:
 
 
 _GATE_FIELDS = ("require_approval", "approvers", "approval_timeout_seconds", "approval_valid_seconds", "self_approval")
+
+
+def _grant_options(parser: argparse.ArgumentParser, *, new: bool) -> None:
+    """The options of `grants add` (`new`: who and what required) and `grants update` (each replaces the field)."""
+    parser.add_argument("--who", required=new, help="user:<email>, team:<id>, sa:<id>, idp:<id>, authenticated")
+    parser.add_argument("--what", required=new, action="append", help="server:, group:, vserver:, tool:<up>/<glob>")
+    parser.add_argument("--claim", action="append", help="claim=value (with idp:)")
+    parser.add_argument("--description")
+    parser.add_argument("--require-approval", action="append", help="calls of these tools wait for approval (tool:...)")
+    parser.add_argument("--approvers", help="who may approve (a who selector, e.g. team:sre)")
+    parser.add_argument("--approval-timeout", type=float, help="seconds a request waits (default 900)")
+    parser.add_argument("--approval-valid", type=float, help="seconds an approval lets the same call run (default 0)")
+    parser.add_argument("--self-approval", action="store_true", help="an approver may approve their own call")
 
 
 def _grant_fields(args: argparse.Namespace) -> dict[str, Any]:
