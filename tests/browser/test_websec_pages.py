@@ -165,7 +165,7 @@ async def test_urls_that_are_no_urls_are_refused_never_a_500(site: Site) -> None
         answer = await http.get(f"{base}/authorize", params={**authorize, "redirect_uri": "http://[zz]/cb"})
         assert answer.status_code == 400 and "location" not in answer.headers
         answer = await http.get(f"{base}/authorize", params={**authorize, "resource": "http://[zz]/mcp/hostile"})
-        assert answer.status_code == 302 and "error=invalid_target" in answer.headers["location"]
+        assert answer.status_code == 400 and "invalid_target" in answer.text and "location" not in answer.headers
     assert "Traceback" not in site.gw.log()
 
 
@@ -182,3 +182,28 @@ async def test_a_client_cannot_write_lines_into_the_gateways_log(site: Site) -> 
     logged = [line for line in site.gw.log().splitlines() if client_id in line]
     assert logged and "forged" in logged[0]
     assert not any(line.startswith(forged) for line in site.gw.log().splitlines())
+
+
+async def test_the_authorization_server_is_no_open_redirector(site: Site, new_page: NewPage) -> None:
+    """Registration is open: anyone may register `https://evil.example/…` and hand out a link to this gateway's
+    /authorize. Before: any request that failed its checks went straight there, no sign-in, no click (a
+    phishing link on the gateway's own name). Now the person is shown the error; once they allowed an
+    application, its errors go back to it as OAuth says."""
+    async with site.gw.http() as http:
+        registered = await http.post(
+            f"{site.gw.base}/register",
+            json={"redirect_uris": ["https://evil.example/phish"], "token_endpoint_auth_method": "none"},
+        )
+    lure = f"{site.gw.base}/authorize?" + urlencode(
+        {"client_id": registered.json()["client_id"], "response_type": "code"}
+    )
+    page = await new_page()
+    landed: list[str] = []
+    page.on("request", lambda request: landed.append(request.url) if "evil.example" in request.url else None)
+    answer = await page.goto(lure)
+    assert answer is not None and answer.status == 400
+    assert page.url == lure and not landed
+    await expect(page.locator("main")).to_contain_text("Nothing was sent to the application")
+    await sign_in(page, site, "/admin")
+    answer = await page.goto(lure)  # signed in, but this application was never allowed: still a page
+    assert answer is not None and answer.status == 400 and page.url == lure and not landed

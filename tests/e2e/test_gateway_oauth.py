@@ -374,7 +374,9 @@ async def test_a_token_is_refused_on_another_server(flow: Flow) -> None:
 
 
 async def test_a_resource_that_is_not_ours_is_refused(flow: Flow) -> None:
-    await flow.browser.consent_page(flow.authorize_url(pkce()[1]))
+    # Allowed once: an application the person allowed gets its errors back at its redirect URI (one never
+    # allowed gets a page instead: tests/browser/test_websec_pages.py, no open redirector).
+    await flow.browser.authorize(flow.authorize_url(pkce()[1]))
     back = await flow.browser.get(flow.authorize_url(pkce()[1], resource="https://elsewhere.example/mcp/x"))
     assert back.status_code == 302
     query = parse_qs(urlsplit(back.headers["location"]).query)

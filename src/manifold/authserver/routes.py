@@ -274,7 +274,7 @@ class AuthorizationServerApp:
         try:
             grant = server.get_consent_grant(oauth_request, end_user=None)
         except OAuth2Error as error:
-            if error.redirect_uri:
+            if error.redirect_uri and await self._trusted(exchange.client, session):
                 return self._redirect_error(server, error)
             return self._page(
                 400,
@@ -332,6 +332,18 @@ class AuthorizationServerApp:
             await self.store.save_code(code, row)
             log.info("gateway-oauth: code issued to %s for %s (%s)", client.client_id[:200], principal, server_id)
         return self._answer(answer)
+
+    async def _trusted(self, client: GatewayClient | None, session: WebSession | None) -> bool:
+        """Whether a request that failed its checks may go straight back to the client's redirect URI (RFC 9700
+        §4.11.2: an authorization server redirects on its own only to a URI it trusts). Registration is open,
+        so anyone can register `https://evil.example/` and make a link to this gateway that lands there with
+        no click: only a configured client, or one the signed-in person allowed before, is sent its errors;
+        for any other the person gets the error as a page."""
+        if client is None:
+            return False
+        if client.source == "configured":
+            return True
+        return session is not None and await self.store.consent(session.principal_id, client.client_id) is not None
 
     def _redirect_error(self, server: GatewayServer, error: OAuth2Error) -> Response:
         status, _body, headers = error()
