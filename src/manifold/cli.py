@@ -9,6 +9,7 @@ the exit status. A parser may also set `log_level`, how much the command logs (d
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import logging.config
@@ -145,6 +146,12 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             await super().startup(sockets)
             if self.started:  # the lifespan has started the runtime and the sockets listen
                 banner()
+                # What start-up made (modules, config, the composed runtime: ~190,000 objects) lives as long
+                # as the process: frozen out of the collector's way, a full collection later looks only at
+                # what serving made (measured: 100 ms with them, about 1 ms without, a pause for every
+                # request in flight).
+                gc.collect()
+                gc.freeze()
 
     limits = config.gateway.gateway.limits
     server = BannerServer(
