@@ -9,16 +9,20 @@ Each payload, if ever rendered as markup, adds an element with id `pwned` (a tes
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
 
 import mcp_types as types
 from mcp.server.mcpserver import MCPServer
+from pydantic import Field
 
 MARK = '"><img id=pwned src=x><script>window.pwned=1</script><div hx-get="/admin" id=pwned2>'
 
 mcp = MCPServer("hostile" + MARK, instructions="Instructions " + MARK)
 
 
-def lookup(word: str) -> str:
+def lookup(
+    word: Annotated[str, Field(title="Word " + MARK, description="Field " + MARK, examples=[MARK])] = MARK,
+) -> str:
     return word
 
 
