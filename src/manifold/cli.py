@@ -169,6 +169,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             lifespan="on",
             access_log=False,
             proxy_headers=False,  # X-Forwarded-* from any client would be trusted otherwise; public_url says the origin
+            server_header=False,  # "server: uvicorn" on every answer told any scanner what to try
             timeout_graceful_shutdown=3,
         )
     )

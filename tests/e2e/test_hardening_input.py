@@ -484,3 +484,12 @@ async def test_a_body_sent_in_parts_within_the_body_time_is_served(gw: Gateway) 
             while b"in two parts" not in answer:
                 answer += await stream.receive()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+async def test_answers_do_not_name_the_server_software(gw: Gateway) -> None:
+    async with httpx2.AsyncClient(timeout=30) as http:
+        health = await http.get(f"{gw.base}/healthz")
+        missing = await http.get(f"{gw.base}/nowhere")
+    assert health.status_code == 200 and missing.status_code == 404
+    assert "server" not in health.headers and "server" not in missing.headers  # was "server: uvicorn"
+    assert "date" in health.headers  # HTTP's own Date stays
