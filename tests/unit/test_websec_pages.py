@@ -5,6 +5,9 @@ tests/browser/test_websec_pages.py)."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from manifold.policy.approval_store import NewApproval
@@ -38,3 +41,15 @@ async def test_a_held_calls_words_are_text_on_the_approvers_pages(site: Site) ->
             assert "<img" not in page.text and "<script>" not in page.text, path
             assert "&lt;img id=pwned" in page.text, path
             assert page.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+async def test_signing_in_again_gives_a_new_session_id(site: Site) -> None:  # noqa: F811
+    """Session fixation: whatever session a browser had, signing in makes a new random id (the CSRF tokens
+    of the old one are worth nothing in the new)."""
+    sids: list[str] = []
+    for _ in range(2):
+        async with browser(site, "alice@corp.com") as http:
+            cookie = http.cookies["manifold-session"]
+            payload = cookie.split(".")[0]
+            sids.append(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["s"])
+    assert sids[0] != sids[1] and all(len(s) >= 22 for s in sids)
