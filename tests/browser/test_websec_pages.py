@@ -142,7 +142,7 @@ async def test_urls_that_are_no_urls_are_refused_never_a_500(site: Site) -> None
         for uri in ("http://[zz]/cb", "https://[::1/cb", "http://127.0.0.1:99999/cb"):
             answer = await http.post(f"{base}/register", json={"redirect_uris": [uri]})
             assert answer.status_code == 400 and answer.json()["error"] == "invalid_redirect_uri", uri
-        for field, value in (("scope", 5), ("client_name", {"a": 1}), ("contacts", [1])):
+        for field, value in (("scope", 5), ("client_name", {"a": 1}), ("contacts", [1]), ("jwks", "x")):
             body = {"redirect_uris": ["http://127.0.0.1:9/cb"], field: value}
             answer = await http.post(f"{base}/register", json=body)
             assert answer.status_code == 400 and answer.json()["error"] == "invalid_client_metadata", field

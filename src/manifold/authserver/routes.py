@@ -117,6 +117,7 @@ STRING_METADATA = (
     "token_endpoint_auth_method",
 )
 LIST_METADATA = ("grant_types", "response_types", "contacts")
+OBJECT_METADATA = ("jwks",)
 Sync = Callable[[], Awaitable[None]]
 KnownServer = Callable[[str], bool]
 
@@ -557,6 +558,9 @@ def _wrong_metadata(body: dict[str, object]) -> str | None:
         value = body.get(name)
         if name in body and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             return f"{name} must be a list of strings"
+    for name in OBJECT_METADATA:
+        if name in body and not isinstance(body[name], dict):
+            return f"{name} must be a JSON object"
     return None
 
 
