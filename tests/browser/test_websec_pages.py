@@ -135,8 +135,9 @@ async def test_the_authorization_servers_json_is_never_read_as_a_page(site: Site
 
 
 async def test_urls_that_are_no_urls_are_refused_never_a_500(site: Site) -> None:
-    """Before: a bracketed host that is no address (`http://[zz]/`), an unclosed bracket or a number where
-    RFC 7591 says string made the authorization server answer 500 with a traceback in the log."""
+    """Before: a bracketed host that is no address (`http://[zz]/`), an unclosed bracket, a number where
+    RFC 7591 says string, or a non-ASCII redirect URI made the authorization server answer 500 with a
+    traceback in the log."""
     base = site.gw.base
     async with site.gw.http() as http:
         for uri in ("http://[zz]/cb", "https://[::1/cb", "http://127.0.0.1:99999/cb"):
@@ -164,6 +165,11 @@ async def test_urls_that_are_no_urls_are_refused_never_a_500(site: Site) -> None
             assert answer.status_code == 400 and "Unknown application" in answer.text, client
         answer = await http.get(f"{base}/authorize", params={**authorize, "redirect_uri": "http://[zz]/cb"})
         assert answer.status_code == 400 and "location" not in answer.headers
+        # Only printable ASCII is OAuth (RFC 6749 Appendix A); Authlib failed on the rest when saying so.
+        for field, value in (("redirect_uri", "http://127.0.0.1:9/cé"), ("response_type", "co\x00de"), ("state", "é")):
+            answer = await http.get(f"{base}/authorize", params={**authorize, field: value})
+            assert answer.status_code == 400 and "location" not in answer.headers, field
+            assert f"{field} has characters OAuth does not allow" in answer.text, field
         answer = await http.get(f"{base}/authorize", params={**authorize, "resource": "http://[zz]/mcp/hostile"})
         assert answer.status_code == 400 and "invalid_target" in answer.text and "location" not in answer.headers
     assert "Traceback" not in site.gw.log()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -92,6 +93,7 @@ SINGLE = (
     "resource",
 )
 OAUTH_FIELDS = frozenset(SINGLE)
+VSCHAR = re.compile(r"[\x20-\x7e]*")  # RFC 6749 Appendix A: what an authorization request's values may hold
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 CORS = {"access-control-allow-origin": "*"}  # metadata, token, registration, revocation: called from apps
 # JSON that echoes what a client sent (a registration's client_name) is never to be read as a page.
@@ -265,6 +267,11 @@ class AuthorizationServerApp:
             fields = dict(items)
         session, key_servers = await self._signed_in(request)
         oauth = {k: v for k, v in fields.items() if k in OAUTH_FIELDS}
+        odd = next((k for k, v in oauth.items() if VSCHAR.fullmatch(v) is None), None)
+        if odd is not None:  # RFC 6749 Appendix A: printable ASCII only (Authlib fails on anything else)
+            return self._page(
+                400, "Not understood", "invalid_request", f"{odd} has characters OAuth does not allow", session
+            )
         exchange = Exchange()
         server = self._server(request, exchange)
         try:
