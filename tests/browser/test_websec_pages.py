@@ -8,8 +8,11 @@ admin, so every console page is open to them.
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -23,6 +26,7 @@ from tests.e2e.harness import Gateway, run_gateway, stdio_upstream
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 
+REGISTRATIONS_PER_MINUTE = 20  # the default, spelled out: registrations and document fetches per address
 HOSTILE = str(Path(__file__).resolve().parents[1] / "upstreams" / "hostile.py")
 ADMIN = "root@corp.com"
 MARKUP = "<img id=pwned src=x><script>window.pwned=1</script>"
@@ -50,7 +54,9 @@ class Site:
 
 @pytest.fixture(scope="module")
 async def site() -> AsyncIterator[Site]:
-    extra = {"identity": {"admins": [f"user:{ADMIN}"]}, "users": {ADMIN: {}}}
+    # Client metadata documents on loopback (as in development): served by the test's own HTTP server.
+    server = {"allow_insecure_client_urls": True, "registrations_per_minute": REGISTRATIONS_PER_MINUTE}
+    extra = {"identity": {"admins": [f"user:{ADMIN}"], "authorization_server": server}, "users": {ADMIN: {}}}
     shady = {"description": "Shady " + MARKUP, "members": [{"upstream": "hostile"}]}
     async with run_gateway({"hostile": stdio_upstream(HOSTILE)}, {"shady": shady}, extra=extra) as gw:
         async with gw.http() as http:
@@ -213,3 +219,58 @@ async def test_the_authorization_server_is_no_open_redirector(site: Site, new_pa
     await sign_in(page, site, "/admin")
     answer = await page.goto(lure)  # signed in, but this application was never allowed: still a page
     assert answer is not None and answer.status == 400 and page.url == lure and not landed
+
+
+class _Documents(http.server.BaseHTTPRequestHandler):
+    """Any GET answers a client metadata document naming its own URL; `fetched` counts them."""
+
+    fetched = 0
+
+    def do_GET(self) -> None:  # noqa: N802 — http.server's name
+        type(self).fetched += 1
+        body = json.dumps(
+            {
+                "client_id": f"http://{self.headers.get('host')}{self.path}",
+                "redirect_uris": ["http://127.0.0.1:9/cb"],
+                "token_endpoint_auth_method": "none",
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 — http.server's name
+        return None
+
+
+@pytest.fixture
+def documents() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Documents)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{server.server_address[0]!s}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_nobody_makes_the_gateway_fetch_documents_without_limit(site: Site, documents: str) -> None:
+    """Any visitor may name a client metadata document, and the gateway fetches it. Before: as many as they
+    liked, each a new URL (a free relay for requests to any public host). Now as many per address and minute
+    as registrations; a document already fetched is served from the cache."""
+    _Documents.fetched = 0
+    async with site.gw.http() as http:
+        for n in range(REGISTRATIONS_PER_MINUTE):
+            answer = await http.get(f"{site.gw.base}/authorize", params={"client_id": f"{documents}/c{n}.json"})
+            assert "Unknown application" not in answer.text, answer.text
+        assert _Documents.fetched == REGISTRATIONS_PER_MINUTE
+        over = await http.get(f"{site.gw.base}/authorize", params={"client_id": f"{documents}/more.json"})
+        assert over.status_code == 400 and "too many client metadata documents" in over.text
+        token = await http.post(f"{site.gw.base}/token", data={"client_id": f"{documents}/more2.json", "code": "x"})
+        assert token.status_code == 401 and token.json()["error"] == "invalid_client"
+        again = await http.get(f"{site.gw.base}/authorize", params={"client_id": f"{documents}/c0.json"})
+        assert "Unknown application" not in again.text  # cached: no fetch, no count
+    assert _Documents.fetched == REGISTRATIONS_PER_MINUTE

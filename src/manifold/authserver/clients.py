@@ -165,6 +165,11 @@ class ClientRegistry:
         metadata, secret_hash = found
         return registered_client(client_id, metadata, secret_hash)
 
+    def cached(self, client_id: str) -> bool:
+        """Whether `client_id` is a metadata document held in the cache (finding it fetches nothing)."""
+        entry = self._documents.get(client_id)
+        return entry is not None and entry[1] > time.monotonic()
+
     async def _document(self, url: str) -> GatewayClient:
         now = time.monotonic()
         cached = self._documents.get(url)

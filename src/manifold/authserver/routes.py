@@ -41,6 +41,7 @@ from manifold.authserver.clients import (
     ClientProblem,
     ClientRegistry,
     GatewayClient,
+    is_cimd_url,
     redirect_uri_allowed,
     split_url,
 )
@@ -167,6 +168,9 @@ class AuthorizationServerApp:
         self.known_server = known_server
         self.sync = sync
         self.registrations = PerMinute(server_settings.registrations_per_minute)
+        # A client metadata document is fetched for anyone who names one: each address may make the gateway
+        # fetch as many per minute as it may register clients (cached documents are not fetched again).
+        self.documents = PerMinute(server_settings.registrations_per_minute)
         self.cookies = cookies  # the web pages' own (the same sign-in session)
         self.signed_out = SignedOut(store.engine)  # and the same sign-out (web/signed_out.py)
         self.router = Router(
@@ -275,7 +279,7 @@ class AuthorizationServerApp:
         exchange = Exchange()
         server = self._server(request, exchange)
         try:
-            exchange.client = await self.clients.find(oauth.get("client_id", ""))
+            exchange.client = await self._find(request, oauth.get("client_id", ""))
         except ClientProblem as exc:
             return self._page(400, "Unknown application", "invalid_client", str(exc), session)
         oauth_request = FormRequest("GET", str(request.url), oauth, request.headers)
@@ -376,6 +380,14 @@ class AuthorizationServerApp:
         who = viewer(self.cookies.signer, session) if session is not None else None
         return page(status, consent_page.refused(title=title, error=error, description=description, viewer=who))
 
+    async def _find(self, request: Request, client_id: str) -> GatewayClient:
+        """The client (ClientRegistry.find), or ClientProblem; a metadata document not cached is fetched only
+        within the address's limit."""
+        if is_cimd_url(client_id) and not self.clients.cached(client_id):
+            if not self.documents.allow(request.client.host if request.client else "?"):
+                raise ClientProblem("too many client metadata documents asked for from this address; wait a minute")
+        return await self.clients.find(client_id)
+
     async def _signed_in(self, request: Request) -> tuple[WebSession | None, frozenset[str] | None]:
         """The web session, and the servers the key it was proven with is restricted to (None: no
         restriction). A key limited to some servers signs in an application for those servers only: signing
@@ -412,7 +424,7 @@ class AuthorizationServerApp:
         if not client_id:
             return _oauth_error(401, "invalid_client", "client authentication is required")
         try:
-            return await self.clients.find(client_id)
+            return await self._find(request, client_id)
         except ClientProblem as exc:
             return _oauth_error(401, "invalid_client", str(exc))
 
