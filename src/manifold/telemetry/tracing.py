@@ -14,7 +14,7 @@ answered. A background thread makes the spans of queued requests in bulk (ids fr
 names and attributes built once per upstream/server/user), encodes them as OTLP protobuf (`otlp.py`, ~a tenth
 of the SDK's cost) and sends them through the SDK's OTLP/HTTP client (retries, back-off, compression, headers)
 in batches. Why so little on the request's own path: measured inside the gateway, each hook cost several times
-what it costs in a loop (bench/README.md, telemetry). The queue is bounded in spans (`max_queued_spans`);
+what it costs in a loop (docs/telemetry.md, "Cost"). The queue is bounded in spans (`max_queued_spans`);
 when the collector cannot keep up the oldest are dropped and counted, never the call slowed.
 
 When tracing is off nothing here exists: the composition root hands `None` to everyone, and every hook is a
