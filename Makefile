@@ -5,6 +5,7 @@
 #   make test     venv, Node toolchain, legacy-SDK venv, Debian chromium, haproxy and postgresql, the wheel's clean venv, then the whole pytest suite, then the e2e suite on PostgreSQL
 #   make fuzz     property-based fuzzing of a real gateway, the long profile (tests/fuzz; a short one runs in make test)
 #   make bench    gateway overhead benchmarks (bench/README.md)
+#   make screenshots  the browser tests, renewing the page screenshots in docs/screenshots (others: build/screenshots)
 #   make bench-scale  scale figures: 10,000 idle sessions, 10,000 tools, a 10-minute soak, haproxy (~15 min)
 #   make lint     ruff, the import-layer contracts (import-linter) and the type checker (basedpyright)
 #   make check    validate manifold.yaml and virtual_servers/*.yaml
@@ -27,7 +28,7 @@ PYTEST_ARGS ?=
 # `make test PG_TESTS=` skips that pass; `PG_TESTS=tests/e2e/test_admin.py` runs one file of it.
 PG_TESTS ?= tests/e2e
 
-.PHONY: help venv run test fuzz bench bench-scale lint check lock clean distclean node legacy-venv browser haproxy wheel-venv postgres
+.PHONY: help venv run test fuzz bench bench-scale lint check lock clean distclean node legacy-venv browser haproxy wheel-venv postgres screenshots
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -84,6 +85,9 @@ test: venv node legacy-venv browser haproxy wheel-venv postgres
 FUZZ_EXAMPLES ?=
 fuzz: venv node
 	MANIFOLD_FUZZ_PROFILE=long MANIFOLD_FUZZ_EXAMPLES="$(FUZZ_EXAMPLES)" $(PY) -m pytest -n 0 tests/fuzz $(PYTEST_ARGS)
+
+screenshots: venv node browser
+	MANIFOLD_SCREENSHOTS=docs/screenshots $(PY) -m pytest -n $(PYTEST_WORKERS) tests/browser $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m bench.run_all

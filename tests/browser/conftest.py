@@ -4,7 +4,7 @@ One browser per test process (session-scoped; pytest-xdist runs several processe
 storage) per test. The tests add no header and intercept nothing: the browser sends what it sends.
 
     page = await new_page()                       # 1024x768; new_page(phone=True) is 390x844
-    await look(page, "sign-in")                   # full-page screenshot into docs/screenshots/sign-in.png
+    await look(page, "sign-in")                   # full-page screenshot: build/screenshots/sign-in.png
     await accessible(page)                        # axe-core: no "serious" or "critical" violation
 """
 
@@ -19,7 +19,10 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Locator, Page, ViewportSize, async_playwright
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# Where `look` keeps its screenshots: build/screenshots (ignored by git), so a test run leaves the tree as it
+# was; `make screenshots` runs the browser tests with MANIFOLD_SCREENSHOTS=docs/screenshots to renew the
+# committed ones.
+SCREENSHOTS = REPO / os.environ.get("MANIFOLD_SCREENSHOTS", "build/screenshots")
 AXE = REPO / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM_ARGS = [
     "--no-sandbox",  # the tests run as root
@@ -77,7 +80,7 @@ async def new_page(chromium: Browser) -> AsyncIterator[NewPage]:
 
 
 async def look(page: Page, name: str, hide: Sequence[Locator] = ()) -> None:
-    """Keep a screenshot of the whole page in docs/screenshots/<name>.png (taken on every run), and check
+    """Keep a screenshot of the whole page as <name>.png in SCREENSHOTS (taken on every run), and check
     the page with axe-core. `hide`: what must not be in a committed picture (a key's secret), boxed over."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = str(SCREENSHOTS / f"{name}.png")

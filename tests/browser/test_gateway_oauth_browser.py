@@ -5,7 +5,7 @@ upstream (`prot`, tests/upstreams/protected.py, whose authorization server is th
 tests/idp.py), both behind the virtual server `tools`; mcp-remote (npm) as the MCP client with no key. The
 browser types into the gateway's sign-in page and presses the consent page's buttons; the test adds no
 header and intercepts nothing. The consent page, the person's servers page and the connections page with an
-allowed application are kept as screenshots in docs/screenshots/ and checked with axe-core.
+allowed application are kept as screenshots (docs/screenshots/ by `make screenshots`) and checked with axe-core.
 """
 
 from __future__ import annotations

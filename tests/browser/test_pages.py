@@ -4,7 +4,7 @@ Real processes, shared by the module: the OpenID provider (node oidc-provider, t
 organisation's IdP for the gateway's web sign-in (`identity.web_login`) and the authorization server of an
 OAuth-protected upstream (tests/upstreams/protected.py); the gateway is `manifold serve`. The browser is
 Debian's Chromium (tests/browser/conftest.py); the tests type into the pages' fields and press their buttons,
-and add no header of their own. Each page is kept as a screenshot in docs/screenshots/ and checked with
+and add no header of their own. Each page is kept as a screenshot (`make screenshots`: docs/screenshots/), checked with
 axe-core. Each test has its own gateway user, so no test depends on what another connected.
 """
 
