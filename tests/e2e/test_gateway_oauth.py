@@ -353,6 +353,24 @@ async def test_an_unregistered_redirect_uri_is_refused_without_a_redirect(flow: 
     assert "invalid_request" in answer.text and "evil.example" not in answer.headers.get("location", "")
 
 
+async def test_a_native_app_with_a_private_use_redirect_uri_registers_and_gets_its_code(flow: Flow) -> None:
+    app = "com.example.app:/oauth2redirect/example-provider"  # RFC 8252 §7.1's own example (one slash)
+    await flow.register(app)  # was 400 invalid_client_metadata: Authlib's URL check refused the form
+    verifier, challenge = pkce()
+    back = await flow.browser.authorize(flow.authorize_url(challenge, redirect_uri=app))
+    assert back.startswith(app + "?")
+    code = parse_qs(urlsplit(back).query)["code"][0]
+    tokens = await flow.token(
+        grant_type="authorization_code",
+        code=code,
+        code_verifier=verifier,
+        redirect_uri=app,
+        resource=flow.gw.url(VSERVER),
+    )
+    assert tokens.status_code == 200, tokens.text
+    assert (await flow.list_tools(tokens.json()["access_token"])).status_code == 200
+
+
 async def test_a_client_metadata_document_on_a_private_address_is_refused(flow: Flow) -> None:
     flow.client_id = "https://10.0.0.7/oauth/client.json"
     answer = await flow.browser.get(flow.authorize_url(pkce()[1]))

@@ -24,15 +24,15 @@ from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, TokenMixin, grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload, JsonRequest
 from authlib.oauth2.rfc7009 import RevocationEndpoint
-from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
+from authlib.oauth2.rfc7591 import ClientMetadataClaims, ClientRegistrationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import InvalidClaimError, JoseError
 from joserfc.jwk import KeySet
 
-from manifold.authserver.clients import GatewayClient, registered_client
+from manifold.authserver.clients import GatewayClient, redirect_uri_allowed, registered_client
 from manifold.authserver.store import CodeRow, RefreshRow
 from manifold.config.models import AuthorizationServerSettings
 from manifold.security.signing import ALGORITHM, SigningKeys
@@ -288,7 +288,20 @@ class Revocation(RevocationEndpoint):
         self.server.exchange.revoke_grant = token.row.grant_id if isinstance(token, RefreshRecord) else token.grant_id
 
 
+class RegistrationMetadata(ClientMetadataClaims):
+    def validate_redirect_uris(self) -> None:
+        """Our rule (`redirect_uri_allowed`, checked by routes.py before this runs), not Authlib's URL check:
+        that one refuses RFC 8252 §7.1's own private-use form, `com.example.app:/oauth2redirect`, so native
+        apps that register that way could not sign in."""
+        for uri in self.get("redirect_uris") or []:
+            if not (isinstance(uri, str) and redirect_uri_allowed(uri)):
+                raise InvalidClaimError("redirect_uris")
+
+
 class Registration(ClientRegistrationEndpoint):
+    def __init__(self, server: Any = None, claims_classes: Any = None) -> None:
+        super().__init__(server, claims_classes or [RegistrationMetadata])
+
     def authenticate_token(self, request: Any) -> bool:
         return True  # open registration (RFC 7591 §3): what a client may do is decided at consent
 
