@@ -67,10 +67,6 @@ def parse_traceparent(value: str) -> SpanRef | None:
     return _ref(SpanRef, (trace_id, span_id, bool(int(m.group(4), 16) & 1)))
 
 
-def format_traceparent(ref: SpanRef) -> str:
-    return f"00-{ref.trace_id:032x}-{ref.span_id:016x}-{'01' if ref.sampled else '00'}"
-
-
 # One upstream request's span while it runs: its parent (the current span then), span id, start, upstream id,
 # method. Only sampled requests get one (an unsampled trace still carries its traceparent upstream).
 UpstreamSpan = tuple[Current, int, int, str, str]
@@ -112,14 +108,6 @@ class Tracing:
 
     # ---- the client's trace ----------------------------------------------------------------------
 
-    def client_context(self, headers: Mapping[str, str], body: bytes | None) -> SpanRef | None:
-        """The client's span to continue: the `traceparent` header, else a 2026-07-28 request's
-        `_meta.traceparent` (looked for only when the body names it). None: start a new trace."""
-        value = headers.get(TRACEPARENT)
-        if value is None and body and b'"traceparent"' in body:
-            value = _meta_traceparent(body)
-        return parse_traceparent(value) if value is not None else None
-
     def request(
         self,
         name: str,
@@ -150,7 +138,8 @@ class Tracing:
         auth_end: int,
         credential: str,
     ) -> RequestSpan:
-        """`request` continuing the client's trace (`client_context`), in one call: every traced request
+        """`request` continuing the client's trace (the `traceparent` header, else a 2026-07-28 request's
+        `_meta.traceparent`, looked for only when the body names it), in one call: every traced request
         makes it."""
         value = headers.get(TRACEPARENT)
         if value is None and b'"traceparent"' in body:
@@ -231,9 +220,6 @@ class Tracing:
             self._queued((parent.trace_id, span_id, parent.span_id, name, CLIENT, start, now(), attributes, failure), 1)
 
     # ---- export ------------------------------------------------------------------------------------
-
-    def _finish(self, finished: Finished) -> None:
-        self._queued(finished, 1)
 
     def _queued(self, entry: RequestSpan | Finished, spans: int) -> None:
         self._finished += spans
