@@ -13,9 +13,12 @@ Scope = dict[str, Any]
 Send = Callable[[JSON], Awaitable[None]]
 Receive = Callable[[], Awaitable[JSON]]
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
+# nosniff on every JSON and event-stream answer: a browser must never run one as a script or style sheet (a
+# tool's result is text an upstream chose).
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
+    (b"x-content-type-options", b"nosniff"),
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
 ]

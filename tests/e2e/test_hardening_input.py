@@ -490,6 +490,11 @@ async def test_answers_do_not_name_the_server_software(gw: Gateway) -> None:
     async with httpx2.AsyncClient(timeout=30) as http:
         health = await http.get(f"{gw.base}/healthz")
         missing = await http.get(f"{gw.base}/nowhere")
+        unsigned = await http.post(f"{gw.base}/mcp/up", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert health.status_code == 200 and missing.status_code == 404
     assert "server" not in health.headers and "server" not in missing.headers  # was "server: uvicorn"
     assert "date" in health.headers  # HTTP's own Date stays
+    # and no JSON answer can be sniffed into a script or a style sheet by a browser
+    for answer in (health, missing, unsigned):
+        assert answer.headers["content-type"].startswith("application/json"), answer
+        assert answer.headers["x-content-type-options"] == "nosniff", answer
