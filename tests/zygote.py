@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -95,6 +96,10 @@ def _preload() -> None:
             importlib.import_module(name)
     # A thread would not survive the fork (its locks could be held forever in the child).
     assert threading.active_count() == 1, f"a preloaded module started a thread: {threading.enumerate()}"
+    # The imported modules live as long as every child: frozen, as `manifold serve` freezes what its start-up
+    # made, so a child's collections (its own freeze once it serves) look only at what the child made.
+    gc.collect()
+    gc.freeze()
 
 
 def _serve(listener: socket.socket, control: socket.socket) -> dict[str, Any] | None:

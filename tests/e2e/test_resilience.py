@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
 
 from tests.e2e.harness import run_gateway, stdio_upstream
 from tests.upstreams.launch import KITCHEN, REPO, free_port, run_http_upstream
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -156,3 +158,45 @@ async def test_callers_authorization_never_goes_upstream(tmp_path: Path) -> None
     assert seen.get("x-static") == "configured"
     assert "authorization" not in seen
     assert gw.key not in json.dumps(seen)
+
+
+async def test_a_call_in_flight_when_the_gateway_is_told_to_stop_is_answered_and_then_it_exits(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (a rolling restart, Ctrl-C) stops the gateway without waiting for a timer (runtime/server.py),
+    but a call already on its way upstream still gets its answer first."""
+    record = tmp_path / "requests.jsonl"
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+
+        def calls_upstream() -> int:
+            lines = record.read_text().splitlines() if record.exists() else []
+            return sum(1 for line in lines if json.loads(line).get("name") == "slow")
+
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        params = {"name": "k__slow", "arguments": {"seconds": 1.5}, "_meta": meta}
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Mcp-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": "k__slow",
+        }
+        upstreams = {"k": {"transport": "http", "url": url}}
+        async with run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}) as gw, gw.http() as http:
+            answers: list[httpx2.Response] = []
+
+            async def call() -> None:
+                body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
+                answers.append(await http.post(gw.url("s"), json=body, headers=headers))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(call)
+                await wait_for(lambda: calls_upstream() == 1, 10, what="the call reaching the upstream")
+                gw.process.terminate()
+            assert len(answers) == 1 and answers[0].status_code == 200, answers
+            result = answers[0].json()["result"]
+            assert not result.get("isError") and result["content"][0]["text"] == "slept 1.5", result
+            await wait_for(lambda: gw.process.poll() is not None, 10, what="the gateway's exit after SIGTERM")
