@@ -157,6 +157,8 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             access_log=False,
             proxy_headers=False,  # X-Forwarded-* from any client would be trusted otherwise; public_url says the origin
             server_header=False,  # "server: uvicorn" on every answer told any scanner what to try
+            # Served as https (TLS at a proxy in front): browsers are told to use nothing else for a year.
+            headers=[("strict-transport-security", "max-age=31536000")] if base.startswith("https://") else [],
             timeout_graceful_shutdown=3,
         ),
         on_started=banner,

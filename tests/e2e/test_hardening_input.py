@@ -494,7 +494,19 @@ async def test_answers_do_not_name_the_server_software(gw: Gateway) -> None:
     assert health.status_code == 200 and missing.status_code == 404
     assert "server" not in health.headers and "server" not in missing.headers  # was "server: uvicorn"
     assert "date" in health.headers  # HTTP's own Date stays
+    assert "strict-transport-security" not in health.headers  # served over plain http: HSTS would mean nothing
     # and no JSON answer can be sniffed into a script or a style sheet by a browser
     for answer in (health, missing, unsigned):
         assert answer.headers["content-type"].startswith("application/json"), answer
         assert answer.headers["x-content-type-options"] == "nosniff", answer
+
+
+async def test_a_gateway_served_as_https_tells_browsers_to_keep_to_https() -> None:
+    """Behind a TLS proxy (`public_url: https://...`) every answer carries Strict-Transport-Security, so a
+    browser that once reached the console never again sends its cookie over plain http."""
+    async with run_gateway({}, {}, gateway={"public_url": "https://mcp.corp.example"}) as gw:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            health = await http.get(f"{gw.base}/healthz")
+            page = await http.get(f"{gw.base}/console", follow_redirects=False)
+    for answer in (health, page):
+        assert answer.headers.get("strict-transport-security") == "max-age=31536000", answer.headers
