@@ -15,7 +15,8 @@ Per client era (2025-11-25 via `mode="legacy"`, and `mode="2026-07-28"`):
   process spent per call in the burst (client, gateway, upstream) shows where a slower path's time goes:
   a gateway that frames its answers differently can make the client or the upstream work harder.
 Then (unless --no-raw) a "2026-07-28 raw" row: the same call as fixed bytes POSTed by a lean aiohttp
-client, sequential rounds only, which shows the servers' cost with less of the SDK client's own in it.
+client, sequential calls only (alternating direct and gateway call by call, as above), which shows the
+servers' cost with less of the SDK client's own in it.
 The client runs in this process; the upstream and the gateway each in their own.
 """
 
@@ -42,7 +43,6 @@ from bench.common import (
     p50,
     percentile,
     quiet_sdk_warnings,
-    raw_round,
     run_upstreams,
     signed,
     table,
@@ -139,6 +139,37 @@ async def paired_round(direct_url: str, gateway_url: str, headers: dict[str, str
         return samples[0], samples[1], meter.spent
 
 
+async def paired_raw_round(direct_url: str, gateway_url: str, gateway_headers: dict[str, str],
+                           direct_headers: dict[str, str], body: bytes, warmup: int, calls: int,
+                           meter: CpuMeter) -> tuple[list[float], list[float], float]:
+    """`paired_round` for the lean aiohttp client: one keep-alive connection per path, calls alternating."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), headers=direct_headers) as direct, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), headers=gateway_headers) as through:
+        targets = ((direct, direct_url), (through, gateway_url))
+
+        async def once(which: int) -> float:
+            http, url = targets[which]
+            begin = time.perf_counter()
+            async with http.post(url, data=body) as response:
+                payload = await response.read()
+            if response.status != 200 or b'"result"' not in payload:
+                raise RuntimeError(f"{url} answered {response.status}: {payload[:300]!r}")
+            return time.perf_counter() - begin
+
+        for _ in range(warmup):
+            await once(0)
+            await once(1)
+        samples: dict[int, list[float]] = {0: [], 1: []}
+        meter.start()
+        for i in range(calls):
+            for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                samples[which].append(await once(which))
+        meter.stop()
+        return samples[0], samples[1], meter.spent
+
+
 async def concurrent_round(url: str, mode: str, headers: dict[str, str], sessions: int, calls: int,
                            meters: list[CpuMeter | OwnCpuMeter]) -> float:
     """Open `sessions` sessions, warm each, then release them all at once; calls/s over the burst."""
@@ -207,15 +238,19 @@ async def run(args: argparse.Namespace) -> list[EraResult]:
                 results.append(era)
                 print(f"  done: {era.era}", flush=True)
             if args.raw:
-                # The same 2026-07-28 call replayed by a lean aiohttp client: less client noise.
+                # The same 2026-07-28 call replayed by a lean aiohttp client (less client noise), paired call by
+                # call like the SDK rows: whole rounds one after the other let the machine's drift between
+                # rounds into the figure (a FastMCP run read +0.10 ms that way, +0.44 ms paired).
                 era = EraResult("2026-07-28 raw", PathResult(), PathResult())
                 method_headers, body = modern_request("tools/call", {"name": TOOL, "arguments": {}}, name=TOOL)
                 for _ in range(args.rounds):
-                    for name, (url, hdrs, meter) in paths.items():
-                        target = getattr(era, name)
-                        target.latencies += await raw_round(url, {**hdrs, **method_headers}, body, args.warmup,
-                                                            args.calls, meter)
-                        target.gateway_cpu += meter.spent
+                    direct, through, cpu = await paired_raw_round(
+                        upstream_url, gateway.url("bench"), {**headers, **method_headers}, method_headers, body,
+                        args.warmup, args.calls, paths["gateway"][2],
+                    )
+                    era.direct.latencies += direct
+                    era.gateway.latencies += through
+                    era.gateway.gateway_cpu += cpu
                 results.append(era)
                 print(f"  done: {era.era}", flush=True)
     return results
