@@ -57,10 +57,15 @@ def lean_http_enabled() -> bool:
 
 
 class SseDecoder:
-    """Incremental text/event-stream parser: feed bytes, get (event, data, id) tuples."""
+    """Incremental text/event-stream parser: feed bytes, get (event, data, id) tuples.
+
+    Linear in what it is fed: a line split over many chunks is kept as its parts and joined once, and each
+    chunk is scanned from where the last line ended (joining the buffer with every chunk and cutting it after
+    every line was quadratic: a 10 MB result in 64 kB chunks copied ~800 MB)."""
 
     def __init__(self, max_event_bytes: int = MAX_SSE_EVENT_BYTES) -> None:
-        self._buffer = b""
+        self._partial: list[bytes] = []  # the parts of the line not yet ended by a newline
+        self._partial_size = 0
         self._event = ""
         self._data: list[bytes] = []
         self._id: str | None = None
@@ -69,15 +74,24 @@ class SseDecoder:
         self.retry_ms: int | None = None  # the last `retry:` field: how long to wait before resuming
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes, str | None]]:
-        self._buffer += chunk
+        start = 0
         while True:
-            newline = self._buffer.find(b"\n")
+            newline = chunk.find(b"\n", start)
             if newline < 0:
-                if len(self._buffer) > self._max:
-                    raise ValueError("SSE event too large")
+                if start < len(chunk):
+                    self._partial.append(chunk[start:])
+                    self._partial_size += len(chunk) - start
+                    if self._partial_size > self._max:
+                        raise ValueError("SSE event too large")
                 return
-            line = self._buffer[:newline].rstrip(b"\r")
-            self._buffer = self._buffer[newline + 1 :]
+            line = chunk[start:newline]
+            start = newline + 1
+            if self._partial:
+                self._partial.append(line)
+                line = b"".join(self._partial)
+                self._partial, self._partial_size = [], 0
+            if line.endswith(b"\r"):
+                line = line[:-1]
             if not line:
                 if self._data or self._event:
                     yield self._event or "message", b"\n".join(self._data), self._id
