@@ -148,3 +148,20 @@ async def test_a_member_left_out_of_tools_is_logged_once_per_failure(tmp_path, c
         assert len(left_out()) == 2, left_out()
     finally:
         await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_command_that_never_answers_its_handshake_names_the_setting_to_raise(tmp_path: Path) -> None:
+    """A stdio command that starts but never speaks (a slow `npx` fetching its package, a wrong command that
+    waits for input) fails at connect_timeout, and the error says which setting that was."""
+    silent = tmp_path / "silent.py"
+    silent.write_text("import sys\nsys.stdin.read()\n")  # alive, reading, never answering
+    config = stdio(silent).model_copy(update={"connect_timeout": 0.5})
+    pool = UpstreamPool({"slowstart": config})
+    try:
+        with pytest.raises(UpstreamError) as failure:
+            await pool.request("slowstart", "tools/list", {})
+    finally:
+        await pool.aclose()
+    message = str(failure.value)
+    assert "slowstart" in message and "0.5s" in message and "connect_timeout" in message, message

@@ -159,7 +159,9 @@ class JsonRpcSession:
         except TimeoutError:
             await self.aclose()
             raise UpstreamError(
-                self.upstream_id, f"did not complete the handshake within {self.config.connect_timeout:g}s"
+                self.upstream_id,
+                # named, so an operator whose command starts slowly (npx fetching a package) knows what to raise
+                f"did not complete the handshake within {self.config.connect_timeout:g}s (its connect_timeout)",
             ) from None
         except BaseException:
             await self.aclose()
