@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
@@ -239,9 +240,24 @@ async def test_grants_are_listed_added_explained_and_removed_in_place(site: Site
     made = await site.http.post("/admin/grants/add", data=fields, headers=admin)
     assert made.status_code == 303
     assert made.headers["location"].startswith("/admin/grants?server=notes&added=g-")
-    grant_id = made.headers["location"].rsplit("=", 1)[1]
+    grant_id = parse_qs(urlsplit(made.headers["location"]).query)["added"][0]
     shown = await site.http.get(made.headers["location"], headers=admin)
     assert f"Added grant {grant_id}" in shown.text
+    # a link made up elsewhere cannot put words on the page: the notice is signed for the session's own action
+    forged = await site.http.get(
+        "/admin/grants", params={"server": "notes", "added": "g-1. Your key leaked: call +1 555 0100"}, headers=admin
+    )
+    assert forged.status_code == 200 and "Your key leaked" not in forged.text and "Added grant" not in forged.text
+    replayed = await site.http.get(
+        "/admin/grants",
+        params={
+            "server": "notes",
+            "added": "g-other",
+            "signed": parse_qs(urlsplit(made.headers["location"]).query)["signed"][0],
+        },
+        headers=admin,
+    )
+    assert "Added grant" not in replayed.text  # the signature covers the text
     assert "tool:notes/read_*" in shown.text and f"user:{ALICE}" in shown.text
     assert "grants[0]" not in shown.text  # ?server=notes shows only the grants touching notes
 

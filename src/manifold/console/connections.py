@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -62,7 +61,7 @@ class ConnectionPages:
 
     async def connections(self, request: Request, principal: Principal, session: WebSession) -> Response:
         user = request.query_params.get("user", "").strip()[:MAX_FIELD]
-        done = request.query_params.get("revoked", "")[:MAX_FIELD]
+        done = self.frame.notice(request, session, "revoked")
         return await self._page(principal, session, user, notice=f"Revoked the connection {done}." if done else None)
 
     async def _page(
@@ -98,4 +97,4 @@ class ConnectionPages:
             return await self._page(principal, session, "", error=exc.message, status=exc.status)
         await self.services.sync()
         what = f"of {done['user']} to {done['upstream']}"
-        return redirect(f"{PREFIX}/connections?{urlencode({'revoked': what})}")
+        return redirect(f"{PREFIX}/connections?{self.frame.notice_query(session, 'revoked', what)}")

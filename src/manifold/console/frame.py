@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -178,6 +178,21 @@ class Frame:
         """The token a form posting to `handler` (its function name) for the object named by `path_values`
         (the route's path parameters, in order) must carry."""
         return csrf.token(self.services.cookies.signer, session.sid, self.action(handler, path_values))
+
+    def notice_query(self, session: WebSession, key: str, text: str, **more: str) -> str:
+        """The query of a redirect after an action that says what was done (`key=text`), signed for this
+        session: only the gateway can make a page say something (`notice`)."""
+        signature = csrf.token(self.services.cookies.signer, session.sid, f"notice:{key}:{text}")
+        return urlencode({**more, key: text, "signed": signature})
+
+    def notice(self, request: Request, session: WebSession, key: str) -> str | None:
+        """The `key` text of a `notice_query`, or None — also for a link someone else made up ("?approved=
+        Your account is locked, call ..."): a page says only what this session's own action made it say."""
+        text = request.query_params.get(key)
+        if not text:  # (as long as the request head allows: it is bounded by limits.request_head_bytes)
+            return None
+        sent = request.query_params.get("signed")
+        return text if csrf.valid(self.services.cookies.signer, session.sid, f"notice:{key}:{text}", sent) else None
 
     @staticmethod
     def form(request: Request) -> dict[str, str]:

@@ -117,7 +117,7 @@ class GrantPages:
             explain_who=query.get("who", "")[:MAX_FIELD],
             explain_tool=query.get("tool", "")[:MAX_FIELD],
             asked=query.get("who") is not None,
-            notice=f"Added grant {query['added'][:40]}." if query.get("added") else None,
+            notice=f"Added grant {added}." if (added := self.frame.notice(request, session, "added")) else None,
         )
 
     async def _page(
@@ -225,7 +225,7 @@ class GrantPages:
         except OpError as exc:
             return await self._page(session, server=server_id, form=form, errors=[exc.message], status=exc.status)
         await self.services.sync()
-        return redirect(f"{PREFIX}/grants?{urlencode({'server': server_id, 'added': made['id']})}")
+        return redirect(f"{PREFIX}/grants?{self.frame.notice_query(session, 'added', made['id'], server=server_id)}")
 
     async def remove_grant(self, request: Request, principal: Principal, session: WebSession) -> Response:
         grant_id = request.path_params["grant_id"]

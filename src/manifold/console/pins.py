@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -81,7 +80,7 @@ class PinPages:
 
     async def pins(self, request: Request, principal: Principal, session: WebSession) -> Response:
         upstream = request.query_params.get("upstream", "").strip()[:MAX_FIELD]
-        done = request.query_params.get("approved", "")[:MAX_FIELD]
+        done = self.frame.notice(request, session, "approved")
         return await self._page(principal, session, upstream, notice=f"Approved {done}." if done else None)
 
     async def _page(
@@ -122,4 +121,4 @@ class PinPages:
         await self.services.sync()  # this replica serves the approved definitions before the next page
         approved = [f"{a['upstream']}/{a['tool']}" for a in done["approved"]]
         what = ", ".join(approved) if approved else "nothing (nothing was waiting)"
-        return redirect(f"{PREFIX}/pins?{urlencode({'approved': what[:MAX_FIELD]})}")
+        return redirect(f"{PREFIX}/pins?{self.frame.notice_query(session, 'approved', what[:MAX_FIELD])}")
