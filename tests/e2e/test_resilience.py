@@ -200,3 +200,55 @@ async def test_a_call_in_flight_when_the_gateway_is_told_to_stop_is_answered_and
             result = answers[0].json()["result"]
             assert not result.get("isError") and result["content"][0]["text"] == "slept 1.5", result
             await wait_for(lambda: gw.process.poll() is not None, 10, what="the gateway's exit after SIGTERM")
+
+
+async def test_held_streams_end_cleanly_when_the_gateway_stops_so_it_stops_at_once() -> None:
+    """Connected IDEs hold notification streams. On SIGTERM the gateway ends them (their clients reconnect,
+    behind a balancer to another replica) instead of waiting out its graceful-shutdown limit and logging the
+    cancelled streams' tracebacks: 2025-11-25 GET, 2026-07-28 subscriptions/listen and legacy /sse alike."""
+    accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+    }
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    listen = {
+        "jsonrpc": "2.0",
+        "id": "listen-1",
+        "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": True}, "_meta": meta},
+    }
+    modern = {**accept, "Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}
+    async with run_http_upstream(KITCHEN) as url:
+        upstreams = {"k": {"transport": "http", "url": url}}
+        async with run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}) as gw, gw.http() as http:
+            session = (await http.post(gw.url("s"), json=init, headers=accept)).headers["mcp-session-id"]
+            handshake = {**accept, "Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session}
+            await http.post(
+                gw.url("s"), json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=handshake
+            )
+            async with (
+                http.stream("GET", gw.url("s"), headers={**handshake, "Accept": "text/event-stream"}) as get,
+                http.stream("POST", gw.url("s"), json=listen, headers=modern) as listening,
+                http.stream("GET", gw.sse_url("s")) as legacy,
+            ):
+                streams = {"2025-11-25 GET": get, "subscriptions/listen": listening, "/sse": legacy}
+                assert {name: s.status_code for name, s in streams.items()} == dict.fromkeys(streams, 200)
+                lines = {name: s.aiter_lines() for name, s in streams.items()}
+                # each stream is held (the listen stream acknowledged, the legacy one named its endpoint)
+                first = {name: await anext(lines[name]) for name in ("subscriptions/listen", "/sse")}
+                assert all(first.values()), first
+                gw.process.terminate()
+                with anyio.fail_after(10):
+                    for stream_lines in lines.values():
+                        async for _ in stream_lines:  # read to the end: a clean end, not a reset
+                            pass
+            await wait_for(lambda: gw.process.poll() is not None, 10, what="the gateway's exit after SIGTERM")
+            log = gw.log()
+            assert "timeout graceful shutdown exceeded" not in log and "Traceback" not in log, log[-3000:]

@@ -175,6 +175,11 @@ class Runtime:
             await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
             await self.authenticator.flush_last_used()
 
+    def end_streams(self) -> None:
+        """The server is stopping: every held client stream (2025-11-25 GET, 2026-07-28 listen, legacy /sse)
+        ends once what is queued on it is written, so its connection can close (runtime/server.py)."""
+        self.hub.close_all()
+
     async def aclose(self) -> None:
         """Stop in reverse order: streams, background tasks, then what holds files and connections."""
         self.hub.close_all()

@@ -2,9 +2,12 @@
 
 uvicorn notices a SIGTERM or Ctrl-C only at its next 0.1 s tick, then always sleeps 0.1 s "for existing
 connections to finish sending responses" and polls the rest every 0.1 s: a gateway with nothing in flight
-took ~0.25 s to stop. A rolling restart, `make run`'s Ctrl-C and every test's gateway wait that out. Here the
-signal wakes the main loop at once, and the waits end as soon as what they wait for is done (still at most
-uvicorn's own times; in-flight responses are waited for exactly as before).
+took ~0.25 s to stop — and one with a client's notification stream open (any connected IDE) waited out the
+whole graceful-shutdown limit (3 s) and logged the cancelled stream's traceback, since a held stream only
+ended at the lifespan shutdown, after that wait. A rolling restart, `make run`'s Ctrl-C and every test's
+gateway waited that out. Here the signal wakes the main loop at once, held streams are ended first
+(`on_stopping`), and the waits end as soon as what they wait for is done (still at most uvicorn's own times;
+in-flight responses are waited for exactly as before).
 
 Also: once started, what start-up made is frozen out of the garbage collector's way (below).
 `shutdown` follows uvicorn 0.54's own (pinned in pyproject.toml); check it again on an upgrade.
@@ -27,9 +30,10 @@ _SETTLE_SECONDS = 0.1  # at most this long for connections to finish their respo
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None], on_stopping: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._on_stopping = on_stopping  # ends the held streams (Runtime.end_streams)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exit_requested: asyncio.Event | None = None
 
@@ -69,6 +73,11 @@ class GatewayServer(uvicorn.Server):
             server.close()
         for sock in sockets or []:
             sock.close()
+        # Held streams (an IDE's notification stream, a legacy /sse session) never end by themselves: ended now,
+        # their connections close with everything else instead of each costing the whole graceful-shutdown
+        # limit and a cancelled task's traceback in the log. Their clients reconnect (behind a balancer: to
+        # another replica). Calls in flight are not streams held here: they are answered as before.
+        self._on_stopping()
         state = self.server_state
         for connection in list(state.connections):  # idle ones close now, busy ones after their response
             connection.shutdown()
