@@ -40,6 +40,10 @@ ACCEPT_BOTH = "application/json, text/event-stream"
 # uvicorn drops idle keep-alive connections after 5 s; never reuse one that has idled longer than this.
 KEEPALIVE_SECONDS = 3.5
 MAX_SSE_EVENT_BYTES = 32 * 1024 * 1024
+# A JSON response body at most (a reply, or the answer to a message the gateway sent): the same bound as one event
+# of a stream and one line of a stdio upstream. Past it the call fails at once, naming the upstream, instead of the
+# gateway buffering an endless or enormous body until call_timeout (a fast upstream sends ~250 MB a second).
+MAX_RESPONSE_BYTES = MAX_SSE_EVENT_BYTES
 GET_STREAM_MAX_FAILURES = 3
 # A POST's event stream the upstream closed before the reply (SEP-1699 polling) is resumed with a GET carrying
 # Last-Event-ID: at most this many times in a row without a new event, each after the upstream's `retry:`
@@ -124,6 +128,32 @@ def parse_messages(raw: bytes) -> list[JSON]:
     if isinstance(decoded, list):
         return [m for m in decoded if isinstance(m, dict)]
     return [decoded] if isinstance(decoded, dict) else []
+
+
+async def read_body(
+    response: aiohttp.ClientResponse | LeanResponse, upstream_id: str, limit: int = MAX_RESPONSE_BYTES
+) -> bytes:
+    """The whole body, in at most `limit` bytes of memory. A body announced larger fails before a byte is read;
+    one without a length (chunked, or until the connection closes) fails as soon as it passes the limit."""
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit():
+        if int(length) <= limit:
+            return await response.read()  # the parser stops at the announced length
+        raise _too_large(upstream_id, limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(upstream_id, limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(upstream_id: str, limit: int) -> UpstreamError:
+    return UpstreamError(
+        upstream_id, f"sent a response larger than {limit // (1024 * 1024)} MB", kind=ErrorKind.PROTOCOL
+    )
 
 
 class CheckedConnector(aiohttp.TCPConnector):
@@ -250,15 +280,32 @@ class StreamableHttpTransport:
                 response.close()
 
     async def send(self, body: bytes, headers: dict[str, str]) -> None:
-        response = await self._post(body, headers)
         try:
-            await response.read()
+            # Nobody awaits most of these (replies to the upstream's requests): bounded in time as a call is.
+            async with asyncio.timeout(self._config.call_timeout):
+                await self._acknowledged(body, headers)
+        except TimeoutError:
+            raise UpstreamError(
+                self.upstream_id,
+                f"did not acknowledge a message within {self._config.call_timeout:g}s",
+                kind=ErrorKind.TIMEOUT,
+            ) from None
+
+    async def _acknowledged(self, body: bytes, headers: dict[str, str]) -> None:
+        response = await self._post(body, headers)
+        read = False
+        try:
+            await read_body(response, self.upstream_id)
+            read = True
             if response.status == 404 and self._session_id:
                 raise UpstreamSessionLost(self.upstream_id, "no longer knows the gateway's session")
             if response.status >= 400:
                 raise UpstreamError(self.upstream_id, f"rejected a message with HTTP {response.status}")
         finally:
-            response.release()
+            if read:
+                response.release()
+            else:
+                response.close()  # a body not read to its end: the connection cannot carry another request
 
     async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
         """The handshake era's standalone GET stream (list_changed and other unrelated messages)."""
@@ -342,7 +389,7 @@ class StreamableHttpTransport:
         error: Any = None
         if response.headers.get("Content-Type", "").startswith("application/json"):
             try:
-                for message in parse_messages(await response.read()):
+                for message in parse_messages(await read_body(response, self.upstream_id)):
                     error = message.get("error")
             except (ValueError, aiohttp.ClientError):
                 error = None
@@ -352,7 +399,7 @@ class StreamableHttpTransport:
         await self._deliver({"jsonrpc": "2.0", "id": request_id, "error": error}, request_id)
 
     async def _read_json(self, response: aiohttp.ClientResponse | LeanResponse, request_id: int) -> None:
-        for message in parse_messages(await response.read()):
+        for message in parse_messages(await read_body(response, self.upstream_id)):
             if "method" not in message and message.get("id") is None:
                 message["id"] = request_id  # an error for a request the server could not parse
             await self._deliver(message, request_id)

@@ -91,6 +91,10 @@ SESSION_NOTIFICATIONS = frozenset({*LIST_CHANGED, RESOURCES_UPDATED})
 # How long connect waits for the change-notification channel (GET stream / listen ack) to be up,
 # so that a list change right after connect is not lost. Not fatal when it expires.
 CHANNEL_READY_WAIT = 2.0
+# Server→client requests (ping, sampling, elicitation, roots) one session answers at once. Each is a task until
+# answered; an upstream that sends more (a flood of pings) has the excess dropped unanswered, so it costs the
+# gateway bounded memory (50,000 pings were ~350 MB of tasks). Far above what its callers' requests need.
+MAX_SERVER_REQUESTS = 512
 
 
 @dataclass(slots=True)
@@ -139,6 +143,8 @@ class JsonRpcSession:
         self._background: set[asyncio.Task[Any]] = set()
         self._listen_acked = asyncio.Event()
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header map (modern)
+        self._answering = 0  # server→client requests being answered (at most MAX_SERVER_REQUESTS)
+        self._flood_warned = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -521,6 +527,16 @@ class JsonRpcSession:
             return
         method = message["method"]
         if "id" in message:
+            if self._answering >= MAX_SERVER_REQUESTS:
+                if not self._flood_warned:  # once per session: a flood must not flood the log too
+                    self._flood_warned = True
+                    logger.warning(
+                        "upstream %s: more than %d requests to the gateway at once; the excess is dropped",
+                        self.upstream_id,
+                        MAX_SERVER_REQUESTS,
+                    )
+                return
+            self._answering += 1
             self._spawn(self._answer_server_request(message, related_id))
             return
         if method in SESSION_NOTIFICATIONS:
@@ -538,8 +554,13 @@ class JsonRpcSession:
 
     def _resolve(self, message: JSON, related_id: Any) -> None:
         reply_id = message.get("id")
-        # Our ids are ints; anything else (an array, an object: unhashable) cannot be one of them.
-        pending = self._pending.get(reply_id) if type(reply_id) is int else None
+        # Our ids are ints; anything else (an array, an object: unhashable) cannot be one of them. Where the
+        # transport knows which request a reply answers (an HTTP POST's response), a reply with another id is
+        # misaddressed: it must neither answer another caller's request nor leave this one waiting.
+        if type(reply_id) is not int or (type(related_id) is int and reply_id != related_id):
+            pending = None
+        else:
+            pending = self._pending.get(reply_id)
         if pending is None:
             self._misaddressed(reply_id, related_id)
             return
@@ -565,7 +586,8 @@ class JsonRpcSession:
         pending.future.set_exception(
             UpstreamError(
                 self.upstream_id,
-                "answered with a JSON-RPC id the gateway never sent (a protocol error of the upstream)",
+                "answered with a JSON-RPC id the gateway never sent for this request"
+                " (a protocol error of the upstream)",
                 kind=ErrorKind.PROTOCOL,
             )
         )
@@ -594,6 +616,12 @@ class JsonRpcSession:
             logger.exception("upstream %s: request sink failed on a notification", self.upstream_id)
 
     async def _answer_server_request(self, message: JSON, related_id: Any) -> None:
+        try:
+            await self._answer(message, related_id)
+        finally:
+            self._answering -= 1
+
+    async def _answer(self, message: JSON, related_id: Any) -> None:
         method = message["method"]
         reply: JSON
         if method == PING:

@@ -1,0 +1,120 @@
+"""An upstream attacking the gateway: each misbehaviour fails only its own call, at once, with a message naming
+the upstream, in bounded memory and work (tests/upstreams/hostile_http.py, a real process on a socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "upstreams"))
+from upstream_min_launch import RecordingSink, ServerProcess  # noqa: E402
+
+from manifold.config.models import UpstreamConfig  # noqa: E402
+from manifold.upstream.base import ErrorKind, UpstreamError, UpstreamTimeout  # noqa: E402
+from manifold.upstream.http import MAX_RESPONSE_BYTES  # noqa: E402
+from manifold.upstream.pool import UpstreamPool  # noqa: E402
+from manifold.upstream.session import MAX_SERVER_REQUESTS  # noqa: E402
+from tests.waiting import wait_for, within  # noqa: E402
+
+HOSTILE_HTTP = Path(__file__).parents[1] / "upstreams" / "hostile_http.py"
+# Long enough that "failed at once" and "waited for the timeout" cannot be confused on a loaded machine.
+CALL_TIMEOUT = 8.0
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    server = ServerProcess("http", script=HOSTILE_HTTP).start()
+    yield server
+    server.kill()
+
+
+def make_pool(url: str) -> UpstreamPool:
+    config = UpstreamConfig(transport="http", url=url, protocol="2025-11-25", call_timeout=CALL_TIMEOUT)
+    return UpstreamPool({"bad": config})
+
+
+def tool_result(reply: dict) -> str:
+    """The text of a tools/call reply (hostile_http.py answers in plain text content)."""
+    assert "result" in reply, reply
+    return "".join(part["text"] for part in reply["result"]["content"])
+
+
+async def call(pool: UpstreamPool, name: str, sink: RecordingSink | None = None) -> dict:
+    return await pool.request("bad", "tools/call", {"name": name, "arguments": {}}, sink=sink)
+
+
+@pytest.mark.parametrize("tool", ["endless_json", "endless_chunked"])
+async def test_an_endless_body_fails_its_call_at_the_size_bound_not_after_buffering_until_the_timeout(
+    hostile, tool
+) -> None:
+    """Was: the whole body buffered until call_timeout (about 250 MB a second: 15 GB at the default 60 s)."""
+    pool = make_pool(hostile.url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as caught:
+            await call(pool, tool)
+        assert not isinstance(caught.value, UpstreamTimeout)
+        assert time.monotonic() - started < CALL_TIMEOUT / 2
+        assert str(caught.value) == f"upstream 'bad' sent a response larger than {MAX_RESPONSE_BYTES // 2**20} MB"
+        assert caught.value.kind is ErrorKind.PROTOCOL
+        assert tool_result(await call(pool, "echo")) == "fine"  # only that call failed
+    finally:
+        await pool.aclose()
+
+
+async def test_a_reply_with_another_callers_request_id_fails_its_own_call_and_answers_nobody_else(hostile) -> None:
+    """Was: the reply was taken as the answer to the other (held) request, and its own call waited for
+    call_timeout."""
+    pool = make_pool(hostile.url)
+    held_sink = RecordingSink()
+    held = asyncio.ensure_future(call(pool, "hold", held_sink))
+    try:
+        await wait_for(lambda: bool(held_sink.notifications), what="the upstream holding the first call")
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as caught:
+            await call(pool, "other_id")  # its reply carries the held call's id
+        assert not isinstance(caught.value, UpstreamTimeout)
+        assert time.monotonic() - started < CALL_TIMEOUT / 2
+        assert str(caught.value).startswith("upstream 'bad' answered with a JSON-RPC id the gateway never sent")
+        assert caught.value.kind is ErrorKind.PROTOCOL
+        session = await pool.session("bad")
+        assert not held.done() and session.in_flight() == 1  # the held call was not answered with that reply
+        assert tool_result(await call(pool, "echo")) == "fine"
+    finally:
+        held.cancel()
+        await asyncio.gather(held, return_exceptions=True)
+        await pool.aclose()
+
+
+async def test_a_flood_of_pings_during_a_call_is_answered_only_up_to_a_bound_and_the_call_completes(
+    hostile, caplog
+) -> None:
+    """Was: each of the 50,000 pings became a task and a POST (about 350 MB and seconds of CPU for one call)."""
+    pool = make_pool(hostile.url)
+    try:
+        before = int(tool_result(await call(pool, "replies")))
+        with caplog.at_level(logging.WARNING, logger="manifold.upstream.session"):
+            assert tool_result(await within(call(pool, "ping_flood"), what="the call after the flood")) == (
+                "after the flood"
+            )
+        session = await pool.session("bad")
+        await wait_for(lambda: session._answering == 0, what="the answered pings' replies sent")
+        answered = int(tool_result(await call(pool, "replies"))) - before
+        assert 0 < answered <= MAX_SERVER_REQUESTS * 2  # not 50,000
+        warnings = [r.getMessage() for r in caplog.records if "requests to the gateway at once" in r.getMessage()]
+        assert warnings == [f"upstream bad: more than {MAX_SERVER_REQUESTS} requests to the gateway at once; "
+                            "the excess is dropped"]  # fmt: skip
+    finally:
+        await pool.aclose()
