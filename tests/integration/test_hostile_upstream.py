@@ -118,3 +118,25 @@ async def test_a_flood_of_pings_during_a_call_is_answered_only_up_to_a_bound_and
                             "the excess is dropped"]  # fmt: skip
     finally:
         await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    ("tool", "problem"),
+    [
+        ("text_result", "answered with a result that is not a JSON object"),
+        ("null_result", "answered with a result that is not a JSON object"),
+        ("text_error", "answered with a malformed JSON-RPC error"),
+        ("no_result", "answered with no result"),
+    ],
+)
+async def test_a_reply_that_is_no_mcp_answer_fails_its_call_naming_the_upstream(hostile, tool, problem) -> None:
+    """Was: relayed as it was; the client could not parse the answer at all, and nothing named the upstream."""
+    pool = make_pool(hostile.url)
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await call(pool, tool)
+        assert str(caught.value) == f"upstream 'bad' {problem} (a protocol error of the upstream)"
+        assert caught.value.kind is ErrorKind.PROTOCOL
+        assert tool_result(await call(pool, "echo")) == "fine"
+    finally:
+        await pool.aclose()

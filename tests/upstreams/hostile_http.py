@@ -13,6 +13,8 @@ Tools (each `tools/call` by name; arguments are ignored):
   other_id        the reply carries the id of the request `hold` left in flight (another caller's)
   text_result     `result` is a string, not an object
   null_result     `result` is null
+  text_error      `error` is a string, not an object
+  no_result       the reply has neither `result` nor `error`
   ping_flood      an event stream of 50,000 `ping` requests, then the reply
   replies         how many replies (to its pings) the server has received so far, as text
 """
@@ -25,7 +27,8 @@ import json
 
 SERVER_INFO = {"name": "hostile-http", "version": "1"}
 TOOLS = [
-    "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "ping_flood", "replies"
+    "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "text_error",
+    "no_result", "ping_flood", "replies"
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
@@ -80,6 +83,10 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         writer.write(json_response(reply(request_id, "just a string")))
     elif name == "null_result":
         writer.write(json_response(reply(request_id, None)))
+    elif name == "text_error":
+        writer.write(json_response(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": "boom"}).encode()))
+    elif name == "no_result":
+        writer.write(json_response(json.dumps({"jsonrpc": "2.0", "id": request_id}).encode()))
     elif name == "ping_flood":
         writer.write(SSE_HEAD)
         batch = b"".join(b'data: {"jsonrpc":"2.0","id":"p%d","method":"ping"}\n\n' % n for n in range(1000))

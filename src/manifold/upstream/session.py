@@ -257,7 +257,12 @@ class JsonRpcSession:
         """Like mcp.client._probe: discover, and fall back to initialize on anything that is not positive
         evidence of a modern server. Only -32022 naming modern-only versions we don't speak is fatal.
         Transport failures (refused, timeout) propagate: an outage is never an era verdict."""
-        reply = await self._discover()
+        try:
+            reply = await self._discover()
+        except UpstreamError as exc:
+            if exc.kind is not ErrorKind.PROTOCOL:
+                raise
+            return await self._initialize()  # a garbled answer to discover is no evidence of a modern server
         error = reply.get("error")
         if isinstance(error, dict):
             data = error.get("data")
@@ -567,11 +572,21 @@ class JsonRpcSession:
         if pending.future.done():
             return
         if "result" in message:
-            pending.future.set_result({"result": message["result"]})
+            result = message["result"]
+            if type(result) is dict:
+                pending.future.set_result({"result": result})
+                return
+            problem = "answered with a result that is not a JSON object"
         else:
-            pending.future.set_result(
-                {"error": message.get("error") or {"code": INTERNAL_ERROR, "message": "no result"}}
-            )
+            error = message.get("error")
+            if type(error) is dict and type(error.get("code")) is int and type(error.get("message")) is str:
+                pending.future.set_result({"error": error})
+                return
+            problem = "answered with a malformed JSON-RPC error" if "error" in message else "answered with no result"
+        # Relayed as it is, the client could not even parse the answer, let alone tell whose fault it was.
+        pending.future.set_exception(
+            UpstreamError(self.upstream_id, f"{problem} (a protocol error of the upstream)", kind=ErrorKind.PROTOCOL)
+        )
 
     def _misaddressed(self, reply_id: Any, related_id: Any) -> None:
         """A reply whose id is not one of ours in flight. Where the transport knows which request it answers
