@@ -140,3 +140,35 @@ async def test_a_reply_that_is_no_mcp_answer_fails_its_call_naming_the_upstream(
         assert tool_result(await call(pool, "echo")) == "fine"
     finally:
         await pool.aclose()
+
+
+@pytest.fixture(scope="module")
+def hostile_sse():
+    server = ServerProcess("sse", script=HOSTILE_HTTP).start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_an_endless_acknowledgement_of_the_gateways_reply_is_abandoned_at_the_size_bound(
+    hostile, hostile_sse, transport
+) -> None:
+    """The upstream pings, and answers the POST carrying the gateway's reply with an endless body. Nobody awaits
+    that POST, so nothing bounded it: was read into memory for as long as the upstream kept sending."""
+    server = hostile if transport == "http" else hostile_sse
+    config = UpstreamConfig(transport=transport, url=server.url, protocol="2025-11-25", call_timeout=CALL_TIMEOUT)
+    pool = UpstreamPool({"bad": config})
+    try:
+        before = int(tool_result(await call(pool, "abandoned")))
+        assert tool_result(await call(pool, "endless_ack")) == "pinged"
+        session = await pool.session("bad")
+        await wait_for(lambda: session._answering == 0, what="the endless acknowledgement given up")
+
+        async def abandoned() -> None:  # the gateway closed that connection (the upstream notices on its next write)
+            while int(tool_result(await call(pool, "abandoned"))) == before:
+                await asyncio.sleep(0.01)
+
+        await within(abandoned(), what="the upstream seeing its endless body abandoned")
+        assert tool_result(await call(pool, "echo")) == "fine"
+    finally:
+        await pool.aclose()

@@ -3,7 +3,8 @@
 hostile-upstream tests (tests/integration/test_hostile_upstream.py): every one of them must fail only its own
 call, with a message naming the upstream, in bounded memory and time.
 
-    python tests/upstreams/hostile_http.py --port 8126     # http://127.0.0.1:8126/mcp
+    python tests/upstreams/hostile_http.py --port 8126                    # http://127.0.0.1:8126/mcp
+    python tests/upstreams/hostile_http.py --transport sse --port 8126    # http://127.0.0.1:8126/sse (2024-11-05)
 
 Tools (each `tools/call` by name; arguments are ignored):
   echo            a well-formed result (the control case)
@@ -17,6 +18,11 @@ Tools (each `tools/call` by name; arguments are ignored):
   no_result       the reply has neither `result` nor `error`
   ping_flood      an event stream of 50,000 `ping` requests, then the reply
   replies         how many replies (to its pings) the server has received so far, as text
+  endless_ack     sends one `ping` first, and answers the POST carrying the gateway's reply to it with an endless
+                  body (Content-Length 1 TB); then the call's own reply
+  abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
+
+Over `--transport sse` (the deprecated HTTP+SSE transport) only echo, endless_ack, abandoned and replies exist.
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ import json
 SERVER_INFO = {"name": "hostile-http", "version": "1"}
 TOOLS = [
     "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "text_error",
-    "no_result", "ping_flood", "replies"
+    "no_result", "ping_flood", "replies", "endless_ack", "abandoned"
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
 replies_received = 0
+abandoned = 0
+SLOW_ACK_PING = b'{"jsonrpc":"2.0","id":"slow-ack","method":"ping"}'
+sse_out: asyncio.StreamWriter | None = None  # the one event stream of --transport sse
 
 
 def reply(request_id: object, result: object) -> bytes:
@@ -51,10 +60,32 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+def text(value: object) -> dict[str, object]:
+    return {"content": [{"type": "text", "text": str(value)}]}
+
+
+async def endless_body(writer: asyncio.StreamWriter) -> None:
+    """An answer that never ends, until the client closes the connection (counted in `abandoned`)."""
+    global abandoned
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n")
+    try:
+        while True:
+            writer.write(MEGABYTE)
+            await writer.drain()
+    except ConnectionError:
+        abandoned += 1
+        raise
+
+
 async def answer_call(name: str, request_id: object, writer: asyncio.StreamWriter) -> bool:
     """Write the answer to one tools/call; False when the connection must close afterwards."""
     if name == "echo":
-        writer.write(json_response(reply(request_id, {"content": [{"type": "text", "text": "fine"}]})))
+        writer.write(json_response(reply(request_id, text("fine"))))
+    elif name == "abandoned":
+        writer.write(json_response(reply(request_id, text(abandoned))))
+    elif name == "endless_ack":
+        final = b"data: " + reply(request_id, text("pinged")) + b"\n\n"
+        writer.write(SSE_HEAD + chunk(b"data: " + SLOW_ACK_PING + b"\n\n") + chunk(final) + b"0\r\n\r\n")
     elif name == "endless_json":
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n")
         writer.write(b'{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"' % request_id)
@@ -75,8 +106,8 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         await asyncio.Event().wait()  # until the client goes away (the task is cancelled with the connection)
     elif name == "other_id":
         victim = held_ids[-1] if held_ids else 424242
-        text = {"content": [{"type": "text", "text": "meant for someone else"}]}
-        writer.write(json_response(reply(victim, text)))
+        meant = text("meant for someone else")
+        writer.write(json_response(reply(victim, meant)))
     elif name == "replies":
         writer.write(json_response(reply(request_id, {"content": [{"type": "text", "text": str(replies_received)}]})))
     elif name == "text_result":
@@ -113,6 +144,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 if line.lower().startswith("content-length:"):
                     length = int(line.split(":", 1)[1])
             body = await reader.readexactly(length) if length else b""
+            if method == "GET" and head.startswith("GET /sse"):
+                await legacy_stream(writer)
+                return
             if method != "POST":
                 writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
@@ -120,6 +154,11 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             message = json.loads(body)
             if isinstance(message, dict) and "id" in message and "method" not in message:
                 replies_received += 1
+                if message["id"] == "slow-ack":
+                    await endless_body(writer)
+            if head.startswith("POST /messages"):
+                await legacy_message(message, writer)
+                continue
             if not isinstance(message, dict) or "method" not in message or "id" not in message:
                 writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
@@ -144,6 +183,45 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
+async def legacy_stream(writer: asyncio.StreamWriter) -> None:
+    """GET /sse: the one event stream of the deprecated transport; its first event names where to POST."""
+    global sse_out
+    sse_out = writer
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nevent: endpoint\ndata: /messages\n\n")
+    await writer.drain()
+    await asyncio.Event().wait()
+
+
+def event(message: bytes) -> bytes:
+    return b"event: message\ndata: " + message + b"\n\n"
+
+
+async def legacy_message(message: object, writer: asyncio.StreamWriter) -> None:
+    """POST /messages: accepted at once; the answer goes on the event stream."""
+    writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    if not isinstance(message, dict) or "method" not in message or "id" not in message or sse_out is None:
+        return
+    request_id, rpc, name = message["id"], message["method"], (message.get("params") or {}).get("name")
+    if rpc == "initialize":
+        result = {"protocolVersion": "2024-11-05", "capabilities": {"tools": {}}, "serverInfo": SERVER_INFO}
+        sse_out.write(event(reply(request_id, result)))
+    elif rpc == "tools/list":
+        sse_out.write(
+            event(reply(request_id, {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]}))
+        )
+    elif rpc == "tools/call" and name == "endless_ack":
+        sse_out.write(event(SLOW_ACK_PING) + event(reply(request_id, text("pinged"))))
+    elif rpc == "tools/call" and name in ("echo", "abandoned", "replies"):
+        value = {"echo": "fine", "abandoned": abandoned, "replies": replies_received}[name]
+        sse_out.write(event(reply(request_id, text(value))))
+    else:
+        sse_out.write(
+            event(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": "no"}}).encode())
+        )
+    await sse_out.drain()
+
+
 async def serve(port: int) -> None:
     server = await asyncio.start_server(handle, "127.0.0.1", port)
     async with server:
@@ -152,7 +230,7 @@ async def serve(port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--transport", choices=["http"], default="http")
+    parser.add_argument("--transport", choices=["http", "sse"], default="http")
     parser.add_argument("--port", type=int, default=0)
     asyncio.run(serve(parser.parse_args().port))
 

@@ -20,6 +20,7 @@ from manifold.upstream.http import (
     new_client_session,
     parse_messages,
     post,
+    read_body,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,23 @@ class LegacySseTransport:
         await self.send(body, headers)
 
     async def send(self, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            # Nobody awaits most of these (replies to the upstream's requests): bounded in time as a call is.
+            async with asyncio.timeout(self._config.call_timeout):
+                await self._send(body)
+        except TimeoutError:
+            raise UpstreamError(
+                self.upstream_id,
+                f"did not acknowledge a message within {self._config.call_timeout:g}s",
+                kind=ErrorKind.TIMEOUT,
+            ) from None
+
+    async def _send(self, body: bytes) -> None:
         if self._http is None or self._endpoint is None or self._closed:
             raise UpstreamSessionLost(self.upstream_id, "event stream is closed")
         response = await post(self._http, self._endpoint, body, self._headers, self.upstream_id)
         async with response:
-            await response.read()
+            await read_body(response, self.upstream_id)  # an endless acknowledgement fails, at a bound
             if response.status == 404:
                 raise UpstreamSessionLost(self.upstream_id, "no longer knows the gateway's session")
             if response.status >= 400:
