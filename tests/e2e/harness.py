@@ -201,6 +201,12 @@ async def run_gateway(
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+        # Every test that ends well also checks this: whatever it did, from start to stop, the gateway logged
+        # no traceback (rule 5: clear messages, never a stack).
+        log = gw.log()
+        if "Traceback (most recent call last)" in log:
+            at = log.index("Traceback (most recent call last)")
+            raise AssertionError(f"the gateway logged a traceback:\n{log[max(0, at - 1500) : at + 3000]}")
 
 
 @contextlib.contextmanager
