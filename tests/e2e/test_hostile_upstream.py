@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import mcp_types as types
 import pytest
 
 from tests.e2e.harness import Gateway, run_gateway
 from tests.upstreams.launch import run_http_upstream
+from tests.waiting import wait_for
 
 HOSTILE_HTTP = str(Path(__file__).resolve().parents[1] / "upstreams" / "hostile_http.py")
 
@@ -45,3 +47,49 @@ async def test_a_result_that_is_not_an_object_is_a_tool_error_naming_the_upstrea
             assert result.is_error, result
             assert "upstream 'bad' answered with a" in text_of(result) and "protocol error" in text_of(result)
         assert text_of(await client.call_tool("echo", {})) == "fine"
+
+
+async def test_a_flood_of_list_changed_does_not_end_the_clients_notification_streams(gw: Gateway) -> None:
+    """Was: 5,000 tools/list_changed from the upstream were fanned out at once, so every open notification stream
+    on a server with that upstream overflowed and was ended (the client heard nothing), and the gateway logged a
+    warning for each notification past its queue."""
+    url = gw.url("bad")
+    async with gw.http() as http:
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+        hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        opened = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+                                 headers=headers)  # fmt: skip
+        headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+        heard: list[str] = []
+        listening = anyio.Event()
+
+        async def listen() -> None:
+            async with http.stream("GET", url, headers={**headers, "Accept": "text/event-stream"}) as stream:
+                assert stream.status_code == 200
+                listening.set()
+                async for line in stream.aiter_lines():
+                    if line.startswith("data:"):
+                        heard.append(line)
+            heard.append("<end>")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(listen)
+            with anyio.fail_after(10):
+                await listening.wait()
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_changed_flood"}}
+            assert "flooded" in (await http.post(url, json=call, headers=headers)).text
+            # Then one prompts/list_changed: it reaches the client only if the flood left its stream open.
+            call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "prompts_changed"}}
+            assert "changed" in (await http.post(url, json=call, headers=headers)).text
+            await wait_for(
+                lambda: "<end>" in heard or any("prompts/list_changed" in line for line in heard),
+                what="the prompts change or the end of the stream",
+            )
+            assert "<end>" not in heard, heard[-3:]
+            assert any("tools/list_changed" in line for line in heard)
+            assert len(heard) < 100, len(heard)  # coalesced: a change still waiting to be written covers the next
+            group.cancel_scope.cancel()
+    log = gw.log()
+    assert "is not being read" not in log, log[-2000:]
+    assert log.count("too many notifications") <= 1, log[-2000:]

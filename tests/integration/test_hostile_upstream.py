@@ -172,3 +172,12 @@ async def test_an_endless_acknowledgement_of_the_gateways_reply_is_abandoned_at_
         assert tool_result(await call(pool, "echo")) == "fine"
     finally:
         await pool.aclose()
+
+
+async def test_messages_whose_method_is_not_a_string_are_dropped_and_the_call_completes(hostile) -> None:
+    """Was: TypeError (unhashable list) out of the session, into the relay."""
+    pool = make_pool(hostile.url)
+    try:
+        assert tool_result(await call(pool, "odd_method")) == "odd"
+    finally:
+        await pool.aclose()

@@ -20,6 +20,9 @@ Tools (each `tools/call` by name; arguments are ignored):
   replies         how many replies (to its pings) the server has received so far, as text
   endless_ack     sends one `ping` first, and answers the POST carrying the gateway's reply to it with an endless
                   body (Content-Length 1 TB); then the call's own reply
+  list_changed_flood  an event stream of 5,000 `notifications/tools/list_changed`, then the reply
+  odd_method      an event stream with a notification and a request whose `method` is an array, then the reply
+  prompts_changed one `notifications/prompts/list_changed` on an event stream, then the reply
   abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
 
 Over `--transport sse` (the deprecated HTTP+SSE transport) only echo, endless_ack, abandoned and replies exist.
@@ -34,7 +37,8 @@ import json
 SERVER_INFO = {"name": "hostile-http", "version": "1"}
 TOOLS = [
     "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "text_error",
-    "no_result", "ping_flood", "replies", "endless_ack", "abandoned"
+    "no_result", "ping_flood", "replies", "endless_ack", "abandoned",
+    "list_changed_flood", "odd_method", "prompts_changed"
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
@@ -110,6 +114,18 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         writer.write(json_response(reply(victim, meant)))
     elif name == "replies":
         writer.write(json_response(reply(request_id, {"content": [{"type": "text", "text": str(replies_received)}]})))
+    elif name == "list_changed_flood":
+        change = b'data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n'
+        final = b"data: " + reply(request_id, text("flooded")) + b"\n\n"
+        writer.write(SSE_HEAD + chunk(change * 5000) + chunk(final) + b"0\r\n\r\n")
+    elif name == "odd_method":
+        odd = b'data: {"jsonrpc":"2.0","method":["x"]}\n\ndata: {"jsonrpc":"2.0","id":"q","method":{"a":1}}\n\n'
+        final = b"data: " + reply(request_id, text("odd")) + b"\n\n"
+        writer.write(SSE_HEAD + chunk(odd) + chunk(final) + b"0\r\n\r\n")
+    elif name == "prompts_changed":
+        change = b'data: {"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}\n\n'
+        final = b"data: " + reply(request_id, text("changed")) + b"\n\n"
+        writer.write(SSE_HEAD + chunk(change) + chunk(final) + b"0\r\n\r\n")
     elif name == "text_result":
         writer.write(json_response(reply(request_id, "just a string")))
     elif name == "null_result":

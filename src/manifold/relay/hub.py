@@ -72,14 +72,25 @@ class Listener:
         return view.id if view is not None else ""
 
     def push(self, message: JSON) -> None:
+        # Never blocks; a client that stopped reading loses its stream, never the gateway its memory.
+        self.queue.put(self._payload(message))
+
+    def push_change(self, message: JSON) -> None:
+        """A list_changed, unless the same one still waits to be written: the client lists afresh when it reads
+        that one, which covers this change too. So an upstream sending thousands at once (or a client reading
+        slowly) never overflows the stream with them."""
+        payload = self._payload(message)
+        if not self.queue.holds(payload):
+            self.queue.put(payload)
+
+    def _payload(self, message: JSON) -> bytes:
         if self.subscription_id is not None:
             params = dict(message.get("params") or {})
             meta = dict(params.get("_meta") or {})
             meta[META_SUBSCRIPTION_ID] = self.subscription_id
             params["_meta"] = meta
             message = {**message, "params": params}
-        # Never blocks; a client that stopped reading loses its stream, never the gateway its memory.
-        self.queue.put(orjson.dumps(message))
+        return orjson.dumps(message)
 
     def attach(self) -> StreamQueue:
         """The queue a newly opened stream writes from. One stream per listener: a stream still writing
@@ -152,7 +163,7 @@ class Hub:
                 self._lists.invalidate(upstream_id, "resource_templates")
             for lst in list(self._listeners):
                 if kind in lst.kinds and upstream_id in lst.view.upstream_ids and self.may_see(lst, upstream_id):
-                    lst.push({"jsonrpc": "2.0", "method": method, "params": {}})
+                    lst.push_change({"jsonrpc": "2.0", "method": method, "params": {}})
             return
         if method == RESOURCES_UPDATED:
             # The upstream's _meta (e.g. its listen stream's subscriptionId) is its own business.

@@ -87,6 +87,11 @@ class StreamQueue:
         self._wake()
         return True
 
+    def holds(self, payload: bytes) -> bool:
+        """Whether this very message waits to be written (a scan: for rare messages such as list_changed)."""
+        items = self._items
+        return items is not None and payload in items
+
     def close(self) -> None:
         """End the stream once what is queued has been written."""
         self.closed = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from manifold.protocol import LIST_CHANGED
 from manifold.upstream.base import JSON
 from manifold.upstream.pool import UpstreamKey
 
@@ -23,15 +24,29 @@ QUEUE_LIMIT = 4096
 class UpstreamNotices:
     def __init__(self, limit: int = QUEUE_LIMIT) -> None:
         self._queue: asyncio.Queue[tuple[UpstreamKey, JSON]] = asyncio.Queue(limit)
+        # The list_changed notices queued and not yet taken, by session and method: a second one is covered by
+        # the first (the fan-out tells clients to list afresh), so an upstream repeating it takes one place.
+        self._changes: set[tuple[UpstreamKey, str]] = set()
+        self._warned: set[str] = set()  # upstreams told about once: a flood must not flood the log too
 
     def post(self, source: UpstreamKey, message: JSON) -> None:
         """The pool's notification handler: never blocks the upstream's reader."""
+        method = message.get("method")
+        change = (source, method) if method in LIST_CHANGED else None
+        if change is not None and change in self._changes:
+            return
         try:
             self._queue.put_nowait((source, message))
         except asyncio.QueueFull:
-            log.warning(
-                "upstream '%s': too many notifications queued; dropping %s", source.upstream_id, message.get("method")
-            )
+            if source.upstream_id not in self._warned and len(self._warned) < QUEUE_LIMIT:
+                self._warned.add(source.upstream_id)
+                log.warning("upstream '%s': too many notifications queued; dropping the excess", source.upstream_id)
+            return
+        if change is not None:
+            self._changes.add(change)
 
     async def next(self) -> tuple[UpstreamKey, JSON]:
-        return await self._queue.get()
+        source, message = await self._queue.get()
+        if self._changes:
+            self._changes.discard((source, message.get("method")))
+        return source, message

@@ -531,6 +531,9 @@ class JsonRpcSession:
             self._resolve(message, related_id)
             return
         method = message["method"]
+        if type(method) is not str:  # an array or object would break every lookup below (unhashable)
+            logger.debug("upstream %s: dropped a message whose method is not a string", self.upstream_id)
+            return
         if "id" in message:
             if self._answering >= MAX_SERVER_REQUESTS:
                 if not self._flood_warned:  # once per session: a flood must not flood the log too
