@@ -181,3 +181,28 @@ async def test_messages_whose_method_is_not_a_string_are_dropped_and_the_call_co
         assert tool_result(await call(pool, "odd_method")) == "odd"
     finally:
         await pool.aclose()
+
+
+HOSTILE_STDIO = Path(__file__).parents[1] / "upstreams" / "hostile_stdio.py"
+
+
+async def test_a_stdio_upstream_writing_an_endless_line_is_stopped_and_the_error_says_why(caplog) -> None:
+    """Was: 'process exited', as if it had crashed by itself, when the gateway had stopped it."""
+    config = UpstreamConfig(
+        transport="stdio", command=sys.executable, args=[str(HOSTILE_STDIO)], protocol="2025-11-25",
+        call_timeout=CALL_TIMEOUT,
+    )  # fmt: skip
+    pool = UpstreamPool({"bad": config})
+    try:
+        assert tool_result(await call(pool, "garbage")) == "after the garbage"  # junk lines are skipped
+        assert tool_result(await call(pool, "deep")) == "after the deep line"  # so is a line too deep to parse
+        with caplog.at_level(logging.WARNING, logger="manifold.upstream.stdio"):
+            with pytest.raises(UpstreamError) as caught:
+                await call(pool, "huge_line")
+        assert str(caught.value) == (
+            "upstream 'bad' sent a message larger than 32 MB on stdout; the gateway stopped its process"
+        )
+        assert [r.getMessage() for r in caplog.records] == [f"upstream bad: {caught.value.reason}"]
+        assert tool_result(await call(pool, "echo")) == "fine"  # started again on the next call
+    finally:
+        await pool.aclose()

@@ -169,12 +169,16 @@ class StdioTransport:
     async def _read_stdout(self, deliver: Deliver, on_closed: OnClosed) -> None:
         proc = self._proc
         assert proc is not None and proc.stdout is not None
+        cause: str | None = None  # why the gateway ended the process, when it did
         try:
             while True:
                 try:
                     line = await proc.stdout.readline()
                 except ValueError:  # a line beyond MAX_LINE_BYTES: the stream is unusable now
-                    logger.warning("upstream %s: message too large on stdout", self.upstream_id)
+                    cause = (
+                        f"sent a message larger than {MAX_LINE_BYTES // (1024 * 1024)} MB on stdout;"
+                        " the gateway stopped its process"
+                    )
                     break
                 if not line:
                     break
@@ -195,6 +199,8 @@ class StdioTransport:
         finally:
             if proc.returncode is None:
                 try:
+                    if cause is not None:  # still running, its stdout unusable: no point waiting
+                        raise TimeoutError
                     await asyncio.wait_for(proc.wait(), 0.5)
                 except TimeoutError:
                     # stdout closed but the process lingers: it can no longer talk to us.
@@ -203,7 +209,7 @@ class StdioTransport:
             if self._closing:
                 on_closed(UpstreamError(self.upstream_id, "process was stopped", kind=ErrorKind.CLOSED))
             else:
-                on_closed(await self._report_exit(proc.returncode))
+                on_closed(await self._report_exit(proc.returncode, cause))
 
     async def _lost(self) -> UpstreamSessionLost:
         """The error for a write to a process that is gone: why it died, once the stdout reader has seen it
@@ -214,14 +220,15 @@ class StdioTransport:
         reason = self._exited.reason if self._exited is not None else "process is not running"
         return UpstreamSessionLost(self.upstream_id, reason)
 
-    async def _report_exit(self, code: int | None) -> ProcessExited:
-        """The process ended on its own: one warning with its last stderr lines, and the error that says why."""
+    async def _report_exit(self, code: int | None, cause: str | None = None) -> ProcessExited:
+        """The process ended on its own (or, `cause`, the gateway ended it): one warning with its last stderr
+        lines, and the error that says why."""
         drain = self._tasks[1] if len(self._tasks) > 1 else None
         if drain is not None and not drain.done():
             # Its last lines may still be in the pipe; a grandchild holding stderr open must not hold us up.
             await asyncio.wait({drain}, timeout=STDERR_SETTLE_SECONDS)
         tail = tuple(redact(line, self._secrets)[:STDERR_TAIL_CHARS] for line in self._stderr_tail)
-        reason = "process exited" + (f" (code {code})" if code is not None else "")
+        reason = cause or "process exited" + (f" (code {code})" if code is not None else "")
         if tail:
             reason += f": {tail[-1]}"
         self._exited = ProcessExited(self.upstream_id, reason, tail)
