@@ -206,3 +206,19 @@ async def test_a_stdio_upstream_writing_an_endless_line_is_stopped_and_the_error
         assert tool_result(await call(pool, "echo")) == "fine"  # started again on the next call
     finally:
         await pool.aclose()
+
+
+@pytest.mark.parametrize("tool", ["endless_head", "endless_header"])
+async def test_an_endless_response_head_fails_its_call_at_once(hostile, tool) -> None:
+    """Was (the lean client, every http:// upstream): header after header buffered until call_timeout, about
+    500 MB a second."""
+    pool = make_pool(hostile.url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as caught:
+            await call(pool, tool)
+        assert time.monotonic() - started < CALL_TIMEOUT / 2
+        assert str(caught.value) == "upstream 'bad' sent a response head larger than 1 MB"
+        assert tool_result(await call(pool, "echo")) == "fine"
+    finally:
+        await pool.aclose()

@@ -23,6 +23,7 @@ Tools (each `tools/call` by name; arguments are ignored):
   list_changed_flood  an event stream of 5,000 `notifications/tools/list_changed`, then the reply
   odd_method      an event stream with a notification and a request whose `method` is an array, then the reply
   prompts_changed one `notifications/prompts/list_changed` on an event stream, then the reply
+  endless_head    a response head that never ends: header after header (or one endless header value)
   abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
 
 Over `--transport sse` (the deprecated HTTP+SSE transport) only echo, endless_ack, abandoned and replies exist.
@@ -38,10 +39,12 @@ SERVER_INFO = {"name": "hostile-http", "version": "1"}
 TOOLS = [
     "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "text_error",
     "no_result", "ping_flood", "replies", "endless_ack", "abandoned",
-    "list_changed_flood", "odd_method", "prompts_changed"
+    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header"
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
+EXTRA_TOOLS = 0  # --extra-tools: this many more tools in tools/list (named many_0, many_1, ...)
+EXTRA_DESCRIPTION = 0  # --description-bytes: each of them with a description this long
 replies_received = 0
 abandoned = 0
 SLOW_ACK_PING = b'{"jsonrpc":"2.0","id":"slow-ack","method":"ping"}'
@@ -126,6 +129,18 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         change = b'data: {"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}\n\n'
         final = b"data: " + reply(request_id, text("changed")) + b"\n\n"
         writer.write(SSE_HEAD + chunk(change) + chunk(final) + b"0\r\n\r\n")
+    elif name == "endless_head":
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        n = 0
+        while True:
+            writer.write(b"".join(b"X-Filler-%d: %s\r\n" % (n + i, b"v" * 1000) for i in range(1000)))
+            n += 1000
+            await writer.drain()
+    elif name == "endless_header":
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Endless: ")
+        while True:
+            writer.write(MEGABYTE)
+            await writer.drain()
     elif name == "text_result":
         writer.write(json_response(reply(request_id, "just a string")))
     elif name == "null_result":
@@ -185,6 +200,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 writer.write(json_response(reply(request_id, result), extra="Mcp-Session-Id: hostile-1\r\n"))
             elif rpc == "tools/list":
                 tools = [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]
+                tools += [
+                    {"name": f"many_{i}", "description": "x" * EXTRA_DESCRIPTION, "inputSchema": {"type": "object"}}
+                    for i in range(EXTRA_TOOLS)
+                ]
                 writer.write(json_response(reply(request_id, {"tools": tools})))
             elif rpc == "tools/call":
                 if not await answer_call(str((message.get("params") or {}).get("name")), request_id, writer):
@@ -248,7 +267,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transport", choices=["http", "sse"], default="http")
     parser.add_argument("--port", type=int, default=0)
-    asyncio.run(serve(parser.parse_args().port))
+    parser.add_argument("--extra-tools", type=int, default=0)
+    parser.add_argument("--description-bytes", type=int, default=0)
+    args = parser.parse_args()
+    global EXTRA_TOOLS, EXTRA_DESCRIPTION
+    EXTRA_TOOLS, EXTRA_DESCRIPTION = args.extra_tools, args.description_bytes
+    asyncio.run(serve(args.port))
 
 
 if __name__ == "__main__":

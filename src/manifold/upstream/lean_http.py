@@ -37,15 +37,22 @@ import aiohttp
 import httptools
 from yarl import URL
 
-from manifold.upstream.base import UpstreamError, UpstreamSessionLost
+from manifold.upstream.base import ErrorKind, UpstreamError, UpstreamSessionLost
 
 # Stop reading from the socket while this much of a streamed body waits for the consumer.
 READ_HIGH_WATER = 1024 * 1024
 MAX_CONNECTIONS = 256
+# A response's status line and headers at most (interim responses included): an upstream sending header after
+# header would otherwise be buffered until call_timeout (about 500 MB a second). aiohttp bounds each line instead.
+MAX_HEAD_BYTES = 1024 * 1024
 
 
 class _Disconnected(Exception):
     """The connection ended after the request was written and before a response head arrived."""
+
+
+class _HeadTooLarge(ValueError):
+    """The response head passed MAX_HEAD_BYTES before it ended."""
 
 
 class _NotSent(Exception):
@@ -93,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0
+        self._head_bytes = 0
         self._paused = False
         self.complete = False
         self.keep_alive = False
@@ -119,6 +127,13 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ValueError(f"malformed HTTP response ({type(exc).__name__})"))
             self.close()
+            return
+        head = self._head
+        if head is not None and not head.done():  # still in the head after these bytes
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(_HeadTooLarge())
+                self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -192,6 +207,7 @@ class _Connection(asyncio.Protocol):
         self._interim = False
         self._chunks = []
         self._buffered = 0
+        self._head_bytes = 0
         self.status = 0
         self.headers = LeanHeaders()
         self._head = asyncio.get_running_loop().create_future()
@@ -364,6 +380,15 @@ class LeanHttpClient:
                     connection.finish()
                     self._open.discard(connection)
                     raise UpstreamError(upstream_id, "closed the connection without answering") from None
+                except _HeadTooLarge:
+                    connection.finish()
+                    self._open.discard(connection)
+                    connection.close()
+                    raise UpstreamError(
+                        upstream_id,
+                        f"sent a response head larger than {MAX_HEAD_BYTES // (1024 * 1024)} MB",
+                        kind=ErrorKind.PROTOCOL,
+                    ) from None
                 except ValueError:
                     connection.finish()
                     self._open.discard(connection)
