@@ -24,6 +24,7 @@ Tools (each `tools/call` by name; arguments are ignored):
   odd_method      an event stream with a notification and a request whose `method` is an array, then the reply
   prompts_changed one `notifications/prompts/list_changed` on an event stream, then the reply
   endless_head    a response head that never ends: header after header (or one endless header value)
+  log_flood       an event stream of 50,000 `notifications/message` (logging) about the call, then the reply
   abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
 
 Over `--transport sse` (the deprecated HTTP+SSE transport) only echo, endless_ack, abandoned and replies exist.
@@ -39,7 +40,7 @@ SERVER_INFO = {"name": "hostile-http", "version": "1"}
 TOOLS = [
     "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "text_error",
     "no_result", "ping_flood", "replies", "endless_ack", "abandoned",
-    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header"
+    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "log_flood"
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
@@ -141,6 +142,14 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         while True:
             writer.write(MEGABYTE)
             await writer.drain()
+    elif name == "log_flood":
+        log = b'data: {"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}\n\n'
+        writer.write(SSE_HEAD)
+        for _ in range(50):
+            writer.write(chunk(log * 1000))
+            await writer.drain()
+        final = b"data: " + reply(request_id, text("after the logs")) + b"\n\n"
+        writer.write(chunk(final) + b"0\r\n\r\n")
     elif name == "text_result":
         writer.write(json_response(reply(request_id, "just a string")))
     elif name == "null_result":
