@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from manifold.upstream.base import ErrorKind, UpstreamError, UpstreamTimeout  # 
 from manifold.upstream.http import MAX_RESPONSE_BYTES  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
 from manifold.upstream.session import MAX_SERVER_REQUESTS  # noqa: E402
+from tests.upstreams.launch import run_http_upstream  # noqa: E402
 from tests.waiting import wait_for, within  # noqa: E402
 
 HOSTILE_HTTP = Path(__file__).parents[1] / "upstreams" / "hostile_http.py"
@@ -28,7 +30,7 @@ CALL_TIMEOUT = 8.0
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend():
     return "asyncio"
 
@@ -220,5 +222,28 @@ async def test_an_endless_response_head_fails_its_call_at_once(hostile, tool) ->
         assert time.monotonic() - started < CALL_TIMEOUT / 2
         assert str(caught.value) == "upstream 'bad' sent a response head larger than 1 MB"
         assert tool_result(await call(pool, "echo")) == "fine"
+    finally:
+        await pool.aclose()
+
+
+@pytest.fixture(scope="module")
+async def garbled() -> AsyncIterator[str]:
+    async with run_http_upstream(str(HOSTILE_HTTP), "--garbled-hello") as url:
+        yield url
+
+
+@pytest.mark.parametrize("protocol", ["2025-11-25", "2026-07-28", "auto"])
+async def test_a_handshake_with_fields_of_the_wrong_types_counts_them_as_absent(garbled, protocol, caplog) -> None:
+    """Was, 2026-07-28: AttributeError on `_meta: "x"`, logged with its traceback, the upstream unusable; 2025-11-25:
+    serverInfo "x" and capabilities [1] kept for everyone after the handshake to call `.get` on."""
+    config = UpstreamConfig(transport="http", url=garbled, protocol=protocol, call_timeout=CALL_TIMEOUT)
+    pool = UpstreamPool({"bad": config})
+    try:
+        with caplog.at_level(logging.DEBUG):
+            session = await within(pool.session("bad"), what="the handshake")
+        assert (session.server_info, session.capabilities, session.instructions) == ({}, {}, None)
+        assert session.protocol_version in ("2025-11-25", "2026-07-28")
+        assert tool_result(await call(pool, "echo")) == "fine"
+        assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
     finally:
         await pool.aclose()

@@ -46,6 +46,7 @@ MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
 EXTRA_TOOLS = 0  # --extra-tools: this many more tools in tools/list (named many_0, many_1, ...)
 EXTRA_DESCRIPTION = 0  # --description-bytes: each of them with a description this long
+GARBLED_HELLO = False  # --garbled-hello: initialize and server/discover answer with fields of the wrong types
 replies_received = 0
 abandoned = 0
 SLOW_ACK_PING = b'{"jsonrpc":"2.0","id":"slow-ack","method":"ping"}'
@@ -206,7 +207,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             request_id, rpc = message["id"], message.get("method")
             if rpc == "initialize":
                 result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": SERVER_INFO}
+                if GARBLED_HELLO:
+                    result = {"protocolVersion": 7, "capabilities": [1], "serverInfo": "x", "instructions": 7}
                 writer.write(json_response(reply(request_id, result), extra="Mcp-Session-Id: hostile-1\r\n"))
+            elif rpc == "server/discover" and GARBLED_HELLO:
+                result = {"supportedVersions": ["2026-07-28"], "capabilities": [1], "_meta": "x", "instructions": {}}
+                writer.write(json_response(reply(request_id, result)))
             elif rpc == "tools/list":
                 tools = [{"name": n, "inputSchema": {"type": "object"}} for n in TOOLS]
                 tools += [
@@ -278,9 +284,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--extra-tools", type=int, default=0)
     parser.add_argument("--description-bytes", type=int, default=0)
+    parser.add_argument("--garbled-hello", action="store_true")
     args = parser.parse_args()
-    global EXTRA_TOOLS, EXTRA_DESCRIPTION
-    EXTRA_TOOLS, EXTRA_DESCRIPTION = args.extra_tools, args.description_bytes
+    global EXTRA_TOOLS, EXTRA_DESCRIPTION, GARBLED_HELLO
+    EXTRA_TOOLS, EXTRA_DESCRIPTION, GARBLED_HELLO = args.extra_tools, args.description_bytes, args.garbled_hello
     asyncio.run(serve(args.port))
 
 

@@ -97,6 +97,16 @@ CHANNEL_READY_WAIT = 2.0
 MAX_SERVER_REQUESTS = 512
 
 
+def _object(value: Any) -> JSON:
+    """An upstream's handshake field that must be an object: anything else counts as absent (everyone after the
+    handshake calls `.get` on server info and capabilities)."""
+    return value if type(value) is dict else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
 @dataclass(slots=True)
 class _Pending:
     future: asyncio.Future[JSON]
@@ -289,20 +299,20 @@ class JsonRpcSession:
 
     def _adopt_discover(self, reply: JSON, *, strict: bool) -> ServerHello | None:
         result = reply.get("result")
-        if not isinstance(result, dict) or MODERN_VERSION not in (result.get("supportedVersions") or ()):
+        versions = result.get("supportedVersions") if isinstance(result, dict) else None
+        if not isinstance(result, dict) or type(versions) is not list or MODERN_VERSION not in versions:
             if strict:
                 raise UpstreamError(
                     self.upstream_id, f"does not speak protocol {MODERN_VERSION}", kind=ErrorKind.PROTOCOL
                 )
             return None
         self._transport.set_negotiated(MODERN_VERSION)
-        meta = result.get("_meta") or {}
         return ServerHello(
             era=Era.MODERN,
             protocol_version=MODERN_VERSION,
-            server_info=meta.get(META_SERVER_INFO) or {},
-            capabilities=result.get("capabilities") or {},
-            instructions=result.get("instructions"),
+            server_info=_object(_object(result.get("_meta")).get(META_SERVER_INFO)),
+            capabilities=_object(result.get("capabilities")),
+            instructions=_text(result.get("instructions")),
         )
 
     async def _initialize(self) -> ServerHello:
@@ -312,16 +322,16 @@ class JsonRpcSession:
         if not isinstance(result, dict):
             message = (reply.get("error") or {}).get("message", "no result")
             raise UpstreamError(self.upstream_id, f"refused initialize: {str(message)[:200]}", kind=ErrorKind.PROTOCOL)
-        version = str(result.get("protocolVersion") or LATEST_HANDSHAKE)
+        version = _text(result.get("protocolVersion")) or LATEST_HANDSHAKE
         self._transport.set_negotiated(version)
         self.era = Era.HANDSHAKE
         await self._transport.send(orjson.dumps({"jsonrpc": "2.0", "method": INITIALIZED}), {})
         return ServerHello(
             era=Era.HANDSHAKE,
             protocol_version=version,
-            server_info=result.get("serverInfo") or {},
-            capabilities=result.get("capabilities") or {},
-            instructions=result.get("instructions"),
+            server_info=_object(result.get("serverInfo")),
+            capabilities=_object(result.get("capabilities")),
+            instructions=_text(result.get("instructions")),
         )
 
     # ------------------------------------------------------------------ change notifications
