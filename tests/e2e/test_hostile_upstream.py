@@ -12,7 +12,7 @@ import mcp_types as types
 import pytest
 
 from tests.e2e.harness import Gateway, run_gateway
-from tests.upstreams.launch import run_http_upstream
+from tests.upstreams.launch import KITCHEN, run_http_upstream
 from tests.waiting import wait_for
 
 HOSTILE_HTTP = str(Path(__file__).resolve().parents[1] / "upstreams" / "hostile_http.py")
@@ -27,8 +27,11 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def gw() -> AsyncIterator[Gateway]:
-    async with run_http_upstream(HOSTILE_HTTP) as bad:
-        async with run_gateway({"bad": {"transport": "http", "url": bad, "protocol": "2025-11-25"}}) as gateway:
+    async with run_http_upstream(HOSTILE_HTTP, "--garbled-tools") as bad, run_http_upstream(KITCHEN) as good:
+        upstreams = {"bad": {"transport": "http", "url": bad, "protocol": "2025-11-25"},
+                     "good": {"transport": "http", "url": good}}  # fmt: skip
+        mix = {"mix": {"members": [{"upstream": "bad"}, {"upstream": "good"}]}}
+        async with run_gateway(upstreams, virtual_servers=mix) as gateway:
             yield gateway
             log = gateway.log()
             assert "Traceback" not in log and " ERROR " not in log, log[-4000:]
@@ -93,3 +96,14 @@ async def test_a_flood_of_list_changed_does_not_end_the_clients_notification_str
     log = gw.log()
     assert "is not being read" not in log, log[-2000:]
     assert log.count("too many notifications") <= 1, log[-2000:]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_tool_with_fields_of_the_wrong_types_is_left_out_not_the_whole_list(gw: Gateway, mode: str) -> None:
+    """Was: relayed as listed (inputSchema "x", description 7, ...), so the client's SDK rejected the whole
+    tools/list of the virtual server: none of the other upstream's tools could be listed either."""
+    async with gw.client("mix", mode=mode) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+    assert {"good__echo", "bad__echo", "bad__text_result"} <= names
+    assert "bad__bad_schema" not in names
+    assert "upstream bad: tools/list: left out 4 item(s) with a missing field or one of the wrong type" in gw.log()

@@ -47,6 +47,8 @@ held_ids: list[object] = []
 EXTRA_TOOLS = 0  # --extra-tools: this many more tools in tools/list (named many_0, many_1, ...)
 EXTRA_DESCRIPTION = 0  # --description-bytes: each of them with a description this long
 GARBLED_HELLO = False  # --garbled-hello: initialize and server/discover answer with fields of the wrong types
+GARBLED_TOOLS = False  # --garbled-tools: tools/list also lists tools whose fields have the wrong types (or are
+# missing, or no tool at all) and two odd but valid ones: an empty name and a 5,000-character name
 replies_received = 0
 abandoned = 0
 SLOW_ACK_PING = b'{"jsonrpc":"2.0","id":"slow-ack","method":"ping"}'
@@ -219,6 +221,15 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     {"name": f"many_{i}", "description": "x" * EXTRA_DESCRIPTION, "inputSchema": {"type": "object"}}
                     for i in range(EXTRA_TOOLS)
                 ]
+                if GARBLED_TOOLS:
+                    tools += [
+                        {"name": 5, "inputSchema": {"type": "object"}},
+                        {"inputSchema": {"type": "object"}},
+                        {"name": "bad_schema", "inputSchema": "x", "description": 7, "title": [], "annotations": "y"},
+                        {"name": "", "inputSchema": {"type": "object"}},
+                        {"name": "x" * 5000, "inputSchema": {"type": "object"}},
+                        "not a tool",
+                    ]
                 writer.write(json_response(reply(request_id, {"tools": tools})))
             elif rpc == "tools/call":
                 if not await answer_call(str((message.get("params") or {}).get("name")), request_id, writer):
@@ -285,8 +296,10 @@ def main() -> None:
     parser.add_argument("--extra-tools", type=int, default=0)
     parser.add_argument("--description-bytes", type=int, default=0)
     parser.add_argument("--garbled-hello", action="store_true")
+    parser.add_argument("--garbled-tools", action="store_true")
     args = parser.parse_args()
-    global EXTRA_TOOLS, EXTRA_DESCRIPTION, GARBLED_HELLO
+    global EXTRA_TOOLS, EXTRA_DESCRIPTION, GARBLED_HELLO, GARBLED_TOOLS
+    GARBLED_TOOLS = args.garbled_tools
     EXTRA_TOOLS, EXTRA_DESCRIPTION, GARBLED_HELLO = args.extra_tools, args.description_bytes, args.garbled_hello
     asyncio.run(serve(args.port))
 

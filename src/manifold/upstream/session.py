@@ -51,7 +51,10 @@ from manifold.protocol import (
     MODERN_VERSIONS,
     PING,
     PROGRESS,
+    PROMPTS_LIST,
+    RESOURCES_LIST,
     RESOURCES_SUBSCRIBE,
+    RESOURCES_TEMPLATES_LIST,
     RESOURCES_UNSUBSCRIBE,
     RESOURCES_UPDATED,
     SERVER_DISCOVER,
@@ -95,6 +98,42 @@ CHANNEL_READY_WAIT = 2.0
 # answered; an upstream that sends more (a flood of pings) has the excess dropped unanswered, so it costs the
 # gateway bounded memory (50,000 pings were ~350 MB of tasks). Far above what its callers' requests need.
 MAX_SERVER_REQUESTS = 512
+
+
+# What each list method's items must look like (the fields clients parse strictly): (the result's key, the fields
+# every item must have, the fields an item may have), each field with its JSON type. An item that breaks this is
+# left out with a warning naming the upstream: relayed, it made the client reject the whole list, and with it
+# every other upstream's tools on a virtual server (one SDK validation error fails `tools/list`).
+_ITEM_SHAPES: dict[str, tuple[str, dict[str, type], dict[str, type]]] = {
+    TOOLS_LIST: (
+        "tools",
+        {"name": str, "inputSchema": dict},
+        {"title": str, "description": str, "annotations": dict, "outputSchema": dict, "icons": list, "_meta": dict},
+    ),
+    PROMPTS_LIST: ("prompts", {"name": str}, {"title": str, "description": str, "arguments": list, "icons": list}),
+    RESOURCES_LIST: (
+        "resources",
+        {"uri": str, "name": str},
+        {"title": str, "description": str, "mimeType": str, "size": int, "annotations": dict, "icons": list},
+    ),
+    RESOURCES_TEMPLATES_LIST: (
+        "resourceTemplates",
+        {"uriTemplate": str, "name": str},
+        {"title": str, "description": str, "mimeType": str, "annotations": dict, "icons": list},
+    ),
+}
+
+
+def _well_formed(item: Any, required: dict[str, type], optional: dict[str, type]) -> bool:
+    if type(item) is not dict:
+        return False
+    for name, kind in required.items():
+        if type(item.get(name)) is not kind:
+            return False
+    for name, kind in optional.items():
+        if name in item and type(item[name]) is not kind:
+            return False
+    return True
 
 
 def _object(value: Any) -> JSON:
@@ -418,9 +457,35 @@ class JsonRpcSession:
         if self.era is Era.MODERN:
             params = self._stamp_modern(method, params, headers, sink)
         reply = await self._send_request(method, params, headers=headers, timeout=timeout, sink=sink)
-        if method == TOOLS_LIST and self.era is Era.MODERN:
-            self._learn_param_headers(reply)
+        if method in _ITEM_SHAPES:
+            reply = self._only_well_formed(method, reply)
+            if method == TOOLS_LIST and self.era is Era.MODERN:
+                self._learn_param_headers(reply)
         return reply
+
+    def _only_well_formed(self, method: str, reply: JSON) -> JSON:
+        """The list reply without the items a client could not parse (see _ITEM_SHAPES)."""
+        result = reply.get("result")
+        if result is None:
+            return reply
+        key, required, optional = _ITEM_SHAPES[method]
+        items = result.get(key)
+        if items is None:
+            return reply
+        if type(items) is list:
+            kept = [item for item in items if _well_formed(item, required, optional)]
+            if len(kept) == len(items):
+                return reply
+            left_out = len(items) - len(kept)
+        else:
+            kept, left_out = [], 1
+        logger.warning(
+            "upstream %s: %s: left out %d item(s) with a missing field or one of the wrong type",
+            self.upstream_id,
+            method,
+            left_out,
+        )
+        return {**reply, "result": {**result, key: kept}}
 
     async def _send_request(
         self,
