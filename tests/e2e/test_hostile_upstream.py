@@ -43,12 +43,14 @@ def text_of(result: types.CallToolResult) -> str:
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 async def test_a_result_that_is_not_an_object_is_a_tool_error_naming_the_upstream(gw: Gateway, mode: str) -> None:
-    """Was: `"result": "just a string"` relayed as it was: the client failed to parse the whole answer."""
+    """Was: `"result": "just a string"` (or `"content": "x"`) relayed as it was: the client failed to parse the
+    whole answer, and nothing named the upstream."""
     async with gw.client("bad", mode=mode) as client:
-        for tool in ("text_result", "text_error"):
+        for tool in ("text_result", "text_error", "bad_content"):
             result = await client.call_tool(tool, {})
             assert result.is_error, result
-            assert "upstream 'bad' answered with a" in text_of(result) and "protocol error" in text_of(result)
+            text = text_of(result)
+            assert "upstream 'bad' answered " in text and "(a protocol error of the upstream)" in text, text
         assert text_of(await client.call_tool("echo", {})) == "fine"
 
 

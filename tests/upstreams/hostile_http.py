@@ -25,6 +25,7 @@ Tools (each `tools/call` by name; arguments are ignored):
   prompts_changed one `notifications/prompts/list_changed` on an event stream, then the reply
   endless_head    a response head that never ends: header after header (or one endless header value)
   log_flood       an event stream of 50,000 `notifications/message` (logging) about the call, then the reply
+  bad_content     a result whose `content` is a string, not a list
   abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
 
 Over `--transport sse` (the deprecated HTTP+SSE transport) only echo, endless_ack, abandoned and replies exist.
@@ -40,7 +41,7 @@ SERVER_INFO = {"name": "hostile-http", "version": "1"}
 TOOLS = [
     "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "text_error",
     "no_result", "ping_flood", "replies", "endless_ack", "abandoned",
-    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "log_flood"
+    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "log_flood", "bad_content"
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
@@ -153,6 +154,8 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
             await writer.drain()
         final = b"data: " + reply(request_id, text("after the logs")) + b"\n\n"
         writer.write(chunk(final) + b"0\r\n\r\n")
+    elif name == "bad_content":
+        writer.write(json_response(reply(request_id, {"content": "x"})))
     elif name == "text_result":
         writer.write(json_response(reply(request_id, "just a string")))
     elif name == "null_result":

@@ -457,6 +457,17 @@ class JsonRpcSession:
         if self.era is Era.MODERN:
             params = self._stamp_modern(method, params, headers, sink)
         reply = await self._send_request(method, params, headers=headers, timeout=timeout, sink=sink)
+        if method == TOOLS_CALL:
+            # The one shape check on the hot path (a lookup and a type test): a client rejects the whole answer
+            # otherwise, without a word of whose fault it was. The items themselves go as they are.
+            result = reply.get("result")
+            if result is not None and type(result.get("content", ())) not in (list, tuple):
+                raise UpstreamError(
+                    self.upstream_id,
+                    "answered tools/call with content that is not a list (a protocol error of the upstream)",
+                    kind=ErrorKind.PROTOCOL,
+                )
+            return reply
         if method in _ITEM_SHAPES:
             reply = self._only_well_formed(method, reply)
             if method == TOOLS_LIST and self.era is Era.MODERN:
