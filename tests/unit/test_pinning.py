@@ -3,6 +3,7 @@ diffs, and the review of each fetched tool list against the pins in a real (SQLi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,34 @@ async def test_approve_all_approves_every_waiting_definition_of_every_upstream(e
     assert sorted(a.tool for a in approved) == ["other", "search"]
     assert await p.store.approve("user:admin@corp.com", "dev", now=9.0) == []
     assert await p.serve(POISONED, {**OTHER, "description": "now with a description"}) == ["search", "other"]
+
+
+async def test_an_upstream_changing_hundreds_of_tools_at_once_is_recorded_in_bulk_and_logged_in_brief(
+    either_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writes are a statement per kind of change (one per tool held the write lock for ~45 s at 100,000
+    tools); each change is still audited, but the log names the first 20 and counts the rest."""
+    p = Pins(either_engine, PinningMode.HOLD)
+    tools = [{"name": f"t{i:03}", "inputSchema": {"type": "object"}} for i in range(300)]
+    changed = [{**t, "description": "new"} for t in tools]
+    assert len(await p.serve(*tools)) == 300
+    with caplog.at_level(logging.WARNING, logger="manifold"):
+        assert await p.serve(*changed) == []
+    assert len(p.audited) == 300 and {e.method for e in p.audited} == {"tool changed"}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 21 and lines[0].startswith("tool 't000' of upstream 'docs' changed")
+    assert (
+        lines[-1]
+        == "280 more tools of upstream 'docs' changed since they were approved (each audited; manifold tools diff docs)"
+    )
+    assert len(await p.serve(*tools)) == 300  # all changed back: served again, nothing waits
+    assert await p.store.list(changed_only=True) == []
+    assert await p.serve(*changed) == []
+    approved = await p.store.approve("user:admin@corp.com", "dev", upstream_id="docs", now=9.0)
+    assert len(approved) == 300
+    assert len(await p.serve(*changed)) == 300
+    pin = await p.store.get("docs", "t299")
+    assert pin is not None and pin.approved == changed[299] and pin.approved_by == "user:admin@corp.com"
 
 
 def test_a_wrong_pinning_mode_is_reported_with_its_field_and_line(tmp_path: Path) -> None:

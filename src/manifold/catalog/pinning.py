@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 PINNED_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+CHANGES_LOGGED = 20  # changes found in one list logged a line each; the rest in one line (all are audited)
 META_KEY = "io.manifold/pinning"  # in a flagged tool's _meta: {"status": "changed", "approved": ..., "seen": ...}
 NAME_LIMIT = 400  # tool names longer than the pins table's column cannot be pinned: held (or flagged)
 
@@ -118,8 +119,15 @@ class ToolPins:
                 continue
             seen[name] = (fingerprint(tool), definition(tool))
         pins = await self._store.reconcile(upstream_id, seen, now=self._clock())
-        for changed in pins.newly_changed:
-            self._record_change(upstream_id, changed, mode)
+        for i, changed in enumerate(pins.newly_changed):
+            self._record_change(upstream_id, changed, mode, logged=i < CHANGES_LOGGED)
+        if len(pins.newly_changed) > CHANGES_LOGGED:
+            log.warning(
+                "%d more tools of upstream '%s' changed since they were approved (each audited; manifold tools diff %s)",
+                len(pins.newly_changed) - CHANGES_LOGGED,
+                upstream_id,
+                upstream_id,
+            )
         changed_names = {name for name, pin in pins.pins.items() if pin.pending_hash is not None and name in seen}
         out: list[JSON] = []
         held = 0
@@ -150,19 +158,20 @@ class ToolPins:
         self._held[upstream_id] = held
         return out
 
-    def _record_change(self, upstream_id: str, pin: StoredPin, mode: PinningMode) -> None:
+    def _record_change(self, upstream_id: str, pin: StoredPin, mode: PinningMode, *, logged: bool) -> None:
         what = "held until an admin approves it" if mode is PinningMode.HOLD else "flagged"
         seen = pin.pending_hash or ""
-        log.warning(
-            "tool '%s' of upstream '%s' changed since it was approved (sha256 %s → %s): %s (manifold tools diff %s %s)",
-            pin.tool,
-            upstream_id,
-            pin.approved_hash[:12],
-            seen[:12],
-            what,
-            upstream_id,
-            pin.tool,
-        )
+        if logged:
+            log.warning(
+                "tool '%s' of upstream '%s' changed since it was approved (sha256 %s → %s): %s (manifold tools diff %s %s)",
+                pin.tool,
+                upstream_id,
+                pin.approved_hash[:12],
+                seen[:12],
+                what,
+                upstream_id,
+                pin.tool,
+            )
         self._audit(
             AuditEvent(
                 at=self._clock(),
