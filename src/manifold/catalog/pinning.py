@@ -123,7 +123,8 @@ class ToolPins:
             self._record_change(upstream_id, changed, mode, logged=i < CHANGES_LOGGED)
         if len(pins.newly_changed) > CHANGES_LOGGED:
             log.warning(
-                "%d more tools of upstream '%s' changed since they were approved (each audited; manifold tools diff %s)",
+                "%d more tools of upstream '%s' changed since they were approved "
+                "(each audited; manifold tools diff %s)",
                 len(pins.newly_changed) - CHANGES_LOGGED,
                 upstream_id,
                 upstream_id,
@@ -163,7 +164,8 @@ class ToolPins:
         seen = pin.pending_hash or ""
         if logged:
             log.warning(
-                "tool '%s' of upstream '%s' changed since it was approved (sha256 %s → %s): %s (manifold tools diff %s %s)",
+                "tool '%s' of upstream '%s' changed since it was approved (sha256 %s → %s): %s "
+                "(manifold tools diff %s %s)",
                 pin.tool,
                 upstream_id,
                 pin.approved_hash[:12],
