@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -28,6 +29,7 @@ from manifold.identity import resource_server
 from manifold.identity.authenticator import Authenticator, Unauthenticated
 from manifold.principal import CredentialKind, Principal
 from manifold.relay.access import Access, Auditor
+from manifold.relay.hub import Listener
 from manifold.relay.sse import LegacySse
 from manifold.relay.streamable_http import StreamableHttp
 from manifold.security.origin import OriginPolicy
@@ -46,6 +48,8 @@ class Lifecycle(Protocol):
     """What the lifespan starts and stops (runtime/compose.py `Runtime`)."""
 
     async def start(self) -> None: ...
+
+    def end_streams(self, spare: AbstractSet[Listener] = ...) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -125,6 +129,11 @@ class ManifoldApp:
         self.tracing = tracing  # telemetry/tracing.py, None when tracing is off
         self.json_logs = json_logs  # telemetry.logs: json: each MCP request gets a request id in the log
         self.started = time.time()
+
+    def end_streams(self) -> None:
+        """The server is stopping (runtime/server.py `on_stopping`): held streams end now, but a legacy /sse
+        stream still owed replies only once they are queued on it (they travel nowhere else)."""
+        self.lifecycle.end_streams(self.sse.stopping())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -162,7 +162,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             timeout_graceful_shutdown=3,
         ),
         on_started=banner,
-        on_stopping=runtime.end_streams,
+        on_stopping=app.end_streams,
     )
     server.run()
     if not server.started:

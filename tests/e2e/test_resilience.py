@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -252,3 +253,59 @@ async def test_held_streams_end_cleanly_when_the_gateway_stops_so_it_stops_at_on
             await wait_for(lambda: gw.process.poll() is not None, 10, what="the gateway's exit after SIGTERM")
             log = gw.log()
             assert "timeout graceful shutdown exceeded" not in log and "Traceback" not in log, log[-3000:]
+
+
+async def test_a_legacy_sse_call_in_flight_when_the_gateway_stops_gets_its_answer_on_the_stream_first(
+    tmp_path: Path,
+) -> None:
+    """A legacy /sse session's replies travel on its held stream, not on the POST: ending that stream at once
+    on SIGTERM (as the other held streams are) would lose the answer to a call still running. It stays open
+    until the answer is written, then ends, and the gateway exits."""
+    record = tmp_path / "requests.jsonl"
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+
+        def calls_upstream() -> int:
+            lines = record.read_text().splitlines() if record.exists() else []
+            return sum(1 for line in lines if json.loads(line).get("name") == "slow")
+
+        upstreams = {"k": {"transport": "http", "url": url}}
+        async with (
+            run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}) as gw,
+            gw.http() as http,
+            http.stream("GET", gw.sse_url("s")) as stream,
+        ):
+            lines = stream.aiter_lines()
+            while not (line := await anext(lines)).startswith("data: "):
+                pass
+            endpoint = gw.base + line.removeprefix("data: ")
+            init = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2024-11-05",
+                    "capabilities": {},
+                    "clientInfo": {"name": "e", "version": "0"},
+                },
+            }
+            assert (await http.post(endpoint, json=init)).status_code == 202
+            await http.post(endpoint, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            call = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "k__slow", "arguments": {"seconds": 1.5}},
+            }
+            assert (await http.post(endpoint, json=call)).status_code == 202
+            await wait_for(lambda: calls_upstream() == 1, 10, what="the call reaching the upstream")
+            gw.process.terminate()
+            answers: list[dict[str, Any]] = []
+            with anyio.fail_after(10):
+                async for line in lines:  # to the stream's end: the gateway ends it once the answer is written
+                    if line.startswith("data: "):
+                        answers.append(json.loads(line.removeprefix("data: ")))
+            await wait_for(lambda: gw.process.poll() is not None, 10, what="the gateway's exit after SIGTERM")
+            log = gw.log()
+        by_id = {a.get("id"): a for a in answers}
+        assert by_id[2]["result"]["content"][0]["text"] == "slept 1.5", answers
+        assert "timeout graceful shutdown exceeded" not in log and "Traceback" not in log, log[-3000:]

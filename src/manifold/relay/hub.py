@@ -194,7 +194,10 @@ class Hub:
             ):
                 lst.push({"jsonrpc": "2.0", "method": TOOLS_LIST_CHANGED, "params": {}})
 
-    def close_all(self) -> None:
+    def close_all(self, spare: AbstractSet[Listener] = frozenset()) -> None:
+        """End every stream but the `spare` ones (legacy SSE streams that still carry replies to come: their
+        transport ends them once those are queued, relay/sse.py `LegacySse.stopping`)."""
         for lst in list(self._listeners):
-            lst.close()
-        self._listeners.clear()
+            if lst not in spare:
+                lst.close()
+        self._listeners.intersection_update(spare)

@@ -27,7 +27,7 @@ from manifold.protocol import (
 from manifold.relay.call import Call
 from manifold.relay.era_adapt import adapt_to_era, uri_in_error
 from manifold.relay.handlers import Gateway
-from manifold.relay.hub import ALL_LIST_KINDS
+from manifold.relay.hub import ALL_LIST_KINDS, Listener
 from manifold.relay.inbound import Inbound, InboundCheck, Refusal, as_object
 from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes
 from manifold.relay.response_channel import ResponseChannel
@@ -98,10 +98,18 @@ class LegacySse:
         # alone let 16 calls of a megabyte each hold ~100 MB in parsed arguments, upstream requests and replies.
         self.in_flight_bytes_per_session = in_flight_bytes_per_session
         self._inflight_bytes: dict[str, int] = {}
+        self._busy: dict[str, ClientSession] = {}  # sessions with requests running, by id
         self._tasks: set[asyncio.Task[None]] = set()
         # Sessions at their in-flight bound: the POSTs waiting for one of its requests to finish.
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
         self.keepalive = KeepAlive(KEEPALIVE_SECONDS)  # one timer for every stream held here
+        self._stopping = False  # the server is stopping: a stream ends once its session has nothing running
+
+    def stopping(self) -> set[Listener]:
+        """The server is stopping: the streams of sessions with requests still running, which must stay open
+        until their replies are queued (`_finished` ends each then); every other stream may end now."""
+        self._stopping = True
+        return {session.listener for session in self._busy.values()}
 
     async def open_stream(
         self, scope: JSON, receive: Receive, send: Send, view: VirtualServerView, principal: Principal
@@ -187,6 +195,7 @@ class LegacySse:
         task = asyncio.ensure_future(self._handle(session, view, principal, inbound, method, forwarded))
         self._tasks.add(task)
         session.inflight[request_id] = task
+        self._busy[session.id] = session
         size = len(body)
         self._inflight_bytes[session.id] = self._inflight_bytes.get(session.id, 0) + size
         task.add_done_callback(lambda t: self._finished(t, session, request_id, size))
@@ -199,6 +208,10 @@ class LegacySse:
             self._inflight_bytes[session.id] = left
         else:
             self._inflight_bytes.pop(session.id, None)
+        if not session.inflight:
+            del self._busy[session.id]
+            if self._stopping:
+                session.listener.close()  # its last reply is queued: the stream ends once it is written
         waiters = self._waiting.get(session.id)
         while waiters:
             slot = waiters.pop(0)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ from manifold.policy.store import GrantRepository, StoredGrant, file_grants
 from manifold.relay.approval_gate import ApprovalGate
 from manifold.relay.auth_required import RequestStates
 from manifold.relay.handlers import Gateway
-from manifold.relay.hub import Hub
+from manifold.relay.hub import Hub, Listener
 from manifold.relay.inbound import InboundCheck
 from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.sessions import EndedSessions, PendingReplies, SessionSeal, SessionStore
@@ -175,10 +176,11 @@ class Runtime:
             await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
             await self.authenticator.flush_last_used()
 
-    def end_streams(self) -> None:
+    def end_streams(self, spare: AbstractSet[Listener] = frozenset()) -> None:
         """The server is stopping: every held client stream (2025-11-25 GET, 2026-07-28 listen, legacy /sse)
-        ends once what is queued on it is written, so its connection can close (runtime/server.py)."""
-        self.hub.close_all()
+        ends once what is queued on it is written, so its connection can close (runtime/server.py). `spare`:
+        legacy /sse streams whose requests are still running; their transport ends them after the replies."""
+        self.hub.close_all(spare)
 
     async def aclose(self) -> None:
         """Stop in reverse order: streams, background tasks, then what holds files and connections."""
