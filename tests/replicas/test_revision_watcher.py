@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.store import revisions
@@ -74,6 +75,31 @@ async def test_a_committed_bump_is_heard_with_its_counter_and_a_rolled_back_one_
         assert watcher.seen[revisions.AUTH] == 1 and revisions.CATALOG not in watcher.seen
         assert await watcher.changed_scopes() == set()
     assert not watcher.listening
+    watcher.close()
+
+
+async def test_a_change_this_process_commits_is_seen_on_its_next_request_without_its_notification(
+    pg_engine: AsyncEngine,
+) -> None:
+    """Was: applied only once its own notification came back through the LISTEN connection (or at the next
+    poll), so the request right after a change — a client's next call after its reused refresh token revoked
+    the sign-in — could be decided on the old state when the notification was late (seen in CI under load).
+    Here no notification comes at all (no LISTEN connection, no poll due): the commit alone tells."""
+    watcher = RevisionWatcher(pg_engine, str(pg_engine.url), poll_seconds=3600, fallback_poll_seconds=3600)
+    await watcher.prime()
+    assert await watcher.changed_scopes() == set()
+    async with pg_engine.begin() as conn:
+        await revisions.bump(conn, revisions.AUTH)
+    assert await watcher.changed_scopes() == {revisions.AUTH}
+    assert await watcher.changed_scopes() == set()
+    with contextlib.suppress(RuntimeError):
+        async with pg_engine.begin() as conn:
+            await revisions.bump(conn, revisions.CATALOG)
+            raise RuntimeError("rolled back")
+    assert await watcher.changed_scopes() == set()
+    async with pg_engine.begin() as conn:  # the rolled-back bump left nothing behind on the pooled connection
+        await conn.execute(text("SELECT 1"))
+    assert await watcher.changed_scopes() == set()
     watcher.close()
 
 

@@ -15,7 +15,9 @@ costs more than the rest of the request, so each database gives a cheaper signal
   blip) the counters are polled every `fallback_poll_seconds` (25 ms) instead, by the background sync and by
   a request that finds them unread for that long, and the connection is retried with a growing backoff.
   While it is up the counters are still read at most every `poll_seconds` (1 s) as a safety net for a
-  writer that does not notify (an older gateway during a rolling upgrade).
+  writer that does not notify (an older gateway during a rolling upgrade). A change this process commits is
+  not left to its notification's round trip: the commit itself tells the watcher, and the counters are read
+  on the next request until they show it.
 
 Only when the signal says "maybe" are the counters read (one indexed SELECT), and only when a counter moved
 are caches rebuilt (runtime/changes.py).
@@ -31,10 +33,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from manifold.store.db import revisions
@@ -45,6 +47,7 @@ AUTH = "auth"
 CATALOG = "catalog"
 
 CHANNEL = "manifold_changes"  # the PostgreSQL notification channel every bump notifies
+_BUMPED = "manifold.bumped"  # Connection.info: scope -> counter this transaction bumped to (PostgreSQL)
 LISTENER_APPLICATION_NAME = "manifold-changes"  # pg_stat_activity.application_name of the LISTEN connection
 POLL_SECONDS = 1.0  # counters read at most this often when no cheaper signal says they moved
 FALLBACK_POLL_SECONDS = 0.025  # PostgreSQL while the LISTEN connection is down
@@ -67,6 +70,8 @@ async def bump(conn: AsyncConnection, scope: str) -> None:
         # Delivered to the listeners when (and only if) this transaction commits; it carries the new counter,
         # so a listener knows what moved without reading the table.
         await conn.execute(select(func.pg_notify(CHANNEL, f"{scope}:{n}")))
+        # This process's own watcher is told at the commit, not when the notification comes back round.
+        conn.info.setdefault(_BUMPED, {})[scope] = n
         return
     result = await conn.execute(update(revisions).where(revisions.c.scope == scope).values(n=revisions.c.n + 1))
     if result.rowcount == 0:
@@ -74,6 +79,10 @@ async def bump(conn: AsyncConnection, scope: str) -> None:
             await conn.execute(sqlite_insert(revisions).values(scope=scope, n=1).on_conflict_do_nothing())
         else:
             await conn.execute(revisions.insert().values(scope=scope, n=1))
+
+
+def _forget_bumps(conn: Connection) -> None:
+    conn.info.pop(_BUMPED, None)  # info outlives the transaction (it belongs to the pooled connection)
 
 
 def parse_notification(payload: str) -> tuple[str, int] | None:
@@ -110,6 +119,20 @@ class RevisionWatcher:
         self._listening = False  # the LISTEN connection is up (PostgreSQL)
         self._established = False  # the last LISTEN connection got as far as listening
         self.seen: dict[str, int] = {}
+        # PostgreSQL: counters this process committed, until a read shows them. Its own notifications come
+        # back through the LISTEN connection some milliseconds after the commit; a request in between (the
+        # next one of the client whose refresh token was just found reused) was decided on the old state.
+        self._own: dict[str, int] = {}
+        if engine.dialect.name == "postgresql":
+            event.listen(engine.sync_engine, "commit", self._committing)
+            event.listen(engine.sync_engine, "rollback", _forget_bumps)
+
+    def _committing(self, conn: Connection) -> None:
+        # Called as the commit starts: a read may still miss it, so an entry stays until a read shows it.
+        bumped = conn.info.pop(_BUMPED, None)
+        if bumped:
+            for scope, n in bumped.items():
+                self._own[scope] = max(n, self._own.get(scope, 0))
 
     @property
     def listening(self) -> bool:
@@ -151,12 +174,14 @@ class RevisionWatcher:
     async def changed_scopes(self) -> set[str]:
         """The scopes whose counter moved since last asked (empty almost always). On PostgreSQL the
         notifications name the scope and its new counter: applied as heard, without reading the table."""
-        if self.maybe_changed():
+        if self.maybe_changed() or self._own:
             if self._heard:
                 self._heard.clear()  # committed before this read: it sees them
             current = await self.read()
             moved = {s for s, n in current.items() if self.seen.get(s) != n}
             self.seen = current
+            if self._own:
+                self._own = {s: n for s, n in self._own.items() if current.get(s, 0) < n}
             return moved
         if not self._heard:
             return set()
