@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 
@@ -165,3 +166,40 @@ async def test_a_command_that_never_answers_its_handshake_names_the_setting_to_r
         await pool.aclose()
     message = str(failure.value)
     assert "slowstart" in message and "0.5s" in message and "connect_timeout" in message, message
+
+
+@pytest.mark.anyio
+async def test_a_stdio_command_slow_to_start_keeps_starting_across_calls_and_serves_once_ready(tmp_path: Path) -> None:
+    """`npx -y pkg` on a fresh machine fetches its package before it speaks MCP, often for longer than
+    connect_timeout. Each call waits connect_timeout and is told the command is still starting, but the
+    command is not killed (it was: every call started it again from nothing, and it never came up); once it
+    completes its handshake the next call is served, by the process started first."""
+    gate, starts = tmp_path / "gate", tmp_path / "starts"
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        "import pathlib, time\n"
+        f"with open({str(starts)!r}, 'a') as f:\n    f.write('started\\n')\n"
+        f"while not pathlib.Path({str(gate)!r}).exists():  # fetching its package\n    time.sleep(0.02)\n" + GOOD
+    )
+    pool = UpstreamPool({"slowstart": stdio(slow).model_copy(update={"connect_timeout": 0.5})})
+    try:
+        for _ in range(2):
+            with pytest.raises(UpstreamError) as failure:
+                await pool.request("slowstart", "tools/list", {})
+            message = str(failure.value)
+            assert message.startswith("upstream 'slowstart' is still starting"), message
+            assert "connect_timeout, 0.5s" in message, message
+            assert pool.health()["slowstart"]["state"] == "connecting"
+        gate.touch()
+        with anyio.fail_after(30):
+            while True:  # each try waits at most connect_timeout for the handshake
+                try:
+                    listed = await pool.request("slowstart", "tools/list", {})
+                    break
+                except UpstreamError as exc:
+                    assert "is still starting" in str(exc), exc
+        assert "echo" in [tool["name"] for tool in listed["result"]["tools"]]
+        assert pool.health()["slowstart"]["state"] == "connected"
+    finally:
+        await pool.aclose()
+    assert starts.read_text() == "started\n"  # one process, never killed and started again

@@ -55,10 +55,29 @@ class _Slot:
     last_failure: UpstreamError | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # the credential headers the session was opened with
     last_used: float = 0.0
+    # A stdio command still starting after a caller's connect_timeout: its session and handshake go on, so
+    # the next caller finds it further along instead of killing it and starting from scratch.
+    starting: tuple[JsonRpcSession, asyncio.Future[None], float] | None = None  # + when it started (monotonic)
 
 
 # Told of every notification that belongs to no request, with the session it came on (upstream, identity).
 PoolNotificationHandler = Callable[[UpstreamKey, JSON], Awaitable[None] | None]
+
+# How long a stdio command may take to complete its handshake, in the background of the calls that wait for it
+# (each for its connect_timeout): `npx -y pkg` on a fresh machine fetches the package first.
+STDIO_START_SECONDS = 120.0
+
+
+class StillStarting(UpstreamError):
+    """A stdio command is still starting: this call is refused, the start goes on (not a failure)."""
+
+
+async def _close_slots(slots: list[_Slot]) -> None:
+    """Close the slots' sessions, and those of commands still starting."""
+    sessions = [s.session for s in slots if s.session is not None]
+    sessions += [s.starting[0] for s in slots if s.starting is not None]
+    await asyncio.gather(*(session.aclose() for session in sessions), return_exceptions=True)
+
 
 # Per-identity sessions kept per upstream; the least recently used one is closed beyond this.
 MAX_IDENTITY_SESSIONS = 256
@@ -230,7 +249,7 @@ class UpstreamPool:
     async def aclose(self) -> None:
         self._closed = True
         slots, self._slots = list(self._slots.values()), {}
-        await asyncio.gather(*(s.session.aclose() for s in slots if s.session is not None), return_exceptions=True)
+        await _close_slots(slots)
 
     # ------------------------------------------------------------------ internals
 
@@ -276,11 +295,20 @@ class UpstreamPool:
             slot.headers = dict(headers)
             if headers:
                 config = config.model_copy(update={"headers": {**config.headers, **headers}})
-            session = JsonRpcSession(
-                key.upstream_id, config, make_transport(key.upstream_id, config), self._notifier(key)
-            )
+            slow_start = config.transport is Transport.STDIO and config.connect_timeout < STDIO_START_SECONDS
+            if slow_start and slot.starting is not None:
+                session = slot.starting[0]  # started by an earlier call, still going
+            else:
+                session = JsonRpcSession(
+                    key.upstream_id, config, make_transport(key.upstream_id, config), self._notifier(key)
+                )
             try:
-                await session.connect()
+                if slow_start:
+                    await self._started_stdio(key, slot, session, config)
+                else:
+                    await session.connect()
+            except StillStarting as exc:
+                raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None  # no failure: no backoff
             except UpstreamError as exc:
                 slot.last_failure = exc
                 slot.health.failed(str(exc), stderr_of(session.close_reason))
@@ -302,6 +330,31 @@ class UpstreamPool:
             slot.health.connected(session.era, session.protocol_version)
             return session
 
+    async def _started_stdio(
+        self, key: UpstreamKey, slot: _Slot, session: JsonRpcSession, config: UpstreamConfig
+    ) -> None:
+        """Returns once a stdio upstream's command has completed the handshake. A command may take far
+        longer to start than a call should wait (`npx -y pkg` fetching its package on a fresh machine): a
+        caller waits connect_timeout and is told it is still starting, while the command goes on for up to
+        STDIO_START_SECONDS. Killing it at connect_timeout made every call start it again from nothing."""
+        if slot.starting is None:
+            handshake = asyncio.ensure_future(session.connect(STDIO_START_SECONDS))
+            handshake.add_done_callback(lambda done: done.cancelled() or done.exception())  # always retrieved
+            slot.starting = (session, handshake, time.monotonic())
+        _, handshake, since = slot.starting
+        try:
+            await asyncio.wait_for(asyncio.shield(handshake), config.connect_timeout)
+        except TimeoutError:
+            raise StillStarting(
+                key.upstream_id,
+                f"is still starting: its command has not completed the MCP handshake after "
+                f"{time.monotonic() - since:.0f}s (it is given {STDIO_START_SECONDS:g}s; each call waits its "
+                f"connect_timeout, {config.connect_timeout:g}s)",
+            ) from None
+        finally:
+            if handshake.done():
+                slot.starting = None
+
     def _notifier(self, key: UpstreamKey) -> NotificationHandler | None:
         """The session's notification callback: the pool's, told which session (identity) it came on."""
         handler = self._on_notification
@@ -314,15 +367,11 @@ class UpstreamPool:
         if len(mine) <= MAX_IDENTITY_SESSIONS:
             return
         mine.sort(key=lambda pair: pair[0])
-        for _, key in mine[: len(mine) - MAX_IDENTITY_SESSIONS]:
-            slot = self._slots.pop(key)
-            if slot.session is not None:
-                await slot.session.aclose()
+        await _close_slots([self._slots.pop(key) for _, key in mine[: len(mine) - MAX_IDENTITY_SESSIONS]])
 
     async def _close_sessions_of(self, upstream_id: str) -> None:
         keys = [key for key in self._slots if key.upstream_id == upstream_id]
-        slots = [self._slots.pop(key) for key in keys]
-        await asyncio.gather(*(s.session.aclose() for s in slots if s.session is not None), return_exceptions=True)
+        await _close_slots([self._slots.pop(key) for key in keys])
 
     def _forget(self, key: UpstreamKey, session: JsonRpcSession) -> None:
         """Mark a session dead so the next `_session` replaces it (and closes it under the slot lock)."""

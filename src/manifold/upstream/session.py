@@ -205,18 +205,20 @@ class JsonRpcSession:
     def close_reason(self) -> UpstreamError | None:
         return self._close_reason
 
-    async def connect(self) -> None:
-        """Open the transport and run the handshake; raises UpstreamError (never hangs past connect_timeout)."""
+    async def connect(self, within: float | None = None) -> None:
+        """Open the transport and run the handshake; raises UpstreamError (never hangs past `within`, by default
+        connect_timeout; the pool gives a stdio command longer, upstream/pool.py `STDIO_START_SECONDS`)."""
+        limit = self.config.connect_timeout if within is None else within
         try:
-            async with asyncio.timeout(self.config.connect_timeout):
+            async with asyncio.timeout(limit):
                 await self._transport.connect(self._deliver, self._transport_closed)
                 await self._handshake()
         except TimeoutError:
             await self.aclose()
+            # named, so an operator whose command starts slowly (npx fetching a package) knows what to raise
+            setting = "its connect_timeout" if within is None else "the time a stdio command is given to start"
             raise UpstreamError(
-                self.upstream_id,
-                # named, so an operator whose command starts slowly (npx fetching a package) knows what to raise
-                f"did not complete the handshake within {self.config.connect_timeout:g}s (its connect_timeout)",
+                self.upstream_id, f"did not complete the handshake within {limit:g}s ({setting})"
             ) from None
         except BaseException:
             await self.aclose()
