@@ -202,6 +202,34 @@ async def test_an_upstream_changing_hundreds_of_tools_at_once_is_recorded_in_bul
     assert pin is not None and pin.approved == changed[299] and pin.approved_by == "user:admin@corp.com"
 
 
+async def test_pins_of_tools_an_upstream_no_longer_lists_are_kept_up_to_a_bound(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: kept forever, so an upstream whose tool names change with every list grew the table without end.
+    The most recent `keep_absent` are kept (a tool removed and brought back changed is still held)."""
+    clock = iter(range(100))
+    store = PinStore(engine, keep_absent=3)
+    pins = ToolPins(store, lambda _uid: PinningMode.HOLD, lambda _event: None, clock=lambda: float(next(clock)))
+
+    def tools(*names: str) -> list[dict[str, Any]]:
+        return [{"name": name, "inputSchema": {"type": "object"}} for name in names]
+
+    for batch in (("a", "b"), ("c", "d")):
+        await pins.review("docs", tools(*batch))
+    assert sorted(p.tool for p in await store.list("docs")) == ["a", "b", "c", "d"]
+    with caplog.at_level(logging.WARNING, logger="manifold"):
+        await pins.review("docs", tools("e", "f"))  # absent now: a, b (the oldest), c, d → keep 3
+        await pins.review("docs", tools("e", "f"))  # nothing new: nothing written
+    assert sorted(p.tool for p in await store.list("docs")) == ["b", "c", "d", "e", "f"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "upstream 'docs': the pins of 1 tool(s) it no longer lists were forgotten, the oldest beyond those kept; "
+        "such a tool, if brought back, is approved as new"
+    ]
+    changed_c = {**tools("c")[0], "description": "changed while away"}
+    assert [t["name"] for t in await pins.review("docs", [changed_c, *tools("f")])] == ["f"]  # still held
+    assert [t["name"] for t in await pins.review("docs", tools("a", "f"))] == ["a", "f"]  # forgotten: new
+
+
 def test_a_wrong_pinning_mode_is_reported_with_its_field_and_line(tmp_path: Path) -> None:
     path = tmp_path / "manifold.yaml"
     path.write_text("upstreams:\n  a:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    pinning: maybe\n")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import JSON, Column, Float, String, Table, and_, bindparam, select, update
+from sqlalchemy import JSON, Column, Float, String, Table, and_, bindparam, delete, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
@@ -23,6 +23,7 @@ from manifold.store.db import audit_events, metadata, write_transaction
 
 PINS_SCOPE = "pins"  # the revision bumped by an approval
 FIRST_USE = "first use"  # approved_by of a tool approved the first time it was seen
+KEEP_ABSENT = 10_000  # pins kept per upstream of tools it no longer lists (the oldest beyond are dropped)
 
 tool_pins = Table(
     "tool_pins",
@@ -72,6 +73,7 @@ class StoredPin:
 class Reconciled:
     pins: dict[str, StoredPin]  # tool name -> its pin after the review
     newly_changed: list[StoredPin] = field(default_factory=list)  # changes this review recorded first
+    forgotten: int = 0  # pins of tools the upstream no longer lists, dropped beyond `keep_absent`
 
 
 def _pin(row: RowMapping) -> StoredPin:
@@ -89,9 +91,10 @@ def _pin(row: RowMapping) -> StoredPin:
 
 
 class PinStore:
-    def __init__(self, engine: AsyncEngine, *, audit: bool = True) -> None:
+    def __init__(self, engine: AsyncEngine, *, audit: bool = True, keep_absent: int = KEEP_ABSENT) -> None:
         self._engine = engine
         self._audit = audit  # write approvals to audit_events (audit.enabled)
+        self._keep_absent = keep_absent
 
     async def _read(self, conn: AsyncConnection, upstream_id: str) -> dict[str, StoredPin]:
         rows = (await conn.execute(select(tool_pins).where(tool_pins.c.upstream == upstream_id))).mappings()
@@ -142,8 +145,10 @@ class PinStore:
                     )
                     pins[name] = replace(pin, pending_hash=digest, pending=defn, seen_at=now)
                     newly_changed.append(pins[name])
+            forgotten = 0
             if added:
                 await conn.execute(tool_pins.insert(), added)
+                forgotten = await self._forget_absent(conn, upstream_id, pins, seen)
             if cleared:
                 await conn.execute(_BY_KEY.values(pending_hash=None, pending=None, seen_at=None), cleared)
             if changed:
@@ -153,7 +158,24 @@ class PinStore:
                     "seen_at": bindparam("v_seen"),
                 }
                 await conn.execute(_BY_KEY.values(**values), changed)
-        return Reconciled(pins, newly_changed)
+        return Reconciled(pins, newly_changed, forgotten)
+
+    async def _forget_absent(
+        self, conn: AsyncConnection, upstream_id: str, pins: dict[str, StoredPin], seen: dict[str, Any]
+    ) -> int:
+        """Drop the oldest pins of tools the upstream no longer lists beyond `keep_absent` of them. They are
+        kept so that a tool removed and brought back changed is still held; without a bound an upstream
+        whose tool names change with every list (generated names, or a hostile one) grew the table forever."""
+        absent = [pin for name, pin in pins.items() if name not in seen]
+        excess = len(absent) - self._keep_absent
+        if excess <= 0:
+            return 0
+        absent.sort(key=lambda pin: (pin.approved_at, pin.tool))
+        dropped = absent[:excess]
+        await conn.execute(_DELETE_BY_KEY, [{"k_upstream": upstream_id, "k_tool": pin.tool} for pin in dropped])
+        for pin in dropped:
+            del pins[pin.tool]
+        return excess
 
     async def list(self, upstream_id: str | None = None, *, changed_only: bool = False) -> list[StoredPin]:
         query = select(tool_pins).order_by(tool_pins.c.upstream, tool_pins.c.tool)
@@ -231,10 +253,10 @@ def _key(upstream_id: str, tool: str) -> ColumnElement[bool]:
     return and_(tool_pins.c.upstream == upstream_id, tool_pins.c.tool == tool)
 
 
-# An update of many rows at once (executemany): each parameter set names its row by k_upstream and k_tool.
-_BY_KEY = update(tool_pins).where(
-    and_(tool_pins.c.upstream == bindparam("k_upstream"), tool_pins.c.tool == bindparam("k_tool"))
-)
+# Many rows at once (executemany): each parameter set names its row by k_upstream and k_tool.
+_ROW = and_(tool_pins.c.upstream == bindparam("k_upstream"), tool_pins.c.tool == bindparam("k_tool"))
+_BY_KEY = update(tool_pins).where(_ROW)
+_DELETE_BY_KEY = delete(tool_pins).where(_ROW)
 
 
 def _approval_rows(pins: Iterable[StoredPin], by: str, credential: str, now: float) -> Iterable[dict[str, Any]]:

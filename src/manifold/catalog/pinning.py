@@ -121,6 +121,13 @@ class ToolPins:
         pins = await self._store.reconcile(upstream_id, seen, now=self._clock())
         for i, changed in enumerate(pins.newly_changed):
             self._record_change(upstream_id, changed, mode, logged=i < CHANGES_LOGGED)
+        if pins.forgotten:
+            log.warning(
+                "upstream '%s': the pins of %d tool(s) it no longer lists were forgotten, the oldest beyond those "
+                "kept; such a tool, if brought back, is approved as new",
+                upstream_id,
+                pins.forgotten,
+            )
         if len(pins.newly_changed) > CHANGES_LOGGED:
             log.warning(
                 "%d more tools of upstream '%s' changed since they were approved "
