@@ -46,12 +46,15 @@ async def test_a_result_that_is_not_an_object_is_a_tool_error_naming_the_upstrea
     """Was: `"result": "just a string"` (or `"content": "x"`) relayed as it was: the client failed to parse the
     whole answer, and nothing named the upstream."""
     async with gw.client("bad", mode=mode) as client:
-        for tool in ("text_result", "text_error", "bad_content"):
+        malformed = ("bad_content", "bad_item", "bare_item", "bad_structured", "unknown_item")
+        for tool in ("text_result", "text_error", *malformed):
             result = await client.call_tool(tool, {})
             assert result.is_error, result
             text = text_of(result)
             assert "upstream 'bad' answered " in text and "(a protocol error of the upstream)" in text, text
         assert text_of(await client.call_tool("echo", {})) == "fine"
+        odd = await client.call_tool("odd_items", {})  # unusual but valid: relayed as it came
+        assert not odd.is_error and text_of(odd) == "odd" and len(odd.content) == 3, odd
 
 
 async def test_a_flood_of_list_changed_does_not_end_the_clients_notification_streams(gw: Gateway) -> None:
@@ -106,6 +109,6 @@ async def test_a_tool_with_fields_of_the_wrong_types_is_left_out_not_the_whole_l
     tools/list of the virtual server: none of the other upstream's tools could be listed either."""
     async with gw.client("mix", mode=mode) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
-    assert {"good__echo", "bad__echo", "bad__text_result"} <= names
+    assert {"good__echo", "bad__echo", "bad__text_result", "bad__nulls"} <= names  # null: an absent optional field
     assert "bad__bad_schema" not in names
     assert "upstream bad: tools/list: left out 4 item(s) with a missing field or one of the wrong type" in gw.log()

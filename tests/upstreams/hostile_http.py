@@ -26,6 +26,12 @@ Tools (each `tools/call` by name; arguments are ignored):
   endless_head    a response head that never ends: header after header (or one endless header value)
   log_flood       an event stream of 50,000 `notifications/message` (logging) about the call, then the reply
   bad_content     a result whose `content` is a string, not a list
+  bad_item        a result whose content item is a text item with a number for its text
+  bare_item       a result whose content item is a bare string
+  bad_structured  a result whose `structuredContent` is a string
+  unknown_item    a result whose content item is of a type MCP does not define
+  odd_items       a valid result with unusual items: nulls for optional fields, a resource link, an embedded
+                  resource
   abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
 
 Over `--transport sse` (the deprecated HTTP+SSE transport) only echo, endless_ack, abandoned and replies exist.
@@ -41,7 +47,8 @@ SERVER_INFO = {"name": "hostile-http", "version": "1"}
 TOOLS = [
     "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "text_error",
     "no_result", "ping_flood", "replies", "endless_ack", "abandoned",
-    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "log_flood", "bad_content"
+    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "log_flood", "bad_content",
+    "bad_item", "bare_item", "bad_structured", "unknown_item", "odd_items",
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
@@ -156,6 +163,21 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         writer.write(chunk(final) + b"0\r\n\r\n")
     elif name == "bad_content":
         writer.write(json_response(reply(request_id, {"content": "x"})))
+    elif name == "bad_item":
+        writer.write(json_response(reply(request_id, {"content": [{"type": "text", "text": 5}]})))
+    elif name == "bare_item":
+        writer.write(json_response(reply(request_id, {"content": ["x"]})))
+    elif name == "bad_structured":
+        writer.write(json_response(reply(request_id, {"content": [], "structuredContent": "x"})))
+    elif name == "unknown_item":
+        writer.write(json_response(reply(request_id, {"content": [{"type": "widget", "anything": 1}]})))
+    elif name == "odd_items":
+        items = [
+            {"type": "text", "text": "odd", "annotations": None, "_meta": None},
+            {"type": "resource_link", "uri": "file:///a", "name": "a", "description": None},
+            {"type": "resource", "resource": {"uri": "file:///b", "text": "b"}},
+        ]
+        writer.write(json_response(reply(request_id, {"content": items, "structuredContent": None})))
     elif name == "text_result":
         writer.write(json_response(reply(request_id, "just a string")))
     elif name == "null_result":
@@ -231,6 +253,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         {"name": "bad_schema", "inputSchema": "x", "description": 7, "title": [], "annotations": "y"},
                         {"name": "", "inputSchema": {"type": "object"}},
                         {"name": "x" * 5000, "inputSchema": {"type": "object"}},
+                        {"name": "nulls", "inputSchema": {"type": "object"}, "description": None, "title": None},
                         "not a tool",
                     ]
                 writer.write(json_response(reply(request_id, {"tools": tools})))

@@ -124,6 +124,42 @@ _ITEM_SHAPES: dict[str, tuple[str, dict[str, type], dict[str, type]]] = {
 }
 
 
+# What a tools/call result's content items must look like, as for the list items above: one of the five types
+# both protocol versions define (a client's SDK rejects the whole result for an item of any other type).
+_MEDIA: tuple[dict[str, type], dict[str, type]] = ({"data": str, "mimeType": str}, {"annotations": dict, "_meta": dict})
+_CONTENT_SHAPES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
+    "text": ({"text": str}, {"annotations": dict, "_meta": dict}),
+    "image": _MEDIA,
+    "audio": _MEDIA,
+    "resource_link": ({"uri": str, "name": str}, _ITEM_SHAPES[RESOURCES_LIST][2]),
+    "resource": ({"resource": dict}, {"annotations": dict, "_meta": dict}),
+}
+
+
+def _result_problem(result: JSON) -> str | None:
+    """What is malformed in a tools/call result, or None. Relayed, any of it made the client reject the whole
+    answer with a validation error that named nobody; here it fails the call naming the upstream. A few type
+    tests per content item (the hot path)."""
+    content = result.get("content", ())
+    if type(content) not in (list, tuple):
+        return "content that is not a list"
+    for index, item in enumerate(content):
+        kind = item.get("type") if type(item) is dict else None
+        if type(kind) is not str:
+            return f"content item {index} that is not an object with a type"
+        shape = _CONTENT_SHAPES.get(kind)
+        if shape is None:
+            return f"content item {index} of a type MCP does not define ({kind[:40]!r})"
+        if not _well_formed(item, *shape):
+            return f"a malformed {kind} content item ({index})"
+        if kind == "resource" and type(item["resource"].get("uri")) is not str:
+            return f"an embedded resource without a uri ({index})"
+    structured = result.get("structuredContent")
+    if structured is not None and type(structured) is not dict:
+        return "structuredContent that is not an object"
+    return None
+
+
 def _well_formed(item: Any, required: dict[str, type], optional: dict[str, type]) -> bool:
     if type(item) is not dict:
         return False
@@ -131,7 +167,8 @@ def _well_formed(item: Any, required: dict[str, type], optional: dict[str, type]
         if type(item.get(name)) is not kind:
             return False
     for name, kind in optional.items():
-        if name in item and type(item[name]) is not kind:
+        value = item.get(name)
+        if value is not None and type(value) is not kind:  # null for an optional field: clients take it as absent
             return False
     return True
 
@@ -460,13 +497,11 @@ class JsonRpcSession:
             params = self._stamp_modern(method, params, headers, sink)
         reply = await self._send_request(method, params, headers=headers, timeout=timeout, sink=sink)
         if method == TOOLS_CALL:
-            # The one shape check on the hot path (a lookup and a type test): a client rejects the whole answer
-            # otherwise, without a word of whose fault it was. The items themselves go as they are.
             result = reply.get("result")
-            if result is not None and type(result.get("content", ())) not in (list, tuple):
+            if result is not None and (problem := _result_problem(result)) is not None:
                 raise UpstreamError(
                     self.upstream_id,
-                    "answered tools/call with content that is not a list (a protocol error of the upstream)",
+                    f"answered tools/call with {problem} (a protocol error of the upstream)",
                     kind=ErrorKind.PROTOCOL,
                 )
             return reply
