@@ -40,6 +40,28 @@ _NO_KEY_HASH = hash_token("").encode()
 _MCP_ONLY = "this token is for the MCP endpoints only"
 
 
+RECHECKS_PER_SECOND = 20.0  # refused keys whose row is read again from the database (bursts of as many)
+
+
+class TokenBucket:
+    """At most `rate` per second on average, in bursts of as many."""
+
+    __slots__ = ("_rate", "_tokens", "_at")
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._tokens = rate
+        self._at = 0.0
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 class Unauthenticated(Exception):
     """Reason is shown to the client: it names what is wrong, never which keys or users exist."""
 
@@ -71,6 +93,7 @@ class Authenticator:
         self._records: Mapping[str, KeyRecord] | None = None
         self._records_generation = 0  # bumped by every change, so a read that overlapped one is not kept
         self._records_lock = asyncio.Lock()
+        self._recheck = TokenBucket(RECHECKS_PER_SECOND)
         self.last_used: dict[str, float] = {}  # key id -> time, written to the DB in batches
 
     def invalidate(self) -> None:
@@ -139,6 +162,16 @@ class Authenticator:
 
     async def _verify_key(self, key_id: str, token: str, now: float) -> tuple[Principal, float]:
         record = await self._record(key_id)
+        if (record is None or not record.matches(token)) and self._recheck.take(now):
+            # A key made a moment ago by the CLI or on another replica is not among the rows held here until
+            # the change is heard (PostgreSQL: its notification, some milliseconds later): its row is read once.
+            # For an unknown id and a wrong secret alike, so the time taken tells nothing about which ids exist;
+            # throttled, so made-up keys cannot turn into a query each.
+            fresh = await self.keys.get(key_id)
+            if fresh != record:
+                record = fresh
+                self._records = None  # stale: read afresh on next need
+                self._records_generation += 1
         # Unknown id and wrong secret read the same, and cost the same: one comparison of hashes in constant
         # time either way. The answer must not tell which keys exist.
         if record is None:
