@@ -237,6 +237,22 @@ async def test_cancelling_an_id_that_cannot_be_matched_is_invalid_params_in_both
         assert (await connection.answer())["id"] == 3
 
 
+async def test_two_calls_in_flight_with_the_same_id_on_an_sse_connection_are_both_answered(gw: Gateway) -> None:
+    """A client that reuses an id while the first call with it still runs gets both answers, and the gateway
+    keeps its bookkeeping of what runs (the module's gateway must log no traceback)."""
+    async with legacy(gw) as connection:
+        slow = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "slow", "arguments": {}}}
+        first = {**slow, "params": {"name": "slow", "arguments": {"seconds": 0.3}}}
+        second = {**slow, "params": {"name": "slow", "arguments": {"seconds": 0.05}}}
+        for message in (first, second):
+            assert (await connection.post(message)).status_code == 202
+        answers = [await connection.answer(), await connection.answer()]
+        assert [a["id"] for a in answers] == [9, 9]
+        assert sorted(a["result"]["content"][0]["text"] for a in answers) == ["slept 0.05", "slept 0.3"]
+        assert (await connection.post({"jsonrpc": "2.0", "id": 10, "method": "ping"})).status_code == 202
+        assert (await connection.answer())["id"] == 10
+
+
 # ---- defect 9: nesting, params, versions, content type ---------------------------------------------------
 
 

@@ -209,7 +209,7 @@ class LegacySse:
         else:
             self._inflight_bytes.pop(session.id, None)
         if not session.inflight:
-            del self._busy[session.id]
+            self._busy.pop(session.id, None)  # an id reused while in flight: its entry went first
             if self._stopping:
                 session.listener.close()  # its last reply is queued: the stream ends once it is written
         waiters = self._waiting.get(session.id)
