@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from tests.e2e.harness import Gateway, run_gateway
 from tests.upstreams.launch import KITCHEN, run_http_upstream
@@ -55,6 +56,24 @@ async def test_a_result_that_is_not_an_object_is_a_tool_error_naming_the_upstrea
         assert text_of(await client.call_tool("echo", {})) == "fine"
         odd = await client.call_tool("odd_items", {})  # unusual but valid: relayed as it came
         assert not odd.is_error and text_of(odd) == "odd" and len(odd.content) == 3, odd
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_malformed_prompt_or_resource_is_an_error_naming_the_upstream(gw: Gateway, mode: str) -> None:
+    """Was: relayed as it came, so the client's SDK failed to parse the answer and named nobody."""
+    async with gw.client("bad", mode=mode) as client:
+        fine = await client.get_prompt("good_prompt")
+        assert [m.role for m in fine.messages] == ["user"]
+        for name in ("bad_role", "bare_message"):
+            with pytest.raises(MCPError) as failed:
+                await client.get_prompt(name)
+            assert "upstream 'bad' answered prompts/get with " in str(failed.value), failed.value
+        uris = {r.name: r.uri for r in (await client.list_resources()).resources}
+        good = await client.read_resource(uris["good"])
+        assert [c.text for c in good.contents if isinstance(c, types.TextResourceContents)] == ["fine"]
+        with pytest.raises(MCPError) as failed:
+            await client.read_resource(uris["empty"])
+        assert "upstream 'bad' answered resources/read with " in str(failed.value), failed.value
 
 
 async def test_a_flood_of_list_changed_does_not_end_the_clients_notification_streams(gw: Gateway) -> None:

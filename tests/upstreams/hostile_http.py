@@ -34,6 +34,9 @@ Tools (each `tools/call` by name; arguments are ignored):
                   resource
   abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
 
+Prompts good_prompt, bad_role (a message whose role is "system") and bare_message (content a bare string);
+resources hostile://good and hostile://empty (contents with neither text nor blob).
+
 Over `--transport sse` (the deprecated HTTP+SSE transport) only echo, endless_ack, abandoned and replies exist.
 """
 
@@ -61,6 +64,26 @@ replies_received = 0
 abandoned = 0
 SLOW_ACK_PING = b'{"jsonrpc":"2.0","id":"slow-ack","method":"ping"}'
 sse_out: asyncio.StreamWriter | None = None  # the one event stream of --transport sse
+
+
+# Prompts and resources, each a good one and malformed ones (a message whose role is "system", a message whose
+# content is a bare string; resource contents with neither text nor blob).
+PROMPT_MESSAGES = {
+    "good_prompt": [{"role": "user", "content": {"type": "text", "text": "fine"}}],
+    "bad_role": [{"role": "system", "content": {"type": "text", "text": "x"}}],
+    "bare_message": [{"role": "user", "content": "x"}],
+}
+RESOURCE_CONTENTS = {
+    "hostile://good": [{"uri": "hostile://good", "text": "fine"}],
+    "hostile://empty": [{"uri": "hostile://empty"}],
+}
+PROMPTS_AND_RESOURCES = {
+    "prompts/list": lambda _: {"prompts": [{"name": name} for name in PROMPT_MESSAGES]},
+    "prompts/get": lambda name: {"messages": PROMPT_MESSAGES.get(name, [])},
+    "resources/list": lambda _: {"resources": [{"uri": uri, "name": uri[10:]} for uri in RESOURCE_CONTENTS]},
+    "resources/templates/list": lambda _: {"resourceTemplates": []},
+    "resources/read": lambda uri: {"contents": RESOURCE_CONTENTS.get(uri, [])},
+}
 
 
 def reply(request_id: object, result: object) -> bytes:
@@ -233,7 +256,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 continue
             request_id, rpc = message["id"], message.get("method")
             if rpc == "initialize":
-                result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": SERVER_INFO}
+                capabilities = {"tools": {}, "prompts": {}, "resources": {}}
+                result = {"protocolVersion": "2025-11-25", "capabilities": capabilities, "serverInfo": SERVER_INFO}
                 if GARBLED_HELLO:
                     result = {"protocolVersion": 7, "capabilities": [1], "serverInfo": "x", "instructions": 7}
                 writer.write(json_response(reply(request_id, result), extra="Mcp-Session-Id: hostile-1\r\n"))
@@ -260,6 +284,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             elif rpc == "tools/call":
                 if not await answer_call(str((message.get("params") or {}).get("name")), request_id, writer):
                     break
+            elif rpc in PROMPTS_AND_RESOURCES:
+                params = message.get("params") or {}
+                result = PROMPTS_AND_RESOURCES[rpc](params.get("name") or params.get("uri"))
+                writer.write(json_response(reply(request_id, result)))
             else:
                 error = {"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": "Method not found"}}
                 writer.write(json_response(json.dumps(error).encode()))

@@ -18,7 +18,7 @@ import asyncio
 import importlib.metadata
 import itertools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
@@ -51,8 +51,10 @@ from manifold.protocol import (
     MODERN_VERSIONS,
     PING,
     PROGRESS,
+    PROMPTS_GET,
     PROMPTS_LIST,
     RESOURCES_LIST,
+    RESOURCES_READ,
     RESOURCES_SUBSCRIBE,
     RESOURCES_TEMPLATES_LIST,
     RESOURCES_UNSUBSCRIBE,
@@ -144,20 +146,64 @@ def _result_problem(result: JSON) -> str | None:
     if type(content) not in (list, tuple):
         return "content that is not a list"
     for index, item in enumerate(content):
-        kind = item.get("type") if type(item) is dict else None
-        if type(kind) is not str:
-            return f"content item {index} that is not an object with a type"
-        shape = _CONTENT_SHAPES.get(kind)
-        if shape is None:
-            return f"content item {index} of a type MCP does not define ({kind[:40]!r})"
-        if not _well_formed(item, *shape):
-            return f"a malformed {kind} content item ({index})"
-        if kind == "resource" and type(item["resource"].get("uri")) is not str:
-            return f"an embedded resource without a uri ({index})"
+        if (problem := _content_problem(item, f"content item {index}")) is not None:
+            return problem
     structured = result.get("structuredContent")
     if structured is not None and type(structured) is not dict:
         return "structuredContent that is not an object"
     return None
+
+
+def _content_problem(item: Any, where: str) -> str | None:
+    kind = item.get("type") if type(item) is dict else None
+    if type(kind) is not str:
+        return f"{where} that is not an object with a type"
+    shape = _CONTENT_SHAPES.get(kind)
+    if shape is None:
+        return f"{where} of a type MCP does not define ({kind[:40]!r})"
+    if not _well_formed(item, *shape) or (kind == "resource" and _resource_problem(item["resource"])):
+        return f"{where}, a malformed {kind} item"
+    return None
+
+
+def _resource_problem(contents: Any) -> bool:
+    """Whether resource contents (of resources/read, or embedded) are malformed: a uri, and text or a blob."""
+    return (
+        type(contents) is not dict
+        or type(contents.get("uri")) is not str
+        or (type(contents.get("text")) is not str and type(contents.get("blob")) is not str)
+    )
+
+
+def _prompt_problem(result: JSON) -> str | None:
+    """What is malformed in a prompts/get result (its messages), or None."""
+    messages = result.get("messages", ())  # absent: another kind of result (2026-07-28 input_required)
+    if type(messages) not in (list, tuple):
+        return "messages that are not a list"
+    for index, message in enumerate(messages):
+        if type(message) is not dict or message.get("role") not in ("user", "assistant"):
+            return f"message {index} without a role of user or assistant"
+        if (problem := _content_problem(message.get("content"), f"the content of message {index}")) is not None:
+            return problem
+    return None
+
+
+def _read_problem(result: JSON) -> str | None:
+    """What is malformed in a resources/read result (its contents), or None."""
+    contents = result.get("contents", ())  # absent: another kind of result (2026-07-28 input_required)
+    if type(contents) not in (list, tuple):
+        return "contents that are not a list"
+    for index, item in enumerate(contents):
+        if _resource_problem(item):
+            return f"contents item {index} without a uri and text or a blob"
+    return None
+
+
+# The other results a client parses strictly, checked (off the hot path) like tools/call's.
+_RESULT_PROBLEMS: dict[str, Callable[[JSON], str | None]] = {
+    PROMPTS_GET: _prompt_problem,
+    RESOURCES_READ: _read_problem,
+}
 
 
 def _well_formed(item: Any, required: dict[str, type], optional: dict[str, type]) -> bool:
@@ -509,6 +555,14 @@ class JsonRpcSession:
             reply = self._only_well_formed(method, reply)
             if method == TOOLS_LIST and self.era is Era.MODERN:
                 self._learn_param_headers(reply)
+        elif (check := _RESULT_PROBLEMS.get(method)) is not None:
+            result = reply.get("result")
+            if result is not None and (problem := check(result)) is not None:
+                raise UpstreamError(
+                    self.upstream_id,
+                    f"answered {method} with {problem} (a protocol error of the upstream)",
+                    kind=ErrorKind.PROTOCOL,
+                )
         return reply
 
     def _only_well_formed(self, method: str, reply: JSON) -> JSON:
