@@ -210,6 +210,32 @@ async def test_a_stdio_upstream_writing_an_endless_line_is_stopped_and_the_error
         await pool.aclose()
 
 
+async def test_a_stdio_upstream_that_stops_reading_its_stdin_is_refused_at_once_once_its_backlog_is_full() -> None:
+    """Was: every call's message was added to the pipe's buffer and waited there until call_timeout, the buffer
+    only growing; and the write lock was held while a message waited, so once a cancellation notice was stuck
+    behind the unread bytes, every later call waited out its timeout. Past 32 MB waiting, a call is refused at
+    once, saying why."""
+    config = UpstreamConfig(
+        transport="stdio", command=sys.executable, args=[str(HOSTILE_STDIO)], protocol="2025-11-25",
+        call_timeout=0.5,
+    )  # fmt: skip
+    pool = UpstreamPool({"bad": config})
+    big = {"name": "echo", "arguments": {"text": "x" * (12 * 1024 * 1024)}}
+    try:
+        assert tool_result(await call(pool, "deaf")) == "deaf now"
+        for _ in range(2):  # 12 MB each, waiting in the pipe's buffer: each call times out
+            with pytest.raises(UpstreamError) as caught:
+                await pool.request("bad", "tools/call", big)
+            assert caught.value.kind is ErrorKind.TIMEOUT, caught.value
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as caught:
+            await pool.request("bad", "tools/call", big)
+        assert time.monotonic() - started < 0.4
+        assert str(caught.value).startswith("upstream 'bad' is not reading its stdin ("), caught.value
+    finally:
+        await pool.aclose()
+
+
 @pytest.mark.parametrize("tool", ["endless_head", "endless_header"])
 async def test_an_endless_response_head_fails_its_call_at_once(hostile, tool) -> None:
     """Was (the lean client, every http:// upstream): header after header buffered until call_timeout, about

@@ -9,14 +9,16 @@ Tools:
   huge_line   40 MB on stdout without a newline (past the gateway's 32 MB line bound), then it waits
   garbage     binary garbage and non-JSON lines on stdout, then the reply
   deep        a line nested 5,000 arrays deep (past any JSON parser's depth limit), then the reply
+  deaf        replies, then never reads its stdin again (alive, hung)
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 
-TOOLS = ["echo", "huge_line", "garbage", "deep"]
+TOOLS = ["echo", "huge_line", "garbage", "deep", "deaf"]
 out = sys.stdout.buffer
 
 
@@ -54,6 +56,9 @@ def main() -> None:
             elif name == "garbage":
                 out.write(b"\x00\xff\xfe garbage \x80\n" + b"not json at all\n" + b'{"unterminated": \n')
                 result(request_id, "after the garbage")
+            elif name == "deaf":
+                result(request_id, "deaf now")
+                threading.Event().wait()  # hung: alive, reading nothing
             elif name == "deep":
                 out.write(b"[" * 5000 + b"]" * 5000 + b"\n")
                 result(request_id, "after the deep line")

@@ -79,7 +79,6 @@ class StdioTransport:
         self._config = config
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._write_lock = asyncio.Lock()
         self._closing = False
         # The last stderr lines, raw but cut (redacted only when shown): bounded to TAIL_LINES x TAIL_CHARS.
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -126,21 +125,31 @@ class StdioTransport:
         if proc is None or proc.stdin is None or proc.returncode is not None or self._closing:
             raise await self._lost()
         stdin = proc.stdin
-        async with self._write_lock:
-            pipe = stdin.transport
-            if pipe.is_closing():
-                raise await self._lost()
-            queued = pipe.get_write_buffer_size()
-            stdin.write(body + b"\n")
-            if pipe.is_closing() and not queued:
-                # The write was tried at once and failed (the reader is gone): nothing of it was written.
-                raise await self._lost()
-            try:
-                await stdin.drain()
-            except (ConnectionError, RuntimeError):
-                raise UpstreamError(
-                    self.upstream_id, "process went away while a message was being written", kind=ErrorKind.CLOSED
-                ) from None
+        # No await from the checks to the write: one message goes into the buffer whole, never interleaved.
+        # The wait for the buffer to drain is each sender's own: held under a lock, one message the process
+        # never read (a hung command) held up every later one, a call's and a notification's alike, for good.
+        pipe = stdin.transport
+        if pipe.is_closing():
+            raise await self._lost()
+        queued = pipe.get_write_buffer_size()
+        if queued and queued + len(body) > MAX_LINE_BYTES:
+            # A process that stopped reading its stdin: the buffer would only grow, a message per timed-out
+            # call. Refused at once, naming the cause.
+            raise UpstreamError(
+                self.upstream_id,
+                f"is not reading its stdin ({queued // 1024} kB wait to be written to it)",
+                kind=ErrorKind.UNAVAILABLE,
+            )
+        stdin.write(body + b"\n")
+        if pipe.is_closing() and not queued:
+            # The write was tried at once and failed (the reader is gone): nothing of it was written.
+            raise await self._lost()
+        try:
+            await stdin.drain()
+        except (ConnectionError, RuntimeError):
+            raise UpstreamError(
+                self.upstream_id, "process went away while a message was being written", kind=ErrorKind.CLOSED
+            ) from None
 
     async def open_change_channel(self, deliver: Deliver, ready: asyncio.Event) -> None:
         ready.set()  # unrelated notifications simply arrive on stdout
