@@ -280,6 +280,33 @@ async def test_grants_are_listed_added_explained_and_removed_in_place(site: Site
     assert grant_id not in (await site.http.get("/admin/grants", headers=admin)).text
 
 
+async def test_a_grant_with_an_approval_gate_and_its_terms_is_made_on_the_console(site: Site) -> None:
+    """The console set only a gate's tools and approvers; how long a held call waits, how long an approval lasts
+    and self-approval needed the CLI or the API."""
+    admin = as_user(site, ADMIN)
+    add = form_of((await site.http.get("/admin/grants", headers=admin)).text, "/admin/grants/add")
+    fields = {**add, "kind": "user", "subject": ALICE, "server": "notes", "approval_tools": "delete_*",
+              "approvers": "team:eng", "approval_timeout": "120", "approval_valid": "3600",
+              "self_approval": "on"}  # fmt: skip
+    made = await site.http.post("/admin/grants/add", data=fields, headers=admin)
+    assert made.status_code == 303, made.text
+    grant_id = parse_qs(urlsplit(made.headers["location"]).query)["added"][0]
+    stored = {g.id: g.config for g in await site.admin.ops.grants.list()}[grant_id]
+    assert stored.require_approval == ["tool:notes/delete_*"] and stored.approvers == "team:eng"
+    assert (stored.approval_timeout_seconds, stored.approval_valid_seconds, stored.self_approval) == (120, 3600, True)
+    shown = (await site.http.get(made.headers["location"], headers=admin)).text
+    assert "a call waits 2 min; an approval lasts 1 h; self-approval allowed" in shown
+
+    for bad, said in (
+        ({"approval_timeout": "soon"}, "How long a call waits for approval must be a number of seconds."),
+        ({"approval_timeout": "0"}, "approval_timeout_seconds"),  # the API's own range check, said on the page
+        ({"approval_tools": "", "approvers": ""}, "The approval&#39;s terms need a gate"),
+    ):
+        refused = await site.http.post("/admin/grants/add", data={**fields, **bad}, headers=admin)
+        assert refused.status_code == 400 and said in refused.text, (bad, refused.text[-2000:])
+        assert 'name="self_approval" checked' in refused.text  # the form kept as typed
+
+
 async def test_a_bad_grant_or_a_file_grant_is_said_on_the_page_never_a_500(site: Site) -> None:
     admin = as_user(site, ADMIN)
     page = (await site.http.get("/admin/grants", headers=admin)).text

@@ -30,7 +30,10 @@ from manifold.policy.store import StoredGrant, file_grants
 from manifold.principal import Principal
 from manifold.web.session import WebSession
 
-FORM_FIELDS = ("kind", "subject", "server", "tools", "description", "approval_tools", "approvers")
+FORM_FIELDS = (
+    "kind", "subject", "server", "tools", "description",
+    "approval_tools", "approvers", "approval_timeout", "approval_valid", "self_approval",
+)  # fmt: skip
 SUBJECT_KINDS = {"user": "User (email or subject)", "team": "Team", "sa": "Service account"}
 MAX_FIELD = 400
 
@@ -45,6 +48,7 @@ class GrantRow:
     removable: bool
     gate: list[str] | None = None  # the tools whose calls wait for approval (None: no gate)
     approvers: str | None = None
+    gate_terms: str = ""  # how long a call waits, how long an approval lasts, self-approval: in words
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,38 @@ def grant_row(stored: StoredGrant, config_file: str) -> GrantRow:
         removable=not from_file,
         gate=list(c.require_approval) or None,
         approvers=c.approvers,
+        gate_terms=_gate_terms(c.approval_timeout_seconds, c.approval_valid_seconds, c.self_approval),
     )
+
+
+def _gate_terms(timeout: float, valid: float, self_approval: bool) -> str:
+    terms = [f"a call waits {_duration(timeout)}", f"an approval lasts {_duration(valid)}" if valid else "one call"]
+    if self_approval:
+        terms.append("self-approval allowed")
+    return "; ".join(terms)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _seconds(text: str, what: str, errors: list[str]) -> float | None:
+    """A number of seconds typed in the form (empty: None); a word that is not one is said on the page."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        errors.append(f"{what} must be a number of seconds.")
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        errors.append(f"{what} must be a number of seconds.")
+        return None
+    return value
 
 
 def _globs(tools_text: str) -> list[str]:
@@ -205,6 +240,12 @@ class GrantPages:
             errors.append("Name the user, team or service account.")
         if server is None:
             errors.append("Choose a server.")
+        timeout = _seconds(form["approval_timeout"], "How long a call waits for approval", errors)
+        valid = _seconds(form["approval_valid"], "How long an approval lasts", errors)
+        self_approval = form["self_approval"] == "on"
+        gated = bool(_globs(form["approval_tools"]) or form["approvers"].strip())
+        if not gated and (timeout is not None or valid is not None or self_approval):
+            errors.append("The approval's terms need a gate: name the tools that wait for approval and the approvers.")
         if errors or server is None:
             return await self._page(session, server=server_id, form=form, errors=errors, status=400)
         virtual = server_id in config.virtual_servers
@@ -214,12 +255,18 @@ class GrantPages:
         }
         if form["description"].strip():
             body["description"] = form["description"].strip()
-        if _globs(form["approval_tools"]) or form["approvers"].strip():  # checked by the API, as any grant
+        if gated:  # checked by the API, as any grant (ranges included)
             members = [m.upstream for m in server.members]
             body["require_approval"] = (
                 what_for(server_id, virtual, members, form["approval_tools"]) if _globs(form["approval_tools"]) else []
             )
             body["approvers"] = form["approvers"].strip() or None
+            if timeout is not None:
+                body["approval_timeout_seconds"] = timeout
+            if valid is not None:
+                body["approval_valid_seconds"] = valid
+            if self_approval:
+                body["self_approval"] = True
         try:
             _, made = await self.services.admin.perform(principal, "POST", ["grants"], body)
         except OpError as exc:
