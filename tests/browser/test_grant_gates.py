@@ -143,13 +143,15 @@ async def test_the_console_sets_a_gate_and_shows_it(site: Site, new_page: NewPag
     await expect(page.get_by_label("Calls wait for approval of")).to_have_value("noop")
 
     await page.get_by_label("Approvers").fill("team:sre")
+    await page.get_by_label("An approval lasts (seconds)").fill("3600")  # the same call passes again for an hour
     await page.get_by_role("button", name="Add grant").click()
     added = page.get_by_role("status").filter(has_text="Added grant")
     await expect(added).to_be_visible()
     grant_id = re.search(r"g-[0-9a-f]+", await added.inner_text())
     assert grant_id is not None
     row = page.get_by_role("row", name=re.compile(grant_id.group(0)))
-    await expect(row).to_contain_text(f"approval by team:sre for tool:{SERVER}/noop")
+    terms = "(a call waits 15 min; an approval lasts 1 h)"
+    await expect(row).to_contain_text(f"approval by team:sre for tool:{SERVER}/noop {terms}")
     await expect(page.get_by_role("row", name=re.compile(r"grants\[0\]"))).to_contain_text("none")
     await look(page, "console-grant-gate")
 
@@ -158,4 +160,5 @@ async def test_the_console_sets_a_gate_and_shows_it(site: Site, new_page: NewPag
     await approve(site, new_page, url, phone=True)
     async with site.gw.client(SERVER, key=site.keys["alice@corp.com"]) as client:
         ran = await client.call_tool("noop", {})
-    assert not ran.is_error and site.calls_of("noop") == 1
+        again = await client.call_tool("noop", {})  # within the hour the approval lasts: not asked again
+    assert not ran.is_error and not again.is_error and site.calls_of("noop") == 2
