@@ -76,6 +76,22 @@ async def test_a_malformed_prompt_or_resource_is_an_error_naming_the_upstream(gw
         assert "upstream 'bad' answered resources/read with " in str(failed.value), failed.value
 
 
+async def test_a_flood_of_log_messages_about_one_call_reaches_the_client_bounded(gw: Gateway) -> None:
+    """Was: all 50,000 relayed; the SDK client spent ~7 s taking them in before it saw the answer. Now the first
+    10,000 of one request are relayed, the rest dropped with one warning."""
+    heard = 0
+
+    async def logged(params: types.LoggingMessageNotificationParams) -> None:
+        nonlocal heard
+        heard += 1
+
+    async with gw.client("bad", mode="legacy", logging_callback=logged) as client:
+        result = await client.call_tool("log_flood", {})
+    assert text_of(result) == "after the logs" and heard == 10_000, heard
+    log = gw.log()
+    assert log.count("an upstream sent more than 10000 log messages for one request") == 1, log[-2000:]
+
+
 async def test_a_flood_of_list_changed_does_not_end_the_clients_notification_streams(gw: Gateway) -> None:
     """Was: 5,000 tools/list_changed from the upstream were fanned out at once, so every open notification stream
     on a server with that upstream overflowed and was ended (the client heard nothing), and the gateway logged a

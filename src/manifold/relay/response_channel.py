@@ -12,6 +12,7 @@ A `ResponseChannel` is the `upstream.base.RequestSink` of the upstream call made
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -34,6 +35,10 @@ from manifold.relay.sessions import ClientSession, PendingReplies
 JSON = dict[str, Any]
 
 CLIENT_REPLY_TIMEOUT = 300.0
+# Log messages relayed for one request. An upstream sent 50,000 about one call: a 2025-11-25 SDK client spent
+# 7 s taking them in before it saw the answer (and more is only more). The rest are dropped, with one warning.
+MAX_LOG_MESSAGES = 10_000
+log = logging.getLogger(__name__)
 # The client capability a server→client request needs.
 CAPABILITY_FOR = {SAMPLING_CREATE_MESSAGE: "sampling", ELICITATION_CREATE: "elicitation", ROOTS_LIST: "roots"}
 
@@ -55,6 +60,7 @@ class ResponseChannel:
         "reply_timeout",
         "log_level",
         "_lock",
+        "_logs",
     )
 
     def __init__(
@@ -84,6 +90,7 @@ class ResponseChannel:
         self.reply_timeout = reply_timeout  # limits.client_reply_seconds
         self.log_level = log_level  # a 2026-07-28 request's `_meta` logLevel (None: no log messages)
         self._lock: asyncio.Lock | None = None  # made on the first event: most replies never need one
+        self._logs = 0  # log messages relayed so far
 
     @property
     def client_capabilities(self) -> JSON:
@@ -111,6 +118,14 @@ class ResponseChannel:
                 return
             level = (message.get("params") or {}).get("level")
             if floor and level in LOG_LEVELS and LOG_LEVELS.index(level) < LOG_LEVELS.index(floor):
+                return
+            self._logs += 1
+            if self._logs > MAX_LOG_MESSAGES:
+                if self._logs == MAX_LOG_MESSAGES + 1:
+                    log.warning(
+                        "an upstream sent more than %d log messages for one request; the rest are not relayed",
+                        MAX_LOG_MESSAGES,
+                    )
                 return
         await self._event(orjson.dumps(message))
 
