@@ -204,6 +204,10 @@ async def post(
         raise connect_error(upstream_id, exc) from None
     except aiohttp.ServerDisconnectedError:
         raise UpstreamError(upstream_id, "closed the connection without answering") from None
+    except aiohttp.ClientResponseError:
+        # aiohttp's own words quote the bytes it choked on: never shown (an upstream's headers may hold secrets).
+        unreadable = "sent a response head the gateway could not read (malformed, or too long)"
+        raise UpstreamError(upstream_id, unreadable, kind=ErrorKind.PROTOCOL) from None
     except aiohttp.ClientError as exc:
         raise UpstreamError(upstream_id, f"could not be reached ({type(exc).__name__})") from None
 
