@@ -53,6 +53,7 @@ POLL_SECONDS = 1.0  # counters read at most this often when no cheaper signal sa
 FALLBACK_POLL_SECONDS = 0.025  # PostgreSQL while the LISTEN connection is down
 PING_SECONDS = 5.0  # how often an idle LISTEN connection is checked to be alive
 CONNECT_TIMEOUT_SECONDS = 5
+OWN_SECONDS = 5.0  # how long a change this process committed is looked for before its notification is left to tell
 BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
 
@@ -122,7 +123,7 @@ class RevisionWatcher:
         # PostgreSQL: counters this process committed, until a read shows them. Its own notifications come
         # back through the LISTEN connection some milliseconds after the commit; a request in between (the
         # next one of the client whose refresh token was just found reused) was decided on the old state.
-        self._own: dict[str, int] = {}
+        self._own: dict[str, tuple[int, float]] = {}  # scope -> (counter, until when it is looked for)
         if engine.dialect.name == "postgresql":
             event.listen(engine.sync_engine, "commit", self._committing)
             event.listen(engine.sync_engine, "rollback", _forget_bumps)
@@ -132,7 +133,8 @@ class RevisionWatcher:
         bumped = conn.info.pop(_BUMPED, None)
         if bumped:
             for scope, n in bumped.items():
-                self._own[scope] = max(n, self._own.get(scope, 0))
+                # Looked for a few seconds at most: a commit that failed after this event never shows.
+                self._own[scope] = (max(n, self._own.get(scope, (0, 0.0))[0]), time.monotonic() + OWN_SECONDS)
 
     @property
     def listening(self) -> bool:
@@ -181,7 +183,10 @@ class RevisionWatcher:
             moved = {s for s, n in current.items() if self.seen.get(s) != n}
             self.seen = current
             if self._own:
-                self._own = {s: n for s, n in self._own.items() if current.get(s, 0) < n}
+                now = time.monotonic()
+                self._own = {
+                    s: (n, until) for s, (n, until) in self._own.items() if current.get(s, 0) < n and now < until
+                }
             return moved
         if not self._heard:
             return set()
