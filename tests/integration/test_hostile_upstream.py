@@ -210,6 +210,30 @@ async def test_a_stdio_upstream_writing_an_endless_line_is_stopped_and_the_error
         await pool.aclose()
 
 
+async def test_a_stdio_reply_too_deep_to_read_or_a_parse_error_fails_its_call_at_once() -> None:
+    """Was: a reply nested past the JSON parser's depth limit was skipped like junk, and its call waited out
+    call_timeout; an upstream's parse error (JSON-RPC's id null) was 'an id the gateway never sent'."""
+    config = UpstreamConfig(
+        transport="stdio", command=sys.executable, args=[str(HOSTILE_STDIO)], protocol="2025-11-25",
+        call_timeout=CALL_TIMEOUT,
+    )  # fmt: skip
+    pool = UpstreamPool({"bad": config})
+    try:
+        for tool, said in (
+            ("deep_reply", "upstream 'bad' sent a message nested too deep to read, most likely the answer"),
+            ("null_error", "upstream 'bad' answered with an error for no request (id null): Parse error"),
+        ):
+            started = time.monotonic()
+            with pytest.raises(UpstreamError) as caught:
+                await call(pool, tool)
+            assert time.monotonic() - started < CALL_TIMEOUT / 2, tool
+            assert str(caught.value).startswith(said), caught.value
+        assert tool_result(await call(pool, "deep")) == "after the deep line"  # a deep line that is no object
+        assert tool_result(await call(pool, "echo")) == "fine"
+    finally:
+        await pool.aclose()
+
+
 async def test_a_stdio_upstream_that_stops_reading_its_stdin_is_refused_at_once_once_its_backlog_is_full() -> None:
     """Was: every call's message was added to the pipe's buffer and waited there until call_timeout, the buffer
     only growing; and the write lock was held while a message waited, so once a cancellation notice was stuck

@@ -10,6 +10,8 @@ Tools:
   garbage     binary garbage and non-JSON lines on stdout, then the reply
   deep        a line nested 5,000 arrays deep (past any JSON parser's depth limit), then the reply
   deaf        replies, then never reads its stdin again (alive, hung)
+  deep_reply  its reply nested 5,000 levels deep inside the result (past any JSON parser's depth limit)
+  null_error  a JSON-RPC parse error with a null id instead of the reply
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import sys
 import threading
 
-TOOLS = ["echo", "huge_line", "garbage", "deep", "deaf"]
+TOOLS = ["echo", "huge_line", "garbage", "deep", "deaf", "deep_reply", "null_error"]
 out = sys.stdout.buffer
 
 
@@ -59,6 +61,12 @@ def main() -> None:
             elif name == "deaf":
                 result(request_id, "deaf now")
                 threading.Event().wait()  # hung: alive, reading nothing
+            elif name == "deep_reply":
+                head = json.dumps({"jsonrpc": "2.0", "id": request_id})[:-1].encode()
+                out.write(head + b', "result": {"content": [], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}}\n")
+                out.flush()
+            elif name == "null_error":
+                write({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}})
             elif name == "deep":
                 out.write(b"[" * 5000 + b"]" * 5000 + b"\n")
                 result(request_id, "after the deep line")

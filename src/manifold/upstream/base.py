@@ -25,6 +25,11 @@ from manifold.protocol import Era
 JSON = dict[str, Any]
 
 
+# What the stdio transport says, as a JSON-RPC error with a null id, of a line it could not read because it is
+# nested too deep (upstream/session.py fails the one request in flight with it).
+TOO_DEEP = "sent a message nested too deep to read, most likely the answer (a protocol error of the upstream)"
+
+
 class ErrorKind(enum.StrEnum):
     """Why an upstream could not answer; callers decide on it (retry, fetch a new credential, report)."""
 

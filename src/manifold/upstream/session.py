@@ -69,6 +69,7 @@ from manifold.protocol import (
 )
 from manifold.upstream.base import (
     JSON,
+    TOO_DEEP,
     ErrorKind,
     MessageTransport,
     NotificationHandler,
@@ -747,7 +748,7 @@ class JsonRpcSession:
         else:
             pending = self._pending.get(reply_id)
         if pending is None:
-            self._misaddressed(reply_id, related_id)
+            self._misaddressed(reply_id, related_id, message)
             return
         if pending.future.done():
             return
@@ -768,7 +769,7 @@ class JsonRpcSession:
             UpstreamError(self.upstream_id, f"{problem} (a protocol error of the upstream)", kind=ErrorKind.PROTOCOL)
         )
 
-    def _misaddressed(self, reply_id: Any, related_id: Any) -> None:
+    def _misaddressed(self, reply_id: Any, related_id: Any, message: JSON) -> None:
         """A reply whose id is not one of ours in flight. Where the transport knows which request it answers
         (the response to an HTTP POST), that request fails naming the upstream instead of waiting for its
         timeout; a late reply to a request already given up (an int id on stdio/SSE) is only dropped."""
@@ -778,14 +779,15 @@ class JsonRpcSession:
         if pending is None or pending.future.done():
             logger.debug("upstream %s: dropped a reply to no request of ours", self.upstream_id)
             return
-        pending.future.set_exception(
-            UpstreamError(
-                self.upstream_id,
-                "answered with a JSON-RPC id the gateway never sent for this request"
-                " (a protocol error of the upstream)",
-                kind=ErrorKind.PROTOCOL,
-            )
-        )
+        error = message.get("error")
+        if reply_id is None and type(error) is dict and type(said := error.get("message")) is str:
+            # JSON-RPC's answer to a message the server could not read (a parse error) has a null id; so has the
+            # stdio transport's word for an answer it could not read (TOO_DEEP).
+            reason = said if said == TOO_DEEP else f"answered with an error for no request (id null): {said[:200]}"
+        else:
+            reason = "answered with a JSON-RPC id the gateway never sent for this request"
+            reason += " (a protocol error of the upstream)"
+        pending.future.set_exception(UpstreamError(self.upstream_id, reason, kind=ErrorKind.PROTOCOL))
 
     async def _route_progress(self, message: JSON) -> None:
         params = message.get("params") or {}

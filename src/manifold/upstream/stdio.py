@@ -19,7 +19,8 @@ from collections import deque
 import orjson
 
 from manifold.config.models import UpstreamConfig
-from manifold.upstream.base import Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
+from manifold.protocol import PARSE_ERROR
+from manifold.upstream.base import TOO_DEEP, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,14 @@ class StdioTransport:
                     continue
                 try:
                     message = orjson.loads(line)
-                except orjson.JSONDecodeError:
+                except orjson.JSONDecodeError as exc:
+                    if line.startswith(b"{") and "depth" in str(exc):
+                        # A message nested too deep to read: most likely the reply a call waits for, which
+                        # would otherwise wait out call_timeout. Told as JSON-RPC's unreadable-message error
+                        # (id null), which fails the one request in flight (if one) naming the cause.
+                        error = {"code": PARSE_ERROR, "message": TOO_DEEP}
+                        await deliver({"jsonrpc": "2.0", "id": None, "error": error}, None)
+                        continue
                     logger.debug("upstream %s: non-JSON line on stdout ignored", self.upstream_id)
                     continue
                 if isinstance(message, dict):
