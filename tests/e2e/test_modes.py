@@ -47,6 +47,34 @@ async def test_stateless_mode_serves_handshake_clients_without_sessions() -> Non
                 assert (await http.get(gw.url("up"), headers={"Accept": "text/event-stream"})).status_code == 405
 
 
+async def test_stateless_mode_promises_no_notifications_it_cannot_send() -> None:
+    """Without a session there is no stream for list changes or resource updates (GET is 405, resources/subscribe
+    is refused), so initialize declares neither; the MCP Inspector subscribed on `subscribe: true` and failed."""
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
+    uri = "kitchen://counter"
+    async with run_http_upstream(KITCHEN) as url:
+        for stateless in (True, False):
+            async with run_gateway({"up": {"transport": "http", "url": url}}, gateway={"stateless": stateless}) as gw:
+                async with gw.http() as http:
+                    r = await http.post(gw.url("up"), json=init, headers=ACCEPT)
+                    subscribe = {"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": uri}}
+                    headers = {**ACCEPT, "MCP-Protocol-Version": "2025-11-25"}
+                    refused = await http.post(gw.url("up"), json=subscribe, headers=headers) if stateless else None
+                caps = r.json()["result"]["capabilities"]
+                if stateless:
+                    assert caps == {"tools": {}, "prompts": {}, "resources": {}, "completions": {}, "logging": {}}
+                    # what the capability no longer promises is indeed refused
+                    assert refused is not None and "need a session" in refused.json()["error"]["message"]
+                else:
+                    assert caps["resources"] == {"subscribe": True, "listChanged": True}
+                    assert caps["tools"] == caps["prompts"] == {"listChanged": True}
+
+
 async def test_client_cancellation_reaches_the_upstream(tmp_path: Path) -> None:
     record = tmp_path / "requests.jsonl"
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:

@@ -102,7 +102,13 @@ class Gateway:
     def server_info(self, view: VirtualServerView) -> JSON:
         return {"name": f"{self.server_name}/{view.id}", "version": self.server_version}
 
-    def capabilities(self) -> JSON:
+    def capabilities(self, *, sessionless: bool = False) -> JSON:
+        """What the gateway serves. `sessionless`: a 2025-11-25 client without a session (`gateway.stateless`)
+        has no stream that could carry list changes or resource updates (GET is 405, resources/subscribe is
+        refused), so none are promised: advertised, they made clients subscribe and fail (the MCP Inspector's
+        resources/subscribe: "resource subscriptions need a session")."""
+        if sessionless:
+            return {"tools": {}, "prompts": {}, "resources": {}, "completions": {}, "logging": {}}
         return {
             "tools": {"listChanged": True},
             "prompts": {"listChanged": True},
@@ -113,11 +119,11 @@ class Gateway:
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
-    def initialize_result(self, view: VirtualServerView, requested: str | None) -> JSON:
+    def initialize_result(self, view: VirtualServerView, requested: str | None, *, sessionless: bool = False) -> JSON:
         version = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         result: JSON = {
             "protocolVersion": version,
-            "capabilities": self.capabilities(),
+            "capabilities": self.capabilities(sessionless=sessionless),
             "serverInfo": self.server_info(view),
         }
         if view.config.description:

@@ -248,7 +248,7 @@ class StreamableHttp:
             if not is_request:
                 await send_body(send, 400, error_bytes(None, INVALID_REQUEST, "initialize must be a request"))
                 return
-            result = self.gw.initialize_result(view, params.get("protocolVersion"))
+            result = self.gw.initialize_result(view, params.get("protocolVersion"), sessionless=self.stateless)
             extra: list[tuple[bytes, bytes]] = []
             if not self.stateless:
                 try:
