@@ -206,7 +206,9 @@ async def test_pins_of_tools_an_upstream_no_longer_lists_are_kept_up_to_a_bound(
     engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Was: kept forever, so an upstream whose tool names change with every list grew the table without end.
-    The most recent `keep_absent` are kept (a tool removed and brought back changed is still held)."""
+    Beyond `keep_absent`, the newest first-use pins go: a trusted tool's pin cannot be pushed out by made-up
+    names (first tried: the oldest went, so 10,000 new names and the tool brought back changed was approved),
+    and neither can an admin's approval or a change that waits for one."""
     clock = iter(range(100))
     store = PinStore(engine, keep_absent=3)
     pins = ToolPins(store, lambda _uid: PinningMode.HOLD, lambda _event: None, clock=lambda: float(next(clock)))
@@ -214,20 +216,26 @@ async def test_pins_of_tools_an_upstream_no_longer_lists_are_kept_up_to_a_bound(
     def tools(*names: str) -> list[dict[str, Any]]:
         return [{"name": name, "inputSchema": {"type": "object"}} for name in names]
 
-    for batch in (("a", "b"), ("c", "d")):
-        await pins.review("docs", tools(*batch))
-    assert sorted(p.tool for p in await store.list("docs")) == ["a", "b", "c", "d"]
+    def changed(name: str) -> dict[str, Any]:
+        return {**tools(name)[0], "description": "changed while away"}
+
+    await pins.review("docs", tools("trusted", "waiting", "approved"))
+    assert await pins.review("docs", tools("trusted", "approved") + [changed("waiting")]) != []  # waiting: held
+    await pins.review("docs", tools("trusted") + [changed("approved")])
+    await store.approve("user:admin@corp.com", "dev", upstream_id="docs", tool="approved", now=50.0)
     with caplog.at_level(logging.WARNING, logger="manifold"):
-        await pins.review("docs", tools("e", "f"))  # absent now: a, b (the oldest), c, d → keep 3
-        await pins.review("docs", tools("e", "f"))  # nothing new: nothing written
-    assert sorted(p.tool for p in await store.list("docs")) == ["b", "c", "d", "e", "f"]
-    assert [r.getMessage() for r in caplog.records] == [
-        "upstream 'docs': the pins of 1 tool(s) it no longer lists were forgotten, the oldest beyond those kept; "
-        "such a tool, if brought back, is approved as new"
-    ]
-    changed_c = {**tools("c")[0], "description": "changed while away"}
-    assert [t["name"] for t in await pins.review("docs", [changed_c, *tools("f")])] == ["f"]  # still held
-    assert [t["name"] for t in await pins.review("docs", tools("a", "f"))] == ["a", "f"]  # forgotten: new
+        for batch in (("junk1", "junk2"), ("junk3", "junk4"), ("junk5",)):  # churn: each list drops the last
+            await pins.review("docs", tools(*batch))
+        await pins.review("docs", tools("junk5"))  # nothing new: nothing written
+    kept = sorted(p.tool for p in await store.list("docs"))
+    assert kept == ["approved", "junk5", "trusted", "waiting"], kept  # each churn dropped the junk before it
+    said = (
+        "upstream 'docs': the pins of 2 tool(s) it no longer lists were forgotten (the newest first seen, beyond "
+        "those kept); such a tool, if brought back, is approved as new"
+    )
+    assert [r.getMessage() for r in caplog.records if "were forgotten" in r.getMessage()] == [said, said]
+    # The trusted tool, brought back changed after all that churn, is still held; so is the waiting change.
+    assert [t["name"] for t in await pins.review("docs", [changed("trusted"), changed("waiting")])] == []
 
 
 def test_a_wrong_pinning_mode_is_reported_with_its_field_and_line(tmp_path: Path) -> None:

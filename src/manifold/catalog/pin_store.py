@@ -23,7 +23,7 @@ from manifold.store.db import audit_events, metadata, write_transaction
 
 PINS_SCOPE = "pins"  # the revision bumped by an approval
 FIRST_USE = "first use"  # approved_by of a tool approved the first time it was seen
-KEEP_ABSENT = 10_000  # pins kept per upstream of tools it no longer lists (the oldest beyond are dropped)
+KEEP_ABSENT = 10_000  # pins kept per upstream of tools it no longer lists (beyond: the newest first-use ones go)
 
 tool_pins = Table(
     "tool_pins",
@@ -163,19 +163,25 @@ class PinStore:
     async def _forget_absent(
         self, conn: AsyncConnection, upstream_id: str, pins: dict[str, StoredPin], seen: dict[str, Any]
     ) -> int:
-        """Drop the oldest pins of tools the upstream no longer lists beyond `keep_absent` of them. They are
-        kept so that a tool removed and brought back changed is still held; without a bound an upstream
-        whose tool names change with every list (generated names, or a hostile one) grew the table forever."""
+        """Drop pins of tools the upstream no longer lists beyond `keep_absent` of them: the newest ones that
+        were approved on first sight and wait for nothing. They are kept so that a tool removed and brought back
+        changed is still held; without a bound an upstream whose tool names change with every list (generated
+        names, or a hostile one) grew the table forever. Newest first, never an admin's approval or a waiting
+        change: dropping the oldest let an upstream push a trusted tool's pin out with 10,000 made-up names
+        and bring the tool back changed, approved as new."""
         absent = [pin for name, pin in pins.items() if name not in seen]
         excess = len(absent) - self._keep_absent
         if excess <= 0:
             return 0
-        absent.sort(key=lambda pin: (pin.approved_at, pin.tool))
-        dropped = absent[:excess]
+        droppable = [pin for pin in absent if pin.approved_by == FIRST_USE and pin.pending_hash is None]
+        droppable.sort(key=lambda pin: (pin.approved_at, pin.tool), reverse=True)
+        dropped = droppable[:excess]
+        if not dropped:
+            return 0
         await conn.execute(_DELETE_BY_KEY, [{"k_upstream": upstream_id, "k_tool": pin.tool} for pin in dropped])
         for pin in dropped:
             del pins[pin.tool]
-        return excess
+        return len(dropped)
 
     async def list(self, upstream_id: str | None = None, *, changed_only: bool = False) -> list[StoredPin]:
         query = select(tool_pins).order_by(tool_pins.c.upstream, tool_pins.c.tool)

@@ -123,8 +123,8 @@ class ToolPins:
             self._record_change(upstream_id, changed, mode, logged=i < CHANGES_LOGGED)
         if pins.forgotten:
             log.warning(
-                "upstream '%s': the pins of %d tool(s) it no longer lists were forgotten, the oldest beyond those "
-                "kept; such a tool, if brought back, is approved as new",
+                "upstream '%s': the pins of %d tool(s) it no longer lists were forgotten (the newest first seen, "
+                "beyond those kept); such a tool, if brought back, is approved as new",
                 upstream_id,
                 pins.forgotten,
             )
