@@ -4,8 +4,10 @@ The other hostile behaviours are tested against the upstream session: tests/inte
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -13,7 +15,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.e2e.harness import Gateway, run_gateway
-from tests.upstreams.launch import KITCHEN, run_http_upstream
+from tests.upstreams.launch import KITCHEN, NODE, NODE_MODULES, run_http_upstream
 from tests.waiting import wait_for
 
 HOSTILE_HTTP = str(Path(__file__).resolve().parents[1] / "upstreams" / "hostile_http.py")
@@ -74,6 +76,46 @@ async def test_a_malformed_prompt_or_resource_is_an_error_naming_the_upstream(gw
         with pytest.raises(MCPError) as failed:
             await client.read_resource(uris["empty"])
         assert "upstream 'bad' answered resources/read with " in str(failed.value), failed.value
+
+
+VALIDATE = str(NODE_MODULES.parent / "validate_result.mjs")
+
+
+async def typescript_sdk_refuses(schema: str, result: Any) -> str:
+    """What the TypeScript MCP SDK's `schema` finds wrong with `result` ('' when it accepts it)."""
+    done = await anyio.run_process([NODE, VALIDATE], input=json.dumps({"schema": schema, "result": result}).encode(),
+                                   check=False)  # fmt: skip
+    return "" if done.returncode == 0 else done.stdout.decode() or done.stderr.decode()
+
+
+async def test_nulls_for_optional_fields_are_dropped_so_a_typescript_client_accepts_the_answers(gw: Gateway) -> None:
+    """Was: a tool with "description": null was left out of tools/list, and kept with the null it broke the
+    TypeScript SDK's whole list (its schemas refuse null); the same in results (annotations, _meta,
+    structuredContent, mimeType). Nulls are dropped where they mean "absent" (never inside a schema)."""
+    async def modern(method: str, params: dict[str, Any], name: str = "") -> dict[str, Any]:
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
+                   "Mcp-Method": method, **({"Mcp-Name": name} if name else {})}  # fmt: skip
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "ts-check", "version": "0"}}  # fmt: skip
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
+        async with gw.http() as http:
+            answer = await http.post(gw.url("bad"), json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["result"]
+
+    tools = await modern("tools/list", {})
+    nulls = next(t for t in tools["tools"] if t["name"] == "nulls")
+    assert nulls["annotations"] == {"readOnlyHint": True} and "description" not in nulls
+    assert nulls["inputSchema"]["properties"]["x"] == {"default": None}  # a schema's null is a value: kept
+    checks = {
+        "ListToolsResultSchema": tools,
+        "CallToolResultSchema": await modern("tools/call", {"name": "odd_items", "arguments": {}}, "odd_items"),
+        "GetPromptResultSchema": await modern("prompts/get", {"name": "good_prompt"}, "good_prompt"),
+        "ReadResourceResultSchema": await modern("resources/read", {"uri": "hostile://good"}, "hostile://good"),
+    }
+    for schema, result in checks.items():
+        assert await typescript_sdk_refuses(schema, result) == "", (schema, result)
 
 
 async def test_a_flood_of_log_messages_about_one_call_reaches_the_client_bounded(gw: Gateway) -> None:

@@ -69,17 +69,17 @@ sse_out: asyncio.StreamWriter | None = None  # the one event stream of --transpo
 # Prompts and resources, each a good one and malformed ones (a message whose role is "system", a message whose
 # content is a bare string; resource contents with neither text nor blob).
 PROMPT_MESSAGES = {
-    "good_prompt": [{"role": "user", "content": {"type": "text", "text": "fine"}}],
+    "good_prompt": [{"role": "user", "content": {"type": "text", "text": "fine", "annotations": None}}],
     "bad_role": [{"role": "system", "content": {"type": "text", "text": "x"}}],
     "bare_message": [{"role": "user", "content": "x"}],
 }
 RESOURCE_CONTENTS = {
-    "hostile://good": [{"uri": "hostile://good", "text": "fine"}],
+    "hostile://good": [{"uri": "hostile://good", "text": "fine", "mimeType": None}],
     "hostile://empty": [{"uri": "hostile://empty"}],
 }
 PROMPTS_AND_RESOURCES = {
     "prompts/list": lambda _: {"prompts": [{"name": name} for name in PROMPT_MESSAGES]},
-    "prompts/get": lambda name: {"messages": PROMPT_MESSAGES.get(name, [])},
+    "prompts/get": lambda name: {"messages": PROMPT_MESSAGES.get(name, []), "description": None},
     "resources/list": lambda _: {"resources": [{"uri": uri, "name": uri[10:]} for uri in RESOURCE_CONTENTS]},
     "resources/templates/list": lambda _: {"resourceTemplates": []},
     "resources/read": lambda uri: {"contents": RESOURCE_CONTENTS.get(uri, [])},
@@ -277,7 +277,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         {"name": "bad_schema", "inputSchema": "x", "description": 7, "title": [], "annotations": "y"},
                         {"name": "", "inputSchema": {"type": "object"}},
                         {"name": "x" * 5000, "inputSchema": {"type": "object"}},
-                        {"name": "nulls", "inputSchema": {"type": "object"}, "description": None, "title": None},
+                        {"name": "nulls", "inputSchema": {"type": "object", "properties": {"x": {"default": None}}},
+                         "description": None, "title": None, "annotations": {"readOnlyHint": True, "title": None}},
                         "not a tool",
                     ]
                 writer.write(json_response(reply(request_id, {"tools": tools})))

@@ -139,6 +139,39 @@ _CONTENT_SHAPES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
 }
 
 
+def _without_nulls(item: JSON) -> JSON:
+    """`item` (a listed tool, prompt, resource; a content item; resource contents) without its fields that are
+    null, and its annotations without theirs: clients take null as absent, but the TypeScript SDK rejects it,
+    and with it the whole list or result. Never inside schemas or _meta (null is a value there). The same object
+    when there is nothing to drop (the common case: one C-level scan)."""
+    annotations = item.get("annotations")
+    if None not in item.values() and not (type(annotations) is dict and None in annotations.values()):
+        return item
+    kept = {k: v for k, v in item.items() if v is not None}
+    if type(annotations) is dict and None in annotations.values():
+        kept["annotations"] = {k: v for k, v in annotations.items() if v is not None}
+    if type(resource := kept.get("resource")) is dict and None in resource.values():
+        kept["resource"] = {k: v for k, v in resource.items() if v is not None}
+    return kept
+
+
+def _result_without_nulls(result: JSON, items_key: str) -> JSON:
+    """A result (and its content items, messages or contents under `items_key`) without null fields, as
+    `_without_nulls`; the same object when it has none."""
+    items = result.get(items_key)
+    cleaned_items = items
+    if type(items) is list:
+        cleaned = [_without_nulls(item) if type(item) is dict else item for item in items]
+        if any(a is not b for a, b in zip(cleaned, items, strict=True)):
+            cleaned_items = cleaned
+    if cleaned_items is items and None not in result.values():
+        return result
+    out = {k: v for k, v in result.items() if v is not None}
+    if cleaned_items is not items:
+        out[items_key] = cleaned_items
+    return out
+
+
 def _result_problem(result: JSON) -> str | None:
     """What is malformed in a tools/call result, or None. Relayed, any of it made the client reject the whole
     answer with a validation error that named nobody; here it fails the call naming the upstream. A few type
@@ -198,6 +231,21 @@ def _read_problem(result: JSON) -> str | None:
         if _resource_problem(item):
             return f"contents item {index} without a uri and text or a blob"
     return None
+
+
+def _without_nulls_in(method: str, result: JSON) -> JSON:
+    """A prompts/get or resources/read result without null fields (see `_without_nulls`)."""
+    if method == RESOURCES_READ:
+        return _result_without_nulls(result, "contents")
+    cleaned = _result_without_nulls(result, "messages")
+    messages = cleaned.get("messages")
+    if type(messages) is not list:
+        return cleaned
+    contents = [m.get("content") for m in messages]
+    fixed = [_without_nulls(c) if type(c) is dict else c for c in contents]
+    if all(a is b for a, b in zip(fixed, contents, strict=True)):
+        return cleaned
+    return {**cleaned, "messages": [{**m, "content": c} for m, c in zip(messages, fixed, strict=True)]}
 
 
 # The other results a client parses strictly, checked (off the hot path) like tools/call's.
@@ -545,12 +593,15 @@ class JsonRpcSession:
         reply = await self._send_request(method, params, headers=headers, timeout=timeout, sink=sink)
         if method == TOOLS_CALL:
             result = reply.get("result")
-            if result is not None and (problem := _result_problem(result)) is not None:
-                raise UpstreamError(
-                    self.upstream_id,
-                    f"answered tools/call with {problem} (a protocol error of the upstream)",
-                    kind=ErrorKind.PROTOCOL,
-                )
+            if result is not None:
+                if (problem := _result_problem(result)) is not None:
+                    raise UpstreamError(
+                        self.upstream_id,
+                        f"answered tools/call with {problem} (a protocol error of the upstream)",
+                        kind=ErrorKind.PROTOCOL,
+                    )
+                if (cleaned := _result_without_nulls(result, "content")) is not result:
+                    reply = {**reply, "result": cleaned}
             return reply
         if method in _ITEM_SHAPES:
             reply = self._only_well_formed(method, reply)
@@ -558,12 +609,15 @@ class JsonRpcSession:
                 self._learn_param_headers(reply)
         elif (check := _RESULT_PROBLEMS.get(method)) is not None:
             result = reply.get("result")
-            if result is not None and (problem := check(result)) is not None:
-                raise UpstreamError(
-                    self.upstream_id,
-                    f"answered {method} with {problem} (a protocol error of the upstream)",
-                    kind=ErrorKind.PROTOCOL,
-                )
+            if result is not None:
+                if (problem := check(result)) is not None:
+                    raise UpstreamError(
+                        self.upstream_id,
+                        f"answered {method} with {problem} (a protocol error of the upstream)",
+                        kind=ErrorKind.PROTOCOL,
+                    )
+                if (cleaned := _without_nulls_in(method, result)) is not result:
+                    reply = {**reply, "result": cleaned}
         return reply
 
     def _only_well_formed(self, method: str, reply: JSON) -> JSON:
@@ -576,10 +630,12 @@ class JsonRpcSession:
         if items is None:
             return reply
         if type(items) is list:
-            kept = [item for item in items if _well_formed(item, required, optional)]
-            if len(kept) == len(items):
-                return reply
+            kept = [_without_nulls(item) for item in items if _well_formed(item, required, optional)]
             left_out = len(items) - len(kept)
+            if not left_out:
+                if all(a is b for a, b in zip(kept, items, strict=True)):
+                    return reply
+                return {**reply, "result": {**result, key: kept}}  # nulls dropped, nothing left out
         else:
             kept, left_out = [], 1
         logger.warning(
