@@ -4,6 +4,7 @@ forgotten once it recovers; times in ISO 8601; a member left out of tools/list l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -181,15 +182,28 @@ async def test_a_stdio_command_slow_to_start_keeps_starting_across_calls_and_ser
         f"with open({str(starts)!r}, 'a') as f:\n    f.write('started\\n')\n"
         f"while not pathlib.Path({str(gate)!r}).exists():  # fetching its package\n    time.sleep(0.02)\n" + GOOD
     )
-    pool = UpstreamPool({"slowstart": stdio(slow).model_copy(update={"connect_timeout": 0.5})})
+    # call_timeout shorter than the start: the handshake's own requests must not be cut off by it (they were:
+    # the command was killed at call_timeout after all, reported by review)
+    config = stdio(slow).model_copy(update={"connect_timeout": 1.0, "call_timeout": 2.0})
+    pool = UpstreamPool({"slowstart": config})
     try:
-        for _ in range(2):
+        began = time.monotonic()
+        while time.monotonic() - began < 2.5:  # past call_timeout: each call waits connect_timeout
             with pytest.raises(UpstreamError) as failure:
                 await pool.request("slowstart", "tools/list", {})
             message = str(failure.value)
             assert message.startswith("upstream 'slowstart' is still starting"), message
-            assert "connect_timeout, 0.5s" in message, message
+            assert "connect_timeout, 1s" in message, message
             assert pool.health()["slowstart"]["state"] == "connecting"
+
+        async def one_of_many() -> float:
+            started = time.monotonic()
+            with pytest.raises(UpstreamError):
+                await pool.request("slowstart", "tools/list", {})
+            return time.monotonic() - started
+
+        waited = await asyncio.gather(*(one_of_many() for _ in range(6)))  # together: not one after another
+        assert max(waited) < 1.6, waited  # was 1, 2, 3 s, ...: each waited for the lock, then its own
         gate.touch()
         with anyio.fail_after(30):
             while True:  # each try waits at most connect_timeout for the handshake

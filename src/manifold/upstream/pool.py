@@ -72,6 +72,23 @@ class StillStarting(UpstreamError):
     """A stdio command is still starting: this call is refused, the start goes on (not a failure)."""
 
 
+async def _until_started(
+    key: UpstreamKey, starting: tuple[JsonRpcSession, asyncio.Future[None], float], config: UpstreamConfig
+) -> None:
+    """Wait at most connect_timeout for a starting stdio command's handshake (which goes on regardless):
+    StillStarting when it is not done by then; its UpstreamError when it failed."""
+    _, handshake, since = starting
+    try:
+        await asyncio.wait_for(asyncio.shield(handshake), config.connect_timeout)
+    except TimeoutError:
+        raise StillStarting(
+            key.upstream_id,
+            f"is still starting: its command has not completed the MCP handshake after "
+            f"{time.monotonic() - since:.0f}s (it is given {STDIO_START_SECONDS:g}s; each call waits its "
+            f"connect_timeout, {config.connect_timeout:g}s)",
+        ) from None
+
+
 async def _close_slots(slots: list[_Slot]) -> None:
     """Close the slots' sessions, and those of commands still starting."""
     sessions = [s.session for s in slots if s.session is not None]
@@ -278,6 +295,15 @@ class UpstreamPool:
             if key.identity is not None:
                 slot.last_used = time.monotonic()
                 await self._evict_beyond_limit(key.upstream_id)
+        if slot.starting is not None:
+            # A stdio command still starting: wait for it here, outside the lock, so that callers arriving
+            # together each wait connect_timeout, not one after another's. Done, it is adopted under the lock.
+            try:
+                await _until_started(key, slot.starting, config)
+            except StillStarting as exc:
+                raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None
+            except UpstreamError:
+                pass  # a failed start is recorded under the lock, below
         async with slot.lock:
             if slot.session is not None and not slot.session.closed:
                 return slot.session  # another caller connected while we waited
@@ -341,19 +367,17 @@ class UpstreamPool:
             handshake = asyncio.ensure_future(session.connect(STDIO_START_SECONDS))
             handshake.add_done_callback(lambda done: done.cancelled() or done.exception())  # always retrieved
             slot.starting = (session, handshake, time.monotonic())
-        _, handshake, since = slot.starting
+        starting = slot.starting
+        handshake = starting[1]
         try:
-            await asyncio.wait_for(asyncio.shield(handshake), config.connect_timeout)
-        except TimeoutError:
-            raise StillStarting(
-                key.upstream_id,
-                f"is still starting: its command has not completed the MCP handshake after "
-                f"{time.monotonic() - since:.0f}s (it is given {STDIO_START_SECONDS:g}s; each call waits its "
-                f"connect_timeout, {config.connect_timeout:g}s)",
-            ) from None
-        finally:
-            if handshake.done():
+            await _until_started(key, starting, config)
+        except BaseException:
+            # Forgotten only once it has failed: a handshake that succeeded in the same moment this caller
+            # gave up (its timeout, or its client gone) is adopted by the next caller, never left running.
+            if handshake.done() and (handshake.cancelled() or handshake.exception() is not None):
                 slot.starting = None
+            raise
+        slot.starting = None  # adopted: the caller makes it the slot's session
 
     def _notifier(self, key: UpstreamKey) -> NotificationHandler | None:
         """The session's notification callback: the pool's, told which session (identity) it came on."""

@@ -325,6 +325,7 @@ class JsonRpcSession:
         self._listen_acked = asyncio.Event()
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header map (modern)
         self._answering = 0  # server→client requests being answered (at most MAX_SERVER_REQUESTS)
+        self._start_within: float | None = None  # connect(within): the handshake requests' timeout (None: call_timeout)
         self._flood_warned = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -341,6 +342,8 @@ class JsonRpcSession:
         """Open the transport and run the handshake; raises UpstreamError (never hangs past `within`, by default
         connect_timeout; the pool gives a stdio command longer, upstream/pool.py `STDIO_START_SECONDS`)."""
         limit = self.config.connect_timeout if within is None else within
+        # The handshake's own requests get the whole window (not call_timeout, which would end a slow start early).
+        self._start_within = within
         try:
             async with asyncio.timeout(limit):
                 await self._transport.connect(self._deliver, self._transport_closed)
@@ -468,7 +471,7 @@ class JsonRpcSession:
             }
         }
         headers = {"mcp-protocol-version": MODERN_VERSION, "mcp-method": SERVER_DISCOVER}
-        return await self._send_request(SERVER_DISCOVER, params, headers=headers, timeout=None, sink=None)
+        return await self._send_request(SERVER_DISCOVER, params, headers=headers, timeout=self._start_within, sink=None)
 
     def _adopt_discover(self, reply: JSON, *, strict: bool) -> ServerHello | None:
         result = reply.get("result")
@@ -490,7 +493,7 @@ class JsonRpcSession:
 
     async def _initialize(self) -> ServerHello:
         params = {"protocolVersion": LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES, "clientInfo": CLIENT_INFO}
-        reply = await self._send_request(INITIALIZE, params, headers={}, timeout=None, sink=None)
+        reply = await self._send_request(INITIALIZE, params, headers={}, timeout=self._start_within, sink=None)
         result = reply.get("result")
         if not isinstance(result, dict):
             message = (reply.get("error") or {}).get("message", "no result")
