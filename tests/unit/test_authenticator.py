@@ -226,3 +226,16 @@ async def test_rereading_refused_keys_is_throttled(world: World) -> None:
     for _ in range(500):
         await refusal(authenticator, unknown_key())
     assert reads <= 25, reads  # a burst of 20, and what 20 a second adds while the loop runs
+
+
+async def test_a_wrong_secret_for_a_key_in_use_does_not_make_the_gateway_read_every_key_again(world: World) -> None:
+    """The re-read of a refused key compares what decides a token (hash, revocation, expiry, owner, servers),
+    not when it was last used: that is written without telling anyone, so comparing it let anyone with a used
+    key's id throw away the held rows, 20 times a second (found by review)."""
+    authenticator = world.authenticator
+    principal = await authenticator.authenticate(f"Bearer {world.token}")
+    assert authenticator.key_records_cached == 1
+    await world.keys.touch({principal.credential.ref or "": 1_900_000_000.0})  # the batched last-used write
+    prefix, key_id, _ = world.token.split("_", 2)
+    assert await refusal(authenticator, f"{prefix}_{key_id}_{secrets.token_urlsafe(32)}") == "invalid token"
+    assert authenticator.key_records_cached == 1  # still held: nothing that decides anything changed

@@ -51,15 +51,23 @@ class TokenBucket:
     def __init__(self, rate: float) -> None:
         self._rate = rate
         self._tokens = rate
-        self._at = 0.0
+        self._at = time.monotonic()
 
-    def take(self, now: float) -> bool:
+    def take(self) -> bool:
+        now = time.monotonic()  # not the wall clock: a step back would starve the bucket for as long
         self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
         self._at = now
         if self._tokens < 1:
             return False
         self._tokens -= 1
         return True
+
+
+def _deciding(record: KeyRecord | None) -> tuple[object, ...] | None:
+    """What of a key row decides whether a token passes, and as whom."""
+    if record is None:
+        return None
+    return (record.key_hash, record.revoked_at, record.expires_at, record.owner_kind, record.owner_id, record.servers)
 
 
 class Unauthenticated(Exception):
@@ -162,13 +170,13 @@ class Authenticator:
 
     async def _verify_key(self, key_id: str, token: str, now: float) -> tuple[Principal, float]:
         record = await self._record(key_id)
-        if (record is None or not record.matches(token)) and self._recheck.take(now):
+        if (record is None or not record.matches(token)) and self._recheck.take():
             # A key made a moment ago by the CLI or on another replica is not among the rows held here until
             # the change is heard (PostgreSQL: its notification, some milliseconds later): its row is read once.
             # For an unknown id and a wrong secret alike, so the time taken tells nothing about which ids exist;
             # throttled, so made-up keys cannot turn into a query each.
             fresh = await self.keys.get(key_id)
-            if fresh != record:
+            if _deciding(fresh) != _deciding(record):  # not last_used_at: written without telling anyone
                 record = fresh
                 self._records = None  # stale: read afresh on next need
                 self._records_generation += 1
