@@ -221,7 +221,7 @@ async def test_a_stdio_reply_too_deep_to_read_or_a_parse_error_fails_its_call_at
     try:
         for tool, said in (
             ("deep_reply", "upstream 'bad' sent a message nested too deep to read, most likely the answer"),
-            ("null_error", "upstream 'bad' answered with an error for no request (id null): Parse error"),
+            ("null_error", "upstream 'bad' answered with an error for no request (id null: it could not read one)"),
         ):
             started = time.monotonic()
             with pytest.raises(UpstreamError) as caught:

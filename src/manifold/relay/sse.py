@@ -202,14 +202,15 @@ class LegacySse:
 
     def _finished(self, task: asyncio.Task[None], session: ClientSession, request_id: Any, size: int) -> None:
         self._tasks.discard(task)
-        session.inflight.pop(request_id, None)
+        if session.inflight.get(request_id) is task:  # an id reused while in flight names the newer call
+            del session.inflight[request_id]
         left = self._inflight_bytes.get(session.id, 0) - size
         if left > 0:
             self._inflight_bytes[session.id] = left
         else:
             self._inflight_bytes.pop(session.id, None)
         if not session.inflight:
-            self._busy.pop(session.id, None)  # an id reused while in flight: its entry went first
+            self._busy.pop(session.id, None)
             if self._stopping:
                 session.listener.close()  # its last reply is queued: the stream ends once it is written
         waiters = self._waiting.get(session.id)

@@ -842,7 +842,10 @@ class JsonRpcSession:
         if reply_id is None and type(error) is dict and type(said := error.get("message")) is str:
             # JSON-RPC's answer to a message the server could not read (a parse error) has a null id; so has the
             # stdio transport's word for an answer it could not read (TOO_DEEP).
-            reason = said if said == TOO_DEEP else f"answered with an error for no request (id null): {said[:200]}"
+            # The upstream's own words are not shown: a parse error may quote what it could not read (arguments).
+            reason = (
+                said if said == TOO_DEEP else "answered with an error for no request (id null: it could not read one)"
+            )
         else:
             reason = "answered with a JSON-RPC id the gateway never sent for this request"
             reason += " (a protocol error of the upstream)"
