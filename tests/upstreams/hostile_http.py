@@ -24,6 +24,7 @@ Tools (each `tools/call` by name; arguments are ignored):
   odd_method      an event stream with a notification and a request whose `method` is an array, then the reply
   prompts_changed one `notifications/prompts/list_changed` on an event stream, then the reply
   endless_head    a response head that never ends: header after header (or one endless header value)
+  bad_head        a response head that is not HTTP (a header line without a colon)
   log_flood       an event stream of 50,000 `notifications/message` (logging) about the call, then the reply
   bad_content     a result whose `content` is a string, not a list
   bad_item        a result whose content item is a text item with a number for its text
@@ -50,7 +51,8 @@ SERVER_INFO = {"name": "hostile-http", "version": "1"}
 TOOLS = [
     "echo", "endless_json", "endless_chunked", "hold", "other_id", "text_result", "null_result", "text_error",
     "no_result", "ping_flood", "replies", "endless_ack", "abandoned",
-    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "log_flood", "bad_content",
+    "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "bad_head", "log_flood",
+    "bad_content",
     "bad_item", "bare_item", "bad_structured", "unknown_item", "odd_items",
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
@@ -164,6 +166,10 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         change = b'data: {"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}\n\n'
         final = b"data: " + reply(request_id, text("changed")) + b"\n\n"
         writer.write(SSE_HEAD + chunk(change) + chunk(final) + b"0\r\n\r\n")
+    elif name == "bad_head":
+        writer.write(b"HTTP/1.1 200 OK\r\nContent Type: no colon, no HTTP\r\n\r\n{}")
+        await writer.drain()
+        return False
     elif name == "endless_head":
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
         n = 0

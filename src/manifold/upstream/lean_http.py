@@ -393,7 +393,9 @@ class LeanHttpClient:
                     connection.finish()
                     self._open.discard(connection)
                     connection.close()
-                    raise UpstreamError(upstream_id, "could not be reached (ClientResponseError)") from None
+                    # httptools could not parse the head: said as aiohttp's path says it (upstream/http.py `post`)
+                    unreadable = "sent a response head the gateway could not read (malformed, or too long)"
+                    raise UpstreamError(upstream_id, unreadable, kind=ErrorKind.PROTOCOL) from None
                 except BaseException:
                     connection.finish()
                     self._open.discard(connection)

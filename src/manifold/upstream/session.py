@@ -899,10 +899,14 @@ class JsonRpcSession:
         await self._send_quietly(body, {})
 
     async def _send_quietly(self, body: bytes, headers: dict[str, str]) -> None:
+        """Send a notice nothing waits for (a cancellation, a reply): within call_timeout, so one stuck behind
+        unread bytes (a stdio process that stopped reading) does not stay a task for good."""
         try:
-            await self._transport.send(body, headers)
-        except UpstreamError as exc:
-            logger.debug("upstream %s: could not send: %s", self.upstream_id, exc.reason)
+            async with asyncio.timeout(self.config.call_timeout):
+                await self._transport.send(body, headers)
+        except (UpstreamError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, UpstreamError) else "timed out"
+            logger.debug("upstream %s: could not send: %s", self.upstream_id, reason)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
