@@ -9,6 +9,7 @@ consent page. Each refusal has its own test and checks the OAuth error a client 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import html
@@ -401,20 +402,67 @@ async def test_a_resource_that_is_not_ours_is_refused(flow: Flow) -> None:
     assert query["error"] == ["invalid_target"] and query["iss"] == [flow.gw.base]
 
 
-async def test_a_reused_refresh_token_revokes_the_whole_sign_in(flow: Flow) -> None:
+async def refresh(flow: Flow, token: str, client_id: str | None = None) -> httpx2.Response:
+    form = {"grant_type": "refresh_token", "refresh_token": token}
+    return await flow.http.post(f"{flow.gw.base}/token", data={"client_id": client_id or flow.client_id, **form})
+
+
+async def assert_sign_in_revoked(flow: Flow, rotated: dict[str, Any]) -> None:
+    """The family is gone: the newest refresh token and the access token of the same sign-in stop at once."""
+    newest = await refresh(flow, rotated["refresh_token"])
+    assert newest.status_code == 400 and oauth_error(newest) == "invalid_grant"
+    refused = await flow.list_tools(rotated["access_token"])
+    assert refused.status_code == 401 and "revoked" in refused.json()["error_description"]
+
+
+async def test_a_rotated_refresh_token_presented_by_another_client_revokes_the_whole_sign_in(flow: Flow) -> None:
     first = await flow.tokens()
-    second = await flow.token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    second = await refresh(flow, first["refresh_token"])
     assert second.status_code == 200, second.text
     rotated = second.json()
     assert rotated["refresh_token"] != first["refresh_token"]
     assert (await flow.list_tools(rotated["access_token"])).status_code == 200
-    replay = await flow.token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    own = flow.client_id
+    thief = await flow.register()  # a copy of the token, presented by another application
+    flow.client_id = own
+    replay = await refresh(flow, first["refresh_token"], client_id=thief)
     assert replay.status_code == 400 and oauth_error(replay) == "invalid_grant"
-    # The family is gone: the newest refresh token and the access token of the same sign-in stop at once.
-    newest = await flow.token(grant_type="refresh_token", refresh_token=rotated["refresh_token"])
-    assert newest.status_code == 400 and oauth_error(newest) == "invalid_grant"
-    refused = await flow.list_tools(rotated["access_token"])
-    assert refused.status_code == 401 and "revoked" in refused.json()["error_description"]
+    await assert_sign_in_revoked(flow, rotated)
+
+
+async def test_the_same_client_refreshing_from_several_connections_at_once_keeps_its_sign_in(flow: Flow) -> None:
+    """Was: the second use of a refresh token by the same application (IDE windows, MCP Inspector connections
+    sharing one sign-in, refreshing when their access token expires) counted as theft, and the whole sign-in
+    was revoked: every connection failed with 401 until the user signed in again (found with the Inspector).
+    Within `refresh_token_reuse_seconds` each gets tokens on the same sign-in."""
+    first = await flow.tokens()
+    at_once = await asyncio.gather(*(refresh(flow, first["refresh_token"]) for _ in range(3)))
+    assert [a.status_code for a in at_once] == [200, 200, 200], [a.text for a in at_once]
+    late = await refresh(flow, first["refresh_token"])  # a moment later, still within the window
+    assert late.status_code == 200, late.text
+    for answer in [*at_once, late]:
+        tokens = answer.json()
+        assert (await flow.list_tools(tokens["access_token"])).status_code == 200
+        again = await refresh(flow, tokens["refresh_token"])  # each connection's own token goes on rotating
+        assert again.status_code == 200, again.text
+
+
+async def test_with_no_reuse_window_a_rotated_refresh_token_presented_again_revokes_the_sign_in() -> None:
+    upstreams = {OTHER: stdio_upstream(UPSTREAM, "--transport", "stdio")}
+    servers = {VSERVER: {"members": [{"upstream": OTHER}]}}
+    extra = {"identity": {"authorization_server": {"refresh_token_reuse_seconds": 0}}}
+    async with run_gateway(upstreams, servers, extra=extra) as gw, httpx2.AsyncClient(timeout=30) as http:
+        browser = Browser(gw)
+        try:
+            flow = Flow(gw, browser, http)
+            await flow.register()
+            first = await flow.tokens()
+            rotated = (await refresh(flow, first["refresh_token"])).json()
+            replay = await refresh(flow, first["refresh_token"])
+            assert replay.status_code == 400 and oauth_error(replay) == "invalid_grant"
+            await assert_sign_in_revoked(flow, rotated)
+        finally:
+            await browser.aclose()
 
 
 async def test_consent_without_its_csrf_token_is_refused(flow: Flow) -> None:

@@ -56,7 +56,7 @@ from manifold.authserver.server import (
     SignedIn,
     access_token_grant,
 )
-from manifold.authserver.store import AuthStore, digest
+from manifold.authserver.store import AuthStore, RefreshRow, digest
 from manifold.config.models import AuthorizationServerSettings, GatewaySettings
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.gateway_tokens import GatewayTokens, server_of_resource
@@ -428,6 +428,12 @@ class AuthorizationServerApp:
         except ClientProblem as exc:
             return _oauth_error(401, "invalid_client", str(exc))
 
+    def _same_moment(self, row: RefreshRow, client: GatewayClient) -> bool:
+        """Whether a rotated refresh token presented again is its own application's other connection
+        refreshing at the same time, not a copy: the same client, within `refresh_token_reuse_seconds`."""
+        window = self.settings.refresh_token_reuse_seconds
+        return client.client_id == row.client_id and row.used_at is not None and time.time() - row.used_at <= window
+
     async def token(self, request: Request) -> Response:
         form = await self._form(request)
         if isinstance(form, Response):
@@ -449,7 +455,12 @@ class AuthorizationServerApp:
             exchange.code = CodeRecord(code, row) if row is not None else None
         elif grant_type == "refresh_token" and presented:
             row = await self.store.refresh(presented)
-            if row is not None and row.used_at is not None and not row.revoked:
+            reused = row is not None and row.used_at is not None and not row.revoked
+            if reused and row is not None and self._same_moment(row, client):
+                # The same application refreshing from several connections at once (IDE windows, Inspector
+                # connections that share one sign-in): each gets tokens on the same sign-in.
+                exchange.refresh_reused = True
+            elif reused and row is not None:
                 # A rotated refresh token came back: someone holds a copy. End the whole sign-in.
                 await self.store.revoke_grant(row.grant_id, "refresh token reused")
                 log.warning(
@@ -469,9 +480,18 @@ class AuthorizationServerApp:
                 )
                 if not spent:
                     return _oauth_error(400, "invalid_grant", "the code was already used")
+            elif exchange.refresh_reused and exchange.refresh is not None and isinstance(new_refresh, str):
+                if not await self.store.add_refresh(exchange.refresh.row.grant_id, new_refresh, refresh_expires):
+                    return _oauth_error(400, "invalid_grant", "the sign-in was revoked")
             elif exchange.refresh_rotated and exchange.refresh is not None and isinstance(new_refresh, str):
                 grant_id = exchange.refresh.row.grant_id
                 if not await self.store.rotate(exchange.refresh.token, grant_id, new_refresh, refresh_expires):
+                    # Used meanwhile: by another connection of this application at the same moment (kept), or
+                    # by a copy (the sign-in ends).
+                    now_row = await self.store.refresh(exchange.refresh.token)
+                    if now_row is not None and not now_row.revoked and self._same_moment(now_row, client):
+                        if await self.store.add_refresh(grant_id, new_refresh, refresh_expires):
+                            return _json(answer.status, answer.body, {**NO_STORE, **_lower(answer.headers)})
                     await self.store.revoke_grant(grant_id, "refresh token reused")
                     return _oauth_error(
                         400, "invalid_grant", "this refresh token was already used; the sign-in is revoked"

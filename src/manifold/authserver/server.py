@@ -153,6 +153,7 @@ class Exchange:
     tokens: list[dict[str, Any]] = field(default_factory=list)
     code_spent: bool = False
     refresh_rotated: bool = False
+    refresh_reused: bool = False  # a rotated refresh token within its reuse window (routes.py `token`)
     registered: tuple[str, dict[str, Any], str | None] | None = None
     revoke_grant: str | None = None
 
@@ -260,7 +261,7 @@ class RefreshGrant(grants.RefreshTokenGrant):
         record = self.server.exchange.refresh
         if record is None or record.token != refresh_token or record.is_expired() or record.is_revoked():
             return None
-        if record.row.used_at is not None:
+        if record.row.used_at is not None and not self.server.exchange.refresh_reused:
             return None  # reuse: the family was revoked before Authlib was asked (routes.py)
         resource = _fields(self.request).get("resource")
         if resource and resource != record.row.resource:

@@ -189,6 +189,20 @@ class AuthStore:
             )
         return True
 
+    async def add_refresh(self, grant_id: str, new: str, expires_at: float) -> bool:
+        """Store another refresh token in a family (a rotated one presented again within its reuse window).
+        False: the sign-in was revoked meanwhile."""
+        async with write_transaction(self.engine) as conn:
+            live = await conn.execute(
+                select(gw_grants.c.id).where(gw_grants.c.id == grant_id, gw_grants.c.revoked_at.is_(None))
+            )
+            if live.first() is None:
+                return False
+            await conn.execute(
+                gw_refresh_tokens.insert().values(token_hash=digest(new), grant_id=grant_id, expires_at=expires_at)
+            )
+        return True
+
     # ---- revocation ----
 
     async def revoke_grant(self, grant_id: str, why: str) -> bool:

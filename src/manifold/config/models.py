@@ -438,6 +438,11 @@ class AuthorizationServerSettings(Strict):
     enabled: bool = True
     access_token_seconds: Annotated[int, Field(ge=30, le=86_400)] = 900
     refresh_token_days: Annotated[float, Field(gt=0, le=365)] = 30.0
+    # A rotated refresh token presented again by the same client this soon after is another connection of
+    # that application refreshing at the same moment (IDE windows, Inspector connections sharing one
+    # sign-in), served on the same sign-in; later, or by another client, it is a stolen copy and the sign-in
+    # is revoked. 0: every reuse revokes.
+    refresh_token_reuse_seconds: Annotated[float, Field(ge=0, le=300)] = 30.0
     code_seconds: Annotated[int, Field(ge=1, le=600)] = 60
     # Clients may register themselves (RFC 7591). Client ID Metadata Documents are always accepted.
     dynamic_registration: bool = True
