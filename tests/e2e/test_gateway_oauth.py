@@ -36,6 +36,8 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.e2e.harness import KEY, Gateway, manifold_cli, run_gateway, stdio_upstream
 from tests.upstreams.launch import free_port
@@ -407,12 +409,41 @@ async def refresh(flow: Flow, token: str, client_id: str | None = None) -> httpx
     return await flow.http.post(f"{flow.gw.base}/token", data={"client_id": client_id or flow.client_id, **form})
 
 
+async def expire_reuse_window(flow: Flow, token: str) -> None:
+    """Let the reuse window of a rotated refresh token pass, without waiting for it: its rotation is moved a
+    minute into the past in the gateway's database (SQLite or PostgreSQL alike)."""
+    engine = create_async_engine(flow.gw.database_url)
+    try:
+        async with engine.begin() as conn:
+            moved = await conn.execute(
+                text("UPDATE gw_oauth_refresh_tokens SET used_at = used_at - 60 WHERE token_hash = :hash"),
+                {"hash": hashlib.sha256(token.encode()).hexdigest()},
+            )
+            assert moved.rowcount == 1
+    finally:
+        await engine.dispose()
+
+
 async def assert_sign_in_revoked(flow: Flow, rotated: dict[str, Any]) -> None:
     """The family is gone: the newest refresh token and the access token of the same sign-in stop at once."""
     newest = await refresh(flow, rotated["refresh_token"])
     assert newest.status_code == 400 and oauth_error(newest) == "invalid_grant"
     refused = await flow.list_tools(rotated["access_token"])
     assert refused.status_code == 401 and "revoked" in refused.json()["error_description"]
+
+
+async def test_a_copy_of_a_refresh_token_used_after_the_chain_moved_on_revokes_the_sign_in(flow: Flow) -> None:
+    """A thief who refreshed first shares the chain only within the window: the real client's (or the thief's)
+    next use of a token the other already rotated, later than that, ends the sign-in for both."""
+    first = await flow.tokens()
+    stolen = (await refresh(flow, first["refresh_token"])).json()  # the thief, first
+    mine = (await refresh(flow, first["refresh_token"])).json()  # the real client, within the window
+    assert mine["refresh_token"] == stolen["refresh_token"]  # the same chain, not a second one
+    moved_on = (await refresh(flow, stolen["refresh_token"])).json()  # the thief goes on
+    await expire_reuse_window(flow, stolen["refresh_token"])
+    late = await refresh(flow, mine["refresh_token"])  # the real client, after the window: caught
+    assert late.status_code == 400 and oauth_error(late) == "invalid_grant"
+    await assert_sign_in_revoked(flow, moved_on)
 
 
 async def test_a_rotated_refresh_token_presented_by_another_client_revokes_the_whole_sign_in(flow: Flow) -> None:
@@ -440,11 +471,14 @@ async def test_the_same_client_refreshing_from_several_connections_at_once_keeps
     assert [a.status_code for a in at_once] == [200, 200, 200], [a.text for a in at_once]
     late = await refresh(flow, first["refresh_token"])  # a moment later, still within the window
     assert late.status_code == 200, late.text
-    for answer in [*at_once, late]:
-        tokens = answer.json()
+    answers = [a.json() for a in [*at_once, late]]
+    for tokens in answers:
         assert (await flow.list_tools(tokens["access_token"])).status_code == 200
-        again = await refresh(flow, tokens["refresh_token"])  # each connection's own token goes on rotating
-        assert again.status_code == 200, again.text
+    # One chain, however many times the token was presented: each got the same successor (review found the
+    # first version forking a new chain per reuse, which a copy could keep alive for good).
+    assert len({tokens["refresh_token"] for tokens in answers}) == 1
+    successor = answers[0]["refresh_token"]
+    assert (await refresh(flow, successor)).status_code == 200
 
 
 async def test_with_no_reuse_window_a_rotated_refresh_token_presented_again_revokes_the_sign_in() -> None:

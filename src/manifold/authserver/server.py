@@ -13,6 +13,9 @@ reached by more than one name.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +41,7 @@ from manifold.config.models import AuthorizationServerSettings
 from manifold.security.signing import ALGORITHM, SigningKeys
 
 GRANT_ID_BYTES = 24
+SUCCESSOR_PURPOSE = b"manifold gateway-oauth refresh successor v1"  # the HMAC key deriving a rotation's token
 
 
 class InvalidTargetError(OAuth2Error):
@@ -327,14 +331,28 @@ class Registration(ClientRegistrationEndpoint):
 
 
 class AccessTokens(JWTBearerTokenGenerator):
-    def __init__(self, issuer: str, signing: SigningKeys, settings: AuthorizationServerSettings) -> None:
+    def __init__(
+        self, issuer: str, signing: SigningKeys, settings: AuthorizationServerSettings, exchange: Exchange
+    ) -> None:
         super().__init__(
             issuer,
             alg=ALGORITHM,
-            refresh_token_generator=lambda *_args, **_kw: secrets.token_urlsafe(32),
+            refresh_token_generator=self._refresh_token,
             expires_generator=settings.access_token_seconds,
         )
         self.signing = signing
+        self.exchange = exchange
+
+    def _refresh_token(self, *_args: Any, **_kwargs: Any) -> str:
+        """A new sign-in's first refresh token is random; a rotation's successor is derived from the token it
+        replaces (HMAC with a key of the gateway's), so every connection that presents that token within its
+        reuse window gets the same successor: the sign-in's chain never forks, and a copy used later is still
+        caught (RFC 9700 4.14.2), however many times the token is presented."""
+        previous = self.exchange.refresh
+        if previous is None:
+            return secrets.token_urlsafe(32)
+        mac = hmac.new(self.signing.secret(SUCCESSOR_PURPOSE), previous.token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
     def get_jwks(self) -> KeySet:
         return KeySet([self.signing.signing_key()])  # joserfc names its kid in the header
@@ -369,7 +387,7 @@ class GatewayServer(AuthorizationServer):
         self.signing = signing
         self.register_grant(CodeGrant, [S256Challenge(required=True)])
         self.register_grant(RefreshGrant)
-        self.register_token_generator("default", AccessTokens(issuer, signing, settings))
+        self.register_token_generator("default", AccessTokens(issuer, signing, settings, exchange))
         self.register_extension(IssuerInResponse(issuer))
         self.register_endpoint(Revocation)
         if settings.dynamic_registration:

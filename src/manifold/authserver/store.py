@@ -190,17 +190,22 @@ class AuthStore:
         return True
 
     async def add_refresh(self, grant_id: str, new: str, expires_at: float) -> bool:
-        """Store another refresh token in a family (a rotated one presented again within its reuse window).
-        False: the sign-in was revoked meanwhile."""
+        """A rotated token presented again within its reuse window: its successor (the same token its first
+        rotation made: derived, server.py `AccessTokens._refresh_token`) is in the family, added if it is not
+        (it is, but for a race). False: the sign-in was revoked meanwhile."""
         async with write_transaction(self.engine) as conn:
             live = await conn.execute(
                 select(gw_grants.c.id).where(gw_grants.c.id == grant_id, gw_grants.c.revoked_at.is_(None))
             )
             if live.first() is None:
                 return False
-            await conn.execute(
-                gw_refresh_tokens.insert().values(token_hash=digest(new), grant_id=grant_id, expires_at=expires_at)
+            known = await conn.execute(
+                select(gw_refresh_tokens.c.token_hash).where(gw_refresh_tokens.c.token_hash == digest(new))
             )
+            if known.first() is None:
+                await conn.execute(
+                    gw_refresh_tokens.insert().values(token_hash=digest(new), grant_id=grant_id, expires_at=expires_at)
+                )
         return True
 
     # ---- revocation ----

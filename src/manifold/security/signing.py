@@ -48,6 +48,10 @@ class SigningKeys:
             self._secrets = secrets
         return self._keys
 
+    def secret(self, purpose: bytes) -> bytes:
+        """A 32-byte secret for another use of the gateway's own OAuth (HMAC), from the newest secret key."""
+        return self._cipher.derive(purpose)[0]
+
     def signing_key(self) -> ECKey:
         return self._current()[0]
 
