@@ -238,6 +238,19 @@ async def test_pins_of_tools_an_upstream_no_longer_lists_are_kept_up_to_a_bound(
     assert [t["name"] for t in await pins.review("docs", [changed("trusted"), changed("waiting")])] == []
 
 
+async def test_made_up_tools_that_are_also_changed_cannot_grow_the_pins_either(engine: AsyncEngine) -> None:
+    """Was (found by review): only pins with no waiting change could go, so an upstream that listed new names,
+    then listed them changed, then moved on, grew the table without end."""
+    store = PinStore(engine, keep_absent=3)
+    pins = ToolPins(store, lambda _uid: PinningMode.HOLD, lambda _event: None)
+    for cycle in range(5):
+        names = [f"c{cycle}_{i}" for i in range(4)]
+        await pins.review("docs", [{"name": n, "inputSchema": {"type": "object"}} for n in names])
+        changed = [{"name": n, "inputSchema": {"type": "object"}, "description": "x"} for n in names]
+        assert await pins.review("docs", changed) == []  # held: each now waits for an approval
+    assert len(await store.list("docs")) <= 3 + 4  # the bound, and the list in force
+
+
 def test_a_wrong_pinning_mode_is_reported_with_its_field_and_line(tmp_path: Path) -> None:
     path = tmp_path / "manifold.yaml"
     path.write_text("upstreams:\n  a:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    pinning: maybe\n")

@@ -164,17 +164,19 @@ class PinStore:
         self, conn: AsyncConnection, upstream_id: str, pins: dict[str, StoredPin], seen: dict[str, Any]
     ) -> int:
         """Drop pins of tools the upstream no longer lists beyond `keep_absent` of them: the newest ones that
-        were approved on first sight and wait for nothing. They are kept so that a tool removed and brought back
+        were approved on first sight. They are kept so that a tool removed and brought back
         changed is still held; without a bound an upstream whose tool names change with every list (generated
-        names, or a hostile one) grew the table forever. Newest first, never an admin's approval or a waiting
-        change: dropping the oldest let an upstream push a trusted tool's pin out with 10,000 made-up names
-        and bring the tool back changed, approved as new."""
+        names, or a hostile one) grew the table forever. Newest first, never an admin's approval, a waiting
+        change only when no other will do: dropping the oldest let an upstream push a trusted tool's pin out
+        with 10,000 made-up names and bring the tool back changed, approved as new."""
         absent = [pin for name, pin in pins.items() if name not in seen]
         excess = len(absent) - self._keep_absent
         if excess <= 0:
             return 0
-        droppable = [pin for pin in absent if pin.approved_by == FIRST_USE and pin.pending_hash is None]
-        droppable.sort(key=lambda pin: (pin.approved_at, pin.tool), reverse=True)
+        # First-use pins only (an admin's approval stays), those with no waiting change first, newest first:
+        # a hostile upstream that also changes its made-up tools cannot grow the table either.
+        droppable = [pin for pin in absent if pin.approved_by == FIRST_USE]
+        droppable.sort(key=lambda pin: (pin.pending_hash is None, pin.approved_at, pin.tool), reverse=True)
         dropped = droppable[:excess]
         if not dropped:
             return 0
