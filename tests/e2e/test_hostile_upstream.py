@@ -112,6 +112,7 @@ async def test_nulls_for_optional_fields_are_dropped_so_a_typescript_client_acce
         "ListToolsResultSchema": tools,
         "CallToolResultSchema": await modern("tools/call", {"name": "odd_items", "arguments": {}}, "odd_items"),
         "GetPromptResultSchema": await modern("prompts/get", {"name": "good_prompt"}, "good_prompt"),
+        "ListPromptsResultSchema": await modern("prompts/list", {}),
         "ReadResourceResultSchema": await modern("resources/read", {"uri": "hostile://good"}, "hostile://good"),
     }
     for schema, result in checks.items():

@@ -80,7 +80,12 @@ RESOURCE_CONTENTS = {
     "hostile://empty": [{"uri": "hostile://empty"}],
 }
 PROMPTS_AND_RESOURCES = {
-    "prompts/list": lambda _: {"prompts": [{"name": name} for name in PROMPT_MESSAGES]},
+    "prompts/list": lambda _: {
+        "prompts": [
+            {"name": name, "arguments": [{"name": "topic", "description": None, "required": None}], "icons": None}
+            for name in PROMPT_MESSAGES
+        ]
+    },
     "prompts/get": lambda name: {"messages": PROMPT_MESSAGES.get(name, []), "description": None},
     "resources/list": lambda _: {"resources": [{"uri": uri, "name": uri[10:]} for uri in RESOURCE_CONTENTS]},
     "resources/templates/list": lambda _: {"resourceTemplates": []},
@@ -204,7 +209,7 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         items = [
             {"type": "text", "text": "odd", "annotations": None, "_meta": None},
             {"type": "resource_link", "uri": "file:///a", "name": "a", "description": None},
-            {"type": "resource", "resource": {"uri": "file:///b", "text": "b"}},
+            {"type": "resource", "resource": {"uri": "file:///b", "text": "b", "mimeType": None}},
         ]
         writer.write(json_response(reply(request_id, {"content": items, "structuredContent": None})))
     elif name == "text_result":

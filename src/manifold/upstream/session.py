@@ -141,18 +141,32 @@ _CONTENT_SHAPES: dict[str, tuple[dict[str, type], dict[str, type]]] = {
 
 def _without_nulls(item: JSON) -> JSON:
     """`item` (a listed tool, prompt, resource; a content item; resource contents) without its fields that are
-    null, and its annotations without theirs: clients take null as absent, but the TypeScript SDK rejects it,
-    and with it the whole list or result. Never inside schemas or _meta (null is a value there). The same object
-    when there is nothing to drop (the common case: one C-level scan)."""
-    annotations = item.get("annotations")
-    if None not in item.values() and not (type(annotations) is dict and None in annotations.values()):
+    null, nor its annotations', embedded resource's, prompt arguments' or icons': clients take null as absent,
+    but the TypeScript SDK rejects it, and with it the whole list or result. Never inside schemas or _meta
+    (null is a value there). The same object when there is nothing to drop (the common case: a few C-level
+    scans)."""
+    nested = [key for key in _NULLABLE_INSIDE if _holds_null(item.get(key))]
+    if None not in item.values() and not nested:
         return item
     kept = {k: v for k, v in item.items() if v is not None}
-    if type(annotations) is dict and None in annotations.values():
-        kept["annotations"] = {k: v for k, v in annotations.items() if v is not None}
-    if type(resource := kept.get("resource")) is dict and None in resource.values():
-        kept["resource"] = {k: v for k, v in resource.items() if v is not None}
+    for key in nested:
+        value = kept[key]
+        if type(value) is dict:
+            kept[key] = {k: v for k, v in value.items() if v is not None}
+        else:
+            kept[key] = [{k: v for k, v in e.items() if v is not None} if type(e) is dict else e for e in value]
     return kept
+
+
+_NULLABLE_INSIDE = ("annotations", "resource", "arguments", "icons")  # objects, or lists of them, cleaned too
+
+
+def _holds_null(value: Any) -> bool:
+    if type(value) is dict:
+        return None in value.values()
+    if type(value) is list:
+        return any(type(e) is dict and None in e.values() for e in value)
+    return False
 
 
 def _result_without_nulls(result: JSON, items_key: str) -> JSON:
