@@ -167,6 +167,13 @@ class LegacySse:
             await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
             session.listener.queue.put(refusal.body())
             return
+        if inbound.is_request and inbound.request_id in session.inflight:
+            # An id still running names that request (its answer, a cancellation): a second one is refused, or
+            # a client could run any number at once past the in-flight bound by reusing one id.
+            await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
+            refused = error_bytes(inbound.request_id, INVALID_REQUEST, "A request with this id is still running")
+            session.listener.queue.put(refused)
+            return
         if inbound.is_request and inbound.method is not None:
             # Backpressure: this POST is answered once the session has room for one more running request.
             while session.inflight and (
