@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import anyio
 import httpx2
 import pytest
+from cryptography.fernet import Fernet
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.sse import sse_client
@@ -479,6 +480,34 @@ async def test_the_same_client_refreshing_from_several_connections_at_once_keeps
     assert len({tokens["refresh_token"] for tokens in answers}) == 1
     successor = answers[0]["refresh_token"]
     assert (await refresh(flow, successor)).status_code == 200
+
+
+async def test_replicas_whose_newest_secret_key_differs_still_hand_out_one_successor() -> None:
+    """Was (found by review): a reuse minted the successor with this process's newest key, so a replica not yet
+    given the rotated key (or given it first) stored a second, independent chain. A reuse now only hands out
+    the successor the first rotation stored, whichever of its keys derived it."""
+    k1, k2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    upstreams = {OTHER: stdio_upstream(UPSTREAM, "--transport", "stdio")}
+    servers = {VSERVER: {"members": [{"upstream": OTHER}]}}
+    with tempfile.TemporaryDirectory(prefix="manifold-oauth-keys-") as shared:
+        directory = Path(shared)  # one database for both replicas
+        async with (
+            run_gateway(upstreams, servers, directory=directory, env={"MANIFOLD_SECRET_KEY": k1}) as a,
+            run_gateway(upstreams, servers, directory=directory, env={"MANIFOLD_SECRET_KEY": f"{k2},{k1}"}) as b,
+            httpx2.AsyncClient(timeout=30) as http,
+        ):
+            browser = Browser(a)
+            try:
+                on_a = Flow(a, browser, http)
+                await on_a.register()
+                first = await on_a.tokens()
+                owner = (await refresh(on_a, first["refresh_token"])).json()  # replica A rotates (key k1)
+                on_b = Flow(b, browser, http, client_id=on_a.client_id)
+                again = await refresh(on_b, first["refresh_token"])  # within the window, on B (newest key k2)
+                assert again.status_code == 200, again.text
+                assert again.json()["refresh_token"] == owner["refresh_token"]  # one chain
+            finally:
+                await browser.aclose()
 
 
 async def test_with_no_reuse_window_a_rotated_refresh_token_presented_again_revokes_the_sign_in() -> None:

@@ -55,6 +55,7 @@ from manifold.authserver.server import (
     RefreshRecord,
     SignedIn,
     access_token_grant,
+    successors,
 )
 from manifold.authserver.store import AuthStore, RefreshRow, digest
 from manifold.config.models import AuthorizationServerSettings, GatewaySettings
@@ -458,8 +459,13 @@ class AuthorizationServerApp:
             reused = row is not None and row.used_at is not None and not row.revoked
             if reused and row is not None and self._same_moment(row, client):
                 # The same application refreshing from several connections at once (IDE windows, Inspector
-                # connections that share one sign-in): each gets tokens on the same sign-in.
+                # connections that share one sign-in): each gets the successor its first rotation stored, so the
+                # sign-in's chain never forks (a copy used after it moved on is still caught).
+                successor = await self.store.stored_successor(row.grant_id, successors(self.signing, presented))
+                if successor is None:
+                    return _oauth_error(400, "invalid_grant", "this refresh token was already used")
                 exchange.refresh_reused = True
+                exchange.successor = successor
             elif reused and row is not None:
                 # A rotated refresh token came back: someone holds a copy. End the whole sign-in.
                 await self.store.revoke_grant(row.grant_id, "refresh token reused")
@@ -480,9 +486,8 @@ class AuthorizationServerApp:
                 )
                 if not spent:
                     return _oauth_error(400, "invalid_grant", "the code was already used")
-            elif exchange.refresh_reused and exchange.refresh is not None and isinstance(new_refresh, str):
-                if not await self.store.add_refresh(exchange.refresh.row.grant_id, new_refresh, refresh_expires):
-                    return _oauth_error(400, "invalid_grant", "the sign-in was revoked")
+            elif exchange.refresh_reused:
+                pass  # its successor is already stored (and the sign-in was live a moment ago)
             elif exchange.refresh_rotated and exchange.refresh is not None and isinstance(new_refresh, str):
                 grant_id = exchange.refresh.row.grant_id
                 if not await self.store.rotate(exchange.refresh.token, grant_id, new_refresh, refresh_expires):
@@ -490,8 +495,12 @@ class AuthorizationServerApp:
                     # by a copy (the sign-in ends).
                     now_row = await self.store.refresh(exchange.refresh.token)
                     if now_row is not None and not now_row.revoked and self._same_moment(now_row, client):
-                        if await self.store.add_refresh(grant_id, new_refresh, refresh_expires):
-                            return _json(answer.status, answer.body, {**NO_STORE, **_lower(answer.headers)})
+                        candidates = successors(self.signing, exchange.refresh.token)
+                        stored = await self.store.stored_successor(grant_id, candidates)
+                        if stored is None or not isinstance(answer.body, dict):
+                            return _oauth_error(400, "invalid_grant", "this refresh token was already used")
+                        body = {**answer.body, "refresh_token": stored}  # the one the other rotation stored
+                        return _json(answer.status, body, {**NO_STORE, **_lower(answer.headers)})
                     await self.store.revoke_grant(grant_id, "refresh token reused")
                     return _oauth_error(
                         400, "invalid_grant", "this refresh token was already used; the sign-in is revoked"

@@ -158,6 +158,7 @@ class Exchange:
     code_spent: bool = False
     refresh_rotated: bool = False
     refresh_reused: bool = False  # a rotated refresh token within its reuse window (routes.py `token`)
+    successor: str | None = None  # then: its successor, as stored by its rotation (handed out again, never minted)
     registered: tuple[str, dict[str, Any], str | None] | None = None
     revoke_grant: str | None = None
 
@@ -348,11 +349,12 @@ class AccessTokens(JWTBearerTokenGenerator):
         replaces (HMAC with a key of the gateway's), so every connection that presents that token within its
         reuse window gets the same successor: the sign-in's chain never forks, and a copy used later is still
         caught (RFC 9700 4.14.2), however many times the token is presented."""
+        if self.exchange.successor is not None:
+            return self.exchange.successor  # a reuse: the successor already stored (routes.py `token`)
         previous = self.exchange.refresh
         if previous is None:
             return secrets.token_urlsafe(32)
-        mac = hmac.new(self.signing.secret(SUCCESSOR_PURPOSE), previous.token.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+        return successors(self.signing, previous.token)[0]
 
     def get_jwks(self) -> KeySet:
         return KeySet([self.signing.signing_key()])  # joserfc names its kid in the header
@@ -362,6 +364,15 @@ class AccessTokens(JWTBearerTokenGenerator):
 
     def get_extra_claims(self, client: GatewayClient, grant_type: str, user: SignedIn, scope: str) -> dict[str, Any]:
         return {"fam": user.grant_id}
+
+
+def successors(signing: SigningKeys, token: str) -> list[str]:
+    """The successors a rotation of `token` may have been given: one per secret key, the newest first (a
+    replica whose newest key differs stored another one)."""
+    return [
+        base64.urlsafe_b64encode(hmac.new(key, token.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+        for key in signing.secrets(SUCCESSOR_PURPOSE)
+    ]
 
 
 class IssuerInResponse(IssuerParameter):

@@ -189,24 +189,23 @@ class AuthStore:
             )
         return True
 
-    async def add_refresh(self, grant_id: str, new: str, expires_at: float) -> bool:
-        """A rotated token presented again within its reuse window: its successor (the same token its first
-        rotation made: derived, server.py `AccessTokens._refresh_token`) is in the family, added if it is not
-        (it is, but for a race). False: the sign-in was revoked meanwhile."""
-        async with write_transaction(self.engine) as conn:
-            live = await conn.execute(
-                select(gw_grants.c.id).where(gw_grants.c.id == grant_id, gw_grants.c.revoked_at.is_(None))
+    async def stored_successor(self, grant_id: str, candidates: list[str]) -> str | None:
+        """Which of `candidates` (the successors a rotation may have stored) is in the live sign-in `grant_id`:
+        a reuse within the window hands that one out again and stores nothing. None: none is (the sign-in was
+        revoked, or the rotation used a secret key this process does not have)."""
+        by_hash = {digest(candidate): candidate for candidate in candidates}
+        query = (
+            select(gw_refresh_tokens.c.token_hash)
+            .join(gw_grants, gw_grants.c.id == gw_refresh_tokens.c.grant_id)
+            .where(
+                gw_refresh_tokens.c.grant_id == grant_id,
+                gw_refresh_tokens.c.token_hash.in_(list(by_hash)),
+                gw_grants.c.revoked_at.is_(None),
             )
-            if live.first() is None:
-                return False
-            known = await conn.execute(
-                select(gw_refresh_tokens.c.token_hash).where(gw_refresh_tokens.c.token_hash == digest(new))
-            )
-            if known.first() is None:
-                await conn.execute(
-                    gw_refresh_tokens.insert().values(token_hash=digest(new), grant_id=grant_id, expires_at=expires_at)
-                )
-        return True
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else by_hash[row.token_hash]
 
     # ---- revocation ----
 

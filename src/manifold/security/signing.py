@@ -48,9 +48,10 @@ class SigningKeys:
             self._secrets = secrets
         return self._keys
 
-    def secret(self, purpose: bytes) -> bytes:
-        """A 32-byte secret for another use of the gateway's own OAuth (HMAC), from the newest secret key."""
-        return self._cipher.derive(purpose)[0]
+    def secrets(self, purpose: bytes) -> list[bytes]:
+        """32-byte secrets for another use of the gateway's own OAuth (HMAC), one per configured secret key,
+        the newest first (a replica may not have the newest yet)."""
+        return self._cipher.derive(purpose)
 
     def signing_key(self) -> ECKey:
         return self._current()[0]
