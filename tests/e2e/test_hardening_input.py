@@ -263,6 +263,29 @@ async def test_a_second_call_with_the_id_of_one_still_running_on_an_sse_connecti
         assert (await connection.answer()) == {"jsonrpc": "2.0", "id": 9, "result": {}}
 
 
+async def test_calls_waiting_for_room_with_one_id_are_refused_once_one_of_them_runs() -> None:
+    """Review found the first fix checking the id before the wait for room: four calls with id 9 that waited
+    behind a full session all got in, one overwriting the other's entry, past the session's bound."""
+    def slow(request_id: int, seconds: float) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                "params": {"name": "slow", "arguments": {"seconds": seconds}}}  # fmt: skip
+
+    async with run_http_upstream(KITCHEN) as up:
+        limits = {"limits": {"requests_in_flight_per_sse_session": 2}}
+        async with run_gateway({"up": {"transport": "http", "url": up}}, gateway=limits) as small, legacy(small) as c:
+            for request_id in (1, 2):  # the session is full
+                assert (await c.post(slow(request_id, 0.3))).status_code == 202
+            async with anyio.create_task_group() as posts:
+                for _ in range(4):
+                    posts.start_soon(c.post, slow(9, 0.3))
+                answers = [await c.answer() for _ in range(6)]
+            ran = [a for a in answers if a["id"] == 9 and "result" in a]
+            refused = [a for a in answers if a["id"] == 9 and "error" in a]
+            assert len(ran) == 1 and len(refused) == 3, answers
+            assert {a["error"]["message"] for a in refused} == {"A request with this id is still running"}
+            assert "Traceback" not in small.log()
+
+
 # ---- defect 9: nesting, params, versions, content type ---------------------------------------------------
 
 

@@ -167,13 +167,6 @@ class LegacySse:
             await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
             session.listener.queue.put(refusal.body())
             return
-        if inbound.is_request and inbound.request_id in session.inflight:
-            # An id still running names that request (its answer, a cancellation): a second one is refused, or
-            # a client could run any number at once past the in-flight bound by reusing one id.
-            await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
-            refused = error_bytes(inbound.request_id, INVALID_REQUEST, "A request with this id is still running")
-            session.listener.queue.put(refused)
-            return
         if inbound.is_request and inbound.method is not None:
             # Backpressure: this POST is answered once the session has room for one more running request.
             while session.inflight and (
@@ -186,6 +179,15 @@ class LegacySse:
                     await slot
                 finally:
                     self._forget_waiter(session.id, slot)
+        if inbound.is_request and inbound.request_id in session.inflight:
+            # An id still running names that request (its answer, a cancellation): a second one is refused, or
+            # a client could run any number at once past the in-flight bound by reusing one id. Checked once
+            # this request has its room (not before the wait: two waiting with one id would both get in).
+            await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
+            refused = error_bytes(inbound.request_id, INVALID_REQUEST, "A request with this id is still running")
+            session.listener.queue.put(refused)
+            self._wake_next(session.id)  # the room it was given goes to the next one waiting
+            return
         await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
         method = inbound.method
         if method is None:
@@ -220,7 +222,10 @@ class LegacySse:
             self._busy.pop(session.id, None)
             if self._stopping:
                 session.listener.close()  # its last reply is queued: the stream ends once it is written
-        waiters = self._waiting.get(session.id)
+        self._wake_next(session.id)
+
+    def _wake_next(self, session_id: str) -> None:
+        waiters = self._waiting.get(session_id)
         while waiters:
             slot = waiters.pop(0)
             if not slot.done():
