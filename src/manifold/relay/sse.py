@@ -183,10 +183,10 @@ class LegacySse:
             # An id still running names that request (its answer, a cancellation): a second one is refused, or
             # a client could run any number at once past the in-flight bound by reusing one id. Checked once
             # this request has its room (not before the wait: two waiting with one id would both get in).
-            await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
+            self._wake_next(session.id)  # the room it was given goes to the next one waiting (before any await)
             refused = error_bytes(inbound.request_id, INVALID_REQUEST, "A request with this id is still running")
             session.listener.queue.put(refused)
-            self._wake_next(session.id)  # the room it was given goes to the next one waiting
+            await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
             return
         await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
         method = inbound.method
