@@ -188,17 +188,18 @@ class LegacySse:
             session.listener.queue.put(refused)
             await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
             return
-        await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
         method = inbound.method
-        if method is None:
-            self.pending.resolve(inbound.message, principal.id)
-            return
-        if not inbound.is_request:
-            if method == CANCELLED:
+        if method is None or not inbound.is_request:
+            await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
+            if method is None:
+                self.pending.resolve(inbound.message, principal.id)
+            elif method == CANCELLED:
                 task = session.inflight.get(inbound.params.get("requestId"))  # an id inbound.py accepted
                 if task is not None:
                     task.cancel()
             return
+        # A request is recorded before any await (its 202 may wait for a client that stopped reading its POST
+        # answers): the room and the id checked above cannot be taken by another request meanwhile.
         forwarded = scope["_headers"].get("x-mcp-headers")
         request_id = inbound.request_id
         task = asyncio.ensure_future(self._handle(session, view, principal, inbound, method, forwarded))
@@ -208,6 +209,7 @@ class LegacySse:
         size = len(body)
         self._inflight_bytes[session.id] = self._inflight_bytes.get(session.id, 0) + size
         task.add_done_callback(lambda t: self._finished(t, session, request_id, size))
+        await send_body(send, 202, b"Accepted", [(b"content-type", b"text/plain")])
 
     def _finished(self, task: asyncio.Task[None], session: ClientSession, request_id: Any, size: int) -> None:
         self._tasks.discard(task)
