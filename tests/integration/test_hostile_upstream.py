@@ -188,13 +188,18 @@ async def test_messages_whose_method_is_not_a_string_are_dropped_and_the_call_co
 HOSTILE_STDIO = Path(__file__).parents[1] / "upstreams" / "hostile_stdio.py"
 
 
-async def test_a_stdio_upstream_writing_an_endless_line_is_stopped_and_the_error_says_why(caplog) -> None:
-    """Was: 'process exited', as if it had crashed by itself, when the gateway had stopped it."""
+def stdio_pool(call_timeout: float = CALL_TIMEOUT) -> UpstreamPool:
+    """hostile_stdio.py as upstream 'bad'."""
     config = UpstreamConfig(
         transport="stdio", command=sys.executable, args=[str(HOSTILE_STDIO)], protocol="2025-11-25",
-        call_timeout=CALL_TIMEOUT,
+        call_timeout=call_timeout,
     )  # fmt: skip
-    pool = UpstreamPool({"bad": config})
+    return UpstreamPool({"bad": config})
+
+
+async def test_a_stdio_upstream_writing_an_endless_line_is_stopped_and_the_error_says_why(caplog) -> None:
+    """Was: 'process exited', as if it had crashed by itself, when the gateway had stopped it."""
+    pool = stdio_pool()
     try:
         assert tool_result(await call(pool, "garbage")) == "after the garbage"  # junk lines are skipped
         assert tool_result(await call(pool, "deep")) == "after the deep line"  # so is a line too deep to parse
@@ -213,11 +218,7 @@ async def test_a_stdio_upstream_writing_an_endless_line_is_stopped_and_the_error
 async def test_a_stdio_reply_too_deep_to_read_or_a_parse_error_fails_its_call_at_once() -> None:
     """Was: a reply nested past the JSON parser's depth limit was skipped like junk, and its call waited out
     call_timeout; an upstream's parse error (JSON-RPC's id null) was 'an id the gateway never sent'."""
-    config = UpstreamConfig(
-        transport="stdio", command=sys.executable, args=[str(HOSTILE_STDIO)], protocol="2025-11-25",
-        call_timeout=CALL_TIMEOUT,
-    )  # fmt: skip
-    pool = UpstreamPool({"bad": config})
+    pool = stdio_pool()
     try:
         for tool, said in (
             ("deep_reply", "upstream 'bad' sent a message nested too deep to read, most likely the answer"),
@@ -239,11 +240,7 @@ async def test_a_stdio_upstream_that_stops_reading_its_stdin_is_refused_at_once_
     only growing; and the write lock was held while a message waited, so once a cancellation notice was stuck
     behind the unread bytes, every later call waited out its timeout. Past 32 MB waiting, a call is refused at
     once, saying why."""
-    config = UpstreamConfig(
-        transport="stdio", command=sys.executable, args=[str(HOSTILE_STDIO)], protocol="2025-11-25",
-        call_timeout=0.5,
-    )  # fmt: skip
-    pool = UpstreamPool({"bad": config})
+    pool = stdio_pool(call_timeout=0.5)
     big = {"name": "echo", "arguments": {"text": "x" * (12 * 1024 * 1024)}}
     try:
         assert tool_result(await call(pool, "deaf")) == "deaf now"
