@@ -1,14 +1,20 @@
 """What telemetry costs: the same tools/call through two gateway processes, one with metrics and tracing on
 (spans exported to a local OTLP sink), one with both off, in one run.
 
-    .venv/bin/python -m bench.bench_telemetry [--calls 300] [--warmup 30] [--rounds 6] [--json FILE]
-                                              [--upstream fast|fast-untraced]
+    .venv/bin/python -m bench.bench_telemetry [--calls 300] [--warmup 30] [--rounds 6] [--pairs 3]
+                                              [--upstream fast|fast-untraced] [--json FILE]
 
 Metrics and tracing are process configuration, so each setting is its own gateway process, both in front of
 the same fast upstream process. The sink is a tiny HTTP server in this process answering POST /v1/traces
 with 200 (it counts the exports, so the report shows spans really left the gateway). The paths alternate call
 by call (bench/common.interleaved), with the mcp SDK client in 2025-11-25 mode and a lean raw 2026-07-28
 client. Target: p50 with metrics and tracing on ≤ 1.05 × p50 with both off (issue 15).
+
+Two processes differ by more than their setting: two gateways configured alike, measured this way, read
+anywhere from 0.94× to 1.00× of each other on this 2-core VM (where the scheduler puts each, their hash seeds
+and memory layout), as large as the 5% to be judged. So the comparison is made with `--pairs` fresh pairs of
+processes, started in alternating order, the rounds shared among them; the p50s pool every pair's samples,
+and each pair's own ratio is printed too.
 
 The upstream is the mcp SDK's low-level server, which joins the trace it is sent: its OpenTelemetryMiddleware
 extracts `_meta.traceparent` and opens a span of its own, a cost the upstream pays only when tracing is on.
@@ -26,6 +32,8 @@ from bench.common import gateway_headers, interleaved, paired_figures, paired_ma
 from tests.e2e.harness import run_gateway
 
 TARGET_RATIO = 1.05
+NAMES = ("telemetry off", "metrics + tracing")
+PAIRS = "ratio of each pair (sdk, raw)"
 
 
 class Sink:
@@ -65,24 +73,39 @@ async def run(args: argparse.Namespace) -> dict:
             entries = {"bench": {"transport": "http", "url": upstreams[0].url}}
             on = {"telemetry": {"tracing": {"endpoint": sink.url}}}  # metrics are on by default
             off = {"telemetry": {"metrics": {"enabled": False}}}
-            async with run_gateway(entries, extra=on) as traced, run_gateway(entries, extra=off) as plain:
-                paths = {
-                    "telemetry off": (plain.url("bench"), gateway_headers(plain)),
-                    "metrics + tracing": (traced.url("bench"), gateway_headers(traced)),
-                }
-                samples = await interleaved(paths, tool=TOOL, calls=args.calls * args.rounds, warmup=args.warmup)
+            samples: dict[str, dict[str, list[float]]] = {name: {"sdk": [], "raw": []} for name in NAMES}
+            per_pair = []
+            calls = max(1, args.calls * args.rounds // args.pairs)
+            for pair in range(args.pairs):
+                first, second = (on, off) if pair % 2 == 0 else (off, on)
+                async with run_gateway(entries, extra=first) as one, run_gateway(entries, extra=second) as two:
+                    traced, plain = (one, two) if first is on else (two, one)
+                    paths = {
+                        "telemetry off": (plain.url("bench"), gateway_headers(plain)),
+                        "metrics + tracing": (traced.url("bench"), gateway_headers(traced)),
+                    }
+                    pair_samples = await interleaved(paths, tool=TOOL, calls=calls, warmup=args.warmup)
+                pair_figures = paired_figures(pair_samples, "telemetry off")["metrics + tracing"]
+                per_pair.append([pair_figures["sdk_ratio"], pair_figures["raw_ratio"]])
+                for name in NAMES:
+                    for client in ("sdk", "raw"):
+                        samples[name][client] += pair_samples[name][client]
     finally:
         sink.close()
     figures = paired_figures(samples, "telemetry off")
     figures["metrics + tracing"]["otlp_exports"] = float(sink.exports)
     figures["metrics + tracing"]["untraced_upstream"] = float(args.upstream == "fast-untraced")
-    return figures
+    return {**figures, PAIRS: per_pair}
 
 
 def report(results: dict) -> str:
-    exports = results["metrics + tracing"].get("otlp_exports", 0)
+    traced = results["metrics + tracing"]
+    exports = traced.get("otlp_exports", 0)
+    shown = {name: results[name] for name in NAMES}
+    pairs = ", ".join(f"{sdk:.3f} / {raw:.3f}" for sdk, raw in results.get(PAIRS, []))
     return (
-        paired_report(results, label="tools/call", baseline="telemetry off", target=f"≤ {TARGET_RATIO}× off")
+        paired_report(shown, label="tools/call", baseline="telemetry off", target=f"≤ {TARGET_RATIO}× off")
+        + f"\neach pair of processes (sdk / raw): {pairs}"
         + f"\nOTLP exports received by the sink: {int(exports)}; upstream: "
         + ("without OpenTelemetry (fast-untraced)" if results["metrics + tracing"].get("untraced_upstream") else "fast")
     )
@@ -91,6 +114,7 @@ def report(results: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--upstream", choices=("fast", "fast-untraced"), default="fast")
+        parser.add_argument("--pairs", type=int, default=3, help="fresh pairs of gateway processes (rounds shared)")
 
     return paired_main(__doc__, run, report, argv, options)
 
