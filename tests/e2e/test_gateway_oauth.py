@@ -482,6 +482,24 @@ async def test_the_same_client_refreshing_from_several_connections_at_once_keeps
     assert (await refresh(flow, successor)).status_code == 200
 
 
+async def test_a_late_connection_of_the_same_client_gets_the_chains_newest_token_not_a_used_one(flow: Flow) -> None:
+    """Was: a reuse within the window handed out the successor its token's rotation stored, even when another
+    connection had rotated that successor meanwhile; presented after the window, it counted as a copy and the
+    whole sign-in was revoked (a false sign-out for every connection). The chain is now followed to its newest
+    token."""
+    first = await flow.tokens()
+    one = (await refresh(flow, first["refresh_token"])).json()  # connection A rotates the first token
+    two = (await refresh(flow, one["refresh_token"])).json()  # connection B, later, rotates A's
+    late = await refresh(flow, first["refresh_token"])  # connection C, still within the first token's window
+    assert late.status_code == 200, late.text
+    assert late.json()["refresh_token"] == two["refresh_token"]  # not A's, which is used already
+    for token in (first["refresh_token"], one["refresh_token"]):
+        await expire_reuse_window(flow, token)  # time passes
+    after = await refresh(flow, late.json()["refresh_token"])  # C refreshes again: an ordinary rotation
+    assert after.status_code == 200, after.text
+    assert (await flow.list_tools(after.json()["access_token"])).status_code == 200
+
+
 async def test_replicas_whose_newest_secret_key_differs_still_hand_out_one_successor() -> None:
     """Was (found by review): a reuse minted the successor with this process's newest key, so a replica not yet
     given the rotated key (or given it first) stored a second, independent chain. A reuse now only hands out

@@ -435,6 +435,9 @@ class AuthorizationServerApp:
         window = self.settings.refresh_token_reuse_seconds
         return client.client_id == row.client_id and row.used_at is not None and time.time() - row.used_at <= window
 
+    def _successors(self, token: str) -> list[str]:
+        return successors(self.signing, token)
+
     async def token(self, request: Request) -> Response:
         form = await self._form(request)
         if isinstance(form, Response):
@@ -459,9 +462,10 @@ class AuthorizationServerApp:
             reused = row is not None and row.used_at is not None and not row.revoked
             if reused and row is not None and self._same_moment(row, client):
                 # The same application refreshing from several connections at once (IDE windows, Inspector
-                # connections that share one sign-in): each gets the successor its first rotation stored, so the
-                # sign-in's chain never forks (a copy used after it moved on is still caught).
-                successor = await self.store.stored_successor(row.grant_id, successors(self.signing, presented))
+                # connections that share one sign-in): each gets the chain's newest token (the successor its
+                # rotation stored, or that one's, ...), so the sign-in's chain never forks (a copy used after it
+                # moved on is still caught).
+                successor = await self.store.live_successor(row.grant_id, presented, self._successors)
                 if successor is None:
                     return _oauth_error(400, "invalid_grant", "this refresh token was already used")
                 exchange.refresh_reused = True
@@ -495,8 +499,7 @@ class AuthorizationServerApp:
                     # by a copy (the sign-in ends).
                     now_row = await self.store.refresh(exchange.refresh.token)
                     if now_row is not None and not now_row.revoked and self._same_moment(now_row, client):
-                        candidates = successors(self.signing, exchange.refresh.token)
-                        stored = await self.store.stored_successor(grant_id, candidates)
+                        stored = await self.store.live_successor(grant_id, exchange.refresh.token, self._successors)
                         if stored is None or not isinstance(answer.body, dict):
                             return _oauth_error(400, "invalid_grant", "this refresh token was already used")
                         body = {**answer.body, "refresh_token": stored}  # the one the other rotation stored

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from manifold.store.db import write_transaction
 CLIENT_NAME_LENGTH = 200  # gw_oauth_consents.client_name
 
 UNUSED_CLIENT_SECONDS = 86_400.0
+# How far `live_successor` follows a chain of rotations made within one reuse window.
+MAX_SUCCESSOR_STEPS = 16
 
 
 def digest(value: str) -> str:
@@ -189,23 +192,28 @@ class AuthStore:
             )
         return True
 
-    async def stored_successor(self, grant_id: str, candidates: list[str]) -> str | None:
-        """Which of `candidates` (the successors a rotation may have stored) is in the live sign-in `grant_id`:
-        a reuse within the window hands that one out again and stores nothing. None: none is (the sign-in was
-        revoked, or the rotation used a secret key this process does not have)."""
-        by_hash = {digest(candidate): candidate for candidate in candidates}
+    async def live_successor(self, grant_id: str, token: str, successors: Callable[[str], list[str]]) -> str | None:
+        """The refresh token a reuse of rotated `token` within the window hands out again (nothing is stored):
+        its successor as its rotation stored it (`successors(token)`: the candidates, one per secret key), and if
+        that one was rotated too meanwhile (a third connection of the same application), its successor, and so
+        on to the one not yet used, so that the client is not handed a token that signs it out when it is
+        presented after the window. None: the sign-in `grant_id` was revoked, or a rotation used a secret key
+        this process does not have."""
         query = (
-            select(gw_refresh_tokens.c.token_hash)
+            select(gw_refresh_tokens.c.token_hash, gw_refresh_tokens.c.used_at)
             .join(gw_grants, gw_grants.c.id == gw_refresh_tokens.c.grant_id)
-            .where(
-                gw_refresh_tokens.c.grant_id == grant_id,
-                gw_refresh_tokens.c.token_hash.in_(list(by_hash)),
-                gw_grants.c.revoked_at.is_(None),
-            )
+            .where(gw_refresh_tokens.c.grant_id == grant_id, gw_grants.c.revoked_at.is_(None))
         )
         async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else by_hash[row.token_hash]
+            for _ in range(MAX_SUCCESSOR_STEPS):
+                by_hash = {digest(candidate): candidate for candidate in successors(token)}
+                row = (await conn.execute(query.where(gw_refresh_tokens.c.token_hash.in_(list(by_hash))))).first()
+                if row is None:
+                    return None
+                token = by_hash[row.token_hash]
+                if row.used_at is None:
+                    return token
+        return None  # a chain this long within one reuse window is no application's own connections
 
     # ---- revocation ----
 
