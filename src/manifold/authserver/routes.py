@@ -450,66 +450,82 @@ class AuthorizationServerApp:
         code = form.get("code")
         presented = form.get("refresh_token")
         if grant_type == "authorization_code" and code:
-            row = await self.store.code(code)
-            if row is not None and row.grant_id is not None:
-                # A code presented again: whoever holds a copy must not keep what the first exchange got.
-                await self.store.revoke_grant(row.grant_id, "code reused")
-                log.warning("gateway-oauth: a code of %s was presented twice; its grant is revoked", row.principal)
-                return _oauth_error(400, "invalid_grant", "the code was already used; its tokens are revoked")
-            exchange.code = CodeRecord(code, row) if row is not None else None
+            refused = await self._read_code(exchange, code)
         elif grant_type == "refresh_token" and presented:
-            row = await self.store.refresh(presented)
-            reused = row is not None and row.used_at is not None and not row.revoked
-            if reused and row is not None and self._same_moment(row, client):
-                # The same application refreshing from several connections at once (IDE windows, Inspector
-                # connections that share one sign-in): each gets the chain's newest token (the successor its
-                # rotation stored, or that one's, ...), so the sign-in's chain never forks (a copy used after it
-                # moved on is still caught).
-                successor = await self.store.live_successor(row.grant_id, presented, self._successors)
-                if successor is None:
-                    return _oauth_error(400, "invalid_grant", "this refresh token was already used")
-                exchange.refresh_reused = True
-                exchange.successor = successor
-            elif reused and row is not None:
+            refused = await self._read_refresh(exchange, client, presented)
+        else:
+            refused = None  # Authlib answers what is missing or unsupported
+        if refused is not None:
+            return refused
+        server = self._server(request, exchange)
+        answer = server.token_answer(FormRequest("POST", str(request.url), form, request.headers))
+        if answer.status == 200 and exchange.tokens:
+            return await self._store_issued(exchange, client, answer)
+        return _json(answer.status, answer.body, {**NO_STORE, **_lower(answer.headers)})
+
+    async def _read_code(self, exchange: Exchange, code: str) -> Response | None:
+        row = await self.store.code(code)
+        if row is not None and row.grant_id is not None:
+            # A code presented again: whoever holds a copy must not keep what the first exchange got.
+            await self.store.revoke_grant(row.grant_id, "code reused")
+            log.warning("gateway-oauth: a code of %s was presented twice; its grant is revoked", row.principal)
+            return _oauth_error(400, "invalid_grant", "the code was already used; its tokens are revoked")
+        exchange.code = CodeRecord(code, row) if row is not None else None
+        return None
+
+    async def _read_refresh(self, exchange: Exchange, client: GatewayClient, presented: str) -> Response | None:
+        row = await self.store.refresh(presented)
+        if row is None:
+            return None  # Authlib refuses an unknown token
+        if row.used_at is not None and not row.revoked:
+            if not self._same_moment(row, client):
                 # A rotated refresh token came back: someone holds a copy. End the whole sign-in.
                 await self.store.revoke_grant(row.grant_id, "refresh token reused")
                 log.warning(
                     "gateway-oauth: a rotated refresh token of %s was reused; its grant is revoked", row.principal
                 )
                 return _oauth_error(400, "invalid_grant", "this refresh token was already used; the sign-in is revoked")
-            exchange.refresh = RefreshRecord(presented, row) if row is not None else None
-        server = self._server(request, exchange)
-        answer = server.token_answer(FormRequest("POST", str(request.url), form, request.headers))
-        if answer.status == 200 and exchange.tokens:
-            issued = exchange.tokens[0]
-            refresh_expires = time.time() + self.settings.refresh_token_days * 86_400
-            new_refresh = issued.get("refresh_token")
-            if exchange.code_spent and exchange.code is not None:
-                spent = await self.store.exchange_code(
-                    exchange.code.code, exchange.grant_id, exchange.code.row, new_refresh, refresh_expires
-                )
-                if not spent:
-                    return _oauth_error(400, "invalid_grant", "the code was already used")
-            elif exchange.refresh_reused:
-                pass  # its successor is already stored (and the sign-in was live a moment ago)
-            elif exchange.refresh_rotated and exchange.refresh is not None and isinstance(new_refresh, str):
-                grant_id = exchange.refresh.row.grant_id
-                if not await self.store.rotate(exchange.refresh.token, grant_id, new_refresh, refresh_expires):
-                    # Used meanwhile: by another connection of this application at the same moment (kept), or
-                    # by a copy (the sign-in ends).
-                    now_row = await self.store.refresh(exchange.refresh.token)
-                    if now_row is not None and not now_row.revoked and self._same_moment(now_row, client):
-                        stored = await self.store.live_successor(grant_id, exchange.refresh.token, self._successors)
-                        if stored is None or not isinstance(answer.body, dict):
-                            return _oauth_error(400, "invalid_grant", "this refresh token was already used")
-                        body = {**answer.body, "refresh_token": stored}  # the one the other rotation stored
-                        return _json(answer.status, body, {**NO_STORE, **_lower(answer.headers)})
-                    await self.store.revoke_grant(grant_id, "refresh token reused")
-                    return _oauth_error(
-                        400, "invalid_grant", "this refresh token was already used; the sign-in is revoked"
-                    )
-            else:
-                return _oauth_error(400, "invalid_grant", "the grant could not be completed")
+            # The same application refreshing from several connections at once (IDE windows, Inspector
+            # connections that share one sign-in): each gets the chain's newest token (the successor its
+            # rotation stored, or that one's, ...), so the sign-in's chain never forks (a copy used after it
+            # moved on is still caught).
+            successor = await self.store.live_successor(row.grant_id, presented, self._successors)
+            if successor is None:
+                return _oauth_error(400, "invalid_grant", "this refresh token was already used")
+            exchange.refresh_reused = True
+            exchange.successor = successor
+        exchange.refresh = RefreshRecord(presented, row)
+        return None
+
+    async def _store_issued(self, exchange: Exchange, client: GatewayClient, answer: Answer) -> Response:
+        """Authlib issued tokens: the code is spent or the refresh token rotated in the database, in one
+        transaction that fails if another request got there first."""
+        new_refresh = exchange.tokens[0].get("refresh_token")
+        refresh_expires = time.time() + self.settings.refresh_token_days * 86_400
+        if exchange.code_spent and exchange.code is not None:
+            spent = await self.store.exchange_code(
+                exchange.code.code, exchange.grant_id, exchange.code.row, new_refresh, refresh_expires
+            )
+            if not spent:
+                return _oauth_error(400, "invalid_grant", "the code was already used")
+        elif exchange.refresh_reused:
+            pass  # its successor is already stored (and the sign-in was live a moment ago)
+        elif exchange.refresh_rotated and exchange.refresh is not None and isinstance(new_refresh, str):
+            grant_id = exchange.refresh.row.grant_id
+            if not await self.store.rotate(exchange.refresh.token, grant_id, new_refresh, refresh_expires):
+                # Used meanwhile: by another connection of this application at the same moment (kept), or by a
+                # copy (the sign-in ends).
+                now_row = await self.store.refresh(exchange.refresh.token)
+                if now_row is not None and not now_row.revoked and self._same_moment(now_row, client):
+                    stored = await self.store.live_successor(grant_id, exchange.refresh.token, self._successors)
+                    if stored is None or not isinstance(answer.body, dict):
+                        return _oauth_error(400, "invalid_grant", "this refresh token was already used")
+                    body = {**answer.body, "refresh_token": stored}  # the one the other rotation stored
+                    return _json(answer.status, body, {**NO_STORE, **_lower(answer.headers)})
+                await self.store.revoke_grant(grant_id, "refresh token reused")
+                return _oauth_error(400, "invalid_grant", "this refresh token was already used; the sign-in is revoked")
+        else:
+            return _oauth_error(400, "invalid_grant", "the grant could not be completed")
         return _json(answer.status, answer.body, {**NO_STORE, **_lower(answer.headers)})
 
     # ---- registration and revocation ----
