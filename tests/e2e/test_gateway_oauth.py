@@ -350,11 +350,40 @@ async def test_a_code_is_used_once_and_its_reuse_revokes_what_it_gave(flow: Flow
     assert (await flow.list_tools(first.json()["access_token"])).status_code == 401  # RFC 6749 §4.1.2
 
 
-async def test_an_unregistered_redirect_uri_is_refused_without_a_redirect(flow: Flow) -> None:
+# A URI with `"` or `\\` was a 500: Authlib quoted it in an error description, which may not hold those.
+@pytest.mark.parametrize(
+    "unregistered", ["https://evil.example/cb", 'https://evil.example/"cb', "https://evil.example\\cb"]
+)
+async def test_an_unregistered_redirect_uri_is_refused_without_a_redirect(flow: Flow, unregistered: str) -> None:
     await flow.browser.consent_page(flow.authorize_url(pkce()[1]))  # signed in
-    answer = await flow.browser.get(flow.authorize_url(pkce()[1], redirect_uri="https://evil.example/cb"))
+    answer = await flow.browser.get(flow.authorize_url(pkce()[1], redirect_uri=unregistered))
     assert answer.status_code == 400 and "location" not in answer.headers
     assert "invalid_request" in answer.text and "evil.example" not in answer.headers.get("location", "")
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        "http://evil.example\\@127.0.0.1:8080/callback",  # Python: host 127.0.0.1; a browser: evil.example
+        "http://evil.example@127.0.0.1:8080/callback",  # userinfo: only the host was compared
+        "http://127.0.0.1:8080\\@evil.example/callback",
+        "http://127.0.0.1:8080/callback\t",
+    ],
+)
+async def test_a_loopback_redirect_uri_a_browser_reads_as_another_host_gets_no_code(flow: Flow, crafted: str) -> None:
+    """Was (found by a security probe): the RFC 8252 any-port rule compared Python's reading of the URI, so
+    `http://evil.example\\@127.0.0.1:8080/callback` matched the registered loopback redirect and the code went
+    to evil.example in a real browser (Chromium), silently for a client the person had allowed before; /token
+    took the same URI. Now refused without a redirect, and refused at registration."""
+    await flow.browser.consent_page(flow.authorize_url(pkce()[1]))  # signed in, the client allowed
+    answer = await flow.browser.get(flow.authorize_url(pkce()[1], redirect_uri=crafted))
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert "invalid_request" in answer.text
+    registration = await flow.http.post(
+        f"{flow.gw.base}/register",
+        json={"redirect_uris": [crafted], "token_endpoint_auth_method": "none", "client_name": "x"},
+    )
+    assert registration.status_code == 400 and oauth_error(registration) == "invalid_redirect_uri"
 
 
 async def test_a_native_app_with_a_private_use_redirect_uri_registers_and_gets_its_code(flow: Flow) -> None:

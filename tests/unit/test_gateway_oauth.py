@@ -47,6 +47,13 @@ CLIENT = "https://ide.example/client.json"
         ("http://127.0.0.1:3000/callback", "http://localhost:3000/callback", False),  # another host
         ("http://127.0.0.1:3000/callback", "https://127.0.0.1:3000/callback", False),
         ("http://app.example/cb", "http://app.example:81/cb", False),  # not loopback: exact only
+        ("http://[::1]/cb", "http://[::1]:5000/cb", True),
+        # Read by a browser as another host, or with userinfo: never the loopback rule (security probe).
+        ("http://127.0.0.1/callback", "http://evil.example\\@127.0.0.1:8080/callback", False),
+        ("http://127.0.0.1/callback", "http://evil.example@127.0.0.1:8080/callback", False),
+        ("http://127.0.0.1/callback", "http://127.0.0.1:8080\\@evil.example/callback", False),
+        ("http://127.0.0.1/callback", "http://127.0.0.1:8080/callback\n", False),
+        ("http://127.0.0.1/callback", "http://127.0.0.1:/callback", False),
     ],
 )
 def test_redirect_uris_match_exactly_except_a_loopback_port(registered: str, requested: str, matches: bool) -> None:

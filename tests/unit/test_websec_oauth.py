@@ -105,6 +105,12 @@ async def test_a_metadata_document_may_not_name_a_script_or_data_redirect_uri(do
         ("http://[zz]/cb", False, False),  # no URL at all: refused, never a ValueError
         ("https://[::1/cb", False, False),
         ("http://127.0.0.1:99999/cb", False, False),
+        ("http://evil.example\\@127.0.0.1/cb", False, False),  # a browser goes to evil.example
+        ("https://ide.example\\@other.example/cb", False, False),
+        ("http://user@127.0.0.1/cb", False, False),  # userinfo
+        ("https://user:pw@ide.example/cb", False, False),
+        ("https://ide.example/c b", False, False),
+        ("https://ide.example/cb\t", False, False),
     ],
 )
 def test_which_redirect_uris_a_client_may_have(uri: str, secure: bool, insecure: bool) -> None:

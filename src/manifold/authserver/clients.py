@@ -60,11 +60,14 @@ def is_cimd_url(client_id: str) -> bool:
 def redirect_uri_allowed(uri: str, *, insecure: bool = False) -> bool:
     """Whether a client may be sent its codes at `uri`: https, loopback http (RFC 8252 §7.3) or a native app's
     private-use scheme (§7.1: a reverse domain name, so never `javascript:`, `data:` or `vbscript:`), with no
-    fragment. `insecure` (`allow_insecure_client_urls`, development only) also lets plain http to any host."""
-    if len(uri) > MAX_REDIRECT_URI:
+    fragment. `insecure` (`allow_insecure_client_urls`, development only) also lets plain http to any host.
+    Never a URI that Python and a browser would read as two different places (`_ambiguous`)."""
+    if len(uri) > MAX_REDIRECT_URI or _ambiguous(uri):
         return False
     parts = split_url(uri)
     if parts is None or parts.fragment or not parts.scheme:
+        return False
+    if parts.scheme in ("https", "http") and not _host_and_port_only(parts):
         return False
     if parts.scheme == "https":
         return bool(parts.netloc)
@@ -76,11 +79,32 @@ def redirect_uri_allowed(uri: str, *, insecure: bool = False) -> bool:
 def redirect_matches(registered: str, requested: str) -> bool:
     if registered == requested:
         return True
+    if _ambiguous(requested) or _ambiguous(registered):
+        return False
     a, b = split_url(registered), split_url(requested)
     if a is None or b is None or a.scheme != "http" or b.scheme != "http" or a.hostname not in LOOPBACK_HOSTS:
         return False
+    if not (_host_and_port_only(a) and _host_and_port_only(b)):
+        return False
     # RFC 8252 §7.3: any port on the same loopback host, the rest exactly as registered.
     return (a.hostname, a.path, a.query, a.fragment) == (b.hostname, b.path, b.query, b.fragment) and bool(b.hostname)
+
+
+def _ambiguous(uri: str) -> bool:
+    """Characters on which Python's `urlsplit` and a browser's URL parser (WHATWG) part ways: a backslash is
+    a path separator to a browser only (`http://evil.example\\@127.0.0.1/cb` is 127.0.0.1 to Python,
+    evil.example to Chromium), and whitespace and control characters are dropped by one and kept by the other.
+    A redirect URI holding one is refused, whatever else it says."""
+    return "\\" in uri or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in uri)
+
+
+def _host_and_port_only(parts: SplitResult) -> bool:
+    """The authority is `host` or `host:port`, nothing more: no userinfo (`anything@127.0.0.1` would match a
+    loopback redirect by its host alone), no empty port."""
+    host = parts.hostname or ""
+    shown = f"[{host}]" if ":" in host else host
+    netloc = parts.netloc.lower()
+    return netloc == shown or (parts.port is not None and netloc == f"{shown}:{parts.port}")
 
 
 @dataclass(frozen=True)

@@ -283,6 +283,17 @@ class AuthorizationServerApp:
             exchange.client = await self._find(request, oauth.get("client_id", ""))
         except ClientProblem as exc:
             return self._page(400, "Unknown application", "invalid_client", str(exc), session)
+        redirect_uri = oauth.get("redirect_uri")
+        if redirect_uri and not exchange.client.check_redirect_uri(redirect_uri):
+            # Said here, not by Authlib: its message quotes the URI, and one holding `\` or `"` (characters an
+            # OAuth error may not carry) made it raise ValueError, a 500.
+            return self._page(
+                400,
+                "Cannot sign in this application",
+                "invalid_request",
+                "the redirect_uri is not one this application registered",
+                session,
+            )
         oauth_request = FormRequest("GET", str(request.url), oauth, request.headers)
         try:
             grant = server.get_consent_grant(oauth_request, end_user=None)
