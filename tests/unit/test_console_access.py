@@ -9,6 +9,7 @@ The same pages in Chromium against `manifold serve` are tests/browser/test_conso
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -201,6 +202,47 @@ async def test_a_person_who_is_not_an_admin_gets_403_on_every_page_and_form(site
         answer = await site.http.post(path, data={"csrf": token}, headers=as_user(site, PERSON))
         assert answer.status_code == 403, path
     assert await site.keys.list() != [] and len(await site.keys.list()) == 2  # nothing was made
+
+
+async def admin_api(site: Site, method: str, path: str, key: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+    """One request to the admin API (as app.py hands it one), with `key` as the bearer token."""
+    raw = json.dumps(body).encode() if body is not None else b""
+    sent: list[dict[str, Any]] = []
+
+    async def read_body(*_: Any) -> bytes:
+        return raw
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "query_string": b"",
+             "_headers": {"authorization": f"Bearer {key}"}, "client": ("127.0.0.1", 1)}  # fmt: skip
+    await site.admin(scope, receive, send, read_body)
+    body_bytes = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body_bytes)
+
+
+async def test_an_admins_key_restricted_to_some_servers_is_no_admin_credential(site: Site) -> None:
+    """Was (found by a security probe): an administrator's key made with `--servers notes` (an agent's key) was
+    refused on other servers' MCP endpoints but was a full admin credential: the admin API listed keys and
+    minted an unrestricted one, added upstreams (stdio commands), and a console sign-in with it got every
+    page. A restricted key is for its servers' MCP endpoints only."""
+    record, secret = await site.keys.create(OwnerKind.USER, ADMIN, "agent", servers=["notes"])
+    cookie = site.cookies.new_session(f"user:{ADMIN}", ADMIN, f"api_key:{record.id}").split(";", 1)[0]
+    for path in PAGES:
+        answer = await site.http.get(path, headers={"cookie": cookie})
+        assert answer.status_code == 403 and "administrators" in answer.text, path
+    before = len(await site.keys.list())
+    for method, path in (("GET", "/admin/api/keys"), ("POST", "/admin/api/keys"), ("GET", "/admin/api/upstreams")):
+        body = {"user": ADMIN, "name": "minted"} if method == "POST" else None
+        answer = await admin_api(site, method, path, secret, body)
+        assert answer == (403, {"error": "admin principals only"}), path
+    assert len(await site.keys.list()) == before  # nothing was minted
+    _, unrestricted = await site.keys.create(OwnerKind.USER, ADMIN, "laptop")
+    assert (await admin_api(site, "GET", "/admin/api/keys", unrestricted, None))[0] == 200  # her own other key
 
 
 async def test_every_form_refuses_a_post_without_its_own_token(site: Site) -> None:

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
@@ -237,8 +237,11 @@ class Frame:
             if record is None or record.usable(time.time()) is not None:
                 return None
             credential = Credential(CredentialKind.API_KEY, ref)
-        else:
-            credential = Credential(CredentialKind.IDP_JWT, ref or None)
+            principal = principal_for(session.principal_id, self.services.directory(), credential)
+            if principal is None or record.servers is None:
+                return principal
+            return replace(principal, servers=frozenset(record.servers))  # then no admin (is_admin)
+        credential = Credential(CredentialKind.IDP_JWT, ref or None)
         return principal_for(session.principal_id, self.services.directory(), credential)
 
     async def _check_post(self, request: Request, session: WebSession, handler: str) -> None:

@@ -21,6 +21,11 @@ def _selectors(admins: tuple[str, ...]) -> tuple[Who, ...]:
 
 
 def is_admin(principal: Principal, admins: list[str]) -> bool:
+    """Whether `principal` may administer the gateway. Never with a key restricted to some servers: that is a
+    credential for those servers' MCP endpoints (an agent's key), and as an admin one it could mint itself an
+    unrestricted key or add a stdio upstream (found by a security probe)."""
+    if principal.servers is not None:
+        return False
     if principal.credential.kind is CredentialKind.API_KEY and principal.credential.ref == DEV_KEY_ID:
         return True
     return any(who_selects(who, principal) for who in _selectors(tuple(admins)))
