@@ -275,6 +275,8 @@ class GatewaySettings(Strict):
     state_dir: Path = Path(".manifold")
     database_url: str | None = None  # default: sqlite+aiosqlite:///{state_dir}/manifold.db
     virtual_servers_dir: Path = Path("virtual_servers")
+    # Apply changes to the files' upstreams, groups and virtual servers while running (runtime/file_watch.py).
+    watch_files: bool = True
     # DNS-rebinding protection: loopback hosts/origins are always allowed; add public names here.
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)

@@ -60,6 +60,20 @@ class CatalogSwap:
         self.config: LoadedConfig = config  # the effective configuration (files + applied API objects)
         self._lock = asyncio.Lock()
 
+    @property
+    def files(self) -> LoadedConfig:
+        """The configuration files as last applied."""
+        return self._files
+
+    async def use_files(self, config: LoadedConfig) -> None:
+        """The configuration files changed (runtime/file_watch.py): serve what they declare now, with what the
+        database declares, and check what the admin API makes against them from now on."""
+        async with self._lock:
+            self._files = config
+            self._operations.config = config
+            catalog = await self._operations.current()
+            await self._apply(catalog, await self._stored_grants())
+
     async def reload(self) -> None:
         """Serve what the database and the files declare now."""
         async with self._lock:  # the admin API and the change watcher may both ask at once

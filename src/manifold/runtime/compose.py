@@ -45,7 +45,7 @@ from manifold.catalog.pin_store import PinStore
 from manifold.catalog.pinning import ToolPins
 from manifold.catalog.served import ServedServers
 from manifold.catalog.view import VirtualServerView
-from manifold.config.loader import LoadedConfig
+from manifold.config.loader import LoadedConfig, load_config
 from manifold.config.models import PinningMode
 from manifold.console.app import ConsoleApp
 from manifold.console.frame import Services as ConsoleServices
@@ -81,6 +81,7 @@ from manifold.relay.tasks import Tasks
 from manifold.runtime.audit_recorder import AuditRecorder
 from manifold.runtime.catalog_swap import CatalogSwap, pool_config
 from manifold.runtime.changes import ChangeSync
+from manifold.runtime.file_watch import ConfigFileWatch
 from manifold.runtime.telemetry import (
     CountingUnauthorized,
     ObservedAuditor,
@@ -163,6 +164,8 @@ class Runtime:
         await self.catalog.reload()  # also loads the grants (upstreams, groups, virtual servers from the API)
         await self.gateway.rate_limits.reload()
         self._spawn(self.changes.watch())
+        if config.settings.watch_files:
+            self._spawn(ConfigFileWatch(config, load_config, self.catalog.use_files).run())
         self._spawn(self.hub.run(self.notices))
         self._spawn(self._flush_last_used())
 
@@ -251,7 +254,8 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
     grants = GrantRepository(engine)
 
     async def stored_grants() -> list[StoredGrant]:
-        return file_grants(config.gateway.grants) + await grants.list()
+        # The files' grants as last applied (they may change while running: runtime/file_watch.py).
+        return file_grants(catalog.files.gateway.grants) + await grants.list()
 
     access = PolicyAccess(config)
     audit_log = AuditLog(engine if config.gateway.audit.enabled else None, config.gateway.audit, config.state_dir)
