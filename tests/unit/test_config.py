@@ -77,6 +77,30 @@ def test_check_prints_every_problem(tmp_path: Path) -> None:
     assert lines[2].startswith("2 problems in ")
 
 
+def test_the_summary_names_the_files_the_problems_are_in(tmp_path: Path) -> None:
+    """Was: "1 problem in manifold.yaml" when the one problem was in a virtual-server file (newcomer walkthrough)."""
+    path = write(tmp_path, {"manifold.yaml": MAIN, "virtual_servers/x.yaml": "members:\n  - upstream: notez\n"})
+    out = io.StringIO()
+    assert run_check(path, out=out) == 1
+    assert out.getvalue().splitlines()[-1] == "1 problem in virtual_servers/x.yaml"
+
+
+def test_a_configuration_file_that_is_not_there_says_where_it_was_looked_for(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert run_check(tmp_path / "manifold.yaml", out=out) == 1
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "manifold.yaml: file not found"
+    assert str(tmp_path / "manifold.yaml") in lines[1] and "--config" in lines[1]
+
+
+def test_a_manifold_yaml_that_does_not_parse_adds_no_false_problems_in_the_virtual_server_files(tmp_path: Path) -> None:
+    """Was: each member of every virtual-server file also reported "unknown upstream 'notes' (known: none)", so
+    three of four problems listed were not real (newcomer walkthrough)."""
+    broken = MAIN.replace("    url: https://api.example.com/mcp", "      url: https://api.example.com/mcp")
+    ps = problems(tmp_path, {"manifold.yaml": broken, "virtual_servers/eng.yaml": "members:\n  - upstream: notes\n"})
+    assert len(ps) == 1 and ps[0].file == "manifold.yaml" and "YAML syntax error" in ps[0].reason
+
+
 # ---- YAML ---------------------------------------------------------------------------------------
 
 

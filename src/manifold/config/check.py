@@ -110,7 +110,14 @@ def run_check(
     except ConfigError as e:
         for problem in e.problems:
             print(str(problem), file=out)
-        print(f"{_count(len(e.problems), 'problem')} in {config_path}", file=out)
+        if not Path(config_path).exists():
+            print(
+                f"(looked for {Path(config_path).absolute()}: name the configuration file with --config PATH, "
+                "or make one with `manifold init`)",
+                file=out,
+            )
+        files = list(dict.fromkeys(problem.file for problem in e.problems))  # in the order they were listed
+        print(f"{_count(len(e.problems), 'problem')} in {', '.join(files) or config_path}", file=out)
         return 1
     print(
         f"ok: {_count(len(config.upstreams), 'upstream')}, {_count(len(config.virtual_servers), 'virtual server')}",

@@ -90,7 +90,9 @@ def unknown_upstream_reason(upstream_id: str, known: list[str]) -> str:
     return f"unknown upstream '{upstream_id}' (known: {', '.join(known) or 'none'})"
 
 
-def check_server_id(f: SourceFile, stem: str, server: VirtualServerConfig, upstream_ids: list[str]) -> str | None:
+def check_server_id(
+    f: SourceFile, stem: str, server: VirtualServerConfig, upstream_ids: list[str] | None
+) -> str | None:
     """The server's id (the file name without extension), or None after reporting why it cannot be used."""
     loc: Loc = ("id",) if server.id is not None else ()
     if server.id is not None and server.id != stem:
@@ -100,7 +102,7 @@ def check_server_id(f: SourceFile, stem: str, server: VirtualServerConfig, upstr
     if not SLUG_RE.match(stem):
         f.add(loc, f"virtual server id '{stem}'{origin} must match {SLUG} (lowercase letters, digits, '-')")
         return None
-    if stem in upstream_ids:
+    if upstream_ids is not None and stem in upstream_ids:
         f.add(
             loc,
             f"virtual server id '{stem}'{origin} is also an upstream id; every upstream is served alone under "
@@ -110,11 +112,12 @@ def check_server_id(f: SourceFile, stem: str, server: VirtualServerConfig, upstr
     return stem
 
 
-def check_members(f: SourceFile, server: VirtualServerConfig, upstream_ids: list[str], sep: str) -> None:
-    """Upstream references, and every exposed name the file alone determines: aliases and exact tool names."""
+def check_members(f: SourceFile, server: VirtualServerConfig, upstream_ids: list[str] | None, sep: str) -> None:
+    """Upstream references (None: manifold.yaml could not be read, so not checked), and every exposed name the
+    file alone determines: aliases and exact tool names."""
     table = NameTable("tool")
     for i, member in enumerate(server.members):
-        if member.upstream not in upstream_ids:
+        if upstream_ids is not None and member.upstream not in upstream_ids:
             f.add(("members", i, "upstream"), unknown_upstream_reason(member.upstream, upstream_ids))
         dead = _check_overrides(f, i, member, "aliases")
         _check_overrides(f, i, member, "descriptions")
@@ -152,9 +155,9 @@ def _reserved(name: str) -> str:
     )
 
 
-def check_raw_upstream_refs(f: SourceFile, raw_members: Any, upstream_ids: list[str]) -> None:
+def check_raw_upstream_refs(f: SourceFile, raw_members: Any, upstream_ids: list[str] | None) -> None:
     """The upstream references of a file that failed validation, so one pass shows those problems too."""
-    if not isinstance(raw_members, list):
+    if not isinstance(raw_members, list) or upstream_ids is None:
         return
     for i, m in enumerate(raw_members):
         if isinstance(m, dict) and isinstance(m.get("upstream"), str) and m["upstream"] not in upstream_ids:

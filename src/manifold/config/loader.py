@@ -75,7 +75,10 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> LoadedCo
     servers: dict[str, VirtualServerConfig] = {}
     files: dict[str, Path] = {}
     if vs_dir.is_dir():
-        servers, files = _load_virtual_servers(base, vs_dir, settings, upstream_ids, env, used, problems, env_sourced)
+        # manifold.yaml unreadable (its YAML problem is listed): which upstreams exist is unknown, so the
+        # virtual servers' references to them are not checked rather than each reported as unknown.
+        known = upstream_ids if raw is not None else None
+        servers, files = _load_virtual_servers(base, vs_dir, settings, known, env, used, problems, env_sourced)
     elif isinstance(raw_settings, dict) and "virtual_servers_dir" in raw_settings:
         # The default folder may be absent (no virtual servers); a folder someone named must exist.
         main.add(("gateway", "virtual_servers_dir"), f"folder '{_display(base, vs_dir)}' does not exist")
@@ -119,7 +122,7 @@ def _load_virtual_servers(
     base: Path,
     vs_dir: Path,
     settings: GatewaySettings,
-    upstream_ids: list[str],
+    upstream_ids: list[str] | None,
     env: Mapping[str, str],
     used: dict[str, str],
     problems: list[Problem],
