@@ -174,12 +174,27 @@ async def test_child_gets_config_env_but_not_the_gateway_environment(monkeypatch
 
 
 @pytest.mark.anyio
-async def test_a_command_that_does_not_exist_fails_with_a_clear_error():
-    config = UpstreamConfig(transport="stdio", command="/nonexistent/manifold-test-server")
+@pytest.mark.parametrize(
+    ("command", "cwd", "said"),
+    [
+        ("/nonexistent/manifold-test-server", None, "no '/nonexistent/manifold-test-server'"),
+        # Was only "(FileNotFoundError)": a relative command is looked for in the upstream's folder, a bare
+        # name on PATH, and the message now says which and where (newcomer walkthrough).
+        (".venv/bin/python", "TMP", "no '.venv/bin/python' in TMP"),
+        ("manifold-no-such-command", None, "no 'manifold-no-such-command' on PATH"),
+        ("x", "TMP/gone", "its folder TMP/gone does not exist"),
+    ],
+)
+async def test_a_command_that_does_not_exist_fails_with_a_clear_error(
+    tmp_path: Path, command: str, cwd: str | None, said: str
+) -> None:
+    folder = None if cwd is None else cwd.replace("TMP", str(tmp_path))
+    config = UpstreamConfig(transport="stdio", command=command, cwd=folder)
     pool = UpstreamPool({"ghost": config})
     try:
         with pytest.raises(UpstreamError) as caught:
             await pool.request("ghost", "tools/list")
-        assert "'ghost'" in str(caught.value) and "could not start" in str(caught.value)
+        assert "'ghost'" in str(caught.value) and "could not start its command" in str(caught.value)
+        assert said.replace("TMP", str(tmp_path)) in str(caught.value)
     finally:
         await pool.aclose()

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from collections import deque
+from pathlib import Path
 
 import orjson
 
@@ -88,6 +89,23 @@ class StdioTransport:
         )
         self._exited: ProcessExited | None = None
 
+    def _start_failure(self, exc: OSError) -> str:
+        """Why the command did not start, with what was looked for and where (never its arguments: they may
+        hold secrets)."""
+        command = str(self._config.command)[:200]
+        cwd = self._config.cwd
+        if "/" not in command:
+            where = " on PATH"  # a bare name is looked up in PATH, not in the folder
+        else:
+            where = f" in {cwd}" if cwd is not None and not command.startswith("/") else ""
+        if isinstance(exc, FileNotFoundError):
+            if cwd is not None and not Path(cwd).is_dir():
+                return f"could not start its command: its folder {cwd} does not exist"
+            return f"could not start its command: no '{command}'{where}"
+        if isinstance(exc, PermissionError):
+            return f"could not start its command: '{command}'{where} is not executable"
+        return f"could not start its command '{command}' ({type(exc).__name__})"
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
@@ -106,7 +124,7 @@ class StdioTransport:
                 start_new_session=sys.platform != "win32",  # keep the gateway's signals (Ctrl-C) to itself
             )
         except OSError as exc:
-            raise UpstreamError(self.upstream_id, f"could not start its command ({type(exc).__name__})") from None
+            raise UpstreamError(self.upstream_id, self._start_failure(exc)) from None
         self._tasks = [
             asyncio.create_task(self._read_stdout(deliver, on_closed)),
             asyncio.create_task(self._drain_stderr()),
