@@ -176,3 +176,21 @@ def test_refused_credentials_are_rate_limited_per_source_counted_and_bounded():
         refuse("Bearer garbage", client=f"192.168.0.{i}")
     assert len(audit._sources) <= 3  # noqa: SLF001
     assert len(log.events) <= 2 + 1 + 3
+
+
+def test_a_grant_naming_nothing_the_gateway_has_is_added_with_a_warning(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: accepted silently, the typo seen only later as a 403 (newcomer walkthrough). The grant stays (it
+    may name an upstream made later); stderr says what it matches nothing of, with the nearest id."""
+    upstream = tmp_path / "up.yaml"
+    upstream.write_text("id: toolbox\ntransport: http\nurl: http://127.0.0.1:9/mcp\n")
+    run(capsys, config, "upstreams", "create", "--file", str(upstream))  # in the database, not the files
+    assert main(["--config", str(config), "grants", "add", "--who", "anyone", "--what", "server:toolbx",
+                 "--what", "server:toolbox", "--what", "vserver:demo"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Added grant ")
+    assert captured.err.splitlines() == [
+        "warning: 'server:toolbx' matches no upstream yet; did you mean 'toolbox'?",
+        "warning: 'vserver:demo' matches no virtual server yet",
+    ]

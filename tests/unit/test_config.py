@@ -101,6 +101,28 @@ def test_a_manifold_yaml_that_does_not_parse_adds_no_false_problems_in_the_virtu
     assert len(ps) == 1 and ps[0].file == "manifold.yaml" and "YAML syntax error" in ps[0].reason
 
 
+def test_check_warns_of_a_grant_that_names_no_upstream_group_or_virtual_server(tmp_path: Path) -> None:
+    """Was: accepted silently; the typo showed only later as a 403 (newcomer walkthrough)."""
+    grants = (
+        "groups:\n  dev: [notes]\n"
+        "grants:\n  - who: anyone\n    what:\n      - server:githb\n      - tool:notes/add_*\n"
+        "      - vserver:engg\n      - group:dev\n      - group:ops\n      - server:git*\n"
+    )
+    path = write(
+        tmp_path, {"manifold.yaml": MAIN + grants, "virtual_servers/eng.yaml": "members:\n  - upstream: notes\n"}
+    )
+    out = io.StringIO()
+    assert run_check(path, out=out) == 0  # warnings: a grant may name what the admin API makes
+    warnings = [line for line in out.getvalue().splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: manifold.yaml: grants[0].what[0]: 'server:githb' matches no upstream in the files; "
+        "did you mean 'github'? (line 13)",
+        "warning: manifold.yaml: grants[0].what[2]: 'vserver:engg' matches no virtual server in the files; "
+        "did you mean 'eng'? (line 15)",
+        "warning: manifold.yaml: grants[0].what[4]: 'group:ops' matches no group in the files (line 17)",
+    ]
+
+
 # ---- YAML ---------------------------------------------------------------------------------------
 
 

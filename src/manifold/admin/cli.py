@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 from manifold.admin.catalog import CatalogOperations, InvalidBody, Kind
 from manifold.admin.catalog_secrets import CatalogSecrets
 from manifold.admin.ops import Operations, OpError
+from manifold.config.check import unmatched_target
 from manifold.config.loaded import LoadedConfig
 from manifold.security.crypto import Cipher, KeyProblem, WrongKey
 from manifold.security.secret_store import SecretStore
@@ -52,6 +53,18 @@ def _run_catalog(config: LoadedConfig, action: Callable[[CatalogOperations], Awa
         return await action(CatalogOperations(ops.engine, config, secrets=secrets))
 
     return _run(config, with_secrets)
+
+
+def _warn_unmatched(config: LoadedConfig, whats: list[str]) -> None:
+    """A grant naming no upstream, group or virtual server the gateway has (files and database): most often a
+    typo, which would otherwise show only as a 403 later. Said on stderr; the grant stays (it may name one made
+    later)."""
+    catalog = _run(config, lambda ops: CatalogOperations(ops.engine, config).current())
+    effective = catalog.effective_config(config)
+    for text in whats:
+        reason = unmatched_target(text, effective, " yet")
+        if reason is not None:
+            print(f"warning: {reason}", file=sys.stderr)
 
 
 CATALOG_COMMANDS = {"upstreams": Kind.UPSTREAM, "groups": Kind.GROUP, "vservers": Kind.VSERVER}
@@ -276,6 +289,7 @@ def _dispatch(args: argparse.Namespace, config: LoadedConfig) -> int:  # noqa: C
             body = _grant_fields(args)
             grant = _run(config, lambda ops: ops.add_grant(body))
             _done(grant, j, f"Added grant {grant['id']}: {_grant_sentence(grant)}.")
+            _warn_unmatched(config, [*grant.get("what", []), *(grant.get("require_approval") or [])])
         case ("grants", "update"):
             body = _grant_fields(args)
             if args.no_approval:

@@ -9,6 +9,7 @@ as `search_tools` or `call_tool`, by file, field and line like every other probl
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from manifold.config.loaded import LoadedConfig
 from manifold.config.loader import load_config
 from manifold.config.models import TOOL_SEARCH_NAMES
 from manifold.config.problems import ConfigError, Problem
+from manifold.config.selectors import WhatKind, is_glob, parse_what
 from manifold.config.sources import SourceFile, read_yaml
 from manifold.naming import expose_name
 
@@ -38,6 +40,42 @@ def _display(base: Path, p: Path) -> str:
         return p.relative_to(base).as_posix()
     except ValueError:
         return str(p)
+
+
+def unmatched_target(text: str, config: LoadedConfig, where: str = "") -> str | None:
+    """Why a grant's `what` (or `require_approval`) selector `text` matches nothing `config` declares (an
+    upstream, group or virtual server), with the nearest id when it looks like a typo; None when it matches
+    (or does not parse: that is an error of its own)."""
+    try:
+        what = parse_what(text)
+    except ValueError:
+        return None
+    noun, ids = {
+        WhatKind.SERVER: ("upstream", list(config.upstreams)),
+        WhatKind.TOOL: ("upstream", list(config.upstreams)),
+        WhatKind.GROUP: ("group", list(config.gateway.groups)),
+        WhatKind.VSERVER: ("virtual server", list(config.virtual_servers)),
+    }[what.kind]
+    if any(what.target_matches(x) for x in ids):
+        return None
+    close = [] if is_glob(what.target) else difflib.get_close_matches(what.target, ids, n=1)
+    return f"'{text}' matches no {noun}{where}" + (f"; did you mean '{close[0]}'?" if close else "")
+
+
+def grant_targets_matching_nothing(config: LoadedConfig) -> list[Problem]:
+    """One problem per `what` (or `require_approval`) selector of a grant in the files that names no upstream,
+    group or virtual server of the files: most often a typo, which would otherwise show only as a 403 later.
+    Warnings, not errors: it may name one made through the admin API or the CLI (kept in the database)."""
+    problems: list[Problem] = []
+    main = SourceFile(config.path, config.path.name, problems)
+    read_yaml(main)
+    for i, grant in enumerate(config.gateway.grants):
+        for key, texts in (("what", grant.what), ("require_approval", grant.require_approval)):
+            for j, text in enumerate(texts):
+                reason = unmatched_target(text, config, " in the files")
+                if reason is not None:
+                    main.add(("grants", i, key, j), reason)
+    return problems
 
 
 def unmatched_names(config: LoadedConfig, names: ToolNames) -> list[Problem]:
@@ -129,6 +167,11 @@ def run_check(
             m.upstream if m.member_id == m.upstream else f"{m.member_id}={m.upstream}" for m in server.members
         )
         print(f"  /mcp/{server_id}  ({members})", file=out)
+    unmatched = grant_targets_matching_nothing(config)
+    for problem in unmatched:
+        print(f"warning: {problem}", file=out)
+    if unmatched:
+        print("  (a grant may name an upstream or virtual server made through the admin API or the CLI)", file=out)
     if lister is not None:
         warnings = unmatched_names(config, lister(config))
         for problem in warnings:
