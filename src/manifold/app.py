@@ -28,6 +28,7 @@ from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
 from manifold.identity.authenticator import Authenticator, Unauthenticated
 from manifold.principal import CredentialKind, Principal
+from manifold.protocol import INVALID_REQUEST
 from manifold.relay.access import Access, Auditor
 from manifold.relay.hub import Listener
 from manifold.relay.sse import LegacySse
@@ -220,15 +221,14 @@ class ManifoldApp:
         authenticated = time.time_ns() if self.tracing is not None else 0
         view = self.served.get(parts[1])
         if view is None:
-            await send_body(send, 404, orjson.dumps({"error": "unknown server", "server": parts[1][:100]}))
+            server = parts[1][:100]
+            body = {"error": "unknown server", "server": server}
+            await send_body(send, 404, _refusal(scope, f"unknown server '{server}'", body))
             return
         if not self.access.server_allowed(principal, view):
             self.auditor.refusal(principal, view.id)
-            await send_body(
-                send,
-                403,
-                resource_server.error_body("forbidden", f"you may not use server '{view.id}'"),
-            )
+            why = f"you may not use server '{view.id}'"
+            await send_body(send, 403, _refusal(scope, why, {"error": "forbidden", "error_description": why}))
             return
 
         body: bytes | None = None
@@ -371,3 +371,14 @@ class ManifoldApp:
                 await self.lifecycle.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _refusal(scope: Scope, message: str, fields: dict[str, str]) -> bytes:
+    """The body of a 403 or 404 on an MCP endpoint. A POST carries a JSON-RPC request, so it gets a JSON-RPC
+    error (id null: the body is not read yet), which an SDK client shows as it is (mcp's Python client shows
+    "Server returned an error response" for any other 403 body); `fields` go in its `data`. A GET or DELETE
+    gets `fields` as the body itself."""
+    if scope["method"] != "POST":
+        return orjson.dumps(fields)
+    error = {"code": INVALID_REQUEST, "message": message, "data": fields}
+    return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": error})

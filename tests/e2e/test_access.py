@@ -219,8 +219,18 @@ async def test_server_without_a_grant_is_forbidden(world: World) -> None:
         response = await post_initialize(gw, server, key)
         assert response.status_code == 403, (server, response.text)
         assert response.headers["content-type"].startswith("application/json")
-        assert response.json() == {"error": "forbidden", "error_description": f"you may not use server '{server}'"}
+        why = f"you may not use server '{server}'"
+        assert response.json() == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32600, "message": why, "data": {"error": "forbidden", "error_description": why}},
+        }
         assert "www-authenticate" not in response.headers  # the credential is fine; it is not enough
+    # An SDK client says why (was "Server returned an error response": the body was no JSON-RPC error).
+    with pytest.raises(BaseExceptionGroup) as refused:  # raised while the client opens (its task group)
+        async with gw.client("alpha", key=world.keys.bob, mode="2026-07-28") as client:
+            await client.list_tools()
+    assert refused.group_contains(MCPError, match="you may not use server 'alpha'", depth=None)
     # ...and where they do have grants, the same keys get in.
     for key, server in [(world.keys.bob, "beta"), (world.keys.alice, "alpha"), (world.keys.ci_bot, "alpha")]:
         assert (await post_initialize(gw, server, key)).status_code == 200, server
@@ -234,7 +244,7 @@ async def test_key_restricted_to_servers_is_forbidden_elsewhere(world: World) ->
     # alice's grants cover alpha, but this key is restricted to `shared`.
     response = await post_initialize(gw, "alpha", key)
     assert response.status_code == 403
-    assert response.json()["error"] == "forbidden"
+    assert response.json()["error"]["data"]["error"] == "forbidden"
     assert (await post_initialize(gw, "alpha", world.keys.alice)).status_code == 200  # her unrestricted key
 
 

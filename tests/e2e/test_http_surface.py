@@ -48,7 +48,8 @@ async def test_unknown_server_is_404_with_a_json_body(gw: Gateway) -> None:
     async with gw.http() as http:
         r = await http.post(gw.url("nope"), json=INIT, headers=ACCEPT)
     assert r.status_code == 404
-    assert r.json()["error"] == "unknown server"
+    assert r.json()["error"]["message"] == "unknown server 'nope'"  # a JSON-RPC error: SDK clients show it
+    assert r.json()["error"]["data"] == {"error": "unknown server", "server": "nope"}
 
 
 @pytest.mark.parametrize("headers", [{"Host": "evil.example.com"}, {"Origin": "http://evil.example.com"}])
