@@ -55,6 +55,16 @@ def test_every_command_and_action_explains_itself(command: str, capsys: pytest.C
         assert help_text(capsys, command, action).startswith(f"usage: manifold {command} {action}")
 
 
+@pytest.mark.parametrize("command", ["users", "teams", "sa", "grants", "keys", "upstreams", "groups", "vservers"])
+def test_each_admin_action_is_described_in_its_commands_help(command: str, capsys: pytest.CaptureFixture[str]):
+    """Was: `manifold grants --help` (users, teams, sa too) listed `list, add, remove` with no word on what each
+    does (newcomer walkthrough)."""
+    lines = help_text(capsys, command).splitlines()
+    for action in COMMANDS[command]:
+        described = [line for line in lines if line.strip().startswith(action + " ") and len(line.split()) > 1]
+        assert described, f"manifold {command} --help does not describe '{action}'"
+
+
 def test_admin_actions_offer_json(capsys: pytest.CaptureFixture[str]):
     for command in ("keys", "users", "teams", "sa", "grants", "upstreams", "groups", "vservers"):
         for action in COMMANDS[command]:
