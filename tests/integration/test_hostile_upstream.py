@@ -4,6 +4,7 @@ the upstream, in bounded memory and work (tests/upstreams/hostile_http.py, a rea
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -17,6 +18,7 @@ from upstream_min_launch import RecordingSink, ServerProcess  # noqa: E402
 
 from manifold.config.models import UpstreamConfig  # noqa: E402
 from manifold.upstream.base import ErrorKind, UpstreamError, UpstreamTimeout  # noqa: E402
+from manifold.upstream.credential import Outbound  # noqa: E402
 from manifold.upstream.http import MAX_RESPONSE_BYTES  # noqa: E402
 from manifold.upstream.pool import UpstreamPool  # noqa: E402
 from manifold.upstream.session import MAX_SERVER_REQUESTS  # noqa: E402
@@ -298,5 +300,29 @@ async def test_a_handshake_with_fields_of_the_wrong_types_counts_them_as_absent(
         assert session.protocol_version in ("2025-11-25", "2026-07-28")
         assert tool_result(await call(pool, "echo")) == "fine"
         assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    finally:
+        await pool.aclose()
+
+
+async def test_an_error_echoing_the_request_headers_reaches_the_caller_without_the_gateways_credentials(
+    hostile,
+) -> None:
+    """Was (found by a security probe): an upstream's JSON-RPC error was relayed as it came, so a server that
+    echoes the request's headers (debug mode) showed every caller the static credential the gateway sends it,
+    shared by all of them. The credentials the gateway sent (the upstream's headers, the resolved auth) are
+    blanked; the rest of the error is kept."""
+    static = "Bearer static-secret-0123456789"
+    config = UpstreamConfig(
+        transport="http", url=hostile.url, protocol="2025-11-25", call_timeout=CALL_TIMEOUT,
+        headers={"X-Api-Key": "configured-key-abcdefgh"},
+    )  # fmt: skip
+    pool = UpstreamPool({"bad": config})
+    try:
+        params = {"name": "headers_error", "arguments": {}}
+        reply = await pool.request("bad", "tools/call", params, outbound=Outbound({"Authorization": static}))
+        text = json.dumps(reply["error"])
+        assert "static-secret-0123456789" not in text and "configured-key-abcdefgh" not in text
+        assert reply["error"]["code"] == -32000 and "not allowed with" in reply["error"]["message"]
+        assert "[redacted]" in reply["error"]["message"] and "POST /mcp" in reply["error"]["message"]
     finally:
         await pool.aclose()

@@ -34,6 +34,8 @@ Tools (each `tools/call` by name; arguments are ignored):
   odd_items       a valid result with unusual items: nulls for optional fields, a resource link, an embedded
                   resource
   abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
+  headers_error   a JSON-RPC error whose message and data echo the request's head (its headers), as a server
+                  in debug mode does
 
 Prompts good_prompt, bad_role (a message whose role is "system") and bare_message (content a bare string);
 resources hostile://good and hostile://empty (contents with neither text nor blob).
@@ -53,7 +55,7 @@ TOOLS = [
     "no_result", "ping_flood", "replies", "endless_ack", "abandoned",
     "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "bad_head", "log_flood",
     "bad_content",
-    "bad_item", "bare_item", "bad_structured", "unknown_item", "odd_items",
+    "bad_item", "bare_item", "bad_structured", "unknown_item", "odd_items", "headers_error",
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
@@ -126,7 +128,7 @@ async def endless_body(writer: asyncio.StreamWriter) -> None:
         raise
 
 
-async def answer_call(name: str, request_id: object, writer: asyncio.StreamWriter) -> bool:
+async def answer_call(name: str, request_id: object, writer: asyncio.StreamWriter, head: str = "") -> bool:
     """Write the answer to one tools/call; False when the connection must close afterwards."""
     if name == "echo":
         writer.write(json_response(reply(request_id, text("fine"))))
@@ -216,6 +218,9 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
         writer.write(json_response(reply(request_id, "just a string")))
     elif name == "null_result":
         writer.write(json_response(reply(request_id, None)))
+    elif name == "headers_error":
+        error = {"code": -32000, "message": f"not allowed with {head!r}", "data": {"head": head.split("\r\n")}}
+        writer.write(json_response(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()))
     elif name == "text_error":
         writer.write(json_response(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": "boom"}).encode()))
     elif name == "no_result":
@@ -294,7 +299,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     ]
                 writer.write(json_response(reply(request_id, {"tools": tools})))
             elif rpc == "tools/call":
-                if not await answer_call(str((message.get("params") or {}).get("name")), request_id, writer):
+                if not await answer_call(str((message.get("params") or {}).get("name")), request_id, writer, head):
                     break
             elif rpc in PROMPTS_AND_RESOURCES:
                 params = message.get("params") or {}

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
+import orjson
+
 from manifold.config.models import Transport, UpstreamConfig
 from manifold.protocol import Era
 from manifold.upstream.base import (
@@ -33,7 +35,7 @@ from manifold.upstream.http import StreamableHttpTransport
 from manifold.upstream.openapi import OpenApiTransport
 from manifold.upstream.session import JsonRpcSession
 from manifold.upstream.sse import LegacySseTransport
-from manifold.upstream.stdio import StdioTransport, stderr_of
+from manifold.upstream.stdio import REDACTED, StdioTransport, stderr_of
 
 if TYPE_CHECKING:
     from manifold.telemetry.tracing import Tracing, UpstreamSpan
@@ -169,6 +171,8 @@ class UpstreamPool:
                 self._forget(key, session)
                 session = await self._session(key, outbound.headers)
                 reply = await session.request(method, params, sink=sink, timeout=timeout, trace_headers=trace_headers)
+            if "error" in reply:
+                reply = self._error_without_credentials(upstream_id, outbound, reply)
             return reply
         except BaseException as exc:
             error = exc
@@ -176,6 +180,21 @@ class UpstreamPool:
         finally:
             if span is not None and tracing is not None:
                 tracing.end_upstream(span, reply, error)
+
+    def _error_without_credentials(self, upstream_id: str, outbound: Outbound, reply: JSON) -> JSON:
+        """An upstream's JSON-RPC error with the credentials the gateway sent it blanked out: a server in debug
+        mode may echo the request's headers, and a static credential is the gateway's, shared by every caller
+        (found by a security probe). The HTTP-status paths already answer with fixed texts."""
+        config = self._configs.get(upstream_id)
+        values = [*outbound.headers.values(), *(config.headers.values() if config is not None else ())]
+        secrets = {part for value in values for part in (value, value.partition(" ")[2]) if len(part) >= 8}
+        if not secrets:
+            return reply
+        text = orjson.dumps(reply["error"]).decode()
+        clean = text
+        for secret in sorted(secrets, key=len, reverse=True):  # as it appears inside a JSON string
+            clean = clean.replace(orjson.dumps(secret).decode()[1:-1], REDACTED)
+        return reply if clean == text else {**reply, "error": orjson.loads(clean)}
 
     def sizes(self) -> dict[str, int]:
         """Live upstream sessions per upstream (the shared one and the per-caller ones), for metrics."""
