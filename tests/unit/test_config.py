@@ -123,6 +123,25 @@ def test_check_warns_of_a_grant_that_names_no_upstream_group_or_virtual_server(t
     ]
 
 
+def test_indentation_slips_are_said_as_such(tmp_path: Path) -> None:
+    """Was: PyYAML's words ("found '?'"), and for a member's key written at the file's top level a "did you
+    mean 'tool_search'?" pointing the wrong way (newcomer walkthrough)."""
+    dedented_key = "upstreams:\n  notes:\n    transport: stdio\n  command: python3\n"
+    ps = problems(tmp_path / "a", {"manifold.yaml": dedented_key})
+    assert "manifold.yaml: upstreams.command: 'command' is a key of each entry here, not an entry: check its " \
+        "indentation (line 4)" in [str(p) for p in ps]  # fmt: skip
+    member_key_at_top = {"manifold.yaml": MAIN, "virtual_servers/x.yaml": "members:\n- upstream: notes\ntools: ['*']\n"}
+    ps = problems(tmp_path / "b", member_key_at_top)
+    assert [str(p) for p in ps] == [
+        "virtual_servers/x.yaml: tools: unknown key 'tools' here; it belongs inside 'members' (check its indentation) "
+        "(line 3)"
+    ]
+    half_dedented = {"manifold.yaml": MAIN, "virtual_servers/x.yaml": "members:\n  - upstream: notes\n  tools: ['*']\n"}
+    (problem,) = problems(tmp_path / "c", half_dedented)
+    assert problem.reason.endswith("found another key (check the indentation of this line and of the line before it)")
+    assert "'?'" not in problem.reason
+
+
 # ---- YAML ---------------------------------------------------------------------------------------
 
 

@@ -82,8 +82,24 @@ def report_validation(f: ProblemSink, model: type[BaseModel], error: ValidationE
             tags = ", ".join(re.findall(r"'([^']+)'", str(ctx.get("expected_tags", ""))))
             field = str(ctx.get("discriminator", "mode")).strip("'")
             f.add(loc + (field,), f"unknown value '{ctx.get('tag')}'; one of: {tags}")
+        elif kind in ("dict_type", "model_type") and (slip := _key_as_entry(model, tuple(e["loc"]))):
+            f.add(loc, slip)
         else:
             f.add(loc, _tidy(e["msg"]))
+
+
+def _key_as_entry(model: type[BaseModel], loc: Loc) -> str | None:
+    """`upstreams.command: python3` (a line dedented by one level): an entry of a mapping of models named like
+    a field of that model is most likely that field, written one level too far left."""
+    if len(loc) < 2 or not isinstance(loc[-1], str):
+        return None
+    mapping = _type_at(model, loc[:-1])
+    args = typing.get_args(_strip_annotated(mapping)) if typing.get_origin(_strip_annotated(mapping)) is dict else ()
+    item = _strip_annotated(args[1]) if len(args) == 2 else None
+    fields = item.model_fields if isinstance(item, type) and issubclass(item, BaseModel) else {}
+    if loc[-1] not in fields:
+        return None
+    return f"'{loc[-1]}' is a key of each entry here, not an entry: check its indentation"
 
 
 def _without_tags(model: type[BaseModel], loc: Loc) -> Loc:
@@ -132,9 +148,23 @@ def _unknown_key_reason(model: type[BaseModel], loc: Loc) -> str:
     if parent is None:
         return "unknown key"
     allowed = list(parent.model_fields)
+    home = _nested_home(parent, key)
+    if home is not None:  # a key of the level below, written at this one: an indentation slip, not a typo
+        return f"unknown key '{key}' here; it belongs inside '{home}' (check its indentation)"
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
     return f"unknown key '{key}'{hint}"
+
+
+def _nested_home(parent: type[BaseModel], key: str) -> str | None:
+    """The field of `parent` whose model (or list item's model) has a field named `key`, if any."""
+    for name, field in parent.model_fields.items():
+        tp = _strip_annotated(field.annotation)
+        candidates = [tp, *typing.get_args(tp)]
+        for candidate in candidates:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel) and key in candidate.model_fields:
+                return name
+    return None
 
 
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:

@@ -64,7 +64,7 @@ def read_yaml(f: SourceFile) -> Any:
         mark = e.problem_mark or e.context_mark
         what = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        f.add((), f"YAML syntax error{pos}: {what}")
+        f.add((), f"YAML syntax error{pos}: {_plain(what)}")
         return None
     except yaml.YAMLError as e:
         f.add((), f"YAML error: {type(e).__name__}")
@@ -140,3 +140,23 @@ def resolve_env(f: SourceFile, value: Any, loc: Loc, env: Mapping[str, str], use
     if substituted:
         f.env_sourced.add(render_path(loc))
     return resolved
+
+
+# PyYAML's words for what is most often a line indented too far or not far enough, which it notices only on
+# the line after (or at the next key).
+_INDENTATION_MESSAGES = (
+    "mapping values are not allowed here",
+    "expected <block end>",
+    "did not find expected key",
+    "could not find expected ':'",
+    "did not find expected '-' indicator",
+)
+
+
+def _plain(what: str) -> str:
+    """PyYAML's message in a user's words: its token names spelled out, and a hint where it is about
+    indentation."""
+    what = what.replace("found '?'", "found another key").replace("found '<block mapping start>'", "found a new key")
+    if any(m in what for m in _INDENTATION_MESSAGES):
+        what += " (check the indentation of this line and of the line before it)"
+    return what
