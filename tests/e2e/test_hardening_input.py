@@ -266,6 +266,7 @@ async def test_a_second_call_with_the_id_of_one_still_running_on_an_sse_connecti
 async def test_calls_waiting_for_room_with_one_id_are_refused_once_one_of_them_runs() -> None:
     """Review found the first fix checking the id before the wait for room: four calls with id 9 that waited
     behind a full session all got in, one overwriting the other's entry, past the session's bound."""
+
     def slow(request_id: int, seconds: float) -> dict[str, Any]:
         return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
                 "params": {"name": "slow", "arguments": {"seconds": seconds}}}  # fmt: skip
@@ -313,6 +314,18 @@ async def test_nesting_within_the_limit_is_relayed(gw: Gateway) -> None:
     async with handshake(gw) as session:
         r = await session.post(echo(8, {"text": "plain", "extra": nested(JSON_DEPTH - 6)}))
     assert r.status_code == 200 and "error" not in r.json(), r.text
+
+
+@pytest.mark.parametrize("arguments", [["delete", "everything"], "DROP TABLE users", 3, True])
+async def test_tool_arguments_that_are_not_an_object_are_invalid_params_in_both_eras(
+    gw: Gateway, arguments: Any
+) -> None:
+    """Was: relayed upstream as they came (a lenient upstream might run them), while an approval gate showed its
+    approver `{}` for them (found by a security probe)."""
+    async with handshake(gw) as session:
+        error = assert_refused(await session.post(echo(12, arguments)), -32602, status=200, request_id=12)
+    assert error["message"] == "tools/call 'arguments' must be an object"
+    assert_refused(await modern_post(gw, echo(13, arguments, modern=True)), -32602, request_id=13)
 
 
 @pytest.mark.parametrize("params", [[1], "text", 3, [], True])

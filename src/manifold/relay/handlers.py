@@ -417,6 +417,11 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     name = params.get("name")
     if not isinstance(name, str):
         raise RpcError(INVALID_PARAMS, f"{TOOLS_CALL} needs a string 'name'")
+    arguments = params.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        # MCP's arguments are an object. Anything else never reaches an upstream: a lenient one might run it,
+        # and an approver would have been shown `{}` for it (found by a security probe).
+        raise RpcError(INVALID_PARAMS, f"{TOOLS_CALL} 'arguments' must be an object")
     started = time.perf_counter()
     if call.view.search is not None and name in TOOL_SEARCH_NAMES:  # relay/tool_search.py
         return await _tool_search(gw, call, name, params, started)
