@@ -19,7 +19,7 @@ from manifold.policy.evaluation import Policy
 from manifold.policy.grants import grant_from_config
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.protocol import INVALID_PARAMS, RESULT_INPUT_REQUIRED, Era
-from manifold.relay.approval_gate import ApprovalGate, Held
+from manifold.relay.approval_gate import ApprovalGate, Held, Passed
 from manifold.relay.auth_required import RequestStates
 from manifold.relay.call import Call
 from manifold.relay.jsonrpc import RpcError
@@ -65,10 +65,16 @@ def modern(principal: Principal) -> Call:
     return Call(view=view, era=Era.MODERN, client_capabilities=URL_ELICITATION, principal=principal)
 
 
-async def hold(gate: ApprovalGate, call: Call, **params: Any) -> Held | None:
+async def passed(gate: ApprovalGate, call: Call, **params: Any) -> Held | Passed:
     rule = gate.rule(call, TARGET)
     assert rule is not None
     return await gate.hold(call, TARGET, "delete_repo", {"name": "delete_repo", **params}, rule)
+
+
+async def hold(gate: ApprovalGate, call: Call, **params: Any) -> Held | None:
+    """The reply holding the call, or None when it may proceed."""
+    result = await passed(gate, call, **params)
+    return result if isinstance(result, Held) else None
 
 
 def asked(held: Held | None) -> tuple[str, str]:
@@ -91,6 +97,35 @@ async def test_the_continuation_is_held_while_pending_and_runs_once_approved(gat
     assert await hold(gate, call, arguments={"repo": "x"}, requestState=again_state, inputResponses={}) is None
     next_url, _ = asked(await hold(gate, call, arguments={"repo": "x"}, requestState=again_state))
     assert next_url != url  # one approval, one call: the next call is a new request
+
+
+async def test_the_answer_to_a_question_the_approved_call_asked_finishes_it_without_a_new_approval(
+    gate: ApprovalGate,
+) -> None:
+    """Was (found by a security probe): a one-call approval was spent when the call started, so when the upstream
+    then asked the client something (`input_required`), the client's answer was held for a new approval, and
+    the call could never finish. The question's state now goes out wrapped in one of ours naming the approval."""
+    call = modern(ALICE)
+    url, state = asked(await hold(gate, call, arguments={"repo": "x"}))
+    approval = await gate.approvals.get(url.rsplit("/", 1)[1])
+    assert approval is not None and await gate.approvals.decide(approval, SAM, approve=True) is not None
+    ran = await passed(gate, call, arguments={"repo": "x"}, requestState=state, inputResponses={})
+    assert isinstance(ran, Passed) and "requestState" not in ran.params  # ours: not sent upstream
+    question = {"result": {"resultType": RESULT_INPUT_REQUIRED, "inputRequests": {}, "requestState": "upstream-s1"}}
+    rule = gate.rule(call, TARGET)
+    assert rule is not None
+    wrapped = gate.continued(call, ran, question, rule)["result"]["requestState"]
+    assert wrapped != "upstream-s1"
+    answer = await passed(gate, call, arguments={"repo": "x"}, requestState=wrapped, inputResponses={"q": 1})
+    assert isinstance(answer, Passed)
+    assert answer.params["requestState"] == "upstream-s1" and answer.params["inputResponses"] == {"q": 1}
+    # Bound like every state of ours: to its caller, and to its call's arguments.
+    with pytest.raises(RpcError):
+        await passed(gate, modern(BOB), arguments={"repo": "x"}, requestState=wrapped)
+    other_url, _ = asked(await hold(gate, call, arguments={"repo": "prod"}, requestState=wrapped))
+    assert other_url != url
+    done = {"result": {"resultType": "complete", "content": []}}
+    assert gate.continued(call, ran, done, rule) is done  # a finished call's reply goes out as it is
 
 
 async def test_a_state_is_bound_to_its_caller_and_to_its_call(gate: ApprovalGate) -> None:

@@ -28,7 +28,7 @@ from manifold.catalog.view import Target
 from manifold.policy.approval_store import Approval
 from manifold.policy.approvals import ApprovalRule, Approvals, Status, arguments_hash, rule_for
 from manifold.policy.evaluation import Policy
-from manifold.protocol import ELICITATION_COMPLETE, Era
+from manifold.protocol import ELICITATION_COMPLETE, RESULT_INPUT_REQUIRED, Era
 from manifold.relay.auth_required import RequestStates, ask_to_open, supports_url_elicitation
 from manifold.relay.call import Call
 from manifold.relay.hub import Listener
@@ -58,6 +58,15 @@ class Held:
     reply: JSON
     outcome: str
     detail: str
+
+
+@dataclass(frozen=True)
+class Passed:
+    """A call the gate lets through: the approval it runs on, and the params to send on (our state removed, or
+    for the continuation of an approved call the state of the question it answers put back)."""
+
+    approval: Approval
+    params: JSON
 
 
 class ApprovalGate:
@@ -91,8 +100,8 @@ class ApprovalGate:
             return None
         return rule_for(policy, call.principal, call.view.id, target.upstream_id, target.name)
 
-    async def hold(self, call: Call, target: Target, name: str, params: JSON, rule: ApprovalRule) -> Held | None:
-        """None: approved, the call proceeds. Otherwise the reply that holds or fails it."""
+    async def hold(self, call: Call, target: Target, name: str, params: JSON, rule: ApprovalRule) -> Held | Passed:
+        """`Passed`: approved, the call proceeds. `Held`: the reply that holds or fails it."""
         arguments = params.get("arguments")
         digest = arguments_hash(arguments if arguments is not None else {})
         approval: Approval | None = None
@@ -104,6 +113,10 @@ class ApprovalGate:
                 approval.server != call.view.id or approval.tool != name or approval.arguments_hash != digest
             ):
                 approval = None  # the state of another call: this one is asked for afresh
+            elif approval is not None and isinstance(data.get("c"), str):
+                # The answer to a question the approved call asked (see `continued`): it was approved when it
+                # started, and goes on with the state of that question.
+                return Passed(approval, {**params, "requestState": data["c"]})
         if approval is None:
             approval = await self.approvals.latest(call.principal, call.view.id, name, digest)
         if approval is not None:
@@ -111,7 +124,7 @@ class ApprovalGate:
             match status:
                 case Status.APPROVED:
                     if await self.approvals.use(approval):
-                        return None
+                        return Passed(approval, without_state(params))
                     await self.approvals.close(approval)  # a window that ended, or spent by a concurrent call
                 case Status.PENDING:
                     return self._ask(call, approval, rule, "still waiting")
@@ -150,6 +163,21 @@ class ApprovalGate:
             )
             return Held(tool_error_result(text), "denied", "too many approval requests waiting")
         return self._ask(call, approval, rule, "approval requested")
+
+    def continued(self, call: Call, passed: Passed, reply: JSON, rule: ApprovalRule) -> JSON:
+        """The reply of an approved call. When it asks the client for input (a 2026-07-28 `input_required`,
+        whose answer comes back as a new tools/call), its `requestState` is wrapped in one of ours naming the
+        approval, so the answer finishes this approved call instead of asking for a new approval (found by a
+        security probe: the approval was spent by the call's start)."""
+        result = reply.get("result")
+        if not (isinstance(result, dict) and result.get("resultType") == RESULT_INPUT_REQUIRED):
+            return reply
+        inner = result.get("requestState")
+        if not isinstance(inner, str):
+            return reply
+        data = {"p": call.principal.id, "a": passed.approval.id, "c": inner}
+        state = self.states.seal(STATE_PREFIX, data, rule.timeout_seconds)
+        return {**reply, "result": {**result, "requestState": state}}
 
     def _decided(self, approval: Approval) -> None:
         waiting = self._waiting.pop(approval.id, None)

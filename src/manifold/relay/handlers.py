@@ -57,7 +57,7 @@ from manifold.protocol import (
 )
 from manifold.relay import auth_required, tool_search
 from manifold.relay.access import Access, Auditor
-from manifold.relay.approval_gate import ApprovalGate, without_state
+from manifold.relay.approval_gate import ApprovalGate, Held, Passed
 from manifold.relay.call import Call
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.input_exchange import InputExchanges
@@ -468,12 +468,14 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         if refused is not None:
             gw.audit.call(call, TOOLS_CALL, name, target, "rate_limited", started, refused.message)
             raise RpcError(RATE_LIMITED, refused.message, refused.data())
-    if gw.approvals is not None and (rule := gw.approvals.rule(call, target)) is not None:  # approval_gate.py
+    passed: Passed | None = None
+    rule = gw.approvals.rule(call, target) if gw.approvals is not None else None  # approval_gate.py
+    if gw.approvals is not None and rule is not None:
         held = await gw.approvals.hold(call, target, name, params, rule)
-        if held is not None:
+        if isinstance(held, Held):
             gw.audit.call(call, TOOLS_CALL, name, target, held.outcome, started, held.detail)
             return held.reply
-        params = without_state(params)
+        passed, params = held, held.params
     if call.era is Era.MODERN and gw.tasks.wanted(call, name):  # relay/tasks.py
         runner = partial(_tools_call, gw)
         return await gw.tasks.start(call, params, target, runner, partial(gw.upstream_runs_tasks, call, target))
@@ -496,6 +498,8 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
     outcome = _outcome(reply)
     detail = None if outcome == "ok" else _failure_detail(reply)
     gw.audit.call(call, TOOLS_CALL, name, target, outcome, started, detail, params.get("arguments"))
+    if passed is not None and gw.approvals is not None and rule is not None:
+        return gw.approvals.continued(call, passed, reply, rule)
     return reply
 
 
