@@ -119,10 +119,13 @@ async def test_the_answer_to_a_question_the_approved_call_asked_finishes_it_with
     answer = await passed(gate, call, arguments={"repo": "x"}, requestState=wrapped, inputResponses={"q": 1})
     assert isinstance(answer, Passed)
     assert answer.params["requestState"] == "upstream-s1" and answer.params["inputResponses"] == {"q": 1}
+    with pytest.raises(RpcError, match="already answered"):  # once: a replay would run the call again
+        await passed(gate, call, arguments={"repo": "x"}, requestState=wrapped, inputResponses={"q": 1})
     # Bound like every state of ours: to its caller, and to its call's arguments.
+    second = gate.continued(call, ran, question, rule)["result"]["requestState"]
     with pytest.raises(RpcError):
-        await passed(gate, modern(BOB), arguments={"repo": "x"}, requestState=wrapped)
-    other_url, _ = asked(await hold(gate, call, arguments={"repo": "prod"}, requestState=wrapped))
+        await passed(gate, modern(BOB), arguments={"repo": "x"}, requestState=second)
+    other_url, _ = asked(await hold(gate, call, arguments={"repo": "prod"}, requestState=second))
     assert other_url != url
     done = {"result": {"resultType": "complete", "content": []}}
     assert gate.continued(call, ran, done, rule) is done  # a finished call's reply goes out as it is

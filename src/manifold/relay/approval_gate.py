@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard, assert_never
 
 from manifold.catalog.view import Target
+from manifold.outbound.oauth.links import link_digest, spend
 from manifold.policy.approval_store import Approval
 from manifold.policy.approvals import ApprovalRule, Approvals, Status, arguments_hash, rule_for
 from manifold.policy.evaluation import Policy
-from manifold.protocol import ELICITATION_COMPLETE, RESULT_INPUT_REQUIRED, Era
+from manifold.protocol import ELICITATION_COMPLETE, INVALID_PARAMS, RESULT_INPUT_REQUIRED, Era
 from manifold.relay.auth_required import RequestStates, ask_to_open, supports_url_elicitation
 from manifold.relay.call import Call
 from manifold.relay.hub import Listener
-from manifold.relay.jsonrpc import tool_error_result
+from manifold.relay.jsonrpc import RpcError, tool_error_result
 from manifold.relay.tasks import TaskRun
 
 JSON = dict[str, Any]
@@ -115,7 +116,10 @@ class ApprovalGate:
                 approval = None  # the state of another call: this one is asked for afresh
             elif approval is not None and isinstance(data.get("c"), str):
                 # The answer to a question the approved call asked (see `continued`): it was approved when it
-                # started, and goes on with the state of that question.
+                # started, and goes on with the state of that question, once (replaying the answer would run an
+                # upstream that keeps no state of its own again).
+                if not await spend(self.approvals.store.engine, link_digest(state), rule.timeout_seconds):
+                    raise RpcError(INVALID_PARAMS, "this requestState was already answered")
                 return Passed(approval, {**params, "requestState": data["c"]})
         if approval is None:
             approval = await self.approvals.latest(call.principal, call.view.id, name, digest)
