@@ -14,6 +14,7 @@ import pytest
 from manifold.config.models import UpstreamConfig
 from manifold.protocol import Era
 from manifold.upstream.base import (
+    STANDALONE,
     Deliver,
     ErrorKind,
     OnClosed,
@@ -353,6 +354,34 @@ async def test_progress_tokens_are_rewritten_and_restored_per_caller() -> None:
                 ("same", 1),
                 ("same", 2),
             ]
+    finally:
+        await session.aclose()
+
+
+async def test_a_notification_from_the_get_stream_reaches_no_call_not_even_the_only_one_in_flight() -> None:
+    """Was (found with server-everything): a log message on the upstream's GET stream, which belongs to no
+    request, went to the one call in flight, so with a shared upstream session one user's call received the
+    log messages of a timer another user had turned on. A notification about the call, on its own stream, and
+    a request from the GET stream (answered by the one call in flight, as documented) still reach it."""
+
+    def log(data: str) -> JSON:
+        return {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": data}}
+
+    async def call(upstream: ScriptedUpstream, message: JSON) -> JSON:
+        assert upstream._deliver is not None
+        await upstream._deliver(log("someone else's timer"), STANDALONE)
+        await upstream.emit(log("about this call"), message)
+        request = {"jsonrpc": "2.0", "id": "g1", "method": "roots/list", "params": {}}
+        future = upstream._answered["g1"] = asyncio.get_running_loop().create_future()
+        await upstream._deliver(request, STANDALONE)
+        return {"result": {"roots": await future}}
+
+    session, upstream = await connected({"tools/call": call}, kind="http")
+    sink = Sink(answer={"result": {"roots": []}})
+    try:
+        reply = await within(session.request("tools/call", {"name": "x"}, sink=sink))
+        assert [n["params"]["data"] for n in sink.notifications] == ["about this call"]
+        assert sink.requests == [("roots/list", {})] and reply["result"]["roots"]["result"] == {"roots": []}
     finally:
         await session.aclose()
 

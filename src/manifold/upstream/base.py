@@ -122,8 +122,13 @@ class UpstreamSession(Protocol):
 
 
 Deliver = Callable[[JSON, int | None], Awaitable[None]]
-"""(message, the gateway's id of the request it answers or belongs to, or None when the transport cannot
-tell) — the transport hands every received message to the session."""
+"""(message, the gateway's id of the request it answers or belongs to, None when the transport cannot tell, or
+`STANDALONE` when it knows the message belongs to no request) — the transport hands every received message to
+the session."""
+
+# A streamable-HTTP upstream's GET stream: what comes on it belongs to no request (what does is sent on that
+# request's POST stream). Our request ids count up from 1, so this is never one of them.
+STANDALONE = -1
 OnClosed = Callable[[UpstreamError], None]
 """Called once by the transport when its channel dies on its own (stream ended, process exited)."""
 

@@ -30,7 +30,15 @@ from aiohttp.tracing import Trace
 
 from manifold.config.models import UpstreamConfig
 from manifold.protocol import INVALID_REQUEST, METHOD_NOT_FOUND
-from manifold.upstream.base import JSON, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
+from manifold.upstream.base import (
+    JSON,
+    STANDALONE,
+    Deliver,
+    ErrorKind,
+    OnClosed,
+    UpstreamError,
+    UpstreamSessionLost,
+)
 from manifold.upstream.lean_http import LeanHttpClient, LeanResponse, input_waiting
 from manifold.upstream.session import CLIENT_INFO
 
@@ -332,7 +340,7 @@ class StreamableHttpTransport:
                             for event, data, _ in decoder.feed(chunk):
                                 if event == "message" and data:
                                     for message in parse_messages(data):
-                                        await deliver(message, None)
+                                        await deliver(message, STANDALONE)
                     failures = 0
                 except (aiohttp.ClientError, ValueError) as exc:
                     failures += 1

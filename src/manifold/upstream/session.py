@@ -64,6 +64,7 @@ from manifold.protocol import (
 )
 from manifold.upstream.base import (
     JSON,
+    STANDALONE,
     TOO_DEEP,
     ErrorKind,
     MessageTransport,
@@ -575,7 +576,10 @@ class JsonRpcSession:
         elif method == PROGRESS:
             await self._route_progress(message)
         else:
-            pending = self._related(related_id)
+            # A notification from the GET stream belongs to no call: given to the one call in flight it reached
+            # another client than the one whose action caused it (a log message of a timer another user turned
+            # on; found with server-everything), so it goes nowhere.
+            pending = None if related_id == STANDALONE else self._related(related_id)
             if pending is not None and pending.sink is not None:
                 await self._notify_sink(pending.sink, message)
             else:
@@ -586,7 +590,9 @@ class JsonRpcSession:
         # Our ids are ints; anything else (an array, an object: unhashable) cannot be one of them. Where the
         # transport knows which request a reply answers (an HTTP POST's response), a reply with another id is
         # misaddressed: it must neither answer another caller's request nor leave this one waiting.
-        if type(reply_id) is not int or (type(related_id) is int and reply_id != related_id):
+        if type(reply_id) is not int or (
+            type(related_id) is int and related_id != STANDALONE and reply_id != related_id
+        ):
             pending = None
         else:
             pending = self._pending.get(reply_id)
@@ -645,9 +651,9 @@ class JsonRpcSession:
         await self._notify_sink(pending.sink, restored)
 
     def _related(self, related_id: Any) -> _Pending | None:
-        """The in-flight request a message belongs to. When the transport cannot tell (stdio, SSE, the GET
-        stream), the only safe guess is the single request in flight, if there is exactly one."""
-        if related_id is not None:
+        """The in-flight request a message belongs to. When the transport cannot tell (stdio, SSE, a request on
+        the GET stream), the only safe guess is the single request in flight, if there is exactly one."""
+        if related_id is not None and related_id != STANDALONE:
             return self._pending.get(related_id)
         candidates = [p for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN]
         return candidates[0] if len(candidates) == 1 else None
