@@ -27,7 +27,7 @@ pytestmark = pytest.mark.anyio
 SHARED = "shared"
 KITCHEN_TOOLS = {
     "echo", "add", "noop", "slow", "fail", "image", "audio", "embedded", "mixed", "progress", "log", "sample", "ask",
-    "visit", "whoami", "headers", "add_tool", "bump",
+    "visit", "whoami", "headers", "add_tool", "bump", "link",
 }  # fmt: skip
 EXTRA = {
     "users": {"alice@corp.com": {"teams": ["eng"]}, "bob@corp.com": {"teams": ["sales"]}},
@@ -165,7 +165,7 @@ async def test_resources_and_prompts_are_filtered_too(world: World) -> None:
     assert uris and all(uri.startswith("kitchen+alpha://") for uri in uris)
     assert "kitchen+alpha://readme" in uris
     assert templates == {"kitchen+alpha://items/{id}"}
-    assert prompts == {"alpha__greet", "alpha__review"}
+    assert prompts == {"alpha__greet", "alpha__review", "alpha__readme"}
     assert "Kitchen" in readme.contents[0].text
     assert "Ada" in greeting.messages[0].content.text
 

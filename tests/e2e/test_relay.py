@@ -50,7 +50,7 @@ async def gw() -> AsyncIterator[Gateway]:
                         "aliases": {"add": "plus"},
                         "descriptions": {"echo": "Echo back, via the gateway"},
                     },
-                    {"upstream": "beta", "id": "b", "tools": ["echo", "who*", "sample", "ask"]},
+                    {"upstream": "beta", "id": "b", "tools": ["echo", "who*", "sample", "ask", "link"]},
                     {"upstream": "gamma", "tools": ["echo", "whoami"]},
                     {"upstream": "old", "tools": ["*"]},
                 ],
@@ -171,6 +171,28 @@ async def test_resources_from_two_upstreams_with_the_same_uris(gw: Gateway, mode
             assert str(content.uri) == f"kitchen+{member}://items/7"
         logo = await client.read_resource("kitchen+alpha://logo")
         assert base64.b64decode(logo.contents[0].blob).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_links_and_embedded_resources_in_a_namespaced_server_name_uris_the_client_can_read(
+    gw: Gateway, mode: str
+) -> None:
+    """Was (found with server-everything): tool results and prompt messages kept the upstream's URIs
+    (`kitchen://items/7`) where the server's lists and reads use `kitchen+alpha://...`: following a link a tool
+    had just returned failed with -32002, and with two members of one scheme nobody could tell whose it was."""
+    async with gw.client("mix", mode=mode) as client:
+        for member in ("alpha", "b"):
+            (link,) = (await client.call_tool(f"{member}__link", {"id": "7"})).content
+            assert isinstance(link, types.ResourceLink) and str(link.uri) == f"kitchen+{member}://items/7"
+            read = await client.read_resource(str(link.uri))
+            assert json.loads(read.contents[0].text)["id"] == "7"
+        (embedded,) = (await client.call_tool("alpha__embedded", {})).content
+        assert isinstance(embedded, types.EmbeddedResource)
+        assert str(embedded.resource.uri) == "kitchen+alpha://readme"
+        prompt = await client.get_prompt("alpha__readme", {})
+        content = prompt.messages[0].content
+        assert isinstance(content, types.EmbeddedResource) and str(content.resource.uri) == "kitchen+alpha://readme"
+        assert (await client.read_resource(str(content.resource.uri))).contents[0].text.startswith("Kitchen")
 
 
 @pytest.mark.parametrize("mode", ERAS)

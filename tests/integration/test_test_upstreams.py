@@ -124,7 +124,7 @@ async def test_kitchen_content_kinds(mode: str) -> None:
 
         greeting = await client.get_prompt("greet", {"name": "Ada"})
         assert "Ada" in greeting.messages[0].content.text
-        assert {p.name for p in (await client.list_prompts()).prompts} == {"greet", "review"}
+        assert {p.name for p in (await client.list_prompts()).prompts} == {"greet", "review", "readme"}
         completion = await client.complete(
             types.PromptReference(type="ref/prompt", name="greet"), {"name": "name", "value": "Al"}
         )

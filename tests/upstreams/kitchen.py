@@ -27,10 +27,10 @@ From a test, start it with `tests/upstreams/launch.py`:
 
 Tools: echo(text), add(a, b) (structured + text), noop(), slow(seconds), fail(message)
 (isError), image(), audio(), embedded(), mixed(), progress(steps), log(message, level),
-sample(prompt), ask(question), whoami(), headers(), add_tool(name), bump().
+sample(prompt), ask(question), whoami(), headers(), add_tool(name), bump(), link(id) (a resource_link to S://items/{id}).
 Resources: S://readme (text), S://logo (blob), template S://items/{id}, S://counter
 (subscribable; `bump()` increments it). Prompts: greet(name) (with completion for `name`),
-review(code).
+review(code), readme() (the readme as an embedded resource).
 
 Change notifications, per era:
 - handshake era: `notifications/tools/list_changed` and `notifications/resources/updated`
@@ -68,6 +68,7 @@ from mcp_types import (
     EmbeddedResource,
     EmptyResult,
     PromptReference,
+    ResourceLink,
     SamplingMessage,
     SetLevelRequestParams,
     SubscribeRequestParams,
@@ -332,8 +333,13 @@ def build_server(options: Options) -> MCPServer:
         await ctx.notify_resource_updated(counter_uri)
         return state["counter"]
 
+    def link(id: str) -> ResourceLink:
+        """A resource_link to the item resource `id`."""
+        return ResourceLink(type="resource_link", uri=f"{scheme}://items/{id}", name=f"item {id}")
+
     for fn in (echo, add, noop, slow, fail, image, audio, embedded, mixed, progress, log, sample, ask, visit, whoami):
         tool(fn)
+    tool(link)
     tool(headers)
     tool(add_tool)
     tool(bump)
@@ -360,6 +366,11 @@ def build_server(options: Options) -> MCPServer:
     def greet(name: str) -> str:
         """Greet someone by name."""
         return f"Say hello to {name}."
+
+    @mcp.prompt(name="readme")
+    def readme_prompt() -> list[Any]:
+        """The readme, embedded."""
+        return [{"role": "user", "content": _readme_resource().model_dump(by_alias=True, exclude_none=True)}]
 
     @mcp.prompt()
     def review(code: str) -> str:
