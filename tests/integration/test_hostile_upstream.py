@@ -324,5 +324,30 @@ async def test_an_error_echoing_the_request_headers_reaches_the_caller_without_t
         assert "static-secret-0123456789" not in text and "configured-key-abcdefgh" not in text
         assert reply["error"]["code"] == -32000 and "not allowed with" in reply["error"]["message"]
         assert "[redacted]" in reply["error"]["message"] and "POST /mcp" in reply["error"]["message"]
+        # A handler's exception as an SDK reports it: a tool result with isError (review of the first fix).
+        params = {"name": "headers_failed", "arguments": {}}
+        reply = await pool.request("bad", "tools/call", params, outbound=Outbound({"Authorization": static}))
+        said = reply["result"]["content"][0]["text"]
+        assert reply["result"]["isError"] and said.startswith("handler failed: POST /mcp")
+        assert "static-secret-0123456789" not in said and "configured-key-abcdefgh" not in said
     finally:
         await pool.aclose()
+
+
+async def test_a_refused_handshake_that_echoes_the_request_headers_is_said_without_the_credentials() -> None:
+    """The upstream's own words in "refused initialize: ..." reach every caller of its tools (review)."""
+    async with run_http_upstream(str(HOSTILE_HTTP), "--refused-hello") as url:
+        config = UpstreamConfig(
+            transport="http", url=url, protocol="2025-11-25", headers={"X-Api-Key": "configured-key-abcdefgh"}
+        )
+        pool = UpstreamPool({"bad": config})
+        try:
+            with pytest.raises(UpstreamError) as caught:
+                await pool.request(
+                    "bad", "tools/list", outbound=Outbound({"Authorization": "Bearer static-0123456789"})
+                )
+            said = str(caught.value)
+            assert said.startswith("upstream 'bad' refused initialize: who are you? POST /mcp")
+            assert "configured-key-abcdefgh" not in said and "static-0123456789" not in said and "[redacted]" in said
+        finally:
+            await pool.aclose()

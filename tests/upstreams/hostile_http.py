@@ -36,6 +36,7 @@ Tools (each `tools/call` by name; arguments are ignored):
   abandoned       how many such endless bodies the gateway stopped reading (closed the connection), as text
   headers_error   a JSON-RPC error whose message and data echo the request's head (its headers), as a server
                   in debug mode does
+  headers_failed  a tool result with isError whose text echoes the request's head (an SDK's handler exception)
 
 Prompts good_prompt, bad_role (a message whose role is "system") and bare_message (content a bare string);
 resources hostile://good and hostile://empty (contents with neither text nor blob).
@@ -56,12 +57,14 @@ TOOLS = [
     "list_changed_flood", "odd_method", "prompts_changed", "endless_head", "endless_header", "bad_head", "log_flood",
     "bad_content",
     "bad_item", "bare_item", "bad_structured", "unknown_item", "odd_items", "headers_error",
+    "headers_failed",
 ]  # fmt: skip
 MEGABYTE = b"A" * (1024 * 1024)
 held_ids: list[object] = []
 EXTRA_TOOLS = 0  # --extra-tools: this many more tools in tools/list (named many_0, many_1, ...)
 EXTRA_DESCRIPTION = 0  # --description-bytes: each of them with a description this long
 GARBLED_HELLO = False  # --garbled-hello: initialize and server/discover answer with fields of the wrong types
+REFUSED_HELLO = False  # --refused-hello: initialize answers an error echoing the request's head
 GARBLED_TOOLS = False  # --garbled-tools: tools/list also lists tools whose fields have the wrong types (or are
 # missing, or no tool at all) and two odd but valid ones: an empty name and a 5,000-character name
 replies_received = 0
@@ -221,6 +224,9 @@ async def answer_call(name: str, request_id: object, writer: asyncio.StreamWrite
     elif name == "headers_error":
         error = {"code": -32000, "message": f"not allowed with {head!r}", "data": {"head": head.split("\r\n")}}
         writer.write(json_response(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()))
+    elif name == "headers_failed":
+        failed = {"content": [{"type": "text", "text": f"handler failed: {head}"}], "isError": True}
+        writer.write(json_response(reply(request_id, failed)))
     elif name == "text_error":
         writer.write(json_response(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": "boom"}).encode()))
     elif name == "no_result":
@@ -271,7 +277,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 await writer.drain()
                 continue
             request_id, rpc = message["id"], message.get("method")
-            if rpc == "initialize":
+            if rpc == "initialize" and REFUSED_HELLO:
+                error = {"code": -32600, "message": f"who are you? {head}"}
+                writer.write(json_response(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()))
+            elif rpc == "initialize":
                 capabilities = {"tools": {}, "prompts": {}, "resources": {}}
                 result = {"protocolVersion": "2025-11-25", "capabilities": capabilities, "serverInfo": SERVER_INFO}
                 if GARBLED_HELLO:
@@ -293,8 +302,13 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                         {"name": "bad_schema", "inputSchema": "x", "description": 7, "title": [], "annotations": "y"},
                         {"name": "", "inputSchema": {"type": "object"}},
                         {"name": "x" * 5000, "inputSchema": {"type": "object"}},
-                        {"name": "nulls", "inputSchema": {"type": "object", "properties": {"x": {"default": None}}},
-                         "description": None, "title": None, "annotations": {"readOnlyHint": True, "title": None}},
+                        {
+                            "name": "nulls",
+                            "inputSchema": {"type": "object", "properties": {"x": {"default": None}}},
+                            "description": None,
+                            "title": None,
+                            "annotations": {"readOnlyHint": True, "title": None},
+                        },
                         "not a tool",
                     ]
                 writer.write(json_response(reply(request_id, {"tools": tools})))
@@ -368,9 +382,10 @@ def main() -> None:
     parser.add_argument("--description-bytes", type=int, default=0)
     parser.add_argument("--garbled-hello", action="store_true")
     parser.add_argument("--garbled-tools", action="store_true")
+    parser.add_argument("--refused-hello", action="store_true")
     args = parser.parse_args()
-    global EXTRA_TOOLS, EXTRA_DESCRIPTION, GARBLED_HELLO, GARBLED_TOOLS
-    GARBLED_TOOLS = args.garbled_tools
+    global EXTRA_TOOLS, EXTRA_DESCRIPTION, GARBLED_HELLO, GARBLED_TOOLS, REFUSED_HELLO
+    GARBLED_TOOLS, REFUSED_HELLO = args.garbled_tools, args.refused_hello
     EXTRA_TOOLS, EXTRA_DESCRIPTION, GARBLED_HELLO = args.extra_tools, args.description_bytes, args.garbled_hello
     asyncio.run(serve(args.port))
 

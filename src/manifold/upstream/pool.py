@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
-import orjson
-
 from manifold.config.models import Transport, UpstreamConfig
 from manifold.protocol import Era
 from manifold.upstream.base import (
@@ -171,30 +169,41 @@ class UpstreamPool:
                 self._forget(key, session)
                 session = await self._session(key, outbound.headers)
                 reply = await session.request(method, params, sink=sink, timeout=timeout, trace_headers=trace_headers)
-            if "error" in reply:
-                reply = self._error_without_credentials(upstream_id, outbound, reply)
+            if "error" in reply or _is_tool_error(reply):
+                reply = self._without_credentials(upstream_id, outbound, reply)
             return reply
         except BaseException as exc:
             error = exc
+            if isinstance(exc, UpstreamError):
+                self._scrub(upstream_id, outbound, exc)
             raise
         finally:
             if span is not None and tracing is not None:
                 tracing.end_upstream(span, reply, error)
 
-    def _error_without_credentials(self, upstream_id: str, outbound: Outbound, reply: JSON) -> JSON:
-        """An upstream's JSON-RPC error with the credentials the gateway sent it blanked out: a server in debug
-        mode may echo the request's headers, and a static credential is the gateway's, shared by every caller
-        (found by a security probe). The HTTP-status paths already answer with fixed texts."""
+    def _credentials_sent(self, upstream_id: str, outbound: Outbound) -> list[str]:
+        """The credential values the gateway sends this upstream (its configured headers, the resolved auth,
+        and a header's token part), longest first."""
         config = self._configs.get(upstream_id)
         values = [*outbound.headers.values(), *(config.headers.values() if config is not None else ())]
-        secrets = {part for value in values for part in (value, value.partition(" ")[2]) if len(part) >= 8}
-        if not secrets:
-            return reply
-        text = orjson.dumps(reply["error"]).decode()
-        clean = text
-        for secret in sorted(secrets, key=len, reverse=True):  # as it appears inside a JSON string
-            clean = clean.replace(orjson.dumps(secret).decode()[1:-1], REDACTED)
-        return reply if clean == text else {**reply, "error": orjson.loads(clean)}
+        found = {part for value in values for part in (value, value.partition(" ")[2]) if len(part) >= 8}
+        return sorted(found, key=len, reverse=True)
+
+    def _without_credentials(self, upstream_id: str, outbound: Outbound, reply: JSON) -> JSON:
+        """A failed reply (a JSON-RPC error, a tool result with `isError`) with the credentials the gateway sent
+        the upstream blanked out wherever they appear in its strings: a server in debug mode may echo the
+        request's headers, and a static credential is the gateway's, shared by every caller (found by a
+        security probe). The HTTP-status paths already answer with fixed texts."""
+        secrets = self._credentials_sent(upstream_id, outbound)
+        return _blanked(reply, secrets) if secrets else reply
+
+    def _scrub(self, upstream_id: str, outbound: Outbound, error: UpstreamError) -> None:
+        """The same for an error whose text quotes the upstream (`refused initialize: ...`)."""
+        secrets = self._credentials_sent(upstream_id, outbound)
+        reason = _blanked(error.reason, secrets) if secrets else error.reason
+        if reason != error.reason:
+            error.reason = reason
+            error.args = (f"upstream '{error.upstream_id}' {reason}",)
 
     def sizes(self) -> dict[str, int]:
         """Live upstream sessions per upstream (the shared one and the per-caller ones), for metrics."""
@@ -420,3 +429,22 @@ class UpstreamPool:
         """Mark a session dead so the next `_session` replaces it (and closes it under the slot lock)."""
         if not session.closed:
             session._mark_closed(UpstreamSessionLost(key.upstream_id, "session was lost"))
+
+
+def _is_tool_error(reply: JSON) -> bool:
+    result = reply.get("result")
+    return type(result) is dict and result.get("isError") is True
+
+
+def _blanked(value: Any, secrets: list[str]) -> Any:
+    """`value` (any JSON) with each secret replaced by REDACTED inside its strings (keys included)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {_blanked(k, secrets): _blanked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_blanked(v, secrets) for v in value]
+    return value
