@@ -183,6 +183,8 @@ async def test_child_gets_config_env_but_not_the_gateway_environment(monkeypatch
         (".venv/bin/python", "TMP", "no '.venv/bin/python' in TMP"),
         ("manifold-no-such-command", None, "no 'manifold-no-such-command' on PATH"),
         ("x", "TMP/gone", "its folder TMP/gone does not exist"),
+        # Its arguments written into `command`: never shown (they may hold a key; review).
+        ("npx -y some-server --api-key sk-live-0123456789", None, "no program 'npx ...' (the arguments go in 'args'"),
     ],
 )
 async def test_a_command_that_does_not_exist_fails_with_a_clear_error(
@@ -196,5 +198,6 @@ async def test_a_command_that_does_not_exist_fails_with_a_clear_error(
             await pool.request("ghost", "tools/list")
         assert "'ghost'" in str(caught.value) and "could not start its command" in str(caught.value)
         assert said.replace("TMP", str(tmp_path)) in str(caught.value)
+        assert "sk-live" not in str(caught.value)
     finally:
         await pool.aclose()

@@ -123,6 +123,7 @@ async def test_the_answer_to_a_question_the_approved_call_asked_finishes_it_with
         await passed(gate, call, arguments={"repo": "x"}, requestState=wrapped, inputResponses={"q": 1})
     # Bound like every state of ours: to its caller, and to its call's arguments.
     second = gate.continued(call, ran, question, rule)["result"]["requestState"]
+    assert second != wrapped  # the same question asked again is answered again (review: one state, refused)
     with pytest.raises(RpcError):
         await passed(gate, modern(BOB), arguments={"repo": "x"}, requestState=second)
     other_url, _ = asked(await hold(gate, call, arguments={"repo": "prod"}, requestState=second))

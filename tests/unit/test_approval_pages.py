@@ -186,3 +186,20 @@ async def test_an_approver_lists_the_requests_they_may_decide(site: Site) -> Non
     async with browser(site, "alice@corp.com") as alice:  # an approver too, but not of her own request
         hers = await alice.get("/approvals")
     assert f'href="/approvals/{bobs.id}"' in hers.text and alices.id not in hers.text
+
+
+async def test_a_key_restricted_to_some_servers_decides_no_request(site: Site) -> None:
+    """Was (review): a key of an approver restricted with `--servers docs` (an agent's key) signed in on the web
+    and approved a held call on another server. A restricted key is no approver, as it is no administrator."""
+    repo = KeyRepository(site.approvals.store.engine)
+    _, token = await repo.create(OwnerKind.USER, "sam@corp.com", "agent", servers=["docs"])
+    approval = await request_by(site, "user:bob@corp.com")
+    async with httpx2.AsyncClient(transport=site.transport, base_url=BASE) as http:
+        form = await http.get("/login")
+        signed = await http.post("/login", data={**hidden_fields(form.text), "key": token}, headers={"Origin": BASE})
+        assert signed.status_code == 303, signed.text
+        assert (await http.get(f"/approvals/{approval.id}")).status_code == 403
+        await decide(http, approval, "approve")
+        assert "No request waits for your decision" in (await http.get("/approvals")).text
+    decided = await site.approvals.get(approval.id)
+    assert decided is not None and decided.status is Status.PENDING

@@ -53,7 +53,10 @@ def arguments_hash(arguments: object) -> str:
 
 
 def may_approve(approval: Approval, approver: Principal) -> bool:
-    """An approver is selected by the request's `approvers`; the caller only with `self_approval`."""
+    """An approver is selected by the request's `approvers`; the caller only with `self_approval`. Never with a
+    key restricted to some servers: an agent's key decides no human gate (review)."""
+    if approver.servers is not None:
+        return False
     try:
         who = parse_who(approval.approvers, "approvers")
     except ValueError:

@@ -18,6 +18,7 @@ Only calls of tools some grant gates pay anything: `rule` is one identity check 
 
 from __future__ import annotations
 
+import secrets
 import time
 import weakref
 from collections.abc import Callable
@@ -118,7 +119,8 @@ class ApprovalGate:
                 # The answer to a question the approved call asked (see `continued`): it was approved when it
                 # started, and goes on with the state of that question, once (replaying the answer would run an
                 # upstream that keeps no state of its own again).
-                if not await spend(self.approvals.store.engine, link_digest(state), rule.timeout_seconds):
+                lasts = max(1.0, float(data.get("exp", 0)) - time.time())  # as long as the state itself (review)
+                if not await spend(self.approvals.store.engine, link_digest(state), lasts):
                     raise RpcError(INVALID_PARAMS, "this requestState was already answered")
                 return Passed(approval, {**params, "requestState": data["c"]})
         if approval is None:
@@ -179,7 +181,9 @@ class ApprovalGate:
         inner = result.get("requestState")
         if not isinstance(inner, str):
             return reply
-        data = {"p": call.principal.id, "a": passed.approval.id, "c": inner}
+        # A nonce: an upstream asking twice with one state within a second would otherwise get the same state
+        # of ours twice, and the second answer be refused as spent (review).
+        data = {"p": call.principal.id, "a": passed.approval.id, "c": inner, "n": secrets.token_urlsafe(8)}
         state = self.states.seal(STATE_PREFIX, data, rule.timeout_seconds)
         return {**reply, "result": {**result, "requestState": state}}
 

@@ -92,7 +92,18 @@ class StdioTransport:
     def _start_failure(self, exc: OSError) -> str:
         """Why the command did not start, with what was looked for and where (never its arguments: they may
         hold secrets)."""
-        command = str(self._config.command)[:200]
+        # Only the program: a command written with its arguments in it (`npx -y srv --api-key ...`) would show
+        # them, and they may hold secrets (review); the stderr rules blank anything else shaped like one.
+        written = str(self._config.command)
+        command = written.split()[0] if written.split() else written
+        for secret in self._secrets:  # the upstream's env values, should one be in the program's name
+            command = command.replace(secret, REDACTED)
+        command = command[:200]
+        if " " in written.strip():
+            return (
+                f"could not start its command: no program '{command} ...' (the arguments go in 'args', not in "
+                "'command')"
+            )
         cwd = self._config.cwd
         if "/" not in command:
             where = " on PATH"  # a bare name is looked up in PATH, not in the folder

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 import orjson
 from starlette.responses import Response
 
+from manifold.identity.api_keys import KeyRepository
 from manifold.identity.directory import Snapshot
-from manifold.identity.gateway_tokens import principal_for
 from manifold.policy.approvals import Approval, Approvals, Status, may_approve
 from manifold.principal import Credential, CredentialKind, Principal
 from manifold.web import csrf
@@ -29,6 +29,7 @@ from manifold.web.page_request import PageRequest, login_redirect, viewer
 from manifold.web.pages import Viewer, e, layout
 from manifold.web.responses import page, problem
 from manifold.web.session import SessionCookies
+from manifold.web.session_principal import session_principal
 
 log = logging.getLogger(__name__)
 PAGE = "/approvals/{approval_id}"
@@ -56,17 +57,20 @@ _STATUS_TEXT = {
 
 
 class ApprovalPages:
-    def __init__(self, cookies: SessionCookies, approvals: Approvals, directory: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self, cookies: SessionCookies, approvals: Approvals, directory: Callable[[], Snapshot], keys: KeyRepository
+    ) -> None:
         self.cookies = cookies
         self.approvals = approvals
         self.directory = directory
+        self.keys = keys
 
     async def waiting(self, request: PageRequest) -> Response:
         session = request.session
         if session is None:
             return login_redirect(request)
         who = viewer(self.cookies.signer, session)
-        principal = principal_for(session.principal_id, self.directory(), sign_in_credential(session.method))
+        principal = await session_principal(session, self.directory, self.keys, sign_in_credential(session.method))
         rows = await self.approvals.waiting_for(principal) if principal is not None else []
         if not rows:
             body = "<p>No request waits for your decision.</p>"
@@ -87,7 +91,7 @@ class ApprovalPages:
             return login_redirect(request)
         who = viewer(self.cookies.signer, session)
         approval = await self.approvals.get(request.path_params["approval_id"])
-        principal = principal_for(session.principal_id, self.directory(), sign_in_credential(session.method))
+        principal = await session_principal(session, self.directory, self.keys, sign_in_credential(session.method))
         if approval is None or principal is None:
             return problem(404, "Not found", "There is no such approval request (or it was cleaned up).", viewer=who)
         approver = may_approve(approval, principal)

@@ -119,9 +119,11 @@ class WebApp:
                 Route(STYLESHEET_PATH, _stylesheet, methods=list(GET_POST)),
                 *(
                     [
-                        self._route(APPROVAL_LIST, ApprovalPages(self.cookies, approvals, directory).waiting, GET),
                         self._route(
-                            APPROVAL_PAGE, ApprovalPages(self.cookies, approvals, directory).approval, GET_POST
+                            APPROVAL_LIST, ApprovalPages(self.cookies, approvals, directory, keys).waiting, GET
+                        ),
+                        self._route(
+                            APPROVAL_PAGE, ApprovalPages(self.cookies, approvals, directory, keys).approval, GET_POST
                         ),
                     ]
                     if approvals is not None

@@ -14,7 +14,6 @@ No script (the pages' CSP allows none): a snippet is a `<pre>` to select and cop
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,7 +24,6 @@ from manifold.catalog.view import VirtualServerView
 from manifold.config.models import OAuthAuth
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.directory import Snapshot
-from manifold.identity.gateway_tokens import principal_for
 from manifold.outbound.oauth import ConnectLinks, Vault
 from manifold.outbound.oauth.vault import ConnectionStatus
 from manifold.principal import Credential, CredentialKind, Principal
@@ -35,6 +33,7 @@ from manifold.web.page_request import PageRequest, login_redirect, viewer
 from manifold.web.pages import Viewer, e
 from manifold.web.responses import page
 from manifold.web.session import SessionCookies, WebSession
+from manifold.web.session_principal import session_principal
 
 PAGE_PATH = "/servers"
 CREDENTIAL = Credential(CredentialKind.GATEWAY_OAUTH)  # what an application the person signs in will carry
@@ -121,23 +120,7 @@ class ServersPage:
         return page(200, servers_page(viewer=who, rows=rows))
 
     async def _principal(self, session: WebSession) -> Principal | None:
-        principal = principal_for(session.principal_id, self.directory(), CREDENTIAL)
-        kind, _, ref = session.method.partition(":")
-        if principal is None or kind != "api_key":
-            return principal
-        record = await self.keys.get(ref)  # the session is only as good as its key (web/routes.py checked it)
-        if record is None or record.usable(time.time()) is not None:
-            return None
-        if record.servers is None:
-            return principal
-        return Principal(
-            kind=principal.kind,
-            name=principal.name,
-            credential=principal.credential,
-            email=principal.email,
-            teams=principal.teams,
-            servers=frozenset(record.servers),
-        )
+        return await session_principal(session, self.directory, self.keys, CREDENTIAL)
 
     async def _rows(self, principal: Principal, base_url: str) -> list[ServerRow]:
         allowed = [
