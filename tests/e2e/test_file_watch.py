@@ -99,6 +99,9 @@ async def test_files_changed_while_running_are_applied_or_said() -> None:
 
         await eventually(beta_served, "serving the upstream added to manifold.yaml, to the user granted it")
         assert await status_of(gw, "alpha", bob) == 403
+        async with gw.http() as http:  # what the admin API lists is what is enforced (review)
+            listed = (await http.get(f"{gw.base}/admin/api/grants")).json()
+        assert any(g["who"] == "user:bob@corp.com" and g["what"] == ["server:beta"] for g in listed), listed
         assert "manifold.yaml: changes to gateway apply at the next start" in gw.log()
 
         # A file removed: its virtual server is no longer served.

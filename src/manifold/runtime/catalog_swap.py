@@ -59,6 +59,9 @@ class CatalogSwap:
         self.catalog: Catalog = file_catalog(config)
         self.config: LoadedConfig = config  # the effective configuration (files + applied API objects)
         self._lock = asyncio.Lock()
+        # Told the files' new configuration when they change: what reads them besides the catalog (the admin
+        # API's and the console's lists of file grants).
+        self.on_files: list[Callable[[LoadedConfig], None]] = []
 
     @property
     def files(self) -> LoadedConfig:
@@ -71,6 +74,8 @@ class CatalogSwap:
         async with self._lock:
             self._files = config
             self._operations.config = config
+            for listener in self.on_files:
+                listener(config)
             catalog = await self._operations.current()
             await self._apply(catalog, await self._stored_grants())
 

@@ -147,6 +147,7 @@ class Runtime:
     public_base: str
     tasks: set[asyncio.Task[None]]
     telemetry: Telemetry  # metrics (None: off; other features count through it), tracing, log format
+    file_watch: ConfigFileWatch | None  # the configuration files, applied while running (None: watch_files off)
 
     async def start(self) -> None:
         """Load what the services serve from and start the background tasks. A wrong encryption key stops
@@ -164,8 +165,8 @@ class Runtime:
         await self.catalog.reload()  # also loads the grants (upstreams, groups, virtual servers from the API)
         await self.gateway.rate_limits.reload()
         self._spawn(self.changes.watch())
-        if config.settings.watch_files:
-            self._spawn(ConfigFileWatch(config, load_config, self.catalog.use_files).run())
+        if self.file_watch is not None:
+            self._spawn(self.file_watch.run())
         self._spawn(self.hub.run(self.notices))
         self._spawn(self._flush_last_used())
 
@@ -392,6 +393,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         public_base=public_base,
         tasks=set(),
         telemetry=telemetry,
+        file_watch=ConfigFileWatch(config, load_config, catalog.use_files) if settings.watch_files else None,
     )
     return runtime
 
@@ -415,6 +417,12 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         unauthorized,
         rate_limits=RateLimitAdmin(runtime.gateway.rate_limits, RateLimitRepository(runtime.engine)),
     )
+
+    def files_changed(files: LoadedConfig) -> None:  # the grants the API and the console list are the files' own
+        admin.config = files
+        admin.ops.config = files
+
+    runtime.catalog.on_files.append(files_changed)
     web = WebApp(
         settings=settings,
         identity=config.gateway.identity,

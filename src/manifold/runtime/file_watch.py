@@ -1,9 +1,10 @@
 """Configuration files changed while the gateway runs: what can be applied live is applied, the rest is said.
 
 A user who adds `virtual_servers/eng.yaml` or an upstream to `manifold.yaml` expects the running gateway to
-serve it, as it serves what `manifold vservers create` makes. So the files are looked at every
-`FILE_WATCH_SECONDS` (a `stat` of each: their size and modification time) and, when one changed, loaded and
-checked whole, as at start-up:
+serve it, as it serves what `manifold vservers create` makes. So the files are read every `FILE_WATCH_SECONDS`
+(a digest of each: an edit that keeps the size within one modification-time tick is seen too) and, when they
+changed and then stayed the same for one more look (an editor's save caught half-way, an empty file between
+truncate and write, is never applied), loaded and checked whole, as at start-up:
 
 - with problems: nothing is applied; each problem is logged (file, field, line) and the gateway goes on
   serving what it served;
@@ -11,13 +12,15 @@ checked whole, as at start-up:
   an admin API change (`CatalogSwap`); a change to any other section (`gateway`, `identity`, users, teams,
   service accounts, rate limits, audit, telemetry) applies at the next start, and the log says which.
 
-Polling rather than inotify: a few `stat` calls a second cost nothing, work on every filesystem (bind mounts,
-network volumes, editors that replace a file instead of writing it), and need no library.
+Polling rather than inotify: reading a few small files a second costs nothing, works on every filesystem (bind
+mounts, network volumes, editors that replace a file instead of writing it), and needs no library. The first
+digest is taken when the configuration is loaded (compose.py), so a save during start-up is not missed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -32,7 +35,7 @@ FILE_WATCH_SECONDS = 1.0
 # The sections of manifold.yaml a running gateway takes over; the others apply at the next start.
 LIVE_SECTIONS = ("upstreams", "groups", "grants")
 
-Fingerprint = tuple[tuple[str, int, int], ...]
+Fingerprint = tuple[tuple[str, str], ...]
 
 
 class ConfigFileWatch:
@@ -46,9 +49,10 @@ class ConfigFileWatch:
         self._load = load
         self._apply = apply
         self._seen = self.fingerprint()
+        self._changing: Fingerprint | None = None  # a change seen once: applied if the next look sees it again
 
     def fingerprint(self) -> Fingerprint:
-        """Size and modification time of manifold.yaml and of each YAML file in the virtual-server folder."""
+        """A digest of manifold.yaml and of each YAML file in the virtual-server folder."""
         paths = [self._config.path]
         try:
             paths += sorted(
@@ -61,10 +65,10 @@ class ConfigFileWatch:
         seen = []
         for path in paths:
             try:
-                stat = path.stat()
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
             except OSError:
                 continue
-            seen.append((str(path), stat.st_size, stat.st_mtime_ns))
+            seen.append((str(path), digest))
         return tuple(seen)
 
     async def run(self) -> None:
@@ -79,8 +83,12 @@ class ConfigFileWatch:
         """Apply the files if they changed since last seen; True when something was applied."""
         now = await asyncio.to_thread(self.fingerprint)
         if now == self._seen:
+            self._changing = None
             return False
-        self._seen = now
+        if now != self._changing:  # changed since the last look: wait for it to settle
+            self._changing = now
+            return False
+        self._seen, self._changing = now, None
         try:
             loaded = await asyncio.to_thread(self._load, self._config.path)
         except ConfigError as exc:
