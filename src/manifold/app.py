@@ -222,8 +222,8 @@ class ManifoldApp:
         view = self.served.get(parts[1])
         if view is None:
             server = parts[1][:100]
-            body = {"error": "unknown server", "server": server}
-            await send_body(send, 404, _refusal(scope, f"unknown server '{server}'", body))
+            unknown = {"error": "unknown server", "server": server}
+            await send_body(send, 404, _refusal(scope, f"unknown server '{server}'", unknown))
             return
         if not self.access.server_allowed(principal, view):
             self.auditor.refusal(principal, view.id)
