@@ -93,6 +93,46 @@ async def test_client_cancellation_reaches_the_upstream(tmp_path: Path) -> None:
     assert "notifications/cancelled" in methods
 
 
+async def test_a_cancelled_request_gets_no_answer(tmp_path: Path) -> None:
+    """Was (interop with the TypeScript SDK): the gateway answered a cancelled request with -32800 "Request
+    cancelled", which the SDK reports as an error ("Received a response for an unknown message ID"); MCP says
+    the receiver of a cancellation does not respond. The POST ends without a JSON-RPC message."""
+    record = tmp_path / "requests.jsonl"
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+        upstreams = {"up": {"transport": "http", "url": url, "protocol": "2025-11-25"}}
+        async with run_gateway(upstreams) as gw, gw.http() as http:
+            hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
+            opened = await http.post(gw.url("up"), json=init, headers=ACCEPT)
+            headers = {
+                **ACCEPT,
+                "Mcp-Session-Id": opened.headers["mcp-session-id"],
+                "MCP-Protocol-Version": "2025-11-25",
+            }
+            call = {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "tools/call",
+                "params": {"name": "slow", "arguments": {"seconds": 30}},
+            }
+            answered: list[object] = []
+
+            async def slow_call() -> None:
+                answered.append(await http.post(gw.url("up"), json=call, headers=headers))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(slow_call)
+                deadline = time.monotonic() + 10
+                while not (record.exists() and '"slow"' in record.read_text()):  # the upstream is running it
+                    assert time.monotonic() < deadline, "the call never reached the upstream"
+                    await anyio.sleep(0.02)
+                cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
+                assert (await http.post(gw.url("up"), json=cancel, headers=headers)).status_code == 202
+            (response,) = answered
+            assert response.status_code in (200, 202), response.text
+            assert '"id":7' not in response.text.replace(" ", "") and "-32800" not in response.text
+
+
 def test_serving_without_a_key_is_refused_off_loopback(tmp_path: Path) -> None:
     config = write_config(tmp_path, {}, gateway={"allow_unauthenticated": True})
     run = subprocess.run(

@@ -151,6 +151,17 @@ class ResponseChannel:
         finally:
             self.pending.drop(rid)
 
+    async def abandon(self) -> None:
+        """The client cancelled the request: it gets no answer (MCP: the receiver of a cancellation does not
+        respond; SDK clients report a reply to an id they dropped as an error). An event stream ends without
+        one; a response not started yet is a bare 202, as for a notification."""
+        lock = self._lock
+        if self.streaming and lock is not None:
+            async with lock:
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            await send_body(self.send, 202, b"")
+
     async def finish(self, payload: bytes, status: int = 200) -> None:
         """Send the reply: the last SSE event once streaming, else the whole JSON response."""
         lock = self._lock

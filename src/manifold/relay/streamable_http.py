@@ -36,7 +36,6 @@ from manifold.protocol import (
     MODERN_VERSION,
     RATE_LIMITED,
     REMOVED_IN_MODERN,
-    REQUEST_CANCELLED,
     RESOURCES_READ,
     SERVER_DISCOVER,
     SUBSCRIPTIONS_ACKNOWLEDGED,
@@ -305,7 +304,7 @@ class StreamableHttp:
             # The client cancelled this request (notifications/cancelled): close the response quietly.
             if task is not None and task.cancelling():
                 task.uncancel()
-            await channel.finish(error_bytes(request_id, REQUEST_CANCELLED, "Request cancelled"))
+            await channel.abandon()
         finally:
             session.inflight.pop(request_id, None)
 
