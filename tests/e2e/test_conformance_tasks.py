@@ -160,3 +160,32 @@ async def test_one_callers_task_is_unknown_to_another_and_the_bound_is_per_calle
         }
         assert (await rpc(gw, alice, "tasks/get", {"taskId": task_id}, task_id))["result"]["status"] == "cancelled"
         assert "Traceback" not in gw.log()
+
+
+async def test_a_2025_11_25_task_augmented_call_runs_as_an_ordinary_call_not_as_an_orphaned_upstream_task() -> None:
+    """Was (interop, server-everything): a 2025-11-25 client's experimental `task` went upstream as it came; the
+    client got the upstream's own task id, which nothing here could follow (tasks/get, tasks/result: -32601),
+    and the work ran orphaned. The gateway offers tasks to 2026-07-28 clients only: here the call is ordinary."""
+    from tests.upstreams.launch import EVERYTHING
+
+    upstreams = {"ev": {"transport": "stdio", "command": str(NODE), "args": [str(EVERYTHING), "stdio"]}}
+    accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    async with run_gateway(upstreams) as gw, gw.http() as http:
+
+        async def post(message: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+            return (await http.post(gw.url("ev"), json={"jsonrpc": "2.0", **message}, headers=headers)).json()
+
+        opened = await http.post(
+            gw.url("ev"), json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=accept
+        )
+        headers = {**accept, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+        assert "tasks" not in opened.json()["result"]["capabilities"]
+        params = {"name": "echo", "arguments": {"message": "hi"}, "task": {"ttl": 60000}}
+        result = (await post({"id": 2, "method": "tools/call", "params": params}, headers))["result"]
+        assert "task" not in result and result["content"][0]["text"] == "Echo: hi"
+        params = {"name": "simulate-research-query", "arguments": {"topic": "x"}, "task": {"ttl": 60000}}
+        result = (await post({"id": 3, "method": "tools/call", "params": params}, headers))["result"]
+        assert (
+            "task" not in result and result["isError"] and "requires task augmentation" in result["content"][0]["text"]
+        )

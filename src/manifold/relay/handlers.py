@@ -422,6 +422,11 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         # MCP's arguments are an object. Anything else never reaches an upstream: a lenient one might run it,
         # and an approver would have been shown `{}` for it (found by a security probe).
         raise RpcError(INVALID_PARAMS, f"{TOOLS_CALL} 'arguments' must be an object")
+    if call.era is Era.HANDSHAKE and "task" in params:
+        # 2025-11-25's experimental task augmentation: the gateway offers tasks to 2026-07-28 clients (relay/tasks.py)
+        # and declares none here, so the call runs as an ordinary one. Relayed, the upstream made a task whose
+        # id the client could follow nowhere (tasks/get is no method here), its work orphaned (interop).
+        params = {k: v for k, v in params.items() if k != "task"}
     started = time.perf_counter()
     if call.view.search is not None and name in TOOL_SEARCH_NAMES:  # relay/tool_search.py
         return await _tool_search(gw, call, name, params, started)
