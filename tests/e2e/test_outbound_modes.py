@@ -766,3 +766,29 @@ async def test_a_waiter_that_gives_up_does_not_cancel_the_shared_exchange(token_
         assert len(token_service.forms) == 1
     finally:
         await exchanger.aclose()
+
+
+async def test_per_user_sessions_give_each_caller_an_upstream_session_of_its_own() -> None:
+    """`sessions: per_user`: for servers that keep per-client state one user must not see another's (roots they
+    cached, logging toggles; found with server-everything, whose shared session served one client's roots to
+    every other). Each caller gets its own stdio process here; the default shares one."""
+    from tests.e2e.harness import manifold_cli, stdio_upstream
+
+    upstreams = {
+        "mine": {**stdio_upstream(KITCHEN, "--transport", "stdio", "--name", "mine"), "sessions": "per_user"},
+        "ours": stdio_upstream(KITCHEN, "--transport", "stdio", "--name", "ours"),
+    }
+    extra = {"users": {"alice@corp.com": {}, "bob@corp.com": {}}}
+    async with run_gateway(upstreams, extra=extra) as gw:
+        keys = {}
+        for user in ("alice", "bob"):
+            made = await manifold_cli(gw, "keys", "create", "--user", f"{user}@corp.com", "--name", "k", "--json")
+            keys[user] = json.loads(made.stdout)["token"]
+
+        async def pid(server: str, user: str) -> int:
+            async with gw.client(server, key=keys[user]) as client:
+                return json.loads((await client.call_tool("whoami", {})).content[0].text)["pid"]
+
+        alice, bob = await pid("mine", "alice"), await pid("mine", "bob")
+        assert alice != bob and await pid("mine", "alice") == alice
+        assert await pid("ours", "alice") == await pid("ours", "bob")

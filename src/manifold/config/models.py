@@ -66,6 +66,17 @@ class PinningMode(str, enum.Enum):
     OFF = "off"
 
 
+class SessionSharing(str, enum.Enum):
+    """Whose upstream session a call travels on when its credential does not already set it apart (`none`,
+    `static`). `shared`: one session for every caller (one process for stdio), the cheap default;
+    `per_user`: one per caller, for servers that keep per-client state a user must not see another's of
+    (roots, logging toggles, subscriptions): at most the pool's bound of per-identity sessions per upstream, the
+    least recently used closed first."""
+
+    SHARED = "shared"
+    PER_USER = "per_user"
+
+
 # ---- outbound credentials: how the gateway authenticates to an upstream ------------------------------
 #
 # A tagged union on `mode`, resolved by one exhaustive `match` (outbound/resolver.py). Secret values are
@@ -192,6 +203,7 @@ class UpstreamConfig(Strict):
     description: str | None = None
     # Tool pinning (docs/pinning.md): a tool's definition is approved on first sight; a later change is held.
     pinning: PinningMode = PinningMode.HOLD
+    sessions: SessionSharing = SessionSharing.SHARED
 
     @model_validator(mode="after")
     def _transport_fields(self) -> UpstreamConfig:

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
 from manifold.catalog.view import Credential, Target, VirtualServerView, connected_text
-from manifold.config.models import CALL_TOOL, TOOL_SEARCH_NAMES, AuthMode, MemberConfig
+from manifold.config.models import CALL_TOOL, TOOL_SEARCH_NAMES, AuthMode, MemberConfig, SessionSharing
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
 from manifold.policy.rate_limits import RateLimits
 from manifold.protocol import (
@@ -174,10 +174,20 @@ class Gateway:
     # ---- outbound credentials -------------------------------------------------------------------
 
     async def outbound(self, call: Call, member_id: str, upstream_id: str) -> Outbound:
-        """The credential this caller's requests carry to this upstream (outbound/resolver.py)."""
+        """The credential this caller's requests carry to this upstream (outbound/resolver.py), and the identity
+        its upstream session is keyed by."""
         config = self.pool.config(upstream_id)
-        if config is None or config.auth.mode is AuthMode.NONE:
+        if config is None or (config.auth.mode is AuthMode.NONE and config.sessions is SessionSharing.SHARED):
             return SHARED  # the common case: no per-caller work at all
+        resolved = SHARED if config.auth.mode is AuthMode.NONE else await self._resolve(call, member_id, upstream_id)
+        if config.sessions is SessionSharing.PER_USER and resolved.identity is None:
+            # `none` or `static`: one session per caller all the same (a per-caller credential keys its own)
+            return Outbound(resolved.headers, identity=f"caller:{call.principal.id}")
+        return resolved
+
+    async def _resolve(self, call: Call, member_id: str, upstream_id: str) -> Outbound:
+        config = self.pool.config(upstream_id)
+        assert config is not None
         ctx = CallContext(
             principal=call.principal,
             member_id=member_id,
