@@ -103,6 +103,7 @@ ROOTS_LIST = "roots/list"
 # notifications
 INITIALIZED = "notifications/initialized"
 CANCELLED = "notifications/cancelled"
+ROOTS_LIST_CHANGED = "notifications/roots/list_changed"
 PROGRESS = "notifications/progress"
 LOG_MESSAGE = "notifications/message"
 RESOURCES_UPDATED = "notifications/resources/updated"

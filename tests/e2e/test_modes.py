@@ -185,3 +185,35 @@ async def test_url_elicitation_reaches_a_client_that_supports_it() -> None:
                 except Exception as exc:  # the upstream may pass the refusal on as a JSON-RPC error
                     outcome = str(exc)
                 assert "elicitation" in outcome
+
+
+async def test_a_clients_roots_list_changed_reaches_the_upstream_session_it_uses(tmp_path: Path) -> None:
+    """Was (interop with server-everything): the notification was dropped, so a server that cached the roots it
+    asked for kept the first ones for good."""
+    record = tmp_path / "requests.jsonl"
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+        upstreams = {"up": {"transport": "http", "url": url, "protocol": "2025-11-25"}}
+        async with run_gateway(upstreams) as gw, gw.http() as http:
+            hello = {"protocolVersion": "2025-11-25", "capabilities": {"roots": {"listChanged": True}},
+                     "clientInfo": {"name": "t", "version": "1"}}  # fmt: skip
+            opened = await http.post(
+                gw.url("up"), json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=ACCEPT
+            )
+            headers = {
+                **ACCEPT,
+                "Mcp-Session-Id": opened.headers["mcp-session-id"],
+                "MCP-Protocol-Version": "2025-11-25",
+            }
+            call = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": "x"}},
+            }
+            assert "result" in (await http.post(gw.url("up"), json=call, headers=headers)).json()
+            changed = {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
+            assert (await http.post(gw.url("up"), json=changed, headers=headers)).status_code == 202
+            deadline = time.monotonic() + 10
+            while "notifications/roots/list_changed" not in record.read_text():
+                assert time.monotonic() < deadline, "the upstream never heard the roots changed"
+                await anyio.sleep(0.02)

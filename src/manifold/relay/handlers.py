@@ -8,6 +8,7 @@ URIs are translated between the exposed and the upstream form.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,7 @@ from manifold.protocol import (
     RESOURCES_UNSUBSCRIBE,
     RESULT_COMPLETE,
     RESULT_INPUT_REQUIRED,
+    ROOTS_LIST_CHANGED,
     TASKS_CANCEL,
     TASKS_EXTENSION,
     TASKS_GET,
@@ -199,6 +201,20 @@ class Gateway:
             with self.tracing.span("credentials", {"manifold.upstream": upstream_id}):
                 return await self.credentials.resolve(upstream_id, config, ctx)
         return await self.credentials.resolve(upstream_id, config, ctx)
+
+    async def roots_changed(self, call: Call) -> None:
+        """The client's roots changed (`notifications/roots/list_changed`): every live handshake-era upstream
+        session its calls travel on hears it, so a server that cached the roots asks again (found with
+        server-everything: the notification was dropped, and the server kept the first roots for good)."""
+        for member in call.view.members:
+            try:
+                outbound = await self.outbound(call, member.member_id, member.upstream)
+            except (AuthRequired, OutboundRefused):
+                continue  # no session of this caller's there
+            session = self.pool.live(member.upstream, outbound)
+            if session is not None and session.era is Era.HANDSHAKE:
+                with contextlib.suppress(Exception):  # a notification: nothing to answer, nobody to tell
+                    await session.notify(ROOTS_LIST_CHANGED)
 
     def credential_for(self, call: Call) -> Credential:
         async def credential(member: MemberConfig) -> Outbound:

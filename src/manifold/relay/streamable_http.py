@@ -37,6 +37,7 @@ from manifold.protocol import (
     RATE_LIMITED,
     REMOVED_IN_MODERN,
     RESOURCES_READ,
+    ROOTS_LIST_CHANGED,
     SERVER_DISCOVER,
     SUBSCRIPTIONS_ACKNOWLEDGED,
     SUBSCRIPTIONS_LISTEN,
@@ -288,6 +289,11 @@ class StreamableHttp:
                 task = session.inflight.get(params.get("requestId"))  # an id inbound.py accepted
                 if task is not None:
                     task.cancel()
+            elif rpc_method == ROOTS_LIST_CHANGED and session is not None:
+                _, call = self._channel(
+                    send, None, sse_ok, session, session.client_capabilities, view, principal, headers, Era.HANDSHAKE
+                )
+                await self.gw.roots_changed(call)
             await send_body(send, 202, b"")
             return
 

@@ -220,6 +220,12 @@ class UpstreamPool:
         session = slot.session if slot is not None else None
         return session.era if session is not None and not session.closed else None
 
+    def live(self, upstream_id: str, outbound: Outbound = SHARED) -> JsonRpcSession | None:
+        """The live session for this credential, if there is one (none is started)."""
+        slot = self._slots.get(UpstreamKey(upstream_id, outbound.identity))
+        session = slot.session if slot is not None else None
+        return session if session is not None and not session.closed else None
+
     def config(self, upstream_id: str) -> UpstreamConfig | None:
         return self._configs.get(upstream_id)
 
