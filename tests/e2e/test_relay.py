@@ -238,3 +238,25 @@ async def test_sampling_and_elicitation_reach_the_client(gw: Gateway) -> None:
     async with gw.client("mix", sampling_callback=sampling, elicitation_callback=elicitation) as client:
         assert "sampled!" in text_of(await client.call_tool("b__sample", {"prompt": "hi"}))
         assert "forty-two" in text_of(await client.call_tool("b__ask", {"question": "?"}))
+
+
+async def test_an_upstream_served_alone_passes_on_its_instructions(gw: Gateway) -> None:
+    """Was (interop, server-everything): the upstream's instructions (guidance for the model) were dropped even
+    on /mcp/<upstream>. A server with a description says that; one of several members says neither's. (mcp
+    2.3.0's client shows no instructions at 2026-07-28, so that era's server/discover is read as it comes.)"""
+    async with gw.client("alpha") as client:
+        await client.list_tools()  # the gateway's session to alpha is up
+    async with gw.client("alpha") as client:
+        assert client.instructions == "A test upstream with one of everything."
+    async with gw.client("mix") as client:
+        assert client.instructions == "a mixed virtual server"
+    async with gw.client("flat") as client:
+        assert client.instructions is None
+    discover = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}}  # fmt: skip
+    headers = {"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2026-07-28",
+               "Mcp-Method": "server/discover"}  # fmt: skip
+    async with gw.http() as http:
+        found = (await http.post(gw.url("alpha"), json=discover, headers=headers)).json()
+    assert found["result"]["instructions"] == "A test upstream with one of everything."

@@ -128,9 +128,22 @@ class Gateway:
             "capabilities": self.capabilities(sessionless=sessionless),
             "serverInfo": self.server_info(view),
         }
-        if view.config.description:
-            result["instructions"] = view.config.description
+        instructions = self.instructions(view)
+        if instructions:
+            result["instructions"] = instructions
         return result
+
+    def instructions(self, view: VirtualServerView) -> str | None:
+        """The server's `description`; without one, a server of one member (an upstream served alone, or a
+        virtual server over one) passes on its upstream's own instructions, as that upstream's live shared
+        session learned them (interop: server-everything's 1,575 characters of guidance for the model were
+        dropped even on /mcp/<upstream>). Best effort: none before that session first started."""
+        if view.config.description:
+            return view.config.description
+        if len(view.members) != 1:
+            return None  # several upstreams' words, each about its own tool names: not mixed
+        session = self.pool.live(view.members[0].upstream)
+        return session.instructions if session is not None else None
 
     def discover_result(self, view: VirtualServerView) -> JSON:
         result: JSON = {
@@ -141,8 +154,9 @@ class Gateway:
             "cacheScope": "public",
             "_meta": {META_SERVER_INFO: self.server_info(view)},
         }
-        if view.config.description:
-            result["instructions"] = view.config.description
+        instructions = self.instructions(view)
+        if instructions:
+            result["instructions"] = instructions
         return result
 
     # ---- dispatch -------------------------------------------------------------------------------
