@@ -52,7 +52,7 @@ class FakeSession:
 
 @dataclass
 class StandInPool:
-    """What the gateway and the list cache need of the pool: `session`, `request` and `config`. Lists are
+    """What the gateway and the list cache need of the pool: `session`, `live`, `request` and `config`. Lists are
     answered from `lists`; any other request from `answers[(upstream, method)]`, and recorded in `sent`."""
 
     lists: dict[str, dict[str, list[JSON]]] = field(default_factory=dict)
@@ -67,6 +67,9 @@ class StandInPool:
 
     def era(self, upstream_id: str, outbound: Outbound = SHARED) -> Era | None:
         return Era.MODERN
+
+    def live(self, upstream_id: str, outbound: Outbound = SHARED) -> None:
+        return None  # no live session: no upstream instructions to pass on
 
     async def request(
         self,
