@@ -338,16 +338,23 @@ async def test_a_refused_handshake_that_echoes_the_request_headers_is_said_witho
     """The upstream's own words in "refused initialize: ..." reach every caller of its tools (review)."""
     async with run_http_upstream(str(HOSTILE_HTTP), "--refused-hello") as url:
         config = UpstreamConfig(
-            transport="http", url=url, protocol="2025-11-25", headers={"X-Api-Key": "configured-key-abcdefgh"}
-        )
+            transport="http", url=url + "?api_key=url-secret-0123456789", protocol="2025-11-25",
+            headers={"X-Api-Key": "configured-key-abcdefgh"},
+        )  # fmt: skip
         pool = UpstreamPool({"bad": config})
+        outbound = Outbound({"Authorization": "Bearer static-0123456789"})
+        secrets = ("configured-key-abcdefgh", "static-0123456789", "url-secret-0123456789")
         try:
             with pytest.raises(UpstreamError) as caught:
-                await pool.request(
-                    "bad", "tools/list", outbound=Outbound({"Authorization": "Bearer static-0123456789"})
-                )
+                await pool.request("bad", "tools/list", outbound=outbound)
             said = str(caught.value)
             assert said.startswith("upstream 'bad' refused initialize: who are you? POST /mcp")
-            assert "configured-key-abcdefgh" not in said and "static-0123456789" not in said and "[redacted]" in said
+            assert not any(secret in said for secret in secrets) and "[redacted]" in said
+            # Review: also where the list cache first meets the upstream (pool.session), in the backoff's
+            # repeat of the failure, and on /healthz.
+            with pytest.raises(UpstreamError) as again:
+                await pool.session("bad", outbound)
+            assert not any(secret in str(again.value) for secret in secrets)
+            assert not any(secret in json.dumps(pool.health(), default=str) for secret in secrets)
         finally:
             await pool.aclose()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
+from urllib.parse import parse_qsl, urlsplit
 
 from manifold.config.models import Transport, UpstreamConfig
 from manifold.protocol import Era
@@ -98,6 +99,8 @@ async def _close_slots(slots: list[_Slot]) -> None:
 
 # Per-identity sessions kept per upstream; the least recently used one is closed beyond this.
 MAX_IDENTITY_SESSIONS = 256
+# An upstream failure quoted to callers and /healthz: cut after its credentials were blanked.
+MAX_REASON_CHARS = 300
 
 
 async def _close_when_idle(session: JsonRpcSession, *, limit_seconds: float = 120.0) -> None:
@@ -182,12 +185,10 @@ class UpstreamPool:
                 tracing.end_upstream(span, reply, error)
 
     def _credentials_sent(self, upstream_id: str, outbound: Outbound) -> list[str]:
-        """The credential values the gateway sends this upstream (its configured headers, the resolved auth,
-        and a header's token part), longest first."""
+        """The credential values the gateway sends this upstream (its configured headers and URL, the resolved
+        auth, and a header's token part), longest first."""
         config = self._configs.get(upstream_id)
-        values = [*outbound.headers.values(), *(config.headers.values() if config is not None else ())]
-        found = {part for value in values for part in (value, value.partition(" ")[2]) if len(part) >= 8}
-        return sorted(found, key=len, reverse=True)
+        return _secrets_of(config, outbound.headers) if config is not None else _secrets_of(None, outbound.headers)
 
     def _without_credentials(self, upstream_id: str, outbound: Outbound, reply: JSON) -> JSON:
         """A failed reply (a JSON-RPC error, a tool result with `isError`) with the credentials the gateway sent
@@ -198,12 +199,8 @@ class UpstreamPool:
         return _blanked(reply, secrets) if secrets else reply
 
     def _scrub(self, upstream_id: str, outbound: Outbound, error: UpstreamError) -> None:
-        """The same for an error whose text quotes the upstream (`refused initialize: ...`)."""
-        secrets = self._credentials_sent(upstream_id, outbound)
-        reason = _blanked(error.reason, secrets) if secrets else error.reason
-        if reason != error.reason:
-            error.reason = reason
-            error.args = (f"upstream '{error.upstream_id}' {reason}",)
+        """The same for an error whose text quotes the upstream."""
+        _blank_error(error, self._credentials_sent(upstream_id, outbound))
 
     def sizes(self) -> dict[str, int]:
         """Live upstream sessions per upstream (the shared one and the per-caller ones), for metrics."""
@@ -370,6 +367,9 @@ class UpstreamPool:
             except StillStarting as exc:
                 raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None  # no failure: no backoff
             except UpstreamError as exc:
+                # The upstream's own words ("refused initialize: ...") may echo what it was sent: blanked here,
+                # before the failure is kept for the backoff, shown on /healthz and said to callers (review).
+                _blank_error(exc, _secrets_of(config, config.headers))
                 slot.last_failure = exc
                 slot.health.failed(str(exc), stderr_of(session.close_reason))
                 raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None
@@ -454,3 +454,26 @@ def _blanked(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, list):
         return [_blanked(v, secrets) for v in value]
     return value
+
+
+def _secrets_of(config: UpstreamConfig | None, headers: Mapping[str, str]) -> list[str]:
+    """What the gateway sends an upstream that must not come back to a caller: header values (and a header's
+    token part), the upstream URL's user, password and query values; at least 8 characters, longest first."""
+    values = [*headers.values(), *(config.headers.values() if config is not None else ())]
+    if config is not None and config.url:
+        parts = urlsplit(config.url)
+        values += [v for v in (parts.username, parts.password) if v]
+        values += [v for _, v in parse_qsl(parts.query)]
+    found = {part for value in values for part in (value, value.partition(" ")[2]) if len(part) >= 8}
+    return sorted(found, key=len, reverse=True)
+
+
+def _blank_error(error: UpstreamError, secrets: list[str]) -> None:
+    """`error`'s reason with the secrets blanked (in place: it may be kept and raised again), cut to a readable
+    length afterwards (so no secret is cut in two first)."""
+    reason = _blanked(error.reason, secrets) if secrets else error.reason
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS] + "…"
+    if reason != error.reason:
+        error.reason = reason
+        error.args = (f"upstream '{error.upstream_id}' {reason}",)

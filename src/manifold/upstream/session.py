@@ -329,7 +329,8 @@ class JsonRpcSession:
         result = reply.get("result")
         if not isinstance(result, dict):
             message = (reply.get("error") or {}).get("message", "no result")
-            raise UpstreamError(self.upstream_id, f"refused initialize: {str(message)[:200]}", kind=ErrorKind.PROTOCOL)
+            # Long enough to hold what it echoes whole: the pool blanks credentials in it, then cuts it (pool.py).
+            raise UpstreamError(self.upstream_id, f"refused initialize: {str(message)[:2000]}", kind=ErrorKind.PROTOCOL)
         version = _text(result.get("protocolVersion")) or LATEST_HANDSHAKE
         self._transport.set_negotiated(version)
         self.era = Era.HANDSHAKE
