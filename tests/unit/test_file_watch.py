@@ -55,3 +55,28 @@ async def test_an_edit_that_keeps_the_size_is_seen(tmp_path: Path) -> None:
     path.write_text(MAIN.replace("notes", "notez"))  # same size, likely the same modification-time tick
     assert not await watcher.check()
     assert await watcher.check() and list(applied[0].upstreams) == ["notez"]
+
+
+async def test_what_is_applied_is_what_settled_even_if_the_file_is_rewritten_during_the_load(tmp_path: Path) -> None:
+    """Was (second review): the load read the files again after the looks had settled, so a file truncated in
+    between (an editor's autosave of the same content) was read empty and applied: no upstreams, and since its
+    content then came back to what had been seen, no later look applied it again."""
+    path = tmp_path / "manifold.yaml"
+    path.write_text(MAIN)
+    applied: list[LoadedConfig] = []
+
+    async def apply(config: LoadedConfig) -> None:
+        applied.append(config)
+
+    def load_during_a_save(config_path: Path) -> LoadedConfig:
+        config_path.write_text("")  # the save's truncate, just as the load reads
+        try:
+            return load_config(config_path)
+        finally:
+            config_path.write_text(MAIN.replace("notes", "diary"))  # ... and its write
+
+    watcher = ConfigFileWatch(load_config(path), load_during_a_save, apply)
+    path.write_text(MAIN.replace("notes", "diary"))
+    assert not await watcher.check()
+    assert await watcher.check()
+    assert [list(config.upstreams) for config in applied] == [["diary"]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,22 @@ class SourceFile:
 # ---- YAML ---------------------------------------------------------------------------------------
 
 
+# Where a file's bytes come from while loading: the file itself, or (runtime/file_watch.py) the very bytes a
+# change was seen in, so that what is applied is what settled, not a save caught half-way during the load.
+FILE_BYTES: ContextVar[Mapping[str, bytes] | None] = ContextVar("manifold_config_file_bytes", default=None)
+
+
+def _text_of(path: Path) -> str:
+    seen = FILE_BYTES.get()
+    if seen is not None and str(path) in seen:
+        return seen[str(path)].decode("utf-8")
+    return path.read_text(encoding="utf-8")
+
+
 def read_yaml(f: SourceFile) -> Any:
     """The file's data, or None after recording a problem. An empty file is an empty mapping."""
     try:
-        text = f.path.read_text(encoding="utf-8")
+        text = _text_of(f.path)
     except FileNotFoundError:
         f.add((), "file not found")
         return None

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from manifold.config.loaded import LoadedConfig
 from manifold.config.problems import ConfigError
+from manifold.config.sources import FILE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ class ConfigFileWatch:
 
     def fingerprint(self) -> Fingerprint:
         """A digest of manifold.yaml and of each YAML file in the virtual-server folder."""
+        return self._read()[0]
+
+    def _read(self) -> tuple[Fingerprint, dict[str, bytes]]:
+        """The files' digests, and their bytes (what a load then reads: sources.FILE_BYTES)."""
         paths = [self._config.path]
         try:
             paths += sorted(
@@ -63,13 +68,24 @@ class ConfigFileWatch:
         except OSError:
             pass  # no folder (yet): no virtual-server files
         seen = []
+        contents: dict[str, bytes] = {}
         for path in paths:
             try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                data = path.read_bytes()
             except OSError:
                 continue
-            seen.append((str(path), digest))
-        return tuple(seen)
+            contents[str(path)] = data
+            seen.append((str(path), hashlib.sha256(data).hexdigest()))
+        return tuple(seen), contents
+
+    def _load_these(self, contents: dict[str, bytes]) -> LoadedConfig | ConfigError:
+        token = FILE_BYTES.set(contents)
+        try:
+            return self._load(self._config.path)
+        except ConfigError as exc:
+            return exc
+        finally:
+            FILE_BYTES.reset(token)
 
     async def run(self) -> None:
         while True:
@@ -81,18 +97,19 @@ class ConfigFileWatch:
 
     async def check(self) -> bool:
         """Apply the files if they changed since last seen; True when something was applied."""
-        now = await asyncio.to_thread(self.fingerprint)
+        now, contents = await asyncio.to_thread(self._read)
         if now == self._seen:
             self._changing = None
             return False
         if now != self._changing:  # changed since the last look: wait for it to settle
             self._changing = now
             return False
+        # Loaded from the very bytes that settled (review: a file truncated again between the look and the load
+        # was read empty and applied: no upstreams, and no later look told it apart).
+        loaded = await asyncio.to_thread(self._load_these, contents)
         self._seen, self._changing = now, None
-        try:
-            loaded = await asyncio.to_thread(self._load, self._config.path)
-        except ConfigError as exc:
-            for problem in exc.problems:
+        if isinstance(loaded, ConfigError):
+            for problem in loaded.problems:
                 log.error("configuration files changed, not applied: %s", problem)
             log.error("configuration files: still serving what they said before (fix, and save again)")
             return False
