@@ -187,12 +187,13 @@ async def test_url_elicitation_reaches_a_client_that_supports_it() -> None:
                 assert "elicitation" in outcome
 
 
-async def test_a_clients_roots_list_changed_reaches_the_upstream_session_it_uses(tmp_path: Path) -> None:
+async def test_a_clients_roots_list_changed_reaches_the_upstream_session_of_its_own(tmp_path: Path) -> None:
     """Was (interop with server-everything): the notification was dropped, so a server that cached the roots it
-    asked for kept the first ones for good."""
+    asked for kept the first ones for good. Only a session of the caller's own hears it (`sessions: per_user`,
+    or a per-user credential): on a shared one the server would ask whoever has a call in flight."""
     record = tmp_path / "requests.jsonl"
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
-        upstreams = {"up": {"transport": "http", "url": url, "protocol": "2025-11-25"}}
+        upstreams = {"up": {"transport": "http", "url": url, "protocol": "2025-11-25", "sessions": "per_user"}}
         async with run_gateway(upstreams) as gw, gw.http() as http:
             hello = {"protocolVersion": "2025-11-25", "capabilities": {"roots": {"listChanged": True}},
                      "clientInfo": {"name": "t", "version": "1"}}  # fmt: skip

@@ -184,7 +184,11 @@ async def test_child_gets_config_env_but_not_the_gateway_environment(monkeypatch
         ("manifold-no-such-command", None, "no 'manifold-no-such-command' on PATH"),
         ("x", "TMP/gone", "its folder TMP/gone does not exist"),
         # Its arguments written into `command`: never shown (they may hold a key; review).
-        ("npx -y some-server --api-key sk-live-0123456789", None, "no program 'npx ...' (the arguments go in 'args'"),
+        (
+            "npx -y some-server --api-key sk-live-0123456789",
+            None,
+            "no program 'npx ...' (if what follows 'npx' are its arguments, they go in 'args')",
+        ),
     ],
 )
 async def test_a_command_that_does_not_exist_fails_with_a_clear_error(

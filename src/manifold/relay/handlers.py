@@ -73,6 +73,10 @@ if TYPE_CHECKING:
     from manifold.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
+
+# An upstream's instructions passed on by a server of one member (they are for the model: bounded like a tool
+# description would be).
+MAX_INSTRUCTIONS = 10_000
 JSON = dict[str, Any]
 
 
@@ -143,7 +147,7 @@ class Gateway:
         if len(view.members) != 1:
             return None  # several upstreams' words, each about its own tool names: not mixed
         session = self.pool.live(view.members[0].upstream)
-        return session.instructions if session is not None else None
+        return session.instructions[:MAX_INSTRUCTIONS] if session is not None and session.instructions else None
 
     def discover_result(self, view: VirtualServerView) -> JSON:
         result: JSON = {
@@ -196,9 +200,10 @@ class Gateway:
         if config is None or (config.auth.mode is AuthMode.NONE and config.sessions is SessionSharing.SHARED):
             return SHARED  # the common case: no per-caller work at all
         resolved = SHARED if config.auth.mode is AuthMode.NONE else await self._resolve(call, member_id, upstream_id)
-        if config.sessions is SessionSharing.PER_USER and resolved.identity is None:
-            # `none` or `static`: one session per caller all the same (a per-caller credential keys its own)
-            return Outbound(resolved.headers, identity=f"caller:{call.principal.id}")
+        if config.sessions is SessionSharing.PER_USER:
+            # One session per caller whatever the credential: `none` and `static` share one otherwise, and a
+            # `forwarded` one is keyed by the headers' values, which two callers may share (second review).
+            return Outbound(resolved.headers, identity=f"{resolved.identity or 'caller'}|caller:{call.principal.id}")
         return resolved
 
     async def _resolve(self, call: Call, member_id: str, upstream_id: str) -> Outbound:
@@ -218,16 +223,18 @@ class Gateway:
 
     async def roots_changed(self, call: Call) -> None:
         """The client's roots changed (`notifications/roots/list_changed`): every live handshake-era upstream
-        session its calls travel on hears it, so a server that cached the roots asks again (found with
-        server-everything: the notification was dropped, and the server kept the first roots for good)."""
+        session of this caller's own hears it, so a server that cached the roots asks again (found with
+        server-everything: the notification was dropped, and the server kept the first roots for good). A
+        shared session does not (second review): its server would then ask whoever has a call in flight, and
+        one user could make another's roots the server's for everyone."""
         for member in call.view.members:
             try:
                 outbound = await self.outbound(call, member.member_id, member.upstream)
-            except (AuthRequired, OutboundRefused):
-                continue  # no session of this caller's there
-            session = self.pool.live(member.upstream, outbound)
+            except Exception:  # noqa: BLE001 — no session of this caller's there; a notification answers nothing
+                continue
+            session = self.pool.live(member.upstream, outbound) if outbound.identity is not None else None
             if session is not None and session.era is Era.HANDSHAKE:
-                with contextlib.suppress(Exception):  # a notification: nothing to answer, nobody to tell
+                with contextlib.suppress(Exception):
                     await session.notify(ROOTS_LIST_CHANGED)
 
     def credential_for(self, call: Call) -> Credential:

@@ -302,6 +302,9 @@ class ClientSession:
     revealed: dict[str, None] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
     inflight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    # requests the client itself cancelled (notifications/cancelled): answered with nothing, while a request
+    # cancelled by the gateway (the session ended, access revoked) still gets an error to end its wait
+    cancelled_by_client: set[Any] = field(default_factory=set)
 
 
 class SharedObjects:

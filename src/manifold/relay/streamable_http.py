@@ -36,6 +36,7 @@ from manifold.protocol import (
     MODERN_VERSION,
     RATE_LIMITED,
     REMOVED_IN_MODERN,
+    REQUEST_CANCELLED,
     RESOURCES_READ,
     ROOTS_LIST_CHANGED,
     SERVER_DISCOVER,
@@ -56,6 +57,7 @@ from manifold.relay.stream_queue import KeepAlive, StreamQueue
 from manifold.relay.tasks import NAMED_BY_TASK_ID, check_routing_name
 
 log = logging.getLogger(__name__)
+_BACKGROUND: set[asyncio.Future[None]] = set()  # notifications forwarded upstream while the client goes on
 JSON = dict[str, Any]
 
 KEEPALIVE_SECONDS = 20.0
@@ -288,12 +290,17 @@ class StreamableHttp:
             if rpc_method == CANCELLED and session is not None:
                 task = session.inflight.get(params.get("requestId"))  # an id inbound.py accepted
                 if task is not None:
+                    session.cancelled_by_client.add(params.get("requestId"))
                     task.cancel()
             elif rpc_method == ROOTS_LIST_CHANGED and session is not None:
                 _, call = self._channel(
                     send, None, sse_ok, session, session.client_capabilities, view, principal, headers, Era.HANDSHAKE
                 )
-                await self.gw.roots_changed(call)
+                # In the background: credentials may be resolved and upstreams written to, and the client's
+                # next messages must not wait for that (second review).
+                task = asyncio.ensure_future(self.gw.roots_changed(call))
+                _BACKGROUND.add(task)
+                task.add_done_callback(_BACKGROUND.discard)
             await send_body(send, 202, b"")
             return
 
@@ -307,12 +314,15 @@ class StreamableHttp:
         try:
             await self._run(channel, call, rpc_method, params)
         except asyncio.CancelledError:
-            # The client cancelled this request (notifications/cancelled): close the response quietly.
             if task is not None and task.cancelling():
                 task.uncancel()
-            await channel.abandon()
+            if request_id in session.cancelled_by_client:
+                await channel.abandon()  # the client cancelled it: no answer (MCP)
+            else:  # the gateway ended it (session closed, access revoked): an answer, or the client would wait
+                await channel.finish(error_bytes(request_id, REQUEST_CANCELLED, "Request cancelled"))
         finally:
             session.inflight.pop(request_id, None)
+            session.cancelled_by_client.discard(request_id)
 
     def _channel(
         self,

@@ -99,10 +99,12 @@ class StdioTransport:
         for secret in self._secrets:  # the upstream's env values, should one be in the program's name
             command = command.replace(secret, REDACTED)
         command = command[:200]
-        if " " in written.strip():
+        if " " in written.strip() and not Path(written).exists():
+            # A program with arguments written into `command` (a program whose own path holds a space is
+            # named whole: second review).
             return (
-                f"could not start its command: no program '{command} ...' (the arguments go in 'args', not in "
-                "'command')"
+                f"could not start its command: no program '{command} ...' (if what follows '{command}' are its "
+                "arguments, they go in 'args')"
             )
         cwd = self._config.cwd
         if "/" not in command:
