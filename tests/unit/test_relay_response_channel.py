@@ -159,3 +159,26 @@ def test_a_result_that_needs_nothing_is_passed_on_as_the_same_object() -> None:
     assert adapt_to_era(handshake, Era.HANDSHAKE, GATEWAY) is handshake
     assert adapt_to_era(modern, Era.MODERN, GATEWAY) is modern
     assert adapt_to_era(error, Era.MODERN, GATEWAY) is error
+
+
+async def test_a_notification_after_the_reply_is_dropped_not_sent_after_the_last_body() -> None:
+    """Was (second review): a log message or progress routed to a call just as its reply went was sent after the
+    response's last body, which the ASGI server refuses (a RuntimeError in the log)."""
+    for side_traffic_first in (False, True):
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            if sent and sent[-1].get("type") == "http.response.body" and not sent[-1].get("more_body", False):
+                raise RuntimeError("Unexpected ASGI message sent, after response already completed.")
+            sent.append(message)
+
+        client = session()
+        replying = ResponseChannel(
+            send, 7, sse_ok=True, session=client, caps=client.client_capabilities, era=Era.HANDSHAKE,
+            pending=PendingReplies(), principal_id="alice",
+        )  # fmt: skip
+        if side_traffic_first:
+            await replying.notify(progress(1))
+        await replying.finish(b'{"jsonrpc":"2.0","id":7,"result":{}}')
+        await replying.notify(progress(2))
+        assert not sent[-1].get("more_body", False) and b"7" in sent[-1]["body"]

@@ -61,6 +61,7 @@ class ResponseChannel:
         "log_level",
         "_lock",
         "_logs",
+        "_ended",
     )
 
     def __init__(
@@ -91,6 +92,7 @@ class ResponseChannel:
         self.log_level = log_level  # a 2026-07-28 request's `_meta` logLevel (None: no log messages)
         self._lock: asyncio.Lock | None = None  # made on the first event: most replies never need one
         self._logs = 0  # log messages relayed so far
+        self._ended = False  # the response's last body went out: a late notification is dropped, not sent
 
     @property
     def client_capabilities(self) -> JSON:
@@ -100,6 +102,8 @@ class ResponseChannel:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            if self._ended:
+                return  # a notification routed here just as the reply went (ASGI would raise: second review)
             if not self.streaming:
                 self.streaming = True
                 await self.send(
@@ -158,8 +162,10 @@ class ResponseChannel:
         lock = self._lock
         if self.streaming and lock is not None:
             async with lock:
+                self._ended = True
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         else:
+            self._ended = True
             await send_body(self.send, 202, b"")
 
     async def finish(self, payload: bytes, status: int = 200) -> None:
@@ -167,8 +173,10 @@ class ResponseChannel:
         lock = self._lock
         if self.streaming and lock is not None:
             async with lock:
+                self._ended = True
                 await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": False})
         else:
+            self._ended = True
             await send_body(self.send, status, payload, JSON_HEADERS + self.extra_headers)
 
 
