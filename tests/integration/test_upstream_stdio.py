@@ -205,3 +205,24 @@ async def test_a_command_that_does_not_exist_fails_with_a_clear_error(
         assert "sk-live" not in str(caught.value)
     finally:
         await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_per_caller_stdio_session_left_idle_is_closed_when_the_next_is_made() -> None:
+    """Was (second review): per-caller sessions (`sessions: per_user`, per-user credentials) were closed only
+    beyond 256 per upstream, never for being idle: up to 256 stdio processes. Now an idle one goes when the next
+    is made, and a stdio upstream keeps at most 32."""
+    from manifold.upstream.credential import Outbound
+    from manifold.upstream.pool import UpstreamKey
+
+    tag = f"idle-{uuid.uuid4().hex[:8]}"
+    pool = make_pool("2025-11-25", tag)
+    try:
+        alice = await pool.session("local", Outbound(identity="caller:alice"))
+        bob = await pool.session("local", Outbound(identity="caller:bob"))
+        pool._slots[UpstreamKey("local", "caller:alice")].last_used -= 3600  # an hour without a call
+        await pool.session("local", Outbound(identity="caller:carol"))
+        assert alice.closed and not bob.closed
+        await wait_for(lambda: len(processes_tagged(tag)) == 2, what="alice's process gone, bob's and carol's left")
+    finally:
+        await pool.aclose()

@@ -97,8 +97,12 @@ async def _close_slots(slots: list[_Slot]) -> None:
     await asyncio.gather(*(session.aclose() for session in sessions), return_exceptions=True)
 
 
-# Per-identity sessions kept per upstream; the least recently used one is closed beyond this.
+# Per-identity sessions kept per upstream; the least recently used one is closed beyond this. A stdio one is a
+# process each (`sessions: per_user`), so fewer; and one unused for IDENTITY_IDLE_SECONDS (at least twice the
+# upstream's call_timeout) is closed when the next is made (second review: they were never closed when idle).
 MAX_IDENTITY_SESSIONS = 256
+MAX_STDIO_IDENTITY_SESSIONS = 32
+IDENTITY_IDLE_SECONDS = 600.0
 # An upstream failure quoted to callers and /healthz: cut after its credentials were blanked.
 MAX_REASON_CHARS = 300
 
@@ -421,11 +425,21 @@ class UpstreamPool:
         return lambda _upstream_id, message: handler(key, message)
 
     async def _evict_beyond_limit(self, upstream_id: str) -> None:
-        mine = [(s.last_used, k) for k, s in self._slots.items() if k.upstream_id == upstream_id and k.identity]
-        if len(mine) <= MAX_IDENTITY_SESSIONS:
-            return
-        mine.sort(key=lambda pair: pair[0])
-        await _close_slots([self._slots.pop(key) for _, key in mine[: len(mine) - MAX_IDENTITY_SESSIONS]])
+        config = self._configs.get(upstream_id)
+        stdio = config is not None and config.transport is Transport.STDIO
+        limit = MAX_STDIO_IDENTITY_SESSIONS if stdio else MAX_IDENTITY_SESSIONS
+        idle_after = (
+            max(IDENTITY_IDLE_SECONDS, 2 * config.call_timeout) if config is not None else IDENTITY_IDLE_SECONDS
+        )
+        mine = sorted(
+            ((s.last_used, k) for k, s in self._slots.items() if k.upstream_id == upstream_id and k.identity),
+            key=lambda pair: pair[0],  # oldest first (keys themselves do not compare)
+        )
+        now = time.monotonic()
+        idle = [key for used, key in mine if now - used > idle_after]
+        beyond = [key for _, key in mine[len(idle) : max(len(idle), len(mine) - limit)]]
+        if idle or beyond:
+            await _close_slots([self._slots.pop(key) for key in (*idle, *beyond)])
 
     async def _close_sessions_of(self, upstream_id: str) -> None:
         keys = [key for key in self._slots if key.upstream_id == upstream_id]
