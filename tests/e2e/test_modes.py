@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -93,6 +94,15 @@ async def test_client_cancellation_reaches_the_upstream(tmp_path: Path) -> None:
     assert "notifications/cancelled" in methods
 
 
+async def handshake(http: Any, url: str, capabilities: dict[str, Any]) -> dict[str, str]:
+    """A raw 2025-11-25 session opened on `url`: the headers its later requests carry."""
+    hello = {"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "1"}}
+    opened = await http.post(
+        url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=ACCEPT
+    )
+    return {**ACCEPT, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+
+
 async def test_a_cancelled_request_gets_no_answer(tmp_path: Path) -> None:
     """Was (interop with the TypeScript SDK): the gateway answered a cancelled request with -32800 "Request
     cancelled", which the SDK reports as an error ("Received a response for an unknown message ID"); MCP says
@@ -101,14 +111,7 @@ async def test_a_cancelled_request_gets_no_answer(tmp_path: Path) -> None:
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
         upstreams = {"up": {"transport": "http", "url": url, "protocol": "2025-11-25"}}
         async with run_gateway(upstreams) as gw, gw.http() as http:
-            hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
-            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
-            opened = await http.post(gw.url("up"), json=init, headers=ACCEPT)
-            headers = {
-                **ACCEPT,
-                "Mcp-Session-Id": opened.headers["mcp-session-id"],
-                "MCP-Protocol-Version": "2025-11-25",
-            }
+            headers = await handshake(http, gw.url("up"), {})
             call = {
                 "jsonrpc": "2.0",
                 "id": 7,
@@ -195,16 +198,7 @@ async def test_a_clients_roots_list_changed_reaches_the_upstream_session_of_its_
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
         upstreams = {"up": {"transport": "http", "url": url, "protocol": "2025-11-25", "sessions": "per_user"}}
         async with run_gateway(upstreams) as gw, gw.http() as http:
-            hello = {"protocolVersion": "2025-11-25", "capabilities": {"roots": {"listChanged": True}},
-                     "clientInfo": {"name": "t", "version": "1"}}  # fmt: skip
-            opened = await http.post(
-                gw.url("up"), json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=ACCEPT
-            )
-            headers = {
-                **ACCEPT,
-                "Mcp-Session-Id": opened.headers["mcp-session-id"],
-                "MCP-Protocol-Version": "2025-11-25",
-            }
+            headers = await handshake(http, gw.url("up"), {"roots": {"listChanged": True}})
             call = {
                 "jsonrpc": "2.0",
                 "id": 2,

@@ -351,6 +351,22 @@ class VirtualServerView:
     def expose_uri(self, member_id: str, uri: str) -> str:
         return wrap_uri(member_id, uri) if self.namespace else uri
 
+    def expose_links(self, member_id: str, content: Any) -> Any:
+        """Content (a list of items, or one item) with the URIs of its resource links and embedded resources as
+        this server shows them (`expose_uri`), so that a client can read what a tool or a prompt points to
+        (found with server-everything: `demo://` links failed with -32002 where lists said `demo+ev://`)."""
+        if isinstance(content, list):
+            return [self.expose_links(member_id, item) for item in content]
+        if not isinstance(content, dict):
+            return content
+        kind = content.get("type")
+        if kind == "resource_link" and isinstance(content.get("uri"), str):
+            return {**content, "uri": self.expose_uri(member_id, content["uri"])}
+        resource = content.get("resource")
+        if kind == "resource" and isinstance(resource, dict) and isinstance(resource.get("uri"), str):
+            return {**content, "resource": {**resource, "uri": self.expose_uri(member_id, resource["uri"])}}
+        return content
+
     def members_for_upstream(self, upstream_id: str) -> list[str]:
         return [m.member_id for m in self.members if m.upstream == upstream_id]
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
@@ -30,7 +29,6 @@ from manifold.catalog.lists import UpstreamLists
 from manifold.config.models import GatewaySettings
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.directory import Snapshot
-from manifold.identity.gateway_tokens import principal_for
 from manifold.outbound.oauth.vault import Vault
 from manifold.policy.admins import is_admin
 from manifold.principal import Credential, CredentialKind, Principal
@@ -40,6 +38,7 @@ from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, read_bo
 from manifold.web.page_request import viewer
 from manifold.web.pages import stylesheet
 from manifold.web.session import SessionCookies, WebSession
+from manifold.web.session_principal import session_principal
 from manifold.web.signed_out import SignedOut
 
 log = logging.getLogger(__name__)
@@ -231,18 +230,11 @@ class Frame:
         return principal, session
 
     async def _principal(self, session: WebSession) -> Principal | None:
+        """As the web pages see it (web/session_principal.py): a key's restriction kept, so it is no admin."""
         kind, _, ref = session.method.partition(":")
-        if kind == "api_key":
-            record = await self.services.keys.get(ref)  # the session is only as good as the key that opened it
-            if record is None or record.usable(time.time()) is not None:
-                return None
-            credential = Credential(CredentialKind.API_KEY, ref)
-            principal = principal_for(session.principal_id, self.services.directory(), credential)
-            if principal is None or record.servers is None:
-                return principal
-            return replace(principal, servers=frozenset(record.servers))  # then no admin (is_admin)
-        credential = Credential(CredentialKind.IDP_JWT, ref or None)
-        return principal_for(session.principal_id, self.services.directory(), credential)
+        kind_of = CredentialKind.API_KEY if kind == "api_key" else CredentialKind.IDP_JWT
+        credential = Credential(kind_of, ref or None)
+        return await session_principal(session, self.services.directory, self.services.keys, credential)
 
     async def _check_post(self, request: Request, session: WebSession, handler: str) -> None:
         settings = self.services.settings

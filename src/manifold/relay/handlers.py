@@ -552,7 +552,7 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         if isinstance(result, dict) and isinstance(result.get("content"), list):
             reply = {
                 **reply,
-                "result": {**result, "content": _exposed_links(call.view, target.member_id, result["content"])},
+                "result": {**result, "content": call.view.expose_links(target.member_id, result["content"])},
             }
     outcome = _outcome(reply)
     detail = None if outcome == "ok" else _failure_detail(reply)
@@ -641,30 +641,13 @@ async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
     result = reply.get("result")
     if call.view.namespace and isinstance(result, dict) and isinstance(messages := result.get("messages"), list):
         exposed = [
-            {**m, "content": _exposed_links(call.view, target.member_id, m["content"])}
+            {**m, "content": call.view.expose_links(target.member_id, m["content"])}
             if isinstance(m, dict) and "content" in m
             else m
             for m in messages
         ]
         reply = {**reply, "result": {**result, "messages": exposed}}
     return reply
-
-
-def _exposed_links(view: VirtualServerView, member_id: str, content: Any) -> Any:
-    """Content (a list of items, or one item) with the URIs of its resource links and embedded resources as
-    this namespaced server shows them (`scheme+member:`), so that a client can read what a tool or a prompt
-    points to (found with server-everything: `demo://` links failed with -32002 where lists said `demo+ev://`)."""
-    if isinstance(content, list):
-        return [_exposed_links(view, member_id, item) for item in content]
-    if not isinstance(content, dict):
-        return content
-    kind = content.get("type")
-    if kind == "resource_link" and isinstance(content.get("uri"), str):
-        return {**content, "uri": view.expose_uri(member_id, content["uri"])}
-    resource = content.get("resource")
-    if kind == "resource" and isinstance(resource, dict) and isinstance(resource.get("uri"), str):
-        return {**content, "resource": {**resource, "uri": view.expose_uri(member_id, resource["uri"])}}
-    return content
 
 
 def _resource_target(gw: Gateway, call: Call, params: JSON, *, audit: bool = False) -> tuple[str, Target]:

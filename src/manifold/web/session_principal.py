@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from manifold.identity.api_keys import KeyRepository
 from manifold.identity.directory import Snapshot
@@ -29,11 +30,4 @@ async def session_principal(
         return None
     if record.servers is None:
         return principal
-    return Principal(
-        kind=principal.kind,
-        name=principal.name,
-        credential=principal.credential,
-        email=principal.email,
-        teams=principal.teams,
-        servers=frozenset(record.servers),
-    )
+    return replace(principal, servers=frozenset(record.servers))
