@@ -15,6 +15,7 @@ them only with `--force`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -27,8 +28,10 @@ import anyio
 import httpx2
 import pytest
 
+from manifold.naming import wrap_uri
 from tests.conformance.support import CONFORMANCE_NEXT_CLI, NODE, NODE_DIR, toolchain_problem
-from tests.e2e.harness import manifold_cli, run_gateway
+from tests.e2e.harness import KEY, manifold_cli, run_gateway
+from tests.waiting import POLL_INTERVAL
 
 pytestmark = [pytest.mark.anyio, pytest.mark.conformance]
 JSON = dict[str, Any]
@@ -116,7 +119,7 @@ TWO_USERS = {
 }
 
 
-async def rpc(gw: Any, key: str, method: str, params: JSON, name: str | None = None) -> JSON:
+async def rpc(gw: Any, key: str, method: str, params: JSON, name: str | None = None, server: str = "up") -> JSON:
     """One 2026-07-28 request as the holder of `key`, declaring the tasks extension; its JSON-RPC answer."""
     envelope = {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -126,7 +129,7 @@ async def rpc(gw: Any, key: str, method: str, params: JSON, name: str | None = N
     headers |= {"Accept": "application/json, text/event-stream"} | ({"Mcp-Name": name} if name else {})
     body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": envelope}}
     async with httpx2.AsyncClient(timeout=30) as http:
-        response = await http.post(gw.url("up"), json=body, headers=headers)
+        response = await http.post(gw.url(server), json=body, headers=headers)
     return response.json()
 
 
@@ -160,6 +163,25 @@ async def test_one_callers_task_is_unknown_to_another_and_the_bound_is_per_calle
         }
         assert (await rpc(gw, alice, "tasks/get", {"taskId": task_id}, task_id))["result"]["status"] == "cancelled"
         assert "Traceback" not in gw.log()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["upstream-runs-the-task", "gateway-runs-the-task"])
+async def test_a_tasks_result_links_name_uris_the_namespaced_server_can_read(native: bool) -> None:
+    """Was: a task the upstream ran itself came back from tasks/get with the upstream's own `resource_link` URI,
+    which a namespaced server does not serve (-32002 on resources/read); ordinary calls had theirs wrapped."""
+    args, protocol = ([str(FIXTURE), "--native"], "2026-07-28") if native else ([str(FIXTURE)], "2025-11-25")
+    upstream = {"transport": "stdio", "command": sys.executable, "args": args, "protocol": protocol}
+    servers = {"mixed": {"namespace": True, "members": [{"upstream": "up"}]}}
+    async with run_gateway({"up": upstream}, servers) as gw:
+        report = {"name": "up__report_job", "arguments": {"label": "q3"}}
+        task_id = (await rpc(gw, KEY, "tools/call", report, "up__report_job", server="mixed"))["result"]["taskId"]
+        async with asyncio.timeout(10):  # the task's state is seen from outside: polled
+            while (task := (await rpc(gw, KEY, "tasks/get", {"taskId": task_id}, task_id, server="mixed"))["result"])[
+                "status"
+            ] != "completed":
+                await asyncio.sleep(POLL_INTERVAL)
+        [link] = task["result"]["content"]
+        assert link == {"type": "resource_link", "uri": wrap_uri("up", "file:///reports/q3.txt"), "name": "report"}
 
 
 async def test_a_2025_11_25_task_augmented_call_runs_as_an_ordinary_call_not_as_an_orphaned_upstream_task() -> None:

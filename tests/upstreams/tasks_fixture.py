@@ -23,6 +23,7 @@ That is the upstream the gateway relays tasks to (docs/design.md, "Tasks").
 | protocol_error_job  | optional    | after 0.3 s a JSON-RPC error (-32603)                              |
 | confirm_delete      | optional    | asks one `elicitation/create` (confirm), then answers              |
 | multi_input         | optional    | asks two `elicitation/create` at once, then answers both           |
+| report_job          | optional    | a `resource_link` to `file:///reports/{label}.txt`                 |
 | test_tool_with_task | required    | asks `user_name` by elicitation, then `Hello, {name}!`             |
 
 Standard library only (it must import nothing of the gateway); requests run concurrently, and
@@ -111,6 +112,7 @@ TOOLS = [
     _tool("protocol_error_job", "Fails with a protocol error", "optional"),
     _tool("confirm_delete", "Asks for confirmation, then deletes", "optional", filename="string"),
     _tool("multi_input", "Asks two questions at once", "optional"),
+    _tool("report_job", "Answers with a link to a report", "optional", label="string"),
     _tool("test_tool_with_task", "Asks for a user name, then greets", "required"),
 ]
 
@@ -184,6 +186,9 @@ class Server:
                 self.elicit("Your name?", task, name="string"), self.elicit("Confirm?", task, confirm="boolean")
             )
             return _text(f"got {first.get('name', '')} and {second.get('confirm')}")
+        if name == "report_job":
+            link = {"type": "resource_link", "uri": f"file:///reports/{args.get('label', 'r')}.txt", "name": "report"}
+            return {"content": [link]}
         if name == "test_tool_with_task":
             content = await self.elicit("What is your user name?", task, name="string")
             return _text(f"Hello, {content.get('name', '')}!")

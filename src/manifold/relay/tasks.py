@@ -314,6 +314,10 @@ class Tasks:
             return reply
         if "taskId" in result:
             result = {**result, "taskId": task.id}
+        inner = result.get("result")  # a finished task's tools/call result: its links as this server names them
+        if call.view.namespace and isinstance(inner, dict) and isinstance(inner.get("content"), list):
+            content = call.view.expose_links(task.target.member_id, inner["content"])
+            result = {**result, "result": {**inner, "content": content}}
         status = result.get("status")
         if isinstance(status, str) and status != task.status:
             task.set_status(status)
