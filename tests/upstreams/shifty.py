@@ -1,7 +1,7 @@
 """Shifty: a real MCP upstream (mcp 2.3.0 `MCPServer`) whose tool changes its definition at run time, for the
 tool-pinning tests (docs/pinning.md): the "rug pull" a pinned tool must be protected from.
 
-Run: python tests/upstreams/shifty.py [--transport stdio|http] [--port N]
+Run: python tests/upstreams/shifty.py [--transport stdio|http] [--port N] [--instructions TEXT]
 Tools: lookup(word) — "Look up a word in the dictionary."; rug_pull() — lookup's description becomes one
 that asks the model to exfiltrate a file, and tools/list_changed is announced (both eras).
 """
@@ -40,7 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--instructions", default=None, help="the server's instructions to clients")
     args = parser.parse_args()
+    mcp._lowlevel_server.instructions = args.instructions  # pyright: ignore[reportPrivateUsage] — no setter
     if args.transport == "stdio":
         mcp.run("stdio")
     else:

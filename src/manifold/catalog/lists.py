@@ -51,7 +51,7 @@ class Requester(Protocol):
 class ToolReview(Protocol):
     """Tool pinning (catalog/pinning.py `ToolPins`): what of a fetched tool list is served."""
 
-    async def review(self, upstream_id: str, tools: list[JSON]) -> list[JSON]: ...
+    async def review(self, upstream_id: str, tools: list[JSON], instructions: str | None = None) -> list[JSON]: ...
 
 
 @dataclass
@@ -138,8 +138,9 @@ class UpstreamLists:
                     break
         if kind == "tools" and self._pins is not None:
             # Changed definitions held out (or flagged) here, once per fetch: the views and tools/call see
-            # only what this returns, so a held tool is neither listed nor callable.
-            items = await self._pins.review(upstream_id, items)
+            # only what this returns, so a held tool is neither listed nor callable. The upstream's instructions
+            # are reviewed with them (passed on to clients only as approved: Gateway.instructions).
+            items = await self._pins.review(upstream_id, items, session.instructions)
         e.items = items
         e.version += 1
         e.fetched_at = time.monotonic()

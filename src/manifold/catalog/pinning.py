@@ -37,6 +37,15 @@ PINNED_FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", 
 CHANGES_LOGGED = 20  # changes found in one list logged a line each; the rest in one line (all are audited)
 META_KEY = "io.manifold/pinning"  # in a flagged tool's _meta: {"status": "changed", "approved": ..., "seen": ...}
 NAME_LIMIT = 400  # tool names longer than the pins table's column cannot be pinned: held (or flagged)
+# The pin of an upstream's `instructions` (passed on to clients by a server of that one upstream, and read by
+# the model like a tool's description): pinned like a tool of this name, which no tool can have ('#' is not in
+# MCP's tool-name alphabet; a tool listed with this very name is unpinnable, so held or flagged).
+INSTRUCTIONS = "#instructions"
+
+
+def instructions_entry(text: str) -> JSON:
+    """An upstream's instructions as the pseudo-tool their pin is made of."""
+    return {"name": INSTRUCTIONS, "description": text}
 
 
 def definition(tool: JSON) -> JSON:
@@ -88,6 +97,9 @@ class ToolPins:
         self._audit = audit
         self._clock = clock
         self._held: dict[str, int] = {}  # upstream id -> tools held out of its list at the last review
+        # upstream id -> fingerprint of the instructions that may be passed on (approved, or flagged), as of
+        # the last review; absent: none may (not reviewed yet, or a change is held)
+        self._instructions: dict[str, str] = {}
 
     def held_count(self) -> int:
         """Tools held out of lists right now, over every upstream still served with pinning on (as of each
@@ -98,13 +110,22 @@ class ToolPins:
         """Upstream id → tools held out of its list (upstreams holding none are left out)."""
         return {uid: n for uid, n in self._held.items() if n and self._mode_of(uid) is PinningMode.HOLD}
 
-    async def review(self, upstream_id: str, tools: list[JSON]) -> list[JSON]:
+    def instructions_allowed(self, upstream_id: str, text: str) -> bool:
+        """May these instructions of the upstream be passed on to clients? With pinning on, only the approved
+        ones (or, flagged, those the last review saw): a changed text is held like a changed tool."""
+        if self._mode_of(upstream_id) is PinningMode.OFF:
+            return True
+        return self._instructions.get(upstream_id) == fingerprint(instructions_entry(text))
+
+    async def review(self, upstream_id: str, tools: list[JSON], instructions: str | None = None) -> list[JSON]:
         """`tools` as the upstream listed them → what the gateway serves: unchanged tools as they came, changed
-        ones held out or flagged. New tools are approved (trust on first use) and changes recorded."""
+        ones held out or flagged. New tools are approved (trust on first use) and changes recorded.
+        `instructions`, the upstream's (from the session the list came from), are reviewed with them."""
         mode = self._mode_of(upstream_id)
         match mode:
             case PinningMode.OFF:
                 self._held.pop(upstream_id, None)
+                self._instructions.pop(upstream_id, None)
                 return tools
             case PinningMode.HOLD | PinningMode.FLAG:
                 pass
@@ -114,10 +135,13 @@ class ToolPins:
         unpinnable: set[str] = set()
         for tool in tools:
             name = tool.get("name")
-            if not isinstance(name, str) or len(name) > NAME_LIMIT:
+            if not isinstance(name, str) or len(name) > NAME_LIMIT or name == INSTRUCTIONS:
                 unpinnable.add(str(name)[:80])
                 continue
             seen[name] = (fingerprint(tool), definition(tool))
+        if instructions:
+            entry = instructions_entry(instructions)
+            seen[INSTRUCTIONS] = (fingerprint(entry), definition(entry))
         pins = await self._store.reconcile(upstream_id, seen, now=self._clock())
         for i, changed in enumerate(pins.newly_changed):
             self._record_change(upstream_id, changed, mode, logged=i < CHANGES_LOGGED)
@@ -139,6 +163,12 @@ class ToolPins:
         changed_names = {name for name, pin in pins.pins.items() if pin.pending_hash is not None and name in seen}
         out: list[JSON] = []
         held = 0
+        self._instructions.pop(upstream_id, None)
+        if INSTRUCTIONS in seen:
+            if INSTRUCTIONS not in changed_names or mode is PinningMode.FLAG:
+                self._instructions[upstream_id] = seen[INSTRUCTIONS][0]
+            else:
+                held += 1
         for tool in tools:
             name = tool.get("name")
             if not isinstance(name, str) or name not in seen:
@@ -171,15 +201,14 @@ class ToolPins:
         seen = pin.pending_hash or ""
         if logged:
             log.warning(
-                "tool '%s' of upstream '%s' changed since it was approved (sha256 %s → %s): %s "
-                "(manifold tools diff %s %s)",
-                pin.tool,
+                "%s of upstream '%s' changed since it was approved (sha256 %s → %s): %s (manifold tools diff %s %s)",
+                "the instructions" if pin.tool == INSTRUCTIONS else f"tool '{pin.tool}'",
                 upstream_id,
                 pin.approved_hash[:12],
                 seen[:12],
                 what,
                 upstream_id,
-                pin.tool,
+                f"'{pin.tool}'" if pin.tool == INSTRUCTIONS else pin.tool,  # '#' starts a shell comment
             )
         self._audit(
             AuditEvent(

@@ -104,6 +104,9 @@ class Gateway:
     approvals: ApprovalGate | None = None
     # spans for the policy decision and credential resolution (telemetry/tracing.py); None: tracing is off
     tracing: Tracing | None = None
+    # (upstream id, instructions) -> may they be passed on: pinned like tools (catalog/pinning.py
+    # `ToolPins.instructions_allowed`); None: passed on as they come (tests of the relay alone)
+    instructions_pinned: Callable[[str, str], bool] | None = None
 
     def server_info(self, view: VirtualServerView) -> JSON:
         return {"name": f"{self.server_name}/{view.id}", "version": self.server_version}
@@ -141,13 +144,19 @@ class Gateway:
         """The server's `description`; without one, a server of one member (an upstream served alone, or a
         virtual server over one) passes on its upstream's own instructions, as that upstream's live shared
         session learned them (interop: server-everything's 1,575 characters of guidance for the model were
-        dropped even on /mcp/<upstream>). Best effort: none before that session first started."""
+        dropped even on /mcp/<upstream>). Best effort: none before that session first started. They speak to the
+        model like a tool description, so they are pinned like one: none until a tool list of the upstream was
+        reviewed, and a changed text is held until approved (docs/pinning.md)."""
         if view.config.description:
             return view.config.description
         if len(view.members) != 1:
             return None  # several upstreams' words, each about its own tool names: not mixed
-        session = self.pool.live(view.members[0].upstream)
-        return session.instructions[:MAX_INSTRUCTIONS] if session is not None and session.instructions else None
+        upstream_id = view.members[0].upstream
+        session = self.pool.live(upstream_id)
+        text = session.instructions if session is not None else None
+        if not text or (self.instructions_pinned is not None and not self.instructions_pinned(upstream_id, text)):
+            return None
+        return text[:MAX_INSTRUCTIONS]
 
     def discover_result(self, view: VirtualServerView) -> JSON:
         result: JSON = {

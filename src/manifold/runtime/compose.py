@@ -306,6 +306,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         credentials=credentials,
         inputs=inputs,
         tracing=telemetry.tracing,
+        instructions_pinned=pins.instructions_allowed,
         # held tool calls wait for a human approver (docs/approvals.md); requests live in the database
         approvals=ApprovalGate(
             Approvals(
