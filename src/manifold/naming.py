@@ -80,7 +80,7 @@ def wrap_uri(member: str, uri: str) -> str:
     if m is None or m.group(1) == NO_SCHEME:
         return f"{NO_SCHEME}+{member}:{uri}"
     scheme = m.group(1)
-    return f"{scheme}+{member}:{uri[len(scheme) + 1:]}"
+    return f"{scheme}+{member}:{uri[len(scheme) + 1 :]}"
 
 
 def unwrap_uri(uri: str) -> tuple[str, str] | None:
@@ -92,7 +92,7 @@ def unwrap_uri(uri: str) -> tuple[str, str] | None:
     base, plus, member = scheme.rpartition("+")
     if not plus or not base or not _MEMBER_RE.match(member):
         return None
-    rest = uri[len(scheme) + 1:]
+    rest = uri[len(scheme) + 1 :]
     if base == NO_SCHEME:
         return member, rest
     return member, f"{base}:{rest}"

@@ -17,7 +17,7 @@ from playwright.async_api import Page, expect
 
 from tests.browser.conftest import NewPage, look
 from tests.e2e.harness import Gateway, run_gateway, stdio_upstream
-from tests.upstreams.launch import run_http_upstream
+from tests.upstreams.launch import free_port, run_http_upstream
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 
@@ -156,3 +156,34 @@ async def test_a_person_who_is_not_an_admin_is_refused_on_the_upstream_pages(sit
     for url in ("/admin/upstreams/new", "/admin/upstreams/spare/edit", "/admin/upstreams/spare/remove"):
         response = await page.request.post(site.gw.base + url, form={"csrf": "x", "id": "x"})
         assert response.status == 403, url
+
+
+async def test_an_upstream_reached_with_each_persons_account_is_listed_with_the_admins_and_stays_ready(
+    new_page: NewPage,
+) -> None:
+    """Was: the console listed every upstream's tools with no credential. An `oauth` upstream answered 401, which
+    marked it down for everyone: /readyz answered 503 (a balancer took the replica out) from the moment an admin
+    opened its Tools page or the server editor, and stayed so. Now the admin's own account is used, and an admin
+    who has not connected theirs is shown where to."""
+    protected = str(Path(__file__).resolve().parents[1] / "upstreams" / "protected.py")
+    no_issuer = f"http://127.0.0.1:{free_port()}"  # nothing listens: every request without a token is refused
+    async with run_http_upstream(protected, "--issuer", no_issuer) as prot_url:
+        upstreams = {
+            "prot": {"transport": "http", "url": prot_url, "auth": {"mode": "oauth", "allow_insecure_discovery": True}}
+        }
+        extra = {"identity": {"admins": [f"user:{ADMIN}"]}, "users": {ADMIN: {}}}
+        async with run_gateway(upstreams, extra=extra) as gw, gw.http() as http:
+            made = await http.post(f"{gw.base}/admin/api/keys", json={"user": ADMIN, "name": "web"})
+            site = Site(gw, {ADMIN: made.json()["token"]}, "")
+            page = await new_page()
+            await sign_in(page, site, ADMIN)
+            await page.goto(f"{gw.base}/admin/upstreams/prot/tools")
+            connect = page.get_by_role("link", name="connect your prot account")
+            await expect(connect).to_be_visible()
+            assert "/connect/prot" in (await connect.get_attribute("href") or "")
+            await look(page, "console-tools-of-an-upstream-to-connect")
+            await page.goto(f"{gw.base}/admin/servers/new")
+            await expect(page.get_by_text("yours is not connected")).to_be_visible()
+            ready = await http.get(f"{gw.base}/readyz")
+            assert ready.status_code == 200, ready.text
+            assert "Traceback" not in gw.log(), gw.log()[-4000:]

@@ -29,11 +29,18 @@ from manifold.identity.api_keys import KeyRepository, OwnerKind
 from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
 from manifold.outbound.oauth.vault import Vault
+from manifold.principal import Principal
 from manifold.security.crypto import Cipher, generate_key
 from manifold.security.secret_store import SecretStore
 from manifold.store.db import default_url, open_database
+from manifold.upstream.credential import SHARED, Outbound
 from manifold.web import csrf
 from manifold.web.session import SessionCookies, session_keys
+
+
+async def shared_credential(principal: Principal, upstream_id: str) -> Outbound:
+    return SHARED
+
 
 pytestmark = pytest.mark.anyio
 
@@ -127,6 +134,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             sync=sync,
             engine=engine,
             vault=Vault(engine, cipher),
+            credential_of=shared_credential,  # no upstream here wants a credential
         )
     )
     tokens: dict[str, str] = {}

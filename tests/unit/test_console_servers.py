@@ -49,12 +49,19 @@ from manifold.identity.authenticator import Authenticator
 from manifold.identity.directory import Directory
 from manifold.naming import expose_name
 from manifold.outbound.oauth.vault import Vault
+from manifold.principal import Principal
 from manifold.security.crypto import Cipher, generate_key
 from manifold.store.db import default_url, open_database
+from manifold.upstream.credential import SHARED, Outbound
 from manifold.web import csrf
 from manifold.web.session import SessionCookies, session_keys
 from tests.unit.test_console import ADMIN, BASE, PERSON, Health, NoReload
 from tests.unit.test_view import FakePool, tools
+
+
+async def shared_credential(principal: Principal, upstream_id: str) -> Outbound:
+    return SHARED
+
 
 pytestmark = pytest.mark.anyio
 
@@ -177,6 +184,7 @@ async def console_over(tmp_path: Path, upstreams: list[str], pool: FakePool) -> 
             sync=sync,
             engine=engine,
             vault=Vault(engine, cipher),
+            credential_of=shared_credential,  # no upstream here wants a credential
         )
     )
     tokens: dict[str, str] = {}

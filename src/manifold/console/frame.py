@@ -33,6 +33,7 @@ from manifold.outbound.oauth.vault import Vault
 from manifold.policy.admins import is_admin
 from manifold.principal import Credential, CredentialKind, Principal
 from manifold.security.origin import OriginPolicy
+from manifold.upstream.credential import Outbound
 from manifold.web import csrf
 from manifold.web.forms import BodyTooLarge, TooManyFields, form_fields, read_body
 from manifold.web.page_request import viewer
@@ -134,6 +135,9 @@ class Services:
     sync: Callable[[], Awaitable[None]]
     engine: AsyncEngine  # reads the admin API has no route for (the audit log)
     vault: Vault  # each user's OAuth connections
+    # (admin, upstream id) -> the credential the admin's own requests carry to it (relay/handlers.py
+    # `Gateway.credential_of`): an upstream's tools are listed with it, as a call of theirs would be
+    credential_of: Callable[[Principal, str], Awaitable[Outbound]]
 
 
 class Frame:

@@ -56,6 +56,7 @@ from manifold.console.preview import (
     python_snippet,
     select,
 )
+from manifold.outbound.resolver import AuthRequired
 from manifold.principal import Principal
 from manifold.web.servers_page import snippets
 from manifold.web.session import WebSession
@@ -114,12 +115,17 @@ class ServerPages:
 
     # ---- the editor ----------------------------------------------------------------------------------
 
-    async def listed(self, upstreams: list[str]) -> list[Listed]:
-        """Every upstream's tools, from the list cache (fetched for those not listed yet, all at once)."""
+    async def listed(self, principal: Principal, upstreams: list[str]) -> list[Listed]:
+        """Every upstream's tools, from the list cache (fetched for those not listed yet, all at once, with the
+        admin's own credential where the upstream wants one)."""
 
         async def one(upstream: str) -> Listed:
             try:
-                entry = await self.services.lists.get(upstream, "tools", allow_stale=True)
+                outbound = await self.services.credential_of(principal, upstream)
+                entry = await self.services.lists.get(upstream, "tools", allow_stale=True, outbound=outbound)
+            except AuthRequired as exc:
+                why = f"it is reached with each person's own account, and yours is not connected ({exc.connect_url})"
+                return Listed(upstream, [], why)
             except Exception as exc:  # noqa: BLE001 — an upstream that cannot list is shown as such, with why
                 return Listed(upstream, [], describe_failure(exc))
             return Listed(upstream, entry.items)
@@ -129,7 +135,9 @@ class ServerPages:
     async def new_server(self, request: Request, principal: Principal, session: WebSession) -> Response:
         catalog = await self.services.catalog_ops.current()
         upstreams = list(catalog.upstreams)
-        return await self.editor(session, catalog, new_draft(upstreams), Filters(), await self.listed(upstreams))
+        return await self.editor(
+            session, catalog, new_draft(upstreams), Filters(), await self.listed(principal, upstreams)
+        )
 
     async def server(self, request: Request, principal: Principal, session: WebSession) -> Response:
         server_id = request.path_params["server_id"]
@@ -149,7 +157,7 @@ class ServerPages:
                 url=f"{self.base_url(request)}/mcp/{server_id}",
             )
         upstreams = list(catalog.upstreams)
-        listed = await self.listed(upstreams)
+        listed = await self.listed(principal, upstreams)
         names = {x.upstream: {str(t.get("name")) for t in x.tools} for x in listed}
         try:
             draft = draft_of({**entry.body, "id": server_id}, upstreams, names)
@@ -191,7 +199,7 @@ class ServerPages:
             draft.server_id = editing
         for u in upstreams:
             draft.member(u)  # an upstream added since the form was given gets its block
-        listed = await self.listed(upstreams)
+        listed = await self.listed(principal, upstreams)
         notice = ""
         if action in ("select", "clear"):
             left_out = select(draft, matching(listed, filters), on=action == "select")

@@ -47,6 +47,7 @@ from manifold.console.views import (
     problems_by_field,
     upstream_row,
 )
+from manifold.outbound.resolver import AuthRequired
 from manifold.principal import Principal
 from manifold.web.session import WebSession
 
@@ -230,9 +231,13 @@ class UpstreamPages:
         query = request.query_params.get("q", "")[:200]
         read_only = request.query_params.get("ro") == "1"
         error: str | None = None
+        connect_url: str | None = None
         items: list[dict[str, Any]] = []
         try:
-            items = (await self.services.lists.get(upstream_id, "tools")).items
+            outbound = await self.services.credential_of(principal, upstream_id)
+            items = (await self.services.lists.get(upstream_id, "tools", outbound=outbound)).items
+        except AuthRequired as exc:  # listed with each person's own account: the admin's is not connected
+            connect_url = exc.connect_url
         except Exception as exc:  # noqa: BLE001 — an upstream that cannot list is shown as such, with why
             error = describe_failure(exc)
         health = self.services.health.health().get(upstream_id, {})
@@ -248,6 +253,7 @@ class UpstreamPages:
             query=query,
             read_only=read_only,
             refresh_csrf=self.frame.csrf(session, "refresh", upstream_id),
+            connect_url=connect_url,
         )
 
     async def refresh(self, request: Request, principal: Principal, session: WebSession) -> Response:

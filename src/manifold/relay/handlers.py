@@ -20,6 +20,7 @@ from manifold.catalog.view import Credential, Target, VirtualServerView, connect
 from manifold.config.models import CALL_TOOL, TOOL_SEARCH_NAMES, AuthMode, MemberConfig, SessionSharing
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
 from manifold.policy.rate_limits import RateLimits
+from manifold.principal import Principal
 from manifold.protocol import (
     COMPLETION_COMPLETE,
     ENVELOPE_KEYS,
@@ -214,6 +215,16 @@ class Gateway:
             # `forwarded` one is keyed by the headers' values, which two callers may share (second review).
             return Outbound(resolved.headers, identity=f"{resolved.identity or 'caller'}|caller:{call.principal.id}")
         return resolved
+
+    async def credential_of(self, principal: Principal, upstream_id: str) -> Outbound:
+        """What this principal's own requests to the upstream carry outside any MCP call: the console lists an
+        upstream's tools with its admin's credential, as a client's call would (with none, a `static` upstream's
+        shared session was replaced by one without its headers, and an `oauth` one was marked down)."""
+        config = self.pool.config(upstream_id)
+        if config is None or config.auth.mode is AuthMode.NONE:
+            return SHARED
+        ctx = CallContext(principal=principal, member_id=upstream_id, server_id=upstream_id)
+        return await self.credentials.resolve(upstream_id, config, ctx)
 
     async def _resolve(self, call: Call, member_id: str, upstream_id: str) -> Outbound:
         config = self.pool.config(upstream_id)

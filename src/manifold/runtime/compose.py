@@ -504,6 +504,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
                 sync=runtime.changes.sync,
                 engine=runtime.engine,
                 vault=runtime.vault,
+                credential_of=runtime.gateway.credential_of,
             )
         ),
     )

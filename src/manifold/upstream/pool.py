@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 from urllib.parse import parse_qsl, urlsplit
 
-from manifold.config.models import Transport, UpstreamConfig
+from manifold.config.models import AuthMode, Transport, UpstreamConfig
 from manifold.protocol import Era
 from manifold.upstream.base import (
     JSON,
@@ -105,6 +105,9 @@ MAX_STDIO_IDENTITY_SESSIONS = 32
 IDENTITY_IDLE_SECONDS = 600.0
 # An upstream failure quoted to callers and /healthz: cut after its credentials were blanked.
 MAX_REASON_CHARS = 300
+# Upstreams whose every session carries a caller's own credential (outbound/resolver.py never gives them the
+# credential-less `SHARED`): no shared session is ever made for them.
+CALLER_CREDENTIAL_ONLY = frozenset({AuthMode.OAUTH, AuthMode.PASSTHROUGH, AuthMode.EXCHANGE})
 
 
 async def _close_when_idle(session: JsonRpcSession, *, limit_seconds: float = 120.0) -> None:
@@ -325,6 +328,14 @@ class UpstreamPool:
         config = self._configs.get(key.upstream_id)
         if config is None:
             raise UpstreamError(key.upstream_id, "is not configured", kind=ErrorKind.PROTOCOL)
+        if key.identity is None and config.auth.mode in CALLER_CREDENTIAL_ONLY:
+            # Reached only with each caller's own credential: a session without one would be refused, and as
+            # the shared session its failure would mark the upstream down (/readyz 503) for everyone.
+            raise UpstreamError(
+                key.upstream_id,
+                f"is reached with each caller's own credential (auth: {config.auth.mode.value}), not a shared one",
+                kind=ErrorKind.PROTOCOL,
+            )
         if slot is None:
             slot = self._slots.setdefault(key, _Slot())
             if key.identity is not None:
