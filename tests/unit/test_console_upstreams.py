@@ -250,6 +250,9 @@ def test_the_form_round_trips_a_body_without_its_secrets() -> None:
             "extra_authorize_params": {"access_type": "offline"},
         },
         "protocol": "2025-11-25",
+        "pinning": "flag",
+        "sessions": "per_user",
+        "max_response_bytes": 2_000_000,
     }
     form = form_of("u", shown)
     assert form.auth_value("oauth", "scopes") == "a b" and form.stored_secret("oauth", "client_secret") == "(hidden)"
@@ -268,7 +271,10 @@ def test_the_form_round_trips_a_body_without_its_secrets() -> None:
     assert body == {
         "id": "u",
         "transport": "http",
-        "protocol": "2025-11-25",  # not on the form: kept
+        "protocol": "2025-11-25",  # not on the form: kept, and so are these (were dropped: console review)
+        "pinning": "flag",
+        "sessions": "per_user",
+        "max_response_bytes": 2_000_000,
         "url": "http://u/mcp",
         "headers": {"Authorization": "(hidden)", "X-Env": "${TEAM}"},  # blank: kept (the API restores hidden ones)
         "auth": {

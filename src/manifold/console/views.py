@@ -312,6 +312,13 @@ def _number(text: str) -> object:
         return text  # the model's check says what is wrong with it
 
 
+# The upstream fields the form shows and sets (`body_of_form`); the others of a stored body are kept as they are.
+FORM_FIELDS = frozenset(
+    {"id", "transport", "description", "command", "args", "env", "cwd", "spec", "url", "headers"}
+    | {"connect_timeout", "call_timeout", "required", "auth"}
+)
+
+
 def body_of_form(form: UpstreamForm, kept: JSON | None = None) -> tuple[JSON, list[FormProblem]]:
     """The admin API body the form describes (the files' format, plus `id`), and the problems only the form
     can see (a new secret left blank). `kept`: the stored body, whose fields the form does not show
@@ -319,8 +326,10 @@ def body_of_form(form: UpstreamForm, kept: JSON | None = None) -> tuple[JSON, li
     kept = kept or {}
     problems: list[FormProblem] = []
     body: JSON = {"id": form.id, "transport": form.transport}
-    if kept.get("protocol") is not None:
-        body["protocol"] = kept["protocol"]
+    # Every field the form does not show (protocol, pinning, sessions, max_response_bytes, ...) as stored: an
+    # edit of the description left them out, and the API took that as "back to the default" (console review:
+    # a per_user upstream went back to one shared session, a `flag` one to `hold`).
+    body.update((k, v) for k, v in kept.items() if k not in FORM_FIELDS and v is not None)
     if form.description:
         body["description"] = form.description
     if form.transport == "stdio":
@@ -335,8 +344,6 @@ def body_of_form(form: UpstreamForm, kept: JSON | None = None) -> tuple[JSON, li
     else:
         if form.transport == "openapi":
             body["spec"] = form.spec
-            if kept.get("max_response_bytes") is not None:  # not on the form: kept
-                body["max_response_bytes"] = kept["max_response_bytes"]
         if form.url or form.transport != "openapi":  # an openapi upstream's default: the document's server
             body["url"] = form.url
         headers = _secret_pairs(form.headers, "headers", problems)
