@@ -11,6 +11,7 @@ upstream form in the click test, through the admin API (as "toolbox") for the ot
 from __future__ import annotations
 
 import ast
+import asyncio
 import os
 import re
 import subprocess
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from tests.browser.conftest import DESKTOP, NewPage, look
 from tests.e2e.harness import Gateway, run_gateway, stdio_upstream
@@ -152,6 +153,39 @@ async def test_an_admin_builds_a_server_by_clicking_and_a_client_gets_exactly_th
     await from_file.get_by_role("link", name="kitchen-echo", exact=True).click()
     await expect(page.get_by_role("main")).to_contain_text("read-only here; change it there")
     await expect(page.locator("pre.snippet")).to_contain_text("tools:")
+
+
+async def test_typing_goes_on_while_the_preview_follows_a_rename(site: Site, new_page: NewPage) -> None:
+    """Was (console review): the preview, which holds the rename and description fields, was swapped in whole
+    when its answer came, so what the admin had typed in the meantime was erased (and not saved)."""
+    page = await new_page()
+    await sign_in(page, site, ADMIN, "/admin/servers/new")
+    await page.get_by_label("Id", exact=True).fill("said")
+    await page.get_by_role("checkbox", name="echo from kitchen").check()
+    rename = page.get_by_label("Rename echo of kitchen")
+    await expect(rename).to_be_visible()
+    typed = asyncio.Event()
+
+    async def slow_preview(route: Route) -> None:  # the preview's answer held until the typing is done
+        await typed.wait()
+        await route.continue_()
+
+    await page.route("**/admin/servers/new", slow_preview)
+    await rename.fill("say")
+    await rename.press("Tab")  # change: the preview is asked for, and takes its time
+    description = page.get_by_label("Description of echo of kitchen")
+    await expect(description).to_be_focused()
+    await page.keyboard.type("Says it back", delay=10)
+    typed.set()
+    await expect(preview_row(page, "kitchen__say")).to_be_visible()  # the preview came
+    await expect(description).to_have_value("Says it back")
+    await expect(description).to_be_focused()
+    await page.unroute("**/admin/servers/new")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Connect to said")
+    async with site.gw.client("said") as client:
+        [tool] = (await client.list_tools()).tools
+    assert (tool.name, tool.description) == ("kitchen__say", "Says it back")
 
 
 async def test_the_preview_marks_a_collision_before_saving(site: Site, new_page: NewPage) -> None:
