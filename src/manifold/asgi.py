@@ -31,6 +31,34 @@ async def send_body(send: Send, status: int, body: bytes, headers: list[tuple[by
     await send({"type": "http.response.body", "body": body})
 
 
+class LostConnection:
+    """Cancels a request's task when its connection is lost (`cancel_when_lost`); `lost` tells afterwards."""
+
+    __slots__ = ("lost", "_task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.lost = False
+        self._task = task
+
+    def __call__(self) -> None:
+        self.lost = True
+        self._task.cancel()
+
+
+def cancel_when_lost(send: Send) -> LostConnection | None:
+    """Have the current task cancelled if the client's connection is lost before its response is complete: a
+    2026-07-28 client cancels a request by closing its stream ("the server MUST treat a client disconnect as
+    cancellation"). Waiting in `receive()` for the disconnect would cost a task per request; `manifold serve`'s
+    protocol (`write_combining_http`) tells the request's cycle instead, whose `send` this is. None where the
+    server is another (an ASGI test transport): the request then runs to its end."""
+    cycle = getattr(send, "__self__", None)
+    task = asyncio.current_task()
+    if cycle is None or task is None or not hasattr(cycle, "on_lost"):
+        return None
+    watch = cycle.on_lost = LostConnection(task)
+    return watch
+
+
 def header_map(scope: Scope) -> dict[str, str]:
     """The request's headers by lower-case name (ASGI servers lower-case them already), each value without
     the optional whitespace around it (RFC 9110 §5.5; uvicorn's httptools parser leaves it in)."""
@@ -288,6 +316,8 @@ def write_combining_http(
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
     class LeanCycle(RequestResponseCycle):
+        on_lost: Callable[[], object] | None = None  # see `cancel_when_lost`
+
         async def receive(self) -> Any:  # noqa: ANN401 - uvicorn's ASGIReceiveEvent
             # uvicorn's, waiting on the message event's future itself: one coroutine fewer on the stack of
             # a request that waits here for hours (a held stream).
@@ -342,6 +372,9 @@ def write_combining_http(
             if flow.head_timer is not None:
                 flow.head_timer.cancel()
                 flow.head_timer = None
+            cycle: Any = self.cycle
+            if cycle is not None and cycle.on_lost is not None and not cycle.response_complete:
+                cycle.on_lost()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 
 from tests.e2e.harness import REPO, run_gateway, write_config
 from tests.upstreams.launch import KITCHEN, run_http_upstream
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -134,6 +136,40 @@ async def test_a_cancelled_request_gets_no_answer(tmp_path: Path) -> None:
             (response,) = answered
             assert response.status_code in (200, 202), response.text
             assert '"id":7' not in response.text.replace(" ", "") and "-32800" not in response.text
+
+
+@pytest.mark.parametrize("upstream_era", ["2025-11-25", "2026-07-28"])
+async def test_a_2026_client_that_closes_its_stream_cancels_the_upstreams_call(
+    tmp_path: Path, upstream_era: str
+) -> None:
+    """Was (fastmcp interop): a 2026-07-28 client's timeout or cancel closed its POST, which is that era's
+    cancellation ("the server MUST treat a client disconnect as cancellation"), and the upstream's call ran on
+    to its end. Now the upstream is told (notifications/cancelled, or its own stream closed)."""
+    record = tmp_path / "requests.jsonl"
+
+    def seen() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+        upstreams = {"up": {"transport": "http", "url": url, "protocol": upstream_era}}
+        async with run_gateway(upstreams) as gw, gw.http() as http:
+            envelope = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                        "io.modelcontextprotocol/clientCapabilities": {},
+                        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}  # fmt: skip
+            call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                    "params": {"name": "slow", "arguments": {"seconds": 30}, "_meta": envelope}}  # fmt: skip
+            headers = {"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2026-07-28",
+                       "Mcp-Method": "tools/call", "Mcp-Name": "slow"}  # fmt: skip
+            async with anyio.create_task_group() as group:
+                group.start_soon(partial(http.post, gw.url("up"), json=call, headers=headers))
+                await wait_for(lambda: any(e.get("name") == "slow" for e in seen()), 10, what="the upstream ran it")
+                group.cancel_scope.cancel()  # the client gives up: its connection is closed
+            await wait_for(
+                lambda: any(e.get("name") == "slow" and e.get("cancelled") for e in seen()),
+                10,
+                what="the upstream's call was cancelled",
+            )
+            assert "Traceback" not in gw.log() and "Exception in ASGI application" not in gw.log(), gw.log()[-3000:]
 
 
 def test_serving_without_a_key_is_refused_off_loopback(tmp_path: Path) -> None:

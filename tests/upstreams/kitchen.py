@@ -17,7 +17,8 @@ Options:
                           {"method", "id", "name" (tools/call, prompts/get), "protocol_version",
                           "pid", "headers" (HTTP only, lower-cased)}, so tests can count what
                           reached the upstream (requests, handshakes, sessions via the
-                          mcp-session-id header).
+                          mcp-session-id header); a request cancelled while it ran gets a
+                          second line with "cancelled": true.
                           Test-only: header values are written as received.
 
 From a test, start it with `tests/upstreams/launch.py`:
@@ -190,6 +191,14 @@ class RequestRecorder:
         headers = getattr(ctx.request, "headers", None)
         if headers is not None:
             entry["headers"] = {key.lower(): value for key, value in headers.items()}
+        self._write(entry)
+        try:
+            return await call_next(ctx)
+        except anyio.get_cancelled_exc_class():
+            self._write({**entry, "cancelled": True})  # the request was cancelled while it ran
+            raise
+
+    def _write(self, entry: dict[str, Any]) -> None:
         line = (json.dumps(entry) + "\n").encode()
         # One O_APPEND write per line, so lines from concurrent requests never interleave.
         fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -197,7 +206,6 @@ class RequestRecorder:
             os.write(fd, line)
         finally:
             os.close(fd)
-        return await call_next(ctx)
 
 
 def build_server(options: Options) -> MCPServer:

@@ -20,7 +20,7 @@ from typing import Any, assert_never
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 from sqlalchemy.exc import SQLAlchemyError
 
-from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, release_headers, send_body
+from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, cancel_when_lost, release_headers, send_body
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
 from manifold.protocol import (
@@ -219,7 +219,15 @@ class StreamableHttp:
                 except Refusal as refusal:
                     await send_body(send, refusal.status, refusal.body())
                     return
-        await self._run(channel, call, rpc_method, params)
+        watch = cancel_when_lost(send)  # closing the stream is this era's cancellation: the upstream's call too
+        try:
+            await self._run(channel, call, rpc_method, params)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if watch is None or not watch.lost or task is None:
+                raise
+            task.uncancel()
+            await channel.abandon()  # nobody is there to answer
 
     def _check_param_headers(
         self, view: VirtualServerView, call: Call, name: str, schema: JSON, params: JSON, headers: dict[str, str]
