@@ -27,6 +27,7 @@ pytestmark = pytest.mark.anyio
 SHARED = "shared"
 KITCHEN_TOOLS = {
     "echo", "add", "noop", "slow", "fail", "image", "audio", "embedded", "mixed", "progress", "log", "sample", "ask",
+    "ask_then_progress",
     "visit", "whoami", "headers", "add_tool", "bump", "link",
 }  # fmt: skip
 EXTRA = {

@@ -115,6 +115,27 @@ async def test_a_python_handshake_upstreams_questions_reach_the_client(mode: str
             assert answers.elicited[0].message == "favourite colour?"
 
 
+@pytest.mark.parametrize("mode", ERAS)
+async def test_progress_after_a_question_reaches_the_client_under_its_own_token(mode: str) -> None:
+    """Was (fastmcp interop): a 2026-07-28 client answers a question with a retry, a new request with a
+    progressToken of its own, and the upstream's progress after the answer still named the first request's
+    token, so the client's progress callback never heard it."""
+    answers = Answers()
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def heard(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    async with run_http_upstream(KITCHEN) as url, gateway_over(url, protocol="2025-11-25") as gw:
+        async with gw.client("s", mode=mode, elicitation_callback=answers.elicitation) as client:
+            with anyio.fail_after(30):
+                result = await client.call_tool(
+                    "ask_then_progress", {"question": "colour?", "steps": 3}, progress_callback=heard
+                )
+            assert text_of(result) == "teal", text_of(result)
+            assert progress == [(1, 3, "step 1/3"), (2, 3, "step 2/3"), (3, 3, "step 3/3")]
+
+
 async def test_a_handshake_client_without_sampling_is_refused_at_once_not_left_hanging() -> None:
     """The client declared no sampling: the upstream hears "not supported" at once and says so."""
     async with run_everything_http() as url, gateway_over(url) as gw:

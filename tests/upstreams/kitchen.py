@@ -28,7 +28,7 @@ From a test, start it with `tests/upstreams/launch.py`:
 
 Tools: echo(text), add(a, b) (structured + text), noop(), slow(seconds), fail(message)
 (isError), image(), audio(), embedded(), mixed(), progress(steps), log(message, level),
-sample(prompt), ask(question), whoami(), headers(), add_tool(name), bump(), link(id) (a resource_link to S://items/{id}).
+sample(prompt), ask(question), ask_then_progress(question, steps), whoami(), headers(), add_tool(name), bump(), link(id) (a resource_link to S://items/{id}).
 Resources: S://readme (text), S://logo (blob), template S://items/{id}, S://counter
 (subscribable; `bump()` increments it). Prompts: greet(name) (with completion for `name`),
 review(code), readme() (the readme as an embedded resource).
@@ -312,6 +312,14 @@ def build_server(options: Options) -> MCPServer:
         """Ask the user (form elicitation with one string field, `answer`); return the answer."""
         return answer.answer
 
+    async def ask_then_progress(question: str, steps: int, ctx: Context) -> str:
+        """Ask the user (as `ask`), then send `steps` progress notifications; return the answer (handshake era:
+        the answer comes back on the same request, so its progress follows)."""
+        asked = await ctx.elicit(question, Answer)
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}/{steps}")
+        return asked.data.answer if asked.action == "accept" and asked.data is not None else asked.action
+
     async def visit(url: str, ctx: Context) -> str:
         """URL-mode elicitation (handshake era: a server→client request); returns the client's action."""
         result = await ctx.elicit_url(message="Open this page to continue", url=url, elicitation_id="visit-1")
@@ -345,7 +353,24 @@ def build_server(options: Options) -> MCPServer:
         """A resource_link to the item resource `id`."""
         return ResourceLink(type="resource_link", uri=f"{scheme}://items/{id}", name=f"item {id}")
 
-    for fn in (echo, add, noop, slow, fail, image, audio, embedded, mixed, progress, log, sample, ask, visit, whoami):
+    for fn in (
+        echo,
+        add,
+        noop,
+        slow,
+        fail,
+        image,
+        audio,
+        embedded,
+        mixed,
+        progress,
+        log,
+        sample,
+        ask,
+        ask_then_progress,
+        visit,
+        whoami,
+    ):
         tool(fn)
     tool(link)
     tool(headers)

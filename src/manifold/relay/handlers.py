@@ -327,6 +327,7 @@ class Gateway:
                         target.upstream_id,
                         params.get("inputResponses"),
                         call.sink,
+                        meta.get("progressToken") if isinstance(meta := params.get("_meta"), dict) else None,
                     )
                     return await self.inputs.run(exchange)
                 era = self.pool.era(target.upstream_id, outbound)

@@ -40,6 +40,7 @@ from manifold.protocol import (
     INVALID_PARAMS,
     MISSING_CLIENT_CAPABILITY,
     PING,
+    PROGRESS,
     REQUEST_TIMEOUT,
     RESULT_INPUT_REQUIRED,
 )
@@ -54,6 +55,7 @@ ELSEWHERE = "the call waiting for input is on another gateway replica; retry the
 # How long the first of an upstream's questions waits for others asked with it (Exchange._gather_more).
 GATHER_QUIET = 0.03
 GATHER_LIMIT = 0.25
+FIRST = object()  # `Exchange.progress_token` while the first request's channel is the one
 
 
 @dataclass(slots=True)
@@ -93,6 +95,9 @@ class Exchange:
         self.missing: JSON | None = None  # the capability a refused question needed (answered with -32021)
         self.expiry: asyncio.TimerHandle | None = None
         self.round = 0  # which input_required this is: a state is good for its own round only
+        # The progressToken of the retry whose channel this is (a retry is a new request with a token of its
+        # own; the upstream's progress still names the first one's). FIRST: the first request's channel.
+        self.progress_token: Any = FIRST
         self._keys = itertools.count(1)
         self._wake: asyncio.Future[None] | None = None
 
@@ -104,8 +109,15 @@ class Exchange:
 
     async def notify(self, message: JSON) -> None:
         channel = self.channel
-        if channel is not None:
-            await channel.notify(message)
+        if channel is None:
+            return
+        token = self.progress_token
+        params = message.get("params")
+        if token is not FIRST and message.get("method") == PROGRESS and isinstance(params, dict):
+            if token is None:
+                return  # this retry asked for no progress
+            message = {**message, "params": {**params, "progressToken": token}}
+        await channel.notify(message)
 
     async def request(self, method: str, params: JSON | None) -> JSON:
         if method == PING:
@@ -291,7 +303,13 @@ class InputExchanges:
             return {"result": {"resultType": RESULT_INPUT_REQUIRED, "inputRequests": requests, "requestState": state}}
 
     def resume(
-        self, state: str, principal_id: str, upstream_id: str, responses: object, channel: RequestSink | None
+        self,
+        state: str,
+        principal_id: str,
+        upstream_id: str,
+        responses: object,
+        channel: RequestSink | None,
+        progress_token: Any = None,
     ) -> Exchange:
         """The parked exchange a retry names, with the client's answers delivered. Raises RpcError for a
         state that is altered, expired, someone else's, for another upstream, or already used."""
@@ -308,6 +326,7 @@ class InputExchanges:
             raise RpcError(INVALID_PARAMS, "requestState names no call waiting for input (answered or expired)")
         self._release(exchange)
         exchange.channel = channel
+        exchange.progress_token = progress_token  # the retry's own (its progress is under it from now on)
         exchange.answer(responses if isinstance(responses, dict) else {})
         return exchange
 
