@@ -28,7 +28,8 @@ From a test, start it with `tests/upstreams/launch.py`:
 
 Tools: echo(text), add(a, b) (structured + text), noop(), slow(seconds), fail(message)
 (isError), image(), audio(), embedded(), mixed(), progress(steps), log(message, level),
-sample(prompt), ask(question), ask_then_progress(question, steps), whoami(), headers(), add_tool(name), bump(), link(id) (a resource_link to S://items/{id}).
+sample(prompt), ask(question), ask_then_progress(question, steps), whoami(), headers(), add_tool(name),
+bump(), link(id) (a resource_link to S://items/{id}).
 Resources: S://readme (text), S://logo (blob), template S://items/{id}, S://counter
 (subscribable; `bump()` increments it). Prompts: greet(name) (with completion for `name`),
 review(code), readme() (the readme as an embedded resource).
