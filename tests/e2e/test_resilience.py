@@ -15,6 +15,7 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from tests.e2e.harness import run_gateway, stdio_upstream
 from tests.upstreams.launch import KITCHEN, REPO, free_port, run_http_upstream
@@ -89,6 +90,33 @@ async def test_stdio_upstream_is_one_process_and_restarts_when_it_dies() -> None
             assert new_pid != pid
             again = {json.loads(text_of(await client.call_tool("whoami", {})))["pid"] for _ in range(5)}
             assert again == {new_pid}
+
+
+async def test_an_upstream_restarted_with_other_tools_is_listed_and_called_anew() -> None:
+    """Was (fastmcp interop): after an upstream restarted with a tool `beta` instead of `alpha`, the gateway went
+    on serving its list from before for tool_list_ttl_seconds (5 min): `alpha` listed, `beta` an unknown tool.
+    A session that replaces an ended one now drops the upstream's lists."""
+    port = free_port()
+    upstream = start_kitchen(port, "--extra-tools", "alpha")
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        await wait_listening(port)
+        async with run_gateway({"up": {"transport": "http", "url": url, "protocol": "2025-11-25"}}) as gw:
+            async with gw.client("up") as client:
+                assert "alpha" in {t.name for t in (await client.list_tools()).tools}
+                stop(upstream)
+                upstream = start_kitchen(port, "--extra-tools", "beta")
+                await wait_listening(port)
+                try:  # the client heard nothing: it calls what it listed, and the upstream knows it no more
+                    gone = await client.call_tool("alpha", {})
+                    assert gone.is_error, text_of(gone)
+                except MCPError as exc:
+                    assert "alpha" in exc.message
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "beta" in names and "alpha" not in names
+                assert text_of(await client.call_tool("beta", {})) == "beta"
+    finally:
+        stop(upstream)
 
 
 async def test_slow_upstream_hits_its_call_timeout_and_others_still_work() -> None:

@@ -275,6 +275,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         audit_log.record,
     )
     lists = UpstreamLists(pool, settings.tool_list_ttl_seconds, pins)
+    pool.on_renewed = lists.invalidate  # an upstream that restarted is listed again, not served from before
     served = ServedServers(
         {
             sid: VirtualServerView(sid, vs, lists, config.separator_for(vs))

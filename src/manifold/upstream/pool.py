@@ -59,6 +59,7 @@ class _Slot:
     # A stdio command still starting after a caller's connect_timeout: its session and handshake go on, so
     # the next caller finds it further along instead of killing it and starting from scratch.
     starting: tuple[JsonRpcSession, asyncio.Future[None], float] | None = None  # + when it started (monotonic)
+    lost: bool = False  # a session ended (process gone, session expired) and none has connected since
 
 
 # Told of every notification that belongs to no request, with the session it came on (upstream, identity).
@@ -142,6 +143,9 @@ class UpstreamPool:
         self._configs = dict(configs)
         self._tracing = tracing
         self._on_notification = on_notification
+        # Told the upstream id when a session that had ended is replaced by a new one: a restarted upstream may
+        # list other tools, prompts and resources, and says so to nobody (the composition root drops its lists).
+        self.on_renewed: Callable[[str], None] | None = None
         self._slots: dict[UpstreamKey, _Slot] = {}
         self._retiring: set[asyncio.Future[Any]] = set()  # background closes and probes
         self._closed = False
@@ -354,6 +358,7 @@ class UpstreamPool:
             if slot.session is not None and not slot.session.closed:
                 return slot.session  # another caller connected while we waited
             if slot.session is not None:  # dead: make sure its process/connections are gone first
+                slot.lost = True  # the next session to connect is a renewal (`on_renewed`)
                 dead, slot.session = slot.session, None
                 cause = dead.close_reason
                 reason = cause.reason if cause else None
@@ -403,6 +408,10 @@ class UpstreamPool:
             slot.headers = dict(headers)
             slot.last_failure = None
             slot.health.connected(session.era, session.protocol_version)
+            if slot.lost:
+                slot.lost = False
+                if self.on_renewed is not None:
+                    self.on_renewed(key.upstream_id)
             return session
 
     async def _started_stdio(
