@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +25,12 @@ import pytest
 
 from tests.e2e.harness import Gateway, manifold_cli, run_gateway
 from tests.upstreams.launch import KITCHEN, run_http_upstream
+
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "stalled", "version": "1"},
+}
 
 pytestmark = pytest.mark.anyio
 
@@ -275,3 +283,38 @@ async def test_one_principal_reaching_its_stream_limit_is_refused_and_others_sti
             await http.delete(gw.url("web"), headers=session_headers(carol, sid))
         await http.delete(gw.url("web"), headers=session_headers(bob, bob_sid))
     assert "Traceback" not in gw.log()
+
+
+async def test_a_client_that_stops_reading_its_calls_stream_does_not_hold_up_a_shared_stdio_upstream() -> None:
+    """Was (resilience review): a client that stopped reading the event stream of its call (10,000 progress
+    notifications) held the stdio upstream's one reader for every caller: each other call timed out, for as
+    long as that client kept its socket open. Now its progress waits in a bounded backlog (the rest dropped)."""
+    kitchen = {"transport": "stdio", "command": sys.executable, "args": [KITCHEN, "--transport", "stdio"],
+               "call_timeout": 5}  # fmt: skip
+    async with run_gateway({"k": kitchen}) as gw, gw.client("k") as other:
+        await other.call_tool("echo", {"text": "warm-up"})
+        host, port = gw.base.removeprefix("http://").split(":")
+        meta = {"progressToken": "flood", **ENVELOPE}
+        params = {"name": "progress", "arguments": {"steps": 100_000}, "_meta": meta}
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+        request = (
+            f"POST /mcp/k HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {gw.key}\r\n"
+            "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+            f"Mcp-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: progress\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+        )
+        sock = socket.socket()  # sends the call, then never reads (a small window: it stalls soon)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        try:
+            sock.sendall(request.encode())
+            with anyio.fail_after(20):  # the upstream's flood outlasts the call's own call_timeout
+                while "tools/call progress: member 'k'" not in gw.log():
+                    await anyio.sleep(0.02)
+            for i in range(5):  # meanwhile: answered at once, not after call_timeout
+                with anyio.fail_after(3):
+                    result = await other.call_tool("echo", {"text": f"still here {i}"})
+                assert not result.is_error and "still here" in str(result.content), result
+        finally:
+            sock.close()
+        assert "Traceback" not in gw.log()

@@ -106,6 +106,7 @@ async def test_log_messages_below_the_clients_level_are_not_sent() -> None:
     ch = channel(wire, client=session(log_level="warning"))
     for level in ("debug", "info", "warning", "error"):
         await ch.notify(log_message(level))
+    await ch.written()  # events are written by the channel's own task
     assert [e["params"]["level"] for e in wire.events()] == ["warning", "error"]
 
 
@@ -182,3 +183,40 @@ async def test_a_notification_after_the_reply_is_dropped_not_sent_after_the_last
         await replying.finish(b'{"jsonrpc":"2.0","id":7,"result":{}}')
         await replying.notify(progress(2))
         assert not sent[-1].get("more_body", False) and b"7" in sent[-1]["body"]
+
+
+class StalledWire(Wire):
+    """A client that stopped reading: once the response has started, a write waits until `resume` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resume = asyncio.Event()
+
+    async def send(self, message: JSON) -> None:
+        if message["type"] == "http.response.body":
+            await self.resume.wait()
+        await super().send(message)
+
+
+async def test_a_client_that_stopped_reading_never_holds_up_the_upstreams_reader(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Was (resilience review): `notify` waited for the client to take each event, and its caller is the
+    upstream's reader, which on stdio serves every caller: one client that stopped reading held the upstream
+    for everyone (every other call timed out). Now events wait in a bounded backlog; the reply still comes last."""
+    wire = StalledWire()
+    ch = channel(wire)
+    big = {"jsonrpc": "2.0", "method": "notifications/progress",
+           "params": {"progressToken": "p", "progress": 1, "message": "x" * 1000}}  # fmt: skip
+    async with asyncio.timeout(5):  # each notify returns at once, stalled client or not
+        for _ in range(5_000):  # ~5 MB
+            await ch.notify(big)
+    assert "is not reading its response stream" in caplog.text
+    finished = asyncio.ensure_future(ch.finish(b'{"jsonrpc":"2.0","id":7,"result":{}}'))
+    await asyncio.sleep(0)
+    assert not finished.done()  # the reply waits for what was queued before it
+    wire.resume.set()
+    await asyncio.wait_for(finished, 5)
+    events = wire.events()
+    assert events[-1] == {"jsonrpc": "2.0", "id": 7, "result": {}}
+    assert 500 < len(events) - 1 < 1100  # the first ~1 MB of progress, the rest dropped

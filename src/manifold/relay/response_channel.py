@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 import orjson
@@ -38,6 +39,11 @@ CLIENT_REPLY_TIMEOUT = 300.0
 # Log messages relayed for one request. An upstream sent 50,000 about one call: a 2025-11-25 SDK client spent
 # 7 s taking them in before it saw the answer (and more is only more). The rest are dropped, with one warning.
 MAX_LOG_MESSAGES = 10_000
+# What may wait to be written to one client that reads its stream slowly or not at all. Events are written by
+# a task of the channel's own, never by the caller of `notify`: that is the upstream's reader, which on stdio
+# and SSE serves every caller of the upstream (one client that stopped reading held it, and every other call
+# timed out). Past the bound, progress and log messages are dropped (with one warning); the reply never is.
+MAX_BACKLOG_BYTES = 1024 * 1024
 log = logging.getLogger(__name__)
 # The client capability a server→client request needs.
 CAPABILITY_FOR = {SAMPLING_CREATE_MESSAGE: "sampling", ELICITATION_CREATE: "elicitation", ROOTS_LIST: "roots"}
@@ -62,6 +68,10 @@ class ResponseChannel:
         "_lock",
         "_logs",
         "_ended",
+        "_backlog",
+        "_backlog_bytes",
+        "_writer",
+        "_dropped",
     )
 
     def __init__(
@@ -93,6 +103,10 @@ class ResponseChannel:
         self._lock: asyncio.Lock | None = None  # made on the first event: most replies never need one
         self._logs = 0  # log messages relayed so far
         self._ended = False  # the response's last body went out: a late notification is dropped, not sent
+        self._backlog: deque[bytes] | None = None  # events waiting for the writer (made on the first)
+        self._backlog_bytes = 0
+        self._writer: asyncio.Task[None] | None = None  # writes the backlog; at most one at a time
+        self._dropped = 0  # notifications dropped past MAX_BACKLOG_BYTES
 
     @property
     def client_capabilities(self) -> JSON:
@@ -110,6 +124,46 @@ class ResponseChannel:
                     {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.extra_headers}
                 )
             await self.send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+
+    def _queue(self, payload: bytes, *, droppable: bool) -> None:
+        """Hand an event to the channel's writer without waiting for the client to take it."""
+        if self._ended:
+            return
+        backlog = self._backlog
+        if backlog is None:
+            backlog = self._backlog = deque()
+        if droppable and self._backlog_bytes + len(payload) > MAX_BACKLOG_BYTES:
+            self._dropped += 1
+            if self._dropped == 1:
+                log.warning(
+                    "a client is not reading its response stream: the upstream's progress and log messages for "
+                    "its request (id %s) past %d bytes waiting are dropped",
+                    str(self.request_id)[:40],
+                    MAX_BACKLOG_BYTES,
+                )
+            return
+        backlog.append(payload)
+        self._backlog_bytes += len(payload)
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_backlog())
+
+    async def _write_backlog(self) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        try:
+            while backlog:
+                payload = backlog.popleft()
+                self._backlog_bytes -= len(payload)
+                await self._event(payload)
+        except Exception as exc:  # noqa: BLE001 — the client's connection failed: the reply will find out too
+            log.debug("writing to a client's response stream failed: %s", type(exc).__name__)
+        finally:
+            self._writer = None
+
+    async def written(self) -> None:
+        """Wait until every queued event is written (before the reply, which must come last)."""
+        while (writer := self._writer) is not None:
+            await asyncio.shield(writer)  # the writer ends by itself; its failures are its own (logged)
 
     async def notify(self, message: JSON) -> None:
         if not self.sse_ok:
@@ -131,7 +185,7 @@ class ResponseChannel:
                         MAX_LOG_MESSAGES,
                     )
                 return
-        await self._event(orjson.dumps(message))
+        self._queue(orjson.dumps(message), droppable=True)
 
     async def request(self, method: str, params: JSON | None) -> JSON:
         if method == PING:
@@ -148,7 +202,7 @@ class ResponseChannel:
         if params is not None:
             message["params"] = params
         try:
-            await self._event(orjson.dumps(message))
+            self._queue(orjson.dumps(message), droppable=False)
             return await asyncio.wait_for(fut, self.reply_timeout)
         except TimeoutError:
             return {"error": {"code": REQUEST_TIMEOUT, "message": f"the client did not answer {method} in time"}}
@@ -159,6 +213,10 @@ class ResponseChannel:
         """The client cancelled the request: it gets no answer (MCP: the receiver of a cancellation does not
         respond; SDK clients report a reply to an id they dropped as an error). An event stream ends without
         one; a response not started yet is a bare 202, as for a notification."""
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()  # nothing queued is wanted now
+            self._backlog = None
         lock = self._lock
         if self.streaming and lock is not None:
             async with lock:
@@ -170,6 +228,8 @@ class ResponseChannel:
 
     async def finish(self, payload: bytes, status: int = 200) -> None:
         """Send the reply: the last SSE event once streaming, else the whole JSON response."""
+        if self._writer is not None:
+            await self.written()
         lock = self._lock
         if self.streaming and lock is not None:
             async with lock:
