@@ -226,3 +226,29 @@ async def test_a_per_caller_stdio_session_left_idle_is_closed_when_the_next_is_m
         await wait_for(lambda: len(processes_tagged(tag)) == 2, what="alice's process gone, bob's and carol's left")
     finally:
         await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_command_that_exits_right_after_its_handshake_is_backed_off_not_restarted_by_every_call(
+    tmp_path: Path,
+) -> None:
+    """Was (resilience review): a stdio command that died right after its handshake was started again by every
+    call (83 starts in 5 s under load, both cores busy), where one that fails to start is backed off. A session
+    that dies within seconds of its handshake, having answered nothing, is a failed start now."""
+    starts = tmp_path / "starts"
+    hostile = Path(__file__).parents[1] / "upstreams" / "hostile_stdio.py"
+    args = [str(hostile), "--starts", str(starts), "--exit-after-handshake"]
+    pool = UpstreamPool({"crashy": UpstreamConfig(transport="stdio", command=sys.executable, args=args)})
+    try:
+        failures = []
+        for _ in range(40):
+            with pytest.raises(UpstreamError) as caught:
+                await pool.request("crashy", "tools/call", {"name": "echo", "arguments": {}})
+            failures.append(str(caught.value))
+        assert len(starts.read_text().splitlines()) <= 4, "started again by (nearly) every call"
+        assert all("'crashy'" in f for f in failures)
+        assert any("exited" in f for f in failures), failures[:3]
+        health = pool.health()["crashy"]
+        assert health["down"] and health["state"] == "failed", health
+    finally:
+        await pool.aclose()

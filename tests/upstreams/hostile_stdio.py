@@ -2,7 +2,10 @@
 in the ways a broken or malicious local command can, chosen by the tool's name. For the gateway's
 hostile-upstream tests (tests/integration/test_hostile_upstream.py).
 
-    python tests/upstreams/hostile_stdio.py
+    python tests/upstreams/hostile_stdio.py [--starts FILE] [--exit-after-handshake]
+
+--starts FILE: append a line to FILE each time the process starts. --exit-after-handshake: exit (code 4, one
+line on stderr) as soon as the handshake is done, as a crash-looping command does.
 
 Tools:
   echo        a well-formed result
@@ -34,11 +37,19 @@ def result(request_id: object, text: str) -> None:
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if "--starts" in args:
+        with open(args[args.index("--starts") + 1], "a") as starts:
+            starts.write("started\n")
+    exit_after_handshake = "--exit-after-handshake" in args
     for line in sys.stdin.buffer:
         try:
             message = json.loads(line)
         except ValueError:
             continue
+        if exit_after_handshake and isinstance(message, dict) and message.get("method") == "notifications/initialized":
+            sys.stderr.write("exiting right after the handshake\n")
+            sys.exit(4)
         if not isinstance(message, dict) or "id" not in message or "method" not in message:
             continue
         request_id, method = message["id"], message["method"]

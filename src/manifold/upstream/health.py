@@ -12,6 +12,10 @@ from manifold.protocol import Era
 # restarted one is retried on demand within a second or two.
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 1.5
+# A session that ends sooner than this after its handshake, having answered nothing, counts as a failed start
+# for the back-off: a stdio command that exits right after it started was otherwise started again by every
+# call, 16 times a second under load, both cores busy starting it (resilience review).
+SHORT_LIVED_SECONDS = 5.0
 
 
 def iso_utc(timestamp: float) -> str:
@@ -30,13 +34,17 @@ class UpstreamHealth:
     since: float = 0.0  # wall-clock time the state was entered
     failures: int = 0
     retry_at: float = 0.0  # monotonic time before which a new connect is not attempted
+    connected_at: float = 0.0  # monotonic time of the last handshake
 
     def connecting(self) -> None:
         self._enter("connecting")
 
     def connected(self, era: Era, protocol_version: str) -> None:
+        # `failures` stays until the session has lived SHORT_LIVED_SECONDS (`disconnected`): one that dies at
+        # once goes on counting towards the back-off.
         self._enter("connected")
-        self.era, self.protocol_version, self.failures, self.retry_at = era, protocol_version, 0, 0.0
+        self.era, self.protocol_version, self.retry_at = era, protocol_version, 0.0
+        self.connected_at = time.monotonic()
         self.last_error, self.stderr = None, ()  # recovered: the old failure no longer describes it
 
     def failed(self, error: str, stderr: tuple[str, ...] = ()) -> None:
@@ -45,9 +53,17 @@ class UpstreamHealth:
         self.failures += 1
         self.retry_at = time.monotonic() + min(BACKOFF_FIRST * 2 ** (self.failures - 1), BACKOFF_MAX)
 
-    def disconnected(self, error: str | None, stderr: tuple[str, ...] = ()) -> None:
-        """The live session died (process exit, session expired); the next call reconnects at once."""
-        self._enter("idle")
+    def disconnected(self, error: str | None, stderr: tuple[str, ...] = (), *, served: bool = True) -> None:
+        """The live session died (process exit, session expired): the next call reconnects at once, unless
+        it died within SHORT_LIVED_SECONDS of its handshake without having `served` a request, which is a
+        failed start (backed off)."""
+        if self.state == "connected":
+            lived = time.monotonic() - self.connected_at
+            if lived < SHORT_LIVED_SECONDS and not served:
+                self.failed(error or "ended right after it started", stderr)
+                return
+            self.failures = 0
+            self._enter("idle")
         if error:
             self.last_error, self.stderr = error, stderr
 

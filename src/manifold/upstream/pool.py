@@ -268,7 +268,9 @@ class UpstreamPool:
                     cause = session.close_reason
                     reason = cause.reason if cause else None
                     slot.health.disconnected(
-                        f"upstream '{key.upstream_id}' {reason}" if reason else None, stderr_of(cause)
+                        f"upstream '{key.upstream_id}' {reason}" if reason else None,
+                        stderr_of(cause),
+                        served=session.answered > 0,
                     )
                 report[key.upstream_id] = slot.health.as_dict()
         for upstream_id, entry in report.items():
@@ -362,7 +364,15 @@ class UpstreamPool:
                 dead, slot.session = slot.session, None
                 cause = dead.close_reason
                 reason = cause.reason if cause else None
-                slot.health.disconnected(f"upstream '{key.upstream_id}' {reason}" if reason else None, stderr_of(cause))
+                slot.health.disconnected(
+                    f"upstream '{key.upstream_id}' {reason}" if reason else None,
+                    stderr_of(cause),
+                    served=dead.answered > 0,
+                )
+                if slot.health.state == "failed":  # it died right after its start: backed off like a failed one
+                    slot.last_failure = UpstreamError(
+                        key.upstream_id, reason or "ended right after it started", kind=ErrorKind.CLOSED
+                    )
                 await dead.aclose()
             # Back off from a failing upstream, unless the credential changed since (a refreshed token
             # deserves its own try).

@@ -157,6 +157,8 @@ class JsonRpcSession:
         self._listen_acked = asyncio.Event()
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header map (modern)
         self._answering = 0  # server→client requests being answered (at most MAX_SERVER_REQUESTS)
+        self.answered = 0  # requests the upstream answered since the handshake (a session that served none and
+        # died at once is a failed start to the pool's back-off)
         self._start_within: float | None = None  # connect(within): the handshake requests' timeout (None: call_timeout)
         self._flood_warned = False
 
@@ -270,6 +272,7 @@ class JsonRpcSession:
         self.server_info = hello.server_info
         self.capabilities = hello.capabilities
         self.instructions = hello.instructions
+        self.answered = 0  # counted from here: the handshake's own answers are not service
 
     async def _negotiate_auto(self) -> ServerHello:
         """Like mcp.client._probe: discover, and fall back to initialize on anything that is not positive
@@ -606,12 +609,14 @@ class JsonRpcSession:
             result = message["result"]
             if type(result) is dict:
                 pending.future.set_result({"result": result})
+                self.answered += 1
                 return
             problem = "answered with a result that is not a JSON object"
         else:
             error = message.get("error")
             if type(error) is dict and type(error.get("code")) is int and type(error.get("message")) is str:
                 pending.future.set_result({"error": error})
+                self.answered += 1
                 return
             problem = "answered with a malformed JSON-RPC error" if "error" in message else "answered with no result"
         # Relayed as it is, the client could not even parse the answer, let alone tell whose fault it was.
