@@ -337,3 +337,39 @@ async def test_a_legacy_sse_call_in_flight_when_the_gateway_stops_gets_its_answe
         by_id = {a.get("id"): a for a in answers}
         assert by_id[2]["result"]["content"][0]["text"] == "slept 1.5", answers
         assert "timeout graceful shutdown exceeded" not in log and "Traceback" not in log, log[-3000:]
+
+
+async def test_a_member_that_stops_answering_lists_does_not_hold_up_its_virtual_servers_lists() -> None:
+    """Was (resilience review): a member whose tools/list never came made every tools/list of its virtual server
+    wait that member's call_timeout (60 s by default), each time, and left out the tools it had listed moments
+    before. Now a list with an earlier one waits at most a moment for the refresh and serves the earlier one,
+    and a list that timed out is not waited for again for a while."""
+    changed = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with (
+        run_http_upstream(KITCHEN, "--name", "stuck", "--hang-lists-after", "1") as stuck_url,
+        run_http_upstream(KITCHEN, "--name", "fine") as fine_url,
+        run_http_upstream(KITCHEN, "--name", "mute", "--hang-lists-after", "0") as mute_url,
+    ):
+        upstreams = {
+            "stuck": {"transport": "http", "url": stuck_url, "call_timeout": 4},
+            "fine": {"transport": "http", "url": fine_url},
+            "mute": {"transport": "http", "url": mute_url, "call_timeout": 2},  # never lists at all
+        }
+        servers = {"both": {"members": [{"upstream": "stuck"}, {"upstream": "fine"}, {"upstream": "mute"}]}}
+        async with run_gateway(upstreams, servers) as gw, gw.client("both", message_handler=on_message) as client:
+            first = {t.name for t in (await client.list_tools()).tools}  # waits for mute's call_timeout, once
+            assert {"stuck__echo", "fine__echo"} <= first and "mute__echo" not in first
+            await client.call_tool("stuck__add_tool", {"name": "later"})  # list_changed: stuck is listed anew
+            with anyio.fail_after(10):
+                await changed.wait()
+            for _ in range(3):  # stuck's refresh never comes: each list answers at once with what it had
+                started = time.monotonic()
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert time.monotonic() - started < 3.5, "the list waited for the member that does not answer"
+                assert {"stuck__echo", "fine__echo"} <= names and "mute__echo" not in names
+            assert not (await client.call_tool("fine__echo", {"text": "x"})).is_error

@@ -13,6 +13,7 @@ Options:
                           can be made to collide on URIs on purpose
     --tool-prefix P       prefix every tool name with P (collision tests)
     --extra-tools a,b,c   add trivial tools with these names (each returns its own name)
+    --hang-lists-after N  answer the first N tools/list, then never answer one again (alive otherwise)
     --record FILE         append one JSON line per inbound JSON-RPC request/notification:
                           {"method", "id", "name" (tools/call, prompts/get), "protocol_version",
                           "pid", "headers" (HTTP only, lower-cased)}, so tests can count what
@@ -112,6 +113,7 @@ class Options:
     tool_prefix: str = ""
     extra_tools: tuple[str, ...] = ()
     record: str | None = None
+    hang_lists_after: int | None = None
 
 
 class Sum(BaseModel):
@@ -223,6 +225,17 @@ def build_server(options: Options) -> MCPServer:
         return await call_next(ctx)
 
     mcp.middleware.append(remember_connections)
+    if options.hang_lists_after is not None:
+        listed = {"tools/list": 0}
+
+        async def hang_later_lists(ctx: Any, call_next: Any) -> Any:
+            if ctx.method == "tools/list":
+                listed["tools/list"] += 1
+                if listed["tools/list"] > (options.hang_lists_after or 0):
+                    await anyio.sleep_forever()  # alive, answering everything else
+            return await call_next(ctx)
+
+        mcp.middleware.insert(0, hang_later_lists)
     if options.record:
         mcp.middleware.insert(0, RequestRecorder(options.record))
 
@@ -457,6 +470,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Optio
     parser.add_argument("--tool-prefix", default="")
     parser.add_argument("--extra-tools", default="")
     parser.add_argument("--record")
+    parser.add_argument("--hang-lists-after", type=int, default=None)
     args = parser.parse_args(argv)
     options = Options(
         name=args.name,
@@ -464,6 +478,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Optio
         tool_prefix=args.tool_prefix,
         extra_tools=tuple(t for t in args.extra_tools.split(",") if t),
         record=args.record,
+        hang_lists_after=args.hang_lists_after,
     )
     return args, options
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from manifold.outbound.resolver import AuthRequired, OutboundRefused
-from manifold.upstream.base import RequestSink, UpstreamError, UpstreamSession
+from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError, UpstreamSession
 from manifold.upstream.credential import SHARED, Outbound
 
 JSON = dict[str, Any]
@@ -29,6 +30,12 @@ KINDS: dict[str, tuple[str, str]] = {
 # Upstream capability that must be present for a kind to be listed at all.
 CAPABILITY = {"tools": "tools", "prompts": "prompts", "resources": "resources", "resource_templates": "resources"}
 MAX_PAGES = 100
+# An upstream that does not answer a list must not make every list of every virtual server it is in wait its
+# call_timeout (resilience review: 60 s per tools/list, each time). A list with an earlier one to fall back on
+# waits at most REFRESH_WAIT for the refresh (which goes on) and serves the earlier one; a fetch that timed
+# out is not tried again for TIMED_OUT_HOLD, meanwhile the earlier list (or the failure) is served at once.
+REFRESH_WAIT = 2.0
+TIMED_OUT_HOLD = 30.0
 
 
 class Requester(Protocol):
@@ -62,6 +69,8 @@ class Entry:
     stale: bool = True
     generation: int = 0  # bumped by every invalidation
     fetching: asyncio.Future[None] | None = None
+    timed_out: UpstreamError | None = None  # the last fetch's timeout, held until `hold_until` (monotonic)
+    hold_until: float = 0.0
 
 
 class ListError(Exception):
@@ -104,16 +113,22 @@ class UpstreamLists:
         shared with every caller (an upstream's list is assumed not to depend on who asks; grants decide
         what each caller sees)."""
         e = self.entry(upstream_id, kind)
-        if self.is_fresh(e) or (allow_stale and e.fetched_at >= 0):
+        earlier = e.fetched_at >= 0  # a list to fall back on
+        if self.is_fresh(e) or (allow_stale and earlier):
             return e
+        if e.timed_out is not None and time.monotonic() < e.hold_until:
+            if earlier:
+                return e
+            raise e.timed_out
         if e.fetching is None:
             e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
+            e.fetching.add_done_callback(partial(_fetched, e))
         fut = e.fetching
-        try:
-            await asyncio.shield(fut)
-        finally:
-            if e.fetching is fut and fut.done():
-                e.fetching = None
+        if earlier:
+            await asyncio.wait((fut,), timeout=REFRESH_WAIT)
+            if not fut.done() or e.timed_out is not None:
+                return e  # the earlier list, while the refresh goes on (or after it timed out)
+        await asyncio.shield(fut)  # a failed fetch is said as before: the member is left out, with why
         return e
 
     async def _fetch(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
@@ -146,6 +161,19 @@ class UpstreamLists:
         e.fetched_at = time.monotonic()
         # A list_changed that arrived while we were fetching leaves the entry stale.
         e.stale = e.generation != generation
+
+
+def _fetched(e: Entry, fut: asyncio.Future[None]) -> None:
+    """A fetch ended: it is no longer in flight, and a timeout is held (TIMED_OUT_HOLD)."""
+    if e.fetching is fut:
+        e.fetching = None
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if isinstance(exc, UpstreamError) and exc.kind is ErrorKind.TIMEOUT:
+        e.timed_out, e.hold_until = exc, time.monotonic() + TIMED_OUT_HOLD
+    elif exc is None:
+        e.timed_out = None
 
 
 def describe_failure(exc: BaseException) -> str:
