@@ -373,3 +373,16 @@ async def test_a_member_that_stops_answering_lists_does_not_hold_up_its_virtual_
                 assert time.monotonic() - started < 3.5, "the list waited for the member that does not answer"
                 assert {"stuck__echo", "fine__echo"} <= names and "mute__echo" not in names
             assert not (await client.call_tool("fine__echo", {"text": "x"})).is_error
+
+
+async def test_an_upstream_that_refuses_the_http_request_itself_is_named_with_its_status() -> None:
+    """Was (resilience review): a request the upstream refused with a bare HTTP status (here 413: the mcp SDK
+    takes at most 4 MiB, this gateway was set to take 8) reached the client as JSON-RPC -32600 "HTTP 413", an
+    Invalid Request that blamed the client and named nobody."""
+    async with run_http_upstream(KITCHEN, "--name", "small") as url:
+        upstreams = {"small": {"transport": "http", "url": url}}
+        async with run_gateway(upstreams, gateway={"max_body_bytes": 8 * 1024 * 1024}) as gw, gw.client("small") as c:
+            result = await c.call_tool("echo", {"text": "x" * (5 * 1024 * 1024)})
+            assert result.is_error
+            assert "upstream 'small' refused the request (HTTP 413 Request Entity Too Large)" in text_of(result)
+            assert not (await c.call_tool("echo", {"text": "small again"})).is_error

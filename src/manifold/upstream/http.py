@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -29,7 +30,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
 from manifold.config.models import UpstreamConfig
-from manifold.protocol import INVALID_REQUEST, METHOD_NOT_FOUND
+from manifold.protocol import METHOD_NOT_FOUND
 from manifold.upstream.base import (
     JSON,
     STANDALONE,
@@ -220,6 +221,13 @@ async def post(
         raise UpstreamError(upstream_id, f"could not be reached ({type(exc).__name__})") from None
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "(no standard name)"
+
+
 class StreamableHttpTransport:
     kind = "http"
 
@@ -406,8 +414,12 @@ class StreamableHttpTransport:
             except (ValueError, aiohttp.ClientError):
                 error = None
         if not isinstance(error, dict):
-            code = METHOD_NOT_FOUND if status == 404 else INVALID_REQUEST
-            error = {"code": code, "message": f"HTTP {status}"}
+            if status != 404:
+                # Not a JSON-RPC answer: the upstream refused the HTTP request itself (413 a body too large for
+                # it, 415, 429 ...). Said as its failure, naming it; it was a bare "-32600 HTTP 413" (resilience
+                # review), an Invalid Request code that blamed the client and named nobody.
+                raise UpstreamError(self.upstream_id, f"refused the request (HTTP {status} {_phrase(status)})")
+            error = {"code": METHOD_NOT_FOUND, "message": "HTTP 404"}
         await self._deliver({"jsonrpc": "2.0", "id": request_id, "error": error}, request_id)
 
     async def _read_json(self, response: aiohttp.ClientResponse | LeanResponse, request_id: int) -> None:
