@@ -28,6 +28,7 @@ LIST_KEYS = {
 @dataclass
 class FakeSession:
     capabilities: JSON
+    instructions: str | None = None
 
 
 @dataclass
@@ -271,3 +272,22 @@ async def test_the_merged_list_is_rebuilt_only_when_a_member_list_version_change
     assert [item["name"] for item in second.items] == ["alpha__echo", "beta__add", "beta__sub"]
     assert pool.asked[2:] == [("beta", "tools/list")]  # only the member that changed was asked again
     assert await view.get("tools") is second
+
+
+async def test_a_tool_list_the_gateways_database_cannot_pin_is_said_to_be_the_databases_failure() -> None:
+    """Was (resilience review): with the database unwritable, a healthy upstream's member was left out with the
+    reason "OperationalError", as if the upstream had failed."""
+    from sqlalchemy.exc import OperationalError
+
+    from manifold.catalog.lists import ListError
+
+    class BrokenPins:
+        async def review(self, upstream_id: str, tools: list[JSON], instructions: str | None = None) -> list[JSON]:
+            raise OperationalError("INSERT INTO tool_pins ...", {}, Exception("database or disk is full"))
+
+    lists = UpstreamLists(FakePool({"b": {"tools": tools("x1")}}), 60, BrokenPins())
+    with pytest.raises(ListError) as caught:
+        await lists.get("b", "tools")
+    assert caught.value.reason == (
+        "its tools could not be checked against their pins: the gateway's database failed (OperationalError)"
+    )

@@ -155,7 +155,16 @@ class UpstreamLists:
             # Changed definitions held out (or flagged) here, once per fetch: the views and tools/call see
             # only what this returns, so a held tool is neither listed nor callable. The upstream's instructions
             # are reviewed with them (passed on to clients only as approved: Gateway.instructions).
-            items = await self._pins.review(upstream_id, items, session.instructions)
+            try:
+                items = await self._pins.review(upstream_id, items, session.instructions)
+            except Exception as exc:
+                # The gateway's own database, not the upstream (resilience review: the member was said to
+                # have failed with a bare "OperationalError" while the upstream was fine).
+                raise ListError(
+                    upstream_id,
+                    f"its tools could not be checked against their pins: the gateway's database failed "
+                    f"({type(exc).__name__})",
+                ) from exc
         e.items = items
         e.version += 1
         e.fetched_at = time.monotonic()
