@@ -974,3 +974,35 @@ async def test_a_key_limited_to_some_servers_signs_in_applications_for_those_onl
         assert (await flow.list_tools(tokens["access_token"], OTHER)).status_code == 200
     finally:
         await limited.aclose()
+
+
+async def test_no_application_is_signed_in_for_a_server_its_person_has_no_grant_for() -> None:
+    """Was (fastmcp interop): a person with no grant for a server signed an application in for it (consent,
+    "Authentication successful"), which then met 403 on its first request. Now /authorize answers access_denied
+    to the application at once, as for a key limited to other servers."""
+    upstreams = {OTHER: stdio_upstream(UPSTREAM, "--transport", "stdio")}
+    servers = {VSERVER: {"members": [{"upstream": OTHER}]}}
+    extra = {
+        "users": {"erin@corp.com": {}, "frank@corp.com": {}},
+        "grants": [{"who": "user:erin@corp.com", "what": [f"vserver:{VSERVER}"]}],
+    }
+    async with run_gateway(upstreams, servers, extra=extra) as gw, httpx2.AsyncClient(timeout=30) as http:
+        keys = {}
+        for user in ("erin@corp.com", "frank@corp.com"):
+            made = await manifold_cli(gw, "keys", "create", "--user", user, "--name", "laptop", "--json")
+            keys[user] = json.loads(made.stdout)["token"]
+        for user, allowed in (("frank@corp.com", False), ("erin@corp.com", True)):
+            browser = Browser(gw, keys[user])
+            flow = Flow(gw, browser, http)
+            try:
+                await flow.register()
+                page = await browser.consent_page(flow.authorize_url(pkce()[1], VSERVER))
+                if allowed:
+                    assert page.status_code == 200 and "Allow" in page.text, page.text[:500]
+                else:
+                    assert page.status_code == 302, page.text[:500]
+                    query = parse_qs(urlsplit(page.headers["location"]).query)
+                    assert query["error"] == ["access_denied"] and query["iss"] == [gw.base]
+                    assert query["error_description"] == [f"you may not use server '{VSERVER}'"]
+            finally:
+                await browser.aclose()

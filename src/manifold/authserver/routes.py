@@ -124,6 +124,8 @@ LIST_METADATA = ("grant_types", "response_types", "contacts")
 OBJECT_METADATA = ("jwks",)
 Sync = Callable[[], Awaitable[None]]
 KnownServer = Callable[[str], bool]
+# (the signed-in session, server id) -> may its person use that server (grants, as its MCP endpoint decides)
+MayUseServer = Callable[[WebSession, str], Awaitable[bool]]
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
@@ -156,6 +158,7 @@ class AuthorizationServerApp:
         keys: KeyRepository,
         cookies: SessionCookies,
         known_server: KnownServer,
+        may_use_server: MayUseServer,
         sync: Sync,
     ) -> None:
         self.public_url = settings.public_url
@@ -167,6 +170,7 @@ class AuthorizationServerApp:
         self.signing = signing
         self.keys = keys
         self.known_server = known_server
+        self.may_use_server = may_use_server
         self.sync = sync
         self.registrations = PerMinute(server_settings.registrations_per_minute)
         # A client metadata document is fetched for anyone who names one: each address may make the gateway
@@ -320,6 +324,12 @@ class AuthorizationServerApp:
             error = AccessDeniedError(
                 "the key you signed in with may not use this server", redirect_uri=grant.redirect_uri
             )
+            error.state = oauth.get("state")
+            return self._redirect_error(server, error)
+        if not await self.may_use_server(session, server_id):
+            # Signed in and allowed, the application would only meet 403 on its first request (fastmcp interop):
+            # no grant gives this person the server, so nothing is issued for it.
+            error = AccessDeniedError(f"you may not use server '{server_id}'", redirect_uri=grant.redirect_uri)
             error.state = oauth.get("state")
             return self._redirect_error(server, error)
         if posted:

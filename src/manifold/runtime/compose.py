@@ -452,6 +452,7 @@ def build_app(runtime: Runtime) -> ManifoldApp:
         keys=runtime.keys,
         cookies=web.cookies,  # one sign-in session for the pages, the authorization server and the console
         known_server=runtime.served.__contains__,
+        may_use_server=web.may_use_server,
         sync=runtime.changes.sync,
     )
     # One validator of what clients send, shared by both MCP transports.

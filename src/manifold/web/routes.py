@@ -105,6 +105,7 @@ class WebApp:
             links=links,
             upstream_config=upstream_config,
         )
+        self.may_use_server = servers.may_use  # for the authorization server (authserver/routes.py)
         self.router = Router(
             routes=[
                 self._route("/login", sign_in.login, GET_POST),

@@ -119,6 +119,13 @@ class ServersPage:
         rows = [] if principal is None else await self._rows(principal, request.base_url)
         return page(200, servers_page(viewer=who, rows=rows))
 
+    async def may_use(self, session: WebSession, server_id: str) -> bool:
+        """Whether the signed-in person may use this server (as its MCP endpoint would decide): the
+        authorization server signs in no application for a server its person has no grant for."""
+        view = dict(self.served.items()).get(server_id)
+        principal = await self._principal(session) if view is not None else None
+        return principal is not None and view is not None and self.access.server_allowed(principal, view)
+
     async def _principal(self, session: WebSession) -> Principal | None:
         return await session_principal(session, self.directory, self.keys, CREDENTIAL)
 
