@@ -99,6 +99,8 @@ ELICITATION_CREATE = "elicitation/create"
 # A URL-mode elicitation finished out of band (2025-11-25): the client may retry what it was asked for.
 ELICITATION_COMPLETE = "notifications/elicitation/complete"
 ROOTS_LIST = "roots/list"
+# The client capability a server→client request needs.
+CAPABILITY_FOR = {SAMPLING_CREATE_MESSAGE: "sampling", ELICITATION_CREATE: "elicitation", ROOTS_LIST: "roots"}
 
 # notifications
 INITIALIZED = "notifications/initialized"

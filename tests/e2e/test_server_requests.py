@@ -136,6 +136,22 @@ async def test_progress_after_a_question_reaches_the_client_under_its_own_token(
             assert progress == [(1, 3, "step 1/3"), (2, 3, "step 2/3"), (3, 3, "step 3/3")]
 
 
+async def test_a_stdio_upstreams_own_roots_request_at_its_start_fails_no_call_of_a_client_without_roots() -> None:
+    """Was (fastmcp interop): server-everything over stdio asks roots/list right after its handshake; stdio cannot
+    say which call a request is about, so it went to the one call in flight, and a 2026-07-28 client that had
+    not declared roots had that call fail with -32021 (the next one worked). Only guessed to be the call's, the
+    roots/list is answered for it with an error to the upstream (roots belong to a session), and the call goes on."""
+    from tests.upstreams.launch import EVERYTHING, NODE
+
+    upstreams = {"ev": {"transport": "stdio", "command": NODE, "args": [EVERYTHING, "stdio"]}}
+    async with run_gateway(upstreams) as gw, gw.client("ev", mode="2026-07-28") as client:
+        with anyio.fail_after(60):
+            # the call that starts the upstream, in flight when its roots/list comes
+            result = await client.call_tool("trigger-long-running-operation", {"duration": 1, "steps": 2})
+        assert not result.is_error, text_of(result)
+        assert "Traceback" not in gw.log()
+
+
 async def test_a_handshake_client_without_sampling_is_refused_at_once_not_left_hanging() -> None:
     """The client declared no sampling: the upstream hears "not supported" at once and says so."""
     async with run_everything_http() as url, gateway_over(url) as gw:

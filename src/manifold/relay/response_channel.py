@@ -20,14 +20,12 @@ import orjson
 
 from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Send, send_body
 from manifold.protocol import (
-    ELICITATION_CREATE,
+    CAPABILITY_FOR,
     LOG_LEVELS,
     LOG_MESSAGE,
     METHOD_NOT_FOUND,
     PING,
     REQUEST_TIMEOUT,
-    ROOTS_LIST,
-    SAMPLING_CREATE_MESSAGE,
     Era,
 )
 from manifold.relay.jsonrpc import sse_event
@@ -45,8 +43,6 @@ MAX_LOG_MESSAGES = 10_000
 # timed out). Past the bound, progress and log messages are dropped (with one warning); the reply never is.
 MAX_BACKLOG_BYTES = 1024 * 1024
 log = logging.getLogger(__name__)
-# The client capability a server→client request needs.
-CAPABILITY_FOR = {SAMPLING_CREATE_MESSAGE: "sampling", ELICITATION_CREATE: "elicitation", ROOTS_LIST: "roots"}
 
 
 class ResponseChannel:

@@ -34,6 +34,7 @@ from mcp.shared.inbound import (
 from manifold.config.models import ProtocolChoice, UpstreamConfig
 from manifold.protocol import (
     CANCELLED,
+    CAPABILITY_FOR,
     HANDSHAKE_VERSIONS,
     INITIALIZE,
     INITIALIZED,
@@ -54,6 +55,7 @@ from manifold.protocol import (
     RESOURCES_SUBSCRIBE,
     RESOURCES_UNSUBSCRIBE,
     RESOURCES_UPDATED,
+    ROOTS_LIST,
     SERVER_DISCOVER,
     SUBSCRIPTIONS_ACKNOWLEDGED,
     SUBSCRIPTIONS_LISTEN,
@@ -685,6 +687,17 @@ class JsonRpcSession:
             pending = self._related(related_id)
             if pending is None or pending.sink is None:
                 reply = {"error": {"code": METHOD_NOT_FOUND, "message": f"no client can answer {method} now"}}
+            elif (
+                method == ROOTS_LIST
+                and (related_id is None or related_id == STANDALONE)
+                and CAPABILITY_FOR[ROOTS_LIST] not in (pending.sink.client_capabilities or {})
+            ):
+                # Roots belong to a client's session, not to a call: a roots/list only guessed to be the one call's
+                # in flight (stdio, SSE, the GET stream: server-everything asks right after its handshake), from
+                # a client that has no roots, is answered for it with an error, and the call goes on (fastmcp
+                # interop: a 2026-07-28 client's first call failed with -32021). Sampling and elicitation asked
+                # mid-call stay the call's own (a client without them is told so, as the spec asks).
+                reply = {"error": {"code": METHOD_NOT_FOUND, "message": "the client asked has no roots"}}
             else:
                 try:
                     reply = await pending.sink.request(method, message.get("params"))
