@@ -236,6 +236,10 @@ async def test_denied_call_fails_and_never_reaches_the_upstream(site: Site, new_
     assert failed.is_error
     assert "denied by user:sam@corp.com" in text_of(failed)
     assert site.echo_calls() == before  # the upstream never saw it
+    # The caller has been told (the request is closed): the page still says what was decided (it said
+    # "Finished", for a denial and an expiry alike).
+    await t.page.reload()
+    await t.says("Denied (the caller was told)")
 
 
 async def test_2026_client_denied(site: Site, new_page: NewPage) -> None:

@@ -235,7 +235,13 @@ class ApprovalStore:
                     approvals.c.status == Status.PENDING.value,
                     approvals.c.expires_at > now,
                 )
-                .values(status=status.value, decided_by=approver[:400], decided_at=now, valid_until=now + window)
+                # A denial holds nothing: no window (so a closed request still tells a denial from an approval).
+                .values(
+                    status=status.value,
+                    decided_by=approver[:400],
+                    decided_at=now,
+                    valid_until=now + window if approve else None,
+                )
             )
             if changed.rowcount != 1:
                 return None

@@ -52,8 +52,20 @@ _STATUS_TEXT = {
     Status.DENIED: "Denied",
     Status.EXPIRED: "Expired: nobody decided in time",
     Status.USED: "Approved, and the call has run",
-    Status.CLOSED: "Finished",
+    Status.CLOSED: "Finished",  # said as what it was: _status_text
 }
+
+
+def _status_text(approval: Approval, status: Status) -> str:
+    """A closed request (its caller was told the outcome) as what it was: the table keeps only "closed", and the
+    page said "Finished" for a denial, which the approver and the caller should still read as one (review)."""
+    if status is not Status.CLOSED:
+        return _STATUS_TEXT[status]
+    if approval.decided_by is None:
+        return "Expired: nobody decided in time (the caller was told)"
+    if approval.valid_until is not None:
+        return "Approved; the call did not run while the approval held (the caller was told)"
+    return "Denied (the caller was told)"
 
 
 class ApprovalPages:
@@ -136,7 +148,7 @@ def _page(approval: Approval, principal: Principal, who: Viewer, csrf_token: str
         ("Tool", f"{approval.tool} on server {approval.server} (upstream {approval.upstream})"),
         ("Approvers", approval.approvers),
         ("Requested at", _when(approval.created_at)),
-        ("Status", _STATUS_TEXT[status]),
+        ("Status", _status_text(approval, status)),
     ]
     if status is Status.PENDING:
         facts.append(("Expires at", _when(approval.expires_at)))
