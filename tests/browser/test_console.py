@@ -89,6 +89,9 @@ async def test_someone_who_is_not_an_admin_is_refused_everywhere(site: Site, new
     page = await new_page()
     await sign_in(page, site, PERSON)
     await expect(page.get_by_role("heading", level=1)).to_have_text("Not allowed")
+    # Not the console's navigation, each of whose links would be refused the same (console review).
+    await expect(page.get_by_role("navigation", name="Console")).to_have_count(0)
+    await expect(page.get_by_role("main").get_by_role("link")).to_have_text(["Your servers"])
     await look(page, "console-not-admin")
     for url in CONSOLE_URLS:
         response = await page.goto(site.gw.base + url)

@@ -266,3 +266,27 @@ async def test_an_access_form_without_its_csrf_token_is_refused(site: Site, new_
     await expect(page.get_by_role("main")).to_contain_text("not one this console gave you")
     await page.goto(site.gw.base + "/admin/keys")
     assert "sa:forged-bot" not in await page.content()
+
+
+async def test_revoking_the_key_you_signed_in_with_warns_first_and_then_says_you_are_signed_out(
+    site: Site, new_page: NewPage
+) -> None:
+    """Was (console review): no warning on the confirm page, then "Not allowed — The console is for the gateway's
+    administrators." under "Signed in as" the admin, whose key had just been revoked."""
+    async with site.gw.http() as http:
+        made = await http.post(f"{site.gw.base}/admin/api/keys", json={"user": ADMIN, "name": "own-laptop"})
+    own = made.json()["token"]
+    page = await new_page()
+    await page.goto(site.gw.base + "/admin/keys")
+    await page.get_by_label("API key").fill(own)
+    await page.get_by_role("button", name=re.compile(r"^Sign in$")).click()
+    await page.get_by_role("link", name=re.compile(r"Revoke key own-laptop")).click()
+    await expect(page.get_by_role("alert")).to_have_text(
+        "This is the key you signed in to this console with: revoking it signs you out."
+    )
+    await page.get_by_role("button", name="Revoke key").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Signed out")
+    await expect(page.get_by_role("alert")).to_contain_text("The key you signed in with has been revoked")
+    await expect(page.get_by_text("Signed in as")).to_have_count(0)
+    await page.get_by_role("link", name="Sign in again").click()
+    await expect(page.get_by_label("API key")).to_be_visible()

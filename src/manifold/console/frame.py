@@ -101,8 +101,22 @@ def render(template: str, status: int = 200, **values: Any) -> HTMLResponse:
     return HTMLResponse(templates().get_template(template).render(**values), status_code=status, headers=HEADERS)
 
 
-def problem(status: int, title: str, message: str, who: object = None) -> HTMLResponse:
-    return render("problem.html", status, title=title, message=message, viewer=who)
+HOME_LINKS = (("/admin", "Console home"), ("/servers", "Your servers"))
+
+
+def problem(
+    status: int,
+    title: str,
+    message: str,
+    who: object = None,
+    links: tuple[tuple[str, str], ...] = HOME_LINKS,
+    *,
+    console_nav: bool = True,
+) -> HTMLResponse:
+    """`console_nav`: show the console's own navigation (not to someone who may not use the console)."""
+    return render(
+        "problem.html", status, title=title, message=message, viewer=who, links=links, console_nav=console_nav
+    )
 
 
 def redirect(path: str) -> RedirectResponse:
@@ -228,9 +242,29 @@ class Frame:
             target = PREFIX if request.url.path == PREFIX else request.url.path
             raise Refused(RedirectResponse(f"/login?next={target}", status_code=303, headers=HEADERS))
         principal = await self._principal(session)
+        if principal is None and session.method.startswith("api_key:"):
+            # The key this session was signed in with no longer works (revoked, perhaps from this very console,
+            # or expired): said as such, not as "not an administrator" under "Signed in as ..." (review).
+            raise Refused(
+                problem(
+                    403,
+                    "Signed out",
+                    "The key you signed in with has been revoked or has expired. Sign in again with a valid key.",
+                    links=((f"/login?next={PREFIX}", "Sign in again"),),
+                )
+            )
         if principal is None or not is_admin(principal, self.services.admins):
             who = self.who(session)
-            raise Refused(problem(403, "Not allowed", "The console is for the gateway's administrators.", who))
+            raise Refused(
+                problem(
+                    403,
+                    "Not allowed",
+                    "The console is for the gateway's administrators.",
+                    who,
+                    links=(("/servers", "Your servers"),),  # not the console's pages: each would say the same
+                    console_nav=False,
+                )
+            )
         return principal, session
 
     async def _principal(self, session: WebSession) -> Principal | None:

@@ -184,6 +184,7 @@ class KeyPages:
             viewer=self.frame.who(session),
             key=key_row(found),
             csrf=self.frame.csrf(session, "revoke_key", key_id),
+            own=session.method == f"api_key:{key_id}",  # the key this console session was signed in with
         )
 
     async def revoke_key(self, request: Request, principal: Principal, session: WebSession) -> Response:
