@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from manifold.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
+# No icon (204, no body: RFC 9110 allows no Content-Length there), kept a day by the browser.
+FAVICON_HEADERS = [(b"cache-control", b"public, max-age=86400"), (b"x-content-type-options", b"nosniff")]
 JSON = dict[str, Any]
 
 
@@ -170,6 +172,11 @@ class ManifoldApp:
             if await self._refused(send, headers):
                 return
             await self._health(send, ready=path == "/readyz")
+            return
+        if path == "/favicon.ico":
+            # Browsers ask for it on every page's first load; a 404 was an error in their console each time.
+            await send({"type": "http.response.start", "status": 204, "headers": FAVICON_HEADERS})
+            await send({"type": "http.response.body", "body": b""})
             return
         if path == "/metrics" and self.metrics is not None:
             await self.changes.sync()  # keys made or revoked elsewhere

@@ -208,7 +208,7 @@ async def test_sign_in_with_a_key_and_a_wrong_key(site: Site, new_page: NewPage)
 
     wrong = "mfk_000000000000_" + "x" * 43
     await t.sign_in_with_key(wrong)
-    await t.says("Sign-in failed")
+    await t.says("Sign-in failed: invalid key. Check that you pasted the whole key")  # the field's word, what to do
     assert t.status == 401
     assert wrong not in await t.page.content()  # the key typed is not sent back
     await look(t.page, "sign-in-failed")

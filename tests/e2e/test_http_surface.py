@@ -115,3 +115,11 @@ async def test_health_endpoints_report_upstreams(gw: Gateway) -> None:
         ready = await http.get(f"{gw.base}/readyz")
     assert "up" in health["upstreams"]
     assert ready.status_code == 200 and "up" in ready.json()["servers"]
+
+
+async def test_a_browsers_favicon_request_gets_no_icon_and_no_error(gw: Gateway) -> None:
+    """Browsers ask every site for /favicon.ico; a 404 was logged as an error in their console on every page."""
+    async with gw.http() as http:
+        answer = await http.get(f"{gw.base}/favicon.ico")
+    assert answer.status_code == 204 and answer.content == b""
+    assert "content-length" not in answer.headers and "max-age" in answer.headers["cache-control"]

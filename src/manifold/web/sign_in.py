@@ -112,9 +112,9 @@ class SignInPages:
         try:
             principal = await self.authenticator.authenticate(f"Bearer {key}")
         except Unauthenticated as exc:
-            return self._form(request, error=f"Sign-in failed: {exc.reason}.", status=401)
+            return self._form(request, error=_refused_key(exc.reason), status=401)
         if principal.kind is PrincipalKind.ANONYMOUS:
-            return self._form(request, error="Sign-in failed: invalid token.", status=401)
+            return self._form(request, error=_refused_key("invalid token"), status=401)
         method, lifetime = sign_in_method(principal)
         cookie = self.cookies.new_session(principal.id, display_name(principal), method, lifetime=lifetime)
         log.info("web sign-in: %s (%s)", principal.id, method)
@@ -227,3 +227,13 @@ def sign_in_method(principal: Principal) -> tuple[str, float]:
 
 def display_name(principal: Principal) -> str:
     return principal.name if principal.kind is PrincipalKind.USER else principal.id
+
+
+def _refused_key(reason: str) -> str:
+    """The authenticator's reason in the form's words (the field is an API key, not a "token"), and what to
+    do about it (console review: "Sign-in failed: invalid token." said neither)."""
+    said = reason.replace("tokens", "keys").replace("token", "key")
+    return (
+        f"Sign-in failed: {said}. Check that you pasted the whole key (it starts with mfk_, mfs_ or mfd_), "
+        "or ask an administrator for a new one."
+    )
