@@ -80,6 +80,18 @@ async def test_an_admin_reads_the_diff_of_a_held_tool_and_approves_it(gw: Gatewa
 
     page = await new_page()
     await sign_in(page, gw, keys[ADMIN])
+    # Found from where an admin looks first (console review: only /admin/pins said anything): the home page and
+    # the upstream's Tools page say a change waits, and lead to it.
+    await page.goto(gw.base + "/admin")
+    await expect(page.get_by_role("main")).to_contain_text("1 changed tool definition waits for approval")
+    await page.goto(gw.base + "/admin/upstreams/dictionary/tools")
+    await expect(page.get_by_role("main")).to_contain_text(
+        "1 tool of dictionary changed since approved and waits for approval, held out of this list"
+    )
+    await page.get_by_role("link", name="review the change").click()
+    await expect(page.get_by_label("Upstream")).to_have_value("dictionary")  # a choice of upstreams, not a guess
+    await page.goto(gw.base + "/admin/pins?upstream=Dictionary")
+    await expect(page.get_by_role("alert")).to_have_text("There is no upstream 'Dictionary'.")
     await page.get_by_role("navigation", name="Console").get_by_role("link", name="Tool pins").click()
     await expect(page.get_by_role("heading", level=2)).to_have_text("dictionary/lookup")
     diff = page.get_by_label("Changes to dictionary/lookup")

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from manifold.admin.catalog import Kind
 from manifold.admin.ops import OpError
 from manifold.console.access_views import when
 from manifold.console.frame import METHODS, PREFIX, Frame, redirect, render
@@ -93,6 +94,9 @@ class PinPages:
         error: str | None = None,
         status: int = 200,
     ) -> Response:
+        known = sorted(str(e.get("id")) for e in await self.services.catalog_ops.list(Kind.UPSTREAM))
+        if upstream and upstream not in known and error is None:
+            error = f"There is no upstream '{upstream}'."  # not "nothing waits on it" (review: a typo said that)
         query = {"upstream": upstream} if upstream else {}
         _, waiting = await self.services.admin.perform(principal, "GET", ["tools", "pins", "diff"], query=query)
         _, pinned = await self.services.admin.perform(principal, "GET", ["tools", "pins"], query=query)
@@ -103,6 +107,7 @@ class PinPages:
             rows=[waiting_pin(d) for d in waiting],
             pinned=len(pinned),
             upstream=upstream,
+            upstreams=known,
             notice=notice,
             error=error,
             csrf=self.frame.csrf(session, "approve_pins"),

@@ -101,7 +101,15 @@ class UpstreamPages:
         rows = await self.rows()
         states = {s: sum(1 for r in rows if r.state == s) for s in ("up", "degraded", "down", "idle")}
         made = sum(1 for r in rows if r.source == API_SOURCE)
-        return render("home.html", viewer=self.frame.who(session), upstreams=len(rows), states=states, made=made)
+        _, waiting = await self.services.admin.perform(principal, "GET", ["tools", "pins"], query={"status": "changed"})
+        return render(
+            "home.html",
+            viewer=self.frame.who(session),
+            upstreams=len(rows),
+            states=states,
+            made=made,
+            pins_waiting=len(waiting),
+        )
 
     async def upstreams(self, request: Request, principal: Principal, session: WebSession) -> Response:
         done = request.query_params.get("removed", "")[:100]
@@ -242,6 +250,9 @@ class UpstreamPages:
             error = describe_failure(exc)
         health = self.services.health.health().get(upstream_id, {})
         row = upstream_row(entry, health, None if error else len(items), error)
+        _, waiting = await self.services.admin.perform(
+            principal, "GET", ["tools", "pins"], query={"upstream": upstream_id, "status": "changed"}
+        )
         found = matching(items, query, read_only)
         return render(
             "tools.html",
@@ -254,6 +265,7 @@ class UpstreamPages:
             read_only=read_only,
             refresh_csrf=self.frame.csrf(session, "refresh", upstream_id),
             connect_url=connect_url,
+            pins_waiting=len(waiting),  # changed definitions held out of this list (or flagged) until approved
         )
 
     async def refresh(self, request: Request, principal: Principal, session: WebSession) -> Response:

@@ -23,6 +23,7 @@ class UpstreamRow:
     tools: int | None  # None: the tool list was never fetched
     source: str  # the file that declares it, or "api"
     problem: str | None = None  # an API-made upstream the catalog leaves out, and why (admin/catalog.py merge)
+    pinning: str = "hold"  # hold | flag | off (docs/pinning.md)
 
 
 def state_of(health: Mapping[str, object], list_failed: bool) -> str:
@@ -52,6 +53,7 @@ def upstream_row(entry: JSON, health: Mapping[str, object], tools: int | None, l
         tools=tools,
         source=str(entry.get("source", "")),
         problem=str(entry["problem"]) if entry.get("problem") else None,
+        pinning=str(body.get("pinning") or "hold"),
     )
 
 
