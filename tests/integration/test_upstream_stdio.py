@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -96,9 +97,12 @@ async def test_sampling_with_several_requests_in_flight_is_refused_not_misrouted
             "local", "tools/call", {"name": "sample", "arguments": {"prompt": "q"}}, sink=sinks[1]
         )
         await slow
-        # Relation is unknown on stdio with two requests in flight: the upstream gets an error back.
+        # Relation is unknown on stdio with two requests in flight: the upstream gets an error back, which says
+        # why and what to change (it was only "no client can answer ... now").
         assert "error" in reply or reply["result"].get("isError")
         assert sinks[0].requests == [] and sinks[1].requests == []
+        said = json.dumps(reply)
+        assert "2 calls are in flight" in said and "sessions: per_user" in said, said
     finally:
         await pool.aclose()
 

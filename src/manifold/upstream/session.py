@@ -686,7 +686,16 @@ class JsonRpcSession:
         else:
             pending = self._related(related_id)
             if pending is None or pending.sink is None:
-                reply = {"error": {"code": METHOD_NOT_FOUND, "message": f"no client can answer {method} now"}}
+                in_flight = sum(1 for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN)
+                why = f"no client can answer {method} now"
+                if (related_id is None or related_id == STANDALONE) and in_flight > 1:
+                    # Said to whoever reads the upstream's error (the tool's result, a log): what to change.
+                    why += (
+                        f": {in_flight} calls are in flight on the gateway's one session to this upstream, which does"
+                        " not say which of them asked (stdio, SSE); `sessions: per_user` on the upstream gives each"
+                        " caller a session of its own"
+                    )
+                reply = {"error": {"code": METHOD_NOT_FOUND, "message": why}}
             elif (
                 method == ROOTS_LIST
                 and (related_id is None or related_id == STANDALONE)
