@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from manifold.protocol import MISSING_CLIENT_CAPABILITY
@@ -149,6 +153,57 @@ async def test_a_stdio_upstreams_own_roots_request_at_its_start_fails_no_call_of
             # the call that starts the upstream, in flight when its roots/list comes
             result = await client.call_tool("trigger-long-running-operation", {"duration": 1, "steps": 2})
         assert not result.is_error, text_of(result)
+        assert "Traceback" not in gw.log()
+
+
+async def test_a_fastmcp_upstreams_questions_reach_a_2025_client_as_they_do_directly() -> None:
+    """Was (fastmcp interop): with `protocol: auto` the gateway spoke 2026-07-28 to a FastMCP 4 upstream, which
+    asks elicitation, sampling and roots only on 2025-11-25 connections: those tools failed for every client
+    ("unavailable on 2026-07-28 connections"), where a 2025-11-25 client reaching the upstream directly is asked.
+    A client of that era now goes through a session of its era to an upstream that speaks both."""
+    answers = Answers()
+
+    async def roots(context: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri="file:///work/project")])
+
+    callbacks = {
+        "sampling_callback": answers.sampling,
+        "elicitation_callback": answers.elicitation,
+        "list_roots_callback": roots,
+    }
+    script = str(Path(__file__).resolve().parents[1] / "upstreams" / "fastmcp_asks.py")
+    async with run_http_upstream(script) as url, gateway_over(url) as gw:
+        direct_client = Client(
+            streamable_http_client(url, http_client=httpx2.AsyncClient(timeout=60)), mode="legacy", **callbacks
+        )
+        seen: dict[str, list[str]] = {}
+        for name, opened in (("direct", direct_client), ("gateway", gw.client("s", mode="legacy", **callbacks))):
+            async with opened as client:
+                await client.list_tools()
+                with anyio.fail_after(30):
+                    results = [
+                        await client.call_tool("ask_name", {}),
+                        await client.call_tool("sample", {"prompt": "hi"}),
+                        await client.call_tool("roots", {}),
+                    ]
+            seen[name] = [("error: " if r.is_error else "") + text_of(r) for r in results]
+        assert seen["direct"] == ["hello teal", "the model says 42", "file:///work/project"], seen
+        assert seen["gateway"] == seen["direct"]
+        assert "Traceback" not in gw.log()
+
+
+async def test_a_2025_client_of_an_upstream_that_speaks_2026_only_shares_its_one_session() -> None:
+    """The other side of relaying 2025-11-25 clients through a session of their era: an upstream that refuses
+    `initialize` is tried once, and its clients of that era are served through its 2026-07-28 session."""
+    fixture = str(Path(__file__).resolve().parents[1] / "upstreams" / "tasks_fixture.py")
+    upstream = {"transport": "stdio", "command": sys.executable, "args": [fixture, "--native", "--modern-only"]}
+    async with run_gateway({"up": upstream}) as gw:
+        async with gw.client("up", mode="2026-07-28") as modern:
+            assert text_of(await modern.call_tool("greet", {"name": "Ada"})) == "Hello, Ada!"
+        for _ in range(2):
+            async with gw.client("up", mode="legacy") as legacy:
+                assert text_of(await legacy.call_tool("greet", {"name": "Bob"})) == "Hello, Bob!"
+        assert gw.log().count("speaks no 2025-11-25") == 1  # tried once
         assert "Traceback" not in gw.log()
 
 

@@ -71,6 +71,9 @@ class StandInPool:
     def live(self, upstream_id: str, outbound: Outbound = SHARED) -> None:
         return None  # no live session: no upstream instructions to pass on
 
+    def speaks_both(self, upstream_id: str) -> bool:
+        return False  # one era: every client through the one session
+
     async def request(
         self,
         upstream_id: str,

@@ -58,6 +58,9 @@ class PerUserPool:
     async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> RecordingSession:
         return RecordingSession(outbound.identity, self.log)
 
+    def speaks_both(self, upstream_id: str) -> bool:
+        return False  # one era: every client through the one session
+
     async def request(self, upstream_id: str, method: str, params: JSON | None = None, **_: Any) -> JSON:
         return {"result": {"resources": []}}
 

@@ -67,13 +67,14 @@ from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.jsonrpc import RpcError, tool_error_result
 from manifold.relay.tasks import Forward, TaskRun, Tasks
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
-from manifold.upstream.credential import SHARED, Outbound
+from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
 from manifold.upstream.pool import UpstreamPool
 
 if TYPE_CHECKING:
     from manifold.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
+HANDSHAKE_SHARED = in_handshake_era(SHARED)  # the one handshake-era session of an upstream without credentials
 
 # An upstream's instructions passed on by a server of one member (they are for the model: bounded like a tool
 # description would be).
@@ -207,14 +208,19 @@ class Gateway:
         """The credential this caller's requests carry to this upstream (outbound/resolver.py), and the identity
         its upstream session is keyed by."""
         config = self.pool.config(upstream_id)
+        # A 2025-11-25 client of an upstream that speaks both eras goes through the upstream's session of that era
+        # (upstream/credential.py HANDSHAKE_SESSION): FastMCP 4's tools ask elicitation, sampling and roots only
+        # there, and failed for every client when all went through its 2026-07-28 session (fastmcp interop).
+        handshake = call.era is Era.HANDSHAKE and self.pool.speaks_both(upstream_id)
         if config is None or (config.auth.mode is AuthMode.NONE and config.sessions is SessionSharing.SHARED):
-            return SHARED  # the common case: no per-caller work at all
+            return HANDSHAKE_SHARED if handshake and config is not None else SHARED  # no per-caller work at all
         resolved = SHARED if config.auth.mode is AuthMode.NONE else await self._resolve(call, member_id, upstream_id)
         if config.sessions is SessionSharing.PER_USER:
             # One session per caller whatever the credential: `none` and `static` share one otherwise, and a
             # `forwarded` one is keyed by the headers' values, which two callers may share (second review).
-            return Outbound(resolved.headers, identity=f"{resolved.identity or 'caller'}|caller:{call.principal.id}")
-        return resolved
+            identity = f"{resolved.identity or 'caller'}|caller:{call.principal.id}"
+            resolved = Outbound(resolved.headers, identity=identity)
+        return in_handshake_era(resolved) if handshake else resolved
 
     async def credential_of(self, principal: Principal, upstream_id: str) -> Outbound:
         """What this principal's own requests to the upstream carry outside any MCP call: the console lists an

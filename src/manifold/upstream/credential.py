@@ -23,3 +23,13 @@ class Outbound:
 
 # No credential headers, one session shared by every caller.
 SHARED = Outbound()
+
+# Appended to a session's identity for the 2025-11-25-era session of an upstream (`protocol: auto`) that speaks
+# both eras: clients of that era are relayed through it (upstream/pool.py `speaks_both`), so what the upstream
+# does only on such connections (server→client requests from FastMCP tools, say) reaches them as it would directly.
+HANDSHAKE_SESSION = "|handshake-era"
+
+
+def in_handshake_era(outbound: Outbound) -> Outbound:
+    """The same credential, keyed to the upstream's handshake-era session."""
+    return Outbound(outbound.headers, f"{outbound.identity or ''}{HANDSHAKE_SESSION}")

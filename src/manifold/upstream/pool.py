@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 from urllib.parse import parse_qsl, urlsplit
 
-from manifold.config.models import AuthMode, Transport, UpstreamConfig
+from manifold.config.models import AuthMode, ProtocolChoice, Transport, UpstreamConfig
 from manifold.protocol import Era
 from manifold.upstream.base import (
     JSON,
@@ -28,7 +28,7 @@ from manifold.upstream.base import (
     UpstreamError,
     UpstreamSessionLost,
 )
-from manifold.upstream.credential import SHARED, Outbound
+from manifold.upstream.credential import HANDSHAKE_SESSION, SHARED, Outbound
 from manifold.upstream.health import UpstreamHealth
 from manifold.upstream.http import StreamableHttpTransport
 from manifold.upstream.openapi import OpenApiTransport
@@ -146,6 +146,11 @@ class UpstreamPool:
         # Told the upstream id when a session that had ended is replaced by a new one: a restarted upstream may
         # list other tools, prompts and resources, and says so to nobody (the composition root drops its lists).
         self.on_renewed: Callable[[str], None] | None = None
+        # `protocol: auto` upstreams that chose 2026-07-28, and those of them found to speak nothing older
+        # (`speaks_both`: a 2026-07-28 server need not say it speaks 2025-11-25 too, FastMCP 4 does not, so
+        # it is tried, once)
+        self._modern_auto: set[str] = set()
+        self._modern_only: set[str] = set()
         self._slots: dict[UpstreamKey, _Slot] = {}
         self._retiring: set[asyncio.Future[Any]] = set()  # background closes and probes
         self._closed = False
@@ -237,6 +242,13 @@ class UpstreamPool:
     def config(self, upstream_id: str) -> UpstreamConfig | None:
         return self._configs.get(upstream_id)
 
+    def speaks_both(self, upstream_id: str) -> bool:
+        """A `protocol: auto` upstream that chose 2026-07-28 and may speak 2025-11-25 too: a client of that era is
+        relayed through a session of its era (`in_handshake_era`), where the upstream does what it does only
+        there (FastMCP 4's tools ask elicitation, sampling and roots only on such connections). One whose
+        handshake-era session is refused is not tried again (its clients share the 2026-07-28 session)."""
+        return upstream_id in self._modern_auto and upstream_id not in self._modern_only
+
     @property
     def upstream_ids(self) -> list[str]:
         return list(self._configs)
@@ -248,6 +260,8 @@ class UpstreamPool:
         if self._configs.get(upstream_id) == config:
             return False
         self._configs[upstream_id] = config
+        self._modern_auto.discard(upstream_id)  # learned again from its next sessions
+        self._modern_only.discard(upstream_id)
         await self._close_sessions_of(upstream_id)
         return True
 
@@ -256,6 +270,8 @@ class UpstreamPool:
         was configured."""
         if self._configs.pop(upstream_id, None) is None:
             return False
+        self._modern_auto.discard(upstream_id)
+        self._modern_only.discard(upstream_id)
         await self._close_sessions_of(upstream_id)
         return True
 
@@ -382,6 +398,8 @@ class UpstreamPool:
             slot.headers = dict(headers)
             if headers:
                 config = config.model_copy(update={"headers": {**config.headers, **headers}})
+            if key.identity is not None and key.identity.endswith(HANDSHAKE_SESSION):
+                config = config.model_copy(update={"protocol": ProtocolChoice.HANDSHAKE})
             slow_start = config.transport is Transport.STDIO and config.connect_timeout < STDIO_START_SECONDS
             if slow_start and slot.starting is not None:
                 session = slot.starting[0]  # started by an earlier call, still going
@@ -397,6 +415,16 @@ class UpstreamPool:
             except StillStarting as exc:
                 raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None  # no failure: no backoff
             except UpstreamError as exc:
+                if exc.kind is ErrorKind.PROTOCOL and key.identity is not None and key.identity.endswith(
+                    HANDSHAKE_SESSION
+                ):
+                    # It speaks 2026-07-28 only: its 2025-11-25 clients share the 2026-07-28 session, as before.
+                    uid = key.upstream_id
+                    logger.info("upstream %s speaks no 2025-11-25: its clients of that era share one session", uid)
+                    self._modern_only.add(key.upstream_id)
+                    self._slots.pop(key, None)
+                    base = key.identity.removesuffix(HANDSHAKE_SESSION) or None
+                    return await self._session(UpstreamKey(key.upstream_id, base), headers)
                 # The upstream's own words ("refused initialize: ...") may echo what it was sent: blanked here,
                 # before the failure is kept for the backoff, shown on /healthz and said to callers (review).
                 _blank_error(exc, _secrets_of(config, config.headers))
@@ -418,6 +446,8 @@ class UpstreamPool:
             slot.headers = dict(headers)
             slot.last_failure = None
             slot.health.connected(session.era, session.protocol_version)
+            if config.protocol is ProtocolChoice.AUTO and session.era is Era.MODERN:
+                self._modern_auto.add(key.upstream_id)
             if slot.lost:
                 slot.lost = False
                 if self.on_renewed is not None:
