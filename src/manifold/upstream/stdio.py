@@ -36,7 +36,10 @@ STDERR_MAX_LINES = 1000  # per process; a chatty server must not flood the log
 STDERR_TAIL_LINES = 20  # kept per process for the report of its death
 STDERR_TAIL_CHARS = 300  # each, after redaction
 STDERR_SETTLE_SECONDS = 0.5  # how long a death's report waits for the last stderr lines to arrive
-EXIT_GRACE_SECONDS = 2.0
+# How long a closed process may take to exit after its stdin is closed, then after SIGTERM, before the next
+# step (the MCP stdio shutdown: close stdin, SIGTERM, SIGKILL). A stop waits for it (after the calls in flight),
+# so it is short: a server that ignores both costs a stop 2 s (resilience review: 4 s with 2.0).
+EXIT_GRACE_SECONDS = 1.0
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 4  # env values shorter than this are not secrets worth hiding (and hiding them garbles text)
 _SECRET_SHAPES = re.compile(
