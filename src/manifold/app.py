@@ -62,6 +62,8 @@ class Changes(Protocol):
 
     async def sync(self) -> None: ...
 
+    def database_problem(self) -> str | None: ...
+
 
 class WebPages(Protocol):
     """The browser pages: connect, sign-in, OAuth callback, connections (web/)."""
@@ -350,7 +352,11 @@ class ManifoldApp:
                 down = self.pool.down_required()
         upstreams = self.pool.health()
         failures = {sid: v.last_failures for sid, v in self.served.items() if v.last_failures}
-        body: JSON = {"status": "unavailable" if down else "ok", "upstreams": upstreams}
+        database = self.changes.database_problem()
+        unready = bool(down) or (ready and database is not None)
+        body: JSON = {"status": "unavailable" if unready else "ok", "upstreams": upstreams}
+        if database is not None:
+            body["database"] = database
         if down:
             body["down_upstreams"] = sorted(down)
         if failures:
@@ -361,7 +367,7 @@ class ManifoldApp:
             body["name_collisions"] = collisions
         if ready:
             body["servers"] = self.served.ids()
-        await send_body(send, 503 if down else 200, orjson.dumps(body))
+        await send_body(send, 503 if unready else 200, orjson.dumps(body))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -13,6 +13,7 @@ import mcp_types as types
 import pytest
 
 from tests.e2e.harness import Gateway, run_gateway, stdio_upstream
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -92,3 +93,17 @@ async def test_a_crashed_upstream_explains_itself_and_readiness_follows_it(tmp_p
         assert health["files"]["state"] == "connected"
         assert health["files"]["last_error"] is None and health["files"]["stderr"] == []
         assert health["optional"]["down"] is True  # still broken, but not required: ready all the same
+
+
+async def test_a_database_file_removed_while_the_gateway_runs_is_said_and_makes_it_unready(tmp_path: Path) -> None:
+    """Was (resilience review): deleting the SQLite file under a running gateway was silent: it went on
+    answering (and writing audit rows, keys, sessions into the unlinked file, all lost at the next start) with
+    /readyz at 200. Now it logs an error within a second or so, and /readyz answers 503 naming the file."""
+    database = tmp_path / "manifold.db"  # SQLite in both runs of the e2e suite: a file is what can be removed
+    async with run_gateway({}, gateway={"database_url": f"sqlite+aiosqlite:///{database}"}) as gw, gw.http() as http:
+        assert (await http.get(f"{gw.base}/readyz")).status_code == 200
+        database.unlink()
+        await wait_for(lambda: "was removed while the gateway runs" in gw.log(), 10, what="the error logged")
+        ready = await http.get(f"{gw.base}/readyz")
+        assert ready.status_code == 503 and ready.json()["database"].endswith("was removed while the gateway runs")
+        assert (await http.get(f"{gw.base}/healthz")).status_code == 200  # alive: not restarted in a loop

@@ -93,6 +93,12 @@ class ChangeSync:
                     async with asyncio.timeout(self._watcher.tick_seconds(WATCH_SECONDS)):
                         await self._wake.wait()
                 self._wake.clear()
+                if self._watcher.file_problem is None and (problem := self._watcher.check_file()) is not None:
+                    log.error(
+                        "%s: what it writes from now on (audit rows, keys, sessions) is lost at the next start; "
+                        "stop it and put the file back (/readyz answers 503 until then)",
+                        problem,
+                    )
                 try:
                     async with self._lock:
                         await self._sync(background=True)
@@ -102,6 +108,10 @@ class ChangeSync:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    def database_problem(self) -> str | None:
+        """What is wrong with the database beyond a failed query (its SQLite file removed), for /readyz."""
+        return self._watcher.file_problem
 
     async def reload_policy(self) -> None:
         self._access.load(await self._stored_grants())

@@ -99,6 +99,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len(prefix) :])
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class RevisionWatcher:
     def __init__(
         self,
@@ -111,6 +119,9 @@ class RevisionWatcher:
         self._engine = engine
         path = sqlite_path(url)
         self._conn = sqlite3.connect(str(path), check_same_thread=False) if path else None
+        self._path = path
+        self._identity = _file_identity(path) if path else None  # the database file this process opened
+        self.file_problem: str | None = None  # set by `check_file` once the file is gone or replaced
         self._data_version = -1
         self._poll = poll_seconds
         self._fallback_poll = fallback_poll_seconds
@@ -135,6 +146,19 @@ class RevisionWatcher:
             for scope, n in bumped.items():
                 # Looked for a few seconds at most: a commit that failed after this event never shows.
                 self._own[scope] = (max(n, self._own.get(scope, (0, 0.0))[0]), time.monotonic() + OWN_SECONDS)
+
+    def check_file(self) -> str | None:
+        """SQLite: is the database file this process opened still the one at its path? Deleted (or replaced)
+        while the gateway runs, its connections go on writing to the unlinked file, and everything written from
+        then on is lost at the next start with nothing said (resilience review). The problem, once found, stays."""
+        if self._path is None or self.file_problem is not None or self._identity is None:
+            return self.file_problem
+        now = _file_identity(self._path)
+        if now is None:
+            self.file_problem = f"the database file {self._path} was removed while the gateway runs"
+        elif now != self._identity:
+            self.file_problem = f"the database file {self._path} was replaced while the gateway runs"
+        return self.file_problem
 
     @property
     def listening(self) -> bool:
