@@ -386,3 +386,13 @@ async def test_an_upstream_that_refuses_the_http_request_itself_is_named_with_it
             assert result.is_error
             assert "upstream 'small' refused the request (HTTP 413 Request Entity Too Large)" in text_of(result)
             assert not (await c.call_tool("echo", {"text": "small again"})).is_error
+
+
+async def test_a_2025_server_that_answers_the_discover_probe_with_plain_text_is_spoken_to_with_initialize() -> None:
+    """Review: once a bare 4xx became the upstream's failure, a 2025-11-25 server answering `server/discover`
+    with a plain-text 400 (Go's net/http) could not be connected at all under the default `protocol: auto`."""
+    script = str(Path(__file__).resolve().parents[1] / "upstreams" / "plaintext_errors.py")
+    async with run_http_upstream(script) as url, run_gateway({"plain": {"transport": "http", "url": url}}) as gw:
+        for mode in ("legacy", "2026-07-28"):
+            async with gw.client("plain", mode=mode) as client:
+                assert text_of(await client.call_tool("echo", {"text": f"via {mode}"})) == f"via {mode}"

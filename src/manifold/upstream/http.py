@@ -418,7 +418,11 @@ class StreamableHttpTransport:
                 # Not a JSON-RPC answer: the upstream refused the HTTP request itself (413 a body too large for
                 # it, 415, 429 ...). Said as its failure, naming it; it was a bare "-32600 HTTP 413" (resilience
                 # review), an Invalid Request code that blamed the client and named nobody.
-                raise UpstreamError(self.upstream_id, f"refused the request (HTTP {status} {_phrase(status)})")
+                # PROTOCOL: it answered, just not in MCP; a 2025-11-25 server answering `server/discover` so (a
+                # plain-text 400 "Missing session ID") is then tried with `initialize` (review).
+                raise UpstreamError(
+                    self.upstream_id, f"refused the request (HTTP {status} {_phrase(status)})", kind=ErrorKind.PROTOCOL
+                )
             error = {"code": METHOD_NOT_FOUND, "message": "HTTP 404"}
         await self._deliver({"jsonrpc": "2.0", "id": request_id, "error": error}, request_id)
 
