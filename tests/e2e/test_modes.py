@@ -248,3 +248,26 @@ async def test_a_clients_roots_list_changed_reaches_the_upstream_session_of_its_
             while "notifications/roots/list_changed" not in record.read_text():
                 assert time.monotonic() < deadline, "the upstream never heard the roots changed"
                 await anyio.sleep(0.02)
+
+
+async def test_a_clients_roots_list_changed_is_not_told_to_a_shared_session_of_its_era(tmp_path: Path) -> None:
+    """Review: the 2025-11-25 session a client of that era is relayed through (an `auto` upstream that speaks
+    both eras) is shared by every such client, yet it was told one client's roots/list_changed, so the server
+    would ask whoever had a call in flight and keep their roots for everyone."""
+    record = tmp_path / "requests.jsonl"
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+        async with run_gateway({"up": {"transport": "http", "url": url}}) as gw, gw.http() as http:
+            async with gw.client("up", mode="2026-07-28") as modern:
+                await modern.list_tools()  # the upstream's own session: 2026-07-28
+            headers = await handshake(http, gw.url("up"), {"roots": {"listChanged": True}})
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
+            call["params"]["arguments"] = {"text": "x"}
+            changed = {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
+            assert "result" in (await http.post(gw.url("up"), json=call, headers=headers)).json()
+            assert (await http.post(gw.url("up"), json=changed, headers=headers)).status_code == 202
+            for i in range(3):  # whatever the gateway would tell the upstream, it would have by now
+                call["id"] = 3 + i
+                assert "result" in (await http.post(gw.url("up"), json=call, headers=headers)).json()
+            seen = [json.loads(line) for line in record.read_text().splitlines()]
+            assert any(e["protocol_version"] == "2025-11-25" for e in seen)  # the handshake-era session was used
+            assert "notifications/roots/list_changed" not in {e["method"] for e in seen}

@@ -67,7 +67,7 @@ from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.jsonrpc import RpcError, tool_error_result
 from manifold.relay.tasks import Forward, TaskRun, Tasks
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
-from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
+from manifold.upstream.credential import SHARED, Outbound, base_identity, in_handshake_era
 from manifold.upstream.pool import UpstreamPool
 
 if TYPE_CHECKING:
@@ -258,7 +258,8 @@ class Gateway:
                 outbound = await self.outbound(call, member.member_id, member.upstream)
             except Exception:  # noqa: BLE001 — no session of this caller's there; a notification answers nothing
                 continue
-            session = self.pool.live(member.upstream, outbound) if outbound.identity is not None else None
+            # A shared session (its handshake-era one too: review) is everybody's: not told.
+            session = self.pool.live(member.upstream, outbound) if base_identity(outbound.identity) else None
             if session is not None and session.era is Era.HANDSHAKE:
                 with contextlib.suppress(Exception):
                     await session.notify(ROOTS_LIST_CHANGED)

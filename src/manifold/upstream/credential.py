@@ -33,3 +33,8 @@ HANDSHAKE_SESSION = "|handshake-era"
 def in_handshake_era(outbound: Outbound) -> Outbound:
     """The same credential, keyed to the upstream's handshake-era session."""
     return Outbound(outbound.headers, f"{outbound.identity or ''}{HANDSHAKE_SESSION}")
+
+
+def base_identity(identity: str | None) -> str | None:
+    """Whose session this is, whatever its era: None for a shared one (the handshake-era one included)."""
+    return identity.removesuffix(HANDSHAKE_SESSION) or None if identity is not None else None

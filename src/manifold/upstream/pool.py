@@ -28,7 +28,7 @@ from manifold.upstream.base import (
     UpstreamError,
     UpstreamSessionLost,
 )
-from manifold.upstream.credential import HANDSHAKE_SESSION, SHARED, Outbound
+from manifold.upstream.credential import HANDSHAKE_SESSION, SHARED, Outbound, base_identity
 from manifold.upstream.health import UpstreamHealth
 from manifold.upstream.http import StreamableHttpTransport
 from manifold.upstream.openapi import OpenApiTransport
@@ -331,6 +331,39 @@ class UpstreamPool:
     # ------------------------------------------------------------------ internals
 
     async def _session(self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers) -> JsonRpcSession:
+        identity = key.identity
+        if identity is not None and identity.endswith(HANDSHAKE_SESSION):
+            return await self._handshake_era_session(key, identity, headers)
+        return await self._open(key, headers)
+
+    async def _handshake_era_session(
+        self, key: UpstreamKey, identity: str, headers: Mapping[str, str]
+    ) -> JsonRpcSession:
+        """The 2025-11-25 session a client of that era is relayed through (`speaks_both`), or, when the upstream
+        will not have one, the session its 2026-07-28 clients use: a client is never failed for want of it
+        (review). Refused as a protocol matter (`initialize` unknown), it is not asked again until the upstream's
+        own session is renewed; any other failure (backed off as usual) is served by that session meanwhile."""
+        base = UpstreamKey(key.upstream_id, identity.removesuffix(HANDSHAKE_SESSION) or None)
+        if key.upstream_id in self._modern_only:
+            return await self._open(base, headers)
+        try:
+            return await self._open(key, headers)
+        except UpstreamError as exc:
+            if self._closed:
+                raise
+            if exc.kind is ErrorKind.PROTOCOL and key.upstream_id not in self._modern_only:
+                self._modern_only.add(key.upstream_id)
+                logger.info(
+                    "upstream %s refused a 2025-11-25 session (%s): its clients of that era share its 2026-07-28 one",
+                    key.upstream_id,
+                    exc.reason[:200],
+                )
+                slot = self._slots.pop(key, None)
+                if slot is not None:
+                    await _close_slots([slot])
+            return await self._open(base, headers)
+
+    async def _open(self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers) -> JsonRpcSession:
         slot = self._slots.get(key)
         if slot is not None and slot.session is not None and not slot.session.closed:
             if slot.headers == headers:
@@ -350,7 +383,7 @@ class UpstreamPool:
         config = self._configs.get(key.upstream_id)
         if config is None:
             raise UpstreamError(key.upstream_id, "is not configured", kind=ErrorKind.PROTOCOL)
-        if key.identity is None and config.auth.mode in CALLER_CREDENTIAL_ONLY:
+        if base_identity(key.identity) is None and config.auth.mode in CALLER_CREDENTIAL_ONLY:
             # Reached only with each caller's own credential: a session without one would be refused, and as
             # the shared session its failure would mark the upstream down (/readyz 503) for everyone.
             raise UpstreamError(
@@ -415,16 +448,6 @@ class UpstreamPool:
             except StillStarting as exc:
                 raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None  # no failure: no backoff
             except UpstreamError as exc:
-                if exc.kind is ErrorKind.PROTOCOL and key.identity is not None and key.identity.endswith(
-                    HANDSHAKE_SESSION
-                ):
-                    # It speaks 2026-07-28 only: its 2025-11-25 clients share the 2026-07-28 session, as before.
-                    uid = key.upstream_id
-                    logger.info("upstream %s speaks no 2025-11-25: its clients of that era share one session", uid)
-                    self._modern_only.add(key.upstream_id)
-                    self._slots.pop(key, None)
-                    base = key.identity.removesuffix(HANDSHAKE_SESSION) or None
-                    return await self._session(UpstreamKey(key.upstream_id, base), headers)
                 # The upstream's own words ("refused initialize: ...") may echo what it was sent: blanked here,
                 # before the failure is kept for the backoff, shown on /healthz and said to callers (review).
                 _blank_error(exc, _secrets_of(config, config.headers))
@@ -450,6 +473,8 @@ class UpstreamPool:
                 self._modern_auto.add(key.upstream_id)
             if slot.lost:
                 slot.lost = False
+                if key.identity is None:
+                    self._modern_only.discard(key.upstream_id)  # restarted: it may speak 2025-11-25 now
                 if self.on_renewed is not None:
                     self.on_renewed(key.upstream_id)
             return session
