@@ -320,18 +320,22 @@ class AuthorizationServerApp:
         if not principal.startswith(("user:", "sa:")):
             return self._page(403, "Not allowed", "access_denied", "this account cannot sign in applications", session)
         server_id = server_of_resource(resource) or "?"
+        refused: str | None = None
         if key_servers is not None and server_id not in key_servers:
-            error = AccessDeniedError(
-                "the key you signed in with may not use this server", redirect_uri=grant.redirect_uri
-            )
-            error.state = oauth.get("state")
-            return self._redirect_error(server, error)
-        if not await self.may_use_server(session, server_id):
+            refused = "the key you signed in with may not use this server"
+        elif not await self.may_use_server(session, server_id):
             # Signed in and allowed, the application would only meet 403 on its first request (fastmcp interop):
             # no grant gives this person the server, so nothing is issued for it.
-            error = AccessDeniedError(f"you may not use server '{server_id}'", redirect_uri=grant.redirect_uri)
-            error.state = oauth.get("state")
-            return self._redirect_error(server, error)
+            refused = f"you may not use server '{server_id}'"
+        if refused is not None:
+            # Told to the application only if it is one this gateway trusts to receive errors (configured, or
+            # allowed by this person before); to anyone else the redirect would make the gateway an open
+            # redirector, and its promptness would tell whether the person has a grant (review).
+            if await self._trusted(client, session):
+                error = AccessDeniedError(refused, redirect_uri=grant.redirect_uri)
+                error.state = oauth.get("state")
+                return self._redirect_error(server, error)
+            return self._page(403, "Not allowed", "access_denied", refused, session)
         if posted:
             if not csrf.valid(self.cookies.signer, session.sid, _consent_action(client), fields.get("csrf")):
                 return self._page(
