@@ -104,32 +104,50 @@ class UpstreamLists:
         return not e.stale and (self._ttl == 0 or time.monotonic() - e.fetched_at < self._ttl)
 
     async def get(
-        self, upstream_id: str, kind: str, *, allow_stale: bool = False, outbound: Outbound = SHARED
+        self,
+        upstream_id: str,
+        kind: str,
+        *,
+        allow_stale: bool = False,
+        outbound: Outbound = SHARED,
+        patient: bool = False,
     ) -> Entry:
         """The entry, fetched if stale. With allow_stale, any earlier successful fetch will do
         (used on the tools/call path, which must not wait on a list refresh).
 
         `outbound` is the caller's credential for upstreams that want one: the list is fetched with it and
         shared with every caller (an upstream's list is assumed not to depend on who asks; grants decide
-        what each caller sees)."""
+        what each caller sees). `patient`: wait for the refresh, however long it takes (a call naming a tool
+        the earlier list lacks: it may be the new one the refresh brings)."""
         e = self.entry(upstream_id, kind)
         earlier = e.fetched_at >= 0  # a list to fall back on
         if self.is_fresh(e) or (allow_stale and earlier):
             return e
-        if e.timed_out is not None and time.monotonic() < e.hold_until:
-            if earlier:
+        timed_out = e.timed_out
+        if timed_out is not None:
+            held = time.monotonic() < e.hold_until
+            if not held and e.fetching is None:
+                self._start(upstream_id, kind, e, outbound)  # tried again, in the background
+            if earlier and held:
                 return e
-            raise e.timed_out
+            if not earlier:
+                # Its last fetch timed out and nothing earlier stands in: said at once, not waited for again
+                # while it is tried (a copy each time: one raised object would keep every raiser's frames).
+                raise UpstreamError(timed_out.upstream_id, timed_out.reason, kind=timed_out.kind)
         if e.fetching is None:
-            e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
-            e.fetching.add_done_callback(partial(_fetched, e))
+            self._start(upstream_id, kind, e, outbound)
         fut = e.fetching
-        if earlier:
+        assert fut is not None
+        if earlier and not patient:
             await asyncio.wait((fut,), timeout=REFRESH_WAIT)
-            if not fut.done() or e.timed_out is not None:
-                return e  # the earlier list, while the refresh goes on (or after it timed out)
-        await asyncio.shield(fut)  # a failed fetch is said as before: the member is left out, with why
+            if not fut.done() or _timed_out(fut):
+                return e  # the earlier list, while this refresh goes on (or after it timed out)
+        await asyncio.shield(fut)  # any other failure is said as before: the member is left out, with why
         return e
+
+    def _start(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
+        e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
+        e.fetching.add_done_callback(partial(_fetched, e))
 
     async def _fetch(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
         method, key = KINDS[kind]
@@ -172,8 +190,16 @@ class UpstreamLists:
         e.stale = e.generation != generation
 
 
+def _timed_out(fut: asyncio.Future[None]) -> bool:
+    if fut.cancelled():
+        return False
+    exc = fut.exception()
+    return isinstance(exc, UpstreamError) and exc.kind is ErrorKind.TIMEOUT
+
+
 def _fetched(e: Entry, fut: asyncio.Future[None]) -> None:
-    """A fetch ended: it is no longer in flight, and a timeout is held (TIMED_OUT_HOLD)."""
+    """A fetch ended: it is no longer in flight; a timeout is held (TIMED_OUT_HOLD), any other outcome ends
+    the hold (review: a later fast failure was hidden behind an old timeout)."""
     if e.fetching is fut:
         e.fetching = None
     if fut.cancelled():
@@ -181,7 +207,7 @@ def _fetched(e: Entry, fut: asyncio.Future[None]) -> None:
     exc = fut.exception()
     if isinstance(exc, UpstreamError) and exc.kind is ErrorKind.TIMEOUT:
         e.timed_out, e.hold_until = exc, time.monotonic() + TIMED_OUT_HOLD
-    elif exc is None:
+    else:
         e.timed_out = None
 
 

@@ -109,13 +109,13 @@ class VirtualServerView:
     # ---- building -------------------------------------------------------------------------------
 
     async def _entries(
-        self, kind: str, *, allow_stale: bool, credential: Credential | None
+        self, kind: str, *, allow_stale: bool, credential: Credential | None, patient: bool = False
     ) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, BaseException], tuple[int, ...]]:
         members = [m for m in self.members if kind == "tools" or (m.prompts if kind == "prompts" else m.resources)]
 
         async def one(m: MemberConfig) -> Any:
             outbound = await credential(m) if credential is not None else SHARED
-            return await self._lists.get(m.upstream, kind, allow_stale=allow_stale, outbound=outbound)
+            return await self._lists.get(m.upstream, kind, allow_stale=allow_stale, outbound=outbound, patient=patient)
 
         results = await asyncio.gather(*(one(m) for m in members), return_exceptions=True)
         ok: list[tuple[MemberConfig, list[JSON]]] = []
@@ -132,11 +132,15 @@ class VirtualServerView:
             versions.append(r.version)
         return ok, errors, tuple(versions)
 
-    async def get(self, kind: str, *, allow_stale: bool = False, credential: Credential | None = None) -> Built:
+    async def get(
+        self, kind: str, *, allow_stale: bool = False, credential: Credential | None = None, patient: bool = False
+    ) -> Built:
         """The built list. `credential` gives the caller's outbound credential per member, for upstreams
         whose lists can only be fetched with one (a member whose credential is missing is left out, with
         the reason kept so a call to one of its names can say what to do)."""
-        entries, errors, versions = await self._entries(kind, allow_stale=allow_stale, credential=credential)
+        entries, errors, versions = await self._entries(
+            kind, allow_stale=allow_stale, credential=credential, patient=patient
+        )
         failures = {member_id: describe_failure(e) for member_id, e in errors.items()}
         built = self._built.get(kind)
         if built is not None and built.versions == versions and not failures and not built.failures:
@@ -286,7 +290,9 @@ class VirtualServerView:
             t = built.targets.get(exposed)
             if t is not None:
                 return t
-        built = await self.get(kind, allow_stale=built is None, credential=credential)
+        # A name the last list lacks may be what the refresh brings (a list_changed just said so): waited for
+        # in full, not served from the earlier list after REFRESH_WAIT (review).
+        built = await self.get(kind, allow_stale=built is None, credential=credential, patient=True)
         t = built.targets.get(exposed)
         if t is None and built.versions and not built.failures:
             return None
