@@ -286,7 +286,7 @@ async def test_revoking_the_key_you_signed_in_with_warns_first_and_then_says_you
     )
     await page.get_by_role("button", name="Revoke key").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Signed out")
-    await expect(page.get_by_role("alert")).to_contain_text("The key you signed in with has been revoked")
+    await expect(page.get_by_role("alert")).to_contain_text("The key you signed in with no longer works (revoked")
     await expect(page.get_by_text("Signed in as")).to_have_count(0)
     await page.get_by_role("link", name="Sign in again").click()
     await expect(page.get_by_label("API key")).to_be_visible()

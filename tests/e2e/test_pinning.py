@@ -138,6 +138,7 @@ async def test_changed_instructions_of_an_upstream_served_alone_are_held_until_a
         assert "the instructions of upstream 'shifty' changed since it was approved" in gw.log()
         diff = (await manifold_cli(gw, "tools", "diff", "shifty", "#instructions")).stdout.decode()
         assert f'-  "description": "{honest}",' in diff and f'+  "description": "{poisoned}",' in diff, diff
+        assert "# approve: manifold tools approve shifty '#instructions' --sha256" in diff  # quoted for the shell
         async with gw.client("shifty") as client:
             assert (await _tools(client))["lookup"].description == HONEST  # its unchanged tools are served
         await manifold_cli(gw, "tools", "approve", "shifty", "#instructions")

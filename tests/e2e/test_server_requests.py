@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -192,22 +191,22 @@ async def test_a_fastmcp_upstreams_questions_reach_a_2025_client_as_they_do_dire
         assert "Traceback" not in gw.log()
 
 
-@pytest.mark.parametrize("refusal", ["--modern-only", "--exit-on-initialize"])
+@pytest.mark.parametrize("refusal", ["refuse", "fail"])
 async def test_a_2025_client_of_an_upstream_that_speaks_2026_only_shares_its_one_session(refusal: str) -> None:
     """The other side of relaying 2025-11-25 clients through a session of their era: an upstream that refuses
     `initialize` is tried once, and its clients of that era are served through its 2026-07-28 session; one that
-    fails it otherwise (here: dies of it) serves them through that session too, never fails them (review)."""
-    fixture = str(Path(__file__).resolve().parents[1] / "upstreams" / "tasks_fixture.py")
-    upstream = {"transport": "stdio", "command": sys.executable, "args": [fixture, "--native", refusal]}
-    async with run_gateway({"up": upstream}) as gw:
-        async with gw.client("up", mode="2026-07-28") as modern:
-            assert text_of(await modern.call_tool("greet", {"name": "Ada"})) == "Hello, Ada!"
-        for _ in range(2):
-            async with gw.client("up", mode="legacy") as legacy:
-                assert text_of(await legacy.call_tool("greet", {"name": "Bob"})) == "Hello, Bob!"
-        if refusal == "--modern-only":
-            assert gw.log().count("refused a 2025-11-25 session") == 1  # tried once
-        assert "Traceback" not in gw.log()
+    fails it otherwise (an HTTP 500) serves them through that session too, never fails them (review)."""
+    script = str(Path(__file__).resolve().parents[1] / "upstreams" / "plaintext_errors.py")
+    async with run_http_upstream(script, "--modern-only", refusal) as url:
+        async with run_gateway({"up": {"transport": "http", "url": url}}) as gw:
+            async with gw.client("up", mode="2026-07-28") as modern:
+                assert text_of(await modern.call_tool("echo", {"text": "Ada"})) == "Ada"
+            for _ in range(2):
+                async with gw.client("up", mode="legacy") as legacy:
+                    assert text_of(await legacy.call_tool("echo", {"text": "Bob"})) == "Bob"
+            if refusal == "refuse":
+                assert gw.log().count("refused a 2025-11-25 session") == 1  # tried once
+            assert "Traceback" not in gw.log()
 
 
 async def test_a_handshake_client_without_sampling_is_refused_at_once_not_left_hanging() -> None:

@@ -220,3 +220,15 @@ async def test_a_client_that_stopped_reading_never_holds_up_the_upstreams_reader
     events = wire.events()
     assert events[-1] == {"jsonrpc": "2.0", "id": 7, "result": {}}
     assert 500 < len(events) - 1 < 1100  # the first ~1 MB of progress, the rest dropped
+
+
+async def test_one_event_larger_than_the_backlog_bound_still_reaches_a_client_that_reads() -> None:
+    """Review: the bound dropped a single progress notification over 1 MB even for a client reading normally
+    (upstreams may send lines up to 32 MB), and logged that the client was not reading."""
+    wire = Wire()
+    ch = channel(wire)
+    big = {"jsonrpc": "2.0", "method": "notifications/progress",
+           "params": {"progressToken": "p", "progress": 1, "message": "x" * (2 * 1024 * 1024)}}  # fmt: skip
+    await ch.notify(big)
+    await ch.written()
+    assert [e["params"]["progress"] for e in wire.events()] == [1]

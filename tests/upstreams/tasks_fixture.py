@@ -7,8 +7,6 @@ the tasks scenarios run against.
 
     python tests/upstreams/tasks_fixture.py            # JSON-RPC lines on stdin/stdout
     python tests/upstreams/tasks_fixture.py --native   # a 2026-07-28 server that runs tasks itself
-    python tests/upstreams/tasks_fixture.py --native --modern-only   # ... that refuses `initialize` too
-    python tests/upstreams/tasks_fixture.py --native --exit-on-initialize   # ... that dies of it
 
 With `--native` it speaks 2026-07-28 (`server/discover`, the per-request envelope), declares the
 `io.modelcontextprotocol/tasks` extension and runs its task-supporting tools as its own tasks (SEP-2663:
@@ -37,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -134,10 +131,8 @@ class ToolError(Exception):
 
 
 class Server:
-    def __init__(self, native: bool = False, modern_only: bool = False, exit_on_initialize: bool = False) -> None:
+    def __init__(self, native: bool = False) -> None:
         self.native = native
-        self.modern_only = modern_only  # 2026-07-28 only: `initialize` is an unknown method
-        self.exit_on_initialize = exit_on_initialize  # 2026-07-28 only, and `initialize` ends the process
         self.tasks: dict[str, Task] = {}
         self.running: dict[Any, asyncio.Task[None]] = {}
         self.waiting: dict[str, asyncio.Future[JSON]] = {}
@@ -204,10 +199,6 @@ class Server:
         try:
             if self.native and method in ("server/discover", "tools/call", "tasks/get", "tasks/update", "tasks/cancel"):
                 result = await self.modern(str(method), params)
-            elif method == "initialize" and self.exit_on_initialize:
-                os._exit(3)  # at once, nothing said
-            elif method == "initialize" and self.modern_only:
-                raise ToolError(-32601, "Method not found: initialize")
             elif method == "initialize":
                 result: JSON = {
                     "protocolVersion": VERSION,
@@ -321,11 +312,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    server = Server(
-        native="--native" in sys.argv,
-        modern_only="--modern-only" in sys.argv,
-        exit_on_initialize="--exit-on-initialize" in sys.argv,
-    )
+    server = Server(native="--native" in sys.argv)
     while line := await reader.readline():
         try:
             message = json.loads(line)

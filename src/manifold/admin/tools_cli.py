@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -123,4 +124,6 @@ def _print_diffs(found: list[dict[str, Any]], as_json: bool) -> None:
         return
     for d in waiting:
         print(d["diff"])
-        print(f"# approve: manifold tools approve {d['upstream']} {d['tool']} --sha256 {d['pending_hash']}")
+        # Quoted for the shell: `#instructions` (catalog/pinning.py) would otherwise start a comment (review).
+        command = f"manifold tools approve {shlex.quote(d['upstream'])} {shlex.quote(d['tool'])}"
+        print(f"# approve: {command} --sha256 {d['pending_hash']}")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from manifold.outbound.resolver import AuthRequired, OutboundRefused
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError, UpstreamSession
-from manifold.upstream.credential import SHARED, Outbound
+from manifold.upstream.credential import SHARED, Outbound, own_era
 
 JSON = dict[str, Any]
 
@@ -150,6 +150,9 @@ class UpstreamLists:
         e.fetching.add_done_callback(partial(_fetched, e))
 
     async def _fetch(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
+        # Through the upstream's own-era session, not a 2025-11-25 one made for clients of that era: a 2026-07-28
+        # session learns which tools want Mcp-Param headers from the lists it fetches itself (review).
+        outbound = own_era(outbound)
         method, key = KINDS[kind]
         generation = e.generation
         session = await self._pool.session(upstream_id, outbound)

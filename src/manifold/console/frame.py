@@ -249,7 +249,8 @@ class Frame:
                 problem(
                     403,
                     "Signed out",
-                    "The key you signed in with has been revoked or has expired. Sign in again with a valid key.",
+                    "The key you signed in with no longer works (revoked, expired, or its owner removed). "
+                    "Sign in again with a valid key.",
                     links=((f"/login?next={PREFIX}", "Sign in again"),),
                 )
             )

@@ -227,10 +227,15 @@ class Gateway:
         upstream's tools with its admin's credential, as a client's call would (with none, a `static` upstream's
         shared session was replaced by one without its headers, and an `oauth` one was marked down)."""
         config = self.pool.config(upstream_id)
-        if config is None or config.auth.mode is AuthMode.NONE:
+        if config is None:
             return SHARED
-        ctx = CallContext(principal=principal, member_id=upstream_id, server_id=upstream_id)
-        return await self.credentials.resolve(upstream_id, config, ctx)
+        resolved = SHARED
+        if config.auth.mode is not AuthMode.NONE:
+            ctx = CallContext(principal=principal, member_id=upstream_id, server_id=upstream_id)
+            resolved = await self.credentials.resolve(upstream_id, config, ctx)
+        if config.sessions is SessionSharing.PER_USER:  # as `outbound` keys it (review: else the shared session)
+            return Outbound(resolved.headers, identity=f"{resolved.identity or 'caller'}|caller:{principal.id}")
+        return resolved
 
     async def _resolve(self, call: Call, member_id: str, upstream_id: str) -> Outbound:
         config = self.pool.config(upstream_id)

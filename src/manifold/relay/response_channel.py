@@ -128,7 +128,8 @@ class ResponseChannel:
         backlog = self._backlog
         if backlog is None:
             backlog = self._backlog = deque()
-        if droppable and self._backlog_bytes + len(payload) > MAX_BACKLOG_BYTES:
+        if droppable and backlog and self._backlog_bytes + len(payload) > MAX_BACKLOG_BYTES:
+            # (one event alone always goes: a big one to a client that reads was dropped as if it did not, review)
             self._dropped += 1
             if self._dropped == 1:
                 log.warning(

@@ -206,21 +206,21 @@ class StreamableHttp:
             Era.MODERN,
             log_level=level if level in LOG_LEVELS else None,  # no level asked for: no log messages
         )
-        if rpc_method == TOOLS_CALL and isinstance(name := params.get("name"), str):
-            if view.last_built("tools") is None:  # the first call before any list: build it as the handler would
-                try:
-                    await view.resolve("tools", name, self.gw.credential_for(call))
-                except Exception:  # the handler meets the same failure and answers it
-                    pass
-            schema = self.param_headers.schema(view, name)  # None (one dict lookup) unless the tool asks
-            if schema is not None:
-                try:
-                    self._check_param_headers(view, call, name, schema, params, headers)
-                except Refusal as refusal:
-                    await send_body(send, refusal.status, refusal.body())
-                    return
         watch = cancel_when_lost(send)  # closing the stream is this era's cancellation: the upstream's call too
         try:
+            if rpc_method == TOOLS_CALL and isinstance(name := params.get("name"), str):
+                if view.last_built("tools") is None:  # the first call before any list: build it as the handler would
+                    try:
+                        await view.resolve("tools", name, self.gw.credential_for(call))
+                    except Exception:  # the handler meets the same failure and answers it
+                        pass
+                schema = self.param_headers.schema(view, name)  # None (one dict lookup) unless the tool asks
+                if schema is not None:
+                    try:
+                        self._check_param_headers(view, call, name, schema, params, headers)
+                    except Refusal as refusal:
+                        await send_body(send, refusal.status, refusal.body())
+                        return
             await self._run(channel, call, rpc_method, params)
         except asyncio.CancelledError:
             task = asyncio.current_task()

@@ -38,3 +38,11 @@ def in_handshake_era(outbound: Outbound) -> Outbound:
 def base_identity(identity: str | None) -> str | None:
     """Whose session this is, whatever its era: None for a shared one (the handshake-era one included)."""
     return identity.removesuffix(HANDSHAKE_SESSION) or None if identity is not None else None
+
+
+def own_era(outbound: Outbound) -> Outbound:
+    """The same credential, keyed to the upstream's own-era session (undoing `in_handshake_era`)."""
+    identity = outbound.identity
+    if identity is None or not identity.endswith(HANDSHAKE_SESSION):
+        return outbound
+    return Outbound(outbound.headers, identity.removesuffix(HANDSHAKE_SESSION) or None)

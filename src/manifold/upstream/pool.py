@@ -469,7 +469,13 @@ class UpstreamPool:
             slot.headers = dict(headers)
             slot.last_failure = None
             slot.health.connected(session.era, session.protocol_version)
-            if config.protocol is ProtocolChoice.AUTO and session.era is Era.MODERN:
+            if (
+                config.protocol is ProtocolChoice.AUTO
+                and session.era is Era.MODERN
+                and config.transport is not Transport.STDIO
+            ):
+                # Not stdio: a second process would be a second server, with state of its own (what a client of
+                # one era did, one of the other would not see: a tool changed in one, review).
                 self._modern_auto.add(key.upstream_id)
             if slot.lost:
                 slot.lost = False
