@@ -64,6 +64,8 @@ def _status_text(approval: Approval, status: Status) -> str:
     if approval.decided_by is None:
         return "Expired: nobody decided in time (the caller was told)"
     if approval.valid_until is not None:
+        if approval.valid_seconds > 0:  # calls may have run during it (review)
+            return f"Approved for {approval.valid_seconds:g} s; that time is over (the caller was told)"
         return "Approved; the call did not run while the approval held (the caller was told)"
     return "Denied (the caller was told)"
 
