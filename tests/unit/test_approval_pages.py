@@ -203,3 +203,34 @@ async def test_a_key_restricted_to_some_servers_decides_no_request(site: Site) -
         assert "No request waits for your decision" in (await http.get("/approvals")).text
     decided = await site.approvals.get(approval.id)
     assert decided is not None and decided.status is Status.PENDING
+
+
+@pytest.mark.parametrize(
+    ("decided_by", "valid_seconds", "valid_until", "said"),
+    [
+        (None, 0.0, None, "Expired: nobody decided in time (the caller was told)"),
+        ("user:sam@corp.com", 0.0, None, "Denied (the caller was told)"),
+        (
+            "user:sam@corp.com",
+            0.0,
+            2000.0,
+            "Approved; the call did not run while the approval held (the caller was told)",
+        ),
+        ("user:sam@corp.com", 600.0, 2000.0, "Approved for 600 s; that time is over (the caller was told)"),
+    ],
+)
+def test_a_closed_request_says_what_it_was(
+    decided_by: str | None, valid_seconds: float, valid_until: float | None, said: str
+) -> None:
+    """Was (console review): "Finished" for a denial and an expiry alike, once the caller had been told."""
+    from manifold.policy.approval_store import Approval as Stored
+    from manifold.policy.approvals import Status
+    from manifold.web.approvals import _status_text
+
+    closed = Stored(
+        id="a1", principal="user:alice@corp.com", server="s", member="m", upstream="u", tool="t", arguments={},
+        arguments_hash="h", grant_label="g", approvers="team:sre", self_approval=False, valid_seconds=valid_seconds,
+        status=Status.CLOSED, created_at=1000.0, expires_at=1600.0, decided_by=decided_by,
+        decided_at=None if decided_by is None else 1100.0, valid_until=valid_until,
+    )  # fmt: skip
+    assert _status_text(closed, Status.CLOSED) == said
