@@ -277,6 +277,13 @@ async def test_grants_are_listed_added_explained_and_removed_in_place(site: Site
         "/admin/grants", params={"server": "notes", "who": ALICE, "tool": "read_note"}, headers=admin
     )
     assert "Denied" in asked.text and "no grant applies to user:alice@corp.com" in asked.text
+    assert "is configured" not in asked.text  # alice is one of the users
+    typo = await site.http.get(
+        "/admin/grants", params={"server": "notes", "who": "alcie@corp.com", "tool": "read_note"}, headers=admin
+    )  # console review: evaluated silently, as a real person without grants
+    assert "no user &#39;alcie@corp.com&#39; is configured" in typo.text or (
+        "no user 'alcie@corp.com' is configured" in typo.text
+    ), typo.text[-2000:]
 
     add = form_of(page.text, "/admin/grants/add")
     fields = {

@@ -27,7 +27,7 @@ from manifold.console.frame import METHODS, PREFIX, Frame, redirect, render
 from manifold.policy.access import PolicyAccess
 from manifold.policy.explain import explain
 from manifold.policy.store import StoredGrant, file_grants
-from manifold.principal import Principal
+from manifold.principal import Principal, PrincipalKind
 from manifold.web.session import WebSession
 
 FORM_FIELDS = (
@@ -219,14 +219,21 @@ class GrantPages:
         except ValueError as exc:
             return None, str(exc)
         members = [(m.member_id, m.upstream) for m in server.members]
+        named = who.strip().removeprefix("user:")
+        unknown = (
+            [f"  note: no user '{named}' is configured (users:): evaluated as a person with no teams (a typo?)"]
+            if asked.kind is PrincipalKind.USER and not directory.snapshot.knows_user(named)
+            else []
+        )  # console review: a typo was evaluated silently, as a real person without grants
         if not tool.strip():
             lines = explain(access.policy, asked, server_id, members)
-            return Explained(lines[0].startswith("ALLOW"), lines), None
+            return Explained(lines[0].startswith("ALLOW"), [*lines, *unknown]), None
         found = await resolve_live(config, server_id, server, tool.strip(), self.services.lists)
         if found.item is None:
             return None, f"'{tool.strip()}' is not served by '{server_id}': {found.not_served}"
         lines = explain(access.policy, asked, server_id, members, found.item)
-        return Explained(lines[0].startswith("ALLOW"), [*lines, *(f"  note: {n}" for n in found.notes)]), None
+        notes = [*(f"  note: {n}" for n in found.notes), *unknown]
+        return Explained(lines[0].startswith("ALLOW"), [*lines, *notes]), None
 
     async def add_grant(self, request: Request, principal: Principal, session: WebSession) -> Response:
         form = {k: self.frame.form(request).get(k, "")[:4000] for k in FORM_FIELDS}

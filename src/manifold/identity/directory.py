@@ -82,6 +82,10 @@ class Snapshot:
                 found.update(record.teams)
         return frozenset(found)
 
+    def knows_user(self, name: str) -> bool:
+        """A user configured by this id, subject or email (any case of the email)."""
+        return name in self.users or ("@" in name and name.lower() in self._by_email())
+
     def _by_email(self) -> dict[str, UserRecord]:
         index = self.__dict__.get("_email_index")
         if index is None:
