@@ -213,7 +213,7 @@ class Gateway:
         # there, and failed for every client when all went through its 2026-07-28 session (fastmcp interop).
         handshake = call.era is Era.HANDSHAKE and self.pool.speaks_both(upstream_id)
         if config is None or (config.auth.mode is AuthMode.NONE and config.sessions is SessionSharing.SHARED):
-            return HANDSHAKE_SHARED if handshake and config is not None else SHARED  # no per-caller work at all
+            return HANDSHAKE_SHARED if handshake else SHARED  # no per-caller work at all
         resolved = SHARED if config.auth.mode is AuthMode.NONE else await self._resolve(call, member_id, upstream_id)
         if config.sessions is SessionSharing.PER_USER:
             # One session per caller whatever the credential: `none` and `static` share one otherwise, and a

@@ -331,6 +331,11 @@ class UpstreamPool:
     # ------------------------------------------------------------------ internals
 
     async def _session(self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers) -> JsonRpcSession:
+        slot = self._slots.get(key)
+        if slot is not None and slot.session is not None and not slot.session.closed and slot.headers == headers:
+            if key.identity is not None:
+                slot.last_used = time.monotonic()
+            return slot.session  # the hot path: no lock, no further call
         identity = key.identity
         if identity is not None and identity.endswith(HANDSHAKE_SESSION):
             return await self._handshake_era_session(key, identity, headers)
@@ -364,6 +369,7 @@ class UpstreamPool:
             return await self._open(base, headers)
 
     async def _open(self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers) -> JsonRpcSession:
+        """The session of this key, made (or replaced, for a changed credential) under the slot's lock."""
         slot = self._slots.get(key)
         if slot is not None and slot.session is not None and not slot.session.closed:
             if slot.headers == headers:
