@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_call [--calls 300] [--warmup 30] [--rounds 2] [--sessions 16]
                                          [--concurrent-calls 100] [--upstream fast|fastmcp|kitchen]
-                                         [--no-raw]
+                                         [--no-raw] [--no-relay]
                                          [--json FILE]
 
 Per client era (2025-11-25 via `mode="legacy"`, and `mode="2026-07-28"`):
@@ -14,6 +14,10 @@ Per client era (2025-11-25 via `mode="legacy"`, and `mode="2026-07-28"`):
   calls at once; calls/s over the whole burst, direct and gateway alternating per round. The CPU each
   process spent per call in the burst (client, gateway, upstream) shows where a slower path's time goes:
   a gateway that frames its answers differently can make the client or the upstream work harder.
+The burst also runs (unless --no-relay) through bench/byte_relay.py, a relay that parses nothing and spends
+the CPU per call the gateway just spent in its burst: the throughput any hop of the gateway's cost reaches
+on this machine, to read the gateway's ratio against (on two cores the client and the upstream fill, the
+hop's CPU is taken from them whatever the hop does).
 Then (unless --no-raw) a "2026-07-28 raw" row: the same call as fixed bytes POSTed by a lean aiohttp
 client, sequential calls only (alternating direct and gateway call by call, as above), which shows the
 servers' cost with less of the SDK client's own in it.
@@ -24,17 +28,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 
 import anyio
 
 from bench.common import (
+    BYTE_RELAY,
     ERA_LABEL,
     ERAS,
+    REPO,
+    STARTUP_DEADLINE_S,
     UPSTREAM_KINDS,
     CpuMeter,
     OwnCpuMeter,
+    _listening,
     fmt,
     gateway_headers,
     mcp_client,
@@ -48,6 +60,7 @@ from bench.common import (
     table,
 )
 from tests.e2e.harness import run_gateway
+from tests.upstreams.launch import free_port
 
 TOOL = "noop"
 # Issue 10's targets, for both eras in one run: what the gateway may add to a tools/call.
@@ -72,6 +85,8 @@ class EraResult:
     era: str
     direct: PathResult
     gateway: PathResult
+    relay: PathResult = field(default_factory=PathResult)  # bench/byte_relay.py at the gateway's CPU per call
+    relay_cpu_ms: float = float("nan")  # what the relay was told to spend per call
 
     def summary(self) -> dict[str, float]:
         d50, g50 = p50(self.direct.latencies), p50(self.gateway.latencies)
@@ -85,6 +100,9 @@ class EraResult:
             "gateway_cpu_ms_per_call": ms(self.gateway.gateway_cpu / calls) if calls else float("nan"),
             "direct_calls_per_s": d_rate, "gateway_calls_per_s": g_rate,
             "concurrent_ratio": g_rate / d_rate if d_rate else float("nan"),
+            "relay_calls_per_s": p50(self.relay.concurrent_rates),
+            "relay_ratio": p50(self.relay.concurrent_rates) / d_rate if d_rate else float("nan"),
+            "relay_cpu_ms_per_call": self.relay_cpu_ms,
             "gateway_cpu_ms_per_concurrent_call": _per_call(self.gateway.concurrent_cpu, self.gateway),
             "direct_upstream_cpu_ms_per_concurrent_call": _per_call(self.direct.concurrent_upstream_cpu, self.direct),
             "gateway_upstream_cpu_ms_per_concurrent_call": _per_call(self.gateway.concurrent_upstream_cpu,
@@ -206,6 +224,49 @@ async def concurrent_round(url: str, mode: str, headers: dict[str, str], session
     return sessions * calls / (max(finished) - begin)
 
 
+@asynccontextmanager
+async def byte_relay(target_url: str, cpu_ms: float) -> AsyncIterator[tuple[str, CpuMeter]]:
+    """bench/byte_relay.py in front of `target_url`, spending `cpu_ms` per call: its URL and CPU meter."""
+    target_port = int(target_url.rsplit(":", 1)[1].split("/")[0])
+    port = free_port()
+    process = subprocess.Popen([sys.executable, BYTE_RELAY, "--port", str(port), "--target", str(target_port),
+                                "--cpu-ms", f"{cpu_ms:.4f}"], stdin=subprocess.DEVNULL, cwd=REPO)
+    try:
+        with anyio.fail_after(STARTUP_DEADLINE_S):
+            while not _listening(port):
+                if process.poll() is not None:
+                    raise RuntimeError(f"bench/byte_relay.py exited with {process.returncode}")
+                await anyio.sleep(0.05)
+        yield target_url.replace(f":{target_port}/", f":{port}/", 1), CpuMeter(process.pid)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+async def relay_rounds(era: EraResult, upstream_url: str, mode: str, args: argparse.Namespace,
+                       upstream_meter: CpuMeter, client_meter: OwnCpuMeter) -> None:
+    """The burst through the byte relay at the CPU per call the gateway spent in its burst. The relay's spin
+    is calibrated first: short bursts measure what it really spends (forwarding costs more or less per call
+    with the machine's load), and the spin is corrected twice towards the gateway's figure."""
+    target = era.gateway.concurrent_cpu / era.gateway.concurrent_calls
+    short = max(10, args.concurrent_calls // 4)
+    spin = 0.0
+    for _ in range(3):
+        async with byte_relay(upstream_url, ms(spin)) as (url, meter):
+            await concurrent_round(url, mode, {}, args.sessions, short, [meter])
+        spin = max(0.0, spin + target - meter.spent / (args.sessions * short))
+    async with byte_relay(upstream_url, ms(spin)) as (url, meter):
+        for _ in range(args.rounds):
+            rate = await concurrent_round(url, mode, {}, args.sessions, args.concurrent_calls,
+                                          [meter, upstream_meter, client_meter])
+            era.relay.concurrent_rates.append(rate)
+            era.relay.concurrent_cpu += meter.spent
+            era.relay.concurrent_upstream_cpu += upstream_meter.spent
+            era.relay.concurrent_client_cpu += client_meter.spent
+            era.relay.concurrent_calls += args.sessions * args.concurrent_calls
+    era.relay_cpu_ms = _per_call(era.relay.concurrent_cpu, era.relay)
+
+
 async def run(args: argparse.Namespace) -> list[EraResult]:
     results = []
     async with run_upstreams(args.upstream, 1, 17 if args.upstream == "kitchen" else 1) as upstreams:
@@ -235,6 +296,8 @@ async def run(args: argparse.Namespace) -> list[EraResult]:
                         target.concurrent_upstream_cpu += upstream_meter.spent
                         target.concurrent_client_cpu += client_meter.spent
                         target.concurrent_calls += args.sessions * args.concurrent_calls
+                if args.relay:
+                    await relay_rounds(era, upstream_url, mode, args, upstream_meter, client_meter)
                 results.append(era)
                 print(f"  done: {era.era}", flush=True)
             if args.raw:
@@ -257,7 +320,7 @@ async def run(args: argparse.Namespace) -> list[EraResult]:
 
 
 def report(results: list[EraResult], args: argparse.Namespace) -> str:
-    rows, burst = [], []
+    rows, burst, relay = [], [], []
     for era in results:
         s = era.summary()
         ok = s["added_p50_ms"] <= TARGET_ADDED_MS and s["gateway_cpu_ms_per_call"] <= TARGET_CPU_MS
@@ -274,6 +337,11 @@ def report(results: list[EraResult], args: argparse.Namespace) -> str:
                       f'{fmt(s["gateway_upstream_cpu_ms_per_concurrent_call"])}',
                       f'{fmt(s["direct_client_cpu_ms_per_concurrent_call"])} / '
                       f'{fmt(s["gateway_client_cpu_ms_per_concurrent_call"])}'])
+        if era.relay.concurrent_rates:
+            relay.append([era.era, fmt(s["relay_cpu_ms_per_call"]), fmt(s["relay_calls_per_s"], 0),
+                          fmt(s["relay_ratio"]), fmt(s["concurrent_ratio"]),
+                          f'{fmt(_per_call(era.relay.concurrent_upstream_cpu, era.relay))} / '
+                          f'{fmt(_per_call(era.relay.concurrent_client_cpu, era.relay))}'])
     n = args.calls * args.rounds
     return "\n".join([
         f"tools/call `{TOOL}`, {args.upstream} upstream: {args.rounds} rounds x {args.calls} sequential calls "
@@ -285,6 +353,13 @@ def report(results: list[EraResult], args: argparse.Namespace) -> str:
         table(["client era", "direct calls/s", "gateway calls/s", "gateway/direct", f">= {TARGET_CONCURRENT_RATIO}x",
                "gw CPU ms/call", "upstream CPU ms/call direct / via gw", "client CPU ms/call direct / via gw"],
               burst),
+        *([
+            "",
+            "The same burst through bench/byte_relay.py, a relay that parses nothing and spends the gateway's CPU per "
+            "call: what any hop of that cost reaches here",
+            table(["client era", "relay CPU ms/call", "relay calls/s", "relay/direct", "gateway/direct",
+                   "upstream / client CPU ms/call via relay"], relay),
+        ] if relay else []),
     ])
 
 
@@ -298,6 +373,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--upstream", choices=UPSTREAM_KINDS, default="fast")
     parser.add_argument("--no-raw", dest="raw", action="store_false",
                         help="skip the extra 2026-07-28 rows measured with a lean aiohttp client")
+    parser.add_argument("--no-relay", dest="relay", action="store_false",
+                        help="skip the burst through bench/byte_relay.py at the gateway's CPU per call")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser.parse_args(argv)
 

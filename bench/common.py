@@ -32,6 +32,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 FAST_UPSTREAM = str(BENCH / "fast_upstream.py")
 FASTMCP_UPSTREAM = str(BENCH / "fastmcp_upstream.py")
+BYTE_RELAY = str(BENCH / "byte_relay.py")
 UPSTREAM_KINDS = ("fast", "fast-untraced", "fastmcp", "kitchen")
 ERAS = ("legacy", "2026-07-28")
 ERA_LABEL = {"legacy": "2025-11-25", "2026-07-28": "2026-07-28"}
