@@ -9,7 +9,8 @@ gateway waited that out. Here the signal wakes the main loop at once, held strea
 (`on_stopping`), and the waits end as soon as what they wait for is done (still at most uvicorn's own times;
 in-flight responses are waited for exactly as before).
 
-Also: once started, what start-up made is frozen out of the garbage collector's way (below).
+Also: once started, what start-up made is frozen out of the garbage collector's way (below); before the
+sockets listen, the open-file limit is raised as far as the system allows (`raise_open_file_limit`).
 `shutdown` follows uvicorn 0.54's own (pinned in pyproject.toml); check it again on an upgrade.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import socket
 from collections.abc import Callable
 from types import FrameType
@@ -29,6 +31,37 @@ _POLL_SECONDS = 0.005  # how often the shutdown waits look again (uvicorn: 0.1)
 _SETTLE_SECONDS = 0.1  # at most this long for connections to finish their responses (uvicorn: always this long)
 
 
+# Below this many open files a gateway is easy to starve: every client connection, held stream and upstream
+# connection is one, and at the limit new connections are reset (with no line in any log).
+FEW_OPEN_FILES = 4096
+MOST_OPEN_FILES = 1 << 20  # no reason to ask for more, whatever the hard limit allows
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (at most MOST_OPEN_FILES), as servers that
+    hold many connections do: the soft limit is often 1,024, a few hundred IDE sessions and their upstream
+    connections. Returns (before, after); warns when even the hard limit is low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MOST_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MOST_OPEN_FILES)
+    after = soft
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            after = wanted
+        except (ValueError, OSError) as exc:  # a container's policy may refuse it: keep what there is
+            logger.warning("could not raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+    if after != soft:
+        logger.info("open-file limit raised from %d to %d", soft, after)
+    if after != resource.RLIM_INFINITY and after < FEW_OPEN_FILES:
+        logger.warning(
+            "the open-file limit is %d: the gateway can hold fewer connections than that (clients, streams and "
+            "upstreams together), and new ones are refused beyond it. Raise it (`ulimit -Hn`, systemd "
+            "LimitNOFILE=, docker --ulimit nofile=)",
+            after,
+        )
+    return soft, after
+
+
 class GatewayServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, on_started: Callable[[], None], on_stopping: Callable[[], None]) -> None:
         super().__init__(config)
@@ -38,6 +71,7 @@ class GatewayServer(uvicorn.Server):
         self._exit_requested: asyncio.Event | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        raise_open_file_limit()
         await super().startup(sockets)
         if self.started:  # the lifespan has started the runtime and the sockets listen
             self._on_started()

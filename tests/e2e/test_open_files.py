@@ -1,0 +1,77 @@
+"""The gateway's open-file limit (rule 5: one caller must not lock everybody out).
+
+Every client connection, held stream and upstream connection is an open file. Where the soft limit is the
+common 1,024, a few hundred idle connections were enough to have every new connection reset, with no line
+in any log. `manifold serve` raises its soft limit to the hard one, and says so; where even the hard limit
+is low, it warns at start how to raise it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx2
+
+from tests.e2e.harness import KEY, REPO, STARTUP_DEADLINE_S, write_config
+from tests.upstreams.launch import free_port
+
+
+@contextmanager
+def gateway_with_open_files(tmp_path: Path, soft: int, hard: int) -> Iterator[tuple[str, Path]]:
+    """`manifold serve` started (not from the tests' zygote: limits are inherited) with these limits."""
+    config = write_config(tmp_path, {}, migrated=True)
+    port = free_port()
+    log = tmp_path / "gateway.log"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**os.environ, "MANIFOLD_DEV_KEY": KEY}, preexec_fn=limit,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx2.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        yield base, log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_a_few_hundred_idle_connections_do_not_lock_everyone_out(tmp_path: Path) -> None:
+    with gateway_with_open_files(tmp_path, soft=100, hard=2048) as (base, log):
+        port = int(base.rsplit(":", 1)[1])
+        with ExitStack() as held:
+            for _ in range(300):  # three times the soft limit it was started with, saying nothing
+                held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+            answer = httpx2.get(f"{base}/healthz", timeout=5)
+            assert answer.status_code == 200
+        assert "open-file limit raised from 100 to 2048" in log.read_text()
+
+
+def test_a_low_hard_limit_is_said_at_start_with_how_to_raise_it(tmp_path: Path) -> None:
+    with gateway_with_open_files(tmp_path, soft=256, hard=512) as (_base, log):
+        text = log.read_text()  # said before the gateway listens, so before it answered /healthz
+        assert "the open-file limit is 512" in text
+        assert "LimitNOFILE" in text and "ulimit" in text
+
