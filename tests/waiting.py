@@ -74,6 +74,7 @@ class HeldSink:
         self.notifications: list[dict[str, Any]] = []
         self._released = asyncio.Event()
         self.client_capabilities: dict[str, Any] = {"sampling": {}, "elicitation": {}}
+        self.principal_id = "user:tester"  # whose request it is
 
     async def notify(self, message: dict[str, Any]) -> None:
         self.notifications.append(message)

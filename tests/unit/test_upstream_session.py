@@ -189,11 +189,12 @@ class ScriptedUpstream:
 class Sink:
     """A RequestSink that records what reaches it and answers server→client requests with `answer`."""
 
-    def __init__(self, answer: JSON | None = None) -> None:
+    def __init__(self, answer: JSON | None = None, principal_id: str = "alice") -> None:
         self.notifications: list[JSON] = []
         self.requests: list[tuple[str, JSON | None]] = []
         self.answer = answer or {"result": {"content": {"type": "text", "text": "from the client"}}}
         self.client_capabilities: JSON = {"sampling": {}}
+        self.principal_id = principal_id
 
     async def notify(self, message: JSON) -> None:
         self.notifications.append(message)

@@ -68,11 +68,12 @@ class ServerProcess:
 class RecordingSink:
     """A RequestSink that records notifications and answers sampling with a fixed text."""
 
-    def __init__(self, answer: str = "sampled-by-test") -> None:
+    def __init__(self, answer: str = "sampled-by-test", principal_id: str = "user:tester") -> None:
         self.notifications: list[dict] = []
         self.requests: list[tuple[str, dict | None]] = []
         self.answer = answer
         self.client_capabilities: dict = {"sampling": {}}  # what the client it stands for declared
+        self.principal_id = principal_id  # whose request it is
 
     async def notify(self, message: dict) -> None:
         self.notifications.append(message)

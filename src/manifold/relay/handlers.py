@@ -67,14 +67,13 @@ from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.jsonrpc import RpcError, tool_error_result
 from manifold.relay.tasks import Forward, TaskRun, Tasks
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
-from manifold.upstream.credential import SHARED, Outbound, base_identity, in_handshake_era
+from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
 from manifold.upstream.pool import UpstreamPool
 
 if TYPE_CHECKING:
     from manifold.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
-HANDSHAKE_SHARED = in_handshake_era(SHARED)  # the one handshake-era session of an upstream without credentials
 
 # An upstream's instructions passed on by a server of one member (they are for the model: bounded like a tool
 # description would be).
@@ -213,14 +212,23 @@ class Gateway:
         # there, and failed for every client when all went through its 2026-07-28 session (fastmcp interop).
         handshake = call.era is Era.HANDSHAKE and self.pool.speaks_both(upstream_id)
         if config is None or (config.auth.mode is AuthMode.NONE and config.sessions is SessionSharing.SHARED):
-            return HANDSHAKE_SHARED if handshake else SHARED  # no per-caller work at all
-        resolved = SHARED if config.auth.mode is AuthMode.NONE else await self._resolve(call, member_id, upstream_id)
-        if config.sessions is SessionSharing.PER_USER:
+            if not handshake:
+                return SHARED  # no per-caller work at all
+            resolved = SHARED
+        elif config.auth.mode is AuthMode.NONE:
+            resolved = SHARED
+        else:
+            resolved = await self._resolve(call, member_id, upstream_id)
+        own = f"{resolved.identity or 'caller'}|caller:{call.principal.id}"
+        if config is not None and config.sessions is SessionSharing.PER_USER:
             # One session per caller whatever the credential: `none` and `static` share one otherwise, and a
             # `forwarded` one is keyed by the headers' values, which two callers may share (second review).
-            identity = f"{resolved.identity or 'caller'}|caller:{call.principal.id}"
-            resolved = Outbound(resolved.headers, identity=identity)
-        return in_handshake_era(resolved) if handshake else resolved
+            resolved = Outbound(resolved.headers, identity=own)
+        # The handshake-era session is always the caller's own: the requests such an upstream makes on its GET
+        # stream name no call (FastMCP asks sampling and roots there), and are given to the one call in flight,
+        # which on a session shared by everyone may be another user's (isolation probe: Bob was asked Alice's
+        # question once her call was given up; and any call in flight made everybody else's questions fail).
+        return in_handshake_era(resolved, own) if handshake else resolved
 
     async def credential_of(self, principal: Principal, upstream_id: str) -> Outbound:
         """What this principal's own requests to the upstream carry outside any MCP call: the console lists an
@@ -263,8 +271,8 @@ class Gateway:
                 outbound = await self.outbound(call, member.member_id, member.upstream)
             except Exception:  # noqa: BLE001 — no session of this caller's there; a notification answers nothing
                 continue
-            # A shared session (its handshake-era one too: review) is everybody's: not told.
-            session = self.pool.live(member.upstream, outbound) if base_identity(outbound.identity) else None
+            # A shared session is everybody's: not told (a handshake-era one is always the caller's own).
+            session = self.pool.live(member.upstream, outbound) if outbound.identity is not None else None
             if session is not None and session.era is Era.HANDSHAKE:
                 with contextlib.suppress(Exception):
                     await session.notify(ROOTS_LIST_CHANGED)

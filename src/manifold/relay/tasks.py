@@ -215,7 +215,7 @@ class Tasks:
         own = replace(
             call,
             client_capabilities=caps,
-            sink=_TaskSink(caps),
+            sink=_TaskSink(caps, call.principal.id),
             listener=None,
             session=None,
             request_id=TaskRun(task.id),
@@ -446,8 +446,9 @@ class _TaskSink:
     notifications are dropped, and the upstream hears the client's capabilities (without the tasks
     extension). Its questions come as input_required (relay/input_exchange.py for handshake-era upstreams)."""
 
-    def __init__(self, capabilities: JSON) -> None:
+    def __init__(self, capabilities: JSON, principal_id: str) -> None:
         self._capabilities = capabilities
+        self.principal_id = principal_id
 
     @property
     def client_capabilities(self) -> JSON:

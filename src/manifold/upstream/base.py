@@ -67,6 +67,10 @@ class UpstreamSessionLost(UpstreamError):
 class RequestSink(Protocol):
     """Where an in-flight request's side traffic goes (implemented by the relay, per client request)."""
 
+    # Whose request it is: the session guesses a message that names no request to be the one call in flight
+    # only while no request of someone else's it gave up may still be running upstream.
+    principal_id: str
+
     @property
     def client_capabilities(self) -> JSON:
         """The capabilities of the client the request is made for: a 2026-07-28 upstream request declares

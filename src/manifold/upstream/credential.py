@@ -15,34 +15,29 @@ class Outbound:
     """Headers to add to the upstream requests, and the identity the upstream session is keyed by.
 
     `identity=None` means one shared session for every caller (none, static); any per-caller credential
-    gets its own session per (upstream, identity)."""
+    gets its own session per (upstream, identity). `handshake`: the session is the upstream's 2025-11-25-era
+    one (`in_handshake_era`), and `fallback` the identity of the session its clients use when the upstream
+    will not have one. The era is a field of its own, not a mark in the identity string: an identity holds a
+    principal's id, which may contain anything (isolation probe: user `bob|handshake-era` had bob's session)."""
 
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # credentials: never in a repr or log
     identity: str | None = None
+    handshake: bool = False
+    fallback: str | None = None
 
 
 # No credential headers, one session shared by every caller.
 SHARED = Outbound()
 
-# Appended to a session's identity for the 2025-11-25-era session of an upstream (`protocol: auto`) that speaks
-# both eras: clients of that era are relayed through it (upstream/pool.py `speaks_both`), so what the upstream
-# does only on such connections (server→client requests from FastMCP tools, say) reaches them as it would directly.
-HANDSHAKE_SESSION = "|handshake-era"
 
-
-def in_handshake_era(outbound: Outbound) -> Outbound:
-    """The same credential, keyed to the upstream's handshake-era session."""
-    return Outbound(outbound.headers, f"{outbound.identity or ''}{HANDSHAKE_SESSION}")
-
-
-def base_identity(identity: str | None) -> str | None:
-    """Whose session this is, whatever its era: None for a shared one (the handshake-era one included)."""
-    return identity.removesuffix(HANDSHAKE_SESSION) or None if identity is not None else None
+def in_handshake_era(outbound: Outbound, identity: str) -> Outbound:
+    """The same credential, keyed to the upstream's 2025-11-25-era session of `identity`: clients of that era
+    of an upstream (`protocol: auto`) that speaks both are relayed through it (upstream/pool.py `speaks_both`),
+    so what the upstream does only on such connections (server→client requests from FastMCP tools, say)
+    reaches them as it would directly. `outbound` stays the session they fall back to."""
+    return Outbound(outbound.headers, identity, handshake=True, fallback=outbound.identity)
 
 
 def own_era(outbound: Outbound) -> Outbound:
     """The same credential, keyed to the upstream's own-era session (undoing `in_handshake_era`)."""
-    identity = outbound.identity
-    if identity is None or not identity.endswith(HANDSHAKE_SESSION):
-        return outbound
-    return Outbound(outbound.headers, identity.removesuffix(HANDSHAKE_SESSION) or None)
+    return Outbound(outbound.headers, outbound.fallback) if outbound.handshake else outbound

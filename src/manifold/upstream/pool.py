@@ -28,11 +28,11 @@ from manifold.upstream.base import (
     UpstreamError,
     UpstreamSessionLost,
 )
-from manifold.upstream.credential import HANDSHAKE_SESSION, SHARED, Outbound, base_identity
+from manifold.upstream.credential import SHARED, Outbound
 from manifold.upstream.health import UpstreamHealth
 from manifold.upstream.http import StreamableHttpTransport
 from manifold.upstream.openapi import OpenApiTransport
-from manifold.upstream.session import JsonRpcSession
+from manifold.upstream.session import REFUSED_INITIALIZE, JsonRpcSession
 from manifold.upstream.sse import LegacySseTransport
 from manifold.upstream.stdio import REDACTED, StdioTransport, stderr_of
 
@@ -46,6 +46,11 @@ logger = logging.getLogger(__name__)
 class UpstreamKey:
     upstream_id: str
     identity: str | None = None  # whose credential the session carries (None: the shared session)
+    handshake: bool = False  # the upstream's 2025-11-25-era session (credential.py `in_handshake_era`)
+
+    @classmethod
+    def of(cls, upstream_id: str, outbound: Outbound) -> UpstreamKey:
+        return cls(upstream_id, outbound.identity, outbound.handshake)
 
 
 @dataclass
@@ -102,6 +107,7 @@ async def _close_slots(slots: list[_Slot]) -> None:
 # process each (`sessions: per_user`), so fewer; and one unused for IDENTITY_IDLE_SECONDS (at least twice the
 # upstream's call_timeout) is closed when the next is made (second review: they were never closed when idle).
 MAX_IDENTITY_SESSIONS = 256
+MAX_REFUSED_HANDSHAKES = 4 * MAX_IDENTITY_SESSIONS
 MAX_STDIO_IDENTITY_SESSIONS = 32
 IDENTITY_IDLE_SECONDS = 600.0
 # An upstream failure quoted to callers and /healthz: cut after its credentials were blanked.
@@ -151,12 +157,16 @@ class UpstreamPool:
         # it is tried, once)
         self._modern_auto: set[str] = set()
         self._modern_only: set[str] = set()
+        # Handshake-era sessions refused for one caller's credential only (a `forwarded` value the upstream
+        # answered 400 to, say): that caller's clients fall back; everybody else's still get theirs (isolation
+        # probe: one user's header turned them off for all).
+        self._refused_handshake: set[UpstreamKey] = set()
         self._slots: dict[UpstreamKey, _Slot] = {}
         self._retiring: set[asyncio.Future[Any]] = set()  # background closes and probes
         self._closed = False
 
     async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> JsonRpcSession:
-        return await self._session(UpstreamKey(upstream_id, outbound.identity), outbound.headers)
+        return await self._session(UpstreamKey.of(upstream_id, outbound), outbound.headers, outbound.fallback)
 
     async def request(
         self,
@@ -177,16 +187,16 @@ class UpstreamPool:
         trace_headers: dict[str, str] | None = None
         if tracing is not None:
             span, params, trace_headers = tracing.start_upstream(upstream_id, method, params)
-        key = UpstreamKey(upstream_id, outbound.identity)
+        key = UpstreamKey.of(upstream_id, outbound)
         reply: JSON | None = None
         error: BaseException | None = None
         try:
-            session = await self._session(key, outbound.headers)
+            session = await self._session(key, outbound.headers, outbound.fallback)
             try:
                 reply = await session.request(method, params, sink=sink, timeout=timeout, trace_headers=trace_headers)
             except UpstreamSessionLost:
                 self._forget(key, session)
-                session = await self._session(key, outbound.headers)
+                session = await self._session(key, outbound.headers, outbound.fallback)
                 reply = await session.request(method, params, sink=sink, timeout=timeout, trace_headers=trace_headers)
             if "error" in reply or _is_tool_error(reply):
                 reply = self._without_credentials(upstream_id, outbound, reply)
@@ -229,13 +239,13 @@ class UpstreamPool:
     def era(self, upstream_id: str, outbound: Outbound = SHARED) -> Era | None:
         """The era of the live session for this credential, or None when there is none yet (no await: the
         relay asks on every 2026-07-28 call)."""
-        slot = self._slots.get(UpstreamKey(upstream_id, outbound.identity))
+        slot = self._slots.get(UpstreamKey.of(upstream_id, outbound))
         session = slot.session if slot is not None else None
         return session.era if session is not None and not session.closed else None
 
     def live(self, upstream_id: str, outbound: Outbound = SHARED) -> JsonRpcSession | None:
         """The live session for this credential, if there is one (none is started)."""
-        slot = self._slots.get(UpstreamKey(upstream_id, outbound.identity))
+        slot = self._slots.get(UpstreamKey.of(upstream_id, outbound))
         session = slot.session if slot is not None else None
         return session if session is not None and not session.closed else None
 
@@ -261,7 +271,7 @@ class UpstreamPool:
             return False
         self._configs[upstream_id] = config
         self._modern_auto.discard(upstream_id)  # learned again from its next sessions
-        self._modern_only.discard(upstream_id)
+        self._forget_refusals(upstream_id)
         await self._close_sessions_of(upstream_id)
         return True
 
@@ -271,7 +281,7 @@ class UpstreamPool:
         if self._configs.pop(upstream_id, None) is None:
             return False
         self._modern_auto.discard(upstream_id)
-        self._modern_only.discard(upstream_id)
+        self._forget_refusals(upstream_id)
         await self._close_sessions_of(upstream_id)
         return True
 
@@ -330,43 +340,62 @@ class UpstreamPool:
 
     # ------------------------------------------------------------------ internals
 
-    async def _session(self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers) -> JsonRpcSession:
+    async def _session(
+        self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers, fallback: str | None = None
+    ) -> JsonRpcSession:
         slot = self._slots.get(key)
         if slot is not None and slot.session is not None and not slot.session.closed and slot.headers == headers:
             if key.identity is not None:
                 slot.last_used = time.monotonic()
             return slot.session  # the hot path: no lock, no further call
-        identity = key.identity
-        if identity is not None and identity.endswith(HANDSHAKE_SESSION):
-            return await self._handshake_era_session(key, identity, headers)
+        if key.handshake:
+            return await self._handshake_era_session(key, headers, UpstreamKey(key.upstream_id, fallback))
         return await self._open(key, headers)
 
     async def _handshake_era_session(
-        self, key: UpstreamKey, identity: str, headers: Mapping[str, str]
+        self, key: UpstreamKey, headers: Mapping[str, str], base: UpstreamKey
     ) -> JsonRpcSession:
         """The 2025-11-25 session a client of that era is relayed through (`speaks_both`), or, when the upstream
-        will not have one, the session its 2026-07-28 clients use: a client is never failed for want of it
-        (review). Refused as a protocol matter (`initialize` unknown), it is not asked again until the upstream's
-        own session is renewed; any other failure (backed off as usual) is served by that session meanwhile."""
-        base = UpstreamKey(key.upstream_id, identity.removesuffix(HANDSHAKE_SESSION) or None)
-        if key.upstream_id in self._modern_only:
+        will not have one, the session its 2026-07-28 clients use (`base`): a client is never failed for want of
+        it (review). Refused as a protocol matter, it is not asked again until the upstream's own session is
+        renewed: for every caller when the upstream read the `initialize` of a session carrying no caller's
+        credential and said no, else for this caller only. Any other failure (backed off as usual) is served
+        by `base` meanwhile."""
+        if key.upstream_id in self._modern_only or key in self._refused_handshake:
             return await self._open(base, headers)
         try:
             return await self._open(key, headers)
         except UpstreamError as exc:
             if self._closed:
                 raise
-            if exc.kind is ErrorKind.PROTOCOL and key.upstream_id not in self._modern_only:
-                self._modern_only.add(key.upstream_id)
-                logger.info(
-                    "upstream %s refused a 2025-11-25 session (%s): its clients of that era share its 2026-07-28 one",
-                    key.upstream_id,
-                    exc.reason[:200],
+            if exc.kind is ErrorKind.PROTOCOL:
+                config = self._configs.get(key.upstream_id)
+                upstream_wide = (
+                    exc.reason.startswith(REFUSED_INITIALIZE)
+                    and config is not None
+                    and config.auth.mode in (AuthMode.NONE, AuthMode.STATIC)
                 )
+                if upstream_wide:
+                    self._modern_only.add(key.upstream_id)
+                    logger.info(
+                        "upstream %s refused a 2025-11-25 session (%s): its clients of that era share its "
+                        "2026-07-28 one",
+                        key.upstream_id,
+                        exc.reason[:200],
+                    )
+                else:
+                    if len(self._refused_handshake) >= MAX_REFUSED_HANDSHAKES:
+                        self._refused_handshake.clear()  # bounded: the oldest are simply tried again
+                    self._refused_handshake.add(key)
                 slot = self._slots.pop(key, None)
                 if slot is not None:
                     await _close_slots([slot])
             return await self._open(base, headers)
+
+    def _forget_refusals(self, upstream_id: str) -> None:
+        """The upstream changed or restarted: it may speak 2025-11-25 now, for everyone."""
+        self._modern_only.discard(upstream_id)
+        self._refused_handshake = {k for k in self._refused_handshake if k.upstream_id != upstream_id}
 
     async def _open(self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers) -> JsonRpcSession:
         """The session of this key, made (or replaced, for a changed credential) under the slot's lock."""
@@ -389,7 +418,7 @@ class UpstreamPool:
         config = self._configs.get(key.upstream_id)
         if config is None:
             raise UpstreamError(key.upstream_id, "is not configured", kind=ErrorKind.PROTOCOL)
-        if base_identity(key.identity) is None and config.auth.mode in CALLER_CREDENTIAL_ONLY:
+        if key.identity is None and config.auth.mode in CALLER_CREDENTIAL_ONLY:
             # Reached only with each caller's own credential: a session without one would be refused, and as
             # the shared session its failure would mark the upstream down (/readyz 503) for everyone.
             raise UpstreamError(
@@ -437,7 +466,7 @@ class UpstreamPool:
             slot.headers = dict(headers)
             if headers:
                 config = config.model_copy(update={"headers": {**config.headers, **headers}})
-            if key.identity is not None and key.identity.endswith(HANDSHAKE_SESSION):
+            if key.handshake:
                 config = config.model_copy(update={"protocol": ProtocolChoice.HANDSHAKE})
             slow_start = config.transport is Transport.STDIO and config.connect_timeout < STDIO_START_SECONDS
             if slow_start and slot.starting is not None:
@@ -486,7 +515,7 @@ class UpstreamPool:
             if slot.lost:
                 slot.lost = False
                 if key.identity is None:
-                    self._modern_only.discard(key.upstream_id)  # restarted: it may speak 2025-11-25 now
+                    self._forget_refusals(key.upstream_id)  # restarted: it may speak 2025-11-25 now
                 if self.on_renewed is not None:
                     self.on_renewed(key.upstream_id)
             return session

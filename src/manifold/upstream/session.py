@@ -18,6 +18,7 @@ import asyncio
 import importlib.metadata
 import itertools
 import logging
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, assert_never
@@ -79,6 +80,9 @@ from manifold.upstream.base import (
 from manifold.upstream.shapes import ITEM_SHAPES, RESULT_CHECKS, checked_result, only_well_formed
 
 logger = logging.getLogger(__name__)
+# How a JSON-RPC refusal of `initialize` begins its reason: the upstream read the handshake and said no (the
+# pool tells it from a refused HTTP request, which may be about the credential it carried).
+REFUSED_INITIALIZE = "refused initialize: "
 
 try:
     _VERSION = importlib.metadata.version("mcp-manifold")
@@ -100,6 +104,10 @@ CHANNEL_READY_WAIT = 2.0
 # answered; an upstream that sends more (a flood of pings) has the excess dropped unanswered, so it costs the
 # gateway bounded memory (50,000 pings were ~350 MB of tasks). Far above what its callers' requests need.
 MAX_SERVER_REQUESTS = 512
+# How long a request given up is thought to be still running upstream (its call_timeout, within these bounds).
+ABANDONED_HOLD_MIN_SECONDS = 60.0
+ABANDONED_HOLD_MAX_SECONDS = 3600.0
+MAX_ABANDONED = 1024
 
 
 def _object(value: Any) -> JSON:
@@ -118,6 +126,7 @@ class _Pending:
     sink: RequestSink | None
     progress_token: Any = None  # the caller's token, restored on the way back
     method: str = ""
+    owner: str | None = None  # the principal the request is made for (RequestSink.principal_id)
 
 
 @dataclass
@@ -152,6 +161,10 @@ class JsonRpcSession:
         self._on_notification = on_notification
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
+        # Requests given up (timed out, cancelled) that the upstream may still be running, and whose: until it
+        # answers one, or their hold passes, a request of it that names no call is not guessed to belong to
+        # another caller's call (isolation probe: Bob was asked Alice's question once hers was given up).
+        self._abandoned: dict[int, tuple[str | None, float]] = {}
         self._resource_streams: dict[str, asyncio.Future[Any]] = {}
         self._closed = False
         self._close_reason: UpstreamError | None = None
@@ -335,7 +348,7 @@ class JsonRpcSession:
         if not isinstance(result, dict):
             message = (reply.get("error") or {}).get("message", "no result")
             # Long enough to hold what it echoes whole: the pool blanks credentials in it, then cuts it (pool.py).
-            raise UpstreamError(self.upstream_id, f"refused initialize: {str(message)[:2000]}", kind=ErrorKind.PROTOCOL)
+            raise UpstreamError(self.upstream_id, f"{REFUSED_INITIALIZE}{str(message)[:2000]}", kind=ErrorKind.PROTOCOL)
         version = _text(result.get("protocolVersion")) or LATEST_HANDSHAKE
         self._transport.set_negotiated(version)
         self.era = Era.HANDSHAKE
@@ -460,17 +473,18 @@ class JsonRpcSession:
         if params is not None:
             message["params"] = params
         future: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = _Pending(future, sink, caller_token, method)
+        owner = sink.principal_id if sink is not None else None
+        self._pending[request_id] = _Pending(future, sink, caller_token, method, owner)
         limit = timeout if timeout is not None else self.config.call_timeout
         try:
             async with asyncio.timeout(None if limit == float("inf") else limit):
                 await self._transport.request(request_id, orjson.dumps(message), headers)
                 return await future
         except TimeoutError:
-            self._abandon(request_id, reason="timed out")
+            self._abandon(request_id, owner, reason="timed out")
             raise UpstreamTimeout(self.upstream_id, limit) from None
         except asyncio.CancelledError:
-            self._abandon(request_id, reason="cancelled by the client")
+            self._abandon(request_id, owner, reason="cancelled by the client")
             raise
         except UpstreamSessionLost as lost:
             self._mark_closed(lost)
@@ -483,11 +497,16 @@ class JsonRpcSession:
             else:
                 future.cancel()
 
-    def _abandon(self, request_id: int, *, reason: str) -> None:
+    def _abandon(self, request_id: int, owner: str | None, *, reason: str) -> None:
         """Tell the upstream to stop working on a request nobody waits for any more. Modern-era HTTP has
         no client notifications: the transport already closed the request's response stream."""
         if self._closed or (self.era is Era.MODERN and self._transport.kind == "http"):
             return
+        # It may go on all the same (servers that ignore cancellation do), and ask questions later.
+        if len(self._abandoned) >= MAX_ABANDONED:
+            del self._abandoned[next(iter(self._abandoned))]  # the oldest
+        hold = min(max(self.config.call_timeout, ABANDONED_HOLD_MIN_SECONDS), ABANDONED_HOLD_MAX_SECONDS)
+        self._abandoned[request_id] = (owner, time.monotonic() + hold)
         params: JSON = {"requestId": request_id, "reason": reason}
         if self.era is Era.MODERN:
             params["_meta"] = self._envelope()
@@ -630,6 +649,8 @@ class JsonRpcSession:
         """A reply whose id is not one of ours in flight. Where the transport knows which request it answers
         (the response to an HTTP POST), that request fails naming the upstream instead of waiting for its
         timeout; a late reply to a request already given up (an int id on stdio/SSE) is only dropped."""
+        if type(reply_id) is int and self._abandoned:
+            self._abandoned.pop(reply_id, None)  # a request given up has ended upstream: it asks nothing more
         pending = self._pending.get(related_id) if type(related_id) is int else None
         if pending is None and type(reply_id) is not int:
             pending = self._related(None)  # malformed id on stdio/SSE: the one request in flight, if only one
@@ -664,7 +685,22 @@ class JsonRpcSession:
         if related_id is not None and related_id != STANDALONE:
             return self._pending.get(related_id)
         candidates = [p for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN]
-        return candidates[0] if len(candidates) == 1 else None
+        if len(candidates) != 1 or self._another_may_ask(candidates[0].owner):
+            return None
+        return candidates[0]
+
+    def _another_may_ask(self, owner: str | None) -> bool:
+        """Whether a request given up on this session, made for someone other than `owner`, may still be
+        running upstream (and so be the one asking)."""
+        if not self._abandoned:
+            return False
+        now = time.monotonic()
+        for request_id, (whose, until) in list(self._abandoned.items()):
+            if until < now:
+                del self._abandoned[request_id]
+            elif whose is None or whose != owner:
+                return True
+        return False
 
     async def _notify_sink(self, sink: RequestSink, message: JSON) -> None:
         try:
@@ -688,12 +724,19 @@ class JsonRpcSession:
             if pending is None or pending.sink is None:
                 in_flight = sum(1 for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN)
                 why = f"no client can answer {method} now"
-                if (related_id is None or related_id == STANDALONE) and in_flight > 1:
+                unrelated = related_id is None or related_id == STANDALONE
+                if unrelated and in_flight > 1:
                     # Said to whoever reads the upstream's error (the tool's result, a log): what to change.
                     why += (
-                        f": {in_flight} calls are in flight on the gateway's one session to this upstream, which does"
-                        " not say which of them asked (stdio, SSE); `sessions: per_user` on the upstream gives each"
-                        " caller a session of its own"
+                        f": {in_flight} calls are in flight on the gateway's one session to this upstream, which did"
+                        " not say which of them asked; `sessions: per_user` on the upstream gives each caller a"
+                        " session of its own"
+                    )
+                elif unrelated and in_flight == 1:
+                    why += (
+                        ": a call the gateway gave up may still be running on this upstream, which did not say"
+                        " which call asked; `sessions: per_user` on the upstream gives each caller a session of its"
+                        " own"
                     )
                 reply = {"error": {"code": METHOD_NOT_FOUND, "message": why}}
             elif (
