@@ -503,9 +503,11 @@ class SessionStore:
         if self._ended is None:
             return
         since = self._ended_checked - _CLOCK_SKEW_SECONDS
-        self._ended_checked = self._wall_clock()
+        now = self._wall_clock()
+        ended = await self._ended.ended_since(since)
+        self._ended_checked = now  # only once read: a failed read is read again from the same moment
         closed = 0
-        for handle in await self._ended.ended_since(since):
+        for handle in ended:
             session = self._sessions.get(handle)
             if session is not None:
                 self.close(session.id)

@@ -124,27 +124,45 @@ class ChangeSync:
             scopes = scopes - {revisions.CATALOG}
         if not scopes:
             return
+        # The watcher counts these as seen: one that fails to apply (a statement timeout, a failover) is kept
+        # here and tried again at the next tick or request, with those after it (replica probe: a key revoked
+        # on one replica stayed accepted on another for good after one failed read there).
+        unapplied = set(scopes)
+        try:
+            await self._apply(scopes, unapplied)
+        finally:
+            self._deferred |= unapplied
+
+    async def _apply(self, scopes: set[str], unapplied: set[str]) -> None:
+        """Apply each changed scope, discarding it from `unapplied` once done."""
         if revisions.AUTH in scopes:
             await asyncio.gather(self._directory.load(), self.reload_policy())  # side by side: independent
             self._authenticator.invalidate()
+            unapplied.discard(revisions.AUTH)
             log.info("keys, principals or grants changed: reloaded")
             task = asyncio.create_task(self._revalidate_streams())
             self._revalidations.add(task)
             task.add_done_callback(self._revalidations.discard)
         if revisions.CATALOG in scopes:
             await self._catalog.reload()
+            unapplied.discard(revisions.CATALOG)
         if CONNECTIONS_SCOPE in scopes:
             await self._broker.sync()
+            unapplied.discard(CONNECTIONS_SCOPE)
         if SECRETS_SCOPE in scopes:
             await self._secrets.load()
             self._credentials.secrets_changed()
+            unapplied.discard(SECRETS_SCOPE)
         if SESSIONS_SCOPE in scopes:  # a 2025-11-25 session ended (DELETE) on another replica
             await self._sessions.sync_ended()
+            unapplied.discard(SESSIONS_SCOPE)
         if RATE_LIMITS_SCOPE in scopes and self._rate_limits is not None:  # rules changed (policy/rate_limits.py)
             await self._rate_limits.reload()
+        unapplied.discard(RATE_LIMITS_SCOPE)
         if PINS_SCOPE in scopes:  # tool definitions approved (docs/pinning.md): fetched again and announced
             for upstream_id in self._catalog.config.upstreams:
                 await self._hub.on_upstream_notification(upstream_id, {"method": TOOLS_LIST_CHANGED})
+        unapplied.clear()  # pins last: announced; and any scope nobody applies is not kept for ever
 
     async def _revalidate_streams(self) -> None:
         """Close open notification streams (and their sessions) whose caller's credential was revoked or
