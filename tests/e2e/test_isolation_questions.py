@@ -143,3 +143,25 @@ async def test_one_users_refused_credential_turns_the_handshake_era_session_off_
                 async with client(gw, bob_key, headers=tenant("good"), elicitation_callback=named) as bob:
                     result = await bob.call_tool("ask_name", {})
                     assert not result.is_error and text_of(result) == "hello bob"
+
+
+async def test_one_users_failing_list_is_not_shown_to_everyone_on_healthz() -> None:
+    """The upstream refuses Alice's own credential (a `forwarded` header): her list fails, and she is told why;
+    an unauthenticated /healthz does not show her failure as the server's (it showed one user's account and
+    workspace, in the words of the upstream that refused them)."""
+    async with run_http_upstream(ASKS, "--refuse-initialize", "X-Tenant=apollo-merger") as url:
+        upstream = {
+            "transport": "http", "url": url, "protocol": "2025-11-25",
+            "auth": {"mode": "forwarded", "allow": ["X-Tenant"]},
+        }  # fmt: skip
+        async with run_gateway({"up": upstream}) as gw:
+            alice_key = await key_for(gw, "alice@corp.com")
+            with anyio.fail_after(60):
+                headers = {"X-MCP-Headers": json.dumps({"X-Tenant": "apollo-merger"})}
+                async with client(gw, alice_key, headers=headers) as alice:
+                    result = await alice.call_tool("ask_name", {})
+                    assert result.is_error and "HTTP 400" in text_of(result)  # hers to see
+            async with httpx2.AsyncClient() as http:
+                health = await http.get(f"{gw.base}/healthz")
+            assert health.status_code == 200
+            assert "degraded_servers" not in health.json() and "400" not in health.text

@@ -110,11 +110,16 @@ class VirtualServerView:
 
     async def _entries(
         self, kind: str, *, allow_stale: bool, credential: Credential | None, patient: bool = False
-    ) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, BaseException], tuple[int, ...]]:
+    ) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, BaseException], tuple[int, ...], set[str]]:
+        """The members' lists, their failures, the lists' versions, and the members listed with the caller's
+        own session (their failures are the caller's, not the server's)."""
         members = [m for m in self.members if kind == "tools" or (m.prompts if kind == "prompts" else m.resources)]
+        personal: set[str] = set()
 
         async def one(m: MemberConfig) -> Any:
             outbound = await credential(m) if credential is not None else SHARED
+            if outbound.identity is not None:
+                personal.add(m.member_id)
             return await self._lists.get(m.upstream, kind, allow_stale=allow_stale, outbound=outbound, patient=patient)
 
         results = await asyncio.gather(*(one(m) for m in members), return_exceptions=True)
@@ -130,7 +135,7 @@ class VirtualServerView:
                 continue
             ok.append((m, r.items))
             versions.append(r.version)
-        return ok, errors, tuple(versions)
+        return ok, errors, tuple(versions), personal
 
     async def get(
         self, kind: str, *, allow_stale: bool = False, credential: Credential | None = None, patient: bool = False
@@ -138,7 +143,7 @@ class VirtualServerView:
         """The built list. `credential` gives the caller's outbound credential per member, for upstreams
         whose lists can only be fetched with one (a member whose credential is missing is left out, with
         the reason kept so a call to one of its names can say what to do)."""
-        entries, errors, versions = await self._entries(
+        entries, errors, versions, personal = await self._entries(
             kind, allow_stale=allow_stale, credential=credential, patient=patient
         )
         failures = {member_id: describe_failure(e) for member_id, e in errors.items()}
@@ -158,7 +163,9 @@ class VirtualServerView:
             level = logging.DEBUG if isinstance(errors[member_id], AuthRequired) else logging.WARNING
             log.log(level, "virtual server '%s': member '%s' left out of %s: %s", self.id, member_id, kind, reason)
         self._told[kind] = failures
-        self.last_failures = failures
+        # /healthz shows these to anyone: one caller's own failure (their account suspended, their token
+        # refused) is theirs to see, not everyone's (isolation probe: a user's account and workspace were shown).
+        self.last_failures = {m: reason for m, reason in failures.items() if m not in personal}
         self.collisions[kind] = built.collisions
         self._built[kind] = built
         return built
