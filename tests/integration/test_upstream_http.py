@@ -212,3 +212,32 @@ async def test_cancelling_the_caller_abandons_the_upstream_request(server):
     finally:
         held.release()
         await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_session_with_a_call_in_flight_is_never_the_one_evicted(server, monkeypatch):
+    """Past the per-upstream limit of per-identity sessions the least recently used is closed, but never one
+    with a call in flight: one user churning identities (forwarded header values) killed another's call."""
+    from manifold.upstream import pool as pool_module
+    from manifold.upstream.credential import Outbound
+
+    monkeypatch.setattr(pool_module, "MAX_IDENTITY_SESSIONS", 2)
+    pool = make_pool(server.url, "2025-11-25")
+    held = HeldSink()
+    bob = Outbound({"X-Who": "bob"}, identity="bob")
+    try:
+        params = {"name": "sample", "arguments": {"prompt": "hold on"}}
+        call = asyncio.ensure_future(pool.request("up", "tools/call", params, sink=held, outbound=bob))
+        await within(held.asked.wait(), what="bob's call held by the upstream")
+        for i in range(4):  # someone else's new identities, each past the limit
+            other = Outbound({"X-Who": f"mallory-{i}"}, identity=f"mallory-{i}")
+            assert tool_result(await pool.request("up", "tools/call", {"name": "add", "arguments": {"a": i, "b": 1}},
+                                                  outbound=other)) == i + 1
+        assert pool.live("up", bob) is not None  # bob's session survived
+        held.release()
+        reply = await within(call, what="bob's call answered")  # not failed with "dropped the response stream"
+        assert "the test did not answer" in json.dumps(reply)  # the upstream's answer, after the held question
+        assert sum(1 for key in pool._slots if key.identity) <= 3  # the limit held for the idle ones
+    finally:
+        held.release()
+        await pool.aclose()

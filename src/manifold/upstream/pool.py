@@ -430,7 +430,7 @@ class UpstreamPool:
             slot = self._slots.setdefault(key, _Slot())
             if key.identity is not None:
                 slot.last_used = time.monotonic()
-                await self._evict_beyond_limit(key.upstream_id)
+                await self._evict_beyond_limit(key.upstream_id, key)
         if slot.starting is not None:
             # A stdio command still starting: wait for it here, outside the lock, so that callers arriving
             # together each wait connect_timeout, not one after another's. Done, it is adopted under the lock.
@@ -550,20 +550,27 @@ class UpstreamPool:
             return None
         return lambda _upstream_id, message: handler(key, message)
 
-    async def _evict_beyond_limit(self, upstream_id: str) -> None:
+    async def _evict_beyond_limit(self, upstream_id: str, opening: UpstreamKey) -> None:
+        """Close this upstream's per-identity sessions unused for long, and the least recently used beyond the
+        limit, never `opening` (the one being made)."""
         config = self._configs.get(upstream_id)
         stdio = config is not None and config.transport is Transport.STDIO
         limit = MAX_STDIO_IDENTITY_SESSIONS if stdio else MAX_IDENTITY_SESSIONS
         idle_after = (
             max(IDENTITY_IDLE_SECONDS, 2 * config.call_timeout) if config is not None else IDENTITY_IDLE_SECONDS
         )
-        mine = sorted(
-            ((s.last_used, k) for k, s in self._slots.items() if k.upstream_id == upstream_id and k.identity),
+        mine = [(s, k) for k, s in self._slots.items() if k.upstream_id == upstream_id and k.identity]
+        # A session with a call in flight is never the one closed: that call would fail for a reason of someone
+        # else's making (isolation probe: one user churning `forwarded` header values killed another's call).
+        # Over the limit with every session busy, the limit waits for the calls to end.
+        evictable = sorted(
+            ((s.last_used, k) for s, k in mine if k != opening and not (s.session and s.session.in_flight())),
             key=lambda pair: pair[0],  # oldest first (keys themselves do not compare)
         )
         now = time.monotonic()
-        idle = [key for used, key in mine if now - used > idle_after]
-        beyond = [key for _, key in mine[len(idle) : max(len(idle), len(mine) - limit)]]
+        idle = [key for used, key in evictable if now - used > idle_after]
+        excess = max(0, len(mine) - len(idle) - limit)
+        beyond = [key for _, key in evictable[len(idle) : len(idle) + excess]]
         if idle or beyond:
             await _close_slots([self._slots.pop(key) for key in (*idle, *beyond)])
 
