@@ -211,7 +211,11 @@ def test_haproxy_cfg_balances_as_the_replica_test_and_names_the_compose_replicas
     ours = _haproxy_sections(HAPROXY_CFG.read_text())
     theirs = _haproxy_sections(replicas.haproxy_config(8470, [1, 2]))
     assert ours["defaults"] == theirs["defaults"]
-    assert "balance roundrobin" in ours["backend replicas"] and "balance roundrobin" in theirs["backend replicas"]
+    # The tests balance round-robin (no affinity: the harsher case); what ships keeps each caller on one replica,
+    # as tests/replicas/test_affinity.py runs it.
+    assert f"balance {replicas.AFFINITY}" in ours["backend replicas"]
+    assert f"balance {replicas.ROUND_ROBIN}" in theirs["backend replicas"]
+    assert "hash-type consistent" in ours["backend replicas"] and "hash-type consistent" in theirs["backend replicas"]
     assert ours["frontend mcp"] == ["bind :8470", "default_backend replicas"]
     servers = [line.split() for line in ours["backend replicas"] if line.startswith("server ")]
     assert servers == [["server", name, f"{name}:8470"] for name in ("gateway-a", "gateway-b")]

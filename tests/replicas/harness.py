@@ -32,6 +32,11 @@ from tests.e2e.harness import KEY, Gateway, run_gateway
 from tests.upstreams.launch import free_port
 
 HAPROXY_START_DEADLINE_S = 15.0
+# What the tests balance with by default: no affinity at all, the harshest case (every request may land on
+# another replica). The shipped docker/haproxy.cfg keeps each caller on one replica instead (AFFINITY), which
+# server→client questions need (docs/replicas.md, "Balancing").
+ROUND_ROBIN = "roundrobin"
+AFFINITY = "hdr(Authorization)"
 
 
 def haproxy_binary() -> str:
@@ -56,7 +61,7 @@ class Replicas:
         return f"{self.balancer}/mcp/{server}"
 
 
-def haproxy_config(port: int, backends: list[int]) -> str:
+def haproxy_config(port: int, backends: list[int], balance: str = ROUND_ROBIN) -> str:
     servers = "\n".join(f"    server r{i} 127.0.0.1:{p}" for i, p in enumerate(backends))
     return f"""global
     maxconn 512
@@ -74,17 +79,18 @@ frontend mcp
     default_backend replicas
 
 backend replicas
-    balance roundrobin
+    balance {balance}
+    hash-type consistent
     http-response set-header X-Replica %s
 {servers}
 """
 
 
 @asynccontextmanager
-async def run_haproxy(directory: Path, backends: list[int]) -> AsyncIterator[str]:
+async def run_haproxy(directory: Path, backends: list[int], balance: str = ROUND_ROBIN) -> AsyncIterator[str]:
     port = free_port()
     cfg = directory / "haproxy.cfg"
-    cfg.write_text(haproxy_config(port, backends))
+    cfg.write_text(haproxy_config(port, backends, balance))
     log_path = directory / "haproxy.log"
     binary = haproxy_binary()
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True)
@@ -127,6 +133,7 @@ async def run_replicas(
     virtual_servers: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     gateway: dict[str, Any] | None = None,
+    balance: str = ROUND_ROBIN,
 ) -> AsyncIterator[Replicas]:
     """`database_url`: the one database (None: a SQLite file in the temporary folder). The first replica
     starts alone (it creates the schema), the others after it."""
@@ -148,6 +155,6 @@ async def run_replicas(
                 )
                 gateways.append(gw)
             balancer = await stack.enter_async_context(
-                run_haproxy(directory, [int(g.base.rsplit(":", 1)[1]) for g in gateways])
+                run_haproxy(directory, [int(g.base.rsplit(":", 1)[1]) for g in gateways], balance)
             )
             yield Replicas(gateways, balancer, url, directory)

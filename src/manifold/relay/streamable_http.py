@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any, assert_never
 
@@ -61,6 +62,7 @@ _BACKGROUND: set[asyncio.Future[None]] = set()  # notifications forwarded upstre
 JSON = dict[str, Any]
 
 KEEPALIVE_SECONDS = 20.0
+UNMATCHED_ANSWER_LOG_SECONDS = 60.0  # an answer to no question here is logged at most this often
 
 
 class StreamableHttp:
@@ -80,6 +82,7 @@ class StreamableHttp:
         self.inbound = inbound
         self.param_headers = ParamHeaders()
         self.keepalive = KeepAlive(KEEPALIVE_SECONDS)  # one timer for every stream held here
+        self._unmatched_quiet_until = 0.0
 
     def __call__(
         self,
@@ -133,7 +136,8 @@ class StreamableHttp:
 
         # A reply from the client to a server→client request we relayed.
         if rpc_method is None:
-            self.pending.resolve(message, principal.id)
+            if not self.pending.resolve(message, principal.id):
+                self._unmatched_answer(message)
             await send_body(send, 202, b"")
             return
 
@@ -144,6 +148,22 @@ class StreamableHttp:
                 await self._post_handshake(receive, send, view, principal, inbound, rpc_method, headers, sse_ok)
             case _:
                 assert_never(era)
+
+    def _unmatched_answer(self, message: JSON) -> None:
+        """A client's answer to no question this replica is waiting on: late (the call ended), not the caller's,
+        or sent to another replica than the one that asked (a balancer without affinity: docs/replicas.md).
+        Said, at most once a minute: the question's call waits for it until limits.client_reply_seconds."""
+        now = time.monotonic()
+        if now < self._unmatched_quiet_until:
+            return
+        self._unmatched_quiet_until = now + UNMATCHED_ANSWER_LOG_SECONDS
+        rid = message.get("id")
+        log.warning(
+            "a client answered a question this gateway is not waiting on (id %s): the call it belonged to ended, or "
+            "its question was asked by another replica; behind a balancer, keep each caller on one replica "
+            "(docs/replicas.md, 'Balancing')",
+            repr(rid)[:60],
+        )
 
     async def _post_modern(
         self,
