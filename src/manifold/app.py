@@ -62,7 +62,7 @@ class Changes(Protocol):
 
     async def sync(self) -> None: ...
 
-    def database_problem(self) -> str | None: ...
+    async def database_problem(self, *, read: bool) -> str | None: ...
 
 
 class WebPages(Protocol):
@@ -343,7 +343,8 @@ class ManifoldApp:
 
     async def _health(self, send: Send, *, ready: bool) -> None:
         """/healthz: liveness, always 200, with every upstream's state. /readyz: 503 while a required
-        upstream is down (each is tried again first, briefly), naming them; 200 otherwise."""
+        upstream is down (each is tried again first, briefly), naming them, or while the database does not
+        answer a read; 200 otherwise."""
         down: list[str] = []
         if ready:
             down = self.pool.down_required()
@@ -352,7 +353,7 @@ class ManifoldApp:
                 down = self.pool.down_required()
         upstreams = self.pool.health()
         failures = {sid: v.last_failures for sid, v in self.served.items() if v.last_failures}
-        database = self.changes.database_problem()
+        database = await self.changes.database_problem(read=ready)
         unready = bool(down) or (ready and database is not None)
         body: JSON = {"status": "unavailable" if unready else "ok", "upstreams": upstreams}
         if database is not None:

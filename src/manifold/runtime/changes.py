@@ -109,9 +109,12 @@ class ChangeSync:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
 
-    def database_problem(self) -> str | None:
-        """What is wrong with the database beyond a failed query (its SQLite file removed), for /readyz."""
-        return self._watcher.file_problem
+    async def database_problem(self, *, read: bool) -> str | None:
+        """What is wrong with the database (its SQLite file removed; with `read`, for /readyz, also a read that
+        fails or takes too long now)."""
+        if self._watcher.file_problem is not None or not read:
+            return self._watcher.file_problem
+        return await self._watcher.unreachable()
 
     async def reload_policy(self) -> None:
         self._access.load(await self._stored_grants())

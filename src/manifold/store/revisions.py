@@ -51,6 +51,7 @@ _BUMPED = "manifold.bumped"  # Connection.info: scope -> counter this transactio
 LISTENER_APPLICATION_NAME = "manifold-changes"  # pg_stat_activity.application_name of the LISTEN connection
 POLL_SECONDS = 1.0  # counters read at most this often when no cheaper signal says they moved
 FALLBACK_POLL_SECONDS = 0.025  # PostgreSQL while the LISTEN connection is down
+READY_READ_SECONDS = 2.0  # /readyz: a database slower than this to answer a read makes the replica not ready
 PING_SECONDS = 5.0  # how often an idle LISTEN connection is checked to be alive
 CONNECT_TIMEOUT_SECONDS = 5
 OWN_SECONDS = 5.0  # how long a change this process committed is looked for before its notification is left to tell
@@ -159,6 +160,19 @@ class RevisionWatcher:
         elif now != self._identity:
             self.file_problem = f"the database file {self._path} was replaced while the gateway runs"
         return self.file_problem
+
+    async def unreachable(self) -> str | None:
+        """Whether the database answers a read now (what every request needs), within READY_READ_SECONDS:
+        None, or what went wrong. For /readyz: a replica that lost its database was left in rotation while
+        its requests failed (replica probe)."""
+        try:
+            async with asyncio.timeout(READY_READ_SECONDS):
+                await self.read()
+        except TimeoutError:
+            return f"the database did not answer a read within {READY_READ_SECONDS:g} s"
+        except Exception as exc:  # noqa: BLE001 — any driver error: not ready; its words may name the host
+            return f"the database refused a read ({type(exc).__name__})"
+        return None
 
     @property
     def listening(self) -> bool:
