@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import event
 
 from manifold.outbound.oauth import tables  # noqa: F401 — registers the tables
 from manifold.outbound.oauth.links import ConnectLinks, InvalidLink
+from manifold.security import crypto
 from manifold.security.crypto import ENV_VAR, Cipher, DecryptError, KeyProblem, WrongKey, write_key_file
 from manifold.security.secret_store import SecretStore
 from manifold.store.db import default_url, open_database
@@ -85,6 +89,36 @@ async def test_a_wrong_key_is_refused_and_the_database_is_left_unchanged(tmp_pat
         assert db_bytes(tmp_path) == before
         # The right key still reads everything.
         assert await SecretStore(engine, right).get_all() == {"github-token": "ghp_value_that_must_survive"}
+    finally:
+        await engine.dispose()
+
+
+async def test_of_two_processes_starting_together_on_a_new_database_the_one_with_another_key_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Replicas with different keys started together on a new database: the other one writes the canary between
+    this one's read (none yet) and its write. This one then reads theirs and is refused, at once (it used to
+    let it pass and serve, each replica unable to read what the other encrypted)."""
+    engine = await open_database(default_url(tmp_path))
+    theirs = Cipher([Fernet.generate_key().decode()], source="the other replica's key")
+    ours = Cipher([Fernet.generate_key().decode()], source="MANIFOLD_SECRET_KEY")
+    raced: list[str] = []
+
+    def the_other_writes_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not raced and statement.lstrip().upper().startswith("SELECT") and "crypto_canary" in statement:
+            raced.append(statement)
+            with sqlite3.connect(tmp_path / "manifold.db") as other:
+                other.execute(
+                    "INSERT INTO crypto_canary (id, token, created_at) VALUES (?, ?, 0)",
+                    (crypto._CANARY_ID, theirs.encrypt(crypto._CANARY_TEXT).decode("ascii")),
+                )
+
+    event.listen(engine.sync_engine, "after_cursor_execute", the_other_writes_first)
+    try:
+        with pytest.raises(WrongKey):
+            await ours.check(engine)
+        assert raced  # the race happened as described
+        await theirs.check(engine)  # theirs reads the database
     finally:
         await engine.dispose()
 

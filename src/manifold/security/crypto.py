@@ -15,7 +15,6 @@ database. No key and no plaintext ever appears in an error or a log line.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -176,27 +175,35 @@ class Cipher:
     async def check(self, engine: AsyncEngine) -> None:
         """Prove the key reads this database (a canary row; written on first use). A wrong key raises WrongKey
         and changes nothing."""
-        async with engine.connect() as conn:
-            row = (await conn.execute(select(crypto_canary.c.token).where(crypto_canary.c.id == _CANARY_ID))).first()
-        if row is not None:
-            try:
-                plain = self.decrypt(row.token.encode("ascii"))
-            except DecryptError:
-                plain = None
-            if plain != _CANARY_TEXT:
-                raise WrongKey(
-                    f"the secret key from {self.source} does not match this database: its stored secrets and "
-                    f"OAuth connections were encrypted with another key. Set {ENV_VAR} (or restore "
-                    f"the state dir's {KEY_FILE}) to the key used before; nothing was changed."
-                )
-            return
-        with contextlib.suppress(IntegrityError):  # another process wrote it first: fine, check theirs next time
-            async with engine.begin() as conn:
-                await conn.execute(
-                    crypto_canary.insert().values(
-                        id=_CANARY_ID, token=self.encrypt(_CANARY_TEXT).decode("ascii"), created_at=time.time()
+        for _ in range(2):
+            async with engine.connect() as conn:
+                query = select(crypto_canary.c.token).where(crypto_canary.c.id == _CANARY_ID)
+                row = (await conn.execute(query)).first()
+            if row is not None:
+                try:
+                    plain = self.decrypt(row.token.encode("ascii"))
+                except DecryptError:
+                    plain = None
+                if plain != _CANARY_TEXT:
+                    raise WrongKey(
+                        f"the secret key from {self.source} does not match this database: its stored secrets and "
+                        f"OAuth connections were encrypted with another key. Set {ENV_VAR} (or restore "
+                        f"the state dir's {KEY_FILE}) to the key used before; nothing was changed."
                     )
-                )
+                return
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        crypto_canary.insert().values(
+                            id=_CANARY_ID, token=self.encrypt(_CANARY_TEXT).decode("ascii"), created_at=time.time()
+                        )
+                    )
+                return
+            except IntegrityError:
+                # Another process wrote it first (replicas started together on a new database): theirs is read
+                # and checked now, not at the next start (replica probe: two replicas with different keys both
+                # served, each unable to read what the other wrote).
+                continue
 
     def _stamp(self) -> tuple[int, int] | None:
         if self._key_file is None:
