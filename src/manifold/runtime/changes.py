@@ -29,6 +29,7 @@ from manifold.protocol import TOOLS_LIST_CHANGED
 from manifold.relay.hub import Hub
 from manifold.relay.sessions import SESSIONS_SCOPE, SessionStore
 from manifold.runtime.catalog_swap import CatalogSwap
+from manifold.security.crypto import ENV_VAR, KEY_FILE, DecryptError
 from manifold.security.secret_store import SecretStore
 from manifold.security.tables import SECRETS_SCOPE
 from manifold.store import revisions
@@ -87,6 +88,7 @@ class ChangeSync:
         Catalog changes wait for the next request, so a redefinition made as delete + create by the CLI
         reaches clients as one change rather than as a server that disappears."""
         listener = asyncio.create_task(self._watcher.listen(self._wake.set))
+        said_decrypt_until = 0.0
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -102,6 +104,19 @@ class ChangeSync:
                 try:
                     async with self._lock:
                         await self._sync(background=True)
+                except DecryptError:
+                    # Tried again at every tick, said once a minute: this does not heal by itself.
+                    now = asyncio.get_running_loop().time()
+                    if now < said_decrypt_until:
+                        continue
+                    said_decrypt_until = now + 60.0
+                    log.error(
+                        "could not apply changes from the database: its secrets were encrypted with a key this "
+                        "replica does not have (`manifold secrets rotate-key` run on another replica?). Give this "
+                        "replica the new key (its state dir's %s or %s; docs/replicas.md) and restart it",
+                        KEY_FILE,
+                        ENV_VAR,
+                    )
                 except Exception as exc:  # noqa: BLE001 — the next tick tries again; serving must go on
                     log.warning("could not apply changes from the database: %s", type(exc).__name__)
         finally:

@@ -1,0 +1,36 @@
+"""`manifold secrets rotate-key` run with one replica's config re-encrypts the shared database with a new key that
+only that replica's state dir holds: every other replica then fails to read the secrets. It used to say only
+"could not apply changes from the database: DecryptError", once a second; now it says what happened and what to
+do, once a minute (replica probe). docs/replicas.md says how to rotate with replicas.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.harness import manifold_cli
+from tests.postgres import Cluster
+from tests.replicas.harness import run_replicas
+from tests.upstreams.launch import KITCHEN, run_http_upstream
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_replica_left_with_the_old_key_says_why_it_cannot_read_and_what_to_do(pg_cluster: Cluster) -> None:
+    url = pg_cluster.new_database(migrated=True)
+    try:
+        async with run_http_upstream(KITCHEN, "--name", "kitchen") as kitchen:
+            upstreams = {"kitchen": {"transport": "http", "url": kitchen, "auth": {"mode": "static",
+                                                                                  "bearer": "secret:tok"}}}
+            async with run_replicas(url, upstreams) as world:
+                a, b = world.gateways
+                await manifold_cli(a, "secrets", "set", "tok", input=b"first-value\n")
+                await manifold_cli(a, "secrets", "rotate-key")  # A's state dir gets the new key; B's does not
+                await manifold_cli(a, "secrets", "set", "tok", input=b"second-value\n")
+                await wait_for(lambda: "rotate-key" in b.log(), 10, what="B saying why it cannot read the secrets")
+                said = [line for line in b.log().splitlines() if "rotate-key" in line]
+                assert len(said) == 1 and "ERROR" in said[0] and "docs/replicas.md" in said[0]
+                assert "first-value" not in b.log() and "second-value" not in b.log()
+    finally:
+        pg_cluster.drop_database(url)
