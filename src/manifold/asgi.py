@@ -284,6 +284,17 @@ _BODY_TIMED_OUT = (
 )
 
 
+class _HeadTooBig(Exception):
+    """Raised by `on_headers_complete` (through httptools, as the context of its callback error): the
+    request's line and headers exceed limits.request_head_bytes."""
+
+
+def _head_size(method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """A request head's size in bytes as sent with single spaces: `METHOD url HTTP/1.1` CRLF, each
+    `name: value` CRLF, the empty line's CRLF."""
+    return len(method) + len(url) + 12 + sum(len(name) + len(value) + 4 for name, value in headers) + 2
+
+
 def write_combining_http(
     max_head_bytes: int = 64 * 1024, head_seconds: float = 20.0, body_seconds: float = 60.0
 ) -> type[asyncio.Protocol]:
@@ -308,9 +319,10 @@ def write_combining_http(
     control slotted and its pipeline a `_Pipeline`, each made where uvicorn makes them (the connection, the
     request's headers); the scope's `asgi` dict and the server's address are shared by every request; its
     request cycle (`LeanCycle`) waits in `receive()` on the event's future itself, one coroutine fewer on a
-    held stream's stack — same behaviour, a few hundred bytes instead of 3 kB. `on_message_begin` and
-    `on_headers_complete` are uvicorn 0.54's with those changes: uvicorn is pinned (constraints.txt), and
-    upgrading it means comparing them again (tests/unit/test_asgi_lean_connection.py compares the scopes)."""
+    held stream's stack — same behaviour, a few hundred bytes instead of 3 kB. `on_message_begin`,
+    `on_headers_complete` and `data_received` are uvicorn 0.54's with those changes: uvicorn is pinned
+    (constraints.txt), and upgrading it means comparing them again (tests/unit/test_asgi_lean_connection.py
+    compares the scopes)."""
     import httptools
     from uvicorn.protocols.http.flow_control import service_unavailable
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -378,16 +390,41 @@ def write_combining_http(
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
+            # uvicorn's, telling a head refused by `on_headers_complete` from a request it cannot parse.
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)  # type: ignore[union-attr]  # made in __init__
+            except httptools.HttpParserCallbackError as error:
+                if isinstance(error.__context__, _HeadTooBig):
+                    self.refuse_head()
+                    return
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+                return
+            except httptools.HttpParserError:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+                return
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
             # Counted after parsing: a chunk that completes the head (and carries the start of a body) is
-            # not the head's; one that leaves it incomplete is.
+            # not the head's; one that leaves it incomplete is. The head that completes is measured whole,
+            # this read's part included, in `on_headers_complete`.
             flow = self.flow
             if flow.head_bytes >= 0:
                 flow.head_bytes += len(data)
-                if flow.head_bytes > max_head_bytes and not self.transport.is_closing():
-                    self.logger.warning("Refused a request whose line and headers exceed %d bytes.", max_head_bytes)
-                    self.transport.write(_REFUSED_HEAD)
-                    self.transport.close()
+                if flow.head_bytes > max_head_bytes:
+                    self.refuse_head()
+
+        def refuse_head(self) -> None:
+            if self.transport.is_closing():
+                return
+            self.logger.warning("Refused a request whose line and headers exceed %d bytes.", max_head_bytes)
+            self.transport.write(_REFUSED_HEAD)
+            self.transport.close()
 
         def on_message_begin(self) -> None:
             # uvicorn's, with the one `asgi` dict for every request instead of a new one each.
@@ -415,8 +452,13 @@ def write_combining_http(
             }
 
         def on_headers_complete(self) -> None:
-            # uvicorn's, making a `LeanCycle` with a `_LeanEvent`.
+            # uvicorn's, making a `LeanCycle` with a `_LeanEvent`, after measuring the head whole: the read
+            # that completes it is not counted by `data_received`, so a head of up to the limit and one
+            # more read (64 KiB) passed. Measured from its parts (request line, header lines as
+            # `name: value`), not from the reads, which may carry a body or the next request.
             parser: Any = self.parser
+            if _head_size(parser.get_method(), self.url, self.headers) > max_head_bytes:
+                raise _HeadTooBig  # feed_data stops here; `data_received` answers 431
             http_version = parser.get_http_version()
             method = parser.get_method()
             self.scope["method"] = method.decode("ascii")
