@@ -21,8 +21,9 @@ async def test_a_replica_left_with_the_old_key_says_why_it_cannot_read_and_what_
     url = pg_cluster.new_database(migrated=True)
     try:
         async with run_http_upstream(KITCHEN, "--name", "kitchen") as kitchen:
-            upstreams = {"kitchen": {"transport": "http", "url": kitchen, "auth": {"mode": "static",
-                                                                                  "bearer": "secret:tok"}}}
+            upstreams = {
+                "kitchen": {"transport": "http", "url": kitchen, "auth": {"mode": "static", "bearer": "secret:tok"}}
+            }
             async with run_replicas(url, upstreams) as world:
                 a, b = world.gateways
                 await manifold_cli(a, "secrets", "set", "tok", input=b"first-value\n")

@@ -37,6 +37,9 @@ from manifold.store.revisions import RevisionWatcher
 
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 1.0
+# A catalog change seen by the background watch is applied by it once the catalog has not moved again for this
+# long (a redefinition made as delete + create then lands as one change); a request applies it at once.
+CATALOG_SETTLE_SECONDS = 1.0
 
 
 class ChangeSync:
@@ -69,7 +72,8 @@ class ChangeSync:
         self._sessions = sessions
         self._served = served
         self._rate_limits = rate_limits
-        self._deferred: set[str] = set()  # changed scopes seen by the background tick, applied on a request
+        self._deferred: set[str] = set()  # changed scopes not applied yet (catalog settling, a failed apply)
+        self._catalog_moved_at = 0.0  # when the background watch last saw the catalog change
         self._lock = asyncio.Lock()
         self._revalidations: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # set by the database's change notifications (PostgreSQL)
@@ -85,8 +89,9 @@ class ChangeSync:
         """Apply changes made elsewhere even when no request comes: at once when the database notifies
         (PostgreSQL: store/revisions.py holds the LISTEN connection alongside), within a second otherwise
         (every 25 ms while a PostgreSQL gateway's LISTEN connection is down).
-        Catalog changes wait for the next request, so a redefinition made as delete + create by the CLI
-        reaches clients as one change rather than as a server that disappears."""
+        Catalog changes wait until the catalog has been still for CATALOG_SETTLE_SECONDS (or the next request),
+        so a redefinition made as delete + create by the CLI reaches clients as one change rather than as a
+        server that disappears."""
         listener = asyncio.create_task(self._watcher.listen(self._wake.set))
         said_decrypt_until = 0.0
         try:
@@ -135,11 +140,18 @@ class ChangeSync:
         self._access.load(await self._stored_grants())
 
     async def _sync(self, *, background: bool) -> None:
-        scopes = await self._watcher.changed_scopes() | self._deferred
+        fresh = await self._watcher.changed_scopes()
+        scopes = fresh | self._deferred
         self._deferred = set()
         if background and revisions.CATALOG in scopes:
-            self._deferred.add(revisions.CATALOG)
-            scopes = scopes - {revisions.CATALOG}
+            now = asyncio.get_running_loop().time()
+            if revisions.CATALOG in fresh:
+                self._catalog_moved_at = now
+            if now - self._catalog_moved_at < CATALOG_SETTLE_SECONDS:
+                # Not yet: idle clients hear of it within a tick or two, not at the next request, which may be
+                # never (replica probe: a GET stream on another replica heard nothing until some request came).
+                self._deferred.add(revisions.CATALOG)
+                scopes = scopes - {revisions.CATALOG}
         if not scopes:
             return
         # The watcher counts these as seen: one that fails to apply (a statement timeout, a failover) is kept
