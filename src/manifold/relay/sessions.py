@@ -65,6 +65,13 @@ HANDLE_CHARS = 32  # the random handle every session id starts with (16 bytes, h
 SEALED_SESSION_SECONDS = 86400.0  # how long another replica (or this one, after idle expiry) adopts a sealed id
 SESSIONS_SCOPE = "sessions"  # the revision scope bumped when a session is ended (DELETE)
 _SEAL_PURPOSE = b"manifold client-session v1"
+# What of the client's clientInfo a sealed id carries, each value cut to SEALED_INFO_CHARS: the id is sent
+# back on every request as a header, and a client's icons (data URIs of kilobytes) made it too long for a
+# balancer's header buffer (haproxy answered 502; replica probe). Capabilities are kept whole unless the id
+# would pass SEALED_RAW_BYTES, then without `experimental`.
+SEALED_INFO_KEYS = ("name", "version", "title")
+SEALED_INFO_CHARS = 200
+SEALED_RAW_BYTES = 2048
 _ENDED_PREFIX = "s-"  # ended sessions share the spent one-time tokens table: "s-" + handle
 _CLOCK_SKEW_SECONDS = 120.0  # replicas' clocks may differ this much when reading the ended list
 _PRUNE_SECONDS = 60.0
@@ -116,16 +123,16 @@ class SessionSeal:
         return cls(cipher.derive(_SEAL_PURPOSE), max_age_seconds=max_age_seconds)
 
     def seal(self, sealed: Sealed) -> str:
-        raw = orjson.dumps(
-            [
-                sealed.handle,
-                sealed.server_id,
-                sealed.principal_id,
-                sealed.protocol_version,
-                sealed.client_capabilities,
-                sealed.client_info,
-            ]
-        )
+        info = {
+            key: value[:SEALED_INFO_CHARS]
+            for key in SEALED_INFO_KEYS
+            if isinstance(value := sealed.client_info.get(key), str)
+        }
+        caps = sealed.client_capabilities
+        head = [sealed.handle, sealed.server_id, sealed.principal_id, sealed.protocol_version]
+        raw = orjson.dumps([*head, caps, info])
+        if len(raw) > SEALED_RAW_BYTES and "experimental" in caps:
+            raw = orjson.dumps([*head, {k: v for k, v in caps.items() if k != "experimental"}, info])
         payload = b"z" + zlib.compress(raw) if len(raw) > 160 else b"j" + raw
         return f"{sealed.handle}.{self._fernet.encrypt(payload).decode('ascii')}"
 
