@@ -7,11 +7,12 @@ Secrets are written as `${ENV_NAME}` references and resolved by the loader befor
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from manifold.config.header_names import check_allowed_name
 from manifold.protocol import LATEST_HANDSHAKE, MODERN_VERSION
@@ -179,7 +180,7 @@ class UpstreamConfig(Strict):
     """One upstream MCP server. Its id is the key under `upstreams:`."""
 
     transport: Transport
-    # http / sse
+    # http / sse / openapi
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)  # static outbound headers (values may be ${ENV})
     # openapi: the OpenAPI document, a file (relative to the config file's folder) or an http(s) URL;
@@ -205,6 +206,17 @@ class UpstreamConfig(Strict):
     pinning: PinningMode = PinningMode.HOLD
     sessions: SessionSharing = SessionSharing.SHARED
 
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # Checked here rather than in `_transport_fields` so that the problem names `headers` and its line.
+        if v and info.data.get("transport") is Transport.STDIO:
+            raise ValueError(
+                "'headers' are sent to http, sse and openapi upstreams; a stdio upstream gets none "
+                "(give it values through 'env')"
+            )
+        return v
+
     @model_validator(mode="after")
     def _transport_fields(self) -> UpstreamConfig:
         if self.spec is not None and self.transport is not Transport.OPENAPI:
@@ -213,7 +225,7 @@ class UpstreamConfig(Strict):
             if not self.command:
                 raise ValueError("a stdio upstream needs 'command'")
             if self.url:
-                raise ValueError("'url' is for http/sse upstreams; a stdio upstream has 'command'")
+                raise ValueError("'url' is for http, sse and openapi upstreams; a stdio upstream has 'command'")
         elif self.transport is Transport.OPENAPI:
             if not self.spec:
                 raise ValueError("an openapi upstream needs 'spec' (a file or an http(s) URL of its OpenAPI document)")
@@ -231,7 +243,9 @@ class UpstreamConfig(Strict):
             if self.command or self.args or self.env or self.cwd:
                 raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio upstreams")
         if self.transport is Transport.STDIO and self.auth.mode not in (AuthMode.NONE,):
-            raise ValueError("a stdio upstream takes credentials through 'env'; 'auth' is for http/sse upstreams")
+            raise ValueError(
+                "a stdio upstream takes credentials through 'env'; 'auth' is for http/sse upstreams (and openapi ones)"
+            )
         return self
 
 
@@ -279,6 +293,109 @@ class LimitsSettings(Strict):
     rate_limit_buckets: Annotated[int, Field(gt=0)] = 100_000
 
 
+# ---- hosts and origins: gateway.allowed_hosts and allowed_origins, the Host and Origin headers --------
+# The one grammar for both (security/origin.py checks requests with it): a configured value that does not
+# parse could never match a request's header, so it is refused here rather than left out unnoticed.
+
+MAX_HOST_CHARS = 260  # a 253-character name, `:` and five digits
+MAX_ORIGIN_CHARS = 300
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_HOST = re.compile(r"(?P<host>\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?")
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]{0,31})://(?P<authority>[^/?#@\\%\s]*)")
+_IPV4 = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
+
+
+def parse_host(value: str) -> tuple[str, int | None] | None:
+    """(host, port) of a `Host` header value, the host normalised (lower case, no trailing dot, IPv6
+    compressed and bracketed); None when it is not exactly a host and an optional port."""
+    if not value or len(value) > MAX_HOST_CHARS or not value.isascii():
+        return None
+    found = _HOST.fullmatch(value.lower())
+    if found is None:
+        return None
+    host = _normalise_host(found["host"])
+    if host is None:
+        return None
+    port = found["port"]
+    if port is None:
+        return host, None
+    number = int(port)
+    return (host, number) if number <= 65535 else None
+
+
+def parse_origin(value: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of an `Origin` header value, normalised as `parse_host` does (and the scheme's
+    default port left out); None when it is not exactly `scheme://host[:port]`."""
+    if not value or len(value) > MAX_ORIGIN_CHARS or not value.isascii():
+        return None
+    found = _ORIGIN.fullmatch(value.lower())
+    if found is None:
+        return None
+    host = parse_host(found["authority"])
+    if host is None:
+        return None
+    scheme = found["scheme"]
+    name, port = host
+    return scheme, name, None if port == DEFAULT_PORTS.get(scheme) else port
+
+
+def _normalise_host(host: str) -> str | None:
+    if host.startswith("["):
+        try:
+            address = ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+        return f"[{address.compressed}]"
+    if _NAME.fullmatch(host) is None or len(host.rstrip(".")) > 253:
+        return None
+    name = host.removesuffix(".")
+    last = name.rsplit(".", 1)[-1]
+    if last.isdigit() or last.startswith("0x"):
+        # Shaped like an IPv4 address: only the plain dotted quad, never `127.1`, `0177.0.0.1` or
+        # `2130706433`, which different resolvers read differently. And no trailing dot on an address.
+        if name != host or _IPV4.fullmatch(name) is None or any(int(p) > 255 for p in name.split(".")):
+            return None
+    return name
+
+
+def configured_host(value: str) -> str | None:
+    """A host from the configuration: as in a Host header (its port, if any, is not compared), or a bare IPv6
+    address (`gateway.host: ::1`)."""
+    value = value.strip()
+    parsed = parse_host(value) or parse_host(f"[{value}]")
+    return None if parsed is None else parsed[0]
+
+
+def configured_origin(value: str) -> tuple[str, str, int | None] | None:
+    """An origin from the configuration: as in an Origin header, a trailing `/` allowed."""
+    return parse_origin(value.strip().rstrip("/"))
+
+
+def _allowed_host(v: str) -> str:
+    if configured_host(v) is None:
+        raise ValueError(
+            f"'{v}' is not a host: write a DNS name, an IPv4 address or an IPv6 address, optionally with :port "
+            "(no wildcards, no scheme or path; each name is listed on its own)"
+        )
+    return v
+
+
+def _allowed_origin(v: str) -> str:
+    if configured_origin(v) is None:
+        raise ValueError(
+            f"'{v}' is not an origin: write scheme://host[:port], e.g. https://app.example.com "
+            "(no wildcards, no path; each origin is listed on its own)"
+        )
+    return v
+
+
+AllowedHost = Annotated[str, AfterValidator(_allowed_host)]
+AllowedOrigin = Annotated[str, AfterValidator(_allowed_origin)]
+
+
 class GatewaySettings(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8470
@@ -290,8 +407,8 @@ class GatewaySettings(Strict):
     # Apply changes to the files' upstreams, groups and virtual servers while running (runtime/file_watch.py).
     watch_files: bool = True
     # DNS-rebinding protection: loopback hosts/origins are always allowed; add public names here.
-    allowed_hosts: list[str] = Field(default_factory=list)
-    allowed_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[AllowedHost] = Field(default_factory=list)
+    allowed_origins: list[AllowedOrigin] = Field(default_factory=list)
     max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     stateless: bool = False  # 2025-11-25 clients get no Mcp-Session-Id (2026-07-28 is always sessionless)
     namespace_separator: str = "__"
