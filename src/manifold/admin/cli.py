@@ -385,17 +385,17 @@ def _add_catalog_commands(sub: Subparsers, name: str, kind: Kind) -> Subparsers:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", required=True)
+    one = f"{'an' if kind.label[0] in 'aeiou' else 'a'} {kind.label}"  # an upstream, a group
     actions.add_parser("list", help=f"every {kind.label}, with where it is declared")
     actions.add_parser("get", help=f"one {kind.label}").add_argument("id")
-    create = actions.add_parser("create", help=f"create a {kind.label} (a running gateway serves it at once)")
+    create = actions.add_parser("create", help=f"create {one} (a running gateway serves it at once)")
     create.add_argument("--file", "-f", help="a YAML or JSON file (default, or '-': read stdin)")
     create.add_argument("--id", help="the id, when the file does not give one")
-    update = actions.add_parser(
-        "update", help=f"replace a {kind.label} created at run time (a credential given as (hidden) is kept)"
-    )
+    kept = " (a credential given as (hidden) is kept)" if kind is Kind.UPSTREAM else ""
+    update = actions.add_parser("update", help=f"replace {one} created at run time{kept}")
     update.add_argument("--file", "-f", help="a YAML or JSON file (default, or '-': read stdin)")
     update.add_argument("--id", help="the id, when the file does not give one")
-    actions.add_parser("delete", help=f"delete a {kind.label} created at run time").add_argument("id")
+    actions.add_parser("delete", help=f"delete {one} created at run time").add_argument("id")
     return actions
 
 
@@ -404,7 +404,11 @@ _GATE_FIELDS = ("require_approval", "approvers", "approval_timeout_seconds", "ap
 
 def _grant_options(parser: argparse.ArgumentParser, *, new: bool) -> None:
     """The options of `grants add` (`new`: who and what required) and `grants update` (each replaces the field)."""
-    parser.add_argument("--who", required=new, help="user:<email>, team:<id>, sa:<id>, idp:<id>, authenticated")
+    parser.add_argument(
+        "--who",
+        required=new,
+        help="user:<email|subject>, team:<id>, sa:<id>, idp:<id>, ext:<idp>:<identity>, authenticated or anyone",
+    )
     parser.add_argument("--what", required=new, action="append", help="server:, group:, vserver:, tool:<up>/<glob>")
     parser.add_argument("--claim", action="append", help="claim=value (with idp:)")
     parser.add_argument("--description")

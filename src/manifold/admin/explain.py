@@ -262,7 +262,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "resolved by the configuration's rules and the output says so. Exit status: 0 allow, 1 deny, 2 the "
         "name is not served by the server (or the question is malformed).",
     )
-    explain.add_argument("--as", dest="principal", required=True, help="alice@corp.com, sa:<id>, team:<id>")
+    explain.add_argument(
+        "--as",
+        dest="principal",
+        required=True,
+        help="a user (alice@corp.com, user:<id>) or a service account (sa:<id>); a team is not a principal: "
+        "name one of its members, or any user with --team <id>",
+    )
     explain.add_argument("--server", required=True, help="virtual server or upstream id")
     explain.add_argument("--tool", help="exposed tool name (default: explain access to the server)")
     explain.add_argument("--team", action="append", help="extra teams, e.g. from an IdP's groups claim")
