@@ -108,3 +108,35 @@ async def test_a_slow_refresh_serves_the_earlier_list_but_a_patient_caller_gets_
     assert not patient.done()
     up.gate.set()
     assert names(await asyncio.wait_for(patient, 1)) == ["a", "b"]
+
+
+@dataclass
+class PerCaller:
+    """An upstream whose tools/list refuses one caller's credential in that caller's words (their account)."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> Session:
+        return Session()
+
+    async def request(self, upstream_id: str, method: str, params: JSON | None = None, *,
+                      outbound: Outbound = SHARED, **_: Any) -> JSON:  # fmt: skip
+        await self.gate.wait()
+        if outbound.identity == "alice":
+            return {"error": {"code": -32000, "message": "account alice@corp.com (workspace apollo) is suspended"}}
+        return {"result": {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}}
+
+
+async def test_a_caller_waiting_on_another_callers_fetch_never_hears_that_callers_failure() -> None:
+    """Bob asks while Alice's fetch (with her credential) is in flight; hers fails in words about her account.
+    Bob gets his own answer, fetched with his credential, never her words."""
+    up = PerCaller()
+    cache = UpstreamLists(up, 60)
+    # Steps run in the order scheduled: Alice starts the fetch, Bob joins it, then the upstream answers.
+    alice = asyncio.ensure_future(cache.get("u", "tools", outbound=Outbound({"X-Tok": "a"}, identity="alice")))
+    bob = asyncio.ensure_future(cache.get("u", "tools", outbound=Outbound({"X-Tok": "b"}, identity="bob")))
+    asyncio.get_running_loop().call_soon(up.gate.set)
+    with pytest.raises(ListError) as hers:
+        await alice
+    assert "alice@corp.com" in str(hers.value.reason)  # hers to hear
+    assert names(await bob) == ["echo"]

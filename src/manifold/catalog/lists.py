@@ -69,6 +69,7 @@ class Entry:
     stale: bool = True
     generation: int = 0  # bumped by every invalidation
     fetching: asyncio.Future[None] | None = None
+    fetching_for: str | None = None  # the session identity the fetch in flight uses (None: the shared one)
     timed_out: UpstreamError | None = None  # the last fetch's timeout, held until `hold_until` (monotonic)
     hold_until: float = 0.0
 
@@ -136,17 +137,35 @@ class UpstreamLists:
                 raise UpstreamError(timed_out.upstream_id, timed_out.reason, kind=timed_out.kind)
         if e.fetching is None:
             self._start(upstream_id, kind, e, outbound)
-        fut = e.fetching
+        fut, fut_for = e.fetching, e.fetching_for
         assert fut is not None
         if earlier and not patient:
             await asyncio.wait((fut,), timeout=REFRESH_WAIT)
             if not fut.done() or _timed_out(fut):
                 return e  # the earlier list, while this refresh goes on (or after it timed out)
-        await asyncio.shield(fut)  # any other failure is said as before: the member is left out, with why
+        try:
+            await asyncio.shield(fut)  # any other failure is said as before: the member is left out, with why
+        except (UpstreamError, ListError, AuthRequired, OutboundRefused):
+            if fut_for == outbound.identity:
+                raise
+            # The fetch was made with another caller's credential, and failed: its words are that caller's
+            # (their account, their tenant; isolation probe). This caller's own credential is tried, and what
+            # it meets is said.
+            if e.fetching is None or e.fetching is fut:
+                self._start(upstream_id, kind, e, outbound)
+            again, again_for = e.fetching, e.fetching_for
+            assert again is not None
+            try:
+                await asyncio.shield(again)
+            except (UpstreamError, ListError, AuthRequired, OutboundRefused):
+                if again_for == outbound.identity:
+                    raise
+                raise ListError(upstream_id, "could not be listed just now; try again") from None
         return e
 
     def _start(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
         e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
+        e.fetching_for = outbound.identity
         e.fetching.add_done_callback(partial(_fetched, e))
 
     async def _fetch(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
