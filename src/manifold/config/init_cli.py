@@ -28,7 +28,8 @@ def _quoted(value: str) -> str:
 
 def manifold_yaml(*, python: str, state_dir: str, port: int) -> str:
     return f"""\
-# Manifold configuration, written by `manifold init`. Every key and its default: docs/configuration.md.
+# Manifold configuration, written by `manifold init`. Every key and its default: docs/configuration.md in
+# Manifold's source repository (the docs are not installed with the package).
 # Relative paths are relative to this file's folder. `manifold check` validates this file and
 # virtual_servers/*.yaml; `manifold serve` (run in this folder, or with --config) serves them.
 
