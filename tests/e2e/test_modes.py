@@ -15,7 +15,7 @@ import mcp_types as types
 import pytest
 import yaml
 
-from tests.e2e.harness import REPO, run_gateway, write_config
+from tests.e2e.harness import REPO, manifold_cli, run_gateway, write_config
 from tests.upstreams.launch import KITCHEN, run_http_upstream
 from tests.waiting import wait_for
 
@@ -96,11 +96,16 @@ async def test_client_cancellation_reaches_the_upstream(tmp_path: Path) -> None:
     assert "notifications/cancelled" in methods
 
 
-async def handshake(http: Any, url: str, capabilities: dict[str, Any]) -> dict[str, str]:
-    """A raw 2025-11-25 session opened on `url`: the headers its later requests carry."""
+async def handshake(
+    http: Any, url: str, capabilities: dict[str, Any], extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """A raw 2025-11-25 session opened on `url` (with `extra` headers: another caller's Authorization, say): the
+    headers its later requests carry."""
     hello = {"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "1"}}
     opened = await http.post(
-        url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=ACCEPT
+        url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        headers={**ACCEPT, **(extra or {})},
     )
     return {**ACCEPT, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
 
@@ -250,24 +255,39 @@ async def test_a_clients_roots_list_changed_reaches_the_upstream_session_of_its_
                 await anyio.sleep(0.02)
 
 
-async def test_a_clients_roots_list_changed_is_not_told_to_a_shared_session_of_its_era(tmp_path: Path) -> None:
-    """Review: the 2025-11-25 session a client of that era is relayed through (an `auto` upstream that speaks
-    both eras) is shared by every such client, yet it was told one client's roots/list_changed, so the server
-    would ask whoever had a call in flight and keep their roots for everyone."""
+async def test_a_clients_roots_list_changed_reaches_its_own_handshake_era_session_only(tmp_path: Path) -> None:
+    """The 2025-11-25 session a client of that era is relayed through (an `auto` upstream that speaks both eras)
+    is the caller's own (isolation probe: shared, the server's question on it could reach another user), so it
+    hears the caller's roots/list_changed; another caller's session does not."""
     record = tmp_path / "requests.jsonl"
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
         async with run_gateway({"up": {"transport": "http", "url": url}}) as gw, gw.http() as http:
             async with gw.client("up", mode="2026-07-28") as modern:
                 await modern.list_tools()  # the upstream's own session: 2026-07-28
-            headers = await handshake(http, gw.url("up"), {"roots": {"listChanged": True}})
-            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
-            call["params"]["arguments"] = {"text": "x"}
+            made = await manifold_cli(gw, "keys", "create", "--user", "bob@corp.com", "--name", "b", "--json")
+            bob = {"Authorization": f"Bearer {json.loads(made.stdout)['token']}"}
+            mine = await handshake(http, gw.url("up"), {"roots": {"listChanged": True}})
+            bobs = {**await handshake(http, gw.url("up"), {"roots": {"listChanged": True}}, bob), **bob}
+            echo = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "x"}}}  # fmt: skip
+            add = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "add", "arguments": {"a": 1, "b": 2}},
+            }
+            assert "result" in (await http.post(gw.url("up"), json=echo, headers=mine)).json()
+            assert "result" in (await http.post(gw.url("up"), json=add, headers=bobs)).json()
             changed = {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
-            assert "result" in (await http.post(gw.url("up"), json=call, headers=headers)).json()
-            assert (await http.post(gw.url("up"), json=changed, headers=headers)).status_code == 202
-            for i in range(3):  # whatever the gateway would tell the upstream, it would have by now
-                call["id"] = 3 + i
-                assert "result" in (await http.post(gw.url("up"), json=call, headers=headers)).json()
+            assert (await http.post(gw.url("up"), json=changed, headers=mine)).status_code == 202
+            await wait_for(lambda: "notifications/roots/list_changed" in record.read_text(), 10, what="told upstream")
             seen = [json.loads(line) for line in record.read_text().splitlines()]
-            assert any(e["protocol_version"] == "2025-11-25" for e in seen)  # the handshake-era session was used
-            assert "notifications/roots/list_changed" not in {e["method"] for e in seen}
+            session_of = {
+                e.get("name"): e["headers"].get("mcp-session-id") for e in seen if e["method"] == "tools/call"
+            }
+            told = [
+                e["headers"].get("mcp-session-id") for e in seen if e["method"] == "notifications/roots/list_changed"
+            ]
+            assert all(e["protocol_version"] == "2025-11-25" for e in seen if e["method"] == "tools/call")
+            assert session_of["echo"] != session_of["add"]  # one handshake-era session each
+            assert told == [session_of["echo"]]
