@@ -241,3 +241,29 @@ async def test_a_session_with_a_call_in_flight_is_never_the_one_evicted(server, 
     finally:
         held.release()
         await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_session_holding_a_resource_subscription_is_never_the_one_evicted(monkeypatch):
+    """Per-caller sessions past the limit: an idle one carrying a client's resource subscription stays (closing
+    it would end the subscription with nobody told; each 2025-11-25 caller of an upstream speaking both eras
+    has a session of its own)."""
+    from manifold.upstream import pool as pool_module
+    from manifold.upstream.credential import Outbound
+    from tests.upstreams.launch import KITCHEN, run_http_upstream
+
+    monkeypatch.setattr(pool_module, "MAX_IDENTITY_SESSIONS", 2)
+    async with run_http_upstream(KITCHEN) as url:
+        pool = make_pool(url, "2025-11-25")
+        bob = Outbound({"X-Who": "bob"}, identity="bob")
+        try:
+            session = await pool.session("up", bob)
+            assert "result" in await session.subscribe_resource("kitchen://readme")
+            for i in range(4):  # someone else's new sessions, each past the limit
+                await pool.session("up", Outbound({"X-Who": f"m{i}"}, identity=f"m{i}"))
+            assert pool.live("up", bob) is session
+            await session.unsubscribe_resource("kitchen://readme")
+            await pool.session("up", Outbound({"X-Who": "m9"}, identity="m9"))
+            assert pool.live("up", bob) is None  # no longer held: the least recently used goes
+        finally:
+            await pool.aclose()

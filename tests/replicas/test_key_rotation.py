@@ -1,16 +1,20 @@
 """`manifold secrets rotate-key` run with one replica's config re-encrypts the shared database with a new key that
 only that replica's state dir holds: every other replica then fails to read the secrets. It used to say only
 "could not apply changes from the database: DecryptError", once a second; now it says what happened and what to
-do, once a minute (replica probe). docs/replicas.md says how to rotate with replicas.
+do, once a minute (replica probe), its /readyz answers 503 (the balancer takes it out), and it goes on answering
+requests with the secrets it has (review: every request failed with a 500 once the failed change was retried on
+each). docs/replicas.md says how to rotate with replicas.
 """
 
 from __future__ import annotations
 
+import httpx2
 import pytest
 
 from tests.e2e.harness import manifold_cli
 from tests.postgres import Cluster
 from tests.replicas.harness import run_replicas
+from tests.replicas.test_propagation import status_on
 from tests.upstreams.launch import KITCHEN, run_http_upstream
 from tests.waiting import wait_for
 
@@ -33,5 +37,11 @@ async def test_a_replica_left_with_the_old_key_says_why_it_cannot_read_and_what_
                 said = [line for line in b.log().splitlines() if "rotate-key" in line]
                 assert len(said) == 1 and "ERROR" in said[0] and "docs/replicas.md" in said[0]
                 assert "first-value" not in b.log() and "second-value" not in b.log()
+                async with httpx2.AsyncClient(timeout=30) as http:
+                    for _ in range(3):  # requests go on, with the secrets B has
+                        assert await status_on(http, b, "kitchen", b.key) == 200
+                    ready = await http.get(f"{b.base}/readyz")
+                    assert ready.status_code == 503 and "secret key" in ready.json()["database"]
+                    assert (await http.get(f"{a.base}/readyz")).status_code == 200
     finally:
         pg_cluster.drop_database(url)

@@ -12,7 +12,7 @@ import pytest
 from manifold.catalog import lists as lists_module
 from manifold.catalog.lists import ListError, UpstreamLists
 from manifold.upstream.base import ErrorKind, UpstreamError
-from manifold.upstream.credential import SHARED, Outbound
+from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
 
 pytestmark = pytest.mark.anyio
 JSON = dict[str, Any]
@@ -140,3 +140,17 @@ async def test_a_caller_waiting_on_another_callers_fetch_never_hears_that_caller
         await alice
     assert "alice@corp.com" in str(hers.value.reason)  # hers to hear
     assert names(await bob) == ["echo"]
+
+
+async def test_callers_of_either_era_share_one_fetch_of_a_shared_list_and_hear_its_failure() -> None:
+    """Callers whose credentials name their own 2025-11-25 sessions still list through the one shared session:
+    one fetch, and its failure said to all of them as it is (review: each was taken for another caller's
+    credential, fetched again, and told "could not be listed just now")."""
+    up = Upstream(outcome="error", gate=asyncio.Event())
+    cache = UpstreamLists(up, 60)
+    callers = [in_handshake_era(SHARED, f"caller|caller:u{i}") for i in range(5)] + [SHARED]
+    waiting = [asyncio.ensure_future(cache.get("u", "tools", outbound=o)) for o in callers]
+    asyncio.get_running_loop().call_soon(up.gate.set)
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert up.asked == 1
+    assert {str(r) for r in results} == {"tools/list failed: broken"}

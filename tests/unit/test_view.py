@@ -12,7 +12,7 @@ from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import Target, VirtualServerView
 from manifold.config.models import MemberConfig, VirtualServerConfig
 from manifold.upstream.base import UpstreamError
-from manifold.upstream.credential import SHARED, Outbound
+from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
 
 pytestmark = pytest.mark.anyio
 
@@ -291,3 +291,17 @@ async def test_a_tool_list_the_gateways_database_cannot_pin_is_said_to_be_the_da
     assert caught.value.reason == (
         "its tools could not be checked against their pins: the gateway's database failed (OperationalError)"
     )
+
+
+async def test_a_shared_lists_failure_is_the_servers_whichever_era_listed_it() -> None:
+    """A 2025-11-25 caller's credential names its own handshake-era session, but lists go through the upstream's
+    own-era session, shared: the failure is everyone's and /healthz shows it (it was hidden when such a caller
+    happened to list last: review)."""
+    pool = FakePool(refusing={"a": "broken for everyone"})
+    view = view_of(pool, {"upstream": "a"})
+
+    async def handshake_era(member: MemberConfig) -> Outbound:
+        return in_handshake_era(SHARED, "caller|caller:alice")
+
+    await view.get("tools", credential=handshake_era)
+    assert view.last_failures == {"a": "tools/list failed: broken for everyone"}

@@ -146,7 +146,8 @@ class UpstreamLists:
         try:
             await asyncio.shield(fut)  # any other failure is said as before: the member is left out, with why
         except (UpstreamError, ListError, AuthRequired, OutboundRefused):
-            if fut_for == outbound.identity:
+            identity = own_era(outbound).identity
+            if fut_for == identity:
                 raise
             # The fetch was made with another caller's credential, and failed: its words are that caller's
             # (their account, their tenant; isolation probe). This caller's own credential is tried, and what
@@ -158,14 +159,14 @@ class UpstreamLists:
             try:
                 await asyncio.shield(again)
             except (UpstreamError, ListError, AuthRequired, OutboundRefused):
-                if again_for == outbound.identity:
+                if again_for == identity:
                     raise
                 raise ListError(upstream_id, "could not be listed just now; try again") from None
         return e
 
     def _start(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
         e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
-        e.fetching_for = outbound.identity
+        e.fetching_for = own_era(outbound).identity  # the session it really uses
         e.fetching.add_done_callback(partial(_fetched, e))
 
     async def _fetch(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:

@@ -26,7 +26,7 @@ from manifold.catalog.search import ToolIndex
 from manifold.config.models import TOOL_SEARCH_NAMES, MemberConfig, VirtualServerConfig
 from manifold.naming import expose_name, shorten, unwrap_uri, wrap_uri
 from manifold.outbound.resolver import AuthRequired
-from manifold.upstream.credential import SHARED, Outbound
+from manifold.upstream.credential import SHARED, Outbound, own_era
 
 # The caller's outbound credential for one member (outbound/resolver.py); may raise AuthRequired.
 Credential = Callable[[MemberConfig], Awaitable[Outbound]]
@@ -118,7 +118,7 @@ class VirtualServerView:
 
         async def one(m: MemberConfig) -> Any:
             outbound = await credential(m) if credential is not None else SHARED
-            if outbound.identity is not None:
+            if own_era(outbound).identity is not None:  # lists go through the own-era session (lists.py)
                 personal.add(m.member_id)
             return await self._lists.get(m.upstream, kind, allow_stale=allow_stale, outbound=outbound, patient=patient)
 

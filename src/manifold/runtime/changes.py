@@ -72,7 +72,11 @@ class ChangeSync:
         self._sessions = sessions
         self._served = served
         self._rate_limits = rate_limits
-        self._deferred: set[str] = set()  # changed scopes not applied yet (catalog settling, a failed apply)
+        self._deferred: set[str] = set()  # a catalog change seen by the background watch, settling
+        # Scopes whose apply failed: tried again by the background watch (each tick), not by every request (a
+        # lasting failure, a replica left with the old secret key, made every request fail: review).
+        self._failed: set[str] = set()
+        self._secrets_unreadable: str | None = None  # for /readyz, until the secrets load again
         self._catalog_moved_at = 0.0  # when the background watch last saw the catalog change
         self._lock = asyncio.Lock()
         self._revalidations: set[asyncio.Task[None]] = set()
@@ -83,7 +87,12 @@ class ChangeSync:
         applies a change waits for it rather than being decided on the old state (a key revoked a moment
         ago must fail for every request after the change)."""
         async with self._lock:  # uncontended almost always: no suspension
-            await self._sync(background=False)
+            try:
+                await self._sync(background=False)
+            except DecryptError:
+                # The stored secrets need a key this replica lacks: requests go on with the secrets it has
+                # (/readyz says so, the background watch logs it and tries again).
+                pass
 
     async def watch(self) -> None:
         """Apply changes made elsewhere even when no request comes: at once when the database notifies
@@ -130,11 +139,11 @@ class ChangeSync:
                 await listener
 
     async def database_problem(self, *, read: bool) -> str | None:
-        """What is wrong with the database (its SQLite file removed; with `read`, for /readyz, also a read that
-        fails or takes too long now)."""
+        """What is wrong with the database (its SQLite file removed; secrets it holds that this replica's key
+        cannot read; with `read`, for /readyz, also a read that fails or takes too long now)."""
         if self._watcher.file_problem is not None or not read:
             return self._watcher.file_problem
-        return await self._watcher.unreachable()
+        return self._secrets_unreadable or await self._watcher.unreachable()
 
     async def reload_policy(self) -> None:
         self._access.load(await self._stored_grants())
@@ -143,6 +152,9 @@ class ChangeSync:
         fresh = await self._watcher.changed_scopes()
         scopes = fresh | self._deferred
         self._deferred = set()
+        if background and self._failed:
+            scopes |= self._failed
+            self._failed = set()
         if background and revisions.CATALOG in scopes:
             now = asyncio.get_running_loop().time()
             if revisions.CATALOG in fresh:
@@ -161,7 +173,7 @@ class ChangeSync:
         try:
             await self._apply(scopes, unapplied)
         finally:
-            self._deferred |= unapplied
+            self._failed |= unapplied
 
     async def _apply(self, scopes: set[str], unapplied: set[str]) -> None:
         """Apply each changed scope, discarding it from `unapplied` once done."""
@@ -180,7 +192,14 @@ class ChangeSync:
             await self._broker.sync()
             unapplied.discard(CONNECTIONS_SCOPE)
         if SECRETS_SCOPE in scopes:
-            await self._secrets.load()
+            try:
+                await self._secrets.load()
+            except DecryptError:
+                self._secrets_unreadable = (
+                    f"the stored secrets need a secret key this replica does not have ({ENV_VAR} or {KEY_FILE})"
+                )
+                raise
+            self._secrets_unreadable = None
             self._credentials.secrets_changed()
             unapplied.discard(SECRETS_SCOPE)
         if SESSIONS_SCOPE in scopes:  # a 2025-11-25 session ended (DELETE) on another replica

@@ -96,6 +96,12 @@ async def _until_started(
         ) from None
 
 
+def _in_use(slot: _Slot) -> bool:
+    """A session with a call in flight or a client's resource subscription on it: never the one evicted."""
+    session = slot.session
+    return session is not None and not session.closed and (session.in_flight() > 0 or session.holds_subscriptions())
+
+
 async def _close_slots(slots: list[_Slot]) -> None:
     """Close the slots' sessions, and those of commands still starting."""
     sessions = [s.session for s in slots if s.session is not None]
@@ -364,7 +370,7 @@ class UpstreamPool:
         if key.upstream_id in self._modern_only or key in self._refused_handshake:
             return await self._open(base, headers)
         try:
-            return await self._open(key, headers)
+            return await self._open(key, headers, base.identity)
         except UpstreamError as exc:
             if self._closed:
                 raise
@@ -397,7 +403,9 @@ class UpstreamPool:
         self._modern_only.discard(upstream_id)
         self._refused_handshake = {k for k in self._refused_handshake if k.upstream_id != upstream_id}
 
-    async def _open(self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers) -> JsonRpcSession:
+    async def _open(
+        self, key: UpstreamKey, headers: Mapping[str, str] = SHARED.headers, fallback: str | None = None
+    ) -> JsonRpcSession:
         """The session of this key, made (or replaced, for a changed credential) under the slot's lock."""
         slot = self._slots.get(key)
         if slot is not None and slot.session is not None and not slot.session.closed:
@@ -499,7 +507,7 @@ class UpstreamPool:
                 # The upstream was replaced or removed while we connected: this session belongs to the old
                 # configuration. Start over, which connects anew or says it is no longer configured.
                 await session.aclose()
-                return await self._session(key, headers)
+                return await self._session(key, headers, fallback)
             slot.session = session
             slot.headers = dict(headers)
             slot.last_failure = None
@@ -560,11 +568,11 @@ class UpstreamPool:
             max(IDENTITY_IDLE_SECONDS, 2 * config.call_timeout) if config is not None else IDENTITY_IDLE_SECONDS
         )
         mine = [(s, k) for k, s in self._slots.items() if k.upstream_id == upstream_id and k.identity]
-        # A session with a call in flight is never the one closed: that call would fail for a reason of someone
-        # else's making (isolation probe: one user churning `forwarded` header values killed another's call).
-        # Over the limit with every session busy, the limit waits for the calls to end.
+        # A session with a call in flight (or a subscription) is never the one closed: that call would fail for a
+        # reason of someone else's making (isolation probe: one user churning `forwarded` header values killed
+        # another's call). Over the limit with every session in use, the limit waits for them to end.
         evictable = sorted(
-            ((s.last_used, k) for s, k in mine if k != opening and not (s.session and s.session.in_flight())),
+            ((s.last_used, k) for s, k in mine if k != opening and not _in_use(s)),
             key=lambda pair: pair[0],  # oldest first (keys themselves do not compare)
         )
         now = time.monotonic()

@@ -166,6 +166,7 @@ class JsonRpcSession:
         # another caller's call (isolation probe: Bob was asked Alice's question once hers was given up).
         self._abandoned: dict[int, tuple[str | None, float]] = {}
         self._resource_streams: dict[str, asyncio.Future[Any]] = {}
+        self._subscribed: set[str] = set()  # resources/subscribe'd on a 2025-11-25 session
         self._closed = False
         self._close_reason: UpstreamError | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -216,7 +217,10 @@ class JsonRpcSession:
         2025-11-25: resources/subscribe. 2026-07-28 has no such method: a listen stream of its own."""
         match self.era:
             case Era.HANDSHAKE:
-                return await self.request(RESOURCES_SUBSCRIBE, {"uri": uri})
+                reply = await self.request(RESOURCES_SUBSCRIBE, {"uri": uri})
+                if "result" in reply:
+                    self._subscribed.add(uri)
+                return reply
             case Era.MODERN:
                 stream = self._resource_streams.get(uri)
                 if stream is None or stream.done():
@@ -232,6 +236,7 @@ class JsonRpcSession:
     async def unsubscribe_resource(self, uri: str) -> JSON:
         match self.era:
             case Era.HANDSHAKE:
+                self._subscribed.discard(uri)
                 return await self.request(RESOURCES_UNSUBSCRIBE, {"uri": uri})
             case Era.MODERN:
                 stream = self._resource_streams.pop(uri, None)
@@ -240,6 +245,10 @@ class JsonRpcSession:
                 return {"result": {}}
             case _:
                 assert_never(self.era)
+
+    def holds_subscriptions(self) -> bool:
+        """Whether some client's resource subscription lives on this session (closing it would end them)."""
+        return bool(self._subscribed) or any(not stream.done() for stream in self._resource_streams.values())
 
     def in_flight(self) -> int:
         """Requests sent and not yet answered (a listen stream does not count)."""
