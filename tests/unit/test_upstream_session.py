@@ -4,6 +4,7 @@ upstream that answers each method with a handler of the test's choosing and reco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -428,6 +429,47 @@ async def test_a_server_request_that_cannot_be_related_to_one_call_is_refused_no
         release.set()
         await within(holding)
     finally:
+        await session.aclose()
+
+
+async def test_a_call_given_up_for_one_caller_holds_off_the_guess_for_anothers_call() -> None:
+    """Alice's call is cancelled (the upstream goes on with it); the upstream then asks a question naming no call
+    while Bob's call is the only one in flight: it is refused, not put to Bob. A request of the gateway's own
+    (no client behind it) given up holds nothing off."""
+    release = asyncio.Event()
+
+    async def hold(upstream: ScriptedUpstream, message: JSON) -> JSON:
+        await release.wait()
+        return {"result": {}}
+
+    session, upstream = await connected({"tools/call": sample, "hold": hold, "tools/list": hold})
+    alice, bob = Sink(principal_id="alice"), Sink(principal_id="bob")
+    try:
+        given_up = asyncio.ensure_future(session.request("hold", {}, sink=alice))
+        await upstream.until_received("hold")
+        given_up.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await given_up
+        reply = await within(session.request("tools/call", {"name": "sample"}, sink=bob))
+        assert reply["result"]["answer"]["error"]["code"] == -32601
+        assert "gave up" in reply["result"]["answer"]["error"]["message"]
+        assert bob.requests == []
+        again = await within(session.request("tools/call", {"name": "sample"}, sink=alice))  # hers: asked
+        assert alice.requests and "error" not in again["result"]["answer"]
+    finally:
+        release.set()
+        await session.aclose()
+
+    release = asyncio.Event()
+    session, upstream = await connected({"tools/call": sample, "tools/list": hold}, call_timeout=0.2)
+    bob = Sink(principal_id="bob")
+    try:
+        with contextlib.suppress(UpstreamError):
+            await session.request("tools/list", {}, timeout=0.05)  # the gateway's own, timed out
+        reply = await within(session.request("tools/call", {"name": "sample"}, sink=bob))
+        assert "error" not in reply["result"]["answer"] and len(bob.requests) == 1
+    finally:
+        release.set()
         await session.aclose()
 
 

@@ -511,7 +511,11 @@ class JsonRpcSession:
         no client notifications: the transport already closed the request's response stream."""
         if self._closed or (self.era is Era.MODERN and self._transport.kind == "http"):
             return
-        # It may go on all the same (servers that ignore cancellation do), and ask questions later.
+        # It may go on all the same (servers that ignore cancellation do), and ask questions later. The gateway's
+        # own requests (lists, with no client behind them) are not held against anyone (review: a list that
+        # timed out turned every caller's questions away).
+        if owner is None:
+            return
         if len(self._abandoned) >= MAX_ABANDONED:
             del self._abandoned[next(iter(self._abandoned))]  # the oldest
         hold = min(max(self.config.call_timeout, ABANDONED_HOLD_MIN_SECONDS), ABANDONED_HOLD_MAX_SECONDS)
@@ -707,7 +711,7 @@ class JsonRpcSession:
         for request_id, (whose, until) in list(self._abandoned.items()):
             if until < now:
                 del self._abandoned[request_id]
-            elif whose is None or whose != owner:
+            elif whose != owner:
                 return True
         return False
 
