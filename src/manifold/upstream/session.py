@@ -514,12 +514,11 @@ class JsonRpcSession:
         # It may go on all the same (servers that ignore cancellation do), and ask questions later. The gateway's
         # own requests (lists, with no client behind them) are not held against anyone (review: a list that
         # timed out turned every caller's questions away).
-        if owner is None:
-            return
-        if len(self._abandoned) >= MAX_ABANDONED:
-            del self._abandoned[next(iter(self._abandoned))]  # the oldest
-        hold = min(max(self.config.call_timeout, ABANDONED_HOLD_MIN_SECONDS), ABANDONED_HOLD_MAX_SECONDS)
-        self._abandoned[request_id] = (owner, time.monotonic() + hold)
+        if owner is not None:
+            if len(self._abandoned) >= MAX_ABANDONED:
+                del self._abandoned[next(iter(self._abandoned))]  # the oldest
+            hold = min(max(self.config.call_timeout, ABANDONED_HOLD_MIN_SECONDS), ABANDONED_HOLD_MAX_SECONDS)
+            self._abandoned[request_id] = (owner, time.monotonic() + hold)
         params: JSON = {"requestId": request_id, "reason": reason}
         if self.era is Era.MODERN:
             params["_meta"] = self._envelope()
