@@ -693,7 +693,8 @@ class JsonRpcSession:
 
     def _related(self, related_id: Any) -> _Pending | None:
         """The in-flight request a message belongs to. When the transport cannot tell (stdio, SSE, a request on
-        the GET stream), the only safe guess is the single request in flight, if there is exactly one."""
+        the GET stream), the only safe guess is the single request in flight, if there is exactly one and no
+        request given up for someone else may still be running upstream (`_another_may_ask`)."""
         if related_id is not None and related_id != STANDALONE:
             return self._pending.get(related_id)
         candidates = [p for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN]
