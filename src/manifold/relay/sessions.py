@@ -248,8 +248,12 @@ class EndedSessions:
             digests = [_ENDED_PREFIX + handle for handle in ended]
             known = select(spent_links.c.digest).where(spent_links.c.digest.in_(digests))
             already = set((await conn.execute(known)).scalars())  # ended by another replica a moment ago
+            # Stamped with the time of writing, not of the DELETE: the other replicas look for ends newer than
+            # their last look (less a skew margin), and an end written late, after a database outage, would
+            # otherwise fall before it and never close their copy of the session (replica probe). It is kept a
+            # little longer than its sealed id could be used: harmless.
             rows = [
-                {"digest": _ENDED_PREFIX + handle, "expires_at": at + self._keep}
+                {"digest": _ENDED_PREFIX + handle, "expires_at": max(at, now) + self._keep}
                 for handle, at in ended.items()
                 if _ENDED_PREFIX + handle not in already
             ]
