@@ -8,6 +8,7 @@ each). docs/replicas.md says how to rotate with replicas.
 
 from __future__ import annotations
 
+import anyio
 import httpx2
 import pytest
 
@@ -19,6 +20,20 @@ from tests.upstreams.launch import KITCHEN, run_http_upstream
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
+
+
+HANDSHAKE = "2025-11-25"
+PING = {"jsonrpc": "2.0", "id": 9, "method": "ping"}
+
+
+async def opened_session(http: httpx2.AsyncClient, base: str, key: str) -> dict[str, str]:
+    """A 2025-11-25 session opened on `base`: the headers its requests carry."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"}
+    hello = {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
+    opened = await http.post(f"{base}/mcp/kitchen", json=initialize, headers=headers)
+    assert opened.status_code == 200, opened.text
+    return {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": HANDSHAKE}
 
 
 async def test_a_replica_left_with_the_old_key_says_why_it_cannot_read_and_what_to_do(pg_cluster: Cluster) -> None:
@@ -43,5 +58,16 @@ async def test_a_replica_left_with_the_old_key_says_why_it_cannot_read_and_what_
                     ready = await http.get(f"{b.base}/readyz")
                     assert ready.status_code == 503 and "secret key" in ready.json()["database"]
                     assert (await http.get(f"{a.base}/readyz")).status_code == 200
+                    # Other changes still apply on B: a session it holds, ended through A, is closed there too
+                    # (the failing secrets held back every change after them in the same batch, for good).
+                    session = await opened_session(http, b.base, b.key)
+                    assert (await http.delete(f"{a.base}/mcp/kitchen", headers=session)).status_code == 200
+
+                    async def b_refuses() -> bool:
+                        return (await http.post(f"{b.base}/mcp/kitchen", json=PING, headers=session)).status_code == 404
+
+                    with anyio.fail_after(10):
+                        while not await b_refuses():
+                            await anyio.sleep(0.05)
     finally:
         pg_cluster.drop_database(url)

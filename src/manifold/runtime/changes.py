@@ -167,8 +167,8 @@ class ChangeSync:
         if not scopes:
             return
         # The watcher counts these as seen: one that fails to apply (a statement timeout, a failover) is kept
-        # here and tried again at the next tick or request, with those after it (replica probe: a key revoked
-        # on one replica stayed accepted on another for good after one failed read there).
+        # and tried again by the background watch at its next tick (replica probe: a key revoked on one replica
+        # stayed accepted on another for good after one failed read there).
         unapplied = set(scopes)
         try:
             await self._apply(scopes, unapplied)
@@ -176,42 +176,59 @@ class ChangeSync:
             self._failed |= unapplied
 
     async def _apply(self, scopes: set[str], unapplied: set[str]) -> None:
-        """Apply each changed scope, discarding it from `unapplied` once done."""
-        if revisions.AUTH in scopes:
-            await asyncio.gather(self._directory.load(), self.reload_policy())  # side by side: independent
-            self._authenticator.invalidate()
-            unapplied.discard(revisions.AUTH)
-            log.info("keys, principals or grants changed: reloaded")
-            task = asyncio.create_task(self._revalidate_streams())
-            self._revalidations.add(task)
-            task.add_done_callback(self._revalidations.discard)
-        if revisions.CATALOG in scopes:
-            await self._catalog.reload()
-            unapplied.discard(revisions.CATALOG)
-        if CONNECTIONS_SCOPE in scopes:
-            await self._broker.sync()
-            unapplied.discard(CONNECTIONS_SCOPE)
-        if SECRETS_SCOPE in scopes:
+        """Apply each changed scope, discarding it from `unapplied` once done. One that fails does not keep the
+        others from applying (review: secrets this replica cannot decrypt held back every scope after them, for
+        good); the first failure is raised once all were tried."""
+        appliers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            (revisions.AUTH, self._apply_auth),
+            (revisions.CATALOG, self._catalog.reload),
+            (CONNECTIONS_SCOPE, self._broker.sync),
+            (SECRETS_SCOPE, self._apply_secrets),
+            (SESSIONS_SCOPE, self._sessions.sync_ended),  # a 2025-11-25 session ended (DELETE) on another replica
+            (RATE_LIMITS_SCOPE, self._apply_rate_limits),  # rules changed (policy/rate_limits.py)
+            (PINS_SCOPE, self._apply_pins),  # last: announced once the rest is in place
+        ]
+        failure: BaseException | None = None
+        for scope, apply in appliers:
+            if scope not in scopes:
+                continue
             try:
-                await self._secrets.load()
-            except DecryptError:
-                self._secrets_unreadable = (
-                    f"the stored secrets need a secret key this replica does not have ({ENV_VAR} or {KEY_FILE})"
-                )
-                raise
-            self._secrets_unreadable = None
-            self._credentials.secrets_changed()
-            unapplied.discard(SECRETS_SCOPE)
-        if SESSIONS_SCOPE in scopes:  # a 2025-11-25 session ended (DELETE) on another replica
-            await self._sessions.sync_ended()
-            unapplied.discard(SESSIONS_SCOPE)
-        if RATE_LIMITS_SCOPE in scopes and self._rate_limits is not None:  # rules changed (policy/rate_limits.py)
+                await apply()
+            except Exception as exc:  # noqa: BLE001 — kept for the next try; raised below
+                failure = failure or exc
+                continue
+            unapplied.discard(scope)
+        unapplied &= {scope for scope, _ in appliers}  # a scope nobody applies is not kept for ever
+        if failure is not None:
+            raise failure
+
+    async def _apply_auth(self) -> None:
+        await asyncio.gather(self._directory.load(), self.reload_policy())  # side by side: independent
+        self._authenticator.invalidate()
+        log.info("keys, principals or grants changed: reloaded")
+        task = asyncio.create_task(self._revalidate_streams())
+        self._revalidations.add(task)
+        task.add_done_callback(self._revalidations.discard)
+
+    async def _apply_secrets(self) -> None:
+        try:
+            await self._secrets.load()
+        except DecryptError:
+            self._secrets_unreadable = (
+                f"the stored secrets need a secret key this replica does not have ({ENV_VAR} or {KEY_FILE})"
+            )
+            raise
+        self._secrets_unreadable = None
+        self._credentials.secrets_changed()
+
+    async def _apply_rate_limits(self) -> None:
+        if self._rate_limits is not None:
             await self._rate_limits.reload()
-        unapplied.discard(RATE_LIMITS_SCOPE)
-        if PINS_SCOPE in scopes:  # tool definitions approved (docs/pinning.md): fetched again and announced
-            for upstream_id in self._catalog.config.upstreams:
-                await self._hub.on_upstream_notification(upstream_id, {"method": TOOLS_LIST_CHANGED})
-        unapplied.clear()  # pins last: announced; and any scope nobody applies is not kept for ever
+
+    async def _apply_pins(self) -> None:
+        """Tool definitions approved (docs/pinning.md): fetched again and announced."""
+        for upstream_id in self._catalog.config.upstreams:
+            await self._hub.on_upstream_notification(upstream_id, {"method": TOOLS_LIST_CHANGED})
 
     async def _revalidate_streams(self) -> None:
         """Close open notification streams (and their sessions) whose caller's credential was revoked or
