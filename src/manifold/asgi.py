@@ -284,6 +284,14 @@ _BODY_TIMED_OUT = (
 )
 
 
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    b"content-length: 70\r\nconnection: close\r\n\r\n"
+    b'{"error":"the gateway holds as many connections as it may; try again"}'
+)
+CONNECTIONS_LOG_SECONDS = 60.0  # refused connections are said at most this often
+
+
 class _HeadTooBig(Exception):
     """Raised by `on_headers_complete` (through httptools, as the context of its callback error): the
     request's line and headers exceed limits.request_head_bytes."""
@@ -296,7 +304,10 @@ def _head_size(method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) ->
 
 
 def write_combining_http(
-    max_head_bytes: int = 64 * 1024, head_seconds: float = 20.0, body_seconds: float = 60.0
+    max_head_bytes: int = 64 * 1024,
+    head_seconds: float = 20.0,
+    body_seconds: float = 60.0,
+    max_connections: int | None = None,
 ) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol whose responses leave in one write (see `_WriteCombining`), for
     uvicorn's `http=` (`manifold serve`). Built on first use: importing uvicorn is the server's business,
@@ -313,6 +324,11 @@ def write_combining_http(
     connection closed either way (a body trickling in a byte at a time held its connection and its task). The
     head's timer runs on into the body and is cancelled when the request is complete, so a request costs no
     timer more than before.
+
+    At most `max_connections` connections are held at once (limits.connections): one past it is answered 503
+    with Retry-After and closed at once, and said in the log at most once a minute. Every connection is a file
+    and some memory; with the open-file limit raised (runtime/server.py) nothing else bounded how many idle
+    ones a client could hold open for request_head_seconds each.
 
     Its per-connection objects are lighter too (thousands of connections are held open by idle 2025-11-25
     sessions' GET streams: bench/scale_sessions.py): the events it waits on are `_LeanEvent`s, its flow
@@ -348,10 +364,24 @@ def write_combining_http(
             self.body = bytearray()
             return message
 
+    refused_said_until = [0.0]
+
     class WriteCombiningHttpTools(HttpToolsProtocol):
         flow: _LeanFlowControl  # type: ignore[assignment]  # made in connection_made
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if max_connections is not None and len(self.server_state.connections) >= max_connections:
+                transport.write(_TOO_MANY_CONNECTIONS)
+                transport.close()
+                now = self.loop.time()
+                if now >= refused_said_until[0]:
+                    refused_said_until[0] = now + CONNECTIONS_LOG_SECONDS
+                    self.logger.warning(
+                        "refused a connection: %d are open, limits.connections; more are refused (said once a "
+                        "minute)",
+                        max_connections,
+                    )
+                return
             super().connection_made(_WriteCombining(transport))  # type: ignore[arg-type]
             self.flow = _LeanFlowControl(self.transport)  # type: ignore[assignment]
             self.pipeline = _Pipeline()  # type: ignore[assignment]
@@ -381,6 +411,8 @@ def write_combining_http(
 
         def connection_lost(self, exc: Exception | None) -> None:
             flow = self.flow
+            if flow is None:  # refused in connection_made (limits.connections): nothing of it was made
+                return
             if flow.head_timer is not None:
                 flow.head_timer.cancel()
                 flow.head_timer = None

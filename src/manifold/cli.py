@@ -151,7 +151,10 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             loop="uvloop",
             # httptools; asgi.py
             http=write_combining_http(
-                limits.request_head_bytes, limits.request_head_seconds, limits.request_body_seconds
+                limits.request_head_bytes,
+                limits.request_head_seconds,
+                limits.request_body_seconds,
+                limits.connections,
             ),
             lifespan="on",
             access_log=False,

@@ -1,4 +1,5 @@
-"""The gateway's open-file limit (rule 5: one caller must not lock everybody out).
+"""The gateway's open-file limit and its bound on connections (rule 5: one caller must not lock everybody out,
+nor grow the gateway without bound).
 
 Every client connection, held stream and upstream connection is an open file. Where the soft limit is the
 common 1,024, a few hundred idle connections were enough to have every new connection reset, with no line
@@ -25,9 +26,13 @@ from tests.upstreams.launch import free_port
 
 
 @contextmanager
-def gateway_with_open_files(tmp_path: Path, soft: int, hard: int) -> Iterator[tuple[str, Path]]:
-    """`manifold serve` started (not from the tests' zygote: limits are inherited) with these limits."""
-    config = write_config(tmp_path, {}, migrated=True)
+def gateway_with_open_files(
+    tmp_path: Path, soft: int, hard: int, connections: int | None = None
+) -> Iterator[tuple[str, Path]]:
+    """`manifold serve` started (not from the tests' zygote: limits are inherited) with these limits, and
+    `limits.connections` when given."""
+    gateway = {"limits": {"connections": connections}} if connections is not None else None
+    config = write_config(tmp_path, {}, gateway=gateway, migrated=True)
     port = free_port()
     log = tmp_path / "gateway.log"
 
@@ -75,3 +80,23 @@ def test_a_low_hard_limit_is_said_at_start_with_how_to_raise_it(tmp_path: Path) 
         assert "the open-file limit is 512" in text
         assert "LimitNOFILE" in text and "ulimit" in text
 
+
+
+def test_connections_past_the_limit_are_refused_at_once_and_served_again_once_some_close(tmp_path: Path) -> None:
+    """With the open-file limit raised nothing else bounded how many idle connections a client could hold (each
+    a file and memory, for request_head_seconds). Past limits.connections one more is answered 503 with
+    Retry-After and closed at once, and said in the log; once some close, requests are served again."""
+    with gateway_with_open_files(tmp_path, soft=4096, hard=4096, connections=40) as (base, log):
+        port = int(base.rsplit(":", 1)[1])
+        with ExitStack() as held:
+            for _ in range(40):
+                held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                answer = extra.recv(4096)  # sent at once, before any request: then closed
+            assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer
+        # The idle ones closed (the gateway sees it a moment later): room again.
+        deadline = time.monotonic() + 5
+        while (answer := httpx2.get(f"{base}/healthz", timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.02)
+        assert "refused a connection: 40 are open, limits.connections" in log.read_text()

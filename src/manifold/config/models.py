@@ -288,6 +288,9 @@ class LimitsSettings(Strict):
     # Seconds a request's body may take after its head: past it 408 (or, if already answered, just the close)
     # and the connection closed, so a body trickling in a byte at a time cannot hold a connection (`manifold serve`).
     request_body_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Client connections held at once (`manifold serve`): one more is answered 503 and closed. Each costs a file
+    # and some memory (a held 2025-11-25 stream ~8 kB): bounded, so idle connections cannot pile up.
+    connections: Annotated[int, Field(ge=16, le=1_000_000)] = 20_000
     # Rate-limit buckets held in memory at once (one per rule and principal/server/tool it counts); full
     # buckets are dropped first, so reaching it never refuses anyone (docs/rate-limits.md).
     rate_limit_buckets: Annotated[int, Field(gt=0)] = 100_000
