@@ -6,7 +6,7 @@ are always allowed; anything else must be configured (`allowed_hosts`, `allowed_
 Requests without `Origin` (non-browser clients) pass the Origin check; so do requests without `Host`
 (HTTP/1.0), which no browser sends.
 
-Both headers are parsed strictly (config/models.py, whose grammar also checks the configured values), and
+Both headers are parsed strictly (config/hosts.py, whose grammar also checks the configured values), and
 anything that does not parse is refused: a host is a DNS name, an
 IPv4 address (four decimal parts) or a bracketed IPv6 literal (no zone id), then an optional `:port` of
 digits; an origin is `scheme://host[:port]` with nothing else (no userinfo, path, query, spaces,
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from manifold.config.models import GatewaySettings, configured_host, configured_origin, parse_host, parse_origin
+from manifold.config.hosts import configured_host, configured_origin, parse_host, parse_origin
+from manifold.config.models import GatewaySettings
 
 __all__ = ["HOST_REFUSED", "LOOPBACK", "ORIGIN_REFUSED", "OriginPolicy", "parse_host", "parse_origin"]
 
