@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -41,14 +40,12 @@ from bench.common import (
     BYTE_RELAY,
     ERA_LABEL,
     ERAS,
-    REPO,
-    STARTUP_DEADLINE_S,
     UPSTREAM_KINDS,
     CpuMeter,
     OwnCpuMeter,
-    _listening,
     fmt,
     gateway_headers,
+    listening_process,
     mcp_client,
     modern_request,
     ms,
@@ -229,18 +226,10 @@ async def byte_relay(target_url: str, cpu_ms: float) -> AsyncIterator[tuple[str,
     """bench/byte_relay.py in front of `target_url`, spending `cpu_ms` per call: its URL and CPU meter."""
     target_port = int(target_url.rsplit(":", 1)[1].split("/")[0])
     port = free_port()
-    process = subprocess.Popen([sys.executable, BYTE_RELAY, "--port", str(port), "--target", str(target_port),
-                                "--cpu-ms", f"{cpu_ms:.4f}"], stdin=subprocess.DEVNULL, cwd=REPO)
-    try:
-        with anyio.fail_after(STARTUP_DEADLINE_S):
-            while not _listening(port):
-                if process.poll() is not None:
-                    raise RuntimeError(f"bench/byte_relay.py exited with {process.returncode}")
-                await anyio.sleep(0.05)
+    command = [sys.executable, BYTE_RELAY, "--port", str(port), "--target", str(target_port), "--cpu-ms",
+               f"{cpu_ms:.4f}"]  # fmt: skip
+    async with listening_process(command, port) as (process, _):
         yield target_url.replace(f":{target_port}/", f":{port}/", 1), CpuMeter(process.pid)
-    finally:
-        process.terminate()
-        process.wait()
 
 
 async def relay_rounds(era: EraResult, upstream_url: str, mode: str, args: argparse.Namespace,

@@ -139,6 +139,31 @@ def _listening(port: int) -> bool:
 
 
 @asynccontextmanager
+async def listening_process(command: list[str], port: int) -> AsyncIterator[tuple[subprocess.Popen[bytes], Any]]:
+    """Run `command`, a server told to listen on 127.0.0.1:`port`, until it listens: the process and its stderr
+    (a temporary file, quoted if it exits first). Stopped afterwards (SIGTERM, SIGKILL after 5 s)."""
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   cwd=REPO)  # fmt: skip
+        try:
+            with anyio.fail_after(STARTUP_DEADLINE_S):
+                while not _listening(port):
+                    if process.poll() is not None:
+                        stderr.seek(0)
+                        raise RuntimeError(f"{command[1]} exited with {process.returncode}:\n"
+                                           + stderr.read().decode(errors="replace")[-3000:])  # fmt: skip
+                    await anyio.sleep(0.05)
+            yield process, stderr
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@asynccontextmanager
 async def run_upstreams(kind: str, count: int, tools: int) -> AsyncIterator[list[Upstream]]:
     """Start `count` upstream processes at once (not one after another: each spends ~1 s importing the
     SDK) and wait until every one listens. Stops them all afterwards."""

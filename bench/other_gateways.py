@@ -32,7 +32,6 @@ import contextlib
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -46,13 +45,11 @@ from bench.common import (
     BENCH,
     ERA_LABEL,
     ERAS,
-    REPO,
-    STARTUP_DEADLINE_S,
     CpuMeter,
     OwnCpuMeter,
-    _listening,
     fmt,
     gateway_headers,
+    listening_process,
     mcp_client,
     ms,
     p50,
@@ -150,26 +147,9 @@ async def guarded(path: str, action: Callable[[], Awaitable[Any]]) -> Any:
 async def fastmcp_proxy(target_url: str, *options: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes], Any]]:
     """bench/fastmcp_proxy.py in front of `target_url`: its URL, its process and its stderr file."""
     port = free_port()
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen([sys.executable, FASTMCP_PROXY, "--port", str(port), "--target", target_url,
-                                    *options],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO)
-        try:
-            with anyio.fail_after(STARTUP_DEADLINE_S):
-                while not _listening(port):
-                    if process.poll() is not None:
-                        stderr.seek(0)
-                        raise RuntimeError(f"bench/fastmcp_proxy.py exited with {process.returncode}:\n"
-                                           + stderr.read().decode(errors="replace")[-3000:])
-                    await anyio.sleep(0.05)
-            yield f"http://127.0.0.1:{port}/mcp", process, stderr
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    command = [sys.executable, FASTMCP_PROXY, "--port", str(port), "--target", target_url, *options]
+    async with listening_process(command, port) as (process, stderr):
+        yield f"http://127.0.0.1:{port}/mcp", process, stderr
 
 
 # ---- measurements ----------------------------------------------------------------------------------
