@@ -3,7 +3,7 @@
     .venv/bin/pip install py-spy                 # not a project dependency; any py-spy on PATH works
     .venv/bin/python -m bench.profile_gateway [--mode legacy|2026-07-28] [--calls 3000] [--top 25]
                                               [--kind call|list] [--upstream fast|fastmcp|kitchen] [--native]
-                                              [--py-spy PATH] [--flame FILE.svg]
+                                              [--py-spy PATH] [--flame FILE.svg] [--raw FILE]
 
 Starts the fast upstream (or the FastMCP one, or kitchen.py) and the gateway as in bench_call, warms up,
 then samples the gateway with `py-spy record` while one client session makes `--calls` sequential calls
@@ -105,8 +105,12 @@ async def drive(args: argparse.Namespace, py_spy: str, raw_path: Path) -> None:
                     await once()
                 command = [py_spy, "record", "--pid", str(gateway.process.pid), "--rate", str(args.rate),
                            "--format", "raw", "--output", str(raw_path)]
-                # --native must pause the process to unwind C stacks; otherwise sample without pausing.
-                command.append("--native" if args.native else "--nonblocking")
+                # py-spy pauses the process for each sample by default (and must, for --native): a sample taken
+                # without pausing (--nonblocking) often reads a stack being changed and keeps only its bottom
+                # frames, which put ~75% of the time in `Runner.run`. --gil: only the thread running Python.
+                command.append("--native" if args.native else "--gil")
+                if args.nonblocking:
+                    command.append("--nonblocking")
                 spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 await anyio.sleep(1.0)  # py-spy attaches asynchronously; let it start sampling first
                 begin = time.perf_counter()
@@ -141,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--native", action="store_true",
                         help="include C frames (uvloop, httptools, aiohttp's speedups, syscalls)")
     parser.add_argument("--flame", help="also write a 5 s flame graph (SVG) here")
+    parser.add_argument("--nonblocking", action="store_true",
+                        help="sample without pausing the gateway (less overhead, truncated stacks)")
+    parser.add_argument("--raw", help="also keep py-spy's raw stacks (one line per stack) in this file")
     args = parser.parse_args(argv)
     py_spy = find_py_spy(args.py_spy)
     with tempfile.TemporaryDirectory(prefix="manifold-profile-") as tmp:
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         with quiet_sdk_warnings():
             anyio.run(drive, args, py_spy, raw_path)
         print(summarize(raw_path, args.top))
+        if args.raw:
+            shutil.copyfile(raw_path, args.raw)
 
 
 if __name__ == "__main__":
