@@ -977,6 +977,51 @@ async def test_a_key_limited_to_some_servers_signs_in_applications_for_those_onl
         await limited.aclose()
 
 
+async def _signed_in_with_a_new_key(flow: Flow, user: str, *options: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A key made for `user`, a sign-in of the flow's application made with it (for OTHER): (key, tokens)."""
+    made = await manifold_cli(flow.gw, "keys", "create", "--user", user, "--name", "laptop", *options, "--json")
+    key = json.loads(made.stdout)
+    browser = Browser(flow.gw, key["token"])
+    flow.browser = browser
+    try:
+        tokens = await flow.tokens(OTHER)
+    finally:
+        await browser.aclose()
+    assert (await flow.list_tools(tokens["access_token"], OTHER)).status_code == 200
+    return key, tokens
+
+
+async def _sign_in_ended(flow: Flow, tokens: dict[str, Any]) -> None:
+    refused = await flow.list_tools(tokens["access_token"], OTHER)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error_description"], refused.text
+    again = await flow.token(grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert again.status_code == 400 and oauth_error(again) == "invalid_grant", again.text
+
+
+async def test_revoking_the_key_a_sign_in_was_made_with_ends_the_sign_in(flow: Flow) -> None:
+    """Was (attack probe): the key got 401 once revoked, but the application signed in with it kept its access
+    token and refreshed for good: a stolen key became a credential no revocation reached."""
+    key, tokens = await _signed_in_with_a_new_key(flow, "gina@corp.com")
+    await manifold_cli(flow.gw, "keys", "revoke", key["id"])
+    await _sign_in_ended(flow, tokens)
+
+
+async def test_deleting_a_user_ends_the_sign_ins_made_with_their_keys(flow: Flow) -> None:
+    await manifold_cli(flow.gw, "users", "create", "hal@corp.com")
+    _, tokens = await _signed_in_with_a_new_key(flow, "hal@corp.com")
+    deleted = await manifold_cli(flow.gw, "users", "delete", "hal@corp.com", "--json")
+    assert json.loads(deleted.stdout)["sign_ins_revoked"] == 1
+    await _sign_in_ended(flow, tokens)
+
+
+async def test_a_sign_in_made_with_a_key_ends_when_the_key_expires(flow: Flow) -> None:
+    key, tokens = await _signed_in_with_a_new_key(flow, "ivan@corp.com", "--expires", "3s")
+    left = key["expires_at"] - time.time()
+    assert 0 < left <= 3
+    await anyio.sleep(left + 0.2)  # a key's lifetime is time itself: nothing to wait for but the clock
+    await _sign_in_ended(flow, tokens)
+
+
 async def test_no_application_is_signed_in_for_a_server_its_person_has_no_grant_for() -> None:
     """Was (fastmcp interop): a person with no grant for a server signed an application in for it (consent,
     "Authentication successful"), which then met 403 on its first request. Now /authorize answers access_denied

@@ -19,9 +19,11 @@ from manifold.identity import directory as dirmod
 from manifold.identity.api_keys import KeyRepository, OwnerKind, parse_duration
 from manifold.identity.app_consents import AppConsents
 from manifold.identity.directory import Directory
+from manifold.identity.gateway_tokens import revoke_sign_ins
 from manifold.policy.grants import parse_grant
 from manifold.policy.store import GrantRepository, file_grants
-from manifold.store.db import api_keys, grants, service_accounts, teams, too_long, users
+from manifold.store import revisions
+from manifold.store.db import api_keys, grants, service_accounts, teams, too_long, users, write_transaction
 
 if TYPE_CHECKING:
     from manifold.outbound.oauth.client import OAuthFlows
@@ -189,7 +191,17 @@ class Operations:
     async def delete_user(self, user_id: str) -> JSON:
         await self._directory_call(self.directory.delete_user(user_id))
         revoked = await self.keys.revoke_all_of(OwnerKind.USER, user_id)
-        return {"id": user_id, "deleted": True, "keys_revoked": revoked}
+        ended = await self._end_sign_ins(f"user:{user_id}", "user deleted")
+        return {"id": user_id, "deleted": True, "keys_revoked": revoked, "sign_ins_revoked": ended}
+
+    async def _end_sign_ins(self, principal_id: str, why: str) -> int:
+        """The applications the principal signed in through the gateway's OAuth (IDEs) lose their tokens too:
+        an IdP sign-in is tied to no key (attack probe: a deleted user's IDE kept working)."""
+        async with write_transaction(self.engine) as conn:
+            ended = await revoke_sign_ins(conn, principal_id, why)
+            if ended:
+                await revisions.bump(conn, revisions.AUTH)
+        return ended
 
     async def list_teams(self) -> list[JSON]:
         snap = await self.directory.load()
@@ -224,7 +236,8 @@ class Operations:
     async def delete_service_account(self, sa_id: str) -> JSON:
         await self._directory_call(self.directory.delete_service_account(sa_id))
         revoked = await self.keys.revoke_all_of(OwnerKind.SERVICE_ACCOUNT, sa_id)
-        return {"id": sa_id, "deleted": True, "keys_revoked": revoked}
+        ended = await self._end_sign_ins(f"sa:{sa_id}", "service account deleted")
+        return {"id": sa_id, "deleted": True, "keys_revoked": revoked, "sign_ins_revoked": ended}
 
     # ---- grants --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import cast
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -367,6 +368,9 @@ class AuthorizationServerApp:
         answer = server.authorization_answer(oauth_request, SignedIn(principal, resource, ""), grant)
         if exchange.new_code is not None:
             code, row = exchange.new_code
+            kind, _, ref = session.method.partition(":")
+            if kind == "api_key":  # the sign-in lives no longer than the key (identity/gateway_tokens.py)
+                row = replace(row, key_id=ref)
             await self.store.save_code(code, row)
             log.info("gateway-oauth: code issued to %s for %s (%s)", client.client_id[:200], principal, server_id)
         return self._answer(answer)
@@ -502,6 +506,12 @@ class AuthorizationServerApp:
         row = await self.store.refresh(presented)
         if row is None:
             return None  # Authlib refuses an unknown token
+        if not row.revoked and not row.key_usable:
+            # The API key this sign-in was made with was revoked or expired: so is the sign-in (attack probe).
+            await self.store.revoke_grant(row.grant_id, "signing key revoked")
+            return _oauth_error(
+                400, "invalid_grant", "the key this sign-in was made with is no longer valid; sign in again"
+            )
         if row.used_at is not None and not row.revoked:
             if not self._same_moment(row, client):
                 # A rotated refresh token came back: someone holds a copy. End the whole sign-in.

@@ -15,8 +15,9 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.identity.gateway_tables import gw_clients, gw_codes, gw_consents, gw_grants, gw_refresh_tokens
+from manifold.identity.gateway_tokens import sign_in_key_usable
 from manifold.store import revisions
-from manifold.store.db import write_transaction
+from manifold.store.db import api_keys, write_transaction
 
 CLIENT_NAME_LENGTH = 200  # gw_oauth_consents.client_name
 
@@ -40,6 +41,7 @@ class CodeRow:
     code_challenge_method: str
     expires_at: float
     grant_id: str | None = None  # set once exchanged
+    key_id: str | None = None  # the API key the person signed in with (None: through the IdP)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class RefreshRow:
     expires_at: float
     used_at: float | None
     revoked: bool
+    key_usable: bool = True  # False: the API key the sign-in was made with is revoked, expired or gone
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class AuthStore:
             code_challenge_method=row.code_challenge_method,
             expires_at=row.expires_at,
             grant_id=row.grant_id,
+            key_id=row.key_id,
         )
 
     async def exchange_code(
@@ -138,6 +142,7 @@ class AuthStore:
                     resource=row.resource,
                     scope=row.scope,
                     created_at=time.time(),
+                    key_id=row.key_id,
                 )
             )
             if refresh_token is not None:
@@ -152,14 +157,24 @@ class AuthStore:
 
     async def refresh(self, token: str) -> RefreshRow | None:
         query = (
-            select(gw_refresh_tokens, gw_grants)
+            select(
+                gw_refresh_tokens,
+                gw_grants,
+                api_keys.c.id.label("signing_key"),
+                api_keys.c.revoked_at.label("key_revoked_at"),
+                api_keys.c.expires_at.label("key_expires_at"),
+            )
             .join(gw_grants, gw_grants.c.id == gw_refresh_tokens.c.grant_id)
+            .outerjoin(api_keys, api_keys.c.id == gw_grants.c.key_id)
             .where(gw_refresh_tokens.c.token_hash == digest(token))
         )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
+        key_usable = row.key_id is None or (
+            row.signing_key is not None and sign_in_key_usable(row.key_revoked_at, row.key_expires_at, time.time())
+        )
         return RefreshRow(
             grant_id=row.grant_id,
             client_id=row.client_id,
@@ -169,6 +184,7 @@ class AuthStore:
             expires_at=row.expires_at,
             used_at=row.used_at,
             revoked=row.revoked_at is not None,
+            key_usable=key_usable,
         )
 
     async def rotate(self, old: str, grant_id: str, new: str, expires_at: float) -> bool:

@@ -39,12 +39,15 @@ gw_codes = Table(
     Column("code_challenge_method", String(8), nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("grant_id", String(64)),  # set when exchanged
+    Column("key_id", String(64)),  # the API key the person signed in with (null: an IdP sign-in)
     Index("ix_gw_oauth_codes_expires", "expires_at"),
 )
 
 # One row per exchanged code: the family of refresh tokens (and access tokens, by their `fam` claim) of one
 # sign-in of one client for one server. Revoked as a whole: by the client (RFC 7009), by the person
-# revoking the client, or when a rotated refresh token is presented again.
+# revoking the client, or when a rotated refresh token is presented again. A sign-in made with an API key
+# (`key_id`) lives no longer than that key: its tokens are refused once the key is revoked or expired, as
+# the web session it was made in is (attack probe: a stolen key turned into tokens that outlived it).
 gw_grants = Table(
     "gw_oauth_grants",
     metadata,
@@ -56,6 +59,7 @@ gw_grants = Table(
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
     Column("revoked_why", String(64)),
+    Column("key_id", String(64)),  # the API key the person signed in with (null: an IdP sign-in)
     Index("ix_gw_oauth_grants_principal", "principal", "client_id"),
 )
 

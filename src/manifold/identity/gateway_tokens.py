@@ -21,13 +21,14 @@ from urllib.parse import urlsplit
 import orjson
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from manifold.identity.directory import Snapshot as DirectorySnapshot
-from manifold.identity.gateway_tables import gw_grants
+from manifold.identity.gateway_tables import gw_grants, gw_refresh_tokens
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
 from manifold.security.signing import ALGORITHM, KID_PREFIX, SigningKeys
+from manifold.store.db import api_keys
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 _MAX_HEADER_CHARS = 400
@@ -83,10 +84,24 @@ class GatewayTokens:
         server = server_of_resource(aud)
         if server is None:
             raise InvalidGatewayToken("invalid token")
+        query = (
+            select(
+                gw_grants.c.revoked_at, gw_grants.c.key_id, api_keys.c.id, api_keys.c.revoked_at, api_keys.c.expires_at
+            )
+            .outerjoin(api_keys, api_keys.c.id == gw_grants.c.key_id)
+            .where(gw_grants.c.id == fam)
+        )
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(gw_grants.c.revoked_at).where(gw_grants.c.id == fam))).first()
-        if row is None or row.revoked_at is not None:
+            row = (await conn.execute(query)).first()
+        if row is None or row[0] is not None:
             raise InvalidGatewayToken("token revoked")
+        _, key_id, found_key, key_revoked_at, key_expires_at = row
+        if key_id is not None:
+            # Signed in with an API key: the sign-in is only as good as that key (attack probe).
+            if found_key is None or not sign_in_key_usable(key_revoked_at, key_expires_at, now):
+                raise InvalidGatewayToken("token revoked")
+            if key_expires_at is not None:
+                exp = min(exp, key_expires_at)  # a verified token is remembered no longer than its key lasts
         principal = principal_for(sub, snap, Credential(CredentialKind.GATEWAY_OAUTH, client_id))
         if principal is None:
             raise InvalidGatewayToken("invalid token")  # the account is gone
@@ -101,6 +116,23 @@ class GatewayTokens:
             token=token,
         )
         return principal, float(exp)
+
+
+def sign_in_key_usable(revoked_at: float | None, expires_at: float | None, now: float) -> bool:
+    """Whether the API key a sign-in was made with may still be used (as `KeyRecord.usable`)."""
+    return revoked_at is None and (expires_at is None or now < expires_at)
+
+
+async def revoke_sign_ins(conn: AsyncConnection, principal_id: str, why: str) -> int:
+    """End every gateway OAuth sign-in of a principal (its user or service account was deleted), in the caller's
+    transaction, which must bump the "auth" revision: processes then drop the tokens they had verified."""
+    live = gw_grants.c.principal == principal_id, gw_grants.c.revoked_at.is_(None)
+    ids = [r[0] for r in await conn.execute(select(gw_grants.c.id).where(*live))]
+    if not ids:
+        return 0
+    await conn.execute(update(gw_grants).where(gw_grants.c.id.in_(ids)).values(revoked_at=time.time(), revoked_why=why))
+    await conn.execute(delete(gw_refresh_tokens).where(gw_refresh_tokens.c.grant_id.in_(ids)))
+    return len(ids)
 
 
 def principal_for(principal_id: str, snap: DirectorySnapshot, credential: Credential) -> Principal | None:
