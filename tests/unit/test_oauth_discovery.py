@@ -78,14 +78,20 @@ def test_a_resource_covers_only_its_own_origin_and_paths(resource: str, url: str
 @pytest.mark.parametrize(
     "address",
     ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1"]
-    + ["fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "224.0.0.1", "not-an-ip"],
+    + ["fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "224.0.0.1", "not-an-ip"]
+    # IPv6 forms carrying a private IPv4 address (attack probe): NAT64, 6to4, NAT64 local-use, IPv4-compatible, Teredo
+    + ["64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:a00:7::", "2002:7f00:1::1", "64:ff9b:1::808:808"]
+    + ["::a00:7", "::808:808", "2001:0:4136:e378:8000:63bf:3fff:fdd2"],
 )
 def test_non_public_addresses(address: str) -> None:
     assert not is_public_address(address)
 
 
-def test_public_addresses() -> None:
-    assert is_public_address("93.184.215.14") and is_public_address("2606:2800:21f:cb07:6820:80da:af6b:8b2c")
+@pytest.mark.parametrize(
+    "address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "64:ff9b::808:808", "2002:808:808::1"]
+)
+def test_public_addresses(address: str) -> None:
+    assert is_public_address(address)
 
 
 @pytest.mark.parametrize(

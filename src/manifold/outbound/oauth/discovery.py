@@ -52,12 +52,26 @@ def is_public_address(address: str) -> bool:
     """Only globally routable unicast addresses: no loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7),
     link-local (169.254/16, fe80::/10), shared (100.64/10), multicast, reserved or unspecified ones."""
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address are judged by that address (attack probe: NAT64 and 6to4 forms
+        # of 169.254.169.254 and 10/8 passed as global): mapped, NAT64's well-known prefix and 6to4. NAT64's
+        # local-use prefix, Teredo and the deprecated IPv4-compatible form are refused outright.
+        if ip in _NAT64_LOCAL or ip in _IPV4_COMPATIBLE or ip.teredo is not None:
+            return False
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291 §2.5.5.1, deprecated
 
 
 def _ip_literal(host: str) -> str | None:
