@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urljoin, urlparse
+from urllib.parse import parse_qs, urlencode, urljoin, urlparse, urlsplit
 
 import aiohttp
 import anyio
@@ -180,10 +180,13 @@ class Idp:
         now = int(time.time())
         return {"iss": self.issuer, "sub": subject, "aud": audience, "iat": now, "exp": now + lifetime_s, **extra}
 
-    async def authorize(self, url: str, *, login: str, redirect_uri: str) -> dict[str, str]:
+    async def authorize(self, url: str, *, login: str, redirect_uri: str | None = None) -> dict[str, str]:
         """Play the browser for an authorization URL someone else built (e.g. the gateway's OAuth client):
         sign in as `login`, consent, and return the query of the final redirect to `redirect_uri` (code,
-        state, iss, or error). Redirects are read, never followed to `redirect_uri` itself."""
+        state, iss, or error). Redirects are read, never followed to `redirect_uri` itself. By default the
+        redirect URI is the one the URL names (the gateway's differs per authorization server)."""
+        if redirect_uri is None:
+            redirect_uri = parse_qs(urlsplit(url).query)["redirect_uri"][0]
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             location = urljoin(url, await _redirect(session, "GET", url))
             answers = iter(({"prompt": "login", "login": login, "password": "any"}, {"prompt": "consent"}))

@@ -84,6 +84,7 @@ WEB_PREFIXES = (
     "/connections",
     "/servers",
     "/oauth/callback",
+    "/oauth/as/",  # a dynamically registered client's callback (outbound/oauth/registration.py)
     "/static/",
     "/approvals",
 )

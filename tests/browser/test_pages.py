@@ -191,7 +191,7 @@ async def connect(t: Tab, site: Site, user: str) -> None:
     await t.heading(f"Connect {SERVER}")
     await t.press(f"Connect {SERVER}")
     await t.sign_in_at_server(user, site)
-    await t.page.wait_for_url(site.url("/oauth/callback") + "?**")
+    await t.page.wait_for_url(site.url("/oauth/as/") + "*/callback?**")
     await t.heading("Connected")
     assert t.status == 200
 
@@ -280,7 +280,7 @@ async def test_connect_from_the_link_an_mcp_call_gave(site: Site, new_page: NewP
     await t.press(f"Connect {SERVER}")
 
     await t.sign_in_at_server(user, site)
-    await t.page.wait_for_url(site.url("/oauth/callback") + "?**")
+    await t.page.wait_for_url(site.url("/oauth/as/") + "*/callback?**")
     await t.heading("Connected")
     await t.says("close this window")
     await t.signed_in_as(email(user))
@@ -332,7 +332,7 @@ async def test_the_authorization_server_says_no(site: Site, new_page: NewPage) -
     await t.press(f"Connect {SERVER}")
     await t.page.wait_for_url(site.idp.issuer + "/**")
     await t.page.get_by_role("link", name="Cancel").click()
-    await t.page.wait_for_url(site.url("/oauth/callback") + "?**")
+    await t.page.wait_for_url(site.url("/oauth/as/") + "*/callback?**")
     await t.heading("Not connected")
     await t.says("access_denied")
     await t.signed_in_as(email(user))

@@ -196,12 +196,13 @@ async def authorize(
     url = await flows.start(PRINCIPAL.id, UPSTREAM, config, server_url, REDIRECT_URI, www_authenticate=challenge)
     # The browser: the suite's authorization server approves at once and redirects back.
     location = url
+    redirect_uri = parse_qs(urlparse(url).query)["redirect_uri"][0]  # the gateway's own for that server
     for _ in range(5):
         async with http.get(location, allow_redirects=False) as resp:
             if resp.status not in (301, 302, 303, 307, 308):
                 raise RuntimeError(f"the authorization endpoint answered HTTP {resp.status}, not a redirect")
             location = urljoin(location, resp.headers["Location"])
-        if location.startswith(REDIRECT_URI):
+        if location.startswith(redirect_uri):
             break
     query = {k: v[0] for k, v in parse_qs(urlparse(location).query).items()}
     return await flows.complete(

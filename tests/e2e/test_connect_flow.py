@@ -810,8 +810,9 @@ async def test_a_declined_authorization_leaves_the_link_usable(site: Site) -> No
         approved = await b.post(f"/connect/{SERVER}", form(consent.text, f"/connect/{SERVER}"))
         assert approved.status_code == 303
         sent = parse_qs(urlsplit(approved.headers["location"]).query)
+        callback = urlsplit(sent["redirect_uri"][0]).path
         # What the authorization server does when the user declines: back to the callback, with an error.
-        declined = await b.get("/oauth/callback?" + urlencode({"error": "access_denied", "state": sent["state"][0]}))
+        declined = await b.get(f"{callback}?" + urlencode({"error": "access_denied", "state": sent["state"][0]}))
         assert declined.status_code == 400 and "did not grant access" in alert(declined.text)
 
         again = await b.get(link)
@@ -823,7 +824,7 @@ async def test_a_declined_authorization_leaves_the_link_usable(site: Site) -> No
         assert done.status_code == 200, alert(done.text)
 
         # The first attempt's state was single-use; the link that connected is spent.
-        replay = await b.get("/oauth/callback?" + urlencode({"code": "x", "state": sent["state"][0]}))
+        replay = await b.get(f"{callback}?" + urlencode({"code": "x", "state": sent["state"][0]}))
         assert replay.status_code == 400
         spent = await b.get(link)
         assert spent.status_code == 400 and "already used" in spent.text
@@ -872,3 +873,111 @@ async def test_a_revoke_from_the_cli_changes_the_users_open_sessions_too(site: S
         assert tool_names(await client.list_tools()) == {CONNECT_TOOL}
         with anyio.fail_after(10):
             await changed.wait()
+
+
+# ---- an OAuth mix-up (RFC 9700 §4.4) -------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def mixing_upstream(authorization_endpoint: str, client_id: dict[str, str]) -> AsyncIterator[tuple[str, list]]:
+    """A hostile MCP upstream whose authorization server metadata names its own issuer and token endpoint but
+    another server's authorization endpoint, and whose registration endpoint hands out the client id the
+    gateway holds at that other server (a public client's id is no secret). Yields its MCP URL and the forms
+    its token endpoint received."""
+    from aiohttp import web
+
+    received: list[dict[str, str]] = []
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    async def mcp(_: web.Request) -> web.Response:
+        challenge = f'Bearer resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"'
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+
+    async def resource(_: web.Request) -> web.Response:
+        return web.json_response({"resource": f"{base}/mcp", "authorization_servers": [base]})
+
+    async def metadata(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "issuer": base,
+                "authorization_endpoint": authorization_endpoint,  # the other server's
+                "token_endpoint": f"{base}/token",
+                "registration_endpoint": f"{base}/register",
+                "response_types_supported": ["code"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["none"],
+            }
+        )
+
+    async def register(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(
+            {**body, "client_id": client_id["id"], "token_endpoint_auth_method": "none"}, status=201
+        )
+
+    async def token(request: web.Request) -> web.Response:
+        received.append(dict(await request.post()))
+        return web.json_response({"error": "invalid_grant"}, status=400)
+
+    app = web.Application()
+    app.add_routes(
+        [
+            web.route("*", "/mcp", mcp),
+            web.get("/.well-known/oauth-protected-resource/mcp", resource),
+            web.get("/.well-known/oauth-authorization-server", metadata),
+            web.post("/register", register),
+            web.post("/token", token),
+        ]
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"{base}/mcp", received
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_hostile_upstream_cannot_have_another_servers_code_sent_to_its_token_endpoint(world: World) -> None:
+    """Was (attack probe): every authorization server was sent the same redirect URI, /oauth/callback. A
+    hostile upstream naming the honest server's authorization endpoint (and the gateway's client id there) in
+    its own metadata had the person sign in at the honest server, whose code came back to that one callback and
+    was redeemed, with its PKCE verifier, at the hostile upstream's token endpoint. Now a client registered
+    dynamically gets a redirect URI of its server's own, so the honest server refuses the one the hostile
+    upstream's sign-in sends it."""
+    user = "alice@corp.com"
+    async with httpx2.AsyncClient() as http:
+        honest = (await http.get(world.idp.discovery_url)).json()["authorization_endpoint"]
+    known: dict[str, str] = {}
+    async with mixing_upstream(honest, known) as (evil_url, evil_received):
+        upstreams = {
+            SERVER: {
+                "transport": "http",
+                "url": world.upstream.url,
+                "auth": {"mode": "oauth", "allow_insecure_discovery": True},
+            },
+            "evil": {"transport": "http", "url": evil_url, "auth": {"mode": "oauth", "allow_insecure_discovery": True}},
+        }
+        async with run_gateway(upstreams, extra={"users": {user: {}}}) as gw:
+            made = await manifold_cli(gw, "keys", "create", "--user", user, "--name", "laptop", "--json")
+            site = Site(gw, world.upstream, {user: json.loads(made.stdout)["token"]})
+            async with browser(site) as b:
+                # Alice connects the honest upstream: the gateway registers itself at the honest server.
+                consent = await b.consent_page(await link_from_connect_tool(site, user), site.keys[user])
+                approved = await b.post(f"/connect/{SERVER}", form(consent.text, f"/connect/{SERVER}"))
+                known["id"] = parse_qs(urlsplit(approved.headers["location"]).query)["client_id"][0]
+                done = await b.get(await b.authorize_at_server(approved.headers["location"], USERS[user]))
+                assert done.status_code == 200, alert(done.text)
+
+                # Then the hostile one's connect link.
+                consent = await b.consent_page(await link_from_connect_tool(site, user, "evil"), site.keys[user])
+                approved = await b.post("/connect/evil", form(consent.text, "/connect/evil"))
+                assert approved.status_code == 303 and approved.headers["location"].startswith(honest)
+                sent = parse_qs(urlsplit(approved.headers["location"]).query)
+                assert sent["client_id"] == [known["id"]]
+                at_honest = await b.http.get(approved.headers["location"])
+                if at_honest.status_code in (302, 303):  # the honest server took it: the person signs in there
+                    await b.get(await b.authorize_at_server(approved.headers["location"], USERS[user]))
+                assert at_honest.status_code == 400 and "redirect_uri" in at_honest.text
+            assert evil_received == []

@@ -38,8 +38,8 @@ async def test_only_stored_tokens_spend_a_link_and_a_link_connects_once(
     first = await gw.flows.start(ALICE.id, UPSTREAM, DISCOVER, upstream.url, REDIRECT, link_digest=link_digest(t))
     second = await gw.flows.start(ALICE.id, UPSTREAM, DISCOVER, upstream.url, REDIRECT, link_digest=link_digest(t))
     assert not await is_spent(engine, t)  # starting spends nothing
-    back_first = await idp.authorize(first, login=ALICE.name, redirect_uri=REDIRECT)
-    back_second = await idp.authorize(second, login=ALICE.name, redirect_uri=REDIRECT)
+    back_first = await idp.authorize(first, login=ALICE.name)
+    back_second = await idp.authorize(second, login=ALICE.name)
     connected = await gw.flows.complete(back_first["state"], back_first["code"], back_first["iss"], None, ALICE.id)
     assert await is_spent(engine, t)
     with pytest.raises(OAuthError, match="already used to connect"):

@@ -114,7 +114,7 @@ class Gateway:
 
     async def connect(self, idp: Idp, who: Principal, config: OAuthAuth, upstream_url: str) -> Connection:
         url = await self.flows.start(who.id, UPSTREAM, config, upstream_url, REDIRECT)
-        back = await idp.authorize(url, login=who.name, redirect_uri=REDIRECT)
+        back = await idp.authorize(url, login=who.name)
         return await self.flows.complete(back["state"], back.get("code"), back.get("iss"), back.get("error"), who.id)
 
     async def token(self, who: Principal, config: OAuthAuth) -> str:
@@ -196,7 +196,7 @@ async def test_nothing_secret_is_stored_in_clear(gw: Gateway, idp: Idp, upstream
     async with gw.flows._engine.connect() as conn:  # noqa: SLF001 — reading what the flow keeps in flight
         pending = (await conn.execute(select(oauth_pending.c.payload))).scalar_one()
     verifier = json.loads(gw.cipher.decrypt_text(pending))["verifier"]
-    back = await idp.authorize(url, login="alice", redirect_uri=REDIRECT)
+    back = await idp.authorize(url, login="alice")
     connection = await gw.flows.complete(back["state"], back["code"], back["iss"], None, ALICE.id)
     async with gw.flows._engine.connect() as conn:  # noqa: SLF001
         client_secret = (await conn.execute(select(oauth_clients.c.secret))).scalar_one()
@@ -234,7 +234,7 @@ async def test_a_state_is_single_use_bound_to_its_user_and_short_lived(
 
     # Another signed-in user presenting alice's callback gets nothing, and spends it.
     url = await gw.flows.start(ALICE.id, UPSTREAM, config, upstream.url, REDIRECT)
-    back = await idp.authorize(url, login="alice", redirect_uri=REDIRECT)
+    back = await idp.authorize(url, login="alice")
     with pytest.raises(InvalidState, match="another user"):
         await gw.flows.complete(back["state"], back["code"], back["iss"], None, BOB.id)
     with pytest.raises(InvalidState, match="already used"):
@@ -242,14 +242,14 @@ async def test_a_state_is_single_use_bound_to_its_user_and_short_lived(
 
     # Replaying a completed callback.
     url = await gw.flows.start(ALICE.id, UPSTREAM, config, upstream.url, REDIRECT)
-    back = await idp.authorize(url, login="alice", redirect_uri=REDIRECT)
+    back = await idp.authorize(url, login="alice")
     await gw.flows.complete(back["state"], back["code"], back["iss"], None, ALICE.id)
     with pytest.raises(InvalidState, match="already used"):
         await gw.flows.complete(back["state"], back["code"], back["iss"], None, ALICE.id)
 
     # A sign-in left for more than ten minutes.
     url = await gw.flows.start(ALICE.id, UPSTREAM, config, upstream.url, REDIRECT)
-    back = await idp.authorize(url, login="alice", redirect_uri=REDIRECT)
+    back = await idp.authorize(url, login="alice")
     gw.clock[0] += 601
     with pytest.raises(InvalidState, match="expired"):
         await gw.flows.complete(back["state"], back["code"], back["iss"], None, ALICE.id)
@@ -267,7 +267,7 @@ async def test_an_answer_from_another_issuer_or_a_refusal_is_not_redeemed(
     tokens_before = (await idp.counts())["token"]
     for iss in ("http://127.0.0.1:1/evil-issuer", None):  # mix-up (RFC 9207), or iss dropped although promised
         url = await gw.flows.start(ALICE.id, UPSTREAM, config, upstream.url, REDIRECT)
-        back = await idp.authorize(url, login="alice", redirect_uri=REDIRECT)
+        back = await idp.authorize(url, login="alice")
         with pytest.raises(IssuerMismatch):
             await gw.flows.complete(back["state"], back["code"], iss, None, ALICE.id)
     url = await gw.flows.start(ALICE.id, UPSTREAM, config, upstream.url, REDIRECT)

@@ -1,7 +1,7 @@
 """Connecting an OAuth upstream, the authorization server's answer, and the user's connections.
 
     GET  /connect/{upstream}?t=…   consent page for the link's user  POST           → 303 to the authorization server
-    GET  /oauth/callback?code&state&iss                              → tokens stored, "you can close this window"
+    GET  /oauth/callback?code&state&iss (or /oauth/as/<server>/callback) → tokens stored, "you can close this window"
     GET  /connections              the signed-in user's connections  POST (revoke)  → revoked, list again
                                    and the applications they allowed (gateway OAuth; revoke: same POST)
 
@@ -143,7 +143,7 @@ class ConnectPages:
         q = request.query
         try:
             connection = await self.flows.complete(
-                q.get("state", ""), q.get("code"), q.get("iss"), q.get("error"), session.principal_id
+                q.get("state", ""), q.get("code"), q.get("iss"), q.get("error"), session.principal_id, request.path
             )
         except Exception as exc:  # noqa: BLE001 — denied, expired state, wrong issuer, token endpoint down…
             reason = safe_reason(exc)

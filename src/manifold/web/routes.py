@@ -113,7 +113,8 @@ class WebApp:
                 self._route("/login/callback", sign_in.oidc_finish, GET),
                 self._route("/logout", sign_in.logout, GET_POST),
                 self._route("/connect/{upstream_id}", connect.connect, GET_POST),
-                self._route("/oauth/callback", connect.callback, GET),
+                self._route("/oauth/callback", connect.callback, GET),  # clients configured by hand
+                self._route("/oauth/as/{server}/callback", connect.callback, GET),  # registered: one per server
                 self._route("/connections", connect.connections, GET_POST),
                 self._route("/", servers.root, GET),
                 self._route(PAGE_PATH, servers.servers, GET),

@@ -35,10 +35,10 @@ from manifold.outbound.oauth.callback import (
     accepted_code,
 )
 from manifold.outbound.oauth.discovery import Fetcher
-from manifold.outbound.oauth.errors import ConfigurationProblem, OAuthError
+from manifold.outbound.oauth.errors import ConfigurationProblem, InvalidState, OAuthError
 from manifold.outbound.oauth.links import spend
 from manifold.outbound.oauth.plan import dedupe, plan_authorization, server_key
-from manifold.outbound.oauth.registration import ClientRegistry
+from manifold.outbound.oauth.registration import CALLBACK_PATH, ClientRegistry, registered_redirect_uri
 from manifold.outbound.oauth.vault import Connection, ConnectionStatus, Vault
 from manifold.security.crypto import Cipher
 
@@ -120,6 +120,8 @@ class OAuthFlows:
                 "(the gateway sets them itself)"
             )
         plan = await plan_authorization(self.fetcher, upstream_id, config, upstream_url, www_authenticate)
+        if not config.client_id:  # registered dynamically: a redirect URI of that server's own
+            redirect_uri = registered_redirect_uri(redirect_uri.removesuffix(CALLBACK_PATH), plan.server_key)
         client = await self.clients.for_authorization(upstream_id, plan, config, redirect_uri)
         verifier, challenge = pkce_pair()
         pending = PendingAuthorization(
@@ -160,11 +162,24 @@ class OAuthFlows:
         return _with_query(plan.server.authorization_endpoint, params)
 
     async def complete(
-        self, state: str, code: str | None, iss: str | None, error: str | None, principal_id: str
+        self,
+        state: str,
+        code: str | None,
+        iss: str | None,
+        error: str | None,
+        principal_id: str,
+        arrived_at: str | None = None,
     ) -> Connection:
-        """Redeem the callback of an authorization started by `principal_id`; store and return the connection."""
+        """Redeem the callback of an authorization started by `principal_id`; store and return the connection.
+        `arrived_at`: the path the browser came back to, which must be the sign-in's redirect URI's."""
         now = self._clock()
         returned = await self.pending.take(state, principal_id)
+        # (`endswith`: a proxy in front may strip a path prefix that public_url carries)
+        if arrived_at is not None and not urlsplit(returned.pending.redirect_uri).path.endswith(arrived_at):
+            raise InvalidState(
+                f"upstream '{returned.upstream_id}': the sign-in came back to another authorization server's "
+                "address; refused (start again from the connect link)"
+            )
         code = accepted_code(returned, code, iss, error)
         upstream_id, pending = returned.upstream_id, returned.pending
         client = await self.clients.stored(server_key(pending.issuer, pending.token_endpoint), pending.client_id)

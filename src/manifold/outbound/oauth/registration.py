@@ -7,6 +7,7 @@ revocation needs no configuration lookup.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -66,6 +67,20 @@ def _auth_method(value: object) -> ClientAuthMethod | None:
         return ClientAuthMethod(value)
     except ValueError:
         return None
+
+
+CALLBACK_PATH = "/oauth/callback"  # the redirect URI's path of a client configured by hand
+
+
+def registered_redirect_uri(base_url: str, key: str) -> str:
+    """The redirect URI of a client registered dynamically at the authorization server `key` (server_key):
+    `<base_url>/oauth/as/<16 hex digits of its SHA-256>/callback`, one per server. A shared one let a hostile
+    upstream whose metadata names another server's authorization endpoint have that server's code, and its
+    PKCE verifier, sent to its own token endpoint (an OAuth mix-up, RFC 9700 §4.4; attack probe): the other
+    server now refuses the redirect URI, which is not the one the gateway registered there. None is a prefix of
+    another, nor of `/oauth/callback`, which a configured client (registered by hand) keeps: some servers
+    (GitHub) accept any redirect URI below the registered one."""
+    return f"{base_url}/oauth/as/{hashlib.sha256(key.encode()).hexdigest()[:16]}/callback"
 
 
 def _is_loopback_redirect(redirect_uri: str) -> bool:
