@@ -71,6 +71,8 @@ class StreamResponseChannel(ResponseChannel):
         self.queue.put(payload)  # never waits for the client: past its bound the stream ends instead
 
     async def finish(self, payload: bytes, status: int = 200) -> None:
+        if self._writer is not None:  # progress and log messages queued before the reply go first (probe)
+            await self.written()
         self.queue.put(payload)
 
 
