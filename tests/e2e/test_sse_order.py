@@ -16,7 +16,7 @@ from tests.upstreams.launch import KITCHEN, run_http_upstream
 
 pytestmark = pytest.mark.anyio
 
-CALLS = 10
+CALLS = 20
 STEPS = 5
 
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 from collections import deque
 from pathlib import Path
@@ -44,6 +45,11 @@ REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 4  # env values shorter than this are not secrets worth hiding (and hiding them garbles text)
 _SECRET_SHAPES = re.compile(
     r"(?i:bearer|basic|token)[ =:]+\S+"  # an authorization value, whatever follows
+    # a value named like a secret: PASSWORD=…, AWS_SECRET_ACCESS_KEY=…, "api_key": "…" (ops probe: short
+    # ones passed, and stderr reaches /healthz, the log and callers' errors)
+    r"""|(?i:[\w.-]*(?:secret|passw(?:or)?d|pwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth)[\w.-]*)"""
+    r"""["']?\s*[=:]\s*["']?(?:(?i:bearer|basic)\s+)?[^\s"',;]+"""
+    r"|(?<=://)[^/\s:@]*:[^/\s@]*@"  # a URL's user:password@
     r"|\b[0-9a-fA-F]{24,}\b"  # long hex runs (keys, digests)
     r"|[A-Za-z0-9+/_-]{32,}={0,2}"  # long base64(url) runs
 )
@@ -67,6 +73,16 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         text = text.replace(secret, REDACTED)
     return _SECRET_SHAPES.sub(REDACTED, text)
+
+
+def _end_descendants(proc: asyncio.subprocess.Process) -> None:
+    """Kill what is left of the command's session (it runs in its own, `start_new_session`): helpers it forked
+    outlived it, one orphan per crash or restart and every one at the gateway's stop (ops probe). Called once
+    the command itself has exited, before its id can be reused: a session's id is its leader's pid."""
+    if sys.platform == "win32":
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def child_environment(config: UpstreamConfig) -> dict[str, str]:
@@ -207,6 +223,8 @@ class StdioTransport:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     await proc.wait()
+        if proc is not None:
+            _end_descendants(proc)
         for task in self._tasks:
             task.cancel()
 
@@ -257,6 +275,8 @@ class StdioTransport:
                     # stdout closed but the process lingers: it can no longer talk to us.
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
+            if proc.returncode is not None:
+                _end_descendants(proc)
             if self._closing:
                 on_closed(UpstreamError(self.upstream_id, "process was stopped", kind=ErrorKind.CLOSED))
             else:
