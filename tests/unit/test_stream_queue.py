@@ -36,6 +36,13 @@ async def test_past_the_byte_bound_the_stream_ends_and_its_data_is_freed(caplog:
     assert len(warnings) == 1 and "'web'" in warnings[0] and "secret" not in warnings[0]
 
 
+async def test_one_message_larger_than_the_bound_alone_is_still_queued() -> None:
+    """Was (real-clients probe): a 17 MB tool result on a legacy SSE stream ended a stream that was being read."""
+    queue = StreamQueue(max_bytes=10, server_id="web")
+    assert queue.put(b"a reply larger than ten bytes")
+    assert not queue.put(b"x") and queue.overflowed  # but nothing more while it waits
+
+
 async def test_past_the_message_bound_too() -> None:
     queue = StreamQueue(max_bytes=1 << 20, server_id="web", max_messages=3)
     assert all(queue.put(b".") for _ in range(3))

@@ -79,7 +79,10 @@ class StreamQueue:
         items = self._items
         if items is None:
             items = self._items = deque()
-        if len(items) >= self.max_messages or self._bytes + len(payload) > self.max_bytes:
+        # One message larger than the bound alone is queued all the same when nothing else waits (a reply of
+        # up to the upstream's response limit, already in memory): it ended the stream of a client that was
+        # reading, and that client's call never got an answer (real-clients probe, a 17 MB result on /sse).
+        if len(items) >= self.max_messages or (items and self._bytes + len(payload) > self.max_bytes):
             self._overflow()
             return False
         items.append(payload)
