@@ -182,11 +182,22 @@ def cmd_check(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
     )
 
 
+def _port(text: str) -> int:
+    """A TCP port: out of range, it was bound modulo 65536 while the banner printed the number given (ops probe)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0–65535)")
+    return port
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The gateway's own commands: `serve` and `check`."""
     serve = subparsers.add_parser("serve", help="run the gateway")
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--port", type=_port, help="TCP port, 0–65535 (0: any free one)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
     check = subparsers.add_parser("check", help="validate manifold.yaml and virtual_servers/*.yaml")

@@ -84,3 +84,12 @@ def test_a_missing_configuration_file_is_named(tmp_path: Path, capsys: pytest.Ca
         main(["--config", str(missing), "keys", "list"])
     assert exit_info.value.code == 2
     assert "nowhere.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_refuses_a_port_that_is_not_one(port: str, capsys: pytest.CaptureFixture[str]):
+    """Was (ops probe): `serve --port 99999` listened on 34463 (modulo 65536) and printed :99999 in its banner."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--port", port])
+    assert exit_info.value.code == 2
+    assert "--port" in capsys.readouterr().err
