@@ -75,6 +75,7 @@ class HeldSink:
         self._released = asyncio.Event()
         self.client_capabilities: dict[str, Any] = {"sampling": {}, "elicitation": {}}
         self.principal_id = "user:tester"  # whose request it is
+        self.client_session: object | None = None  # sessionless
 
     async def notify(self, message: dict[str, Any]) -> None:
         self.notifications.append(message)

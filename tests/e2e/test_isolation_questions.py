@@ -83,8 +83,10 @@ async def test_a_question_of_a_call_given_up_is_never_put_to_another_user(protoc
     shared by both, where the given-up request holds the guess off.)"""
     async with gateway(protocol) as (gw, alice_key, bob_key):
         alice_model, bob_model = Model("alice's model"), Model("bob's model")
-        async with client(gw, alice_key, sampling_callback=alice_model) as alice, \
-                client(gw, bob_key, sampling_callback=bob_model) as bob:
+        async with (
+            client(gw, alice_key, sampling_callback=alice_model) as alice,
+            client(gw, bob_key, sampling_callback=bob_model) as bob,
+        ):
             await alice.list_tools()
             await bob.list_tools()
             with anyio.fail_after(30):
@@ -121,6 +123,51 @@ async def test_another_users_call_in_flight_does_not_fail_a_users_questions() ->
         assert bob_model.asked == ["hi"]
 
 
+async def test_one_clients_parallel_calls_still_get_their_questions_on_a_shared_session() -> None:
+    """Was (real-clients probe): an agent's parallel tool calls through the gateway's one session to an upstream
+    that asks without naming the call (FastMCP on its GET stream; stdio, SSE) failed every question: "2 calls
+    are in flight". All the calls in flight are one client session's, so the question is put to that client."""
+    async with gateway("2025-11-25") as (gw, alice_key, _):
+        model = Model("the model says 42")
+        async with client(gw, alice_key, sampling_callback=model) as alice:
+            await alice.list_tools()
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as group:
+                    answers: list[str] = []
+
+                    async def asks_a_second_later() -> None:
+                        answers.append(text_of(await alice.call_tool("late_sample", {"prompt": "hi", "delay": 1})))
+
+                    group.start_soon(asks_a_second_later)
+                    slept = await alice.call_tool("slow", {"seconds": 2})  # in flight when the question comes
+        assert text_of(slept) == "slept"
+        assert answers == ["the model says 42"] and model.asked == ["hi"]
+
+
+async def test_two_users_calls_in_flight_on_a_shared_session_still_keep_questions_apart() -> None:
+    """The other side of the test above: with Alice's call in flight too, a question naming no call is not
+    guessed to be Bob's (nor hers): refused, and neither model is asked."""
+    async with gateway("2025-11-25") as (gw, alice_key, bob_key):
+        alice_model, bob_model = Model("alice's model"), Model("bob's model")
+        async with (
+            client(gw, alice_key, sampling_callback=alice_model) as alice,
+            client(gw, bob_key, sampling_callback=bob_model) as bob,
+        ):
+            await alice.list_tools()
+            await bob.list_tools()
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as group:
+                    answers: list[str] = []
+
+                    async def bob_asks_a_second_later() -> None:
+                        answers.append(text_of(await bob.call_tool("late_sample", {"prompt": "hi", "delay": 1})))
+
+                    group.start_soon(bob_asks_a_second_later)
+                    await alice.call_tool("slow", {"seconds": 2})
+        assert answers and answers[0].startswith("sampling failed") and "per_user" in answers[0]
+        assert alice_model.asked == [] and bob_model.asked == []
+
+
 async def test_one_users_refused_credential_turns_the_handshake_era_session_off_for_that_user_only() -> None:
     """A `forwarded` upstream answers a handshake-era `initialize` carrying Alice's header value with HTTP 400:
     her 2025-11-25 clients are served through the upstream's 2026-07-28 session; Bob's still get theirs, where
@@ -147,8 +194,8 @@ async def test_one_users_refused_credential_turns_the_handshake_era_session_off_
 
 async def test_one_users_failing_list_is_not_shown_to_everyone_on_healthz() -> None:
     """The upstream refuses Alice's own credential (a `forwarded` header): her list fails, and she is told why;
-    an unauthenticated /healthz does not show her failure as the server's (it showed one user's account and
-    workspace, in the words of the upstream that refused them)."""
+    /healthz does not show her failure as the server's, not even to an admin, who sees the upstreams' words there
+    (it showed one user's account and workspace, in the words of the upstream that refused them)."""
     async with run_http_upstream(ASKS, "--refuse-initialize", "X-Tenant=apollo-merger") as url:
         upstream = {
             "transport": "http", "url": url, "protocol": "2025-11-25",
@@ -161,7 +208,7 @@ async def test_one_users_failing_list_is_not_shown_to_everyone_on_healthz() -> N
                 async with client(gw, alice_key, headers=headers) as alice:
                     result = await alice.call_tool("ask_name", {})
                     assert result.is_error and "HTTP 400" in text_of(result)  # hers to see
-            async with httpx2.AsyncClient() as http:
+            async with gw.http() as http:  # the admin's key: anyone else gets no upstream's words at all
                 health = await http.get(f"{gw.base}/healthz")
             assert health.status_code == 200
             assert "degraded_servers" not in health.json() and "400" not in health.text

@@ -85,7 +85,7 @@ async def test_sampling_goes_to_the_single_request_in_flight():
 @pytest.mark.anyio
 async def test_sampling_with_several_requests_in_flight_is_refused_not_misrouted():
     pool = make_pool("2025-11-25")
-    sinks = [RecordingSink(), RecordingSink()]
+    sinks = [RecordingSink(principal_id="user:ann"), RecordingSink(principal_id="user:ben")]  # two callers
     try:
         session = await pool.session("local")
         slow = asyncio.ensure_future(

@@ -110,6 +110,7 @@ class AskingSink:
     replies: dict[str, JSON]
     asked: list[tuple[str, JSON | None]] = field(default_factory=list)
     client_capabilities: JSON = field(default_factory=lambda: {"sampling": {}, "elicitation": {}})
+    client_session: object | None = None
 
     async def notify(self, message: JSON) -> None:
         return None

@@ -190,7 +190,8 @@ class ScriptedUpstream:
 class Sink:
     """A RequestSink that records what reaches it and answers server→client requests with `answer`."""
 
-    def __init__(self, answer: JSON | None = None, principal_id: str = "alice") -> None:
+    def __init__(self, answer: JSON | None = None, principal_id: str = "alice", client_session: object = None) -> None:
+        self.client_session = client_session
         self.notifications: list[JSON] = []
         self.requests: list[tuple[str, JSON | None]] = []
         self.answer = answer or {"result": {"content": {"type": "text", "text": "from the client"}}}

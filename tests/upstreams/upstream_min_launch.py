@@ -68,7 +68,10 @@ class ServerProcess:
 class RecordingSink:
     """A RequestSink that records notifications and answers sampling with a fixed text."""
 
-    def __init__(self, answer: str = "sampled-by-test", principal_id: str = "user:tester") -> None:
+    def __init__(
+        self, answer: str = "sampled-by-test", principal_id: str = "user:tester", client_session: object | None = None
+    ) -> None:
+        self.client_session = client_session  # the client session it stands for (None: sessionless)
         self.notifications: list[dict] = []
         self.requests: list[tuple[str, dict | None]] = []
         self.answer = answer

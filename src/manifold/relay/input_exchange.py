@@ -86,6 +86,7 @@ class Exchange:
         self.channel = channel
         self.capabilities = capabilities
         self.principal_id = principal_id
+        self.client_session: object | None = None  # sessionless (2026-07-28)
         self.upstream_id = upstream_id
         self.reply_timeout = reply_timeout
         self.task: asyncio.Task[JSON] | None = None

@@ -108,6 +108,10 @@ class ResponseChannel:
     def client_capabilities(self) -> JSON:
         return self.caps
 
+    @property
+    def client_session(self) -> object | None:
+        return self.session if self.era is Era.HANDSHAKE else None
+
     async def _event(self, payload: bytes) -> None:
         if self._lock is None:
             self._lock = asyncio.Lock()

@@ -449,6 +449,7 @@ class _TaskSink:
     def __init__(self, capabilities: JSON, principal_id: str) -> None:
         self._capabilities = capabilities
         self.principal_id = principal_id
+        self.client_session: object | None = None  # the client is not connected while a task runs
 
     @property
     def client_capabilities(self) -> JSON:

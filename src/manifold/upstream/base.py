@@ -72,6 +72,13 @@ class RequestSink(Protocol):
     principal_id: str
 
     @property
+    def client_session(self) -> object | None:
+        """The 2025-11-25 client session (or legacy SSE connection) the request came on, compared by identity;
+        None for a sessionless 2026-07-28 request. A question the upstream relates to no request, asked while
+        several calls of one such session are in flight, is that session's to answer."""
+        ...
+
+    @property
     def client_capabilities(self) -> JSON:
         """The capabilities of the client the request is made for: a 2026-07-28 upstream request declares
         exactly these, so the upstream asks only for input this client can give."""

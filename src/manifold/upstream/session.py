@@ -698,9 +698,17 @@ class JsonRpcSession:
         if related_id is not None and related_id != STANDALONE:
             return self._pending.get(related_id)
         candidates = [p for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN]
-        if len(candidates) != 1 or self._another_may_ask(candidates[0].owner):
+        if not candidates or self._another_may_ask(candidates[0].owner):
             return None
-        return candidates[0]
+        if len(candidates) == 1:
+            return candidates[0]
+        # Several in flight, all of one 2025-11-25 client session (an agent's parallel tool calls): whichever of
+        # its calls carries the question, that client answers it (real-clients probe: every question failed
+        # while two calls ran). Calls of different sessions, or sessionless ones: not guessed.
+        client = _client_session(candidates[0])
+        if client is None or any(_client_session(p) is not client for p in candidates):
+            return None
+        return candidates[-1]
 
     def _another_may_ask(self, owner: str | None) -> bool:
         """Whether a request given up on this session, made for someone other than `owner`, may still be
@@ -739,12 +747,15 @@ class JsonRpcSession:
                 why = f"no client can answer {method} now"
                 unrelated = related_id is None or related_id == STANDALONE
                 if unrelated and in_flight > 1:
-                    # Said to whoever reads the upstream's error (the tool's result, a log): what to change.
+                    # Said to whoever reads the upstream's error (the tool's result, a log): what to change. One
+                    # caller's calls from several client sessions: per_user would not help (probe).
+                    owners = {p.owner for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN}
                     why += (
                         f": {in_flight} calls are in flight on the gateway's one session to this upstream, which did"
-                        " not say which of them asked; `sessions: per_user` on the upstream gives each caller a"
-                        " session of its own"
+                        " not say which of them asked"
                     )
+                    if len(owners) > 1:
+                        why += "; `sessions: per_user` on the upstream gives each caller a session of its own"
                 elif unrelated and in_flight == 1:
                     why += (
                         ": a call the gateway gave up may still be running on this upstream, which did not say"
@@ -786,3 +797,7 @@ class JsonRpcSession:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _client_session(pending: _Pending) -> object | None:
+    return pending.sink.client_session if pending.sink is not None else None
