@@ -27,6 +27,7 @@ from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import LoadedConfig
 from manifold.identity import resource_server
 from manifold.identity.authenticator import Authenticator, Unauthenticated
+from manifold.policy.admins import is_admin
 from manifold.principal import CredentialKind, Principal
 from manifold.protocol import INVALID_REQUEST
 from manifold.relay.access import Access, Auditor
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 # No icon (204, no body: RFC 9110 allows no Content-Length there), kept a day by the browser.
 FAVICON_HEADERS = [(b"cache-control", b"public, max-age=86400"), (b"x-content-type-options", b"nosniff")]
 JSON = dict[str, Any]
+# What an upstream said, in each /healthz and /readyz upstream entry (upstream/health.py): an admin's only.
+UPSTREAM_TEXT_FIELDS = ("last_error", "stderr")
+HEALTH_DETAILS = "errors, stderr and collisions are shown to a gateway admin's credential (Authorization: Bearer)"
 
 
 class Lifecycle(Protocol):
@@ -174,7 +178,8 @@ class ManifoldApp:
             # Upstream names, states and errors: not for a page that rebinds its name to this gateway.
             if await self._refused(send, headers):
                 return
-            await self._health(send, ready=path == "/readyz")
+            admin = await self._health_admin(scope, headers, path)
+            await self._health(send, ready=path == "/readyz", admin=admin)
             return
         if path == "/favicon.ico":
             # Browsers ask for it on every page's first load; a 404 was an error in their console each time.
@@ -342,10 +347,38 @@ class ManifoldApp:
             if not message.get("more_body"):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _health(self, send: Send, *, ready: bool) -> None:
+    async def _health_admin(self, scope: Scope, headers: dict[str, str], path: str) -> bool:
+        """Whether a /healthz or /readyz caller sent a gateway admin's credential (policy/admins.py). Anything
+        else (none, a refused one, a non-admin's, any while the database does not answer) gets the states only,
+        never a 401: a probe needs no key. A refused credential is audited like the admin API's."""
+        authorization = headers.get("authorization")
+        if not authorization:
+            return False
+        try:
+            await self.changes.sync()  # keys revoked elsewhere
+            principal = await self.authenticator.authenticate(authorization)
+        except DBAPIError:
+            return False  # the database does not answer: /healthz stays 200 (alive), with the states only
+        except Unauthenticated as exc:
+            client = scope.get("client")
+            self.unauthorized.refused(
+                authorization=authorization,
+                missing=exc.missing,
+                reason=exc.reason,
+                client=client[0] if client else None,
+                server=path.strip("/"),
+                method=f"{path.strip('/')} {scope['method']}",
+            )
+            return False
+        return is_admin(principal, self.config.gateway.identity.admins)
+
+    async def _health(self, send: Send, *, ready: bool, admin: bool) -> None:
         """/healthz: liveness, always 200, with every upstream's state. /readyz: 503 while a required
         upstream is down (each is tried again first, briefly), naming them, or while the database does not
-        answer a read; 200 otherwise."""
+        answer a read; 200 otherwise. Both are unauthenticated: text an upstream provided (its last error,
+        a stdio command's stderr, the reasons a member was left out, colliding tool names) may name internal
+        hosts, paths and whatever a server prints, so only a gateway admin's credential gets it; anyone else
+        gets the states, which upstreams and servers are affected, and counts (docs/security.md)."""
         down: list[str] = []
         if ready:
             down = self.pool.down_required()
@@ -353,22 +386,30 @@ class ManifoldApp:
                 await self.pool.reconnect_down(down, wait=1.0)  # a probe's answer stays prompt
                 down = self.pool.down_required()
         upstreams = self.pool.health()
+        if not admin:
+            for entry in upstreams.values():
+                for field in UPSTREAM_TEXT_FIELDS:
+                    entry.pop(field, None)
         failures = {sid: v.last_failures for sid, v in self.served.items() if v.last_failures}
         database = await self.changes.database_problem(read=ready)
         unready = bool(down) or (ready and database is not None)
         body: JSON = {"status": "unavailable" if unready else "ok", "upstreams": upstreams}
         if database is not None:
-            body["database"] = database
+            body["database"] = database  # the gateway's own words (store/revisions.py): no driver text
         if down:
             body["down_upstreams"] = sorted(down)
         if failures:
-            body["degraded_servers"] = failures
+            # admin: {server: {member: why}}; anyone else: {server: [member, ...]}
+            body["degraded_servers"] = failures if admin else {sid: sorted(f) for sid, f in failures.items()}
         collisions = {sid: [c for cs in v.collisions.values() for c in cs] for sid, v in self.served.items()}
         collisions = {sid: cs for sid, cs in collisions.items() if cs}
         if collisions:
-            body["name_collisions"] = collisions
+            # admin: {server: [message, ...]}, naming the upstreams' tools; anyone else: {server: how many}
+            body["name_collisions"] = collisions if admin else {sid: len(cs) for sid, cs in collisions.items()}
         if ready:
             body["servers"] = self.served.ids()
+        if not admin:
+            body["details"] = HEALTH_DETAILS
         await send_body(send, 503 if unready else 200, orjson.dumps(body))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
