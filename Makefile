@@ -36,6 +36,9 @@ help:
 venv:
 	@scripts/bootstrap.sh
 
+# Ctrl-C or SIGTERM stops the gateway and the toolbox, and the script exits 0; make itself, sent the signal too
+# (a terminal's Ctrl-C reaches the whole process group), waits for it and then ends by that signal (130/143 in
+# a shell): GNU make re-raises a fatal signal on itself, whatever its recipe returned.
 run: venv
 	@exec scripts/run-demo.sh "$(CONFIG)"
 
