@@ -58,9 +58,21 @@ def adapt_to_era(reply: JSON, era: Era, server_info: JSON, *, cacheable: bool = 
 
 def uri_in_error(reply: JSON, params: JSON) -> JSON:
     """A resources/read error names the URI the client asked for in `data.uri` (SEP-2164), also when the
-    upstream's own error has no data; an error that carries data already is left as it is."""
+    upstream's own error has no data. An upstream's `data.uri` that is not the client's (its own form of a
+    namespaced URI) becomes the client's, in the message too (real-clients probe: the client was told of
+    `kitchen://nope` for the `kitchen+alpha://nope` it asked for); other data is left as it is."""
     error = reply.get("error")
     uri = params.get("uri")
-    if not isinstance(error, dict) or "data" in error or not isinstance(uri, str):
+    if not isinstance(error, dict) or not isinstance(uri, str):
         return reply
-    return {"error": {**error, "data": {"uri": uri}}}
+    data = error.get("data")
+    if data is None:
+        return {"error": {**error, "data": {"uri": uri}}}
+    theirs = data.get("uri") if isinstance(data, dict) else None
+    if not isinstance(theirs, str) or theirs == uri:
+        return reply
+    fixed = {**error, "data": {**data, "uri": uri}}
+    message = error.get("message")
+    if isinstance(message, str) and theirs:
+        fixed["message"] = message.replace(theirs, uri)
+    return {"error": fixed}
