@@ -27,6 +27,7 @@ from manifold.config import init_cli
 from manifold.config.loaded import LoadedConfig
 from manifold.config.loader import load_config
 from manifold.config.problems import ConfigError
+from manifold.config.state import state_problems
 from manifold.outbound import connections_cli, secrets_cli
 from manifold.store import cli as db_cli
 
@@ -87,6 +88,11 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
     from manifold.runtime.server import GatewayServer
 
     config = load_config()
+    # The state folder and an SQLite database file, made and opened before anything uses them: a problem is a
+    # line naming the file, field and line, not a traceback from the start-up (outside probe).
+    if problems := state_problems(config, make=True):
+        print("manifold: configuration has problems:\n" + "\n".join(map(str, problems)), file=sys.stderr)
+        return 2
     if config.gateway.telemetry.logs == "json":  # from the first line on (composing logs too)
         logging.config.dictConfig(log_config(args.log_level, json_lines=True))
     settings = config.settings

@@ -22,6 +22,7 @@ from manifold.config.models import TOOL_SEARCH_NAMES
 from manifold.config.problems import ConfigError, Problem
 from manifold.config.selectors import WhatKind, is_glob, parse_what
 from manifold.config.sources import SourceFile, read_yaml
+from manifold.config.state import state_problems
 from manifold.naming import expose_name
 
 # Upstream id -> its tool names, or why they could not be listed.
@@ -172,6 +173,9 @@ def run_check(
         print(f"warning: {problem}", file=out)
     if unmatched:
         print("  (a grant may name an upstream or virtual server made through the admin API or the CLI)", file=out)
+    # The state folder and an SQLite file, as they are on this machine (`manifold serve` refuses to start).
+    for problem in state_problems(config, make=False):
+        print(f"warning: {problem}", file=out)
     if lister is not None:
         warnings = unmatched_names(config, lister(config))
         for problem in warnings:

@@ -318,6 +318,32 @@ AllowedHost = Annotated[str, AfterValidator(_allowed_host)]
 AllowedOrigin = Annotated[str, AfterValidator(_allowed_origin)]
 
 
+# The databases the gateway opens: store/db.py gives the plain forms their async driver (asyncpg, aiosqlite).
+DATABASE_SCHEMES = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+asyncpg")
+_DATABASE_FORMS = (
+    "sqlite:///PATH (relative) or sqlite:////PATH (absolute) or postgresql://user:password@host:5432/dbname"
+)
+
+
+def check_database_url(v: str) -> str:
+    """`gateway.database_url`: SQLite or PostgreSQL. Any other scheme was passed to SQLAlchemy as written and
+    failed at start-up with a traceback (`mysql://`: no module MySQLdb). The value is never quoted: it may
+    carry a password."""
+    if not v:
+        raise ValueError(f"is empty; leave it out for the SQLite database under state_dir, or write {_DATABASE_FORMS}")
+    scheme, sep, rest = v.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+._-]*", scheme):
+        raise ValueError(f"is not a database URL; write {_DATABASE_FORMS}")
+    if scheme not in DATABASE_SCHEMES:
+        raise ValueError(
+            f"database '{scheme[:40]}' is not supported: the gateway uses SQLite or PostgreSQL, {_DATABASE_FORMS} "
+            f"(schemes {', '.join(DATABASE_SCHEMES)})"
+        )
+    if scheme.startswith("sqlite") and rest and not rest.startswith("/"):
+        raise ValueError("an SQLite URL names no host: write sqlite:///PATH (relative) or sqlite:////PATH (absolute)")
+    return v
+
+
 class GatewaySettings(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8470
@@ -343,6 +369,11 @@ class GatewaySettings(Strict):
     @classmethod
     def _separator(cls, v: str) -> str:
         return check_separator(v)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        return v if v is None else check_database_url(v)
 
     @field_validator("public_url")
     @classmethod
