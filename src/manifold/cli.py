@@ -56,6 +56,21 @@ def client_snippet(url: str, key: str) -> str:
     )
 
 
+def nothing_served_lines(config: LoadedConfig, base: str, *, signed_in_with_key: bool) -> list[str]:
+    """The banner of a gateway serving no server yet: how to add one (served at once, no restart)."""
+    manifold = "manifold" if config.path == Path.cwd() / "manifold.yaml" else f"manifold --config {config.path}"
+    console = f"  or in the admin console: {base}/admin/upstreams/new"
+    return [
+        f"Manifold is serving 0 servers on {base}: add one, and it is served at once (no restart).",
+        f"An upstream MCP server, then served alone at {base}/mcp/<its id>: under `upstreams:` in {config.path},",
+        f"  or from a YAML file (id, transport, url or command): {manifold} upstreams create --file server.yaml",
+        console + (" (sign in with the development key below)" if signed_in_with_key else ""),
+        f"A virtual server mixing several: one *.yaml file in {config.virtual_servers_dir},",
+        f"  or {manifold} vservers create --file eng.yaml",
+        "Every field: docs/configuration.md in Manifold's repository; a commented example: manifold init DIR",
+    ]
+
+
 def log_config(level: str, *, json_lines: bool = False) -> dict[str, object]:
     """uvicorn's logging, in Manifold's format: one handler on the root logger, uvicorn's loggers propagate
     to it (uvicorn's own config would give them handlers and formats of their own). `json_lines`
@@ -114,11 +129,13 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
         # After the runtime has started: the served set then holds every server, the files' and those
         # created through the admin API or the CLI.
         servers = runtime.served.ids()
-        first = next(iter(config.virtual_servers), servers[0] if servers else "demo")
-        url = f"{base}/mcp/{first}"
-        lines = [f"Manifold is serving {len(servers)} servers on {base} (MCP: /mcp/<id>, legacy SSE: /sse/<id>)"]
-        width = max((len(f"{base}/mcp/{sid}") for sid in servers), default=0)
-        lines += [f"  {f'{base}/mcp/{sid}'.ljust(width)}  {base}/sse/{sid}" for sid in servers]
+        if not servers:
+            # Nothing to connect a client to: how to add a server, not snippets for one that does not exist.
+            lines = nothing_served_lines(config, base, signed_in_with_key=key is not None)
+        else:
+            lines = [f"Manifold is serving {len(servers)} servers on {base} (MCP: /mcp/<id>, legacy SSE: /sse/<id>)"]
+            width = max(len(f"{base}/mcp/{sid}") for sid in servers)
+            lines += [f"  {f'{base}/mcp/{sid}'.ljust(width)}  {base}/sse/{sid}" for sid in servers]
         if key:
             where = (
                 "from MANIFOLD_DEV_KEY"
@@ -126,6 +143,8 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
                 else f"kept in {config.state_dir / 'dev-key'}"
             )
             lines += [f"\nDevelopment key, an admin key for user 'dev' ({where}):\n  {key}\n"]
+        if key and servers:
+            url = f"{base}/mcp/{next(iter(config.virtual_servers), servers[0])}"
             if config.gateway.identity.authorization_server.enabled:
                 # The IDE finds the sign-in from the 401 (docs/gateway-oauth.md): no key in its config.
                 lines += [
