@@ -344,7 +344,7 @@ INVALID = [
     ("/upstreams", {"id": "Not_A_Slug", "transport": "http", "url": "http://x"}, "id", "must match"),
     ("/upstreams", {"transport": "http", "url": "http://x"}, "id", "field required"),
     ("/upstreams", {"id": "filevs", "transport": "http", "url": "http://x"}, "id", "already a virtual server id"),
-    ("/upstreams", {"id": "ftp", "transport": "http", "url": "ftp://x"}, "", "'url' must start with http://"),
+    ("/upstreams", {"id": "ftp", "transport": "http", "url": "ftp://x"}, "url", "'url' must start with http://"),
     (
         "/upstreams",
         {"id": "unset", "transport": "http", "url": "http://x", "headers": {"X-Token": "${MANIFOLD_E2E_UNSET}"}},

@@ -10,6 +10,7 @@ import enum
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -176,6 +177,34 @@ UpstreamAuth = Annotated[
 ]
 
 
+def check_http_url(v: str) -> str:
+    """An upstream's `url`: `http(s)://host[:port]/...`, usable as written. A URL without a host, with a port
+    outside 1-65535 or with whitespace was accepted and failed at first use (outside probe: `http://`,
+    `http://exa mple.com:99999/mcp` reached the connection as a traceback and callers got a ValueError)."""
+    if not re.match(r"^https?://", v):
+        raise ValueError("'url' must start with http:// or https://")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in v):
+        raise ValueError("'url' must not contain spaces or control characters (write a space as %20)")
+    try:
+        parts = urlsplit(v)
+        parts.port  # noqa: B018 — raises for what the checks below do not name
+    except ValueError:
+        parts = None
+    hostport = re.split(r"[/?#]", v.split("://", 1)[1], maxsplit=1)[0].rpartition("@")[2]
+    port = hostport.rpartition(":")[2] if ":" in hostport and not hostport.endswith("]") else ""
+    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise ValueError(
+            f"'url' has port '{port[:20]}': write a port from 1 to 65535, or none for the scheme's default"
+        )
+    if "\\" in hostport:
+        raise ValueError("'url' must not contain a backslash before its path")
+    if parts is None:
+        raise ValueError("'url' is not a valid URL: write http(s)://host[:port]/path (an IPv6 host in brackets)")
+    if not parts.hostname:
+        raise ValueError("'url' has no host: write http(s)://host[:port]/path")
+    return v
+
+
 class UpstreamConfig(Strict):
     """One upstream MCP server. Its id is the key under `upstreams:`."""
 
@@ -217,6 +246,15 @@ class UpstreamConfig(Strict):
             )
         return v
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # Here rather than in `_transport_fields`, so that the problem names `url` and its line. A stdio
+        # upstream's `url` is refused there ("'url' is for http, sse and openapi upstreams").
+        if v is not None and info.data.get("transport") is not Transport.STDIO:
+            check_http_url(v)
+        return v
+
     @model_validator(mode="after")
     def _transport_fields(self) -> UpstreamConfig:
         if self.spec is not None and self.transport is not Transport.OPENAPI:
@@ -229,8 +267,6 @@ class UpstreamConfig(Strict):
         elif self.transport is Transport.OPENAPI:
             if not self.spec:
                 raise ValueError("an openapi upstream needs 'spec' (a file or an http(s) URL of its OpenAPI document)")
-            if self.url and not re.match(r"^https?://", self.url):
-                raise ValueError("'url' must start with http:// or https://")
             if not self.url and self.auth.mode is AuthMode.OAUTH:
                 raise ValueError("an openapi upstream with auth mode oauth needs 'url' (the API the tokens are for)")
             if self.command or self.args or self.env or self.cwd:
@@ -238,8 +274,6 @@ class UpstreamConfig(Strict):
         else:
             if not self.url:
                 raise ValueError(f"an {self.transport.value} upstream needs 'url'")
-            if not re.match(r"^https?://", self.url):
-                raise ValueError("'url' must start with http:// or https://")
             if self.command or self.args or self.env or self.cwd:
                 raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio upstreams")
         if self.transport is Transport.STDIO and self.auth.mode not in (AuthMode.NONE,):

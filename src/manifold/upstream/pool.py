@@ -498,7 +498,13 @@ class UpstreamPool:
                 slot.health.failed(str(exc), stderr_of(session.close_reason))
                 raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None
             except Exception as exc:  # a bug or an unexpected library error: still a failed upstream
-                logger.exception("upstream %s: connect failed", key.upstream_id)
+                url_problem = _url_problem(exc)
+                if url_problem is not None:  # a URL the HTTP client cannot use: one line, not a traceback
+                    logger.error(
+                        "upstream %s: connect failed: its URL is not usable (%s)", key.upstream_id, url_problem
+                    )
+                else:
+                    logger.exception("upstream %s: connect failed", key.upstream_id)
                 error = UpstreamError(key.upstream_id, f"could not be connected ({type(exc).__name__})")
                 slot.last_failure = error
                 slot.health.failed(str(error))
@@ -590,6 +596,21 @@ class UpstreamPool:
         """Mark a session dead so the next `_session` replaces it (and closes it under the slot lock)."""
         if not session.closed:
             session._mark_closed(UpstreamSessionLost(key.upstream_id, "session was lost"))
+
+
+def _url_problem(exc: BaseException) -> str | None:
+    """What was wrong with a URL, when `exc` is a ValueError raised while parsing one (yarl, urllib.parse):
+    its words, unless they quote part of the URL (which may hold a password); None for any other error."""
+    if not isinstance(exc, ValueError):
+        return None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith("yarl") or module == "urllib.parse":
+            words = str(exc)
+            return words if words and "'" not in words and len(words) <= 200 else type(exc).__name__
+        tb = tb.tb_next
+    return None
 
 
 def _is_tool_error(reply: JSON) -> bool:
