@@ -85,6 +85,21 @@ def _end_descendants(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+class _ChildProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """`asyncio.create_subprocess_exec`'s protocol, also telling when the process itself has exited: asyncio's
+    `Process.wait()` returns only once its pipes are closed too (uvloop's does not wait for them), and a helper
+    the command forked may hold its stdout open after it died."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 def child_environment(config: UpstreamConfig) -> dict[str, str]:
     env = {name: value for name in INHERITED_ENV if (value := os.environ.get(name)) is not None}
     env.update(config.env)
@@ -99,6 +114,8 @@ class StdioTransport:
         self.upstream_id = upstream_id
         self._config = config
         self._proc: asyncio.subprocess.Process | None = None
+        self._exit: asyncio.Future[None] | None = None  # done once the process has exited (pipes open or not)
+        self._pipes: asyncio.SubprocessTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         # The last stderr lines, raw but cut (redacted only when shown): bounded to TAIL_LINES x TAIL_CHARS.
@@ -143,8 +160,16 @@ class StdioTransport:
         return self._proc.pid if self._proc else None
 
     async def connect(self, deliver: Deliver, on_closed: OnClosed) -> None:
+        # `asyncio.create_subprocess_exec`, with a protocol that says when the process exits (`_ChildProtocol`).
+        # Under uvloop (0.23) the child also keeps duplicates of its own stdin/stdout/stderr socketpair ends at
+        # fds >= 3 (`close_fds`/`pass_fds` do not change that), so a helper it starts with its std streams
+        # redirected may still hold the gateway's pipes. Not closed here: only a `preexec_fn` could (Python code
+        # run between fork and exec in a gateway that has threads, which is unsafe) or a shim process in between
+        # (which would change how the command is found and reported). The exit is watched instead (`_watch`).
+        loop = asyncio.get_running_loop()
         try:
-            self._proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ChildProtocol(MAX_LINE_BYTES, loop),
                 self._config.command,  # type: ignore[arg-type]
                 *self._config.args,
                 stdin=asyncio.subprocess.PIPE,
@@ -152,13 +177,14 @@ class StdioTransport:
                 stderr=asyncio.subprocess.PIPE,
                 env=child_environment(self._config),
                 cwd=self._config.cwd,
-                limit=MAX_LINE_BYTES,
                 start_new_session=sys.platform != "win32",  # keep the gateway's signals (Ctrl-C) to itself
             )
         except OSError as exc:
             raise UpstreamError(self.upstream_id, self._start_failure(exc)) from None
+        self._proc = asyncio.subprocess.Process(transport, protocol, loop)
+        self._exit, self._pipes = protocol.exited, transport
         self._tasks = [
-            asyncio.create_task(self._read_stdout(deliver, on_closed)),
+            asyncio.create_task(self._watch(deliver, on_closed)),
             asyncio.create_task(self._drain_stderr()),
         ]
 
@@ -212,79 +238,112 @@ class StdioTransport:
             if proc.stdin is not None:
                 with contextlib.suppress(Exception):
                     proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), EXIT_GRACE_SECONDS)
-            except TimeoutError:
+            if not await self._exited_within(EXIT_GRACE_SECONDS):
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), EXIT_GRACE_SECONDS)
-                except TimeoutError:
+                if not await self._exited_within(EXIT_GRACE_SECONDS):
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
-                    await proc.wait()
+                    await self._exited_within(None)
         if proc is not None:
             _end_descendants(proc)
         for task in self._tasks:
             task.cancel()
+        self._close_pipes()
 
-    async def _read_stdout(self, deliver: Deliver, on_closed: OnClosed) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
+    def _close_pipes(self) -> None:
+        """Close the gateway's ends of the process's pipes: one a helper still holds would otherwise stay open
+        (asyncio's transport finishes only once they all close)."""
+        if self._pipes is not None and self._exit is not None and self._exit.done():
+            self._pipes.close()
+
+    async def _exited_within(self, seconds: float | None) -> bool:
+        """Whether the process has exited, waiting at most `seconds` (None: until it has). Not `proc.wait()`:
+        under asyncio that also waits for its pipes to close, which a helper it forked may hold open."""
+        exit_ = self._exit
+        if exit_ is None:
+            return True
+        if not exit_.done():
+            await asyncio.wait({exit_}, timeout=seconds)
+        return exit_.done()
+
+    async def _watch(self, deliver: Deliver, on_closed: OnClosed) -> None:
+        """Read stdout until it ends or the process exits, whichever comes first; then end what is left of the
+        process and report the session closed, once. The exit is watched itself: a helper the command forked
+        may hold its stdout open after it died, and the calls in flight then waited out call_timeout with no
+        word of the death (probe; uvloop's child even holds duplicates of its pipes, see `connect`)."""
+        proc, exit_ = self._proc, self._exit
+        assert proc is not None and exit_ is not None
+        reader = asyncio.ensure_future(self._read_stdout(deliver))
         cause: str | None = None  # why the gateway ended the process, when it did
         try:
-            while True:
-                try:
-                    line = await proc.stdout.readline()
-                except ValueError:  # a line beyond MAX_LINE_BYTES: the stream is unusable now
-                    cause = (
-                        f"sent a message larger than {MAX_LINE_BYTES // (1024 * 1024)} MB on stdout;"
-                        " the gateway stopped its process"
-                    )
-                    break
-                if not line:
-                    break
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    message = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    if line.startswith(b"{") and "depth" in str(exc):
-                        # A message nested too deep to read: most likely the reply a call waits for, which
-                        # would otherwise wait out call_timeout. Told as JSON-RPC's unreadable-message error
-                        # (id null), which fails the one request in flight (if one) naming the cause.
-                        error = {"code": PARSE_ERROR, "message": TOO_DEEP}
-                        await deliver({"jsonrpc": "2.0", "id": None, "error": error}, None)
-                        continue
-                    logger.debug("upstream %s: non-JSON line on stdout ignored", self.upstream_id)
-                    continue
-                if isinstance(message, dict):
-                    await deliver(message, None)
-                elif isinstance(message, list):
-                    for item in message:
-                        if isinstance(item, dict):
-                            await deliver(item, None)
-        finally:
+            await asyncio.wait({reader, exit_}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                # Exited, its stdout still open: the helpers it left end now (they die with its session, which
+                # usually closes the pipe), and what it wrote before it died is read first, for a short while
+                # only (a helper that left its session may hold the pipe for good).
+                _end_descendants(proc)
+                await asyncio.wait({reader}, timeout=STDERR_SETTLE_SECONDS)
+            if reader.done():
+                cause = reader.result()
             if proc.returncode is None:
-                try:
-                    if cause is not None:  # still running, its stdout unusable: no point waiting
-                        raise TimeoutError
-                    await asyncio.wait_for(proc.wait(), 0.5)
-                except TimeoutError:
-                    # stdout closed but the process lingers: it can no longer talk to us.
+                # stdout closed (or unusable: `cause`) but the process lingers: it can no longer talk to us.
+                if cause is None:
+                    await self._exited_within(0.5)
+                if proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
+                    await self._exited_within(EXIT_GRACE_SECONDS)
+        finally:
+            reader.cancel()
             if proc.returncode is not None:
                 _end_descendants(proc)
             if self._closing:
                 on_closed(UpstreamError(self.upstream_id, "process was stopped", kind=ErrorKind.CLOSED))
             else:
                 on_closed(await self._report_exit(proc.returncode, cause))
+            self._close_pipes()
+
+    async def _read_stdout(self, deliver: Deliver) -> str | None:
+        """Deliver what the process writes on stdout until it ends: None; or why the gateway must end the
+        process (its stdout became unusable)."""
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # a line beyond MAX_LINE_BYTES: the stream is unusable now
+                return (
+                    f"sent a message larger than {MAX_LINE_BYTES // (1024 * 1024)} MB on stdout;"
+                    " the gateway stopped its process"
+                )
+            if not line:
+                return None
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                message = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                if line.startswith(b"{") and "depth" in str(exc):
+                    # A message nested too deep to read: most likely the reply a call waits for, which
+                    # would otherwise wait out call_timeout. Told as JSON-RPC's unreadable-message error
+                    # (id null), which fails the one request in flight (if one) naming the cause.
+                    error = {"code": PARSE_ERROR, "message": TOO_DEEP}
+                    await deliver({"jsonrpc": "2.0", "id": None, "error": error}, None)
+                    continue
+                logger.debug("upstream %s: non-JSON line on stdout ignored", self.upstream_id)
+                continue
+            if isinstance(message, dict):
+                await deliver(message, None)
+            elif isinstance(message, list):
+                for item in message:
+                    if isinstance(item, dict):
+                        await deliver(item, None)
 
     async def _lost(self) -> UpstreamSessionLost:
-        """The error for a write to a process that is gone: why it died, once the stdout reader has seen it
-        go (bounded), so the caller learns what the process said rather than only that it is not running."""
+        """The error for a write to a process that is gone: why it died, once `_watch` has seen it go
+        (bounded), so the caller learns what the process said rather than only that it is not running."""
         reader = self._tasks[0] if self._tasks else None
         if reader is not None and not reader.done() and not self._closing:
             await asyncio.wait({reader}, timeout=STDERR_SETTLE_SECONDS + 0.5)
