@@ -593,3 +593,36 @@ async def test_a_transport_that_dies_fails_pending_requests_as_closed_but_not_as
         assert session.closed
     finally:
         await session.aclose()
+
+
+async def test_a_server_request_the_upstream_withdraws_is_withdrawn_from_the_client_unanswered() -> None:
+    """The upstream cancels a question of its own (`notifications/cancelled` naming its request): the client's side
+    of it is cancelled (relay/response_channel.py then tells the client), and the upstream gets no answer for it.
+    Was (real-clients probe): nothing happened; the client's dialog stayed open."""
+    asked, withdrawn = asyncio.Event(), asyncio.Event()
+
+    class WaitingSink(Sink):
+        async def request(self, method: str, params: JSON | None) -> JSON:
+            self.requests.append((method, params))
+            asked.set()
+            try:
+                await asyncio.Event().wait()  # nobody answers
+            finally:
+                withdrawn.set()
+            raise AssertionError("unreachable")
+
+    async def withdraws(upstream: ScriptedUpstream, message: JSON) -> JSON:
+        question = {"jsonrpc": "2.0", "id": "s9", "method": "sampling/createMessage", "params": {"messages": []}}
+        await upstream.emit(question, message)
+        await asked.wait()
+        await upstream.emit({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "s9"}})
+        await withdrawn.wait()
+        return {"result": {"content": []}}
+
+    session, upstream = await connected({"tools/call": withdraws}, kind="stdio")
+    try:
+        reply = await within(session.request("tools/call", {"name": "x"}, sink=WaitingSink()))
+        assert reply == {"result": {"content": []}}
+        assert "s9" not in upstream.answers
+    finally:
+        await session.aclose()

@@ -20,11 +20,13 @@ import orjson
 
 from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Send, send_body
 from manifold.protocol import (
+    CANCELLED,
     CAPABILITY_FOR,
     LOG_LEVELS,
     LOG_MESSAGE,
     METHOD_NOT_FOUND,
     PING,
+    REQUEST_CANCELLED,
     REQUEST_TIMEOUT,
     Era,
 )
@@ -68,6 +70,7 @@ class ResponseChannel:
         "_backlog_bytes",
         "_writer",
         "_dropped",
+        "_asked",
     )
 
     def __init__(
@@ -103,6 +106,7 @@ class ResponseChannel:
         self._backlog_bytes = 0
         self._writer: asyncio.Task[None] | None = None  # writes the backlog; at most one at a time
         self._dropped = 0  # notifications dropped past MAX_BACKLOG_BYTES
+        self._asked: set[str] | None = None  # the client's questions (server→client requests) still open
 
     @property
     def client_capabilities(self) -> JSON:
@@ -202,18 +206,45 @@ class ResponseChannel:
         message: JSON = {"jsonrpc": "2.0", "id": rid, "method": method}
         if params is not None:
             message["params"] = params
+        asked = self._asked
+        if asked is None:
+            asked = self._asked = set()
+        asked.add(rid)
         try:
             self._queue(orjson.dumps(message), droppable=False)
             return await asyncio.wait_for(fut, self.reply_timeout)
         except TimeoutError:
+            self._tell_cancelled(rid, "not answered in time")
             return {"error": {"code": REQUEST_TIMEOUT, "message": f"the client did not answer {method} in time"}}
+        except asyncio.CancelledError:
+            self._tell_cancelled(rid, "the server cancelled it")  # the upstream withdrew its request
+            raise
         finally:
+            asked.discard(rid)
             self.pending.drop(rid)
+
+    def _cancel_questions(self, reason: str) -> None:
+        """The call ended (answered, or cancelled by the client) with questions of it still open: the client is
+        told to drop them (its dialog for a dead call stayed open; real-clients probe), and the upstream, if it
+        still waits, hears that they were cancelled."""
+        asked, self._asked = self._asked, None
+        for rid in list(asked or ()):
+            self.pending.cancel(rid, {"code": REQUEST_CANCELLED, "message": f"cancelled: {reason}"})
+            self._tell_cancelled(rid, reason)
+
+    def _tell_cancelled(self, rid: str, reason: str) -> None:
+        """`notifications/cancelled` for a question of ours, on the client session's own stream (GET): the
+        call's stream may be ending, or gone."""
+        session = self.session
+        if session is not None and self.era is Era.HANDSHAKE:
+            params = {"requestId": rid, "reason": reason}
+            session.listener.push({"jsonrpc": "2.0", "method": CANCELLED, "params": params})
 
     async def abandon(self) -> None:
         """The client cancelled the request: it gets no answer (MCP: the receiver of a cancellation does not
         respond; SDK clients report a reply to an id they dropped as an error). An event stream ends without
         one; a response not started yet is a bare 202, as for a notification."""
+        self._cancel_questions("the call was cancelled")
         writer = self._writer
         if writer is not None:
             writer.cancel()  # nothing queued is wanted now
@@ -229,6 +260,8 @@ class ResponseChannel:
 
     async def finish(self, payload: bytes, status: int = 200) -> None:
         """Send the reply: the last SSE event once streaming, else the whole JSON response."""
+        if self._asked:
+            self._cancel_questions("the call has ended")
         if self._writer is not None:
             await self.written()
         lock = self._lock

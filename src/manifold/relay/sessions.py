@@ -605,6 +605,12 @@ class PendingReplies:
     def drop(self, rid: str) -> None:
         self._waiting.pop(rid, None)
 
+    def cancel(self, rid: str, error: JSON) -> None:
+        """Stop waiting for an answer that no longer matters: the one waiting gets `error`."""
+        entry = self._waiting.pop(rid, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result({"error": error})
+
     def resolve(self, message: JSON, principal_id: str) -> bool:
         rid = message.get("id")
         if not isinstance(rid, str):

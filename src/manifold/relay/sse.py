@@ -12,6 +12,8 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
+
 from manifold.asgi import SSE_HEADERS, Receive, Send, release_headers, send_body
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
@@ -71,9 +73,15 @@ class StreamResponseChannel(ResponseChannel):
         self.queue.put(payload)  # never waits for the client: past its bound the stream ends instead
 
     async def finish(self, payload: bytes, status: int = 200) -> None:
+        if self._asked:
+            self._cancel_questions("the call has ended")
         if self._writer is not None:  # progress and log messages queued before the reply go first (probe)
             await self.written()
         self.queue.put(payload)
+
+    def _tell_cancelled(self, rid: str, reason: str) -> None:
+        params = {"requestId": rid, "reason": reason}
+        self.queue.put(orjson.dumps({"jsonrpc": "2.0", "method": CANCELLED, "params": params}))
 
 
 async def _no_send(message: JSON) -> None:

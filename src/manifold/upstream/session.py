@@ -173,6 +173,7 @@ class JsonRpcSession:
         self._listen_acked = asyncio.Event()
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}  # tool -> x-mcp-header map (modern)
         self._answering = 0  # server→client requests being answered (at most MAX_SERVER_REQUESTS)
+        self._answers: dict[Any, asyncio.Task[None]] = {}  # by the upstream's request id: withdrawn by a cancel
         self.answered = 0  # requests the upstream answered since the handshake (a session that served none and
         # died at once is a failed start to the pool's back-off)
         self._start_within: float | None = None  # connect(within): the handshake requests' timeout (None: call_timeout)
@@ -606,6 +607,14 @@ class JsonRpcSession:
             self._answering += 1
             self._spawn(self._answer_server_request(message, related_id))
             return
+        if method == CANCELLED:
+            # The upstream withdraws a request of its own (its tool stopped waiting): the client's question is
+            # dropped and the client told (relay/response_channel.py). Never passed on with the upstream's id.
+            request_id = (message.get("params") or {}).get("requestId")
+            answering = self._answers.get(request_id) if isinstance(request_id, int | str) else None
+            if answering is not None:
+                answering.cancel()
+            return
         if method in SESSION_NOTIFICATIONS:
             await self._session_notification(message)
         elif method == SUBSCRIPTIONS_ACKNOWLEDGED:
@@ -730,9 +739,21 @@ class JsonRpcSession:
             logger.exception("upstream %s: request sink failed on a notification", self.upstream_id)
 
     async def _answer_server_request(self, message: JSON, related_id: Any) -> None:
+        request_id = message.get("id")
+        task = asyncio.current_task()
+        known = isinstance(request_id, int | str) and task is not None and request_id not in self._answers
+        if known:
+            self._answers[request_id] = task  # pyright: ignore[reportArgumentType]
         try:
             await self._answer(message, related_id)
+        except asyncio.CancelledError:
+            if task is not None and task.cancelling() and self._answers.get(request_id) is task and not self._closed:
+                task.uncancel()  # withdrawn by the upstream: no answer (the receiver of a cancel does not respond)
+                return
+            raise
         finally:
+            if known and self._answers.get(request_id) is task:
+                del self._answers[request_id]
             self._answering -= 1
 
     async def _answer(self, message: JSON, related_id: Any) -> None:
