@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeAlias
 
-from manifold.admin.catalog import CatalogOperations, InvalidBody, Kind
+from manifold.admin.catalog import CatalogOperations, InvalidBody, Kind, read_rows
 from manifold.admin.catalog_secrets import CatalogSecrets
 from manifold.admin.ops import Operations, OpError
 from manifold.config.check import unmatched_target
@@ -43,7 +44,75 @@ def _run(config: LoadedConfig, action: Callable[[Operations], Awaitable[Any]]) -
     return asyncio.run(main())
 
 
-def _run_catalog(config: LoadedConfig, action: Callable[[CatalogOperations], Awaitable[Any]]) -> Any:
+# `${NAME}` in a string (`$${` is a literal `${`), as config/sources.py reads it.
+_ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_URL_STAND_IN = "https://gateway-environment.invalid"
+
+
+def env_references(value: Any) -> dict[str, str]:
+    """The `${NAME}` references in a body (or a list of bodies), each with a value to check it with: one that
+    begins a `url` (`url: ${URL}`, `${BASE}/mcp`) a URL, any other `1` (a string, a number, a host, a port)."""
+    found: dict[str, str] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str):
+            for m in _ENV_REFERENCE.finditer(node):
+                if m.group(1) is None:  # `$${`
+                    continue
+                if key == "url" and m.start() == 0:
+                    found[m.group(1)] = _URL_STAND_IN
+                else:
+                    found.setdefault(m.group(1), "1")
+
+    walk(value, "")
+    return found
+
+
+class GatewayEnvironment(Mapping[str, str]):
+    """The environment the CLI checks catalog objects in: not its own. A running gateway resolves `${NAME}` in
+    its environment when it applies the object (admin/catalog.py), so the CLI neither refuses a body because
+    NAME is unset here nor accepts one because it is set here (outside probe: `env: {TOKEN: "${VAR}"}` was
+    created with VAR set in the shell, then left out by the gateway, "VAR is not set"). Every name is "set",
+    to a stand-in that passes where such a value goes; the body is stored with its references as written."""
+
+    def __init__(self, bodies: list[Any]) -> None:
+        self._stand_ins = env_references(bodies)
+
+    def __getitem__(self, name: str) -> str:
+        return self._stand_ins.get(name, "1")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stand_ins)
+
+    def __len__(self) -> int:
+        return len(self._stand_ins)
+
+
+def _references_note(kind: Kind, object_id: str, body: dict[str, Any]) -> None:
+    names = list(env_references(body))
+    if not names:
+        return
+    refs = ", ".join(f"${{{n}}}" for n in names)
+    print(
+        f"note: {refs} {'is' if len(names) == 1 else 'are'} resolved in the gateway's environment, not this "
+        f"command's: set {'it' if len(names) == 1 else 'them'} where the gateway runs. Unset there, the gateway "
+        f"leaves {kind.label} '{object_id}' out and logs why.",
+        file=sys.stderr,
+    )
+
+
+def _run_catalog(
+    config: LoadedConfig, action: Callable[[CatalogOperations], Awaitable[Any]], body: dict[str, Any] | None = None
+) -> Any:
     async def with_secrets(ops: Operations) -> Any:
         # A credential typed into an upstream goes to the encrypted store, as through the API.
         try:
@@ -52,7 +121,10 @@ def _run_catalog(config: LoadedConfig, action: Callable[[CatalogOperations], Awa
         except (KeyProblem, WrongKey) as exc:
             raise OpError(str(exc)) from None
         secrets = CatalogSecrets(SecretStore(ops.engine, cipher))
-        return await action(CatalogOperations(ops.engine, config, secrets=secrets))
+        async with ops.engine.connect() as conn:  # the stored objects are checked with the same stand-ins
+            stored = [b for _, _, b in await read_rows(conn)]
+        env = GatewayEnvironment([body, *stored])
+        return await action(CatalogOperations(ops.engine, config, env=env, secrets=secrets))
 
     return _run(config, with_secrets)
 
@@ -134,7 +206,7 @@ def _catalog(args: argparse.Namespace, config: LoadedConfig, kind: Kind, as_json
         case "create":
             body = _read_body(args.file, args.id)
             try:
-                created = _run_catalog(config, lambda ops: ops.create(kind, body))
+                created = _run_catalog(config, lambda ops: ops.create(kind, body), body)
             except InvalidBody as exc:
                 problems = "\n".join(f"  {p['field'] or '(object)'}: {p['reason']}" for p in exc.details())
                 raise OpError(f"{exc.title}:\n{problems}") from None
@@ -142,10 +214,11 @@ def _catalog(args: argparse.Namespace, config: LoadedConfig, kind: Kind, as_json
                 _print(created, True)
             else:
                 print(f"Created {kind.label} '{created['id']}'. A running gateway serves it from its next request.")
+            _references_note(kind, created["id"], body)
         case "update":
             body = _read_body(args.file, args.id)
             try:
-                updated = _run_catalog(config, lambda ops: ops.update(kind, str(body["id"]), body))
+                updated = _run_catalog(config, lambda ops: ops.update(kind, str(body["id"]), body), body)
             except InvalidBody as exc:
                 problems = "\n".join(f"  {p['field'] or '(object)'}: {p['reason']}" for p in exc.details())
                 raise OpError(f"{exc.title}:\n{problems}") from None
@@ -153,6 +226,7 @@ def _catalog(args: argparse.Namespace, config: LoadedConfig, kind: Kind, as_json
                 _print(updated, True)
             else:
                 print(f"Updated {kind.label} '{updated['id']}'. A running gateway applies it from its next request.")
+            _references_note(kind, updated["id"], body)
         case "delete":
             done = _run_catalog(config, lambda ops: ops.delete(kind, args.id))
             _done(
