@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from manifold.outbound.resolver import AuthRequired, OutboundRefused
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError, UpstreamSession
 from manifold.upstream.credential import SHARED, Outbound, own_era
+from manifold.upstream.pool import StillStarting
 
 JSON = dict[str, Any]
 
@@ -36,6 +37,11 @@ MAX_PAGES = 100
 # out is not tried again for TIMED_OUT_HOLD, meanwhile the earlier list (or the failure) is served at once.
 REFRESH_WAIT = 2.0
 TIMED_OUT_HOLD = 30.0
+# A member whose stdio command is still starting (upstream/pool.py `StillStarting`: its first fetch waited the
+# upstream's connect_timeout) is not waited for again either, by any list of it, until that start ends (it may
+# take up to STDIO_START_SECONDS): the earlier list, or the refusal, is served at once meanwhile. Not held for
+# TIMED_OUT_HOLD instead: a command that came up meanwhile would be left out for up to 30 s. Once it is up, the
+# pool says its lists changed (`_announce_start`), so clients list again and get its tools.
 
 
 class Requester(Protocol):
@@ -87,6 +93,8 @@ class UpstreamLists:
         self._ttl = ttl_seconds
         self._pins = pins  # None: tools are served as listed (tests of the cache alone)
         self._entries: dict[tuple[str, str], Entry] = {}
+        # (upstream, session identity) -> the refusal of a start still going on: every kind of list is held by it
+        self._starting: dict[tuple[str, str | None], StillStarting] = {}
 
     def entry(self, upstream_id: str, kind: str) -> Entry:
         key = (upstream_id, kind)
@@ -124,6 +132,14 @@ class UpstreamLists:
         earlier = e.fetched_at >= 0  # a list to fall back on
         if self.is_fresh(e) or (allow_stale and earlier):
             return e
+        whose = (upstream_id, own_era(outbound).identity)
+        starting = self._starting.get(whose)
+        if starting is not None:
+            if not starting.handshake.done():
+                if earlier:
+                    return e
+                raise UpstreamError(starting.upstream_id, starting.reason, kind=starting.kind)
+            del self._starting[whose]  # started (or failed to): fetched, and waited for, as any list
         timed_out = e.timed_out
         if timed_out is not None:
             held = time.monotonic() < e.hold_until
@@ -168,6 +184,16 @@ class UpstreamLists:
         e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
         e.fetching_for = own_era(outbound).identity  # the session it really uses
         e.fetching.add_done_callback(partial(_fetched, e))
+        e.fetching.add_done_callback(partial(self._still_starting, (upstream_id, e.fetching_for)))
+
+    def _still_starting(self, whose: tuple[str, str | None], fut: asyncio.Future[None]) -> None:
+        """A fetch refused because the member's stdio command is still starting: its lists are held until the
+        start ends (a copy of the refusal: the raised one keeps its raisers' frames)."""
+        if not fut.cancelled() and isinstance(exc := fut.exception(), StillStarting):
+            # Bounded by the starts going on: those that ended are dropped (a caller gone for good never
+            # comes back to drop theirs).
+            self._starting = {k: v for k, v in self._starting.items() if not v.handshake.done()}
+            self._starting[whose] = StillStarting(exc.upstream_id, exc.reason, exc.handshake)
 
     async def _fetch(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
         # Through the upstream's own-era session, not a 2025-11-25 one made for clients of that era: a 2026-07-28
@@ -214,10 +240,11 @@ class UpstreamLists:
 
 
 def _timed_out(fut: asyncio.Future[None]) -> bool:
+    """A fetch that timed out or found the member still starting: the earlier list stands in for it."""
     if fut.cancelled():
         return False
     exc = fut.exception()
-    return isinstance(exc, UpstreamError) and exc.kind is ErrorKind.TIMEOUT
+    return isinstance(exc, UpstreamError) and (exc.kind is ErrorKind.TIMEOUT or isinstance(exc, StillStarting))
 
 
 def _fetched(e: Entry, fut: asyncio.Future[None]) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from urllib.parse import parse_qsl, urlsplit
 
 from manifold.config.models import AuthMode, ProtocolChoice, Transport, UpstreamConfig
-from manifold.protocol import Era
+from manifold.protocol import LIST_CHANGED_NOTIFICATION, Era
 from manifold.upstream.base import (
     JSON,
     ErrorKind,
@@ -65,6 +65,7 @@ class _Slot:
     # the next caller finds it further along instead of killing it and starting from scratch.
     starting: tuple[JsonRpcSession, asyncio.Future[None], float] | None = None  # + when it started (monotonic)
     lost: bool = False  # a session ended (process gone, session expired) and none has connected since
+    told_starting: bool = False  # a caller was told the stdio command `starting` is still starting
 
 
 # Told of every notification that belongs to no request, with the session it came on (upstream, identity).
@@ -76,7 +77,12 @@ STDIO_START_SECONDS = 120.0
 
 
 class StillStarting(UpstreamError):
-    """A stdio command is still starting: this call is refused, the start goes on (not a failure)."""
+    """A stdio command is still starting: this call is refused, the start goes on (not a failure). `handshake`
+    ends when the start does (catalog/lists.py holds its lists' refusal until then, instead of waiting each time)."""
+
+    def __init__(self, upstream_id: str, reason: str, handshake: asyncio.Future[None]) -> None:
+        super().__init__(upstream_id, reason)
+        self.handshake = handshake
 
 
 async def _until_started(
@@ -93,6 +99,7 @@ async def _until_started(
             f"is still starting: its command has not completed the MCP handshake after "
             f"{time.monotonic() - since:.0f}s (it is given {STDIO_START_SECONDS:g}s; each call waits its "
             f"connect_timeout, {config.connect_timeout:g}s)",
+            handshake,
         ) from None
 
 
@@ -445,7 +452,8 @@ class UpstreamPool:
             try:
                 await _until_started(key, slot.starting, config)
             except StillStarting as exc:
-                raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None
+                slot.told_starting = True
+                raise StillStarting(key.upstream_id, exc.reason, exc.handshake) from None
             except UpstreamError:
                 pass  # a failed start is recorded under the lock, below
         async with slot.lock:
@@ -488,8 +496,9 @@ class UpstreamPool:
                     await self._started_stdio(key, slot, session, config)
                 else:
                     await session.connect()
-            except StillStarting as exc:
-                raise UpstreamError(key.upstream_id, exc.reason, kind=exc.kind) from None  # no failure: no backoff
+            except StillStarting as exc:  # no failure: no backoff
+                slot.told_starting = True
+                raise StillStarting(key.upstream_id, exc.reason, exc.handshake) from None
             except UpstreamError as exc:
                 # The upstream's own words ("refused initialize: ...") may echo what it was sent: blanked here,
                 # before the failure is kept for the backoff, shown on /healthz and said to callers (review).
@@ -544,6 +553,7 @@ class UpstreamPool:
         if slot.starting is None:
             handshake = asyncio.ensure_future(session.connect(STDIO_START_SECONDS))
             handshake.add_done_callback(lambda done: done.cancelled() or done.exception())  # always retrieved
+            handshake.add_done_callback(lambda done: self._announce_start(key, slot, session, done))
             slot.starting = (session, handshake, time.monotonic())
         starting = slot.starting
         handshake = starting[1]
@@ -556,6 +566,27 @@ class UpstreamPool:
                 slot.starting = None
             raise
         slot.starting = None  # adopted: the caller makes it the slot's session
+
+    def _announce_start(
+        self, key: UpstreamKey, slot: _Slot, session: JsonRpcSession, handshake: asyncio.Future[None]
+    ) -> None:
+        """A stdio command that callers were told is still starting has completed its handshake: its lists are
+        told changed (tools, prompts, resources, as it has them), as if it had said so itself, so that the lists
+        fetched without it (catalog/lists.py) are fetched again and clients listening hear `list_changed`."""
+        told, slot.told_starting = slot.told_starting, False
+        if not told or handshake.cancelled() or handshake.exception() is not None:
+            return
+        handler = self._on_notification
+        if handler is None or self._closed or self._slots.get(key) is not slot:
+            return
+        capabilities = session.capabilities or {}
+        for kind in ("tools", "prompts", "resources"):
+            if kind in capabilities:
+                outcome = handler(key, {"jsonrpc": "2.0", "method": LIST_CHANGED_NOTIFICATION[kind]})
+                if outcome is not None:
+                    task = asyncio.ensure_future(outcome)
+                    self._retiring.add(task)
+                    task.add_done_callback(self._retiring.discard)
 
     def _notifier(self, key: UpstreamKey) -> NotificationHandler | None:
         """The session's notification callback: the pool's, told which session (identity) it came on."""
