@@ -116,3 +116,21 @@ async def test_each_users_session_is_subscribed_and_hears_only_its_own_updates()
     assert pool.log[2:] == [("unsubscribe", "user:alice", URI)]
     await gateway.handle(bob_again, RESOURCES_UNSUBSCRIBE, {"uri": EXPOSED})
     assert pool.log[3:] == [("unsubscribe", "user:bob", URI)]
+
+
+async def test_a_list_change_heard_twice_before_anyone_lists_reaches_each_client_once() -> None:
+    """Was (real-clients probe): the shared upstream session heard one change on its GET stream and on a POST's
+    stream, and each listening client got two list_changed (and listed twice). A change after someone listed
+    again is news again."""
+    gateway, hub, view, pool = setup()
+    alice = client(gateway, hub, view, "alice")
+    assert alice.listener is not None
+    alice.listener.kinds = {"resources", "tools"}
+    changed = {"method": "notifications/tools/list_changed"}
+    await hub.on_upstream_notification("docs", changed)
+    assert await alice.listener.queue.get() is not None  # written to the client, which lists afresh on reading it
+    await hub.on_upstream_notification("docs", changed)  # the same change, heard on the other stream
+    assert received(alice) == []
+    await view.get("tools")  # the client's new list (a fetch)
+    await hub.on_upstream_notification("docs", changed)
+    assert [m["method"] for m in received(alice)] == ["notifications/tools/list_changed"]

@@ -69,6 +69,10 @@ class ToolReview(Protocol):
 
 @dataclass
 class Entry:
+    # A list_changed of this list went to clients and no fetch has started since: another adds nothing, since
+    # every client told lists afresh (real-clients probe: one change heard on two upstream streams reached each
+    # client twice, and each listed twice).
+    announced: bool = False
     items: list[JSON] = field(default_factory=list)
     version: int = 0
     fetched_at: float = -1.0
@@ -180,7 +184,17 @@ class UpstreamLists:
                 raise ListError(upstream_id, "could not be listed just now; try again") from None
         return e
 
+    def announce(self, upstream_id: str, kind: str) -> bool:
+        """Whether clients should hear that this list changed: not again until a fetch has started since they
+        last did (what they list then is fetched after this change too)."""
+        e = self.entry(upstream_id, kind)
+        if e.announced:
+            return False
+        e.announced = True
+        return True
+
     def _start(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
+        e.announced = False  # a change after this fetch began is news again
         e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
         e.fetching_for = own_era(outbound).identity  # the session it really uses
         e.fetching.add_done_callback(partial(_fetched, e))

@@ -161,6 +161,8 @@ class Hub:
             self._lists.invalidate(upstream_id, kind)
             if kind == "resources":
                 self._lists.invalidate(upstream_id, "resource_templates")
+            if not self._lists.announce(upstream_id, kind):
+                return  # told already, and nobody has listed since
             for lst in list(self._listeners):
                 if kind in lst.kinds and upstream_id in lst.view.upstream_ids and self.may_see(lst, upstream_id):
                     lst.push_change({"jsonrpc": "2.0", "method": method, "params": {}})
