@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
@@ -31,6 +32,7 @@ from manifold.outbound.oauth import (
     OAuthFlows,
     UnsafeUrl,
 )
+from manifold.outbound.oauth.registration import registered_redirect_uri
 from manifold.outbound.oauth.tables import oauth_clients, oauth_pending
 from manifold.outbound.oauth.vault import Vault
 from manifold.outbound.resolver import AuthRequired, CallContext, OutboundRefused
@@ -276,6 +278,27 @@ async def test_an_answer_from_another_issuer_or_a_refusal_is_not_redeemed(
         await gw.flows.complete(state, None, idp.issuer, "access_denied", ALICE.id)
     assert (await idp.counts())["token"] == tokens_before
     assert await gw.vault.get(ALICE.id, UPSTREAM) is None
+
+
+async def test_a_dynamically_registered_client_has_a_redirect_uri_of_its_server_and_callbacks_must_come_there(
+    gw: Gateway, idp: Idp, upstream: Upstream
+) -> None:
+    """The mix-up defence in depth (RFC 9700 §4.4; attack probe): a client the gateway registers dynamically gets
+    `/oauth/as/<hash of its server>/callback`, a path no other server's is a prefix of; a callback arriving at
+    another path (another server's, or the configured clients' `/oauth/callback`) is refused, unredeemed."""
+    tokens_before = (await idp.counts())["token"]
+    url = await gw.flows.start(ALICE.id, UPSTREAM, DISCOVER, upstream.url, REDIRECT)
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    assert redirect.startswith(f"{GATEWAY}/oauth/as/") and redirect.endswith("/callback")
+    assert registered_redirect_uri(GATEWAY, "another server") != redirect
+    back = await idp.authorize(url, login="alice")
+    for elsewhere in ("/oauth/callback", urlsplit(registered_redirect_uri(GATEWAY, "another server")).path):
+        url = await gw.flows.start(ALICE.id, UPSTREAM, DISCOVER, upstream.url, REDIRECT)
+        other = await idp.authorize(url, login="alice")
+        with pytest.raises(InvalidState, match="another authorization server"):
+            await gw.flows.complete(other["state"], other["code"], other["iss"], None, ALICE.id, elsewhere)
+    await gw.flows.complete(back["state"], back["code"], back["iss"], None, ALICE.id, urlsplit(redirect).path)
+    assert (await idp.counts())["token"] == tokens_before + 1
 
 
 # ---- tokens on every call -------------------------------------------------------------------------

@@ -461,6 +461,16 @@ def parse_server_metadata(body: dict[str, Any], issuer: str, url: str, *, insecu
     authorization_endpoint, token_endpoint = endpoints["authorization_endpoint"], endpoints["token_endpoint"]
     if not authorization_endpoint or not token_endpoint:
         raise DiscoveryError(f"the metadata at {_show(url)} lacks an authorization or token endpoint")
+    if _origin(authorization_endpoint) not in (_origin(issuer), _origin(token_endpoint)):
+        # The person signs in where the authorization endpoint is, and the code goes to the token endpoint: on
+        # an origin that is neither the issuer's nor the token endpoint's, that is another server's sign-in
+        # whose code this one would receive (an OAuth mix-up, RFC 9700 §4.4; review: a hostile upstream's
+        # metadata named an honest server's endpoint and handed out a client it registered there itself).
+        raise DiscoveryError(
+            f"the metadata at {_show(url)} sends people to sign in at {_show(authorization_endpoint)}, on "
+            "neither the issuer's origin nor its token endpoint's; refused (an OAuth mix-up). Configure "
+            "authorization_endpoint and token_endpoint in the upstream's auth if this server is laid out so"
+        )
     return ServerMetadata(
         issuer=body["issuer"],
         authorization_endpoint=authorization_endpoint,
