@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, assert_never
 
+from manifold.naming import unwrap_uri
 from manifold.protocol import META_SERVER_INFO, MODERN_RESULT_FIELDS, RESULT_COMPLETE, Era
 
 CACHE_PRIVATE = "private"
@@ -69,10 +70,13 @@ def uri_in_error(reply: JSON, params: JSON) -> JSON:
     if data is None:
         return {"error": {**error, "data": {"uri": uri}}}
     theirs = data.get("uri") if isinstance(data, dict) else None
-    if not isinstance(theirs, str) or theirs == uri:
+    unwrapped = unwrap_uri(uri)
+    # Only the upstream's form of this very URI (review: any `data.uri` was replaced throughout the message,
+    # and an upstream naming "x" in a 1 MB message of x's made the gateway build a 2 GB string); once.
+    if not isinstance(theirs, str) or unwrapped is None or theirs != unwrapped[1]:
         return reply
     fixed = {**error, "data": {**data, "uri": uri}}
     message = error.get("message")
-    if isinstance(message, str) and theirs:
-        fixed["message"] = message.replace(theirs, uri)
+    if isinstance(message, str):
+        fixed["message"] = message.replace(theirs, uri, 1)
     return {"error": fixed}
