@@ -6,6 +6,7 @@ that gives every caller their own identity, as `oauth`/`forwarded`/`passthrough`
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,3 +135,15 @@ async def test_a_list_change_heard_twice_before_anyone_lists_reaches_each_client
     await view.get("tools")  # the client's new list (a fetch)
     await hub.on_upstream_notification("docs", changed)
     assert [m["method"] for m in received(alice)] == ["notifications/tools/list_changed"]
+
+
+async def test_a_change_after_someone_listed_is_announced_even_without_a_new_fetch() -> None:
+    """Review: the mark was cleared only when a fetch started, so a client that listed and got the earlier list
+    (or joined a fetch begun before the change) heard nothing of the next change."""
+    _, _, view, _ = setup()
+    lists = view._lists
+    entry = lists.entry("docs", "tools")
+    entry.fetched_at, entry.stale = time.monotonic(), False  # a list fetched earlier, still fresh
+    assert lists.announce("docs", "tools") and not lists.announce("docs", "tools")
+    assert await lists.get("docs", "tools") is entry  # someone lists: served from the cache, no fetch
+    assert lists.announce("docs", "tools")

@@ -69,7 +69,7 @@ class ToolReview(Protocol):
 
 @dataclass
 class Entry:
-    # A list_changed of this list went to clients and no fetch has started since: another adds nothing, since
+    # A list_changed of this list went to clients and nobody has listed it since: another adds nothing, since
     # every client told lists afresh (real-clients probe: one change heard on two upstream streams reached each
     # client twice, and each listed twice).
     announced: bool = False
@@ -133,6 +133,9 @@ class UpstreamLists:
         what each caller sees). `patient`: wait for the refresh, however long it takes (a call naming a tool
         the earlier list lacks: it may be the new one the refresh brings)."""
         e = self.entry(upstream_id, kind)
+        # Someone lists (or reads) it again: a change from now on is news, even if what they get is the earlier
+        # list or a fetch that began before the last change (review: those left clients on a stale list).
+        e.announced = False
         earlier = e.fetched_at >= 0  # a list to fall back on
         if self.is_fresh(e) or (allow_stale and earlier):
             return e
@@ -185,7 +188,7 @@ class UpstreamLists:
         return e
 
     def announce(self, upstream_id: str, kind: str) -> bool:
-        """Whether clients should hear that this list changed: not again until a fetch has started since they
+        """Whether clients should hear that this list changed: not again until someone has listed it since they
         last did (what they list then is fetched after this change too)."""
         e = self.entry(upstream_id, kind)
         if e.announced:
@@ -194,7 +197,6 @@ class UpstreamLists:
         return True
 
     def _start(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
-        e.announced = False  # a change after this fetch began is news again
         e.fetching = asyncio.ensure_future(self._fetch(upstream_id, kind, e, outbound))
         e.fetching_for = own_era(outbound).identity  # the session it really uses
         e.fetching.add_done_callback(partial(_fetched, e))
