@@ -234,6 +234,7 @@ class StdioTransport:
     async def aclose(self) -> None:
         self._closing = True
         proc = self._proc
+        running = proc is not None and proc.returncode is None
         if proc is not None and proc.returncode is None:
             if proc.stdin is not None:
                 with contextlib.suppress(Exception):
@@ -245,7 +246,9 @@ class StdioTransport:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     await self._exited_within(None)
-        if proc is not None:
+        if proc is not None and running:
+            # Only for a process this call saw exit: one that died earlier had its session ended then (`_watch`),
+            # and its id may since be another's (review: a session closed hours later killed a reused group).
             _end_descendants(proc)
         for task in self._tasks:
             task.cancel()
