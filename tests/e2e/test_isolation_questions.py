@@ -144,6 +144,41 @@ async def test_one_clients_parallel_calls_still_get_their_questions_on_a_shared_
         assert answers == ["the model says 42"] and model.asked == ["hi"]
 
 
+async def test_a_question_put_on_another_call_of_the_session_outlives_that_call() -> None:
+    """Review: the question of the older call, put on the newest call's stream (the upstream said not which asked),
+    was withdrawn when that newest call ended, and the tool still waiting for it failed ("cancelled: the call has
+    ended"). It belongs to the client session: it is answered, whichever call carried it."""
+    sent = anyio.Event()
+
+    async def on_request(request: httpx2.Request) -> None:
+        if b"late_sample" in request.content:
+            sent.set()  # the asking call goes out first: the other call is the newest
+
+    async def thinks(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        await anyio.sleep(1.5)  # a model that takes a while (the other call ends meanwhile)
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="42"), model="t")
+
+    async with gateway("2025-11-25") as (gw, alice_key, _):
+        http = httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {alice_key}"}, timeout=60, event_hooks={"request": [on_request]}
+        )
+        async with Client(
+            streamable_http_client(gw.url("up"), http_client=http), mode="legacy", sampling_callback=thinks
+        ) as alice:
+            await alice.list_tools()
+            answers: list[str] = []
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as group:
+
+                    async def asks() -> None:
+                        answers.append(text_of(await alice.call_tool("late_sample", {"prompt": "hi", "delay": 0.6})))
+
+                    group.start_soon(asks)
+                    await sent.wait()
+                    assert text_of(await alice.call_tool("slow", {"seconds": 1.0})) == "slept"
+        assert answers == ["42"]
+
+
 async def test_two_users_calls_in_flight_on_a_shared_session_still_keep_questions_apart() -> None:
     """The other side of the test above: with Alice's call in flight too, a question naming no call is not
     guessed to be Bob's (nor hers): refused, and neither model is asked."""

@@ -24,7 +24,7 @@ from manifold.upstream.base import (
     UpstreamTimeout,
 )
 from manifold.upstream.session import JsonRpcSession
-from tests.waiting import within
+from tests.waiting import wait_for, within
 
 pytestmark = pytest.mark.anyio
 
@@ -624,5 +624,26 @@ async def test_a_server_request_the_upstream_withdraws_is_withdrawn_from_the_cli
         reply = await within(session.request("tools/call", {"name": "x"}, sink=WaitingSink()))
         assert reply == {"result": {"content": []}}
         assert "s9" not in upstream.answers
+    finally:
+        await session.aclose()
+
+
+async def test_a_request_withdrawn_in_the_same_read_is_never_put_to_the_client() -> None:
+    """Review: the upstream's request and its withdrawal read together (one chunk: nothing yields between them)
+    left the withdrawal unmatched, so the client was asked all the same. Now it is cancelled before it starts,
+    and the count of requests being answered goes back down."""
+
+    async def asks_and_withdraws(upstream: ScriptedUpstream, message: JSON) -> JSON:
+        question = {"jsonrpc": "2.0", "id": "s7", "method": "sampling/createMessage", "params": {"messages": []}}
+        await upstream.emit(question, message)
+        await upstream.emit({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "s7"}})
+        return {"result": {"content": []}}
+
+    session, upstream = await connected({"tools/call": asks_and_withdraws}, kind="stdio")
+    sink = Sink()
+    try:
+        assert await within(session.request("tools/call", {"name": "x"}, sink=sink)) == {"result": {"content": []}}
+        await wait_for(lambda: session._answering == 0, what="the withdrawn request done with")
+        assert sink.requests == [] and "s7" not in upstream.answers
     finally:
         await session.aclose()

@@ -120,7 +120,7 @@ class Exchange:
             message = {**message, "params": {**params, "progressToken": token}}
         await channel.notify(message)
 
-    async def request(self, method: str, params: JSON | None) -> JSON:
+    async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
         if method == PING:
             return {"result": {}}
         refused = refusal_for(method, params, self.capabilities)

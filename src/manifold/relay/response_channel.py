@@ -192,7 +192,7 @@ class ResponseChannel:
                 return
         self._queue(orjson.dumps(message), droppable=True)
 
-    async def request(self, method: str, params: JSON | None) -> JSON:
+    async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
         if method == PING:
             return {"result": {}}
         refused = refusal_for(method, params, self.caps)
@@ -206,7 +206,9 @@ class ResponseChannel:
         message: JSON = {"jsonrpc": "2.0", "id": rid, "method": method}
         if params is not None:
             message["params"] = params
-        asked = self._asked
+        # Withdrawn with this call (`_cancel_questions`) unless it only rides on it for another call of the
+        # client's session (`shared`): the call that asked may go on after this one ended (review).
+        asked = self._asked if not shared else set()
         if asked is None:
             asked = self._asked = set()
         asked.add(rid)

@@ -458,7 +458,7 @@ class _TaskSink:
     async def notify(self, message: JSON) -> None:
         return None
 
-    async def request(self, method: str, params: JSON | None) -> JSON:
+    async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
         return {"error": {"code": METHOD_NOT_FOUND, "message": f"{method} cannot reach a client while a task runs"}}
 
 

@@ -88,9 +88,11 @@ class RequestSink(Protocol):
         """A notification related to the request (progress with the caller's own progressToken restored,
         logging). `message` is a complete JSON-RPC notification dict."""
 
-    async def request(self, method: str, params: JSON | None) -> JSON:
+    async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
         """A server→client request (sampling/createMessage, elicitation/create, roots/list) made while
-        serving this request. Returns the client's JSON-RPC reply as {"result": ...} or {"error": ...}."""
+        serving this request. Returns the client's JSON-RPC reply as {"result": ...} or {"error": ...}.
+        `shared`: put to this request's client as one of several of its calls in flight (the upstream did not say
+        which asked): it belongs to the client session, not to this call, and is not withdrawn when this call ends."""
         ...
 
 

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, assert_never
 
 import orjson
@@ -605,7 +606,12 @@ class JsonRpcSession:
                     )
                 return
             self._answering += 1
-            self._spawn(self._answer_server_request(message, related_id))
+            task = self._spawn(self._answer_server_request(message, related_id))
+            request_id = message["id"]
+            if isinstance(request_id, int | str) and request_id not in self._answers:
+                # Known at once: a withdrawal read in the same chunk as the request must find it (review).
+                self._answers[request_id] = task
+            task.add_done_callback(partial(self._answered, request_id))
             return
         if method == CANCELLED:
             # The upstream withdraws a request of its own (its tool stopped waiting): the client's question is
@@ -704,20 +710,25 @@ class JsonRpcSession:
         """The in-flight request a message belongs to. When the transport cannot tell (stdio, SSE, a request on
         the GET stream), the only safe guess is the single request in flight, if there is exactly one and no
         request given up for someone else may still be running upstream (`_another_may_ask`)."""
+        return self._relate(related_id)[0]
+
+    def _relate(self, related_id: Any) -> tuple[_Pending | None, bool]:
+        """`_related`, and whether the request it names is only one of several of one client session in flight:
+        the one that asked may be another of them."""
         if related_id is not None and related_id != STANDALONE:
-            return self._pending.get(related_id)
+            return self._pending.get(related_id), False
         candidates = [p for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN]
         if not candidates or self._another_may_ask(candidates[0].owner):
-            return None
+            return None, False
         if len(candidates) == 1:
-            return candidates[0]
+            return candidates[0], False
         # Several in flight, all of one 2025-11-25 client session (an agent's parallel tool calls): whichever of
         # its calls carries the question, that client answers it (real-clients probe: every question failed
         # while two calls ran). Calls of different sessions, or sessionless ones: not guessed.
         client = _client_session(candidates[0])
         if client is None or any(_client_session(p) is not client for p in candidates):
-            return None
-        return candidates[-1]
+            return None, False
+        return candidates[-1], True
 
     def _another_may_ask(self, owner: str | None) -> bool:
         """Whether a request given up on this session, made for someone other than `owner`, may still be
@@ -739,22 +750,28 @@ class JsonRpcSession:
             logger.exception("upstream %s: request sink failed on a notification", self.upstream_id)
 
     async def _answer_server_request(self, message: JSON, related_id: Any) -> None:
-        request_id = message.get("id")
         task = asyncio.current_task()
-        known = isinstance(request_id, int | str) and task is not None and request_id not in self._answers
-        if known:
-            self._answers[request_id] = task  # pyright: ignore[reportArgumentType]
         try:
             await self._answer(message, related_id)
         except asyncio.CancelledError:
-            if task is not None and task.cancelling() and self._answers.get(request_id) is task and not self._closed:
+            request_id = message.get("id")
+            withdrawn = (
+                task is not None
+                and isinstance(request_id, int | str)
+                and self._answers.get(request_id) is task
+                and not self._closed
+            )
+            if withdrawn and task is not None and task.cancelling():
                 task.uncancel()  # withdrawn by the upstream: no answer (the receiver of a cancel does not respond)
                 return
             raise
-        finally:
-            if known and self._answers.get(request_id) is task:
-                del self._answers[request_id]
-            self._answering -= 1
+
+    def _answered(self, request_id: Any, task: asyncio.Task[Any]) -> None:
+        """A server→client request is done with (answered, refused, withdrawn even before it began): a done
+        callback, not a `finally`, since a task cancelled before its first step never enters its body."""
+        self._answering -= 1
+        if isinstance(request_id, int | str) and self._answers.get(request_id) is task:
+            del self._answers[request_id]
 
     async def _answer(self, message: JSON, related_id: Any) -> None:
         method = message["method"]
@@ -762,7 +779,7 @@ class JsonRpcSession:
         if method == PING:
             reply = {"result": {}}
         else:
-            pending = self._related(related_id)
+            pending, shared = self._relate(related_id)
             if pending is None or pending.sink is None:
                 in_flight = sum(1 for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN)
                 why = f"no client can answer {method} now"
@@ -797,7 +814,10 @@ class JsonRpcSession:
                 reply = {"error": {"code": METHOD_NOT_FOUND, "message": "the client asked has no roots"}}
             else:
                 try:
-                    reply = await pending.sink.request(method, message.get("params"))
+                    if shared:  # not withdrawn when that one call ends: the asking one may go on (review)
+                        reply = await pending.sink.request(method, message.get("params"), shared=True)
+                    else:
+                        reply = await pending.sink.request(method, message.get("params"))
                 except Exception:
                     logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
                     reply = {"error": {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}}
@@ -814,10 +834,11 @@ class JsonRpcSession:
             reason = exc.reason if isinstance(exc, UpstreamError) else "timed out"
             logger.debug("upstream %s: could not send: %s", self.upstream_id, reason)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
 
 def _client_session(pending: _Pending) -> object | None:
