@@ -97,8 +97,8 @@ async def _until_started(
         raise StillStarting(
             key.upstream_id,
             f"is still starting: its command has not completed the MCP handshake after "
-            f"{time.monotonic() - since:.0f}s (it is given {STDIO_START_SECONDS:g}s; each call waits its "
-            f"connect_timeout, {config.connect_timeout:g}s)",
+            f"{time.monotonic() - since:.0f}s (it is given {STDIO_START_SECONDS:g}s; a call waits up to its "
+            f"connect_timeout, {config.connect_timeout:g}s, for it, and lists go on without it meanwhile)",
             handshake,
         ) from None
 

@@ -153,6 +153,7 @@ class JsonRpcSession:
     ) -> None:
         self.upstream_id = upstream_id
         self.config = config
+        self._asking_discover = False  # the handshake waits for the answer to server/discover (connect's message)
         self.era = Era.HANDSHAKE
         self.protocol_version = ""
         self.server_info: JSON = {}
@@ -204,9 +205,15 @@ class JsonRpcSession:
             await self.aclose()
             # named, so an operator whose command starts slowly (npx fetching a package) knows what to raise
             setting = "its connect_timeout" if within is None else "the time a stdio command is given to start"
-            raise UpstreamError(
-                self.upstream_id, f"did not complete the handshake within {limit:g}s ({setting})"
-            ) from None
+            reason = f"did not complete the handshake within {limit:g}s ({setting})"
+            if self._asking_discover:
+                # A server that ignores methods it does not know never answers the probe (ops probe: it was
+                # restarted for good, the message naming no way out).
+                reason += (
+                    f": it never answered {SERVER_DISCOVER}, which protocol `auto` asks first; a server that"
+                    " ignores methods it does not know needs `protocol: 2025-11-25`"
+                )
+            raise UpstreamError(self.upstream_id, reason) from None
         except BaseException:
             await self.aclose()
             raise
@@ -324,6 +331,18 @@ class JsonRpcSession:
         return hello if hello is not None else await self._initialize()
 
     async def _discover(self) -> JSON:
+        self._asking_discover = True
+        try:
+            reply = await self._ask_discover()
+        except asyncio.CancelledError:
+            raise  # cut short by connect's timeout, which reads the flag
+        except BaseException:
+            self._asking_discover = False
+            raise
+        self._asking_discover = False
+        return reply
+
+    async def _ask_discover(self) -> JSON:
         params = {
             "_meta": {
                 META_PROTOCOL_VERSION: MODERN_VERSION,
