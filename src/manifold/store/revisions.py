@@ -94,10 +94,13 @@ def parse_notification(payload: str) -> tuple[str, int] | None:
 
 
 def sqlite_path(url: str) -> Path | None:
-    prefix = "sqlite+aiosqlite:///"
-    if not url.startswith(prefix) or ":memory:" in url:
-        return None
-    return Path(url[len(prefix) :])
+    """The file of a SQLite URL, in either spelling the configuration accepts (store/db.py `engine_url`): a plain
+    `sqlite:///` one (docs/replicas.md) was not recognised, and its gateways polled for changes made elsewhere
+    instead of reading SQLite's data_version on every request (ops probe review)."""
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            return None if ":memory:" in url else Path(url[len(prefix) :])
+    return None
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
