@@ -424,11 +424,24 @@ async def test_a_token_is_refused_on_another_server(flow: Flow) -> None:
     assert admin.status_code == 401
 
 
-async def test_a_resource_that_is_not_ours_is_refused(flow: Flow) -> None:
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "https://elsewhere.example/mcp/x",
+        # Not quite ours (attack probe: each got a token whose audience no request could ever match)
+        "{base}/mcp/{server}/",
+        "{base}//mcp/{server}",
+        "{upper}/mcp/{server}",
+        "{base}/mcp/{server}?x=1",
+    ],
+)
+async def test_a_resource_that_is_not_ours_is_refused(flow: Flow, resource: str) -> None:
     # Allowed once: an application the person allowed gets its errors back at its redirect URI (one never
     # allowed gets a page instead: tests/browser/test_websec_pages.py, no open redirector).
     await flow.browser.authorize(flow.authorize_url(pkce()[1]))
-    back = await flow.browser.get(flow.authorize_url(pkce()[1], resource="https://elsewhere.example/mcp/x"))
+    base = flow.gw.base
+    asked = resource.format(base=base, upper=base.replace("http://", "HTTP://"), server=VSERVER)
+    back = await flow.browser.get(flow.authorize_url(pkce()[1], resource=asked))
     assert back.status_code == 302
     query = parse_qs(urlsplit(back.headers["location"]).query)
     assert query["error"] == ["invalid_target"] and query["iss"] == [flow.gw.base]

@@ -233,9 +233,9 @@ class AuthorizationServerApp:
             return (
                 parts is not None
                 and server is not None
-                and f"{parts.scheme}://{parts.netloc}" == issuer
-                and not parts.query
-                and not parts.fragment
+                # Exactly a server's URL as requests name it, the token's audience: `…/mcp/x/`, `…//mcp/x` or
+                # `HTTP://…` got tokens no request could ever use (attack probe).
+                and resource == f"{issuer}/{parts.path.strip('/').split('/')[0]}/{server}"
                 and self.known_server(server)
             )
 
