@@ -80,7 +80,7 @@ class HeldSink:
     async def notify(self, message: dict[str, Any]) -> None:
         self.notifications.append(message)
 
-    async def request(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    async def request(self, method: str, params: dict[str, Any] | None, *, shared: bool = False) -> dict[str, Any]:
         self.requests.append((method, params))
         self.asked.set()
         await self._released.wait()

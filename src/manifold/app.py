@@ -294,6 +294,20 @@ class ManifoldApp:
         await send_body(send, 403, orjson.dumps({"error": problem}))
         return True
 
+    def _audit_refused(
+        self, scope: Scope, authorization: str | None, exc: Unauthenticated, server: str, method: str
+    ) -> None:
+        """A refused credential, audited (throttled: audit/unauthorized.py) with the caller's address."""
+        client = scope.get("client")
+        self.unauthorized.refused(
+            authorization=authorization,
+            missing=exc.missing,
+            reason=exc.reason,
+            client=client[0] if client else None,
+            server=server,
+            method=method,
+        )
+
     async def _authenticate(
         self, scope: Scope, send: Send, headers: dict[str, str], parts: list[str]
     ) -> Principal | None:
@@ -307,15 +321,7 @@ class ManifoldApp:
                 raise Unauthenticated("the token was issued for another server")
             return principal
         except Unauthenticated as exc:
-            client = scope.get("client")
-            self.unauthorized.refused(
-                authorization=authorization,
-                missing=exc.missing,
-                reason=exc.reason,
-                client=client[0] if client else None,
-                server=parts[1][:100],
-                method="connect",
-            )
+            self._audit_refused(scope, authorization, exc, parts[1][:100], "connect")
             await resource_server.send_unauthorized(send, self.config, headers, "/" + "/".join(parts[:2]), exc)
             return None
 
@@ -360,15 +366,7 @@ class ManifoldApp:
         except DBAPIError:
             return False  # the database does not answer: /healthz stays 200 (alive), with the states only
         except Unauthenticated as exc:
-            client = scope.get("client")
-            self.unauthorized.refused(
-                authorization=authorization,
-                missing=exc.missing,
-                reason=exc.reason,
-                client=client[0] if client else None,
-                server=path.strip("/"),
-                method=f"{path.strip('/')} {scope['method']}",
-            )
+            self._audit_refused(scope, authorization, exc, path.strip("/"), f"{path.strip('/')} {scope['method']}")
             return False
         return is_admin(principal, self.config.gateway.identity.admins)
 

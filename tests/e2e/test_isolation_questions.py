@@ -123,6 +123,25 @@ async def test_another_users_call_in_flight_does_not_fail_a_users_questions() ->
         assert bob_model.asked == ["hi"]
 
 
+async def asked_during_a_slow_call(
+    asker: Client, other: Client, *, delay: float, seconds: float, sent: anyio.Event | None = None
+) -> tuple[str, str]:
+    """`late_sample` on `asker` (it asks `delay` s in, naming no call) while `slow` runs on `other`, started once
+    `sent` is set if given: (what the sampling tool returned, what `slow` returned)."""
+    answers: list[str] = []
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+
+            async def asks() -> None:
+                answers.append(text_of(await asker.call_tool("late_sample", {"prompt": "hi", "delay": delay})))
+
+            group.start_soon(asks)
+            if sent is not None:
+                await sent.wait()
+            slept = text_of(await other.call_tool("slow", {"seconds": seconds}))
+    return answers[0], slept
+
+
 async def test_one_clients_parallel_calls_still_get_their_questions_on_a_shared_session() -> None:
     """Was (real-clients probe): an agent's parallel tool calls through the gateway's one session to an upstream
     that asks without naming the call (FastMCP on its GET stream; stdio, SSE) failed every question: "2 calls
@@ -131,17 +150,8 @@ async def test_one_clients_parallel_calls_still_get_their_questions_on_a_shared_
         model = Model("the model says 42")
         async with client(gw, alice_key, sampling_callback=model) as alice:
             await alice.list_tools()
-            with anyio.fail_after(30):
-                async with anyio.create_task_group() as group:
-                    answers: list[str] = []
-
-                    async def asks_a_second_later() -> None:
-                        answers.append(text_of(await alice.call_tool("late_sample", {"prompt": "hi", "delay": 1})))
-
-                    group.start_soon(asks_a_second_later)
-                    slept = await alice.call_tool("slow", {"seconds": 2})  # in flight when the question comes
-        assert text_of(slept) == "slept"
-        assert answers == ["the model says 42"] and model.asked == ["hi"]
+            assert await asked_during_a_slow_call(alice, alice, delay=1, seconds=2) == ("the model says 42", "slept")
+        assert model.asked == ["hi"]
 
 
 async def test_a_question_put_on_another_call_of_the_session_outlives_that_call() -> None:
@@ -166,21 +176,11 @@ async def test_a_question_put_on_another_call_of_the_session_outlives_that_call(
             streamable_http_client(gw.url("up"), http_client=http), mode="legacy", sampling_callback=thinks
         ) as alice:
             await alice.list_tools()
-            answers: list[str] = []
-            with anyio.fail_after(30):
-                async with anyio.create_task_group() as group:
-
-                    async def asks() -> None:
-                        answers.append(text_of(await alice.call_tool("late_sample", {"prompt": "hi", "delay": 0.6})))
-
-                    group.start_soon(asks)
-                    await sent.wait()
-                    assert text_of(await alice.call_tool("slow", {"seconds": 1.0})) == "slept"
-        assert answers == ["42"]
+            assert await asked_during_a_slow_call(alice, alice, delay=0.6, seconds=1.0, sent=sent) == ("42", "slept")
 
 
 async def test_two_users_calls_in_flight_on_a_shared_session_still_keep_questions_apart() -> None:
-    """The other side of the test above: with Alice's call in flight too, a question naming no call is not
+    """The other side of the tests above: with Alice's call in flight too, a question naming no call is not
     guessed to be Bob's (nor hers): refused, and neither model is asked."""
     async with gateway("2025-11-25") as (gw, alice_key, bob_key):
         alice_model, bob_model = Model("alice's model"), Model("bob's model")
@@ -190,16 +190,8 @@ async def test_two_users_calls_in_flight_on_a_shared_session_still_keep_question
         ):
             await alice.list_tools()
             await bob.list_tools()
-            with anyio.fail_after(30):
-                async with anyio.create_task_group() as group:
-                    answers: list[str] = []
-
-                    async def bob_asks_a_second_later() -> None:
-                        answers.append(text_of(await bob.call_tool("late_sample", {"prompt": "hi", "delay": 1})))
-
-                    group.start_soon(bob_asks_a_second_later)
-                    await alice.call_tool("slow", {"seconds": 2})
-        assert answers and answers[0].startswith("sampling failed") and "per_user" in answers[0]
+            sampled, _ = await asked_during_a_slow_call(bob, alice, delay=1, seconds=2)
+        assert sampled.startswith("sampling failed") and "per_user" in sampled
         assert alice_model.asked == [] and bob_model.asked == []
 
 

@@ -115,7 +115,7 @@ class AskingSink:
     async def notify(self, message: JSON) -> None:
         return None
 
-    async def request(self, method: str, params: JSON | None) -> JSON:
+    async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
         self.asked.append((method, params))
         return self.replies[method]
 

@@ -201,7 +201,7 @@ class Sink:
     async def notify(self, message: JSON) -> None:
         self.notifications.append(message)
 
-    async def request(self, method: str, params: JSON | None) -> JSON:
+    async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
         self.requests.append((method, params))
         return self.answer
 
@@ -602,7 +602,7 @@ async def test_a_server_request_the_upstream_withdraws_is_withdrawn_from_the_cli
     asked, withdrawn = asyncio.Event(), asyncio.Event()
 
     class WaitingSink(Sink):
-        async def request(self, method: str, params: JSON | None) -> JSON:
+        async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
             self.requests.append((method, params))
             asked.set()
             try:

@@ -81,7 +81,7 @@ class RecordingSink:
     async def notify(self, message: dict) -> None:
         self.notifications.append(message)
 
-    async def request(self, method: str, params: dict | None) -> dict:
+    async def request(self, method: str, params: dict | None, *, shared: bool = False) -> dict:
         self.requests.append((method, params))
         if method == "sampling/createMessage":
             return {"result": {"role": "assistant", "content": {"type": "text", "text": self.answer}, "model": "test"}}

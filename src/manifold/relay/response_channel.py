@@ -208,10 +208,10 @@ class ResponseChannel:
             message["params"] = params
         # Withdrawn with this call (`_cancel_questions`) unless it only rides on it for another call of the
         # client's session (`shared`): the call that asked may go on after this one ended (review).
-        asked = self._asked if not shared else set()
-        if asked is None:
-            asked = self._asked = set()
-        asked.add(rid)
+        if not shared:
+            if self._asked is None:
+                self._asked = set()
+            self._asked.add(rid)
         try:
             self._queue(orjson.dumps(message), droppable=False)
             return await asyncio.wait_for(fut, self.reply_timeout)
@@ -222,7 +222,8 @@ class ResponseChannel:
             self._tell_cancelled(rid, "the server cancelled it")  # the upstream withdrew its request
             raise
         finally:
-            asked.discard(rid)
+            if self._asked is not None:
+                self._asked.discard(rid)
             self.pending.drop(rid)
 
     def _cancel_questions(self, reason: str) -> None:
@@ -235,12 +236,22 @@ class ResponseChannel:
             self._tell_cancelled(rid, reason)
 
     def _tell_cancelled(self, rid: str, reason: str) -> None:
-        """`notifications/cancelled` for a question of ours, on the client session's own stream (GET): the
-        call's stream may be ending, or gone."""
-        session = self.session
-        if session is not None and self.era is Era.HANDSHAKE:
-            params = {"requestId": rid, "reason": reason}
-            session.listener.push({"jsonrpc": "2.0", "method": CANCELLED, "params": params})
+        """`notifications/cancelled` for a question of ours, outside this call's stream, which may be ending or
+        gone (`_tell_session`)."""
+        self._tell_session({"jsonrpc": "2.0", "method": CANCELLED, "params": {"requestId": rid, "reason": reason}})
+
+    def _tell_session(self, message: JSON) -> None:
+        """A message for the client session rather than this call: on the session's own (GET) stream."""
+        if self.session is not None and self.era is Era.HANDSHAKE:
+            self.session.listener.push(message)
+
+    async def _before_reply(self) -> None:
+        """What must go before the reply: the call's open questions withdrawn, and the progress and log
+        messages already queued written (the reply comes last)."""
+        if self._asked:
+            self._cancel_questions("the call has ended")
+        if self._writer is not None:
+            await self.written()
 
     async def abandon(self) -> None:
         """The client cancelled the request: it gets no answer (MCP: the receiver of a cancellation does not
@@ -262,10 +273,7 @@ class ResponseChannel:
 
     async def finish(self, payload: bytes, status: int = 200) -> None:
         """Send the reply: the last SSE event once streaming, else the whole JSON response."""
-        if self._asked:
-            self._cancel_questions("the call has ended")
-        if self._writer is not None:
-            await self.written()
+        await self._before_reply()
         lock = self._lock
         if self.streaming and lock is not None:
             async with lock:

@@ -73,15 +73,11 @@ class StreamResponseChannel(ResponseChannel):
         self.queue.put(payload)  # never waits for the client: past its bound the stream ends instead
 
     async def finish(self, payload: bytes, status: int = 200) -> None:
-        if self._asked:
-            self._cancel_questions("the call has ended")
-        if self._writer is not None:  # progress and log messages queued before the reply go first (probe)
-            await self.written()
+        await self._before_reply()  # progress and log messages queued before the reply go first (probe)
         self.queue.put(payload)
 
-    def _tell_cancelled(self, rid: str, reason: str) -> None:
-        params = {"requestId": rid, "reason": reason}
-        self.queue.put(orjson.dumps({"jsonrpc": "2.0", "method": CANCELLED, "params": params}))
+    def _tell_session(self, message: JSON) -> None:
+        self.queue.put(orjson.dumps(message))  # the connection's one stream is the session's too
 
 
 async def _no_send(message: JSON) -> None:

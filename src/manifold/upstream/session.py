@@ -331,18 +331,6 @@ class JsonRpcSession:
         return hello if hello is not None else await self._initialize()
 
     async def _discover(self) -> JSON:
-        self._asking_discover = True
-        try:
-            reply = await self._ask_discover()
-        except asyncio.CancelledError:
-            raise  # cut short by connect's timeout, which reads the flag
-        except BaseException:
-            self._asking_discover = False
-            raise
-        self._asking_discover = False
-        return reply
-
-    async def _ask_discover(self) -> JSON:
         params = {
             "_meta": {
                 META_PROTOCOL_VERSION: MODERN_VERSION,
@@ -351,7 +339,16 @@ class JsonRpcSession:
             }
         }
         headers = {"mcp-protocol-version": MODERN_VERSION, "mcp-method": SERVER_DISCOVER}
-        return await self._send_request(SERVER_DISCOVER, params, headers=headers, timeout=self._start_within, sink=None)
+        self._asking_discover = True  # stays set only if connect's timeout cuts the wait short: its message says so
+        try:
+            reply = await self._send_request(
+                SERVER_DISCOVER, params, headers=headers, timeout=self._start_within, sink=None
+            )
+        except Exception:
+            self._asking_discover = False
+            raise
+        self._asking_discover = False
+        return reply
 
     def _adopt_discover(self, reply: JSON, *, strict: bool) -> ServerHello | None:
         result = reply.get("result")
@@ -635,8 +632,7 @@ class JsonRpcSession:
         if method == CANCELLED:
             # The upstream withdraws a request of its own (its tool stopped waiting): the client's question is
             # dropped and the client told (relay/response_channel.py). Never passed on with the upstream's id.
-            request_id = (message.get("params") or {}).get("requestId")
-            answering = self._answers.get(request_id) if isinstance(request_id, int | str) else None
+            answering = self._answering_task((message.get("params") or {}).get("requestId"))
             if answering is not None:
                 answering.cancel()
             return
@@ -773,23 +769,20 @@ class JsonRpcSession:
         try:
             await self._answer(message, related_id)
         except asyncio.CancelledError:
-            request_id = message.get("id")
-            withdrawn = (
-                task is not None
-                and isinstance(request_id, int | str)
-                and self._answers.get(request_id) is task
-                and not self._closed
-            )
-            if withdrawn and task is not None and task.cancelling():
+            if task is not None and self._answering_task(message.get("id")) is task and not self._closed:
                 task.uncancel()  # withdrawn by the upstream: no answer (the receiver of a cancel does not respond)
                 return
             raise
+
+    def _answering_task(self, request_id: Any) -> asyncio.Task[None] | None:
+        """The task answering the upstream's request `request_id` (any JSON value: an unhashable one is none)."""
+        return self._answers.get(request_id) if isinstance(request_id, int | str) else None
 
     def _answered(self, request_id: Any, task: asyncio.Task[Any]) -> None:
         """A server→client request is done with (answered, refused, withdrawn even before it began): a done
         callback, not a `finally`, since a task cancelled before its first step never enters its body."""
         self._answering -= 1
-        if isinstance(request_id, int | str) and self._answers.get(request_id) is task:
+        if self._answering_task(request_id) is task:
             del self._answers[request_id]
 
     async def _answer(self, message: JSON, related_id: Any) -> None:
@@ -833,10 +826,8 @@ class JsonRpcSession:
                 reply = {"error": {"code": METHOD_NOT_FOUND, "message": "the client asked has no roots"}}
             else:
                 try:
-                    if shared:  # not withdrawn when that one call ends: the asking one may go on (review)
-                        reply = await pending.sink.request(method, message.get("params"), shared=True)
-                    else:
-                        reply = await pending.sink.request(method, message.get("params"))
+                    # `shared`: not withdrawn when the call that carried it ends (the asking one may go on; review)
+                    reply = await pending.sink.request(method, message.get("params"), shared=shared)
                 except Exception:
                     logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
                     reply = {"error": {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}}
