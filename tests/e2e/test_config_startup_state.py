@@ -101,10 +101,14 @@ async def test_an_unsupported_database_is_refused_by_check_and_serve(tmp_path: P
         assert "hunter2" not in out  # the URL itself is never shown: it may carry a password
 
 
-async def test_an_admin_command_names_an_unusable_state_dir_too(tmp_path: Path) -> None:
+# Every admin command that opens the state (session 14's probe: `secrets list` died with FileExistsError).
+@pytest.mark.parametrize(
+    "command", ["keys list", "secrets list", "connections list", "apps list", "tools list", "export"]
+)
+async def test_an_admin_command_names_an_unusable_state_dir_too(tmp_path: Path, command: str) -> None:
     (tmp_path / "a-file").write_text("not a folder\n")
     config = _config(tmp_path, {"state_dir": str(tmp_path / "a-file")})
-    status, out = await _manifold(config, "keys", "list")
+    status, out = await _manifold(config, *command.split())
     assert "Traceback" not in out, out
     assert status == 1, out
     assert f"manifold.yaml: gateway.state_dir: folder '{tmp_path / 'a-file'}' is a file" in out, out

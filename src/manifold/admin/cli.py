@@ -20,7 +20,7 @@ from manifold.admin.catalog_secrets import CatalogSecrets
 from manifold.admin.ops import Operations, OpError
 from manifold.config.check import unmatched_target
 from manifold.config.loaded import LoadedConfig
-from manifold.config.state import state_problems
+from manifold.config.state import unusable_state
 from manifold.security.crypto import Cipher, KeyProblem, WrongKey
 from manifold.security.secret_store import SecretStore
 from manifold.store.db import open_database
@@ -30,8 +30,8 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def _run(config: LoadedConfig, action: Callable[[Operations], Awaitable[Any]]) -> Any:
     async def main() -> Any:
-        if problems := state_problems(config, make=True):  # the state folder, an SQLite file's folder
-            raise OpError("configuration has problems:\n" + "\n".join(map(str, problems)))
+        if (unusable := unusable_state(config)) is not None:  # the state folder, an SQLite file's folder
+            raise OpError(unusable)
         try:
             engine = await open_database(config.database_url)
         except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)

@@ -34,6 +34,7 @@ import yaml
 from manifold.admin.catalog import API_SOURCE, HIDDEN, CatalogOperations, Kind
 from manifold.admin.ops import Operations, OpError
 from manifold.config.loaded import LoadedConfig
+from manifold.config.state import unusable_state
 from manifold.store.db import open_database
 
 JSON = dict[str, Any]
@@ -201,7 +202,8 @@ async def read_exportable(catalog_ops: CatalogOperations, ops: Operations) -> Ex
 
 def _read(config: LoadedConfig) -> Exportable:
     async def main() -> Exportable:
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        if (unusable := unusable_state(config)) is not None:
+            raise OpError(unusable)
         try:
             engine = await open_database(config.database_url)
         except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)

@@ -25,6 +25,7 @@ from manifold.admin.ops import OpError
 from manifold.admin.pins import PinOperations
 from manifold.catalog.pin_store import PinStore
 from manifold.config.loaded import LoadedConfig
+from manifold.config.state import unusable_state
 from manifold.store.db import open_database
 
 
@@ -65,7 +66,8 @@ async def _main(args: argparse.Namespace, config: LoadedConfig) -> int:
             raise OpError("name an upstream and a tool, or use --all (with or without an upstream)")
         if args.tool is not None and args.all:
             raise OpError("--all approves every tool; name a tool or use --all, not both")
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    if (unusable := unusable_state(config)) is not None:
+        raise OpError(unusable)
     try:
         engine = await open_database(config.database_url)
     except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from manifold.admin.ops import Operations, OpError
 from manifold.config.loaded import LoadedConfig
+from manifold.config.state import unusable_state
 from manifold.outbound.connections_cli import CliError
 
 
@@ -51,7 +52,8 @@ async def _main(args: argparse.Namespace, config: LoadedConfig) -> int:
     from manifold.authserver.store import AuthStore
     from manifold.store.db import open_database
 
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    if (unusable := unusable_state(config)) is not None:
+        raise CliError(unusable)
     try:
         engine = await open_database(config.database_url)
     except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)

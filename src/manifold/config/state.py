@@ -62,6 +62,14 @@ def state_problems(config: LoadedConfig, *, make: bool) -> list[Problem]:
     return problems
 
 
+def unusable_state(config: LoadedConfig) -> str | None:
+    """For the admin commands: make the state folder (and an SQLite file) as `serve` does, or say, file, field
+    and line, why it cannot be made; None when it is usable."""
+    if problems := state_problems(config, make=True):
+        return "configuration has problems:\n" + "\n".join(map(str, problems))
+    return None
+
+
 def _folder_problem(folder: Path, *, make: bool, shown: str) -> str | None:
     if folder.exists() and not folder.is_dir():
         return f"folder{shown} is a file, not a folder"

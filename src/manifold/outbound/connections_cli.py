@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from manifold.config.loaded import LoadedConfig
+from manifold.config.state import unusable_state
 
 if TYPE_CHECKING:
     from manifold.outbound.oauth.vault import Connection
@@ -69,7 +70,8 @@ async def _main(args: argparse.Namespace, config: LoadedConfig) -> int:
     from manifold.security.crypto import Cipher, DecryptError, KeyProblem, WrongKey
     from manifold.store.db import open_database
 
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    if (unusable := unusable_state(config)) is not None:
+        raise CliError(unusable)
     try:
         engine = await open_database(config.database_url)
     except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)

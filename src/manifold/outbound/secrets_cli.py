@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from manifold.config.loaded import LoadedConfig
+from manifold.config.state import unusable_state
 
 if TYPE_CHECKING:
     from manifold.security.crypto import Cipher
@@ -92,7 +93,9 @@ async def _run(args: argparse.Namespace, config: LoadedConfig, value: str | None
     from manifold.security.secret_store import SecretStore
     from manifold.store.db import open_database
 
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    if (unusable := unusable_state(config)) is not None:
+        print(f"manifold secrets: {unusable}", file=sys.stderr)
+        return 1
     engine = await open_database(config.database_url)
     try:
         cipher = Cipher.load(config.state_dir)
