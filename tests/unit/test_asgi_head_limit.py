@@ -36,7 +36,9 @@ async def serving() -> AsyncIterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     http = write_combining_http(max_head_bytes=LIMIT)
-    config = uvicorn.Config(app, http=http, loop="asyncio", lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        app, http=http, loop="asyncio", lifespan="off", log_level="warning", timeout_graceful_shutdown=10
+    )  # a connection left open cannot hang the run
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:

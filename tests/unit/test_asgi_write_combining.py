@@ -77,7 +77,14 @@ async def test_a_served_json_answer_is_one_segment() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, http=write_combining_http(), loop="asyncio", lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        app,
+        http=write_combining_http(),
+        loop="asyncio",
+        lifespan="off",
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )  # a connection left open cannot hang the run
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
