@@ -13,6 +13,7 @@ import json
 import logging
 import logging.config
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,18 @@ def log_config(level: str, *, json_lines: bool = False) -> dict[str, object]:
     }
 
 
+def _listen_on_any_port(host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, 0))
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
     # Imported here, not at the top: every admin command (`manifold keys list`, ...) starts through this
     # module, and the server stack (uvicorn, the whole gateway) would double their start-up time.
@@ -120,6 +133,16 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             file=sys.stderr,
         )
         return 2
+    listening: list[socket.socket] | None = None
+    if port == 0:
+        # The port the system picks, known before the runtime is composed: its URLs (OAuth metadata, connect
+        # links) and the banner name the real one, not ":0".
+        try:
+            listening = [_listen_on_any_port(host)]
+        except OSError as exc:
+            print(f"manifold: cannot listen on {host}: {exc.strerror or exc}", file=sys.stderr)
+            return 3
+        port = listening[0].getsockname()[1]
     key = None if settings.allow_unauthenticated else dev_key.load_or_create(config.state_dir)
     base = settings.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     runtime = compose(config, dev_key=key, public_base=base)
@@ -133,7 +156,8 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             # Nothing to connect a client to: how to add a server, not snippets for one that does not exist.
             lines = nothing_served_lines(config, base, signed_in_with_key=key is not None)
         else:
-            lines = [f"Manifold is serving {len(servers)} servers on {base} (MCP: /mcp/<id>, legacy SSE: /sse/<id>)"]
+            count = f"{len(servers)} server{'' if len(servers) == 1 else 's'}"
+            lines = [f"Manifold is serving {count} on {base} (MCP: /mcp/<id>, legacy SSE: /sse/<id>)"]
             width = max(len(f"{base}/mcp/{sid}") for sid in servers)
             lines += [f"  {f'{base}/mcp/{sid}'.ljust(width)}  {base}/sse/{sid}" for sid in servers]
         if key:
@@ -192,7 +216,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
         on_started=banner,
         on_stopping=app.end_streams,
     )
-    server.run()
+    server.run(sockets=listening)
     if not server.started:
         return 3  # uvicorn's start-up failure status; the reason (a port in use, a failed start) is in the log
     return 0

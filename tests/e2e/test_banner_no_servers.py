@@ -48,6 +48,6 @@ async def test_with_no_server_the_banner_says_how_to_add_one_and_following_it_se
 async def test_with_a_server_the_banner_gives_its_url_and_the_snippets() -> None:
     async with run_gateway({"up": stdio_upstream(str(SERVER))}) as gw:
         banner = await banner_of(gw)
-    assert "Manifold is serving 1 servers" in banner and f"{gw.url('up')}  {gw.sse_url('up')}" in banner, banner
+    assert "Manifold is serving 1 server on" in banner and f"{gw.url('up')}  {gw.sse_url('up')}" in banner, banner
     assert f"claude mcp add --transport http manifold {gw.url('up')}" in banner, banner
     assert '"mcpServers"' in banner and "/mcp/demo" not in banner and "upstreams create" not in banner, banner

@@ -339,3 +339,37 @@ async def test_the_audit_table_shows_why_a_call_failed():
         assert max(len(line) for line in table) <= 100
         at = next(i for i, line in enumerate(table) if "fail" in line and "tool_error" in line)
         assert table[at + 1] == "  ↳ disk quota exceeded on /srv"
+
+
+async def test_serve_on_port_0_names_the_port_it_got_everywhere(tmp_path: Path):
+    """`serve --port 0` lets the system pick the port; the banner, the URLs and the OAuth metadata said ':0'
+    (and '1 servers')."""
+    upstreams = {"wiki": {"transport": "http", "url": "http://127.0.0.1:9/mcp"}}
+    config = write_config(tmp_path, upstreams)
+    log_path = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "MANIFOLD_DEV_KEY"}
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", "0"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+        )
+    try:
+
+        async def banner() -> re.Match[str] | None:
+            return re.search(r"Manifold is serving 1 server on http://127\.0\.0\.1:(\d+) ", log_path.read_text())
+
+        port = int((await poll(banner, "the banner")).group(1))
+        assert port != 0
+        base = f"http://127.0.0.1:{port}"
+        log = log_path.read_text()
+        assert f"{base}/mcp/wiki  {base}/sse/wiki" in log, log
+        assert ":0/" not in log, log
+        async with httpx2.AsyncClient() as http:
+            metadata = (await http.get(f"{base}/.well-known/oauth-protected-resource/mcp/wiki")).json()
+        assert metadata["resource"] == f"{base}/mcp/wiki", metadata
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
