@@ -99,6 +99,15 @@ class _ChildProtocol(asyncio.subprocess.SubprocessStreamProtocol):
         if not self.exited.done():
             self.exited.set_result(None)
 
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        super().pipe_connection_lost(fd, exc)
+        # stdin broke (the process went away while a message was being written; `send` reports that). asyncio
+        # keeps the BrokenPipeError for `stdin.wait_closed()`, which nobody awaits, and Pythons before 3.11.5
+        # (Debian's 3.11.2 among them) then logged "Future exception was never retrieved" with a traceback.
+        closed = getattr(self, "_stdin_closed", None)
+        if fd == 0 and isinstance(closed, asyncio.Future) and closed.done() and not closed.cancelled():
+            closed.exception()  # retrieved: not logged
+
 
 def child_environment(config: UpstreamConfig) -> dict[str, str]:
     env = {name: value for name in INHERITED_ENV if (value := os.environ.get(name)) is not None}
