@@ -9,6 +9,7 @@ to rebuild.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -78,6 +79,7 @@ class Entry:
     fetched_at: float = -1.0
     stale: bool = True
     generation: int = 0  # bumped by every invalidation
+    listed_generation: int = 0  # the generation `items` were fetched in (the fetch began at it)
     fetching: asyncio.Future[None] | None = None
     fetching_for: str | None = None  # the session identity the fetch in flight uses (None: the shared one)
     timed_out: UpstreamError | None = None  # the last fetch's timeout, held until `hold_until` (monotonic)
@@ -136,6 +138,7 @@ class UpstreamLists:
         # Someone lists (or reads) it again: a change from now on is news, even if what they get is the earlier
         # list or a fetch that began before the last change (review: those left clients on a stale list).
         e.announced = False
+        wanted = e.generation  # the last change this caller may have heard of
         earlier = e.fetched_at >= 0  # a list to fall back on
         if self.is_fresh(e) or (allow_stale and earlier):
             return e
@@ -185,6 +188,20 @@ class UpstreamLists:
                 if again_for == identity:
                     raise
                 raise ListError(upstream_id, "could not be listed just now; try again") from None
+        if e.listed_generation < wanted:
+            # The fetch this caller joined began before the change it came for (the list_changed it heard was
+            # announced while that fetch was out): what it brought is the list from before, and that change will
+            # not be announced again. Once more, from after it; the list from before stands in if that fails or,
+            # for an impatient caller, takes long.
+            if e.fetching is None:
+                self._start(upstream_id, kind, e, outbound)
+            after = e.fetching
+            assert after is not None
+            if patient:
+                with contextlib.suppress(UpstreamError, ListError, AuthRequired, OutboundRefused):
+                    await asyncio.shield(after)
+            else:
+                await asyncio.wait((after,), timeout=REFRESH_WAIT)
         return e
 
     def announce(self, upstream_id: str, kind: str) -> bool:
@@ -249,6 +266,7 @@ class UpstreamLists:
                     f"({type(exc).__name__})",
                 ) from exc
         e.items = items
+        e.listed_generation = generation
         e.version += 1
         e.fetched_at = time.monotonic()
         # A list_changed that arrived while we were fetching leaves the entry stale.
