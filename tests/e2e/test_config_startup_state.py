@@ -101,14 +101,38 @@ async def test_an_unsupported_database_is_refused_by_check_and_serve(tmp_path: P
         assert "hunter2" not in out  # the URL itself is never shown: it may carry a password
 
 
-# Every admin command that opens the state (session 14's probe: `secrets list` died with FileExistsError).
-@pytest.mark.parametrize(
-    "command", ["keys list", "secrets list", "connections list", "apps list", "tools list", "export"]
-)
+# Every admin command that opens the state (session 14's probe: `secrets list` died with FileExistsError;
+# then `explain` with a traceback and `db upgrade` with a bare "FileExistsError").
+ADMIN_COMMANDS = {
+    "keys list": 1,
+    "secrets list": 1,
+    "connections list": 1,
+    "apps list": 1,
+    "tools list": 1,
+    "export": 1,
+    "db upgrade": 1,
+    "explain --as user:dev --server x --offline": 2,  # 1 is its "deny"
+}
+
+
+@pytest.mark.parametrize("command", list(ADMIN_COMMANDS))
 async def test_an_admin_command_names_an_unusable_state_dir_too(tmp_path: Path, command: str) -> None:
     (tmp_path / "a-file").write_text("not a folder\n")
     config = _config(tmp_path, {"state_dir": str(tmp_path / "a-file")})
     status, out = await _manifold(config, *command.split())
     assert "Traceback" not in out, out
-    assert status == 1, out
+    assert status == ADMIN_COMMANDS[command], out
     assert f"manifold.yaml: gateway.state_dir: folder '{tmp_path / 'a-file'}' is a file" in out, out
+
+
+@pytest.mark.parametrize("command", ["db upgrade", "explain --as user:dev --server x --offline"])
+async def test_an_admin_command_does_not_make_a_missing_database_folder_that_serve_refuses(
+    tmp_path: Path, command: str
+) -> None:
+    gateway, field, words = _cases(tmp_path)["database in a missing folder"]
+    config = _config(tmp_path, gateway)
+    status, out = await _manifold(config, *command.split())
+    assert "Traceback" not in out, out
+    assert status == ADMIN_COMMANDS[command], out
+    assert f"manifold.yaml: gateway.{field}: " in out and words in out, out
+    assert not (tmp_path / "missing").exists()

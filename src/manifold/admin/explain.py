@@ -31,6 +31,7 @@ from manifold.catalog.view import VirtualServerView
 from manifold.config.check import ToolNames
 from manifold.config.loaded import LoadedConfig
 from manifold.config.models import AuthMode, MemberConfig, Transport, UpstreamConfig, VirtualServerConfig
+from manifold.config.state import unusable_state
 from manifold.identity.directory import Directory
 from manifold.naming import expose_name
 from manifold.outbound.resolver import OutboundRefused
@@ -215,7 +216,15 @@ def principal_from(text: str, directory: Directory, extra_teams: list[str]) -> P
 
 
 async def _explain(args: argparse.Namespace, config: LoadedConfig) -> int:
-    engine = await open_database(config.database_url)
+    # As every admin command: an unusable state folder or database is one line (status 2, not 1: no deny).
+    if (unusable := unusable_state(config)) is not None:
+        print(f"manifold: {unusable}", file=sys.stderr)
+        return 2
+    try:
+        engine = await open_database(config.database_url)
+    except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)
+        print(f"manifold: cannot open the gateway database: {type(exc).__name__}", file=sys.stderr)
+        return 2
     try:
         # Upstreams, groups and virtual servers created through the API count as much as the files.
         config = (await CatalogOperations(engine, config).current()).effective_config(config)
@@ -260,7 +269,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Resolves --tool as the gateway does, from the upstreams' live tool lists (hidden tools, "
         "globs, aliases, collisions); an upstream that needs a caller's credential, or cannot be reached, is "
         "resolved by the configuration's rules and the output says so. Exit status: 0 allow, 1 deny, 2 the "
-        "name is not served by the server (or the question is malformed).",
+        "name is not served by the server (or the question is malformed, or the state cannot be used).",
     )
     explain.add_argument(
         "--as",

@@ -11,17 +11,13 @@ import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from manifold.config.loaded import LoadedConfig
+from manifold.config.state import unusable_state
 from manifold.store import schema
 from manifold.store.db import connect
-
-
-class _Config(Protocol):
-    @property
-    def database_url(self) -> str: ...
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,8 +30,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     current.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, load_config: Callable[[], _Config]) -> int:
+def run(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> int:
     config = load_config()
+    # `upgrade` makes the state folder (and an SQLite file) as `serve` and every admin command do, or names the
+    # file, field and line it cannot use (it said only "FileExistsError", and made a missing database folder).
+    if args.db_command == "upgrade" and (unusable := unusable_state(config)) is not None:
+        print(f"manifold db upgrade: {unusable}", file=sys.stderr)
+        return 1
     try:
         return asyncio.run(_run(args.db_command, config.database_url))
     except schema.SchemaError as exc:
