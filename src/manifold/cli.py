@@ -144,7 +144,8 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             return 3
         port = listening[0].getsockname()[1]
     key = None if settings.allow_unauthenticated else dev_key.load_or_create(config.state_dir)
-    base = settings.public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host  # an IPv6 literal
+    base = settings.public_url or f"http://{shown_host}:{port}"
     runtime = compose(config, dev_key=key, public_base=base)
     app = build_app(runtime)
 

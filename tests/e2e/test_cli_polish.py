@@ -373,3 +373,56 @@ async def test_serve_on_port_0_names_the_port_it_got_everywhere(tmp_path: Path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("case", ["IPv6 host", "public_url"])
+async def test_serve_on_port_0_names_a_reachable_address(tmp_path: Path, case: str):
+    """An IPv6 literal host is bracketed in the served URLs ('http://::1:<port>' answered nothing), and behind a
+    public_url the port the system picked is still named in the log (uvicorn names it only for sockets it bound
+    itself)."""
+    if case == "IPv6 host" and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    upstreams = {"wiki": {"transport": "http", "url": "http://127.0.0.1:9/mcp"}}
+    gateway = {"public_url": "https://gateway.example.com"} if case == "public_url" else None
+    config = write_config(tmp_path, upstreams, gateway=gateway)
+    host = ["--host", "::1"] if case == "IPv6 host" else []
+    log_path = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "MANIFOLD_DEV_KEY"}
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", "0", *host],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+        )
+    try:
+
+        async def banner() -> re.Match[str] | None:
+            log = log_path.read_text()
+            return re.search(r"Manifold is serving 1 server on (\S+) ", log) and re.search(
+                r"Uvicorn running on (http://\S+:\d+) ", log
+            )
+
+        listening = (await poll(banner, "the banner")).group(1)
+        log = log_path.read_text()
+        if case == "IPv6 host":
+            assert re.match(r"http://\[::1\]:\d+$", listening), log
+            assert f"Manifold is serving 1 server on {listening} " in log, log
+        else:
+            assert re.match(r"http://127\.0\.0\.1:\d+$", listening) and not listening.endswith(":0"), log
+            assert "Manifold is serving 1 server on https://gateway.example.com " in log, log
+        async with httpx2.AsyncClient() as http:
+            assert (await http.get(f"{listening}/healthz")).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -73,6 +73,10 @@ class GatewayServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         raise_open_file_limit()
         await super().startup(sockets)
+        if self.started and sockets:
+            # uvicorn says where it listens only for sockets it bound itself; `serve --port 0` binds its own,
+            # and behind a public_url this line is the one place the port the system picked is named.
+            self._log_started_message(sockets)
         if self.started:  # the lifespan has started the runtime and the sockets listen
             self._on_started()
             # What start-up made (modules, config, the composed runtime: ~190,000 objects) lives as long as the
