@@ -20,8 +20,21 @@ if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]];
 fi
 
 is_new_enough() {
-    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1
 }
+
+# What the venv and the gateway need of the interpreter's standard library; prints the missing ones, or "-".
+# (Debian's python3 has no ensurepip without python3-venv; a Python built without libsqlite3 or libssl headers
+# has no sqlite3 or ssl.)
+modules_probe='
+missing = []
+for name in ("venv", "ensurepip", "sqlite3", "ssl"):
+    try:
+        __import__(name)
+    except ImportError:
+        missing.append(name)
+print(" ".join(missing) or "-")
+'
 
 # A short loop of the dict, string and call work the gateway's request path is made of, best of five;
 # prints seconds. Used only to rank the interpreters this machine has.
@@ -43,27 +56,58 @@ print(best)
 # fastest taken: the gateway's CPU per call is interpreter-bound, and how an interpreter was built matters
 # more than its version. A distribution's python3 (Debian's, built with PGO and LTO) runs the request path
 # ~20% faster than a plain source build such as pyenv's default (bench/README.md, "The interpreter").
+candidates=(python3 python3.13 python3.12 python3.11 /usr/bin/python3 /usr/local/bin/python3)
 pick_python() {
     if [[ -n "${PYTHON:-}" ]]; then
         command -v "$PYTHON" >/dev/null && is_new_enough "$PYTHON" && { echo "$PYTHON"; return 0; }
         return 1
     fi
-    local candidate path best="" best_time="" seen=" " took
-    for candidate in python3 python3.13 python3.12 python3.11 /usr/bin/python3 /usr/local/bin/python3; do
+    # Each interpreter's answer is its last line of output: a sitecustomize or a .pth file may print before it.
+    # (Plain arrays, no associative ones: macOS's /bin/bash is 3.2.)
+    local candidate path seen=$'\n' missing version hint minor took i round best=""
+    local -a usable=() versions=() times=()
+    for candidate in "${candidates[@]}"; do
         command -v "$candidate" >/dev/null 2>&1 && is_new_enough "$candidate" || continue
         # The interpreter itself, not a launcher (pyenv's shims are scripts), so one Python is timed once.
-        path="$("$candidate" -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null)" || continue
-        [[ -n "$path" && "$seen" != *" $path "* ]] || continue
-        seen+="$path "
-        "$path" -c 'import venv, ensurepip, sqlite3, ssl' 2>/dev/null || continue
-        took="$("$path" -c "$speed_probe" 2>/dev/null)" || continue
-        echo "bootstrap: $path ($("$path" --version 2>&1)): ${took:0:6} s" >&2
-        if [[ -z "$best" ]] || "$path" -c "import sys; sys.exit(0 if $took < $best_time else 1)"; then
-            best="$path"
-            best_time="$took"
+        path="$("$candidate" -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null | tail -n 1)" \
+            || continue
+        [[ -x "$path" && "$seen" != *$'\n'"$path"$'\n'* ]] || continue
+        seen+="$path"$'\n'
+        version="$("$path" --version 2>&1 | tail -n 1)"
+        missing="$("$path" -c "$modules_probe" 2>/dev/null | tail -n 1)" || continue
+        if [[ "$missing" != "-" ]]; then
+            hint=""
+            if [[ " $missing " == *" ensurepip "* || " $missing " == *" venv "* ]]; then
+                minor="${version#Python }"
+                hint="; on Debian and Ubuntu: apt-get install python${minor%.*}-venv"
+            fi
+            echo "bootstrap: not $path ($version): it has no ${missing// /, }$hint" >&2
+            continue
+        fi
+        usable+=("$path")
+        versions+=("$version")
+        times+=("")
+    done
+    [[ ${#usable[@]} -gt 0 ]] || return 1
+    # Timed in alternating rounds, each keeping its best: load elsewhere on the machine during one
+    # interpreter's turn (a shared or busy machine) does not make it look the slower one.
+    for round in 1 2 3; do
+        for i in "${!usable[@]}"; do
+            took="$("${usable[$i]}" -c "$speed_probe" 2>/dev/null | tail -n 1)" || continue
+            [[ "$took" =~ ^[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$ ]] || continue
+            if [[ -z "${times[$i]}" ]] || awk -v a="$took" -v b="${times[$i]}" 'BEGIN { exit !(a + 0 < b + 0) }'; then
+                times[i]="$took"
+            fi
+        done
+    done
+    for i in "${!usable[@]}"; do
+        [[ -n "${times[$i]}" ]] || continue
+        echo "bootstrap: ${usable[$i]} (${versions[$i]}): ${times[$i]:0:6} s" >&2
+        if [[ -z "$best" ]] || awk -v a="${times[$i]}" -v b="${times[$best]}" 'BEGIN { exit !(a + 0 < b + 0) }'; then
+            best="$i"
         fi
     done
-    [[ -n "$best" ]] && echo "$best"
+    [[ -n "$best" ]] && echo "${usable[$best]}"
 }
 
 # A venv made by an older Python (or a broken one) is rebuilt rather than patched.
@@ -73,10 +117,11 @@ if [[ -x "$venv/bin/python" ]] && ! is_new_enough "$venv/bin/python"; then
 fi
 if [[ ! -x "$venv/bin/python" ]]; then
     if ! python="$(pick_python)"; then
-        echo "bootstrap: needs Python 3.11 or newer (set PYTHON=/path/to/python3.11)" >&2
+        echo "bootstrap: needs Python 3.11 or newer, with venv, ensurepip, sqlite3 and ssl" \
+            "(set PYTHON=/path/to/python3.11)" >&2
         exit 1
     fi
-    echo "bootstrap: creating $venv with $("$python" --version)"
+    echo "bootstrap: creating $venv with $python ($("$python" --version 2>&1 | tail -n 1))"
     "$python" -m venv "$venv"
 fi
 
