@@ -136,3 +136,16 @@ async def test_an_admin_command_does_not_make_a_missing_database_folder_that_ser
     assert status == ADMIN_COMMANDS[command], out
     assert f"manifold.yaml: gateway.{field}: " in out and words in out, out
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("command", list(ADMIN_COMMANDS))
+async def test_an_admin_command_says_it_cannot_open_an_unreachable_database(tmp_path: Path, command: str) -> None:
+    """`secrets` (and `explain`) gave the driver's traceback."""
+    from tests.upstreams.launch import free_port
+
+    url = f"postgresql://nobody:s3cret-pw@127.0.0.1:{free_port()}/nothing"
+    config = _config(tmp_path, {"state_dir": str(tmp_path / "state"), "database_url": url})
+    status, out = await _manifold(config, *command.split())
+    assert "Traceback" not in out and "s3cret-pw" not in out, out
+    assert status == ADMIN_COMMANDS[command], out
+    assert "ConnectionRefusedError" in out, out

@@ -96,7 +96,11 @@ async def _run(args: argparse.Namespace, config: LoadedConfig, value: str | None
     if (unusable := unusable_state(config)) is not None:
         print(f"manifold secrets: {unusable}", file=sys.stderr)
         return 1
-    engine = await open_database(config.database_url)
+    try:
+        engine = await open_database(config.database_url)
+    except Exception as exc:  # noqa: BLE001 — a clear line, not a driver traceback (which may hold a URL)
+        print(f"manifold secrets: cannot open the gateway database: {type(exc).__name__}", file=sys.stderr)
+        return 1
     try:
         cipher = Cipher.load(config.state_dir)
         await cipher.check(engine)
