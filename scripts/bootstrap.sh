@@ -14,7 +14,8 @@ venv="$root/.venv"
 constraints="$root/constraints.txt"
 stamp="$venv/.bootstrap.sha256"
 
-wanted="$(cat "$root/pyproject.toml" "$constraints" 2>/dev/null | sha256sum | cut -d' ' -f1)"
+# (A missing file is said below; under pipefail cat's failure here ended the script without a word.)
+wanted="$({ cat "$root/pyproject.toml" "$constraints" 2>/dev/null || true; } | sha256sum | cut -d' ' -f1)"
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
     exit 0
 fi

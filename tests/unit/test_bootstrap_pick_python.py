@@ -70,3 +70,17 @@ def test_the_fastest_is_taken_and_an_odd_timing_is_passed_over(tmp_path: Path) -
     assert done.stdout == f"{tmp_path / 'fast'}\n", done
     assert "Traceback" not in done.stderr, done.stderr
     assert f"bootstrap: {tmp_path / 'fast'} " in done.stderr and f"bootstrap: {tmp_path / 'odd'} " not in done.stderr
+
+
+def test_a_missing_constraints_file_is_said(tmp_path: Path) -> None:
+    """Under `set -o pipefail` the stamp's `cat` of a missing constraints.txt ended the script, status 1, silent."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "bootstrap.sh"
+    script.write_text((REPO / "scripts" / "bootstrap.sh").read_text())
+    script.chmod(0o755)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(REAL)  # a venv that is there: no interpreter is picked
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done
+    assert f"bootstrap: {tmp_path / 'constraints.txt'} is missing" in done.stderr, done
