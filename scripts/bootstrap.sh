@@ -65,15 +65,19 @@ pick_python() {
     fi
     # Each interpreter's answer is its last line of output: a sitecustomize or a .pth file may print before it.
     # (Plain arrays, no associative ones: macOS's /bin/bash is 3.2.)
-    local candidate path seen=$'\n' missing version hint minor took i round best=""
+    local candidate info real path seen=$'\n' missing version hint minor took i round best=""
     local -a usable=() versions=() times=()
     for candidate in "${candidates[@]}"; do
         command -v "$candidate" >/dev/null 2>&1 && is_new_enough "$candidate" || continue
-        # The interpreter itself, not a launcher (pyenv's shims are scripts), so one Python is timed once.
-        path="$("$candidate" -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null | tail -n 1)" \
-            || continue
-        [[ -x "$path" && "$seen" != *$'\n'"$path"$'\n'* ]] || continue
-        seen+="$path"$'\n'
+        # The interpreter itself, not a launcher (pyenv's shims are scripts); one Python is timed once (its real
+        # file), but the venv is made with the path it calls itself: a Homebrew Cellar path, say, goes away
+        # at the next `brew upgrade` while /opt/homebrew/bin/python3.12 stays.
+        info="$("$candidate" -c 'import os, sys; print(os.path.realpath(sys.executable)); print(sys.executable)' \
+            2>/dev/null | tail -n 2)" || continue
+        real="${info%%$'\n'*}"
+        path="${info#*$'\n'}"
+        [[ -x "$path" && -n "$real" && "$seen" != *$'\n'"$real"$'\n'* ]] || continue
+        seen+="$real"$'\n'
         version="$("$path" --version 2>&1 | tail -n 1)"
         missing="$("$path" -c "$modules_probe" 2>/dev/null | tail -n 1)" || continue
         if [[ "$missing" != "-" ]]; then

@@ -84,3 +84,15 @@ def test_a_missing_constraints_file_is_said(tmp_path: Path) -> None:
     done = subprocess.run([str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1, done
     assert f"bootstrap: {tmp_path / 'constraints.txt'} is missing" in done.stderr, done
+
+
+def test_the_venv_is_made_with_the_path_the_interpreter_calls_itself_not_its_resolved_file(tmp_path: Path) -> None:
+    """Homebrew's /opt/homebrew/bin/python3.12 is a link into a versioned Cellar folder that `brew upgrade`
+    removes: a venv made with the resolved path broke at the next upgrade (review). The resolved file still
+    tells one interpreter reached two ways apart."""
+    link = tmp_path / "python3"
+    link.symlink_to(REAL)
+    done = pick(tmp_path, "python3", str(link))
+    assert done.returncode == 0, done
+    assert done.stdout == f"{link}\n", done
+    assert done.stderr.count("bootstrap: ") == 1, done.stderr  # timed once
