@@ -65,6 +65,7 @@ from manifold.relay.call import Call
 from manifold.relay.hub import Hub, Listener
 from manifold.relay.input_exchange import InputExchanges
 from manifold.relay.jsonrpc import RpcError, tool_error_result
+from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.tasks import Forward, TaskRun, Tasks
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
@@ -274,8 +275,21 @@ class Gateway:
             # A shared session is everybody's: not told (a handshake-era one is always the caller's own).
             session = self.pool.live(member.upstream, outbound) if outbound.identity is not None else None
             if session is not None and session.era is Era.HANDSHAKE:
+                self._introduce(call, member.upstream, outbound)  # the server asks again, outside any call
                 with contextlib.suppress(Exception):
                     await session.notify(ROOTS_LIST_CHANGED)
+
+    def _introduce(self, call: Call, upstream_id: str, outbound: Outbound) -> None:
+        """A 2025-11-25 caller's own upstream session (never a shared one) learns the client session to ask for
+        roots when no call of it can: its server asks right after its handshake and after the client's
+        roots/list_changed, outside any call (interop, server-filesystem with `sessions: per_user`: it was
+        answered "no client can answer roots/list now" and served its own directories instead of the client's
+        roots). Cheap: a dict lookup, only for sessions of the caller's own."""
+        if outbound.identity is None or not isinstance(call.sink, ResponseChannel):
+            return
+        session = self.pool.live(upstream_id, outbound)
+        if session is not None and session.owned and (standing := call.sink.standing()) is not None:
+            session.use_roots_client(standing)
 
     def credential_for(self, call: Call) -> Credential:
         async def credential(member: MemberConfig) -> Outbound:
@@ -337,6 +351,11 @@ class Gateway:
             case Era.HANDSHAKE:
                 level = call.session.log_level if call.session and call.session.log_level else "debug"
                 params = _with_log_level(params, level)
+                if outbound.identity is not None and call.session is not None:
+                    if self.pool.live(target.upstream_id, outbound) is None:
+                        with contextlib.suppress(UpstreamError):  # opened first, so it knows whom to ask; a
+                            await self.pool.session(target.upstream_id, outbound)  # failure is the request's
+                    self._introduce(call, target.upstream_id, outbound)
             case Era.MODERN:
                 # The client's own request says whether it wants log messages. A handshake-era upstream asks
                 # its questions as server→client requests, which this client hears as input_required.
@@ -370,6 +389,8 @@ class Gateway:
             case Era.MODERN:
                 return reply  # an input_required result goes to the client as it is; the client retries
             case Era.HANDSHAKE:
+                if outbound.identity is not None:
+                    self._introduce(call, target.upstream_id, outbound)  # a session this call opened
                 result = reply.get("result")
                 if isinstance(result, dict) and result.get("resultType") == RESULT_INPUT_REQUIRED:
                     return await self._answer_input_requests(call, target, method, params, outbound, reply)

@@ -116,6 +116,13 @@ class ResponseChannel:
     def client_session(self) -> object | None:
         return self.session if self.era is Era.HANDSHAKE else None
 
+    def standing(self) -> SessionQuestions | None:
+        """The sink of this request's 2025-11-25 client session itself, outliving the request; None for a
+        sessionless request (2026-07-28, or a stateless gateway)."""
+        if self.session is None or self.era is not Era.HANDSHAKE:
+            return None
+        return SessionQuestions(self.session, self.caps, self.pending, self.principal_id, self.reply_timeout)
+
     async def _event(self, payload: bytes) -> None:
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -282,6 +289,64 @@ class ResponseChannel:
         else:
             self._ended = True
             await send_body(self.send, status, payload, JSON_HEADERS + self.extra_headers)
+
+
+class SessionQuestions:
+    """The `RequestSink` of a 2025-11-25 client session rather than of one of its calls: a question an upstream
+    session of this caller's own asks outside any call (server-filesystem's roots/list, right after its
+    handshake and after the client's roots/list_changed) goes out on the session's own (GET) stream, where the
+    client answers it as it would the server directly; the answer comes back as any other (`PendingReplies`)."""
+
+    __slots__ = ("session", "caps", "pending", "principal_id", "reply_timeout")
+
+    def __init__(
+        self, session: ClientSession, caps: JSON, pending: PendingReplies, principal_id: str, reply_timeout: float
+    ) -> None:
+        self.session = session
+        self.caps = caps
+        self.pending = pending
+        self.principal_id = principal_id
+        self.reply_timeout = reply_timeout
+
+    @property
+    def client_capabilities(self) -> JSON:
+        return self.caps
+
+    @property
+    def client_session(self) -> object | None:
+        return self.session
+
+    async def notify(self, message: JSON) -> None:
+        return  # side traffic of a call goes with the call; this sink makes none
+
+    async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
+        if method == PING:
+            return {"result": {}}
+        refused = refusal_for(method, params, self.caps)
+        if refused is not None:
+            return refused
+        listener = self.session.listener
+        if listener.ended:
+            return _cannot(f"the client session that would answer {method} has ended")
+        rid, fut = self.pending.new(self.principal_id)
+        message: JSON = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            message["params"] = params
+        try:
+            listener.push(message)  # held until the client's stream takes it
+            return await asyncio.wait_for(fut, self.reply_timeout)
+        except TimeoutError:
+            listener.push(_cancelled(rid, "not answered in time"))
+            return {"error": {"code": REQUEST_TIMEOUT, "message": f"the client did not answer {method} in time"}}
+        except asyncio.CancelledError:
+            listener.push(_cancelled(rid, "the server cancelled it"))
+            raise
+        finally:
+            self.pending.drop(rid)
+
+
+def _cancelled(rid: str, reason: str) -> JSON:
+    return {"jsonrpc": "2.0", "method": CANCELLED, "params": {"requestId": rid, "reason": reason}}
 
 
 def refusal_for(method: str, params: JSON | None, caps: JSON) -> JSON | None:

@@ -489,7 +489,11 @@ class UpstreamPool:
                 session = slot.starting[0]  # started by an earlier call, still going
             else:
                 session = JsonRpcSession(
-                    key.upstream_id, config, make_transport(key.upstream_id, config), self._notifier(key)
+                    key.upstream_id,
+                    config,
+                    make_transport(key.upstream_id, config),
+                    self._notifier(key),
+                    owned=key.identity is not None,
                 )
             try:
                 if slow_start:

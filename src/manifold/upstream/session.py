@@ -150,8 +150,16 @@ class JsonRpcSession:
         config: UpstreamConfig,
         transport: MessageTransport,
         on_notification: NotificationHandler | None = None,
+        *,
+        owned: bool = False,
     ) -> None:
         self.upstream_id = upstream_id
+        # One caller's own session (`sessions: per_user`, a per-user credential): the roots/list its server asks
+        # outside any call (server-filesystem: right after the handshake, and after the client's
+        # roots/list_changed) goes to that caller's client session (`use_roots_client`), as it would directly.
+        self.owned = owned
+        self._roots_client: RequestSink | None = None
+        self._roots_client_known = asyncio.Event()
         self.config = config
         self._asking_discover = False  # the handshake waits for the answer to server/discover (connect's message)
         self.era = Era.HANDSHAKE
@@ -785,6 +793,32 @@ class JsonRpcSession:
         if self._answering_task(request_id) is task:
             del self._answers[request_id]
 
+    def use_roots_client(self, client: RequestSink) -> None:
+        """The client session of this (owned) session's caller that answers its server's roots/list when no call
+        in flight can: the latest one the caller was relayed through."""
+        self._roots_client = client
+        self._roots_client_known.set()
+
+    async def _ask_roots_client(self, params: JSON | None) -> JSON:
+        """A roots/list outside any call on an owned session, put to its caller's client session: the one known,
+        else the first the caller is relayed through (asked right after the handshake, it came before the call
+        that opened the session reached it), for at most connect_timeout."""
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                await self._roots_client_known.wait()
+        except TimeoutError:
+            return {"error": {"code": METHOD_NOT_FOUND, "message": "no client of this session's caller can answer"}}
+        client = self._roots_client
+        assert client is not None
+        return await client.request(ROOTS_LIST, params, shared=True)
+
+    def _roots_for_owner(self, method: str, related_id: Any, pending: _Pending | None) -> bool:
+        """Whether a server→client request is a roots/list of an owned session that no call in flight answers."""
+        if method != ROOTS_LIST or not self.owned or (related_id is not None and related_id != STANDALONE):
+            return False
+        sink = pending.sink if pending is not None else None
+        return sink is None or CAPABILITY_FOR[ROOTS_LIST] not in (sink.client_capabilities or {})
+
     async def _answer(self, message: JSON, related_id: Any) -> None:
         method = message["method"]
         reply: JSON
@@ -792,7 +826,13 @@ class JsonRpcSession:
             reply = {"result": {}}
         else:
             pending, shared = self._relate(related_id)
-            if pending is None or pending.sink is None:
+            if self._roots_for_owner(method, related_id, pending):
+                try:
+                    reply = await self._ask_roots_client(message.get("params"))
+                except Exception:
+                    logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
+                    reply = {"error": {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}}
+            elif pending is None or pending.sink is None:
                 in_flight = sum(1 for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN)
                 why = f"no client can answer {method} now"
                 unrelated = related_id is None or related_id == STANDALONE
