@@ -111,6 +111,7 @@ ADMIN_COMMANDS = {
     "tools list": 1,
     "export": 1,
     "db upgrade": 1,
+    "db current": 1,
     "explain --as user:dev --server x --offline": 2,  # 1 is its "deny"
 }
 
@@ -125,7 +126,7 @@ async def test_an_admin_command_names_an_unusable_state_dir_too(tmp_path: Path, 
     assert f"manifold.yaml: gateway.state_dir: folder '{tmp_path / 'a-file'}' is a file" in out, out
 
 
-@pytest.mark.parametrize("command", ["db upgrade", "explain --as user:dev --server x --offline"])
+@pytest.mark.parametrize("command", ["db upgrade", "db current", "explain --as user:dev --server x --offline"])
 async def test_an_admin_command_does_not_make_a_missing_database_folder_that_serve_refuses(
     tmp_path: Path, command: str
 ) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from manifold.config.loaded import LoadedConfig
-from manifold.config.state import unusable_state
+from manifold.config.state import state_problems, unusable_state
 from manifold.store import schema
 from manifold.store.db import connect
 
@@ -36,6 +36,10 @@ def run(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> in
     # file, field and line it cannot use (it said only "FileExistsError", and made a missing database folder).
     if args.db_command == "upgrade" and (unusable := unusable_state(config)) is not None:
         print(f"manifold db upgrade: {unusable}", file=sys.stderr)
+        return 1
+    if args.db_command == "current" and (problems := state_problems(config, make=False)):
+        # Only looks, makes nothing: a state_dir that is a file was "no database ... yet", status 0.
+        print("manifold db current: configuration has problems:\n" + "\n".join(map(str, problems)), file=sys.stderr)
         return 1
     try:
         return asyncio.run(_run(args.db_command, config.database_url))
