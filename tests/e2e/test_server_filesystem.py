@@ -83,3 +83,23 @@ async def test_a_shared_session_keeps_the_servers_own_folders(tmp_path: Path) ->
         assert (await allowed_directories(client)).splitlines()[1:] == [str(started)]
         assert (await allowed_directories(client)).splitlines()[1:] == [str(started)]
         assert not asked.is_set()
+
+
+async def test_a_reply_past_the_line_limit_is_blamed_on_the_reply_not_on_an_old_stderr_line(tmp_path: Path) -> None:
+    """Was (interop): reading a 17 MiB file (one reply line past the 32 MB bound: its text twice, as content and
+    structuredContent) failed with "...the gateway stopped its process: Failed to request initial roots from
+    client: ..." — the server's last stderr line, written just after its start, told as if it were why it
+    stopped. The gateway stopped it for a reason of its own; the stderr lines stay in the log and /healthz."""
+    (tmp_path / "big.txt").write_text("x" * (17 * 1024 * 1024))
+    (tmp_path / "small.txt").write_text("fine")
+    upstreams = {"fs": {"transport": "stdio", "command": NODE, "args": [FILESYSTEM, str(tmp_path)]}}
+    async with run_gateway(upstreams) as gw, gw.client("fs") as client:
+        failed = await client.call_tool("read_text_file", {"path": str(tmp_path / "big.txt")})
+        assert failed.is_error
+        assert failed.content[0].text == (  # type: ignore[union-attr]
+            "Tool 'read_text_file' is unavailable: member 'fs': upstream 'fs' sent a message larger than 32 MB on"
+            " stdout; the gateway stopped its process"
+        )
+        again = await client.call_tool("read_text_file", {"path": str(tmp_path / "small.txt")})
+        assert again.content[0].text == "fine"  # type: ignore[union-attr]  # started again
+        assert "its last stderr lines: Secure MCP Filesystem Server running on stdio" in gw.log()

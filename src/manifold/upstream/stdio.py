@@ -371,7 +371,7 @@ class StdioTransport:
             await asyncio.wait({drain}, timeout=STDERR_SETTLE_SECONDS)
         tail = tuple(redact(line, self._secrets)[:STDERR_TAIL_CHARS] for line in self._stderr_tail)
         reason = cause or "process exited" + (f" (code {code})" if code is not None else "")
-        if tail:
+        if tail and cause is None:  # stopped by the gateway: its last line (said at its start, say) is not why
             reason += f": {tail[-1]}"
         self._exited = ProcessExited(self.upstream_id, reason, tail)
         if tail:
