@@ -51,8 +51,19 @@ _SECRET_SHAPES = re.compile(
     r"""["']?\s*[=:]\s*["']?(?:(?i:bearer|basic)\s+)?[^\s"',;]+"""
     r"|(?<=://)[^/\s:@]*:[^/\s@]*@"  # a URL's user:password@
     r"|\b[0-9a-fA-F]{24,}\b"  # long hex runs (keys, digests)
-    r"|[A-Za-z0-9+/_-]{32,}={0,2}"  # long base64(url) runs
+    r"|(?P<run>[A-Za-z0-9+/_-]{32,}={0,2})"  # long base64(url) runs
 )
+# A run that is a file path, not base64: words between slashes, each lowercase (digits, `_`, `-`) or capitalised,
+# none long. Random base64 of 32+ characters is that with a chance of about 1e-8; a path that is not (camel case,
+# a long segment) is still redacted. Without it "[redacted] does not exist" was all a missing folder was told as.
+_PATH_SEGMENT = re.compile(r"(?:[a-z0-9_-]{1,24}|[A-Z][a-z0-9_-]{0,23})?")
+
+
+def _redacted(match: re.Match[str]) -> str:
+    run = match.group("run")
+    if run is not None and "/" in run and all(_PATH_SEGMENT.fullmatch(part) for part in run.split("/")):
+        return run
+    return REDACTED
 
 
 class ProcessExited(UpstreamError):
@@ -72,7 +83,7 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     """`text` with the given secret values and anything shaped like a credential replaced."""
     for secret in secrets:
         text = text.replace(secret, REDACTED)
-    return _SECRET_SHAPES.sub(REDACTED, text)
+    return _SECRET_SHAPES.sub(_redacted, text)
 
 
 def _end_descendants(proc: asyncio.subprocess.Process) -> None:
