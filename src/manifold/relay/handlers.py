@@ -69,7 +69,7 @@ from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.tasks import Forward, TaskRun, Tasks
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError
 from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
-from manifold.upstream.pool import UpstreamPool
+from manifold.upstream.pool import StillStarting, UpstreamPool
 
 if TYPE_CHECKING:
     from manifold.telemetry.tracing import Tracing
@@ -272,9 +272,10 @@ class Gateway:
                 outbound = await self.outbound(call, member.member_id, member.upstream)
             except Exception:  # noqa: BLE001 — no session of this caller's there; a notification answers nothing
                 continue
-            # A shared session is everybody's: not told (a handshake-era one is always the caller's own).
+            # A shared session is everybody's: not told (a handshake-era one is always the caller's own; a `forwarded`
+            # credential's under `sessions: shared` is its senders' together, pool._owned).
             session = self.pool.live(member.upstream, outbound) if outbound.identity is not None else None
-            if session is not None and session.era is Era.HANDSHAKE:
+            if session is not None and session.era is Era.HANDSHAKE and session.owned:
                 self._introduce(call, member.upstream, outbound)  # the server asks again, outside any call
                 with contextlib.suppress(Exception):
                     await session.notify(ROOTS_LIST_CHANGED)
@@ -353,8 +354,12 @@ class Gateway:
                 params = _with_log_level(params, level)
                 if outbound.identity is not None and call.session is not None:
                     if self.pool.live(target.upstream_id, outbound) is None:
-                        with contextlib.suppress(UpstreamError):  # opened first, so it knows whom to ask; a
-                            await self.pool.session(target.upstream_id, outbound)  # failure is the request's
+                        try:  # opened first, so it knows whom to ask; a failure is the request's
+                            await self.pool.session(target.upstream_id, outbound)
+                        except StillStarting:
+                            raise  # said now: the request would wait connect_timeout again to say it (review)
+                        except UpstreamError:
+                            pass
                     self._introduce(call, target.upstream_id, outbound)
             case Era.MODERN:
                 # The client's own request says whether it wants log messages. A handshake-era upstream asks

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 from urllib.parse import parse_qsl, urlsplit
 
-from manifold.config.models import AuthMode, ProtocolChoice, Transport, UpstreamConfig
+from manifold.config.models import AuthMode, ProtocolChoice, SessionSharing, Transport, UpstreamConfig
 from manifold.protocol import LIST_CHANGED_NOTIFICATION, Era
 from manifold.upstream.base import (
     JSON,
@@ -101,6 +101,16 @@ async def _until_started(
             f"connect_timeout, {config.connect_timeout:g}s, for it, and lists go on without it meanwhile)",
             handshake,
         ) from None
+
+
+def _owned(key: UpstreamKey, config: UpstreamConfig) -> bool:
+    """Whether the session is one caller's own (its server's roots/list outside any call goes to that caller's
+    client, session.py `use_roots_client`): a per-user credential's, a `sessions: per_user` one's, a handshake-era
+    one's. Not a `forwarded` credential's under `sessions: shared`: it is keyed by the headers' values, which two
+    callers may share (review: Bob's client was asked the roots of the session Alice used too)."""
+    if key.identity is None:
+        return False
+    return key.handshake or config.sessions is SessionSharing.PER_USER or config.auth.mode is not AuthMode.FORWARDED
 
 
 def _in_use(slot: _Slot) -> bool:
@@ -493,7 +503,7 @@ class UpstreamPool:
                     config,
                     make_transport(key.upstream_id, config),
                     self._notifier(key),
-                    owned=key.identity is not None,
+                    owned=_owned(key, config),
                 )
             try:
                 if slow_start:

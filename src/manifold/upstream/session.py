@@ -15,6 +15,7 @@ The handshake depends on the era:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import itertools
 import logging
@@ -58,6 +59,7 @@ from manifold.protocol import (
     RESOURCES_UNSUBSCRIBE,
     RESOURCES_UPDATED,
     ROOTS_LIST,
+    ROOTS_LIST_CHANGED,
     SERVER_DISCOVER,
     SUBSCRIPTIONS_ACKNOWLEDGED,
     SUBSCRIPTIONS_LISTEN,
@@ -160,6 +162,7 @@ class JsonRpcSession:
         self.owned = owned
         self._roots_client: RequestSink | None = None
         self._roots_client_known = asyncio.Event()
+        self._roots_missed = False  # a roots/list was refused for want of a client: asked again once one comes
         self.config = config
         self._asking_discover = False  # the handshake waits for the answer to server/discover (connect's message)
         self.era = Era.HANDSHAKE
@@ -798,15 +801,34 @@ class JsonRpcSession:
         in flight can: the latest one the caller was relayed through."""
         self._roots_client = client
         self._roots_client_known.set()
+        if (
+            self._roots_missed
+            and self.in_flight() == 0
+            and CAPABILITY_FOR[ROOTS_LIST] in (client.client_capabilities or {})
+        ):
+            # Its server's question at the handshake was refused (the session was opened by a list, and the
+            # caller's first call came after connect_timeout): told the roots changed, it asks again, now answered.
+            # Once no call is in flight (the relay introduces again after the reply): on stdio a question during
+            # one would be taken for that call's, and withdrawn with it when it ends.
+            self._roots_missed = False
+            self._spawn(self._tell_roots_changed())
 
-    async def _ask_roots_client(self, params: JSON | None) -> JSON:
+    async def _tell_roots_changed(self) -> None:
+        if not self._closed:
+            await self._send_quietly(orjson.dumps({"jsonrpc": "2.0", "method": ROOTS_LIST_CHANGED}), {})
+
+    async def _ask_roots_client(self, params: JSON | None, *, during_call: bool) -> JSON:
         """A roots/list outside any call on an owned session, put to its caller's client session: the one known,
         else the first the caller is relayed through (asked right after the handshake, it came before the call
-        that opened the session reached it), for at most connect_timeout."""
-        try:
-            async with asyncio.timeout(self.config.connect_timeout):
-                await self._roots_client_known.wait()
-        except TimeoutError:
+        that opened the session reached it), for at most connect_timeout. Not waited for when a client's call is
+        in flight (one without roots: a 2026-07-28 client, a stateless gateway's): that call would wait too
+        (review: 10 s per call of a stdio tool that asks roots); it is refused at once, as before."""
+        if not during_call and not self._roots_client_known.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.connect_timeout):
+                    await self._roots_client_known.wait()
+        if not self._roots_client_known.is_set():
+            self._roots_missed = True  # the caller's client, once it comes, is asked again (`use_roots_client`)
             return {"error": {"code": METHOD_NOT_FOUND, "message": "no client of this session's caller can answer"}}
         client = self._roots_client
         assert client is not None
@@ -828,7 +850,8 @@ class JsonRpcSession:
             pending, shared = self._relate(related_id)
             if self._roots_for_owner(method, related_id, pending):
                 try:
-                    reply = await self._ask_roots_client(message.get("params"))
+                    during_call = pending is not None and pending.sink is not None
+                    reply = await self._ask_roots_client(message.get("params"), during_call=during_call)
                 except Exception:
                     logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
                     reply = {"error": {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}}
@@ -865,8 +888,14 @@ class JsonRpcSession:
                 # mid-call stay the call's own (a client without them is told so, as the spec asks).
                 reply = {"error": {"code": METHOD_NOT_FOUND, "message": "the client asked has no roots"}}
             else:
+                # `shared`: not withdrawn when the call that carried it ends (the asking one may go on; review). Nor
+                # an owned session's roots/list naming no call (stdio): its server's, asked right after the handshake
+                # while the call that opened the session runs, is the session's, not the call's (review: a client
+                # slower to answer than the call was to end would have its answer refused, the server keeping its
+                # folders).
+                if method == ROOTS_LIST and self.owned and (related_id is None or related_id == STANDALONE):
+                    shared = True
                 try:
-                    # `shared`: not withdrawn when the call that carried it ends (the asking one may go on; review)
                     reply = await pending.sink.request(method, message.get("params"), shared=shared)
                 except Exception:
                     logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
