@@ -834,12 +834,13 @@ class JsonRpcSession:
         assert client is not None
         return await client.request(ROOTS_LIST, params, shared=True)
 
-    def _roots_for_owner(self, method: str, related_id: Any, pending: _Pending | None) -> bool:
-        """Whether a server→client request is a roots/list of an owned session that no call in flight answers."""
-        if method != ROOTS_LIST or not self.owned or (related_id is not None and related_id != STANDALONE):
-            return False
-        sink = pending.sink if pending is not None else None
-        return sink is None or CAPABILITY_FOR[ROOTS_LIST] not in (sink.client_capabilities or {})
+    async def _asked(self, method: str, asking: Awaitable[JSON]) -> JSON:
+        """The client's answer to a server→client request, or an error the upstream can read if asking failed."""
+        try:
+            return await asking
+        except Exception:
+            logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
+            return {"error": {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}}
 
     async def _answer(self, message: JSON, related_id: Any) -> None:
         method = message["method"]
@@ -848,17 +849,23 @@ class JsonRpcSession:
             reply = {"result": {}}
         else:
             pending, shared = self._relate(related_id)
-            if self._roots_for_owner(method, related_id, pending):
-                try:
-                    during_call = pending is not None and pending.sink is not None
-                    reply = await self._ask_roots_client(message.get("params"), during_call=during_call)
-                except Exception:
-                    logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
-                    reply = {"error": {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}}
-            elif pending is None or pending.sink is None:
+            sink = pending.sink if pending is not None else None
+            unrelated = related_id is None or related_id == STANDALONE
+            # Roots belong to a client's session, not to a call: a roots/list naming no call that the call in flight
+            # (if any) cannot answer.
+            roots_unanswered = (
+                method == ROOTS_LIST
+                and unrelated
+                and (sink is None or CAPABILITY_FOR[ROOTS_LIST] not in (sink.client_capabilities or {}))
+            )
+            if self.owned and roots_unanswered:
+                # One caller's own session: its caller's client session answers (`use_roots_client`).
+                reply = await self._asked(
+                    method, self._ask_roots_client(message.get("params"), during_call=sink is not None)
+                )
+            elif sink is None:
                 in_flight = sum(1 for p in self._pending.values() if p.method != SUBSCRIPTIONS_LISTEN)
                 why = f"no client can answer {method} now"
-                unrelated = related_id is None or related_id == STANDALONE
                 if unrelated and in_flight > 1:
                     # Said to whoever reads the upstream's error (the tool's result, a log): what to change. One
                     # caller's calls from several client sessions: per_user would not help (probe).
@@ -876,16 +883,12 @@ class JsonRpcSession:
                         " own"
                     )
                 reply = {"error": {"code": METHOD_NOT_FOUND, "message": why}}
-            elif (
-                method == ROOTS_LIST
-                and (related_id is None or related_id == STANDALONE)
-                and CAPABILITY_FOR[ROOTS_LIST] not in (pending.sink.client_capabilities or {})
-            ):
-                # Roots belong to a client's session, not to a call: a roots/list only guessed to be the one call's
-                # in flight (stdio, SSE, the GET stream: server-everything asks right after its handshake), from
-                # a client that has no roots, is answered for it with an error, and the call goes on (fastmcp
-                # interop: a 2026-07-28 client's first call failed with -32021). Sampling and elicitation asked
-                # mid-call stay the call's own (a client without them is told so, as the spec asks).
+            elif roots_unanswered:
+                # A roots/list only guessed to be the one call's in flight (stdio, SSE, the GET stream:
+                # server-everything asks right after its handshake), from a client that has no roots, is answered
+                # for it with an error, and the call goes on (fastmcp interop: a 2026-07-28 client's first call
+                # failed with -32021). Sampling and elicitation asked mid-call stay the call's own (a client without
+                # them is told so, as the spec asks).
                 reply = {"error": {"code": METHOD_NOT_FOUND, "message": "the client asked has no roots"}}
             else:
                 # `shared`: not withdrawn when the call that carried it ends (the asking one may go on; review). Nor
@@ -893,13 +896,8 @@ class JsonRpcSession:
                 # while the call that opened the session runs, is the session's, not the call's (review: a client
                 # slower to answer than the call was to end would have its answer refused, the server keeping its
                 # folders).
-                if method == ROOTS_LIST and self.owned and (related_id is None or related_id == STANDALONE):
-                    shared = True
-                try:
-                    reply = await pending.sink.request(method, message.get("params"), shared=shared)
-                except Exception:
-                    logger.exception("upstream %s: request sink failed on %s", self.upstream_id, method)
-                    reply = {"error": {"code": INTERNAL_ERROR, "message": f"the client could not answer {method}"}}
+                shared = shared or (self.owned and method == ROOTS_LIST and unrelated)
+                reply = await self._asked(method, sink.request(method, message.get("params"), shared=shared))
         body = orjson.dumps({"jsonrpc": "2.0", "id": message["id"], **reply})
         await self._send_quietly(body, {})
 
