@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -341,22 +342,32 @@ async def test_the_audit_table_shows_why_a_call_failed():
         assert table[at + 1] == "  ↳ disk quota exceeded on /srv"
 
 
-async def test_serve_on_port_0_names_the_port_it_got_everywhere(tmp_path: Path):
-    """`serve --port 0` lets the system pick the port; the banner, the URLs and the OAuth metadata said ':0'
-    (and '1 servers')."""
-    upstreams = {"wiki": {"transport": "http", "url": "http://127.0.0.1:9/mcp"}}
-    config = write_config(tmp_path, upstreams)
+@contextlib.contextmanager
+def serving_on_port_0(tmp_path: Path, config: Path, *extra: str) -> Iterator[Path]:
+    """`manifold serve --port 0` (no development key from the environment) writing to a log; yields the log."""
     log_path = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if k != "MANIFOLD_DEV_KEY"}
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", "0"],
+            [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", "0", *extra],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO,
             env=env,
         )
     try:
+        yield log_path
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_serve_on_port_0_names_the_port_it_got_everywhere(tmp_path: Path):
+    """`serve --port 0` lets the system pick the port; the banner, the URLs and the OAuth metadata said ':0'
+    (and '1 servers')."""
+    upstreams = {"wiki": {"transport": "http", "url": "http://127.0.0.1:9/mcp"}}
+    config = write_config(tmp_path, upstreams)
+    with serving_on_port_0(tmp_path, config) as log_path:
 
         async def banner() -> re.Match[str] | None:
             return re.search(r"Manifold is serving 1 server on http://127\.0\.0\.1:(\d+) ", log_path.read_text())
@@ -370,9 +381,6 @@ async def test_serve_on_port_0_names_the_port_it_got_everywhere(tmp_path: Path):
         async with httpx2.AsyncClient() as http:
             metadata = (await http.get(f"{base}/.well-known/oauth-protected-resource/mcp/wiki")).json()
         assert metadata["resource"] == f"{base}/mcp/wiki", metadata
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _ipv6_loopback() -> bool:
@@ -395,17 +403,7 @@ async def test_serve_on_port_0_names_a_reachable_address(tmp_path: Path, case: s
     gateway = {"public_url": "https://gateway.example.com"} if case == "public_url" else None
     config = write_config(tmp_path, upstreams, gateway=gateway)
     host = ["--host", "::1"] if case == "IPv6 host" else []
-    log_path = tmp_path / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k != "MANIFOLD_DEV_KEY"}
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "manifold.cli", "--config", str(config), "serve", "--port", "0", *host],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=env,
-        )
-    try:
+    with serving_on_port_0(tmp_path, config, *host) as log_path:
 
         async def banner() -> re.Match[str] | None:
             log = log_path.read_text()
@@ -423,6 +421,3 @@ async def test_serve_on_port_0_names_a_reachable_address(tmp_path: Path, case: s
             assert "Manifold is serving 1 server on https://gateway.example.com " in log, log
         async with httpx2.AsyncClient() as http:
             assert (await http.get(f"{listening}/healthz")).status_code == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

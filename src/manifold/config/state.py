@@ -62,10 +62,10 @@ def state_problems(config: LoadedConfig, *, make: bool) -> list[Problem]:
     return problems
 
 
-def unusable_state(config: LoadedConfig) -> str | None:
+def unusable_state(config: LoadedConfig, *, make: bool = True) -> str | None:
     """For the admin commands: make the state folder (and an SQLite file) as `serve` does, or say, file, field
-    and line, why it cannot be made; None when it is usable."""
-    if problems := state_problems(config, make=True):
+    and line, why it cannot be made; None when it is usable. `make=False`: only look (`db current`)."""
+    if problems := state_problems(config, make=make):
         return "configuration has problems:\n" + "\n".join(map(str, problems))
     return None
 

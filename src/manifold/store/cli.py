@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from manifold.config.loaded import LoadedConfig
-from manifold.config.state import state_problems, unusable_state
+from manifold.config.state import unusable_state
 from manifold.store import schema
 from manifold.store.db import connect
 
@@ -37,9 +37,9 @@ def run(args: argparse.Namespace, load_config: Callable[[], LoadedConfig]) -> in
     if args.db_command == "upgrade" and (unusable := unusable_state(config)) is not None:
         print(f"manifold db upgrade: {unusable}", file=sys.stderr)
         return 1
-    if args.db_command == "current" and (problems := state_problems(config, make=False)):
+    if args.db_command == "current" and (unusable := unusable_state(config, make=False)) is not None:
         # Only looks, makes nothing: a state_dir that is a file was "no database ... yet", status 0.
-        print("manifold db current: configuration has problems:\n" + "\n".join(map(str, problems)), file=sys.stderr)
+        print(f"manifold db current: {unusable}", file=sys.stderr)
         return 1
     try:
         return asyncio.run(_run(args.db_command, config.database_url))
