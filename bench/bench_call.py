@@ -1,6 +1,7 @@
 """tools/call overhead: the same trivial `noop` call direct to an upstream and through the real gateway.
 
-    .venv/bin/python -m bench.bench_call [--calls 300] [--warmup 30] [--rounds 2] [--sessions 16]
+    .venv/bin/python -m bench.bench_call [--calls 300] [--warmup 30] [--rounds 2] [--burst-rounds 6]
+                                         [--sessions 16]
                                          [--concurrent-calls 100] [--upstream fast|fastmcp|kitchen]
                                          [--no-raw] [--no-relay]
                                          [--json FILE]
@@ -11,7 +12,8 @@ Per client era (2025-11-25 via `mode="legacy"`, and `mode="2026-07-28"`):
   p50/p99 pool the rounds' samples. Gateway CPU per call = the gateway process's utime+stime over the
   timed calls, divided by the gateway's calls.
 - concurrent: `--sessions` client sessions opened first, then all of them make `--concurrent-calls`
-  calls at once; calls/s over the whole burst, direct and gateway alternating per round. The CPU each
+  calls at once; calls/s over the whole burst, direct and gateway alternating per round (`--burst-rounds`,
+  each round starting with the other path; the median rate of each path). The CPU each
   process spent per call in the burst (client, gateway, upstream) shows where a slower path's time goes:
   a gateway that frames its answers differently can make the client or the upstream work harder.
 The burst also runs (unless --no-relay) through bench/byte_relay.py, a relay that parses nothing and spends
@@ -245,7 +247,7 @@ async def relay_rounds(era: EraResult, upstream_url: str, mode: str, args: argpa
             await concurrent_round(url, mode, {}, args.sessions, short, [meter])
         spin = max(0.0, spin + target - meter.spent / (args.sessions * short))
     async with byte_relay(upstream_url, ms(spin)) as (url, meter):
-        for _ in range(args.rounds):
+        for _ in range(args.burst_rounds):
             rate = await concurrent_round(url, mode, {}, args.sessions, args.concurrent_calls,
                                           [meter, upstream_meter, client_meter])
             era.relay.concurrent_rates.append(rate)
@@ -275,8 +277,11 @@ async def run(args: argparse.Namespace) -> list[EraResult]:
                     era.direct.latencies += direct
                     era.gateway.latencies += through
                     era.gateway.gateway_cpu += cpu
-                for _ in range(args.rounds):
-                    for name, (url, hdrs, meter) in paths.items():
+                for burst in range(args.burst_rounds):
+                    # Each round starts with the other path: whichever goes second finds the machine warmer
+                    # (or busier) than the first did.
+                    order = list(paths.items()) if burst % 2 == 0 else list(reversed(paths.items()))
+                    for name, (url, hdrs, meter) in order:
                         target = getattr(era, name)
                         rate = await concurrent_round(url, mode, hdrs, args.sessions, args.concurrent_calls,
                                                       [meter, upstream_meter, client_meter])
@@ -338,7 +343,8 @@ def report(results: list[EraResult], args: argparse.Namespace) -> str:
         table(["client era", "direct p50", "p99", "gateway p50", "p99", "ratio p50", "ratio p99", "added ms",
                "gw CPU ms/call", f"<= +{TARGET_ADDED_MS} ms & <= {TARGET_CPU_MS} ms"], rows),
         "",
-        f"{args.sessions} sessions x {args.concurrent_calls} calls at once (median of {args.rounds} rounds)",
+        f"{args.sessions} sessions x {args.concurrent_calls} calls at once (median of {args.burst_rounds} rounds, "
+        f"each starting with the other path)",
         table(["client era", "direct calls/s", "gateway calls/s", "gateway/direct", f">= {TARGET_CONCURRENT_RATIO}x",
                "gw CPU ms/call", "upstream CPU ms/call direct / via gw", "client CPU ms/call direct / via gw"],
               burst),
@@ -357,6 +363,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--burst-rounds", type=int, default=6,
+                        help="rounds of the burst per path (each ~1 s; its rate swings ~±5%% from one round to the "
+                             "next here, so its median needs more rounds than the sequential rows)")
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--concurrent-calls", type=int, default=100)
     parser.add_argument("--upstream", choices=UPSTREAM_KINDS, default="fast")

@@ -15,7 +15,8 @@ from pathlib import Path
 from bench import bench_auth, bench_call, bench_list, bench_outbound, bench_ratelimit, bench_telemetry
 from bench.common import fmt, table
 
-QUICK_CALL = ["--calls", "60", "--warmup", "10", "--rounds", "1", "--sessions", "4", "--concurrent-calls", "20"]
+QUICK_CALL = ["--calls", "60", "--warmup", "10", "--rounds", "1", "--burst-rounds", "1", "--sessions", "4",
+              "--concurrent-calls", "20"]
 QUICK_LIST = ["--lists", "40", "--rounds", "1"]
 QUICK_AUTH = ["--calls", "60", "--warmup", "10", "--rounds", "1"]
 
