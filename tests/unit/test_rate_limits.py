@@ -17,13 +17,16 @@ from manifold.catalog.view import Target
 from manifold.config.loader import load_config
 from manifold.config.models import RateLimitConfig, parse_rate
 from manifold.config.problems import ConfigError
+from manifold.policy.evaluation import ItemKind
 from manifold.policy.rate_limit_store import RateLimitRepository, SharedBuckets, StoredRule
 from manifold.policy.rate_limits import NoCatalog, RateLimits
 from manifold.principal import Credential, CredentialKind, Principal, PrincipalKind
-from manifold.protocol import RATE_LIMITED
+from manifold.protocol import COMPLETION_COMPLETE, PROMPTS_GET, RATE_LIMITED, RESOURCES_READ, RESOURCES_SUBSCRIBE
+from manifold.relay.call import Call
+from manifold.relay.hub import Listener
 from manifold.relay.jsonrpc import RpcError
 from manifold.store.db import connect, open_database
-from tests.unit.test_relay_handlers import replying
+from tests.unit.test_relay_handlers import StandInPool, call_on, gateway_for, replying
 from tests.unit.test_relay_tasks import setup, start
 from tests.waiting import wait_for
 
@@ -43,6 +46,9 @@ def user(name: str, *teams: str) -> Principal:
 ANN, BOB = user("ann@example.com", "eng"), user("bob@example.com")
 ECHO = Target("kitchen", "kitchen", "echo")
 ADD = Target("kitchen", "kitchen", "add")
+GREET = Target("kitchen", "kitchen", "greet")  # a prompt
+README = Target("kitchen", "kitchen", "kitchen://readme")  # a resource
+PROMPT, RESOURCE = ItemKind.PROMPTS, ItemKind.RESOURCES
 
 
 def limits(*rules: dict[str, object], clock: Clock, **kwargs: object) -> RateLimits:
@@ -110,6 +116,40 @@ def test_who_and_what_select_the_calls_a_rule_counts() -> None:
     assert vserver.take(ANN, "kitchen", ECHO) is None and vserver.take(ANN, "kitchen", ECHO) is None  # not via eng
     assert vserver.take(ANN, "eng", ECHO) is None
     assert vserver.take(ANN, "eng", ECHO) is not None
+
+
+def test_a_rule_scoped_to_a_tool_counts_that_tool_and_a_wider_rule_every_request_of_its_scope() -> None:
+    clock = Clock()
+    tool = limits({"what": "tool:kitchen/*", "rate": "1/hour"}, clock=clock)
+    for _ in range(3):  # prompts and resources are never a tool's, whatever their name
+        assert tool.take(ANN, "kitchen", GREET, PROMPT) is None
+        assert tool.take(ANN, "kitchen", README, RESOURCE) is None
+    assert tool.take(ANN, "kitchen", ECHO) is None
+    assert tool.take(ANN, "kitchen", ECHO) is not None
+    for what in (None, "server:kitchen", "vserver:eng"):  # a principal's, a server's: one bucket for everything
+        rl = limits({"what": what, "rate": "3/hour"}, clock=clock, catalog=lambda: NoCatalog(virtual_servers={"eng"}))
+        server = "eng" if what == "vserver:eng" else "kitchen"
+        assert rl.take(ANN, server, GREET, PROMPT) is None
+        assert rl.take(ANN, server, README, RESOURCE) is None
+        assert rl.take(ANN, server, ECHO) is None
+        for item, kind in ((GREET, PROMPT), (README, RESOURCE), (ADD, ItemKind.TOOLS)):
+            refused = rl.take(ANN, server, item, kind)
+            assert refused is not None and refused.data() == {"retryAfter": 1200, "limit": "rate_limits[0]"}
+        assert rl.take(BOB, server, README, RESOURCE) is None  # his own bucket
+    other = limits({"what": "server:github", "rate": "1/hour"}, clock=clock)
+    assert other.take(ANN, "kitchen", README, RESOURCE) is None and other.take(ANN, "kitchen", README, RESOURCE) is None
+
+
+def test_per_tool_gives_each_prompt_and_resource_a_bucket_apart_from_a_tool_of_the_same_name() -> None:
+    clock = Clock()
+    rl = limits({"rate": "1/hour", "per": ["principal", "tool"]}, clock=clock)
+    named_alike = Target("kitchen", "kitchen", "echo")
+    assert rl.take(ANN, "kitchen", ECHO) is None
+    assert rl.take(ANN, "kitchen", named_alike, PROMPT) is None  # the prompt `echo`: not the tool's bucket
+    assert rl.take(ANN, "kitchen", named_alike, RESOURCE) is None
+    assert rl.take(ANN, "kitchen", README, RESOURCE) is None
+    for kind in (ItemKind.TOOLS, PROMPT, RESOURCE):
+        assert rl.take(ANN, "kitchen", named_alike, kind) is not None
 
 
 def test_an_idp_rule_counts_a_person_only_when_that_idp_signed_them_in() -> None:
@@ -244,3 +284,73 @@ async def test_concurrent_posts_of_one_new_rule_id_give_one_rule_and_409s_never_
         assert [r.id for r in await repository.list()] == ["same"]
     finally:
         await engine.dispose()
+
+
+class Recorded:
+    """An `Auditor` that keeps the rows."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str | None]] = []
+
+    def call(
+        self,
+        call: object,
+        method: str,
+        label: str,
+        target: object,
+        outcome: str,
+        started: float,
+        detail: str | None,
+        *_: object,
+    ) -> None:
+        self.rows.append((method, label, outcome, detail))
+
+    def refusal(self, *args: object) -> None:
+        return None
+
+
+@pytest.mark.anyio
+async def test_prompts_resources_and_completions_over_a_limit_are_refused_audited_and_not_sent() -> None:
+    pool = StandInPool(
+        {"kitchen": {"prompts": [{"name": "greet"}], "resources": []}},
+        answers={
+            ("kitchen", PROMPTS_GET): replying({"messages": []}),
+            ("kitchen", RESOURCES_READ): replying({"contents": []}),
+            ("kitchen", COMPLETION_COMPLETE): replying({"completion": {"values": []}}),
+        },
+    )
+    gateway, view = gateway_for(pool, {"upstream": "kitchen"})
+    audit = Recorded()
+    gateway.audit = audit
+    gateway.rate_limits = RateLimits([RateLimitConfig(id="three", rate="3/hour")])
+    call = call_on(view)
+    uri, prompt = "test+kitchen://readme", "kitchen__greet"
+    requests = [
+        (RESOURCES_READ, {"uri": uri}, uri),
+        (PROMPTS_GET, {"name": prompt}, prompt),
+        (
+            COMPLETION_COMPLETE,
+            {"ref": {"type": "ref/prompt", "name": prompt}, "argument": {"name": "n", "value": ""}},
+            prompt,
+        ),
+    ]
+    for method, params, _ in requests:
+        assert "result" in await gateway.handle(call, method, params)
+    assert len(pool.sent) == 3
+    subscribing = Call(view=view, era=call.era, client_capabilities={}, listener=Listener(view, {"resources"}))
+    for method, params, label in [*requests, (RESOURCES_SUBSCRIBE, {"uri": uri}, uri)]:
+        with pytest.raises(RpcError) as over:
+            await gateway.handle(subscribing if method == RESOURCES_SUBSCRIBE else call, method, params)
+        assert (over.value.code, over.value.data) == (RATE_LIMITED, {"retryAfter": 1200, "limit": "three"})
+        assert audit.rows[-1][:3] == (method, label, "rate_limited") and "three" in str(audit.rows[-1][3])
+    assert len(pool.sent) == 3  # nothing more reached the upstream
+
+
+@pytest.mark.anyio
+async def test_lists_are_not_counted() -> None:
+    pool = StandInPool({"kitchen": {"prompts": [{"name": "greet"}], "tools": [], "resources": []}})
+    gateway, view = gateway_for(pool, {"upstream": "kitchen"})
+    gateway.rate_limits = RateLimits([RateLimitConfig(rate="1/hour")])
+    for _ in range(3):
+        for method in ("tools/list", "prompts/list", "resources/list", "resources/templates/list"):
+            assert "result" in await gateway.handle(call_on(view), method, {})

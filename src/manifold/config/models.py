@@ -639,7 +639,7 @@ class RateLimitConfig(Strict):
 
     id: SlugKey | None = None  # default: rate_limits[<index>]
     who: str = "anyone"  # a grant's principal selector
-    what: str | None = None  # a grant's resource selector (server:, group:, vserver:, tool:); none: every tool
+    what: str | None = None  # a grant's resource selector (server:, group:, vserver:, tool:); none: every request
     rate: str  # <count>/<s|min|hour|day>
     burst: Annotated[int, Field(gt=0)] | None = None  # bucket size; default: the rate's count
     per: list[Literal["principal", "server", "tool"]] = Field(default_factory=lambda: ["principal"])

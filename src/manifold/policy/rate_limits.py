@@ -1,16 +1,22 @@
-"""Rate limits and quotas on tools/call: token buckets per principal, server and tool (docs/rate-limits.md).
+"""Rate limits and quotas on the requests relayed to upstreams: token buckets per principal, server and tool
+(docs/rate-limits.md).
 
-A rule (`rate_limits:` in manifold.yaml, or the admin API) selects calls with a grant's `who` and `what`
+A rule (`rate_limits:` in manifold.yaml, or the admin API) selects requests with a grant's `who` and `what`
 (config/selectors.py) and gives them a bucket of `burst` tokens refilled at `rate`; `per` says which values
-of a call get their own bucket (`principal`, `server` = upstream, `tool` = upstream/tool); an empty `per`
-is one bucket for everyone the rule selects. A call takes one token from the bucket of every rule that
-selects it, or none when one of them is empty: then it is refused with how long until it would pass. A
+of a request get their own bucket (`principal`, `server` = upstream, `tool` = the item it names); an empty
+`per` is one bucket for everyone the rule selects. A request takes one token from the bucket of every rule
+that selects it, or none when one of them is empty: then it is refused with how long until it would pass. A
 quota is the same thing with a long unit: `5000/day` holds 5000 calls, refilled continuously over a day.
 
-Speed: which rules select a call is worked out once per (principal, server, upstream, tool) and cached; a
-call then costs a tuple, a dict lookup and a little arithmetic per matching rule (no await) with the
-in-memory buckets (SQLite: one process). On PostgreSQL the buckets are rows every replica shares
-(rate_limit_store.py `SharedBuckets`): one transaction per limited call.
+The requests counted (relay/handlers.py): tools/call of the tool (kind `tools`), prompts/get and completions
+of a prompt (`prompts`), resources/read, resources/subscribe and completions of a resource (`resources`). A
+`tool:` selector covers only tools, as in a grant; a rule without `what`, or with `server:`, `group:` or
+`vserver:`, covers every kind. Lists come from the gateway's cache and are not counted.
+
+Speed: which rules select a request is worked out once per (principal, server, upstream, item, kind) and
+cached; a request then costs a tuple, a dict lookup and a little arithmetic per matching rule (no await) with
+the in-memory buckets (SQLite: one process). On PostgreSQL the buckets are rows every replica shares
+(rate_limit_store.py `SharedBuckets`): one transaction per limited request.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ from manifold.principal import Principal
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
-MAX_PLANS = 16_384  # cached (principal, server, upstream, tool) → rules; cleared whole when full
+MAX_PLANS = 16_384  # cached (principal, server, upstream, item, kind) → rules; cleared whole when full
+# What a `per: [tool]` bucket is named by, for an item other than a tool: a prompt and a tool of one name (or a
+# resource URI that looks like one) do not share a bucket. A tool's is `upstream/tool`, as it always was.
+_ITEM_PREFIX = {ItemKind.PROMPTS: "prompt:", ItemKind.RESOURCES: "resource:"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,12 +174,12 @@ class RateLimits:
 
     # ---- which rules select a call ----------------------------------------------------------------
 
-    def _plan(self, principal: Principal, server_id: str, target: Target) -> _Plan:
+    def _plan(self, principal: Principal, server_id: str, target: Target, kind: ItemKind) -> _Plan:
         facts = self._catalog()
         if facts is not self._facts:  # groups or virtual servers changed: selectors may cover other things
             self._facts = facts
             self._plans = {}
-        key = (principal.id, principal.teams, principal.idp, server_id, target.upstream_id, target.name)
+        key = (principal.id, principal.teams, principal.idp, server_id, target.upstream_id, target.name, kind)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
@@ -182,9 +191,9 @@ class RateLimits:
             what = rule.what
             if what is not None:
                 members = facts.groups.get(what.target, frozenset()) if what.kind is WhatKind.GROUP else None
-                if not covers(what, members, server_id, target.upstream_id, ItemKind.TOOLS, target.name, virtual):
+                if not covers(what, members, server_id, target.upstream_id, kind, target.name, virtual):
                     continue
-            tool = f"{target.upstream_id}/{target.name}"
+            tool = f"{_ITEM_PREFIX.get(kind, '')}{target.upstream_id}/{target.name}"
             values = {"principal": principal.id, "server": target.upstream_id, "tool": tool}
             bucket = (rule.key, *(values[p] for p in rule.per))
             entries.append((rule, bucket, hashlib.sha256("\x00".join(bucket).encode()).hexdigest()))
@@ -196,9 +205,12 @@ class RateLimits:
 
     # ---- taking tokens ------------------------------------------------------------------------------
 
-    def take(self, principal: Principal, server_id: str, target: Target) -> Refusal | None:
-        """Take a token from every bucket this call draws from (in memory), or refuse it taking none."""
-        plan = self._plan(principal, server_id, target)
+    def take(
+        self, principal: Principal, server_id: str, target: Target, kind: ItemKind = ItemKind.TOOLS
+    ) -> Refusal | None:
+        """Take a token from every bucket this request draws from (in memory), or refuse it taking none. `kind`:
+        what `target` is (a tools/call's tool; a prompt or a resource for the other requests)."""
+        plan = self._plan(principal, server_id, target, kind)
         if not plan:
             return None
         now = self._clock()
@@ -242,9 +254,11 @@ class RateLimits:
                 state[1] = now
         return None
 
-    async def take_shared(self, principal: Principal, server_id: str, target: Target) -> Refusal | None:
+    async def take_shared(
+        self, principal: Principal, server_id: str, target: Target, kind: ItemKind = ItemKind.TOOLS
+    ) -> Refusal | None:
         """`take` on the buckets every replica shares (PostgreSQL)."""
-        plan = self._plan(principal, server_id, target)
+        plan = self._plan(principal, server_id, target, kind)
         if not plan or self.shared_buckets is None:
             return None
         refused = await self.shared_buckets.take(tuple((shared, rule.burst, rule.refill) for rule, _, shared in plan))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from manifold.catalog.view import Credential, Target, VirtualServerView, connected_text
 from manifold.config.models import CALL_TOOL, TOOL_SEARCH_NAMES, AuthMode, MemberConfig, SessionSharing
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
+from manifold.policy.evaluation import ItemKind
 from manifold.policy.rate_limits import RateLimits
 from manifold.principal import Principal
 from manifold.protocol import (
@@ -100,7 +101,8 @@ class Gateway:
     inputs: InputExchanges = field(default_factory=InputExchanges)
     # tools/call run as tasks for 2026-07-28 clients that declared the tasks extension (relay/tasks.py)
     tasks: Tasks = field(default_factory=Tasks)
-    # rate limits and quotas on tools/call (policy/rate_limits.py); no rules: one attribute read per call
+    # rate limits and quotas on the requests relayed upstream (policy/rate_limits.py): tools/call, prompts/get,
+    # resources/read, resources/subscribe, completion/complete; no rules: one attribute read per request
     rate_limits: RateLimits = field(default_factory=RateLimits)
     # the human approval gate on tools/call (relay/approval_gate.py); None: no gate (tests of the relay alone)
     approvals: ApprovalGate | None = None
@@ -695,6 +697,21 @@ async def _audited_forward(gw: Gateway, call: Call, method: str, label: str, tar
     return reply
 
 
+async def _within_limits(gw: Gateway, call: Call, method: str, label: str, target: Target, kind: ItemKind) -> None:
+    """Take this request's tokens (policy/rate_limits.py), or refuse it as tools/call is refused: the JSON-RPC
+    error with its retry hint (HTTP 429 on a POST's JSON answer), audited `rate_limited`, nothing sent upstream.
+    For a request other than tools/call; the caller reads `gw.rate_limits.active` first (no rules: nothing more)."""
+    limits = gw.rate_limits
+    started = time.perf_counter()
+    if limits.shared:
+        refused = await limits.take_shared(call.principal, call.view.id, target, kind)
+    else:
+        refused = limits.take(call.principal, call.view.id, target, kind)
+    if refused is not None:
+        gw.audit.call(call, method, label, target, "rate_limited", started, refused.message)
+        raise RpcError(RATE_LIMITED, refused.message, refused.data())
+
+
 async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
     name = params.get("name")
     if not isinstance(name, str):
@@ -704,6 +721,8 @@ async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
         outcome = "unknown" if target is None else "denied"
         gw.audit.call(call, PROMPTS_GET, name, target, outcome, time.perf_counter(), None)
         raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
+    if gw.rate_limits.active:
+        await _within_limits(gw, call, PROMPTS_GET, name, target, ItemKind.PROMPTS)
     reply = await _audited_forward(gw, call, PROMPTS_GET, name, target, _params_with(params, name=target.name))
     result = reply.get("result")
     if call.view.namespace and isinstance(result, dict) and isinstance(messages := result.get("messages"), list):
@@ -732,6 +751,8 @@ def _resource_target(gw: Gateway, call: Call, params: JSON, *, audit: bool = Fal
 
 async def _resources_read(gw: Gateway, call: Call, params: JSON) -> JSON:
     uri, target = _resource_target(gw, call, params, audit=True)
+    if gw.rate_limits.active:
+        await _within_limits(gw, call, RESOURCES_READ, uri, target, ItemKind.RESOURCES)
     reply = await _audited_forward(gw, call, RESOURCES_READ, uri, target, _params_with(params, uri=target.name))
     result = reply.get("result")
     if isinstance(result, dict) and isinstance(result.get("contents"), list) and call.view.namespace:
@@ -749,6 +770,8 @@ async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
     uri, target = _resource_target(gw, call, params)
     if call.listener is None:
         raise RpcError(INVALID_PARAMS, "resource subscriptions need a session (or subscriptions/listen in 2026-07-28)")
+    if gw.rate_limits.active:  # counted even when the upstream subscription exists already (one request each)
+        await _within_limits(gw, call, RESOURCES_SUBSCRIBE, uri, target, ItemKind.RESOURCES)
     return await gw.subscribe(call, target, call.listener, uri)
 
 
@@ -773,18 +796,21 @@ async def _complete(gw: Gateway, call: Call, params: JSON) -> JSON:
     if not isinstance(ref, dict):
         raise RpcError(INVALID_PARAMS, f"{COMPLETION_COMPLETE} needs a 'ref'")
     if ref.get("type") == REF_PROMPT:
-        target = await _resolve_granted(gw, call, "prompts", str(ref.get("name")))
+        label = str(ref.get("name"))
+        target = await _resolve_granted(gw, call, "prompts", label)
         if target is None:
-            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
-        new_ref = {**ref, "name": target.name}
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {label}")
+        new_ref, kind = {**ref, "name": target.name}, ItemKind.PROMPTS
     elif ref.get("type") == REF_RESOURCE:
-        uri = str(ref.get("uri"))
-        target = call.view.resolve_uri(uri)
+        label = str(ref.get("uri"))
+        target = call.view.resolve_uri(label)
         if target is None or not gw.access.allows(call.principal, call.view, "resources", target):
-            raise RpcError(INVALID_PARAMS, f"Unknown resource: {uri}")
-        new_ref = {**ref, "uri": target.name}
+            raise RpcError(INVALID_PARAMS, f"Unknown resource: {label}")
+        new_ref, kind = {**ref, "uri": target.name}, ItemKind.RESOURCES
     else:
         raise RpcError(INVALID_PARAMS, f"ref.type must be {REF_PROMPT} or {REF_RESOURCE}")
+    if gw.rate_limits.active:  # counted against the prompt or resource it completes
+        await _within_limits(gw, call, COMPLETION_COMPLETE, label, target, kind)
     return await gw._forward(call, target, COMPLETION_COMPLETE, _params_with(params, ref=new_ref))
 
 
