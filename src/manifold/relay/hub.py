@@ -22,8 +22,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from manifold import jsoncodec
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
@@ -90,7 +89,7 @@ class Listener:
             meta[META_SUBSCRIPTION_ID] = self.subscription_id
             params["_meta"] = meta
             message = {**message, "params": params}
-        return orjson.dumps(message)
+        return jsoncodec.dumps(message)
 
     def attach(self) -> StreamQueue:
         """The queue a newly opened stream writes from. One stream per listener: a stream still writing

@@ -8,8 +8,9 @@ and the request's id when the id itself was acceptable. The transports only deci
 POST's body; on `/sse/...` the connection's stream when there is an id to answer).
 
 An id is a string of at most `limits.id_length` characters or an integer (not a boolean) within ±2^53;
-anything else cannot be matched back reliably (arrays and objects are not hashable, orjson turns integers
-beyond 64 bits into floats), so it is refused as an invalid request with id null.
+anything else cannot be matched back reliably (arrays and objects are not hashable, and an integer beyond
+2^53 is not one every client holds exactly: JavaScript's numbers are doubles), so it is refused as an invalid
+request with id null.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 from mcp.shared.inbound import X_MCP_HEADER_KEY, find_invalid_x_mcp_header, validate_mcp_param_headers
 
+from manifold import jsoncodec
 from manifold.catalog.view import Built, VirtualServerView
 from manifold.protocol import (
     CANCELLED,
@@ -124,7 +126,7 @@ class InboundCheck:
     def parse(self, body: bytes) -> Inbound:
         """The message in `body`, or a Refusal saying what is wrong with it."""
         try:
-            message = orjson.loads(body)
+            message = jsoncodec.loads(body)
         except orjson.JSONDecodeError as exc:
             if "depth limit" in str(exc) or "recursion" in str(exc):  # orjson stops at 1,024 levels
                 raise self._too_deep(None) from None
@@ -224,7 +226,7 @@ def _annotated_schemas(tools: list[JSON]) -> dict[str, JSON]:
         if (
             isinstance(schema, dict)
             and isinstance(name, str)
-            and marker in orjson.dumps(schema)
+            and marker in jsoncodec.dumps(schema)
             and find_invalid_x_mcp_header(schema) is None  # an invalid annotation asks for nothing
         ):
             annotated[name] = schema

@@ -1,16 +1,16 @@
 """Tiny JSON-RPC helpers shared by the front transports: the handler error, response bytes, SSE framing.
 (The protocol's own words, versions and codes are in manifold/protocol.py.)
 
-Messages are plain dicts (orjson in, orjson out): the gateway never re-validates an upstream's result
-through SDK models, so whatever the upstream said reaches the client unchanged.
+Messages are plain dicts (manifold/jsoncodec.py in and out: orjson, integers of any size kept): the gateway
+never re-validates an upstream's result through SDK models, so whatever the upstream said reaches the client
+unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from manifold import jsoncodec
 from manifold.protocol import MISSING_CLIENT_CAPABILITY
 
 JSON = dict[str, Any]
@@ -47,8 +47,8 @@ def missing_capability(*capabilities: str) -> RpcError:
 def response_bytes(request_id: Any, reply: JSON) -> bytes:
     """A JSON-RPC response from a reply dict ({"result": ...} or {"error": ...})."""
     if "error" in reply:
-        return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": reply["error"]})
-    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": reply.get("result", {})})
+        return jsoncodec.dumps({"jsonrpc": "2.0", "id": request_id, "error": reply["error"]})
+    return jsoncodec.dumps({"jsonrpc": "2.0", "id": request_id, "result": reply.get("result", {})})
 
 
 def error_bytes(request_id: Any, code: int, message: str, data: Any = None) -> bytes:

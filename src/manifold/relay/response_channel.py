@@ -16,8 +16,7 @@ import logging
 from collections import deque
 from typing import Any
 
-import orjson
-
+from manifold import jsoncodec
 from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Send, send_body
 from manifold.protocol import (
     CANCELLED,
@@ -197,7 +196,7 @@ class ResponseChannel:
                         MAX_LOG_MESSAGES,
                     )
                 return
-        self._queue(orjson.dumps(message), droppable=True)
+        self._queue(jsoncodec.dumps(message), droppable=True)
 
     async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
         if method == PING:
@@ -220,7 +219,7 @@ class ResponseChannel:
                 self._asked = set()
             self._asked.add(rid)
         try:
-            self._queue(orjson.dumps(message), droppable=False)
+            self._queue(jsoncodec.dumps(message), droppable=False)
             return await asyncio.wait_for(fut, self.reply_timeout)
         except TimeoutError:
             self._tell_cancelled(rid, "not answered in time")

@@ -12,8 +12,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-import orjson
-
+from manifold import jsoncodec
 from manifold.asgi import SSE_HEADERS, Receive, Send, release_headers, send_body
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
@@ -77,7 +76,7 @@ class StreamResponseChannel(ResponseChannel):
         self.queue.put(payload)
 
     def _tell_session(self, message: JSON) -> None:
-        self.queue.put(orjson.dumps(message))  # the connection's one stream is the session's too
+        self.queue.put(jsoncodec.dumps(message))  # the connection's one stream is the session's too
 
 
 async def _no_send(message: JSON) -> None:

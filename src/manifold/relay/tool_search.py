@@ -15,8 +15,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from manifold import jsoncodec
 from manifold.catalog.view import Built, VirtualServerView
 from manifold.config.models import CALL_TOOL, SEARCH_TOOLS, TOOL_SEARCH_NAMES, ToolSearchConfig
 from manifold.protocol import TOOLS_LIST_CHANGED
@@ -131,7 +130,7 @@ def listed(visible: list[JSON], revealed: dict[str, None], max_results: int) -> 
 def search_result(found: list[JSON]) -> JSON:
     """A `search_tools` result: the tools as structured content, and the same JSON as text."""
     structured = {"tools": found}
-    text = orjson.dumps(structured).decode()
+    text = jsoncodec.dumps(structured).decode()
     return {"result": {"content": [{"type": "text", "text": text}], "structuredContent": structured}}
 
 

@@ -24,11 +24,11 @@ from http import HTTPStatus
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
+from manifold import jsoncodec
 from manifold.config.models import UpstreamConfig
 from manifold.protocol import METHOD_NOT_FOUND
 from manifold.upstream.base import (
@@ -133,7 +133,7 @@ class SseDecoder:
 
 
 def parse_messages(raw: bytes) -> list[JSON]:
-    decoded = orjson.loads(raw)
+    decoded = jsoncodec.loads(raw)
     if isinstance(decoded, list):
         return [m for m in decoded if isinstance(m, dict)]
     return [decoded] if isinstance(decoded, dict) else []

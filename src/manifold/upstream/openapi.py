@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from manifold import protocol
+from manifold import jsoncodec, protocol
 from manifold.config.models import AuthMode, UpstreamConfig
 from manifold.protocol import LATEST_HANDSHAKE, META_SERVER_INFO, METHOD_NOT_FOUND, MODERN_VERSION
 from manifold.upstream.base import JSON, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamTimeout
@@ -115,7 +115,7 @@ class OpenApiTransport:
         self._base = base.rstrip("/")
 
     async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
-        message = orjson.loads(body)
+        message = jsoncodec.loads(body)
         method = message.get("method")
         params = message.get("params") or {}
         reply: JSON
@@ -260,7 +260,7 @@ class OpenApiTransport:
         headers.setdefault("Accept", "application/json")
         data: bytes | None = None
         if operation.body_argument is not None and operation.body_argument in arguments:
-            data = orjson.dumps(body)
+            data = jsoncodec.dumps(body)
             headers["Content-Type"] = "application/json"
         url = URL(self._base + path, encoded=True)  # as built: no re-quoting, no dot-segment folding
         try:
@@ -301,7 +301,7 @@ class OpenApiTransport:
         result: JSON = {"content": [{"type": "text", "text": text or f"HTTP {status} {reason}".rstrip()}]}
         if _is_json(content_type) and raw:
             try:
-                decoded = orjson.loads(raw)
+                decoded = jsoncodec.loads(raw)
             except orjson.JSONDecodeError:
                 decoded = None
             if isinstance(decoded, dict):
@@ -367,7 +367,7 @@ def _scalar(value: Any) -> str:
         return value
     if isinstance(value, int | float):
         return str(value)
-    return orjson.dumps(value).decode()
+    return jsoncodec.dumps(value).decode()
 
 
 def _redacted(text: str, headers: Mapping[str, str]) -> str:

@@ -34,6 +34,7 @@ from mcp.shared.inbound import (
     x_mcp_header_map,
 )
 
+from manifold import jsoncodec
 from manifold.config.models import ProtocolChoice, UpstreamConfig
 from manifold.protocol import (
     CANCELLED,
@@ -516,7 +517,7 @@ class JsonRpcSession:
         limit = timeout if timeout is not None else self.config.call_timeout
         try:
             async with asyncio.timeout(None if limit == float("inf") else limit):
-                await self._transport.request(request_id, orjson.dumps(message), headers)
+                await self._transport.request(request_id, jsoncodec.dumps(message), headers)
                 return await future
         except TimeoutError:
             self._abandon(request_id, owner, reason="timed out")
@@ -565,7 +566,7 @@ class JsonRpcSession:
         message: JSON = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = params
-        await self._transport.send(orjson.dumps(message), headers)
+        await self._transport.send(jsoncodec.dumps(message), headers)
 
     # ------------------------------------------------------------------ modern-era stamping
 
@@ -605,7 +606,7 @@ class JsonRpcSession:
             if not isinstance(tool, dict) or not isinstance(name := tool.get("name"), str):
                 continue
             schema = tool.get("inputSchema")
-            if isinstance(schema, dict) and b"x-mcp-header" in orjson.dumps(schema):
+            if isinstance(schema, dict) and b"x-mcp-header" in jsoncodec.dumps(schema):
                 if find_invalid_x_mcp_header(schema) is None:
                     self._param_headers[name] = x_mcp_header_map(schema)
             else:
@@ -898,7 +899,7 @@ class JsonRpcSession:
                 # folders).
                 shared = shared or (self.owned and method == ROOTS_LIST and unrelated)
                 reply = await self._asked(method, sink.request(method, message.get("params"), shared=shared))
-        body = orjson.dumps({"jsonrpc": "2.0", "id": message["id"], **reply})
+        body = jsoncodec.dumps({"jsonrpc": "2.0", "id": message["id"], **reply})
         await self._send_quietly(body, {})
 
     async def _send_quietly(self, body: bytes, headers: dict[str, str]) -> None:

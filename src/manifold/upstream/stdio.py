@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from manifold import jsoncodec
 from manifold.config.models import UpstreamConfig
 from manifold.protocol import PARSE_ERROR
 from manifold.upstream.base import TOO_DEEP, Deliver, ErrorKind, OnClosed, UpstreamError, UpstreamSessionLost
@@ -346,7 +347,7 @@ class StdioTransport:
             if not line:
                 continue
             try:
-                message = orjson.loads(line)
+                message = jsoncodec.loads(line)
             except orjson.JSONDecodeError as exc:
                 if line.startswith(b"{") and "depth" in str(exc):
                     # A message nested too deep to read: most likely the reply a call waits for, which
