@@ -1,17 +1,19 @@
 """A stdio server that ignores methods it does not know never answers protocol `auto`'s `server/discover`: the
-handshake's failure says so and names the way out; `protocol: 2025-11-25` works with it. Was (ops probe): "did
-not complete the handshake within 120s", restarted for good, with no word of why."""
+probe gives up after DISCOVER_PROBE_SECONDS and the handshake falls back to `initialize`, as the SDK's client does
+(was: the whole start, 120 s under the pool, with its tools missing meanwhile). The end-to-end check, through the
+gateway: tests/e2e/test_stdio_ignores_unknown.py."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from manifold.config.models import UpstreamConfig
 from manifold.upstream.base import UpstreamError
-from manifold.upstream.session import JsonRpcSession
+from manifold.upstream.session import DISCOVER_PROBE_SECONDS, JsonRpcSession
 from manifold.upstream.stdio import StdioTransport
 
 pytestmark = pytest.mark.anyio
@@ -24,10 +26,24 @@ def session(protocol: str) -> JsonRpcSession:
     return JsonRpcSession("old", config, StdioTransport("old", config))
 
 
-async def test_auto_names_the_probe_it_waited_for_and_the_setting_that_helps() -> None:
+async def test_auto_falls_back_to_initialize_once_the_probe_goes_unanswered() -> None:
+    auto = session("auto")
+    began = time.monotonic()
+    try:
+        await auto.connect(within=120.0)  # what the pool gives a stdio command
+        took = time.monotonic() - began
+        assert auto.protocol_version == "2025-11-25"
+        assert took < DISCOVER_PROBE_SECONDS + 3, f"the handshake took {took:.1f}s"
+        reply = await auto.request("tools/call", {"name": "echo", "arguments": {"text": "hi"}})
+        assert reply["result"]["content"][0]["text"] == "hi"
+    finally:
+        await auto.aclose()
+
+
+async def test_a_start_shorter_than_the_probe_names_the_probe_and_the_setting_that_helps() -> None:
     auto = session("auto")
     with pytest.raises(UpstreamError) as caught:
-        await auto.connect(within=2.0)
+        await auto.connect(within=DISCOVER_PROBE_SECONDS / 2)
     assert "server/discover" in caught.value.reason and "protocol: 2025-11-25" in caught.value.reason
 
 

@@ -101,6 +101,12 @@ NO_CAPABILITIES: JSON = {}
 
 # Notifications that belong to no request: they go to the session-level callback.
 SESSION_NOTIFICATIONS = frozenset({*LIST_CHANGED, RESOURCES_UPDATED})
+# How long protocol `auto` waits for the answer to its `server/discover` probe before it sends `initialize` instead,
+# as the SDK's client does (mcp.client.session DISCOVER_TIMEOUT_SECONDS, 10 s, then `initialize`): a server that
+# ignores methods it does not know (hand-written ones, older SDKs) never answers it, and waiting the whole start
+# (stdio: 120 s) left its tools missing for that long. A modern server still starting that answers the probe late
+# answers the `initialize` after it with -32022, which is taken as the evidence it is (one probe more, at once).
+DISCOVER_PROBE_SECONDS = 5.0
 # How long connect waits for the change-notification channel (GET stream / listen ack) to be up,
 # so that a list change right after connect is not lost. Not fatal when it expires.
 CHANNEL_READY_WAIT = 2.0
@@ -112,6 +118,19 @@ MAX_SERVER_REQUESTS = 512
 ABANDONED_HOLD_MIN_SECONDS = 60.0
 ABANDONED_HOLD_MAX_SECONDS = 3600.0
 MAX_ABANDONED = 1024
+
+
+# Requests that are not cancelled when given up: a server that has not completed a handshake may not expect one.
+HANDSHAKE_METHODS = frozenset({INITIALIZE, SERVER_DISCOVER})
+
+
+def _names_modern_version(error: Any) -> bool:
+    """Whether a JSON-RPC error is -32022 naming the modern version among those the server speaks."""
+    if type(error) is not dict or error.get("code") != UNSUPPORTED_PROTOCOL_VERSION:
+        return False
+    data = error.get("data")
+    supported = data.get("supported") if type(data) is dict else None
+    return type(supported) is list and MODERN_VERSION in supported
 
 
 def _object(value: Any) -> JSON:
@@ -324,7 +343,11 @@ class JsonRpcSession:
         evidence of a modern server. Only -32022 naming modern-only versions we don't speak is fatal.
         Transport failures (refused, timeout) propagate: an outage is never an era verdict."""
         try:
-            reply = await self._discover()
+            reply = await self._discover(probe=True)
+        except UpstreamTimeout:
+            # Unanswered within the probe: a server that ignores methods it does not know (or one still starting,
+            # which reads the probe before the `initialize` and says -32022 to it if it is modern: `reprobe`).
+            return await self._initialize(reprobe=True)
         except UpstreamError as exc:
             if exc.kind is not ErrorKind.PROTOCOL:
                 raise
@@ -342,7 +365,9 @@ class JsonRpcSession:
         hello = self._adopt_discover(reply, strict=False)
         return hello if hello is not None else await self._initialize()
 
-    async def _discover(self) -> JSON:
+    async def _discover(self, *, probe: bool = False) -> JSON:
+        """`probe`: protocol `auto`'s, unanswered after DISCOVER_PROBE_SECONDS (UpstreamTimeout), within the start's
+        own time."""
         params = {
             "_meta": {
                 META_PROTOCOL_VERSION: MODERN_VERSION,
@@ -353,9 +378,10 @@ class JsonRpcSession:
         headers = {"mcp-protocol-version": MODERN_VERSION, "mcp-method": SERVER_DISCOVER}
         self._asking_discover = True  # stays set only if connect's timeout cuts the wait short: its message says so
         try:
-            reply = await self._send_request(
-                SERVER_DISCOVER, params, headers=headers, timeout=self._start_within, sink=None
-            )
+            timeout = self._start_within if self._start_within is not None else self.config.connect_timeout
+            if probe:
+                timeout = min(timeout, DISCOVER_PROBE_SECONDS)
+            reply = await self._send_request(SERVER_DISCOVER, params, headers=headers, timeout=timeout, sink=None)
         except Exception:
             self._asking_discover = False
             raise
@@ -380,10 +406,17 @@ class JsonRpcSession:
             instructions=_text(result.get("instructions")),
         )
 
-    async def _initialize(self) -> ServerHello:
+    async def _initialize(self, *, reprobe: bool = False) -> ServerHello:
+        """`reprobe`: sent after a `server/discover` probe went unanswered; a -32022 naming the modern version says
+        the server read that probe late (it was still starting) and speaks 2026-07-28: it is asked again (as
+        mcp.client._probe does)."""
         params = {"protocolVersion": LATEST_HANDSHAKE, "capabilities": CLIENT_CAPABILITIES, "clientInfo": CLIENT_INFO}
         reply = await self._send_request(INITIALIZE, params, headers={}, timeout=self._start_within, sink=None)
         result = reply.get("result")
+        if not isinstance(result, dict) and reprobe and _names_modern_version(reply.get("error")):
+            hello = self._adopt_discover(await self._discover(), strict=True)
+            assert hello is not None
+            return hello
         if not isinstance(result, dict):
             message = (reply.get("error") or {}).get("message", "no result")
             # Long enough to hold what it echoes whole: the pool blanks credentials in it, then cuts it (pool.py).
@@ -520,10 +553,12 @@ class JsonRpcSession:
                 await self._transport.request(request_id, jsoncodec.dumps(message), headers)
                 return await future
         except TimeoutError:
-            self._abandon(request_id, owner, reason="timed out")
+            if method not in HANDSHAKE_METHODS:  # never cancelled (the SDK's client does not either)
+                self._abandon(request_id, owner, reason="timed out")
             raise UpstreamTimeout(self.upstream_id, limit) from None
         except asyncio.CancelledError:
-            self._abandon(request_id, owner, reason="cancelled by the client")
+            if method not in HANDSHAKE_METHODS:
+                self._abandon(request_id, owner, reason="cancelled by the client")
             raise
         except UpstreamSessionLost as lost:
             self._mark_closed(lost)
