@@ -1,16 +1,23 @@
 """Per-upstream list cache: tools, prompts, resources and resource templates as the upstream listed them.
 
-One entry per (upstream, kind), shared by every virtual server that includes the upstream. An entry is
-refreshed when the upstream says `list_changed`, when its TTL runs out, or on demand; concurrent readers
-of a stale entry share one fetch. Each entry carries a version number so virtual-server views know when
-to rebuild.
+One entry per (upstream, kind, list identity), shared by every virtual server that includes the upstream. The
+list identity is None (one list for every caller) unless the upstream's lists are per caller (`lists:
+per_caller`, the default for the auth modes that give each caller a credential of their own:
+config/models.py `per_caller_lists`): then it is the identity of the caller's credential (`own_era(outbound)
+.identity`), so each caller is shown what the upstream lists for them, never another caller's list. An entry is
+refreshed when the upstream says `list_changed` (every entry of that upstream and kind), when its TTL runs
+out, or on demand; concurrent readers of a stale entry share one fetch. Each entry carries a version number,
+unique across entries, so virtual-server views know when to rebuild.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -43,6 +50,12 @@ TIMED_OUT_HOLD = 30.0
 # take up to STDIO_START_SECONDS): the earlier list, or the refusal, is served at once meanwhile. Not held for
 # TIMED_OUT_HOLD instead: a command that came up meanwhile would be left out for up to 30 s. Once it is up, the
 # pool says its lists changed (`_announce_start`), so clients list again and get its tools.
+# Per-caller lists (an upstream whose list depends on who asks) cost memory per caller: an upstream keeps at most
+# CALLER_LISTS of them (its least recently read dropped first), and one nobody read for CALLER_LIST_IDLE is
+# dropped (as the pool's per-caller sessions: upstream/pool.py). A caller whose list was dropped has it fetched
+# again when they next list.
+CALLER_LISTS = 1024  # per upstream, over its kinds: 256 callers' tools, prompts, resources and templates
+CALLER_LIST_IDLE = 600.0
 
 
 class Requester(Protocol):
@@ -70,10 +83,6 @@ class ToolReview(Protocol):
 
 @dataclass
 class Entry:
-    # A list_changed of this list went to clients and nobody has listed it since: another adds nothing, since
-    # every client told lists afresh (real-clients probe: one change heard on two upstream streams reached each
-    # client twice, and each listed twice).
-    announced: bool = False
     items: list[JSON] = field(default_factory=list)
     version: int = 0
     fetched_at: float = -1.0
@@ -84,6 +93,7 @@ class Entry:
     fetching_for: str | None = None  # the session identity the fetch in flight uses (None: the shared one)
     timed_out: UpstreamError | None = None  # the last fetch's timeout, held until `hold_until` (monotonic)
     hold_until: float = 0.0
+    used_at: float = 0.0  # monotonic: last read (per-caller entries are dropped when unused for long)
 
 
 class ListError(Exception):
@@ -94,26 +104,88 @@ class ListError(Exception):
 
 
 class UpstreamLists:
-    def __init__(self, pool: Requester, ttl_seconds: float, pins: ToolReview | None = None) -> None:
+    def __init__(
+        self,
+        pool: Requester,
+        ttl_seconds: float,
+        pins: ToolReview | None = None,
+        per_caller: Callable[[str], bool] | None = None,
+    ) -> None:
         self._pool = pool
         self._ttl = ttl_seconds
         self._pins = pins  # None: tools are served as listed (tests of the cache alone)
-        self._entries: dict[tuple[str, str], Entry] = {}
+        # Whether an upstream's lists are per caller (config/models.py `per_caller_lists`); None: none is
+        # (tests of the cache alone, the CLI's lists: they list with no caller's credential).
+        self._per_caller = per_caller
+        self.revision = 0  # bumped when an upstream was reconfigured: views work out their per-caller members again
+        self._entries: dict[tuple[str, str, str | None], Entry] = {}
+        # upstream -> its per-caller entries' keys, least recently read first (CALLER_LISTS, CALLER_LIST_IDLE)
+        self._callers: dict[str, OrderedDict[tuple[str, str, str | None], None]] = {}
+        self._versions = itertools.count(1)  # unique across entries: a view never mistakes one for another
+        # (upstream, kind) of the lists whose change clients were told of, and nobody has listed since: another
+        # adds nothing, since every client told lists afresh (real-clients probe: one change heard on two upstream
+        # streams reached each client twice, and each listed twice)
+        self._announced: set[tuple[str, str]] = set()
         # (upstream, session identity) -> the refusal of a start still going on: every kind of list is held by it
         self._starting: dict[tuple[str, str | None], StillStarting] = {}
 
-    def entry(self, upstream_id: str, kind: str) -> Entry:
-        key = (upstream_id, kind)
+    def per_caller(self, upstream_id: str) -> bool:
+        """Whether this upstream's lists are kept per caller (their credential's identity) or shared."""
+        return self._per_caller is not None and self._per_caller(upstream_id)
+
+    def identity(self, upstream_id: str, outbound: Outbound) -> str | None:
+        """Whose list of the upstream a caller with this credential is shown: None (the one shared list) unless
+        its lists are per caller, then the identity of the credential's own-era session (the session lists are
+        fetched on). Two callers with the same identity (a `forwarded` credential's values) share a list."""
+        return own_era(outbound).identity if self.per_caller(upstream_id) else None
+
+    def entry(self, upstream_id: str, kind: str, identity: str | None = None) -> Entry:
+        key = (upstream_id, kind, identity)
         e = self._entries.get(key)
         if e is None:
             e = self._entries[key] = Entry()
+            if identity is not None:
+                self._drop_unused(upstream_id)
+        if identity is not None:
+            e.used_at = time.monotonic()
+            callers = self._callers.setdefault(upstream_id, OrderedDict())
+            callers[key] = None
+            callers.move_to_end(key)
         return e
 
+    def _drop_unused(self, upstream_id: str) -> None:
+        """Per-caller entries of the upstream beyond CALLER_LISTS (least recently read first), and those unread
+        for CALLER_LIST_IDLE, are dropped (a fetch in flight for one goes on, for those who wait for it)."""
+        callers = self._callers.get(upstream_id)
+        if not callers:
+            return
+        idle_since = time.monotonic() - CALLER_LIST_IDLE
+        while callers:
+            key = next(iter(callers))
+            e = self._entries.get(key)
+            if e is not None and len(callers) < CALLER_LISTS and e.used_at > idle_since:
+                break
+            del callers[key]
+            self._entries.pop(key, None)
+
     def invalidate(self, upstream_id: str, kind: str | None = None) -> None:
-        for (uid, k), e in self._entries.items():
+        """The upstream's lists of `kind` (all kinds: None) changed: every caller's, since a `list_changed`
+        heard on one caller's session may be a change of everybody's (a new version of the server)."""
+        for (uid, k, _), e in self._entries.items():
             if uid == upstream_id and (kind is None or k == kind):
                 e.stale = True
                 e.generation += 1
+
+    def reconfigured(self, upstream_id: str) -> None:
+        """The upstream's configuration changed, or it was removed: its lists are stale, and those of the other
+        sharing (per caller, shared) than it has now are dropped (not to be read again, they would stay)."""
+        self.invalidate(upstream_id)
+        self.revision += 1
+        per_caller = self.per_caller(upstream_id)
+        for key in [k for k in self._entries if k[0] == upstream_id and (k[2] is not None) != per_caller]:
+            del self._entries[key]
+        if not per_caller:
+            self._callers.pop(upstream_id, None)
 
     def is_fresh(self, e: Entry) -> bool:
         return not e.stale and (self._ttl == 0 or time.monotonic() - e.fetched_at < self._ttl)
@@ -130,14 +202,15 @@ class UpstreamLists:
         """The entry, fetched if stale. With allow_stale, any earlier successful fetch will do
         (used on the tools/call path, which must not wait on a list refresh).
 
-        `outbound` is the caller's credential for upstreams that want one: the list is fetched with it and
-        shared with every caller (an upstream's list is assumed not to depend on who asks; grants decide
+        `outbound` is the caller's credential for upstreams that want one: the list is fetched with it. An
+        upstream with per-caller lists (`identity`) has one entry per credential identity, fetched with that
+        caller's credential and shown to them alone; any other's list is shared with every caller (grants decide
         what each caller sees). `patient`: wait for the refresh, however long it takes (a call naming a tool
         the earlier list lacks: it may be the new one the refresh brings)."""
-        e = self.entry(upstream_id, kind)
+        e = self.entry(upstream_id, kind, self.identity(upstream_id, outbound))
         # Someone lists (or reads) it again: a change from now on is news, even if what they get is the earlier
         # list or a fetch that began before the last change (review: those left clients on a stale list).
-        e.announced = False
+        self._announced.discard((upstream_id, kind))
         wanted = e.generation  # the last change this caller may have heard of
         earlier = e.fetched_at >= 0  # a list to fall back on
         if self.is_fresh(e) or (allow_stale and earlier):
@@ -206,11 +279,13 @@ class UpstreamLists:
 
     def announce(self, upstream_id: str, kind: str) -> bool:
         """Whether clients should hear that this list changed: not again until someone has listed it since they
-        last did (what they list then is fetched after this change too)."""
-        e = self.entry(upstream_id, kind)
-        if e.announced:
+        last did (what they list then is fetched after this change too). Per (upstream, kind), whoever's lists:
+        every client of a server including the upstream is told, and any caller listing since makes the next
+        change news again (their list is fetched after this change; others are told once more, harmlessly)."""
+        key = (upstream_id, kind)
+        if key in self._announced:
             return False
-        e.announced = True
+        self._announced.add(key)
         return True
 
     def _start(self, upstream_id: str, kind: str, e: Entry, outbound: Outbound) -> None:
@@ -267,7 +342,7 @@ class UpstreamLists:
                 ) from exc
         e.items = items
         e.listed_generation = generation
-        e.version += 1
+        e.version = next(self._versions)
         e.fetched_at = time.monotonic()
         # A list_changed that arrived while we were fetching leaves the entry stale.
         e.stale = e.generation != generation

@@ -3,7 +3,9 @@ and how an exposed name maps back to (member, upstream, original name).
 
 Views are rebuilt only when a member's upstream list changed (version numbers from `UpstreamLists`), so a
 warm `tools/list` is a cache hit, and resolving a `tools/call` name is a
-dict lookup.
+dict lookup. A member whose upstream lists per caller (catalog/lists.py) makes the built list the caller's: one is
+kept per combination of its members' list identities (`ListKey`), at most MAX_BUILT of them (least recently
+used dropped first), and a name resolves only against the caller's own.
 
 A member the caller has not connected yet (an `oauth` upstream: its list needs the caller's own token) is
 shown as one synthetic tool, `{member}{sep}connect_account`, whose description says how to connect; a call
@@ -17,6 +19,7 @@ import fnmatch
 import functools
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +39,21 @@ JSON = dict[str, Any]
 
 # The synthetic tool of a member the caller has not connected: `{member}{sep}connect_account`.
 CONNECT_TOOL = "connect_account"
+
+
+class _NoCredential:
+    """In a `ListKey`: the caller has no credential for the member (its list is theirs to miss, not shared)."""
+
+    def __repr__(self) -> str:
+        return "NO_CREDENTIAL"
+
+
+NO_CREDENTIAL = _NoCredential()
+# Whose lists a built list is made of: for each member whose upstream lists per caller, in member order, the
+# identity of the caller's list (lists.py `UpstreamLists.identity`), or NO_CREDENTIAL. Empty for a view whose
+# members all list the same for everyone: one built list per kind, as before.
+ListKey = tuple[str | None | _NoCredential, ...]
+MAX_BUILT = 256  # built lists kept per view (all kinds): the callers' of a view with per-caller members
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +116,9 @@ class VirtualServerView:
         self.namespace = config.namespace
         self.search = config.tool_search  # None: off (docs/tool-search.md)
         self._lists = lists
-        self._built: dict[str, Built] = {}
+        self._built: OrderedDict[tuple[str, ListKey], Built] = OrderedDict()  # least recently used first
+        self._last: dict[str, Built] = {}  # kind -> the list built or served last, whoever's
+        self._per_caller_members: dict[str, tuple[int, list[MemberConfig]]] = {}  # kind -> (lists.revision, ...)
         self._lock = asyncio.Lock()
         self._indexing = asyncio.Lock()  # one search index made at a time (tool_search)
         self.last_failures: dict[str, str] = {}
@@ -108,18 +128,42 @@ class VirtualServerView:
 
     # ---- building -------------------------------------------------------------------------------
 
+    def _listed(self, kind: str) -> list[MemberConfig]:
+        """The members whose lists of `kind` this view shows."""
+        return [m for m in self.members if kind == "tools" or (m.prompts if kind == "prompts" else m.resources)]
+
+    def _per_caller(self, kind: str) -> list[MemberConfig]:
+        """The members of `kind` whose upstream lists per caller (worked out again after a configuration change)."""
+        known = self._per_caller_members.get(kind)
+        if known is None or known[0] != self._lists.revision:
+            members = [m for m in self._listed(kind) if self._lists.per_caller(m.upstream)]
+            known = self._per_caller_members[kind] = (self._lists.revision, members)
+        return known[1]
+
+    async def key(self, kind: str, credential: Credential | None) -> ListKey:
+        """Whose lists of `kind` this caller is shown (`ListKey`): nothing to work out (and no credential
+        resolved) for a view whose members all list the same for everyone."""
+        members = self._per_caller(kind)
+        if not members or credential is None:
+            return (None,) * len(members)
+        return tuple(await _identities(self._lists, members, credential))
+
     async def _entries(
         self, kind: str, *, allow_stale: bool, credential: Credential | None, patient: bool = False
-    ) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, BaseException], tuple[int, ...], set[str]]:
-        """The members' lists, their failures, the lists' versions, and the members listed with the caller's
-        own session (their failures are the caller's, not the server's)."""
-        members = [m for m in self.members if kind == "tools" or (m.prompts if kind == "prompts" else m.resources)]
+    ) -> tuple[list[tuple[MemberConfig, list[JSON]]], dict[str, BaseException], tuple[int, ...], set[str], ListKey]:
+        """The members' lists, their failures, the lists' versions, the members listed with the caller's
+        own session (their failures are the caller's, not the server's), and whose lists they are (`key`)."""
+        members = self._listed(kind)
         personal: set[str] = set()
+        per_caller = self._per_caller(kind)
+        whose: dict[str, str | None | _NoCredential] = {m.member_id: NO_CREDENTIAL for m in per_caller}
 
         async def one(m: MemberConfig) -> Any:
             outbound = await credential(m) if credential is not None else SHARED
             if own_era(outbound).identity is not None:  # lists go through the own-era session (lists.py)
                 personal.add(m.member_id)
+            if m.member_id in whose:
+                whose[m.member_id] = self._lists.identity(m.upstream, outbound)
             return await self._lists.get(m.upstream, kind, allow_stale=allow_stale, outbound=outbound, patient=patient)
 
         results = await asyncio.gather(*(one(m) for m in members), return_exceptions=True)
@@ -135,20 +179,24 @@ class VirtualServerView:
                 continue
             ok.append((m, r.items))
             versions.append(r.version)
-        return ok, errors, tuple(versions), personal
+        key: ListKey = tuple(None if credential is None else whose[m.member_id] for m in per_caller)
+        return ok, errors, tuple(versions), personal, key
 
     async def get(
         self, kind: str, *, allow_stale: bool = False, credential: Credential | None = None, patient: bool = False
     ) -> Built:
         """The built list. `credential` gives the caller's outbound credential per member, for upstreams
         whose lists can only be fetched with one (a member whose credential is missing is left out, with
-        the reason kept so a call to one of its names can say what to do)."""
-        entries, errors, versions, personal = await self._entries(
+        the reason kept so a call to one of its names can say what to do). The list is the caller's own
+        where a member's upstream lists per caller."""
+        entries, errors, versions, personal, key = await self._entries(
             kind, allow_stale=allow_stale, credential=credential, patient=patient
         )
         failures = {member_id: describe_failure(e) for member_id, e in errors.items()}
-        built = self._built.get(kind)
+        built = self._built.get((kind, key))
         if built is not None and built.versions == versions and not failures and not built.failures:
+            self._built.move_to_end((kind, key))
+            self._last[kind] = built
             return built
         built = self._build(kind, entries, versions)
         built.failures = failures
@@ -167,7 +215,11 @@ class VirtualServerView:
         # refused) is theirs to see, not everyone's (isolation probe: a user's account and workspace were shown).
         self.last_failures = {m: reason for m, reason in failures.items() if m not in personal}
         self.collisions[kind] = built.collisions
-        self._built[kind] = built
+        self._built[(kind, key)] = built
+        self._built.move_to_end((kind, key))
+        while len(self._built) > MAX_BUILT:
+            self._built.popitem(last=False)
+        self._last[kind] = built
         return built
 
     def preview(self, kind: str, entries: list[tuple[MemberConfig, list[JSON]]]) -> Built:
@@ -291,19 +343,29 @@ class VirtualServerView:
     # ---- resolving ------------------------------------------------------------------------------
 
     async def resolve(self, kind: str, exposed: str, credential: Credential | None = None) -> Target | None:
-        """Exposed tool/prompt name -> target. Uses the last built list; refreshes once on a miss."""
-        built = self._built.get(kind)
+        """Exposed tool/prompt name -> target. Uses the caller's last built list; refreshes once on a miss."""
+        return (await self.lookup(kind, exposed, credential))[0]
+
+    async def lookup(
+        self, kind: str, exposed: str, credential: Credential | None = None
+    ) -> tuple[Target | None, Built | None]:
+        """`resolve`, and the caller's built list it looked in (for `failed_member_for`, `failure_error`): only
+        the caller's own list resolves their names (per-caller lists: another caller's tools are not theirs)."""
+        if credential is not None:
+            credential = once_per_member(credential)  # `key` and then the list: one credential each
+        key = await self.key(kind, credential)
+        built = self._built.get((kind, key))
         if built is not None:
             t = built.targets.get(exposed)
             if t is not None:
-                return t
+                return t, built
         # A name the last list lacks may be what the refresh brings (a list_changed just said so): waited for
         # in full, not served from the earlier list after REFRESH_WAIT (review).
         built = await self.get(kind, allow_stale=built is None, credential=credential, patient=True)
         t = built.targets.get(exposed)
         if t is None and built.versions and not built.failures:
-            return None
-        return t
+            return None, built
+        return t, built
 
     async def index(self, built: Built) -> ToolIndex:
         """The search index of a built tool list: made on its first search (in a thread: a large catalog's
@@ -314,18 +376,26 @@ class VirtualServerView:
                     built.index = await asyncio.to_thread(ToolIndex, built.items)
         return built.index
 
-    def last_built(self, kind: str) -> Built | None:
-        """The list built last, without waiting on a rebuild (None before the first)."""
-        return self._built.get(kind)
+    async def current(self, kind: str, credential: Credential | None = None) -> Built | None:
+        """The caller's last built list, without waiting on a rebuild (None before one was built for them): what
+        a check before the call (Mcp-Param headers, task support) reads, so it is the list the call resolves in."""
+        return self._built.get((kind, await self.key(kind, credential)))
 
-    def failure_error(self, kind: str, member_id: str) -> BaseException | None:
-        built = self._built.get(kind)
+    def last_built(self, kind: str) -> Built | None:
+        """The list built (or served) last, without waiting on a rebuild (None before the first): with members
+        listing per caller, whoever's it was."""
+        return self._last.get(kind)
+
+    def failure_error(self, kind: str, member_id: str, built: Built | None = None) -> BaseException | None:
+        """Why the member is missing from `built` (the caller's: `lookup`; default: the last built list)."""
+        built = built if built is not None else self._last.get(kind)
         return built.errors.get(member_id) if built is not None else None
 
-    def failed_member_for(self, kind: str, exposed: str) -> tuple[str, str] | None:
+    def failed_member_for(self, kind: str, exposed: str, built: Built | None = None) -> tuple[str, str] | None:
         """When a name did not resolve: the member it most likely belongs to, if that member's list
-        could not be fetched, and why. Lets a call to a down member say so instead of "unknown tool"."""
-        built = self._built.get(kind)
+        could not be fetched, and why. Lets a call to a down member say so instead of "unknown tool".
+        `built`: the caller's list (`lookup`); default: the last built list."""
+        built = built if built is not None else self._last.get(kind)
         if built is None or not built.failures:
             return None
         connect_member = built.connect_names.get(exposed)
@@ -345,7 +415,7 @@ class VirtualServerView:
         if not self.namespace:
             # Without namespacing, a URI belongs to whichever member listed it; with one member, to it.
             for kind in ("resources", "resource_templates"):
-                built = self._built.get(kind)
+                built = self._last.get(kind)
                 if built and uri in built.targets:
                     return built.targets[uri]
             if len(self.members) == 1:
@@ -382,6 +452,39 @@ class VirtualServerView:
 
     def members_for_upstream(self, upstream_id: str) -> list[str]:
         return [m.member_id for m in self.members if m.upstream == upstream_id]
+
+
+def once_per_member(credential: Credential) -> Credential:
+    """`credential`, resolved at most once per member: one request works out whose lists it is shown (`key`), then
+    lists them, then may call; a credential that fails (a token exchange refused) is not asked for again each
+    time (no retry storm: one exchange request per call)."""
+    done: dict[str, Outbound | Exception] = {}
+
+    async def credential_once(member: MemberConfig) -> Outbound:
+        if member.member_id not in done:
+            try:
+                done[member.member_id] = await credential(member)
+            except Exception as exc:
+                done[member.member_id] = exc
+                raise
+        got = done[member.member_id]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    return credential_once
+
+
+async def _identities(
+    lists: UpstreamLists, members: list[MemberConfig], credential: Credential
+) -> list[str | None | _NoCredential]:
+    async def one(m: MemberConfig) -> str | None | _NoCredential:
+        try:
+            return lists.identity(m.upstream, await credential(m))
+        except Exception:  # noqa: BLE001 — the member is left out of the list, which says why
+            return NO_CREDENTIAL
+
+    return list(await asyncio.gather(*(one(m) for m in members)))
 
 
 def connect_tool(name: str, upstream_id: str) -> JSON:

@@ -79,6 +79,18 @@ class SessionSharing(str, enum.Enum):
     PER_USER = "per_user"
 
 
+class ListSharing(str, enum.Enum):
+    """Whose tools/prompts/resources lists of an upstream a caller is shown (catalog/lists.py). `per_caller`:
+    one list per caller's credential (its identity), fetched with it: for servers whose list depends on who
+    asks (a user's own configured actions, a tenant's tools); the default for `oauth`, `passthrough`,
+    `forwarded` and `exchange`. `shared`: one list, fetched with the first caller's credential and shown to
+    everyone (grants still filter it): the default for `none` and `static`, and for an upstream an admin knows
+    lists the same for everyone (one fetch instead of one per caller)."""
+
+    SHARED = "shared"
+    PER_CALLER = "per_caller"
+
+
 # ---- outbound credentials: how the gateway authenticates to an upstream ------------------------------
 #
 # A tagged union on `mode`, resolved by one exhaustive `match` (outbound/resolver.py). Secret values are
@@ -234,6 +246,8 @@ class UpstreamConfig(Strict):
     # Tool pinning (docs/pinning.md): a tool's definition is approved on first sight; a later change is held.
     pinning: PinningMode = PinningMode.HOLD
     sessions: SessionSharing = SessionSharing.SHARED
+    # Whose lists a caller is shown (ListSharing); unset: `per_caller_lists` decides by the auth mode.
+    lists: ListSharing | None = None
 
     @field_validator("headers")
     @classmethod
@@ -281,6 +295,19 @@ class UpstreamConfig(Strict):
                 "a stdio upstream takes credentials through 'env'; 'auth' is for http/sse upstreams (and openapi ones)"
             )
         return self
+
+
+# The auth modes that give each caller a credential of their own: an upstream may list differently for each.
+PER_CALLER_AUTH = frozenset({AuthMode.OAUTH, AuthMode.PASSTHROUGH, AuthMode.FORWARDED, AuthMode.EXCHANGE})
+
+
+def per_caller_lists(config: UpstreamConfig) -> bool:
+    """Whether the upstream's lists are kept per caller: its `lists`, or by default whether its auth mode gives
+    each caller their own credential (`static` and `none` send the same one for everyone, so their lists are
+    shared, `sessions: per_user` or not)."""
+    if config.lists is not None:
+        return config.lists is ListSharing.PER_CALLER
+    return config.auth.mode in PER_CALLER_AUTH
 
 
 class LimitsSettings(Strict):

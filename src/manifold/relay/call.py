@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from manifold.catalog.view import VirtualServerView
+from manifold.catalog.view import Credential, VirtualServerView
 from manifold.principal import ANONYMOUS, Principal
 from manifold.protocol import Era
 from manifold.relay.hub import Listener
@@ -27,3 +27,5 @@ class Call:
     principal: Principal = ANONYMOUS
     request_id: Any = None  # the client's JSON-RPC id (audit)
     forwarded_raw: str | None = None  # the client's x-mcp-headers (outbound/forwarded.py)
+    # handlers.Gateway.credential_for's, made on first use: each member's credential resolved once per request
+    credential: Credential | None = field(default=None, compare=False, repr=False)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
-from manifold.catalog.view import Credential, Target, VirtualServerView, connected_text
+from manifold.catalog.view import Credential, Target, VirtualServerView, connected_text, once_per_member
 from manifold.config.models import CALL_TOOL, TOOL_SEARCH_NAMES, AuthMode, MemberConfig, SessionSharing
 from manifold.outbound.resolver import AuthRequired, CallContext, CredentialResolver, OutboundRefused
 from manifold.policy.evaluation import ItemKind
@@ -295,10 +295,15 @@ class Gateway:
             session.use_roots_client(standing)
 
     def credential_for(self, call: Call) -> Credential:
-        async def credential(member: MemberConfig) -> Outbound:
-            return await self.outbound(call, member.member_id, member.upstream)
+        """The caller's credential per member, for the lists: resolved once per member per request (whose lists
+        the caller is shown is worked out before they are listed; view.py `once_per_member`)."""
+        if call.credential is None:
 
-        return credential
+            async def credential(member: MemberConfig) -> Outbound:
+                return await self.outbound(call, member.member_id, member.upstream)
+
+            call.credential = once_per_member(credential)
+        return call.credential
 
     def auth_required(self, call: Call, exc: AuthRequired, member_id: str, *, tool: bool) -> JSON:
         reply = auth_required.render(
@@ -553,13 +558,13 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
         gw.inputs.states.check(state, call.principal.id)
         params = {k: v for k, v in params.items() if k not in ("requestState", "inputResponses")}
     policy_began = time.time_ns() if gw.tracing is not None else 0
-    target = await call.view.resolve("tools", name, gw.credential_for(call))
+    target, listed = await call.view.lookup("tools", name, gw.credential_for(call))  # the caller's own list
     if target is None or not gw.access.allows(call.principal, call.view, "tools", target):
         if gw.tracing is not None:
             gw.tracing.policy(policy_began, name, allowed=False)
-        failed = call.view.failed_member_for("tools", name) if target is None else None
+        failed = call.view.failed_member_for("tools", name, listed) if target is None else None
         if failed is not None and gw.access.member_visible(call.principal, call.view, failed[0]):
-            error = call.view.failure_error("tools", failed[0])
+            error = call.view.failure_error("tools", failed[0], listed)
             member = Target(failed[0], call.view.by_member[failed[0]].upstream, name)  # for the audit row
             if isinstance(error, AuthRequired):
                 gw.audit.call(call, TOOLS_CALL, name, member, "auth_required", started, error.reason)
@@ -597,7 +602,7 @@ async def _tools_call(gw: Gateway, call: Call, params: JSON) -> JSON:
             gw.audit.call(call, TOOLS_CALL, name, target, held.outcome, started, held.detail)
             return held.reply
         passed, params = held, held.params
-    if call.era is Era.MODERN and gw.tasks.wanted(call, name):  # relay/tasks.py
+    if call.era is Era.MODERN and gw.tasks.wanted(call, name, listed):  # relay/tasks.py
         runner = partial(_tools_call, gw)
         return await gw.tasks.start(call, params, target, runner, partial(gw.upstream_runs_tasks, call, target))
     try:

@@ -197,10 +197,9 @@ class ParamHeaders:
         # one entry per served view, replaced when the view builds a new list.
         self._annotated: dict[str, tuple[Built, dict[str, JSON]]] = {}
 
-    def schema(self, view: VirtualServerView, name: str) -> JSON | None:
-        """The input schema of tool `name` when it asks for `Mcp-Param-*` headers, from the view's last
-        built tool list; None for any other tool (and before the first list is built)."""
-        built = view.last_built("tools")
+    def schema(self, view: VirtualServerView, name: str, built: Built | None) -> JSON | None:
+        """The input schema of tool `name` when it asks for `Mcp-Param-*` headers, from `built`, the caller's
+        tool list (view.py `current`); None for any other tool (and before a list is built)."""
         if built is None:
             return None
         entry = self._annotated.get(view.id)

@@ -22,7 +22,7 @@ from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, c
 from sqlalchemy.exc import SQLAlchemyError
 
 from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, cancel_when_lost, release_headers, send_body
-from manifold.catalog.view import VirtualServerView
+from manifold.catalog.view import Built, VirtualServerView
 from manifold.principal import Principal
 from manifold.protocol import (
     CANCELLED,
@@ -229,15 +229,19 @@ class StreamableHttp:
         watch = cancel_when_lost(send)  # closing the stream is this era's cancellation: the upstream's call too
         try:
             if rpc_method == TOOLS_CALL and isinstance(name := params.get("name"), str):
-                if view.last_built("tools") is None:  # the first call before any list: build it as the handler would
+                # The caller's own list (per-caller lists: another caller's may name other tools, or this one
+                # with another schema); a dict lookup for a server whose members list the same for everyone.
+                credential = self.gw.credential_for(call)
+                built = await view.current("tools", credential)
+                if built is None:  # the first call before any list: build it as the handler would
                     try:
-                        await view.resolve("tools", name, self.gw.credential_for(call))
+                        built = (await view.lookup("tools", name, credential))[1]
                     except Exception:  # the handler meets the same failure and answers it
                         pass
-                schema = self.param_headers.schema(view, name)  # None (one dict lookup) unless the tool asks
-                if schema is not None:
+                schema = self.param_headers.schema(view, name, built)  # None (a dict lookup) unless the tool asks
+                if schema is not None and built is not None:
                     try:
-                        self._check_param_headers(view, call, name, schema, params, headers)
+                        self._check_param_headers(view, call, name, schema, params, headers, built)
                     except Refusal as refusal:
                         await send_body(send, refusal.status, refusal.body())
                         return
@@ -250,12 +254,18 @@ class StreamableHttp:
             await channel.abandon()  # nobody is there to answer
 
     def _check_param_headers(
-        self, view: VirtualServerView, call: Call, name: str, schema: JSON, params: JSON, headers: dict[str, str]
+        self,
+        view: VirtualServerView,
+        call: Call,
+        name: str,
+        schema: JSON,
+        params: JSON,
+        headers: dict[str, str],
+        built: Built,
     ) -> None:
         """The call's `Mcp-Param-*` headers against its arguments, for a tool that this caller may call (for
-        any other the handler answers, as for a tool that does not exist)."""
-        built = view.last_built("tools")
-        target = built.targets.get(name) if built is not None else None
+        any other the handler answers, as for a tool that does not exist). `built`: the caller's tool list."""
+        target = built.targets.get(name)
         if target is not None and self.gw.access.allows(call.principal, view, "tools", target):
             self.param_headers.check(schema, params, headers, call.request_id)
 

@@ -149,9 +149,10 @@ class Tasks:
 
     # ---- tools/call -----------------------------------------------------------------------------
 
-    def support(self, view: VirtualServerView, name: str) -> str | None:
-        """The exposed tool's taskSupport ("optional" / "required"), or None: from the last built list."""
-        built = view.last_built("tools")
+    def support(self, view: VirtualServerView, name: str, built: Built | None = None) -> str | None:
+        """The exposed tool's taskSupport ("optional" / "required"), or None: from `built`, the caller's list
+        (the one the call resolved in), or else the view's last built list."""
+        built = built if built is not None else view.last_built("tools")
         if built is None:
             return None
         cached = self._support.get(view.id)
@@ -165,10 +166,10 @@ class Tasks:
             cached = self._support[view.id] = (built, support)
         return cached[1].get(name)
 
-    def wanted(self, call: Call, name: str) -> bool:
+    def wanted(self, call: Call, name: str, built: Built | None = None) -> bool:
         """Whether this 2026-07-28 tools/call runs as a task. A tool that requires a task, called by a client
-        that did not declare the extension, is refused with -32021 naming it."""
-        support = self.support(call.view, name)
+        that did not declare the extension, is refused with -32021 naming it. `built`: the caller's tool list."""
+        support = self.support(call.view, name, built)
         if support is None or isinstance(call.request_id, TaskRun):
             return False
         if declares_tasks(call.client_capabilities):

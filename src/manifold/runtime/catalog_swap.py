@@ -130,6 +130,7 @@ class CatalogSwap:
                 hub.remove(listener)
                 listener.close()
         for uid in replaced_upstreams:  # same id, new configuration: its cached lists are the old server's
+            self._lists.reconfigured(uid)  # its lists may be per caller now, or shared
             for method in LIST_CHANGED:
                 await hub.on_upstream_notification(uid, {"jsonrpc": "2.0", "method": method, "params": {}})
 
@@ -137,7 +138,7 @@ class CatalogSwap:
         gone = sorted(before - set(wanted))
         for uid in gone:
             await pool.remove_upstream(uid)
-            self._lists.invalidate(uid)
+            self._lists.reconfigured(uid)
         if added or removed or replaced or gone:
             log.info(
                 "catalog applied: %d servers (added %s; removed %s; changed %s)",

@@ -46,7 +46,7 @@ from manifold.catalog.pinning import ToolPins
 from manifold.catalog.served import ServedServers
 from manifold.catalog.view import VirtualServerView
 from manifold.config.loader import LoadedConfig, load_config
-from manifold.config.models import PinningMode
+from manifold.config.models import PinningMode, per_caller_lists
 from manifold.console.app import ConsoleApp
 from manifold.console.frame import Services as ConsoleServices
 from manifold.identity.api_keys import KeyRepository
@@ -274,7 +274,12 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         lambda uid: u.pinning if (u := pool.config(uid)) is not None else PinningMode.OFF,
         audit_log.record,
     )
-    lists = UpstreamLists(pool, settings.tool_list_ttl_seconds, pins)
+    lists = UpstreamLists(
+        pool,
+        settings.tool_list_ttl_seconds,
+        pins,
+        per_caller=lambda uid: (u := pool.config(uid)) is not None and per_caller_lists(u),
+    )
     pool.on_renewed = lists.invalidate  # an upstream that restarted is listed again, not served from before
     served = ServedServers(
         {

@@ -1,0 +1,260 @@
+"""Per-caller lists (catalog/lists.py, `lists: per_caller`): an upstream whose list depends on who asks is listed
+with each caller's credential, and each caller is shown (and resolves names in) their own list only; shared ones
+are listed once for everyone. In process: a fake pool answers each credential identity with its own tools."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from manifold.catalog import lists as lists_module
+from manifold.catalog.lists import UpstreamLists
+from manifold.catalog.view import VirtualServerView
+from manifold.config.models import MemberConfig, UpstreamConfig, VirtualServerConfig, per_caller_lists
+from manifold.outbound.resolver import AuthRequired
+from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
+
+pytestmark = pytest.mark.anyio
+JSON = dict[str, Any]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Session:
+    capabilities: JSON = field(default_factory=lambda: {"tools": {}, "prompts": {}})
+    instructions: str | None = None
+
+
+@dataclass
+class Pool:
+    """tools/list answers `common` and `own_<identity>` (`own_shared` for no identity); counts what it is asked
+    per (upstream, identity)."""
+
+    asked: list[tuple[str, str | None]] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+
+    async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> Session:
+        return Session()
+
+    async def request(
+        self, upstream_id: str, method: str, params: JSON | None = None, *, outbound: Outbound = SHARED, **_: Any
+    ) -> JSON:
+        self.asked.append((upstream_id, outbound.identity))
+        if self.gate is not None:
+            await self.gate.wait()
+        key = "tools" if method == "tools/list" else "prompts"
+        own = f"own_{outbound.identity or 'shared'}"
+        return {"result": {key: [{"name": "common", "inputSchema": {}}, {"name": own, "inputSchema": {}}]}}
+
+
+def lists_of(pool: Pool, *per_caller: str) -> UpstreamLists:
+    return UpstreamLists(pool, ttl_seconds=3600, per_caller=lambda uid: uid in per_caller)
+
+
+def names(items: list[JSON]) -> set[str]:
+    return {t["name"] for t in items}
+
+
+def who(identity: str | None) -> Outbound:
+    return Outbound({"Authorization": f"Bearer {identity}"} if identity else {}, identity)
+
+
+# ---- the cache ------------------------------------------------------------------------------------------------
+
+
+async def test_a_per_caller_upstream_is_listed_with_each_callers_credential_and_shown_to_them_only() -> None:
+    pool = Pool()
+    lists = lists_of(pool, "zap")
+    alice = await lists.get("zap", "tools", outbound=who("alice"))
+    bob = await lists.get("zap", "tools", outbound=who("bob"))
+    assert names(alice.items) == {"common", "own_alice"} and names(bob.items) == {"common", "own_bob"}
+    assert alice.version != bob.version  # unique: a view never takes one caller's list for another's
+    assert await lists.get("zap", "tools", outbound=who("alice")) is alice  # cached per caller
+    # The handshake-era session's credential is the same caller's: the same list.
+    assert await lists.get("zap", "tools", outbound=in_handshake_era(who("alice"), "alice|hs")) is alice
+    assert sorted(pool.asked) == [("zap", "alice"), ("zap", "bob")]
+
+
+async def test_a_shared_upstream_is_listed_once_for_everyone() -> None:
+    pool = Pool()
+    lists = lists_of(pool, "zap")
+    first = await lists.get("fixed", "tools", outbound=who("alice"))
+    assert await lists.get("fixed", "tools", outbound=who("bob")) is first
+    assert names(first.items) == {"common", "own_alice"}  # the first caller's, shown to all (lists: shared)
+    assert pool.asked == [("fixed", "alice")]
+
+
+async def test_concurrent_readers_of_one_callers_list_share_one_fetch_and_others_get_their_own() -> None:
+    pool = Pool(gate=asyncio.Event())
+    lists = lists_of(pool, "zap")
+    jobs = [asyncio.ensure_future(lists.get("zap", "tools", outbound=who(u))) for u in ("a", "a", "a", "b", "b")]
+    await asyncio.sleep(0.01)
+    pool.gate.set()
+    got = await asyncio.gather(*jobs)
+    assert sorted(pool.asked) == [("zap", "a"), ("zap", "b")]
+    assert got[0] is got[1] is got[2] and got[3] is got[4] and got[0] is not got[3]
+
+
+async def test_a_list_changed_refreshes_every_callers_list_of_the_upstream() -> None:
+    pool = Pool()
+    lists = lists_of(pool, "zap")
+    for u in ("alice", "bob"):
+        await lists.get("zap", "tools", outbound=who(u))
+    lists.invalidate("zap", "tools")
+    assert lists.announce("zap", "tools") and not lists.announce("zap", "tools")
+    for u in ("alice", "bob"):
+        await lists.get("zap", "tools", outbound=who(u))
+    assert sorted(pool.asked) == [("zap", "alice"), ("zap", "alice"), ("zap", "bob"), ("zap", "bob")]
+    assert lists.announce("zap", "tools")  # someone listed since: news again
+
+
+async def test_per_caller_lists_are_bounded_least_recently_read_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lists_module, "CALLER_LISTS", 3)
+    pool = Pool()
+    lists = lists_of(pool, "zap")
+    for u in ("a", "b", "c"):
+        await lists.get("zap", "tools", outbound=who(u))
+    await lists.get("zap", "tools", outbound=who("a"))  # read again: now the most recent
+    await lists.get("zap", "tools", outbound=who("d"))  # one too many: b goes
+    kept = {identity for (_, _, identity) in lists._entries}
+    assert kept == {"a", "c", "d"}
+    await lists.get("zap", "tools", outbound=who("b"))  # fetched again when b lists next
+    assert pool.asked.count(("zap", "b")) == 2
+
+
+async def test_per_caller_lists_unread_for_long_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = Pool()
+    lists = lists_of(pool, "zap")
+    await lists.get("zap", "tools", outbound=who("old"))
+    lists.entry("zap", "tools", "old").used_at -= lists_module.CALLER_LIST_IDLE + 1
+    await lists.get("zap", "tools", outbound=who("new"))
+    assert {identity for (_, _, identity) in lists._entries} == {"new"}
+
+
+async def test_reconfigured_drops_the_lists_of_the_other_sharing() -> None:
+    pool = Pool()
+    per_caller = {"zap"}
+    lists = UpstreamLists(pool, ttl_seconds=3600, per_caller=lambda uid: uid in per_caller)
+    await lists.get("zap", "tools", outbound=who("alice"))
+    per_caller.clear()  # the admin set `lists: shared`
+    lists.reconfigured("zap")
+    assert not lists._entries
+    shared = await lists.get("zap", "tools", outbound=who("bob"))
+    assert await lists.get("zap", "tools", outbound=who("alice")) is shared
+
+
+# ---- views ----------------------------------------------------------------------------------------------------
+
+
+def view_of(lists: UpstreamLists, *members: JSON) -> VirtualServerView:
+    config = VirtualServerConfig(members=[MemberConfig.model_validate(m) for m in members])
+    return VirtualServerView("vs", config, lists, "__")
+
+
+def credential_of(identity: str | None, refused: frozenset[str] = frozenset()) -> Any:
+    async def credential(m: MemberConfig) -> Outbound:
+        if m.upstream in refused:
+            raise AuthRequired(m.upstream, "https://gw.test/connect")
+        return who(identity) if m.upstream == "zap" else SHARED
+
+    return credential
+
+
+async def test_a_view_builds_and_resolves_each_callers_own_list() -> None:
+    pool = Pool()
+    view = view_of(lists_of(pool, "zap"), {"upstream": "zap"}, {"upstream": "fixed"})
+    alice, bob = credential_of("alice"), credential_of("bob")
+    built_a = await view.get("tools", credential=alice)
+    built_b = await view.get("tools", credential=bob)
+    assert names(built_a.items) == {"zap__common", "zap__own_alice", "fixed__common", "fixed__own_shared"}
+    assert names(built_b.items) == {"zap__common", "zap__own_bob", "fixed__common", "fixed__own_shared"}
+    assert await view.get("tools", credential=alice) is built_a  # each caller's kept
+    target = await view.resolve("tools", "zap__own_alice", alice)
+    assert target is not None and target.name == "own_alice"
+    assert await view.resolve("tools", "zap__own_alice", bob) is None  # not bob's tool
+    target, listed = await view.lookup("tools", "zap__own_bob", bob)
+    assert target is not None and listed is built_b
+    assert pool.asked.count(("fixed", None)) == 1
+
+
+async def test_a_view_of_shared_members_works_out_no_credential_to_resolve() -> None:
+    pool = Pool()
+    view = view_of(lists_of(pool), {"upstream": "fixed"})
+    asked: list[str] = []
+
+    async def credential(m: MemberConfig) -> Outbound:
+        asked.append(m.member_id)
+        return SHARED
+
+    await view.get("tools", credential=credential)
+    asked.clear()
+    assert await view.resolve("tools", "fixed__common", credential) is not None
+    assert asked == []  # a dict lookup, as before
+
+
+async def test_callers_without_a_credential_get_the_failure_not_another_callers_list() -> None:
+    pool = Pool()
+    view = view_of(lists_of(pool, "zap"), {"upstream": "zap"})
+    await view.get("tools", credential=credential_of("alice"))
+    carol = credential_of("carol", refused=frozenset({"zap"}))
+    built = await view.get("tools", credential=carol)
+    assert built.items == [] and isinstance(built.errors.get("zap"), AuthRequired)
+    target, listed = await view.lookup("tools", "zap__own_alice", carol)
+    assert target is None
+    assert view.failed_member_for("tools", "zap__own_alice", listed) == ("zap", "not connected")
+
+
+async def test_a_call_resolves_each_members_credential_once_even_when_it_fails() -> None:
+    """Whose list it is, then the list itself: one credential each (a refused token exchange is one request)."""
+    pool = Pool()
+    view = view_of(lists_of(pool, "zap"), {"upstream": "zap"})
+    asked: list[str] = []
+
+    async def refused(m: MemberConfig) -> Outbound:
+        asked.append(m.member_id)
+        raise AuthRequired(m.upstream, "https://gw.test/connect")
+
+    target, listed = await view.lookup("tools", "zap__own_carol", refused)
+    assert target is None and listed is not None and "zap" in listed.errors
+    assert asked == ["zap"]
+
+
+async def test_a_view_follows_an_upstream_switched_to_shared_lists() -> None:
+    pool = Pool()
+    per_caller = {"zap"}
+    view = view_of(UpstreamLists(pool, 3600, per_caller=lambda uid: uid in per_caller), {"upstream": "zap"})
+    assert names((await view.get("tools", credential=credential_of("alice"))).items) == {
+        "zap__common",
+        "zap__own_alice",
+    }
+    per_caller.clear()
+    view._lists.reconfigured("zap")
+    bob = await view.get("tools", credential=credential_of("bob"))
+    assert await view.get("tools", credential=credential_of("alice")) is bob  # one list for everyone now
+    assert names(bob.items) == {"zap__common", "zap__own_bob"}
+
+
+def test_lists_default_to_per_caller_for_the_auth_modes_that_give_each_caller_a_credential() -> None:
+    def upstream(auth: JSON, **extra: Any) -> UpstreamConfig:
+        return UpstreamConfig.model_validate({"transport": "http", "url": "http://u.test/mcp", "auth": auth, **extra})
+
+    exchange = {"mode": "exchange", "token_endpoint": "https://idp.test/token", "audience": "u", "client_id": "gw"}
+    per_caller = [
+        {"mode": "oauth"},
+        {"mode": "passthrough", "audience": "u"},
+        {"mode": "forwarded", "allow": ["X-Tenant"]},
+        exchange,
+    ]
+    shared = [{"mode": "none"}, {"mode": "static", "bearer": "t"}]
+    assert all(per_caller_lists(upstream(a)) for a in per_caller)
+    assert not any(per_caller_lists(upstream(a)) for a in shared)
+    assert not per_caller_lists(upstream({"mode": "static", "bearer": "t"}, sessions="per_user"))
+    assert not per_caller_lists(upstream({"mode": "oauth"}, lists="shared"))
+    assert per_caller_lists(upstream({"mode": "static", "bearer": "t"}, lists="per_caller"))
