@@ -4,8 +4,10 @@ send fails with the session's own error, and nothing else is said. On Python 3.1
 `stdin.wait_closed()` as "Future exception was never retrieved", with a traceback (found as a CI failure: the
 test's event loop counts what is reported to its exception handler).
 
-asyncio's loop only: a child uvloop starts also keeps, beyond fds 0-2, the sockets they were duplicated from
-(seen as fds 13, 17 and 19), so its closing fd 0 breaks nothing and the send keeps waiting."""
+Under uvloop a child started by the loop kept, beyond fds 0-2, the sockets they were duplicated from (seen as fds
+13, 17 and 19), so its closing fd 0 broke nothing and the send kept waiting; commands are now started on pipes
+the gateway makes itself (upstream/stdio.py `_start_on_own_pipes`; tests/integration/test_stdio_closed_stdin.py
+runs on both loops)."""
 
 from __future__ import annotations
 

@@ -14,9 +14,13 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
+import threading
 from collections import deque
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -42,6 +46,10 @@ STDERR_SETTLE_SECONDS = 0.5  # how long a death's report waits for the last stde
 # step (the MCP stdio shutdown: close stdin, SIGTERM, SIGKILL). A stop waits for it (after the calls in flight),
 # so it is short: a server that ignores both costs a stop 2 s (resilience review: 4 s with 2.0).
 EXIT_GRACE_SECONDS = 1.0
+# How long a process whose stdin closed is given to exit (a dying one closes its pipes a moment before its exit is
+# seen) before it is taken for one that closed its stdin and lives on, deaf, and is stopped.
+DEAF_SETTLE_SECONDS = 0.5
+DEAF = "closed its stdin but kept running, so it could read no more messages; the gateway stopped its process"
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 4  # env values shorter than this are not secrets worth hiding (and hiding them garbles text)
 _SECRET_SHAPES = re.compile(
@@ -87,7 +95,7 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return _SECRET_SHAPES.sub(_redacted, text)
 
 
-def _end_descendants(proc: asyncio.subprocess.Process) -> None:
+def _end_descendants(proc: _Running) -> None:
     """Kill what is left of the command's session (it runs in its own, `start_new_session`): helpers it forked
     outlived it, one orphan per crash or restart and every one at the gateway's stop (ops probe). Called once
     the command itself has exited, before its id can be reused: a session's id is its leader's pid."""
@@ -97,8 +105,86 @@ def _end_descendants(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+class _Running(Protocol):
+    """What the transport uses of a running command: `asyncio.subprocess.Process` (Windows) or `_Child`."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None: ...
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+    @property
+    def stderr(self) -> asyncio.StreamReader | None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+class _Child:
+    """A command started by `StdioTransport._start_on_own_pipes`: `subprocess.Popen` and the gateway's ends of
+    its pipes as streams. `returncode` is set once the exit is seen (`_watch_exit`)."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        stdin: asyncio.StreamWriter,
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+    ) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdin: asyncio.StreamWriter | None = stdin
+        self.stdout: asyncio.StreamReader | None = stdout
+        self.stderr: asyncio.StreamReader | None = stderr
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def terminate(self) -> None:
+        self._popen.terminate()  # a no-op once it is reaped: never a signal to a reused pid
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+
+class _StdinProtocol(asyncio.streams.FlowControlMixin):
+    """The protocol of the gateway's end of a command's stdin: `StreamWriter.drain` waits on it."""
+
+
+def _watch_exit(loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes], exited: asyncio.Future[None]) -> None:
+    """Reap the command once it exits and then set `exited`: told by a pidfd where there is one (Linux 5.3), else
+    by a thread that waits for it (what asyncio's own child watcher does)."""
+
+    def reaped() -> None:
+        popen.poll()
+        if not exited.done():
+            exited.set_result(None)
+
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+
+        def wait() -> None:
+            popen.wait()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(reaped)
+
+        threading.Thread(target=wait, name=f"stdio-wait-{popen.pid}", daemon=True).start()
+        return
+
+    def readable() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        reaped()
+
+    loop.add_reader(pidfd, readable)
+
+
 class _ChildProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """`asyncio.create_subprocess_exec`'s protocol, also telling when the process itself has exited: asyncio's
+    """(Windows) `asyncio.create_subprocess_exec`'s protocol, also telling when the process itself has exited: asyncio's
     `Process.wait()` returns only once its pipes are closed too (uvloop's does not wait for them), and a helper
     the command forked may hold its stdout open after it died."""
 
@@ -134,9 +220,9 @@ class StdioTransport:
         assert config.command
         self.upstream_id = upstream_id
         self._config = config
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: _Running | None = None
         self._exit: asyncio.Future[None] | None = None  # done once the process has exited (pipes open or not)
-        self._pipes: asyncio.SubprocessTransport | None = None
+        self._pipes: list[asyncio.BaseTransport] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         # The last stderr lines, raw but cut (redacted only when shown): bounded to TAIL_LINES x TAIL_CHARS.
@@ -145,6 +231,10 @@ class StdioTransport:
             sorted((v for v in config.env.values() if len(v) >= MIN_SECRET_CHARS), key=len, reverse=True)
         )
         self._exited: ProcessExited | None = None
+        # A duplicate of the gateway's end of the process's stdin, watched: it turns readable (an error) once no
+        # process holds the other end (it closed its stdin, or died). None once closed, and on Windows.
+        self._stdin_watch: int | None = None
+        self._deaf = False  # the process closed its stdin and lived on: the gateway stopped it
 
     def _start_failure(self, exc: OSError) -> str:
         """Why the command did not start, with what was looked for and where (never its arguments: they may
@@ -181,33 +271,121 @@ class StdioTransport:
         return self._proc.pid if self._proc else None
 
     async def connect(self, deliver: Deliver, on_closed: OnClosed) -> None:
-        # `asyncio.create_subprocess_exec`, with a protocol that says when the process exits (`_ChildProtocol`).
-        # Under uvloop (0.23) the child also keeps duplicates of its own stdin/stdout/stderr socketpair ends at
-        # fds >= 3 (`close_fds`/`pass_fds` do not change that), so a helper it starts with its std streams
-        # redirected may still hold the gateway's pipes. Not closed here: only a `preexec_fn` could (Python code
-        # run between fork and exec in a gateway that has threads, which is unsafe) or a shim process in between
-        # (which would change how the command is found and reported). The exit is watched instead (`_watch`).
         loop = asyncio.get_running_loop()
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _ChildProtocol(MAX_LINE_BYTES, loop),
-                self._config.command,  # type: ignore[arg-type]
-                *self._config.args,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=child_environment(self._config),
-                cwd=self._config.cwd,
-                start_new_session=sys.platform != "win32",  # keep the gateway's signals (Ctrl-C) to itself
-            )
+            if sys.platform == "win32":
+                self._proc, self._exit, self._pipes = await self._start_by_the_loop(loop)
+            else:
+                self._proc, self._exit, self._pipes = await self._start_on_own_pipes(loop)
         except OSError as exc:
             raise UpstreamError(self.upstream_id, self._start_failure(exc)) from None
-        self._proc = asyncio.subprocess.Process(transport, protocol, loop)
-        self._exit, self._pipes = protocol.exited, transport
+        if self._stdin_watch is not None:
+            loop.add_reader(self._stdin_watch, self._stdin_closed)
         self._tasks = [
             asyncio.create_task(self._watch(deliver, on_closed)),
             asyncio.create_task(self._drain_stderr()),
         ]
+
+    async def _start_on_own_pipes(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[_Running, asyncio.Future[None], list[asyncio.BaseTransport]]:
+        """Start the command with `subprocess.Popen` on pipes the gateway made itself: the child holds its ends at
+        fds 0-2 and nothing else (`close_fds`), the gateway closes its copies of them, and so a child that closes
+        its stdin (or dies) closes the pipe: the next write fails at once. `loop.subprocess_exec` under uvloop
+        (0.23) leaves the child inheritable duplicates of its socketpair ends at fds >= 3 (`close_fds`/`pass_fds`
+        do not change that; only a `preexec_fn`, unsafe in a gateway that has threads, could close them): a child
+        that closed its stdin closed nothing, the gateway's writes went on succeeding, and each call waited out
+        its call_timeout (the third stdio review). Its own session (`start_new_session`) keeps the gateway's
+        signals (Ctrl-C) to the gateway."""
+        assert self._config.command
+        ends: list[int] = []
+        try:
+            for _ in range(3):
+                ends += os.pipe()
+            in_read, in_write, out_read, out_write, err_read, err_write = ends
+            popen = subprocess.Popen(
+                [self._config.command, *self._config.args],
+                stdin=in_read,
+                stdout=out_write,
+                stderr=err_write,
+                env=child_environment(self._config),
+                cwd=self._config.cwd,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in ends:
+                os.close(fd)
+            raise
+        for fd in (in_read, out_write, err_write):
+            os.close(fd)  # the child's ends: the child's alone now
+        self._stdin_watch = os.dup(in_write)
+        exited: asyncio.Future[None] = loop.create_future()
+        _watch_exit(loop, popen, exited)
+        stdout = asyncio.StreamReader(MAX_LINE_BYTES, loop)
+        stderr = asyncio.StreamReader(MAX_LINE_BYTES, loop)
+        files = [open(fd, mode, buffering=0) for fd, mode in ((out_read, "rb"), (err_read, "rb"), (in_write, "wb"))]  # noqa: SIM115
+        pipes: list[asyncio.BaseTransport] = []
+        try:
+            for reader, file in ((stdout, files[0]), (stderr, files[1])):
+                transport, _ = await loop.connect_read_pipe(
+                    partial(asyncio.StreamReaderProtocol, reader, loop=loop), file
+                )
+                pipes.append(transport)
+            writing, protocol = await loop.connect_write_pipe(partial(_StdinProtocol, loop), files[2])
+            pipes.append(writing)
+        except BaseException:
+            for pipe in pipes:
+                pipe.close()
+            for file in files:
+                with contextlib.suppress(OSError):
+                    file.close()
+            with contextlib.suppress(ProcessLookupError):
+                popen.kill()
+            raise
+        stdin = asyncio.StreamWriter(writing, protocol, None, loop)
+        return _Child(popen, stdin, stdout, stderr), exited, pipes
+
+    async def _start_by_the_loop(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[_Running, asyncio.Future[None], list[asyncio.BaseTransport]]:
+        """(Windows) `asyncio.create_subprocess_exec`, with a protocol that says when the process exits."""
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ChildProtocol(MAX_LINE_BYTES, loop),
+            self._config.command,  # type: ignore[arg-type]
+            *self._config.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=child_environment(self._config),
+            cwd=self._config.cwd,
+        )
+        return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited, [transport]
+
+    def _stdin_closed(self) -> None:
+        """No process holds the other end of its stdin any more: it died, or it closed its stdin and lives on,
+        unable to read another message (the calls on it would wait out call_timeout). The latter is stopped."""
+        self._unwatch_stdin(close=False)
+        if not self._closing:
+            self._tasks.append(asyncio.ensure_future(self._stop_if_deaf()))
+
+    async def _stop_if_deaf(self) -> None:
+        proc = self._proc
+        if proc is None or await self._exited_within(DEAF_SETTLE_SECONDS) or self._closing:
+            return  # it died (`_watch` says how), or it is being stopped anyway
+        self._deaf = True
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+    def _unwatch_stdin(self, *, close: bool) -> None:
+        fd = self._stdin_watch
+        if fd is None:
+            return
+        with contextlib.suppress(Exception):  # the loop is closed
+            asyncio.get_running_loop().remove_reader(fd)
+        if close:
+            self._stdin_watch = None
+            os.close(fd)
 
     def set_negotiated(self, protocol_version: str) -> None:
         pass
@@ -220,7 +398,7 @@ class StdioTransport:
         resend) only when no byte of it reached the pipe; once some may have, a failure is an UpstreamError:
         the process may have read the message before it went away."""
         proc = self._proc
-        if proc is None or proc.stdin is None or proc.returncode is not None or self._closing:
+        if proc is None or proc.stdin is None or proc.returncode is not None or self._closing or self._deaf:
             raise await self._lost()
         stdin = proc.stdin
         # No await from the checks to the write: one message goes into the buffer whole, never interleaved.
@@ -256,6 +434,7 @@ class StdioTransport:
         self._closing = True
         proc = self._proc
         running = proc is not None and proc.returncode is None
+        self._unwatch_stdin(close=True)  # a duplicate of stdin's end: open, the process would never see it end
         if proc is not None and proc.returncode is None:
             if proc.stdin is not None:
                 with contextlib.suppress(Exception):
@@ -278,8 +457,10 @@ class StdioTransport:
     def _close_pipes(self) -> None:
         """Close the gateway's ends of the process's pipes: one a helper still holds would otherwise stay open
         (asyncio's transport finishes only once they all close)."""
-        if self._pipes is not None and self._exit is not None and self._exit.done():
-            self._pipes.close()
+        if self._exit is not None and self._exit.done():
+            self._unwatch_stdin(close=True)
+            for pipe in self._pipes:
+                pipe.close()
 
     async def _exited_within(self, seconds: float | None) -> bool:
         """Whether the process has exited, waiting at most `seconds` (None: until it has). Not `proc.wait()`:
@@ -295,7 +476,7 @@ class StdioTransport:
         """Read stdout until it ends or the process exits, whichever comes first; then end what is left of the
         process and report the session closed, once. The exit is watched itself: a helper the command forked
         may hold its stdout open after it died, and the calls in flight then waited out call_timeout with no
-        word of the death (probe; uvloop's child even holds duplicates of its pipes, see `connect`)."""
+        word of the death (probe)."""
         proc, exit_ = self._proc, self._exit
         assert proc is not None and exit_ is not None
         reader = asyncio.ensure_future(self._read_stdout(deliver))
@@ -325,6 +506,8 @@ class StdioTransport:
             if self._closing:
                 on_closed(UpstreamError(self.upstream_id, "process was stopped", kind=ErrorKind.CLOSED))
             else:
+                if self._deaf:
+                    cause = DEAF
                 on_closed(await self._report_exit(proc.returncode, cause))
             self._close_pipes()
 
@@ -371,7 +554,7 @@ class StdioTransport:
         reader = self._tasks[0] if self._tasks else None
         if reader is not None and not reader.done() and not self._closing:
             await asyncio.wait({reader}, timeout=STDERR_SETTLE_SECONDS + 0.5)
-        reason = self._exited.reason if self._exited is not None else "process is not running"
+        reason = self._exited.reason if self._exited is not None else DEAF if self._deaf else "process is not running"
         return UpstreamSessionLost(self.upstream_id, reason)
 
     async def _report_exit(self, code: int | None, cause: str | None = None) -> ProcessExited:
