@@ -44,6 +44,11 @@ class UpstreamError(Exception):
     """An upstream could not answer. The message is safe to show a client: it names the upstream and
     the cause, and never contains a header value, token, URL credential or argument."""
 
+    # The ids of requests the upstream provably never read before the connection ended (a stdio process that died
+    # with their messages still in its stdin pipe): sending them again cannot run them twice, so a session that
+    # ends with this error fails them as UpstreamSessionLost (session.py `_mark_closed`).
+    never_read: frozenset[int] = frozenset()
+
     def __init__(self, upstream_id: str, reason: str, *, kind: ErrorKind = ErrorKind.UNAVAILABLE) -> None:
         self.upstream_id = upstream_id
         self.reason = reason

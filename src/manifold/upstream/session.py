@@ -311,8 +311,12 @@ class JsonRpcSession:
             return
         self._closed = True
         self._close_reason = reason
-        for pending in self._pending.values():
-            if not pending.future.done():
+        for request_id, pending in self._pending.items():
+            if pending.future.done():
+                continue
+            if request_id in reason.never_read:  # the upstream never read it: the pool sends it again
+                pending.future.set_exception(UpstreamSessionLost(self.upstream_id, reason.reason))
+            else:
                 pending.future.set_exception(UpstreamError(self.upstream_id, reason.reason, kind=ErrorKind.CLOSED))
 
     # ------------------------------------------------------------------ handshake

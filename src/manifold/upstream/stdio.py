@@ -8,6 +8,7 @@ anything that looks like a secret replaced by `[redacted]`.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
@@ -49,6 +50,9 @@ EXIT_GRACE_SECONDS = 1.0
 # How long a process whose stdin closed is given to exit (a dying one closes its pipes a moment before its exit is
 # seen) before it is taken for one that closed its stdin and lives on, deaf, and is stopped.
 DEAF_SETTLE_SECONDS = 0.5
+# Requests whose place in the stdin stream is remembered, to tell which of them a process that died never read
+# (`_never_read`); an older one is taken as read (never sent again).
+MAX_TRACKED_REQUESTS = 4096
 DEAF = "closed its stdin but kept running, so it could read no more messages; the gateway stopped its process"
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 4  # env values shorter than this are not secrets worth hiding (and hiding them garbles text)
@@ -235,6 +239,8 @@ class StdioTransport:
         # process holds the other end (it closed its stdin, or died). None once closed, and on Windows.
         self._stdin_watch: int | None = None
         self._deaf = False  # the process closed its stdin and lived on: the gateway stopped it
+        self._written = 0  # bytes handed to its stdin
+        self._starts: deque[tuple[int, int]] = deque(maxlen=MAX_TRACKED_REQUESTS)  # (offset, request id)
 
     def _start_failure(self, exc: OSError) -> str:
         """Why the command did not start, with what was looked for and where (never its arguments: they may
@@ -391,12 +397,17 @@ class StdioTransport:
         pass
 
     async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
-        await self.send(body, headers)
+        await self._write(body, request_id)
 
     async def send(self, body: bytes, headers: dict[str, str]) -> None:
+        await self._write(body, None)
+
+    async def _write(self, body: bytes, request_id: int | None) -> None:
         """Write one message. The session is reported lost (so the pool may start the process again and
         resend) only when no byte of it reached the pipe; once some may have, a failure is an UpstreamError:
-        the process may have read the message before it went away."""
+        the process may have read the message before it went away. A request's place in the stream is kept:
+        if the process dies with all of it still unread in the pipe, it is sent again all the same
+        (`_never_read`)."""
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None or self._closing or self._deaf:
             raise await self._lost()
@@ -416,6 +427,9 @@ class StdioTransport:
                 f"is not reading its stdin ({queued // 1024} kB wait to be written to it)",
                 kind=ErrorKind.UNAVAILABLE,
             )
+        if request_id is not None:
+            self._starts.append((self._written, request_id))
+        self._written += len(body) + 1
         stdin.write(body + b"\n")
         if pipe.is_closing() and not queued:
             # The write was tried at once and failed (the reader is gone): nothing of it was written.
@@ -508,7 +522,9 @@ class StdioTransport:
             else:
                 if self._deaf:
                     cause = DEAF
-                on_closed(await self._report_exit(proc.returncode, cause))
+                exited = await self._report_exit(proc.returncode, cause)
+                exited.never_read = self._never_read()
+                on_closed(exited)
             self._close_pipes()
 
     async def _read_stdout(self, deliver: Deliver) -> str | None:
@@ -547,6 +563,29 @@ class StdioTransport:
                 for item in message:
                     if isinstance(item, dict):
                         await deliver(item, None)
+
+    def _never_read(self) -> frozenset[int]:
+        """The requests of which the process, now dead, read not a byte: their messages wholly still in its stdin
+        pipe (FIONREAD on the gateway's end) or not yet written to it. Sending them again cannot run them twice,
+        so a call that came in the moment it went away (killed, or ending while idle) is made on a new process.
+        Empty where that cannot be told (a transport that dropped what it held counts it as read)."""
+        fd, proc = self._stdin_watch, self._proc
+        if fd is None or proc is None or proc.stdin is None or not self._starts:
+            return frozenset()
+        import fcntl  # noqa: PLC0415  # POSIX only (`_stdin_watch` is None on Windows)
+        import termios  # noqa: PLC0415
+
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, termios.FIONREAD, count)
+        except OSError:
+            return frozenset()
+        unread = count[0]
+        pipe = proc.stdin.transport
+        if not pipe.is_closing():
+            unread += pipe.get_write_buffer_size()
+        read = self._written - unread
+        return frozenset(request_id for start, request_id in self._starts if start >= read)
 
     async def _lost(self) -> UpstreamSessionLost:
         """The error for a write to a process that is gone: why it died, once `_watch` has seen it go
