@@ -5,6 +5,7 @@ gateway: tests/e2e/test_stdio_ignores_unknown.py."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -12,13 +13,17 @@ from pathlib import Path
 import pytest
 
 from manifold.config.models import UpstreamConfig
+from manifold.protocol import Era
+from manifold.upstream import session as session_module
 from manifold.upstream.base import UpstreamError
 from manifold.upstream.session import DISCOVER_PROBE_SECONDS, JsonRpcSession
 from manifold.upstream.stdio import StdioTransport
+from tests.waiting import wait_for, within
 
 pytestmark = pytest.mark.anyio
 
 SERVER = str(Path(__file__).resolve().parents[1] / "upstreams" / "ignores_unknown_stdio.py")
+SLOW_DUAL = str(Path(__file__).resolve().parents[1] / "upstreams" / "slow_dual_stdio.py")
 
 
 def session(protocol: str) -> JsonRpcSession:
@@ -54,3 +59,28 @@ async def test_the_handshake_era_setting_works_with_it() -> None:
         assert handshake.protocol_version == "2025-11-25"
     finally:
         await handshake.aclose()
+
+
+async def test_a_command_still_starting_is_waited_for_not_taken_for_one_that_ignores_the_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe's time counts from when the command read it: one still starting (its package being fetched) has
+    not, and answers it once it does. Was: the probe given up while it was starting, `initialize` sent, and a
+    server of both eras (answering both) ended up on 2025-11-25."""
+    monkeypatch.setattr(session_module, "DISCOVER_PROBE_SECONDS", 0.3)
+    gate = tmp_path / "fetched"
+    config = UpstreamConfig.model_validate(
+        {"transport": "stdio", "command": sys.executable, "args": [SLOW_DUAL, str(gate)]}
+    )
+    dual = JsonRpcSession("dual", config, StdioTransport("dual", config))
+    try:
+        connecting = asyncio.ensure_future(dual.connect(within=60.0))
+        began = time.monotonic()
+        # Time passing is the subject: well past the probe's time, the command still "fetching".
+        await wait_for(lambda: time.monotonic() - began > 10 * 0.3, what="the probe's time passing")
+        assert not connecting.done()
+        gate.touch()
+        await within(connecting, 10, what="the handshake once the command is up")
+        assert dual.era is Era.MODERN, dual.era
+    finally:
+        await dual.aclose()

@@ -104,9 +104,12 @@ SESSION_NOTIFICATIONS = frozenset({*LIST_CHANGED, RESOURCES_UPDATED})
 # How long protocol `auto` waits for the answer to its `server/discover` probe before it sends `initialize` instead,
 # as the SDK's client does (mcp.client.session DISCOVER_TIMEOUT_SECONDS, 10 s, then `initialize`): a server that
 # ignores methods it does not know (hand-written ones, older SDKs) never answers it, and waiting the whole start
-# (stdio: 120 s) left its tools missing for that long. A modern server still starting that answers the probe late
-# answers the `initialize` after it with -32022, which is taken as the evidence it is (one probe more, at once).
+# (stdio: 120 s) left its tools missing for that long. Counted from when the upstream read the probe where the
+# transport can tell (stdio: a command still starting, `npx -y pkg` fetching its package, has not read it yet, and
+# is waited for); else from when it was sent. A modern server that answers the probe late all the same answers the
+# `initialize` after it with -32022, which is taken as the evidence it is (one probe more, at once).
 DISCOVER_PROBE_SECONDS = 5.0
+PROBE_POLL_SECONDS = 0.25  # how often the probe looks whether the upstream has read it
 # How long connect waits for the change-notification channel (GET stream / listen ack) to be up,
 # so that a list change right after connect is not lost. Not fatal when it expires.
 CHANNEL_READY_WAIT = 2.0
@@ -370,8 +373,8 @@ class JsonRpcSession:
         return hello if hello is not None else await self._initialize()
 
     async def _discover(self, *, probe: bool = False) -> JSON:
-        """`probe`: protocol `auto`'s, unanswered after DISCOVER_PROBE_SECONDS (UpstreamTimeout), within the start's
-        own time."""
+        """`probe`: protocol `auto`'s, given up (UpstreamTimeout) once unanswered for DISCOVER_PROBE_SECONDS after the
+        upstream read it (`_probe`)."""
         params = {
             "_meta": {
                 META_PROTOCOL_VERSION: MODERN_VERSION,
@@ -383,14 +386,45 @@ class JsonRpcSession:
         self._asking_discover = True  # stays set only if connect's timeout cuts the wait short: its message says so
         try:
             timeout = self._start_within if self._start_within is not None else self.config.connect_timeout
-            if probe:
-                timeout = min(timeout, DISCOVER_PROBE_SECONDS)
-            reply = await self._send_request(SERVER_DISCOVER, params, headers=headers, timeout=timeout, sink=None)
+            asking = self._send_request(SERVER_DISCOVER, params, headers=headers, timeout=timeout, sink=None)
+            reply = await (self._probe(asking) if probe else asking)
         except Exception:
             self._asking_discover = False
             raise
         self._asking_discover = False
         return reply
+
+    async def _probe(self, asking: Awaitable[JSON]) -> JSON:
+        """The answer to the discover probe, or UpstreamTimeout once DISCOVER_PROBE_SECONDS have passed since the
+        upstream read it unanswered (since it was sent, where the transport cannot tell)."""
+        request = asyncio.ensure_future(asking)
+        sent = time.monotonic()
+        read_by: float | None = None
+        try:
+            while True:
+                await asyncio.wait({request}, timeout=PROBE_POLL_SECONDS)
+                if request.done():
+                    return request.result()
+                now = time.monotonic()
+                if read_by is None:
+                    unread = self._unread(SERVER_DISCOVER)
+                    self._asking_discover = not unread  # a start cut short before it read the probe is not its fault
+                    if unread:
+                        continue  # still starting: not ignoring it
+                    read_by = sent if unread is None else now
+                if now - read_by >= DISCOVER_PROBE_SECONDS:
+                    raise UpstreamTimeout(self.upstream_id, DISCOVER_PROBE_SECONDS)
+        finally:
+            request.cancel()  # not told upstream (HANDSHAKE_METHODS)
+
+    def _unread(self, method: str) -> bool | None:
+        """Whether the upstream has not yet read the request in flight of this method (a stdio command: its stdin
+        pipe, upstream/stdio.py `unread`); None where the transport cannot tell."""
+        unread = getattr(self._transport, "unread", None)
+        request_id = next((i for i, pending in self._pending.items() if pending.method == method), None)
+        if unread is None or request_id is None:
+            return None
+        return unread(request_id)
 
     def _adopt_discover(self, reply: JSON, *, strict: bool) -> ServerHello | None:
         result = reply.get("result")

@@ -564,6 +564,13 @@ class StdioTransport:
                     if isinstance(item, dict):
                         await deliver(item, None)
 
+    def unread(self, request_id: int) -> bool | None:
+        """Whether the process has not yet read a byte of this request (a command still starting has not read its
+        first messages); None where that cannot be told. For protocol `auto`'s probe (session.py `_probe`)."""
+        if self._stdin_watch is None:
+            return None
+        return request_id in self._never_read()
+
     def _never_read(self) -> frozenset[int]:
         """The requests of which the process, now dead, read not a byte: their messages wholly still in its stdin
         pipe (FIONREAD on the gateway's end) or not yet written to it. Sending them again cannot run them twice,
