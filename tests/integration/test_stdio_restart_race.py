@@ -61,6 +61,8 @@ async def test_a_call_written_to_a_process_that_dies_without_reading_it_is_sent_
         first, session = pid_of(upstreams), upstreams.live("u")
         assert session is not None
         os.kill(first, signal.SIGSTOP)  # it reads nothing more: the call's message stays in the pipe
+        # Stopped, not only told to: on its way into read() it may still take what arrives (seen under load).
+        os.waitid(os.P_PID, first, os.WSTOPPED | os.WNOWAIT)
         call = upstreams.request("u", "tools/call", ECHO)
         task = asyncio.ensure_future(call)
         await wait_for(lambda: session.in_flight() == 1, what="the call written to the stopped process")
