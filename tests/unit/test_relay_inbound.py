@@ -333,3 +333,28 @@ async def test_a_late_reply_to_a_request_given_up_is_dropped_without_failing_the
         assert await session.request("tools/call", {"name": "x"}) == {"result": {"fresh": True}}
     finally:
         await session.aclose()
+
+
+def test_each_callers_tool_list_keeps_its_own_mcp_param_schemas_when_callers_alternate() -> None:
+    """Per-caller lists (catalog/lists.py): two callers of one view see a tool of the same name, annotated for
+    `Mcp-Param-*` headers in one list only. Each call is checked against its caller's own list, and what is worked
+    out of a list is kept with it (not rebuilt on every call when the callers alternate)."""
+    from manifold.catalog.view import Built, Target
+    from manifold.relay.inbound import ParamHeaders
+
+    annotated = {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}
+    plain = {"type": "object", "properties": {"region": {"type": "string"}}}
+
+    def built(schema: JSON) -> Built:
+        target = Target("m", "up", "deploy")
+        return Built([{"name": "deploy", "inputSchema": schema}], {"deploy": target}, [target], (1,))
+
+    alice, bob = built(annotated), built(plain)
+    for _ in range(2):
+        assert ParamHeaders.schema("deploy", alice) == annotated
+        assert ParamHeaders.schema("deploy", bob) is None
+        assert ParamHeaders.schema("other", alice) is None
+    kept = alice.derived["param_schemas"]
+    ParamHeaders.schema("deploy", bob)
+    assert ParamHeaders.schema("deploy", alice) == annotated and alice.derived["param_schemas"] is kept
+    assert ParamHeaders.schema("deploy", None) is None

@@ -81,6 +81,10 @@ class Built:
     connect_tools: list[tuple[str, JSON]] = field(default_factory=list)
     connect_names: dict[str, str] = field(default_factory=dict)  # synthetic tool name -> member id
     index: ToolIndex | None = None  # tools, `tool_search` on: made by the first search (VirtualServerView.index)
+    # What the relay works out of this list once, on first use, by name (relay/inbound.py `ParamHeaders`, relay/
+    # tasks.py `support`): kept with the list, so callers of one view with lists of their own (per-caller members)
+    # do not rebuild it on every call, as a per-view cache of the last list did when they alternated.
+    derived: dict[str, Any] = field(default_factory=dict)
 
 
 def _selected(name: str, member: MemberConfig) -> bool:

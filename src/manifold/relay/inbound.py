@@ -21,7 +21,7 @@ import orjson
 from mcp.shared.inbound import X_MCP_HEADER_KEY, find_invalid_x_mcp_header, validate_mcp_param_headers
 
 from manifold import jsoncodec
-from manifold.catalog.view import Built, VirtualServerView
+from manifold.catalog.view import Built
 from manifold.protocol import (
     CANCELLED,
     HANDSHAKE_VERSIONS,
@@ -190,23 +190,18 @@ class ParamHeaders:
     call goes anywhere. Which tools ask is worked out once per built tool list (one short JSON scan of each
     schema), so a call to a tool without annotations pays one dict lookup."""
 
-    __slots__ = ("_annotated",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        # view id -> (the tool list the map was made from, exposed tool name -> annotated input schema);
-        # one entry per served view, replaced when the view builds a new list.
-        self._annotated: dict[str, tuple[Built, dict[str, JSON]]] = {}
-
-    def schema(self, view: VirtualServerView, name: str, built: Built | None) -> JSON | None:
+    @staticmethod
+    def schema(name: str, built: Built | None) -> JSON | None:
         """The input schema of tool `name` when it asks for `Mcp-Param-*` headers, from `built`, the caller's
         tool list (view.py `current`); None for any other tool (and before a list is built)."""
         if built is None:
             return None
-        entry = self._annotated.get(view.id)
-        if entry is None or entry[0] is not built:
-            entry = (built, _annotated_schemas(built.items))
-            self._annotated[view.id] = entry
-        return entry[1].get(name)
+        annotated = built.derived.get(_PARAM_SCHEMAS)
+        if annotated is None:
+            annotated = built.derived[_PARAM_SCHEMAS] = _annotated_schemas(built.items)
+        return annotated.get(name)
 
     @staticmethod
     def check(schema: JSON, params: JSON, headers: dict[str, str], request_id: Any) -> None:
@@ -214,6 +209,9 @@ class ParamHeaders:
         rejection = validate_mcp_param_headers(schema, arguments if isinstance(arguments, dict) else {}, headers)
         if rejection is not None:
             raise Refusal(HEADER_MISMATCH, rejection.message, request_id=request_id)
+
+
+_PARAM_SCHEMAS = "param_schemas"  # Built.derived: exposed tool name -> input schema that asks for Mcp-Param headers
 
 
 def _annotated_schemas(tools: list[JSON]) -> dict[str, JSON]:

@@ -238,7 +238,7 @@ class StreamableHttp:
                         built = (await view.lookup("tools", name, credential))[1]
                     except Exception:  # the handler meets the same failure and answers it
                         pass
-                schema = self.param_headers.schema(view, name, built)  # None (a dict lookup) unless the tool asks
+                schema = self.param_headers.schema(name, built)  # None (a dict lookup) unless the tool asks
                 if schema is not None and built is not None:
                     try:
                         self._check_param_headers(view, call, name, schema, params, headers, built)

@@ -81,6 +81,7 @@ COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+_TASK_SUPPORT = "task_support"  # Built.derived: exposed tool name -> taskSupport ("optional" / "required")
 MAX_INPUT_ROUNDS = 16  # rounds of questions one task may ask before it fails
 MAX_RELAYED_SECONDS = 86400.0  # an upstream's task is forgotten a day after it was created, whatever its ttlMs
 
@@ -141,8 +142,6 @@ class Tasks:
         self._tasks: dict[str, GatewayTask] = {}
         self._count: Counter[str] = Counter()
         self._drops: dict[str, asyncio.TimerHandle] = {}
-        # Per view: the built tool list last looked at, and its tools' taskSupport by exposed name.
-        self._support: dict[str, tuple[Built, dict[str, str]]] = {}
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -155,16 +154,16 @@ class Tasks:
         built = built if built is not None else view.last_built("tools")
         if built is None:
             return None
-        cached = self._support.get(view.id)
-        if cached is None or cached[0] is not built:
-            support: dict[str, str] = {}
+        support: dict[str, str] | None = built.derived.get(_TASK_SUPPORT)
+        if support is None:
+            support = {}
             for item in built.items:
                 execution = item.get("execution")
                 value = execution.get("taskSupport") if isinstance(execution, dict) else None
                 if value in (TASK_SUPPORT_OPTIONAL, TASK_SUPPORT_REQUIRED) and isinstance(item.get("name"), str):
                     support[item["name"]] = value
-            cached = self._support[view.id] = (built, support)
-        return cached[1].get(name)
+            built.derived[_TASK_SUPPORT] = support
+        return support.get(name)
 
     def wanted(self, call: Call, name: str, built: Built | None = None) -> bool:
         """Whether this 2026-07-28 tools/call runs as a task. A tool that requires a task, called by a client
