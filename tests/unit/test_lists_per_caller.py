@@ -258,3 +258,45 @@ def test_lists_default_to_per_caller_for_the_auth_modes_that_give_each_caller_a_
     assert not per_caller_lists(upstream({"mode": "static", "bearer": "t"}, sessions="per_user"))
     assert not per_caller_lists(upstream({"mode": "oauth"}, lists="shared"))
     assert per_caller_lists(upstream({"mode": "static", "bearer": "t"}, lists="per_caller"))
+
+
+@dataclass
+class ResourcePool(Pool):
+    """resources/list answers `file:///<identity>/notes` (and `file:///common` for everyone)."""
+
+    async def session(self, upstream_id: str, outbound: Outbound = SHARED) -> Session:
+        return Session(capabilities={"resources": {}})
+
+    async def request(
+        self, upstream_id: str, method: str, params: JSON | None = None, *, outbound: Outbound = SHARED, **_: Any
+    ) -> JSON:
+        self.asked.append((upstream_id, outbound.identity))
+        if method == "resources/templates/list":
+            return {"result": {"resourceTemplates": []}}
+        own = f"file:///{outbound.identity or 'shared'}/notes"
+        return {"result": {"resources": [{"uri": "file:///common", "name": "c"}, {"uri": own, "name": "o"}]}}
+
+
+async def test_without_namespacing_a_uri_resolves_in_the_callers_own_resource_lists() -> None:
+    """Two members, names unchanged: a URI belongs to the member that listed it, in the caller's own lists. The
+    lists built last were another caller's (bob's), where alice's URI is not: it resolved to nothing for her."""
+    pool = ResourcePool()
+    view = view_of(lists_of(pool, "zap"), {"upstream": "zap", "resources": True}, {"upstream": "fixed"})
+    view.namespace = False
+    alice, bob = credential_of("alice"), credential_of("bob")
+    await view.get("resources", credential=alice)
+    await view.get("resources", credential=bob)  # built last
+    target = await view.resolve_uri_for("file:///alice/notes", alice)
+    assert target is not None and (target.member_id, target.name) == ("zap", "file:///alice/notes")
+    assert await view.resolve_uri_for("file:///alice/notes", bob) is None  # not bob's resource
+    assert await view.resolve_uri_for("file:///bob/notes", bob) is not None
+    # A caller who never listed: their own lists are built for them first.
+    carol = credential_of("carol")
+    target = await view.resolve_uri_for("file:///carol/notes", carol)
+    assert target is not None and target.member_id == "zap"
+    # Shared members only: the lists built last, no credential worked out (as before).
+    shared = view_of(lists_of(ResourcePool()), {"upstream": "fixed"})
+    shared.namespace = False
+    await shared.get("resources")
+    target = await shared.resolve_uri_for("file:///shared/notes", alice)
+    assert target is not None and target.member_id == "fixed"

@@ -414,13 +414,36 @@ class VirtualServerView:
             return next(iter(built.failures.items()))
         return None
 
-    def resolve_uri(self, uri: str) -> Target | None:
-        """Exposed resource URI -> target. Reversible, so it needs no list."""
+    async def resolve_uri_for(self, uri: str, credential: Credential | None) -> Target | None:
+        """`resolve_uri` for one caller. Without namespacing a URI belongs to whichever member listed it: in the
+        caller's own lists where a member lists per caller (the last list built may be another caller's, with
+        other URIs or the same URI from another member); built for them first if they have none yet."""
+        if self.namespace or credential is None or not self.members_list_per_caller(*_RESOURCE_KINDS):
+            return self.resolve_uri(uri)
+        own: list[Built] = []
+        for kind in _RESOURCE_KINDS:
+            built = await self.current(kind, credential)
+            if built is None:
+                try:
+                    built = await self.get(kind, allow_stale=True, credential=credential)
+                except Exception:  # noqa: BLE001 — no list to look in: as if the URI were in none
+                    continue
+            own.append(built)
+        return self.resolve_uri(uri, own)
+
+    def members_list_per_caller(self, *kinds: str) -> bool:
+        """Whether any member's upstream lists these kinds per caller (`lists: per_caller`)."""
+        return any(self._per_caller(kind) for kind in kinds)
+
+    def resolve_uri(self, uri: str, lists: list[Built] | None = None) -> Target | None:
+        """Exposed resource URI -> target. Reversible, so it needs no list when namespaced. Without namespacing:
+        looked up in `lists` (the caller's own, `resolve_uri_for`), by default the lists built last."""
         if not self.namespace:
             # Without namespacing, a URI belongs to whichever member listed it; with one member, to it.
-            for kind in ("resources", "resource_templates"):
-                built = self._last.get(kind)
-                if built and uri in built.targets:
+            if lists is None:
+                lists = [b for b in (self._last.get(kind) for kind in _RESOURCE_KINDS) if b is not None]
+            for built in lists:
+                if uri in built.targets:
                     return built.targets[uri]
             if len(self.members) == 1:
                 m = self.members[0]
@@ -456,6 +479,9 @@ class VirtualServerView:
 
     def members_for_upstream(self, upstream_id: str) -> list[str]:
         return [m.member_id for m in self.members if m.upstream == upstream_id]
+
+
+_RESOURCE_KINDS = ("resources", "resource_templates")
 
 
 def once_per_member(credential: Credential) -> Credential:

@@ -741,11 +741,11 @@ async def _prompts_get(gw: Gateway, call: Call, params: JSON) -> JSON:
     return reply
 
 
-def _resource_target(gw: Gateway, call: Call, params: JSON, *, audit: bool = False) -> tuple[str, Target]:
+async def _resource_target(gw: Gateway, call: Call, params: JSON, *, audit: bool = False) -> tuple[str, Target]:
     uri = params.get("uri")
     if not isinstance(uri, str):
         raise RpcError(INVALID_PARAMS, "a string 'uri' is required")
-    target = call.view.resolve_uri(uri)
+    target = await call.view.resolve_uri_for(uri, gw.credential_for(call))
     if target is None or not gw.access.allows(call.principal, call.view, "resources", target):
         if audit:
             outcome = "unknown" if target is None else "denied"
@@ -755,7 +755,7 @@ def _resource_target(gw: Gateway, call: Call, params: JSON, *, audit: bool = Fal
 
 
 async def _resources_read(gw: Gateway, call: Call, params: JSON) -> JSON:
-    uri, target = _resource_target(gw, call, params, audit=True)
+    uri, target = await _resource_target(gw, call, params, audit=True)
     if gw.rate_limits.active:
         await _within_limits(gw, call, RESOURCES_READ, uri, target, ItemKind.RESOURCES)
     reply = await _audited_forward(gw, call, RESOURCES_READ, uri, target, _params_with(params, uri=target.name))
@@ -772,7 +772,7 @@ async def _resources_read(gw: Gateway, call: Call, params: JSON) -> JSON:
 
 
 async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
-    uri, target = _resource_target(gw, call, params)
+    uri, target = await _resource_target(gw, call, params)
     if call.listener is None:
         raise RpcError(INVALID_PARAMS, "resource subscriptions need a session (or subscriptions/listen in 2026-07-28)")
     if gw.rate_limits.active:  # counted even when the upstream subscription exists already (one request each)
@@ -781,7 +781,7 @@ async def _resources_subscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
 
 
 async def _resources_unsubscribe(gw: Gateway, call: Call, params: JSON) -> JSON:
-    uri, target = _resource_target(gw, call, params)
+    uri, target = await _resource_target(gw, call, params)
     if call.listener is not None:  # whatever credential it was subscribed with
         subscribed = call.listener.resources
         for key in [k for k in subscribed if k[0] == target.upstream_id and k[2] == target.name]:
@@ -808,7 +808,7 @@ async def _complete(gw: Gateway, call: Call, params: JSON) -> JSON:
         new_ref, kind = {**ref, "name": target.name}, ItemKind.PROMPTS
     elif ref.get("type") == REF_RESOURCE:
         label = str(ref.get("uri"))
-        target = call.view.resolve_uri(label)
+        target = await call.view.resolve_uri_for(label, gw.credential_for(call))
         if target is None or not gw.access.allows(call.principal, call.view, "resources", target):
             raise RpcError(INVALID_PARAMS, f"Unknown resource: {label}")
         new_ref, kind = {**ref, "uri": target.name}, ItemKind.RESOURCES

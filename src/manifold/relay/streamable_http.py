@@ -517,10 +517,12 @@ class StreamableHttp:
         if isinstance(uris, list):
             accepted = []
             for uri in uris:
-                target = view.resolve_uri(uri) if isinstance(uri, str) else None
+                call = Call(view=view, era=Era.MODERN, client_capabilities=caps, principal=principal)
+                if not isinstance(uri, str):
+                    continue
+                target = await view.resolve_uri_for(uri, self.gw.credential_for(call))
                 if target is None or not self.gw.access.allows(principal, view, "resources", target):
                     continue  # unknown, or not granted: the same answer (not in the acknowledged list)
-                call = Call(view=view, era=Era.MODERN, client_capabilities=caps, principal=principal)
                 try:
                     if "error" in await self.gw.subscribe(call, target, listener, uri):
                         continue
