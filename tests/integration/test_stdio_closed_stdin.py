@@ -52,3 +52,37 @@ async def test_a_call_to_a_command_that_closed_its_stdin_fails_at_once_naming_it
         assert took < 10, f"failed after {took:.1f}s (call_timeout {CALL_TIMEOUT:g}s)"
     finally:
         await within(pool.aclose(), 10, what="the pool's close")
+
+
+async def test_a_start_whose_pipes_cannot_be_connected_leaves_no_pipe_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command started, then connecting the gateway's ends of its pipes failed (the loop out of descriptors,
+    say): the start fails naming the upstream, and every pipe descriptor it opened is closed again, the watched
+    duplicate of stdin's end included (it leaked: one more with each failed start)."""
+    import asyncio
+    import os
+
+    from manifold.upstream.stdio import StdioTransport
+
+    def pipes() -> set[str]:
+        found = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                    found.add(fd)
+            except OSError:  # the listing's own descriptor, closed meanwhile
+                pass
+        return found
+
+    async def refused(*_: Any, **__: Any) -> Any:  # noqa: ANN401
+        raise OSError(24, "Too many open files")
+
+    async def deliver(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "connect_write_pipe", refused)
+    config = UpstreamConfig.model_validate({"transport": "stdio", "command": sys.executable, "args": [CLOSER]})
+    before = pipes()
+    with pytest.raises(UpstreamError) as failure:
+        await StdioTransport("closer", config).connect(deliver, lambda _: None)
+    assert str(failure.value).startswith("upstream 'closer' "), failure.value
+    assert pipes() - before == set()

@@ -348,6 +348,7 @@ class StdioTransport:
                     file.close()
             with contextlib.suppress(ProcessLookupError):
                 popen.kill()
+            self._unwatch_stdin(close=True)  # the duplicate of stdin's end, too
             raise
         stdin = asyncio.StreamWriter(writing, protocol, None, loop)
         return _Child(popen, stdin, stdout, stderr), exited, pipes
