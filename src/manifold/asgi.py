@@ -4,6 +4,7 @@ relayed call and a framework's request/response objects cost more than the call'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -290,6 +291,18 @@ _TOO_MANY_CONNECTIONS = (
     b'{"error":"the gateway holds as many connections as it may; try again"}'
 )
 CONNECTIONS_LOG_SECONDS = 60.0  # refused connections are said at most this often
+# The message of the cancellation that cuts a request still running when the shutdown grace
+# (gateway.shutdown_grace_seconds) runs out (runtime/server.py): such a request is answered 503, try again.
+SHUTDOWN_CUT = "cut at shutdown: gateway.shutdown_grace_seconds ran out"
+_CUT_BODY = (
+    b'{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"the gateway is shutting down and cut this '
+    b'request (gateway.shutdown_grace_seconds); try again"}}'
+)
+_CUT_AT_SHUTDOWN = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_CUT_BODY)
+    + _CUT_BODY
+)
 
 
 class _HeadTooBig(Exception):
@@ -346,6 +359,45 @@ def write_combining_http(
     class LeanCycle(RequestResponseCycle):
         on_lost: Callable[[], object] | None = None  # see `cancel_when_lost`
 
+        async def run_asgi(self, app: Any) -> None:  # noqa: ANN401 - uvicorn's ASGI3Application
+            # uvicorn's, but a request cut because the shutdown grace ran out (runtime/server.py) is answered
+            # 503 "try again" (a balancer's retry reaches another replica), or its stream ended, instead of
+            # uvicorn's 500 and an "Exception in ASGI application" traceback in the log.
+            try:
+                result = await app(self.scope, self.receive, self.send)
+            except asyncio.CancelledError as exc:
+                if SHUTDOWN_CUT not in exc.args:
+                    await self._failed(exc)
+                elif not self.response_started:
+                    if not self.transport.is_closing():
+                        self.transport.write(_CUT_AT_SHUTDOWN)
+                        self.transport.close()
+                elif not self.response_complete and not self.disconnected:
+                    # A stream under way (SSE): ended, so the client sees its end rather than a reset.
+                    with contextlib.suppress(Exception):
+                        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+            except BaseException as exc:
+                await self._failed(exc)
+            else:
+                if result is not None:
+                    self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+                    self.transport.close()
+                elif not self.response_started and not self.disconnected:
+                    self.logger.error("ASGI callable returned without starting response.")
+                    await self.send_500_response()
+                elif not self.response_complete and not self.disconnected:
+                    self.logger.error("ASGI callable returned without completing response.")
+                    self.transport.close()
+            finally:
+                self.on_response = lambda: None
+
+        async def _failed(self, exc: BaseException) -> None:
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not self.response_started:
+                await self.send_500_response()
+            else:
+                self.transport.close()
+
         async def receive(self) -> Any:  # noqa: ANN401 - uvicorn's ASGIReceiveEvent
             # uvicorn's, waiting on the message event's future itself: one coroutine fewer on the stack of
             # a request that waits here for hours (a held stream).
@@ -377,8 +429,7 @@ def write_combining_http(
                 if now >= refused_said_until[0]:
                     refused_said_until[0] = now + CONNECTIONS_LOG_SECONDS
                     self.logger.warning(
-                        "refused a connection: %d are open, limits.connections; more are refused (said once a "
-                        "minute)",
+                        "refused a connection: %d are open, limits.connections; more are refused (said once a minute)",
                         max_connections,
                     )
                 return

@@ -212,7 +212,7 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
             server_header=False,  # "server: uvicorn" on every answer told any scanner what to try
             # Served as https (TLS at a proxy in front): browsers are told to use nothing else for a year.
             headers=[("strict-transport-security", "max-age=31536000")] if base.startswith("https://") else [],
-            timeout_graceful_shutdown=3,
+            timeout_graceful_shutdown=config.gateway.gateway.shutdown_grace_seconds,  # type: ignore[arg-type]
         ),
         on_started=banner,
         on_stopping=app.end_streams,

@@ -189,8 +189,17 @@ async def test_callers_authorization_never_goes_upstream(tmp_path: Path) -> None
     assert gw.key not in json.dumps(seen)
 
 
+@pytest.mark.parametrize(
+    ("gateway", "seconds"),
+    [
+        pytest.param(None, 1.5, id="within-the-default-grace"),
+        # A call longer than the default 3 s (a tool that samples an LLM): given the time it needs by
+        # `gateway.shutdown_grace_seconds`; it was cut at 3 s whatever the deployment's own grace period.
+        pytest.param({"shutdown_grace_seconds": 10}, 4.5, id="a-longer-configured-grace"),
+    ],
+)
 async def test_a_call_in_flight_when_the_gateway_is_told_to_stop_is_answered_and_then_it_exits(
-    tmp_path: Path,
+    tmp_path: Path, gateway: dict[str, Any] | None, seconds: float
 ) -> None:
     """SIGTERM (a rolling restart, Ctrl-C) stops the gateway without waiting for a timer (runtime/server.py),
     but a call already on its way upstream still gets its answer first."""
@@ -206,7 +215,7 @@ async def test_a_call_in_flight_when_the_gateway_is_told_to_stop_is_answered_and
             "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
             "io.modelcontextprotocol/clientCapabilities": {},
         }
-        params = {"name": "k__slow", "arguments": {"seconds": 1.5}, "_meta": meta}
+        params = {"name": "k__slow", "arguments": {"seconds": seconds}, "_meta": meta}
         headers = {
             "Accept": "application/json, text/event-stream",
             "Mcp-Protocol-Version": "2026-07-28",
@@ -214,7 +223,10 @@ async def test_a_call_in_flight_when_the_gateway_is_told_to_stop_is_answered_and
             "Mcp-Name": "k__slow",
         }
         upstreams = {"k": {"transport": "http", "url": url}}
-        async with run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}) as gw, gw.http() as http:
+        async with (
+            run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}, gateway) as gw,
+            gw.http() as http,
+        ):
             answers: list[httpx2.Response] = []
 
             async def call() -> None:
@@ -227,7 +239,7 @@ async def test_a_call_in_flight_when_the_gateway_is_told_to_stop_is_answered_and
                 gw.process.terminate()
             assert len(answers) == 1 and answers[0].status_code == 200, answers
             result = answers[0].json()["result"]
-            assert not result.get("isError") and result["content"][0]["text"] == "slept 1.5", result
+            assert not result.get("isError") and result["content"][0]["text"] == f"slept {seconds:g}", result
             await wait_for(lambda: gw.process.poll() is not None, 10, what="the gateway's exit after SIGTERM")
 
 
@@ -396,3 +408,58 @@ async def test_a_2025_server_that_answers_the_discover_probe_with_plain_text_is_
         for mode in ("legacy", "2026-07-28"):
             async with gw.client("plain", mode=mode) as client:
                 assert text_of(await client.call_tool("echo", {"text": f"via {mode}"})) == f"via {mode}"
+
+
+async def test_a_call_still_running_when_the_shutdown_grace_runs_out_is_answered_503_try_again(
+    tmp_path: Path,
+) -> None:
+    """Past `gateway.shutdown_grace_seconds` a call still running is cut: its client is told 503 with a JSON-RPC
+    error saying the gateway is shutting down (a balancer's retry reaches another replica), and the gateway logs
+    a warning, not a traceback. Was: uvicorn's 500 "Internal Server Error" and "Exception in ASGI application"."""
+    record = tmp_path / "requests.jsonl"
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+
+        def calls_upstream() -> int:
+            lines = record.read_text().splitlines() if record.exists() else []
+            return sum(1 for line in lines if json.loads(line).get("name") == "slow")
+
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Mcp-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": "k__slow",
+        }
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "k__slow", "arguments": {"seconds": 30}, "_meta": meta},
+        }
+        upstreams = {"k": {"transport": "http", "url": url}}
+        async with (
+            run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}, {"shutdown_grace_seconds": 0.5}) as gw,
+            gw.http() as http,
+        ):
+            answers: list[httpx2.Response] = []
+
+            async def call() -> None:
+                answers.append(await http.post(gw.url("s"), json=body, headers=headers))
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(call)
+                    await wait_for(lambda: calls_upstream() == 1, 10, what="the call reaching the upstream")
+                    gw.process.terminate()
+            await wait_for(lambda: gw.process.poll() is not None, 10, what="the gateway's exit after SIGTERM")
+            log = gw.log()
+        assert len(answers) == 1 and answers[0].status_code == 503, answers
+        assert answers[0].headers.get("retry-after") == "1"
+        error = answers[0].json()["error"]
+        assert "shutting down" in error["message"] and "try again" in error["message"], error
+        assert "cut 1 request(s) still running after the shutdown grace" in log, log[-3000:]
+        assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]

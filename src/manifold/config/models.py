@@ -424,6 +424,8 @@ class GatewaySettings(Strict):
     tool_list_ttl_seconds: Annotated[float, Field(ge=0)] = 300.0
     # Serving without a key is allowed only on loopback, and only when explicitly chosen.
     allow_unauthenticated: bool = False
+    # On SIGTERM / Ctrl-C: how long calls in flight may run on before they are cut (held streams end at once).
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 3.0
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @field_validator("namespace_separator")

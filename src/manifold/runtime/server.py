@@ -26,6 +26,8 @@ from types import FrameType
 
 import uvicorn
 
+from manifold.asgi import SHUTDOWN_CUT
+
 logger = logging.getLogger("uvicorn.error")
 _POLL_SECONDS = 0.005  # how often the shutdown waits look again (uvicorn: 0.1)
 _SETTLE_SECONDS = 0.1  # at most this long for connections to finish their responses (uvicorn: always this long)
@@ -126,9 +128,14 @@ class GatewayServer(uvicorn.Server):
         try:
             await asyncio.wait_for(self._until_done(), timeout=self.config.timeout_graceful_shutdown)
         except TimeoutError:
-            logger.error("Cancel %s running task(s), timeout graceful shutdown exceeded", len(self.server_state.tasks))
+            logger.warning(
+                "cut %d request(s) still running after the shutdown grace (gateway.shutdown_grace_seconds, %g s): "
+                "answered 503, try again",
+                len(self.server_state.tasks),
+                self.config.timeout_graceful_shutdown,
+            )
             for task in self.server_state.tasks:
-                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+                task.cancel(msg=SHUTDOWN_CUT)
         if not self.force_exit:
             await self.lifespan.shutdown()
 
