@@ -231,8 +231,14 @@ async def test_a_session_with_a_call_in_flight_is_never_the_one_evicted(server, 
         await within(held.asked.wait(), what="bob's call held by the upstream")
         for i in range(4):  # someone else's new identities, each past the limit
             other = Outbound({"X-Who": f"mallory-{i}"}, identity=f"mallory-{i}")
-            assert tool_result(await pool.request("up", "tools/call", {"name": "add", "arguments": {"a": i, "b": 1}},
-                                                  outbound=other)) == i + 1
+            assert (
+                tool_result(
+                    await pool.request(
+                        "up", "tools/call", {"name": "add", "arguments": {"a": i, "b": 1}}, outbound=other
+                    )
+                )
+                == i + 1
+            )
         assert pool.live("up", bob) is not None  # bob's session survived
         held.release()
         reply = await within(call, what="bob's call answered")  # not failed with "dropped the response stream"
@@ -265,5 +271,39 @@ async def test_a_session_holding_a_resource_subscription_is_never_the_one_evicte
             await session.unsubscribe_resource("kitchen://readme")
             await pool.session("up", Outbound({"X-Who": "m9"}, identity="m9"))
             assert pool.live("up", bob) is None  # no longer held: the least recently used goes
+        finally:
+            await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_calls_answered_with_sse_reuse_one_connection(monkeypatch):
+    """A 2025-11-25 session's calls that a FastMCP upstream answers as an SSE stream go over one kept-alive
+    connection: the stream's end, which comes a moment after the reply, is read in the background. Was: the
+    gateway stopped reading at the reply and dropped the connection, so every call opened a new one (a TCP
+    handshake, the upstream's accept, ~0.1 ms of the gateway's CPU per call). Counted where the connections are
+    made (the event loop's create_connection), not through a relay: one in between joins the stream's end to the
+    reply, and the fault no longer shows."""
+    from tests.upstreams.launch import run_http_upstream
+
+    loop = asyncio.get_running_loop()
+    made = []
+    create_connection = loop.create_connection
+
+    async def counted(*args, **kwargs):
+        made.append(args[1:3])
+        return await create_connection(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "create_connection", counted)
+    script = str(Path(__file__).resolve().parents[1] / "upstreams" / "fastmcp_asks.py")
+    async with run_http_upstream(script) as url:
+        pool = make_pool(url, "2025-11-25")
+        try:
+            call = {"name": "slow", "arguments": {"seconds": 0}}
+            assert "result" in await pool.request("up", "tools/call", call)
+            before = len(made)
+            for _ in range(30):
+                reply = await pool.request("up", "tools/call", call)
+                assert not reply["result"].get("isError"), reply
+            assert len(made) - before <= 2, f"{len(made) - before} connections for 30 calls"
         finally:
             await pool.aclose()

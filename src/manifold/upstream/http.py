@@ -228,6 +228,26 @@ def _phrase(status: int) -> str:
         return "(no standard name)"
 
 
+STREAM_END_SECONDS = 5.0  # how long a response stream whose reply came may take to end before it is dropped
+
+
+async def _read_to_end(response: LeanResponse) -> None:
+    """Read a response stream whose reply was delivered to its end (what else it carries has no call waiting for
+    it: dropped, as closing the connection dropped it), then give its connection back for the next request; one
+    that does not end within STREAM_END_SECONDS, or fails, is closed."""
+    try:
+        async with asyncio.timeout(STREAM_END_SECONDS):
+            async for _ in response.content.iter_any():
+                pass
+    except asyncio.CancelledError:  # the transport is closing
+        response.close()
+        raise
+    except Exception:  # noqa: BLE001 — it did not end in time, or broke: the connection is not reused
+        response.close()
+        return
+    response.release()
+
+
 class StreamableHttpTransport:
     kind = "http"
 
@@ -244,6 +264,7 @@ class StreamableHttpTransport:
         self._closed = False
         self._base_headers: dict[str, str] = {}
         self._rebuild_headers()
+        self._ending: set[asyncio.Task[None]] = set()  # response streams read to their end after the reply (`request`)
 
     def _rebuild_headers(self) -> None:
         # A new dict each time, never changed in place: the lean client caches the encoding of this object.
@@ -274,7 +295,7 @@ class StreamableHttpTransport:
 
     async def request(self, request_id: int, body: bytes, headers: dict[str, str]) -> None:
         response = await self._post(body, headers)
-        finished = False
+        finished = handed_off = False
         try:
             if response.status >= 300 or response.status == 202:
                 await self._reply_from_status(response, request_id)
@@ -285,6 +306,16 @@ class StreamableHttpTransport:
                 content_type = response.headers.get("Content-Type", "")
                 if content_type.startswith("text/event-stream"):
                     await self._read_event_stream(response, request_id)
+                    if isinstance(response, LeanResponse) and not response.complete:
+                        # The reply came; the upstream ends the stream right after it (the spec's SHOULD), most
+                        # often a moment later. That end is read in the background so the connection carries the
+                        # next request: dropped here, every call to an upstream that answers with SSE (FastMCP to
+                        # 2025-11-25 sessions) opened a new connection (~0.1 ms of the gateway's CPU, and the
+                        # upstream's accept).
+                        task = asyncio.ensure_future(_read_to_end(response))
+                        self._ending.add(task)
+                        task.add_done_callback(self._ending.discard)
+                        handed_off = True
                 else:
                     await self._read_json(response, request_id)
             finished = True
@@ -293,7 +324,9 @@ class StreamableHttpTransport:
         except (aiohttp.ClientConnectionError, ValueError) as exc:
             raise UpstreamError(self.upstream_id, f"sent a broken response ({type(exc).__name__})") from None
         finally:
-            if finished:
+            if handed_off:
+                pass  # `_read_to_end` releases or closes it
+            elif finished:
                 response.release()
             else:
                 # Closing the connection is how a 2026-07-28 request is cancelled.
@@ -361,6 +394,8 @@ class StreamableHttpTransport:
         if self._closed:
             return
         self._closed = True
+        for task in list(self._ending):
+            task.cancel()
         http, self._http = self._http, None
         lean, self._lean = self._lean, None
         if lean is not None:

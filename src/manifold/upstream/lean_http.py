@@ -287,6 +287,11 @@ class LeanResponse:
         self.content = _Content(self)
         self._done = False
 
+    @property
+    def complete(self) -> bool:
+        """The body has been received to its end (whether or not all of it was read)."""
+        return self._connection.complete
+
     async def read(self) -> bytes:
         parts = []
         while (chunk := await self._connection.next_chunk()) is not None:
