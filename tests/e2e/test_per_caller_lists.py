@@ -195,3 +195,43 @@ async def test_a_static_upstream_is_listed_once_for_everyone(world: World) -> No
     fixed = {k: v for k, v in counts.items() if k.startswith("/fixed ")}
     # The `mixed` server's `f` member is this upstream too: still the one list.
     assert fixed == {"/fixed everyone": 1}, counts
+
+
+async def test_a_modern_listen_subscribes_each_callers_resources_with_their_own_credential(world: World) -> None:
+    """subscriptions/listen's `resourceSubscriptions` resolve in the caller's own lists and are subscribed on the
+    caller's own upstream session, with their `x-mcp-headers`: they were left out (the stream's subscriptions
+    were resolved and made as a caller who sends none, on the session without the tenant header)."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    uri = "tenant://alice/notes"
+    listen = {
+        "jsonrpc": "2.0",
+        "id": "listen-1",
+        "method": "subscriptions/listen",
+        "params": {"notifications": {"resourcesListChanged": True, "resourceSubscriptions": [uri]}, "_meta": meta},
+    }
+    headers = {
+        "Accept": "text/event-stream, application/json",
+        "Content-Type": "application/json",
+        "Mcp-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "subscriptions/listen",
+        "Authorization": f"Bearer {world.keys['alice']}",
+        "x-mcp-headers": json.dumps({"X-Tenant": "alice"}),
+    }
+    async with (
+        httpx2.AsyncClient(timeout=30) as http,
+        http.stream("POST", world.gw.url("tenants"), json=listen, headers=headers) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        lines = response.aiter_lines()
+        with anyio.fail_after(10):
+            while "subscriptions/acknowledged" not in (line := await anext(lines)):
+                pass
+        acknowledged = json.loads(line.removeprefix("data:").strip())
+    assert acknowledged["params"]["notifications"]["resourceSubscriptions"] == [uri]
+    counts = await world.counts()
+    subscribed = {k: v for k, v in counts.items() if k.startswith("subscribe ")}
+    assert subscribed == {f"subscribe /tenants alice {uri}": 1}, counts

@@ -7,7 +7,9 @@ over streamable HTTP, one JSON body per request, no session ids: fast to start, 
 The caller is the request's `X-Tenant` header, else its `Authorization` bearer, else `anyone`. `tools/list`
 answers `common` and `own_<caller>` (caller cut to letters, digits, `-` and `_`), and each list request is
 counted per (path after /mcp, caller); `tools/call` answers "<tool> for <caller>" for those two tools only, and
-an unknown tool error for any other (another caller's). `GET /counts` answers the counts: {"<path> <caller>": n}.
+an unknown tool error for any other (another caller's). `resources/list` answers `tenant://<caller>/notes`;
+`resources/subscribe` is counted as "subscribe <path> <caller> <uri>". `GET /counts` answers the counts:
+{"<path> <caller>": n, ...}.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def answer(request: web.Request, message: dict[str, Any]) -> dict[str, Any] | No
     if method == "initialize":
         result: dict[str, Any] = {
             "protocolVersion": "2025-11-25",
-            "capabilities": {"tools": {"listChanged": True}},
+            "capabilities": {"tools": {"listChanged": True}, "resources": {"subscribe": True}},
             "serverInfo": {"name": "per-caller", "version": "1"},
         }
     elif method == "ping":
@@ -56,6 +58,14 @@ def answer(request: web.Request, message: dict[str, Any]) -> dict[str, Any] | No
     elif method == "tools/list":
         COUNTS[f"{request.path.removeprefix('/mcp')} {caller}"] += 1
         result = {"tools": tools_of(caller)}
+    elif method == "resources/list":
+        result = {"resources": [{"uri": f"tenant://{caller}/notes", "name": f"{caller}'s notes"}]}
+    elif method == "resources/templates/list":
+        result = {"resourceTemplates": []}
+    elif method in ("resources/subscribe", "resources/unsubscribe"):
+        uri = (message.get("params") or {}).get("uri")
+        COUNTS[f"{method.split('/')[1]} {request.path.removeprefix('/mcp')} {caller} {uri}"] += 1
+        result = {}
     elif method == "tools/call":
         name = (message.get("params") or {}).get("name")
         if name not in {t["name"] for t in tools_of(caller)}:

@@ -196,7 +196,7 @@ class StreamableHttp:
             await send_body(send, 200, response_bytes(request_id, {"result": self.gw.discover_result(view)}))
             return
         if rpc_method == SUBSCRIPTIONS_LISTEN:
-            await self._listen(receive, send, view, request_id, params, principal, caps)
+            await self._listen(receive, send, view, request_id, params, principal, caps, headers)
             return
         if rpc_method in REMOVED_IN_MODERN:
             # Not part of 2026-07-28: an unknown method there (404, -32601), as the spec asks of a server
@@ -502,6 +502,7 @@ class StreamableHttp:
         params: JSON,
         principal: Principal,
         caps: JSON,
+        headers: dict[str, str],
     ) -> None:
         notifications = params.get("notifications")
         wanted: JSON = notifications if isinstance(notifications, dict) else {}
@@ -516,8 +517,17 @@ class StreamableHttp:
         uris = wanted.get("resourceSubscriptions")
         if isinstance(uris, list):
             accepted = []
+            # One call for the stream's subscriptions, with the caller's `x-mcp-headers`: a `forwarded` member's
+            # URIs resolve in that caller's own lists and are subscribed on their own session (without them, in
+            # and on those of a caller who sends none), each member's credential resolved once.
+            call = Call(
+                view=view,
+                era=Era.MODERN,
+                client_capabilities=caps,
+                principal=principal,
+                forwarded_raw=headers.get("x-mcp-headers"),
+            )
             for uri in uris:
-                call = Call(view=view, era=Era.MODERN, client_capabilities=caps, principal=principal)
                 if not isinstance(uri, str):
                     continue
                 target = await view.resolve_uri_for(uri, self.gw.credential_for(call))
