@@ -307,3 +307,54 @@ async def test_calls_answered_with_sse_reuse_one_connection(monkeypatch):
             assert len(made) - before <= 2, f"{len(made) - before} connections for 30 calls"
         finally:
             await pool.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_upstream_that_keeps_its_response_streams_open_does_not_hold_up_later_calls():
+    """An upstream that answers with SSE and leaves the stream open after the reply (it never ends it, or takes
+    longer than STREAM_END_SECONDS): the calls after it do not wait. Was: each call's stream was read to its end
+    in the background holding one of the lean client's 256 slots for 5 s, so once 256 were held every further
+    call waited for one (400 calls in a row: 5.2 s, one of them 4.9 s; 0.14 s when the stream was dropped at
+    the reply). Now at most a few are read to their end at once, and once one did not end in time the upstream's
+    streams are dropped at the reply."""
+    from aiohttp import web
+
+    held: list[asyncio.Event] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if "id" not in message:
+            return web.Response(status=202)
+        if message["method"] == "initialize":
+            hello = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "linger"}}
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": hello})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"content": [{"type": "text", "text": "ok"}]}}
+        await response.write(b"event: message\ndata: " + json.dumps(reply).encode() + b"\n\n")
+        held.append(ended := asyncio.Event())
+        await ended.wait()  # the stream stays open
+        return response
+
+    app = web.Application()
+    app.router.add_post("/mcp", handle)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    pool = make_pool(f"http://127.0.0.1:{port}/mcp", "2025-11-25", call_timeout=30)
+    try:
+        call = {"name": "echo", "arguments": {}}
+        began = time.monotonic()
+        slowest = 0.0
+        for _ in range(300):
+            start = time.monotonic()
+            assert "result" in await within(pool.request("up", "tools/call", call), 30)
+            slowest = max(slowest, time.monotonic() - start)
+        took = time.monotonic() - began
+        assert slowest < 1.0, f"a call waited {slowest:.1f}s (300 calls took {took:.1f}s)"
+    finally:
+        await pool.aclose()
+        for ended in held:
+            ended.set()
+        await runner.cleanup()

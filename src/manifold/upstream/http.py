@@ -229,12 +229,17 @@ def _phrase(status: int) -> str:
 
 
 STREAM_END_SECONDS = 5.0  # how long a response stream whose reply came may take to end before it is dropped
+# At most this many such streams are read to their end at once per upstream; past it one is dropped at its reply.
+# Each holds its connection and one of the lean client's slots (lean_http.MAX_CONNECTIONS) while it is read: an
+# upstream that keeps its streams open after the reply held a slot per call for STREAM_END_SECONDS, and once
+# all 256 were held every call waited for one (400 calls in a row: 5.2 s, one of them 4.9 s; 0.14 s before).
+MAX_ENDING_STREAMS = 16
 
 
-async def _read_to_end(response: LeanResponse) -> None:
+async def _read_to_end(response: LeanResponse) -> bool:
     """Read a response stream whose reply was delivered to its end (what else it carries has no call waiting for
     it: dropped, as closing the connection dropped it), then give its connection back for the next request; one
-    that does not end within STREAM_END_SECONDS, or fails, is closed."""
+    that does not end within STREAM_END_SECONDS, or fails, is closed. False: it did not end in time."""
     try:
         async with asyncio.timeout(STREAM_END_SECONDS):
             async for _ in response.content.iter_any():
@@ -242,10 +247,14 @@ async def _read_to_end(response: LeanResponse) -> None:
     except asyncio.CancelledError:  # the transport is closing
         response.close()
         raise
-    except Exception:  # noqa: BLE001 — it did not end in time, or broke: the connection is not reused
+    except TimeoutError:
         response.close()
-        return
+        return False
+    except Exception:  # noqa: BLE001 — it broke: the connection is not reused
+        response.close()
+        return True
     response.release()
+    return True
 
 
 class StreamableHttpTransport:
@@ -265,6 +274,9 @@ class StreamableHttpTransport:
         self._base_headers: dict[str, str] = {}
         self._rebuild_headers()
         self._ending: set[asyncio.Task[None]] = set()  # response streams read to their end after the reply (`request`)
+        # The upstream left a stream open STREAM_END_SECONDS after its reply: it keeps them open, and its streams are
+        # dropped at the reply from then on (as before they were read to their end), not each held that long.
+        self._streams_linger = False
 
     def _rebuild_headers(self) -> None:
         # A new dict each time, never changed in place: the lean client caches the encoding of this object.
@@ -306,13 +318,18 @@ class StreamableHttpTransport:
                 content_type = response.headers.get("Content-Type", "")
                 if content_type.startswith("text/event-stream"):
                     await self._read_event_stream(response, request_id)
-                    if isinstance(response, LeanResponse) and not response.complete:
+                    if (
+                        isinstance(response, LeanResponse)
+                        and not response.complete
+                        and not self._streams_linger
+                        and len(self._ending) < MAX_ENDING_STREAMS
+                    ):
                         # The reply came; the upstream ends the stream right after it (the spec's SHOULD), most
                         # often a moment later. That end is read in the background so the connection carries the
                         # next request: dropped here, every call to an upstream that answers with SSE (FastMCP to
                         # 2025-11-25 sessions) opened a new connection (~0.1 ms of the gateway's CPU, and the
                         # upstream's accept).
-                        task = asyncio.ensure_future(_read_to_end(response))
+                        task = asyncio.ensure_future(self._read_to_end(response))
                         self._ending.add(task)
                         task.add_done_callback(self._ending.discard)
                         handed_off = True
@@ -331,6 +348,14 @@ class StreamableHttpTransport:
             else:
                 # Closing the connection is how a 2026-07-28 request is cancelled.
                 response.close()
+
+    async def _read_to_end(self, response: LeanResponse) -> None:
+        if not await _read_to_end(response) and not self._streams_linger:
+            self._streams_linger = True
+            logger.info(
+                "upstream %s keeps its response streams open after the reply: they are closed at the reply",
+                self.upstream_id,
+            )
 
     async def send(self, body: bytes, headers: dict[str, str]) -> None:
         try:
