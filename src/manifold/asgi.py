@@ -294,10 +294,17 @@ CONNECTIONS_LOG_SECONDS = 60.0  # refused connections are said at most this ofte
 # The message of the cancellation that cuts a request still running when the shutdown grace
 # (gateway.shutdown_grace_seconds) runs out (runtime/server.py): such a request is answered 503, try again.
 SHUTDOWN_CUT = "cut at shutdown: gateway.shutdown_grace_seconds ran out"
-_CUT_BODY = (
-    b'{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"the gateway is shutting down and cut this '
-    b'request (gateway.shutdown_grace_seconds); try again"}}'
-)
+# What the client of such a request is told (a JSON-RPC -32603 error), by whichever layer answers it: the relay
+# where it knows the request (a 2025-11-25 session's call, one on a legacy /sse stream), else `run_asgi` below.
+SHUTDOWN_CUT_REASON = "the gateway is shutting down and cut this request (gateway.shutdown_grace_seconds); try again"
+_CUT_BODY = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"%s"}}' % SHUTDOWN_CUT_REASON.encode()
+
+
+def cut_at_shutdown(exc: BaseException) -> bool:
+    """Whether a cancellation is the one that cuts a request still running when the shutdown grace ran out."""
+    return isinstance(exc, asyncio.CancelledError) and SHUTDOWN_CUT in exc.args
+
+
 _CUT_AT_SHUTDOWN = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
     + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_CUT_BODY)

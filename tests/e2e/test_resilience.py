@@ -463,3 +463,86 @@ async def test_a_call_still_running_when_the_shutdown_grace_runs_out_is_answered
         assert "shutting down" in error["message"] and "try again" in error["message"], error
         assert "cut 1 request(s) still running after the shutdown grace" in log, log[-3000:]
         assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+
+
+CUT = "the gateway is shutting down and cut this request (gateway.shutdown_grace_seconds); try again"
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "legacy-sse"])
+async def test_a_2025_session_call_cut_at_the_shutdown_grace_is_answered_try_again(
+    tmp_path: Path, transport: str
+) -> None:
+    """A 2025-11-25 client's call still running when `gateway.shutdown_grace_seconds` runs out is told the gateway
+    is shutting down (try again), as a 2026-07-28 request is. Was: over streamable HTTP a 200 with -32800 "Request
+    cancelled" (as if the gateway had ended it for good: a client does not retry that), and over a legacy /sse
+    session the stream ended with no answer to the call at all; the log said "answered 503, try again" either
+    way."""
+    record = tmp_path / "requests.jsonl"
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}},
+    }
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "k__slow", "arguments": {"seconds": 30}},
+    }
+    async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
+
+        def calls_upstream() -> int:
+            lines = record.read_text().splitlines() if record.exists() else []
+            return sum(1 for line in lines if json.loads(line).get("name") == "slow")
+
+        upstreams = {"k": {"transport": "http", "url": url}}
+        async with (
+            run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}, {"shutdown_grace_seconds": 0.5}) as gw,
+            gw.http() as http,
+        ):
+            answers: list[dict[str, Any]] = []
+            statuses: list[int] = []
+            if transport == "streamable-http":
+                headers = {"Accept": "application/json, text/event-stream"}
+                opened = await http.post(gw.url("s"), json=initialize, headers=headers)
+                headers |= {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+                await http.post(gw.url("s"), json=initialized, headers=headers)
+
+                async def calling() -> None:
+                    answer = await http.post(gw.url("s"), json=call, headers=headers)
+                    statuses.append(answer.status_code)
+                    answers.append(answer.json())
+
+            else:
+
+                async def calling() -> None:
+                    async with http.stream("GET", gw.sse_url("s"), headers={"Accept": "text/event-stream"}) as stream:
+                        lines = stream.aiter_lines()
+                        endpoint = None
+                        async for line in lines:
+                            if line.startswith("data: "):
+                                endpoint = line.removeprefix("data: ")
+                                break
+                        assert endpoint is not None
+                        for message in (initialize, initialized, call):
+                            assert (await http.post(gw.base + endpoint, json=message)).status_code == 202
+                        async for line in lines:
+                            if line.startswith("data: "):
+                                answer = json.loads(line.removeprefix("data: "))
+                                if answer.get("id") == 2:
+                                    answers.append(answer)
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(calling)
+                    await wait_for(lambda: calls_upstream() == 1, 10, what="the call reaching the upstream")
+                    gw.process.terminate()
+            await wait_for(lambda: gw.process.poll() is not None, 10, what="the gateway's exit after SIGTERM")
+            log = gw.log()
+        assert len(answers) == 1, answers
+        assert answers[0]["error"]["message"] == CUT, answers
+        if transport == "streamable-http":
+            assert statuses == [503]
+        assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from manifold import jsoncodec
-from manifold.asgi import SSE_HEADERS, Receive, Send, release_headers, send_body
+from manifold.asgi import SHUTDOWN_CUT_REASON, SSE_HEADERS, Receive, Send, cut_at_shutdown, release_headers, send_body
 from manifold.catalog.view import VirtualServerView
 from manifold.principal import Principal
 from manifold.protocol import (
@@ -30,7 +30,7 @@ from manifold.relay.era_adapt import adapt_to_era, uri_in_error
 from manifold.relay.handlers import Gateway
 from manifold.relay.hub import ALL_LIST_KINDS, Listener
 from manifold.relay.inbound import Inbound, InboundCheck, Refusal, as_object
-from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes
+from manifold.relay.jsonrpc import RpcError, error_bytes, response_bytes, sse_event
 from manifold.relay.response_channel import ResponseChannel
 from manifold.relay.sessions import ClientSession, LimitReached, PendingReplies, SessionStore, refuse
 from manifold.relay.stream_queue import KeepAlive, StreamQueue
@@ -145,6 +145,18 @@ class LegacySse:
             opening = f"event: endpoint\ndata: {endpoint}\n\n".encode()
             await send({"type": "http.response.body", "body": opening, "more_body": True})
             await pump_events(receive, send, queue, self.keepalive)
+        except asyncio.CancelledError as exc:
+            if cut_at_shutdown(exc):
+                # The shutdown grace ran out with calls of this session still running: each is answered here,
+                # the gateway is shutting down, try again (their replies travel on this stream alone, and it
+                # ends now: the client was told nothing of them and waited for its own timeout).
+                for request_id in list(session.inflight):
+                    cut = sse_event(error_bytes(request_id, INTERNAL_ERROR, SHUTDOWN_CUT_REASON))
+                    try:
+                        await send({"type": "http.response.body", "body": cut, "more_body": True})
+                    except Exception:  # noqa: BLE001 — the client is gone: nobody to tell
+                        break
+            raise
         finally:
             listener.detach(queue)
             self.sessions.stream_closed(principal.id)

@@ -21,7 +21,17 @@ from typing import Any, assert_never
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 from sqlalchemy.exc import SQLAlchemyError
 
-from manifold.asgi import JSON_HEADERS, SSE_HEADERS, Receive, Send, cancel_when_lost, release_headers, send_body
+from manifold.asgi import (
+    JSON_HEADERS,
+    SHUTDOWN_CUT_REASON,
+    SSE_HEADERS,
+    Receive,
+    Send,
+    cancel_when_lost,
+    cut_at_shutdown,
+    release_headers,
+    send_body,
+)
 from manifold.catalog.view import Built, VirtualServerView
 from manifold.principal import Principal
 from manifold.protocol import (
@@ -246,8 +256,12 @@ class StreamableHttp:
                         await send_body(send, refusal.status, refusal.body())
                         return
             await self._run(channel, call, rpc_method, params)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             task = asyncio.current_task()
+            if task is not None and cut_at_shutdown(exc) and not (watch is not None and watch.lost):
+                task.uncancel()
+                await _answer_cut(channel, request_id)  # its id, and a stream under way ends with it
+                return
             if watch is None or not watch.lost or task is None:
                 raise
             task.uncancel()
@@ -351,11 +365,13 @@ class StreamableHttp:
         session.inflight[request_id] = task  # type: ignore[assignment]
         try:
             await self._run(channel, call, rpc_method, params)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if task is not None and task.cancelling():
                 task.uncancel()
             if request_id in session.cancelled_by_client:
                 await channel.abandon()  # the client cancelled it: no answer (MCP)
+            elif cut_at_shutdown(exc):
+                await _answer_cut(channel, request_id)
             else:  # the gateway ended it (session closed, access revoked): an answer, or the client would wait
                 await channel.finish(error_bytes(request_id, REQUEST_CANCELLED, "Request cancelled"))
         finally:
@@ -634,6 +650,14 @@ async def pump_events(
         if counted is not None:
             queue.attached = False  # what Listener.detach does
             counted.stream_closed(owner)
+
+
+async def _answer_cut(channel: ResponseChannel, request_id: Any) -> None:  # noqa: ANN401
+    """A request cut because the shutdown grace ran out (asgi.py SHUTDOWN_CUT): 503 with Retry-After and the
+    JSON-RPC error saying so (a client or balancer tries again, elsewhere), or that error as the last event of a
+    stream under way. Was, for a 2025-11-25 session's call: a 200 -32800 "Request cancelled", which nobody retries."""
+    channel.extra_headers.append((b"retry-after", b"1"))
+    await channel.finish(error_bytes(request_id, INTERNAL_ERROR, SHUTDOWN_CUT_REASON), status=503)
 
 
 def _error_status(code: Any, era: Era) -> int:
