@@ -54,6 +54,7 @@ NO_CREDENTIAL = _NoCredential()
 # members all list the same for everyone: one built list per kind, as before.
 ListKey = tuple[str | None | _NoCredential, ...]
 MAX_BUILT = 256  # built lists kept per view (all kinds): the callers' of a view with per-caller members
+MAX_INDEXES = 32  # search indexes kept per view (tool_search): those of the lists searched last
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +124,11 @@ class VirtualServerView:
         self._built: OrderedDict[tuple[str, ListKey], Built] = OrderedDict()  # least recently used first
         self._last: dict[str, Built] = {}  # kind -> the list built or served last, whoever's
         self._per_caller_members: dict[str, tuple[int, list[MemberConfig]]] = {}  # kind -> (lists.revision, ...)
+        # (kind, member id) -> (the list a shared member's upstream sent, its items as exposed): `_exposed_items`
+        self._exposed: dict[tuple[str, str], tuple[list[JSON], list[tuple[str, JSON, str, Target]]]] = {}
         self._lock = asyncio.Lock()
         self._indexing = asyncio.Lock()  # one search index made at a time (tool_search)
+        self._indexed: OrderedDict[int, Built] = OrderedDict()  # the lists with a search index, last searched last
         self.last_failures: dict[str, str] = {}
         self.collisions: dict[str, list[str]] = {}
         self._told: dict[str, dict[str, str]] = {}  # kind -> member -> the failure last logged
@@ -135,6 +139,9 @@ class VirtualServerView:
     def _listed(self, kind: str) -> list[MemberConfig]:
         """The members whose lists of `kind` this view shows."""
         return [m for m in self.members if kind == "tools" or (m.prompts if kind == "prompts" else m.resources)]
+
+    def _per_caller_ids(self, kind: str) -> set[str]:
+        return {m.member_id for m in self._per_caller(kind)}
 
     def _per_caller(self, kind: str) -> list[MemberConfig]:
         """The members of `kind` whose upstream lists per caller (worked out again after a configuration change)."""
@@ -240,12 +247,10 @@ class VirtualServerView:
         sources: dict[str, str] = {}
         collided: dict[str, list[Target]] = {}
         collisions: list[str] = []
+        shared = None if quiet else {m.member_id for m in self._listed(kind)} - self._per_caller_ids(kind)
         for member, upstream_items in entries:
-            for item in upstream_items:
-                exposed = self._expose(kind, member, item)
-                if exposed is None:
-                    continue
-                key, new_item, original = exposed
+            reuse = shared is not None and member.member_id in shared
+            for key, new_item, original, target in self._exposed_items(kind, member, upstream_items, reuse=reuse):
                 if kind == "tools" and self.search is not None and key in TOOL_SEARCH_NAMES:
                     msg = (
                         f"tools '{key}' from member '{member.member_id}' (name '{original}') collides with the "
@@ -263,12 +268,12 @@ class VirtualServerView:
                     collisions.append(msg)
                     if not quiet:
                         log.error("virtual server '%s': %s", self.id, msg)
-                    collided.setdefault(key, [targets[key]]).append(Target(member.member_id, member.upstream, original))
+                    collided.setdefault(key, [targets[key]]).append(target)
                     continue
-                targets[key] = Target(member.member_id, member.upstream, original)
+                targets[key] = target
                 sources[key] = source
                 items.append(new_item)
-                item_targets.append(targets[key])
+                item_targets.append(target)
         if collided:
             key_field = {"tools": "name", "prompts": "name", "resources": "uri", "resource_templates": "uriTemplate"}[
                 kind
@@ -286,6 +291,28 @@ class VirtualServerView:
             collisions=collisions,
             collided=collided,
         )
+
+    def _exposed_items(
+        self, kind: str, member: MemberConfig, upstream_items: list[JSON], *, reuse: bool
+    ) -> list[tuple[str, JSON, str, Target]]:
+        """The member's items as this view exposes them: (exposed name, exposed item, original, target). With
+        `reuse` (a member whose list is everyone's), made once per list the upstream sent and shared by every
+        list built from it: a view with a per-caller member builds a list per caller (up to MAX_BUILT), and each
+        held its own copy of the shared members' items (5,000 tools: ~1 GB over 256 callers, with their search
+        indexes). Exposed items are never changed once built (they are already shared by a list's callers)."""
+        if reuse:
+            cached = self._exposed.get((kind, member.member_id))
+            if cached is not None and cached[0] is upstream_items:  # held here: its id is not reused meanwhile
+                return cached[1]
+        out: list[tuple[str, JSON, str, Target]] = []
+        for item in upstream_items:
+            exposed = self._expose(kind, member, item)
+            if exposed is not None:
+                key, new_item, original = exposed
+                out.append((key, new_item, original, Target(member.member_id, member.upstream, original)))
+        if reuse:
+            self._exposed[(kind, member.member_id)] = (upstream_items, out)
+        return out
 
     def connect_tool_name(self, member_id: str, taken: dict[str, Target] | None = None) -> str:
         """The synthetic tool's name for a member: `{member}{sep}connect_account` (namespaced or not, so the
@@ -374,11 +401,19 @@ class VirtualServerView:
     async def index(self, built: Built) -> ToolIndex:
         """The search index of a built tool list: made on its first search (in a thread: a large catalog's
         takes a few hundred ms), kept until the list is rebuilt."""
-        if built.index is None:
+        index = built.index
+        if index is None:
             async with self._indexing:
-                if built.index is None:
-                    built.index = await asyncio.to_thread(ToolIndex, built.items)
-        return built.index
+                index = built.index
+                if index is None:
+                    index = built.index = await asyncio.to_thread(ToolIndex, built.items)
+        # Kept for the MAX_INDEXES lists searched last: with a per-caller member each caller's list has its own
+        # index (a few MB for thousands of tools), and up to MAX_BUILT lists are kept.
+        self._indexed[id(built)] = built
+        self._indexed.move_to_end(id(built))
+        while len(self._indexed) > MAX_INDEXES:
+            self._indexed.popitem(last=False)[1].index = None
+        return index
 
     async def current(self, kind: str, credential: Credential | None = None) -> Built | None:
         """The caller's last built list, without waiting on a rebuild (None before one was built for them): what
