@@ -13,6 +13,7 @@ import json
 import logging
 import logging.config
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -217,7 +218,17 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
         on_started=banner,
         on_stopping=app.end_streams,
     )
-    server.run(sockets=listening)
+    try:
+        server.run(sockets=listening)
+    except KeyboardInterrupt:
+        # Ctrl-C: uvicorn, once stopped (as on SIGTERM), raises the SIGINT again so the process ends by it; Python
+        # turned it into a KeyboardInterrupt and printed two tracebacks on the way out. Ended by the signal
+        # itself (a shell's 130), as uvicorn's own command line does, without them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        return 130  # not reached: the signal ends the process
     if not server.started:
         return 3  # uvicorn's start-up failure status; the reason (a port in use, a failed start) is in the log
     return 0
