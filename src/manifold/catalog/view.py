@@ -382,9 +382,12 @@ class VirtualServerView:
     ) -> tuple[Target | None, Built | None]:
         """`resolve`, and the caller's built list it looked in (for `failed_member_for`, `failure_error`): only
         the caller's own list resolves their names (per-caller lists: another caller's tools are not theirs)."""
-        if credential is not None:
-            credential = once_per_member(credential)  # `key` and then the list: one credential each
-        key = await self.key(kind, credential)
+        if not self._per_caller(kind):
+            key: ListKey = ()  # everyone's list: one dict lookup, nothing to work out
+        else:
+            if credential is not None:
+                credential = once_per_member(credential)  # `key` and then the list: one credential each
+            key = await self.key(kind, credential)
         built = self._built.get((kind, key))
         if built is not None:
             t = built.targets.get(exposed)
@@ -418,6 +421,8 @@ class VirtualServerView:
     async def current(self, kind: str, credential: Credential | None = None) -> Built | None:
         """The caller's last built list, without waiting on a rebuild (None before one was built for them): what
         a check before the call (Mcp-Param headers, task support) reads, so it is the list the call resolves in."""
+        if not self._per_caller(kind):
+            return self._built.get((kind, ()))  # everyone's list: no credential worked out
         return self._built.get((kind, await self.key(kind, credential)))
 
     def last_built(self, kind: str) -> Built | None:
