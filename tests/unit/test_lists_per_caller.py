@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,10 @@ from manifold.catalog import lists as lists_module
 from manifold.catalog import view as view_module
 from manifold.catalog.lists import UpstreamLists
 from manifold.catalog.view import VirtualServerView
+from manifold.config.loader import load_config
 from manifold.config.models import MemberConfig, UpstreamConfig, VirtualServerConfig, per_caller_lists
 from manifold.outbound.resolver import AuthRequired
+from manifold.runtime.compose import compose
 from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
 
 pytestmark = pytest.mark.anyio
@@ -334,3 +337,36 @@ async def test_search_indexes_are_kept_for_the_lists_searched_last_only(monkeypa
         assert (await view.index(built[u])).size == 4
     assert built["b"].index is None and built["a"].index is not None and built["c"].index is not None
     assert (await view.index(built["b"])).size == 4 and built["a"].index is None
+
+
+async def test_a_user_who_connects_another_account_is_listed_again() -> None:
+    """The list identity of an `oauth` credential is the user (`oauth:<user>`), whichever account they connect:
+    a user who revoked one account and connected another was shown (and resolved calls in) the first account's
+    list until the TTL ran out (for good with `tool_list_ttl_seconds: 0`). Connecting or revoking makes that
+    user's lists of the upstream stale, nobody else's."""
+    pool = Pool()
+    lists = lists_of(pool, "zap")
+    alice, own_alice, bob = who("oauth:alice"), who("oauth:alice|caller:alice"), who("oauth:bob")
+    for outbound in (alice, own_alice, bob):
+        await lists.get("zap", "tools", outbound=outbound)
+    pool.asked.clear()
+    lists.connection_changed("alice", "zap")
+    lists.connection_changed("alice", "other")  # another upstream: nothing of zap's
+    for outbound in (alice, own_alice, bob):
+        await lists.get("zap", "tools", outbound=outbound)
+    assert sorted(pool.asked) == [("zap", "oauth:alice"), ("zap", "oauth:alice|caller:alice")]
+
+
+def test_the_gateway_refreshes_a_users_lists_when_they_connect_or_revoke(tmp_path: Path) -> None:
+    """Wired in compose: what OAuthFlows tells when a connection is stored or removed reaches the lists."""
+    (tmp_path / "manifold.yaml").write_text(
+        f"gateway:\n  state_dir: {tmp_path / 'state'}\n"
+        "upstreams:\n  zap:\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    auth:\n      mode: oauth\n"
+    )
+    runtime = compose(
+        load_config(tmp_path / "manifold.yaml"), dev_key="dev-key-for-tests-0123456789", public_base="http://gw.test"
+    )
+    entry = runtime.lists.entry("zap", "tools", "oauth:alice")
+    entry.stale = False
+    runtime.flows.changed("alice", "zap")
+    assert entry.stale

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from manifold.outbound.resolver import AuthRequired, OutboundRefused
+from manifold.outbound.resolver import AuthRequired, OutboundRefused, oauth_identity
 from manifold.upstream.base import ErrorKind, RequestSink, UpstreamError, UpstreamSession
 from manifold.upstream.credential import SHARED, Outbound, own_era
 from manifold.upstream.pool import StillStarting
@@ -173,6 +173,18 @@ class UpstreamLists:
         heard on one caller's session may be a change of everybody's (a new version of the server)."""
         for (uid, k, _), e in self._entries.items():
             if uid == upstream_id and (kind is None or k == kind):
+                e.stale = True
+                e.generation += 1
+
+    def connection_changed(self, user: str, upstream_id: str) -> None:
+        """The user connected, reconnected or revoked their account of an `oauth` upstream (outbound/oauth
+        `add_listener`): their lists of it are stale. Their list identity stays `oauth:<user>` whichever account
+        they connect, so a list fetched with the account they had was served for the one they connected instead
+        (its tools shown and resolved, the new account's missing) until the TTL ran out, or for good with none."""
+        identity = oauth_identity(user)
+        own = identity + "|caller:"  # `sessions: per_user` (relay/handlers.py Gateway.outbound)
+        for (uid, _, who), e in self._entries.items():
+            if uid == upstream_id and who is not None and (who == identity or who.startswith(own)):
                 e.stale = True
                 e.generation += 1
 

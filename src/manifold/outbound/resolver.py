@@ -76,6 +76,12 @@ class TokenExchange(Protocol):
         ...
 
 
+def oauth_identity(principal_id: str) -> str:
+    """The identity of a user's `oauth` credential (and so of their upstream session and lists): the user's, whichever
+    account of the upstream they connected."""
+    return f"oauth:{principal_id}"
+
+
 def _fingerprint(headers: Mapping[str, str]) -> str:
     digest = hashlib.sha256()
     for name in sorted(headers):
@@ -155,7 +161,7 @@ class CredentialResolver:
                 if self.oauth is None:
                     raise OutboundRefused(upstream_id, "OAuth upstreams are not available in this gateway")
                 token = await self.oauth.access_token(principal, upstream_id, auth, ctx)
-                return Outbound({"Authorization": f"Bearer {token}"}, f"oauth:{principal.id}")
+                return Outbound({"Authorization": f"Bearer {token}"}, oauth_identity(principal.id))
             case PassthroughAuth():
                 return Outbound(
                     {"Authorization": f"Bearer {_passthrough_token(upstream_id, auth, principal)}"},

@@ -288,7 +288,10 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         }
     )
     hub = Hub(lists, access)
-    flows.add_listener(hub.connection_changed)  # connecting or revoking changes that user's lists
+    # Connecting or revoking changes that user's lists: theirs are fetched again (another account's, maybe), and
+    # their streams told.
+    flows.add_listener(lists.connection_changed)
+    flows.add_listener(hub.connection_changed)
     exchanger = TokenExchanger(secret=secrets.lookup)
     credentials = CredentialResolver(secret=secrets.lookup, oauth=broker, exchange=exchanger)
     inputs = InputExchanges(
