@@ -20,6 +20,7 @@ from manifold.config.models import MemberConfig, UpstreamConfig, VirtualServerCo
 from manifold.outbound.resolver import AuthRequired
 from manifold.runtime.compose import compose
 from manifold.upstream.credential import SHARED, Outbound, in_handshake_era
+from manifold.upstream.pool import UpstreamPool
 
 pytestmark = pytest.mark.anyio
 JSON = dict[str, Any]
@@ -370,3 +371,35 @@ def test_the_gateway_refreshes_a_users_lists_when_they_connect_or_revoke(tmp_pat
     entry.stale = False
     runtime.flows.changed("alice", "zap")
     assert entry.stale
+
+
+async def test_views_follow_an_upstreams_new_sharing_from_the_moment_its_configuration_changes() -> None:
+    """The pool takes an upstream's new configuration, then closes its sessions (a stdio process may take seconds
+    to end); the catalog swap said `reconfigured` only after. Meanwhile a view kept the old per-caller members
+    while `lists.identity` followed the new configuration: an upstream made per caller (static to oauth) had one
+    caller's own list built under the key everyone shares, where another caller's tools/call resolved in it."""
+    url = "http://127.0.0.1:9/mcp"
+    static = UpstreamConfig.model_validate({"transport": "http", "url": url, "auth": {"mode": "static", "bearer": "t"}})
+    oauth = UpstreamConfig.model_validate({"transport": "http", "url": url, "auth": {"mode": "oauth"}})
+    pool = UpstreamPool({"zap": static})
+    lists = UpstreamLists(
+        pool, 3600, per_caller=lambda uid: (u := pool.config(uid)) is not None and per_caller_lists(u)
+    )
+    pool.on_reconfigured = lists.reconfigured  # as compose wires it
+    view = view_of(lists, {"upstream": "zap"})
+    assert view._per_caller("tools") == []
+    closing = asyncio.Event()
+
+    async def slow_close(upstream_id: str) -> None:
+        await closing.wait()
+
+    pool._close_sessions_of = slow_close  # type: ignore[method-assign]
+    replacing = asyncio.ensure_future(pool.put_upstream("zap", oauth))
+    await asyncio.sleep(0.01)
+    assert not replacing.done()
+    assert [m.member_id for m in view._per_caller("tools")] == ["zap"]  # while its old sessions close
+    closing.set()
+    assert await replacing
+    assert await pool.remove_upstream("zap")
+    assert view._per_caller("tools") == []
+    await pool.aclose()

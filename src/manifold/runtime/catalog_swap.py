@@ -129,16 +129,16 @@ class CatalogSwap:
             for listener in _listeners_of(hub, old):
                 hub.remove(listener)
                 listener.close()
-        for uid in replaced_upstreams:  # same id, new configuration: its cached lists are the old server's
-            self._lists.reconfigured(uid)  # its lists may be per caller now, or shared
+        # Same id, new configuration: its cached lists are the old server's (made stale, and those of the other
+        # sharing dropped, by the pool's put_upstream the moment the configuration changed: lists.reconfigured).
+        for uid in replaced_upstreams:
             for method in LIST_CHANGED:
                 await hub.on_upstream_notification(uid, {"jsonrpc": "2.0", "method": method, "params": {}})
 
         # 4. Upstreams no longer wanted: close their sessions (a stdio upstream's process ends).
         gone = sorted(before - set(wanted))
         for uid in gone:
-            await pool.remove_upstream(uid)
-            self._lists.reconfigured(uid)
+            await pool.remove_upstream(uid)  # its lists: lists.reconfigured, from the pool
         if added or removed or replaced or gone:
             log.info(
                 "catalog applied: %d servers (added %s; removed %s; changed %s)",

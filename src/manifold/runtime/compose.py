@@ -281,6 +281,7 @@ def compose(config: LoadedConfig, *, dev_key: str | None, public_base: str) -> R
         per_caller=lambda uid: (u := pool.config(uid)) is not None and per_caller_lists(u),
     )
     pool.on_renewed = lists.invalidate  # an upstream that restarted is listed again, not served from before
+    pool.on_reconfigured = lists.reconfigured  # its lists may be per caller now, or shared
     served = ServedServers(
         {
             sid: VirtualServerView(sid, vs, lists, config.separator_for(vs))

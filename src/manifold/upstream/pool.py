@@ -175,6 +175,10 @@ class UpstreamPool:
         # Told the upstream id when a session that had ended is replaced by a new one: a restarted upstream may
         # list other tools, prompts and resources, and says so to nobody (the composition root drops its lists).
         self.on_renewed: Callable[[str], None] | None = None
+        # Told the upstream id the moment its configuration is replaced or removed (before its sessions are
+        # closed): whether its lists are per caller may have changed, and views must not go on with what they
+        # worked out from the old configuration while those close (the composition root: lists.reconfigured).
+        self.on_reconfigured: Callable[[str], None] | None = None
         # `protocol: auto` upstreams that chose 2026-07-28, and those of them found to speak nothing older
         # (`speaks_both`: a 2026-07-28 server need not say it speaks 2025-11-25 too, FastMCP 4 does not, so
         # it is tried, once)
@@ -293,6 +297,8 @@ class UpstreamPool:
         if self._configs.get(upstream_id) == config:
             return False
         self._configs[upstream_id] = config
+        if self.on_reconfigured is not None:
+            self.on_reconfigured(upstream_id)
         self._modern_auto.discard(upstream_id)  # learned again from its next sessions
         self._forget_refusals(upstream_id)
         await self._close_sessions_of(upstream_id)
@@ -303,6 +309,8 @@ class UpstreamPool:
         was configured."""
         if self._configs.pop(upstream_id, None) is None:
             return False
+        if self.on_reconfigured is not None:
+            self.on_reconfigured(upstream_id)
         self._modern_auto.discard(upstream_id)
         self._forget_refusals(upstream_id)
         await self._close_sessions_of(upstream_id)
