@@ -82,7 +82,7 @@ async def test_starts_deaths_and_stops_leave_no_descriptor_process_or_thread(exi
             assert "result" in await within(upstreams.request("u", "tools/call", ECHO), 10, what="the call")
             first = pid_of(upstreams)
             os.kill(first, signal.SIGKILL)  # a crash: its exit is seen (pidfd or thread), and the call after it
-            await wait_for(lambda: upstreams.live("u") is None, 10, what=f"the exit seen ({exit_watch})")
+            await wait_for(lambda pool=upstreams: pool.live("u") is None, 10, what=f"the exit seen ({exit_watch})")
             assert "result" in await within(upstreams.request("u", "tools/call", ECHO), 10, what="the next call")
             assert pid_of(upstreams) != first
         finally:
