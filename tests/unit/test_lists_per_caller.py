@@ -403,3 +403,35 @@ async def test_views_follow_an_upstreams_new_sharing_from_the_moment_its_configu
     assert await pool.remove_upstream("zap")
     assert view._per_caller("tools") == []
     await pool.aclose()
+
+
+def test_a_list_changed_walks_only_its_upstreams_lists() -> None:
+    """Every caller's lists of every per-caller upstream are entries of one cache (50 upstreams at the bound:
+    51,200): each list_changed walked them all, ~0.9 ms, so an upstream sending a thousand at once held the event
+    loop for about a second. It walks its own upstream's entries only; the others are left as they were."""
+    lists = lists_of(Pool(), *(f"u{n}" for n in range(50)))
+    for n in range(50):
+        for i in range(64):
+            for kind in ("tools", "prompts"):
+                lists.entry(f"u{n}", kind, f"id{i}").stale = False
+
+    class Counting(dict):  # the cache's entries, counting how many are walked
+        walked = 0
+
+        def items(self):  # type: ignore[override]
+            for item in super().items():
+                Counting.walked += 1
+                yield item
+
+        def __iter__(self):  # type: ignore[override]
+            for key in super().__iter__():
+                Counting.walked += 1
+                yield key
+
+    lists._entries = Counting(lists._entries)  # type: ignore[assignment]
+    lists.invalidate("u0", "tools")
+    assert Counting.walked <= 128
+    assert all(e.stale == (k[0] == "u0" and k[1] == "tools") for k, e in dict.items(lists._entries))
+    lists.connection_changed("id1", "u1")
+    lists.reconfigured("u2")
+    assert Counting.walked <= 3 * 128

@@ -119,6 +119,9 @@ class UpstreamLists:
         self._per_caller = per_caller
         self.revision = 0  # bumped when an upstream was reconfigured: views work out their per-caller members again
         self._entries: dict[tuple[str, str, str | None], Entry] = {}
+        # upstream -> the keys of its entries: a list_changed (which an upstream may send thousands of at once)
+        # walks its own entries, not every upstream's callers' (50 per-caller upstreams at the bound: 51,200)
+        self._keys: dict[str, set[tuple[str, str, str | None]]] = {}
         # upstream -> its per-caller entries' keys, least recently read first (CALLER_LISTS, CALLER_LIST_IDLE)
         self._callers: dict[str, OrderedDict[tuple[str, str, str | None], None]] = {}
         self._versions = itertools.count(1)  # unique across entries: a view never mistakes one for another
@@ -144,6 +147,7 @@ class UpstreamLists:
         e = self._entries.get(key)
         if e is None:
             e = self._entries[key] = Entry()
+            self._keys.setdefault(upstream_id, set()).add(key)
             if identity is not None:
                 self._drop_unused(upstream_id)
         if identity is not None:
@@ -166,13 +170,21 @@ class UpstreamLists:
             if e is not None and len(callers) < CALLER_LISTS and e.used_at > idle_since:
                 break
             del callers[key]
-            self._entries.pop(key, None)
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, str, str | None]) -> None:
+        if self._entries.pop(key, None) is not None:
+            keys = self._keys[key[0]]
+            keys.discard(key)
+            if not keys:
+                del self._keys[key[0]]
 
     def invalidate(self, upstream_id: str, kind: str | None = None) -> None:
         """The upstream's lists of `kind` (all kinds: None) changed: every caller's, since a `list_changed`
         heard on one caller's session may be a change of everybody's (a new version of the server)."""
-        for (uid, k, _), e in self._entries.items():
-            if uid == upstream_id and (kind is None or k == kind):
+        for key in self._keys.get(upstream_id, ()):
+            if kind is None or key[1] == kind:
+                e = self._entries[key]
                 e.stale = True
                 e.generation += 1
 
@@ -183,8 +195,10 @@ class UpstreamLists:
         (its tools shown and resolved, the new account's missing) until the TTL ran out, or for good with none."""
         identity = oauth_identity(user)
         own = identity + "|caller:"  # `sessions: per_user` (relay/handlers.py Gateway.outbound)
-        for (uid, _, who), e in self._entries.items():
-            if uid == upstream_id and who is not None and (who == identity or who.startswith(own)):
+        for key in self._keys.get(upstream_id, ()):
+            who = key[2]
+            if who is not None and (who == identity or who.startswith(own)):
+                e = self._entries[key]
                 e.stale = True
                 e.generation += 1
 
@@ -194,8 +208,8 @@ class UpstreamLists:
         self.invalidate(upstream_id)
         self.revision += 1
         per_caller = self.per_caller(upstream_id)
-        for key in [k for k in self._entries if k[0] == upstream_id and (k[2] is not None) != per_caller]:
-            del self._entries[key]
+        for key in [k for k in self._keys.get(upstream_id, ()) if (k[2] is not None) != per_caller]:
+            self._drop(key)
         if not per_caller:
             self._callers.pop(upstream_id, None)
 
