@@ -13,7 +13,6 @@ import json
 import logging
 import logging.config
 import os
-import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -222,13 +221,9 @@ def cmd_serve(args: argparse.Namespace, load_config: Callable[[], LoadedConfig])
         server.run(sockets=listening)
     except KeyboardInterrupt:
         # Ctrl-C: uvicorn, once stopped (as on SIGTERM), raises the SIGINT again so the process ends by it; Python
-        # turned it into a KeyboardInterrupt and printed two tracebacks on the way out. Ended by the signal
-        # itself (a shell's 130), as uvicorn's own command line does, without them.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        return 130  # not reached: the signal ends the process
+        # turned it into a KeyboardInterrupt and printed two tracebacks on the way out. Ended with a shell's
+        # status for Ctrl-C instead (uvicorn's own command line swallows it), exit handlers run as usual.
+        return 130
     if not server.started:
         return 3  # uvicorn's start-up failure status; the reason (a port in use, a failed start) is in the log
     return 0
