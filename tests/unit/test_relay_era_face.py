@@ -393,3 +393,21 @@ async def test_a_resource_not_found_from_the_upstream_names_the_uri_the_client_a
         read = {"jsonrpc": "2.0", "id": 15, "method": "resources/read", "params": {"uri": uri}}
         wire = await relay.post(body(read), **{"mcp-session-id": sid, "mcp-protocol-version": era})
     assert wire.json()["error"]["data"] == {"uri": uri}
+
+
+async def test_param_headers_are_checked_for_a_tool_the_callers_list_gains_after_it_was_built() -> None:
+    """A tool the caller's built list lacks (a list_changed just brought it) is resolved by the handler after a
+    refresh: the Mcp-Param check read the list from before, found no such tool, and let the call through
+    unchecked, its headers disagreeing with its arguments."""
+    relay = param_relay()
+    pool = relay.pool  # type: ignore[attr-defined]
+    pool.lists["alpha"]["tools"] = [t for t in pool.lists["alpha"]["tools"] if t["name"] != "locate"]
+    listed = await relay.post(modern(6, "tools/list"), **modern_headers("tools/list"))
+    assert "alpha__locate" not in {t["name"] for t in listed.json()["result"]["tools"]}
+    pool.lists["alpha"]["tools"].append(REGION_TOOL)  # the upstream's new tool, and its list_changed
+    relay.view._lists.invalidate("alpha", "tools")
+    wire = await call_locate(relay, 7, "Hello", "Goodbye")
+    assert (wire.status, wire.json()["error"]["code"]) == (400, HEADER_MISMATCH)
+    assert pool.sent == []
+    ok = await call_locate(relay, 8, "Hello", "Hello")
+    assert ok.status == 200 and ok.json()["result"]["content"][0]["text"] == "ok"

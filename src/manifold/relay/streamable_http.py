@@ -33,6 +33,7 @@ from manifold.asgi import (
     send_body,
 )
 from manifold.catalog.view import Built, VirtualServerView
+from manifold.config.models import TOOL_SEARCH_NAMES
 from manifold.principal import Principal
 from manifold.protocol import (
     CANCELLED,
@@ -243,7 +244,12 @@ class StreamableHttp:
                 # with another schema); a dict lookup for a server whose members list the same for everyone.
                 credential = self.gw.credential_for(call)
                 built = await view.current("tools", credential)
-                if built is None:  # the first call before any list: build it as the handler would
+                # The first call before any list, or a tool the list lacks (a list_changed may just have brought
+                # it): resolved as the handler will, so the headers are checked against the list the call goes by
+                # (they went unchecked when the handler's refresh found the tool). Not for the tool search's own.
+                if built is None or (
+                    name not in built.targets and (view.search is None or name not in TOOL_SEARCH_NAMES)
+                ):
                     try:
                         built = (await view.lookup("tools", name, credential))[1]
                     except Exception:  # the handler meets the same failure and answers it
