@@ -435,3 +435,18 @@ def test_a_list_changed_walks_only_its_upstreams_lists() -> None:
     lists.connection_changed("id1", "u1")
     lists.reconfigured("u2")
     assert Counting.walked <= 3 * 128
+
+
+async def test_a_uri_of_a_shared_list_resolves_for_a_caller_when_the_lists_built_last_left_its_member_out() -> None:
+    """`lists: shared` on an oauth upstream, names unchanged: the resource lists built last were those of a
+    caller who has not connected it (the member left out), and a connected caller's resources/read of its URI
+    answered 'Resource not found'. Such a list is built for the caller asking."""
+    pool = ResourcePool()
+    view = view_of(lists_of(pool), {"upstream": "zap", "resources": True}, {"upstream": "fixed", "resources": True})
+    view.namespace = False
+    alice, carol = credential_of("alice"), credential_of("carol", refused=frozenset({"zap"}))
+    await view.get("resources", credential=alice)
+    await view.get("resources", credential=carol)  # built last, without zap
+    target = await view.resolve_uri_for("file:///alice/notes", alice)  # zap's shared list, fetched with alice's
+    assert target is not None and target.member_id == "zap"
+    # (carol resolves it now too, in everyone's list: her read goes with her credential, which asks her to connect)

@@ -457,13 +457,20 @@ class VirtualServerView:
     async def resolve_uri_for(self, uri: str, credential: Credential | None) -> Target | None:
         """`resolve_uri` for one caller. Without namespacing a URI belongs to whichever member listed it: in the
         caller's own lists where a member lists per caller (the last list built may be another caller's, with
-        other URIs or the same URI from another member); built for them first if they have none yet."""
-        if self.namespace or credential is None or not self.members_list_per_caller(*_RESOURCE_KINDS):
+        other URIs or the same URI from another member); built for them first if they have none yet. A list that
+        left a member out is built for this caller (whose failure it was may be another caller's: a shared list
+        of an `oauth` upstream is missing from the lists of a caller who has not connected it)."""
+        if self.namespace or credential is None:
             return self.resolve_uri(uri)
+        if not self.members_list_per_caller(*_RESOURCE_KINDS):
+            found = self.resolve_uri(uri)
+            last = (self._last.get(kind) for kind in _RESOURCE_KINDS)
+            if found is not None or not any(b.failures for b in last if b is not None):
+                return found  # everyone's lists, complete: as before
         own: list[Built] = []
         for kind in _RESOURCE_KINDS:
             built = await self.current(kind, credential)
-            if built is None:
+            if built is None or built.failures:
                 try:
                     built = await self.get(kind, allow_stale=True, credential=credential)
                 except Exception:  # noqa: BLE001 — no list to look in: as if the URI were in none
