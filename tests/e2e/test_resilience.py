@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,33 @@ async def test_callers_authorization_never_goes_upstream(tmp_path: Path) -> None
     assert gw.key not in json.dumps(seen)
 
 
+def slow_calls_seen(record: Path) -> Callable[[], int]:
+    """How many `slow` calls kitchen.py has recorded in `record` (its --record file)."""
+
+    def seen() -> int:
+        lines = record.read_text().splitlines() if record.exists() else []
+        return sum(1 for line in lines if json.loads(line).get("name") == "slow")
+
+    return seen
+
+
+def modern_slow_call(seconds: float) -> tuple[dict[str, str], dict[str, Any]]:
+    """The headers and body of a 2026-07-28 tools/call of kitchen's `slow` tool on the server `s` (member `k`)."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Mcp-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "k__slow",
+    }
+    params = {"name": "k__slow", "arguments": {"seconds": seconds}, "_meta": meta}
+    return headers, {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
+
+
 @pytest.mark.parametrize(
     ("gateway", "seconds"),
     [
@@ -205,23 +233,8 @@ async def test_a_call_in_flight_when_the_gateway_is_told_to_stop_is_answered_and
     but a call already on its way upstream still gets its answer first."""
     record = tmp_path / "requests.jsonl"
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
-
-        def calls_upstream() -> int:
-            lines = record.read_text().splitlines() if record.exists() else []
-            return sum(1 for line in lines if json.loads(line).get("name") == "slow")
-
-        meta = {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {},
-        }
-        params = {"name": "k__slow", "arguments": {"seconds": seconds}, "_meta": meta}
-        headers = {
-            "Accept": "application/json, text/event-stream",
-            "Mcp-Protocol-Version": "2026-07-28",
-            "Mcp-Method": "tools/call",
-            "Mcp-Name": "k__slow",
-        }
+        calls_upstream = slow_calls_seen(record)
+        headers, body = modern_slow_call(seconds)
         upstreams = {"k": {"transport": "http", "url": url}}
         async with (
             run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}, gateway) as gw,
@@ -230,7 +243,6 @@ async def test_a_call_in_flight_when_the_gateway_is_told_to_stop_is_answered_and
             answers: list[httpx2.Response] = []
 
             async def call() -> None:
-                body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
                 answers.append(await http.post(gw.url("s"), json=body, headers=headers))
 
             async with anyio.create_task_group() as tasks:
@@ -303,11 +315,7 @@ async def test_a_legacy_sse_call_in_flight_when_the_gateway_stops_gets_its_answe
     until the answer is written, then ends, and the gateway exits."""
     record = tmp_path / "requests.jsonl"
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
-
-        def calls_upstream() -> int:
-            lines = record.read_text().splitlines() if record.exists() else []
-            return sum(1 for line in lines if json.loads(line).get("name") == "slow")
-
+        calls_upstream = slow_calls_seen(record)
         upstreams = {"k": {"transport": "http", "url": url}}
         async with (
             run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}) as gw,
@@ -418,28 +426,8 @@ async def test_a_call_still_running_when_the_shutdown_grace_runs_out_is_answered
     a warning, not a traceback. Was: uvicorn's 500 "Internal Server Error" and "Exception in ASGI application"."""
     record = tmp_path / "requests.jsonl"
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
-
-        def calls_upstream() -> int:
-            lines = record.read_text().splitlines() if record.exists() else []
-            return sum(1 for line in lines if json.loads(line).get("name") == "slow")
-
-        meta = {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {},
-        }
-        headers = {
-            "Accept": "application/json, text/event-stream",
-            "Mcp-Protocol-Version": "2026-07-28",
-            "Mcp-Method": "tools/call",
-            "Mcp-Name": "k__slow",
-        }
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "k__slow", "arguments": {"seconds": 30}, "_meta": meta},
-        }
+        calls_upstream = slow_calls_seen(record)
+        headers, body = modern_slow_call(30)
         upstreams = {"k": {"transport": "http", "url": url}}
         async with (
             run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}, {"shutdown_grace_seconds": 0.5}) as gw,
@@ -492,11 +480,7 @@ async def test_a_2025_session_call_cut_at_the_shutdown_grace_is_answered_try_aga
         "params": {"name": "k__slow", "arguments": {"seconds": 30}},
     }
     async with run_http_upstream(KITCHEN, "--record", str(record)) as url:
-
-        def calls_upstream() -> int:
-            lines = record.read_text().splitlines() if record.exists() else []
-            return sum(1 for line in lines if json.loads(line).get("name") == "slow")
-
+        calls_upstream = slow_calls_seen(record)
         upstreams = {"k": {"transport": "http", "url": url}}
         async with (
             run_gateway(upstreams, {"s": {"members": [{"upstream": "k"}]}}, {"shutdown_grace_seconds": 0.5}) as gw,
