@@ -16,6 +16,7 @@ import pytest
 
 from manifold.config.models import UpstreamConfig
 from manifold.upstream.pool import UpstreamPool
+from tests.integration.test_stdio_restart_race import pid_of
 from tests.waiting import wait_for, within
 
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(sys.platform != "linux", reason="/proc, pidfd")]
@@ -59,14 +60,6 @@ def children() -> list[tuple[int, str]]:
         if int(parent) == os.getpid():
             found.append((int(entry), state))
     return found
-
-
-def pid_of(upstreams: UpstreamPool) -> int:
-    session = upstreams.live("u")
-    assert session is not None
-    pid = session._transport.pid  # type: ignore[attr-defined]  # the stdio transport's process
-    assert isinstance(pid, int)
-    return pid
 
 
 async def test_starts_deaths_and_stops_leave_no_descriptor_process_or_thread(exit_watch: str) -> None:

@@ -199,11 +199,8 @@ class ResponseChannel:
         self._queue(jsoncodec.dumps(message), droppable=True)
 
     async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
-        if method == PING:
-            return {"result": {}}
-        refused = refusal_for(method, params, self.caps)
-        if refused is not None:
-            return refused
+        if (answered := answered_here(method, params, self.caps)) is not None:
+            return answered
         if self.era is Era.MODERN or not self.sse_ok:
             # A 2026-07-28 response carries no server→client requests: Gateway.relay asks such a client with
             # input_required (relay/input_exchange.py); this channel is only its fallback.
@@ -319,11 +316,8 @@ class SessionQuestions:
         return  # side traffic of a call goes with the call; this sink makes none
 
     async def request(self, method: str, params: JSON | None, *, shared: bool = False) -> JSON:
-        if method == PING:
-            return {"result": {}}
-        refused = refusal_for(method, params, self.caps)
-        if refused is not None:
-            return refused
+        if (answered := answered_here(method, params, self.caps)) is not None:
+            return answered
         listener = self.session.listener
         if listener.ended:
             return _cannot(f"the client session that would answer {method} has ended")
@@ -346,6 +340,14 @@ class SessionQuestions:
 
 def _cancelled(rid: str, reason: str) -> JSON:
     return {"jsonrpc": "2.0", "method": CANCELLED, "params": {"requestId": rid, "reason": reason}}
+
+
+def answered_here(method: str, params: JSON | None, caps: JSON) -> JSON | None:
+    """What the gateway answers an upstream's server→client request with itself, without asking the client: a
+    ping (the gateway is there), or `refusal_for`; None when the client must be asked."""
+    if method == PING:
+        return {"result": {}}
+    return refusal_for(method, params, caps)
 
 
 def refusal_for(method: str, params: JSON | None, caps: JSON) -> JSON | None:
