@@ -373,7 +373,7 @@ def write_combining_http(
             try:
                 result = await app(self.scope, self.receive, self.send)
             except asyncio.CancelledError as exc:
-                if SHUTDOWN_CUT not in exc.args:
+                if not cut_at_shutdown(exc):
                     await self._failed(exc)
                 elif not self.response_started:
                     if not self.transport.is_closing():
